@@ -1,0 +1,39 @@
+"""The one lock (docker/requirements.lock): exact versions shared by client, scheduler and workers."""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+LOCK_PATH = PROJECT_DIR / "docker" / "requirements.lock"
+
+
+def canonical(name: str) -> str:
+    """PEP 503 name: `Nested_Pandas` and `nested-pandas` are the same package."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@functools.cache
+def read_lock(path: Path = LOCK_PATH) -> dict[str, str]:
+    """Map canonical package name to its exact pinned version."""
+    pins: dict[str, str] = {}
+    for raw in path.read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line or line.startswith("-"):
+            continue
+        name, sep, version = line.partition("==")
+        if not sep:
+            raise ValueError(f"{path}: '{line}' is not pinned with '=='; run `python scripts/lock.py`")
+        pins[canonical(name.split("[", 1)[0])] = version.strip()
+    return pins
+
+
+def locked_version(name: str) -> str:
+    """The pinned version of one package; KeyError names the lock if it is not there."""
+    pins = read_lock()
+    try:
+        return pins[canonical(name)]
+    except KeyError:
+        raise KeyError(f"{name} is not in {LOCK_PATH.name}; add it to docker/requirements.in") from None
