@@ -1,0 +1,121 @@
+"""DaskOperator: the Dask Kubernetes Operator Helm release, pinned to the locked dask-kubernetes, with its CRDs.
+
+Helm installs CRDs once and never upgrades them, so the four CRDs are Pulumi resources read from the
+pinned package's chart (`crds/`), and the release skips them: bumping the lock upgrades the CRDs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+import yaml
+
+from components.lock import PROJECT_DIR, locked_version
+
+CHART_NAME = "dask-kubernetes-operator"
+CHART_REPOSITORY = "https://helm.dask.org"
+RELEASE_NAME = "dask-operator"
+OPERATOR_IMAGE = "ghcr.io/dask/dask-kubernetes-operator"
+
+
+def operator_version() -> str:
+    """Chart version and operator image tag: the dask-kubernetes version in the lock."""
+    return locked_version("dask-kubernetes")
+
+
+def packaged_chart_dir() -> Path:
+    """The chart shipped inside the installed dask-kubernetes wheel (found without importing it)."""
+    spec = importlib.util.find_spec("dask_kubernetes")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("dask-kubernetes is not installed: run `make venv` (it installs docker/requirements.lock)")
+    return Path(spec.submodule_search_locations[0]) / "operator" / "deployment" / "helm" / CHART_NAME
+
+
+def crd_manifests(chart_dir: Path | None = None) -> list[dict[str, Any]]:
+    """The four CRDs (DaskCluster, DaskWorkerGroup, DaskJob, DaskAutoscaler), sorted by name."""
+    crd_dir = (chart_dir or packaged_chart_dir()) / "crds"
+    docs = [yaml.safe_load(p.read_text()) for p in sorted(crd_dir.glob("*.yaml"))]
+    return sorted(
+        (d for d in docs if d and d.get("kind") == "CustomResourceDefinition"), key=lambda d: d["metadata"]["name"]
+    )
+
+
+def release_values(version: str) -> dict[str, Any]:
+    # The packaged chart carries placeholder image tag "set-by-chartpress".
+    return {"image": {"name": OPERATOR_IMAGE, "tag": version}}
+
+
+def prepare_packaged_chart(version: str, build_dir: Path | None = None) -> Path:
+    """Copy the packaged chart with its placeholder version replaced, for air-gapped installs (chartSource: package).
+
+    Deterministic: the same lock gives the same files, so `pulumi preview` shows no change.
+    """
+    dest = (build_dir or PROJECT_DIR / ".build" / "charts") / version / CHART_NAME
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(packaged_chart_dir(), dest)
+    chart = yaml.safe_load((dest / "Chart.yaml").read_text())
+    chart["version"] = version
+    chart["appVersion"] = version
+    (dest / "Chart.yaml").write_text(yaml.safe_dump(chart, sort_keys=False))
+    values = yaml.safe_load((dest / "values.yaml").read_text())
+    values["image"]["tag"] = version
+    (dest / "values.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
+    return dest
+
+
+class DaskOperator(pulumi.ComponentResource):
+    """The operator release in its own namespace, plus the CRDs it serves."""
+
+    crds: list[k8s.apiextensions.v1.CustomResourceDefinition]
+    namespace: k8s.core.v1.Namespace
+    release: k8s.helm.v3.Release
+    version: str
+
+    def __init__(
+        self,
+        name: str,
+        namespace: str,
+        chart_source: str = "repository",
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("lsdb-k8s:operator:DaskOperator", name, {}, opts)
+        self.version = operator_version()
+        self.crds = [
+            k8s.apiextensions.v1.CustomResourceDefinition(
+                f"{name}-crd-{crd['spec']['names']['singular']}",
+                metadata={"name": crd["metadata"]["name"], "annotations": crd["metadata"].get("annotations", {})},
+                spec=crd["spec"],
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            for crd in crd_manifests()
+        ]
+        self.namespace = k8s.core.v1.Namespace(
+            f"{name}-namespace",
+            metadata={"name": namespace, "labels": {"app.kubernetes.io/part-of": "lsdb-k8s"}},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        if chart_source == "package":
+            chart: dict[str, Any] = {"chart": str(prepare_packaged_chart(self.version))}
+        else:
+            chart = {
+                "chart": CHART_NAME,
+                "version": self.version,
+                "repository_opts": k8s.helm.v3.RepositoryOptsArgs(repo=CHART_REPOSITORY),
+            }
+        self.release = k8s.helm.v3.Release(
+            f"{name}-release",
+            name=RELEASE_NAME,
+            namespace=self.namespace.metadata["name"],
+            skip_crds=True,
+            values=release_values(self.version),
+            atomic=True,
+            **chart,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*self.crds, self.namespace]),
+        )
+        self.register_outputs({"namespace": namespace, "version": self.version})

@@ -1,0 +1,100 @@
+"""LsdbImage: the pinned LSDB image, built from docker/ and the one lock, referenced by digest.
+
+The tag is derived from what goes into the image (lock, Dockerfile, Python version), never `latest`;
+the cluster uses `repo_digest` (repository@sha256:...), never the tag.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+
+import pulumi
+import pulumi_docker as docker
+import pulumi_kubernetes as k8s
+
+from components.config import ImageConfig
+from components.lock import PROJECT_DIR
+
+DOCKER_DIR = PROJECT_DIR / "docker"
+
+
+def image_tag(python_version: str) -> str:
+    """Deterministic tag: changes exactly when the lock, the Dockerfile or the Python version changes."""
+    digest = hashlib.sha256()
+    for name in ("requirements.lock", "Dockerfile"):
+        digest.update((DOCKER_DIR / name).read_bytes())
+    digest.update(python_version.encode())
+    return f"py{python_version}-lock-{digest.hexdigest()[:12]}"
+
+
+def pull_secret_name(cluster_name: str) -> str:
+    return f"{cluster_name}-registry"
+
+
+def dockerconfigjson(server: str, username: str, password: str) -> str:
+    """The `.dockerconfigjson` payload kubelet reads for imagePullSecrets."""
+    auth = base64.b64encode(f"{username}:{password}".encode()).decode()
+    return json.dumps({"auths": {server: {"username": username, "password": password, "auth": auth}}})
+
+
+class LsdbImage(pulumi.ComponentResource):
+    """Builds and pushes the image (or adopts a prebuilt `image.ref`), plus the pull Secret for private registries."""
+
+    ref: pulumi.Output[str]
+    image: docker.Image | None
+    pull_secret: k8s.core.v1.Secret | None
+    pull_secret_name: str | None
+
+    def __init__(
+        self,
+        name: str,
+        image: ImageConfig,
+        namespace: str,
+        cluster_name: str,
+        registry_password: pulumi.Output[str] | None = None,
+        depends_on: list[pulumi.Resource] | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("lsdb-k8s:image:LsdbImage", name, {}, opts)
+        self.image = None
+        if image.ref is not None:
+            self.ref = pulumi.Output.from_input(image.ref)
+        else:
+            registry = None
+            if registry_password is not None:
+                registry = docker.RegistryArgs(
+                    server=image.registry_server, username=image.registry_username, password=registry_password
+                )
+            self.image = docker.Image(
+                f"{name}-build",
+                image_name=f"{image.repository}:{image_tag(image.python_version)}",
+                build=docker.DockerBuildArgs(
+                    context=str(DOCKER_DIR),
+                    dockerfile=str(DOCKER_DIR / "Dockerfile"),
+                    platform=image.platform,
+                    args={"PYTHON_VERSION": image.python_version},
+                ),
+                registry=registry,
+                skip_push=not image.push,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            self.ref = self.image.repo_digest
+
+        self.pull_secret = None
+        self.pull_secret_name = None
+        if registry_password is not None:
+            # The Secret lives in the cluster namespace: it waits for it (depends_on).
+            self.pull_secret_name = pull_secret_name(cluster_name)
+            payload = registry_password.apply(
+                lambda pw: dockerconfigjson(image.registry_server or "", image.registry_username or "", pw)
+            )
+            self.pull_secret = k8s.core.v1.Secret(
+                f"{name}-pull-secret",
+                metadata={"name": self.pull_secret_name, "namespace": namespace},
+                type="kubernetes.io/dockerconfigjson",
+                string_data={".dockerconfigjson": pulumi.Output.secret(payload)},
+                opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on or []),
+            )
+        self.register_outputs({"ref": self.ref})

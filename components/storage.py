@@ -1,0 +1,183 @@
+"""CatalogStorage: where workers find HATS catalogs (RWX PVC, static NFS or hostPath PV, object store, none).
+
+The manifests and the pod-side wiring (volumes, mounts, environment) are pure functions of the config;
+`CatalogStorage` only registers them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.config import StorageConfig
+
+VOLUME_NAME = "catalog-data"
+LABELS = {"app.kubernetes.io/part-of": "lsdb-k8s", "app.kubernetes.io/component": "catalog-storage"}
+# gcsfs reads a service-account JSON file, not a value: the Secret key is mounted as that file.
+GCS_KEY_DIR = "/var/run/secrets/lsdb-object-store"
+
+
+@dataclass(frozen=True)
+class PodStorage:
+    """What the scheduler and worker pods need to see the catalogs."""
+
+    volumes: list[dict[str, Any]] = field(default_factory=list)
+    worker_mounts: list[dict[str, Any]] = field(default_factory=list)
+    env: list[dict[str, Any]] = field(default_factory=list)  # on scheduler and workers
+
+
+def object_store_secret_name(cluster_name: str) -> str:
+    return f"{cluster_name}-object-store"
+
+
+def persistent_volume_name(storage: StorageConfig, namespace: str) -> str:
+    # PVs are cluster-scoped: include the namespace so two stacks on one cluster do not collide.
+    return f"{namespace}-{storage.claim_name}"
+
+
+def persistent_volume_manifest(storage: StorageConfig, namespace: str) -> dict[str, Any] | None:
+    """The static PV for `nfs` (as in the guide: Retain, nfsvers=4.1) or `hostPath` (single-node dev clusters)."""
+    if storage.kind not in ("nfs", "hostPath"):
+        return None
+    spec: dict[str, Any] = {
+        "capacity": {"storage": storage.size},
+        "accessModes": [storage.access_mode],
+        "persistentVolumeReclaimPolicy": "Retain",
+        "storageClassName": "",
+        # Only our claim may bind it, even if another claim with the same size appears first.
+        "claimRef": {"namespace": namespace, "name": storage.claim_name},
+    }
+    if storage.kind == "nfs":
+        spec["nfs"] = {"server": storage.nfs_server, "path": storage.nfs_path}
+        spec["mountOptions"] = ["nfsvers=4.1"]
+    else:
+        spec["hostPath"] = {"path": storage.host_path, "type": "DirectoryOrCreate"}
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": persistent_volume_name(storage, namespace), "labels": LABELS},
+        "spec": spec,
+    }
+
+
+def persistent_volume_claim_manifest(storage: StorageConfig, namespace: str) -> dict[str, Any] | None:
+    if storage.kind not in ("pvc", "nfs", "hostPath"):
+        return None
+    spec: dict[str, Any] = {
+        "accessModes": [storage.access_mode],
+        "resources": {"requests": {"storage": storage.size}},
+    }
+    if storage.kind == "pvc":
+        if storage.storage_class_name:
+            spec["storageClassName"] = storage.storage_class_name
+    else:
+        # Bind to the static PV above, never to a dynamically provisioned one.
+        spec["storageClassName"] = ""
+        spec["volumeName"] = persistent_volume_name(storage, namespace)
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": storage.claim_name, "namespace": namespace, "labels": LABELS},
+        "spec": spec,
+    }
+
+
+def object_store_secret_manifest(
+    storage: StorageConfig, namespace: str, cluster_name: str, credentials: dict[str, str]
+) -> dict[str, Any] | None:
+    """Secret whose keys are the driver's environment variable names (gcs: the key file)."""
+    if storage.kind != "objectStore" or not storage.credential_keys:
+        return None
+    data = {}
+    for key, env_name in storage.credential_env.items():
+        data["service-account.json" if env_name == "GOOGLE_APPLICATION_CREDENTIALS" else env_name] = credentials[key]
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": object_store_secret_name(cluster_name), "namespace": namespace, "labels": LABELS},
+        "type": "Opaque",
+        "stringData": data,
+    }
+
+
+def pod_storage(storage: StorageConfig, cluster_name: str) -> PodStorage:
+    """Volumes, worker mounts and env for the DaskCluster pods."""
+    if storage.kind in ("pvc", "nfs", "hostPath"):
+        return PodStorage(
+            volumes=[{"name": VOLUME_NAME, "persistentVolumeClaim": {"claimName": storage.claim_name}}],
+            worker_mounts=[{"name": VOLUME_NAME, "mountPath": storage.mount_path}],
+        )
+    if storage.kind != "objectStore" or not storage.credential_keys:
+        return PodStorage()
+    secret = object_store_secret_name(cluster_name)
+    env, volumes, mounts = [], [], []
+    for env_name in storage.credential_env.values():
+        if env_name == "GOOGLE_APPLICATION_CREDENTIALS":
+            volumes.append({"name": "object-store-key", "secret": {"secretName": secret}})
+            mounts.append({"name": "object-store-key", "mountPath": GCS_KEY_DIR, "readOnly": True})
+            env.append({"name": env_name, "value": f"{GCS_KEY_DIR}/service-account.json"})
+        else:
+            env.append({"name": env_name, "valueFrom": {"secretKeyRef": {"name": secret, "key": env_name}}})
+    return PodStorage(volumes=volumes, worker_mounts=mounts, env=env)
+
+
+class CatalogStorage(pulumi.ComponentResource):
+    """The catalog volume (or object-store credentials) that the Dask cluster mounts."""
+
+    pod_storage: PodStorage
+    claim: k8s.core.v1.PersistentVolumeClaim | None
+    volume: k8s.core.v1.PersistentVolume | None
+    secret: k8s.core.v1.Secret | None
+
+    def __init__(
+        self,
+        name: str,
+        storage: StorageConfig,
+        namespace: str,
+        cluster_name: str,
+        credentials: pulumi.Output[dict[str, str]] | None = None,
+        depends_on: list[pulumi.Resource] | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("lsdb-k8s:storage:CatalogStorage", name, {}, opts)
+        # Children wait for the namespace themselves: depends_on on a component does not reach its children.
+        child = pulumi.ResourceOptions(parent=self, depends_on=depends_on or [])
+        self.pod_storage = pod_storage(storage, cluster_name)
+        self.volume = self.claim = self.secret = None
+
+        pv = persistent_volume_manifest(storage, namespace)
+        if pv is not None:
+            self.volume = k8s.core.v1.PersistentVolume(
+                f"{name}-pv", metadata=pv["metadata"], spec=pv["spec"], opts=child
+            )
+        pvc = persistent_volume_claim_manifest(storage, namespace)
+        if pvc is not None:
+            self.claim = k8s.core.v1.PersistentVolumeClaim(
+                f"{name}-pvc",
+                metadata=pvc["metadata"],
+                spec=pvc["spec"],
+                opts=pulumi.ResourceOptions(
+                    parent=self, depends_on=[*(depends_on or []), *([self.volume] if self.volume else [])]
+                ),
+            )
+        if storage.kind == "objectStore" and storage.credential_keys and credentials is not None:
+            manifest = credentials.apply(
+                lambda creds: object_store_secret_manifest(storage, namespace, cluster_name, creds)
+            )
+            self.secret = k8s.core.v1.Secret(
+                f"{name}-object-store",
+                metadata={"name": object_store_secret_name(cluster_name), "namespace": namespace, "labels": LABELS},
+                type="Opaque",
+                string_data=pulumi.Output.secret(manifest.apply(lambda m: m["stringData"])),
+                opts=child,
+            )
+        self.resources = [r for r in (self.volume, self.claim, self.secret) if r is not None]
+        self.register_outputs(
+            {
+                "claimName": self.claim.metadata.name if self.claim else None,
+                "mountPath": storage.mount_path if storage.kind in ("pvc", "nfs", "hostPath") else None,
+            }
+        )
