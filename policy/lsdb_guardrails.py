@@ -1,0 +1,286 @@
+"""The guardrails of the `lsdb-k8s-guardrails` policy pack (`pulumi preview --policy-pack policy`).
+
+Each policy is a `ResourceValidationPolicy` at `EnforcementLevel.MANDATORY`; its validator reads only
+`args.resource_type`, `args.props`, `args.name` and `args.get_config()`, the attributes the policy SDK
+fills in from the engine's analyze request. Props may be the SDK's unknown-checking proxies (Mapping and
+Sequence, not dict and list), so the helpers below only rely on those interfaces. A value that is not
+known during preview (an image digest computed in the same update) raises the SDK's UnknownValueError,
+which the SDK reports as "can't run policy during preview"; the check then runs for real during `up`.
+
+This module has no side effects: `__main__.py` builds the PolicyPack (which starts the analyzer server).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from pulumi_policy import (
+    EnforcementLevel,
+    PolicyConfigSchema,
+    ReportViolation,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+)
+
+PACK_NAME = "lsdb-k8s-guardrails"
+
+DASK_CLUSTER = "kubernetes:kubernetes.dask.org/v1:DaskCluster"
+DASK_WORKER_GROUP = "kubernetes:kubernetes.dask.org/v1:DaskWorkerGroup"
+DASK_AUTOSCALER = "kubernetes:kubernetes.dask.org/v1:DaskAutoscaler"
+SERVICE = "kubernetes:core/v1:Service"
+
+DIGEST_IMAGE = re.compile(r"^[^\s@]+@sha256:[0-9a-f]{64}$")
+# The guide: "Keep --nthreads at 1 or 2 per worker for LSDB workloads."
+MIN_THREADS, MAX_THREADS = 1, 2
+DEFAULT_AUTOSCALER_CEILING = 50
+PUBLIC_SERVICE_TYPES = ("LoadBalancer", "NodePort")
+
+
+# --- reading DaskCluster / DaskWorkerGroup props -------------------------------------------------
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _sequence(value: Any) -> Sequence[Any]:
+    return value if isinstance(value, Sequence) and not isinstance(value, str) else ()
+
+
+def _resource_label(args: ResourceValidationArgs) -> str:
+    kind = args.resource_type.rsplit(":", 1)[-1]
+    name = _mapping(args.props.get("metadata")).get("name") or args.name
+    return f"{kind} {name}"
+
+
+def dask_pod_specs(resource_type: str, props: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """(component, pod spec) for each Dask pod template of a DaskCluster or DaskWorkerGroup."""
+    spec = _mapping(props.get("spec"))
+    if resource_type == DASK_CLUSTER:
+        yield "scheduler", _mapping(_mapping(spec.get("scheduler")).get("spec"))
+        yield "worker", _mapping(_mapping(spec.get("worker")).get("spec"))
+    elif resource_type == DASK_WORKER_GROUP:
+        yield "worker", _mapping(_mapping(spec.get("worker")).get("spec"))
+
+
+def dask_containers(resource_type: str, props: Mapping[str, Any]) -> Iterator[tuple[str, str, str, Mapping[str, Any]]]:
+    """(component, "container" or "initContainer", name, container) for every container of the Dask pods."""
+    for component, pod in dask_pod_specs(resource_type, props):
+        for field, what in (("initContainers", "initContainer"), ("containers", "container")):
+            for index, container in enumerate(_sequence(pod.get(field))):
+                container = _mapping(container)
+                yield component, what, str(container.get("name") or f"#{index}"), container
+
+
+def _command_line(container: Mapping[str, Any]) -> list[str]:
+    return [str(a) for a in (*_sequence(container.get("command")), *_sequence(container.get("args")))]
+
+
+def is_dask_worker(container: Mapping[str, Any]) -> bool:
+    """`dask worker ...`, `dask-worker ...` or `python -m distributed.cli.dask_worker ...`."""
+    argv = _command_line(container)
+    for i, arg in enumerate(argv):
+        base = arg.rsplit("/", 1)[-1]
+        if base == "dask-worker" or arg == "distributed.cli.dask_worker":
+            return True
+        if base == "dask" and i + 1 < len(argv) and argv[i + 1] == "worker":
+            return True
+    return False
+
+
+def nthreads_values(argv: Sequence[str]) -> list[str]:
+    """Every value given to --nthreads, in both `--nthreads N` and `--nthreads=N` forms."""
+    values = []
+    for i, arg in enumerate(argv):
+        if arg == "--nthreads":
+            values.append(argv[i + 1] if i + 1 < len(argv) else "")
+        elif arg.startswith("--nthreads="):
+            values.append(arg.split("=", 1)[1])
+    return values
+
+
+# --- validators ----------------------------------------------------------------------------------
+
+
+def validate_image_digests(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    """Every DaskCluster/DaskWorkerGroup container image is `repository@sha256:<64 hex>`."""
+    if args.resource_type not in (DASK_CLUSTER, DASK_WORKER_GROUP):
+        return
+    label = _resource_label(args)
+    for component, what, name, container in dask_containers(args.resource_type, args.props):
+        image = container.get("image")
+        if not image:
+            report_violation(f"{label}: {component} {what} '{name}' has no image; pin it as repository@sha256:<digest>")
+            continue
+        image = str(image)
+        if DIGEST_IMAGE.match(image):
+            continue
+        last = image.rsplit("/", 1)[-1]
+        tag = last.split(":", 1)[1] if ":" in last else "latest"
+        floating = " (the floating tag 'latest' is rejected)" if tag == "latest" else f" (tag '{tag}' can move)"
+        report_violation(
+            f"{label}: {component} {what} '{name}' image '{image}' is not pinned by digest{floating}; "
+            "use repository@sha256:<digest> so scheduler, workers and client run the same build"
+        )
+
+
+def validate_memory_limits(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    """Every scheduler and worker container sets resources.limits.memory (an OOM is then a clear OOMKilled)."""
+    if args.resource_type not in (DASK_CLUSTER, DASK_WORKER_GROUP):
+        return
+    label = _resource_label(args)
+    for component, pod in dask_pod_specs(args.resource_type, args.props):
+        containers = _sequence(pod.get("containers"))
+        if not containers:
+            report_violation(f"{label}: the {component} pod spec has no containers, so no memory limit")
+        for index, container in enumerate(containers):
+            container = _mapping(container)
+            name = container.get("name") or f"#{index}"
+            limits = _mapping(_mapping(container.get("resources")).get("limits"))
+            if not limits.get("memory"):
+                report_violation(
+                    f"{label}: {component} container '{name}' has no resources.limits.memory; "
+                    "set one (the guide's manifest sets limits.memory equal to requests.memory)"
+                )
+
+
+def validate_worker_threads(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    """Every Dask worker container passes --nthreads with a literal value of 1 or 2."""
+    if args.resource_type not in (DASK_CLUSTER, DASK_WORKER_GROUP):
+        return
+    label = _resource_label(args)
+    workers = [
+        (name, c)
+        for component, what, name, c in dask_containers(args.resource_type, args.props)
+        if component == "worker" and what == "container" and (is_dask_worker(c) or name == "worker")
+    ]
+    if not workers:
+        report_violation(
+            f"{label}: no Dask worker container found (a `dask worker` command or a container named 'worker'), "
+            f"so --nthreads cannot be checked; keep --nthreads between {MIN_THREADS} and {MAX_THREADS}"
+        )
+    for name, container in workers:
+        values = nthreads_values(_command_line(container))
+        if not values:
+            report_violation(
+                f"{label}: worker container '{name}' does not pass --nthreads (Dask then starts one thread per "
+                f"core); pass --nthreads {MIN_THREADS} or {MAX_THREADS}"
+            )
+        for value in values:
+            if not value.isdigit() or not MIN_THREADS <= int(value) <= MAX_THREADS:
+                report_violation(
+                    f"{label}: worker container '{name}' runs --nthreads {value or '(missing value)'}; "
+                    f"LSDB workers must use {MIN_THREADS} to {MAX_THREADS} threads (add workers, not threads)"
+                )
+
+
+def autoscaler_ceiling(config: Mapping[str, Any]) -> int:
+    value = config.get("maximum", DEFAULT_AUTOSCALER_CEILING)
+    # Configure() delivers JSON numbers as floats (50.0).
+    return int(value)
+
+
+def validate_autoscaler_ceiling(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    """DaskAutoscaler spec.maximum is set and at most the configured ceiling; minimum <= maximum."""
+    if args.resource_type != DASK_AUTOSCALER:
+        return
+    label = _resource_label(args)
+    ceiling = autoscaler_ceiling(args.get_config())
+    spec = _mapping(args.props.get("spec"))
+    maximum, minimum = spec.get("maximum"), spec.get("minimum")
+    if not isinstance(maximum, int | float) or isinstance(maximum, bool):
+        report_violation(f"{label}: spec.maximum is not set to a number; set it to at most {ceiling}")
+        return
+    if maximum > ceiling:
+        report_violation(
+            f"{label}: spec.maximum {int(maximum)} exceeds the ceiling of {ceiling} workers "
+            f"(policy config {POLICY_AUTOSCALER}.maximum)"
+        )
+    if isinstance(minimum, int | float) and not isinstance(minimum, bool) and minimum > maximum:
+        report_violation(f"{label}: spec.minimum {int(minimum)} is above spec.maximum {int(maximum)}")
+
+
+def _selects_scheduler(selector: Mapping[str, Any]) -> bool:
+    return selector.get("dask.org/component") == "scheduler"
+
+
+def validate_scheduler_not_public(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    """The scheduler (port 8786, dashboard 8787) is reachable only inside the cluster or via port-forward."""
+    label = _resource_label(args)
+    fix = "keep it ClusterIP and use `kubectl port-forward` (or an authenticated Ingress) to reach it"
+    if args.resource_type == DASK_CLUSTER:
+        service = _mapping(_mapping(_mapping(args.props.get("spec")).get("scheduler")).get("service"))
+        service_type = service.get("type") or "ClusterIP"  # Kubernetes' default
+        if service_type != "ClusterIP":
+            report_violation(
+                f"{label}: spec.scheduler.service.type is {service_type}, which exposes the scheduler and "
+                f"dashboard outside the cluster; {fix}"
+            )
+        if _sequence(service.get("externalIPs")):
+            report_violation(f"{label}: spec.scheduler.service sets externalIPs; {fix}")
+    elif args.resource_type == SERVICE:
+        spec = _mapping(args.props.get("spec"))
+        if not _selects_scheduler(_mapping(spec.get("selector"))):
+            return
+        service_type = spec.get("type") or "ClusterIP"
+        if service_type in PUBLIC_SERVICE_TYPES:
+            report_violation(
+                f"{label}: type {service_type} exposes the Dask scheduler (selector dask.org/component: scheduler) "
+                f"and its dashboard outside the cluster; {fix}"
+            )
+        if _sequence(spec.get("externalIPs")):
+            report_violation(f"{label}: externalIPs expose the Dask scheduler outside the cluster; {fix}")
+
+
+# --- the policies --------------------------------------------------------------------------------
+
+POLICY_IMAGE = "dask-image-pinned-by-digest"
+POLICY_MEMORY = "dask-memory-limits"
+POLICY_THREADS = "dask-worker-threads"
+POLICY_AUTOSCALER = "dask-autoscaler-ceiling"
+POLICY_PUBLIC = "dask-scheduler-not-public"
+
+POLICIES = [
+    ResourceValidationPolicy(
+        name=POLICY_IMAGE,
+        description="Dask scheduler and worker images must be pinned by digest (repository@sha256:...), never a tag.",
+        enforcement_level=EnforcementLevel.MANDATORY,
+        validate=validate_image_digests,
+    ),
+    ResourceValidationPolicy(
+        name=POLICY_MEMORY,
+        description="Every Dask scheduler and worker container must set resources.limits.memory.",
+        enforcement_level=EnforcementLevel.MANDATORY,
+        validate=validate_memory_limits,
+    ),
+    ResourceValidationPolicy(
+        name=POLICY_THREADS,
+        description=f"Dask workers must run with --nthreads {MIN_THREADS} or {MAX_THREADS} (the LSDB guide's range).",
+        enforcement_level=EnforcementLevel.MANDATORY,
+        validate=validate_worker_threads,
+    ),
+    ResourceValidationPolicy(
+        name=POLICY_AUTOSCALER,
+        description="DaskAutoscaler maximum must not exceed the configured ceiling (default 50 workers).",
+        enforcement_level=EnforcementLevel.MANDATORY,
+        validate=validate_autoscaler_ceiling,
+        config_schema=PolicyConfigSchema(
+            properties={
+                "maximum": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "default": DEFAULT_AUTOSCALER_CEILING,
+                    "description": "The largest DaskAutoscaler spec.maximum allowed.",
+                }
+            }
+        ),
+    ),
+    ResourceValidationPolicy(
+        name=POLICY_PUBLIC,
+        description="The Dask scheduler/dashboard Service must be ClusterIP: no LoadBalancer, NodePort or externalIPs.",
+        enforcement_level=EnforcementLevel.MANDATORY,
+        validate=validate_scheduler_not_public,
+    ),
+]

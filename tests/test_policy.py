@@ -1,0 +1,550 @@
+"""The policy pack (policy/): every guardrail, called as the Pulumi policy SDK calls it, plus the pack itself.
+
+Validators get a real `pulumi_policy.ResourceValidationArgs` whose props are wrapped by the SDK's own
+`unknown_checking_proxy`, exactly as `_PolicyAnalyzerServicer.Analyze` builds them. One test boots the
+pack the way the Pulumi CLI does (`python -u -m pulumi.policy <engine> .` in the pack folder) and talks to
+it over the analyzer gRPC protocol; another runs the real program for every committed stack under
+Pulumi's mock runtime and checks that what it registers passes every guardrail.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import yaml
+from google.protobuf import empty_pb2, struct_pb2
+from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
+from pulumi_policy import (
+    EnforcementLevel,
+    PolicyCustomTimeouts,
+    PolicyResourceOptions,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+)
+from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, unknown_checking_proxy
+
+ROOT = Path(__file__).resolve().parent.parent
+POLICY_DIR = ROOT / "policy"
+sys.path.insert(0, str(POLICY_DIR))
+import lsdb_guardrails as g  # noqa: E402
+
+DIGEST = "sha256:" + "ab" * 32
+IMAGE = f"registry.example.com/lsdb-dask@{DIGEST}"
+
+
+def guide_cluster(image: str = IMAGE) -> dict[str, Any]:
+    """The guide's DaskCluster manifest, with the image pinned by digest (the compliant baseline)."""
+    return {
+        "apiVersion": "kubernetes.dask.org/v1",
+        "kind": "DaskCluster",
+        "metadata": {"name": "lsdb-cluster", "namespace": "lsdb"},
+        "spec": {
+            "worker": {
+                "replicas": 2,
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "worker",
+                            "image": image,
+                            "args": ["dask-worker", "--name", "$(DASK_WORKER_NAME)", "--nthreads", "2"],
+                            "resources": {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"memory": "4Gi"}},
+                        }
+                    ]
+                },
+            },
+            "scheduler": {
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "scheduler",
+                            "image": image,
+                            "args": ["dask-scheduler"],
+                            "resources": {"requests": {"cpu": "2", "memory": "6Gi"}, "limits": {"memory": "6Gi"}},
+                        }
+                    ]
+                },
+                "service": {
+                    "type": "ClusterIP",
+                    "selector": {"dask.org/cluster-name": "lsdb-cluster", "dask.org/component": "scheduler"},
+                    "ports": [{"name": "tcp-comm", "protocol": "TCP", "port": 8786, "targetPort": "tcp-comm"}],
+                },
+            },
+        },
+    }
+
+
+def autoscaler(maximum: Any = 6, minimum: Any = 2) -> dict[str, Any]:
+    spec: dict[str, Any] = {"cluster": "lsdb-cluster"}
+    if maximum is not None:
+        spec["maximum"] = maximum
+    if minimum is not None:
+        spec["minimum"] = minimum
+    return {
+        "apiVersion": "kubernetes.dask.org/v1",
+        "kind": "DaskAutoscaler",
+        "metadata": {"name": "lsdb-cluster"},
+        "spec": spec,
+    }
+
+
+def service(service_type: str | None, component: str = "scheduler", **extra: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "selector": {"dask.org/cluster-name": "lsdb-cluster", "dask.org/component": component},
+        "ports": [{"port": 8787, "targetPort": "http-dashboard"}],
+        **extra,
+    }
+    if service_type is not None:
+        spec["type"] = service_type
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "dashboard"}, "spec": spec}
+
+
+def policy(name: str) -> ResourceValidationPolicy:
+    found = [p for p in g.POLICIES if p.name == name]
+    assert len(found) == 1, name
+    return found[0]
+
+
+def violations(
+    policy_name: str, resource_type: str, props: dict[str, Any], config: dict[str, Any] | None = None
+) -> list[str]:
+    """Run one policy the way the SDK's Analyze does and return the violation messages."""
+    opts = PolicyResourceOptions(False, [], None, [], PolicyCustomTimeouts(0, 0, 0), [], None)
+    name = props.get("metadata", {}).get("name", "res")
+    args = ResourceValidationArgs(
+        resource_type,
+        unknown_checking_proxy(copy.deepcopy(props)),
+        f"urn:pulumi:test::lsdb-k8s::{resource_type}::{name}",
+        name,
+        opts,
+        None,
+        config,
+    )
+    messages: list[str] = []
+    result = policy(policy_name).validate(args, lambda message, urn=None: messages.append(message))
+    assert result is None  # synchronous validators
+    return messages
+
+
+def worker(manifest: dict[str, Any]) -> dict[str, Any]:
+    return manifest["spec"]["worker"]["spec"]["containers"][0]
+
+
+def scheduler(manifest: dict[str, Any]) -> dict[str, Any]:
+    return manifest["spec"]["scheduler"]["spec"]["containers"][0]
+
+
+# --- the pack's shape ----------------------------------------------------------------------------
+
+
+def test_every_policy_is_a_mandatory_resource_validation_policy() -> None:
+    assert [p.name for p in g.POLICIES] == [
+        "dask-image-pinned-by-digest",
+        "dask-memory-limits",
+        "dask-worker-threads",
+        "dask-autoscaler-ceiling",
+        "dask-scheduler-not-public",
+    ]
+    for p in g.POLICIES:
+        assert isinstance(p, ResourceValidationPolicy)
+        assert p.enforcement_level is EnforcementLevel.MANDATORY
+        assert p.has_validation()
+
+
+def test_the_guide_manifest_with_a_digest_passes_every_policy() -> None:
+    for p in g.POLICIES:
+        assert violations(p.name, g.DASK_CLUSTER, guide_cluster()) == []
+        assert violations(p.name, g.DASK_AUTOSCALER, autoscaler()) == []
+        assert violations(p.name, g.SERVICE, service("ClusterIP")) == []
+
+
+def test_policies_ignore_unrelated_resources() -> None:
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "lsdb"}}
+    for p in g.POLICIES:
+        assert violations(p.name, "kubernetes:core/v1:Namespace", namespace) == []
+    # A LoadBalancer that does not select the Dask scheduler is none of this pack's business.
+    assert violations(g.POLICY_PUBLIC, g.SERVICE, service("LoadBalancer", component="worker")) == []
+
+
+# --- no floating image tags ----------------------------------------------------------------------
+
+
+def test_latest_tag_is_rejected_on_scheduler_and_worker() -> None:
+    messages = violations(g.POLICY_IMAGE, g.DASK_CLUSTER, guide_cluster("registry.example.com/lsdb-dask:latest"))
+    assert messages == [
+        f"DaskCluster lsdb-cluster: {component} container '{component}' image "
+        "'registry.example.com/lsdb-dask:latest' is not pinned by digest (the floating tag 'latest' is rejected); "
+        "use repository@sha256:<digest> so scheduler, workers and client run the same build"
+        for component in ("scheduler", "worker")
+    ]
+
+
+def test_untagged_image_means_latest_and_versioned_tags_still_float() -> None:
+    manifest = guide_cluster()
+    scheduler(manifest)["image"] = "registry.example.com:5000/lsdb-dask"
+    worker(manifest)["image"] = "registry.example.com:5000/lsdb-dask:0.5.0"
+    messages = violations(g.POLICY_IMAGE, g.DASK_CLUSTER, manifest)
+    untagged, versioned = messages
+    assert "image 'registry.example.com:5000/lsdb-dask' is not pinned by digest (the floating tag 'latest'" in untagged
+    assert "'registry.example.com:5000/lsdb-dask:0.5.0' is not pinned by digest (tag '0.5.0' can move)" in versioned
+
+
+def test_tag_plus_digest_and_malformed_digests() -> None:
+    manifest = guide_cluster(f"registry.example.com/lsdb-dask:0.5.0@{DIGEST}")
+    assert violations(g.POLICY_IMAGE, g.DASK_CLUSTER, manifest) == []
+    short = guide_cluster("registry.example.com/lsdb-dask@sha256:abc")
+    assert len(violations(g.POLICY_IMAGE, g.DASK_CLUSTER, short)) == 2
+
+
+def test_missing_image_and_init_containers_are_checked() -> None:
+    manifest = guide_cluster()
+    del scheduler(manifest)["image"]
+    manifest["spec"]["worker"]["spec"]["initContainers"] = [{"name": "fetch", "image": "busybox:1.36"}]
+    messages = violations(g.POLICY_IMAGE, g.DASK_CLUSTER, manifest)
+    assert messages == [
+        "DaskCluster lsdb-cluster: scheduler container 'scheduler' has no image; pin it as repository@sha256:<digest>",
+        "DaskCluster lsdb-cluster: worker initContainer 'fetch' image 'busybox:1.36' is not pinned by digest "
+        "(tag '1.36' can move); use repository@sha256:<digest> so scheduler, workers and client run the same build",
+    ]
+
+
+def test_worker_groups_are_checked_too() -> None:
+    group = {
+        "apiVersion": "kubernetes.dask.org/v1",
+        "kind": "DaskWorkerGroup",
+        "metadata": {"name": "lsdb-cluster-highmem"},
+        "spec": {"cluster": "lsdb-cluster", "worker": copy.deepcopy(guide_cluster()["spec"]["worker"])},
+    }
+    assert all(violations(p.name, g.DASK_WORKER_GROUP, group) == [] for p in g.POLICIES)
+    worker(group)["image"] = "lsdb-dask:latest"
+    worker(group)["args"] = ["dask", "worker", "--nthreads", "8"]
+    assert violations(g.POLICY_IMAGE, g.DASK_WORKER_GROUP, group)[0].startswith(
+        "DaskWorkerGroup lsdb-cluster-highmem: worker container 'worker' image 'lsdb-dask:latest'"
+    )
+    assert violations(g.POLICY_THREADS, g.DASK_WORKER_GROUP, group) == [
+        "DaskWorkerGroup lsdb-cluster-highmem: worker container 'worker' runs --nthreads 8; "
+        "LSDB workers must use 1 to 2 threads (add workers, not threads)"
+    ]
+
+
+def test_an_image_unknown_during_preview_defers_to_the_sdk() -> None:
+    # The SDK turns UnknownValueError into an advisory "can't run policy during preview" and re-runs at `up`.
+    with pytest.raises(UnknownValueError):
+        violations(g.POLICY_IMAGE, g.DASK_CLUSTER, guide_cluster(UNKNOWN_STRING_VALUE))
+
+
+# --- memory limits -------------------------------------------------------------------------------
+
+
+def test_memory_limit_missing_on_worker_and_scheduler() -> None:
+    manifest = guide_cluster()
+    del worker(manifest)["resources"]["limits"]
+    scheduler(manifest)["resources"] = {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "1"}}
+    assert violations(g.POLICY_MEMORY, g.DASK_CLUSTER, manifest) == [
+        f"DaskCluster lsdb-cluster: {component} container '{component}' has no resources.limits.memory; "
+        "set one (the guide's manifest sets limits.memory equal to requests.memory)"
+        for component in ("scheduler", "worker")
+    ]
+
+
+def test_memory_limit_missing_on_a_sidecar_and_no_resources_at_all() -> None:
+    manifest = guide_cluster()
+    manifest["spec"]["worker"]["spec"]["containers"].append({"name": "log-shipper", "image": IMAGE})
+    del scheduler(manifest)["resources"]
+    messages = violations(g.POLICY_MEMORY, g.DASK_CLUSTER, manifest)
+    assert [m.split(" has no")[0] for m in messages] == [
+        "DaskCluster lsdb-cluster: scheduler container 'scheduler'",
+        "DaskCluster lsdb-cluster: worker container 'log-shipper'",
+    ]
+
+
+def test_a_pod_without_containers_has_no_memory_limit() -> None:
+    manifest = guide_cluster()
+    manifest["spec"]["scheduler"]["spec"]["containers"] = []
+    assert violations(g.POLICY_MEMORY, g.DASK_CLUSTER, manifest) == [
+        "DaskCluster lsdb-cluster: the scheduler pod spec has no containers, so no memory limit"
+    ]
+
+
+# --- worker threads ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["dask-worker", "--nthreads", "1"],
+        ["dask", "worker", "--nthreads", "2"],
+        ["dask", "worker", "--nthreads=1"],
+        ["python", "-m", "distributed.cli.dask_worker", "--nthreads", "2"],
+    ],
+)
+def test_one_or_two_threads_pass(argv: list[str]) -> None:
+    manifest = guide_cluster()
+    worker(manifest)["args"] = argv
+    assert violations(g.POLICY_THREADS, g.DASK_CLUSTER, manifest) == []
+
+
+@pytest.mark.parametrize("value", ["0", "3", "16", "$(NTHREADS)", "-1", "1.5"])
+def test_threads_outside_one_to_two_are_rejected(value: str) -> None:
+    manifest = guide_cluster()
+    worker(manifest)["args"] = ["dask-worker", "--name", "$(DASK_WORKER_NAME)", "--nthreads", value]
+    assert violations(g.POLICY_THREADS, g.DASK_CLUSTER, manifest) == [
+        f"DaskCluster lsdb-cluster: worker container 'worker' runs --nthreads {value}; "
+        "LSDB workers must use 1 to 2 threads (add workers, not threads)"
+    ]
+
+
+def test_missing_nthreads_is_rejected_because_dask_defaults_to_one_thread_per_core() -> None:
+    manifest = guide_cluster()
+    worker(manifest)["args"] = ["dask-worker", "--name", "$(DASK_WORKER_NAME)"]
+    assert violations(g.POLICY_THREADS, g.DASK_CLUSTER, manifest) == [
+        "DaskCluster lsdb-cluster: worker container 'worker' does not pass --nthreads (Dask then starts one thread "
+        "per core); pass --nthreads 1 or 2"
+    ]
+    worker(manifest)["args"] = ["dask-worker", "--nthreads"]
+    assert "runs --nthreads (missing value)" in violations(g.POLICY_THREADS, g.DASK_CLUSTER, manifest)[0]
+
+
+def test_threads_in_command_and_renamed_worker_containers_are_found() -> None:
+    manifest = guide_cluster()
+    container = worker(manifest)
+    container["name"] = "lsdb"
+    container["command"] = ["/usr/local/bin/dask-worker", "--nthreads", "4"]
+    container["args"] = []
+    assert violations(g.POLICY_THREADS, g.DASK_CLUSTER, manifest) == [
+        "DaskCluster lsdb-cluster: worker container 'lsdb' runs --nthreads 4; "
+        "LSDB workers must use 1 to 2 threads (add workers, not threads)"
+    ]
+
+
+def test_a_worker_pod_without_a_recognisable_worker_is_rejected() -> None:
+    manifest = guide_cluster()
+    worker(manifest)["name"] = "custom"
+    worker(manifest)["args"] = ["python", "run.py"]
+    assert violations(g.POLICY_THREADS, g.DASK_CLUSTER, manifest) == [
+        "DaskCluster lsdb-cluster: no Dask worker container found (a `dask worker` command or a container named "
+        "'worker'), so --nthreads cannot be checked; keep --nthreads between 1 and 2"
+    ]
+
+
+def test_sidecars_and_the_scheduler_are_not_held_to_nthreads() -> None:
+    manifest = guide_cluster()
+    manifest["spec"]["worker"]["spec"]["containers"].append({"name": "sidecar", "args": ["sleep", "infinity"]})
+    assert violations(g.POLICY_THREADS, g.DASK_CLUSTER, manifest) == []
+
+
+# --- autoscaler ceiling --------------------------------------------------------------------------
+
+
+def test_autoscaler_default_ceiling_is_50() -> None:
+    assert violations(g.POLICY_AUTOSCALER, g.DASK_AUTOSCALER, autoscaler(maximum=50)) == []
+    # Numbers arrive from the engine as floats.
+    assert violations(g.POLICY_AUTOSCALER, g.DASK_AUTOSCALER, autoscaler(maximum=50.0)) == []
+    assert violations(g.POLICY_AUTOSCALER, g.DASK_AUTOSCALER, autoscaler(maximum=51)) == [
+        "DaskAutoscaler lsdb-cluster: spec.maximum 51 exceeds the ceiling of 50 workers "
+        "(policy config dask-autoscaler-ceiling.maximum)"
+    ]
+
+
+def test_autoscaler_ceiling_comes_from_policy_config() -> None:
+    config = {"maximum": 12.0}  # Configure() hands JSON numbers over as floats
+    assert violations(g.POLICY_AUTOSCALER, g.DASK_AUTOSCALER, autoscaler(maximum=12), config) == []
+    assert violations(g.POLICY_AUTOSCALER, g.DASK_AUTOSCALER, autoscaler(maximum=24), config) == [
+        "DaskAutoscaler lsdb-cluster: spec.maximum 24 exceeds the ceiling of 12 workers "
+        "(policy config dask-autoscaler-ceiling.maximum)"
+    ]
+
+
+def test_autoscaler_without_maximum_or_with_minimum_above_maximum() -> None:
+    assert violations(g.POLICY_AUTOSCALER, g.DASK_AUTOSCALER, autoscaler(maximum=None)) == [
+        "DaskAutoscaler lsdb-cluster: spec.maximum is not set to a number; set it to at most 50"
+    ]
+    assert violations(g.POLICY_AUTOSCALER, g.DASK_AUTOSCALER, autoscaler(maximum=4, minimum=6)) == [
+        "DaskAutoscaler lsdb-cluster: spec.minimum 6 is above spec.maximum 4"
+    ]
+
+
+def test_autoscaler_config_schema_documents_the_default() -> None:
+    schema = policy(g.POLICY_AUTOSCALER).config_schema
+    assert schema is not None
+    assert schema.properties["maximum"]["default"] == 50
+    assert schema.properties["maximum"]["type"] == "integer"
+
+
+# --- no public dashboard -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("service_type", ["LoadBalancer", "NodePort"])
+def test_daskcluster_scheduler_service_must_be_cluster_ip(service_type: str) -> None:
+    manifest = guide_cluster()
+    manifest["spec"]["scheduler"]["service"]["type"] = service_type
+    assert violations(g.POLICY_PUBLIC, g.DASK_CLUSTER, manifest) == [
+        f"DaskCluster lsdb-cluster: spec.scheduler.service.type is {service_type}, which exposes the scheduler and "
+        "dashboard outside the cluster; keep it ClusterIP and use `kubectl port-forward` (or an authenticated "
+        "Ingress) to reach it"
+    ]
+
+
+def test_daskcluster_without_service_type_defaults_to_cluster_ip() -> None:
+    manifest = guide_cluster()
+    del manifest["spec"]["scheduler"]["service"]["type"]
+    assert violations(g.POLICY_PUBLIC, g.DASK_CLUSTER, manifest) == []
+    manifest["spec"]["scheduler"]["service"]["externalIPs"] = ["203.0.113.10"]
+    assert violations(g.POLICY_PUBLIC, g.DASK_CLUSTER, manifest) == [
+        "DaskCluster lsdb-cluster: spec.scheduler.service sets externalIPs; keep it ClusterIP and use "
+        "`kubectl port-forward` (or an authenticated Ingress) to reach it"
+    ]
+
+
+@pytest.mark.parametrize("service_type", ["LoadBalancer", "NodePort"])
+def test_extra_services_selecting_the_scheduler_must_not_be_public(service_type: str) -> None:
+    assert violations(g.POLICY_PUBLIC, g.SERVICE, service(service_type)) == [
+        f"Service dashboard: type {service_type} exposes the Dask scheduler (selector dask.org/component: "
+        "scheduler) and its dashboard outside the cluster; keep it ClusterIP and use `kubectl port-forward` "
+        "(or an authenticated Ingress) to reach it"
+    ]
+
+
+def test_scheduler_services_with_default_type_or_external_ips() -> None:
+    assert violations(g.POLICY_PUBLIC, g.SERVICE, service(None)) == []
+    assert violations(g.POLICY_PUBLIC, g.SERVICE, service("ClusterIP", externalIPs=["203.0.113.10"])) == [
+        "Service dashboard: externalIPs expose the Dask scheduler outside the cluster; keep it ClusterIP and use "
+        "`kubectl port-forward` (or an authenticated Ingress) to reach it"
+    ]
+
+
+# --- the committed stacks comply -----------------------------------------------------------------
+
+
+def stack_config(stack: str) -> dict[str, str]:
+    raw = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
+
+
+@pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
+def test_every_committed_stack_passes_the_pack(stack: str) -> None:
+    """The real program, run for each Pulumi.<stack>.yaml under Pulumi's mock runtime, violates nothing."""
+    from components.dask_operator import operator_version
+    from components.mock_runtime import run_program
+
+    operator_stack = {"operatorNamespace": "dask-operator", "operatorVersion": operator_version()}
+    raw = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+    from_stack = (raw.get("lsdb-k8s:operator") or {}).get("fromStack")
+    run = run_program(
+        stack_config(stack), stack=stack, stack_outputs={from_stack: operator_stack} if from_stack else {}
+    )
+    checked = {r.type for r in run.resources} & {g.DASK_CLUSTER, g.DASK_AUTOSCALER}
+    assert g.DASK_CLUSTER in checked
+    found = {
+        (p.name, r.name): messages
+        for r in run.resources
+        for p in g.POLICIES
+        if (messages := violations(p.name, r.type, r.inputs))
+    }
+    assert found == {}
+
+
+# --- the pack as the Pulumi CLI runs it ----------------------------------------------------------
+
+
+def test_pulumi_policy_yaml_and_requirements() -> None:
+    project = yaml.safe_load((POLICY_DIR / "PulumiPolicy.yaml").read_text())
+    assert project["runtime"] == {"name": "python", "options": {"toolchain": "pip", "virtualenv": "venv"}}
+    assert project["version"]
+    check = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "dev_policy_lock.py"), "--check"], capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stderr
+    pins = (POLICY_DIR / "requirements.txt").read_text()
+    assert "pulumi-policy==" in pins and "\npulumi==" in pins
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
+    """The pack started like pulumi-analyzer-policy-python does: `python -u -m pulumi.policy <engine> .`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-u", "-m", "pulumi.policy", "127.0.0.1:1", "."],
+        cwd=POLICY_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        port = proc.stdout.readline().strip()
+        if not port.isdigit():
+            proc.kill()
+            pytest.fail(f"policy pack did not print its port: {port!r}\n{proc.communicate()[1]}")
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        grpc.channel_ready_future(channel).result(timeout=30)
+        yield analyzer_pb2_grpc.AnalyzerStub(channel)
+        channel.close()
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
+def analyze(stub: analyzer_pb2_grpc.AnalyzerStub, resource_type: str, props: dict[str, Any]) -> list[Any]:
+    properties = struct_pb2.Struct()
+    properties.update(props)
+    request = analyzer_pb2.AnalyzeRequest(
+        type=resource_type,
+        properties=properties,
+        urn=f"urn:pulumi:ci::lsdb-k8s::{resource_type}::{props['metadata']['name']}",
+        name=props["metadata"]["name"],
+    )
+    return list(stub.Analyze(request).diagnostics)
+
+
+def test_pack_serves_its_policies_over_grpc(analyzer: analyzer_pb2_grpc.AnalyzerStub) -> None:
+    info = analyzer.GetAnalyzerInfo(empty_pb2.Empty())
+    assert info.name == "lsdb-k8s-guardrails"
+    assert [p.name for p in info.policies] == [p.name for p in g.POLICIES]
+    mandatory = analyzer_pb2.EnforcementLevel.Value("MANDATORY")
+    assert {p.enforcementLevel for p in info.policies} == {mandatory}
+    ceiling = next(p for p in info.policies if p.name == g.POLICY_AUTOSCALER)
+    assert ceiling.configSchema.properties["maximum"]["default"] == 50
+
+
+def test_pack_rejects_the_guides_latest_tag_and_public_service_over_grpc(
+    analyzer: analyzer_pb2_grpc.AnalyzerStub,
+) -> None:
+    manifest = guide_cluster("registry.example.com/lsdb-dask:latest")
+    manifest["spec"]["scheduler"]["service"]["type"] = "LoadBalancer"
+    worker(manifest)["args"][-1] = "8"
+    diagnostics = analyze(analyzer, g.DASK_CLUSTER, manifest)
+    by_policy: dict[str, list[str]] = {}
+    for d in diagnostics:
+        by_policy.setdefault(d.policyName, []).append(d.message)
+        assert d.enforcementLevel == analyzer_pb2.EnforcementLevel.Value("MANDATORY")
+        assert d.policyPackName == "lsdb-k8s-guardrails"
+    assert sorted(by_policy) == [g.POLICY_IMAGE, g.POLICY_PUBLIC, g.POLICY_THREADS]
+    assert len(by_policy[g.POLICY_IMAGE]) == 2
+    assert "runs --nthreads 8" in by_policy[g.POLICY_THREADS][0]
+    assert analyze(analyzer, g.DASK_CLUSTER, guide_cluster()) == []
+
+
+def test_pack_applies_policy_config_over_grpc(analyzer: analyzer_pb2_grpc.AnalyzerStub) -> None:
+    assert analyze(analyzer, g.DASK_AUTOSCALER, autoscaler(maximum=24)) == []
+    config = analyzer_pb2.PolicyConfig(enforcementLevel=analyzer_pb2.EnforcementLevel.Value("MANDATORY"))
+    config.properties.update({"maximum": 12})
+    analyzer.Configure(analyzer_pb2.ConfigureAnalyzerRequest(policyConfig={g.POLICY_AUTOSCALER: config}))
+    try:
+        # The SDK prefixes each message with the policy's description and a newline.
+        messages = [d.message.split("\n", 1)[1] for d in analyze(analyzer, g.DASK_AUTOSCALER, autoscaler(maximum=24))]
+        assert messages == [
+            "DaskAutoscaler lsdb-cluster: spec.maximum 24 exceeds the ceiling of 12 workers "
+            "(policy config dask-autoscaler-ceiling.maximum)"
+        ]
+    finally:
+        analyzer.Configure(analyzer_pb2.ConfigureAnalyzerRequest())
