@@ -6,6 +6,8 @@ pinned package's chart (`crds/`), and the release skips them: bumping the lock u
 
 from __future__ import annotations
 
+import copy
+import functools
 import importlib.util
 import shutil
 from pathlib import Path
@@ -38,11 +40,16 @@ def packaged_chart_dir() -> Path:
 
 def crd_manifests(chart_dir: Path | None = None) -> list[dict[str, Any]]:
     """The four CRDs (DaskCluster, DaskWorkerGroup, DaskJob, DaskAutoscaler), sorted by name."""
-    crd_dir = (chart_dir or packaged_chart_dir()) / "crds"
-    docs = [yaml.safe_load(p.read_text()) for p in sorted(crd_dir.glob("*.yaml"))]
-    return sorted(
-        (d for d in docs if d and d.get("kind") == "CustomResourceDefinition"), key=lambda d: d["metadata"]["name"]
-    )
+    return copy.deepcopy(_read_crds(chart_dir or packaged_chart_dir()))
+
+
+@functools.cache
+def _read_crds(chart_dir: Path) -> list[dict[str, Any]]:
+    # The CRD schemas are large: the C loader (when PyYAML has it) keeps program evaluation fast.
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    docs = [yaml.load(p.read_text(), Loader=loader) for p in sorted((chart_dir / "crds").glob("*.yaml"))]
+    crds = [d for d in docs if d and d.get("kind") == "CustomResourceDefinition"]
+    return sorted(crds, key=lambda d: d["metadata"]["name"])
 
 
 def release_values(version: str) -> dict[str, Any]:

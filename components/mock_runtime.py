@@ -99,7 +99,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                     urn=response.urn,
                     type=request.type,
                     name=request.name,
-                    inputs=rpc.deserialize_properties(request.object),
+                    inputs=unwrap_secrets(rpc.deserialize_properties(request.object)),
                     raw_inputs=json_format.MessageToDict(request.object),
                     parent=request.parent,
                     dependencies=list(request.dependencies),
@@ -117,12 +117,14 @@ def run_program(
     project: str = "lsdb-k8s",
     stack_outputs: dict[str, dict[str, Any]] | None = None,
     program: Path = PROJECT_DIR / "__main__.py",
+    run: ProgramRun | None = None,
 ) -> ProgramRun:
     """Run `__main__.py` with `config` (`<project>:<key>` -> value) and return every registration and export.
 
-    Exceptions from the program (such as ConfigError) propagate unchanged.
+    Exceptions from the program (such as ConfigError) propagate unchanged; pass `run` to see what was
+    registered before one.
     """
-    run = ProgramRun()
+    run = run if run is not None else ProgramRun()
     mocks = EngineMocks(stack_outputs)
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=RecordingMonitor(mocks, run))
     set_all_config({k: v for k, v in config.items()}, [*(secret_keys or [])])
@@ -139,6 +141,17 @@ def run_program(
     return run
 
 
+def unwrap_secrets(value: Any) -> Any:
+    """Inputs as the provider would apply them: secret wrappers replaced by their values."""
+    if isinstance(value, dict):
+        if value.get(SECRET_SIG) == SECRET_VALUE:
+            return unwrap_secrets(value.get("value"))
+        return {k: unwrap_secrets(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unwrap_secrets(v) for v in value]
+    return value
+
+
 def has_plaintext(raw: Any, needle: str) -> bool:
     """True if `needle` appears in `raw` anywhere outside a Pulumi secret wrapper."""
     if isinstance(raw, dict):
@@ -148,3 +161,39 @@ def has_plaintext(raw: Any, needle: str) -> bool:
     if isinstance(raw, list):
         return any(has_plaintext(v, needle) for v in raw)
     return isinstance(raw, str) and needle in raw
+
+
+def load_stack_file(stack: str, project_dir: Path = PROJECT_DIR) -> tuple[dict[str, Any], list[str]]:
+    """`Pulumi.<stack>.yaml` as the engine hands it to the program: objects as JSON strings.
+
+    `secure:` values cannot be decrypted offline; they become "[secret]" and their key is marked secret.
+    """
+    import json
+
+    import yaml
+
+    path = project_dir / f"Pulumi.{stack}.yaml"
+    if not path.exists():
+        known = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in project_dir.glob("Pulumi.*.yaml"))
+        raise FileNotFoundError(f"no stack file {path.name}; known stacks: {', '.join(known)}")
+    data = yaml.safe_load(path.read_text()) or {}
+    config: dict[str, Any] = {}
+    secret_keys: list[str] = []
+
+    def redact(value: Any) -> tuple[Any, bool]:
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            return "[secret]", True
+        if isinstance(value, dict):
+            pairs = {k: redact(v) for k, v in value.items()}
+            return {k: v for k, (v, _) in pairs.items()}, any(s for _, s in pairs.values())
+        if isinstance(value, list):
+            items = [redact(v) for v in value]
+            return [v for v, _ in items], any(s for _, s in items)
+        return value, False
+
+    for key, value in (data.get("config") or {}).items():
+        plain, is_secret = redact(value)
+        config[key] = json.dumps(plain) if isinstance(plain, dict | list) else plain
+        if is_secret:
+            secret_keys.append(key)
+    return config, secret_keys

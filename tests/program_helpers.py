@@ -1,0 +1,46 @@
+"""Shared helpers for running the program under mocks with small config changes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from components.dask_operator import operator_version
+from components.mock_runtime import ProgramRun, Registered, load_stack_file, run_program
+
+PROD_STACK_OUTPUTS = {
+    "astro-platform/lsdb-k8s/prod": {"operatorNamespace": "dask-operator", "operatorVersion": operator_version()}
+}
+BASE: dict[str, Any] = {
+    "namespace": "lsdb-test",
+    "storage": {"kind": "pvc", "size": "10Gi"},
+    "cluster": {"name": "lsdb-cluster"},
+    "image": {"repository": "ghcr.io/acme/lsdb-dask"},
+    "verify": {"enabled": False},
+}
+
+
+def run_stack(stack: str) -> ProgramRun:
+    config, secret_keys = load_stack_file(stack)
+    return run_program(config, secret_keys, stack=stack, stack_outputs=PROD_STACK_OUTPUTS)
+
+
+def run_with(secret_keys: tuple[str, ...] = (), **sections: Any) -> ProgramRun:
+    """BASE with whole top-level sections replaced."""
+    raw = {**BASE, **sections}
+    config = {f"lsdb-k8s:{k}": json.dumps(v) if isinstance(v, dict | list) else v for k, v in raw.items()}
+    return run_program(config, [f"lsdb-k8s:{k}" for k in secret_keys], stack="test", stack_outputs=PROD_STACK_OUTPUTS)
+
+
+def manifest(r: Registered) -> dict[str, Any]:
+    """The Kubernetes object a registration describes (what the provider would send to the API server)."""
+    obj = {k: v for k, v in r.inputs.items() if k in ("apiVersion", "kind", "metadata", "spec", "type", "stringData")}
+    return json.loads(json.dumps(obj))  # plain JSON types, as the API server sees them
+
+
+def kubernetes_objects(run: ProgramRun) -> list[dict[str, Any]]:
+    return [manifest(r) for r in run.resources if r.type.startswith("kubernetes:") and "kind" in r.inputs]
+
+
+def dask_cluster(run: ProgramRun) -> dict[str, Any]:
+    return manifest(run.one("kubernetes:kubernetes.dask.org/v1:DaskCluster"))

@@ -1,0 +1,242 @@
+"""Config validation, table-driven: every rejection names the key, the bad value and a fix, all at once."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+
+from components.config import ConfigError, parse_stack_config, quantity_bytes
+from components.mock_runtime import ProgramRun, run_program
+
+VALID: dict[str, Any] = {
+    "namespace": "lsdb-test",
+    "storage": {"kind": "pvc", "size": "10Gi"},
+    "cluster": {"name": "lsdb-cluster", "size": "small"},
+    "image": {"repository": "ghcr.io/acme/lsdb-dask"},
+    "verify": {"catalogPath": "/data/catalogs/sample"},
+}
+
+
+def with_changes(**changes: Any) -> dict[str, Any]:
+    """VALID with dotted keys replaced (value None deletes the key)."""
+    raw = copy.deepcopy(VALID)
+    for dotted, value in changes.items():
+        *parents, leaf = dotted.split("__")
+        node = raw
+        for p in parents:
+            node = node.setdefault(p, {})
+        if value is None:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = value
+    return raw
+
+
+def problems_for(raw: dict[str, Any], secret_keys: frozenset[str] = frozenset()) -> list[str]:
+    with pytest.raises(ConfigError) as err:
+        parse_stack_config(raw, secret_keys)
+    return err.value.problems
+
+
+def test_valid_config_parses_with_preset_defaults() -> None:
+    cfg = parse_stack_config(VALID)
+    assert cfg.cluster.workers.replicas == 2 and cfg.cluster.workers.memory == "4Gi"
+    assert cfg.cluster.scheduler.memory == "6Gi"  # the guide's scheduler
+    assert cfg.storage.access_mode == "ReadWriteMany"
+    assert cfg.operator.namespace == "dask-operator" and cfg.operator.install
+
+
+@pytest.mark.parametrize(
+    ("size", "replicas", "cpu", "memory", "maximum"),
+    [
+        ("small", 2, "2", "4Gi", 4),
+        ("medium", 4, "2", "4Gi", 8),
+        ("large", 6, "2", "8Gi", 12),
+        ("xlarge", 12, "4", "16Gi", 24),
+    ],
+)
+def test_size_presets_follow_the_guide_table(size: str, replicas: int, cpu: str, memory: str, maximum: int) -> None:
+    cfg = parse_stack_config(with_changes(cluster__size=size))
+    assert (cfg.cluster.workers.replicas, cfg.cluster.workers.cpu, cfg.cluster.workers.memory) == (
+        replicas,
+        cpu,
+        memory,
+    )
+    assert cfg.cluster.autoscaler.maximum == maximum
+
+
+def test_explicit_values_override_the_preset() -> None:
+    cfg = parse_stack_config(with_changes(cluster__size="large", cluster__workers={"memory": "12Gi", "replicas": 3}))
+    assert cfg.cluster.workers.memory == "12Gi" and cfg.cluster.workers.replicas == 3
+    assert cfg.cluster.workers.cpu == "2"  # still from the preset
+
+
+def test_numbers_given_as_strings_or_floats_are_accepted() -> None:
+    # `pulumi config set --path` may store "4"; Pulumi hands numbers back as floats.
+    cfg = parse_stack_config(with_changes(cluster__workers={"replicas": "3", "threads": 1.0}))
+    assert cfg.cluster.workers.replicas == 3 and cfg.cluster.workers.threads == 1
+
+
+REJECTIONS = [
+    ("cluster name with uppercase", with_changes(cluster__name="LSDB"), "cluster.name"),
+    ("cluster name too long for -scheduler", with_changes(cluster__name="a" * 54), "cluster.name"),
+    ("cluster name with underscore", with_changes(cluster__name="lsdb_cluster"), "cluster.name"),
+    ("negative replicas", with_changes(cluster__workers={"replicas": -1}), "cluster.workers.replicas"),
+    (
+        "autoscaler minimum above maximum",
+        with_changes(cluster__autoscaler={"minimum": 5, "maximum": 3}),
+        "cluster.autoscaler.minimum",
+    ),
+    (
+        "autoscaler maximum zero",
+        with_changes(cluster__autoscaler={"minimum": 0, "maximum": 0}),
+        "cluster.autoscaler.maximum",
+    ),
+    ("namespace not a DNS label", with_changes(namespace="LSDB.Prod"), "namespace"),
+    ("worker cpu not a quantity", with_changes(cluster__workers={"cpu": "two"}), "cluster.workers.cpu"),
+    ("worker memory not a quantity", with_changes(cluster__workers={"memory": "4 GB"}), "cluster.workers.memory"),
+    (
+        "scheduler memory not a quantity",
+        with_changes(cluster__scheduler={"memory": "-1Gi"}),
+        "cluster.scheduler.memory",
+    ),
+    ("cpu limit not a quantity", with_changes(cluster__workers={"cpuLimit": "lots"}), "cluster.workers.cpuLimit"),
+    ("threads below one", with_changes(cluster__workers={"threads": 0}), "cluster.workers.threads"),
+    (
+        "ReadWriteOnce with several workers",
+        with_changes(storage={"kind": "pvc", "accessMode": "ReadWriteOnce"}),
+        "storage.accessMode",
+    ),
+    (
+        "ReadWriteOnce with autoscaler able to add workers",
+        with_changes(
+            storage={"kind": "pvc", "accessMode": "ReadWriteOnce"},
+            cluster__workers={"replicas": 1},
+            cluster__autoscaler={"minimum": 1, "maximum": 3},
+        ),
+        "storage.accessMode",
+    ),
+    (
+        "nfs without server",
+        with_changes(storage={"kind": "nfs", "nfs": {"path": "/exports/hats"}}),
+        "storage.nfs.server",
+    ),
+    ("nfs without path", with_changes(storage={"kind": "nfs", "nfs": {"server": "nfs.local"}}), "storage.nfs.path"),
+    (
+        "object store scheme without driver",
+        with_changes(storage={"kind": "objectStore", "objectStore": {"url": "ftp://host/cat"}}),
+        "storage.objectStore.url",
+    ),
+    ("unknown top-level key", with_changes(namspace="x"), "namspace"),
+    ("unknown nested key (typo)", with_changes(cluster__workers={"replica": 3}), "cluster.workers.replica"),
+    ("unknown storage kind", with_changes(storage={"kind": "s3"}), "storage.kind"),
+    ("operator namespace invalid", with_changes(operator={"namespace": "Dask Operator"}), "operator.namespace"),
+    ("operator chartSource unknown", with_changes(operator={"chartSource": "oci"}), "operator.chartSource"),
+    ("operator in the cluster namespace", with_changes(operator={"namespace": "lsdb-test"}), "operator.namespace"),
+    ("verify without catalog", with_changes(verify={"enabled": True}), "verify.catalogPath"),
+    ("verify catalog outside mount", with_changes(verify={"catalogPath": "/home/me/cat"}), "verify.catalogPath"),
+    (
+        "verify minWorkers above max",
+        with_changes(verify={"catalogPath": "/data/c", "minWorkers": 9}),
+        "verify.minWorkers",
+    ),
+    ("verify connect unknown", with_changes(verify={"catalogPath": "/data/c", "connect": "ssh"}), "verify.connect"),
+    (
+        "verify dec out of range",
+        with_changes(verify={"catalogPath": "/data/c", "cone": {"dec": 100}}),
+        "verify.cone.dec",
+    ),
+    ("bool given as number", with_changes(cluster__autoscaler={"enabled": 3}), "cluster.autoscaler.enabled"),
+    ("idle timeout negative", with_changes(cluster__idleTimeoutSeconds=-5), "cluster.idleTimeoutSeconds"),
+    ("mountPath relative", with_changes(storage={"kind": "pvc", "mountPath": "data"}), "storage.mountPath"),
+    ("hostPath without path", with_changes(storage={"kind": "hostPath"}), "storage.hostPath.path"),
+]
+
+
+@pytest.mark.parametrize(("case", "raw", "key"), REJECTIONS, ids=[c[0] for c in REJECTIONS])
+def test_rejection_names_key_value_and_fix(case: str, raw: dict[str, Any], key: str) -> None:
+    problems = problems_for(raw)
+    matching = [p for p in problems if p.startswith(f"{key} = ")]
+    assert matching, f"{case}: no problem names {key}: {problems}"
+    assert "Fix: " in matching[0] and len(matching[0].split("Fix: ", 1)[1]) > 5
+
+
+def test_object_store_credentials_must_be_secret_and_known() -> None:
+    raw = with_changes(
+        storage={
+            "kind": "objectStore",
+            "objectStore": {"url": "s3://bucket/cat", "credentials": {"accessKeyId": "AKIA", "password": "x"}},
+        },
+        verify={"catalogPath": "s3://bucket/cat"},
+    )
+    problems = problems_for(raw)
+    assert any(p.startswith("storage.objectStore.credentials.password") for p in problems)
+    assert any("plaintext" in p and "--secret" in p for p in problems)
+    assert not any("AKIA" in p for p in problems), "a secret value leaked into an error message"
+    cfg = parse_stack_config(
+        with_changes(
+            storage={"kind": "objectStore", "objectStore": {"url": "s3://b/c", "credentials": {"accessKeyId": "A"}}},
+            verify={"catalogPath": "s3://b/c"},
+        ),
+        frozenset({"storage"}),
+    )
+    assert cfg.storage.credential_env == {"accessKeyId": "AWS_ACCESS_KEY_ID"}
+
+
+def test_object_store_schemes_match_fsspec_drivers() -> None:
+    # Our scheme table must agree with fsspec's own registry about which package serves each scheme.
+    from fsspec.registry import known_implementations
+
+    from components.config import OBJECT_STORES, SCHEME_ALIASES
+
+    for scheme in [*OBJECT_STORES, *SCHEME_ALIASES]:
+        driver = OBJECT_STORES[SCHEME_ALIASES.get(scheme, scheme)][0]
+        module = known_implementations[scheme]["class"].split(".")[0]
+        assert module == driver or (module == "fsspec" and driver == "aiohttp"), scheme
+
+
+def test_all_problems_reported_at_once() -> None:
+    raw = with_changes(
+        namespace="Bad_NS",
+        cluster__name="UPPER",
+        cluster__workers={"replicas": -2, "threads": 0, "cpu": "x"},
+        cluster__autoscaler={"minimum": 4, "maximum": 2},
+    )
+    problems = problems_for(raw)
+    keys = {p.split(" = ", 1)[0] for p in problems}
+    expected = {
+        "namespace",
+        "cluster.name",
+        "cluster.workers.replicas",
+        "cluster.workers.threads",
+        "cluster.workers.cpu",
+        "cluster.autoscaler.minimum",
+    }
+    assert expected <= keys
+    assert str(len(problems)) in str(ConfigError(problems))
+
+
+def test_typo_suggests_the_right_key() -> None:
+    problems = problems_for(with_changes(cluster__autoscaler={"maximun": 4}))
+    assert any("did you mean 'cluster.autoscaler.maximum'" in p for p in problems)
+
+
+def test_bad_config_registers_no_resource() -> None:
+    config = {f"lsdb-k8s:{k}": json.dumps(v) if isinstance(v, dict) else v for k, v in VALID.items()}
+    config["lsdb-k8s:cluster"] = json.dumps({"name": "Bad_Name", "workers": {"replicas": -1}})
+    run = ProgramRun()
+    with pytest.raises(ConfigError) as err:
+        run_program(config, run=run)
+    assert run.resources == []
+    assert "cluster.name" in str(err.value) and "cluster.workers.replicas" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("quantity", "expected"),
+    [("4Gi", 4 * 2**30), ("6G", 6 * 10**9), ("512Mi", 512 * 2**20), ("1e9", 10**9), ("1.5Gi", int(1.5 * 2**30))],
+)
+def test_quantity_bytes(quantity: str, expected: int) -> None:
+    assert quantity_bytes(quantity) == expected

@@ -1,0 +1,273 @@
+"""The real program under Pulumi mocks: each component's resources, properties, parents and depends_on."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components.cluster import SCHEDULER_HTTP_ROUTES
+from components.dask_operator import CHART_NAME, operator_version, prepare_packaged_chart
+from components.lock import read_lock
+from components.mock_runtime import load_stack_file, run_program
+from tests.program_helpers import dask_cluster, manifest, run_stack, run_with
+
+DASKCLUSTER = "kubernetes:kubernetes.dask.org/v1:DaskCluster"
+AUTOSCALER = "kubernetes:kubernetes.dask.org/v1:DaskAutoscaler"
+CRD = "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition"
+RELEASE = "kubernetes:helm.sh/v3:Release"
+PVC = "kubernetes:core/v1:PersistentVolumeClaim"
+PV = "kubernetes:core/v1:PersistentVolume"
+SECRET = "kubernetes:core/v1:Secret"
+
+
+@pytest.fixture(scope="module")
+def default_run():
+    return run_with()
+
+
+@pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
+def test_stack_exports_derive_from_the_real_cluster_name(stack: str) -> None:
+    run = run_stack(stack)
+    cluster = dask_cluster(run)
+    name, ns = cluster["metadata"]["name"], cluster["metadata"]["namespace"]
+    out = run.outputs
+    assert out["clusterName"] == name and out["namespace"] == ns
+    assert out["schedulerAddress"] == f"tcp://{name}-scheduler.{ns}.svc.cluster.local:8786"
+    assert out["dashboardUrl"] == f"http://{name}-scheduler.{ns}.svc.cluster.local:8787/status"
+    assert out["portForwardScheduler"].endswith(f"port-forward -n {ns} svc/{name}-scheduler 8786:8786")
+    assert out["portForwardDashboard"].endswith(f"svc/{name}-scheduler 8787:8787")
+    assert out["localSchedulerAddress"] == "tcp://localhost:8786"
+    assert out["kubectlWorkerPods"].endswith(f"-l dask.org/cluster-name={name},dask.org/component=worker")
+    assert "@sha256:" in out["imageRef"]
+
+
+def test_dev_stack_targets_its_kube_context() -> None:
+    run = run_stack("dev")
+    provider = run.one("pulumi:providers:kubernetes")
+    assert provider.inputs["context"] == "kind-lsdb-dev"
+    for r in run.resources:
+        if r.type.startswith("kubernetes:") and r.custom:
+            assert r.provider.startswith(provider.urn), f"{r.name} does not use the stack's kube context"
+    assert run.outputs["portForwardScheduler"].startswith("kubectl --context kind-lsdb-dev ")
+
+
+def test_operator_release_is_pinned_to_the_lock_and_skips_crds(default_run) -> None:
+    release = default_run.one(RELEASE)
+    version = read_lock()["dask-kubernetes"]
+    assert release.inputs["chart"] == CHART_NAME
+    assert release.inputs["version"] == version == operator_version()
+    assert release.inputs["repositoryOpts"]["repo"] == "https://helm.dask.org"
+    assert release.inputs["values"]["image"]["tag"] == version
+    assert release.inputs["skipCrds"] is True
+    assert release.inputs["namespace"] == "dask-operator"
+    crds = default_run.of_type(CRD)
+    assert sorted(c.inputs["metadata"]["name"] for c in crds) == [
+        "daskautoscalers.kubernetes.dask.org",
+        "daskclusters.kubernetes.dask.org",
+        "daskjobs.kubernetes.dask.org",
+        "daskworkergroups.kubernetes.dask.org",
+    ]
+    # The release waits for its CRDs and namespace; all are children of the DaskOperator component.
+    operator = default_run.one("lsdb-k8s:operator:DaskOperator")
+    ns = next(r for r in default_run.of_type("kubernetes:core/v1:Namespace") if r.parent == operator.urn)
+    assert {c.urn for c in crds} | {ns.urn} <= set(release.dependencies)
+    assert all(r.parent == operator.urn for r in [*crds, release, ns])
+
+
+def test_packaged_chart_gets_real_version_and_image_tag(tmp_path: Path) -> None:
+    version = operator_version()
+    chart_dir = prepare_packaged_chart(version, tmp_path)
+    chart = yaml.safe_load((chart_dir / "Chart.yaml").read_text())
+    values = yaml.safe_load((chart_dir / "values.yaml").read_text())
+    assert chart["version"] == chart["appVersion"] == version
+    assert values["image"]["tag"] == version
+    assert "chartpress" not in (chart_dir / "Chart.yaml").read_text() + (chart_dir / "values.yaml").read_text()
+    assert len(list((chart_dir / "crds").glob("*.yaml"))) == 4
+
+
+def test_chart_source_package_installs_the_local_chart() -> None:
+    run = run_with(operator={"chartSource": "package"})
+    release = run.one(RELEASE)
+    assert Path(release.inputs["chart"]).joinpath("Chart.yaml").exists()
+    assert "repositoryOpts" not in release.inputs and release.inputs["skipCrds"] is True
+
+
+def test_operator_install_false_creates_neither_release_nor_crds() -> None:
+    run = run_with(operator={"install": False})
+    assert run.of_type(RELEASE) == [] and run.of_type(CRD) == []
+    assert dask_cluster(run)["metadata"]["name"] == "lsdb-cluster"
+
+
+def test_operator_from_stack_must_match_the_lock() -> None:
+    run = run_stack("staging")
+    assert run.outputs["operatorNamespace"] == "dask-operator"
+    assert run.of_type(RELEASE) == [] and run.of_type(CRD) == []
+    config, secret_keys = load_stack_file("staging")
+    stale = {"astro-platform/lsdb-k8s/prod": {"operatorNamespace": "dask-operator", "operatorVersion": "2024.1.0"}}
+    with pytest.raises(Exception, match=r"runs dask-kubernetes 2024\.1\.0 .* pins " + operator_version()):
+        run_program(config, secret_keys, stack="staging", stack_outputs=stale)
+
+
+def test_daskcluster_spec(default_run) -> None:
+    cluster = dask_cluster(default_run)
+    spec = cluster["spec"]
+    sched = spec["scheduler"]["spec"]["containers"][0]
+    worker = spec["worker"]["spec"]["containers"][0]
+    assert cluster["metadata"] == {
+        "name": "lsdb-cluster",
+        "namespace": "lsdb-test",
+        "labels": {"app.kubernetes.io/part-of": "lsdb-k8s", "app.kubernetes.io/name": "lsdb-cluster"},
+    }
+    assert sched["args"][:2] == ["dask", "scheduler"] and worker["args"][:2] == ["dask", "worker"]
+    assert worker["args"][2:6] == ["--name", "$(DASK_WORKER_NAME)", "--nthreads", "2"]
+    assert worker["args"][worker["args"].index("--memory-limit") + 1] == str(4 * 2**30)
+    assert [(p["name"], p["containerPort"]) for p in sched["ports"]] == [("tcp-comm", 8786), ("http-dashboard", 8787)]
+    service = spec["scheduler"]["service"]
+    assert service["type"] == "ClusterIP"
+    assert {p["name"]: p["port"] for p in service["ports"]} == {"tcp-comm": 8786, "http-dashboard": 8787}
+    assert worker["resources"] == {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"memory": "4Gi"}}
+    assert sched["resources"] == {"requests": {"cpu": "2", "memory": "6Gi"}, "limits": {"memory": "6Gi"}}
+    assert spec["worker"]["replicas"] == 2 and spec["idleTimeout"] == 0
+    for pod in (spec["scheduler"]["spec"], spec["worker"]["spec"]):
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        c = pod["containers"][0]["securityContext"]
+        assert c["allowPrivilegeEscalation"] is False and c["capabilities"] == {"drop": ["ALL"]}
+    mounts = {m["mountPath"]: m["name"] for m in worker["volumeMounts"]}
+    assert mounts == {"/data": "catalog-data", "/scratch": "dask-scratch"}
+
+
+def test_cpu_limit_only_when_configured() -> None:
+    spec = dask_cluster(run_with(cluster={"name": "c1", "workers": {"cpuLimit": "3"}}))["spec"]
+    assert spec["worker"]["spec"]["containers"][0]["resources"]["limits"] == {"memory": "4Gi", "cpu": "3"}
+    # A ResourceQuota that needs limits.cpu needs it on the scheduler too.
+    assert spec["scheduler"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] == "2"
+
+
+def test_scheduler_http_routes_env_parses_as_a_list_with_the_api(default_run) -> None:
+    import dask.config
+    import distributed  # noqa: F401  (registers distributed's defaults in dask.config)
+
+    env = {
+        e["name"]: e["value"]
+        for e in dask_cluster(default_run)["spec"]["scheduler"]["spec"]["containers"][0]["env"]
+        if "value" in e
+    }
+    value = env["DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES"]
+    parsed = dask.config.collect_env({"DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES": value})
+    routes = parsed["distributed"]["scheduler"]["http"]["routes"]
+    assert isinstance(routes, list) and "distributed.http.scheduler.api" in routes
+    # The defaults are kept: ours is exactly distributed's default list plus the API route.
+    defaults = dask.config.get("distributed.scheduler.http.routes")
+    assert routes == [*defaults, "distributed.http.scheduler.api"] == SCHEDULER_HTTP_ROUTES
+    # The tempting comma-separated form is not a list once Dask parses it: it would crash the scheduler.
+    bad = dask.config.collect_env({"DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES": ",".join(routes)})
+    assert not isinstance(bad["distributed"]["scheduler"]["http"]["routes"], list)
+    assert ast.literal_eval(value) == routes
+
+
+def test_autoscaler_points_at_the_cluster_and_waits_for_it(default_run) -> None:
+    scaler = default_run.one(AUTOSCALER)
+    cluster = default_run.one(DASKCLUSTER)
+    assert manifest(scaler)["spec"] == {"cluster": "lsdb-cluster", "minimum": 2, "maximum": 4}
+    assert cluster.urn in scaler.dependencies
+    component = default_run.one("lsdb-k8s:cluster:LsdbDaskCluster")
+    assert scaler.parent == cluster.parent == component.urn
+
+
+def test_autoscaler_disabled() -> None:
+    run = run_with(cluster={"name": "c1", "autoscaler": {"enabled": False}})
+    assert run.of_type(AUTOSCALER) == []
+
+
+def test_daskcluster_waits_for_operator_storage_and_namespace(default_run) -> None:
+    cluster = default_run.one(DASKCLUSTER)
+    needed = [default_run.one(RELEASE), default_run.one(PVC), *default_run.of_type(CRD)]
+    ns = next(r for r in default_run.of_type("kubernetes:core/v1:Namespace") if r.name == "namespace")
+    for r in [*needed, ns]:
+        assert r.urn in cluster.dependencies, f"DaskCluster does not wait for {r.name}"
+    assert default_run.one(PVC).dependencies == [ns.urn]
+
+
+def test_pvc_storage_defaults_to_rwx(default_run) -> None:
+    pvc = manifest(default_run.one(PVC))
+    assert pvc["spec"] == {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "10Gi"}}}
+    assert pvc["metadata"]["name"] == "hats-catalog-pvc" and pvc["metadata"]["namespace"] == "lsdb-test"
+    assert default_run.of_type(PV) == []
+    run = run_with(storage={"kind": "pvc", "storageClassName": "nfs-client"})
+    assert manifest(run.one(PVC))["spec"]["storageClassName"] == "nfs-client"
+
+
+def test_nfs_storage_is_a_static_pv_bound_by_name() -> None:
+    run = run_with(storage={"kind": "nfs", "size": "1Ti", "nfs": {"server": "nfs.local", "path": "/exports/hats"}})
+    pv, pvc = manifest(run.one(PV)), manifest(run.one(PVC))
+    assert pv["spec"]["nfs"] == {"server": "nfs.local", "path": "/exports/hats"}
+    assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Retain"
+    assert pv["spec"]["mountOptions"] == ["nfsvers=4.1"]
+    assert pvc["spec"]["volumeName"] == pv["metadata"]["name"] and pvc["spec"]["storageClassName"] == ""
+    assert pv["spec"]["claimRef"] == {"namespace": "lsdb-test", "name": "hats-catalog-pvc"}
+    assert run.one(PV).urn in run.one(PVC).dependencies
+
+
+def test_object_store_storage_exposes_credentials_as_driver_env() -> None:
+    run = run_with(
+        ("storage",),
+        storage={
+            "kind": "objectStore",
+            "objectStore": {
+                "url": "s3://bucket/catalogs",
+                "credentials": {"accessKeyId": "AKIAX", "secretAccessKey": "s3cr3t"},
+            },
+        },
+        verify={"enabled": False},
+    )
+    assert run.of_type(PVC) == [] and run.of_type(PV) == []
+    secret = run.one(SECRET)
+    assert set(secret.inputs["stringData"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    spec = dask_cluster(run)["spec"]
+    for pod in (spec["scheduler"]["spec"], spec["worker"]["spec"]):
+        env = {e["name"]: e for e in pod["containers"][0]["env"]}
+        assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {
+            "name": "lsdb-cluster-object-store",
+            "key": "AWS_SECRET_ACCESS_KEY",
+        }
+    assert "catalog-data" not in str(spec["worker"]["spec"].get("volumes"))
+
+
+def test_gcs_key_is_mounted_as_a_file() -> None:
+    run = run_with(
+        ("storage",),
+        storage={
+            "kind": "objectStore",
+            "objectStore": {"url": "gs://b/c", "credentials": {"serviceAccountJson": "{}"}},
+        },
+    )
+    worker = dask_cluster(run)["spec"]["worker"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in worker["env"]}
+    assert env["GOOGLE_APPLICATION_CREDENTIALS"] == "/var/run/secrets/lsdb-object-store/service-account.json"
+    assert any(m["mountPath"] == "/var/run/secrets/lsdb-object-store" for m in worker["volumeMounts"])
+
+
+def test_storage_none_mounts_nothing() -> None:
+    run = run_with(storage={"kind": "none"})
+    worker = dask_cluster(run)["spec"]["worker"]["spec"]
+    assert [v["name"] for v in worker["volumes"]] == ["dask-scratch"]
+    assert run.of_type(PVC) == [] and run.of_type(SECRET) == []
+
+
+def test_every_child_is_parented_to_its_component(default_run) -> None:
+    components = {r.urn: r.type for r in default_run.resources if r.type.startswith("lsdb-k8s:")}
+    expected = {
+        PVC: "lsdb-k8s:storage:CatalogStorage",
+        RELEASE: "lsdb-k8s:operator:DaskOperator",
+        CRD: "lsdb-k8s:operator:DaskOperator",
+        DASKCLUSTER: "lsdb-k8s:cluster:LsdbDaskCluster",
+        AUTOSCALER: "lsdb-k8s:cluster:LsdbDaskCluster",
+        "docker:index/image:Image": "lsdb-k8s:image:LsdbImage",
+    }
+    for r in default_run.resources:
+        if r.type in expected:
+            assert components.get(r.parent) == expected[r.type], r.name
