@@ -20,12 +20,15 @@ from components.lock import PROJECT_DIR
 DOCKER_DIR = PROJECT_DIR / "docker"
 
 
-def image_tag(python_version: str) -> str:
-    """Deterministic tag: changes exactly when the lock, the Dockerfile or the Python version changes."""
+def image_tag(python_version: str, platform: str = "linux/amd64") -> str:
+    """Deterministic tag: changes exactly when the lock, the Dockerfile, the Python version or the platform changes.
+
+    The platform is part of it so an arm64 build never overwrites the amd64 image under the same tag.
+    """
     digest = hashlib.sha256()
     for name in ("requirements.lock", "Dockerfile"):
-        digest.update((DOCKER_DIR / name).read_bytes())
-    digest.update(python_version.encode())
+        digest.update(f"{name}\0{hashlib.sha256((DOCKER_DIR / name).read_bytes()).hexdigest()}\0".encode())
+    digest.update(f"python\0{python_version}\0platform\0{platform}".encode())
     return f"py{python_version}-lock-{digest.hexdigest()[:12]}"
 
 
@@ -69,7 +72,7 @@ class LsdbImage(pulumi.ComponentResource):
                 )
             self.image = docker.Image(
                 f"{name}-build",
-                image_name=f"{image.repository}:{image_tag(image.python_version)}",
+                image_name=f"{image.repository}:{image_tag(image.python_version, image.platform)}",
                 build=docker.DockerBuildArgs(
                     context=str(DOCKER_DIR),
                     dockerfile=str(DOCKER_DIR / "Dockerfile"),
