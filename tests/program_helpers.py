@@ -35,7 +35,18 @@ def run_with(secret_keys: tuple[str, ...] = (), **sections: Any) -> ProgramRun:
 def manifest(r: Registered) -> dict[str, Any]:
     """The Kubernetes object a registration describes (what the provider would send to the API server)."""
     obj = {k: v for k, v in r.inputs.items() if k in ("apiVersion", "kind", "metadata", "spec", "type", "stringData")}
-    return json.loads(json.dumps(obj))  # plain JSON types, as the API server sees them
+    return integral(json.loads(json.dumps(obj)))
+
+
+def integral(value: Any) -> Any:
+    """Pulumi's wire format carries every number as a double; the provider sends 1000.0 as 1000."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [integral(v) for v in value]
+    return value
 
 
 def kubernetes_objects(run: ProgramRun) -> list[dict[str, Any]]:
