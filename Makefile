@@ -19,3 +19,34 @@ lint: $(STAMP)
 
 test: lint
 	$(VENV)/bin/python -m pytest
+
+# --- dev environment (scripts/dev.sh): a kind cluster, a local registry and the dev stack ---------
+# `make up` checks prerequisites before it changes anything, then creates the virtualenv, the local
+# registry and kind cluster (when missing), seeds the sample catalog and runs `pulumi up --stack dev`
+# against a file backend in .pulumi-state (never your global `pulumi login`). `make down` removes it all.
+.PHONY: up down check-prereqs dev-cluster policy-venv
+
+check-prereqs:
+	@PY="$(PY)" bash scripts/dev.sh check
+
+up:
+	@PY="$(PY)" bash scripts/dev.sh check
+	@$(MAKE) --no-print-directory venv
+	@DEV_PREREQS_CHECKED=1 bash scripts/dev.sh up
+
+down:
+	@bash scripts/dev.sh down
+
+# Registry, kind cluster and sample catalog only (no Pulumi): what the integration tests deploy onto.
+dev-cluster:
+	@PY="$(PY)" bash scripts/dev.sh cluster
+
+# The policy pack's own virtualenv, for `pulumi preview --policy-pack policy`.
+POLICY_STAMP := policy/venv/.installed
+$(POLICY_STAMP): policy/requirements.txt
+	$(PY) -m venv policy/venv
+	policy/venv/bin/pip install --quiet --upgrade pip
+	policy/venv/bin/pip install --quiet -r policy/requirements.txt
+	touch $(POLICY_STAMP)
+
+policy-venv: $(POLICY_STAMP)
