@@ -1,0 +1,443 @@
+"""Offline render: `python -m components.render --stack dev --out DIR`.
+
+Runs the real `__main__.py` under Pulumi's mock runtime (`components.mock_runtime.run_program`) with the
+stack's `Pulumi.<stack>.yaml`, and writes every Kubernetes object `pulumi up` would create as one YAML file
+(`NN-<kind>-<name>.yaml`, in apply order), plus `summary.yaml`: the other resources (image build, Helm
+release, verification, components, providers) with their inputs, and the stack exports.
+
+Nothing secret is written: `secure:` config values cannot be decrypted offline and enter the program as
+the placeholder "<redacted>" (their top-level key is marked secret, as Pulumi does), every value the
+program wraps as a Pulumi secret is written as "<redacted>", and so is every value of a Secret's
+`data`/`stringData`. The image digest comes from the mock engine (the real one is known only after the
+push). A StackReference to another stack of this project is resolved by rendering that stack first.
+
+Errors (unknown stack, invalid config) print what `pulumi up` would print, without a traceback, and
+exit non-zero. Imports stay light: no lsdb, dask or pandas.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from components.lock import PROJECT_DIR
+
+REDACTED = "<redacted>"
+SUMMARY_FILE = "summary.yaml"
+OBJECT_FILE = re.compile(r"^\d\d+-[a-z0-9]+-.+\.yaml$")
+STACK_REF = re.compile(r"^[A-Za-z0-9_.-]+/([A-Za-z0-9_.-]+)/([A-Za-z0-9_.-]+)$")
+# Pulumi's marker for a secret value in a serialized property (pulumi.runtime.rpc._special_sig_key/_secret_sig).
+SECRET_SIG = "4dabf18193072939515e22adb298388d"
+SECRET_VALUE = "1b47061264138c4ac30d75fd1eb44270"
+
+# Apply order: what others live in or bind to comes first.
+KIND_ORDER = {
+    "Namespace": 0,
+    "CustomResourceDefinition": 1,
+    "PersistentVolume": 2,
+    "PersistentVolumeClaim": 3,
+    "Secret": 4,
+    # everything else: 5
+    "DaskCluster": 6,
+    "DaskWorkerGroup": 7,
+    "DaskJob": 7,
+    "DaskAutoscaler": 8,
+}
+OTHER_KIND = 5
+TOP_KEYS = ("apiVersion", "kind", "metadata", "type", "spec", "data", "stringData")
+METADATA_KEYS = ("name", "namespace", "labels", "annotations")
+
+
+class RenderError(Exception):
+    """A problem that `pulumi up` would also report before deploying anything (unknown stack, bad stack file)."""
+
+
+@dataclass
+class Rendered:
+    stack: str
+    objects: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (file name, manifest)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+# --- stack file -> config as Pulumi hands it to the program ---------------------------------------------------
+
+
+def project_name(project_dir: Path = PROJECT_DIR) -> str:
+    return yaml.safe_load((project_dir / "Pulumi.yaml").read_text())["name"]
+
+
+def stack_file(stack: str, project_dir: Path = PROJECT_DIR) -> Path:
+    path = project_dir / f"Pulumi.{stack}.yaml"
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", stack) or not path.is_file():
+        known = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in project_dir.glob("Pulumi.*.yaml"))
+        raise RenderError(
+            f"no stack named '{stack}' found: there is no Pulumi.{stack}.yaml in {project_dir} "
+            f"(stacks here: {', '.join(known) or 'none'})"
+        )
+    return path
+
+
+def _redact_secure(value: Any) -> tuple[Any, bool]:
+    """Replace each `{secure: <ciphertext>}` by the placeholder; report whether there was one."""
+    if isinstance(value, Mapping):
+        if set(value) == {"secure"}:
+            return REDACTED, True
+        found = False
+        out = {}
+        for k, v in value.items():
+            out[k], hit = _redact_secure(v)
+            found |= hit
+        return out, found
+    if isinstance(value, list):
+        pairs = [_redact_secure(v) for v in value]
+        return [v for v, _ in pairs], any(h for _, h in pairs)
+    return value, False
+
+
+def _as_config_string(value: Any) -> str:
+    """Pulumi passes every config value as a string: objects and lists as JSON, booleans as true/false."""
+    if isinstance(value, Mapping | list):
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def stack_config(stack: str, project_dir: Path = PROJECT_DIR) -> tuple[dict[str, str], list[str]]:
+    """`<project>:<key>` -> value string, and the keys that hold a `secure:` value (project defaults applied)."""
+    project = project_name(project_dir)
+    path = stack_file(stack, project_dir)
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise RenderError(f"could not read {path.name}: {exc}") from None
+    if not isinstance(doc, Mapping) or not isinstance(doc.get("config") or {}, Mapping):
+        raise RenderError(f"{path.name}: `config:` must be a mapping of keys to values")
+
+    def full(key: str) -> str:
+        return key if ":" in key else f"{project}:{key}"
+
+    config: dict[str, str] = {}
+    secret: list[str] = []
+    # Project-level defaults (Pulumi.yaml `config:`), then the stack file on top.
+    project_doc = yaml.safe_load((project_dir / "Pulumi.yaml").read_text()) or {}
+    for key, spec in (project_doc.get("config") or {}).items():
+        default = spec.get("default", spec.get("value")) if isinstance(spec, Mapping) else spec
+        if default is not None:
+            config[full(key)] = _as_config_string(default)
+    for key, raw in (doc.get("config") or {}).items():
+        if raw is None:
+            continue
+        value, is_secret = _redact_secure(raw)
+        config[full(key)] = _as_config_string(value)
+        if is_secret:
+            secret.append(full(key))
+    return config, secret
+
+
+def _referenced_stacks(config: Mapping[str, str], project: str) -> set[str]:
+    """Fully qualified names of other stacks of this project mentioned in the config (StackReference targets)."""
+    found: set[str] = set()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, Mapping):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+        elif isinstance(value, str):
+            m = STACK_REF.match(value)
+            if m and m.group(1) == project:
+                found.add(value)
+
+    for raw in config.values():
+        with contextlib.suppress(json.JSONDecodeError):
+            raw = json.loads(raw) if raw[:1] in "{[" else raw
+        walk(raw)
+    return found
+
+
+# --- program run -> manifests ------------------------------------------------------------------------------
+
+
+def _clean(value: Any) -> Any:
+    """Plain data from serialized inputs: secrets -> placeholder, whole numbers back to int (protobuf has doubles)."""
+    if isinstance(value, Mapping):
+        if value.get(SECRET_SIG) == SECRET_VALUE:
+            return REDACTED
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _ordered(obj: dict[str, Any]) -> dict[str, Any]:
+    """apiVersion, kind, metadata first; everything else sorted, so renders diff cleanly."""
+
+    def sort(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {k: sort(value[k]) for k in sorted(value)}
+        if isinstance(value, list):
+            return [sort(v) for v in value]
+        return value
+
+    out: dict[str, Any] = {}
+    for k in TOP_KEYS:
+        if k in obj:
+            out[k] = sort(obj[k])
+    for k in sorted(obj):
+        if k not in out:
+            out[k] = sort(obj[k])
+    meta = out.get("metadata")
+    if isinstance(meta, dict):
+        out["metadata"] = {k: meta[k] for k in METADATA_KEYS if k in meta} | {
+            k: meta[k] for k in meta if k not in METADATA_KEYS
+        }
+    return out
+
+
+def _redact_secret_object(obj: dict[str, Any], inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """A Secret keeps its keys; every value becomes the placeholder (whether or not the program marked it secret)."""
+    for section in ("data", "stringData"):
+        if section not in obj:
+            continue
+        values = inputs.get(section)
+        if isinstance(values, Mapping) and values.get(SECRET_SIG) == SECRET_VALUE:
+            values = values.get("value")  # the whole map is one secret: its keys are still the Secret's keys
+        obj[section] = dict.fromkeys(values, REDACTED) if isinstance(values, Mapping) else REDACTED
+    return obj
+
+
+def is_kubernetes_object(typ: str, inputs: Mapping[str, Any]) -> bool:
+    return typ.startswith("kubernetes:") and "apiVersion" in inputs and "kind" in inputs
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9.-]+", "-", text.lower()).strip("-") or "unnamed"
+
+
+def _short(urn: str) -> str:
+    """`urn:pulumi:dev::lsdb-k8s::a$b::name` -> `b::name` (the parent as type::name)."""
+    parts = urn.split("::", 3)
+    if len(parts) != 4:
+        return urn
+    return f"{parts[2].rsplit('$', 1)[-1]}::{parts[3]}"
+
+
+def _resource_summary(reg: Any, names_by_urn: Mapping[str, str]) -> dict[str, Any]:
+    entry: dict[str, Any] = {"type": reg.type, "name": reg.name}
+    if reg.parent:
+        entry["parent"] = _short(reg.parent)
+    inputs = {k: v for k, v in _clean(reg.raw_inputs).items() if not k.startswith("__")}
+    if inputs:
+        entry["inputs"] = _ordered(inputs)
+    deps = [names_by_urn.get(d, _short(d)) for d in reg.dependencies]
+    if deps:
+        entry["dependsOn"] = deps
+    return entry
+
+
+def render_stack(
+    stack: str,
+    project_dir: Path = PROJECT_DIR,
+    stack_outputs: Mapping[str, Mapping[str, Any]] | None = None,
+    _seen: tuple[str, ...] = (),
+) -> Rendered:
+    """Run the program for `stack` offline and return its Kubernetes objects and summary (nothing written).
+
+    Raises RenderError for an unknown stack or unreadable stack file; ConfigError (and any other program
+    error) propagates as `pulumi up` would report it.
+    """
+    from components.mock_runtime import run_program
+
+    project = project_name(project_dir)
+    config, secret_keys = stack_config(stack, project_dir)
+    outputs: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (stack_outputs or {}).items()}
+    assumptions: list[str] = [
+        "image digest: computed by the mock engine; the real digest is known after `pulumi up` pushes the image"
+    ]
+    for ref in sorted(_referenced_stacks(config, project)):
+        if ref in outputs:
+            assumptions.append(f"StackReference {ref}: outputs given on the command line")
+            continue
+        other = STACK_REF.match(ref).group(2)  # type: ignore[union-attr]
+        if other == stack or other in _seen or not (project_dir / f"Pulumi.{other}.yaml").is_file():
+            continue
+        outputs[ref] = render_stack(other, project_dir, stack_outputs, (*_seen, stack)).summary["exports"]
+        assumptions.append(f"StackReference {ref}: outputs of Pulumi.{other}.yaml rendered from this checkout")
+
+    saved_env = os.environ.pop("PULUMI_CONFIG", None)  # the render reads the stack file only
+    try:
+        run = run_program(config, secret_keys, stack=stack, project=project, stack_outputs=outputs)
+    finally:
+        if saved_env is not None:
+            os.environ["PULUMI_CONFIG"] = saved_env
+
+    names_by_urn = {r.urn: f"{_short(r.urn)}" for r in run.resources}
+    objects: list[tuple[tuple[Any, ...], Any, dict[str, Any]]] = []
+    others: list[dict[str, Any]] = []
+    for reg in run.resources:
+        if is_kubernetes_object(reg.type, reg.inputs):
+            obj = _clean(reg.raw_inputs)
+            if obj.get("kind") == "Secret":
+                obj = _redact_secret_object(obj, reg.inputs)
+            meta = obj.get("metadata") or {}
+            key = (KIND_ORDER.get(obj["kind"], OTHER_KIND), obj["kind"], meta.get("namespace") or "", meta.get("name"))
+            objects.append((key, reg, _ordered(obj)))
+        else:
+            others.append(_resource_summary(reg, names_by_urn))
+    # Registration order depends on async scheduling: sort by kind rank, then name, so renders are stable.
+    objects.sort(key=lambda t: t[0])
+
+    rendered = Rendered(stack)
+    index_entries = []
+    width = max(2, len(str(len(objects))))
+    for n, (_, reg, obj) in enumerate(objects, start=1):
+        meta = obj.get("metadata") or {}
+        name = meta.get("name") or reg.name
+        file_name = f"{n:0{width}d}-{_slug(obj['kind'])}-{_slug(name)}.yaml"
+        rendered.objects.append((file_name, obj))
+        entry = {"file": file_name, "apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": name}
+        if meta.get("namespace"):
+            entry["namespace"] = meta["namespace"]
+        entry["pulumi"] = {"type": reg.type, "name": reg.name, "parent": _short(reg.parent)}
+        deps = [names_by_urn.get(d, _short(d)) for d in reg.dependencies]
+        if deps:
+            entry["pulumi"]["dependsOn"] = deps
+        index_entries.append(entry)
+
+    rendered.summary = {
+        "stack": stack,
+        "project": project,
+        "stackFile": f"Pulumi.{stack}.yaml",
+        "secretConfigKeys": sorted(secret_keys),
+        "assumptions": assumptions,
+        "objects": index_entries,
+        "resources": others,
+        "exports": _clean(run.outputs),
+    }
+    return rendered
+
+
+# --- files -------------------------------------------------------------------------------------------------
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _str_presenter(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_Dumper.add_representer(str, _str_presenter)
+
+
+def dump_yaml(doc: Any) -> str:
+    return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True, width=120)
+
+
+def write_render(rendered: Rendered, out: Path) -> list[Path]:
+    """Write the objects and summary.yaml into `out`, replacing a previous render there (other files are kept)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.iterdir():
+        if old.is_file() and (OBJECT_FILE.match(old.name) or old.name == SUMMARY_FILE):
+            old.unlink()
+    written = []
+    for file_name, obj in rendered.objects:
+        pulumi_name = next(e["pulumi"] for e in rendered.summary["objects"] if e["file"] == file_name)
+        header = f"# Rendered offline from Pulumi.{rendered.stack}.yaml: {pulumi_name['type']} {pulumi_name['name']}\n"
+        path = out / file_name
+        path.write_text(header + dump_yaml(obj))
+        written.append(path)
+    path = out / SUMMARY_FILE
+    path.write_text(
+        f"# Offline render of stack {rendered.stack}: everything `pulumi up` registers that is not a Kubernetes "
+        "object, the object files in apply order, and the stack exports.\n" + dump_yaml(rendered.summary)
+    )
+    written.append(path)
+    return written
+
+
+def _parse_stack_output(text: str) -> tuple[str, dict[str, Any]]:
+    name, sep, value = text.partition("=")
+    try:
+        outputs = json.loads(value) if sep else None
+    except json.JSONDecodeError:
+        outputs = None
+    if not isinstance(outputs, dict):
+        raise argparse.ArgumentTypeError(f"expected ORG/PROJECT/STACK='{{json object}}', got {text!r}")
+    return name, outputs
+
+
+@contextlib.contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    """The program may print (pulumi.log under mocks goes to stdout); keep the CLI's own output clean."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m components.render",
+        description="Render the Kubernetes objects a stack deploys, offline (Pulumi mock runtime, no cluster).",
+    )
+    parser.add_argument("--stack", required=True, help="stack name: reads Pulumi.<stack>.yaml")
+    parser.add_argument("--out", type=Path, default=None, help="output directory (default: render/<stack>)")
+    parser.add_argument(
+        "--stack-output",
+        type=_parse_stack_output,
+        action="append",
+        default=[],
+        metavar="ORG/PROJECT/STACK=JSON",
+        help="outputs of a referenced stack that is not in this checkout (repeatable)",
+    )
+    parser.add_argument(
+        "--stack-dir",
+        type=Path,
+        default=PROJECT_DIR,
+        help="directory with Pulumi.yaml and the stack files (default: this checkout); the program is this checkout's",
+    )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a failure")
+    args = parser.parse_args(argv)
+
+    from components.config import ConfigError
+
+    out = args.out or PROJECT_DIR / "render" / args.stack
+    try:
+        with _quiet_stdout():
+            rendered = render_stack(args.stack, args.stack_dir, stack_outputs=dict(args.stack_output))
+    except (RenderError, ConfigError) as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"error: the program failed for stack {args.stack}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print("(run again with --debug for the traceback)", file=sys.stderr)
+        return 1
+    written = write_render(rendered, out)
+    print(f"rendered stack {args.stack}: {len(rendered.objects)} Kubernetes objects and {SUMMARY_FILE} in {out}")
+    for path in written:
+        print(f"  {path.name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
