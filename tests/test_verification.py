@@ -1,0 +1,561 @@
+"""The post-deploy verification against real Dask processes and a real HATS catalog written by lsdb.
+
+One scheduler and two workers (separate `dask scheduler` / `dask worker` processes) are shared by the module.
+The workers run in a directory the test process does not use, and the catalog is queried by a path relative to
+it: the path is meaningful to the workers only, as /data/... is inside worker pods, so these tests fail if the
+client ever tried to open the catalog itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from components.lock import PROJECT_DIR, read_lock
+from components.verification import (
+    OPEN_TASK_PREFIX,
+    SchedulerPortForward,
+    VerificationError,
+    verify_catalog_query,
+)
+from scripts.sample_catalog import sample_dataframe, write_sample_catalog
+from tests.support.dask_processes import (
+    LocalDaskCluster,
+    block_first_task_preload,
+    free_port,
+    silent_listener,
+)
+
+N_ROWS = 20_000
+SEED = 7
+CATALOG_DIR = "catalog"  # relative: resolves only in the workers' working directory
+COLUMNS = ["id", "ra", "dec", "phot_g_mean_mag"]
+CONE = {"ra": 180.0, "dec": 0.0, "radius_arcsec": 3600.0}  # the dense field: a few hundred rows
+EMPTY_CONE = {"ra": 90.0, "dec": 45.0, "radius_arcsec": 1.0}
+DEADLINE = 2.0  # seconds, for the stages that must give up
+SLACK = 4.0  # scheduling noise on a loaded 2-core machine
+
+
+@dataclass
+class SampleCatalog:
+    worker_view: Path  # the workers' working directory
+    absolute: Path
+    rows_in_cone: int
+    partitions_in_cone: int
+    rows_in_empty_cone: int
+
+
+def rows_within(df: Any, ra: float, dec: float, radius_arcsec: float) -> int:
+    """Rows of `df` within the cone, by great-circle distance (independent of lsdb)."""
+    import numpy as np
+
+    ra1, dec1 = np.radians(df["ra"].to_numpy()), np.radians(df["dec"].to_numpy())
+    ra0, dec0 = np.radians(ra), np.radians(dec)
+    cos_d = np.sin(dec1) * np.sin(dec0) + np.cos(dec1) * np.cos(dec0) * np.cos(ra1 - ra0)
+    dist_arcsec = np.degrees(np.arccos(np.clip(cos_d, -1.0, 1.0))) * 3600.0
+    return int((dist_arcsec <= radius_arcsec).sum())
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory: pytest.TempPathFactory) -> SampleCatalog:
+    import dask
+    import lsdb
+
+    worker_view = tmp_path_factory.mktemp("worker-view")
+    path = write_sample_catalog(worker_view / CATALOG_DIR, N_ROWS, seed=SEED)
+    df = sample_dataframe(N_ROWS, SEED)
+    with dask.config.set(scheduler="synchronous"):
+        local = lsdb.open_catalog(path, search_filter=lsdb.ConeSearch(**CONE), columns=COLUMNS)
+        local_rows = len(local.compute(progress_bar=False))
+    expected = rows_within(df, **CONE)
+    assert local_rows == expected, "lsdb and the great-circle count disagree on the test cone"
+    assert expected > 100, "the test cone should hold a few hundred rows"
+    return SampleCatalog(worker_view, path, expected, local.npartitions, rows_within(df, **EMPTY_CONE))
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, catalog: SampleCatalog) -> Any:
+    with LocalDaskCluster(
+        tmp_path_factory.mktemp("dask"), n_workers=2, worker_cwd=catalog.worker_view, dashboard=True
+    ) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def lonely_scheduler(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    with LocalDaskCluster(tmp_path_factory.mktemp("dask-no-workers"), n_workers=0) as c:
+        yield c
+
+
+def verify(address: str, **overrides: Any) -> Any:
+    kwargs: dict[str, Any] = {
+        **CONE,
+        "columns": COLUMNS,
+        "min_rows": 1,
+        "min_workers": 2,
+        "timeout": 90.0,
+        "namespace": "lsdb-test",
+        "cluster_name": "lsdb-cluster",
+    }
+    kwargs.update(overrides)
+    catalog_path = kwargs.pop("catalog_path", CATALOG_DIR)
+    return verify_catalog_query(address, catalog_path, **kwargs)
+
+
+def failure(address: str, **overrides: Any) -> tuple[VerificationError, float]:
+    started = time.monotonic()
+    with pytest.raises(VerificationError) as info:
+        verify(address, **overrides)
+    return info.value, time.monotonic() - started
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Success
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_cone_query_runs_on_the_cluster(cluster: LocalDaskCluster, catalog: SampleCatalog) -> None:
+    assert not Path(CATALOG_DIR).exists(), "the catalog path must not resolve from the test process"
+    result = verify(cluster.address)
+
+    assert result.rows == catalog.rows_in_cone
+    assert result.partitions == catalog.partitions_in_cone
+    assert result.workers == 2
+    assert result.scheduler == cluster.address
+    assert result.versions["lsdb"] == read_lock()["lsdb"]
+    assert result.versions["nested-pandas"] == read_lock()["nested-pandas"]
+    assert result.versions["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert list(result.stage_seconds) == ["connect", "workers", "versions", "open", "compute", "rows"]
+    assert 0 < result.elapsed_seconds < 90
+    assert result.warnings == []
+    # The sample: real rows of the cone, with the requested columns, as plain JSON.
+    assert 1 <= len(result.sample) <= 5
+    assert set(result.sample[0]) == set(COLUMNS)
+    for row in result.sample:
+        assert rows_within(_frame([row]), **CONE) == 1
+    assert json.loads(json.dumps(result.to_dict())) == result.to_dict()
+    assert set(result.to_outputs()) >= {"rows", "partitions", "workers", "elapsedSeconds", "versions", "sample"}
+
+
+def _frame(records: list[dict[str, Any]]) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame.from_records(records)
+
+
+def test_the_catalog_is_opened_on_a_worker(cluster: LocalDaskCluster, catalog: SampleCatalog) -> None:
+    """The same relative path opened by the client itself does not exist: only the workers can see it."""
+    import lsdb
+
+    with pytest.raises(FileNotFoundError):
+        lsdb.open_catalog(CATALOG_DIR)
+    assert verify(cluster.address, min_workers=1, sample_rows=0).sample == []
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Failures: each names its stage, gives the fix, and happens within its deadline
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_unreachable_scheduler_fails_at_connect_within_its_deadline() -> None:
+    address = f"tcp://127.0.0.1:{free_port()}"
+    err, elapsed = failure(address, stage_timeouts={"connect": DEADLINE})
+    assert err.stage == "connect"
+    assert address in err.problem
+    assert elapsed < DEADLINE + SLACK
+    assert "kubectl get pods -n lsdb-test -l dask.org/cluster-name=lsdb-cluster,dask.org/component=scheduler" in err.fix
+    assert "kubectl get svc lsdb-cluster-scheduler -n lsdb-test" in err.fix
+    assert "lsdb-cluster-scheduler.lsdb-test.svc.cluster.local" in err.fix
+    assert str(err).startswith("LSDB verification failed at stage 'connect':")
+
+
+def test_silent_tcp_peer_fails_at_connect_within_its_deadline() -> None:
+    with silent_listener() as address:
+        err, elapsed = failure(address, stage_timeouts={"connect": DEADLINE})
+    assert err.stage == "connect"
+    assert "does not speak the Dask protocol" in err.problem
+    assert elapsed < DEADLINE + SLACK
+
+
+def test_overall_timeout_bounds_the_connect_stage() -> None:
+    """No per-stage ceiling given: the overall timeout alone must stop a silent peer."""
+    with silent_listener() as address:
+        err, elapsed = failure(address, timeout=DEADLINE)
+    assert err.stage == "connect"
+    assert elapsed < DEADLINE + SLACK
+
+
+def test_dashboard_port_is_not_a_scheduler(cluster: LocalDaskCluster) -> None:
+    assert cluster.dashboard_address, "the shared scheduler runs a dashboard"
+    err, elapsed = failure(cluster.dashboard_address, stage_timeouts={"connect": DEADLINE})
+    assert err.stage == "connect"
+    assert elapsed < DEADLINE + SLACK
+    assert "8787 is the dashboard" in err.fix
+
+
+def test_a_worker_address_is_not_a_scheduler(cluster: LocalDaskCluster) -> None:
+    from distributed import Client
+
+    with Client(cluster.address, set_as_default=False) as client:
+        worker = next(iter(client.nthreads()))
+    err, _ = failure(worker, stage_timeouts={"connect": DEADLINE})
+    assert err.stage == "connect"
+    assert "answered as a Dask Worker, not as the scheduler" in err.problem
+
+
+def test_no_workers_fails_at_workers_within_its_deadline(lonely_scheduler: LocalDaskCluster) -> None:
+    err, elapsed = failure(lonely_scheduler.address, min_workers=1, stage_timeouts={"workers": DEADLINE})
+    assert err.stage == "workers"
+    assert "0 worker(s) joined" in err.problem
+    assert "min_workers=1" in err.problem
+    assert elapsed < DEADLINE + SLACK
+    assert "kubectl get pods -n lsdb-test -l dask.org/cluster-name=lsdb-cluster,dask.org/component=worker" in err.fix
+    assert "PVC is Bound (`kubectl get pvc -n lsdb-test`)" in err.fix
+    assert "OOMKilled" in err.fix
+
+
+def test_too_few_workers_names_the_count(cluster: LocalDaskCluster) -> None:
+    err, _ = failure(cluster.address, min_workers=3, stage_timeouts={"workers": 1.0})
+    assert err.stage == "workers"
+    assert "2 worker(s) joined" in err.problem
+
+
+def test_version_mismatch_with_the_lock_fails_at_versions(cluster: LocalDaskCluster) -> None:
+    locked = {**read_lock(), "lsdb": "0.0.1"}
+    err, _ = failure(cluster.address, locked_versions=locked)
+    assert err.stage == "versions"
+    assert "lsdb: docker/requirements.lock pins 0.0.1" in err.problem
+    assert "client and scheduler and 2 of 2 workers" in err.problem
+    assert read_lock()["lsdb"] in err.problem
+    assert "digest-pinned image built from docker/requirements.lock" in err.fix
+
+
+def test_missing_catalog_fails_at_open(cluster: LocalDaskCluster) -> None:
+    err, _ = failure(cluster.address, catalog_path="no-such-catalog")
+    assert err.stage == "open"
+    assert "no-such-catalog" in err.problem
+    assert "mountPath" in err.fix
+    assert "kubectl get pvc -n lsdb-test" in err.fix
+
+
+def test_unknown_column_fails_at_open(cluster: LocalDaskCluster) -> None:
+    err, _ = failure(cluster.address, columns=["id", "no_such_column"])
+    assert err.stage == "open"
+    assert "no_such_column" in err.problem
+
+
+def test_empty_cone_fails_at_rows(cluster: LocalDaskCluster, catalog: SampleCatalog) -> None:
+    assert catalog.rows_in_empty_cone == 0
+    err, _ = failure(cluster.address, **EMPTY_CONE, min_rows=1)
+    assert err.stage == "rows"
+    assert "returned 0 row(s), fewer than min_rows=1" in err.problem
+    assert "ra=90 dec=45" in err.problem
+    assert "check verify.cone ra/dec" in err.fix
+    # The same cone passes when no rows are required.
+    assert verify(cluster.address, **EMPTY_CONE, min_rows=0).rows == 0
+
+
+def test_too_few_rows_fails_at_rows(cluster: LocalDaskCluster, catalog: SampleCatalog) -> None:
+    err, _ = failure(cluster.address, min_rows=catalog.rows_in_cone + 1)
+    assert err.stage == "rows"
+    assert f"returned {catalog.rows_in_cone} row(s)" in err.problem
+
+
+def test_invalid_query_fails_at_config_before_connecting() -> None:
+    with silent_listener() as address:
+        err, elapsed = failure(address, dec=95.0, radius_arcsec=-1.0)
+    assert err.stage == "config"
+    assert "dec=95.0" in err.problem and "radius_arcsec=-1.0" in err.problem
+    assert elapsed < 1.0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A worker dies mid-query
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_worker_killed_during_the_query_recovers(tmp_path: Path, catalog: SampleCatalog) -> None:
+    """Decision: the query recovers. Dask re-runs the lost worker's tasks on the survivors (up to
+    distributed.scheduler.allowed-failures times per task), which is what a user's own query would do; the
+    verification reports the loss as a warning. Deterministic: a preload makes the first query task block its
+    worker, and the test SIGKILLs exactly that worker while it holds the task.
+    """
+    marker = tmp_path / "blocked"
+    env = {"DASK_TEST_BLOCK_MARKER": str(marker), "DASK_TEST_BLOCK_SKIP": OPEN_TASK_PREFIX}
+    with LocalDaskCluster(
+        tmp_path / "dask",
+        n_workers=2,
+        worker_cwd=catalog.worker_view,
+        worker_env=env,
+        worker_preload=[block_first_task_preload(tmp_path)],
+    ) as cluster:
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                outcome["result"] = verify(cluster.address, timeout=120.0)
+            except BaseException as exc:
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 60
+        while not marker.exists() and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), f"no worker started a query task: {outcome}"
+        pid_text, task = marker.read_text().split(" ", 1)
+        victim = cluster.by_pid(int(pid_text))
+        assert not task.startswith(OPEN_TASK_PREFIX)
+        victim.kill()
+        thread.join(90)
+        assert not thread.is_alive()
+        assert "error" not in outcome, outcome.get("error")
+        result = outcome["result"]
+        assert not victim.alive()
+        assert result.rows == catalog.rows_in_cone
+        assert result.workers == 2
+        assert any("1 worker(s) left the cluster during the query" in w for w in result.warnings)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Port-forward
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class _FakeService:
+    """What the kr8s Service gives SchedulerPortForward: ports, and a port-forward (here a local TCP proxy)."""
+
+    def __init__(self, target: str) -> None:
+        host, port = target.removeprefix("tcp://").rsplit(":", 1)
+        self.target = (host, int(port))
+        self.spec = type(
+            "Spec", (), {"ports": [{"name": "http-dashboard", "port": 8787}, {"name": "tcp-comm", "port": 8786}]}
+        )
+        self.forwarded: list[tuple[int, Any]] = []
+        self.closed = False
+
+    def portforward(self, remote_port: int, local_port: Any = "auto") -> Any:
+        self.forwarded.append((remote_port, local_port))
+        return self._proxy()
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    def _proxy(self) -> Any:
+        service = self
+
+        class Proxy:
+            async def __aenter__(self) -> int:
+                async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                    up_reader, up_writer = await asyncio.open_connection(*service.target)
+                    await asyncio.gather(service._pipe(reader, up_writer), service._pipe(up_reader, writer))
+
+                self.server = await asyncio.start_server(handle, "127.0.0.1", 0)
+                return self.server.sockets[0].getsockname()[1]
+
+            async def __aexit__(self, *exc: object) -> None:
+                self.server.close()
+                service.closed = True
+
+        return Proxy()
+
+
+def test_port_forward_runs_the_check_through_the_forward(cluster: LocalDaskCluster, catalog: SampleCatalog) -> None:
+    service = _FakeService(cluster.address)
+    asked: list[tuple[str, str, str | None]] = []
+
+    async def getter(name: str, namespace: str, context: str | None) -> _FakeService:
+        asked.append((name, namespace, context))
+        return service
+
+    with SchedulerPortForward("lsdb-test", "lsdb-cluster", "kind-dev", service_getter=getter) as address:
+        assert address.startswith("tcp://127.0.0.1:") and address != cluster.address
+        result = verify(address, min_workers=1)
+    assert result.rows == catalog.rows_in_cone
+    assert asked == [("lsdb-cluster-scheduler", "lsdb-test", "kind-dev")]
+    assert service.forwarded == [(8786, "auto")]
+    assert service.closed, "the port-forward must be closed after the check"
+
+
+def test_port_forward_without_kubeconfig_fails_at_connect(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    started = time.monotonic()
+    with pytest.raises(VerificationError) as info, SchedulerPortForward("lsdb-test", "lsdb-cluster", timeout=10.0):
+        pass
+    assert info.value.stage == "connect"
+    assert "could not port-forward to service lsdb-cluster-scheduler in namespace lsdb-test" in info.value.problem
+    assert time.monotonic() - started < 10.0 + SLACK
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "components.verification", *args],
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def cone_args(**cone: float) -> list[str]:
+    cone = {**CONE, **cone}
+    return ["--ra", str(cone["ra"]), "--dec", str(cone["dec"]), "--radius-arcsec", str(cone["radius_arcsec"])]
+
+
+def test_cli_json_success(cluster: LocalDaskCluster, catalog: SampleCatalog) -> None:
+    proc = cli("--scheduler", cluster.address, "--catalog", CATALOG_DIR, *cone_args(), "--columns", "id,ra,dec",
+               "--min-workers", "2", "--json")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["ok"] is True
+    assert report["rows"] == catalog.rows_in_cone
+    assert report["workers"] == 2
+    assert set(report["sample"][0]) == {"id", "ra", "dec"}
+
+
+def test_cli_human_success_shows_the_sample(cluster: LocalDaskCluster, catalog: SampleCatalog) -> None:
+    proc = cli("--scheduler", cluster.address, "--catalog", CATALOG_DIR, *cone_args(), "--columns", "id,ra,dec")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("LSDB verification passed in")
+    assert f"{CATALOG_DIR}: {catalog.rows_in_cone} row(s)" in proc.stdout
+    assert "first 5 row(s):" in proc.stdout
+    header = proc.stdout.split("first 5 row(s):\n", 1)[1].splitlines()[0].split()
+    assert header == ["id", "ra", "dec"]
+
+
+def test_cli_failure_exits_1_with_the_stage(cluster: LocalDaskCluster) -> None:
+    address = f"tcp://127.0.0.1:{free_port()}"
+    proc = cli("--scheduler", address, "--catalog", CATALOG_DIR, *cone_args(), "--timeout", "3", "--json",
+               "--namespace", "lsdb-test", "--cluster-name", "lsdb-cluster")  # fmt: skip
+    assert proc.returncode == 1
+    report = json.loads(proc.stdout)
+    assert report["ok"] is False and report["stage"] == "connect"
+    assert "kubectl get svc lsdb-cluster-scheduler -n lsdb-test" in report["fix"]
+    assert "LSDB verification failed at stage 'connect'" in proc.stderr
+    assert "Fix:" in proc.stderr
+
+    proc = cli("--scheduler", cluster.address, "--catalog", CATALOG_DIR, *cone_args(**EMPTY_CONE))
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    assert "LSDB verification failed at stage 'rows'" in proc.stderr
+
+
+def test_cli_usage_errors_exit_2() -> None:
+    proc = cli("--catalog", CATALOG_DIR, *cone_args())
+    assert proc.returncode == 2
+    assert "exactly one of --scheduler ADDR or --port-forward" in proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The dynamic provider, deserialized in a fresh process outside the project
+# ---------------------------------------------------------------------------------------------------------------
+
+RUN_PROVIDER = """
+import base64, importlib.util, json, sys
+import dill
+assert importlib.util.find_spec("components") is None, "the project must not be importable here"
+provider = dill.loads(base64.b64decode(open(sys.argv[1]).read()))
+props = json.loads(sys.argv[2])
+try:
+    result = provider.create(props)
+except Exception as exc:
+    print(json.dumps({"error": str(exc)}))
+else:
+    print(json.dumps({"id": result.id, "outs": result.outs}))
+"""
+
+
+def run_serialized_provider(tmp_path: Path, props: dict[str, Any]) -> dict[str, Any]:
+    from pulumi.dynamic.dynamic import serialize_provider
+
+    from components.verification import new_provider
+
+    blob = tmp_path / "provider.b64"
+    blob.write_text(serialize_provider(new_provider()))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        [sys.executable, "-c", RUN_PROVIDER, str(blob), json.dumps(props)],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def provider_props(address: str, **overrides: Any) -> dict[str, Any]:
+    # As the engine hands them over: every number a float.
+    props = {
+        "connect": "direct",
+        "schedulerAddress": address,
+        "namespace": "lsdb-test",
+        "clusterName": "lsdb-cluster",
+        "kubeContext": None,
+        "catalogPath": CATALOG_DIR,
+        "ra": CONE["ra"],
+        "dec": CONE["dec"],
+        "radiusArcsec": CONE["radius_arcsec"],
+        "columns": ["id", "ra", "dec"],
+        "minRows": 1.0,
+        "minWorkers": 2.0,
+        "timeoutSeconds": 90.0,
+        "imageRef": "registry.example/lsdb@sha256:abc",
+        "clusterSpecHash": "hash-1",
+        "rows": None,
+        "sample": None,
+    }
+    props.update(overrides)
+    return props
+
+
+def test_serialized_provider_creates_in_a_fresh_process_outside_the_project(
+    tmp_path: Path, cluster: LocalDaskCluster, catalog: SampleCatalog
+) -> None:
+    report = run_serialized_provider(tmp_path, provider_props(cluster.address))
+    assert "error" not in report, report.get("error")
+    outs = report["outs"]
+    assert report["id"].startswith("lsdb-verification-")
+    assert outs["rows"] == catalog.rows_in_cone and isinstance(outs["rows"], int)
+    assert outs["workers"] == 2 and isinstance(outs["workers"], int)
+    assert outs["partitions"] == catalog.partitions_in_cone
+    assert outs["elapsedSeconds"] > 0
+    assert outs["versions"]["lsdb"] == read_lock()["lsdb"]
+    assert set(outs["sample"][0]) == {"id", "ra", "dec"}
+    # The inputs are kept in the outputs: diff compares them on the next `pulumi up`.
+    assert outs["clusterSpecHash"] == "hash-1" and outs["catalogPath"] == CATALOG_DIR
+
+
+def test_serialized_provider_fails_with_the_stage_message(tmp_path: Path, cluster: LocalDaskCluster) -> None:
+    report = run_serialized_provider(tmp_path, provider_props(cluster.address, catalogPath="no-such-catalog"))
+    assert report["error"].startswith("LSDB verification failed at stage 'open'")
+    assert "no-such-catalog" in report["error"]
+    assert "mountPath" in report["error"]
