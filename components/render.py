@@ -327,6 +327,8 @@ def render_stack(
         "assumptions": assumptions,
         "objects": index_entries,
         "resources": others,
+        # StackReferences are reads, not registrations: the outputs the program was given for each.
+        "stackReferences": {ref: _clean(values) for ref, values in sorted(outputs.items())},
         "exports": _clean(run.outputs),
     }
     return rendered
