@@ -181,7 +181,11 @@ class LocalDaskCluster:
                 time.sleep(0.1)
 
     def stop(self) -> None:
-        for proc in reversed(self.processes):
+        """SIGTERM every process at once (workers first), then wait for each, SIGKILL past the grace period."""
+        procs = list(reversed(self.processes))
+        for proc in procs:
+            proc.kill(signal.SIGTERM)
+        for proc in procs:
             proc.stop()
 
     def _check_alive(self) -> None:
