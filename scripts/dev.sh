@@ -402,4 +402,7 @@ main() {
     esac
 }
 
-main "$@"
+# Sourcing the file (the tests do) defines the functions without running anything.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+    main "$@"
+fi
