@@ -250,13 +250,26 @@ def _resource_summary(reg: Any, names_by_urn: Mapping[str, str]) -> dict[str, An
     return entry
 
 
+def _secret_exports() -> set[str]:
+    """Names of the stack exports the program marked secret (the run's plain values lose that mark)."""
+    import pulumi
+    from pulumi.runtime.settings import get_root_resource
+    from pulumi.runtime.sync_await import _sync_await
+
+    root = get_root_resource()
+    outputs = getattr(root, "outputs", None) or {}
+    return {k for k, v in outputs.items() if _sync_await(pulumi.Output.from_input(v).is_secret())}
+
+
 def render_stack(
     stack: str,
     project_dir: Path = PROJECT_DIR,
     stack_outputs: Mapping[str, Mapping[str, Any]] | None = None,
+    program: Path | None = None,
     _seen: tuple[str, ...] = (),
 ) -> Rendered:
-    """Run the program for `stack` offline and return its Kubernetes objects and summary (nothing written).
+    """Run the program (default: this checkout's `__main__.py`) for `stack` offline and return its Kubernetes
+    objects and summary (nothing written).
 
     Raises RenderError for an unknown stack or unreadable stack file; ConfigError (and any other program
     error) propagates as `pulumi up` would report it.
@@ -276,15 +289,22 @@ def render_stack(
         other = STACK_REF.match(ref).group(2)  # type: ignore[union-attr]
         if other == stack or other in _seen or not (project_dir / f"Pulumi.{other}.yaml").is_file():
             continue
-        outputs[ref] = render_stack(other, project_dir, stack_outputs, (*_seen, stack)).summary["exports"]
+        outputs[ref] = render_stack(other, project_dir, stack_outputs, program, (*_seen, stack)).summary["exports"]
         assumptions.append(f"StackReference {ref}: outputs of Pulumi.{other}.yaml rendered from this checkout")
 
     saved_env = os.environ.pop("PULUMI_CONFIG", None)  # the render reads the stack file only
     try:
-        run = run_program(config, secret_keys, stack=stack, project=project, stack_outputs=outputs)
+        # A fresh root Stack: set_mocks keeps the previous run's (its exports and URN) when one exists.
+        from pulumi.runtime.settings import ROOT
+
+        ROOT.set(None)
+        kwargs = {"program": program} if program is not None else {}
+        run = run_program(config, secret_keys, stack=stack, project=project, stack_outputs=outputs, **kwargs)
+        secret_exports = _secret_exports()
     finally:
         if saved_env is not None:
             os.environ["PULUMI_CONFIG"] = saved_env
+    exports = {k: REDACTED if k in secret_exports else _clean(v) for k, v in run.outputs.items()}
 
     names_by_urn = {r.urn: f"{_short(r.urn)}" for r in run.resources}
     objects: list[tuple[tuple[Any, ...], Any, dict[str, Any]]] = []
@@ -329,7 +349,7 @@ def render_stack(
         "resources": others,
         # StackReferences are reads, not registrations: the outputs the program was given for each.
         "stackReferences": {ref: _clean(values) for ref, values in sorted(outputs.items())},
-        "exports": _clean(run.outputs),
+        "exports": exports,
     }
     return rendered
 

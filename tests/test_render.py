@@ -190,6 +190,7 @@ def test_summary_lists_every_other_resource_with_its_inputs(render: dict[str, An
         assert prod["operatorNamespace"] == "dask-operator" and prod["operatorVersion"] == operator_version()
         assert any("astro-platform/lsdb-k8s/prod" in a for a in summary["assumptions"])
         assert summary["exports"]["operatorNamespace"] == "dask-operator"
+        assert "operatorVersion" not in summary["exports"], "prod's exports must not leak into staging's"
     else:
         (release,) = releases
         assert release["inputs"]["chart"] == "dask-kubernetes-operator"
@@ -197,6 +198,8 @@ def test_summary_lists_every_other_resource_with_its_inputs(render: dict[str, An
         assert release["inputs"]["values"]["image"]["tag"] == operator_version()
         assert summary["exports"]["operatorVersion"] == operator_version()
         assert summary["stackReferences"] == {}
+    stacks = {r["parent"].split("::")[1] for r in summary["resources"] if r["parent"].startswith("pulumi:pulumi:Stack")}
+    assert stacks == {f"lsdb-k8s-{stack}"}
     for key in ("namespace", "clusterName", "imageRef", "schedulerAddress", "dashboardUrl", "portForwardScheduler"):
         assert summary["exports"][key], key
     assert summary["stack"] == stack and summary["stackFile"] == f"Pulumi.{stack}.yaml"
@@ -245,6 +248,19 @@ def test_decrypted_secrets_never_reach_the_files(
     text = "\n".join(p.read_text() for p in (tmp_path / "out").iterdir())
     assert "PLAINTEXT-" not in text
     assert text.count(REDACTED) == "\n".join(p.read_text() for p in secure_render["out"].iterdir()).count(REDACTED)
+
+
+def test_secret_exports_are_redacted(tmp_path: Path) -> None:
+    program = tmp_path / "__main__.py"
+    program.write_text(
+        "import pulumi\n"
+        "pulumi.export('plain', 'visible')\n"
+        "pulumi.export('token', pulumi.Output.secret('PLAINTEXT-export'))\n"
+        "pulumi.export('nested', {'a': pulumi.Output.secret('PLAINTEXT-nested')})\n"
+    )
+    directory = stack_dir(tmp_path, "tiny", "config: {}\n")
+    rendered = render_stack("tiny", directory, program=program)
+    assert rendered.summary["exports"] == {"plain": "visible", "token": REDACTED, "nested": REDACTED}
 
 
 def test_secret_values_are_redacted_even_when_not_marked_secret() -> None:
