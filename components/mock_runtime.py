@@ -126,6 +126,8 @@ def run_program(
     """
     run = run if run is not None else ProgramRun()
     mocks = EngineMocks(stack_outputs)
+    # set_mocks reuses an existing root Stack (with the previous run's exports and URN): start fresh.
+    settings.ROOT.set(None)
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=RecordingMonitor(mocks, run))
     set_all_config({k: v for k, v in config.items()}, [*(secret_keys or [])])
     settings.SETTINGS.rpc_manager.clear()
