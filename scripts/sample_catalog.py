@@ -83,6 +83,14 @@ def sample_dataframe(
     )
 
 
+def dense_moc_order(background_rows: int, rows_per_cell: int = 4) -> int:
+    """Deepest HEALPix order (0..10) whose 12 * 4**order cells each expect `rows_per_cell` background rows."""
+    order = 0
+    while order < 10 and background_rows / (12 * 4 ** (order + 1)) >= rows_per_cell:
+        order += 1
+    return order
+
+
 def write_sample_catalog(
     path: str | Path,
     n_rows: int,
@@ -95,14 +103,19 @@ def write_sample_catalog(
     field_radius_deg: float = DEFAULT_FIELD_RADIUS_DEG,
     field_fraction: float = DEFAULT_FIELD_FRACTION,
     margin_arcsec: float | None = None,
+    coverage_order: int | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Write a HATS collection of `n_rows` rows (`sample_dataframe`) to `path`; return `path`.
 
     `partition_rows` defaults to about a sixteenth of the rows (at least 1,000), so even small catalogs have
     several partitions and a cone query touches only some of them. No margin catalog unless `margin_arcsec`
-    is given (building one costs several seconds of numba compilation). The write runs under dask's
-    synchronous scheduler: it never starts or uses a cluster, whatever `dask.config` says.
+    is given (building one costs several seconds of numba compilation). The coverage map (the point map,
+    from which hats derives the MOC it loads; `coverage_order`) defaults to the deepest order at which every
+    cell still expects a few background rows, as for a dense survey: at lsdb's default order 8 the sparse
+    random background would give a MOC with a cell per row, megabytes that every open of the catalog reads
+    and ships, which no real all-sky catalog has. The write runs under dask's synchronous scheduler: it never
+    starts or uses a cluster, whatever `dask.config` says.
     """
     import dask
     import lsdb
@@ -115,6 +128,8 @@ def write_sample_catalog(
     )
     if partition_rows is None:
         partition_rows = max(1_000, n_rows // 16)
+    if coverage_order is None:
+        coverage_order = dense_moc_order(n_rows - round(n_rows * field_fraction))
     with dask.config.set(scheduler="synchronous"):
         catalog = lsdb.from_dataframe(
             df,
@@ -124,6 +139,8 @@ def write_sample_catalog(
             partition_rows=partition_rows,
             highest_order=highest_order,
             margin_threshold=margin_arcsec,
+            moc_max_order=coverage_order,
+            skymap_order=coverage_order,  # hats derives the catalog's MOC from the point map at this order
         )
         catalog.write_catalog(out, catalog_name=catalog_name, overwrite=overwrite, progress_bar=False)
     return out

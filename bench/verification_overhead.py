@@ -1,0 +1,195 @@
+"""What the post-deploy verification costs: `python bench/verification_overhead.py [--rows 1000000]`.
+
+1. Query overhead, measured in one run on one cluster (a `dask scheduler` and 2 `dask worker` processes on
+   127.0.0.1) over a sample HATS catalog of `--rows` rows: the whole `verify_catalog_query` (connect, workers,
+   versions, open on a worker, compute, rows) against the bare query a user types from the guide
+   (`Client(addr)`, `lsdb.open_catalog(path, search_filter=ConeSearch(...), columns=...)`, `.compute()`,
+   close). Both start from a fresh Client each time, after one warm-up run of each (the workers' first lsdb
+   import is not the verification's cost); runs alternate, and the ratio is of the medians. Aim: <= 1.3.
+2. Program evaluation under Pulumi mocks, each run in a fresh interpreter (imports included): a trivial
+   program with and without one `LsdbVerification`, and the project's `__main__.py` (dev stack) with and without
+   an `LsdbVerification` wired to its cluster and image outputs, as the program will do.
+
+Prints a report; exits non-zero only if something fails to run. No assertion on the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+CONE = {"ra": 180.0, "dec": 0.0, "radius_arcsec": 3600.0}  # the dev stack's cone, inside the sample's dense field
+COLUMNS = ["id", "ra", "dec", "phot_g_mean_mag"]
+
+TRIVIAL_PROGRAM = """
+import pulumi
+pulumi.export("namespace", "lsdb-bench")
+"""
+
+TRIVIAL_WITH_VERIFICATION = """
+import pulumi
+from components.verification import LsdbVerification
+pulumi.export("namespace", "lsdb-bench")
+LsdbVerification(
+    "verify", namespace="lsdb-bench", cluster_name="lsdb-bench", kube_context=None, connect="portForward",
+    catalog_path="/data/sample", ra=180.0, dec=0.0, radius_arcsec=3600.0, columns=["id", "ra", "dec"],
+    min_rows=1, min_workers=1, timeout_seconds=300.0, image_ref="localhost:5001/lsdb-dask@sha256:0",
+    cluster_spec_hash="0",
+)
+"""
+
+# The real program, then the verification wired to its outputs (until __main__.py registers it itself).
+MAIN_WITH_VERIFICATION = """
+import runpy
+g = runpy.run_path({main!r}, run_name="__main__")
+from components.verification import LsdbVerification
+config, cluster, image = g["config"], g["cluster"], g["image"]
+v = config.verify
+LsdbVerification(
+    "verify", namespace=config.namespace, cluster_name=cluster.cluster_name, kube_context=config.kube_context,
+    connect=v.connect, catalog_path=v.catalog_path, ra=v.ra, dec=v.dec, radius_arcsec=v.radius_arcsec,
+    columns=list(v.columns), min_rows=v.min_rows, min_workers=v.min_workers, timeout_seconds=v.timeout_seconds,
+    image_ref=image.ref, cluster_spec_hash=cluster.spec_hash,
+)
+"""
+
+# Runs in a fresh interpreter: evaluate one program under the project's mock runtime, print seconds.
+EVALUATE = """
+import sys, time
+started = time.perf_counter()
+sys.path.insert(0, {root!r})
+from pathlib import Path
+from components.mock_runtime import load_stack_file, run_program
+config, secret_keys = load_stack_file("dev") if {stack!r} else ({{}}, [])
+run = run_program(config, secret_keys, stack="dev", program=Path({program!r}))
+heavy = [m for m in ("lsdb", "dask", "distributed", "pandas") if m in sys.modules]
+print(time.perf_counter() - started, len(run.resources), ",".join(heavy) or "-")
+"""
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def bare_query(address: str, path: Path) -> int:
+    """The guide's manual check: connect, open the catalog on the client, compute on the cluster."""
+    import lsdb
+    from distributed import Client
+
+    client = Client(address)
+    try:
+        catalog = lsdb.open_catalog(path, search_filter=lsdb.ConeSearch(**CONE), columns=COLUMNS)
+        return len(catalog.compute(progress_bar=False))
+    finally:
+        client.close()
+
+
+def verification(address: str, path: Path) -> Any:
+    from components.verification import verify_catalog_query
+
+    return verify_catalog_query(address, str(path), **CONE, columns=COLUMNS, min_rows=1, min_workers=2, timeout=300)
+
+
+def query_overhead(rows: int, repeats: int, workdir: Path) -> None:
+    from scripts.sample_catalog import write_sample_catalog
+    from tests.support.dask_processes import LocalDaskCluster
+
+    path = workdir / f"sample-{rows}"
+    if not (path / "collection.properties").exists():
+        started = time.perf_counter()
+        write_sample_catalog(path, rows, overwrite=True)
+        print(f"wrote a {rows:,}-row sample catalog to {path} in {time.perf_counter() - started:.1f} s")
+    with LocalDaskCluster(workdir / "dask", n_workers=2, nthreads=1, memory_limit="4GiB") as cluster:
+        print(f"cluster: {cluster.address}, 2 workers x 1 thread (separate processes)")
+        want = bare_query(cluster.address, path)  # warm-up: workers import lsdb, read metadata once
+        verification(cluster.address, path)
+        bare_s: list[float] = []
+        verify_s: list[float] = []
+        stages: dict[str, list[float]] = {}
+        for _ in range(repeats):
+            started = time.perf_counter()
+            got = bare_query(cluster.address, path)
+            bare_s.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            result = verification(cluster.address, path)
+            verify_s.append(time.perf_counter() - started)
+            if got != want or result.rows != want:
+                raise SystemExit(f"row counts disagree: bare {got}, verification {result.rows}, first run {want}")
+            for stage, seconds in result.stage_seconds.items():
+                stages.setdefault(stage, []).append(seconds)
+    print(f"cone ra={CONE['ra']} dec={CONE['dec']} radius={CONE['radius_arcsec']}\": {want:,} rows, "
+          f"{result.partitions} partition(s); {repeats} alternating runs each")  # fmt: skip
+    print(f"  bare lsdb query    median {median(bare_s):.3f} s  (min {min(bare_s):.3f}, max {max(bare_s):.3f})")
+    print(f"  whole verification median {median(verify_s):.3f} s  (min {min(verify_s):.3f}, max {max(verify_s):.3f})")
+    print(f"  ratio verification / bare = {median(verify_s) / median(bare_s):.2f}  (aim <= 1.3)")
+    print("  verification stages (median s): " + ", ".join(f"{k} {median(v):.3f}" for k, v in stages.items()))
+
+
+def evaluate(program: Path, stack: bool) -> tuple[float, int, str]:
+    code = EVALUATE.format(root=str(ROOT), program=str(program), stack=stack)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        raise SystemExit(f"program evaluation failed:\n{proc.stderr[-3000:]}")
+    seconds, resources, heavy = proc.stdout.split()[-3:]
+    return float(seconds), int(resources), heavy
+
+
+def evaluation_time(repeats: int, workdir: Path) -> None:
+    programs = {
+        "trivial program": (TRIVIAL_PROGRAM, False),
+        "trivial + LsdbVerification": (TRIVIAL_WITH_VERIFICATION, False),
+    }
+    main = ROOT / "__main__.py"
+    if main.exists():
+        programs["__main__.py (dev stack)"] = (
+            f"import runpy\nrunpy.run_path({str(main)!r}, run_name='__main__')\n",
+            True,
+        )
+        programs["__main__.py + LsdbVerification"] = (MAIN_WITH_VERIFICATION.format(main=str(main)), True)
+    print(f"program evaluation under Pulumi mocks, fresh interpreter each, median of {repeats}:")
+    medians = {}
+    for label, (source, stack) in programs.items():
+        program = workdir / f"program_{len(medians)}" / "__main__.py"
+        program.parent.mkdir(parents=True, exist_ok=True)
+        program.write_text(source)
+        runs = [evaluate(program, stack) for _ in range(repeats)]
+        medians[label] = median([r[0] for r in runs])
+        print(f"  {label:34s} {medians[label]:.3f} s  ({runs[0][1]} resources; heavy modules imported: {runs[0][2]})")
+    pairs = [
+        ("trivial program", "trivial + LsdbVerification"),
+        ("__main__.py (dev stack)", "__main__.py + LsdbVerification"),
+    ]
+    for without, with_ in pairs:
+        if without in medians:
+            print(f"  cost of the verification resource vs {without}: {medians[with_] - medians[without]:+.3f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000, help="catalog rows (default 1000000)")
+    parser.add_argument("--repeats", type=int, default=7, help="timed runs of each query (default 7)")
+    parser.add_argument("--eval-repeats", type=int, default=5, help="program evaluations of each kind (default 5)")
+    parser.add_argument("--workdir", type=Path, help="keep the catalog here between runs (default: a temp dir)")
+    parser.add_argument("--skip-query", action="store_true", help="only measure program evaluation")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="lsdb-bench-") as tmp:
+        workdir = args.workdir or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        if not args.skip_query:
+            query_overhead(args.rows, args.repeats, workdir)
+        evaluation_time(args.eval_repeats, Path(tmp))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
