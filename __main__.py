@@ -3,14 +3,18 @@
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.client_check import enforce_client_environment
 from components.cluster import LsdbDaskCluster
 from components.config import read_stack_config, secret_config
 from components.dask_operator import DaskOperator, operator_version
 from components.image import LsdbImage
 from components.storage import CatalogStorage
+from components.verification import LsdbVerification
 
 # Validation raises ConfigError listing every problem before any resource is registered.
 config = read_stack_config()
+# The client (this interpreter, which also runs the verification) must match the image's lock.
+enforce_client_environment(config.image)
 namespace = config.namespace
 
 provider_opts = None
@@ -106,3 +110,38 @@ for key in (
     "kubectlWorkerPods",
 ):
     pulumi.export(key, cluster.endpoints[key])
+
+if config.verify.enabled:
+    v = config.verify
+    verification = LsdbVerification(
+        "lsdb-verification",
+        scheduler_address=cluster.endpoints["schedulerAddress"],
+        namespace=namespace,
+        cluster_name=cluster.cluster_name,
+        kube_context=config.kube_context,
+        connect=v.connect,
+        catalog_path=v.catalog_path,
+        ra=v.ra,
+        dec=v.dec,
+        radius_arcsec=v.radius_arcsec,
+        columns=list(v.columns),
+        min_rows=v.min_rows,
+        min_workers=v.min_workers,
+        timeout_seconds=v.timeout_seconds,
+        image_ref=image.ref,
+        cluster_spec_hash=cluster.spec_hash,
+        opts=pulumi.ResourceOptions(
+            depends_on=[cluster.dask_cluster, *([cluster.autoscaler] if cluster.autoscaler else [])]
+        ),
+    )
+    pulumi.export(
+        "verification",
+        {
+            "rows": verification.rows,
+            "partitions": verification.partitions,
+            "workers": verification.workers,
+            "elapsedSeconds": verification.elapsedSeconds,
+            "versions": verification.versions,
+            "sample": verification.sample,
+        },
+    )

@@ -271,3 +271,48 @@ def test_every_child_is_parented_to_its_component(default_run) -> None:
     for r in default_run.resources:
         if r.type in expected:
             assert components.get(r.parent) == expected[r.type], r.name
+
+
+def test_verification_follows_the_cluster_and_takes_the_verify_config() -> None:
+    run = run_stack("dev")
+    verification = run.one("pulumi-python:dynamic/lsdb:Verification")
+    cluster, scaler = run.one(DASKCLUSTER), run.one(AUTOSCALER)
+    assert {cluster.urn, scaler.urn} <= set(verification.dependencies)
+    inputs = verification.inputs
+    assert inputs["catalogPath"] == "/data/sample" and inputs["connect"] == "portForward"
+    assert inputs["clusterName"] == "lsdb-dev" and inputs["namespace"] == "lsdb-dev"
+    assert inputs["kubeContext"] == "kind-lsdb-dev"
+    assert inputs["imageRef"] == run.outputs["imageRef"]
+    assert inputs["schedulerAddress"] == run.outputs["schedulerAddress"]
+    assert (inputs["ra"], inputs["dec"], inputs["radiusArcsec"]) == (180, 0, 3600)
+    assert inputs["columns"] == ["id", "ra", "dec", "phot_g_mean_mag"]
+    assert len(inputs["clusterSpecHash"]) == 64
+    assert set(run.outputs["verification"]) == {"rows", "partitions", "workers", "elapsedSeconds", "versions", "sample"}
+
+
+def test_verification_disabled_registers_nothing(default_run) -> None:
+    assert default_run.of_type("pulumi-python:dynamic/lsdb:Verification") == []
+    assert "verification" not in default_run.outputs
+
+
+def test_cluster_spec_hash_changes_with_the_cluster() -> None:
+    a = run_with(cluster={"name": "c1"}, verify={"catalogPath": "/data/x"})
+    b = run_with(cluster={"name": "c1", "workers": {"memory": "5Gi"}}, verify={"catalogPath": "/data/x"})
+    c = run_with(cluster={"name": "c1"}, verify={"catalogPath": "/data/x"})
+    kind = "pulumi-python:dynamic/lsdb:Verification"
+    hashes = [r.one(kind).inputs["clusterSpecHash"] for r in (a, b, c)]
+    assert hashes[0] == hashes[2] != hashes[1]
+
+
+def test_program_evaluation_does_not_import_heavy_packages() -> None:
+    # Run in a fresh interpreter: the test process itself has imported dask long ago.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from tests.program_helpers import run_stack; run_stack('dev'); "
+        "print(sorted(m for m in ('lsdb', 'dask', 'pandas', 'distributed', 'hats', 'pyarrow') if m in sys.modules))"
+    )
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
