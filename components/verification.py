@@ -1101,7 +1101,7 @@ class LsdbVerification(pulumi.dynamic.Resource, module="lsdb", name="Verificatio
         namespace: pulumi.Input[str],
         cluster_name: pulumi.Input[str],
         kube_context: pulumi.Input[str] | None = None,
-        connect: str = "portForward",
+        connect: pulumi.Input[str] = "portForward",
         catalog_path: pulumi.Input[str],
         ra: pulumi.Input[float],
         dec: pulumi.Input[float],
@@ -1114,7 +1114,8 @@ class LsdbVerification(pulumi.dynamic.Resource, module="lsdb", name="Verificatio
         cluster_spec_hash: pulumi.Input[str],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        if connect not in ("portForward", "direct"):
+        # Plain values are checked here; Outputs are checked by the provider's `check` once they are known.
+        if isinstance(connect, str) and connect not in ("portForward", "direct"):
             raise ValueError(f"connect must be 'portForward' or 'direct', not {connect!r}")
         if connect == "direct" and scheduler_address is None:
             raise ValueError("connect='direct' needs scheduler_address")

@@ -46,7 +46,8 @@ class Mocks(pulumi.runtime.Mocks):
     def __init__(self):
         self.registered = []
     def new_resource(self, args):
-        self.registered.append({"type": args.typ, "name": args.name, "inputs": sorted(args.inputs)})
+        plain = {k: v for k, v in args.inputs.items() if k != "__provider"}
+        self.registered.append({"type": args.typ, "name": args.name, "keys": sorted(args.inputs), "inputs": plain})
         return f"{args.name}-id", {**args.inputs, "rows": 12.0, "workers": 2.0}
     def call(self, args):
         return {}, None
@@ -64,7 +65,8 @@ verification = LsdbVerification(
     ra=180.0,
     dec=0.0,
     radius_arcsec=3600.0,
-    columns=["id", "ra", "dec"],
+    connect=pulumi.Output.from_input("portForward"),
+    columns=pulumi.Output.from_input(["id", "ra", "dec"]),
     min_rows=1,
     min_workers=1,
     timeout_seconds=300.0,
@@ -125,7 +127,12 @@ def test_program_evaluation_imports_no_heavy_package(tmp_path: Path) -> None:
     assert out["heavy"] == []
     (registered,) = out["registered"]
     assert registered["type"] == "pulumi-python:dynamic/lsdb:Verification"
-    assert {"__provider", "catalogPath", "clusterSpecHash", "imageRef", "radiusArcsec"} <= set(registered["inputs"])
+    assert {"__provider", "catalogPath", "clusterSpecHash", "imageRef", "radiusArcsec"} <= set(registered["keys"])
+    # Inputs may be Outputs; the engine gets their values.
+    assert registered["inputs"]["connect"] == "portForward"
+    assert registered["inputs"]["columns"] == ["id", "ra", "dec"]
+    assert registered["inputs"]["imageRef"] == "localhost:5001/lsdb-dask@sha256:abc"
+    assert registered["inputs"]["minRows"] == 1
     assert out["rows"] == 12.0
 
 
