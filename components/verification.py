@@ -125,11 +125,22 @@ class VerificationResult:
 class _Fixes:
     """The guide's troubleshooting, with the real namespace and cluster names when they are known."""
 
-    def __init__(self, namespace: str | None, cluster_name: str | None) -> None:
+    def __init__(self, namespace: str | None, cluster_name: str | None, kube_context: str | None = None) -> None:
         self.ns = namespace or "<namespace>"
         self.cl = cluster_name or "<cluster>"
+        self.kubectl = f"kubectl --context {kube_context}" if kube_context else "kubectl"
+
+    def port_forward(self) -> str:
+        """The fix when the port-forward itself cannot start (before any Dask traffic)."""
+        return (
+            f"check this machine reaches the cluster with the stack's kube context (kubeContext in the stack config,"
+            f" KUBECONFIG): `{self.kubectl} get svc {self.cl}-scheduler -n {self.ns}`; then: {self('connect')}"
+        )
 
     def __call__(self, stage: str) -> str:
+        return self._text(stage).replace("`kubectl ", f"`{self.kubectl} ")
+
+    def _text(self, stage: str) -> str:
         ns, cl = self.ns, self.cl
         svc = f"{cl}-scheduler"
         sel = f"dask.org/cluster-name={cl}"
@@ -413,6 +424,7 @@ def verify_catalog_query(
     stage_timeouts: Mapping[str, float] | None = None,
     namespace: str | None = None,
     cluster_name: str | None = None,
+    kube_context: str | None = None,
     locked_versions: Mapping[str, str] | None = None,
     sample_rows: int = 5,
 ) -> VerificationResult:
@@ -420,10 +432,10 @@ def verify_catalog_query(
 
     `catalog_path` is the path as the workers see it (it is opened on a worker). `locked_versions` maps package
     names to the pinned versions (default: docker/requirements.lock); pass a modified mapping to test the check.
-    `namespace` and `cluster_name` only make the error messages name the real Kubernetes objects.
+    `namespace`, `cluster_name` and `kube_context` only make the error messages name the real Kubernetes objects.
     Raises `VerificationError` naming the failed stage; returns a `VerificationResult` otherwise.
     """
-    fixes = _Fixes(namespace, cluster_name)
+    fixes = _Fixes(namespace, cluster_name, kube_context)
     clock = _Clock(timeout, stage_timeouts, fixes)
     warnings: list[str] = []
     columns = list(columns) if columns else None
@@ -712,7 +724,7 @@ class SchedulerPortForward:
         self.service_name = f"{cluster_name}-scheduler"
         self.kube_context = kube_context
         self.timeout = timeout
-        self.fixes = fixes or _Fixes(namespace, cluster_name)
+        self.fixes = fixes or _Fixes(namespace, cluster_name, kube_context)
         self.service_getter = service_getter or _kr8s_service
         self.local_port: int | None = None
         self._ready = threading.Event()
@@ -730,12 +742,14 @@ class SchedulerPortForward:
         if not self._ready.wait(self.timeout):
             self.close()
             raise VerificationError(
-                "connect", f"the port-forward to {where} did not start within {self.timeout:g} s", self.fixes("connect")
+                "connect",
+                f"the port-forward to {where} did not start within {self.timeout:g} s",
+                self.fixes.port_forward(),
             )
         if self._error is not None:
             self.close()
             raise VerificationError(
-                "connect", f"could not port-forward to {where}: {_describe(self._error)}", self.fixes("connect")
+                "connect", f"could not port-forward to {where}: {_describe(self._error)}", self.fixes.port_forward()
             ) from self._error
         return f"tcp://127.0.0.1:{self.local_port}"
 
@@ -836,7 +850,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="port-forward svc/<cluster-name>-scheduler in --namespace with kr8s instead of --scheduler",
     )
-    p.add_argument("--kube-context", help="kube context for --port-forward (default: the current context)")
+    p.add_argument("--kube-context", help="kube context for --port-forward and messages (default: the current one)")
     p.add_argument("--lock-json", type=Path, help="JSON object of pinned versions (default: docker/requirements.lock)")
     return p
 
@@ -853,7 +867,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("distributed").setLevel(logging.CRITICAL)
     columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
     locked = json.loads(args.lock_json.read_text()) if args.lock_json else None
-    fixes = _Fixes(args.namespace, args.cluster_name)
+    fixes = _Fixes(args.namespace, args.cluster_name, args.kube_context)
     try:
         if args.port_forward:
             forward = SchedulerPortForward(
@@ -873,6 +887,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 timeout=max(args.timeout - (time.monotonic() - started), 0.001),
                 namespace=args.namespace,
                 cluster_name=args.cluster_name,
+                kube_context=args.kube_context,
                 locked_versions=locked,
                 sample_rows=args.sample_rows,
             )
@@ -1012,10 +1027,10 @@ def _provider_class() -> type:
             for flag, key in (("--namespace", "namespace"), ("--cluster-name", "clusterName")):
                 if inputs.get(key):
                     argv += [flag, str(inputs[key])]
+            if inputs.get("kubeContext"):
+                argv += ["--kube-context", str(inputs["kubeContext"])]
             if (inputs.get("connect") or "portForward") == "portForward":
                 argv.append("--port-forward")
-                if inputs.get("kubeContext"):
-                    argv += ["--kube-context", str(inputs["kubeContext"])]
             else:
                 argv += ["--scheduler", str(inputs["schedulerAddress"])]
 

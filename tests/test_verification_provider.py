@@ -250,7 +250,7 @@ def test_provider_fails_with_the_stage_message(provider: Any) -> None:
             provider.create(inputs(connect="direct", schedulerAddress=address, timeoutSeconds=3.0))
     message = str(info.value)
     assert message.startswith("LSDB verification failed at stage 'connect'")
-    assert "kubectl get svc lsdb-dev-scheduler -n lsdb-dev" in message
+    assert "kubectl --context kind-lsdb-dev get svc lsdb-dev-scheduler -n lsdb-dev" in message
     assert time.monotonic() - started < 3.0 + 15  # the child's python and distributed imports
 
 
