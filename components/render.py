@@ -306,6 +306,11 @@ def render_stack(
             os.environ["PULUMI_CONFIG"] = saved_env
     exports = {k: REDACTED if k in secret_exports else _clean(v) for k, v in run.outputs.items()}
 
+    dynamic = sorted({r.type for r in run.resources if r.type.startswith("pulumi-python:dynamic")})
+    if dynamic:
+        assumptions.append(
+            f"{', '.join(dynamic)}: dynamic providers run only during `pulumi up`; their outputs are empty here"
+        )
     names_by_urn = {r.urn: f"{_short(r.urn)}" for r in run.resources}
     objects: list[tuple[tuple[Any, ...], Any, dict[str, Any]]] = []
     others: list[dict[str, Any]] = []

@@ -21,7 +21,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -65,39 +64,10 @@ def expected_rows(ra: float, dec: float, radius_arcsec: float) -> int:
 
 
 def verification_props(summary: dict[str, Any]) -> dict[str, Any]:
-    """The LsdbVerification inputs `pulumi up` would hand the provider, from the render."""
+    """The LsdbVerification inputs `pulumi up` would hand the provider, as the render shows them."""
     found = [r for r in summary["resources"] if r["type"] == VERIFICATION_TYPE]
-    if found:
-        return dict(found[0]["inputs"])
-    # The program does not register the verification (yet): the same inputs from the stack's verify config.
-    warnings.warn(
-        f"the rendered {STACK} stack has no {VERIFICATION_TYPE}; using props built from its verify config",
-        stacklevel=2,
-    )
-    from components.config import parse_stack_config
-    from components.render import stack_config
-
-    config, secret = stack_config(STACK)
-    raw = {k.split(":", 1)[1]: json.loads(v) if v[:1] in "{[" else v for k, v in config.items()}
-    cfg = parse_stack_config(raw, frozenset(k.split(":", 1)[1] for k in secret))
-    v, exports = cfg.verify, summary["exports"]
-    return {
-        "schedulerAddress": exports["schedulerAddress"],
-        "namespace": exports["namespace"],
-        "clusterName": exports["clusterName"],
-        "kubeContext": cfg.kube_context,
-        "connect": v.connect,
-        "catalogPath": v.catalog_path,
-        "ra": v.ra,
-        "dec": v.dec,
-        "radiusArcsec": v.radius_arcsec,
-        "columns": list(v.columns),
-        "minRows": v.min_rows,
-        "minWorkers": v.min_workers,
-        "timeoutSeconds": v.timeout_seconds,
-        "imageRef": exports["imageRef"],
-        "clusterSpecHash": None,
-    }
+    assert len(found) == 1, f"the {STACK} stack must register one {VERIFICATION_TYPE}"
+    return dict(found[0]["inputs"])
 
 
 def direct_props(props: dict[str, Any], cluster: EmulatedCluster, exports: dict[str, Any]) -> dict[str, Any]:

@@ -200,6 +200,12 @@ def test_summary_lists_every_other_resource_with_its_inputs(render: dict[str, An
         assert summary["stackReferences"] == {}
     stacks = {r["parent"].split("::")[1] for r in summary["resources"] if r["parent"].startswith("pulumi:pulumi:Stack")}
     assert stacks == {f"lsdb-k8s-{stack}"}
+    (verification,) = [r for (t, _), r in resources.items() if t == "pulumi-python:dynamic/lsdb:Verification"]
+    raw = yaml.safe_load((PROJECT_DIR / f"Pulumi.{stack}.yaml").read_text())["config"]["lsdb-k8s:verify"]
+    assert verification["inputs"]["catalogPath"] == raw["catalogPath"]
+    assert verification["inputs"]["schedulerAddress"] == summary["exports"]["schedulerAddress"]
+    assert verification["inputs"]["imageRef"] == summary["exports"]["imageRef"]
+    assert any("dynamic providers run only during `pulumi up`" in a for a in summary["assumptions"])
     for key in ("namespace", "clusterName", "imageRef", "schedulerAddress", "dashboardUrl", "portForwardScheduler"):
         assert summary["exports"][key], key
     assert summary["stack"] == stack and summary["stackFile"] == f"Pulumi.{stack}.yaml"
