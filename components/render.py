@@ -294,10 +294,6 @@ def render_stack(
 
     saved_env = os.environ.pop("PULUMI_CONFIG", None)  # the render reads the stack file only
     try:
-        # A fresh root Stack: set_mocks keeps the previous run's (its exports and URN) when one exists.
-        from pulumi.runtime.settings import ROOT
-
-        ROOT.set(None)
         kwargs = {"program": program} if program is not None else {}
         run = run_program(config, secret_keys, stack=stack, project=project, stack_outputs=outputs, **kwargs)
         secret_exports = _secret_exports()

@@ -6,7 +6,8 @@ import json
 from typing import Any
 
 from components.dask_operator import operator_version
-from components.mock_runtime import ProgramRun, Registered, load_stack_file, run_program
+from components.mock_runtime import ProgramRun, Registered, run_program
+from components.render import stack_config
 
 PROD_STACK_OUTPUTS = {
     "astro-platform/lsdb-k8s/prod": {"operatorNamespace": "dask-operator", "operatorVersion": operator_version()}
@@ -21,7 +22,7 @@ BASE: dict[str, Any] = {
 
 
 def run_stack(stack: str) -> ProgramRun:
-    config, secret_keys = load_stack_file(stack)
+    config, secret_keys = stack_config(stack)
     return run_program(config, secret_keys, stack=stack, stack_outputs=PROD_STACK_OUTPUTS)
 
 

@@ -11,7 +11,8 @@ import yaml
 from components.cluster import SCHEDULER_HTTP_ROUTES
 from components.dask_operator import CHART_NAME, operator_version, prepare_packaged_chart
 from components.lock import read_lock
-from components.mock_runtime import load_stack_file, run_program
+from components.mock_runtime import run_program
+from components.render import stack_config
 from tests.program_helpers import dask_cluster, manifest, run_stack, run_with
 
 DASKCLUSTER = "kubernetes:kubernetes.dask.org/v1:DaskCluster"
@@ -105,7 +106,7 @@ def test_operator_from_stack_must_match_the_lock() -> None:
     run = run_stack("staging")
     assert run.outputs["operatorNamespace"] == "dask-operator"
     assert run.of_type(RELEASE) == [] and run.of_type(CRD) == []
-    config, secret_keys = load_stack_file("staging")
+    config, secret_keys = stack_config("staging")
     stale = {"astro-platform/lsdb-k8s/prod": {"operatorNamespace": "dask-operator", "operatorVersion": "2024.1.0"}}
     with pytest.raises(Exception, match=r"runs dask-kubernetes 2024\.1\.0 .* pins " + operator_version()):
         run_program(config, secret_keys, stack="staging", stack_outputs=stale)
