@@ -156,15 +156,21 @@ def evaluation_time(repeats: int, workdir: Path) -> None:
             True,
         )
         programs["__main__.py + LsdbVerification"] = (MAIN_WITH_VERIFICATION.format(main=str(main)), True)
-    print(f"program evaluation under Pulumi mocks, fresh interpreter each, median of {repeats}:")
+    print(f"program evaluation under Pulumi mocks, fresh interpreter each, median of {repeats} (round-robin):")
+    paths = {}
+    for i, (label, (source, _)) in enumerate(programs.items()):
+        paths[label] = workdir / f"program_{i}" / "__main__.py"
+        paths[label].parent.mkdir(parents=True, exist_ok=True)
+        paths[label].write_text(source)
+    runs: dict[str, list[tuple[float, int, str]]] = {label: [] for label in programs}
+    for _ in range(repeats):  # interleaved, so that load from other processes hits every program alike
+        for label, (_, stack) in programs.items():
+            runs[label].append(evaluate(paths[label], stack))
     medians = {}
-    for label, (source, stack) in programs.items():
-        program = workdir / f"program_{len(medians)}" / "__main__.py"
-        program.parent.mkdir(parents=True, exist_ok=True)
-        program.write_text(source)
-        runs = [evaluate(program, stack) for _ in range(repeats)]
-        medians[label] = median([r[0] for r in runs])
-        print(f"  {label:34s} {medians[label]:.3f} s  ({runs[0][1]} resources; heavy modules imported: {runs[0][2]})")
+    for label, results in runs.items():
+        medians[label] = median([r[0] for r in results])
+        resources, heavy = results[0][1], results[0][2]
+        print(f"  {label:34s} {medians[label]:.3f} s  ({resources} resources; heavy modules imported: {heavy})")
     pairs = [
         ("trivial program", "trivial + LsdbVerification"),
         ("__main__.py (dev stack)", "__main__.py + LsdbVerification"),
