@@ -673,13 +673,25 @@ def _open_on_worker(
 
 
 def _compute(client: Any, catalog: Any, partitions: int, budget: float, fixes: _Fixes) -> Any:
+    """`catalog.compute()`, the call the guide's manual check makes, explicitly on this client.
+
+    lsdb computes with the current dask scheduler and client; `as_current` and `scheduler=client.get` route
+    it to our client (never made the process default) whatever the caller's dask config says: a global
+    `scheduler="synchronous"` would otherwise run it here, where the catalog is not. lsdb then submits one
+    task per partition and gathers them through the scheduler. The deadline abandons the waiting thread;
+    closing the client afterwards cancels the tasks.
+    """
     if partitions == 0:
         return None
-    future = None
+    import dask
+
+    def run() -> Any:
+        with client.as_current(), dask.config.set(scheduler=client.get):
+            return catalog.compute(progress_bar=False)
+
     try:
-        future = client.compute(catalog.to_dask_dataframe())
-        return _call_with_deadline(lambda: future.result(timeout=budget), budget + 2.0)
-    except (_Abandoned, TimeoutError):
+        return _call_with_deadline(run, budget)
+    except _Abandoned:
         raise VerificationError(
             "compute",
             f"the query over {partitions} partition(s) did not finish on the cluster within {budget:g} s",
@@ -690,9 +702,6 @@ def _compute(client: Any, catalog: Any, partitions: int, budget: float, fixes: _
             "compute", f"the query over {partitions} partition(s) failed on the cluster: {_describe(exc)}",
             fixes("compute"),
         ) from exc  # fmt: skip
-    finally:
-        if future is not None:
-            future.release()
 
 
 def _close_client(client: Any) -> None:

@@ -155,11 +155,16 @@ def _frame(records: list[dict[str, Any]]) -> Any:
 
 def test_the_catalog_is_opened_on_a_worker(cluster: LocalDaskCluster, catalog: SampleCatalog) -> None:
     """The same relative path opened by the client itself does not exist: only the workers can see it."""
+    import dask
     import lsdb
 
     with pytest.raises(FileNotFoundError):
         lsdb.open_catalog(CATALOG_DIR)
-    assert verify(cluster.address, min_workers=1, sample_rows=0).sample == []
+    # Even with a process-wide synchronous scheduler configured, the query runs on the cluster's workers.
+    with dask.config.set(scheduler="synchronous"):
+        result = verify(cluster.address, min_workers=1, sample_rows=0)
+    assert result.rows == catalog.rows_in_cone
+    assert result.sample == []
 
 
 # ---------------------------------------------------------------------------------------------------------------
