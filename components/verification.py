@@ -337,7 +337,8 @@ def compare_versions(
                 listed = ", ".join(w.removeprefix("worker ") for w in wk[:3]) + (", ..." if len(wk) > 3 else "")
                 shown.append(f"{len(wk)} of {n_workers} workers ({listed})")
             what = "nothing (not installed)" if version == "MISSING" else version
-            parts.append(f"{' and '.join(shown)} {'have' if len(names) > 1 else 'has'} {what}")
+            named = shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
+            parts.append(f"{named} {'have' if len(names) > 1 else 'has'} {what}")
         return "; ".join(parts)
 
     pythons: dict[str, list[str]] = {}

@@ -240,7 +240,7 @@ def test_version_mismatch_with_the_lock_fails_at_versions(cluster: LocalDaskClus
     err, _ = failure(cluster.address, locked_versions=locked)
     assert err.stage == "versions"
     assert "lsdb: docker/requirements.lock pins 0.0.1" in err.problem
-    assert "client and scheduler and 2 of 2 workers" in err.problem
+    assert "client, scheduler and 2 of 2 workers" in err.problem
     assert read_lock()["lsdb"] in err.problem
     assert "digest-pinned image built from docker/requirements.lock" in err.fix
 
