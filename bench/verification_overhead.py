@@ -7,8 +7,9 @@
    close). Both start from a fresh Client each time, after one warm-up run of each (the workers' first lsdb
    import is not the verification's cost); runs alternate, and the ratio is of the medians. Aim: <= 1.3.
 2. Program evaluation under Pulumi mocks, each run in a fresh interpreter (imports included): a trivial
-   program with and without one `LsdbVerification`, and the project's `__main__.py` (dev stack) with and without
-   an `LsdbVerification` wired to its cluster and image outputs, as the program will do.
+   program with and without one `LsdbVerification`, and the project's `__main__.py` on the dev stack with
+   verify.enabled true and false (or, if the program does not register the verification itself, with and
+   without one wired to its cluster and image outputs).
 
 Prints a report; exits non-zero only if something fails to run. No assertion on the figures.
 """
@@ -64,13 +65,16 @@ LsdbVerification(
 """
 
 # Runs in a fresh interpreter: evaluate one program under the project's mock runtime, print seconds.
+# stack: None (no config), "on" (the dev stack as is), "off" (the dev stack with verify.enabled false).
 EVALUATE = """
-import sys, time
+import json, sys, time
 started = time.perf_counter()
 sys.path.insert(0, {root!r})
 from pathlib import Path
 from components.mock_runtime import load_stack_file, run_program
 config, secret_keys = load_stack_file("dev") if {stack!r} else ({{}}, [])
+if {stack!r} == "off":
+    config["lsdb-k8s:verify"] = json.dumps({{**json.loads(config["lsdb-k8s:verify"]), "enabled": False}})
 run = run_program(config, secret_keys, stack="dev", program=Path({program!r}))
 heavy = [m for m in ("lsdb", "dask", "distributed", "pandas") if m in sys.modules]
 print(time.perf_counter() - started, len(run.resources), ",".join(heavy) or "-")
@@ -135,7 +139,7 @@ def query_overhead(rows: int, repeats: int, workdir: Path) -> None:
     print("  verification stages (median s): " + ", ".join(f"{k} {median(v):.3f}" for k, v in stages.items()))
 
 
-def evaluate(program: Path, stack: bool) -> tuple[float, int, str]:
+def evaluate(program: Path, stack: str | None) -> tuple[float, int, str]:
     code = EVALUATE.format(root=str(ROOT), program=str(program), stack=stack)
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     if proc.returncode != 0:
@@ -145,17 +149,22 @@ def evaluate(program: Path, stack: bool) -> tuple[float, int, str]:
 
 
 def evaluation_time(repeats: int, workdir: Path) -> None:
-    programs = {
-        "trivial program": (TRIVIAL_PROGRAM, False),
-        "trivial + LsdbVerification": (TRIVIAL_WITH_VERIFICATION, False),
+    programs: dict[str, tuple[str, str | None]] = {
+        "trivial program": (TRIVIAL_PROGRAM, None),
+        "trivial + LsdbVerification": (TRIVIAL_WITH_VERIFICATION, None),
     }
+    pairs = [("trivial program", "trivial + LsdbVerification")]
     main = ROOT / "__main__.py"
-    if main.exists():
-        programs["__main__.py (dev stack)"] = (
-            f"import runpy\nrunpy.run_path({str(main)!r}, run_name='__main__')\n",
-            True,
-        )
-        programs["__main__.py + LsdbVerification"] = (MAIN_WITH_VERIFICATION.format(main=str(main)), True)
+    run_main = f"import runpy\nrunpy.run_path({str(main)!r}, run_name='__main__')\n"
+    if main.exists() and "LsdbVerification(" in main.read_text():
+        # The program registers the verification itself when verify.enabled (the dev stack enables it).
+        programs["__main__.py, verify.enabled false"] = (run_main, "off")
+        programs["__main__.py, dev stack (verifies)"] = (run_main, "on")
+        pairs.append(("__main__.py, verify.enabled false", "__main__.py, dev stack (verifies)"))
+    elif main.exists():
+        programs["__main__.py (dev stack)"] = (run_main, "on")
+        programs["__main__.py + LsdbVerification"] = (MAIN_WITH_VERIFICATION.format(main=str(main)), "on")
+        pairs.append(("__main__.py (dev stack)", "__main__.py + LsdbVerification"))
     print(f"program evaluation under Pulumi mocks, fresh interpreter each, median of {repeats} (round-robin):")
     paths = {}
     for i, (label, (source, _)) in enumerate(programs.items()):
@@ -170,11 +179,7 @@ def evaluation_time(repeats: int, workdir: Path) -> None:
     for label, results in runs.items():
         medians[label] = median([r[0] for r in results])
         resources, heavy = results[0][1], results[0][2]
-        print(f"  {label:34s} {medians[label]:.3f} s  ({resources} resources; heavy modules imported: {heavy})")
-    pairs = [
-        ("trivial program", "trivial + LsdbVerification"),
-        ("__main__.py (dev stack)", "__main__.py + LsdbVerification"),
-    ]
+        print(f"  {label:36s} {medians[label]:.3f} s  ({resources} resources; heavy modules imported: {heavy})")
     for without, with_ in pairs:
         if without in medians:
             print(f"  cost of the verification resource vs {without}: {medians[with_] - medians[without]:+.3f} s")
