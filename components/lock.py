@@ -8,6 +8,8 @@ from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 LOCK_PATH = PROJECT_DIR / "docker" / "requirements.lock"
+# The program's own pins (Pulumi SDKs, dask-kubernetes), resolved together with the image lock.
+PROGRAM_LOCK_PATH = PROJECT_DIR / "requirements.txt"
 
 
 def canonical(name: str) -> str:
@@ -31,9 +33,9 @@ def read_lock(path: Path = LOCK_PATH) -> dict[str, str]:
 
 
 def locked_version(name: str) -> str:
-    """The pinned version of one package; KeyError names the lock if it is not there."""
-    pins = read_lock()
+    """The pinned version of one package, from the image lock or the program's pins (one resolution)."""
+    pins = {**read_lock(PROGRAM_LOCK_PATH), **read_lock()}
     try:
         return pins[canonical(name)]
     except KeyError:
-        raise KeyError(f"{name} is not in {LOCK_PATH.name}; add it to docker/requirements.in") from None
+        raise KeyError(f"{name} is pinned in neither {LOCK_PATH.name} nor {PROGRAM_LOCK_PATH.name}") from None

@@ -164,38 +164,3 @@ def has_plaintext(raw: Any, needle: str) -> bool:
         return any(has_plaintext(v, needle) for v in raw)
     return isinstance(raw, str) and needle in raw
 
-
-def load_stack_file(stack: str, project_dir: Path = PROJECT_DIR) -> tuple[dict[str, Any], list[str]]:
-    """`Pulumi.<stack>.yaml` as the engine hands it to the program: objects as JSON strings.
-
-    `secure:` values cannot be decrypted offline; they become "[secret]" and their key is marked secret.
-    """
-    import json
-
-    import yaml
-
-    path = project_dir / f"Pulumi.{stack}.yaml"
-    if not path.exists():
-        known = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in project_dir.glob("Pulumi.*.yaml"))
-        raise FileNotFoundError(f"no stack file {path.name}; known stacks: {', '.join(known)}")
-    data = yaml.safe_load(path.read_text()) or {}
-    config: dict[str, Any] = {}
-    secret_keys: list[str] = []
-
-    def redact(value: Any) -> tuple[Any, bool]:
-        if isinstance(value, dict) and set(value) == {"secure"}:
-            return "[secret]", True
-        if isinstance(value, dict):
-            pairs = {k: redact(v) for k, v in value.items()}
-            return {k: v for k, (v, _) in pairs.items()}, any(s for _, s in pairs.values())
-        if isinstance(value, list):
-            items = [redact(v) for v in value]
-            return [v for v, _ in items], any(s for _, s in items)
-        return value, False
-
-    for key, value in (data.get("config") or {}).items():
-        plain, is_secret = redact(value)
-        config[key] = json.dumps(plain) if isinstance(plain, dict | list) else plain
-        if is_secret:
-            secret_keys.append(key)
-    return config, secret_keys

@@ -10,7 +10,7 @@ import yaml
 
 from components.cluster import SCHEDULER_HTTP_ROUTES
 from components.dask_operator import CHART_NAME, operator_version, prepare_packaged_chart
-from components.lock import read_lock
+from components.lock import locked_version
 from components.mock_runtime import run_program
 from components.render import stack_config
 from tests.program_helpers import dask_cluster, manifest, run_stack, run_with
@@ -57,7 +57,7 @@ def test_dev_stack_targets_its_kube_context() -> None:
 
 def test_operator_release_is_pinned_to_the_lock_and_skips_crds(default_run) -> None:
     release = default_run.one(RELEASE)
-    version = read_lock()["dask-kubernetes"]
+    version = locked_version("dask-kubernetes")
     assert release.inputs["chart"] == CHART_NAME
     assert release.inputs["version"] == version == operator_version()
     assert release.inputs["repositoryOpts"]["repo"] == "https://helm.dask.org"
