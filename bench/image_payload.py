@@ -34,9 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from packaging.requirements import Requirement  # noqa: E402
 
-from components.lock import LOCK_PATH, canonical, read_lock  # noqa: E402
+from components.lock import LOCK_PATH, canonical, read_lock, requirement_closure  # noqa: E402
 
 REQUIREMENTS_IN = ROOT / "docker" / "requirements.in"
 
@@ -87,22 +86,7 @@ def requires(target: Path) -> dict[str, list[str]]:
 
 def closure(reqs: dict[str, list[str]], roots: list[str]) -> set[str]:
     """Everything `roots` pull in (extras followed, markers evaluated for this interpreter)."""
-    extras: dict[str, set[str]] = {}
-    todo = [Requirement(r) for r in roots]
-    while todo:
-        req = todo.pop()
-        name = canonical(req.name)
-        first = name not in extras
-        known = extras.setdefault(name, set())
-        new = set(req.extras) - known
-        if not (first or new) or name not in reqs:
-            continue
-        known |= new
-        for raw in reqs[name]:
-            sub = Requirement(raw)
-            if sub.marker is None or any(sub.marker.evaluate({"extra": e}) for e in known or {""}):
-                todo.append(sub)
-    return set(extras)
+    return set(requirement_closure(reqs, roots))
 
 
 def root_costs(target: Path, sizes: dict[str, tuple[str, int]]) -> list[tuple[str, int, int]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -39,3 +40,29 @@ def locked_version(name: str) -> str:
         return pins[canonical(name)]
     except KeyError:
         raise KeyError(f"{name} is pinned in neither {LOCK_PATH.name} nor {PROGRAM_LOCK_PATH.name}") from None
+
+
+def requirement_closure(requires: Mapping[str, Sequence[str]], roots: Iterable[str]) -> dict[str, set[str]]:
+    """Every distribution `roots` pull in (canonical name -> extras asked of it), following extras and
+    evaluating markers for this interpreter. `requires` maps canonical name -> its Requires-Dist lines.
+
+    The one walk behind `scripts/lock.py` (which splits the lock), the lock tests and the image benchmark.
+    """
+    from packaging.requirements import Requirement
+
+    extras: dict[str, set[str]] = {}
+    todo = [Requirement(r) for r in roots]
+    while todo:
+        req = todo.pop()
+        name = canonical(req.name)
+        first = name not in extras
+        known = extras.setdefault(name, set())
+        new = set(req.extras) - known
+        if not (first or new) or name not in requires:
+            continue
+        known |= new
+        for raw in requires[name]:
+            sub = Requirement(raw)
+            if sub.marker is None or any(sub.marker.evaluate({"extra": e}) for e in known or {""}):
+                todo.append(sub)
+    return extras

@@ -163,4 +163,3 @@ def has_plaintext(raw: Any, needle: str) -> bool:
     if isinstance(raw, list):
         return any(has_plaintext(v, needle) for v in raw)
     return isinstance(raw, str) and needle in raw
-

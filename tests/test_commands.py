@@ -25,7 +25,7 @@ from components.cluster import DASHBOARD_PORT, SCHEDULER_PORT, SCRATCH_DIR, WORK
 from components.config import quantity_bytes
 from components.dask_operator import operator_version
 from components.lock import PROJECT_DIR, locked_version
-from components.mock_runtime import SECRET_SIG, SECRET_VALUE, run_program
+from components.mock_runtime import run_program, unwrap_secrets
 
 BIN = Path(sys.executable).parent  # the venv's bin: where the console scripts of the lock's packages live
 STACKS = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in PROJECT_DIR.glob("Pulumi.*.yaml"))
@@ -38,16 +38,6 @@ GUIDE_WORKER_ARGS = ["dask-worker", "--name", "$(DASK_WORKER_NAME)", "--nthreads
 GUIDE_SCHEDULER_ARGS = ["dask-scheduler"]
 
 
-def plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        if value.get(SECRET_SIG) == SECRET_VALUE:
-            return plain(value.get("value"))
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    return value
-
-
 def stack_file_config(stack: str) -> dict[str, Any]:
     """`Pulumi.<stack>.yaml` as the engine hands it to the program (objects as JSON strings)."""
     data = yaml.safe_load((PROJECT_DIR / f"Pulumi.{stack}.yaml").read_text())["config"]
@@ -57,7 +47,7 @@ def stack_file_config(stack: str) -> dict[str, Any]:
 def emitted_cluster(stack: str) -> dict[str, Any]:
     outputs = {k: {**v, "operatorVersion": operator_version()} for k, v in STACK_OUTPUTS.items()}
     run = run_program(stack_file_config(stack), [], stack=stack, stack_outputs=outputs)
-    return plain(run.one("kubernetes:kubernetes.dask.org/v1:DaskCluster").inputs)
+    return unwrap_secrets(run.one("kubernetes:kubernetes.dask.org/v1:DaskCluster").inputs)
 
 
 @pytest.fixture(scope="module", params=STACKS)

@@ -22,8 +22,8 @@ from components import mock_runtime
 from components.cluster import RUN_AS_USER, SCRATCH_DIR
 from components.config import OBJECT_STORES, PYTHON_VERSION, ConfigError, ImageConfig, parse_stack_config
 from components.image import DOCKER_DIR, image_tag, pull_secret_name
-from components.lock import PROJECT_DIR, canonical, read_lock
-from components.mock_runtime import SECRET_SIG, SECRET_VALUE, has_plaintext, run_program
+from components.lock import PROJECT_DIR, canonical, read_lock, requirement_closure
+from components.mock_runtime import SECRET_SIG, SECRET_VALUE, has_plaintext, run_program, unwrap_secrets
 
 DOCKERFILE = DOCKER_DIR / "Dockerfile"
 IMAGE = "docker:index/image:Image"
@@ -203,30 +203,15 @@ def roots(path: Path) -> list[str]:
     return [line.split("#", 1)[0].strip() for line in path.read_text().splitlines() if line.split("#", 1)[0].strip()]
 
 
-def requirement_closure(root_reqs: list[str]) -> dict[str, set[str]]:
-    """Canonical name -> extras requested, walking the installed metadata (the same walk as scripts/lock.py)."""
-    dists = {canonical(d.metadata["Name"]): d for d in metadata.distributions()}
-    extras: dict[str, set[str]] = {}
-    todo = [Requirement(r) for r in root_reqs]
-    while todo:
-        req = todo.pop()
-        name = canonical(req.name)
-        first = name not in extras
-        known = extras.setdefault(name, set())
-        new = set(req.extras) - known
-        if not (first or new) or name not in dists:
-            continue
-        known |= new
-        for raw in dists[name].requires or []:
-            sub = Requirement(raw)
-            if sub.marker is None or any(sub.marker.evaluate({"extra": e}) for e in known or {""}):
-                todo.append(sub)
-    return extras
+def installed_closure(root_reqs: list[str]) -> dict[str, set[str]]:
+    """Canonical name -> extras requested, walking the installed metadata (the walk scripts/lock.py uses)."""
+    requires = {canonical(d.metadata["Name"]): d.requires or [] for d in metadata.distributions()}
+    return requirement_closure(requires, root_reqs)
 
 
 def test_lock_is_exactly_the_runtime_closure_without_program_or_test_tools() -> None:
     lock = read_lock()
-    closure = requirement_closure(roots(DOCKER_DIR / "requirements.in"))
+    closure = installed_closure(roots(DOCKER_DIR / "requirements.in"))
     assert set(closure) == set(lock), {"missing": set(closure) - set(lock), "extra": set(lock) - set(closure)}
     program_and_dev = {
         canonical(line.split("==")[0])
@@ -242,7 +227,7 @@ def test_every_locked_requirement_is_satisfied_inside_the_lock() -> None:
     """`pip check` over the lock alone: each requirement of each locked package (for the extras the closure
     requests, markers evaluated for this interpreter, the image's Python) is a locked package at a matching pin."""
     lock = read_lock()
-    closure = requirement_closure(roots(DOCKER_DIR / "requirements.in"))
+    closure = installed_closure(roots(DOCKER_DIR / "requirements.in"))
     dists = {canonical(d.metadata["Name"]): d for d in metadata.distributions()}
     broken = []
     for name, extras in closure.items():
@@ -284,19 +269,8 @@ WITH_REGISTRY = {
 }
 
 
-def plain(value: Any) -> Any:
-    """Inputs with Pulumi secret wrappers replaced by their values (idempotent)."""
-    if isinstance(value, dict):
-        if value.get(SECRET_SIG) == SECRET_VALUE:
-            return plain(value.get("value"))
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    return value
-
-
 def containers(run: mock_runtime.ProgramRun) -> dict[str, dict[str, Any]]:
-    spec = plain(run.one(DASKCLUSTER).inputs)["spec"]
+    spec = unwrap_secrets(run.one(DASKCLUSTER).inputs)["spec"]
     return {
         "scheduler": spec["scheduler"]["spec"]["containers"][0],
         "worker": spec["worker"]["spec"]["containers"][0],
@@ -304,7 +278,7 @@ def containers(run: mock_runtime.ProgramRun) -> dict[str, dict[str, Any]]:
 
 
 def pod_specs(run: mock_runtime.ProgramRun) -> dict[str, dict[str, Any]]:
-    spec = plain(run.one(DASKCLUSTER).inputs)["spec"]
+    spec = unwrap_secrets(run.one(DASKCLUSTER).inputs)["spec"]
     return {"scheduler": spec["scheduler"]["spec"], "worker": spec["worker"]["spec"]}
 
 
@@ -317,7 +291,7 @@ def test_cluster_containers_use_the_image_digest_output(registry_run) -> None:
     ref = registry_run.outputs["imageRef"]
     m = DIGEST_REF.match(ref)
     assert m and m.group("repo") == REPOSITORY, ref
-    built = plain(registry_run.one(IMAGE).inputs)
+    built = unwrap_secrets(registry_run.one(IMAGE).inputs)
     assert ref == f"{REPOSITORY}@{mock_runtime.fake_digest(built['imageName'])}"  # the build's repoDigest
     for name, c in containers(registry_run).items():
         assert c["image"] == ref, name
@@ -326,7 +300,7 @@ def test_cluster_containers_use_the_image_digest_output(registry_run) -> None:
 
 
 def test_image_name_is_the_lock_derived_tag_never_latest(registry_run) -> None:
-    built = plain(registry_run.one(IMAGE).inputs)
+    built = unwrap_secrets(registry_run.one(IMAGE).inputs)
     repo, _, tag = built["imageName"].rpartition(":")
     assert repo == REPOSITORY
     assert tag == image_tag("3.11.7", "linux/amd64")
@@ -368,14 +342,18 @@ def test_prebuilt_ref_builds_nothing_and_is_used_as_is() -> None:
     assert run.outputs["imageRef"] == ref
     for name, c in containers(run).items():
         assert c["image"] == ref, name
-    assert [r for r in run.of_type(SECRET) if plain(r.inputs).get("type") == "kubernetes.io/dockerconfigjson"] == []
+    assert [
+        r for r in run.of_type(SECRET) if unwrap_secrets(r.inputs).get("type") == "kubernetes.io/dockerconfigjson"
+    ] == []
 
 
 def test_registry_credentials_make_a_pull_secret_used_by_both_pods(registry_run) -> None:
-    pull = [r for r in registry_run.of_type(SECRET) if plain(r.inputs)["type"] == "kubernetes.io/dockerconfigjson"]
+    pull = [
+        r for r in registry_run.of_type(SECRET) if unwrap_secrets(r.inputs)["type"] == "kubernetes.io/dockerconfigjson"
+    ]
     assert len(pull) == 1
-    secret = plain(pull[0].inputs)
-    cluster = plain(registry_run.one(DASKCLUSTER).inputs)
+    secret = unwrap_secrets(pull[0].inputs)
+    cluster = unwrap_secrets(registry_run.one(DASKCLUSTER).inputs)
     name = pull_secret_name(cluster["metadata"]["name"])
     assert secret["metadata"] == {"name": name, "namespace": "lsdb-dev"}  # the cluster's namespace
     auths = json.loads(secret["stringData"][".dockerconfigjson"])["auths"]
@@ -389,7 +367,7 @@ def test_registry_credentials_make_a_pull_secret_used_by_both_pods(registry_run)
     for component, spec in pod_specs(registry_run).items():
         assert spec["imagePullSecrets"] == [{"name": name}], component
     # The Secret waits for its namespace; the DaskCluster waits for the Secret (no ImagePullBackOff race).
-    ns = next(r for r in registry_run.of_type(NAMESPACE) if plain(r.inputs)["metadata"]["name"] == "lsdb-dev")
+    ns = next(r for r in registry_run.of_type(NAMESPACE) if unwrap_secrets(r.inputs)["metadata"]["name"] == "lsdb-dev")
     assert ns.urn in pull[0].dependencies
     assert pull[0].urn in registry_run.one(DASKCLUSTER).dependencies
     assert pull[0].parent == registry_run.one("lsdb-k8s:image:LsdbImage").urn
@@ -397,10 +375,12 @@ def test_registry_credentials_make_a_pull_secret_used_by_both_pods(registry_run)
 
 def test_public_image_has_no_pull_secret() -> None:
     run = run_program(stack_config({"repository": REPOSITORY}), [])
-    assert [r for r in run.of_type(SECRET) if plain(r.inputs).get("type") == "kubernetes.io/dockerconfigjson"] == []
+    assert [
+        r for r in run.of_type(SECRET) if unwrap_secrets(r.inputs).get("type") == "kubernetes.io/dockerconfigjson"
+    ] == []
     for component, spec in pod_specs(run).items():
         assert "imagePullSecrets" not in spec, component
-    assert "registry" not in plain(run.one(IMAGE).inputs)
+    assert "registry" not in unwrap_secrets(run.one(IMAGE).inputs)
 
 
 def leak_forms(password: str) -> list[str]:
