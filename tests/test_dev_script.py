@@ -359,7 +359,11 @@ def test_makefile_keeps_venv_lint_test_and_adds_the_dev_targets() -> None:
 
 @pytest.mark.skipif(MAKE is None, reason="make is not installed")
 def test_make_dry_run_lists_the_steps_in_order() -> None:
-    result = subprocess.run([MAKE, "-n", "up"], cwd=ROOT, capture_output=True, text=True, env={**os.environ})
+    # Outside the parent make's environment (under `make test`, MAKELEVEL adds "Entering directory" lines).
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
+    result = subprocess.run(
+        [MAKE, "--no-print-directory", "-n", "up"], cwd=ROOT, capture_output=True, text=True, env=env
+    )
     assert result.returncode == 0, result.stderr
     steps = [line for line in result.stdout.splitlines() if line.strip()]
     assert "scripts/dev.sh check" in steps[0]
