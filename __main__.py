@@ -6,7 +6,7 @@ import pulumi_kubernetes as k8s
 from components.client_check import enforce_client_environment
 from components.cluster import LsdbDaskCluster
 from components.config import read_stack_config, secret_config
-from components.dask_operator import DaskOperator, operator_version
+from components.dask_operator import DaskOperator, operator_from_stack
 from components.image import LsdbImage
 from components.storage import CatalogStorage
 from components.verification import LsdbVerification
@@ -31,24 +31,8 @@ if config.operator.install:
     pulumi.export("operatorNamespace", config.operator.namespace)
     pulumi.export("operatorVersion", operator.version)
 elif config.operator.from_stack:
-    # Another stack installed the operator: it must serve the CRDs of the dask-kubernetes we lock.
-    other = pulumi.StackReference(config.operator.from_stack)
-
-    def check_operator(args: list) -> str:
-        ns, version = args
-        if version != operator_version():
-            raise ValueError(
-                f"operator.fromStack {config.operator.from_stack} runs dask-kubernetes {version} in namespace {ns}, "
-                f"but docker/requirements.lock pins {operator_version()}: upgrade that stack or re-lock this one"
-            )
-        return ns
-
-    pulumi.export(
-        "operatorNamespace",
-        pulumi.Output.all(other.get_output("operatorNamespace"), other.get_output("operatorVersion")).apply(
-            check_operator
-        ),
-    )
+    # Another stack installed the operator: it must serve the CRDs of the dask-kubernetes we pin.
+    pulumi.export("operatorNamespace", operator_from_stack(config.operator.from_stack))
 
 ns_deps: list[pulumi.Resource] = []
 if namespace != "default":

@@ -76,6 +76,23 @@ def prepare_packaged_chart(version: str, build_dir: Path | None = None) -> Path:
     return dest
 
 
+def operator_from_stack(stack_name: str) -> pulumi.Output[str]:
+    """The operator namespace exported by the stack that installed it; fails the deployment when that
+    stack runs another dask-kubernetes than ours (its CRDs would not match our DaskCluster)."""
+    other = pulumi.StackReference(stack_name)
+
+    def check(args: list[Any]) -> str:
+        namespace, version = args
+        if version != operator_version():
+            raise ValueError(
+                f"operator.fromStack {stack_name} runs dask-kubernetes {version} in namespace {namespace}, "
+                f"but requirements.txt pins {operator_version()}: upgrade that stack or re-lock this one"
+            )
+        return namespace
+
+    return pulumi.Output.all(other.get_output("operatorNamespace"), other.get_output("operatorVersion")).apply(check)
+
+
 class DaskOperator(pulumi.ComponentResource):
     """The operator release in its own namespace, plus the CRDs it serves."""
 
