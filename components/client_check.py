@@ -31,7 +31,7 @@ from components.lock import LOCK_PATH, PROJECT_DIR, canonical, read_lock
 LOCK_NAME = "docker/requirements.lock"
 
 
-class ClientEnvironmentError(Exception):
+class ClientEnvironmentError(pulumi.RunError):  # RunError: Pulumi prints the message, no traceback
     """The client environment differs from the image (Python minor or a locked package)."""
 
     def __init__(self, problems: list[str]) -> None:

@@ -70,8 +70,10 @@ OBJECT_STORES: dict[str, tuple[str, dict[str, str]]] = {
 SCHEME_ALIASES = {"s3a": "s3", "gcs": "gs", "abfss": "abfs", "az": "abfs", "http": "https"}
 
 
-class ConfigError(Exception):
-    """Every problem in the stack configuration, reported at once."""
+class ConfigError(pulumi.RunError):
+    """Every problem in the stack configuration, reported at once.
+
+    A `pulumi.RunError`: Pulumi prints the message alone, without a traceback of the program."""
 
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
