@@ -15,7 +15,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -165,10 +165,6 @@ class ImageConfig:
     ref: str | None = None  # prebuilt, digest-pinned image: nothing is built
     client_check: str = "error"  # "error" or "warn" when the client env differs from the lock
 
-    @property
-    def pull_credentials(self) -> bool:
-        return self.has_registry_password
-
 
 @dataclass(frozen=True)
 class VerifyConfig:
@@ -193,7 +189,6 @@ class StackConfig:
     cluster: ClusterConfig
     image: ImageConfig
     verify: VerifyConfig
-    secret_keys: frozenset[str] = field(default=frozenset(), repr=False)
 
 
 def quantity_bytes(quantity: str) -> int:
@@ -605,7 +600,7 @@ def parse_stack_config(raw: Mapping[str, Any], secret_keys: frozenset[str] = fro
             )  # fmt: skip
     if r.problems:
         raise ConfigError(r.problems)
-    return StackConfig(namespace, kube_context, operator, storage, cluster, image, verify, frozenset(secret_keys))
+    return StackConfig(namespace, kube_context, operator, storage, cluster, image, verify)
 
 
 def raw_stack_config(project: str) -> tuple[dict[str, Any], frozenset[str]]:

@@ -31,14 +31,12 @@ from typing import Any
 import yaml
 
 from components.lock import PROJECT_DIR
+from components.mock_runtime import SECRET_SIG, SECRET_VALUE
 
 REDACTED = "<redacted>"
 SUMMARY_FILE = "summary.yaml"
 OBJECT_FILE = re.compile(r"^\d\d+-[a-z0-9]+-.+\.yaml$")
 STACK_REF = re.compile(r"^[A-Za-z0-9_.-]+/([A-Za-z0-9_.-]+)/([A-Za-z0-9_.-]+)$")
-# Pulumi's marker for a secret value in a serialized property (pulumi.runtime.rpc._special_sig_key/_secret_sig).
-SECRET_SIG = "4dabf18193072939515e22adb298388d"
-SECRET_VALUE = "1b47061264138c4ac30d75fd1eb44270"
 
 # Apply order: what others live in or bind to comes first.
 KIND_ORDER = {
@@ -214,9 +212,7 @@ def _redact_secret_object(obj: dict[str, Any], inputs: Mapping[str, Any]) -> dic
     for section in ("data", "stringData"):
         if section not in obj:
             continue
-        values = inputs.get(section)
-        if isinstance(values, Mapping) and values.get(SECRET_SIG) == SECRET_VALUE:
-            values = values.get("value")  # the whole map is one secret: its keys are still the Secret's keys
+        values = inputs.get(section)  # secrets already unwrapped by the recorder: the keys are the Secret's keys
         obj[section] = dict.fromkeys(values, REDACTED) if isinstance(values, Mapping) else REDACTED
     return obj
 
