@@ -5,10 +5,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: venv test lint
 
-$(STAMP): requirements.txt requirements-dev.txt docker/requirements.lock
+$(STAMP): requirements.txt requirements-dev.txt docker/requirements.lock pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
+	# The project itself, editable: `components` and `tools` import from any directory (the dynamic provider's too).
+	$(VENV)/bin/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 venv: $(STAMP)

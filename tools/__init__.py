@@ -1,0 +1,1 @@
+"""Offline tools: render, mock runtime, relock, config docs (never evaluated by `pulumi up`)."""
