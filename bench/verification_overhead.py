@@ -72,8 +72,8 @@ import json, sys, time
 started = time.perf_counter()
 sys.path.insert(0, {root!r})
 from pathlib import Path
-from components.mock_runtime import run_program
-from components.render import stack_config
+from tools.mock_runtime import run_program
+from tools.render import stack_config
 config, secret_keys = stack_config("dev") if {stack!r} else ({{}}, [])
 if {stack!r} == "off":
     config["lsdb-k8s:verify"] = json.dumps({{**json.loads(config["lsdb-k8s:verify"]), "enabled": False}})

@@ -98,7 +98,7 @@ def check_client_environment(
             f"Python {python_version} (image.pythonVersion); Dask pickles tasks between them, so the minor "
             f"versions must match. Fix: run the program from a Python {image_minor[0]}.{image_minor[1]} venv, "
             f"or set `pulumi config set --path image.pythonVersion {client.major}.{client.minor}.{client.micro}` "
-            "(and re-lock with that Python: `python scripts/lock.py`)"
+            "(and re-lock with that Python: `python -m tools.relock`)"
         )
     pins = read_lock() if lock is None else lock
     if installed is None:

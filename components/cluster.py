@@ -8,18 +8,30 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from components.config import ClusterConfig
+from components.constants import (
+    API_VERSION,
+    CLUSTER_NAME_LABEL,
+    COMPONENT_LABEL,
+    DASHBOARD_PORT,
+    DASHBOARD_PORT_NAME,
+    LABELS,
+    SCHEDULER_PORT,
+    SCHEDULER_PORT_NAME,
+    WORKER_DASHBOARD_PORT,
+    kubectl,
+    pod_selector,
+    scheduler_service_name,
+)
+from components.options import child_options
 from components.storage import PodStorage
 
-API_VERSION = "kubernetes.dask.org/v1"
-SCHEDULER_PORT = 8786
-DASHBOARD_PORT = 8787
-WORKER_DASHBOARD_PORT = 8788
 SCRATCH_DIR = "/scratch"  # Dask's local directory for spilling; an emptyDir, so spill never fills the image layer
 RUN_AS_USER = 1000  # the image's non-root `dask` user (docker/Dockerfile)
 
@@ -50,10 +62,6 @@ CONTAINER_SECURITY_CONTEXT = {
     "capabilities": {"drop": ["ALL"]},
     "seccompProfile": {"type": "RuntimeDefault"},
 }
-
-
-def scheduler_service_name(cluster_name: str) -> str:
-    return f"{cluster_name}-scheduler"  # the operator's SCHEDULER_NAME_TEMPLATE
 
 
 def scheduler_args() -> list[str]:
@@ -102,7 +110,7 @@ def dask_cluster_manifest(
     pull_secret: str | None = None,
 ) -> dict[str, Any]:
     """The DaskCluster custom resource for this stack."""
-    http = {"tcp": "tcp-comm", "dash": "http-dashboard"}
+    http = {"tcp": SCHEDULER_PORT_NAME, "dash": DASHBOARD_PORT_NAME}
     scheduler = {
         "name": "scheduler",
         "image": image,
@@ -129,7 +137,7 @@ def dask_cluster_manifest(
         },
         "securityContext": CONTAINER_SECURITY_CONTEXT,
     }
-    # Workers only get object-store key volumes from storage.volumes that they mount; the scheduler needs none.
+    # The scheduler opens catalogs too (lsdb reads metadata where the client asks): it mounts the object-store key.
     scheduler_volumes = [v for v in storage.volumes if v["name"] == "object-store-key"]
     scheduler_mounts = [m for m in storage.worker_mounts if m["name"] == "object-store-key"]
     if scheduler_mounts:
@@ -145,7 +153,7 @@ def dask_cluster_manifest(
     }
     if storage.env:
         worker["env"] = storage.env
-    labels = {"app.kubernetes.io/part-of": "lsdb-k8s", "app.kubernetes.io/name": cluster.name}
+    labels = {**LABELS, "app.kubernetes.io/name": cluster.name}
     spec: dict[str, Any] = {
         "idleTimeout": cluster.idle_timeout_seconds,
         "worker": {
@@ -156,7 +164,7 @@ def dask_cluster_manifest(
             "spec": _pod_spec([scheduler], scheduler_volumes, pull_secret),
             "service": {
                 "type": "ClusterIP",
-                "selector": {"dask.org/cluster-name": cluster.name, "dask.org/component": "scheduler"},
+                "selector": {CLUSTER_NAME_LABEL: cluster.name, COMPONENT_LABEL: "scheduler"},
                 "ports": [
                     {"name": http["tcp"], "protocol": "TCP", "port": SCHEDULER_PORT, "targetPort": http["tcp"]},
                     {"name": http["dash"], "protocol": "TCP", "port": DASHBOARD_PORT, "targetPort": http["dash"]},
@@ -178,7 +186,7 @@ def dask_autoscaler_manifest(cluster: ClusterConfig, namespace: str) -> dict[str
     return {
         "apiVersion": API_VERSION,
         "kind": "DaskAutoscaler",
-        "metadata": {"name": cluster.name, "namespace": namespace, "labels": {"app.kubernetes.io/part-of": "lsdb-k8s"}},
+        "metadata": {"name": cluster.name, "namespace": namespace, "labels": LABELS},
         "spec": {"cluster": cluster.name, "minimum": cluster.autoscaler.minimum, "maximum": cluster.autoscaler.maximum},
     }
 
@@ -188,21 +196,42 @@ def manifest_hash(*manifests: dict[str, Any] | None) -> str:
     return hashlib.sha256(json.dumps(manifests, sort_keys=True).encode()).hexdigest()
 
 
+ENDPOINT_KEYS = (
+    "schedulerAddress",
+    "dashboardUrl",
+    "portForwardScheduler",
+    "localSchedulerAddress",
+    "portForwardDashboard",
+    "localDashboardUrl",
+    "kubectlSchedulerPods",
+    "kubectlWorkerPods",
+)
+
+
 def cluster_endpoints(cluster_name: str, namespace: str, kube_context: str | None) -> dict[str, str]:
-    """How to reach the scheduler from inside the cluster and from a workstation."""
+    """How to reach the scheduler from inside the cluster and from a workstation (keys: ENDPOINT_KEYS)."""
     svc = scheduler_service_name(cluster_name)
-    ctx = f" --context {kube_context}" if kube_context else ""
-    selector = f"dask.org/cluster-name={cluster_name}"
+    k = kubectl(kube_context)
     return {
         "schedulerAddress": f"tcp://{svc}.{namespace}.svc.cluster.local:{SCHEDULER_PORT}",
         "dashboardUrl": f"http://{svc}.{namespace}.svc.cluster.local:{DASHBOARD_PORT}/status",
-        "portForwardScheduler": f"kubectl{ctx} port-forward -n {namespace} svc/{svc} {SCHEDULER_PORT}:{SCHEDULER_PORT}",
+        "portForwardScheduler": f"{k} port-forward -n {namespace} svc/{svc} {SCHEDULER_PORT}:{SCHEDULER_PORT}",
         "localSchedulerAddress": f"tcp://localhost:{SCHEDULER_PORT}",
-        "portForwardDashboard": f"kubectl{ctx} port-forward -n {namespace} svc/{svc} {DASHBOARD_PORT}:{DASHBOARD_PORT}",
+        "portForwardDashboard": f"{k} port-forward -n {namespace} svc/{svc} {DASHBOARD_PORT}:{DASHBOARD_PORT}",
         "localDashboardUrl": f"http://localhost:{DASHBOARD_PORT}/status",
-        "kubectlSchedulerPods": f"kubectl{ctx} get pods -n {namespace} -l {selector},dask.org/component=scheduler",
-        "kubectlWorkerPods": f"kubectl{ctx} get pods -n {namespace} -l {selector},dask.org/component=worker",
+        "kubectlSchedulerPods": f"{k} get pods -n {namespace} -l {pod_selector(cluster_name, 'scheduler')}",
+        "kubectlWorkerPods": f"{k} get pods -n {namespace} -l {pod_selector(cluster_name, 'worker')}",
     }
+
+
+@dataclass(frozen=True)
+class LsdbDaskClusterArgs:
+    cluster: ClusterConfig
+    namespace: str
+    image: pulumi.Input[str]
+    storage: PodStorage
+    kube_context: str | None = None
+    pull_secret: str | None = None
 
 
 class LsdbDaskCluster(pulumi.ComponentResource):
@@ -214,20 +243,10 @@ class LsdbDaskCluster(pulumi.ComponentResource):
     spec_hash: pulumi.Output[str]
     endpoints: pulumi.Output[dict[str, str]]
 
-    def __init__(
-        self,
-        name: str,
-        cluster: ClusterConfig,
-        namespace: str,
-        image: pulumi.Input[str],
-        storage: PodStorage,
-        kube_context: str | None = None,
-        pull_secret: str | None = None,
-        depends_on: list[pulumi.Resource] | None = None,
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
+    def __init__(self, name: str, args: LsdbDaskClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        cluster, namespace, storage, pull_secret = args.cluster, args.namespace, args.storage, args.pull_secret
         super().__init__("lsdb-k8s:cluster:LsdbDaskCluster", name, {}, opts)
-        manifest = pulumi.Output.from_input(image).apply(
+        manifest = pulumi.Output.from_input(args.image).apply(
             lambda ref: dask_cluster_manifest(cluster, namespace, ref, storage, pull_secret)
         )
         self.dask_cluster = k8s.apiextensions.CustomResource(
@@ -236,7 +255,7 @@ class LsdbDaskCluster(pulumi.ComponentResource):
             kind="DaskCluster",
             metadata=manifest["metadata"],
             spec=manifest["spec"],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on or []),
+            opts=child_options(self, opts),
         )
         self.autoscaler = None
         scaler = dask_autoscaler_manifest(cluster, namespace)
@@ -247,10 +266,10 @@ class LsdbDaskCluster(pulumi.ComponentResource):
                 kind="DaskAutoscaler",
                 metadata=scaler["metadata"],
                 spec=scaler["spec"],
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.dask_cluster]),
+                opts=child_options(self, opts, self.dask_cluster),
             )
         # Everything downstream is derived from the name the API server holds, not from config.
         self.cluster_name = self.dask_cluster.metadata.apply(lambda m: m["name"])
-        self.endpoints = self.cluster_name.apply(lambda n: cluster_endpoints(n, namespace, kube_context))
+        self.endpoints = self.cluster_name.apply(lambda n: cluster_endpoints(n, namespace, args.kube_context))
         self.spec_hash = manifest.apply(lambda m: manifest_hash(m, scaler))
         self.register_outputs({"clusterName": self.cluster_name, "endpoints": self.endpoints})

@@ -1,37 +1,53 @@
-"""The stack's configuration: one validated, typed model read before any resource is registered.
+"""The stack's configuration: one declarative pydantic model, read and validated before any resource exists.
 
-`parse_stack_config` is pure (plain dicts in, dataclasses out) so every rule is table-testable;
-`read_stack_config` feeds it from `pulumi.Config`. All problems are collected and raised together
-as one `ConfigError`, each naming the key, the bad value and the fix.
-Secret values (object-store credentials, registry password) never enter the model: it records only
-which keys are set, and `secret_config` hands the values to resources as Pulumi secrets.
+Each key is declared once, as a field with its type, default and description; the README's
+configuration tables and the stack-file JSON Schema are generated from these declarations
+(`python -m tools.config_docs`). `parse_stack_config` turns pydantic's errors into one `ConfigError`
+listing every problem as `<key as users write it> = <value>: <what>. Fix: <fix>`.
+
+Secret values (object-store credentials, registry password) never enter the model: before validation
+they are replaced by a marker saying whether Pulumi holds them encrypted, and `secret_config` hands the
+values to resources as Pulumi secrets.
 """
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import json
 import os
 import re
-from collections.abc import Callable, Mapping
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import pulumi
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from components.lock import read_lock
 
-# Key names as users write them (`pulumi config set --path cluster.workers.replicas 4`).
-TOP_LEVEL_KEYS = ("namespace", "kubeContext", "operator", "storage", "cluster", "image", "verify")
+PROJECT = "lsdb-k8s"
 
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # Kubernetes resource.Quantity (positive; no signs in requests/limits we accept).
 QUANTITY = re.compile(r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][0-9]+|m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 MEMORY_UNITS = {
     "": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
     "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
 }  # fmt: skip
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 PYTHON_VERSION = re.compile(r"^3\.[0-9]+\.[0-9]+$")
 DIGEST_REF = re.compile(r"^[^\s@]+@sha256:[0-9a-f]{64}$")
 # The operator appends "-scheduler" (10 chars) to the cluster name for Service and Deployment names.
@@ -46,11 +62,10 @@ SIZE_PRESETS: dict[str, dict[str, Any]] = {
     "large": {"replicas": 6, "cpu": "2", "memory": "8Gi", "minimum": 6, "maximum": 12},
     "xlarge": {"replicas": 12, "cpu": "4", "memory": "16Gi", "minimum": 12, "maximum": 24},
 }
-SCHEDULER_DEFAULTS = {"cpu": "2", "memory": "6Gi"}
-DEFAULT_THREADS = 2
-
-STORAGE_KINDS = ("pvc", "nfs", "hostPath", "objectStore", "none")
-ACCESS_MODES = ("ReadWriteMany", "ReadOnlyMany", "ReadWriteOnce", "ReadWriteOncePod")
+SizeName = Literal["small", "medium", "large", "xlarge"]
+StorageKind = Literal["pvc", "nfs", "hostPath", "objectStore", "none"]
+AccessMode = Literal["ReadWriteMany", "ReadOnlyMany", "ReadWriteOnce", "ReadWriteOncePod"]
+VOLUME_KINDS: tuple[str, ...] = ("pvc", "nfs", "hostPath")  # the kinds that mount a PersistentVolumeClaim
 SINGLE_NODE_MODES = ("ReadWriteOnce", "ReadWriteOncePod")
 
 # URL scheme -> (fsspec driver distribution that must be in the lock, credential keys -> env var).
@@ -81,114 +96,23 @@ class ConfigError(pulumi.RunError):
         super().__init__(f"{len(problems)} problem(s) in the stack configuration (nothing was deployed):\n{lines}")
 
 
-@dataclass(frozen=True)
-class OperatorConfig:
-    install: bool = True
-    namespace: str = "dask-operator"
-    chart_source: str = "repository"  # "repository" (helm.dask.org) or "package" (chart in the pinned wheel)
-    from_stack: str | None = None  # fully qualified stack that installed the operator
+# ------------------------------------------------------------------------------------------------------------
+# Reusable field types
+# ------------------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class StorageConfig:
-    kind: str = "none"
-    mount_path: str = "/data"
-    claim_name: str = "hats-catalog-pvc"
-    size: str = "100Gi"
-    storage_class_name: str | None = None
-    access_mode: str = "ReadWriteMany"
-    nfs_server: str | None = None
-    nfs_path: str | None = None
-    host_path: str | None = None
-    object_store_url: str | None = None
-    object_store_scheme: str | None = None  # canonical scheme (s3, gs, abfs, https)
-    credential_keys: tuple[str, ...] = ()  # names only; values stay Pulumi secrets
+class Fix:
+    """Field metadata: the fix to print when the field's own type or bounds reject a value."""
 
-    @property
-    def credential_env(self) -> dict[str, str]:
-        """Credential key -> environment variable the fsspec driver reads."""
-        if self.object_store_scheme is None:
-            return {}
-        env = OBJECT_STORES[self.object_store_scheme][1]
-        return {k: env[k] for k in self.credential_keys}
+    text: str
 
 
 @dataclass(frozen=True)
-class WorkersConfig:
-    replicas: int
-    threads: int
-    cpu: str
-    memory: str
-    cpu_limit: str | None = None
+class DefaultText:
+    """Field metadata: how the docs show a default that is not a constant (it follows another key)."""
 
-    @property
-    def memory_bytes(self) -> int:
-        return quantity_bytes(self.memory)
-
-
-@dataclass(frozen=True)
-class SchedulerConfig:
-    cpu: str
-    memory: str
-
-
-@dataclass(frozen=True)
-class AutoscalerConfig:
-    enabled: bool
-    minimum: int
-    maximum: int
-
-
-@dataclass(frozen=True)
-class ClusterConfig:
-    name: str
-    size: str
-    workers: WorkersConfig
-    scheduler: SchedulerConfig
-    autoscaler: AutoscalerConfig
-    idle_timeout_seconds: int = 0
-
-    @property
-    def max_workers(self) -> int:
-        return self.autoscaler.maximum if self.autoscaler.enabled else self.workers.replicas
-
-
-@dataclass(frozen=True)
-class ImageConfig:
-    repository: str | None = None
-    python_version: str = "3.11.7"
-    platform: str = "linux/amd64"
-    push: bool = True
-    registry_server: str | None = None
-    registry_username: str | None = None
-    has_registry_password: bool = False
-    ref: str | None = None  # prebuilt, digest-pinned image: nothing is built
-    client_check: str = "error"  # "error" or "warn" when the client env differs from the lock
-
-
-@dataclass(frozen=True)
-class VerifyConfig:
-    enabled: bool = True
-    catalog_path: str | None = None
-    ra: float = 180.0
-    dec: float = 0.0
-    radius_arcsec: float = 600.0
-    columns: tuple[str, ...] = ("ra", "dec")
-    min_rows: int = 1
-    min_workers: int = 1
-    timeout_seconds: float = 300.0
-    connect: str = "portForward"
-
-
-@dataclass(frozen=True)
-class StackConfig:
-    namespace: str
-    kube_context: str | None
-    operator: OperatorConfig
-    storage: StorageConfig
-    cluster: ClusterConfig
-    image: ImageConfig
-    verify: VerifyConfig
+    text: str
 
 
 def quantity_bytes(quantity: str) -> int:
@@ -204,346 +128,814 @@ def quantity_bytes(quantity: str) -> int:
     return int(number * MEMORY_UNITS[suffix])
 
 
-class _Reader:
-    """Walks the raw config, converting values and collecting problems instead of stopping at the first."""
+def _number_as_text(value: Any) -> Any:
+    # `cpu: 2` in YAML is a number; Kubernetes quantities are strings.
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(int(value)) if float(value).is_integer() else str(value)
+    return value
+
+
+def _positive_quantity(value: str) -> str:
+    m = QUANTITY.match(value)
+    if not m or float(m.group(1)) <= 0:
+        raise PydanticCustomError(
+            "quantity", "is not a positive Kubernetes quantity", {"fix": 'use e.g. "2", "500m" (CPU) or "4Gi" (memory)'}
+        )
+    return value
+
+
+def _label_check(max_len: int, why: str = "") -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if DNS_LABEL.match(value) and len(value) <= max_len:
+            return value
+        raise PydanticCustomError(
+            "dns_label",
+            f"is not a lowercase RFC 1123 label of at most {max_len} characters{why}",
+            {"fix": "use lowercase letters, digits and '-', starting and ending with a letter or digit"},
+        )
+
+    return check
+
+
+def _label_schema(max_len: int) -> WithJsonSchema:
+    return WithJsonSchema({"type": "string", "pattern": DNS_LABEL.pattern, "maxLength": max_len})
+
+
+Quantity = Annotated[
+    str,
+    BeforeValidator(_number_as_text),
+    AfterValidator(_positive_quantity),
+    WithJsonSchema({"anyOf": [{"type": "string", "pattern": QUANTITY.pattern}, {"type": "number", "minimum": 0}]}),
+]
+DnsLabel = Annotated[str, AfterValidator(_label_check(63)), _label_schema(63)]
+ClusterName = Annotated[
+    str, AfterValidator(_label_check(MAX_CLUSTER_NAME, " (the operator appends '-scheduler')")),
+    _label_schema(MAX_CLUSTER_NAME),
+]  # fmt: skip
+ObjectName = Annotated[str, AfterValidator(_label_check(253)), _label_schema(253)]
+
+
+def _absolute(what: str, example: str) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if value.startswith("/") and value != "/":
+            return value
+        raise PydanticCustomError("absolute_path", f"must be {what}", {"fix": f"use e.g. {example}"})
+
+    return check
+
+
+# A secret in the stack file is `{secure: v1:...}` (`pulumi config set --secret`). Before validation its value is
+# replaced by one of these markers (see `_mark_secrets`): the model knows only whether it is set and encrypted.
+SECRET = "[secret]"
+PLAINTEXT = "[plaintext]"
+
+
+class _SecretField:
+    """Annotated metadata marking a field whose value must be a Pulumi secret."""
+
+
+Secret = Annotated[
+    Literal["[secret]", "[plaintext]"],
+    _SecretField(),
+    WithJsonSchema(
+        {
+            "type": "object",
+            "properties": {"secure": {"type": "string"}},
+            "required": ["secure"],
+            "additionalProperties": False,
+            "description": "A Pulumi secret: set it with `pulumi config set --path --secret <key> <value>`.",
+        }
+    ),
+]
+
+
+def _json_object(value: Any) -> Any:
+    # `pulumi config set key '{"a": 1}'` (without --path) stores the object as a JSON string.
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def _comma_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return [c.strip() for c in value.split(",") if c.strip()]
+    return value
+
+
+class Problems:
+    """Rule violations found by a model validator; raised together as one pydantic error (`rules`)."""
 
     def __init__(self) -> None:
-        self.problems: list[str] = []
+        self.items: list[tuple[str, Any, str, str]] = []
 
-    def problem(self, key: str, value: Any, what: str, fix: str) -> None:
-        shown = json.dumps(value) if not isinstance(value, str) else repr(value)
-        self.problems.append(f"{key} = {shown}: {what}. Fix: {fix}")
+    def add(self, key: str, value: Any, what: str, fix: str) -> None:
+        """`key` is relative to the model that checks the rule (the report prefixes the model's location)."""
+        self.items.append((key, value, what, fix))
 
-    def section(self, raw: Any, key: str, allowed: tuple[str, ...]) -> dict[str, Any]:
-        if raw is None:
+    def raise_any(self) -> None:
+        if self.items:
+            raise PydanticCustomError(
+                "rules", "{count} rule(s) broken", {"count": len(self.items), "rules": self.items}
+            )
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors, keys are camelCase as users write them."""
+
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, validate_by_name=True, validate_by_alias=True, validate_default=True
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _decode_json(cls, value: Any) -> Any:
+        return _json_object(value)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Sections
+# ------------------------------------------------------------------------------------------------------------
+
+
+class OperatorConfig(Section):
+    """The Dask Kubernetes Operator: installed by this stack, or taken from the stack that installed it."""
+
+    install: Annotated[bool, DefaultText("`true` (`false` with `fromStack`)")] = Field(
+        True,
+        description="Install the operator and its CRDs. `false` where another team already did: check with "
+        "`kubectl get crd | grep dask` (four `*.kubernetes.dask.org` CRDs).",
+    )
+    namespace: DnsLabel = Field(
+        "dask-operator", description="The operator's own namespace (must differ from `namespace`)."
+    )
+    chart_source: Literal["repository", "package"] = Field(
+        "repository",
+        description="`repository` = `https://helm.dask.org`; `package` = the chart shipped inside the pinned "
+        "`dask-kubernetes` wheel, with its placeholder version and image tag replaced by the locked version.",
+    )
+    from_stack: str | None = Field(
+        None,
+        description="`<org>/<project>/<stack>` that installed the operator; its `operatorNamespace`/`operatorVersion` "
+        "exports are read and the deploy fails if the version differs from the lock. Implies `install: false`.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _install_follows_from_stack(cls, value: Any) -> Any:
+        value = _json_object(value)
+        if isinstance(value, dict) and value.get("fromStack") is not None and "install" not in value:
+            return {**value, "install": False}
+        return value
+
+    @model_validator(mode="after")
+    def _rules(self) -> OperatorConfig:
+        p = Problems()
+        if self.from_stack is not None and self.install:
+            p.add(
+                "install", True, "conflicts with operator.fromStack (that stack installed the operator)",
+                "remove operator.install or set it to false",
+            )  # fmt: skip
+        if self.from_stack is not None and self.from_stack.count("/") != 2:
+            p.add("fromStack", self.from_stack, "is not a fully qualified stack name", "use <org>/<project>/<stack>")
+        p.raise_any()
+        return self
+
+
+class NfsConfig(Section):
+    server: str | None = Field(None, description="`nfs`: the NFS server's host name or address.")
+    path: str | None = Field(None, description="`nfs`: the absolute export path, e.g. `/exports/hats`.")
+
+
+class HostPathConfig(Section):
+    path: str | None = Field(
+        None, description="`hostPath`: the node's directory; single-node dev clusters (kind) only."
+    )
+
+
+class ObjectStoreConfig(Section):
+    url: str | None = Field(
+        None,
+        description="`objectStore`: `s3://`, `gs://`, `abfs://` (aliases `s3a`, `gcs`, `abfss`, `az`), or `https://` "
+        "(alias `http`). The scheme must have its fsspec driver in the lock. No volume is mounted.",
+    )
+    credentials: dict[str, Secret] = Field(
+        default_factory=dict,
+        description="**Secret.** s3: `accessKeyId`, `secretAccessKey`, `sessionToken`, `region`, `endpointUrl`; "
+        "gs: `serviceAccountJson` (mounted as a file, `GOOGLE_APPLICATION_CREDENTIALS`); abfs: `accountName`, "
+        "`accountKey`, `connectionString`, `sasToken`. Stored in a Secret and exposed to scheduler and workers as "
+        "the environment variables s3fs/gcsfs/adlfs read. Plaintext values are rejected.",
+    )
+
+    @property
+    def scheme(self) -> str | None:
+        """The canonical scheme (s3, gs, abfs, https) of `url`, or None."""
+        raw = self.url.split("://", 1)[0] if self.url and "://" in self.url else ""
+        scheme = SCHEME_ALIASES.get(raw, raw)
+        return scheme if scheme in OBJECT_STORES else None
+
+
+class StorageConfig(Section):
+    """Where workers find the HATS catalogs."""
+
+    kind: StorageKind = Field("none", description="`pvc`, `nfs`, `hostPath`, `objectStore` or `none`.")
+    mount_path: Annotated[str, AfterValidator(_absolute("an absolute path below /", "/data"))] = Field(
+        "/data", description="Where workers see the catalogs."
+    )
+    claim_name: ObjectName = Field("hats-catalog-pvc", description="PVC name (`pvc`, `nfs`, `hostPath`).")
+    size: Quantity = Field("100Gi", description="Requested/declared capacity.")
+    storage_class_name: str | None = Field(
+        None,
+        description="`pvc` only: a RWX-capable class (`kubectl get storageclass`); default: the cluster's default.",
+    )
+    access_mode: AccessMode = Field(
+        "ReadWriteMany",
+        description="`ReadWriteMany`, `ReadOnlyMany`, `ReadWriteOnce`, `ReadWriteOncePod`. Single-node modes are "
+        "rejected when more than one worker can run.",
+    )
+    nfs: NfsConfig = Field(
+        default_factory=dict,
+        description='`nfs`: static PV (Retain, `nfsvers=4.1`), claim bound by `volumeName` (`storageClassName: ""`).',
+    )
+    host_path: HostPathConfig = Field(default_factory=dict, description="`hostPath`: static PV on a node path.")
+    object_store: ObjectStoreConfig = Field(default_factory=dict, description="`objectStore` settings.")
+
+    @property
+    def mounts_volume(self) -> bool:
+        return self.kind in VOLUME_KINDS
+
+    @property
+    def object_store_scheme(self) -> str | None:
+        return self.object_store.scheme if self.kind == "objectStore" else None
+
+    @property
+    def credential_keys(self) -> tuple[str, ...]:
+        """Names of the credentials set (values stay Pulumi secrets)."""
+        if self.object_store_scheme is None:
+            return ()
+        allowed = OBJECT_STORES[self.object_store_scheme][1]
+        return tuple(k for k in self.object_store.credentials if k in allowed)
+
+    @property
+    def credential_env(self) -> dict[str, str]:
+        """Credential key -> environment variable the fsspec driver reads."""
+        if self.object_store_scheme is None:
             return {}
-        if isinstance(raw, str):
-            with contextlib.suppress(json.JSONDecodeError):
-                raw = json.loads(raw)
-        if not isinstance(raw, Mapping):
-            self.problem(key, raw, "must be an object", f"set its fields with `pulumi config set --path {key}.<field>`")
-            return {}
-        for k in raw:
+        env = OBJECT_STORES[self.object_store_scheme][1]
+        return {k: env[k] for k in self.credential_keys}
+
+    @model_validator(mode="after")
+    def _rules(self) -> StorageConfig:
+        p = Problems()
+        if self.kind == "nfs":
+            if not self.nfs.server:
+                p.add("nfs.server", self.nfs.server, "is required for storage.kind nfs", "set the NFS host")
+            if not self.nfs.path or not self.nfs.path.startswith("/"):
+                p.add("nfs.path", self.nfs.path, "must be the absolute export path", "e.g. /exports/hats")
+        if self.kind == "hostPath" and (not self.host_path.path or not self.host_path.path.startswith("/")):
+            p.add("hostPath.path", self.host_path.path, "must be an absolute node path", "e.g. /lsdb-catalogs")
+        creds = self.object_store.credentials
+        if self.kind == "objectStore":
+            self._object_store_rules(p)
+        elif creds:
+            p.add(
+                "objectStore.credentials", SECRET, f"is set but storage.kind is {self.kind}",
+                "remove it, or set storage.kind objectStore",
+            )  # fmt: skip
+        if any(v == PLAINTEXT for v in creds.values()):
+            p.add(
+                "objectStore.credentials", PLAINTEXT, "is stored in plaintext in the stack file",
+                "re-set each as a secret: "
+                "pulumi config set --path --secret storage.objectStore.credentials.<key> <value>",
+            )  # fmt: skip
+        p.raise_any()
+        return self
+
+    def _object_store_rules(self, p: Problems) -> None:
+        url = self.object_store.url
+        scheme = self.object_store.scheme
+        if scheme is None:
+            known = sorted([*OBJECT_STORES, *SCHEME_ALIASES])
+            p.add(
+                "objectStore.url", url, "has no URL scheme with an fsspec driver in the lock",
+                f"use a URL starting with one of: {', '.join(s + '://' for s in known)}",
+            )  # fmt: skip
+            return
+        driver, allowed = OBJECT_STORES[scheme]
+        if driver not in read_lock():
+            p.add(
+                "objectStore.url", url, f"needs the fsspec driver '{driver}', which is not in the lock",
+                f"add {driver} to docker/requirements.in and run `python -m tools.relock`",
+            )  # fmt: skip
+        for k in self.object_store.credentials:
             if k not in allowed:
-                close = difflib.get_close_matches(k, allowed, n=1)
-                hint = f"did you mean '{key}.{close[0]}'?" if close else f"allowed keys: {', '.join(allowed)}"
-                self.problem(f"{key}.{k}", raw[k], "is not a known key", hint)
-        return dict(raw)
+                p.add(
+                    f"objectStore.credentials.{k}", SECRET, f"is not a credential for {scheme}:// storage",
+                    f"use: {', '.join(allowed) or 'none (public https needs no credentials)'}",
+                )  # fmt: skip
 
-    def string(self, d: Mapping[str, Any], k: str, key: str, default: str | None) -> str | None:
-        v = d.get(k, default)
-        if v is None or isinstance(v, str):
-            return v
-        self.problem(f"{key}.{k}" if key else k, v, "must be a string", "quote the value")
-        return default
 
-    def integer(self, d: Mapping[str, Any], k: str, key: str, default: int) -> int:
-        v = d.get(k, default)
-        if isinstance(v, str) and re.fullmatch(r"-?[0-9]+", v.strip()):
-            v = int(v)
-        if isinstance(v, float) and v.is_integer():
-            v = int(v)
-        if isinstance(v, int) and not isinstance(v, bool):
-            return v
-        self.problem(f"{key}.{k}", v, "must be a whole number", "use digits only, e.g. 4")
-        return default
+class WorkersConfig(Section):
+    replicas: Annotated[int, DefaultText("from `cluster.size`"), Fix("use 0 or more")] = Field(
+        2, ge=0, description="Initial workers (≥ 0)."
+    )
+    threads: Annotated[int, Fix("use 1 or 2 for LSDB workloads")] = Field(
+        2, ge=1, description="`--nthreads` (≥ 1; keep 1 or 2 for LSDB)."
+    )
+    cpu: Annotated[Quantity, DefaultText("from `cluster.size`")] = Field("2", description="CPU request per worker.")
+    memory: Annotated[Quantity, DefaultText("from `cluster.size`")] = Field(
+        "4Gi", description="Memory per worker: request, limit and Dask's `--memory-limit` (≥ 1Gi)."
+    )
+    cpu_limit: Quantity | None = Field(
+        None,
+        description="Adds `limits.cpu` to workers (and the scheduler's CPU as its limit), for namespaces whose "
+        "ResourceQuota requires it.",
+    )
 
-    def number(self, d: Mapping[str, Any], k: str, key: str, default: float) -> float:
-        v = d.get(k, default)
-        try:
-            if isinstance(v, bool):
-                raise ValueError
-            return float(v)
-        except (TypeError, ValueError):
-            self.problem(f"{key}.{k}", v, "must be a number", "use a decimal number, e.g. 180.0")
-            return default
+    @property
+    def memory_bytes(self) -> int:
+        return quantity_bytes(self.memory)
 
-    def boolean(self, d: Mapping[str, Any], k: str, key: str, default: bool) -> bool:
-        v = d.get(k, default)
-        if isinstance(v, str) and v.lower() in ("true", "false"):
-            v = v.lower() == "true"
-        if isinstance(v, bool):
-            return v
-        self.problem(f"{key}.{k}", v, "must be true or false", "use true or false")
-        return default
+    @model_validator(mode="after")
+    def _rules(self) -> WorkersConfig:
+        p = Problems()
+        if self.memory_bytes < 2**30:
+            p.add(
+                "memory", self.memory, "is below 1Gi, too little for an LSDB partition",
+                "use at least 1Gi; the guide recommends 4Gi",
+            )  # fmt: skip
+        p.raise_any()
+        return self
 
-    def choice(self, d: Mapping[str, Any], k: str, key: str, default: str, choices: tuple[str, ...]) -> str:
-        v = self.string(d, k, key, default)
-        if v in choices:
-            return v
-        self.problem(f"{key}.{k}", v, "is not one of the allowed values", f"use one of: {', '.join(choices)}")
-        return default
 
-    def quantity(self, d: Mapping[str, Any], k: str, key: str, default: str | None) -> str | None:
-        v = d.get(k, default)
-        if isinstance(v, int | float) and not isinstance(v, bool):
-            v = format(v, "g")
-        if v is None:
+class SchedulerConfig(Section):
+    cpu: Quantity = Field("2", description="Scheduler CPU request (the guide's).")
+    memory: Quantity = Field("6Gi", description="Scheduler memory, request and limit (the guide's).")
+
+
+class AutoscalerConfig(Section):
+    enabled: bool = Field(True, description="Create a `DaskAutoscaler`.")
+    minimum: Annotated[int, DefaultText("from `cluster.size`")] = Field(
+        2, description="Fewest workers (`0 ≤ minimum ≤ maximum`)."
+    )
+    maximum: Annotated[int, DefaultText("from `cluster.size`")] = Field(4, description="Most workers (≥ 1).")
+
+    @model_validator(mode="after")
+    def _rules(self) -> AutoscalerConfig:
+        p = Problems()
+        if self.enabled:
+            if self.maximum < 1:
+                p.add("maximum", self.maximum, "must be at least 1", "use 1 or more")
+            if self.minimum < 0:
+                p.add("minimum", self.minimum, "must not be negative", "use 0 or more")
+            if self.minimum > self.maximum:
+                p.add(
+                    "minimum", self.minimum, f"is greater than cluster.autoscaler.maximum ({self.maximum})",
+                    "lower minimum or raise maximum",
+                )  # fmt: skip
+        p.raise_any()
+        return self
+
+
+class ClusterConfig(Section):
+    """The DaskCluster, its workers, scheduler and autoscaler."""
+
+    name: ClusterName = Field(
+        "lsdb-cluster", description="`DaskCluster` name: lowercase RFC 1123 label, ≤ 53 characters."
+    )
+    size: SizeName = Field("small", description="Preset from the sizing table; explicit values override it.")
+    workers: WorkersConfig = Field(default_factory=dict, description="The default worker group.")
+    scheduler: SchedulerConfig = Field(default_factory=dict, description="The scheduler pod.")
+    autoscaler: AutoscalerConfig = Field(default_factory=dict, description="The `DaskAutoscaler`.")
+    idle_timeout_seconds: Annotated[int, Fix("use 0 (never) or a number of seconds")] = Field(
+        0, ge=0, description="Delete the cluster after this many idle seconds (`0` = never)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_size_preset(cls, value: Any) -> Any:
+        """Fill what the user left out from the `size` preset (an unknown size is reported; `small` stands in)."""
+        value = _json_object(value)
+        if not isinstance(value, dict):
+            return value
+        preset = SIZE_PRESETS.get(str(value.get("size", "small")), SIZE_PRESETS["small"])
+        out = dict(value)
+        for section, keys in (("workers", ("replicas", "cpu", "memory")), ("autoscaler", ("minimum", "maximum"))):
+            given = _json_object(out.get(section, {}))
+            if isinstance(given, dict):
+                out[section] = {**{k: preset[k] for k in keys}, **given}
+        return out
+
+    @property
+    def max_workers(self) -> int:
+        return self.autoscaler.maximum if self.autoscaler.enabled else self.workers.replicas
+
+
+class RegistryConfig(Section):
+    server: str | None = Field(None, description="Registry host for push and pull credentials, e.g. `ghcr.io`.")
+    username: str | None = Field(None, description="Registry user.")
+    password: Secret | None = Field(None, description="**Secret.** Registry password or token.")
+
+
+class ImageConfig(Section):
+    """The LSDB image: built from docker/ and the lock, or a prebuilt digest."""
+
+    repository: str | None = Field(
+        None, description="Registry repository without tag, e.g. `ghcr.io/<org>/lsdb-dask` (required unless `ref`)."
+    )
+    python_version: str = Field("3.11.7", description="Base image Python, `X.Y.Z`; match your client's Python.")
+    platform: str = Field("linux/amd64", description="Build platform (part of the tag).")
+    push: bool = Field(
+        True,
+        description="Must stay `true` when building: the cluster pulls by registry digest "
+        "(dev pushes to `localhost:5001`).",
+    )
+    registry: RegistryConfig = Field(
+        default_factory=dict, description="Push and pull credentials (password as a secret)."
+    )
+    ref: str | None = Field(None, description="Prebuilt `repository@sha256:<digest>`; skips the build.")
+    client_check: Literal["error", "warn"] = Field(
+        "error", description="`error` or `warn` when the client environment differs from the lock."
+    )
+
+    @property
+    def has_registry_password(self) -> bool:
+        return self.registry.password is not None
+
+    @property
+    def registry_server(self) -> str | None:
+        return self.registry.server
+
+    @property
+    def registry_username(self) -> str | None:
+        return self.registry.username
+
+    @model_validator(mode="after")
+    def _rules(self) -> ImageConfig:
+        p = Problems()
+        if not PYTHON_VERSION.match(self.python_version):
+            p.add(
+                "pythonVersion", self.python_version, "must be a patch release X.Y.Z",
+                "pin the base image to a patch release, e.g. 3.11.7 (match your client's Python)",
+            )  # fmt: skip
+        if self.ref is not None:
+            if not DIGEST_REF.match(self.ref):
+                p.add(
+                    "ref", self.ref, "is not pinned by digest",
+                    "use repository@sha256:<64 hex> (`docker buildx imagetools inspect <image>` prints the digest)",
+                )  # fmt: skip
+        elif not self.push:
+            p.add(
+                "push", False, "leaves no registry digest for the cluster to pull (it never uses tags)",
+                "set image.push true (dev uses the local registry) or give a prebuilt image.ref",
+            )  # fmt: skip
+        if self.ref is None and not self.repository:
+            p.add("repository", None, "is required when image.ref is not set", "e.g. ghcr.io/<org>/lsdb-dask")
+        for k, v in (("repository", self.repository), ("ref", self.ref)):
+            if v and re.search(r"(^|[:/])latest($|@)", v):
+                p.add(k, v, "uses the floating tag 'latest'", "use a digest-pinned reference; tags are derived")
+        repo = self.repository
+        if repo and ("@" in repo or ":" in repo.rsplit("/", 1)[-1]):
+            p.add(
+                "repository", repo, "must not carry a tag or digest",
+                "give the repository only; the tag is derived from the lock and the digest pinned",
+            )  # fmt: skip
+        if repo and repo != repo.lower():
+            p.add("repository", repo, "must be lowercase", "use lowercase letters")
+        if self.registry.password is not None:
+            if not (self.registry.server and self.registry.username):
+                p.add(
+                    "registry", "[password set]", "needs server and username with the password",
+                    "set image.registry.server and image.registry.username",
+                )  # fmt: skip
+            if self.registry.password == PLAINTEXT:
+                p.add(
+                    "registry.password", PLAINTEXT, "is stored in plaintext in the stack file",
+                    "re-set it as a secret: pulumi config set --path --secret image.registry.password <value>",
+                )  # fmt: skip
+        p.raise_any()
+        return self
+
+
+class ConeConfig(Section):
+    ra: Annotated[float, Fix("use a right ascension in degrees, 0 ≤ ra < 360")] = Field(
+        180.0, ge=0, lt=360, description="Cone centre right ascension, degrees."
+    )
+    dec: Annotated[float, Fix("use a declination in degrees, -90 ≤ dec ≤ 90")] = Field(
+        0.0, ge=-90, le=90, description="Cone centre declination, degrees."
+    )
+    radius_arcsec: Annotated[float, Fix("e.g. 600")] = Field(600.0, gt=0, description="Cone radius, arcseconds.")
+
+
+class VerifyConfig(Section):
+    """The post-deploy LSDB check."""
+
+    enabled: bool = Field(True, description="Run the verification after every change of cluster, image or query.")
+    catalog_path: str | None = Field(
+        None,
+        description="Catalog path as the workers see it (e.g. `/data/catalogs/my_catalog`); required when enabled.",
+    )
+    cone: ConeConfig = Field(default_factory=dict, description="The cone search the check runs.")
+    columns: Annotated[list[Annotated[str, Field(min_length=1)]], BeforeValidator(_comma_list)] = Field(
+        default_factory=lambda: ["ra", "dec"], description="Columns to load (a list, or comma-separated)."
+    )
+    min_rows: Annotated[int, Fix("use 0 or more")] = Field(
+        1, ge=0, description="Fail when the cone returns fewer rows."
+    )
+    min_workers: Annotated[int, Fix("use 1 or more")] = Field(1, ge=1, description="Workers to wait for.")
+    timeout_seconds: Annotated[float, Fix("e.g. 300")] = Field(300.0, gt=0, description="Overall deadline, seconds.")
+    connect: Literal["portForward", "direct"] = Field(
+        "portForward",
+        description="`portForward` (kr8s port-forward with the stack's kube context) or `direct` (the in-cluster "
+        "address, for runners inside the cluster).",
+    )
+
+    @property
+    def ra(self) -> float:
+        return self.cone.ra
+
+    @property
+    def dec(self) -> float:
+        return self.cone.dec
+
+    @property
+    def radius_arcsec(self) -> float:
+        return self.cone.radius_arcsec
+
+    @model_validator(mode="after")
+    def _rules(self) -> VerifyConfig:
+        p = Problems()
+        if self.enabled and not self.catalog_path:
+            p.add(
+                "catalogPath", None, "is required while verification is enabled",
+                "set the catalog path as workers see it (e.g. /data/catalogs/my_catalog), or verify.enabled false",
+            )  # fmt: skip
+        p.raise_any()
+        return self
+
+
+class StackConfig(Section):
+    """Everything `pulumi up --stack <env>` reads, under the `lsdb-k8s:` prefix of `Pulumi.<stack>.yaml`."""
+
+    namespace: DnsLabel = Field(
+        "lsdb", description="Namespace for the cluster, storage claim and secrets (created unless `default`)."
+    )
+    kube_context: str | None = Field(
+        None,
+        description="kubeconfig context for every Kubernetes resource and for the verification's port-forward "
+        "(default: the current context).",
+    )
+    operator: OperatorConfig = Field(default_factory=dict, description="The Dask Kubernetes Operator.")
+    storage: StorageConfig = Field(default_factory=dict, description="Catalog storage.")
+    cluster: ClusterConfig = Field(default_factory=dict, description="The Dask cluster.")
+    image: ImageConfig = Field(default_factory=dict, description="The LSDB image.")
+    verify: VerifyConfig = Field(default_factory=dict, description="Post-deploy verification.")
+
+    @model_validator(mode="after")
+    def _rules(self) -> StackConfig:
+        p = Problems()
+        for rule in CROSS_SECTION_RULES:
+            rule.check(p, {name: getattr(self, name) for name in rule.sections})
+        p.raise_any()
+        return self
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Rules across sections: each names the sections it reads, so it also runs when only those sections are valid.
+# ------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CrossRule:
+    sections: tuple[str, ...]
+    check: Callable[[Problems, dict[str, Any]], None]
+
+
+def _operator_namespace(p: Problems, s: dict[str, Any]) -> None:
+    if s["operator"].install and s["operator"].namespace == s["namespace"]:
+        p.add(
+            "operator.namespace", s["operator"].namespace, "is the same as the cluster namespace",
+            "keep the cluster-wide operator in its own namespace (default dask-operator)",
+        )  # fmt: skip
+
+
+def _single_node_storage(p: Problems, s: dict[str, Any]) -> None:
+    storage, cluster = s["storage"], s["cluster"]
+    if storage.mounts_volume and storage.access_mode in SINGLE_NODE_MODES and cluster.max_workers > 1:
+        p.add(
+            "storage.accessMode", storage.access_mode,
+            f"lets only one node mount the catalog, but up to {cluster.max_workers} workers may run",
+            "use ReadWriteMany (or ReadOnlyMany), or limit workers (and autoscaler.maximum) to 1",
+        )  # fmt: skip
+
+
+def _verify_workers(p: Problems, s: dict[str, Any]) -> None:
+    verify, cluster = s["verify"], s["cluster"]
+    if verify.enabled and verify.min_workers > cluster.max_workers:
+        p.add(
+            "verify.minWorkers", verify.min_workers,
+            f"exceeds the most workers the cluster can have ({cluster.max_workers})",
+            "lower verify.minWorkers or raise the worker count",
+        )  # fmt: skip
+
+
+def _verify_path_under_mount(p: Problems, s: dict[str, Any]) -> None:
+    verify, storage = s["verify"], s["storage"]
+    if verify.enabled and storage.mounts_volume and verify.catalog_path:
+        inside = verify.catalog_path.rstrip("/") + "/"
+        if "://" not in inside and not inside.startswith(storage.mount_path.rstrip("/") + "/"):
+            p.add(
+                "verify.catalogPath", verify.catalog_path, f"is not under storage.mountPath ({storage.mount_path})",
+                "give the path as workers see it, below the mount path",
+            )  # fmt: skip
+
+
+CROSS_SECTION_RULES = (
+    CrossRule(("operator", "namespace"), _operator_namespace),
+    CrossRule(("storage", "cluster"), _single_node_storage),
+    CrossRule(("verify", "cluster"), _verify_workers),
+    CrossRule(("verify", "storage"), _verify_path_under_mount),
+)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Parsing and the error report
+# ------------------------------------------------------------------------------------------------------------
+
+_BUILTIN_MESSAGES: dict[str, tuple[str, str]] = {
+    "int_parsing": ("must be a whole number", "use digits only, e.g. 4"),
+    "int_type": ("must be a whole number", "use digits only, e.g. 4"),
+    "int_from_float": ("must be a whole number", "use digits only, e.g. 4"),
+    "float_parsing": ("must be a number", "use a decimal number, e.g. 180.0"),
+    "float_type": ("must be a number", "use a decimal number, e.g. 180.0"),
+    "bool_parsing": ("must be true or false", "use true or false"),
+    "bool_type": ("must be true or false", "use true or false"),
+    "string_type": ("must be a string", "quote the value"),
+    "list_type": ("must be a list", 'e.g. ["ra", "dec"]'),
+    "string_too_short": ("must not be empty", "give a value"),
+}
+
+
+def _shown(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def _unwrap(annotation: Any) -> Any:
+    """The model class (or dict value type) behind Optional/Annotated wrappers."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(args) != 1:
+                return annotation
+            annotation = args[0]
+        else:
+            return annotation
+
+
+def _field_by_alias(model: type[BaseModel], alias: str) -> tuple[str, Any] | None:
+    for name, info in model.model_fields.items():
+        if (info.alias or name) == alias:
+            return name, info
+    return None
+
+
+def _model_at(loc: Iterable[str | int]) -> type[BaseModel] | None:
+    """The model class that validates the object at `loc` (keys as users write them)."""
+    current: Any = StackConfig
+    for part in loc:
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            found = _field_by_alias(current, str(part))
+            if found is None:
+                return None
+            current = _unwrap(found[1].annotation)
+        elif typing.get_origin(current) is dict:
+            current = _unwrap(typing.get_args(current)[1])
+        else:
             return None
-        if isinstance(v, str) and QUANTITY.match(v) and float(QUANTITY.match(v).group(1)) > 0:
-            return v
-        self.problem(
-            f"{key}.{k}", v, "is not a positive Kubernetes quantity", 'use e.g. "2", "500m" (CPU) or "4Gi" (memory)'
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _field_fix(loc: tuple[str | int, ...]) -> str | None:
+    model = _model_at(loc[:-1])
+    found = _field_by_alias(model, str(loc[-1])) if model else None
+    if found is None:
+        return None
+    return next((m.text for m in found[1].metadata if isinstance(m, Fix)), None)
+
+
+def _problem_lines(error: ErrorDetails) -> list[str]:
+    loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    key = ".".join(str(p) for p in loc)
+    kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
+    if kind == "rules":
+        prefix = f"{key}." if key else ""
+        return [f"{prefix}{k} = {_shown(v)}: {what}. Fix: {fix}" for k, v, what, fix in ctx["rules"]]
+    if kind == "extra_forbidden":
+        model = _model_at(loc[:-1])
+        allowed = [info.alias or name for name, info in model.model_fields.items()] if model else []
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        parent = ".".join(str(p) for p in loc[:-1])
+        hint = (
+            f"did you mean '{parent + '.' if parent else ''}{close[0]}'?"
+            if close
+            else f"allowed keys: {', '.join(allowed)}"
         )
-        return default
+        return [f"{key} = {_shown(value)}: is not a known key. Fix: {hint}"]
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return [
+            f"{key} = {_shown(value)}: must be an object. "
+            f"Fix: set its fields with `pulumi config set --path {key}.<field>`"
+        ]
+    if kind == "literal_error":
+        return [
+            f"{key} = {_shown(value)}: is not one of the allowed values. Fix: use one of: {ctx.get('expected', '')}"
+        ]
+    if "fix" in ctx:
+        return [f"{key} = {_shown(value)}: {error['msg']}. Fix: {ctx['fix']}"]
+    bounds = {
+        "greater_than_equal": ("must be at least {ge}", "ge"),
+        "greater_than": ("must be greater than {gt}", "gt"),
+        "less_than": ("must be less than {lt}", "lt"),
+        "less_than_equal": ("must be at most {le}", "le"),
+    }
+    if kind in bounds:
+        what = bounds[kind][0].format(**ctx)
+        fix = _field_fix(loc) or f"use a value that {what.removeprefix('must be ')}"
+        return [f"{key} = {_shown(value)}: {what}. Fix: {fix}"]
+    what, fix = _BUILTIN_MESSAGES.get(kind, (error["msg"].lower(), "see the configuration reference in the README"))
+    return [f"{key} = {_shown(value)}: {what}. Fix: {_field_fix(loc) or fix}"]
 
 
-def _dns_label(r: _Reader, key: str, value: str | None, max_len: int = 63, why: str = "") -> None:
-    if value is None or (DNS_LABEL.match(value) and len(value) <= max_len):
-        return
-    r.problem(
-        key,
-        value,
-        f"is not a lowercase RFC 1123 label of at most {max_len} characters{why}",
-        "use lowercase letters, digits and '-', starting and ending with a letter or digit",
-    )
+def _is_secret(annotation: Any) -> bool:
+    if typing.get_origin(annotation) is Annotated:
+        return any(isinstance(m, _SecretField) for m in annotation.__metadata__)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(_is_secret(a) for a in typing.get_args(annotation))
+    return False
 
 
-def _operator(r: _Reader, raw: Any) -> OperatorConfig:
-    d = r.section(raw, "operator", ("install", "namespace", "chartSource", "fromStack"))
-    from_stack = r.string(d, "fromStack", "operator", None)
-    cfg = OperatorConfig(
-        install=r.boolean(d, "install", "operator", from_stack is None),
-        namespace=r.string(d, "namespace", "operator", "dask-operator") or "dask-operator",
-        chart_source=r.choice(d, "chartSource", "operator", "repository", ("repository", "package")),
-        from_stack=from_stack,
-    )
-    _dns_label(r, "operator.namespace", cfg.namespace)
-    if from_stack is not None and cfg.install:
-        r.problem(
-            "operator.install", True, "conflicts with operator.fromStack (that stack installed the operator)",
-            "remove operator.install or set it to false",
-        )  # fmt: skip
-    if from_stack is not None and from_stack.count("/") != 2:
-        r.problem(
-            "operator.fromStack", from_stack, "is not a fully qualified stack name", "use <org>/<project>/<stack>"
-        )
-    return cfg
+def _mark_secrets(model: type[BaseModel], raw: Any, encrypted: bool) -> Any:
+    """A copy of `raw` with every `Secret` field's value replaced by SECRET or PLAINTEXT (never the value)."""
+    raw = _json_object(raw)
+    if not isinstance(raw, dict):
+        return raw
+    out = dict(raw)
+    for name, info in model.model_fields.items():
+        key = info.alias or name
+        if out.get(key) is None:
+            continue
+        inner = _unwrap(info.annotation)
+        if _is_secret(info.annotation):
+            out[key] = _secret_marker(out[key], encrypted)
+        elif typing.get_origin(inner) is dict and _is_secret(typing.get_args(inner)[1]):
+            value = _json_object(out[key])
+            out[key] = (
+                {k: _secret_marker(v, encrypted) for k, v in value.items()} if isinstance(value, dict) else SECRET
+            )
+        elif isinstance(inner, type) and issubclass(inner, BaseModel):
+            out[key] = _mark_secrets(inner, out[key], encrypted)
+    return out
 
 
-def _storage(r: _Reader, raw: Any) -> StorageConfig:
-    d = r.section(
-        raw,
-        "storage",
-        ("kind", "mountPath", "claimName", "size", "storageClassName", "accessMode", "nfs", "hostPath", "objectStore"),
-    )
-    kind = r.choice(d, "kind", "storage", "none", STORAGE_KINDS)
-    mount_path = r.string(d, "mountPath", "storage", "/data") or "/data"
-    if not mount_path.startswith("/") or mount_path == "/":
-        r.problem("storage.mountPath", mount_path, "must be an absolute path below /", "use e.g. /data")
-    claim_name = r.string(d, "claimName", "storage", "hats-catalog-pvc") or "hats-catalog-pvc"
-    _dns_label(r, "storage.claimName", claim_name, 253)
-    nfs = r.section(d.get("nfs"), "storage.nfs", ("server", "path"))
-    host = r.section(d.get("hostPath"), "storage.hostPath", ("path",))
-    obj = r.section(d.get("objectStore"), "storage.objectStore", ("url", "credentials"))
-    cfg = StorageConfig(
-        kind=kind,
-        mount_path=mount_path,
-        claim_name=claim_name,
-        size=r.quantity(d, "size", "storage", "100Gi") or "100Gi",
-        storage_class_name=r.string(d, "storageClassName", "storage", None),
-        access_mode=r.choice(d, "accessMode", "storage", "ReadWriteMany", ACCESS_MODES),
-        nfs_server=r.string(nfs, "server", "storage.nfs", None),
-        nfs_path=r.string(nfs, "path", "storage.nfs", None),
-        host_path=r.string(host, "path", "storage.hostPath", None),
-        object_store_url=r.string(obj, "url", "storage.objectStore", None),
-    )
-    if kind == "nfs":
-        if not cfg.nfs_server:
-            r.problem("storage.nfs.server", cfg.nfs_server, "is required for storage.kind nfs", "set the NFS host")
-        if not cfg.nfs_path or not cfg.nfs_path.startswith("/"):
-            r.problem("storage.nfs.path", cfg.nfs_path, "must be the absolute export path", "e.g. /exports/hats")
-    if kind == "hostPath" and (not cfg.host_path or not cfg.host_path.startswith("/")):
-        r.problem("storage.hostPath.path", cfg.host_path, "must be an absolute node path", "e.g. /lsdb-catalogs")
-    if kind == "objectStore":
-        return _object_store(r, cfg, obj)
-    if obj.get("credentials") is not None:
-        r.problem(
-            "storage.objectStore.credentials", "[secret]", f"is set but storage.kind is {kind}",
-            "remove it, or set storage.kind objectStore",
-        )  # fmt: skip
-    return cfg
+def _secret_marker(value: Any, encrypted: bool) -> str:
+    # A stack file read directly holds {secure: ...}; the runtime hands decrypted values with a secret flag.
+    return SECRET if encrypted or (isinstance(value, dict) and "secure" in value) else PLAINTEXT
 
 
-def _object_store(r: _Reader, cfg: StorageConfig, obj: Mapping[str, Any]) -> StorageConfig:
-    url = cfg.object_store_url or ""
-    raw_scheme = url.split("://", 1)[0] if "://" in url else ""
-    scheme = SCHEME_ALIASES.get(raw_scheme, raw_scheme)
-    known = sorted([*OBJECT_STORES, *SCHEME_ALIASES])
-    if scheme not in OBJECT_STORES:
-        r.problem(
-            "storage.objectStore.url", url or None, "has no URL scheme with an fsspec driver in the lock",
-            f"use a URL starting with one of: {', '.join(s + '://' for s in known)}",
-        )  # fmt: skip
-        return cfg
-    driver, allowed = OBJECT_STORES[scheme]
-    if driver not in read_lock():
-        r.problem(
-            "storage.objectStore.url", url, f"needs the fsspec driver '{driver}', which is not in the lock",
-            f"add {driver} to docker/requirements.in and run `python scripts/lock.py`",
-        )  # fmt: skip
-    creds = obj.get("credentials") or {}
-    if not isinstance(creds, Mapping):
-        r.problem("storage.objectStore.credentials", "[secret]", "must be an object", "set one key per credential")
-        creds = {}
-    for k in creds:
-        if k not in allowed:
-            r.problem(
-                f"storage.objectStore.credentials.{k}", "[secret]", f"is not a credential for {scheme}:// storage",
-                f"use: {', '.join(allowed) or 'none (public https needs no credentials)'}",
-            )  # fmt: skip
-    return StorageConfig(
-        **{**cfg.__dict__, "object_store_scheme": scheme, "credential_keys": tuple(k for k in creds if k in allowed)}
-    )
+def _cross_rules_on_valid_sections(raw: dict[str, Any]) -> list[str]:
+    """The cross-section rules whose sections are each valid, for when some other part of the config is not."""
+    valid: dict[str, Any] = {}
+    for name, info in StackConfig.model_fields.items():
+        alias = info.alias or name
+        value = raw.get(alias, {} if info.default_factory is not None else info.default)
+        typ = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
+        adapter: TypeAdapter[Any] = TypeAdapter(typ)
+        try:
+            valid[name] = adapter.validate_python(value, by_alias=True, by_name=False)
+        except ValidationError:
+            continue
+    p = Problems()
+    for rule in CROSS_SECTION_RULES:
+        if all(name in valid for name in rule.sections):
+            rule.check(p, {name: valid[name] for name in rule.sections})
+    return [f"{k} = {_shown(v)}: {what}. Fix: {fix}" for k, v, what, fix in p.items]
 
 
-def _cluster(r: _Reader, raw: Any) -> ClusterConfig:
-    d = r.section(raw, "cluster", ("name", "size", "workers", "scheduler", "autoscaler", "idleTimeoutSeconds"))
-    name = r.string(d, "name", "cluster", "lsdb-cluster") or "lsdb-cluster"
-    _dns_label(r, "cluster.name", name, MAX_CLUSTER_NAME, " (the operator appends '-scheduler')")
-    size = r.choice(d, "size", "cluster", "small", tuple(SIZE_PRESETS))
-    preset = SIZE_PRESETS[size]
-    w = r.section(d.get("workers"), "cluster.workers", ("replicas", "threads", "cpu", "memory", "cpuLimit"))
-    s = r.section(d.get("scheduler"), "cluster.scheduler", ("cpu", "memory"))
-    a = r.section(d.get("autoscaler"), "cluster.autoscaler", ("enabled", "minimum", "maximum"))
-    workers = WorkersConfig(
-        replicas=r.integer(w, "replicas", "cluster.workers", preset["replicas"]),
-        threads=r.integer(w, "threads", "cluster.workers", DEFAULT_THREADS),
-        cpu=r.quantity(w, "cpu", "cluster.workers", preset["cpu"]) or preset["cpu"],
-        memory=r.quantity(w, "memory", "cluster.workers", preset["memory"]) or preset["memory"],
-        cpu_limit=r.quantity(w, "cpuLimit", "cluster.workers", None),
-    )
-    scheduler = SchedulerConfig(
-        cpu=r.quantity(s, "cpu", "cluster.scheduler", SCHEDULER_DEFAULTS["cpu"]) or SCHEDULER_DEFAULTS["cpu"],
-        memory=r.quantity(s, "memory", "cluster.scheduler", SCHEDULER_DEFAULTS["memory"])
-        or SCHEDULER_DEFAULTS["memory"],
-    )
-    autoscaler = AutoscalerConfig(
-        enabled=r.boolean(a, "enabled", "cluster.autoscaler", True),
-        minimum=r.integer(a, "minimum", "cluster.autoscaler", preset["minimum"]),
-        maximum=r.integer(a, "maximum", "cluster.autoscaler", preset["maximum"]),
-    )
-    idle = r.integer(d, "idleTimeoutSeconds", "cluster", 0)
-    if workers.replicas < 0:
-        r.problem("cluster.workers.replicas", workers.replicas, "must not be negative", "use 0 or more")
-    if workers.threads < 1:
-        r.problem("cluster.workers.threads", workers.threads, "must be at least 1", "use 1 or 2 for LSDB workloads")
-    if workers.memory_bytes < 2**30:
-        r.problem(
-            "cluster.workers.memory", workers.memory, "is below 1Gi, too little for an LSDB partition",
-            "use at least 1Gi; the guide recommends 4Gi",
-        )  # fmt: skip
-    if autoscaler.enabled:
-        if autoscaler.maximum < 1:
-            r.problem("cluster.autoscaler.maximum", autoscaler.maximum, "must be at least 1", "use 1 or more")
-        if autoscaler.minimum < 0:
-            r.problem("cluster.autoscaler.minimum", autoscaler.minimum, "must not be negative", "use 0 or more")
-        if autoscaler.minimum > autoscaler.maximum:
-            r.problem(
-                "cluster.autoscaler.minimum", autoscaler.minimum,
-                f"is greater than cluster.autoscaler.maximum ({autoscaler.maximum})", "lower minimum or raise maximum",
-            )  # fmt: skip
-    if idle < 0:
-        r.problem("cluster.idleTimeoutSeconds", idle, "must not be negative", "use 0 (never) or a number of seconds")
-    return ClusterConfig(name, size, workers, scheduler, autoscaler, idle)
-
-
-def _image(r: _Reader, raw: Any, secret_keys: frozenset[str]) -> ImageConfig:
-    d = r.section(raw, "image", ("repository", "pythonVersion", "platform", "push", "registry", "ref", "clientCheck"))
-    reg = r.section(d.get("registry"), "image.registry", ("server", "username", "password"))
-    cfg = ImageConfig(
-        repository=r.string(d, "repository", "image", None),
-        python_version=r.string(d, "pythonVersion", "image", "3.11.7") or "3.11.7",
-        platform=r.string(d, "platform", "image", "linux/amd64") or "linux/amd64",
-        push=r.boolean(d, "push", "image", True),
-        registry_server=r.string(reg, "server", "image.registry", None),
-        registry_username=r.string(reg, "username", "image.registry", None),
-        has_registry_password=reg.get("password") is not None,
-        ref=r.string(d, "ref", "image", None),
-        client_check=r.choice(d, "clientCheck", "image", "error", ("error", "warn")),
-    )
-    if not PYTHON_VERSION.match(cfg.python_version):
-        r.problem(
-            "image.pythonVersion", cfg.python_version, "must be a patch release X.Y.Z",
-            "pin the base image to a patch release, e.g. 3.11.7 (match your client's Python)",
-        )  # fmt: skip
-    if cfg.ref is not None:
-        if not DIGEST_REF.match(cfg.ref):
-            r.problem(
-                "image.ref", cfg.ref, "is not pinned by digest",
-                "use repository@sha256:<64 hex> (`docker buildx imagetools inspect <image>` prints the digest)",
-            )  # fmt: skip
-    elif not cfg.push:
-        r.problem(
-            "image.push", False, "leaves no registry digest for the cluster to pull (it never uses tags)",
-            "set image.push true (dev uses the local registry) or give a prebuilt image.ref",
-        )  # fmt: skip
-    if cfg.ref is None and not cfg.repository:
-        r.problem("image.repository", None, "is required when image.ref is not set", "e.g. ghcr.io/<org>/lsdb-dask")
-    for k, v in (("image.repository", cfg.repository), ("image.ref", cfg.ref)):
-        if v and re.search(r"(^|[:/])latest($|@)", v):
-            r.problem(k, v, "uses the floating tag 'latest'", "use a digest-pinned reference; tags are derived")
-    if cfg.repository and ("@" in cfg.repository or ":" in cfg.repository.rsplit("/", 1)[-1]):
-        r.problem(
-            "image.repository", cfg.repository, "must not carry a tag or digest",
-            "give the repository only; the tag is derived from the lock and the digest pinned",
-        )  # fmt: skip
-    if cfg.repository and cfg.repository != cfg.repository.lower():
-        r.problem("image.repository", cfg.repository, "must be lowercase", "use lowercase letters")
-    if cfg.has_registry_password:
-        if not (cfg.registry_server and cfg.registry_username):
-            r.problem(
-                "image.registry", "[password set]", "needs server and username with the password",
-                "set image.registry.server and image.registry.username",
-            )  # fmt: skip
-        if "image" not in secret_keys:
-            r.problem(
-                "image.registry.password", "[plaintext]", "is stored in plaintext in the stack file",
-                "re-set it as a secret: pulumi config set --path --secret image.registry.password <value>",
-            )  # fmt: skip
-    return cfg
-
-
-def _verify(r: _Reader, raw: Any) -> VerifyConfig:
-    keys = ("enabled", "catalogPath", "cone", "columns", "minRows", "minWorkers", "timeoutSeconds", "connect")
-    d = r.section(raw, "verify", keys)
-    cone = r.section(d.get("cone"), "verify.cone", ("ra", "dec", "radiusArcsec"))
-    columns = d.get("columns", ["ra", "dec"])
-    if isinstance(columns, str):
-        columns = [c.strip() for c in columns.split(",") if c.strip()]
-    if not isinstance(columns, list) or not all(isinstance(c, str) and c for c in columns):
-        r.problem("verify.columns", columns, "must be a list of column names", 'e.g. ["ra", "dec"]')
-        columns = ["ra", "dec"]
-    cfg = VerifyConfig(
-        enabled=r.boolean(d, "enabled", "verify", True),
-        catalog_path=r.string(d, "catalogPath", "verify", None),
-        ra=r.number(cone, "ra", "verify.cone", 180.0),
-        dec=r.number(cone, "dec", "verify.cone", 0.0),
-        radius_arcsec=r.number(cone, "radiusArcsec", "verify.cone", 600.0),
-        columns=tuple(columns),
-        min_rows=r.integer(d, "minRows", "verify", 1),
-        min_workers=r.integer(d, "minWorkers", "verify", 1),
-        timeout_seconds=r.number(d, "timeoutSeconds", "verify", 300.0),
-        connect=r.choice(d, "connect", "verify", "portForward", ("portForward", "direct")),
-    )
-    if cfg.enabled and not cfg.catalog_path:
-        r.problem(
-            "verify.catalogPath", None, "is required while verification is enabled",
-            "set the catalog path as workers see it (e.g. /data/catalogs/my_catalog), or verify.enabled false",
-        )  # fmt: skip
-    if not 0 <= cfg.ra < 360:
-        r.problem("verify.cone.ra", cfg.ra, "is outside [0, 360) degrees", "use a right ascension in degrees")
-    if not -90 <= cfg.dec <= 90:
-        r.problem("verify.cone.dec", cfg.dec, "is outside [-90, 90] degrees", "use a declination in degrees")
-    if cfg.radius_arcsec <= 0:
-        r.problem("verify.cone.radiusArcsec", cfg.radius_arcsec, "must be positive", "e.g. 600")
-    if cfg.min_rows < 0:
-        r.problem("verify.minRows", cfg.min_rows, "must not be negative", "use 0 or more")
-    if cfg.min_workers < 1:
-        r.problem("verify.minWorkers", cfg.min_workers, "must be at least 1", "use 1 or more")
-    if cfg.timeout_seconds <= 0:
-        r.problem("verify.timeoutSeconds", cfg.timeout_seconds, "must be positive", "e.g. 300")
-    return cfg
+def _mark_top_level(raw: Mapping[str, Any], secret_keys: frozenset[str]) -> dict[str, Any]:
+    marked: dict[str, Any] = {}
+    for key, value in raw.items():
+        model = _model_at((key,))
+        if model is not None:
+            marked[key] = _mark_secrets(model, value, key in secret_keys)
+        else:  # a scalar or unknown key: an unknown secret key is shown as [secret] in its problem
+            known = _field_by_alias(StackConfig, key) is not None
+            marked[key] = SECRET if key in secret_keys and not known else value
+    return marked
 
 
 def parse_stack_config(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozenset()) -> StackConfig:
@@ -551,56 +943,15 @@ def parse_stack_config(raw: Mapping[str, Any], secret_keys: frozenset[str] = fro
 
     `secret_keys` are the top-level keys Pulumi holds encrypted; secret values must live under them.
     """
-    r = _Reader()
-    for k in raw:
-        if k not in TOP_LEVEL_KEYS:
-            close = difflib.get_close_matches(k, TOP_LEVEL_KEYS, n=1)
-            hint = f"did you mean '{close[0]}'?" if close else f"allowed keys: {', '.join(TOP_LEVEL_KEYS)}"
-            r.problem(k, raw[k] if k not in secret_keys else "[secret]", "is not a known key", hint)
-    namespace = r.string(raw, "namespace", "", "lsdb") or "lsdb"
-    _dns_label(r, "namespace", namespace)
-    kube_context = r.string(raw, "kubeContext", "", None)
-    operator = _operator(r, raw.get("operator"))
-    storage = _storage(r, raw.get("storage"))
-    if storage.credential_keys and "storage" not in secret_keys:
-        r.problem(
-            "storage.objectStore.credentials", "[plaintext]", "is stored in plaintext in the stack file",
-            "re-set each as a secret: pulumi config set --path --secret storage.objectStore.credentials.<key> <value>",
-        )  # fmt: skip
-    if operator.install and operator.namespace == namespace:
-        r.problem(
-            "operator.namespace", operator.namespace, "is the same as the cluster namespace",
-            "keep the cluster-wide operator in its own namespace (default dask-operator)",
-        )  # fmt: skip
-    cluster = _cluster(r, raw.get("cluster"))
-    image = _image(r, raw.get("image"), secret_keys)
-    verify = _verify(r, raw.get("verify"))
-    if (
-        storage.kind in ("pvc", "nfs", "hostPath")
-        and storage.access_mode in SINGLE_NODE_MODES
-        and cluster.max_workers > 1
-    ):
-        r.problem(
-            "storage.accessMode", storage.access_mode,
-            f"lets only one node mount the catalog, but up to {cluster.max_workers} workers may run",
-            "use ReadWriteMany (or ReadOnlyMany), or limit workers (and autoscaler.maximum) to 1",
-        )  # fmt: skip
-    if verify.enabled and verify.min_workers > cluster.max_workers:
-        r.problem(
-            "verify.minWorkers", verify.min_workers,
-            f"exceeds the most workers the cluster can have ({cluster.max_workers})",
-            "lower verify.minWorkers or raise the worker count",
-        )  # fmt: skip
-    if verify.enabled and storage.kind in ("pvc", "nfs", "hostPath") and verify.catalog_path:
-        inside = verify.catalog_path.rstrip("/") + "/"
-        if "://" not in inside and not inside.startswith(storage.mount_path.rstrip("/") + "/"):
-            r.problem(
-                "verify.catalogPath", verify.catalog_path, f"is not under storage.mountPath ({storage.mount_path})",
-                "give the path as workers see it, below the mount path",
-            )  # fmt: skip
-    if r.problems:
-        raise ConfigError(r.problems)
-    return StackConfig(namespace, kube_context, operator, storage, cluster, image, verify)
+    marked = _mark_top_level(raw, secret_keys)
+    try:
+        return StackConfig.model_validate(marked, by_alias=True, by_name=False)
+    except ValidationError as exc:
+        problems: list[str] = []
+        for error in exc.errors(include_url=False):
+            problems += [line for line in _problem_lines(error) if line not in problems]
+        problems += [line for line in _cross_rules_on_valid_sections(marked) if line not in problems]
+        raise ConfigError(problems) from None
 
 
 def raw_stack_config(project: str) -> tuple[dict[str, Any], frozenset[str]]:
@@ -619,10 +970,7 @@ def raw_stack_config(project: str) -> tuple[dict[str, Any], frozenset[str]]:
         if not full_key.startswith(prefix):
             continue  # provider settings such as kubernetes:context belong to their providers
         key = full_key[len(prefix) :]
-        try:
-            raw[key] = json.loads(value) if isinstance(value, str) and value[:1] in "{[" else value
-        except json.JSONDecodeError:
-            raw[key] = value
+        raw[key] = _json_object(value) if isinstance(value, str) and value[:1] in "{[" else value
         if runtime_config.is_config_secret(full_key):
             secret.add(key)
     secret.update(k[len(prefix) :] for k in runtime_config.get_config_secret_keys_env() if k.startswith(prefix))
@@ -635,7 +983,7 @@ def read_stack_config() -> StackConfig:
     return parse_stack_config(raw, secret)
 
 
-def secret_config(key: str, path: tuple[str, ...], transform: Callable[[Any], Any] | None = None) -> pulumi.Output:
+def secret_config(key: str, path: tuple[str, ...], transform: Callable[[Any], Any] | None = None) -> pulumi.Output[Any]:
     """One value under a secret top-level key, as a Pulumi secret Output (encrypted in state, masked in logs)."""
 
     def dig(value: Any) -> Any:

@@ -10,6 +10,7 @@ import copy
 import functools
 import importlib.util
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
+from components.constants import LABELS
 from components.lock import PROJECT_DIR, locked_version
 
 CHART_NAME = "dask-kubernetes-operator"
@@ -93,6 +95,12 @@ def operator_from_stack(stack_name: str) -> pulumi.Output[str]:
     return pulumi.Output.all(other.get_output("operatorNamespace"), other.get_output("operatorVersion")).apply(check)
 
 
+@dataclass(frozen=True)
+class DaskOperatorArgs:
+    namespace: str
+    chart_source: str = "repository"  # "repository" (helm.dask.org) or "package" (the chart in the pinned wheel)
+
+
 class DaskOperator(pulumi.ComponentResource):
     """The operator release in its own namespace, plus the CRDs it serves."""
 
@@ -101,13 +109,8 @@ class DaskOperator(pulumi.ComponentResource):
     release: k8s.helm.v3.Release
     version: str
 
-    def __init__(
-        self,
-        name: str,
-        namespace: str,
-        chart_source: str = "repository",
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
+    def __init__(self, name: str, args: DaskOperatorArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        namespace = args.namespace
         super().__init__("lsdb-k8s:operator:DaskOperator", name, {}, opts)
         self.version = operator_version()
         self.crds = [
@@ -121,10 +124,10 @@ class DaskOperator(pulumi.ComponentResource):
         ]
         self.namespace = k8s.core.v1.Namespace(
             f"{name}-namespace",
-            metadata={"name": namespace, "labels": {"app.kubernetes.io/part-of": "lsdb-k8s"}},
+            metadata={"name": namespace, "labels": LABELS},
             opts=pulumi.ResourceOptions(parent=self),
         )
-        if chart_source == "package":
+        if args.chart_source == "package":
             chart: dict[str, Any] = {"chart": str(prepare_packaged_chart(self.version))}
         else:
             chart = {

@@ -9,13 +9,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_docker as docker
 import pulumi_kubernetes as k8s
 
 from components.config import ImageConfig
+from components.constants import LABELS
 from components.lock import PROJECT_DIR
+from components.options import child_options
 
 DOCKER_DIR = PROJECT_DIR / "docker"
 
@@ -42,6 +45,14 @@ def dockerconfigjson(server: str, username: str, password: str) -> str:
     return json.dumps({"auths": {server: {"username": username, "password": password, "auth": auth}}})
 
 
+@dataclass(frozen=True)
+class LsdbImageArgs:
+    image: ImageConfig
+    namespace: str
+    cluster_name: str
+    registry_password: pulumi.Output[str] | None = None  # a Pulumi secret
+
+
 class LsdbImage(pulumi.ComponentResource):
     """Builds and pushes the image (or adopts a prebuilt `image.ref`), plus the pull Secret for private registries."""
 
@@ -50,16 +61,8 @@ class LsdbImage(pulumi.ComponentResource):
     pull_secret: k8s.core.v1.Secret | None
     pull_secret_name: str | None
 
-    def __init__(
-        self,
-        name: str,
-        image: ImageConfig,
-        namespace: str,
-        cluster_name: str,
-        registry_password: pulumi.Output[str] | None = None,
-        depends_on: list[pulumi.Resource] | None = None,
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
+    def __init__(self, name: str, args: LsdbImageArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        image, namespace, registry_password = args.image, args.namespace, args.registry_password
         super().__init__("lsdb-k8s:image:LsdbImage", name, {}, opts)
         self.image = None
         if image.ref is not None:
@@ -89,15 +92,15 @@ class LsdbImage(pulumi.ComponentResource):
         self.pull_secret_name = None
         if registry_password is not None:
             # The Secret lives in the cluster namespace: it waits for it (depends_on).
-            self.pull_secret_name = pull_secret_name(cluster_name)
+            self.pull_secret_name = pull_secret_name(args.cluster_name)
             payload = registry_password.apply(
                 lambda pw: dockerconfigjson(image.registry_server or "", image.registry_username or "", pw)
             )
             self.pull_secret = k8s.core.v1.Secret(
                 f"{name}-pull-secret",
-                metadata={"name": self.pull_secret_name, "namespace": namespace},
+                metadata={"name": self.pull_secret_name, "namespace": namespace, "labels": LABELS},
                 type="kubernetes.io/dockerconfigjson",
                 string_data={".dockerconfigjson": pulumi.Output.secret(payload)},
-                opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on or []),
+                opts=child_options(self, opts),
             )
         self.register_outputs({"ref": self.ref})

@@ -28,7 +28,7 @@ def read_lock(path: Path = LOCK_PATH) -> dict[str, str]:
             continue
         name, sep, version = line.partition("==")
         if not sep:
-            raise ValueError(f"{path}: '{line}' is not pinned with '=='; run `python scripts/lock.py`")
+            raise ValueError(f"{path}: '{line}' is not pinned with '=='; run `python -m tools.relock`")
         pins[canonical(name.split("[", 1)[0])] = version.strip()
     return pins
 
@@ -46,7 +46,7 @@ def requirement_closure(requires: Mapping[str, Sequence[str]], roots: Iterable[s
     """Every distribution `roots` pull in (canonical name -> extras asked of it), following extras and
     evaluating markers for this interpreter. `requires` maps canonical name -> its Requires-Dist lines.
 
-    The one walk behind `scripts/lock.py` (which splits the lock), the lock tests and the image benchmark.
+    The one walk behind `tools/relock.py` (which splits the lock), the lock tests and the image benchmark.
     """
     from packaging.requirements import Requirement
 

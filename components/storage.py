@@ -13,9 +13,11 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.config import StorageConfig
+from components.constants import LABELS as PROGRAM_LABELS
+from components.options import child_options
 
 VOLUME_NAME = "catalog-data"
-LABELS = {"app.kubernetes.io/part-of": "lsdb-k8s", "app.kubernetes.io/component": "catalog-storage"}
+LABELS = {**PROGRAM_LABELS, "app.kubernetes.io/component": "catalog-storage"}
 # gcsfs reads a service-account JSON file, not a value: the Secret key is mounted as that file.
 GCS_KEY_DIR = "/var/run/secrets/lsdb-object-store"
 
@@ -51,10 +53,10 @@ def persistent_volume_manifest(storage: StorageConfig, namespace: str) -> dict[s
         "claimRef": {"namespace": namespace, "name": storage.claim_name},
     }
     if storage.kind == "nfs":
-        spec["nfs"] = {"server": storage.nfs_server, "path": storage.nfs_path}
+        spec["nfs"] = {"server": storage.nfs.server, "path": storage.nfs.path}
         spec["mountOptions"] = ["nfsvers=4.1"]
     else:
-        spec["hostPath"] = {"path": storage.host_path, "type": "DirectoryOrCreate"}
+        spec["hostPath"] = {"path": storage.host_path.path, "type": "DirectoryOrCreate"}
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolume",
@@ -64,7 +66,7 @@ def persistent_volume_manifest(storage: StorageConfig, namespace: str) -> dict[s
 
 
 def persistent_volume_claim_manifest(storage: StorageConfig, namespace: str) -> dict[str, Any] | None:
-    if storage.kind not in ("pvc", "nfs", "hostPath"):
+    if not storage.mounts_volume:
         return None
     spec: dict[str, Any] = {
         "accessModes": [storage.access_mode],
@@ -105,7 +107,7 @@ def object_store_secret_manifest(
 
 def pod_storage(storage: StorageConfig, cluster_name: str) -> PodStorage:
     """Volumes, worker mounts and env for the DaskCluster pods."""
-    if storage.kind in ("pvc", "nfs", "hostPath"):
+    if storage.mounts_volume:
         return PodStorage(
             volumes=[{"name": VOLUME_NAME, "persistentVolumeClaim": {"claimName": storage.claim_name}}],
             worker_mounts=[{"name": VOLUME_NAME, "mountPath": storage.mount_path}],
@@ -124,6 +126,14 @@ def pod_storage(storage: StorageConfig, cluster_name: str) -> PodStorage:
     return PodStorage(volumes=volumes, worker_mounts=mounts, env=env)
 
 
+@dataclass(frozen=True)
+class CatalogStorageArgs:
+    storage: StorageConfig
+    namespace: str
+    cluster_name: str
+    credentials: pulumi.Output[dict[str, str]] | None = None  # a Pulumi secret
+
+
 class CatalogStorage(pulumi.ComponentResource):
     """The catalog volume (or object-store credentials) that the Dask cluster mounts."""
 
@@ -132,19 +142,11 @@ class CatalogStorage(pulumi.ComponentResource):
     volume: k8s.core.v1.PersistentVolume | None
     secret: k8s.core.v1.Secret | None
 
-    def __init__(
-        self,
-        name: str,
-        storage: StorageConfig,
-        namespace: str,
-        cluster_name: str,
-        credentials: pulumi.Output[dict[str, str]] | None = None,
-        depends_on: list[pulumi.Resource] | None = None,
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
+    def __init__(self, name: str, args: CatalogStorageArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        storage, namespace, cluster_name = args.storage, args.namespace, args.cluster_name
+        credentials = args.credentials
         super().__init__("lsdb-k8s:storage:CatalogStorage", name, {}, opts)
-        # Children wait for the namespace themselves: depends_on on a component does not reach its children.
-        child = pulumi.ResourceOptions(parent=self, depends_on=depends_on or [])
+        child = child_options(self, opts)
         self.pod_storage = pod_storage(storage, cluster_name)
         self.volume = self.claim = self.secret = None
 
@@ -159,9 +161,7 @@ class CatalogStorage(pulumi.ComponentResource):
                 f"{name}-pvc",
                 metadata=pvc["metadata"],
                 spec=pvc["spec"],
-                opts=pulumi.ResourceOptions(
-                    parent=self, depends_on=[*(depends_on or []), *([self.volume] if self.volume else [])]
-                ),
+                opts=child_options(self, opts, self.volume),
             )
         if storage.kind == "objectStore" and storage.credential_keys and credentials is not None:
             manifest = credentials.apply(
@@ -178,6 +178,6 @@ class CatalogStorage(pulumi.ComponentResource):
         self.register_outputs(
             {
                 "claimName": self.claim.metadata.name if self.claim else None,
-                "mountPath": storage.mount_path if storage.kind in ("pvc", "nfs", "hostPath") else None,
+                "mountPath": storage.mount_path if storage.mounts_volume else None,
             }
         )

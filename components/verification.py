@@ -1097,6 +1097,27 @@ def new_provider() -> Any:
     return LsdbVerificationProvider(Path(__file__).read_text(encoding="utf-8"), dict(read_lock()))
 
 
+@dataclasses.dataclass
+class VerificationArgs:
+    """TEMPORARY (replaced by the verification package)."""
+
+    namespace: Any
+    cluster_name: Any
+    catalog_path: Any
+    ra: Any
+    dec: Any
+    radius_arcsec: Any
+    image_ref: Any
+    cluster_spec_hash: Any
+    scheduler_address: Any = None
+    kube_context: Any = None
+    connect: Any = "portForward"
+    columns: Any = None
+    min_rows: Any = 1
+    min_workers: Any = 1
+    timeout_seconds: Any = DEFAULT_TIMEOUT
+
+
 OUTPUT_KEYS = ("rows", "partitions", "workers", "elapsedSeconds", "versions", "sample", "stageSeconds", "warnings")
 
 
@@ -1118,27 +1139,18 @@ class LsdbVerification(pulumi.dynamic.Resource, module="lsdb", name="Verificatio
     stageSeconds: pulumi.Output[dict[str, float]]
     warnings: pulumi.Output[list[str]]
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        scheduler_address: pulumi.Input[str] | None = None,
-        namespace: pulumi.Input[str],
-        cluster_name: pulumi.Input[str],
-        kube_context: pulumi.Input[str] | None = None,
-        connect: pulumi.Input[str] = "portForward",
-        catalog_path: pulumi.Input[str],
-        ra: pulumi.Input[float],
-        dec: pulumi.Input[float],
-        radius_arcsec: pulumi.Input[float],
-        columns: pulumi.Input[Sequence[str]] | None = None,
-        min_rows: pulumi.Input[int] = 1,
-        min_workers: pulumi.Input[int] = 1,
-        timeout_seconds: pulumi.Input[float] = DEFAULT_TIMEOUT,
-        image_ref: pulumi.Input[str],
-        cluster_spec_hash: pulumi.Input[str],
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
+    def __init__(self, name: str, args: VerificationArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        a = args
+        scheduler_address, namespace, cluster_name, kube_context, connect = (
+            a.scheduler_address,
+            a.namespace,
+            a.cluster_name,
+            a.kube_context,
+            a.connect,
+        )
+        catalog_path, ra, dec, radius_arcsec, columns = a.catalog_path, a.ra, a.dec, a.radius_arcsec, a.columns
+        min_rows, min_workers, timeout_seconds = a.min_rows, a.min_workers, a.timeout_seconds
+        image_ref, cluster_spec_hash = a.image_ref, a.cluster_spec_hash
         # Plain values are checked here; Outputs are checked by the provider's `check` once they are known.
         if isinstance(connect, str) and connect not in ("portForward", "direct"):
             raise ValueError(f"connect must be 'portForward' or 'direct', not {connect!r}")

@@ -1,6 +1,6 @@
 """Write policy/requirements.txt: pulumi-policy and its dependency closure, pinned to the project's lock.
 
-`python scripts/dev_policy_lock.py` (run after `python scripts/lock.py`). The closure is read from the
+`python scripts/dev_policy_lock.py` (run after `python -m tools.relock`). The closure is read from the
 project's installed virtualenv (the one `make venv` builds from requirements.txt), and every version is
 taken from requirements.txt / docker/requirements.lock, so the policy pack runs the same pulumi and
 pulumi-policy as the program. `--check` exits 1 with a diff hint when the file is out of date.

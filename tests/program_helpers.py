@@ -6,8 +6,8 @@ import json
 from typing import Any
 
 from components.dask_operator import operator_version
-from components.mock_runtime import ProgramRun, Registered, run_program
-from components.render import stack_config
+from tools.mock_runtime import ProgramRun, Registered, run_program
+from tools.render import stack_config
 
 PROD_STACK_OUTPUTS = {
     "astro-platform/lsdb-k8s/prod": {"operatorNamespace": "dask-operator", "operatorVersion": operator_version()}

@@ -27,7 +27,7 @@ OTHER_PATCH = f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_i
 def test_the_real_client_environment_matches_the_image_defaults() -> None:
     # The venv `make venv` builds, on the Python the image defaults to: nothing to report.
     default = parse_stack_config({"image": {"repository": "ghcr.io/acme/lsdb-dask"}, "verify": {"enabled": False}})
-    assert default.image.python_version == ImageConfig().python_version
+    assert default.image.python_version == ImageConfig.model_fields["python_version"].default
     assert check_client_environment(default.image.python_version) == []
     assert python_patch_note(default.image.python_version) is None
 

@@ -25,7 +25,7 @@ from components.cluster import DASHBOARD_PORT, SCHEDULER_PORT, SCRATCH_DIR, WORK
 from components.config import quantity_bytes
 from components.dask_operator import operator_version
 from components.lock import PROJECT_DIR, locked_version
-from components.mock_runtime import run_program, unwrap_secrets
+from tools.mock_runtime import run_program, unwrap_secrets
 
 BIN = Path(sys.executable).parent  # the venv's bin: where the console scripts of the lock's packages live
 STACKS = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in PROJECT_DIR.glob("Pulumi.*.yaml"))

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from components.config import ConfigError, parse_stack_config, quantity_bytes
-from components.mock_runtime import ProgramRun, run_program
+from tools.mock_runtime import ProgramRun, run_program
 
 VALID: dict[str, Any] = {
     "namespace": "lsdb-test",

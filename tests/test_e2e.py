@@ -1,6 +1,6 @@
 """End to end without a cluster: the dev stack's rendered DaskCluster, run as the operator and kubelet would run it.
 
-`python -m components.render --stack dev` renders what `pulumi up` would create; `tests/support/pod_emulator.py`
+`python -m tools.render --stack dev` renders what `pulumi up` would create; `tests/support/pod_emulator.py`
 derives the operator's Deployments and Service from the rendered DaskCluster with the pinned dask-kubernetes
 builders and runs each container as a local process (ports, Service names and volume paths mapped, see there).
 On that cluster the verification dynamic provider's `create` (the code `pulumi up` runs) must find exactly the
@@ -103,7 +103,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The dev stack rendered by the command line, as a user runs it."""
     out = tmp_path_factory.mktemp("render") / STACK
     proc = subprocess.run(
-        [sys.executable, "-m", "components.render", "--stack", STACK, "--out", str(out)],
+        [sys.executable, "-m", "tools.render", "--stack", STACK, "--out", str(out)],
         cwd=PROJECT_DIR,
         capture_output=True,
         text=True,

@@ -18,12 +18,13 @@ import pytest
 from packaging.requirements import Requirement
 
 from components import image as image_module
-from components import mock_runtime
 from components.cluster import RUN_AS_USER, SCRATCH_DIR
 from components.config import OBJECT_STORES, PYTHON_VERSION, ConfigError, ImageConfig, parse_stack_config
+from components.constants import LABELS
 from components.image import DOCKER_DIR, image_tag, pull_secret_name
 from components.lock import PROJECT_DIR, canonical, read_lock, requirement_closure
-from components.mock_runtime import SECRET_SIG, SECRET_VALUE, has_plaintext, run_program, unwrap_secrets
+from tools import mock_runtime
+from tools.mock_runtime import SECRET_SIG, SECRET_VALUE, has_plaintext, run_program, unwrap_secrets
 
 DOCKERFILE = DOCKER_DIR / "Dockerfile"
 IMAGE = "docker:index/image:Image"
@@ -135,7 +136,7 @@ def test_base_image_default_is_the_patch_pinned_slim_python_of_the_config() -> N
     default = args["PYTHON_VERSION"]
     assert PYTHON_VERSION.match(default), default
     # A plain `docker build` gets the same Python as `pulumi up` with the default image.pythonVersion.
-    assert default == ImageConfig().python_version
+    assert default == ImageConfig.model_fields["python_version"].default
     assert resolved_from(text) == [f"python:{default}-slim"]
     assert floating(resolved_from(text)[0]) is None
     # A `# syntax=` directive would pull a Dockerfile frontend image by a floating tag.
@@ -204,7 +205,7 @@ def roots(path: Path) -> list[str]:
 
 
 def installed_closure(root_reqs: list[str]) -> dict[str, set[str]]:
-    """Canonical name -> extras requested, walking the installed metadata (the walk scripts/lock.py uses)."""
+    """Canonical name -> extras requested, walking the installed metadata (the walk tools/relock.py uses)."""
     requires = {canonical(d.metadata["Name"]): d.requires or [] for d in metadata.distributions()}
     return requirement_closure(requires, root_reqs)
 
@@ -355,7 +356,7 @@ def test_registry_credentials_make_a_pull_secret_used_by_both_pods(registry_run)
     secret = unwrap_secrets(pull[0].inputs)
     cluster = unwrap_secrets(registry_run.one(DASKCLUSTER).inputs)
     name = pull_secret_name(cluster["metadata"]["name"])
-    assert secret["metadata"] == {"name": name, "namespace": "lsdb-dev"}  # the cluster's namespace
+    assert secret["metadata"] == {"name": name, "namespace": "lsdb-dev", "labels": LABELS}  # the cluster namespace
     auths = json.loads(secret["stringData"][".dockerconfigjson"])["auths"]
     assert auths == {
         "localhost:5001": {

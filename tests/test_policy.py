@@ -433,7 +433,7 @@ def stack_config(stack: str) -> dict[str, str]:
 def test_every_committed_stack_passes_the_pack(stack: str) -> None:
     """The real program, run for each Pulumi.<stack>.yaml under Pulumi's mock runtime, violates nothing."""
     from components.dask_operator import operator_version
-    from components.mock_runtime import run_program
+    from tools.mock_runtime import run_program
 
     operator_stack = {"operatorNamespace": "dask-operator", "operatorVersion": operator_version()}
     raw = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]

@@ -1,4 +1,4 @@
-"""The offline render (`python -m components.render`): what it writes for each stack file, and how it fails.
+"""The offline render (`python -m tools.render`): what it writes for each stack file, and how it fails.
 
 Focused on the render's output: files, order, redaction, errors, and that the written YAML is valid
 Kubernetes (kubernetes-validate strict, 1.25 and the newest it knows) and valid for the pinned operator's
@@ -25,7 +25,7 @@ from kubernetes_validate.utils import latest_version
 from components.config import ConfigError, parse_stack_config
 from components.dask_operator import crd_manifests, operator_version
 from components.lock import PROJECT_DIR
-from components.render import KIND_ORDER, OTHER_KIND, REDACTED, _redact_secret_object, render_stack, write_render
+from tools.render import KIND_ORDER, OTHER_KIND, REDACTED, _redact_secret_object, render_stack, write_render
 
 STACKS = ("dev", "staging", "prod")
 K8S_VERSIONS = ("1.25", latest_version())
@@ -96,7 +96,7 @@ def stack_dir(tmp_path: Path, name: str, text: str) -> Path:
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "components.render", *args],
+        [sys.executable, "-m", "tools.render", *args],
         cwd=PROJECT_DIR,
         capture_output=True,
         text=True,
@@ -241,7 +241,7 @@ def test_decrypted_secrets_never_reach_the_files(
     secure_render: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """As if the secure values could be decrypted: the plaintext the program receives is still never written."""
-    import components.render as render_module
+    import tools.render as render_module
 
     (tmp_path / "stack").mkdir()
     directory = stack_dir(tmp_path / "stack", "sec", SECURE_STACK)
@@ -353,7 +353,7 @@ def test_cli_renders_fast_without_heavy_imports(tmp_path: Path) -> None:
     code = (
         "import json, sys, time\n"
         "t = time.monotonic()\n"
-        "from components.render import main\n"
+        "from tools.render import main\n"
         f"rc = main(['--stack', 'dev', '--out', {str(tmp_path / 'out')!r}])\n"
         "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'lsdb', 'dask', 'distributed', 'pandas', 'hats'})\n"
         "print(json.dumps({'rc': rc, 'heavy': heavy, 'seconds': time.monotonic() - t}))\n"

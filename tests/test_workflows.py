@@ -7,7 +7,6 @@ script GitHub runs (`defaults.run.shell: bash`), and so is every scripts/*.sh.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import shutil
@@ -174,7 +173,7 @@ def test_pulumi_cli_and_python_match_the_lock_and_the_image() -> None:
         line.split("==")[1] for line in (PROJECT_DIR / "requirements.txt").read_text().splitlines()
         if line.startswith("pulumi==")
     )  # fmt: skip
-    image_python = next(f.default for f in dataclasses.fields(ImageConfig) if f.name == "python_version")
+    image_python = ImageConfig.model_fields["python_version"].default
     for path in WORKFLOW_FILES:
         workflow = yaml.safe_load(path.read_text())
         for _, step in steps(workflow):

@@ -1,6 +1,6 @@
-"""Offline render: `python -m components.render --stack dev --out DIR`.
+"""Offline render: `python -m tools.render --stack dev --out DIR`.
 
-Runs the real `__main__.py` under Pulumi's mock runtime (`components.mock_runtime.run_program`) with the
+Runs the real `__main__.py` under Pulumi's mock runtime (`tools.mock_runtime.run_program`) with the
 stack's `Pulumi.<stack>.yaml`, and writes every Kubernetes object `pulumi up` would create as one YAML file
 (`NN-<kind>-<name>.yaml`, in apply order), plus `summary.yaml`: the other resources (image build, Helm
 release, verification, components, providers) with their inputs, and the stack exports.
@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from tools.mock_runtime import SECRET_SIG, SECRET_VALUE
 
 from components.lock import PROJECT_DIR
-from components.mock_runtime import SECRET_SIG, SECRET_VALUE
 
 REDACTED = "<redacted>"
 SUMMARY_FILE = "summary.yaml"
@@ -270,7 +270,7 @@ def render_stack(
     Raises RenderError for an unknown stack or unreadable stack file; ConfigError (and any other program
     error) propagates as `pulumi up` would report it.
     """
-    from components.mock_runtime import run_program
+    from tools.mock_runtime import run_program
 
     project = project_name(project_dir)
     config, secret_keys = stack_config(stack, project_dir)
@@ -412,7 +412,7 @@ def _quiet_stdout() -> Iterator[None]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m components.render",
+        prog="python -m tools.render",
         description="Render the Kubernetes objects a stack deploys, offline (Pulumi mock runtime, no cluster).",
     )
     parser.add_argument("--stack", required=True, help="stack name: reads Pulumi.<stack>.yaml")

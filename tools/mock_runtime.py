@@ -1,9 +1,11 @@
-"""Run the real Pulumi program offline under Pulumi's own mock runtime and record what it registers.
+"""Run the real Pulumi program offline under Pulumi's public mock API and record what it registers.
 
-Used by the offline render (`python -m components.render`) and by the tests. Nothing here fakes the
-program: `__main__.py` runs inside a real `Stack`, with the stack's config, against `MockMonitor`,
-which only stands in for the engine (no cloud calls). The recorder keeps each registration's raw
-inputs too, so tests can prove secrets stay wrapped as secrets.
+Used by the offline render (`python -m tools.render`) and by the tests. Nothing here fakes the program:
+`components.program.main` (what `__main__.py` runs) executes inside a real root `Stack`, with the stack's
+config, against `MockMonitor`, which only stands in for the engine (no cloud calls). Everything used is
+the SDK's public testing API: `pulumi.runtime.reset_options`, `set_mocks`, `set_all_config`, `test` and
+`get_root_resource`. The recorder keeps each registration's raw inputs as sent on the wire, so tests
+can prove secrets stay wrapped as secrets.
 """
 
 from __future__ import annotations
@@ -11,23 +13,19 @@ from __future__ import annotations
 import hashlib
 import runpy
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pulumi
 from google.protobuf import json_format
-from pulumi.runtime import mocks as pulumi_mocks
-from pulumi.runtime import rpc, settings
-from pulumi.runtime.config import set_all_config
-from pulumi.runtime.settings import get_root_resource
-from pulumi.runtime.stack import run_pulumi_func
-from pulumi.runtime.sync_await import _sync_await
+from pulumi.runtime.mocks import MockMonitor
 
-from components.lock import PROJECT_DIR
-
-SECRET_SIG = rpc._special_sig_key  # "4dabf18193072939515e22adb298388d"
-SECRET_VALUE = rpc._special_secret_sig
+# Pulumi's wire protocol marks a secret value as {SECRET_SIG: SECRET_VALUE, "value": ...}
+# (sdk/proto: "special signature" keys; pulumi.runtime.rpc._special_sig_key / _special_secret_sig).
+SECRET_SIG = "4dabf18193072939515e22adb298388d"
+SECRET_VALUE = "1b47061264138c4ac30d75fd1eb44270"
 
 
 @dataclass
@@ -43,12 +41,14 @@ class Registered:
     dependencies: list[str]
     provider: str
     custom: bool
+    options: dict[str, Any] = field(default_factory=dict)  # retainOnDelete, protect, deleteBeforeReplace, ...
 
 
 @dataclass
 class ProgramRun:
     resources: list[Registered] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
+    secret_outputs: set[str] = field(default_factory=set)
 
     def of_type(self, typ: str) -> list[Registered]:
         return [r for r in self.resources if r.type == typ]
@@ -62,6 +62,9 @@ class ProgramRun:
     def by_urn(self, urn: str) -> Registered:
         return next(r for r in self.resources if r.urn == urn)
 
+    def named(self, name: str) -> Registered:
+        return next(r for r in self.resources if r.name == name)
+
 
 def fake_digest(image_name: str) -> str:
     return "sha256:" + hashlib.sha256(image_name.encode()).hexdigest()
@@ -73,7 +76,7 @@ class EngineMocks(pulumi.runtime.Mocks):
     def __init__(self, stack_outputs: dict[str, dict[str, Any]] | None = None) -> None:
         self.stack_outputs = stack_outputs or {}
 
-    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         state = dict(args.inputs)
         if args.typ == "docker:index/image:Image":
             repository = args.inputs["imageName"].rsplit(":", 1)[0]
@@ -82,11 +85,14 @@ class EngineMocks(pulumi.runtime.Mocks):
             state["outputs"] = self.stack_outputs.get(args.inputs.get("name", args.name), {})
         return f"{args.name}-id", state
 
-    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list[tuple[str, str]] | None]:
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
         return {}, None
 
 
-class RecordingMonitor(pulumi_mocks.MockMonitor):
+_OPTION_FIELDS = ("retainOnDelete", "protect", "deleteBeforeReplace", "replaceOnChanges", "ignoreChanges")
+
+
+class RecordingMonitor(MockMonitor):  # type: ignore[misc]  # the SDK's mocks module is untyped
     def __init__(self, mocks: pulumi.runtime.Mocks, run: ProgramRun) -> None:
         super().__init__(mocks)
         self.run = run
@@ -94,20 +100,29 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
     def RegisterResource(self, request: Any) -> Any:
         response = super().RegisterResource(request)
         if request.type != "pulumi:pulumi:Stack":
+            raw = json_format.MessageToDict(request.object)
+            message = json_format.MessageToDict(request, preserving_proto_field_name=False)
             self.run.resources.append(
                 Registered(
                     urn=response.urn,
                     type=request.type,
                     name=request.name,
-                    inputs=unwrap_secrets(rpc.deserialize_properties(request.object)),
-                    raw_inputs=json_format.MessageToDict(request.object),
+                    inputs=unwrap_secrets(raw),
+                    raw_inputs=raw,
                     parent=request.parent,
                     dependencies=list(request.dependencies),
                     provider=request.provider,
                     custom=request.custom,
+                    options={k: message[k] for k in _OPTION_FIELDS if k in message},
                 )
             )
         return response
+
+
+def _default_entry() -> None:
+    from components.program import main
+
+    main()
 
 
 def run_program(
@@ -116,31 +131,49 @@ def run_program(
     stack: str = "dev",
     project: str = "lsdb-k8s",
     stack_outputs: dict[str, dict[str, Any]] | None = None,
-    program: Path = PROJECT_DIR / "__main__.py",
+    program: Path | Callable[[], None] | None = None,
     run: ProgramRun | None = None,
 ) -> ProgramRun:
-    """Run `__main__.py` with `config` (`<project>:<key>` -> value) and return every registration and export.
+    """Run the program with `config` (`<project>:<key>` -> value) and return every registration and export.
 
+    `program` defaults to `components.program.main` (what `__main__.py` runs); a path runs that file instead.
     Exceptions from the program (such as ConfigError) propagate unchanged; pass `run` to see what was
     registered before one.
     """
     run = run if run is not None else ProgramRun()
     mocks = EngineMocks(stack_outputs)
-    # set_mocks reuses an existing root Stack (with the previous run's exports and URN): start fresh.
-    settings.ROOT.set(None)
+    pulumi.runtime.reset_options(project=project, stack=stack)  # a fresh root Stack: no exports carried over
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=RecordingMonitor(mocks, run))
-    set_all_config({k: v for k, v in config.items()}, [*(secret_keys or [])])
-    settings.SETTINGS.rpc_manager.clear()
-    settings.SETTINGS.outputs.clear()
-    sys.path.insert(0, str(program.parent))
-    try:
-        # Same wrapper as the SDK entry point: run, then wait for every outstanding registration.
-        _sync_await(run_pulumi_func(lambda: runpy.run_path(str(program), run_name="__main__")))
-        root = get_root_resource()
-        run.outputs = _sync_await(pulumi.Output.from_input(dict(root.outputs)).future()) or {}
-    finally:
-        sys.path.remove(str(program.parent))
+    pulumi.runtime.set_all_config(dict(config), list(secret_keys or []))
+    if isinstance(program, Path):
+        path = program
+
+        def entry() -> None:
+            sys.path.insert(0, str(path.parent))
+            try:
+                runpy.run_path(str(path), run_name="__main__")
+            finally:
+                sys.path.remove(str(path.parent))
+    else:
+        entry = program or _default_entry
+
+    pulumi.runtime.test(entry)()  # runs it, then waits for every outstanding registration
+    exports: dict[str, Any] = dict(pulumi.runtime.get_root_resource().outputs)
+
+    def collect() -> pulumi.Output[Any]:
+        secret = {k: pulumi.Output.from_input(pulumi.Output.from_input(v).is_secret()) for k, v in exports.items()}
+        return pulumi.Output.all(exports, secret).apply(_store(run))
+
+    pulumi.runtime.test(collect)()
     return run
+
+
+def _store(run: ProgramRun) -> Callable[[list[Any]], None]:
+    def store(values: list[Any]) -> None:
+        run.outputs = values[0] or {}
+        run.secret_outputs = {k for k, is_secret in (values[1] or {}).items() if is_secret}
+
+    return store
 
 
 def unwrap_secrets(value: Any) -> Any:

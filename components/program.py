@@ -1,0 +1,115 @@
+"""The Pulumi program as a function: `program(config)` builds every component and returns the stack exports.
+
+`__main__.py` runs `main()`: read and validate the stack config (every problem reported before any
+resource is registered), check the client against the image lock, build, export. Tests call `program`
+under `pulumi.runtime.set_mocks` (tools/mock_runtime.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.client_check import enforce_client_environment
+from components.cluster import ENDPOINT_KEYS, LsdbDaskCluster, LsdbDaskClusterArgs
+from components.config import StackConfig, read_stack_config, secret_config
+from components.constants import LABELS
+from components.dask_operator import DaskOperator, DaskOperatorArgs, operator_from_stack
+from components.image import LsdbImage, LsdbImageArgs
+from components.storage import CatalogStorage, CatalogStorageArgs
+from components.verification import OUTPUT_KEYS, LsdbVerification, VerificationArgs
+
+
+def program(config: StackConfig) -> dict[str, Any]:
+    """Register every resource of the stack; return the exports (name -> value or Output)."""
+    exports: dict[str, Any] = {}
+    namespace = config.namespace
+    provider_opts = None
+    if config.kube_context:
+        provider = k8s.Provider("kube", context=config.kube_context)
+        provider_opts = pulumi.ResourceOptions(providers=[provider])
+
+    def opts(*depends_on: pulumi.Resource | None) -> pulumi.ResourceOptions:
+        deps = [d for d in depends_on if d is not None]
+        return pulumi.ResourceOptions.merge(provider_opts, pulumi.ResourceOptions(depends_on=deps))
+
+    operator: DaskOperator | None = None
+    if config.operator.install:
+        operator = DaskOperator(
+            "dask-operator", DaskOperatorArgs(config.operator.namespace, config.operator.chart_source), opts()
+        )
+        exports["operatorNamespace"] = config.operator.namespace
+        exports["operatorVersion"] = operator.version
+    elif config.operator.from_stack:
+        # Another stack installed the operator: it must serve the CRDs of the dask-kubernetes we pin.
+        exports["operatorNamespace"] = operator_from_stack(config.operator.from_stack)
+
+    cluster_namespace = None
+    if namespace != "default":
+        cluster_namespace = k8s.core.v1.Namespace(
+            "namespace", metadata={"name": namespace, "labels": LABELS}, opts=provider_opts
+        )
+
+    credentials = None
+    if config.storage.credential_keys:
+        credentials = secret_config("storage", ("objectStore", "credentials"))
+    storage = CatalogStorage(
+        "catalog-storage",
+        CatalogStorageArgs(config.storage, namespace, config.cluster.name, credentials),
+        opts(cluster_namespace),
+    )
+    password = secret_config("image", ("registry", "password")) if config.image.has_registry_password else None
+    image = LsdbImage(
+        "lsdb-image", LsdbImageArgs(config.image, namespace, config.cluster.name, password), opts(cluster_namespace)
+    )
+    cluster = LsdbDaskCluster(
+        "lsdb-cluster",
+        LsdbDaskClusterArgs(
+            config.cluster,
+            namespace,
+            image=image.ref,
+            storage=storage.pod_storage,
+            kube_context=config.kube_context,
+            pull_secret=image.pull_secret_name,
+        ),
+        opts(operator, cluster_namespace, storage, image),
+    )
+    exports |= {"namespace": namespace, "clusterName": cluster.cluster_name, "imageRef": image.ref}
+    exports |= {key: cluster.endpoints[key] for key in ENDPOINT_KEYS}
+
+    if config.verify.enabled:
+        v = config.verify
+        verification = LsdbVerification(
+            "lsdb-verification",
+            VerificationArgs(
+                scheduler_address=cluster.endpoints["schedulerAddress"],
+                namespace=namespace,
+                cluster_name=cluster.cluster_name,
+                kube_context=config.kube_context,
+                connect=v.connect,
+                catalog_path=v.catalog_path or "",
+                ra=v.ra,
+                dec=v.dec,
+                radius_arcsec=v.radius_arcsec,
+                columns=list(v.columns),
+                min_rows=v.min_rows,
+                min_workers=v.min_workers,
+                timeout_seconds=v.timeout_seconds,
+                image_ref=image.ref,
+                cluster_spec_hash=cluster.spec_hash,
+            ),
+            pulumi.ResourceOptions(depends_on=[cluster]),
+        )
+        exports["verification"] = {key: getattr(verification, key) for key in OUTPUT_KEYS}
+    return exports
+
+
+def main() -> None:
+    """What `pulumi up` runs: validate, check the client, build, export."""
+    config = read_stack_config()  # raises ConfigError listing every problem before any resource is registered
+    # The client (this interpreter, which also runs the verification) must match the image's lock.
+    enforce_client_environment(config.image)
+    for key, value in program(config).items():
+        pulumi.export(key, value)
