@@ -93,7 +93,9 @@ def scheduler_resources(cluster: ClusterConfig) -> dict[str, Any]:
     return {"requests": {"cpu": s.cpu, "memory": s.memory}, "limits": limits}
 
 
-def _pod_spec(containers: list[dict[str, Any]], volumes: list[dict[str, Any]], pull_secret: str | None) -> dict:
+def _pod_spec(
+    containers: list[dict[str, Any]], volumes: list[dict[str, Any]], pull_secret: str | None
+) -> dict[str, Any]:
     spec: dict[str, Any] = {"securityContext": POD_SECURITY_CONTEXT, "containers": containers}
     if volumes:
         spec["volumes"] = volumes
@@ -269,7 +271,7 @@ class LsdbDaskCluster(pulumi.ComponentResource):
                 opts=child_options(self, opts, self.dask_cluster),
             )
         # Everything downstream is derived from the name the API server holds, not from config.
-        self.cluster_name = self.dask_cluster.metadata.apply(lambda m: m["name"])
+        self.cluster_name = self.dask_cluster.metadata.apply(lambda m: str(m["name"]))  # type: ignore[attr-defined]
         self.endpoints = self.cluster_name.apply(lambda n: cluster_endpoints(n, namespace, args.kube_context))
         self.spec_hash = manifest.apply(lambda m: manifest_hash(m, scaler))
         self.register_outputs({"clusterName": self.cluster_name, "endpoints": self.endpoints})

@@ -242,6 +242,11 @@ class Problems:
             )
 
 
+def _empty_section() -> Any:
+    """The default of a section left out: an empty object, validated (`validate_default`) like a written one."""
+    return {}
+
+
 class Section(BaseModel):
     """A config section: unknown keys are errors, keys are camelCase as users write them."""
 
@@ -322,7 +327,7 @@ class ObjectStoreConfig(Section):
         "(alias `http`). The scheme must have its fsspec driver in the lock. No volume is mounted.",
     )
     credentials: dict[str, Secret] = Field(
-        default_factory=dict,
+        default_factory=_empty_section,
         description="**Secret.** s3: `accessKeyId`, `secretAccessKey`, `sessionToken`, `region`, `endpointUrl`; "
         "gs: `serviceAccountJson` (mounted as a file, `GOOGLE_APPLICATION_CREDENTIALS`); abfs: `accountName`, "
         "`accountKey`, `connectionString`, `sasToken`. Stored in a Secret and exposed to scheduler and workers as "
@@ -356,11 +361,13 @@ class StorageConfig(Section):
         "rejected when more than one worker can run.",
     )
     nfs: NfsConfig = Field(
-        default_factory=dict,
+        default_factory=_empty_section,
         description='`nfs`: static PV (Retain, `nfsvers=4.1`), claim bound by `volumeName` (`storageClassName: ""`).',
     )
-    host_path: HostPathConfig = Field(default_factory=dict, description="`hostPath`: static PV on a node path.")
-    object_store: ObjectStoreConfig = Field(default_factory=dict, description="`objectStore` settings.")
+    host_path: HostPathConfig = Field(
+        default_factory=_empty_section, description="`hostPath`: static PV on a node path."
+    )
+    object_store: ObjectStoreConfig = Field(default_factory=_empty_section, description="`objectStore` settings.")
 
     @property
     def mounts_volume(self) -> bool:
@@ -506,9 +513,9 @@ class ClusterConfig(Section):
         "lsdb-cluster", description="`DaskCluster` name: lowercase RFC 1123 label, ≤ 53 characters."
     )
     size: SizeName = Field("small", description="Preset from the sizing table; explicit values override it.")
-    workers: WorkersConfig = Field(default_factory=dict, description="The default worker group.")
-    scheduler: SchedulerConfig = Field(default_factory=dict, description="The scheduler pod.")
-    autoscaler: AutoscalerConfig = Field(default_factory=dict, description="The `DaskAutoscaler`.")
+    workers: WorkersConfig = Field(default_factory=_empty_section, description="The default worker group.")
+    scheduler: SchedulerConfig = Field(default_factory=_empty_section, description="The scheduler pod.")
+    autoscaler: AutoscalerConfig = Field(default_factory=_empty_section, description="The `DaskAutoscaler`.")
     idle_timeout_seconds: Annotated[int, Fix("use 0 (never) or a number of seconds")] = Field(
         0, ge=0, description="Delete the cluster after this many idle seconds (`0` = never)."
     )
@@ -553,7 +560,7 @@ class ImageConfig(Section):
         "(dev pushes to `localhost:5001`).",
     )
     registry: RegistryConfig = Field(
-        default_factory=dict, description="Push and pull credentials (password as a secret)."
+        default_factory=_empty_section, description="Push and pull credentials (password as a secret)."
     )
     ref: str | None = Field(None, description="Prebuilt `repository@sha256:<digest>`; skips the build.")
     client_check: Literal["error", "warn"] = Field(
@@ -593,6 +600,12 @@ class ImageConfig(Section):
             )  # fmt: skip
         if self.ref is None and not self.repository:
             p.add("repository", None, "is required when image.ref is not set", "e.g. ghcr.io/<org>/lsdb-dask")
+        self._reference_rules(p)
+        self._registry_rules(p)
+        p.raise_any()
+        return self
+
+    def _reference_rules(self, p: Problems) -> None:
         for k, v in (("repository", self.repository), ("ref", self.ref)):
             if v and re.search(r"(^|[:/])latest($|@)", v):
                 p.add(k, v, "uses the floating tag 'latest'", "use a digest-pinned reference; tags are derived")
@@ -604,6 +617,8 @@ class ImageConfig(Section):
             )  # fmt: skip
         if repo and repo != repo.lower():
             p.add("repository", repo, "must be lowercase", "use lowercase letters")
+
+    def _registry_rules(self, p: Problems) -> None:
         if self.registry.password is not None:
             if not (self.registry.server and self.registry.username):
                 p.add(
@@ -615,8 +630,6 @@ class ImageConfig(Section):
                     "registry.password", PLAINTEXT, "is stored in plaintext in the stack file",
                     "re-set it as a secret: pulumi config set --path --secret image.registry.password <value>",
                 )  # fmt: skip
-        p.raise_any()
-        return self
 
 
 class ConeConfig(Section):
@@ -637,7 +650,7 @@ class VerifyConfig(Section):
         None,
         description="Catalog path as the workers see it (e.g. `/data/catalogs/my_catalog`); required when enabled.",
     )
-    cone: ConeConfig = Field(default_factory=dict, description="The cone search the check runs.")
+    cone: ConeConfig = Field(default_factory=_empty_section, description="The cone search the check runs.")
     columns: Annotated[list[Annotated[str, Field(min_length=1)]], BeforeValidator(_comma_list)] = Field(
         default_factory=lambda: ["ra", "dec"], description="Columns to load (a list, or comma-separated)."
     )
@@ -687,11 +700,11 @@ class StackConfig(Section):
         description="kubeconfig context for every Kubernetes resource and for the verification's port-forward "
         "(default: the current context).",
     )
-    operator: OperatorConfig = Field(default_factory=dict, description="The Dask Kubernetes Operator.")
-    storage: StorageConfig = Field(default_factory=dict, description="Catalog storage.")
-    cluster: ClusterConfig = Field(default_factory=dict, description="The Dask cluster.")
-    image: ImageConfig = Field(default_factory=dict, description="The LSDB image.")
-    verify: VerifyConfig = Field(default_factory=dict, description="Post-deploy verification.")
+    operator: OperatorConfig = Field(default_factory=_empty_section, description="The Dask Kubernetes Operator.")
+    storage: StorageConfig = Field(default_factory=_empty_section, description="Catalog storage.")
+    cluster: ClusterConfig = Field(default_factory=_empty_section, description="The Dask cluster.")
+    image: ImageConfig = Field(default_factory=_empty_section, description="The LSDB image.")
+    verify: VerifyConfig = Field(default_factory=_empty_section, description="Post-deploy verification.")
 
     @model_validator(mode="after")
     def _rules(self) -> StackConfig:
@@ -914,7 +927,7 @@ def _cross_rules_on_valid_sections(raw: dict[str, Any]) -> list[str]:
         alias = info.alias or name
         value = raw.get(alias, {} if info.default_factory is not None else info.default)
         typ = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
-        adapter: TypeAdapter[Any] = TypeAdapter(typ)
+        adapter: TypeAdapter[Any] = TypeAdapter(typing.cast(Any, typ))
         try:
             valid[name] = adapter.validate_python(value, by_alias=True, by_name=False)
         except ValidationError:

@@ -90,7 +90,7 @@ def operator_from_stack(stack_name: str) -> pulumi.Output[str]:
                 f"operator.fromStack {stack_name} runs dask-kubernetes {version} in namespace {namespace}, "
                 f"but requirements.txt pins {operator_version()}: upgrade that stack or re-lock this one"
             )
-        return namespace
+        return str(namespace)
 
     return pulumi.Output.all(other.get_output("operatorNamespace"), other.get_output("operatorVersion")).apply(check)
 

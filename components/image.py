@@ -10,6 +10,7 @@ import base64
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import Any, cast
 
 import pulumi
 import pulumi_docker as docker
@@ -100,7 +101,7 @@ class LsdbImage(pulumi.ComponentResource):
                 f"{name}-pull-secret",
                 metadata={"name": self.pull_secret_name, "namespace": namespace, "labels": LABELS},
                 type="kubernetes.io/dockerconfigjson",
-                string_data={".dockerconfigjson": pulumi.Output.secret(payload)},
+                string_data={".dockerconfigjson": pulumi.Output.secret(cast(Any, payload))},
                 opts=child_options(self, opts),
             )
         self.register_outputs({"ref": self.ref})

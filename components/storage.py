@@ -7,7 +7,7 @@ The manifests and the pod-side wiring (volumes, mounts, environment) are pure fu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -115,7 +115,9 @@ def pod_storage(storage: StorageConfig, cluster_name: str) -> PodStorage:
     if storage.kind != "objectStore" or not storage.credential_keys:
         return PodStorage()
     secret = object_store_secret_name(cluster_name)
-    env, volumes, mounts = [], [], []
+    env: list[dict[str, Any]] = []
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
     for env_name in storage.credential_env.values():
         if env_name == "GOOGLE_APPLICATION_CREDENTIALS":
             volumes.append({"name": "object-store-key", "secret": {"secretName": secret}})
@@ -132,6 +134,10 @@ class CatalogStorageArgs:
     namespace: str
     cluster_name: str
     credentials: pulumi.Output[dict[str, str]] | None = None  # a Pulumi secret
+
+
+def _string_data(manifest: dict[str, Any] | None) -> dict[str, str]:
+    return dict(manifest["stringData"]) if manifest else {}
 
 
 class CatalogStorage(pulumi.ComponentResource):
@@ -171,7 +177,7 @@ class CatalogStorage(pulumi.ComponentResource):
                 f"{name}-object-store",
                 metadata={"name": object_store_secret_name(cluster_name), "namespace": namespace, "labels": LABELS},
                 type="Opaque",
-                string_data=pulumi.Output.secret(manifest.apply(lambda m: m["stringData"])),
+                string_data=pulumi.Output.secret(cast(Any, manifest.apply(_string_data))),
                 opts=child,
             )
         self.resources = [r for r in (self.volume, self.claim, self.secret) if r is not None]

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from components.dask_operator import operator_version
-from tools.mock_runtime import ProgramRun, Registered, run_program
+from tools.mock_runtime import ProgramRun, Registered, integral, run_program
 from tools.render import stack_config
 
 PROD_STACK_OUTPUTS = {
@@ -37,17 +37,6 @@ def manifest(r: Registered) -> dict[str, Any]:
     """The Kubernetes object a registration describes (what the provider would send to the API server)."""
     obj = {k: v for k, v in r.inputs.items() if k in ("apiVersion", "kind", "metadata", "spec", "type", "stringData")}
     return integral(json.loads(json.dumps(obj)))
-
-
-def integral(value: Any) -> Any:
-    """Pulumi's wire format carries every number as a double; the provider sends 1000.0 as 1000."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: integral(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [integral(v) for v in value]
-    return value
 
 
 def kubernetes_objects(run: ProgramRun) -> list[dict[str, Any]]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import shutil
 import sys
 from importlib import metadata
@@ -25,6 +24,7 @@ from components.cluster import DASHBOARD_PORT, SCHEDULER_PORT, SCRATCH_DIR, WORK
 from components.config import quantity_bytes
 from components.dask_operator import operator_version
 from components.lock import PROJECT_DIR, locked_version
+from tests.support.pod_emulator import expand
 from tools.mock_runtime import run_program, unwrap_secrets
 
 BIN = Path(sys.executable).parent  # the venv's bin: where the console scripts of the lock's packages live
@@ -60,9 +60,9 @@ def container(cluster: dict[str, Any], component: str) -> dict[str, Any]:
     return c
 
 
-def expand(args: list[str], env: dict[str, str]) -> list[str]:
-    """Kubernetes' `$(VAR)` expansion of container args (unknown references stay as they are)."""
-    return [re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), a) for a in args]
+def expand_args(args: list[str], env: dict[str, str]) -> list[str]:
+    """Kubernetes' `$(VAR)` expansion of container args (the pod emulator's, `$$` escapes included)."""
+    return [expand(a, env) for a in args]
 
 
 def dask_subcommands() -> dict[str, click.Command]:
@@ -119,7 +119,7 @@ def test_worker_command_parses_to_the_intended_settings(cluster, monkeypatch) ->
     c = container(cluster, "worker")
     assert "command" not in c
     assert "$(DASK_WORKER_NAME)" in c["args"]
-    ctx = parse(expand(c["args"], {"DASK_WORKER_NAME": WORKER_NAME}))
+    ctx = parse(expand_args(c["args"], {"DASK_WORKER_NAME": WORKER_NAME}))
     assert ctx.command.name == "worker"
     p = ctx.params
     # No positional: the scheduler comes from DASK_SCHEDULER_ADDRESS (the operator sets it). An unknown flag

@@ -318,3 +318,55 @@ def test_program_evaluation_does_not_import_heavy_packages() -> None:
     root = Path(__file__).resolve().parent.parent
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
+
+
+def test_program_is_a_function_of_the_validated_config() -> None:
+    # Tests (and other programs) call program(config) under Pulumi's public mock API, without __main__.py.
+    import pulumi
+
+    from components.config import parse_stack_config
+    from components.program import program
+
+    config = parse_stack_config(
+        {
+            "namespace": "lsdb-fn",
+            "cluster": {"name": "fn-cluster"},
+            "image": {"ref": "ghcr.io/acme/lsdb@sha256:" + "a" * 64},
+            "verify": {"enabled": False},
+        }
+    )
+    exported: dict[str, object] = {}
+
+    def entry() -> None:
+        for key, value in program(config).items():
+            pulumi.export(key, value)
+            exported[key] = value
+
+    run = run_program({}, stack="fn", program=entry)
+    assert run.outputs["clusterName"] == "fn-cluster" and run.outputs["namespace"] == "lsdb-fn"
+    assert set(exported) >= {"schedulerAddress", "imageRef", "operatorVersion"}
+    assert run.one(DASKCLUSTER).inputs["metadata"]["namespace"] == "lsdb-fn"
+
+
+def test_components_wait_for_components_not_their_internals() -> None:
+    # The cluster is given depends_on=[operator, namespace, storage, image]; its children wait for every leaf
+    # of those components (CRDs, Helm release, PVC), because a component's own depends_on does not reach them.
+    run = run_stack("prod")
+    cluster = run.one(DASKCLUSTER)
+    leaves = {
+        r.urn
+        for r in run.resources
+        if r.custom
+        and r.type
+        in (
+            "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition",
+            "kubernetes:helm.sh/v3:Release",
+            "kubernetes:core/v1:PersistentVolumeClaim",
+            "kubernetes:core/v1:PersistentVolume",
+            "kubernetes:core/v1:Namespace",
+        )
+    }
+    assert len(leaves) >= 8
+    assert leaves <= set(cluster.dependencies)
+    component = run.one("lsdb-k8s:cluster:LsdbDaskCluster")
+    assert set(component.dependencies) >= leaves  # the component itself records the same waits

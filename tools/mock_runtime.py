@@ -92,13 +92,13 @@ class EngineMocks(pulumi.runtime.Mocks):
 _OPTION_FIELDS = ("retainOnDelete", "protect", "deleteBeforeReplace", "replaceOnChanges", "ignoreChanges")
 
 
-class RecordingMonitor(MockMonitor):  # type: ignore[misc]  # the SDK's mocks module is untyped
+class RecordingMonitor(MockMonitor):
     def __init__(self, mocks: pulumi.runtime.Mocks, run: ProgramRun) -> None:
         super().__init__(mocks)
         self.run = run
 
     def RegisterResource(self, request: Any) -> Any:
-        response = super().RegisterResource(request)
+        response = super().RegisterResource(request)  # type: ignore[no-untyped-call]  # untyped in the SDK
         if request.type != "pulumi:pulumi:Stack":
             raw = json_format.MessageToDict(request.object)
             message = json_format.MessageToDict(request, preserving_proto_field_name=False)
@@ -157,15 +157,23 @@ def run_program(
     else:
         entry = program or _default_entry
 
-    pulumi.runtime.test(entry)()  # runs it, then waits for every outstanding registration
-    exports: dict[str, Any] = dict(pulumi.runtime.get_root_resource().outputs)
+    pulumi.runtime.test(entry)()  # type: ignore[no-untyped-call]  # runs it, then waits for every registration
+    root = pulumi.runtime.get_root_resource()
+    exports: dict[str, Any] = dict(getattr(root, "outputs", {}))
 
     def collect() -> pulumi.Output[Any]:
-        secret = {k: pulumi.Output.from_input(pulumi.Output.from_input(v).is_secret()) for k, v in exports.items()}
+        secret: dict[str, Any] = {k: _is_secret(v) for k, v in exports.items()}
         return pulumi.Output.all(exports, secret).apply(_store(run))
 
-    pulumi.runtime.test(collect)()
+    pulumi.runtime.test(collect)()  # type: ignore[no-untyped-call]
     return run
+
+
+def _is_secret(value: Any) -> pulumi.Output[bool]:
+    async def check() -> bool:
+        return await pulumi.Output.from_input(value).is_secret()
+
+    return pulumi.Output.from_input(check())  # from_input accepts awaitables
 
 
 def _store(run: ProgramRun) -> Callable[[list[Any]], None]:
@@ -174,6 +182,17 @@ def _store(run: ProgramRun) -> Callable[[list[Any]], None]:
         run.secret_outputs = {k for k, is_secret in (values[1] or {}).items() if is_secret}
 
     return store
+
+
+def integral(value: Any) -> Any:
+    """Pulumi's wire format carries every number as a double; the provider sends 1000.0 as 1000."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [integral(v) for v in value]
+    return value
 
 
 def unwrap_secrets(value: Any) -> Any:

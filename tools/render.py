@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from tools.mock_runtime import SECRET_SIG, SECRET_VALUE
 
 from components.lock import PROJECT_DIR
+from tools.mock_runtime import SECRET_SIG, SECRET_VALUE, integral
 
 REDACTED = "<redacted>"
 SUMMARY_FILE = "summary.yaml"
@@ -71,7 +71,7 @@ class Rendered:
 
 
 def project_name(project_dir: Path = PROJECT_DIR) -> str:
-    return yaml.safe_load((project_dir / "Pulumi.yaml").read_text())["name"]
+    return str(yaml.safe_load((project_dir / "Pulumi.yaml").read_text())["name"])
 
 
 def stack_file(stack: str, project_dir: Path = PROJECT_DIR) -> Path:
@@ -177,9 +177,7 @@ def _clean(value: Any) -> Any:
         return {k: _clean(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_clean(v) for v in value]
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
+    return integral(value)
 
 
 def _ordered(obj: dict[str, Any]) -> dict[str, Any]:
@@ -246,15 +244,27 @@ def _resource_summary(reg: Any, names_by_urn: Mapping[str, str]) -> dict[str, An
     return entry
 
 
-def _secret_exports() -> set[str]:
-    """Names of the stack exports the program marked secret (the run's plain values lose that mark)."""
-    import pulumi
-    from pulumi.runtime.settings import get_root_resource
-    from pulumi.runtime.sync_await import _sync_await
-
-    root = get_root_resource()
-    outputs = getattr(root, "outputs", None) or {}
-    return {k for k, v in outputs.items() if _sync_await(pulumi.Output.from_input(v).is_secret())}
+def _referenced_outputs(
+    stack: str,
+    config: Mapping[str, str],
+    project_dir: Path,
+    given: Mapping[str, Mapping[str, Any]] | None,
+    program: Path | None,
+    seen: tuple[str, ...],
+    assumptions: list[str],
+) -> dict[str, dict[str, Any]]:
+    """Outputs for each StackReference: given on the command line, or another stack of this checkout rendered."""
+    outputs: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (given or {}).items()}
+    for ref in sorted(_referenced_stacks(config, project_name(project_dir))):
+        if ref in outputs:
+            assumptions.append(f"StackReference {ref}: outputs given on the command line")
+            continue
+        other = STACK_REF.match(ref).group(2)  # type: ignore[union-attr]
+        if other == stack or other in seen or not (project_dir / f"Pulumi.{other}.yaml").is_file():
+            continue
+        outputs[ref] = render_stack(other, project_dir, given, program, (*seen, stack)).summary["exports"]
+        assumptions.append(f"StackReference {ref}: outputs of Pulumi.{other}.yaml rendered from this checkout")
+    return outputs
 
 
 def render_stack(
@@ -274,25 +284,15 @@ def render_stack(
 
     project = project_name(project_dir)
     config, secret_keys = stack_config(stack, project_dir)
-    outputs: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (stack_outputs or {}).items()}
     assumptions: list[str] = [
         "image digest: computed by the mock engine; the real digest is known after `pulumi up` pushes the image"
     ]
-    for ref in sorted(_referenced_stacks(config, project)):
-        if ref in outputs:
-            assumptions.append(f"StackReference {ref}: outputs given on the command line")
-            continue
-        other = STACK_REF.match(ref).group(2)  # type: ignore[union-attr]
-        if other == stack or other in _seen or not (project_dir / f"Pulumi.{other}.yaml").is_file():
-            continue
-        outputs[ref] = render_stack(other, project_dir, stack_outputs, program, (*_seen, stack)).summary["exports"]
-        assumptions.append(f"StackReference {ref}: outputs of Pulumi.{other}.yaml rendered from this checkout")
+    outputs = _referenced_outputs(stack, config, project_dir, stack_outputs, program, _seen, assumptions)
 
     saved_env = os.environ.pop("PULUMI_CONFIG", None)  # the render reads the stack file only
     try:
-        kwargs = {"program": program} if program is not None else {}
-        run = run_program(config, secret_keys, stack=stack, project=project, stack_outputs=outputs, **kwargs)
-        secret_exports = _secret_exports()
+        run = run_program(config, secret_keys, stack=stack, project=project, stack_outputs=outputs, program=program)
+        secret_exports = run.secret_outputs
     finally:
         if saved_env is not None:
             os.environ["PULUMI_CONFIG"] = saved_env

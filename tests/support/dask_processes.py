@@ -29,6 +29,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.processes import stop_process_groups
+
 DASK = str(Path(sys.executable).with_name("dask"))
 _LIVE: dict[int, DaskProcess] = {}
 
@@ -56,14 +58,7 @@ class DaskProcess:
                 os.killpg(self.pid, sig)
 
     def stop(self, grace: float = 5.0) -> None:
-        if self.alive():
-            self.kill(signal.SIGTERM)
-            try:
-                self.popen.wait(grace)
-            except subprocess.TimeoutExpired:
-                self.kill(signal.SIGKILL)
-        with suppress(subprocess.TimeoutExpired):  # SIGKILL always ends it
-            self.popen.wait(grace)
+        stop_process_groups([self.popen], grace)
         _LIVE.pop(self.pid, None)
 
     def log_tail(self, lines: int = 30) -> str:

@@ -70,6 +70,7 @@ from pathlib import Path
 from typing import Any
 
 from components.lock import PROJECT_DIR, canonical, read_lock
+from tests.support.processes import stop_process_groups
 
 VENV_BIN = Path(sys.executable).parent
 DOCKERFILE = PROJECT_DIR / "docker" / "Dockerfile"
@@ -749,19 +750,7 @@ class EmulatedCluster:
 
     def _stop_processes(self, processes: list[subprocess.Popen], grace: float) -> None:
         self._track_descendants()
-        live = [p for p in processes if p.poll() is None]
-        for p in live:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(p.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for p in live:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                p.wait(max(0.0, deadline - time.monotonic()))
-        for p in processes:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(p.pid, signal.SIGKILL)  # whatever is left of the group, even if the leader exited
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                p.wait(5)
+        stop_process_groups(processes, grace)
 
     def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
         """Stop every pod (workers first), then kill by PID any tracked process that is still running."""

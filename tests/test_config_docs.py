@@ -1,0 +1,70 @@
+"""Docs and schema come from the model: the README tables and schema/pulumi-stack.schema.json cannot drift."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components.config import StackConfig
+from components.lock import PROJECT_DIR
+from tools import config_docs
+
+STACK_FILES = sorted(PROJECT_DIR.glob("Pulumi.*.yaml"))
+CHECK_JSONSCHEMA = shutil.which("check-jsonschema", path=str(Path(sys.executable).parent))
+
+
+def test_readme_and_schema_match_the_model() -> None:
+    # The same check `python -m tools.config_docs --check` runs; it fails the suite when someone edits a key
+    # in components/config.py without regenerating, or edits the generated README section by hand.
+    assert config_docs.main(["--check"]) == 0, "run `python -m tools.config_docs --write`"
+
+
+def test_every_key_has_a_description_and_appears_in_the_readme() -> None:
+    readme = (PROJECT_DIR / "README.md").read_text()
+    keys = list(config_docs.iter_fields())
+    assert len(keys) > 40
+    for key, info, model in keys:
+        assert info.description and len(info.description) > 10, f"{model.__name__}: {key} has no description"
+        assert f"| `{key}` |" in readme, key
+    for name, info in StackConfig.model_fields.items():
+        assert info.description, name
+
+
+def test_every_shipped_stack_file_names_and_passes_the_schema() -> None:
+    assert {p.name for p in STACK_FILES} >= {"Pulumi.dev.yaml", "Pulumi.staging.yaml", "Pulumi.prod.yaml"}
+    for path in STACK_FILES:
+        assert path.read_text().startswith("# yaml-language-server: $schema=./schema/pulumi-stack.schema.json\n")
+
+
+@pytest.mark.skipif(CHECK_JSONSCHEMA is None, reason="check-jsonschema comes with requirements-dev.txt (make venv)")
+def test_check_jsonschema_accepts_every_stack_file_and_rejects_typos(tmp_path: Path) -> None:
+    schema = str(config_docs.SCHEMA_PATH)
+    ok = subprocess.run(
+        [str(CHECK_JSONSCHEMA), "--schemafile", schema, *map(str, STACK_FILES)], capture_output=True, text=True
+    )
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    bad = tmp_path / "Pulumi.typo.yaml"
+    doc = yaml.safe_load((PROJECT_DIR / "Pulumi.dev.yaml").read_text())
+    doc["config"]["lsdb-k8s:cluster"]["workers"]["replica"] = 3
+    doc["config"]["lsdb-k8s:verify"]["connect"] = "ssh"
+    doc["config"]["lsdb-k8s:image"]["registry"] = {"password": "plaintext-token"}
+    bad.write_text(yaml.safe_dump(doc))
+    out = subprocess.run([str(CHECK_JSONSCHEMA), "--schemafile", schema, str(bad)], capture_output=True, text=True)
+    assert out.returncode == 1
+    for expected in ("'replica' was unexpected", "'ssh' is not one of", "is not of type 'object'"):
+        assert expected in out.stdout, out.stdout
+
+
+def test_secret_fields_require_a_secure_value_in_the_schema() -> None:
+    schema = config_docs.stack_file_schema()
+    text = str(schema)
+    assert "'required': ['secure']" in text
+    config = schema["properties"]["config"]
+    assert set(config["properties"]) == {f"lsdb-k8s:{info.alias}" for info in StackConfig.model_fields.values()}
+    # Other namespaces (kubernetes:context, pulumi:...) stay allowed.
+    assert config["patternProperties"]
