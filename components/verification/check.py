@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib
 import math
 import threading
 import time
@@ -28,7 +29,7 @@ from contextlib import contextmanager, suppress
 from typing import Any
 
 from components.constants import SCHEDULER_PORT
-from components.lock import canonical
+from components.lock import canonical, read_lock
 from components.verification.diagnostics import Fixes
 from components.verification.query import OUTPUT_KEYS, ClusterRef, VerificationQuery, output_field
 
@@ -71,7 +72,8 @@ class VerificationError(RuntimeError):
         self.fix = fix
         super().__init__(f"LSDB verification failed at stage '{stage}': {problem}\nFix: {fix}")
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, Any]:
+        """The CLI's `--json` failure report."""
         return {"ok": False, "stage": self.stage, "problem": self.problem, "fix": self.fix, "message": str(self)}
 
 
@@ -205,13 +207,16 @@ def _probe_scheduler(address: str, seconds: float) -> dict[str, Any]:
     handshake without any bound; `Client(timeout=...)` inherits that. `asyncio.wait_for` bounds the whole
     exchange, so a peer that accepts TCP and never speaks Dask (a dashboard port, a stuck proxy) fails in time.
     """
-    from distributed.comm import connect
+    from distributed.comm.core import connect as untyped_connect
+
+    connect: Callable[..., Any] = untyped_connect  # distributed has no annotations here
 
     async def probe() -> dict[str, Any]:
         comm = await connect(address, timeout=seconds)
         try:
             await comm.write({"op": "identity", "reply": True})
-            return await comm.read()
+            reply: dict[str, Any] = await comm.read()
+            return reply
         finally:
             comm.abort()
 
@@ -320,9 +325,7 @@ def _sample_records(df: Any, n: int) -> list[dict[str, Any]]:
 
 
 def _default_lock() -> tuple[dict[str, str] | None, str | None]:
-    """docker/requirements.lock, read where the check runs (`components.lock` is part of this package's project)."""
-    from components.lock import read_lock
-
+    """docker/requirements.lock, read where the check runs (it ships with this package's project)."""
     try:
         return dict(read_lock()), None
     except OSError as exc:
@@ -443,9 +446,10 @@ def _connect(address: str, budget: float, fixes: Fixes) -> Any:
         )
 
     def make_client() -> Any:
-        from distributed import Client
+        from distributed import Client as UntypedClient
 
-        return Client(address, timeout=budget, set_as_default=False, direct_to_workers=False)
+        client_cls: Callable[..., Any] = UntypedClient  # distributed's Client.__init__ has no annotations
+        return client_cls(address, timeout=budget, set_as_default=False, direct_to_workers=False)
 
     try:
         return _call_with_deadline(make_client, budget, on_late_result=lambda c: c.close(timeout=5))
@@ -522,7 +526,7 @@ def _open_on_worker(
     overlaps no partition reach the rows stage, which names the real problem.
     """
     try:
-        import lsdb
+        lsdb: Any = importlib.import_module("lsdb")  # Any: lsdb re-exports its API implicitly
     except ImportError as exc:
         raise VerificationError(
             "open", f"lsdb is not installed in this client ({describe(exc)})", fixes("versions")

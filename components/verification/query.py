@@ -59,26 +59,34 @@ def connect_problem(connect: object) -> str | None:
     return f"connect must be one of {', '.join(repr(m) for m in CONNECT_MODES)}, not {connect!r}"
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+def _finite(value: object) -> float | None:
+    """`value` as a float when it is a finite number (not a bool), else None."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
 
 
 def query_problems(
     *, ra: object, dec: object, radius_arcsec: object, min_rows: object, min_workers: object, timeout: object
 ) -> list[str]:
-    """Every bound the query breaks, worded for the check's `config` stage (empty when the query is valid)."""
+    """Every bound the query breaks, worded for the check's `config` stage (empty when the query is valid).
+
+    Arguments are `object`: the CLI and the provider pass what they were given, and a non-number is a problem
+    to report, not a crash.
+    """
     problems: list[str] = []
-    if not (_is_number(ra) and RA_RANGE[0] <= ra < RA_RANGE[1]):  # type: ignore[operator]
+    ra_, dec_, radius_, timeout_ = _finite(ra), _finite(dec), _finite(radius_arcsec), _finite(timeout)
+    if ra_ is None or not RA_RANGE[0] <= ra_ < RA_RANGE[1]:
         problems.append(f"ra={ra!r} is outside [{RA_RANGE[0]:g}, {RA_RANGE[1]:g}) degrees")
-    if not (_is_number(dec) and DEC_RANGE[0] <= dec <= DEC_RANGE[1]):  # type: ignore[operator]
+    if dec_ is None or not DEC_RANGE[0] <= dec_ <= DEC_RANGE[1]:
         problems.append(f"dec={dec!r} is outside [{DEC_RANGE[0]:g}, {DEC_RANGE[1]:g}] degrees")
-    if not (_is_number(radius_arcsec) and radius_arcsec > MIN_RADIUS_ARCSEC):  # type: ignore[operator]
+    if radius_ is None or not radius_ > MIN_RADIUS_ARCSEC:
         problems.append(f"radius_arcsec={radius_arcsec!r} must be positive (arcseconds)")
     if not (isinstance(min_rows, int) and min_rows >= MIN_ROWS):
         problems.append(f"min_rows={min_rows!r} must not be negative")
     if not (isinstance(min_workers, int) and min_workers >= MIN_WORKERS):
         problems.append(f"min_workers={min_workers!r} must be at least {MIN_WORKERS}")
-    if not (_is_number(timeout) and timeout > MIN_TIMEOUT):  # type: ignore[operator]
+    if timeout_ is None or not timeout_ > MIN_TIMEOUT:
         problems.append(f"timeout={timeout!r} must be positive")
     return problems
 

@@ -22,13 +22,13 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import pulumi
 import pulumi.dynamic
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ResourceProvider, UpdateResult
 
+from components.lock import PROJECT_DIR
 from components.verification.check import VerificationResult
 from components.verification.query import (
     DEFAULT_CONNECT,
@@ -56,8 +56,6 @@ NUMBER_KEYS: tuple[str, ...] = ("ra", "dec", "radiusArcsec", "minRows", "minWork
 # The cone's identity: the resource id is a digest of these.
 ID_KEYS: tuple[str, ...] = ("clusterName", "namespace", "catalogPath", "ra", "dec", "radiusArcsec")
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # pulumi.runtime.rpc.UNKNOWN, a value not known at preview
-# The directory that holds the `components` package this process imported: the check's child imports the same.
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _camel(field: str) -> str:
@@ -170,9 +168,11 @@ class LsdbVerificationProvider(ResourceProvider):
         inputs = {k: v for k, v in props.items() if k != "__provider"}
         timeout = float(inputs.get("timeoutSeconds") or DEFAULT_TIMEOUT)
         deadline = timeout + self.GRACE_SECONDS
+        # The project this process imported comes first on the child's path: the child runs this very code, even
+        # where the virtualenv's editable install points at another checkout.
         env = {
             **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_DIR), os.environ.get("PYTHONPATH")])),
         }
         with tempfile.TemporaryDirectory(prefix="lsdb-verification-") as tmp:
             try:
