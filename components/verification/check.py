@@ -33,6 +33,7 @@ from components.lock import canonical, read_lock
 from components.verification.diagnostics import Fixes
 from components.verification.query import OUTPUT_KEYS, ClusterRef, VerificationQuery, output_field
 
+# The stages in order; `VerificationError.stage` and the keys of `stage_seconds` are among them.
 STAGES = ("config", "connect", "workers", "versions", "open", "compute", "rows")
 
 # Per-stage ceilings in seconds; each stage also stops when the overall timeout runs out.
