@@ -40,29 +40,29 @@ pulumi.export("namespace", "lsdb-bench")
 
 TRIVIAL_WITH_VERIFICATION = """
 import pulumi
-from components.verification import LsdbVerification
+from components.verification import LsdbVerification, VerificationArgs
 pulumi.export("namespace", "lsdb-bench")
-LsdbVerification(
-    "verify", namespace="lsdb-bench", cluster_name="lsdb-bench", kube_context=None, connect="portForward",
+LsdbVerification("verify", VerificationArgs(
+    namespace="lsdb-bench", cluster_name="lsdb-bench", kube_context=None, connect="portForward",
     catalog_path="/data/sample", ra=180.0, dec=0.0, radius_arcsec=3600.0, columns=["id", "ra", "dec"],
     min_rows=1, min_workers=1, timeout_seconds=300.0, image_ref="localhost:5001/lsdb-dask@sha256:0",
     cluster_spec_hash="0",
-)
+))
 """
 
 # The real program, then the verification wired to its outputs (until __main__.py registers it itself).
 MAIN_WITH_VERIFICATION = """
 import runpy
 g = runpy.run_path({main!r}, run_name="__main__")
-from components.verification import LsdbVerification
+from components.verification import LsdbVerification, VerificationArgs
 config, cluster, image = g["config"], g["cluster"], g["image"]
 v = config.verify
-LsdbVerification(
-    "verify", namespace=config.namespace, cluster_name=cluster.cluster_name, kube_context=config.kube_context,
+LsdbVerification("verify", VerificationArgs(
+    namespace=config.namespace, cluster_name=cluster.cluster_name, kube_context=config.kube_context,
     connect=v.connect, catalog_path=v.catalog_path, ra=v.ra, dec=v.dec, radius_arcsec=v.radius_arcsec,
     columns=list(v.columns), min_rows=v.min_rows, min_workers=v.min_workers, timeout_seconds=v.timeout_seconds,
     image_ref=image.ref, cluster_spec_hash=cluster.spec_hash,
-)
+))
 """
 
 # Runs in a fresh interpreter: evaluate one program under the project's mock runtime, print seconds.
@@ -109,9 +109,11 @@ def warm_workers(address: str, path: Path) -> None:
 
 
 def verification(address: str, path: Path) -> Any:
-    from components.verification import verify_catalog_query
+    from components.verification import VerificationQuery
+    from components.verification.check import verify_catalog_query
 
-    return verify_catalog_query(address, str(path), **CONE, columns=COLUMNS, min_rows=1, min_workers=2, timeout=300)
+    query = VerificationQuery(str(path), **CONE, columns=tuple(COLUMNS), min_rows=1, min_workers=2, timeout=300)
+    return verify_catalog_query(address, query)
 
 
 def query_overhead(rows: int, repeats: int, workdir: Path) -> None:

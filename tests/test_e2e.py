@@ -137,7 +137,7 @@ def emulated(
     request: pytest.FixtureRequest,
 ) -> EmulatedCluster:
     """The dev cluster's pods as processes, with the sample catalog on the catalog PVC; stopped at module end."""
-    from components.verification import OPEN_TASK_PREFIX
+    from components.verification.check import OPEN_TASK_PREFIX
     from scripts.sample_catalog import write_sample_catalog
     from tests.support.dask_processes import block_first_task_preload
 
@@ -229,7 +229,7 @@ def test_verification_create_passes_on_the_emulated_cluster(
     emulated: EmulatedCluster, rendered: dict[str, Any], props: dict[str, Any]
 ) -> None:
     """The dynamic provider's create (what `pulumi up` runs) with connect: direct finds exactly the cone's rows."""
-    from components.verification import new_provider
+    from components.verification.resource import new_provider
 
     want = expected_rows(props["ra"], props["dec"], props["radiusArcsec"])
     assert want >= props["minRows"]
@@ -268,7 +268,7 @@ def test_worker_killed_during_verification_does_not_lose_the_run(
 ) -> None:
     """SIGKILL the worker pod that runs the first query task: the scheduler re-runs it, the rows are complete,
     and the verification reports the lost worker as a warning. Then the Deployment's replacement pod rejoins."""
-    from components.verification import new_provider
+    from components.verification.resource import new_provider
 
     emulated.wait_for_workers(timeout=60)
     query = {**props, "radiusArcsec": 20 * 3600.0, "minWorkers": 2}  # a wider cone: several partitions

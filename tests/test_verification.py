@@ -22,12 +22,9 @@ from typing import Any
 import pytest
 
 from components.lock import PROJECT_DIR, read_lock
-from components.verification import (
-    OPEN_TASK_PREFIX,
-    SchedulerPortForward,
-    VerificationError,
-    verify_catalog_query,
-)
+from components.verification.check import OPEN_TASK_PREFIX, VerificationError, verify_catalog_query
+from components.verification.port_forward import SchedulerPortForward
+from components.verification.query import OUTPUT_KEYS, ClusterRef, VerificationQuery
 from scripts.sample_catalog import sample_dataframe, write_sample_catalog
 from tests.support.dask_processes import (
     LocalDaskCluster,
@@ -97,19 +94,22 @@ def lonely_scheduler(tmp_path_factory: pytest.TempPathFactory) -> Any:
         yield c
 
 
+WHERE = ClusterRef(namespace="lsdb-test", cluster_name="lsdb-cluster")
+
+
 def verify(address: str, **overrides: Any) -> Any:
-    kwargs: dict[str, Any] = {
+    """The test cone on the test catalog; `overrides` are VerificationQuery fields, or `locked_versions`."""
+    locked = overrides.pop("locked_versions", None)
+    fields: dict[str, Any] = {
+        "catalog_path": CATALOG_DIR,
         **CONE,
         "columns": COLUMNS,
         "min_rows": 1,
         "min_workers": 2,
         "timeout": 90.0,
-        "namespace": "lsdb-test",
-        "cluster_name": "lsdb-cluster",
+        **overrides,
     }
-    kwargs.update(overrides)
-    catalog_path = kwargs.pop("catalog_path", CATALOG_DIR)
-    return verify_catalog_query(address, catalog_path, **kwargs)
+    return verify_catalog_query(address, VerificationQuery(**fields), where=WHERE, locked_versions=locked)
 
 
 def failure(address: str, **overrides: Any) -> tuple[VerificationError, float]:
@@ -488,33 +488,70 @@ def test_cli_usage_errors_exit_2() -> None:
 # The dynamic provider, deserialized in a fresh process outside the project
 # ---------------------------------------------------------------------------------------------------------------
 
+HEAVY = ("lsdb", "hats", "nested_pandas", "dask", "distributed", "pandas", "pyarrow", "kr8s")
+
+# The dynamic-provider process, as Pulumi runs it: unpickle `__provider` (base64 + dill.loads), then call it.
 RUN_PROVIDER = """
-import base64, importlib.util, json, sys
+import base64, json, sys
 import dill
-assert importlib.util.find_spec("components") is None, "the project must not be importable here"
-provider = dill.loads(base64.b64decode(open(sys.argv[1]).read()))
+raw = base64.b64decode(open(sys.argv[1]).read())
+provider = dill.loads(raw)
 props = json.loads(sys.argv[2])
+import components
+out = {"class": f"{type(provider).__module__}.{type(provider).__qualname__}", "components": components.__file__}
+out["check_failures"] = [[f.property, f.reason] for f in provider.check({}, props).failures]
+out["diff_same"] = provider.diff("id", props, props).changes
+out["diff_cone"] = provider.diff("id", props, {**props, "radiusArcsec": props["radiusArcsec"] * 2}).changes
 try:
     result = provider.create(props)
 except Exception as exc:
-    print(json.dumps({"error": str(exc)}))
+    out["error"] = str(exc)
 else:
-    print(json.dumps({"id": result.id, "outs": result.outs}))
+    out.update(id=result.id, outs=result.outs)
+out["heavy"] = sorted(m for m in sys.modules if m.split(".")[0] in sys.argv[3].split(","))
+print(json.dumps(out))
 """
 
 
+def provider_python(tmp_path: Path, env: dict[str, str]) -> str:
+    """An interpreter like the dynamic provider's: the project's virtualenv, with THIS checkout installed.
+
+    `make venv` installs the project editable, so `sys.executable` imports `components` from this checkout in
+    any directory, and that is what we use. When the virtualenv's editable install points at another checkout
+    (a git worktree sharing the virtualenv), a throwaway virtualenv stands in: the same dependencies (a .pth to
+    the shared site-packages) and this checkout on the path, as `pip install -e .` would put it.
+    """
+    where = subprocess.run(
+        [sys.executable, "-c", "import components; print(components.__file__)"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    if where.returncode == 0 and Path(where.stdout.strip()).resolve().parent.parent == PROJECT_DIR:
+        return sys.executable
+    import site
+    import venv
+
+    stand_in = tmp_path / "provider-venv"
+    venv.EnvBuilder(with_pip=False, symlinks=True).create(stand_in)
+    (site_packages,) = stand_in.glob("lib/python*/site-packages")
+    (site_packages / "shared-dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    (site_packages / "lsdb-k8s-editable.pth").write_text(f"{PROJECT_DIR}\n")
+    return str(stand_in / "bin" / "python")
+
+
 def run_serialized_provider(tmp_path: Path, props: dict[str, Any]) -> dict[str, Any]:
+    """Serialize the provider as Pulumi does, and run it in a fresh process outside the project."""
     from pulumi.dynamic.dynamic import serialize_provider
 
-    from components.verification import new_provider
+    from components.verification.resource import new_provider
 
     blob = tmp_path / "provider.b64"
     blob.write_text(serialize_provider(new_provider()))
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    python = provider_python(elsewhere, env)
     proc = subprocess.run(
-        [sys.executable, "-c", RUN_PROVIDER, str(blob), json.dumps(props)],
+        [python, "-c", RUN_PROVIDER, str(blob), json.dumps(props), ",".join(HEAVY)],
         cwd=elsewhere,
         env=env,
         capture_output=True,
@@ -522,7 +559,9 @@ def run_serialized_provider(tmp_path: Path, props: dict[str, Any]) -> dict[str, 
         timeout=180,
     )
     assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    report: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert Path(report["components"]).resolve().parent.parent == PROJECT_DIR, report["components"]
+    return report
 
 
 def provider_props(address: str, **overrides: Any) -> dict[str, Any]:
@@ -550,10 +589,14 @@ def provider_props(address: str, **overrides: Any) -> dict[str, Any]:
     return props
 
 
-def test_serialized_provider_creates_in_a_fresh_process_outside_the_project(
+def test_serialized_provider_round_trip_in_a_fresh_process(
     tmp_path: Path, cluster: LocalDaskCluster, catalog: SampleCatalog
 ) -> None:
+    """check, diff and create of the provider as the dynamic-provider process gets it: exact rows, light process."""
     report = run_serialized_provider(tmp_path, provider_props(cluster.address))
+    assert report["class"] == "components.verification.resource.LsdbVerificationProvider"
+    assert report["check_failures"] == []
+    assert report["diff_same"] is False and report["diff_cone"] is True
     assert "error" not in report, report.get("error")
     outs = report["outs"]
     assert report["id"].startswith("lsdb-verification-")
@@ -561,10 +604,13 @@ def test_serialized_provider_creates_in_a_fresh_process_outside_the_project(
     assert outs["workers"] == 2 and isinstance(outs["workers"], int)
     assert outs["partitions"] == catalog.partitions_in_cone
     assert outs["elapsedSeconds"] > 0
-    assert outs["versions"]["lsdb"] == read_lock()["lsdb"]
+    assert outs["versions"]["lsdb"] == read_lock()["lsdb"]  # compared with the lock the child read
     assert set(outs["sample"][0]) == {"id", "ra", "dec"}
+    assert set(OUTPUT_KEYS) <= set(outs)
     # The inputs are kept in the outputs: diff compares them on the next `pulumi up`.
     assert outs["clusterSpecHash"] == "hash-1" and outs["catalogPath"] == CATALOG_DIR
+    # The check ran in the provider's child: the engine-facing process never imported lsdb or dask.
+    assert report["heavy"] == []
 
 
 def test_serialized_provider_fails_with_the_stage_message(tmp_path: Path, cluster: LocalDaskCluster) -> None:
@@ -572,3 +618,18 @@ def test_serialized_provider_fails_with_the_stage_message(tmp_path: Path, cluste
     assert report["error"].startswith("LSDB verification failed at stage 'open'")
     assert "no-such-catalog" in report["error"]
     assert "mountPath" in report["error"]
+
+
+def test_serialized_provider_is_a_small_reference_without_source() -> None:
+    """By reference: the pickle names the class; no module source, no lock, no function bodies."""
+    import base64
+
+    from pulumi.dynamic.dynamic import serialize_provider
+
+    from components.verification.resource import new_provider
+
+    raw = base64.b64decode(serialize_provider(new_provider()))
+    assert len(raw) < 1024, len(raw)
+    assert b"components.verification.resource" in raw and b"LsdbVerificationProvider" in raw
+    assert b"def verify_catalog_query" not in raw and b"def " not in raw
+    assert read_lock()["lsdb"].encode() not in raw

@@ -6,12 +6,15 @@ against real Dask processes is in tests/test_verification.py.
 
 from __future__ import annotations
 
+import inspect
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +22,24 @@ import pytest
 
 from components.lock import PROJECT_DIR, read_lock
 from components.verification import (
-    CHECKED_PACKAGES,
-    LsdbVerificationProvider,
-    compare_versions,
-    new_provider,
+    CONNECT_MODES,
+    DEC_RANGE,
+    MIN_RADIUS_ARCSEC,
+    OUTPUT_KEYS,
+    RA_RANGE,
+    LsdbVerification,
+    VerificationArgs,
+    VerificationQuery,
 )
+from components.verification.check import (
+    CHECKED_PACKAGES,
+    VerificationError,
+    VerificationResult,
+    compare_versions,
+    verify_catalog_query,
+)
+from components.verification.query import connect_problem
+from components.verification.resource import LsdbVerificationProvider, new_provider
 
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 HEAVY = ("lsdb", "hats", "nested_pandas", "dask", "distributed", "pandas", "pyarrow", "kr8s")
@@ -32,17 +48,18 @@ SERIALIZE = """
 import hashlib, sys
 sys.path.insert(0, sys.argv[1])
 from pulumi.dynamic.dynamic import serialize_provider
-from components.verification import new_provider
+from components.verification.resource import new_provider
 print(serialize_provider(new_provider()))
 """
 
+# Program evaluation under Pulumi's public test API: `set_mocks`, and `pulumi.runtime.test`, which waits for the
+# registrations and resolves the outputs.
 EVALUATE_UNDER_MOCKS = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
 import pulumi
-from pulumi.runtime.sync_await import _sync_await
 
-class Mocks(pulumi.runtime.Mocks):
+class RecordingMocks(pulumi.runtime.Mocks):
     def __init__(self):
         self.registered = []
     def new_resource(self, args):
@@ -52,30 +69,38 @@ class Mocks(pulumi.runtime.Mocks):
     def call(self, args):
         return {}, None
 
-mocks = Mocks()
+mocks = RecordingMocks()
 pulumi.runtime.set_mocks(mocks, project="lsdb-k8s", stack="test", preview=False)
-from components.verification import LsdbVerification
+from components.verification import LsdbVerification, VerificationArgs
 
-verification = LsdbVerification(
-    "verify",
-    namespace="lsdb-test",
-    cluster_name="lsdb-cluster",
-    kube_context="kind-lsdb-dev",
-    catalog_path="/data/sample",
-    ra=180.0,
-    dec=0.0,
-    radius_arcsec=3600.0,
-    connect=pulumi.Output.from_input("portForward"),
-    columns=pulumi.Output.from_input(["id", "ra", "dec"]),
-    min_rows=1,
-    min_workers=1,
-    timeout_seconds=300.0,
-    image_ref=pulumi.Output.from_input("localhost:5001/lsdb-dask@sha256:abc"),
-    cluster_spec_hash=pulumi.Output.from_input("hash-1"),
-)
-rows = _sync_await(verification.rows.future())
+seen = {}
+
+@pulumi.runtime.test
+def evaluate():
+    verification = LsdbVerification(
+        "verify",
+        VerificationArgs(
+            namespace="lsdb-test",
+            cluster_name="lsdb-cluster",
+            kube_context="kind-lsdb-dev",
+            catalog_path="/data/sample",
+            ra=180.0,
+            dec=0.0,
+            radius_arcsec=3600.0,
+            connect=pulumi.Output.from_input("portForward"),
+            columns=pulumi.Output.from_input(["id", "ra", "dec"]),
+            min_rows=1,
+            min_workers=1,
+            timeout_seconds=300.0,
+            image_ref=pulumi.Output.from_input("localhost:5001/lsdb-dask@sha256:abc"),
+            cluster_spec_hash=pulumi.Output.from_input("hash-1"),
+        ),
+    )
+    return pulumi.Output.all(**verification.outputs()).apply(seen.update)
+
+evaluate()
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in sys.argv[2].split(","))
-print(json.dumps({"heavy": heavy, "registered": mocks.registered, "rows": rows}))
+print(json.dumps({"heavy": heavy, "registered": mocks.registered, "outputs": seen}))
 """
 
 
@@ -93,12 +118,12 @@ def test_serialized_provider_is_byte_identical_across_processes(tmp_path: Path) 
     """Otherwise every `pulumi up` would show the verification as changed. Different hash seeds on purpose."""
     first = fresh_python(SERIALIZE, str(PROJECT_DIR), cwd=tmp_path, hash_seed="1")
     second = fresh_python(SERIALIZE, str(PROJECT_DIR), cwd=PROJECT_DIR, hash_seed="2")
-    assert len(first) > 1000
     assert first == second
+    assert len(first) < 1024  # a class reference, not the module source (~86 KB before)
 
 
-def test_provider_class_is_pickled_by_value() -> None:
-    """dill can only ship the class (not a reference to components.verification) if it cannot look it up."""
+def test_provider_class_is_pickled_by_reference() -> None:
+    """dill finds the module-level class by module + qualified name, so the pickle carries only that name."""
     import base64
 
     import dill
@@ -111,18 +136,17 @@ def test_provider_class_is_pickled_by_value() -> None:
             loaded.append((module, name))
             return super().find_class(module, name)
 
-    assert "<locals>" in LsdbVerificationProvider.__qualname__
+    assert "<locals>" not in LsdbVerificationProvider.__qualname__
     raw = base64.b64decode(serialize_provider(new_provider()))
     copy = Recording(io.BytesIO(raw)).load()
-    modules = {module for module, _ in loaded}
-    assert "pulumi.dynamic.dynamic" in modules  # the base class, by reference: installed everywhere
-    assert not [m for m in modules if m.split(".")[0] == "components"], modules
-    assert copy.locked_versions == dict(sorted(read_lock().items()))
-    assert copy.runtime_source == (PROJECT_DIR / "components" / "verification.py").read_text()
+    assert loaded == [("components.verification.resource", "LsdbVerificationProvider")]
+    assert type(copy) is LsdbVerificationProvider
+    assert vars(copy) == {}  # stateless: the lock is read at run time (see the class docstring)
+    assert b"def verify_catalog_query" not in raw
 
 
 def test_program_evaluation_imports_no_heavy_package(tmp_path: Path) -> None:
-    """Importing the module and constructing the resource under mocks must not pay for lsdb/dask/pandas."""
+    """Importing the package and constructing the resource under mocks must not pay for lsdb/dask/pandas."""
     out = json.loads(fresh_python(EVALUATE_UNDER_MOCKS, str(PROJECT_DIR), ",".join(HEAVY), cwd=tmp_path))
     assert out["heavy"] == []
     (registered,) = out["registered"]
@@ -133,20 +157,93 @@ def test_program_evaluation_imports_no_heavy_package(tmp_path: Path) -> None:
     assert registered["inputs"]["columns"] == ["id", "ra", "dec"]
     assert registered["inputs"]["imageRef"] == "localhost:5001/lsdb-dask@sha256:abc"
     assert registered["inputs"]["minRows"] == 1
-    assert out["rows"] == 12.0
+    assert list(out["outputs"]) == list(OUTPUT_KEYS)
+    assert out["outputs"]["rows"] == 12.0 and out["outputs"]["workers"] == 2.0
 
 
-def test_constructor_rejects_a_bad_connect_mode() -> None:
-    from components.verification import LsdbVerification
-
+def test_constructor_takes_verification_args_and_rejects_a_bad_connect_mode() -> None:
     common: dict[str, Any] = dict(
         namespace="ns", cluster_name="c", catalog_path="/data/x", ra=1.0, dec=2.0, radius_arcsec=3.0,
         image_ref="img", cluster_spec_hash="h",
     )  # fmt: skip
-    with pytest.raises(ValueError, match="connect must be 'portForward' or 'direct'"):
-        LsdbVerification("v", connect="tunnel", **common)
+    with pytest.raises(ValueError, match=re.escape(connect_problem("tunnel") or "")):
+        LsdbVerification("v", VerificationArgs(connect="tunnel", **common))
     with pytest.raises(ValueError, match="needs scheduler_address"):
-        LsdbVerification("v", connect="direct", **common)
+        LsdbVerification("v", VerificationArgs(connect="direct", **common))
+    with pytest.raises(TypeError, match="not both"):
+        LsdbVerification("v", VerificationArgs(**common), ra=5.0)
+
+
+def test_verification_args_become_the_camel_case_properties() -> None:
+    args = VerificationArgs(
+        namespace="ns", cluster_name="c", catalog_path="/data/x", ra=1.0, dec=2.0, radius_arcsec=3.0,
+        image_ref="img", cluster_spec_hash="h", columns=("id", "ra"),
+    )  # fmt: skip
+    props = args.to_props()
+    assert list(props) == [
+        "namespace", "clusterName", "catalogPath", "ra", "dec", "radiusArcsec", "imageRef", "clusterSpecHash",
+        "schedulerAddress", "kubeContext", "connect", "columns", "minRows", "minWorkers", "timeoutSeconds",
+    ]  # fmt: skip
+    assert props["columns"] == ["id", "ra"] and props["connect"] == "portForward"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One definition: output keys and connect modes
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_declared_outputs_returned_outs_and_export_are_output_keys() -> None:
+    declared = [k for k, v in LsdbVerification.__annotations__.items() if "Output" in str(v)]
+    assert declared == list(OUTPUT_KEYS)
+    result = VerificationResult(
+        rows=3, partitions=1, workers=2, elapsed_seconds=0.5, versions={}, sample=[], scheduler="tcp://s:8786",
+        catalog_path="/data/x", stage_seconds={}, warnings=[],
+    )  # fmt: skip
+    assert list(result.to_outputs()) == list(OUTPUT_KEYS)
+    assert VerificationResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
+    # The export: LsdbVerification.outputs() reads the same tuple.
+    assert "OUTPUT_KEYS" in inspect.getsource(LsdbVerification.outputs)
+
+
+def test_connect_modes_come_from_one_tuple(provider: Any) -> None:
+    from components.verification.cli import main
+
+    assert CONNECT_MODES == ("portForward", "direct")
+    (failure,) = provider.check({}, inputs(connect="tunnel")).failures
+    assert failure.reason == connect_problem("tunnel")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--connect", "tunnel", "--catalog", "/data/x", "--ra", "1", "--dec", "2", "--radius-arcsec", "3"])
+    assert exit_info.value.code == 2
+    for mode in CONNECT_MODES:  # every mode the resource accepts, the CLI accepts
+        assert connect_problem(mode) is None
+        assert "invalid choice" not in cli_usage_error("--connect", mode)
+    assert "(choose from " + ", ".join(repr(m) for m in CONNECT_MODES) + ")" in cli_usage_error("--connect", "x")
+
+
+def cli_usage_error(*args: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-m", "components.verification", *args, "--catalog", "/x", "--ra", "1", "--dec", "2",
+         "--radius-arcsec", "3", "--namespace", "n", "--cluster-name", "c", "--timeout", "-1"],
+        cwd=PROJECT_DIR, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    return proc.stderr
+
+
+def test_query_bounds_are_the_config_rules() -> None:
+    """ra in [0, 360), dec in [-90, 90], radius > 0, min_rows >= 0, min_workers >= 1, timeout > 0."""
+    assert (RA_RANGE, DEC_RANGE, MIN_RADIUS_ARCSEC) == ((0.0, 360.0), (-90.0, 90.0), 0.0)
+
+    def bad(**change: Any) -> list[str]:
+        fields: dict[str, Any] = {"catalog_path": "/data/x", "ra": 0.0, "dec": -90.0, "radius_arcsec": 0.1, **change}
+        return VerificationQuery(**fields).problems()
+
+    assert bad() == [] and bad(ra=359.999, dec=90.0, min_rows=0, min_workers=1, timeout=0.01) == []
+    for change in ({"ra": 360.0}, {"ra": -0.1}, {"ra": float("nan")}, {"dec": 90.5}, {"radius_arcsec": 0.0},
+                   {"min_rows": -1}, {"min_workers": 0}, {"timeout": 0.0}, {"catalog_path": " "}):  # fmt: skip
+        assert len(bad(**change)) == 1, change
+    with pytest.raises(VerificationError) as info:
+        verify_catalog_query("tcp://127.0.0.1:1", VerificationQuery("/data/x", ra=360.0, dec=0.0, radius_arcsec=1.0))
+    assert info.value.stage == "config" and "ra=360.0 is outside [0, 360) degrees" in info.value.problem
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -232,8 +329,18 @@ def test_check_reports_bad_connection_settings(provider: Any) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+class ChildRuns(LsdbVerificationProvider):
+    """The provider with its child replaced by `code` (a hung or crashing check)."""
+
+    def __init__(self, code: str) -> None:
+        self.code = code
+
+    def command(self, argv: Sequence[str]) -> list[str]:
+        return [sys.executable, "-c", self.code, *argv]
+
+
 def test_provider_kills_a_check_that_overruns_its_deadline() -> None:
-    stuck = LsdbVerificationProvider("import time\ntime.sleep(60)\n", {})
+    stuck = ChildRuns("import time\ntime.sleep(60)\n")
     stuck.GRACE_SECONDS = 0.5
     started = time.monotonic()
     with pytest.raises(RuntimeError, match=r"did not finish within 1\.5 s"):
@@ -255,7 +362,7 @@ def test_provider_fails_with_the_stage_message(provider: Any) -> None:
 
 
 def test_provider_reports_a_crashed_check() -> None:
-    broken = LsdbVerificationProvider("raise SystemExit('boom: the runtime could not start')\n", {})
+    broken = ChildRuns("raise SystemExit('boom: the runtime could not start')\n")
     with pytest.raises(RuntimeError, match="crashed \\(exit code 1\\)"):
         broken.create(inputs(connect="direct", schedulerAddress="tcp://127.0.0.1:1"))
 

@@ -1,0 +1,590 @@
+"""The check itself: prove that a Dask cluster answers an LSDB cone query end to end (no Pulumi inside).
+
+`verify_catalog_query(address, VerificationQuery(...), where=ClusterRef(...))` runs in stages, each with its own
+deadline (never longer than what is left of the overall timeout): config, connect, workers, versions, open,
+compute, rows. Any failure raises `VerificationError`, whose `.stage` names the stage and whose message ends
+with the fix from the guide's troubleshooting section (diagnostics.py).
+
+Where the catalog is opened: on a worker. With a port-forward the client runs on a workstation that cannot see
+the worker volume (the catalog at /data/... exists only inside worker pods, object-store credentials live only
+in the pods), so the client submits `lsdb.open_catalog(path, search_filter=ConeSearch(...), columns=...)` as a
+task, gets the lazy catalog back (metadata only, no rows), builds the graph locally and computes it on the
+cluster. The client never touches the catalog storage.
+
+Imports stay light: lsdb, dask, distributed and pandas are imported inside the functions that need them, so the
+package can be imported by the Pulumi program without paying for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import importlib
+import math
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from typing import Any
+
+from components.constants import SCHEDULER_PORT
+from components.lock import canonical, read_lock
+from components.verification.diagnostics import Fixes
+from components.verification.query import OUTPUT_KEYS, ClusterRef, VerificationQuery, output_field
+
+# The stages in order; `VerificationError.stage` and the keys of `stage_seconds` are among them.
+STAGES = ("config", "connect", "workers", "versions", "open", "compute", "rows")
+
+# Per-stage ceilings in seconds; each stage also stops when the overall timeout runs out.
+DEFAULT_STAGE_TIMEOUTS: dict[str, float] = {
+    "connect": 30.0,
+    "workers": 180.0,
+    "versions": 30.0,
+    "open": 120.0,
+    "compute": 600.0,
+}
+
+# Compared between client, scheduler and every worker (python by major.minor, the rest exactly, against the lock).
+CHECKED_PACKAGES = (
+    "dask",
+    "distributed",
+    "lsdb",
+    "hats",
+    "nested-pandas",
+    "pandas",
+    "pyarrow",
+    "numpy",
+    "cloudpickle",
+    "msgpack",
+)
+# Asked of the scheduler and workers on top of distributed's own list (dask, distributed, numpy, pandas, ...).
+# distributed answers with importlib.metadata, so nothing is imported remotely just to read a version.
+EXTRA_VERSION_PACKAGES = ("lsdb", "hats", "nested-pandas", "pyarrow")
+OPEN_TASK_PREFIX = "lsdb-verify-open"
+
+
+class VerificationError(RuntimeError):
+    """The verification failed at `stage`; `problem` says what happened and `fix` what to do about it."""
+
+    def __init__(self, stage: str, problem: str, fix: str) -> None:
+        self.stage = stage
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"LSDB verification failed at stage '{stage}': {problem}\nFix: {fix}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The CLI's `--json` failure report."""
+        return {"ok": False, "stage": self.stage, "problem": self.problem, "fix": self.fix, "message": str(self)}
+
+
+@dataclasses.dataclass
+class VerificationResult:
+    """What a successful verification saw. JSON-serializable (`to_dict`)."""
+
+    rows: int
+    partitions: int
+    workers: int
+    elapsed_seconds: float
+    versions: dict[str, str]
+    sample: list[dict[str, Any]]
+    scheduler: str
+    catalog_path: str
+    stage_seconds: dict[str, float]
+    warnings: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, report: Mapping[str, Any]) -> VerificationResult:
+        """Read back `to_dict` (the CLI's JSON): the dynamic provider gets its result this way."""
+        fields = {f.name: report[f.name] for f in dataclasses.fields(cls)}
+        for name in ("rows", "partitions", "workers"):
+            fields[name] = int(fields[name])
+        fields["elapsed_seconds"] = float(fields["elapsed_seconds"])
+        return cls(**fields)
+
+    def to_outputs(self) -> dict[str, Any]:
+        """The Pulumi output properties of `LsdbVerification`: `OUTPUT_KEYS`, camelCase of the fields."""
+        return {key: getattr(self, output_field(key)) for key in OUTPUT_KEYS}
+
+
+class _Clock:
+    """The overall deadline and the per-stage ceilings; records how long each stage took."""
+
+    def __init__(self, timeout: float, stage_timeouts: Mapping[str, float] | None, fixes: Fixes) -> None:
+        self.start = time.monotonic()
+        self.timeout = float(timeout)
+        self.limits = {**DEFAULT_STAGE_TIMEOUTS, **(stage_timeouts or {})}
+        self.fixes = fixes
+        self.seconds: dict[str, float] = {}
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def budget(self, stage: str) -> float:
+        remaining = self.timeout - self.elapsed()
+        if remaining <= 0:
+            raise VerificationError(
+                stage, f"the overall timeout of {self.timeout:g} s ran out before this stage started", self.fixes(stage)
+            )
+        return min(self.limits.get(stage, remaining), remaining)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[float]:
+        began = time.monotonic()
+        try:
+            yield self.budget(name)
+        finally:
+            self.seconds[name] = round(time.monotonic() - began, 4)
+
+
+class _Abandoned(Exception):
+    """Raised by `_call_with_deadline` when the call did not return in time (it keeps running, unobserved)."""
+
+
+def _call_with_deadline(
+    fn: Callable[[], Any], seconds: float, on_late_result: Callable[[Any], Any] | None = None
+) -> Any:
+    """Run `fn()` in a daemon thread and wait at most `seconds` for it.
+
+    Returns its value or re-raises its exception; raises `_Abandoned` when it is still running at the deadline.
+    A daemon thread never keeps the process alive; `on_late_result` disposes of a value that arrives after we
+    stopped waiting (for example closes a Client that connected too late).
+    """
+    lock = threading.Lock()
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            value = fn()
+        except BaseException as exc:
+            box["error"] = exc
+            value = None
+        else:
+            box["value"] = value
+        with lock:
+            done.set()
+            late = box.get("abandoned", False)
+        if late and "value" in box and on_late_result is not None:
+            with suppress(Exception):
+                on_late_result(value)
+
+    thread = threading.Thread(target=target, name="lsdb-verify-stage", daemon=True)
+    thread.start()
+    done.wait(max(seconds, 0.0))
+    with lock:
+        if not done.is_set():
+            box["abandoned"] = True
+            raise _Abandoned()
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+def describe(exc: BaseException) -> str:
+    """`Type: first line of the message`: enough to name a failure in one line of a stage message."""
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def _normalize_address(address: str) -> str:
+    address = address.strip()
+    if "://" not in address:
+        address = f"tcp://{address}"
+    scheme, _, rest = address.partition("://")
+    if rest and ":" not in rest.rsplit("]", 1)[-1]:
+        address = f"{scheme}://{rest}:{SCHEDULER_PORT}"
+    return address
+
+
+def _probe_scheduler(address: str, seconds: float) -> dict[str, Any]:
+    """Open one Dask comm to `address` and ask who it is, all within `seconds`.
+
+    `distributed.comm.connect` retries refused connections until its timeout, but then waits for the peer's
+    handshake without any bound; `Client(timeout=...)` inherits that. `asyncio.wait_for` bounds the whole
+    exchange, so a peer that accepts TCP and never speaks Dask (a dashboard port, a stuck proxy) fails in time.
+    """
+    from distributed.comm.core import connect as untyped_connect
+
+    connect: Callable[..., Any] = untyped_connect  # distributed has no annotations here
+
+    async def probe() -> dict[str, Any]:
+        comm = await connect(address, timeout=seconds)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            reply: dict[str, Any] = await comm.read()
+            return reply
+        finally:
+            comm.abort()
+
+    async def bounded() -> dict[str, Any]:
+        return await asyncio.wait_for(probe(), timeout=seconds)
+
+    return asyncio.run(bounded())
+
+
+def compare_versions(
+    report: Mapping[str, Any], locked: Mapping[str, str] | None
+) -> tuple[dict[str, str], list[str], list[str]]:
+    """Check a `Client.get_versions()` report against the lock.
+
+    Returns (agreed versions, problems, warnings). A package of `CHECKED_PACKAGES` is a problem when any side
+    (client, scheduler, a worker) lacks it or, if the lock pins it, runs another version; without a pin, when
+    the sides disagree. Python must agree on major.minor (pickled code does not cross minor versions); a
+    different micro version is only a warning.
+    """
+    sides: list[tuple[str, Mapping[str, Any]]] = [
+        ("client", (report.get("client") or {}).get("packages") or {}),
+        ("scheduler", (report.get("scheduler") or {}).get("packages") or {}),
+    ]
+    workers = report.get("workers") or {}
+    for addr in sorted(workers):
+        sides.append((f"worker {addr}", (workers[addr] or {}).get("packages") or {}))
+    n_workers = len(workers)
+    pins = {canonical(k): v for k, v in (locked or {}).items()}
+    problems: list[str] = []
+    warnings: list[str] = []
+    agreed: dict[str, str] = {}
+
+    def where(found: Mapping[str, list[str]]) -> str:
+        parts = []
+        for version, names in sorted(found.items()):
+            shown = [n for n in names if not n.startswith("worker ")]
+            wk = [n for n in names if n.startswith("worker ")]
+            if wk:
+                listed = ", ".join(w.removeprefix("worker ") for w in wk[:3]) + (", ..." if len(wk) > 3 else "")
+                shown.append(f"{len(wk)} of {n_workers} workers ({listed})")
+            what = "nothing (not installed)" if version == "MISSING" else version
+            named = shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
+            parts.append(f"{named} {'have' if len(names) > 1 else 'has'} {what}")
+        return "; ".join(parts)
+
+    pythons: dict[str, list[str]] = {}
+    for side, pkgs in sides:
+        pythons.setdefault(str(pkgs.get("python") or "MISSING"), []).append(side)
+    minors = {".".join(v.split(".")[:2]) for v in pythons}
+    if len(minors) > 1:
+        problems.append(f"python: {where(pythons)}")
+    elif len(pythons) > 1:
+        warnings.append(f"python micro versions differ: {where(pythons)}")
+    agreed["python"] = ".".join(str(sides[1][1].get("python") or sides[0][1].get("python") or "").split(".")[:3])
+
+    for pkg in CHECKED_PACKAGES:
+        expected = pins.get(canonical(pkg))
+        found: dict[str, list[str]] = {}
+        for side, pkgs in sides:
+            found.setdefault(str(pkgs.get(pkg) or "MISSING"), []).append(side)
+        if expected is not None:
+            bad = {v: names for v, names in found.items() if v != expected}
+            if bad:
+                problems.append(f"{pkg}: docker/requirements.lock pins {expected}, but {where(bad)}")
+            agreed[pkg] = expected
+        elif len(found) > 1 or "MISSING" in found:
+            problems.append(f"{pkg}: {where(found)}")
+        else:
+            agreed[pkg] = next(iter(found))
+    return agreed, problems, warnings
+
+
+def _jsonable(value: Any) -> Any:
+    """A plain JSON value for one cell of the sample (numpy scalars, pandas NA, NaN, nested values)."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    item = getattr(value, "item", None)
+    if callable(item):
+        try:
+            return _jsonable(item())
+        except (TypeError, ValueError):
+            pass
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    try:
+        import pandas as pd
+
+        if value is pd.NA or value is pd.NaT:
+            return None
+    except ImportError:  # pragma: no cover - pandas is always there when rows are
+        pass
+    return str(value)
+
+
+def _sample_records(df: Any, n: int) -> list[dict[str, Any]]:
+    if df is None or n <= 0:
+        return []
+    head = df.head(n)
+    return [{str(k): _jsonable(v) for k, v in row.items()} for row in head.to_dict(orient="records")]
+
+
+def _default_lock() -> tuple[dict[str, str] | None, str | None]:
+    """docker/requirements.lock, read where the check runs (it ships with this package's project)."""
+    try:
+        return dict(read_lock()), None
+    except OSError as exc:
+        return (
+            None,
+            f"docker/requirements.lock could not be read ({describe(exc)}):"
+            " versions were only compared with each other",
+        )
+
+
+def verify_catalog_query(
+    scheduler_address: str,
+    query: VerificationQuery,
+    *,
+    where: ClusterRef | None = None,
+    locked_versions: Mapping[str, str] | None = None,
+) -> VerificationResult:
+    """Connect to the scheduler, check workers and versions, run `query` on the cluster, check its rows.
+
+    `where` only makes the error messages name the real Kubernetes objects. `locked_versions` maps package
+    names to the pinned versions (default: docker/requirements.lock); pass a modified mapping to test the check.
+    Raises `VerificationError` naming the failed stage; returns a `VerificationResult` otherwise.
+    """
+    fixes = Fixes(where)
+    clock = _Clock(query.timeout, query.stage_timeouts, fixes)
+    warnings: list[str] = []
+    problems = [] if str(scheduler_address or "").strip() else ["the scheduler address is empty"]
+    problems += query.problems()
+    if problems:
+        raise VerificationError("config", "; ".join(problems), fixes("config"))
+    if locked_versions is None:
+        locked_versions, note = _default_lock()
+        if note:
+            warnings.append(note)
+    address = _normalize_address(scheduler_address)
+    q = query
+    columns = list(q.columns) if q.columns else None
+
+    client = None
+    try:
+        with clock.stage("connect") as budget:
+            client = _connect(address, budget, fixes)
+
+        with clock.stage("workers") as budget:
+            n_workers = _wait_for_workers(client, address, q.min_workers, budget, fixes)
+
+        with clock.stage("versions") as budget:
+            versions, version_warnings = _check_versions(client, locked_versions, budget, fixes)
+            warnings.extend(version_warnings)
+
+        with clock.stage("open") as budget:
+            catalog = _open_on_worker(client, q, columns, budget, fixes)
+            partitions = int(catalog.npartitions)
+
+        with clock.stage("compute") as budget:
+            df = _compute(client, catalog, partitions, budget, fixes)
+            rows = 0 if df is None else len(df)
+            after = _count_workers(client, 5.0)
+            if after is not None and after < n_workers:
+                warnings.append(
+                    f"{n_workers - after} worker(s) left the cluster during the query; the scheduler re-ran their"
+                    " tasks on the remaining workers and the result is complete"
+                )
+
+        with clock.stage("rows"):
+            if rows < q.min_rows:
+                detail = (
+                    "no partition of the catalog overlaps the cone"
+                    if partitions == 0
+                    else f"{partitions} partition(s) overlap the cone but only {rows} row(s) fall inside it"
+                )
+                raise VerificationError(
+                    "rows",
+                    f'the cone ra={q.ra:g} dec={q.dec:g} radius={q.radius_arcsec:g}" on {q.catalog_path} returned'
+                    f" {rows} row(s), fewer than min_rows={q.min_rows} ({detail})",
+                    fixes("rows"),
+                )
+            sample = _sample_records(df, q.sample_rows)
+    finally:
+        if client is not None:
+            _close_client(client)
+
+    return VerificationResult(
+        rows=rows,
+        partitions=partitions,
+        workers=n_workers,
+        elapsed_seconds=round(clock.elapsed(), 4),
+        versions=versions,
+        sample=sample,
+        scheduler=address,
+        catalog_path=q.catalog_path,
+        stage_seconds=clock.seconds,
+        warnings=warnings,
+    )
+
+
+def _connect(address: str, budget: float, fixes: Fixes) -> Any:
+    try:
+        identity = _call_with_deadline(lambda: _probe_scheduler(address, budget), budget + 1.0)
+    except (_Abandoned, TimeoutError) as exc:
+        raise VerificationError(
+            "connect",
+            f"no Dask scheduler answered at {address} within {budget:g} s"
+            + ("" if isinstance(exc, _Abandoned) else f" ({describe(exc)})")
+            + " (refused, unresolvable, or a peer that accepts TCP but does not speak the Dask protocol)",
+            fixes("connect"),
+        ) from None
+    except Exception as exc:
+        raise VerificationError(
+            "connect", f"could not talk to a Dask scheduler at {address}: {describe(exc)}", fixes("connect")
+        ) from exc
+    kind = identity.get("type") if isinstance(identity, dict) else None
+    if kind != "Scheduler":
+        raise VerificationError(
+            "connect",
+            f"{address} answered as a Dask {kind or 'peer of unknown type'}, not as the scheduler",
+            fixes("connect"),
+        )
+
+    def make_client() -> Any:
+        from distributed import Client as UntypedClient
+
+        client_cls: Callable[..., Any] = UntypedClient  # distributed's Client.__init__ has no annotations
+        return client_cls(address, timeout=budget, set_as_default=False, direct_to_workers=False)
+
+    try:
+        return _call_with_deadline(make_client, budget, on_late_result=lambda c: c.close(timeout=5))
+    except _Abandoned:
+        raise VerificationError(
+            "connect", f"the Dask client could not register with {address} within {budget:g} s", fixes("connect")
+        ) from None
+    except Exception as exc:
+        raise VerificationError(
+            "connect", f"the Dask client could not connect to {address}: {describe(exc)}", fixes("connect")
+        ) from exc
+
+
+def _count_workers(client: Any, seconds: float) -> int | None:
+    try:
+        return len(_call_with_deadline(client.nthreads, seconds))
+    except Exception:
+        return None
+
+
+def _wait_for_workers(client: Any, address: str, min_workers: int, budget: float, fixes: Fixes) -> int:
+    try:
+        _call_with_deadline(lambda: client.wait_for_workers(min_workers, timeout=budget), budget + 2.0)
+    except (_Abandoned, TimeoutError):
+        have = _count_workers(client, 5.0)
+        have_text = "an unknown number of" if have is None else str(have)
+        raise VerificationError(
+            "workers",
+            f"{have_text} worker(s) joined the scheduler at {address}, fewer than min_workers={min_workers},"
+            f" within {budget:g} s",
+            fixes("workers"),
+        ) from None
+    except Exception as exc:
+        raise VerificationError(
+            "workers", f"could not list the workers of {address}: {describe(exc)}", fixes("workers")
+        ) from exc
+    have = _count_workers(client, 5.0)
+    return have if have is not None else min_workers
+
+
+def _check_versions(
+    client: Any, locked: Mapping[str, str] | None, budget: float, fixes: Fixes
+) -> tuple[dict[str, str], list[str]]:
+    try:
+        report = _call_with_deadline(
+            lambda: client.get_versions(check=False, packages=list(EXTRA_VERSION_PACKAGES)), budget
+        )
+    except _Abandoned:
+        raise VerificationError(
+            "versions",
+            f"the scheduler and workers did not report their versions within {budget:g} s",
+            fixes("versions"),
+        ) from None
+    except Exception as exc:
+        raise VerificationError(
+            "versions", f"could not collect package versions: {describe(exc)}", fixes("versions")
+        ) from exc
+    agreed, problems, warnings = compare_versions(report, locked)
+    if problems:
+        raise VerificationError(
+            "versions", "client, scheduler and workers do not run the locked packages: " + "; ".join(problems),
+            fixes("versions"),
+        )  # fmt: skip
+    return agreed, warnings
+
+
+def _open_on_worker(
+    client: Any, query: VerificationQuery, columns: list[str] | None, budget: float, fixes: Fixes
+) -> Any:
+    """`lsdb.open_catalog` as a task: it reads the catalog metadata where the catalog is (on a worker).
+
+    The lazy catalog comes back to the client (metadata and the pixels the cone overlaps, no rows); its
+    graph reads the partitions on the workers when computed. `error_empty_filter=False` lets a cone that
+    overlaps no partition reach the rows stage, which names the real problem.
+    """
+    try:
+        lsdb: Any = importlib.import_module("lsdb")  # Any: lsdb re-exports its API implicitly
+    except ImportError as exc:
+        raise VerificationError(
+            "open", f"lsdb is not installed in this client ({describe(exc)})", fixes("versions")
+        ) from exc
+    search = lsdb.ConeSearch(query.ra, query.dec, query.radius_arcsec)
+    key = f"{OPEN_TASK_PREFIX}-{uuid.uuid4().hex}"
+    future = client.submit(
+        lsdb.open_catalog, query.catalog_path, search_filter=search, columns=columns, error_empty_filter=False, key=key
+    )
+    try:
+        return _call_with_deadline(lambda: future.result(timeout=budget), budget + 2.0)
+    except (_Abandoned, TimeoutError):
+        raise VerificationError(
+            "open",
+            f"opening {query.catalog_path} on a worker did not finish within {budget:g} s (slow or hung storage?)",
+            fixes("open"),
+        ) from None
+    except Exception as exc:
+        raise VerificationError(
+            "open", f"a worker could not open the catalog {query.catalog_path}: {describe(exc)}", fixes("open")
+        ) from exc
+    finally:
+        future.release()
+
+
+def _compute(client: Any, catalog: Any, partitions: int, budget: float, fixes: Fixes) -> Any:
+    """`catalog.compute()`, the call the guide's manual check makes, explicitly on this client.
+
+    lsdb computes with the current dask scheduler and client; `as_current` and `scheduler=client.get` route
+    it to our client (never made the process default) whatever the caller's dask config says: a global
+    `scheduler="synchronous"` would otherwise run it here, where the catalog is not. lsdb then submits one
+    task per partition and gathers them through the scheduler. The deadline abandons the waiting thread;
+    closing the client afterwards cancels the tasks.
+    """
+    if partitions == 0:
+        return None
+    import dask
+
+    def run() -> Any:
+        with client.as_current(), dask.config.set(scheduler=client.get):
+            return catalog.compute(progress_bar=False)
+
+    try:
+        return _call_with_deadline(run, budget)
+    except _Abandoned:
+        raise VerificationError(
+            "compute",
+            f"the query over {partitions} partition(s) did not finish on the cluster within {budget:g} s",
+            fixes("compute"),
+        ) from None
+    except Exception as exc:
+        raise VerificationError(
+            "compute", f"the query over {partitions} partition(s) failed on the cluster: {describe(exc)}",
+            fixes("compute"),
+        ) from exc  # fmt: skip
+
+
+def _close_client(client: Any) -> None:
+    with suppress(Exception):
+        _call_with_deadline(lambda: client.close(timeout=5), 7.0)

@@ -1,0 +1,160 @@
+"""`python -m components.verification`: the check from a shell, with the exit code and JSON a script needs.
+
+Exit 0 when the check passes, 1 when it fails (the stage-named message on stderr, and with `--json` the failure
+as JSON on stdout), 2 on a usage error. The dynamic provider runs exactly this command in a child process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from components.verification.check import VerificationError, VerificationResult, verify_catalog_query
+from components.verification.diagnostics import Fixes
+from components.verification.port_forward import SchedulerPortForward
+from components.verification.query import (
+    CONNECT_MODES,
+    DEFAULT_SAMPLE_ROWS,
+    DEFAULT_TIMEOUT,
+    DIRECT,
+    PORT_FORWARD,
+    ClusterRef,
+    VerificationQuery,
+)
+
+PORT_FORWARD_TIMEOUT = 30.0  # seconds to start the port-forward, within the overall timeout
+
+
+def format_summary(result: VerificationResult) -> str:
+    """Human-readable success report, with the sample rows as a small table."""
+    lines = [
+        f"LSDB verification passed in {result.elapsed_seconds:.2f} s",
+        f"  scheduler  {result.scheduler} ({result.workers} worker{'s' if result.workers != 1 else ''})",
+        f"  catalog    {result.catalog_path}: {result.rows} row(s) in {result.partitions} partition(s)",
+        "  versions   " + ", ".join(f"{k} {v}" for k, v in result.versions.items()),
+        "  stages     " + ", ".join(f"{k} {v:.2f}s" for k, v in result.stage_seconds.items()),
+    ]
+    lines += [f"  warning    {w}" for w in result.warnings]
+    if result.sample:
+        cols = list(result.sample[0])
+        cells = [[_cell(row.get(c)) for c in cols] for row in result.sample]
+        widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(cols)]
+        lines.append(f"  first {len(result.sample)} row(s):")
+        lines.append("    " + "  ".join(c.rjust(w) for c, w in zip(cols, widths, strict=True)))
+        lines += ["    " + "  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "" if value is None else str(value)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line's flags (also what the dynamic provider passes to its child)."""
+    p = argparse.ArgumentParser(
+        prog="python -m components.verification",
+        description="Verify a Dask cluster end to end with an LSDB cone query (exit 0 on success, 1 on failure).",
+    )
+    p.add_argument("--scheduler", help="scheduler address, e.g. tcp://localhost:8786 (or use --port-forward)")
+    p.add_argument("--catalog", required=True, help="catalog path as the workers see it, e.g. /data/sample")
+    p.add_argument("--ra", type=float, required=True, help="cone centre right ascension, degrees")
+    p.add_argument("--dec", type=float, required=True, help="cone centre declination, degrees")
+    p.add_argument("--radius-arcsec", type=float, required=True, help="cone radius, arcseconds")
+    p.add_argument("--columns", default=None, help="comma-separated columns to load (default: the catalog's)")
+    p.add_argument("--min-rows", type=int, default=1, help="fail when the cone returns fewer rows (default 1)")
+    p.add_argument("--min-workers", type=int, default=1, help="workers to wait for (default 1)")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="overall deadline, seconds (default 300)")
+    p.add_argument("--json", action="store_true", help="print the result (or the failure) as JSON on stdout")
+    p.add_argument("--sample-rows", type=int, default=DEFAULT_SAMPLE_ROWS, help="rows to show (default 5)")
+    p.add_argument("--namespace", help="Kubernetes namespace (names the real objects in error messages)")
+    p.add_argument("--cluster-name", help="DaskCluster name (names the real objects in error messages)")
+    p.add_argument(
+        "--port-forward",
+        action="store_true",
+        help="port-forward svc/<cluster-name>-scheduler in --namespace with kr8s instead of --scheduler",
+    )
+    p.add_argument(
+        "--connect",
+        choices=CONNECT_MODES,
+        help="the stack's verify.connect: portForward (same as --port-forward) or direct (needs --scheduler)",
+    )
+    p.add_argument("--kube-context", help="kube context for --port-forward and messages (default: the current one)")
+    p.add_argument("--lock-json", type=Path, help="JSON object of pinned versions (default: docker/requirements.lock)")
+    return p
+
+
+def _connect_mode(p: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    """portForward or direct, from --connect or from which of --port-forward / --scheduler was given."""
+    connect: str = args.connect or (PORT_FORWARD if args.port_forward else DIRECT)
+    port_forward = connect == PORT_FORWARD
+    if args.port_forward and not port_forward:
+        p.error("--port-forward contradicts --connect direct")
+    if bool(args.scheduler) == port_forward:
+        p.error("give exactly one of --scheduler ADDR or --port-forward")
+    if port_forward and not (args.namespace and args.cluster_name):
+        p.error("--port-forward needs --namespace and --cluster-name")
+    return connect
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the check once; see the module docstring for the exit codes."""
+    p = parser()
+    args = p.parse_args(argv)
+    port_forward = _connect_mode(p, args) == PORT_FORWARD
+    # The failure message says what went wrong; distributed's own reconnect chatter would only bury it.
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
+    where = ClusterRef(args.namespace, args.cluster_name, args.kube_context)
+    columns = tuple(c.strip() for c in args.columns.split(",") if c.strip()) if args.columns else None
+    locked = json.loads(args.lock_json.read_text()) if args.lock_json else None
+    query = VerificationQuery(
+        catalog_path=args.catalog,
+        ra=args.ra,
+        dec=args.dec,
+        radius_arcsec=args.radius_arcsec,
+        columns=columns,
+        min_rows=args.min_rows,
+        min_workers=args.min_workers,
+        timeout=args.timeout,
+        sample_rows=args.sample_rows,
+    )
+    started = time.monotonic()
+    try:
+        if problems := query.problems():  # before any port-forward: the config stage comes first
+            raise VerificationError("config", "; ".join(problems), Fixes(where)("config"))
+        address: contextlib.AbstractContextManager[str] = (
+            SchedulerPortForward(
+                args.namespace,
+                args.cluster_name,
+                args.kube_context,
+                timeout=min(PORT_FORWARD_TIMEOUT, args.timeout),
+                fixes=Fixes(where),
+            )
+            if port_forward
+            else contextlib.nullcontext(args.scheduler)
+        )
+        with address as scheduler:
+            # What the port-forward took comes off the overall deadline.
+            remaining = max(args.timeout - (time.monotonic() - started), 0.001)
+            result = verify_catalog_query(
+                scheduler, dataclasses.replace(query, timeout=remaining), where=where, locked_versions=locked
+            )
+    except VerificationError as exc:
+        if args.json:
+            print(json.dumps(exc.to_dict()))
+        print(str(exc), file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"ok": True, **result.to_dict()}))
+    else:
+        print(format_summary(result))
+    return 0

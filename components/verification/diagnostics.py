@@ -1,0 +1,86 @@
+"""The guide's troubleshooting, per stage, with the real namespace, cluster and kube context when known.
+
+Every port, label, Service name and kubectl prefix comes from `components.constants`, so the commands we print
+name the objects the operator really creates.
+"""
+
+from __future__ import annotations
+
+from components.constants import (
+    CLUSTER_NAME_LABEL,
+    DASHBOARD_PORT,
+    SCHEDULER_PORT,
+    kubectl,
+    pod_selector,
+    scheduler_service_name,
+)
+from components.verification.query import ClusterRef
+
+
+class Fixes:
+    """`fixes(stage)` is what to do when `stage` fails; names unknown show as `<namespace>` and `<cluster>`."""
+
+    def __init__(self, cluster: ClusterRef | None = None) -> None:
+        cluster = cluster or ClusterRef()
+        self.ns = cluster.namespace or "<namespace>"
+        self.cl = cluster.cluster_name or "<cluster>"
+        self.kubectl = kubectl(cluster.kube_context)
+
+    def port_forward(self) -> str:
+        """The fix when the port-forward itself cannot start (before any Dask traffic)."""
+        svc = scheduler_service_name(self.cl)
+        return (
+            f"check this machine reaches the cluster with the stack's kube context (kubeContext in the stack config,"
+            f" KUBECONFIG): `{self.kubectl} get svc {svc} -n {self.ns}`; then: {self('connect')}"
+        )
+
+    def __call__(self, stage: str) -> str:
+        return self._text(stage)
+
+    def _text(self, stage: str) -> str:
+        ns, cl, k = self.ns, self.cl, self.kubectl
+        svc = scheduler_service_name(cl)
+        scheduler_pods = pod_selector(cl, "scheduler")
+        worker_pods = pod_selector(cl, "worker")
+        cluster_pods = f"{CLUSTER_NAME_LABEL}={cl}"
+        texts = {
+            "config": "check the verification settings (verify.* in the stack config, or the command-line flags)",
+            "connect": (
+                f"verify the scheduler pod is running: `{k} get pods -n {ns} -l {scheduler_pods}`;"
+                f" check the service exists: `{k} get svc {svc} -n {ns}`; inside the cluster use the fully"
+                f" qualified name tcp://{svc}.{ns}.svc.cluster.local:{SCHEDULER_PORT}; from a workstation use"
+                f" connect: portForward (or `{k} port-forward -n {ns} svc/{svc} {SCHEDULER_PORT}:{SCHEDULER_PORT}`"
+                f" and tcp://localhost:{SCHEDULER_PORT}). Port {SCHEDULER_PORT} speaks the Dask protocol;"
+                f" {DASHBOARD_PORT} is the dashboard (HTTP) and cannot be the scheduler address"
+            ),
+            "workers": (
+                f"`{k} get pods -n {ns} -l {worker_pods}`; worker pods stay Pending until the"
+                f" catalog PVC is Bound (`{k} get pvc -n {ns}`); look for OOMKilled, ImagePullBackOff or"
+                f" CrashLoopBackOff in `{k} describe pod -n {ns} <worker-pod>` and read `{k} logs -n {ns}"
+                f" <worker-pod>`; with the autoscaler, verify.minWorkers must not exceed its minimum"
+            ),
+            "versions": (
+                "use the digest-pinned image built from docker/requirements.lock for scheduler and workers, and"
+                " install the same lock in the client (`pip install -r docker/requirements.lock`); a package missing"
+                f" on the cluster means a pod runs another image: `{k} get pods -n {ns} -l {cluster_pods}"
+                " -o jsonpath='{..image}'`"
+            ),
+            "open": (
+                "give the catalog path as the workers see it (the volume mountPath inside the worker pods, e.g."
+                f" /data/<catalog>), not a path on this machine; check the catalog PVC is Bound (`{k} get pvc -n"
+                f" {ns}`) and mounted in the workers (`{k} describe pod -n {ns} -l {worker_pods}`);"
+                " for object stores (s3://, gs://, abfs://) check the workers' credentials secret;"
+                " requested columns must exist in the catalog"
+            ),
+            "compute": (
+                f"a worker failed while reading the partitions: look for OOMKilled in `{k} describe pod -n {ns}"
+                f" -l {worker_pods}` and errors in `{k} logs -n {ns} <worker-pod>`; raise the"
+                " worker memory or query a smaller cone; check every partition file of the catalog is readable by"
+                " the workers"
+            ),
+            "rows": (
+                "the cone has no (or too few) rows: check verify.cone ra/dec (degrees) and radiusArcsec (arcseconds)"
+                " point at a region the catalog covers, or lower verify.minRows"
+            ),
+        }
+        return texts[stage]

@@ -1,0 +1,118 @@
+"""Reach the scheduler from a workstation: a kr8s port-forward to the operator's scheduler Service.
+
+kr8s is imported only when a real forward starts (`_kr8s_service`); tests pass `service_getter` instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from typing import Any
+
+from components.constants import SCHEDULER_PORT, SCHEDULER_PORT_NAME, scheduler_service_name
+from components.verification.check import VerificationError, describe
+from components.verification.diagnostics import Fixes
+from components.verification.query import ClusterRef
+
+# (service name, namespace, kube context) -> an object with `.spec.ports` and `.portforward(remote, local_port=)`.
+ServiceGetter = Callable[[str, str, str | None], Awaitable[Any]]
+
+
+class SchedulerPortForward:
+    """Port-forward `<cluster>-scheduler` in `namespace` to a free local port with kr8s, like dask-kubernetes.
+
+    `with SchedulerPortForward(...) as address:` yields `tcp://127.0.0.1:<port>` and closes the forward on exit.
+    The forward runs in a daemon thread with its own event loop (as dask-kubernetes' KubeCluster does), so it
+    serves the Dask client's connections while this thread blocks on the check. `service_getter` replaces the
+    kr8s lookup (tests); it is an async callable (name, namespace, kube_context) -> object with `.spec.ports`
+    and `.portforward(remote_port, local_port="auto")`.
+    """
+
+    def __init__(
+        self,
+        namespace: str,
+        cluster_name: str,
+        kube_context: str | None = None,
+        *,
+        timeout: float = 30.0,
+        fixes: Fixes | None = None,
+        service_getter: ServiceGetter | None = None,
+    ) -> None:
+        self.namespace = namespace
+        self.service_name = scheduler_service_name(cluster_name)
+        self.kube_context = kube_context
+        self.timeout = timeout
+        self.fixes = fixes or Fixes(ClusterRef(namespace, cluster_name, kube_context))
+        self.service_getter: ServiceGetter = service_getter or _kr8s_service
+        self.local_port: int | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> str:
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), name="lsdb-verify-pf", daemon=True)
+        self._thread.start()
+        where = f"service {self.service_name} in namespace {self.namespace}" + (
+            f" (kube context {self.kube_context})" if self.kube_context else " (current kube context)"
+        )
+        if not self._ready.wait(self.timeout):
+            self.close()
+            raise VerificationError(
+                "connect",
+                f"the port-forward to {where} did not start within {self.timeout:g} s",
+                self.fixes.port_forward(),
+            )
+        if self._error is not None:
+            self.close()
+            raise VerificationError(
+                "connect", f"could not port-forward to {where}: {describe(self._error)}", self.fixes.port_forward()
+            ) from self._error
+        return f"tcp://127.0.0.1:{self.local_port}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the forward and wait (briefly) for its thread; safe to call twice."""
+        if self._loop is not None and self._stop is not None:
+            with suppress(RuntimeError):  # the loop is already closed
+                self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        try:
+            svc = await self.service_getter(self.service_name, self.namespace, self.kube_context)
+            remote = _scheduler_port(svc)
+            async with svc.portforward(remote, local_port="auto") as port:
+                self.local_port = int(port)
+                self._ready.set()
+                await self._stop.wait()
+        except BaseException as exc:
+            self._error = exc
+        finally:
+            self._ready.set()
+
+
+async def _kr8s_service(name: str, namespace: str, kube_context: str | None) -> Any:
+    """The scheduler Service, looked up with kr8s (imported here: only a real port-forward needs it)."""
+    import kr8s.asyncio
+    from kr8s.asyncio.objects import Service
+
+    api = await kr8s.asyncio.api(context=kube_context) if kube_context else await kr8s.asyncio.api()
+    return await Service.get(name, namespace=namespace, api=api)
+
+
+def _scheduler_port(svc: Any) -> int:
+    """The Dask comm port of the scheduler Service: the port the operator names tcp-comm, else SCHEDULER_PORT."""
+    ports = list(getattr(getattr(svc, "spec", None), "ports", None) or [])
+    for port in ports:
+        if (port.get("name") if isinstance(port, dict) else getattr(port, "name", None)) == SCHEDULER_PORT_NAME:
+            return int(port["port"] if isinstance(port, dict) else port.port)
+    return SCHEDULER_PORT
