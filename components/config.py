@@ -38,6 +38,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from components.lock import read_lock
+from components.verification.query import DEC_RANGE, MIN_RADIUS_ARCSEC, MIN_ROWS, MIN_TIMEOUT, MIN_WORKERS, RA_RANGE
 
 PROJECT = "lsdb-k8s"
 
@@ -634,12 +635,14 @@ class ImageConfig(Section):
 
 class ConeConfig(Section):
     ra: Annotated[float, Fix("use a right ascension in degrees, 0 ≤ ra < 360")] = Field(
-        180.0, ge=0, lt=360, description="Cone centre right ascension, degrees."
+        180.0, ge=RA_RANGE[0], lt=RA_RANGE[1], description="Cone centre right ascension, degrees."
     )
     dec: Annotated[float, Fix("use a declination in degrees, -90 ≤ dec ≤ 90")] = Field(
-        0.0, ge=-90, le=90, description="Cone centre declination, degrees."
+        0.0, ge=DEC_RANGE[0], le=DEC_RANGE[1], description="Cone centre declination, degrees."
     )
-    radius_arcsec: Annotated[float, Fix("e.g. 600")] = Field(600.0, gt=0, description="Cone radius, arcseconds.")
+    radius_arcsec: Annotated[float, Fix("e.g. 600")] = Field(
+        600.0, gt=MIN_RADIUS_ARCSEC, description="Cone radius, arcseconds."
+    )
 
 
 class VerifyConfig(Section):
@@ -655,10 +658,12 @@ class VerifyConfig(Section):
         default_factory=lambda: ["ra", "dec"], description="Columns to load (a list, or comma-separated)."
     )
     min_rows: Annotated[int, Fix("use 0 or more")] = Field(
-        1, ge=0, description="Fail when the cone returns fewer rows."
+        1, ge=MIN_ROWS, description="Fail when the cone returns fewer rows."
     )
-    min_workers: Annotated[int, Fix("use 1 or more")] = Field(1, ge=1, description="Workers to wait for.")
-    timeout_seconds: Annotated[float, Fix("e.g. 300")] = Field(300.0, gt=0, description="Overall deadline, seconds.")
+    min_workers: Annotated[int, Fix("use 1 or more")] = Field(1, ge=MIN_WORKERS, description="Workers to wait for.")
+    timeout_seconds: Annotated[float, Fix("e.g. 300")] = Field(
+        300.0, gt=MIN_TIMEOUT, description="Overall deadline, seconds."
+    )
     connect: Literal["portForward", "direct"] = Field(
         "portForward",
         description="`portForward` (kr8s port-forward with the stack's kube context) or `direct` (the in-cluster "

@@ -19,7 +19,7 @@ from components.constants import LABELS
 from components.dask_operator import DaskOperator, DaskOperatorArgs, operator_from_stack
 from components.image import LsdbImage, LsdbImageArgs
 from components.storage import CatalogStorage, CatalogStorageArgs
-from components.verification import OUTPUT_KEYS, LsdbVerification, VerificationArgs
+from components.verification import LsdbVerification, VerificationArgs
 
 
 def program(config: StackConfig) -> dict[str, Any]:
@@ -102,7 +102,7 @@ def program(config: StackConfig) -> dict[str, Any]:
             ),
             pulumi.ResourceOptions(depends_on=[cluster]),
         )
-        exports["verification"] = {key: getattr(verification, key) for key in OUTPUT_KEYS}
+        exports["verification"] = verification.outputs()
     return exports
 
 

@@ -227,6 +227,33 @@ def _probe_scheduler(address: str, seconds: float) -> dict[str, Any]:
     return asyncio.run(bounded())
 
 
+def _report_sides(report: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """(side name, its packages) for the client, the scheduler and each worker of a get_versions() report."""
+    sides: list[tuple[str, Mapping[str, Any]]] = [
+        ("client", (report.get("client") or {}).get("packages") or {}),
+        ("scheduler", (report.get("scheduler") or {}).get("packages") or {}),
+    ]
+    workers = report.get("workers") or {}
+    for addr in sorted(workers):
+        sides.append((f"worker {addr}", (workers[addr] or {}).get("packages") or {}))
+    return sides
+
+
+def _where(found: Mapping[str, list[str]], n_workers: int) -> str:
+    """Readable 'who has which version': 'client and scheduler have 1.2; 2 of 3 workers (a, b) have 1.1'."""
+    parts = []
+    for version, names in sorted(found.items()):
+        shown = [n for n in names if not n.startswith("worker ")]
+        wk = [n for n in names if n.startswith("worker ")]
+        if wk:
+            listed = ", ".join(w.removeprefix("worker ") for w in wk[:3]) + (", ..." if len(wk) > 3 else "")
+            shown.append(f"{len(wk)} of {n_workers} workers ({listed})")
+        what = "nothing (not installed)" if version == "MISSING" else version
+        named = shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
+        parts.append(f"{named} {'have' if len(names) > 1 else 'has'} {what}")
+    return "; ".join(parts)
+
+
 def compare_versions(
     report: Mapping[str, Any], locked: Mapping[str, str] | None
 ) -> tuple[dict[str, str], list[str], list[str]]:
@@ -237,31 +264,15 @@ def compare_versions(
     the sides disagree. Python must agree on major.minor (pickled code does not cross minor versions); a
     different micro version is only a warning.
     """
-    sides: list[tuple[str, Mapping[str, Any]]] = [
-        ("client", (report.get("client") or {}).get("packages") or {}),
-        ("scheduler", (report.get("scheduler") or {}).get("packages") or {}),
-    ]
-    workers = report.get("workers") or {}
-    for addr in sorted(workers):
-        sides.append((f"worker {addr}", (workers[addr] or {}).get("packages") or {}))
-    n_workers = len(workers)
+    sides = _report_sides(report)
+    n_workers = len(report.get("workers") or {})
     pins = {canonical(k): v for k, v in (locked or {}).items()}
     problems: list[str] = []
     warnings: list[str] = []
     agreed: dict[str, str] = {}
 
     def where(found: Mapping[str, list[str]]) -> str:
-        parts = []
-        for version, names in sorted(found.items()):
-            shown = [n for n in names if not n.startswith("worker ")]
-            wk = [n for n in names if n.startswith("worker ")]
-            if wk:
-                listed = ", ".join(w.removeprefix("worker ") for w in wk[:3]) + (", ..." if len(wk) > 3 else "")
-                shown.append(f"{len(wk)} of {n_workers} workers ({listed})")
-            what = "nothing (not installed)" if version == "MISSING" else version
-            named = shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
-            parts.append(f"{named} {'have' if len(names) > 1 else 'has'} {what}")
-        return "; ".join(parts)
+        return _where(found, n_workers)
 
     pythons: dict[str, list[str]] = {}
     for side, pkgs in sides:

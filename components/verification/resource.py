@@ -262,22 +262,7 @@ class LsdbVerification(pulumi.dynamic.Resource, module="lsdb", name="Verificatio
     stageSeconds: pulumi.Output[dict[str, float]]
     warnings: pulumi.Output[list[str]]
 
-    def __init__(
-        self,
-        name: str,
-        args: VerificationArgs | None = None,
-        opts: pulumi.ResourceOptions | None = None,
-        **legacy_kwargs: Any,
-    ) -> None:
-        """`LsdbVerification(name, VerificationArgs(...), opts)`.
-
-        `legacy_kwargs` (the `VerificationArgs` fields as keywords) is the previous signature, kept only until
-        the program (__main__.py) passes a `VerificationArgs`; remove it then.
-        """
-        if args is None:
-            args = VerificationArgs(**legacy_kwargs)
-        elif legacy_kwargs:
-            raise TypeError(f"pass either VerificationArgs or keywords, not both: {sorted(legacy_kwargs)}")
+    def __init__(self, name: str, args: VerificationArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         args.validate()
         props = {**args.to_props(), **dict.fromkeys(OUTPUT_KEYS)}
         super().__init__(new_provider(), name, props, opts)
