@@ -39,7 +39,15 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 from components.constants import NAME_LIMIT, derived_names, max_cluster_name_length
 from components.lock import read_lock
-from components.verification.query import DEC_RANGE, MIN_RADIUS_ARCSEC, MIN_ROWS, MIN_TIMEOUT, MIN_WORKERS, RA_RANGE
+from components.verification.query import (
+    DEC_RANGE,
+    DEFAULT_TIMEOUT,
+    MIN_RADIUS_ARCSEC,
+    MIN_ROWS,
+    MIN_TIMEOUT,
+    MIN_WORKERS,
+    RA_RANGE,
+)
 
 PROJECT = "lsdb-k8s"
 
@@ -686,8 +694,8 @@ class VerifyConfig(Section):
         1, ge=MIN_ROWS, description="Fail when the cone returns fewer rows."
     )
     min_workers: Annotated[int, Fix("use 1 or more")] = Field(1, ge=MIN_WORKERS, description="Workers to wait for.")
-    timeout_seconds: Annotated[float, Fix("e.g. 300")] = Field(
-        300.0, gt=MIN_TIMEOUT, description="Overall deadline, seconds."
+    timeout_seconds: Annotated[float, Fix("e.g. 900")] = Field(
+        DEFAULT_TIMEOUT, gt=MIN_TIMEOUT, description="Overall deadline, seconds (the connect stage alone may take 600)."
     )
     connect: Literal["portForward", "direct"] = Field(
         "portForward",
