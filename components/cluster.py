@@ -94,9 +94,14 @@ def scheduler_resources(cluster: ClusterConfig) -> dict[str, Any]:
 
 
 def _pod_spec(
-    containers: list[dict[str, Any]], volumes: list[dict[str, Any]], pull_secret: str | None
+    containers: list[dict[str, Any]],
+    volumes: list[dict[str, Any]],
+    pull_secret: str | None,
+    service_account: str | None = None,
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {"securityContext": POD_SECURITY_CONTEXT, "containers": containers}
+    if service_account:
+        spec["serviceAccountName"] = service_account  # workload identity (storage.objectStore.identity)
     if volumes:
         spec["volumes"] = volumes
     if pull_secret:
@@ -160,10 +165,15 @@ def dask_cluster_manifest(
         "idleTimeout": cluster.idle_timeout_seconds,
         "worker": {
             "replicas": cluster.workers.replicas,
-            "spec": _pod_spec([worker], [*storage.volumes, {"name": "dask-scratch", "emptyDir": {}}], pull_secret),
+            "spec": _pod_spec(
+                [worker],
+                [*storage.volumes, {"name": "dask-scratch", "emptyDir": {}}],
+                pull_secret,
+                storage.service_account,
+            ),
         },
         "scheduler": {
-            "spec": _pod_spec([scheduler], scheduler_volumes, pull_secret),
+            "spec": _pod_spec([scheduler], scheduler_volumes, pull_secret, storage.service_account),
             "service": {
                 "type": "ClusterIP",
                 "selector": {CLUSTER_NAME_LABEL: cluster.name, COMPONENT_LABEL: "scheduler"},
@@ -174,6 +184,9 @@ def dask_cluster_manifest(
             },
         },
     }
+    if storage.pod_labels:  # the operator copies these onto the pod templates (Azure's webhook selects on them)
+        for role in ("scheduler", "worker"):
+            spec[role]["metadata"] = {"labels": dict(storage.pod_labels)}
     return {
         "apiVersion": API_VERSION,
         "kind": "DaskCluster",

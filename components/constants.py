@@ -25,6 +25,8 @@ WORKER_GROUP_LABEL = "dask.org/workergroup-name"
 # Every object this program creates carries these labels.
 PART_OF = "lsdb-k8s"
 LABELS: dict[str, str] = {"app.kubernetes.io/part-of": PART_OF}
+# CatalogStorage's objects (claim, volume, object-store Secret, identity ServiceAccount) carry this one too.
+STORAGE_COMPONENT_LABEL: tuple[str, str] = ("app.kubernetes.io/component", "catalog-storage")
 
 
 def scheduler_service_name(cluster_name: str) -> str:

@@ -78,6 +78,8 @@ def program(config: StackConfig) -> dict[str, Any]:
     )
     exports |= {"namespace": namespace, "clusterName": cluster.cluster_name, "imageRef": image.ref}
     exports |= {key: cluster.endpoints[key] for key in ENDPOINT_KEYS}
+    # What a user passes to `lsdb.open_catalog(url, storage_options=...)` in the cluster (no secret in it).
+    exports["catalogStorageOptions"] = config.storage.catalog_storage_options
 
     if config.verify.enabled:
         v = config.verify
@@ -94,6 +96,7 @@ def program(config: StackConfig) -> dict[str, Any]:
                 dec=v.dec,
                 radius_arcsec=v.radius_arcsec,
                 columns=list(v.columns),
+                storage_options=config.storage.catalog_storage_options,
                 min_rows=v.min_rows,
                 min_workers=v.min_workers,
                 timeout_seconds=v.timeout_seconds,

@@ -28,6 +28,7 @@ from components.verification.query import (
     PORT_FORWARD,
     ClusterRef,
     VerificationQuery,
+    parse_storage_options,
 )
 
 PORT_FORWARD_TIMEOUT = 30.0  # seconds to start the port-forward, within the overall timeout
@@ -88,6 +89,14 @@ def parser() -> argparse.ArgumentParser:
         choices=CONNECT_MODES,
         help="the stack's verify.connect: portForward (same as --port-forward) or direct (needs --scheduler)",
     )
+    p.add_argument(
+        "--storage-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="passed to lsdb.open_catalog(storage_options=...) on the worker, repeatable; VALUE is JSON where it"
+        " parses (anon=false) and a string otherwise (the stack's catalogStorageOptions export)",
+    )
     p.add_argument("--kube-context", help="kube context for --port-forward and messages (default: the current one)")
     p.add_argument("--lock-json", type=Path, help="JSON object of pinned versions (default: docker/requirements.lock)")
     return p
@@ -116,6 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     where = ClusterRef(args.namespace, args.cluster_name, args.kube_context)
     columns = tuple(c.strip() for c in args.columns.split(",") if c.strip()) if args.columns else None
     locked = json.loads(args.lock_json.read_text()) if args.lock_json else None
+    try:
+        storage_options = parse_storage_options(args.storage_option)
+    except ValueError as exc:
+        p.error(str(exc))
     query = VerificationQuery(
         catalog_path=args.catalog,
         ra=args.ra,
@@ -126,18 +139,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         min_workers=args.min_workers,
         timeout=args.timeout,
         sample_rows=args.sample_rows,
+        storage_options=storage_options or None,
     )
     started = time.monotonic()
     try:
         if problems := query.problems():  # before any port-forward: the config stage comes first
-            raise VerificationError("config", "; ".join(problems), Fixes(where)("config"))
+            raise VerificationError("config", "; ".join(problems), Fixes(where, args.catalog)("config"))
         address: contextlib.AbstractContextManager[str] = (
             SchedulerPortForward(
                 args.namespace,
                 args.cluster_name,
                 args.kube_context,
                 timeout=min(PORT_FORWARD_TIMEOUT, args.timeout),
-                fixes=Fixes(where),
+                fixes=Fixes(where, args.catalog),
             )
             if port_forward
             else contextlib.nullcontext(args.scheduler)
