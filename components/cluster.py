@@ -184,9 +184,13 @@ def dask_cluster_manifest(
             },
         },
     }
-    if storage.pod_labels:  # the operator copies these onto the pod templates (Azure's webhook selects on them)
+    # The operator copies this metadata onto the pod templates: Azure's webhook selects pods by the label, and
+    # the identity annotation makes a changed identity a changed cluster spec (webhooks act at pod creation only).
+    if storage.pod_labels or storage.pod_annotations:
         for role in ("scheduler", "worker"):
-            spec[role]["metadata"] = {"labels": dict(storage.pod_labels)}
+            spec[role]["metadata"] = {
+                k: dict(v) for k, v in (("labels", storage.pod_labels), ("annotations", storage.pod_annotations)) if v
+            }
     return {
         "apiVersion": API_VERSION,
         "kind": "DaskCluster",

@@ -19,6 +19,7 @@ from components.options import child_options
 
 VOLUME_NAME = "catalog-data"
 LABELS = {**PROGRAM_LABELS, STORAGE_COMPONENT_LABEL[0]: STORAGE_COMPONENT_LABEL[1]}
+IDENTITY_ANNOTATION = "lsdb-k8s/workload-identity"  # on the pods: which identity their ServiceAccount carried
 # gcsfs reads a service-account JSON file, not a value: the Secret key is mounted as that file.
 GCS_KEY_DIR = "/var/run/secrets/lsdb-object-store"
 
@@ -33,6 +34,7 @@ class PodStorage:
     # Workload identity: scheduler and worker pods run as this ServiceAccount, with these pod labels.
     service_account: str | None = None
     pod_labels: dict[str, str] = field(default_factory=dict)
+    pod_annotations: dict[str, str] = field(default_factory=dict)
 
 
 def service_account_name(cluster_name: str) -> str:
@@ -148,8 +150,13 @@ def pod_storage(storage: StorageConfig, cluster_name: str) -> PodStorage:
             worker_mounts=[{"name": VOLUME_NAME, "mountPath": storage.mount_path}],
         )
     if storage.identity is not None:
-        labels = IDENTITY_PROVIDERS[storage.identity[0]][3]
-        return PodStorage(service_account=service_account_name(cluster_name), pod_labels=labels)
+        provider, value = storage.identity
+        return PodStorage(
+            service_account=service_account_name(cluster_name),
+            pod_labels=IDENTITY_PROVIDERS[provider][3],
+            # Webhooks inject the identity when a pod is created: a new identity must mean new pods.
+            pod_annotations={IDENTITY_ANNOTATION: f"{provider}:{value}"},
+        )
     if storage.kind != "objectStore" or not storage.credential_keys:
         return PodStorage()
     secret = object_store_secret_name(cluster_name)
