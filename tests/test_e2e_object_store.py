@@ -217,3 +217,47 @@ def test_http_catalog_is_opened_on_a_worker(local_catalog: Path, tmp_path: Path)
             cluster.stop()
     assert outs["rows"] == expected_rows(props["ra"], props["dec"], props["radiusArcsec"])
     assert outs["workers"] == 2
+
+
+def test_sizing_reads_the_s3_catalog_with_the_pods_settings(s3: S3Server, local_catalog: Path) -> None:
+    """`python -m tools.sizing s3://…` with the credentials in the environment and the stack's storage options:
+    the same partitions as the local copy of the catalog."""
+    import os
+    import subprocess
+    import sys
+
+    from components.lock import PROJECT_DIR
+    from tools import sizing
+
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": s3.access_key_id,
+        "AWS_SECRET_ACCESS_KEY": s3.secret_access_key,
+        "AWS_ENDPOINT_URL": s3.endpoint,
+        "AWS_DEFAULT_REGION": s3.region,
+    }
+    url = f"s3://{s3.bucket}/{PREFIX}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tools.sizing", url, "--storage-option", "anon=false"],
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    local = sizing.read_sizes(str(local_catalog / "sample"))
+    assert f"partitions   {len(local.partitions)}" in proc.stdout
+    assert f"rows         {local.total_rows}" in proc.stdout
+    big = local.largest
+    assert f"Norder={big.order} Npix={big.pixel}: " in proc.stdout and f"{big.rows} rows" in proc.stdout
+    # Without anon=false hats would go anonymous, which this bucket refuses.
+    anonymous = subprocess.run(
+        [sys.executable, "-m", "tools.sizing", url],
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert anonymous.returncode == 1 and "could not read the catalog metadata" in anonymous.stderr
