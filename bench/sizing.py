@@ -3,8 +3,8 @@
     .venv/bin/python bench/sizing.py [--workdir DIR]
 
 1. Cost: on a catalog of 3,072 partitions (HEALPix order 4), the tool vs `lsdb.open_catalog` on the same catalog,
-   each in a fresh process: wall time, peak RSS, bytes read (/proc/self/io rchar) and partition files opened
-   (audit hook); printed as ratios. The tool must open no partition file (it reads `_metadata`).
+   each in a fresh process: wall time, peak RSS growth (sampled), bytes read (/proc/self/io rchar: every read
+   syscall, pyarrow's included); printed as ratios. The tool must read no partition data (it reads `_metadata`).
 2. MEMORY_FACTOR: in a fresh process per partition, peak RSS growth while loading one partition with lsdb, per
    uncompressed byte its footer declares, for partitions of several sizes; and the RSS of an idle worker process
    with lsdb imported (WORKER_BASE_BYTES).
@@ -32,16 +32,25 @@ sys.path.insert(0, str(ROOT))
 
 # Runs in a fresh interpreter: measure one operation's time, peak RSS growth, bytes read and partition files opened.
 PROBE = r"""
-import json, os, resource, sys, time
+import json, os, sys, threading, time
+import psutil
 sys.path.insert(0, sys.argv[1])
-opened = []
-sys.addaudithook(lambda ev, args: opened.append(str(args[0])) if ev == "open" and "Npix=" in str(args[0]) else None)
 def rchar():
     return int(next(l.split()[1] for l in open("/proc/self/io") if l.startswith("rchar")))
 what, target = sys.argv[2], sys.argv[3]
 import lsdb, hats, pyarrow, pandas  # imports are not the operation
 from tools import sizing
-base_rss, base_read, t0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, rchar(), time.perf_counter()
+me = psutil.Process()
+base_rss = peak = me.memory_info().rss
+done = threading.Event()
+def sample():
+    global peak
+    while not done.is_set():
+        peak = max(peak, me.memory_info().rss)
+        time.sleep(0.002)
+sampler = threading.Thread(target=sample, daemon=True)
+sampler.start()
+base_read, t0 = rchar(), time.perf_counter()
 if what == "sizing":
     sizing.recommend(sizing.read_sizes(target))
 elif what == "open_catalog":
@@ -49,11 +58,10 @@ elif what == "open_catalog":
 elif what == "load":
     order, pixel = map(int, sys.argv[4:6])
     df = lsdb.open_catalog(target).get_partition(order, pixel).compute()
-elif what == "idle":
-    pass
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"seconds": time.perf_counter() - t0, "rss_growth": (peak - base_rss) * 1024, "rss": peak * 1024,
-                  "read": rchar() - base_read, "partition_files_opened": len(set(opened))}))
+seconds, read = time.perf_counter() - t0, rchar() - base_read
+done.set(); sampler.join()
+peak = max(peak, me.memory_info().rss)
+print(json.dumps({"seconds": seconds, "rss_growth": peak - base_rss, "rss": base_rss, "read": read}))
 """
 
 
@@ -80,11 +88,11 @@ def cost(workdir: Path) -> None:
     for name, m in (("tools.sizing", tool), ("lsdb.open_catalog", lsdb_open)):
         print(
             f"   {name:18s} {m['seconds']:.2f} s, peak RSS +{m['rss_growth'] / 2**20:.1f} MiB,"
-            f" read {m['read'] / 2**20:.2f} MiB ({m['read'] / total:.1%} of the catalog),"
-            f" partition files opened {m['partition_files_opened']}"
+            f" read {m['read'] / 2**20:.2f} MiB ({m['read'] / total:.1%} of the catalog)"
         )
     print(
         f"   ratio sizing/open_catalog: time {tool['seconds'] / lsdb_open['seconds']:.2f},"
+        f" peak RSS growth {tool['rss_growth'] / max(lsdb_open['rss_growth'], 1):.2f},"
         f" bytes read {tool['read'] / max(lsdb_open['read'], 1):.2f}"
     )
 
@@ -99,17 +107,24 @@ def memory_factor(workdir: Path) -> float:
     sizes = sizing.read_sizes(str(path))
     idle = probe("idle", str(path))
     print(f"2. memory per uncompressed byte (idle process with lsdb imported: {idle['rss'] / 2**20:.0f} MiB RSS)")
-    ratios = []
+    loads = []
     for part in sizes.partitions:
         m = probe("load", str(path), str(part.order), str(part.pixel))
         ratio = m["rss_growth"] / part.bytes_uncompressed
-        ratios.append(ratio)
+        loads.append((part.bytes_uncompressed, m["rss_growth"]))
         print(
             f"   {part.rows:7d} rows, {part.bytes_uncompressed / 2**20:6.1f} MiB uncompressed:"
             f" peak RSS +{m['rss_growth'] / 2**20:6.1f} MiB = {ratio:.2f} x"
         )
-    print(f"   highest {max(ratios):.2f} x; tools/sizing.py uses MEMORY_FACTOR = {sizing.MEMORY_FACTOR:g}")
-    return max(ratios)
+    # Growth = fixed + factor x bytes: the slope between the two largest partitions is the per-byte factor.
+    (small, grow_small), (large, grow_large) = sorted(loads)[-2:]
+    slope = (grow_large - grow_small) / (large - small)
+    fixed = grow_large - slope * large
+    print(
+        f"   fit: +{fixed / 2**20:.0f} MiB per load + {slope:.2f} x uncompressed; tools/sizing.py uses"
+        f" MEMORY_FACTOR = {sizing.MEMORY_FACTOR:g} and WORKER_BASE_BYTES = {sizing.WORKER_BASE_BYTES / 2**20:.0f} MiB"
+    )
+    return slope
 
 
 LOAD_ON_WORKER = """

@@ -39,10 +39,12 @@ from typing import Any
 from components.config import SIZE_PRESETS, quantity_bytes
 from components.verification.query import parse_storage_options
 
-# Measured by bench/sizing.py (README "Sizing from the catalog" has the run): peak RSS growth while a worker
-# loads one partition, per uncompressed byte in its parquet footer. Rounded up from the highest measured ratio.
+# Measured by bench/sizing.py (figures in the README): loading one partition with lsdb grows a process's peak RSS by
+# about 25 MiB plus 2.2 bytes per uncompressed byte in the partition's footer (2.8x overall for a 36 MiB partition).
+# MEMORY_FACTOR rounds the marginal 2.2 up; the fixed part per load is inside WORKER_BASE_BYTES (an idle process
+# with lsdb, pandas and pyarrow imported measured 312 MiB RSS; 400 MiB leaves room for two concurrent loads).
 MEMORY_FACTOR = 3.0
-WORKER_BASE_BYTES = 400 * 2**20  # an idle `dask worker` with lsdb, pandas and pyarrow imported (measured ~300 MiB)
+WORKER_BASE_BYTES = 400 * 2**20
 DASK_PAUSE_FRACTION = 0.8  # distributed.worker.memory.pause: above it a worker takes no new tasks
 MEMORY_STEP = 2**29  # recommend memory in steps of 0.5 GiB
 MIN_WORKER_MEMORY = 2**30  # the config's floor (cluster.workers.memory >= 1Gi)
