@@ -39,11 +39,13 @@ from components.verification.query import (
     storage_option_flags,
 )
 
-# Inputs whose change re-runs the check: the cluster, the image, the catalog and the query. Connection details
+# Inputs whose change re-runs the check: the cluster, the image, the operator, the catalog and the query.
+# An operator (and CRD) upgrade re-runs it too: it decides how the cluster's pods are built. Connection details
 # (connect, schedulerAddress, kubeContext) and the timeout do not: they change how we look, not what we check.
 RERUN_KEYS: tuple[str, ...] = (
     "clusterSpecHash",
     "imageRef",
+    "operatorVersion",
     "catalogPath",
     "ra",
     "dec",
@@ -93,6 +95,7 @@ class VerificationArgs:
     timeout_seconds: pulumi.Input[float] = DEFAULT_TIMEOUT
     # `lsdb.open_catalog(..., storage_options=...)`: the stack's `catalogStorageOptions` (never a secret).
     storage_options: pulumi.Input[Mapping[str, Any]] | None = None
+    operator_version: pulumi.Input[str] | None = None  # the dask-kubernetes the cluster's operator runs
 
     def validate(self) -> None:
         """Reject what is wrong already in the program; Outputs are checked by the provider once known."""
