@@ -129,8 +129,11 @@ def memory_factor(workdir: Path) -> float:
 
 LOAD_ON_WORKER = """
 def load(path, order, pixel):
+    # Inside a task: read the partition right here (synchronous), as the worker does for a task of a real query.
+    import dask
     import lsdb
-    return len(lsdb.open_catalog(path).get_partition(order, pixel).compute())
+    with dask.config.set(scheduler="synchronous"):
+        return len(lsdb.open_catalog(path).get_partition(order, pixel).compute(progress_bar=False))
 """
 
 
