@@ -18,6 +18,7 @@ from components.config import StackConfig, read_stack_config, secret_config
 from components.constants import LABELS
 from components.dask_operator import DaskOperator, DaskOperatorArgs, operator_from_stack
 from components.image import LsdbImage, LsdbImageArgs
+from components.security import ClusterSecurity, ClusterSecurityArgs
 from components.storage import CatalogStorage, CatalogStorageArgs
 from components.verification import LsdbVerification, VerificationArgs
 
@@ -36,6 +37,7 @@ def program(config: StackConfig) -> dict[str, Any]:
         return pulumi.ResourceOptions.merge(provider_opts, pulumi.ResourceOptions(depends_on=deps))
 
     operator: DaskOperator | None = None
+    operator_namespace: pulumi.Input[str] = config.operator.namespace
     if config.operator.install:
         operator = DaskOperator(
             "dask-operator", DaskOperatorArgs(config.operator.namespace, config.operator.chart_source), opts()
@@ -44,7 +46,8 @@ def program(config: StackConfig) -> dict[str, Any]:
         exports["operatorVersion"] = operator.version
     elif config.operator.from_stack:
         # Another stack installed the operator: it must serve the CRDs of the dask-kubernetes we pin.
-        exports["operatorNamespace"] = operator_from_stack(config.operator.from_stack)
+        operator_namespace = operator_from_stack(config.operator.from_stack)
+        exports["operatorNamespace"] = operator_namespace
 
     cluster_namespace = None
     if namespace != "default":
@@ -64,6 +67,17 @@ def program(config: StackConfig) -> dict[str, Any]:
     image = LsdbImage(
         "lsdb-image", LsdbImageArgs(config.image, namespace, config.cluster.name, password), opts(cluster_namespace)
     )
+    security = ClusterSecurity(
+        "lsdb-security",
+        ClusterSecurityArgs(
+            cluster_name=config.cluster.name,
+            namespace=namespace,
+            security=config.security,
+            operator_namespace=operator_namespace,
+            object_store=config.storage.kind == "objectStore",
+        ),
+        opts(cluster_namespace),
+    )
     cluster = LsdbDaskCluster(
         "lsdb-cluster",
         LsdbDaskClusterArgs(
@@ -73,11 +87,14 @@ def program(config: StackConfig) -> dict[str, Any]:
             storage=storage.pod_storage,
             kube_context=config.kube_context,
             pull_secret=image.pull_secret_name,
+            tls=security.pod_tls,
         ),
-        opts(operator, cluster_namespace, storage, image),
+        opts(operator, cluster_namespace, storage, image, security),
     )
     exports |= {"namespace": namespace, "clusterName": cluster.cluster_name, "imageRef": image.ref}
     exports |= {key: cluster.endpoints[key] for key in ENDPOINT_KEYS}
+    if security.client_tls is not None:
+        exports["clientTls"] = security.client_tls  # a Pulumi secret: `pulumi stack output --show-secrets clientTls`
 
     if config.verify.enabled:
         v = config.verify
@@ -99,6 +116,7 @@ def program(config: StackConfig) -> dict[str, Any]:
                 timeout_seconds=v.timeout_seconds,
                 image_ref=image.ref,
                 cluster_spec_hash=cluster.spec_hash,
+                client_tls=security.client_tls,
             ),
             pulumi.ResourceOptions(depends_on=[cluster]),
         )

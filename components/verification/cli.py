@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from components.verification.check import VerificationError, VerificationResult, verify_catalog_query
+from components.verification.check import TlsFiles, VerificationError, VerificationResult, verify_catalog_query
 from components.verification.diagnostics import Fixes
 from components.verification.port_forward import SchedulerPortForward
 from components.verification.query import (
@@ -89,6 +89,9 @@ def parser() -> argparse.ArgumentParser:
         help="the stack's verify.connect: portForward (same as --port-forward) or direct (needs --scheduler)",
     )
     p.add_argument("--kube-context", help="kube context for --port-forward and messages (default: the current one)")
+    p.add_argument("--tls-ca-file", help="CA certificate (PEM) of a TLS cluster: `clientTls.ca` of the stack")
+    p.add_argument("--tls-cert-file", help="client certificate (PEM): `clientTls.cert`")
+    p.add_argument("--tls-key-file", help="client private key (PEM): `clientTls.key`")
     p.add_argument("--lock-json", type=Path, help="JSON object of pinned versions (default: docker/requirements.lock)")
     return p
 
@@ -111,6 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
     port_forward = _connect_mode(p, args) == PORT_FORWARD
+    tls_files = (args.tls_ca_file, args.tls_cert_file, args.tls_key_file)
+    if any(tls_files) and not all(tls_files):
+        p.error("give all of --tls-ca-file, --tls-cert-file and --tls-key-file, or none")
+    tls = TlsFiles(*tls_files) if all(tls_files) else None
     # The failure message says what went wrong; distributed's own reconnect chatter would only bury it.
     logging.getLogger("distributed").setLevel(logging.CRITICAL)
     where = ClusterRef(args.namespace, args.cluster_name, args.kube_context)
@@ -146,7 +153,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             # What the port-forward took comes off the overall deadline.
             remaining = max(args.timeout - (time.monotonic() - started), 0.001)
             result = verify_catalog_query(
-                scheduler, dataclasses.replace(query, timeout=remaining), where=where, locked_versions=locked
+                scheduler,
+                dataclasses.replace(query, timeout=remaining),
+                where=where,
+                locked_versions=locked,
+                tls=tls,
             )
     except VerificationError as exc:
         if args.json:
