@@ -36,12 +36,13 @@ def test_stack_exports_derive_from_the_real_cluster_name(stack: str) -> None:
     cluster = dask_cluster(run)
     name, ns = cluster["metadata"]["name"], cluster["metadata"]["namespace"]
     out = run.outputs
+    scheme = "tcp" if stack == "dev" else "tls"  # TLS is on by default; Pulumi.dev.yaml turns it off
     assert out["clusterName"] == name and out["namespace"] == ns
-    assert out["schedulerAddress"] == f"tcp://{name}-scheduler.{ns}.svc.cluster.local:8786"
+    assert out["schedulerAddress"] == f"{scheme}://{name}-scheduler.{ns}.svc.cluster.local:8786"
     assert out["dashboardUrl"] == f"http://{name}-scheduler.{ns}.svc.cluster.local:8787/status"
     assert out["portForwardScheduler"].endswith(f"port-forward -n {ns} svc/{name}-scheduler 8786:8786")
     assert out["portForwardDashboard"].endswith(f"svc/{name}-scheduler 8787:8787")
-    assert out["localSchedulerAddress"] == "tcp://localhost:8786"
+    assert out["localSchedulerAddress"] == f"{scheme}://localhost:8786"
     assert out["kubectlWorkerPods"].endswith(f"-l dask.org/cluster-name={name},dask.org/component=worker")
     assert "@sha256:" in out["imageRef"]
 
@@ -139,7 +140,10 @@ def test_daskcluster_spec(default_run) -> None:
         c = pod["containers"][0]["securityContext"]
         assert c["allowPrivilegeEscalation"] is False and c["capabilities"] == {"drop": ["ALL"]}
     mounts = {m["mountPath"]: m["name"] for m in worker["volumeMounts"]}
-    assert mounts == {"/data": "catalog-data", "/scratch": "dask-scratch"}
+    assert mounts == {
+        "/data": "catalog-data", "/scratch": "dask-scratch", "/tmp": "tmp", "/home/dask": "home",
+        "/etc/dask-tls": "dask-tls",
+    }  # fmt: skip
 
 
 def test_cpu_limit_only_when_configured() -> None:
@@ -227,7 +231,7 @@ def test_object_store_storage_exposes_credentials_as_driver_env() -> None:
         verify={"enabled": False},
     )
     assert run.of_type(PVC) == [] and run.of_type(PV) == []
-    secret = run.one(SECRET)
+    secret = run.named("catalog-storage-object-store")
     assert set(secret.inputs["stringData"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
     spec = dask_cluster(run)["spec"]
     for pod in (spec["scheduler"]["spec"], spec["worker"]["spec"]):
@@ -254,9 +258,9 @@ def test_gcs_key_is_mounted_as_a_file() -> None:
 
 
 def test_storage_none_mounts_nothing() -> None:
-    run = run_with(storage={"kind": "none"})
+    run = run_with(storage={"kind": "none"}, security={"tls": False})
     worker = dask_cluster(run)["spec"]["worker"]["spec"]
-    assert [v["name"] for v in worker["volumes"]] == ["dask-scratch"]
+    assert [v["name"] for v in worker["volumes"]] == ["dask-scratch", "tmp", "home"]  # the writable emptyDirs
     assert run.of_type(PVC) == [] and run.of_type(SECRET) == []
 
 

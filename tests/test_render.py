@@ -31,13 +31,17 @@ STACKS = ("dev", "staging", "prod")
 K8S_VERSIONS = ("1.25", latest_version())
 FILE_NAME = re.compile(r"^(\d\d)-([a-z0-9]+)-([a-z0-9.-]+)\.yaml$")
 DASK_GROUP = "kubernetes.dask.org/v1"
+POLICIES = ["NetworkPolicy"] * 4  # default-deny, egress, scheduler, workers
 EXPECTED_KINDS = {
     "dev": ["Namespace", "Namespace", *["CustomResourceDefinition"] * 4, "PersistentVolume", "PersistentVolumeClaim",
-            "DaskCluster", "DaskAutoscaler"],
-    "staging": ["Namespace", "PersistentVolumeClaim", "DaskCluster", "DaskAutoscaler"],
+            *POLICIES, "DaskCluster", "DaskAutoscaler"],
+    "staging": ["Namespace", "PersistentVolumeClaim", "Secret", *POLICIES, "DaskCluster", "DaskAutoscaler"],
     "prod": ["Namespace", "Namespace", *["CustomResourceDefinition"] * 4, "PersistentVolume", "PersistentVolumeClaim",
-             "DaskCluster", "DaskAutoscaler"],
+             "Secret", *POLICIES, "DaskCluster", "DaskAutoscaler"],
 }  # fmt: skip
+# Values the program itself makes secret (TLS keys and the certificate bundle): redacted even in stacks without
+# secure config.
+PROGRAM_SECRET_KEYS = {"ca.crt", "tls.crt", "tls.key", "privateKeyPem", "caPrivateKeyPem", "clientTls"}
 
 SECURE_STACK = """\
 config:
@@ -221,7 +225,7 @@ def test_secure_values_render_redacted(secure_render: dict[str, Any]) -> None:
     summary = secure_render["summary"]
     assert summary["secretConfigKeys"] == ["lsdb-k8s:image", "lsdb-k8s:storage"]
     secrets = {obj["metadata"]["name"]: obj for _, obj in secure_render["objects"] if obj["kind"] == "Secret"}
-    assert set(secrets) == {"lsdb-cluster-object-store", "lsdb-cluster-registry"}
+    assert set(secrets) == {"lsdb-cluster-object-store", "lsdb-cluster-registry", "lsdb-cluster-tls"}
     assert secrets["lsdb-cluster-object-store"]["stringData"] == {
         "AWS_ACCESS_KEY_ID": REDACTED,
         "AWS_SECRET_ACCESS_KEY": REDACTED,
@@ -233,7 +237,7 @@ def test_secure_values_render_redacted(secure_render: dict[str, Any]) -> None:
     # Pods still say where the credentials come from.
     (cluster,) = [obj for _, obj in secure_render["objects"] if obj["kind"] == "DaskCluster"]
     env = cluster["spec"]["worker"]["spec"]["containers"][0]["env"]
-    assert {e["valueFrom"]["secretKeyRef"]["name"] for e in env} == {"lsdb-cluster-object-store"}
+    assert {e["valueFrom"]["secretKeyRef"]["name"] for e in env if "valueFrom" in e} == {"lsdb-cluster-object-store"}
     assert cluster["spec"]["worker"]["spec"]["imagePullSecrets"] == [{"name": "lsdb-cluster-registry"}]
 
 
@@ -280,9 +284,13 @@ def test_secret_values_are_redacted_even_when_not_marked_secret() -> None:
 
 
 def test_rendered_stacks_hold_no_secret_placeholder_outside_secrets(render: dict[str, Any]) -> None:
-    """The committed stacks have no secure values: nothing in their render is redacted."""
+    """The committed stacks have no secure values: only what the program makes secret (TLS keys) is redacted."""
     assert render["summary"]["secretConfigKeys"] == []
-    assert REDACTED not in "".join(p.read_text() for p in render["out"].iterdir())
+    text = "".join(p.read_text() for p in render["out"].iterdir())
+    redacted_keys = set(re.findall(rf"^\s*([\w.]+): {re.escape(REDACTED)}$", text, flags=re.M))
+    assert text.count(REDACTED) == len(re.findall(rf": {re.escape(REDACTED)}$", text, flags=re.M))
+    assert redacted_keys <= PROGRAM_SECRET_KEYS
+    assert bool(redacted_keys) == (render["stack"] != "dev"), "TLS is on except in dev"
 
 
 # --- validity ----------------------------------------------------------------------------------------------
