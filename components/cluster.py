@@ -378,6 +378,8 @@ class LsdbDaskCluster(pulumi.ComponentResource):
             )
         # Everything downstream is derived from the name the API server holds, not from config.
         self.cluster_name = self.dask_cluster.metadata.apply(lambda m: str(m["name"]))  # type: ignore[attr-defined]
-        self.endpoints = self.cluster_name.apply(lambda n: cluster_endpoints(n, namespace, args.kube_context, args.tls is not None))
+        self.endpoints = self.cluster_name.apply(
+            lambda n: cluster_endpoints(n, namespace, args.kube_context, args.tls is not None)
+        )
         self.spec_hash = manifest.apply(lambda m: manifest_hash(m, scaler))
         self.register_outputs({"clusterName": self.cluster_name, "endpoints": self.endpoints})

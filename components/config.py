@@ -718,6 +718,8 @@ def _cidr(value: str) -> str:
 
 
 Cidr = Annotated[str, AfterValidator(_cidr), WithJsonSchema({"type": "string"})]
+
+
 def _port(value: int) -> int:
     if 1 <= value <= 65535:
         return value
@@ -738,7 +740,7 @@ class SecurityConfig(Section):
     client_namespaces: Annotated[list[DnsLabel], BeforeValidator(_comma_list)] = Field(
         default_factory=list,
         description="Namespaces whose pods may use the scheduler (comm and dashboard) besides pods labelled "
-        "`lsdb-k8s/client: \"true\"` in `namespace`.",
+        '`lsdb-k8s/client: "true"` in `namespace`.',
     )
     metrics_namespaces: Annotated[list[DnsLabel], BeforeValidator(_comma_list)] = Field(
         default_factory=list,

@@ -54,7 +54,7 @@ DNS_PORT = 53
 CA_VALIDITY_HOURS = 10 * 365 * 24  # the CA outlives every certificate it signs; replacing it re-issues them all
 CERT_VALIDITY_HOURS = 365 * 24
 CERT_EARLY_RENEWAL_HOURS = 30 * 24  # a `pulumi up` in a certificate's last 30 days re-issues it (same CA)
-KEY_ALGORITHM = {"algorithm": "ECDSA", "ecdsa_curve": "P256"}
+KEY_ALGORITHM, KEY_CURVE = "ECDSA", "P256"
 SERVER_USES = ["digital_signature", "key_encipherment", "server_auth", "client_auth"]
 CLIENT_USES = ["digital_signature", "key_encipherment", "client_auth"]
 
@@ -181,7 +181,7 @@ class ClusterSecurity(pulumi.ComponentResource):
 
     network_policies: list[k8s.networking.v1.NetworkPolicy]
     pod_tls: PodTls | None
-    client_tls: pulumi.Output[dict[str, str]] | None
+    client_tls: pulumi.Output[dict[str, Any]] | None
 
     def __init__(self, name: str, args: ClusterSecurityArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("lsdb-k8s:security:ClusterSecurity", name, {}, opts)
@@ -202,22 +202,23 @@ class ClusterSecurity(pulumi.ComponentResource):
 
         # The operator's namespace may be another stack's output; the set of policies never depends on it.
         manifests = pulumi.Output.from_input(args.operator_namespace).apply(build)
+
+        def spec_of(i: int) -> pulumi.Output[Any]:
+            return manifests.apply(lambda m: m[i]["spec"])
+
         policies = []
         for i, shape in enumerate(build("operator")):
             part = shape["metadata"]["name"].removeprefix(f"{args.cluster_name}-")
             policies.append(
                 k8s.networking.v1.NetworkPolicy(
-                    f"{name}-{part}",
-                    metadata=shape["metadata"],
-                    spec=manifests.apply(lambda m, i=i: m[i]["spec"]),
-                    opts=child_options(self, opts),
+                    f"{name}-{part}", metadata=shape["metadata"], spec=spec_of(i), opts=child_options(self, opts)
                 )
             )
         return policies
 
     def _certificates(self, name: str, args: ClusterSecurityArgs, opts: pulumi.ResourceOptions | None) -> None:
         child = child_options(self, opts)
-        ca_key = tls.PrivateKey(f"{name}-ca-key", **KEY_ALGORITHM, opts=child)
+        ca_key = tls.PrivateKey(f"{name}-ca-key", algorithm=KEY_ALGORITHM, ecdsa_curve=KEY_CURVE, opts=child)
         ca = tls.SelfSignedCert(
             f"{name}-ca",
             private_key_pem=ca_key.private_key_pem,
@@ -229,7 +230,7 @@ class ClusterSecurity(pulumi.ComponentResource):
         )
 
         def signed(suffix: str, common_name: str, uses: list[str], dns_names: list[str]) -> tuple[Any, Any]:
-            key = tls.PrivateKey(f"{name}-{suffix}-key", **KEY_ALGORITHM, opts=child)
+            key = tls.PrivateKey(f"{name}-{suffix}-key", algorithm=KEY_ALGORITHM, ecdsa_curve=KEY_CURVE, opts=child)
             request = tls.CertRequest(
                 f"{name}-{suffix}-csr",
                 private_key_pem=key.private_key_pem,
@@ -269,6 +270,5 @@ class ClusterSecurity(pulumi.ComponentResource):
             opts=child,
         )
         self.pod_tls = PodTls(secret_name)
-        self.client_tls = pulumi.Output.secret(
-            {"ca": ca.cert_pem, "cert": client_cert.cert_pem, "key": client_key.private_key_pem}
-        )
+        bundle: dict[str, Any] = {"ca": ca.cert_pem, "cert": client_cert.cert_pem, "key": client_key.private_key_pem}
+        self.client_tls = pulumi.Output.secret(bundle)

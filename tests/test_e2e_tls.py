@@ -61,7 +61,11 @@ def emulated(
     from scripts.sample_catalog import write_sample_catalog
 
     daskcluster = rendered["daskcluster"]
-    secret = {TLS_FILES["ca"]: pki["ca"].pem.cert, TLS_FILES["cert"]: pki["server"].cert, TLS_FILES["key"]: pki["server"].key}
+    secret = {
+        TLS_FILES["ca"]: pki["ca"].pem.cert,
+        TLS_FILES["cert"]: pki["server"].cert,
+        TLS_FILES["key"]: pki["server"].key,
+    }
     root = tmp_path_factory.mktemp("emulated-tls")
     claim = root / "pvc"
     claim.mkdir()
@@ -109,7 +113,9 @@ def test_the_rendered_cluster_is_configured_for_tls(rendered: dict[str, Any]) ->
 
 def test_scheduler_and_workers_register_over_tls(emulated: EmulatedCluster, pki: dict[str, Any], tmp_path: Path):
     assert emulated.scheduler_address.startswith("tls://127.0.0.1:")
-    workers = emulated.wait_for_workers(timeout=60, security=client_security(pki["ca"].pem.cert, pki["client"], tmp_path))
+    workers = emulated.wait_for_workers(
+        timeout=60, security=client_security(pki["ca"].pem.cert, pki["client"], tmp_path)
+    )
     assert sorted(w["name"] for w in workers.values()) == sorted(emulated.worker_names)
     assert all(address.startswith("tls://") for address in workers)
 
@@ -132,7 +138,7 @@ def test_verification_over_tls_returns_the_exact_rows(
 def refused(address: str, security: Any) -> str:
     from components.verification.check import _probe_scheduler
 
-    with pytest.raises(Exception) as exc:  # noqa: PT011 - the TLS layer's errors differ by failure
+    with pytest.raises(Exception) as exc:  # the TLS layer's errors differ by failure
         _probe_scheduler(address, 10.0, security)
     return f"{type(exc.value).__name__}: {exc.value}"
 

@@ -48,7 +48,9 @@ def world(daskcluster: dict[str, Any], policies: list[dict[str, Any]]) -> tuple[
         **cluster_pods(daskcluster, "", 1),
         **cluster_pods(green, "green-", 2),
         **cluster_pods(other, "other-", 3),
-        "operator": Pod("operator", "dask-operator", {"app.kubernetes.io/name": "dask-kubernetes-operator"}, "10.0.9.1"),
+        "operator": Pod(
+            "operator", "dask-operator", {"app.kubernetes.io/name": "dask-kubernetes-operator"}, "10.0.9.1"
+        ),
         "client": Pod("client", ns, dict(CLIENT_LABEL), "10.0.9.2"),
         "unlabelled": Pod("unlabelled", ns, {"app": "notebook"}, "10.0.9.3"),
         "other-namespace": Pod("other-namespace", "other-team", dict(CLIENT_LABEL), "10.0.9.4"),

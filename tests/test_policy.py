@@ -125,10 +125,16 @@ def stack_violations(policy_name: str, resources: list[tuple[str, dict[str, Any]
     opts = PolicyResourceOptions(False, [], None, [], PolicyCustomTimeouts(0, 0, 0), [], None)
     policy_resources = [
         PolicyResource(
-            typ, unknown_checking_proxy(copy.deepcopy(props)),
+            typ,
+            unknown_checking_proxy(copy.deepcopy(props)),
             f"urn:pulumi:test::lsdb-k8s::{typ}::{props.get('metadata', {}).get('name', 'res')}",
-            props.get("metadata", {}).get("name", "res"), opts, None, None, [], {},
-        )  # fmt: skip
+            props.get("metadata", {}).get("name", "res"),
+            opts,
+            None,
+            None,
+            [],
+            {},
+        )
         for typ, props in resources
     ]
     messages: list[str] = []

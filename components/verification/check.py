@@ -201,9 +201,10 @@ class TlsFiles:
 
     def security(self) -> Any:
         """distributed's `Security`: mutual TLS, plain TCP refused. https://distributed.dask.org/en/stable/tls.html"""
-        from distributed.security import Security
+        from distributed.security import Security as UntypedSecurity
 
-        return Security(
+        security: Callable[..., Any] = UntypedSecurity  # distributed has no annotations here
+        return security(
             tls_ca_file=self.ca_file,
             tls_client_cert=self.cert_file,
             tls_client_key=self.key_file,

@@ -1,4 +1,5 @@
-"""Real X.509 material for tests, made with `cryptography`: what pulumi-tls makes at deploy time (components/security.py).
+"""Real X.509 material for tests, made with `cryptography`: what pulumi-tls makes at deploy time
+(components/security.py).
 
 A CA, a server certificate whose SANs are the given DNS names plus 127.0.0.1 (server and client auth, as the
 cluster certificate), and a client certificate (client auth only, as `clientTls`). ECDSA P-256 keys, PEM text.
@@ -39,7 +40,7 @@ def _name(common_name: str) -> x509.Name:
 
 
 def _builder(subject: str, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey) -> x509.CertificateBuilder:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     return (
         x509.CertificateBuilder()
         .subject_name(_name(subject))
@@ -65,11 +66,18 @@ class Authority:
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(
-                    digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
-                    key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False,
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
                 ),
                 critical=True,
-            )  # fmt: skip
+            )
             .sign(key, hashes.SHA256())
         )
         return cls(Pem(cert.public_bytes(serialization.Encoding.PEM).decode(), _key_pem(key)), key, cert)
