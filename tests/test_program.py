@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from components.dask_operator import CHART_NAME, operator_version, prepare_packa
 from components.lock import locked_version
 from components.verification import OUTPUT_KEYS
 from tests.program_helpers import dask_cluster, manifest, run_stack, run_with
-from tools.mock_runtime import run_program
+from tools.mock_runtime import SECRET_SIG, SECRET_VALUE, run_program
 from tools.render import stack_config
 
 DASKCLUSTER = "kubernetes:kubernetes.dask.org/v1:DaskCluster"
@@ -374,3 +375,65 @@ def test_components_wait_for_components_not_their_internals() -> None:
     assert leaves <= set(cluster.dependencies)
     component = run.one("lsdb-k8s:cluster:LsdbDaskCluster")
     assert set(component.dependencies) >= leaves  # the component itself records the same waits
+
+
+# --- security (issue 11) ---------------------------------------------------------------------------------------
+
+NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+SECURITY = "lsdb-k8s:security:ClusterSecurity"
+
+
+def test_security_is_created_before_the_cluster_and_parents_its_children(default_run) -> None:
+    """First `pulumi up`: NetworkPolicies, the TLS Secret and the pulumi-tls resources are children of
+    ClusterSecurity, and the DaskCluster waits for all of them (its pods mount the Secret)."""
+    security = default_run.one(SECURITY)
+    children = [r for r in default_run.resources if r.parent == security.urn]
+    assert sorted(r.type for r in children) == sorted(
+        [NETWORK_POLICY] * 4
+        + [SECRET]
+        + ["tls:index/privateKey:PrivateKey"] * 3
+        + ["tls:index/selfSignedCert:SelfSignedCert"]
+        + ["tls:index/certRequest:CertRequest"] * 2
+        + ["tls:index/locallySignedCert:LocallySignedCert"] * 2
+    )
+    cluster = default_run.one(DASKCLUSTER)
+    for child in children:
+        assert child.urn in cluster.dependencies, child.name
+    secret = next(r for r in children if r.type == SECRET)
+    assert secret.inputs["type"] == "kubernetes.io/tls"
+    assert set(secret.inputs["stringData"]) == {"ca.crt", "tls.crt", "tls.key"}
+    assert SECRET_SIG in json.dumps(secret.raw_inputs["stringData"]), "the Secret's values travel as Pulumi secrets"
+
+
+def test_client_bundle_is_a_secret_export_and_a_secret_verification_input() -> None:
+    run = run_with(verify={"enabled": True, "catalogPath": "/data/x"})
+    assert "clientTls" in run.secret_outputs
+    assert run.outputs["schedulerAddress"].startswith("tls://")
+    verification = run.one("pulumi-python:dynamic/lsdb:Verification")
+    assert set(verification.inputs["clientTls"]) == {"ca", "cert", "key"}
+    assert verification.raw_inputs["clientTls"].get(SECRET_SIG) == SECRET_VALUE
+
+
+def test_tls_off_registers_no_certificates_and_no_bundle() -> None:
+    """Turning TLS off removes the certificates, the Secret, the export and the pods' TLS settings."""
+    run = run_with(security={"tls": False})
+    assert [r for r in run.resources if r.type.startswith("tls:")] == [] and run.of_type(SECRET) == []
+    assert "clientTls" not in run.outputs
+    spec = dask_cluster(run)["spec"]
+    assert "--protocol" not in spec["scheduler"]["spec"]["containers"][0]["args"]
+    assert "env" not in spec["worker"]["spec"]["containers"][0]  # the operator injects its tcp:// address
+
+
+def test_pods_are_hardened() -> None:
+    spec = dask_cluster(run_with())["spec"]
+    for pod in (spec["scheduler"]["spec"], spec["worker"]["spec"]):
+        assert pod["automountServiceAccountToken"] is False
+        assert pod["securityContext"]["runAsUser"] >= 10000 and pod["securityContext"]["runAsGroup"] >= 10000
+        (container,) = pod["containers"]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        mounts = {m["mountPath"] for m in container["volumeMounts"]}
+        assert {"/scratch", "/tmp", "/home/dask"} <= mounts
+    (worker,) = spec["worker"]["spec"]["containers"]
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert worker[probe]["httpGet"] == {"port": "http-dashboard", "path": "/health"}
+    assert [worker["args"][worker["args"].index(f) + 1] for f in ("--worker-port", "--nanny-port")] == ["8789", "8790"]
