@@ -488,6 +488,9 @@ class EmulatedCluster:
         `worker_env`: test instrumentation appended to every worker container's env (as an admission webhook
         would add it), e.g. a `DASK_DISTRIBUTED__WORKER__PRELOAD` fault injector. It is not part of the manifest."""
         self.objects = operator_objects(daskcluster, namespace, uuids)
+        # Instrumentation names this machine's paths (a preload under pytest's /tmp): never mapped into the pod's
+        # volumes, which would otherwise claim any path below a mount such as the pods' /tmp emptyDir.
+        self.instrumentation_keys = frozenset(worker_env or {})
         for deployment in self.objects.worker_deployments:
             for container in deployment["spec"]["template"]["spec"]["containers"]:
                 container.setdefault("env", []).extend({"name": k, "value": v} for k, v in (worker_env or {}).items())
@@ -664,7 +667,7 @@ class EmulatedCluster:
                 if d not in mounts:
                     mounts[d] = home if d == image_workdir() else pod.root / "image" / d.lstrip("/")
                     mounts[d].mkdir(parents=True, exist_ok=True)
-            emulator_keys = set(base) - set(image_env())
+            emulator_keys = (set(base) - set(image_env())) | self.instrumentation_keys
             c.env = {
                 k: v if k in emulator_keys else _map_paths(self.map_address(v, pod.namespace), mounts)
                 for k, v in env.items()
