@@ -135,11 +135,20 @@ def test_verification_over_tls_returns_the_exact_rows(
     assert "clientTls" not in outs and pki["client"].key not in str(outs)
 
 
-def refused(address: str, security: Any) -> str:
+def probe(address: str, security: Any) -> dict[str, Any]:
+    """One Dask identity exchange, in a thread as the verification runs it (asyncio.run in pytest's main thread
+    would leave it without an event loop, which Pulumi's mock runtime in later tests needs)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from components.verification.check import _probe_scheduler
 
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(_probe_scheduler, address, 10.0, security).result(timeout=30)
+
+
+def refused(address: str, security: Any) -> str:
     with pytest.raises(Exception) as exc:  # the TLS layer's errors differ by failure
-        _probe_scheduler(address, 10.0, security)
+        probe(address, security)
     return f"{type(exc.value).__name__}: {exc.value}"
 
 
@@ -169,10 +178,8 @@ def test_the_right_certificate_is_accepted_by_the_same_probe(
     emulated: EmulatedCluster, pki: dict[str, Any], tmp_path: Path
 ) -> None:
     """Control for the refusals above: the probe itself works with the client certificate."""
-    from components.verification.check import _probe_scheduler
-
     security = client_security(pki["ca"].pem.cert, pki["client"], tmp_path)
-    assert _probe_scheduler(emulated.scheduler_address, 10.0, security)["type"] == "Scheduler"
+    assert probe(emulated.scheduler_address, security)["type"] == "Scheduler"
 
 
 def test_no_emulated_process_is_left_running(emulated: EmulatedCluster) -> None:
