@@ -54,9 +54,9 @@ def _read_crds(chart_dir: Path) -> list[dict[str, Any]]:
     return sorted(crds, key=lambda d: d["metadata"]["name"])
 
 
-def release_values(version: str) -> dict[str, Any]:
-    # The packaged chart carries placeholder image tag "set-by-chartpress".
-    return {"image": {"name": OPERATOR_IMAGE, "tag": version}}
+def release_values(version: str, image: str | None = None) -> dict[str, Any]:
+    # The packaged chart carries placeholder image tag "set-by-chartpress"; a mirror replaces the repository only.
+    return {"image": {"name": image or OPERATOR_IMAGE, "tag": version}}
 
 
 def prepare_packaged_chart(version: str, build_dir: Path | None = None) -> Path:
@@ -78,9 +78,20 @@ def prepare_packaged_chart(version: str, build_dir: Path | None = None) -> Path:
     return dest
 
 
+def qualified_stack_name(stack_name: str) -> str:
+    """`<stack>` -> `<this organization>/<this project>/<stack>`; a fully qualified name stays as it is.
+
+    Pulumi Cloud names the organization; a self-managed backend (file://, s3://) always calls it
+    `organization`, which `pulumi.get_organization()` returns there, so the short form works on both."""
+    if stack_name.count("/") == 2:
+        return stack_name
+    return f"{pulumi.get_organization() or 'organization'}/{pulumi.get_project()}/{stack_name}"
+
+
 def operator_from_stack(stack_name: str) -> pulumi.Output[str]:
     """The operator namespace exported by the stack that installed it; fails the deployment when that
     stack runs another dask-kubernetes than ours (its CRDs would not match our DaskCluster)."""
+    stack_name = qualified_stack_name(stack_name)
     other = pulumi.StackReference(stack_name)
 
     def check(args: list[Any]) -> str:
@@ -99,6 +110,7 @@ def operator_from_stack(stack_name: str) -> pulumi.Output[str]:
 class DaskOperatorArgs:
     namespace: str
     chart_source: str = "repository"  # "repository" (helm.dask.org) or "package" (the chart in the pinned wheel)
+    image: str | None = None  # operator image repository (a mirror); None = ghcr.io/dask/dask-kubernetes-operator
 
 
 class DaskOperator(pulumi.ComponentResource):
@@ -140,7 +152,7 @@ class DaskOperator(pulumi.ComponentResource):
             name=RELEASE_NAME,
             namespace=self.namespace.metadata["name"],
             skip_crds=True,
-            values=release_values(self.version),
+            values=release_values(self.version, args.image),
             atomic=True,
             **chart,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[*self.crds, self.namespace]),

@@ -16,7 +16,7 @@ from components.client_check import enforce_client_environment
 from components.cluster import ENDPOINT_KEYS, LsdbDaskCluster, LsdbDaskClusterArgs
 from components.config import StackConfig, read_stack_config, secret_config
 from components.constants import LABELS
-from components.dask_operator import DaskOperator, DaskOperatorArgs, operator_from_stack
+from components.dask_operator import DaskOperator, DaskOperatorArgs, operator_from_stack, operator_version
 from components.image import LsdbImage, LsdbImageArgs
 from components.security import ClusterSecurity, ClusterSecurityArgs
 from components.storage import CatalogStorage, CatalogStorageArgs
@@ -39,18 +39,19 @@ def program(config: StackConfig) -> dict[str, Any]:
     operator: DaskOperator | None = None
     operator_namespace: pulumi.Input[str] = config.operator.namespace
     if config.operator.install:
-        operator = DaskOperator(
-            "dask-operator", DaskOperatorArgs(config.operator.namespace, config.operator.chart_source), opts()
-        )
+        operator_args = DaskOperatorArgs(config.operator.namespace, config.operator.chart_source, config.operator.image)
+        operator = DaskOperator("dask-operator", operator_args, opts())
         exports["operatorNamespace"] = config.operator.namespace
         exports["operatorVersion"] = operator.version
     elif config.operator.from_stack:
         # Another stack installed the operator: it must serve the CRDs of the dask-kubernetes we pin.
         operator_namespace = operator_from_stack(config.operator.from_stack)
         exports["operatorNamespace"] = operator_namespace
+    if config.is_platform:
+        return exports  # the platform stack: the operator and its CRDs only
 
     cluster_namespace = None
-    if namespace != "default":
+    if config.create_namespace and namespace != "default":
         cluster_namespace = k8s.core.v1.Namespace(
             "namespace", metadata={"name": namespace, "labels": LABELS}, opts=provider_opts
         )
@@ -116,6 +117,7 @@ def program(config: StackConfig) -> dict[str, Any]:
                 timeout_seconds=v.timeout_seconds,
                 image_ref=image.ref,
                 cluster_spec_hash=cluster.spec_hash,
+                operator_version=operator_version(),  # this stack's or fromStack's: checked equal to the lock
                 client_tls=security.client_tls,
             ),
             pulumi.ResourceOptions(depends_on=[cluster]),

@@ -28,7 +28,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 DEFAULT_CHECKOV = ROOT / "scan" / "venv" / "bin" / "checkov"
-STACKS = ("dev", "staging", "prod")
+STACKS = ("platform", "dev", "staging", "prod")
 
 
 def render(project: Path, stack: str, out: Path) -> list[dict[str, Any]]:
