@@ -578,11 +578,13 @@ def test_other_stacks_may_run_without_tls(monkeypatch: pytest.MonkeyPatch, stack
 
 def test_the_program_with_tls_off_in_prod_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
     """The real program, prod stack file with security.tls false and networkPolicy false: both policies fire."""
+    from components.dask_operator import operator_version
     from tools.mock_runtime import run_program
 
     config = stack_config("prod")
     config["lsdb-k8s:security"] = json.dumps({"tls": False, "networkPolicy": False})
-    run = run_program(config, stack="prod")
+    operator_stack = {"operatorNamespace": "dask-operator", "operatorVersion": operator_version()}
+    run = run_program(config, stack="prod", stack_outputs={"organization/lsdb-k8s/platform": operator_stack})
     monkeypatch.setenv("PULUMI_STACK", "prod")
     (cluster,) = [r for r in run.resources if r.type == g.DASK_CLUSTER]
     assert len(violations(g.POLICY_TLS, cluster.type, cluster.inputs)) == 3

@@ -124,7 +124,10 @@ def test_daskcluster_spec(default_run) -> None:
         "name": "lsdb-cluster",
         "namespace": "lsdb-test",
         "labels": {"app.kubernetes.io/part-of": "lsdb-k8s", "app.kubernetes.io/name": "lsdb-cluster"},
+        # No cpuLimit: the scanner's CPU-limit check is skipped, with the reason, where the operator copies it.
+        "annotations": {"checkov.io/skip1": cluster["metadata"]["annotations"]["checkov.io/skip1"]},
     }
+    assert cluster["metadata"]["annotations"]["checkov.io/skip1"].startswith("CKV_K8S_11=CPU limits throttle")
     assert sched["args"][:2] == ["dask", "scheduler"] and worker["args"][:2] == ["dask", "worker"]
     assert worker["args"][2:6] == ["--name", "$(DASK_WORKER_NAME)", "--nthreads", "2"]
     assert worker["args"][worker["args"].index("--memory-limit") + 1] == str(4 * 2**30)
