@@ -1,11 +1,21 @@
-"""LsdbDaskCluster: the DaskCluster (and DaskAutoscaler) custom resources the operator turns into pods.
+"""LsdbDaskCluster: the DaskCluster (and DaskAutoscaler) custom resources the operator turns into pods, and
+StableEndpoint: the program-owned Service `<cluster.name>-scheduler` that follows the live cluster.
 
-The manifests are pure functions in the style of dask-kubernetes' `make_cluster_spec`; the component
-only registers them and derives the endpoint outputs from the real cluster name.
+Blue/green. The pinned operator applies nothing of a changed DaskCluster but `spec.worker.replicas` (its controller
+builds the scheduler, its Service and the worker group once, at create). So the DaskCluster is named
+`<cluster.name>-<h>`, `<h>` = `cluster_spec_digest`, a digest of everything the operator does not reconcile
+(image, pod specs, service spec, labels): a change of any of it is a NEW DaskCluster (a new Pulumi resource, its
+logical name carries `<h>` too), verified through its own `<cluster.name>-<h>-scheduler` Service before the stable
+Service is pointed at it; the old one is deleted at the end of a successful `pulumi up` only. `replicas`,
+`idleTimeout` and the autoscaler's range are reconciled by the operator and stay out of `<h>`: they update the
+live cluster in place.
+
+The manifests are pure functions in the style of dask-kubernetes' `make_cluster_spec`.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from dataclasses import dataclass
@@ -27,12 +37,15 @@ from components.constants import (
     NANNY_PORT_NAME,
     SCHEDULER_PORT,
     SCHEDULER_PORT_NAME,
+    SPEC_DIGEST_LENGTH,
     WORKER_DASHBOARD_PORT,
     WORKER_PORT,
     WORKER_PORT_NAME,
+    candidate_service_name,
     kubectl,
+    live_cluster_name,
     pod_selector,
-    scheduler_service_name,
+    stable_service_name,
 )
 from components.options import child_options
 from components.storage import PodStorage
@@ -44,6 +57,7 @@ HOME_DIR = "/home/dask"  # the image's WORKDIR and HOME (dask writes ~/.config/d
 WRITABLE_DIRS = {"dask-scratch": SCRATCH_DIR, "tmp": "/tmp", "home": HOME_DIR}
 TLS_DIR = "/etc/dask-tls"  # the cluster's certificate Secret, mounted read-only
 TLS_FILES = {"ca": "ca.crt", "cert": "tls.crt", "key": "tls.key"}  # keys of the Secret (kubernetes.io/tls + ca.crt)
+
 
 # distributed's default scheduler HTTP routes plus the API route: the operator's autoscaler reads
 # /api/v1/adaptive_target, and without it falls back to an RPC that breaks across Dask versions.
@@ -133,12 +147,6 @@ def tls_mounts(tls: PodTls | None) -> list[dict[str, Any]]:
     return [{"name": "dask-tls", "mountPath": TLS_DIR, "readOnly": True}] if tls else []
 
 
-def scheduler_address(cluster_name: str, namespace: str, tls: bool) -> str:
-    """The DaskCluster's own scheduler Service (the operator's), as the workers reach it."""
-    scheme = "tls" if tls else "tcp"
-    return f"{scheme}://{scheduler_service_name(cluster_name)}.{namespace}.svc.cluster.local:{SCHEDULER_PORT}"
-
-
 def worker_probes() -> dict[str, Any]:
     """The worker's HTTP server answers /health once the worker runs (distributed.http.health)."""
     get = {"httpGet": {"port": DASHBOARD_PORT_NAME, "path": "/health"}}
@@ -161,6 +169,14 @@ def scheduler_resources(cluster: ClusterConfig) -> dict[str, Any]:
     # A quota namespace that needs limits.cpu on workers needs it on the scheduler too (guide tip).
     limits = {"memory": s.memory} | ({"cpu": s.cpu} if cluster.workers.cpu_limit else {})
     return {"requests": {"cpu": s.cpu, "memory": s.memory}, "limits": limits}
+
+
+def scheduler_service_ports() -> list[dict[str, Any]]:
+    """The ports of a scheduler Service (the operator's and the stable one): targets named like the container's."""
+    return [
+        {"name": name, "protocol": "TCP", "port": port, "targetPort": name}
+        for name, port in ((SCHEDULER_PORT_NAME, SCHEDULER_PORT), (DASHBOARD_PORT_NAME, DASHBOARD_PORT))
+    ]
 
 
 def _pod_spec(
@@ -189,10 +205,60 @@ def dask_cluster_manifest(
     image: str,
     storage: PodStorage,
     pull_secret: str | None = None,
+    *,
+    live_name: str | None = None,
     tls: PodTls | None = None,
 ) -> dict[str, Any]:
-    """The DaskCluster custom resource for this stack."""
-    name = cluster.name
+    """The DaskCluster custom resource for this stack, named `live_name` (default: `<cluster.name>-<h>` of `image`).
+
+    The program passes `live_name` computed from the image's identity known at evaluation (`image.ref`, or the
+    content-derived tag of the build) while `image` is the pushed digest, which only the build knows.
+    """
+    if live_name is None:
+        live_name = cluster_live_name(cluster, namespace, image, storage, pull_secret, tls)
+    return _dask_cluster_manifest(cluster, namespace, image, storage, pull_secret, live_name, tls)
+
+
+def cluster_live_name(
+    cluster: ClusterConfig,
+    namespace: str,
+    image_identity: str,
+    storage: PodStorage,
+    pull_secret: str | None = None,
+    tls: PodTls | None = None,
+) -> str:
+    """`<cluster.name>-<h>`: the DaskCluster name for this spec (see the module docstring). TLS settings are part
+    of the spec: turning TLS on or off makes a new cluster."""
+    draft = _dask_cluster_manifest(cluster, namespace, image_identity, storage, pull_secret, cluster.name, tls)
+    return live_cluster_name(cluster.name, cluster_spec_digest(draft))
+
+
+# What the operator reconciles on a live DaskCluster: changing these must not make a new cluster.
+RECONCILED_PATHS: tuple[tuple[str, ...], ...] = (("spec", "worker", "replicas"), ("spec", "idleTimeout"))
+
+
+def cluster_spec_digest(manifest: dict[str, Any]) -> str:
+    """`<h>`: a digest of the DaskCluster without its names and without what the operator reconciles."""
+    view = copy.deepcopy(manifest)
+    view["metadata"].pop("name", None)
+    view["spec"]["scheduler"]["service"].get("selector", {}).pop(CLUSTER_NAME_LABEL, None)
+    for *parents, leaf in RECONCILED_PATHS:
+        node = view
+        for key in parents:
+            node = node.get(key, {})
+        node.pop(leaf, None)
+    return hashlib.sha256(json.dumps(view, sort_keys=True).encode()).hexdigest()[:SPEC_DIGEST_LENGTH]
+
+
+def _dask_cluster_manifest(
+    cluster: ClusterConfig,
+    namespace: str,
+    image: str,
+    storage: PodStorage,
+    pull_secret: str | None,
+    live_name: str,
+    tls: PodTls | None = None,
+) -> dict[str, Any]:
     http = {"tcp": SCHEDULER_PORT_NAME, "dash": DASHBOARD_PORT_NAME}
     scheduler = {
         "name": "scheduler",
@@ -227,7 +293,8 @@ def dask_cluster_manifest(
     scheduler["volumeMounts"] = [*scheduler_mounts, *writable_mounts(), *tls_mounts(tls)]
     worker_env = [*storage.env, *tls_env(tls)]
     if tls:  # the operator injects its tcp:// address only when the variable is absent
-        worker_env.append({"name": "DASK_SCHEDULER_ADDRESS", "value": scheduler_address(name, namespace, tls=True)})
+        address = in_cluster_address(candidate_service_name(live_name), namespace, tls=True)
+        worker_env.append({"name": "DASK_SCHEDULER_ADDRESS", "value": address})
     worker = {
         "name": "worker",
         "image": image,
@@ -244,8 +311,10 @@ def dask_cluster_manifest(
     }
     if worker_env:
         worker["env"] = worker_env
-    labels = {**LABELS, APP_NAME_LABEL: name}
-    metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": labels}
+    # The operator copies these labels onto every pod: `app.kubernetes.io/name: <cluster.name>` selects the pods
+    # of blue and green alike (`dask.org/cluster-name` tells them apart).
+    labels = {**LABELS, APP_NAME_LABEL: cluster.name}
+    metadata: dict[str, Any] = {"name": live_name, "namespace": namespace, "labels": labels}
     if skips := scanner_skips(cluster):
         metadata["annotations"] = skips
     spec: dict[str, Any] = {
@@ -258,11 +327,8 @@ def dask_cluster_manifest(
             "spec": _pod_spec([scheduler], [*scheduler_volumes, *writable_volumes(), *tls_volumes(tls)], pull_secret),
             "service": {
                 "type": "ClusterIP",
-                "selector": {CLUSTER_NAME_LABEL: name, COMPONENT_LABEL: "scheduler"},
-                "ports": [
-                    {"name": http["tcp"], "protocol": "TCP", "port": SCHEDULER_PORT, "targetPort": http["tcp"]},
-                    {"name": http["dash"], "protocol": "TCP", "port": DASHBOARD_PORT, "targetPort": http["dash"]},
-                ],
+                "selector": {CLUSTER_NAME_LABEL: live_name, COMPONENT_LABEL: "scheduler"},
+                "ports": scheduler_service_ports(),
             },
         },
     }
@@ -286,14 +352,34 @@ def scanner_skips(cluster: ClusterConfig) -> dict[str, str]:
     return skips
 
 
-def dask_autoscaler_manifest(cluster: ClusterConfig, namespace: str) -> dict[str, Any] | None:
+def dask_autoscaler_manifest(cluster: ClusterConfig, namespace: str, live_name: str) -> dict[str, Any] | None:
+    """The DaskAutoscaler of the live cluster (same name); its range is reconciled, so it is not in `<h>`."""
     if not cluster.autoscaler.enabled:
         return None
     return {
         "apiVersion": API_VERSION,
         "kind": "DaskAutoscaler",
-        "metadata": {"name": cluster.name, "namespace": namespace, "labels": LABELS},
-        "spec": {"cluster": cluster.name, "minimum": cluster.autoscaler.minimum, "maximum": cluster.autoscaler.maximum},
+        "metadata": {"name": live_name, "namespace": namespace, "labels": LABELS},
+        "spec": {"cluster": live_name, "minimum": cluster.autoscaler.minimum, "maximum": cluster.autoscaler.maximum},
+    }
+
+
+def stable_service_manifest(name: str, live_name: str, namespace: str) -> dict[str, Any]:
+    """The stable endpoint `<cluster.name>-scheduler`: the ports of the operator's scheduler Service, selecting
+    the scheduler pod of `live_name` (the pods carry `dask.org/cluster-name: <live>`, set by the operator)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": stable_service_name(name),
+            "namespace": namespace,
+            "labels": {**LABELS, "app.kubernetes.io/name": name},
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {CLUSTER_NAME_LABEL: live_name, COMPONENT_LABEL: "scheduler"},
+            "ports": scheduler_service_ports(),
+        },
     }
 
 
@@ -314,20 +400,27 @@ ENDPOINT_KEYS = (
 )
 
 
-def cluster_endpoints(cluster_name: str, namespace: str, kube_context: str | None, tls: bool = False) -> dict[str, str]:
-    """How to reach the scheduler from inside the cluster and from a workstation (keys: ENDPOINT_KEYS)."""
-    svc = scheduler_service_name(cluster_name)
+def in_cluster_address(service: str, namespace: str, tls: bool = False) -> str:
+    """The Dask address of a scheduler Service, as pods in the cluster reach it (`tls://` with TLS)."""
+    return f"{'tls' if tls else 'tcp'}://{service}.{namespace}.svc.cluster.local:{SCHEDULER_PORT}"
+
+
+def cluster_endpoints(
+    name: str, live_name: str, namespace: str, kube_context: str | None, tls: bool = False
+) -> dict[str, str]:
+    """How to reach the scheduler (keys: ENDPOINT_KEYS): addresses and port-forwards name the stable Service
+    `<name>-scheduler`, which outlives every upgrade; the pod listings name the live cluster `live_name`."""
+    svc = stable_service_name(name)
     k = kubectl(kube_context)
-    scheme = "tls" if tls else "tcp"
     return {
-        "schedulerAddress": scheduler_address(cluster_name, namespace, tls),
+        "schedulerAddress": in_cluster_address(svc, namespace, tls),
         "dashboardUrl": f"http://{svc}.{namespace}.svc.cluster.local:{DASHBOARD_PORT}/status",
         "portForwardScheduler": f"{k} port-forward -n {namespace} svc/{svc} {SCHEDULER_PORT}:{SCHEDULER_PORT}",
-        "localSchedulerAddress": f"{scheme}://localhost:{SCHEDULER_PORT}",
+        "localSchedulerAddress": f"{'tls' if tls else 'tcp'}://localhost:{SCHEDULER_PORT}",
         "portForwardDashboard": f"{k} port-forward -n {namespace} svc/{svc} {DASHBOARD_PORT}:{DASHBOARD_PORT}",
         "localDashboardUrl": f"http://localhost:{DASHBOARD_PORT}/status",
-        "kubectlSchedulerPods": f"{k} get pods -n {namespace} -l {pod_selector(cluster_name, 'scheduler')}",
-        "kubectlWorkerPods": f"{k} get pods -n {namespace} -l {pod_selector(cluster_name, 'worker')}",
+        "kubectlSchedulerPods": f"{k} get pods -n {namespace} -l {pod_selector(live_name, 'scheduler')}",
+        "kubectlWorkerPods": f"{k} get pods -n {namespace} -l {pod_selector(live_name, 'worker')}",
     }
 
 
@@ -339,26 +432,47 @@ class LsdbDaskClusterArgs:
     storage: PodStorage
     kube_context: str | None = None
     pull_secret: str | None = None
+    # What identifies the image before it is built (`image.ref`, or repository:content-tag): the digest `<h>`
+    # is computed from it, because resource names must be known when the program is evaluated.
+    image_identity: str | None = None
     tls: PodTls | None = None  # the certificate Secret must exist first: depend on what creates it
 
 
 class LsdbDaskCluster(pulumi.ComponentResource):
-    """A DaskCluster running the pinned LSDB image, plus its DaskAutoscaler when enabled."""
+    """A DaskCluster `<cluster.name>-<h>` running the pinned LSDB image, plus its DaskAutoscaler when enabled.
+
+    Both are registered under logical names that carry `<h>`: a spec change registers new resources (created
+    first), and the old ones, no longer in the program, are deleted only after everything else of the
+    `pulumi up` succeeded (the verification of the new cluster, the stable Service's switch). A failed
+    `pulumi up` leaves the old cluster in the state untouched, never "pending delete".
+    """
 
     dask_cluster: k8s.apiextensions.CustomResource
     autoscaler: k8s.apiextensions.CustomResource | None
+    live_name: str
+    digest: str
     cluster_name: pulumi.Output[str]
+    candidate_address: pulumi.Output[str]
     spec_hash: pulumi.Output[str]
-    endpoints: pulumi.Output[dict[str, str]]
 
     def __init__(self, name: str, args: LsdbDaskClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         cluster, namespace, storage, pull_secret = args.cluster, args.namespace, args.storage, args.pull_secret
         super().__init__("lsdb-k8s:cluster:LsdbDaskCluster", name, {}, opts)
+        identity = args.image_identity
+        if identity is None:
+            if not isinstance(args.image, str):
+                raise ValueError("LsdbDaskClusterArgs: give image_identity when image is not a plain string")
+            identity = args.image
+        self.live_name = cluster_live_name(cluster, namespace, identity, storage, pull_secret, args.tls)
+        self.digest = self.live_name.rsplit("-", 1)[1]
+        live = self.live_name
         manifest = pulumi.Output.from_input(args.image).apply(
-            lambda ref: dask_cluster_manifest(cluster, namespace, ref, storage, pull_secret, args.tls)
+            lambda ref: dask_cluster_manifest(
+                cluster, namespace, ref, storage, pull_secret, live_name=live, tls=args.tls
+            )
         )
         self.dask_cluster = k8s.apiextensions.CustomResource(
-            f"{name}-daskcluster",
+            f"{name}-daskcluster-{self.digest}",
             api_version=API_VERSION,
             kind="DaskCluster",
             metadata=manifest["metadata"],
@@ -366,20 +480,54 @@ class LsdbDaskCluster(pulumi.ComponentResource):
             opts=child_options(self, opts),
         )
         self.autoscaler = None
-        scaler = dask_autoscaler_manifest(cluster, namespace)
+        scaler = dask_autoscaler_manifest(cluster, namespace, live)
         if scaler is not None:
             self.autoscaler = k8s.apiextensions.CustomResource(
-                f"{name}-daskautoscaler",
+                f"{name}-daskautoscaler-{self.digest}",
                 api_version=API_VERSION,
                 kind="DaskAutoscaler",
                 metadata=scaler["metadata"],
                 spec=scaler["spec"],
                 opts=child_options(self, opts, self.dask_cluster),
             )
-        # Everything downstream is derived from the name the API server holds, not from config.
+        # Everything downstream is derived from the name the API server holds.
         self.cluster_name = self.dask_cluster.metadata.apply(lambda m: str(m["name"]))  # type: ignore[attr-defined]
-        self.endpoints = self.cluster_name.apply(
-            lambda n: cluster_endpoints(n, namespace, args.kube_context, args.tls is not None)
+        self.candidate_address = self.cluster_name.apply(
+            lambda n: in_cluster_address(candidate_service_name(n), namespace, args.tls is not None)
         )
+        # Re-runs the verification of this cluster when anything of it changes, reconciled fields included.
         self.spec_hash = manifest.apply(lambda m: manifest_hash(m, scaler))
-        self.register_outputs({"clusterName": self.cluster_name, "endpoints": self.endpoints})
+        self.register_outputs({"clusterName": self.cluster_name, "digest": self.digest})
+
+
+@dataclass(frozen=True)
+class StableEndpointArgs:
+    name: str  # cluster.name
+    live_name: str  # the DaskCluster the Service selects (plain: known at evaluation, so preview shows it)
+    namespace: str
+    kube_context: str | None = None
+    tls: bool = False
+
+
+class StableEndpoint(pulumi.ComponentResource):
+    """The Service `<cluster.name>-scheduler` that clients use; it selects the live cluster's scheduler pod.
+
+    Lifecycle: created on the first `pulumi up` after the first cluster is verified; on an upgrade its selector is
+    updated in place (same Service, same ClusterIP) once the new cluster passed the verification (the program gives
+    it `depends_on` the verification); `pulumi destroy` deletes it before the clusters it depends on.
+    """
+
+    service: k8s.core.v1.Service
+    endpoints: dict[str, str]
+
+    def __init__(self, name: str, args: StableEndpointArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("lsdb-k8s:cluster:StableEndpoint", name, {}, opts)
+        manifest = stable_service_manifest(args.name, args.live_name, args.namespace)
+        self.service = k8s.core.v1.Service(
+            f"{name}-service",
+            metadata=manifest["metadata"],
+            spec=manifest["spec"],
+            opts=child_options(self, opts),
+        )
+        self.endpoints = cluster_endpoints(args.name, args.live_name, args.namespace, args.kube_context, args.tls)
+        self.register_outputs({"endpoints": self.endpoints})

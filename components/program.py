@@ -13,12 +13,20 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.client_check import enforce_client_environment
-from components.cluster import ENDPOINT_KEYS, LsdbDaskCluster, LsdbDaskClusterArgs
+from components.cluster import (
+    ENDPOINT_KEYS,
+    LsdbDaskCluster,
+    LsdbDaskClusterArgs,
+    PodTls,
+    StableEndpoint,
+    StableEndpointArgs,
+    cluster_live_name,
+)
 from components.config import StackConfig, read_stack_config, secret_config
-from components.constants import LABELS
+from components.constants import LABELS, POD_SECURITY_LABELS, candidate_service_name, stable_service_name
 from components.dask_operator import DaskOperator, DaskOperatorArgs, operator_from_stack, operator_version
 from components.image import LsdbImage, LsdbImageArgs
-from components.security import ClusterSecurity, ClusterSecurityArgs
+from components.security import ClusterSecurity, ClusterSecurityArgs, tls_secret_name
 from components.storage import CatalogStorage, CatalogStorageArgs
 from components.verification import LsdbVerification, VerificationArgs
 
@@ -53,7 +61,7 @@ def program(config: StackConfig) -> dict[str, Any]:
     cluster_namespace = None
     if config.create_namespace and namespace != "default":
         cluster_namespace = k8s.core.v1.Namespace(
-            "namespace", metadata={"name": namespace, "labels": LABELS}, opts=provider_opts
+            "namespace", metadata={"name": namespace, "labels": {**LABELS, **POD_SECURITY_LABELS}}, opts=provider_opts
         )
 
     credentials = None
@@ -68,6 +76,12 @@ def program(config: StackConfig) -> dict[str, Any]:
     image = LsdbImage(
         "lsdb-image", LsdbImageArgs(config.image, namespace, config.cluster.name, password), opts(cluster_namespace)
     )
+    # The certificate Secret's name is fixed, so the live cluster's name (which covers the pods' TLS settings) is
+    # known before the certificate, whose SANs name the stable and the candidate scheduler Service.
+    pod_tls = PodTls(tls_secret_name(config.cluster.name)) if config.security.tls else None
+    live_name = cluster_live_name(
+        config.cluster, namespace, image.identity, storage.pod_storage, image.pull_secret_name, pod_tls
+    )
     security = ClusterSecurity(
         "lsdb-security",
         ClusterSecurityArgs(
@@ -76,6 +90,7 @@ def program(config: StackConfig) -> dict[str, Any]:
             security=config.security,
             operator_namespace=operator_namespace,
             object_store=config.storage.kind == "objectStore",
+            service_names=(stable_service_name(config.cluster.name), candidate_service_name(live_name)),
         ),
         opts(cluster_namespace),
     )
@@ -88,21 +103,22 @@ def program(config: StackConfig) -> dict[str, Any]:
             storage=storage.pod_storage,
             kube_context=config.kube_context,
             pull_secret=image.pull_secret_name,
-            tls=security.pod_tls,
+            image_identity=image.identity,
+            tls=pod_tls,
         ),
         opts(operator, cluster_namespace, storage, image, security),
     )
     exports |= {"namespace": namespace, "clusterName": cluster.cluster_name, "imageRef": image.ref}
-    exports |= {key: cluster.endpoints[key] for key in ENDPOINT_KEYS}
-    if security.client_tls is not None:
-        exports["clientTls"] = security.client_tls  # a Pulumi secret: `pulumi stack output --show-secrets clientTls`
 
+    # The verification of THIS cluster (through its own Service): a new cluster gets a new verification resource,
+    # whose create runs the check; the old cluster's one is deleted (a no-op) with the old cluster.
+    verification = None
     if config.verify.enabled:
         v = config.verify
         verification = LsdbVerification(
-            "lsdb-verification",
+            f"lsdb-verification-{cluster.digest}",
             VerificationArgs(
-                scheduler_address=cluster.endpoints["schedulerAddress"],
+                scheduler_address=cluster.candidate_address,
                 namespace=namespace,
                 cluster_name=cluster.cluster_name,
                 kube_context=config.kube_context,
@@ -123,6 +139,17 @@ def program(config: StackConfig) -> dict[str, Any]:
             pulumi.ResourceOptions(depends_on=[cluster]),
         )
         exports["verification"] = verification.outputs()
+
+    # Switched to the new cluster only after it passed the verification: a failed check fails `pulumi up` here, the
+    # stable Service keeps selecting the old cluster, and the old cluster (still in the program's state) stays.
+    endpoint = StableEndpoint(
+        "scheduler-endpoint",
+        StableEndpointArgs(config.cluster.name, cluster.live_name, namespace, config.kube_context, pod_tls is not None),
+        opts(cluster, verification, cluster_namespace),
+    )
+    exports |= {key: endpoint.endpoints[key] for key in ENDPOINT_KEYS}
+    if security.client_tls is not None:
+        exports["clientTls"] = security.client_tls  # a Pulumi secret: `pulumi stack output --show-secrets clientTls`
     return exports
 
 

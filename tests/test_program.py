@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -35,16 +36,19 @@ def default_run():
 def test_stack_exports_derive_from_the_real_cluster_name(stack: str) -> None:
     run = run_stack(stack)
     cluster = dask_cluster(run)
-    name, ns = cluster["metadata"]["name"], cluster["metadata"]["namespace"]
+    live, ns = cluster["metadata"]["name"], cluster["metadata"]["namespace"]
+    name = cluster["metadata"]["labels"]["app.kubernetes.io/name"]  # cluster.name; the live cluster is <name>-<h>
+    assert re.fullmatch(rf"{name}-[0-9a-f]{{8}}", live)
     out = run.outputs
+    assert out["clusterName"] == live and out["namespace"] == ns
+    # Every address names the stable Service <name>-scheduler, which outlives upgrades.
     scheme = "tcp" if stack == "dev" else "tls"  # TLS is on by default; Pulumi.dev.yaml turns it off
-    assert out["clusterName"] == name and out["namespace"] == ns
     assert out["schedulerAddress"] == f"{scheme}://{name}-scheduler.{ns}.svc.cluster.local:8786"
     assert out["dashboardUrl"] == f"http://{name}-scheduler.{ns}.svc.cluster.local:8787/status"
     assert out["portForwardScheduler"].endswith(f"port-forward -n {ns} svc/{name}-scheduler 8786:8786")
     assert out["portForwardDashboard"].endswith(f"svc/{name}-scheduler 8787:8787")
     assert out["localSchedulerAddress"] == f"{scheme}://localhost:8786"
-    assert out["kubectlWorkerPods"].endswith(f"-l dask.org/cluster-name={name},dask.org/component=worker")
+    assert out["kubectlWorkerPods"].endswith(f"-l dask.org/cluster-name={live},dask.org/component=worker")
     assert "@sha256:" in out["imageRef"]
 
 
@@ -102,7 +106,7 @@ def test_chart_source_package_installs_the_local_chart() -> None:
 def test_operator_install_false_creates_neither_release_nor_crds() -> None:
     run = run_with(operator={"install": False})
     assert run.of_type(RELEASE) == [] and run.of_type(CRD) == []
-    assert dask_cluster(run)["metadata"]["name"] == "lsdb-cluster"
+    assert dask_cluster(run)["metadata"]["name"].startswith("lsdb-cluster-")
 
 
 def test_operator_from_stack_must_match_the_lock() -> None:
@@ -120,8 +124,10 @@ def test_daskcluster_spec(default_run) -> None:
     spec = cluster["spec"]
     sched = spec["scheduler"]["spec"]["containers"][0]
     worker = spec["worker"]["spec"]["containers"][0]
+    live = cluster["metadata"]["name"]
+    assert re.fullmatch(r"lsdb-cluster-[0-9a-f]{8}", live)
     assert cluster["metadata"] == {
-        "name": "lsdb-cluster",
+        "name": live,
         "namespace": "lsdb-test",
         "labels": {"app.kubernetes.io/part-of": "lsdb-k8s", "app.kubernetes.io/name": "lsdb-cluster"},
         # No cpuLimit: the scanner's CPU-limit check is skipped, with the reason, where the operator copies it.
@@ -134,6 +140,7 @@ def test_daskcluster_spec(default_run) -> None:
     assert [(p["name"], p["containerPort"]) for p in sched["ports"]] == [("tcp-comm", 8786), ("http-dashboard", 8787)]
     service = spec["scheduler"]["service"]
     assert service["type"] == "ClusterIP"
+    assert service["selector"] == {"dask.org/cluster-name": live, "dask.org/component": "scheduler"}
     assert {p["name"]: p["port"] for p in service["ports"]} == {"tcp-comm": 8786, "http-dashboard": 8787}
     assert worker["resources"] == {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"memory": "4Gi"}}
     assert sched["resources"] == {"requests": {"cpu": "2", "memory": "6Gi"}, "limits": {"memory": "6Gi"}}
@@ -182,7 +189,9 @@ def test_scheduler_http_routes_env_parses_as_a_list_with_the_api(default_run) ->
 def test_autoscaler_points_at_the_cluster_and_waits_for_it(default_run) -> None:
     scaler = default_run.one(AUTOSCALER)
     cluster = default_run.one(DASKCLUSTER)
-    assert manifest(scaler)["spec"] == {"cluster": "lsdb-cluster", "minimum": 2, "maximum": 4}
+    live = manifest(cluster)["metadata"]["name"]
+    assert manifest(scaler)["metadata"]["name"] == live
+    assert manifest(scaler)["spec"] == {"cluster": live, "minimum": 2, "maximum": 4}
     assert cluster.urn in scaler.dependencies
     component = default_run.one("lsdb-k8s:cluster:LsdbDaskCluster")
     assert scaler.parent == cluster.parent == component.urn
@@ -290,10 +299,12 @@ def test_verification_follows_the_cluster_and_takes_the_verify_config() -> None:
     assert {cluster.urn, scaler.urn} <= set(verification.dependencies)
     inputs = verification.inputs
     assert inputs["catalogPath"] == "/data/sample" and inputs["connect"] == "portForward"
-    assert inputs["clusterName"] == "lsdb-dev" and inputs["namespace"] == "lsdb-dev"
+    live = run.outputs["clusterName"]
+    assert inputs["clusterName"] == live and live.startswith("lsdb-dev-") and inputs["namespace"] == "lsdb-dev"
     assert inputs["kubeContext"] == "kind-lsdb-dev"
     assert inputs["imageRef"] == run.outputs["imageRef"]
-    assert inputs["schedulerAddress"] == run.outputs["schedulerAddress"]
+    # The verification checks the candidate through its own Service, never the stable one.
+    assert inputs["schedulerAddress"] == f"tcp://{live}-scheduler.lsdb-dev.svc.cluster.local:8786"
     assert (inputs["ra"], inputs["dec"], inputs["radiusArcsec"]) == (180, 0, 3600)
     assert inputs["columns"] == ["id", "ra", "dec", "phot_g_mean_mag"]
     assert len(inputs["clusterSpecHash"]) == 64
@@ -351,7 +362,7 @@ def test_program_is_a_function_of_the_validated_config() -> None:
             exported[key] = value
 
     run = run_program({}, stack="fn", program=entry)
-    assert run.outputs["clusterName"] == "fn-cluster" and run.outputs["namespace"] == "lsdb-fn"
+    assert run.outputs["clusterName"].startswith("fn-cluster-") and run.outputs["namespace"] == "lsdb-fn"
     assert set(exported) >= {"schedulerAddress", "imageRef", "operatorVersion"}
     assert run.one(DASKCLUSTER).inputs["metadata"]["namespace"] == "lsdb-fn"
 

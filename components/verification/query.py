@@ -48,7 +48,7 @@ def output_field(key: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
 
 
-DEFAULT_TIMEOUT = 300.0
+DEFAULT_TIMEOUT = 900.0  # connect (600, a cold image pull) plus the query stages
 DEFAULT_SAMPLE_ROWS = 5
 
 
