@@ -42,14 +42,16 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     result = render_stack(STACK, directory)
     objects = [obj for _, obj in result.objects]
     (daskcluster,) = [o for o in objects if o["kind"] == "DaskCluster"]
-    return {"daskcluster": daskcluster, "summary": result.summary, "objects": objects}
+    services = [o for o in objects if o["kind"] == "Service"]  # the stable <cluster.name>-scheduler
+    return {"daskcluster": daskcluster, "summary": result.summary, "objects": objects, "services": services}
 
 
 @pytest.fixture(scope="module")
 def pki(rendered: dict[str, Any]) -> dict[str, Any]:
     cluster = rendered["daskcluster"]["metadata"]
     ca = Authority.create("lsdb-k8s test CA")
-    services = [f"{cluster['name']}-scheduler"]
+    # As the program names them: the stable Service and the live cluster's own (candidate) Service.
+    services = [s["metadata"]["name"] for s in rendered["services"]] + [f"{cluster['name']}-scheduler"]
     server = ca.issue(services[0], certificate_dns_names(services, cluster["namespace"]))
     return {"ca": ca, "server": server, "client": ca.issue("lsdb-client", server=False)}
 
@@ -73,7 +75,8 @@ def emulated(
         daskcluster,
         root / "cluster",
         claims={"hats-catalog-pvc": claim},
-        secrets={tls_secret_name(daskcluster["metadata"]["name"]): secret},
+        secrets={tls_secret_name(daskcluster["metadata"]["labels"]["app.kubernetes.io/name"]): secret},
+        services=rendered["services"],
     )
     request.addfinalizer(cluster.stop)
     props = verification_props(rendered["summary"])
@@ -105,8 +108,10 @@ def test_the_rendered_cluster_is_configured_for_tls(rendered: dict[str, Any]) ->
     (worker,) = spec["worker"]["spec"]["containers"]
     assert scheduler["args"][:4] == ["dask", "scheduler", "--protocol", "tls"]
     env = {e["name"]: e.get("value") for e in worker["env"]}
-    assert env["DASK_SCHEDULER_ADDRESS"] == rendered["summary"]["exports"]["schedulerAddress"]
-    assert env["DASK_SCHEDULER_ADDRESS"].startswith("tls://")
+    live, ns = rendered["daskcluster"]["metadata"]["name"], rendered["daskcluster"]["metadata"]["namespace"]
+    # Workers join their own cluster's Service over TLS; clients get the stable one (also tls://).
+    assert env["DASK_SCHEDULER_ADDRESS"] == f"tls://{live}-scheduler.{ns}.svc.cluster.local:8786"
+    assert rendered["summary"]["exports"]["schedulerAddress"].startswith("tls://")
     assert env["DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"] == "True"
     assert {m["mountPath"]: m.get("readOnly") for m in worker["volumeMounts"]}["/etc/dask-tls"] is True
 

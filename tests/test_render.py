@@ -183,7 +183,8 @@ def test_rendered_cluster_matches_the_stack_config(render: dict[str, Any]) -> No
     (stable,) = [obj for _, obj in render["objects"] if obj["kind"] == "Service"]
     assert stable["metadata"]["name"] == f"{config.cluster.name}-scheduler"
     assert stable["spec"]["selector"]["dask.org/cluster-name"] == cluster["metadata"]["name"]
-    assert summary["exports"]["schedulerAddress"].startswith(f"tcp://{config.cluster.name}-scheduler.")
+    scheme = "tls" if config.security.tls else "tcp"
+    assert summary["exports"]["schedulerAddress"].startswith(f"{scheme}://{config.cluster.name}-scheduler.")
 
 
 def test_summary_lists_every_other_resource_with_its_inputs(render: dict[str, Any]) -> None:
@@ -219,7 +220,8 @@ def test_summary_lists_every_other_resource_with_its_inputs(render: dict[str, An
     assert verification["inputs"]["catalogPath"] == raw["catalogPath"]
     # The verification reaches the new cluster through its own Service, not the stable one.
     live = summary["exports"]["clusterName"]
-    assert verification["inputs"]["schedulerAddress"].startswith(f"tcp://{live}-scheduler.")
+    scheme = "tcp" if stack == "dev" else "tls"  # TLS everywhere but dev
+    assert verification["inputs"]["schedulerAddress"].startswith(f"{scheme}://{live}-scheduler.")
     assert verification["inputs"]["imageRef"] == summary["exports"]["imageRef"]
     assert any("dynamic providers run only during `pulumi up`" in a for a in summary["assumptions"])
     for key in ("namespace", "clusterName", "imageRef", "schedulerAddress", "dashboardUrl", "portForwardScheduler"):
