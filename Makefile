@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint relock client
+.PHONY: venv test lint relock client scan
 
 $(STAMP): requirements.txt requirements-dev.txt docker/requirements.lock pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -80,3 +80,16 @@ $(POLICY_STAMP): policy/requirements.txt
 	touch $(POLICY_STAMP)
 
 policy-venv: $(POLICY_STAMP)
+
+# `make scan`: checkov (its own pinned virtualenv, scan/venv) on every stack's rendered objects, the Deployments
+# and Service the operator builds from them, and docker/. Fails on any failed check (scripts/scan.py).
+SCAN_STAMP := scan/venv/.installed
+$(SCAN_STAMP): scan/requirements.txt
+	$(PY) -m venv scan/venv
+	scan/venv/bin/pip install --quiet --upgrade pip
+	scan/venv/bin/pip install --quiet --no-deps -r scan/requirements.txt
+	scan/venv/bin/pip check
+	touch $(SCAN_STAMP)
+
+scan: $(STAMP) $(SCAN_STAMP)
+	$(VENV)/bin/python scripts/scan.py --checkov scan/venv/bin/checkov
