@@ -20,8 +20,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# The README's test command, and all that CI runs: lint and types, the suite, then the security scan.
 test: lint moto-venv
 	$(VENV)/bin/python -m pytest
+	@$(MAKE) --no-print-directory scan
 
 # moto's S3 server for the object-store tests, in its own virtualenv: installed into .venv it would upgrade
 # botocore past what aiobotocore (s3fs) accepts. The tests create it the same way when it is missing.
