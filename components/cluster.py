@@ -115,9 +115,14 @@ def scheduler_service_ports() -> list[dict[str, Any]]:
 
 
 def _pod_spec(
-    containers: list[dict[str, Any]], volumes: list[dict[str, Any]], pull_secret: str | None
+    containers: list[dict[str, Any]],
+    volumes: list[dict[str, Any]],
+    pull_secret: str | None,
+    service_account: str | None = None,
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {"securityContext": POD_SECURITY_CONTEXT, "containers": containers}
+    if service_account:
+        spec["serviceAccountName"] = service_account  # workload identity (storage.objectStore.identity)
     if volumes:
         spec["volumes"] = volumes
     if pull_secret:
@@ -227,10 +232,15 @@ def _dask_cluster_manifest(
         "idleTimeout": cluster.idle_timeout_seconds,
         "worker": {
             "replicas": cluster.workers.replicas,
-            "spec": _pod_spec([worker], [*storage.volumes, {"name": "dask-scratch", "emptyDir": {}}], pull_secret),
+            "spec": _pod_spec(
+                [worker],
+                [*storage.volumes, {"name": "dask-scratch", "emptyDir": {}}],
+                pull_secret,
+                storage.service_account,
+            ),
         },
         "scheduler": {
-            "spec": _pod_spec([scheduler], scheduler_volumes, pull_secret),
+            "spec": _pod_spec([scheduler], scheduler_volumes, pull_secret, storage.service_account),
             "service": {
                 "type": "ClusterIP",
                 "selector": {CLUSTER_NAME_LABEL: live_name, COMPONENT_LABEL: "scheduler"},
@@ -238,6 +248,13 @@ def _dask_cluster_manifest(
             },
         },
     }
+    # The operator copies this metadata onto the pod templates: Azure's webhook selects pods by the label, and
+    # the identity annotation makes a changed identity a changed cluster spec (webhooks act at pod creation only).
+    if storage.pod_labels or storage.pod_annotations:
+        for role in ("scheduler", "worker"):
+            spec[role]["metadata"] = {
+                k: dict(v) for k, v in (("labels", storage.pod_labels), ("annotations", storage.pod_annotations)) if v
+            }
     return {
         "apiVersion": API_VERSION,
         "kind": "DaskCluster",
