@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint relock client
+.PHONY: venv test lint relock client scan
 
 $(STAMP): requirements.txt requirements-dev.txt docker/requirements.lock pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -20,8 +20,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# The README's test command, and all that CI runs: lint and types, the suite, then the security scan.
 test: lint moto-venv
 	$(VENV)/bin/python -m pytest
+	@$(MAKE) --no-print-directory scan
 
 # moto's S3 server for the object-store tests, in its own virtualenv: installed into .venv it would upgrade
 # botocore past what aiobotocore (s3fs) accepts. The tests create it the same way when it is missing.
@@ -80,3 +82,16 @@ $(POLICY_STAMP): policy/requirements.txt
 	touch $(POLICY_STAMP)
 
 policy-venv: $(POLICY_STAMP)
+
+# `make scan`: checkov (its own pinned virtualenv, scan/venv) on every stack's rendered objects, the Deployments
+# and Service the operator builds from them, and docker/. Fails on any failed check (scripts/scan.py).
+SCAN_STAMP := scan/venv/.installed
+$(SCAN_STAMP): scan/requirements.txt
+	$(PY) -m venv scan/venv
+	scan/venv/bin/pip install --quiet --upgrade pip
+	scan/venv/bin/pip install --quiet --no-deps -r scan/requirements.txt
+	scan/venv/bin/pip check
+	touch $(SCAN_STAMP)
+
+scan: $(STAMP) $(SCAN_STAMP)
+	$(VENV)/bin/python scripts/scan.py --checkov scan/venv/bin/checkov

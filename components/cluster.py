@@ -27,15 +27,20 @@ import pulumi_kubernetes as k8s
 from components.config import ClusterConfig
 from components.constants import (
     API_VERSION,
+    APP_NAME_LABEL,
     CLUSTER_NAME_LABEL,
     COMPONENT_LABEL,
     DASHBOARD_PORT,
     DASHBOARD_PORT_NAME,
     LABELS,
+    NANNY_PORT,
+    NANNY_PORT_NAME,
     SCHEDULER_PORT,
     SCHEDULER_PORT_NAME,
     SPEC_DIGEST_LENGTH,
     WORKER_DASHBOARD_PORT,
+    WORKER_PORT,
+    WORKER_PORT_NAME,
     candidate_service_name,
     kubectl,
     live_cluster_name,
@@ -46,7 +51,13 @@ from components.options import child_options
 from components.storage import PodStorage
 
 SCRATCH_DIR = "/scratch"  # Dask's local directory for spilling; an emptyDir, so spill never fills the image layer
-RUN_AS_USER = 1000  # the image's non-root `dask` user (docker/Dockerfile)
+RUN_AS_USER = 10001  # the image's non-root `dask` user (docker/Dockerfile); >= 10000, outside host user ranges
+HOME_DIR = "/home/dask"  # the image's WORKDIR and HOME (dask writes ~/.config/dask there)
+# The root filesystem is read-only: every path Dask, Python or a library may write is an emptyDir.
+WRITABLE_DIRS = {"dask-scratch": SCRATCH_DIR, "tmp": "/tmp", "home": HOME_DIR}
+TLS_DIR = "/etc/dask-tls"  # the cluster's certificate Secret, mounted read-only
+TLS_FILES = {"ca": "ca.crt", "cert": "tls.crt", "key": "tls.key"}  # keys of the Secret (kubernetes.io/tls + ca.crt)
+
 
 # distributed's default scheduler HTTP routes plus the API route: the operator's autoscaler reads
 # /api/v1/adaptive_target, and without it falls back to an RPC that breaks across Dask versions.
@@ -74,23 +85,77 @@ CONTAINER_SECURITY_CONTEXT = {
     "runAsNonRoot": True,
     "capabilities": {"drop": ["ALL"]},
     "seccompProfile": {"type": "RuntimeDefault"},
+    "readOnlyRootFilesystem": True,
 }
 
 
-def scheduler_args() -> list[str]:
-    return ["dask", "scheduler", "--port", str(SCHEDULER_PORT), "--dashboard-address", f":{DASHBOARD_PORT}"]
+@dataclass(frozen=True)
+class PodTls:
+    """TLS for a cluster's pods: the Secret holding `TLS_FILES` (its key and certificate, and the stack's CA)."""
+
+    secret_name: str
+
+
+def scheduler_args(tls: PodTls | None = None) -> list[str]:
+    protocol = ["--protocol", "tls"] if tls else []
+    return ["dask", "scheduler", *protocol, "--port", str(SCHEDULER_PORT), "--dashboard-address", f":{DASHBOARD_PORT}"]
 
 
 def worker_args(cluster: ClusterConfig) -> list[str]:
-    # No scheduler address argument: the operator injects DASK_SCHEDULER_ADDRESS, which Dask reads.
+    # No scheduler address argument: DASK_SCHEDULER_ADDRESS (the operator's tcp://, or ours with TLS) says it.
     return [
         "dask", "worker",
         "--name", "$(DASK_WORKER_NAME)",
         "--nthreads", str(cluster.workers.threads),
         "--memory-limit", str(cluster.workers.memory_bytes),
         "--dashboard-address", f":{WORKER_DASHBOARD_PORT}",
+        "--worker-port", str(WORKER_PORT),
+        "--nanny-port", str(NANNY_PORT),
         "--local-directory", SCRATCH_DIR,
     ]  # fmt: skip
+
+
+def writable_volumes() -> list[dict[str, Any]]:
+    return [{"name": name, "emptyDir": {}} for name in WRITABLE_DIRS]
+
+
+def writable_mounts() -> list[dict[str, Any]]:
+    return [{"name": name, "mountPath": path} for name, path in WRITABLE_DIRS.items()]
+
+
+def tls_env(tls: PodTls | None) -> list[dict[str, str]]:
+    """Dask's own TLS keys (distributed.comm.tls.*): every role presents the cluster certificate, trusts the CA,
+    and plain TCP is refused. https://distributed.dask.org/en/stable/tls.html"""
+    if tls is None:
+        return []
+    ca, cert, key = (f"{TLS_DIR}/{TLS_FILES[k]}" for k in ("ca", "cert", "key"))
+    env = [{"name": "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION", "value": "True"}]
+    env.append({"name": "DASK_DISTRIBUTED__COMM__TLS__CA_FILE", "value": ca})
+    for role in ("SCHEDULER", "WORKER", "CLIENT"):
+        env.append({"name": f"DASK_DISTRIBUTED__COMM__TLS__{role}__CERT", "value": cert})
+        env.append({"name": f"DASK_DISTRIBUTED__COMM__TLS__{role}__KEY", "value": key})
+    return env
+
+
+def tls_volumes(tls: PodTls | None) -> list[dict[str, Any]]:
+    if tls is None:
+        return []
+    return [{"name": "dask-tls", "secret": {"secretName": tls.secret_name, "defaultMode": 0o440}}]
+
+
+def tls_mounts(tls: PodTls | None) -> list[dict[str, Any]]:
+    return [{"name": "dask-tls", "mountPath": TLS_DIR, "readOnly": True}] if tls else []
+
+
+def worker_probes() -> dict[str, Any]:
+    """The worker's HTTP server answers /health once the worker runs (distributed.http.health)."""
+    get = {"httpGet": {"port": DASHBOARD_PORT_NAME, "path": "/health"}}
+    return {
+        "readinessProbe": {**get, "periodSeconds": 5, "timeoutSeconds": 5},
+        # Generous: a worker busy with a large partition answers late, and a restart would lose its data.
+        "livenessProbe": {**get, "initialDelaySeconds": 15, "periodSeconds": 20, "timeoutSeconds": 10,
+                          "failureThreshold": 6},
+    }  # fmt: skip
 
 
 def worker_resources(cluster: ClusterConfig) -> dict[str, Any]:
@@ -120,9 +185,16 @@ def _pod_spec(
     pull_secret: str | None,
     service_account: str | None = None,
 ) -> dict[str, Any]:
-    spec: dict[str, Any] = {"securityContext": POD_SECURITY_CONTEXT, "containers": containers}
+    """The scheduler and workers never call the Kubernetes API, so no API token is mounted, with or without a
+    workload identity (`service_account`, storage.objectStore.identity): EKS's and Azure's webhooks inject their
+    own projected token volume and GKE's metadata server identifies the pod; neither needs the API token."""
+    spec: dict[str, Any] = {
+        "securityContext": POD_SECURITY_CONTEXT,
+        "automountServiceAccountToken": False,
+        "containers": containers,
+    }
     if service_account:
-        spec["serviceAccountName"] = service_account  # workload identity (storage.objectStore.identity)
+        spec["serviceAccountName"] = service_account
     if volumes:
         spec["volumes"] = volumes
     if pull_secret:
@@ -138,6 +210,7 @@ def dask_cluster_manifest(
     pull_secret: str | None = None,
     *,
     live_name: str | None = None,
+    tls: PodTls | None = None,
 ) -> dict[str, Any]:
     """The DaskCluster custom resource for this stack, named `live_name` (default: `<cluster.name>-<h>` of `image`).
 
@@ -145,15 +218,21 @@ def dask_cluster_manifest(
     content-derived tag of the build) while `image` is the pushed digest, which only the build knows.
     """
     if live_name is None:
-        live_name = cluster_live_name(cluster, namespace, image, storage, pull_secret)
-    return _dask_cluster_manifest(cluster, namespace, image, storage, pull_secret, live_name)
+        live_name = cluster_live_name(cluster, namespace, image, storage, pull_secret, tls)
+    return _dask_cluster_manifest(cluster, namespace, image, storage, pull_secret, live_name, tls)
 
 
 def cluster_live_name(
-    cluster: ClusterConfig, namespace: str, image_identity: str, storage: PodStorage, pull_secret: str | None = None
+    cluster: ClusterConfig,
+    namespace: str,
+    image_identity: str,
+    storage: PodStorage,
+    pull_secret: str | None = None,
+    tls: PodTls | None = None,
 ) -> str:
-    """`<cluster.name>-<h>`: the DaskCluster name for this spec (see the module docstring)."""
-    draft = _dask_cluster_manifest(cluster, namespace, image_identity, storage, pull_secret, cluster.name)
+    """`<cluster.name>-<h>`: the DaskCluster name for this spec (see the module docstring). TLS settings are part
+    of the spec: turning TLS on or off makes a new cluster."""
+    draft = _dask_cluster_manifest(cluster, namespace, image_identity, storage, pull_secret, cluster.name, tls)
     return live_cluster_name(cluster.name, cluster_spec_digest(draft))
 
 
@@ -181,15 +260,17 @@ def _dask_cluster_manifest(
     storage: PodStorage,
     pull_secret: str | None,
     live_name: str,
+    tls: PodTls | None = None,
 ) -> dict[str, Any]:
     http = {"tcp": SCHEDULER_PORT_NAME, "dash": DASHBOARD_PORT_NAME}
     scheduler = {
         "name": "scheduler",
         "image": image,
-        "args": scheduler_args(),
+        "args": scheduler_args(tls),
         "env": [
             {"name": "DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES", "value": json.dumps(SCHEDULER_HTTP_ROUTES)},
             *storage.env,
+            *tls_env(tls),
         ],
         "resources": scheduler_resources(cluster),
         "ports": [
@@ -212,35 +293,51 @@ def _dask_cluster_manifest(
     # The scheduler opens catalogs too (lsdb reads metadata where the client asks): it mounts the object-store key.
     scheduler_volumes = [v for v in storage.volumes if v["name"] == "object-store-key"]
     scheduler_mounts = [m for m in storage.worker_mounts if m["name"] == "object-store-key"]
-    if scheduler_mounts:
-        scheduler["volumeMounts"] = scheduler_mounts
+    scheduler["volumeMounts"] = [*scheduler_mounts, *writable_mounts(), *tls_mounts(tls)]
+    worker_env = [*storage.env, *tls_env(tls)]
+    if tls:  # the operator injects its tcp:// address only when the variable is absent
+        address = in_cluster_address(candidate_service_name(live_name), namespace, tls=True)
+        worker_env.append({"name": "DASK_SCHEDULER_ADDRESS", "value": address})
     worker = {
         "name": "worker",
         "image": image,
         "args": worker_args(cluster),
         "resources": worker_resources(cluster),
-        "ports": [{"name": http["dash"], "containerPort": WORKER_DASHBOARD_PORT, "protocol": "TCP"}],
-        "volumeMounts": [*storage.worker_mounts, {"name": "dask-scratch", "mountPath": SCRATCH_DIR}],
+        "ports": [
+            {"name": http["dash"], "containerPort": WORKER_DASHBOARD_PORT, "protocol": "TCP"},
+            {"name": WORKER_PORT_NAME, "containerPort": WORKER_PORT, "protocol": "TCP"},
+            {"name": NANNY_PORT_NAME, "containerPort": NANNY_PORT, "protocol": "TCP"},
+        ],
+        **worker_probes(),
+        "volumeMounts": [*storage.worker_mounts, *writable_mounts(), *tls_mounts(tls)],
         "securityContext": CONTAINER_SECURITY_CONTEXT,
     }
-    if storage.env:
-        worker["env"] = storage.env
+    if worker_env:
+        worker["env"] = worker_env
     # The operator copies these labels onto every pod: `app.kubernetes.io/name: <cluster.name>` selects the pods
     # of blue and green alike (`dask.org/cluster-name` tells them apart).
-    labels = {**LABELS, "app.kubernetes.io/name": cluster.name}
+    labels = {**LABELS, APP_NAME_LABEL: cluster.name}
+    metadata: dict[str, Any] = {"name": live_name, "namespace": namespace, "labels": labels}
+    if skips := scanner_skips(cluster):
+        metadata["annotations"] = skips
     spec: dict[str, Any] = {
         "idleTimeout": cluster.idle_timeout_seconds,
         "worker": {
             "replicas": cluster.workers.replicas,
             "spec": _pod_spec(
                 [worker],
-                [*storage.volumes, {"name": "dask-scratch", "emptyDir": {}}],
+                [*storage.volumes, *writable_volumes(), *tls_volumes(tls)],
                 pull_secret,
                 storage.service_account,
             ),
         },
         "scheduler": {
-            "spec": _pod_spec([scheduler], scheduler_volumes, pull_secret, storage.service_account),
+            "spec": _pod_spec(
+                [scheduler],
+                [*scheduler_volumes, *writable_volumes(), *tls_volumes(tls)],
+                pull_secret,
+                storage.service_account,
+            ),
             "service": {
                 "type": "ClusterIP",
                 "selector": {CLUSTER_NAME_LABEL: live_name, COMPONENT_LABEL: "scheduler"},
@@ -258,9 +355,21 @@ def _dask_cluster_manifest(
     return {
         "apiVersion": API_VERSION,
         "kind": "DaskCluster",
-        "metadata": {"name": live_name, "namespace": namespace, "labels": labels},
+        "metadata": metadata,
         "spec": spec,
     }
+
+
+def scanner_skips(cluster: ClusterConfig) -> dict[str, str]:
+    """checkov skips, with their reasons, for checks that do not apply (the operator copies the DaskCluster's
+    annotations onto the Deployments it creates, where the scanner reads them). Nothing is skipped silently."""
+    skips = {}
+    if not cluster.workers.cpu_limit:
+        skips["checkov.io/skip1"] = (
+            "CKV_K8S_11=CPU limits throttle Dask's event loop and heartbeats; requests reserve the CPU, and "
+            "cluster.workers.cpuLimit sets limits where a ResourceQuota requires them"
+        )
+    return skips
 
 
 def dask_autoscaler_manifest(cluster: ClusterConfig, namespace: str, live_name: str) -> dict[str, Any] | None:
@@ -311,21 +420,23 @@ ENDPOINT_KEYS = (
 )
 
 
-def in_cluster_address(service: str, namespace: str) -> str:
-    """The Dask address of a scheduler Service, as pods in the cluster reach it."""
-    return f"tcp://{service}.{namespace}.svc.cluster.local:{SCHEDULER_PORT}"
+def in_cluster_address(service: str, namespace: str, tls: bool = False) -> str:
+    """The Dask address of a scheduler Service, as pods in the cluster reach it (`tls://` with TLS)."""
+    return f"{'tls' if tls else 'tcp'}://{service}.{namespace}.svc.cluster.local:{SCHEDULER_PORT}"
 
 
-def cluster_endpoints(name: str, live_name: str, namespace: str, kube_context: str | None) -> dict[str, str]:
+def cluster_endpoints(
+    name: str, live_name: str, namespace: str, kube_context: str | None, tls: bool = False
+) -> dict[str, str]:
     """How to reach the scheduler (keys: ENDPOINT_KEYS): addresses and port-forwards name the stable Service
     `<name>-scheduler`, which outlives every upgrade; the pod listings name the live cluster `live_name`."""
     svc = stable_service_name(name)
     k = kubectl(kube_context)
     return {
-        "schedulerAddress": in_cluster_address(svc, namespace),
+        "schedulerAddress": in_cluster_address(svc, namespace, tls),
         "dashboardUrl": f"http://{svc}.{namespace}.svc.cluster.local:{DASHBOARD_PORT}/status",
         "portForwardScheduler": f"{k} port-forward -n {namespace} svc/{svc} {SCHEDULER_PORT}:{SCHEDULER_PORT}",
-        "localSchedulerAddress": f"tcp://localhost:{SCHEDULER_PORT}",
+        "localSchedulerAddress": f"{'tls' if tls else 'tcp'}://localhost:{SCHEDULER_PORT}",
         "portForwardDashboard": f"{k} port-forward -n {namespace} svc/{svc} {DASHBOARD_PORT}:{DASHBOARD_PORT}",
         "localDashboardUrl": f"http://localhost:{DASHBOARD_PORT}/status",
         "kubectlSchedulerPods": f"{k} get pods -n {namespace} -l {pod_selector(live_name, 'scheduler')}",
@@ -344,6 +455,7 @@ class LsdbDaskClusterArgs:
     # What identifies the image before it is built (`image.ref`, or repository:content-tag): the digest `<h>`
     # is computed from it, because resource names must be known when the program is evaluated.
     image_identity: str | None = None
+    tls: PodTls | None = None  # the certificate Secret must exist first: depend on what creates it
 
 
 class LsdbDaskCluster(pulumi.ComponentResource):
@@ -371,11 +483,13 @@ class LsdbDaskCluster(pulumi.ComponentResource):
             if not isinstance(args.image, str):
                 raise ValueError("LsdbDaskClusterArgs: give image_identity when image is not a plain string")
             identity = args.image
-        self.live_name = cluster_live_name(cluster, namespace, identity, storage, pull_secret)
+        self.live_name = cluster_live_name(cluster, namespace, identity, storage, pull_secret, args.tls)
         self.digest = self.live_name.rsplit("-", 1)[1]
         live = self.live_name
         manifest = pulumi.Output.from_input(args.image).apply(
-            lambda ref: dask_cluster_manifest(cluster, namespace, ref, storage, pull_secret, live_name=live)
+            lambda ref: dask_cluster_manifest(
+                cluster, namespace, ref, storage, pull_secret, live_name=live, tls=args.tls
+            )
         )
         self.dask_cluster = k8s.apiextensions.CustomResource(
             f"{name}-daskcluster-{self.digest}",
@@ -399,7 +513,7 @@ class LsdbDaskCluster(pulumi.ComponentResource):
         # Everything downstream is derived from the name the API server holds.
         self.cluster_name = self.dask_cluster.metadata.apply(lambda m: str(m["name"]))  # type: ignore[attr-defined]
         self.candidate_address = self.cluster_name.apply(
-            lambda n: in_cluster_address(candidate_service_name(n), namespace)
+            lambda n: in_cluster_address(candidate_service_name(n), namespace, args.tls is not None)
         )
         # Re-runs the verification of this cluster when anything of it changes, reconciled fields included.
         self.spec_hash = manifest.apply(lambda m: manifest_hash(m, scaler))
@@ -412,6 +526,7 @@ class StableEndpointArgs:
     live_name: str  # the DaskCluster the Service selects (plain: known at evaluation, so preview shows it)
     namespace: str
     kube_context: str | None = None
+    tls: bool = False
 
 
 class StableEndpoint(pulumi.ComponentResource):
@@ -434,5 +549,5 @@ class StableEndpoint(pulumi.ComponentResource):
             spec=manifest["spec"],
             opts=child_options(self, opts),
         )
-        self.endpoints = cluster_endpoints(args.name, args.live_name, args.namespace, args.kube_context)
+        self.endpoints = cluster_endpoints(args.name, args.live_name, args.namespace, args.kube_context, args.tls)
         self.register_outputs({"endpoints": self.endpoints})

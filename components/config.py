@@ -13,6 +13,7 @@ values to resources as Pulumi secrets.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import os
 import re
@@ -887,6 +888,62 @@ class VerifyConfig(Section):
         return self.cone.radius_arcsec
 
 
+def _cidr(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        raise PydanticCustomError(
+            "cidr", "is not an IP address block", {"fix": "use CIDR notation, e.g. 0.0.0.0/0 or 10.0.0.0/8"}
+        ) from None
+
+
+Cidr = Annotated[str, AfterValidator(_cidr), WithJsonSchema({"type": "string"})]
+
+
+def _port(value: int) -> int:
+    if 1 <= value <= 65535:
+        return value
+    raise PydanticCustomError("port", "is not a TCP port", {"fix": "use a port between 1 and 65535"})
+
+
+Port = Annotated[int, AfterValidator(_port), WithJsonSchema({"type": "integer", "minimum": 1, "maximum": 65535})]
+
+
+class SecurityConfig(Section):
+    """Who may reach the cluster, and how: NetworkPolicies, TLS between client, scheduler and workers."""
+
+    network_policy: bool = Field(
+        True,
+        description="Create NetworkPolicies: deny all ingress and egress of the cluster's pods except what the "
+        "README's security section lists.",
+    )
+    client_namespaces: Annotated[list[DnsLabel], BeforeValidator(_comma_list)] = Field(
+        default_factory=list,
+        description="Namespaces whose pods may use the scheduler (comm and dashboard) besides pods labelled "
+        '`lsdb-k8s/client: "true"` in `namespace`.',
+    )
+    metrics_namespaces: Annotated[list[DnsLabel], BeforeValidator(_comma_list)] = Field(
+        default_factory=list,
+        description="Namespaces of metrics scrapers (e.g. `monitoring`): may read the scheduler's and workers' "
+        "dashboard ports (`/metrics`).",
+    )
+    egress_cidrs: Annotated[list[Cidr], BeforeValidator(_comma_list)] = Field(
+        default_factory=lambda: ["0.0.0.0/0"],
+        description="`storage.kind: objectStore`: address blocks of the object store the pods may reach "
+        "(on `egressPorts`). NFS and hostPath are mounted by the node and need none.",
+    )
+    egress_ports: Annotated[list[Port], BeforeValidator(_comma_list)] = Field(
+        default_factory=lambda: [443],
+        description="`storage.kind: objectStore`: TCP ports of the object store (e.g. `9000` for a MinIO endpoint).",
+    )
+    tls: Annotated[bool, DefaultText("`true` (the dev stack file sets `false`)")] = Field(
+        True,
+        description="Mutual TLS between client, scheduler and workers with a CA per stack and a certificate per "
+        "cluster (pulumi-tls); the scheduler address becomes `tls://`, the client bundle the secret export "
+        "`clientTls`.",
+    )
+
+
 class StackConfig(Section):
     """Everything `pulumi up --stack <env>` reads, under the `lsdb-k8s:` prefix of `Pulumi.<stack>.yaml`."""
 
@@ -912,6 +969,9 @@ class StackConfig(Section):
     cluster: ClusterConfig = Field(default_factory=_empty_section, description="The Dask cluster.")
     image: ImageConfig = Field(default_factory=_empty_section, description="The LSDB image.")
     verify: VerifyConfig = Field(default_factory=_empty_section, description="Post-deploy verification.")
+    security: SecurityConfig = Field(
+        default_factory=_empty_section, description="NetworkPolicies and TLS (secure by default)."
+    )
 
     @property
     def is_platform(self) -> bool:

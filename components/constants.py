@@ -11,8 +11,13 @@ API_VERSION = "kubernetes.dask.org/v1"
 SCHEDULER_PORT = 8786  # Dask comm, the Service port named tcp-comm
 DASHBOARD_PORT = 8787  # scheduler HTTP (dashboard, /health, /metrics, /api/v1), named http-dashboard
 WORKER_DASHBOARD_PORT = 8788
+# Pinned (`--worker-port`, `--nanny-port`) so the NetworkPolicy can name them instead of opening every port.
+WORKER_PORT = 8789
+NANNY_PORT = 8790
 SCHEDULER_PORT_NAME = "tcp-comm"  # the operator looks the ports up by these names
 DASHBOARD_PORT_NAME = "http-dashboard"
+WORKER_PORT_NAME = "tcp-worker"
+NANNY_PORT_NAME = "tcp-nanny"
 
 # dask_kubernetes.constants (pinned by tests/test_constants.py).
 SCHEDULER_NAME_TEMPLATE = "{cluster_name}-scheduler"
@@ -30,6 +35,12 @@ WORKER_GROUP_LABEL = "dask.org/workergroup-name"
 # Every object this program creates carries these labels.
 PART_OF = "lsdb-k8s"
 LABELS: dict[str, str] = {"app.kubernetes.io/part-of": PART_OF}
+# The DaskCluster's own label, which the operator copies onto every pod it creates (blue and green alike).
+APP_NAME_LABEL = "app.kubernetes.io/name"
+# Pods in the cluster's namespace with this label may use the scheduler (the NetworkPolicy admits them).
+CLIENT_LABEL = {"lsdb-k8s/client": "true"}
+# Kubernetes (1.22+) labels every namespace with its own name; namespaceSelectors use it.
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 # Both namespaces (operator and cluster) enforce the restricted Pod Security Standard: the API server itself rejects
 # a pod that regresses. https://kubernetes.io/docs/concepts/security/pod-security-admission/
 POD_SECURITY_LEVEL = "restricted"

@@ -17,13 +17,16 @@ from components.cluster import (
     ENDPOINT_KEYS,
     LsdbDaskCluster,
     LsdbDaskClusterArgs,
+    PodTls,
     StableEndpoint,
     StableEndpointArgs,
+    cluster_live_name,
 )
 from components.config import StackConfig, read_stack_config, secret_config
-from components.constants import LABELS, POD_SECURITY_LABELS
+from components.constants import LABELS, POD_SECURITY_LABELS, candidate_service_name, stable_service_name
 from components.dask_operator import DaskOperator, DaskOperatorArgs, operator_from_stack, operator_version
 from components.image import LsdbImage, LsdbImageArgs
+from components.security import ClusterSecurity, ClusterSecurityArgs, tls_secret_name
 from components.storage import CatalogStorage, CatalogStorageArgs
 from components.verification import LsdbVerification, VerificationArgs
 
@@ -42,6 +45,7 @@ def program(config: StackConfig) -> dict[str, Any]:
         return pulumi.ResourceOptions.merge(provider_opts, pulumi.ResourceOptions(depends_on=deps))
 
     operator: DaskOperator | None = None
+    operator_namespace: pulumi.Input[str] = config.operator.namespace
     if config.operator.install:
         operator_args = DaskOperatorArgs(config.operator.namespace, config.operator.chart_source, config.operator.image)
         operator = DaskOperator("dask-operator", operator_args, opts())
@@ -49,7 +53,8 @@ def program(config: StackConfig) -> dict[str, Any]:
         exports["operatorVersion"] = operator.version
     elif config.operator.from_stack:
         # Another stack installed the operator: it must serve the CRDs of the dask-kubernetes we pin.
-        exports["operatorNamespace"] = operator_from_stack(config.operator.from_stack)
+        operator_namespace = operator_from_stack(config.operator.from_stack)
+        exports["operatorNamespace"] = operator_namespace
     if config.is_platform:
         return exports  # the platform stack: the operator and its CRDs only
 
@@ -71,6 +76,24 @@ def program(config: StackConfig) -> dict[str, Any]:
     image = LsdbImage(
         "lsdb-image", LsdbImageArgs(config.image, namespace, config.cluster.name, password), opts(cluster_namespace)
     )
+    # The certificate Secret's name is fixed, so the live cluster's name (which covers the pods' TLS settings) is
+    # known before the certificate, whose SANs name the stable and the candidate scheduler Service.
+    pod_tls = PodTls(tls_secret_name(config.cluster.name)) if config.security.tls else None
+    live_name = cluster_live_name(
+        config.cluster, namespace, image.identity, storage.pod_storage, image.pull_secret_name, pod_tls
+    )
+    security = ClusterSecurity(
+        "lsdb-security",
+        ClusterSecurityArgs(
+            cluster_name=config.cluster.name,
+            namespace=namespace,
+            security=config.security,
+            operator_namespace=operator_namespace,
+            object_store=config.storage.kind == "objectStore",
+            service_names=(stable_service_name(config.cluster.name), candidate_service_name(live_name)),
+        ),
+        opts(cluster_namespace),
+    )
     cluster = LsdbDaskCluster(
         "lsdb-cluster",
         LsdbDaskClusterArgs(
@@ -81,8 +104,9 @@ def program(config: StackConfig) -> dict[str, Any]:
             kube_context=config.kube_context,
             pull_secret=image.pull_secret_name,
             image_identity=image.identity,
+            tls=pod_tls,
         ),
-        opts(operator, cluster_namespace, storage, image),
+        opts(operator, cluster_namespace, storage, image, security),
     )
     exports |= {"namespace": namespace, "clusterName": cluster.cluster_name, "imageRef": image.ref}
     # What a user passes to `lsdb.open_catalog(url, storage_options=...)` in the cluster (no secret in it).
@@ -113,6 +137,7 @@ def program(config: StackConfig) -> dict[str, Any]:
                 image_ref=image.ref,
                 cluster_spec_hash=cluster.spec_hash,
                 operator_version=operator_version(),  # this stack's or fromStack's: checked equal to the lock
+                client_tls=security.client_tls,
             ),
             pulumi.ResourceOptions(depends_on=[cluster]),
         )
@@ -122,10 +147,12 @@ def program(config: StackConfig) -> dict[str, Any]:
     # stable Service keeps selecting the old cluster, and the old cluster (still in the program's state) stays.
     endpoint = StableEndpoint(
         "scheduler-endpoint",
-        StableEndpointArgs(config.cluster.name, cluster.live_name, namespace, config.kube_context),
+        StableEndpointArgs(config.cluster.name, cluster.live_name, namespace, config.kube_context, pod_tls is not None),
         opts(cluster, verification, cluster_namespace),
     )
     exports |= {key: endpoint.endpoints[key] for key in ENDPOINT_KEYS}
+    if security.client_tls is not None:
+        exports["clientTls"] = security.client_tls  # a Pulumi secret: `pulumi stack output --show-secrets clientTls`
     return exports
 
 

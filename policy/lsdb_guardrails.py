@@ -12,6 +12,7 @@ This module has no side effects: `__main__.py` builds the PolicyPack (which star
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -22,6 +23,8 @@ from pulumi_policy import (
     ReportViolation,
     ResourceValidationArgs,
     ResourceValidationPolicy,
+    StackValidationArgs,
+    StackValidationPolicy,
 )
 
 PACK_NAME = "lsdb-k8s-guardrails"
@@ -30,6 +33,13 @@ DASK_CLUSTER = "kubernetes:kubernetes.dask.org/v1:DaskCluster"
 DASK_WORKER_GROUP = "kubernetes:kubernetes.dask.org/v1:DaskWorkerGroup"
 DASK_AUTOSCALER = "kubernetes:kubernetes.dask.org/v1:DaskAutoscaler"
 SERVICE = "kubernetes:core/v1:Service"
+NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+# Labels the operator adds to the pods it builds (dask_kubernetes controller.build_*_deployment_spec), on top of
+# the DaskCluster's own metadata labels, which it copies.
+CLUSTER_NAME_LABEL, COMPONENT_LABEL = "dask.org/cluster-name", "dask.org/component"
+PROD_STACK = re.compile(r"^prod")
+TLS_ENV = ("DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION", "DASK_DISTRIBUTED__COMM__TLS__CA_FILE")
+TRUE_VALUES = ("true", "1", "yes")
 
 DIGEST_IMAGE = re.compile(r"^[^\s@]+@sha256:[0-9a-f]{64}$")
 # The guide: "Keep --nthreads at 1 or 2 per worker for LSDB workloads."
@@ -234,6 +244,92 @@ def validate_scheduler_not_public(args: ResourceValidationArgs, report_violation
             report_violation(f"{label}: externalIPs expose the Dask scheduler outside the cluster; {fix}")
 
 
+def selector_matches(selector: Any, labels: Mapping[str, str]) -> bool:
+    """Kubernetes label-selector semantics: every matchLabels pair and matchExpressions requirement holds."""
+    selector = _mapping(selector)
+    if any(labels.get(k) != v for k, v in _mapping(selector.get("matchLabels")).items()):
+        return False
+    for req in _sequence(selector.get("matchExpressions")):
+        req = _mapping(req)
+        key, op, values = req.get("key"), req.get("operator"), list(_sequence(req.get("values")))
+        present = key in labels
+        ok = {
+            "In": present and labels.get(str(key)) in values,
+            "NotIn": not (present and labels.get(str(key)) in values),
+            "Exists": present,
+            "DoesNotExist": not present,
+        }.get(str(op), False)
+        if not ok:
+            return False
+    return True
+
+
+def dask_pod_labels(props: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """component -> the labels the operator puts on that DaskCluster's pods."""
+    metadata = _mapping(props.get("metadata"))
+    own = {str(k): str(v) for k, v in _mapping(metadata.get("labels")).items()}
+    name = str(metadata.get("name") or "")
+    return {c: {**own, CLUSTER_NAME_LABEL: name, COMPONENT_LABEL: c} for c in ("scheduler", "worker")}
+
+
+def _isolates_ingress(policy_props: Mapping[str, Any], namespace: Any, labels: Mapping[str, str]) -> bool:
+    metadata, spec = _mapping(policy_props.get("metadata")), _mapping(policy_props.get("spec"))
+    if (metadata.get("namespace") or None) != (namespace or None):
+        return False
+    types = list(_sequence(spec.get("policyTypes"))) or ["Ingress"]
+    return "Ingress" in types and selector_matches(spec.get("podSelector"), labels)
+
+
+def validate_network_policies(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+    """Every DaskCluster's scheduler and worker pods are selected by a NetworkPolicy of its namespace (ingress)."""
+    policies = [r.props for r in args.resources if r.resource_type == NETWORK_POLICY]
+    for resource in args.resources:
+        if resource.resource_type != DASK_CLUSTER:
+            continue
+        metadata = _mapping(resource.props.get("metadata"))
+        namespace = metadata.get("namespace")
+        for component, labels in dask_pod_labels(resource.props).items():
+            if not any(_isolates_ingress(p, namespace, labels) for p in policies):
+                report_violation(
+                    f"DaskCluster {metadata.get('name') or resource.name}: no NetworkPolicy in namespace "
+                    f"{namespace or '(default)'} selects its {component} pods for ingress, so any pod of the cluster "
+                    "can reach them (a Dask client runs arbitrary code on the workers); keep security.networkPolicy "
+                    "true",
+                    resource.urn,
+                )
+
+
+def current_stack() -> str:
+    """The stack being deployed: the Pulumi CLI sets PULUMI_STACK for the policy pack's process."""
+    return os.environ.get("PULUMI_STACK", "")
+
+
+def _env(container: Mapping[str, Any]) -> dict[str, str]:
+    return {str(_mapping(e).get("name")): str(_mapping(e).get("value", "")) for e in _sequence(container.get("env"))}
+
+
+def validate_tls_in_prod(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    """In stacks named prod*, every Dask container requires TLS and the scheduler listens on tls://."""
+    stack = current_stack()
+    if args.resource_type not in (DASK_CLUSTER, DASK_WORKER_GROUP) or not PROD_STACK.match(stack):
+        return
+    label = _resource_label(args)
+    fix = "set security.tls true (the default)"
+    for component, what, name, container in dask_containers(args.resource_type, args.props):
+        if what != "container":
+            continue
+        env = _env(container)
+        missing = [k for k in TLS_ENV if not env.get(k)]
+        if missing or env.get(TLS_ENV[0], "").lower() not in TRUE_VALUES:
+            report_violation(
+                f"{label}: {component} container '{name}' does not require TLS in stack {stack} "
+                f"({TLS_ENV[0]}=True and {TLS_ENV[1]} needed); {fix}"
+            )
+        argv = _command_line(container)
+        if component == "scheduler" and not any(a in ("tls", "--protocol=tls") or a.startswith("tls://") for a in argv):
+            report_violation(f"{label}: the scheduler does not listen on tls:// in stack {stack}; {fix}")
+
+
 # --- the policies --------------------------------------------------------------------------------
 
 POLICY_IMAGE = "dask-image-pinned-by-digest"
@@ -241,6 +337,8 @@ POLICY_MEMORY = "dask-memory-limits"
 POLICY_THREADS = "dask-worker-threads"
 POLICY_AUTOSCALER = "dask-autoscaler-ceiling"
 POLICY_PUBLIC = "dask-scheduler-not-public"
+POLICY_NETWORK = "dask-cluster-network-policy"
+POLICY_TLS = "dask-tls-in-prod"
 
 POLICIES = [
     ResourceValidationPolicy(
@@ -282,5 +380,17 @@ POLICIES = [
         description="The Dask scheduler/dashboard Service must be ClusterIP: no LoadBalancer, NodePort or externalIPs.",
         enforcement_level=EnforcementLevel.MANDATORY,
         validate=validate_scheduler_not_public,
+    ),
+    ResourceValidationPolicy(
+        name=POLICY_TLS,
+        description="In stacks named prod*, Dask scheduler and workers must require TLS (scheduler on tls://).",
+        enforcement_level=EnforcementLevel.MANDATORY,
+        validate=validate_tls_in_prod,
+    ),
+    StackValidationPolicy(
+        name=POLICY_NETWORK,
+        description="Every DaskCluster's scheduler and worker pods must be selected by a NetworkPolicy (ingress).",
+        enforcement_level=EnforcementLevel.MANDATORY,
+        validate=validate_network_policies,
     ),
 ]

@@ -60,7 +60,8 @@ def rendered_secrets(run: ProgramRun) -> dict[str, dict[str, str]]:
 def verification_props(run: ProgramRun, cluster: EmulatedCluster) -> dict[str, Any]:
     (reg,) = run.of_type(VERIFICATION_TYPE)
     props = {k: v for k, v in reg.inputs.items() if not k.startswith("__")}
-    return {**props, "connect": "direct", "schedulerAddress": cluster.map_address(run.outputs["schedulerAddress"])}
+    # The verification goes through the new cluster's own (candidate) Service, as `pulumi up` runs it.
+    return {**props, "connect": "direct", "schedulerAddress": cluster.map_address(props["schedulerAddress"])}
 
 
 def secret_env(manifest: dict[str, Any]) -> dict[str, tuple[str, str]]:

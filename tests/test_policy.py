@@ -26,9 +26,12 @@ from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 from pulumi_policy import (
     EnforcementLevel,
     PolicyCustomTimeouts,
+    PolicyResource,
     PolicyResourceOptions,
     ResourceValidationArgs,
     ResourceValidationPolicy,
+    StackValidationArgs,
+    StackValidationPolicy,
 )
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, unknown_checking_proxy
 
@@ -107,10 +110,36 @@ def service(service_type: str | None, component: str = "scheduler", **extra: Any
     return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "dashboard"}, "spec": spec}
 
 
-def policy(name: str) -> ResourceValidationPolicy:
+def policy(name: str) -> Any:
     found = [p for p in g.POLICIES if p.name == name]
     assert len(found) == 1, name
     return found[0]
+
+
+RESOURCE_POLICIES = [p for p in g.POLICIES if isinstance(p, ResourceValidationPolicy)]
+STACK_POLICIES = [p for p in g.POLICIES if isinstance(p, StackValidationPolicy)]
+
+
+def stack_violations(policy_name: str, resources: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Run one stack policy the way the SDK's Remediate/Analyze-stack does: every resource with its props."""
+    opts = PolicyResourceOptions(False, [], None, [], PolicyCustomTimeouts(0, 0, 0), [], None)
+    policy_resources = [
+        PolicyResource(
+            typ,
+            unknown_checking_proxy(copy.deepcopy(props)),
+            f"urn:pulumi:test::lsdb-k8s::{typ}::{props.get('metadata', {}).get('name', 'res')}",
+            props.get("metadata", {}).get("name", "res"),
+            opts,
+            None,
+            None,
+            [],
+            {},
+        )
+        for typ, props in resources
+    ]
+    messages: list[str] = []
+    policy(policy_name).validate(StackValidationArgs(policy_resources), lambda m, urn=None: messages.append(m))
+    return messages
 
 
 def violations(
@@ -145,22 +174,31 @@ def scheduler(manifest: dict[str, Any]) -> dict[str, Any]:
 # --- the pack's shape ----------------------------------------------------------------------------
 
 
-def test_every_policy_is_a_mandatory_resource_validation_policy() -> None:
+@pytest.fixture(autouse=True)
+def no_stack(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stack name comes from PULUMI_STACK (set by the CLI); tests set it where it matters."""
+    monkeypatch.delenv("PULUMI_STACK", raising=False)
+
+
+def test_every_policy_is_mandatory() -> None:
     assert [p.name for p in g.POLICIES] == [
         "dask-image-pinned-by-digest",
         "dask-memory-limits",
         "dask-worker-threads",
         "dask-autoscaler-ceiling",
         "dask-scheduler-not-public",
+        "dask-tls-in-prod",
+        "dask-cluster-network-policy",
     ]
+    assert [p.name for p in STACK_POLICIES] == ["dask-cluster-network-policy"]
     for p in g.POLICIES:
-        assert isinstance(p, ResourceValidationPolicy)
+        assert isinstance(p, ResourceValidationPolicy | StackValidationPolicy)
         assert p.enforcement_level is EnforcementLevel.MANDATORY
-        assert p.has_validation()
+        assert p.validate is not None
 
 
 def test_the_guide_manifest_with_a_digest_passes_every_policy() -> None:
-    for p in g.POLICIES:
+    for p in RESOURCE_POLICIES:
         assert violations(p.name, g.DASK_CLUSTER, guide_cluster()) == []
         assert violations(p.name, g.DASK_AUTOSCALER, autoscaler()) == []
         assert violations(p.name, g.SERVICE, service("ClusterIP")) == []
@@ -168,7 +206,7 @@ def test_the_guide_manifest_with_a_digest_passes_every_policy() -> None:
 
 def test_policies_ignore_unrelated_resources() -> None:
     namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "lsdb"}}
-    for p in g.POLICIES:
+    for p in RESOURCE_POLICIES:
         assert violations(p.name, "kubernetes:core/v1:Namespace", namespace) == []
     # A LoadBalancer that does not select the Dask scheduler is none of this pack's business.
     assert violations(g.POLICY_PUBLIC, g.SERVICE, service("LoadBalancer", component="worker")) == []
@@ -223,7 +261,7 @@ def test_worker_groups_are_checked_too() -> None:
         "metadata": {"name": "lsdb-cluster-highmem"},
         "spec": {"cluster": "lsdb-cluster", "worker": copy.deepcopy(guide_cluster()["spec"]["worker"])},
     }
-    assert all(violations(p.name, g.DASK_WORKER_GROUP, group) == [] for p in g.POLICIES)
+    assert all(violations(p.name, g.DASK_WORKER_GROUP, group) == [] for p in RESOURCE_POLICIES)
     worker(group)["image"] = "lsdb-dask:latest"
     worker(group)["args"] = ["dask", "worker", "--nthreads", "8"]
     assert violations(g.POLICY_IMAGE, g.DASK_WORKER_GROUP, group)[0].startswith(
@@ -442,13 +480,115 @@ def test_every_committed_stack_passes_the_pack(stack: str) -> None:
     )
     checked = {r.type for r in run.resources} & {g.DASK_CLUSTER, g.DASK_AUTOSCALER}
     assert g.DASK_CLUSTER in checked
+    os.environ["PULUMI_STACK"] = stack  # as the CLI runs the pack (the autouse fixture removes it afterwards)
     found = {
         (p.name, r.name): messages
         for r in run.resources
-        for p in g.POLICIES
+        for p in RESOURCE_POLICIES
         if (messages := violations(p.name, r.type, r.inputs))
     }
     assert found == {}
+    everything = [(r.type, r.inputs) for r in run.resources]
+    assert all(stack_violations(p.name, everything) == [] for p in STACK_POLICIES)
+
+
+# --- NetworkPolicy and TLS ------------------------------------------------------------------------
+
+
+def network_policy(pod_selector: dict[str, Any], namespace: str = "lsdb", types: list[str] | None = None) -> dict:
+    spec: dict[str, Any] = {"podSelector": pod_selector}
+    if types is not None:
+        spec["policyTypes"] = types
+    return {"metadata": {"name": "p", "namespace": namespace}, "spec": spec}
+
+
+def labelled_cluster() -> dict[str, Any]:
+    manifest = guide_cluster()
+    manifest["metadata"]["labels"] = {"app.kubernetes.io/name": "lsdb-cluster", "app.kubernetes.io/part-of": "lsdb-k8s"}
+    return manifest
+
+
+def test_a_daskcluster_without_a_network_policy_is_rejected() -> None:
+    messages = stack_violations(g.POLICY_NETWORK, [(g.DASK_CLUSTER, labelled_cluster())])
+    assert messages == [
+        f"DaskCluster lsdb-cluster: no NetworkPolicy in namespace lsdb selects its {c} pods for ingress, so any pod "
+        "of the cluster can reach them (a Dask client runs arbitrary code on the workers); keep "
+        "security.networkPolicy true"
+        for c in ("scheduler", "worker")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("policies", "failing"),
+    [
+        ([network_policy({"matchLabels": {"app.kubernetes.io/name": "lsdb-cluster"}})], []),  # both components
+        ([network_policy({})], []),  # a namespace-wide default deny
+        ([network_policy({"matchLabels": {"dask.org/component": "scheduler"}})], ["worker"]),
+        ([network_policy({"matchLabels": {"app.kubernetes.io/name": "lsdb-cluster"}}, namespace="other")],
+         ["scheduler", "worker"]),  # another namespace's policy protects nothing here
+        ([network_policy({}, types=["Egress"])], ["scheduler", "worker"]),  # egress only: ingress stays open
+        ([network_policy({"matchExpressions": [{"key": "dask.org/cluster-name", "operator": "In",
+                                                "values": ["lsdb-cluster"]}]})], []),
+        ([network_policy({"matchLabels": {"app.kubernetes.io/name": "another-cluster"}})], ["scheduler", "worker"]),
+    ],
+)  # fmt: skip
+def test_network_policy_must_select_the_operators_pods(policies: list[dict[str, Any]], failing: list[str]) -> None:
+    resources = [(g.DASK_CLUSTER, labelled_cluster()), *[(g.NETWORK_POLICY, p) for p in policies]]
+    messages = stack_violations(g.POLICY_NETWORK, resources)
+    assert [m.split(" selects its ")[1].split(" ")[0] for m in messages] == failing
+
+
+def tls_cluster() -> dict[str, Any]:
+    manifest = guide_cluster()
+    env = [
+        {"name": "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION", "value": "True"},
+        {"name": "DASK_DISTRIBUTED__COMM__TLS__CA_FILE", "value": "/etc/dask-tls/ca.crt"},
+    ]
+    scheduler(manifest)["args"] = ["dask", "scheduler", "--protocol", "tls"]
+    scheduler(manifest)["env"] = env
+    worker(manifest)["env"] = copy.deepcopy(env)
+    return manifest
+
+
+@pytest.mark.parametrize("stack", ["prod", "prod-eu", "production"])
+def test_prod_stacks_require_tls(monkeypatch: pytest.MonkeyPatch, stack: str) -> None:
+    monkeypatch.setenv("PULUMI_STACK", stack)
+    assert violations(g.POLICY_TLS, g.DASK_CLUSTER, tls_cluster()) == []
+    messages = violations(g.POLICY_TLS, g.DASK_CLUSTER, guide_cluster())
+    assert messages == [
+        f"DaskCluster lsdb-cluster: scheduler container 'scheduler' does not require TLS in stack {stack} "
+        "(DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True and DASK_DISTRIBUTED__COMM__TLS__CA_FILE needed); "
+        "set security.tls true (the default)",
+        f"DaskCluster lsdb-cluster: the scheduler does not listen on tls:// in stack {stack}; "
+        "set security.tls true (the default)",
+        f"DaskCluster lsdb-cluster: worker container 'worker' does not require TLS in stack {stack} "
+        "(DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True and DASK_DISTRIBUTED__COMM__TLS__CA_FILE needed); "
+        "set security.tls true (the default)",
+    ]
+    plain_worker = tls_cluster()
+    worker(plain_worker)["env"][0]["value"] = "False"
+    assert len(violations(g.POLICY_TLS, g.DASK_CLUSTER, plain_worker)) == 1
+
+
+@pytest.mark.parametrize("stack", ["dev", "staging", "preprod", ""])
+def test_other_stacks_may_run_without_tls(monkeypatch: pytest.MonkeyPatch, stack: str) -> None:
+    monkeypatch.setenv("PULUMI_STACK", stack)
+    assert violations(g.POLICY_TLS, g.DASK_CLUSTER, guide_cluster()) == []
+
+
+def test_the_program_with_tls_off_in_prod_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real program, prod stack file with security.tls false and networkPolicy false: both policies fire."""
+    from components.dask_operator import operator_version
+    from tools.mock_runtime import run_program
+
+    config = stack_config("prod")
+    config["lsdb-k8s:security"] = json.dumps({"tls": False, "networkPolicy": False})
+    operator_stack = {"operatorNamespace": "dask-operator", "operatorVersion": operator_version()}
+    run = run_program(config, stack="prod", stack_outputs={"organization/lsdb-k8s/platform": operator_stack})
+    monkeypatch.setenv("PULUMI_STACK", "prod")
+    (cluster,) = [r for r in run.resources if r.type == g.DASK_CLUSTER]
+    assert len(violations(g.POLICY_TLS, cluster.type, cluster.inputs)) == 3
+    assert len(stack_violations(g.POLICY_NETWORK, [(r.type, r.inputs) for r in run.resources])) == 2
 
 
 # --- the pack as the Pulumi CLI runs it ----------------------------------------------------------

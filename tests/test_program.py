@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import re
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from components.dask_operator import CHART_NAME, operator_version, prepare_packa
 from components.lock import locked_version
 from components.verification import OUTPUT_KEYS
 from tests.program_helpers import dask_cluster, manifest, run_stack, run_with
-from tools.mock_runtime import run_program
+from tools.mock_runtime import SECRET_SIG, SECRET_VALUE, run_program
 from tools.render import stack_config
 
 DASKCLUSTER = "kubernetes:kubernetes.dask.org/v1:DaskCluster"
@@ -41,11 +42,12 @@ def test_stack_exports_derive_from_the_real_cluster_name(stack: str) -> None:
     out = run.outputs
     assert out["clusterName"] == live and out["namespace"] == ns
     # Every address names the stable Service <name>-scheduler, which outlives upgrades.
-    assert out["schedulerAddress"] == f"tcp://{name}-scheduler.{ns}.svc.cluster.local:8786"
+    scheme = "tcp" if stack == "dev" else "tls"  # TLS is on by default; Pulumi.dev.yaml turns it off
+    assert out["schedulerAddress"] == f"{scheme}://{name}-scheduler.{ns}.svc.cluster.local:8786"
     assert out["dashboardUrl"] == f"http://{name}-scheduler.{ns}.svc.cluster.local:8787/status"
     assert out["portForwardScheduler"].endswith(f"port-forward -n {ns} svc/{name}-scheduler 8786:8786")
     assert out["portForwardDashboard"].endswith(f"svc/{name}-scheduler 8787:8787")
-    assert out["localSchedulerAddress"] == "tcp://localhost:8786"
+    assert out["localSchedulerAddress"] == f"{scheme}://localhost:8786"
     assert out["kubectlWorkerPods"].endswith(f"-l dask.org/cluster-name={live},dask.org/component=worker")
     assert "@sha256:" in out["imageRef"]
 
@@ -128,7 +130,10 @@ def test_daskcluster_spec(default_run) -> None:
         "name": live,
         "namespace": "lsdb-test",
         "labels": {"app.kubernetes.io/part-of": "lsdb-k8s", "app.kubernetes.io/name": "lsdb-cluster"},
+        # No cpuLimit: the scanner's CPU-limit check is skipped, with the reason, where the operator copies it.
+        "annotations": {"checkov.io/skip1": cluster["metadata"]["annotations"]["checkov.io/skip1"]},
     }
+    assert cluster["metadata"]["annotations"]["checkov.io/skip1"].startswith("CKV_K8S_11=CPU limits throttle")
     assert sched["args"][:2] == ["dask", "scheduler"] and worker["args"][:2] == ["dask", "worker"]
     assert worker["args"][2:6] == ["--name", "$(DASK_WORKER_NAME)", "--nthreads", "2"]
     assert worker["args"][worker["args"].index("--memory-limit") + 1] == str(4 * 2**30)
@@ -146,7 +151,10 @@ def test_daskcluster_spec(default_run) -> None:
         c = pod["containers"][0]["securityContext"]
         assert c["allowPrivilegeEscalation"] is False and c["capabilities"] == {"drop": ["ALL"]}
     mounts = {m["mountPath"]: m["name"] for m in worker["volumeMounts"]}
-    assert mounts == {"/data": "catalog-data", "/scratch": "dask-scratch"}
+    assert mounts == {
+        "/data": "catalog-data", "/scratch": "dask-scratch", "/tmp": "tmp", "/home/dask": "home",
+        "/etc/dask-tls": "dask-tls",
+    }  # fmt: skip
 
 
 def test_cpu_limit_only_when_configured() -> None:
@@ -236,7 +244,7 @@ def test_object_store_storage_exposes_credentials_as_driver_env() -> None:
         verify={"enabled": False},
     )
     assert run.of_type(PVC) == [] and run.of_type(PV) == []
-    secret = run.one(SECRET)
+    secret = run.named("catalog-storage-object-store")
     assert set(secret.inputs["stringData"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
     spec = dask_cluster(run)["spec"]
     for pod in (spec["scheduler"]["spec"], spec["worker"]["spec"]):
@@ -263,9 +271,9 @@ def test_gcs_key_is_mounted_as_a_file() -> None:
 
 
 def test_storage_none_mounts_nothing() -> None:
-    run = run_with(storage={"kind": "none"})
+    run = run_with(storage={"kind": "none"}, security={"tls": False})
     worker = dask_cluster(run)["spec"]["worker"]["spec"]
-    assert [v["name"] for v in worker["volumes"]] == ["dask-scratch"]
+    assert [v["name"] for v in worker["volumes"]] == ["dask-scratch", "tmp", "home"]  # the writable emptyDirs
     assert run.of_type(PVC) == [] and run.of_type(SECRET) == []
 
 
@@ -439,3 +447,65 @@ def test_operator_image_mirror_keeps_the_locked_tag() -> None:
 def test_verification_reruns_with_the_operator_version() -> None:
     verification = run_stack("dev").one("pulumi-python:dynamic/lsdb:Verification")
     assert verification.inputs["operatorVersion"] == operator_version()
+
+
+# --- security (issue 11) ---------------------------------------------------------------------------------------
+
+NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+SECURITY = "lsdb-k8s:security:ClusterSecurity"
+
+
+def test_security_is_created_before_the_cluster_and_parents_its_children(default_run) -> None:
+    """First `pulumi up`: NetworkPolicies, the TLS Secret and the pulumi-tls resources are children of
+    ClusterSecurity, and the DaskCluster waits for all of them (its pods mount the Secret)."""
+    security = default_run.one(SECURITY)
+    children = [r for r in default_run.resources if r.parent == security.urn]
+    assert sorted(r.type for r in children) == sorted(
+        [NETWORK_POLICY] * 4
+        + [SECRET]
+        + ["tls:index/privateKey:PrivateKey"] * 3
+        + ["tls:index/selfSignedCert:SelfSignedCert"]
+        + ["tls:index/certRequest:CertRequest"] * 2
+        + ["tls:index/locallySignedCert:LocallySignedCert"] * 2
+    )
+    cluster = default_run.one(DASKCLUSTER)
+    for child in children:
+        assert child.urn in cluster.dependencies, child.name
+    secret = next(r for r in children if r.type == SECRET)
+    assert secret.inputs["type"] == "kubernetes.io/tls"
+    assert set(secret.inputs["stringData"]) == {"ca.crt", "tls.crt", "tls.key"}
+    assert SECRET_SIG in json.dumps(secret.raw_inputs["stringData"]), "the Secret's values travel as Pulumi secrets"
+
+
+def test_client_bundle_is_a_secret_export_and_a_secret_verification_input() -> None:
+    run = run_with(verify={"enabled": True, "catalogPath": "/data/x"})
+    assert "clientTls" in run.secret_outputs
+    assert run.outputs["schedulerAddress"].startswith("tls://")
+    verification = run.one("pulumi-python:dynamic/lsdb:Verification")
+    assert set(verification.inputs["clientTls"]) == {"ca", "cert", "key"}
+    assert verification.raw_inputs["clientTls"].get(SECRET_SIG) == SECRET_VALUE
+
+
+def test_tls_off_registers_no_certificates_and_no_bundle() -> None:
+    """Turning TLS off removes the certificates, the Secret, the export and the pods' TLS settings."""
+    run = run_with(security={"tls": False})
+    assert [r for r in run.resources if r.type.startswith("tls:")] == [] and run.of_type(SECRET) == []
+    assert "clientTls" not in run.outputs
+    spec = dask_cluster(run)["spec"]
+    assert "--protocol" not in spec["scheduler"]["spec"]["containers"][0]["args"]
+    assert "env" not in spec["worker"]["spec"]["containers"][0]  # the operator injects its tcp:// address
+
+
+def test_pods_are_hardened() -> None:
+    spec = dask_cluster(run_with())["spec"]
+    for pod in (spec["scheduler"]["spec"], spec["worker"]["spec"]):
+        assert pod["automountServiceAccountToken"] is False
+        assert pod["securityContext"]["runAsUser"] >= 10000 and pod["securityContext"]["runAsGroup"] >= 10000
+        (container,) = pod["containers"]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        mounts = {m["mountPath"] for m in container["volumeMounts"]}
+        assert {"/scratch", "/tmp", "/home/dask"} <= mounts
+    (worker,) = spec["worker"]["spec"]["containers"]
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert worker[probe]["httpGet"] == {"port": "http-dashboard", "path": "/health"}
+    assert [worker["args"][worker["args"].index(f) + 1] for f in ("--worker-port", "--nanny-port")] == ["8789", "8790"]

@@ -31,12 +31,18 @@ STACKS = ("dev", "staging", "prod")
 K8S_VERSIONS = ("1.25", latest_version())
 FILE_NAME = re.compile(r"^(\d\d)-([a-z0-9]+)-([a-z0-9.-]+)\.yaml$")
 DASK_GROUP = "kubernetes.dask.org/v1"
+POLICIES = ["NetworkPolicy"] * 4  # default-deny, egress, scheduler, workers
 EXPECTED_KINDS = {
     "dev": ["Namespace", "Namespace", *["CustomResourceDefinition"] * 4, "PersistentVolume", "PersistentVolumeClaim",
-            "Service", "DaskCluster", "DaskAutoscaler"],
-    "staging": ["Namespace", "PersistentVolumeClaim", "Service", "DaskCluster", "DaskAutoscaler"],
-    "prod": ["Namespace", "PersistentVolume", "PersistentVolumeClaim", "Service", "DaskCluster", "DaskAutoscaler"],
+            *POLICIES, "Service", "DaskCluster", "DaskAutoscaler"],
+    "staging": ["Namespace", "PersistentVolumeClaim", "Secret", *POLICIES, "Service", "DaskCluster",
+                "DaskAutoscaler"],
+    "prod": ["Namespace", "PersistentVolume", "PersistentVolumeClaim", "Secret", *POLICIES, "Service", "DaskCluster",
+             "DaskAutoscaler"],
 }  # fmt: skip
+# Values the program itself makes secret (TLS keys and the certificate bundle): redacted even in stacks without
+# secure config.
+PROGRAM_SECRET_KEYS = {"ca.crt", "tls.crt", "tls.key", "privateKeyPem", "caPrivateKeyPem", "clientTls"}
 # The stacks that take the operator from the platform stack (`operator.fromStack: platform`).
 FROM_PLATFORM = ("staging", "prod")
 
@@ -155,11 +161,13 @@ def test_rendered_cluster_matches_the_stack_config(render: dict[str, Any]) -> No
     (scaler,) = [obj for _, obj in render["objects"] if obj["kind"] == "DaskAutoscaler"]
     raw = yaml.safe_load((PROJECT_DIR / f"Pulumi.{stack}.yaml").read_text())["config"]
     config = parse_stack_config({k.split(":", 1)[1]: v for k, v in raw.items()})
-    assert cluster["metadata"] == {
+    assert {k: v for k, v in cluster["metadata"].items() if k != "annotations"} == {
         "name": summary["exports"]["clusterName"],
         "namespace": config.namespace,
         "labels": cluster["metadata"]["labels"],
     }
+    # A checkov skip with its reason exactly when no CPU limit is configured.
+    assert ("annotations" in cluster["metadata"]) == (config.cluster.workers.cpu_limit is None)
     assert cluster["metadata"]["name"].startswith(config.cluster.name + "-")
     assert cluster["metadata"]["labels"]["app.kubernetes.io/name"] == config.cluster.name
     assert cluster["spec"]["worker"]["replicas"] == config.cluster.workers.replicas
@@ -175,7 +183,8 @@ def test_rendered_cluster_matches_the_stack_config(render: dict[str, Any]) -> No
     (stable,) = [obj for _, obj in render["objects"] if obj["kind"] == "Service"]
     assert stable["metadata"]["name"] == f"{config.cluster.name}-scheduler"
     assert stable["spec"]["selector"]["dask.org/cluster-name"] == cluster["metadata"]["name"]
-    assert summary["exports"]["schedulerAddress"].startswith(f"tcp://{config.cluster.name}-scheduler.")
+    scheme = "tls" if config.security.tls else "tcp"
+    assert summary["exports"]["schedulerAddress"].startswith(f"{scheme}://{config.cluster.name}-scheduler.")
 
 
 def test_summary_lists_every_other_resource_with_its_inputs(render: dict[str, Any]) -> None:
@@ -211,7 +220,8 @@ def test_summary_lists_every_other_resource_with_its_inputs(render: dict[str, An
     assert verification["inputs"]["catalogPath"] == raw["catalogPath"]
     # The verification reaches the new cluster through its own Service, not the stable one.
     live = summary["exports"]["clusterName"]
-    assert verification["inputs"]["schedulerAddress"].startswith(f"tcp://{live}-scheduler.")
+    scheme = "tcp" if stack == "dev" else "tls"  # TLS everywhere but dev
+    assert verification["inputs"]["schedulerAddress"].startswith(f"{scheme}://{live}-scheduler.")
     assert verification["inputs"]["imageRef"] == summary["exports"]["imageRef"]
     assert any("dynamic providers run only during `pulumi up`" in a for a in summary["assumptions"])
     for key in ("namespace", "clusterName", "imageRef", "schedulerAddress", "dashboardUrl", "portForwardScheduler"):
@@ -229,7 +239,7 @@ def test_secure_values_render_redacted(secure_render: dict[str, Any]) -> None:
     summary = secure_render["summary"]
     assert summary["secretConfigKeys"] == ["lsdb-k8s:image", "lsdb-k8s:storage"]
     secrets = {obj["metadata"]["name"]: obj for _, obj in secure_render["objects"] if obj["kind"] == "Secret"}
-    assert set(secrets) == {"lsdb-cluster-object-store", "lsdb-cluster-registry"}
+    assert set(secrets) == {"lsdb-cluster-object-store", "lsdb-cluster-registry", "lsdb-cluster-tls"}
     assert secrets["lsdb-cluster-object-store"]["stringData"] == {
         "AWS_ACCESS_KEY_ID": REDACTED,
         "AWS_SECRET_ACCESS_KEY": REDACTED,
@@ -241,7 +251,7 @@ def test_secure_values_render_redacted(secure_render: dict[str, Any]) -> None:
     # Pods still say where the credentials come from.
     (cluster,) = [obj for _, obj in secure_render["objects"] if obj["kind"] == "DaskCluster"]
     env = cluster["spec"]["worker"]["spec"]["containers"][0]["env"]
-    assert {e["valueFrom"]["secretKeyRef"]["name"] for e in env} == {"lsdb-cluster-object-store"}
+    assert {e["valueFrom"]["secretKeyRef"]["name"] for e in env if "valueFrom" in e} == {"lsdb-cluster-object-store"}
     assert cluster["spec"]["worker"]["spec"]["imagePullSecrets"] == [{"name": "lsdb-cluster-registry"}]
 
 
@@ -288,9 +298,13 @@ def test_secret_values_are_redacted_even_when_not_marked_secret() -> None:
 
 
 def test_rendered_stacks_hold_no_secret_placeholder_outside_secrets(render: dict[str, Any]) -> None:
-    """The committed stacks have no secure values: nothing in their render is redacted."""
+    """The committed stacks have no secure values: only what the program makes secret (TLS keys) is redacted."""
     assert render["summary"]["secretConfigKeys"] == []
-    assert REDACTED not in "".join(p.read_text() for p in render["out"].iterdir())
+    text = "".join(p.read_text() for p in render["out"].iterdir())
+    redacted_keys = set(re.findall(rf"^\s*([\w.]+): {re.escape(REDACTED)}$", text, flags=re.M))
+    assert text.count(REDACTED) == len(re.findall(rf": {re.escape(REDACTED)}$", text, flags=re.M))
+    assert redacted_keys <= PROGRAM_SECRET_KEYS
+    assert bool(redacted_keys) == (render["stack"] in ("staging", "prod")), "TLS is on in the clusters but dev's"
 
 
 # --- validity ----------------------------------------------------------------------------------------------

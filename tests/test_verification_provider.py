@@ -183,6 +183,7 @@ def test_verification_args_become_the_camel_case_properties() -> None:
         "schedulerAddress", "kubeContext", "connect", "columns", "minRows", "minWorkers", "timeoutSeconds",
         "storageOptions",
         "operatorVersion",
+        "clientTls",
     ]  # fmt: skip
     assert props["columns"] == ["id", "ra"] and props["connect"] == "portForward"
 

@@ -200,7 +200,7 @@ def test_unit_tests_run_on_every_push() -> None:
     on = triggers(workflow)
     assert "push" in on and on["push"] is None  # every branch, every push
     assert "pull_request" in on
-    assert [s["run"] for _, s in steps(workflow) if "run" in s] == ["make test"]
+    assert [s["run"] for _, s in steps(workflow) if "run" in s] == ["make test"]  # make test ends with make scan
 
 
 def test_pull_requests_get_a_preview_comment_per_stack() -> None:

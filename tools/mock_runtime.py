@@ -72,6 +72,14 @@ def fake_digest(image_name: str) -> str:
     return "sha256:" + hashlib.sha256(image_name.encode()).hexdigest()
 
 
+TLS_OUTPUTS = {
+    "tls:index/privateKey:PrivateKey": "privateKeyPem",
+    "tls:index/selfSignedCert:SelfSignedCert": "certPem",
+    "tls:index/certRequest:CertRequest": "certRequestPem",
+    "tls:index/locallySignedCert:LocallySignedCert": "certPem",
+}
+
+
 class EngineMocks(pulumi.runtime.Mocks):
     """Stand-in for the engine: echoes inputs as outputs, plus the few computed outputs the program reads."""
 
@@ -83,6 +91,9 @@ class EngineMocks(pulumi.runtime.Mocks):
         if args.typ == "docker:index/image:Image":
             repository = args.inputs["imageName"].rsplit(":", 1)[0]
             state["repoDigest"] = f"{repository}@{fake_digest(args.inputs['imageName'])}"
+        if args.typ in TLS_OUTPUTS:  # pulumi-tls computes these; a labelled placeholder stands in (not a real PEM)
+            key = TLS_OUTPUTS[args.typ]
+            state[key] = f"-----BEGIN MOCK {key}-----\n{args.name}\n-----END MOCK {key}-----\n"
         if args.typ == "pulumi:pulumi:StackReference":
             state["outputs"] = self.stack_outputs.get(args.inputs.get("name", args.name), {})
         return f"{args.name}-id", state

@@ -202,17 +202,42 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
-def _normalize_address(address: str) -> str:
+@dataclasses.dataclass(frozen=True)
+class TlsFiles:
+    """The client's TLS material (PEM files): the cluster's CA and a client certificate it signed."""
+
+    ca_file: str
+    cert_file: str
+    key_file: str
+
+    def security(self) -> Any:
+        """distributed's `Security`: mutual TLS, plain TCP refused. https://distributed.dask.org/en/stable/tls.html"""
+        from distributed.security import Security as UntypedSecurity
+
+        security: Callable[..., Any] = UntypedSecurity  # distributed has no annotations here
+        return security(
+            tls_ca_file=self.ca_file,
+            tls_client_cert=self.cert_file,
+            tls_client_key=self.key_file,
+            require_encryption=True,
+        )
+
+
+def _normalize_address(address: str, tls: bool = False) -> str:
+    """`host[:port]` -> `scheme://host:port`; with TLS material a `tcp://` address (a port-forward's) is dialled
+    as `tls://` (the scheduler speaks nothing else)."""
     address = address.strip()
     if "://" not in address:
-        address = f"tcp://{address}"
+        address = f"{'tls' if tls else 'tcp'}://{address}"
     scheme, _, rest = address.partition("://")
+    if tls and scheme == "tcp":
+        scheme, address = "tls", f"tls://{rest}"
     if rest and ":" not in rest.rsplit("]", 1)[-1]:
         address = f"{scheme}://{rest}:{SCHEDULER_PORT}"
     return address
 
 
-def _probe_scheduler(address: str, seconds: float) -> dict[str, Any]:
+def _probe_scheduler(address: str, seconds: float, security: Any = None) -> dict[str, Any]:
     """Open one Dask comm to `address` and ask who it is, all within `seconds`.
 
     `distributed.comm.connect` retries refused connections until its timeout, but then waits for the peer's
@@ -223,8 +248,10 @@ def _probe_scheduler(address: str, seconds: float) -> dict[str, Any]:
 
     connect: Callable[..., Any] = untyped_connect  # distributed has no annotations here
 
+    connection_args = security.get_connection_args("client") if security is not None else {}
+
     async def probe() -> dict[str, Any]:
-        comm = await connect(address, timeout=seconds)
+        comm = await connect(address, timeout=seconds, **connection_args)
         try:
             await comm.write({"op": "identity", "reply": True})
             reply: dict[str, Any] = await comm.read()
@@ -366,13 +393,15 @@ def verify_catalog_query(
     where: ClusterRef | None = None,
     locked_versions: Mapping[str, str] | None = None,
     wait_hook: WaitHook | None = None,
+    tls: TlsFiles | None = None,
 ) -> VerificationResult:
     """Connect to the scheduler, check workers and versions, run `query` on the cluster, check its rows.
 
     The connect stage retries with backoff until its budget (a scheduler not up yet is normal on a first deploy)
     and calls `wait_hook` between attempts, and the workers stage between its waiting steps: the CLI passes
     `pods.StuckPods`, which fails early when a pod of the cluster is stuck (a worker pod stuck while the scheduler
-    already runs fails stage `workers`). `where` only makes the error messages name the real Kubernetes objects.
+    already runs fails stage `workers`). `tls`: the client certificate for a scheduler that requires TLS (then
+    every connection is `tls://`). `where` only makes the error messages name the real Kubernetes objects.
     `locked_versions` maps package names to the pinned versions (default: docker/requirements.lock); pass a
     modified mapping to test the check.
     Raises `VerificationError` naming the failed stage; returns a `VerificationResult` otherwise.
@@ -382,20 +411,26 @@ def verify_catalog_query(
     warnings: list[str] = []
     problems = [] if str(scheduler_address or "").strip() else ["the scheduler address is empty"]
     problems += query.problems()
+    if tls is None and str(scheduler_address or "").strip().startswith("tls://"):
+        problems.append(
+            "the scheduler address is tls:// but no client certificate was given (the scheduler requires one;"
+            " `pulumi stack output --show-secrets clientTls` holds it)"
+        )
     if problems:
         raise VerificationError("config", "; ".join(problems), fixes("config"))
     if locked_versions is None:
         locked_versions, note = _default_lock()
         if note:
             warnings.append(note)
-    address = _normalize_address(scheduler_address)
+    address = _normalize_address(scheduler_address, tls=tls is not None)
+    security = tls.security() if tls is not None else None
     q = query
     columns = list(q.columns) if q.columns else None
 
     client = None
     try:
         with clock.stage("connect") as budget:
-            client = _connect(address, budget, fixes, wait_hook)
+            client = _connect(address, budget, fixes, wait_hook, security)
 
         with clock.stage("workers") as budget:
             n_workers = _wait_for_workers(client, address, q.min_workers, budget, fixes, wait_hook)
@@ -450,7 +485,7 @@ def verify_catalog_query(
     )
 
 
-def _identify(address: str, budget: float, fixes: Fixes, wait_hook: WaitHook | None) -> Any:
+def _identify(address: str, budget: float, fixes: Fixes, wait_hook: WaitHook | None, security: Any = None) -> Any:
     """The scheduler's identity reply, retried with backoff until `budget` (wait_hook runs between attempts)."""
     deadline = time.monotonic() + budget
     pause = RETRY_FIRST_PAUSE
@@ -460,7 +495,7 @@ def _identify(address: str, budget: float, fixes: Fixes, wait_hook: WaitHook | N
         attempts += 1
         seconds = min(remaining, PROBE_ATTEMPT_SECONDS)
         try:
-            return _call_with_deadline(functools.partial(_probe_scheduler, address, seconds), seconds + 1.0)
+            return _call_with_deadline(functools.partial(_probe_scheduler, address, seconds, security), seconds + 1.0)
         except Exception as exc:  # refused, reset by a port-forward to a pod not Ready yet, silent peer: retry
             last = exc
         if wait_hook is not None:
@@ -484,9 +519,9 @@ def _identify(address: str, budget: float, fixes: Fixes, wait_hook: WaitHook | N
     ) from last
 
 
-def _connect(address: str, budget: float, fixes: Fixes, wait_hook: WaitHook | None = None) -> Any:
+def _connect(address: str, budget: float, fixes: Fixes, wait_hook: WaitHook | None = None, security: Any = None) -> Any:
     started = time.monotonic()
-    identity = _identify(address, budget, fixes, wait_hook)
+    identity = _identify(address, budget, fixes, wait_hook, security)
     budget = max(budget - (time.monotonic() - started), 1.0)
     kind = identity.get("type") if isinstance(identity, dict) else None
     if kind != "Scheduler":
@@ -500,7 +535,8 @@ def _connect(address: str, budget: float, fixes: Fixes, wait_hook: WaitHook | No
         from distributed import Client as UntypedClient
 
         client_cls: Callable[..., Any] = UntypedClient  # distributed's Client.__init__ has no annotations
-        return client_cls(address, timeout=budget, set_as_default=False, direct_to_workers=False)
+        tls_args = {"security": security} if security is not None else {}
+        return client_cls(address, timeout=budget, set_as_default=False, direct_to_workers=False, **tls_args)
 
     try:
         return _call_with_deadline(make_client, budget, on_late_result=lambda c: c.close(timeout=5))

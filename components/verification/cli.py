@@ -19,6 +19,7 @@ from typing import Any
 
 from components.verification.check import (
     DEFAULT_STAGE_TIMEOUTS,
+    TlsFiles,
     VerificationError,
     VerificationResult,
     WaitHook,
@@ -112,6 +113,9 @@ def parser() -> argparse.ArgumentParser:
         " parses (anon=false) and a string otherwise (the stack's catalogStorageOptions export)",
     )
     p.add_argument("--kube-context", help="kube context for --port-forward and messages (default: the current one)")
+    p.add_argument("--tls-ca-file", help="CA certificate (PEM) of a TLS cluster: `clientTls.ca` of the stack")
+    p.add_argument("--tls-cert-file", help="client certificate (PEM): `clientTls.cert`")
+    p.add_argument("--tls-key-file", help="client private key (PEM): `clientTls.key`")
     p.add_argument("--lock-json", type=Path, help="JSON object of pinned versions (default: docker/requirements.lock)")
     return p
 
@@ -134,6 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
     port_forward = _connect_mode(p, args) == PORT_FORWARD
+    tls_files = (args.tls_ca_file, args.tls_cert_file, args.tls_key_file)
+    if any(tls_files) and not all(tls_files):
+        p.error("give all of --tls-ca-file, --tls-cert-file and --tls-key-file, or none")
+    tls = TlsFiles(*tls_files) if all(tls_files) else None
     # The failure message says what went wrong; distributed's own reconnect chatter would only bury it.
     logging.getLogger("distributed").setLevel(logging.CRITICAL)
     where = ClusterRef(args.namespace, args.cluster_name, args.kube_context)
@@ -182,7 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             query = dataclasses.replace(
                 query, timeout=remaining, stage_timeouts={"connect": max(connect_budget - spent, 1.0)}
             )
-            result = verify_catalog_query(scheduler, query, where=where, locked_versions=locked, wait_hook=wait_hook)
+            result = verify_catalog_query(
+                scheduler, query, where=where, locked_versions=locked, wait_hook=wait_hook, tls=tls
+            )
     except VerificationError as exc:
         if args.json:
             print(json.dumps(exc.to_dict()))

@@ -60,6 +60,10 @@ NUMBER_KEYS: tuple[str, ...] = ("ra", "dec", "radiusArcsec", "minRows", "minWork
 # The cone's identity: the resource id is a digest of these.
 ID_KEYS: tuple[str, ...] = ("clusterName", "namespace", "catalogPath", "ra", "dec", "radiusArcsec")
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # pulumi.runtime.rpc.UNKNOWN, a value not known at preview
+# The client certificate bundle ({"ca", "cert", "key"} PEM) of a TLS cluster: a secret input, written to files
+# only the child reads (mode 0600, in a temporary directory), never echoed into the outputs.
+TLS_KEY = "clientTls"
+TLS_PARTS = ("ca", "cert", "key")
 
 
 def _camel(field: str) -> str:
@@ -96,6 +100,7 @@ class VerificationArgs:
     # `lsdb.open_catalog(..., storage_options=...)`: the stack's `catalogStorageOptions` (never a secret).
     storage_options: pulumi.Input[Mapping[str, Any]] | None = None
     operator_version: pulumi.Input[str] | None = None  # the dask-kubernetes the cluster's operator runs
+    client_tls: pulumi.Input[Mapping[str, str]] | None = None
 
     def validate(self) -> None:
         """Reject what is wrong already in the program; Outputs are checked by the provider once known."""
@@ -172,7 +177,8 @@ class LsdbVerificationProvider(ResourceProvider):
         return [sys.executable, "-m", self.CHILD_MODULE, *argv]
 
     def _verify(self, props: Mapping[str, Any]) -> dict[str, Any]:
-        inputs = {k: v for k, v in props.items() if k != "__provider"}
+        inputs = {k: v for k, v in props.items() if k not in ("__provider", TLS_KEY)}
+        client_tls = props.get(TLS_KEY) or None
         timeout = float(inputs.get("timeoutSeconds") or DEFAULT_TIMEOUT)
         deadline = timeout + self.GRACE_SECONDS
         # The project this process imported comes first on the child's path: the child runs this very code, even
@@ -182,9 +188,10 @@ class LsdbVerificationProvider(ResourceProvider):
             "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_DIR), os.environ.get("PYTHONPATH")])),
         }
         with tempfile.TemporaryDirectory(prefix="lsdb-verification-") as tmp:
+            argv = child_argv(inputs, timeout) + tls_argv(client_tls, tmp)
             try:
                 proc = subprocess.run(
-                    self.command(child_argv(inputs, timeout)),
+                    self.command(argv),
                     cwd=tmp,  # nothing the check (or dask) writes lands in the project
                     env=env,
                     capture_output=True,
@@ -236,6 +243,23 @@ def child_argv(inputs: Mapping[str, Any], timeout: float) -> list[str]:
     return argv
 
 
+def tls_argv(client_tls: Mapping[str, Any] | None, directory: str) -> list[str]:
+    """Write the client certificate bundle to owner-only files in `directory`; the CLI flags naming them."""
+    if not client_tls:
+        return []
+    missing = [part for part in TLS_PARTS if not client_tls.get(part)]
+    if missing:
+        raise RuntimeError(f"LSDB verification: the {TLS_KEY} input lacks {', '.join(missing)}")
+    argv = []
+    for part in TLS_PARTS:
+        path = os.path.join(directory, f"client-{part}.pem")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(str(client_tls[part]))
+        argv += [f"--tls-{part}-file", path]
+    return argv
+
+
 def _last_json_line(stdout: str) -> dict[str, Any] | None:
     """The CLI's `--json` report: the last line of stdout that parses as a JSON object."""
     for line in reversed(stdout.splitlines()):
@@ -273,7 +297,9 @@ class LsdbVerification(pulumi.dynamic.Resource, module="lsdb", name="Verificatio
     def __init__(self, name: str, args: VerificationArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         args.validate()
         props = {**args.to_props(), **dict.fromkeys(OUTPUT_KEYS)}
-        super().__init__(new_provider(), name, props, opts)
+        # Belt and braces: the provider never returns the bundle, and the engine would keep it secret if it did.
+        secret = pulumi.ResourceOptions(additional_secret_outputs=[TLS_KEY])
+        super().__init__(new_provider(), name, props, pulumi.ResourceOptions.merge(opts, secret))
 
     def outputs(self) -> dict[str, pulumi.Output[Any]]:
         """Every output, by `OUTPUT_KEYS`: what the program exports as `verification`."""

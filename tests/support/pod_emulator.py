@@ -490,6 +490,9 @@ class EmulatedCluster:
         `worker_env`: test instrumentation appended to every worker container's env (as an admission webhook
         would add it), e.g. a `DASK_DISTRIBUTED__WORKER__PRELOAD` fault injector. It is not part of the manifest."""
         self.objects = operator_objects(daskcluster, namespace, uuids)
+        # Instrumentation names this machine's paths (a preload under pytest's /tmp): never mapped into the pod's
+        # volumes, which would otherwise claim any path below a mount such as the pods' /tmp emptyDir.
+        self.instrumentation_keys = frozenset(worker_env or {})
         for deployment in self.objects.worker_deployments:
             for container in deployment["spec"]["template"]["spec"]["containers"]:
                 container.setdefault("env", []).extend({"name": k, "value": v} for k, v in (worker_env or {}).items())
@@ -666,7 +669,7 @@ class EmulatedCluster:
                 if d not in mounts:
                     mounts[d] = home if d == image_workdir() else pod.root / "image" / d.lstrip("/")
                     mounts[d].mkdir(parents=True, exist_ok=True)
-            emulator_keys = set(base) - set(image_env())
+            emulator_keys = (set(base) - set(image_env())) | self.instrumentation_keys
             c.env = {
                 k: v if k in emulator_keys else _map_paths(self.map_address(v, pod.namespace), mounts)
                 for k, v in env.items()
@@ -688,14 +691,18 @@ class EmulatedCluster:
             pod.wait_ready(timeout)
         return self
 
-    def wait_for_workers(self, names: Iterable[str] | None = None, timeout: float = 90.0) -> dict[str, Any]:
-        """Wait until the scheduler lists workers with these names (default: every worker pod's DASK_WORKER_NAME)."""
+    def wait_for_workers(
+        self, names: Iterable[str] | None = None, timeout: float = 90.0, security: Any = None
+    ) -> dict[str, Any]:
+        """Wait until the scheduler lists workers with these names (default: every worker pod's DASK_WORKER_NAME).
+        `security`: a `distributed.security.Security` for a TLS scheduler."""
         from distributed import Client
 
         wanted = set(self.worker_names if names is None else names)
         deadline = time.monotonic() + timeout
         address = self.scheduler_address
-        with Client(address, timeout=timeout, set_as_default=False) as client:
+        tls = {"security": security} if security is not None else {}
+        with Client(address, timeout=timeout, set_as_default=False, **tls) as client:
             while True:
                 workers = client.scheduler_info(n_workers=-1)["workers"]
                 registered = {w["name"] for w in workers.values()}
@@ -791,11 +798,16 @@ class EmulatedCluster:
 
 
 def _map_paths(text: str, mounts: Mapping[str, Path]) -> str:
-    """Rewrite paths equal to or below a mount path (longest mount first) to the local directory."""
-    for mount in sorted(mounts, key=len, reverse=True):
-        pattern = re.compile(rf"(?<![\w./-]){re.escape(mount.rstrip('/'))}(?=/|$|[\s:,;\"'=])")
-        text = pattern.sub(lambda _m, m=mount: str(mounts[m]), text)
-    return text
+    """Rewrite paths equal to or below a mount path (longest mount first) to the local directory, in one pass:
+    a local directory that itself lies below a mount path (/tmp/pytest-... under a /tmp mount) is not rewritten
+    again."""
+    if not mounts:
+        return text
+    ordered = sorted(mounts, key=len, reverse=True)
+    alternatives = "|".join(re.escape(m.rstrip("/")) for m in ordered)
+    pattern = re.compile(rf"(?<![\w./-])({alternatives})(?=/|$|[\s:,;\"'=])")
+    by_path = {m.rstrip("/"): mounts[m] for m in ordered}
+    return pattern.sub(lambda m: str(by_path[m.group(1)]), text)
 
 
 def _map_port_flags(argv: list[str], ports: Mapping[int, int]) -> list[str]:

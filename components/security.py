@@ -1,0 +1,274 @@
+"""ClusterSecurity: the NetworkPolicies around a DaskCluster's pods and the certificates of its mutual TLS.
+
+What is open to whom (README "Security"), as the pure function `network_policy_manifests` builds it:
+
+* every pod of the cluster (scheduler and workers, blue and green: selected by the DaskCluster's
+  `app.kubernetes.io/name` label, which the operator copies onto each pod) denies all ingress and egress
+  except what follows;
+* scheduler `tcp-comm` (8786): this cluster's workers, pods labelled `lsdb-k8s/client: "true"` in the
+  namespace, every pod of `security.clientNamespaces`;
+* scheduler `http-dashboard` (8787): the operator's namespace (autoscaler, idle check, retire-workers over
+  plain HTTP), the same clients, and `security.metricsNamespaces`;
+* workers `tcp-worker`/`tcp-nanny` (8789/8790): the scheduler and the other workers of the cluster; the
+  workers' `http-dashboard` (8788): `security.metricsNamespaces`;
+* egress: DNS (port 53), the cluster's own pods, and with `storage.kind: objectStore` the object store
+  (`security.egressCIDRs` on `security.egressPorts`).
+
+NetworkPolicy semantics: https://kubernetes.io/docs/concepts/services-networking/network-policies/
+(policies are additive; a pod selected by a policy of a type is isolated for that type; a rule admits a peer
+when one `from`/`to` entry and one port match). Probes and `kubectl port-forward` enter through the kubelet,
+which NetworkPolicies do not govern.
+
+TLS (pulumi-tls, keys in the state as secrets): a CA for the stack, a certificate for the cluster (SANs: the
+scheduler Service names in every DNS form, `localhost`, `127.0.0.1`) in a `kubernetes.io/tls` Secret with the
+CA as `ca.crt`, and a client certificate, exported as the secret `clientTls`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_tls as tls
+
+from components.cluster import TLS_FILES, PodTls
+from components.config import SecurityConfig
+from components.constants import (
+    APP_NAME_LABEL,
+    CLIENT_LABEL,
+    COMPONENT_LABEL,
+    DASHBOARD_PORT_NAME,
+    LABELS,
+    NAMESPACE_NAME_LABEL,
+    NANNY_PORT_NAME,
+    PART_OF,
+    SCHEDULER_PORT_NAME,
+    WORKER_PORT_NAME,
+)
+from components.options import child_options
+
+DNS_PORT = 53
+CA_VALIDITY_HOURS = 10 * 365 * 24  # the CA outlives every certificate it signs; replacing it re-issues them all
+CERT_VALIDITY_HOURS = 365 * 24
+CERT_EARLY_RENEWAL_HOURS = 30 * 24  # a `pulumi up` in a certificate's last 30 days re-issues it (same CA)
+KEY_ALGORITHM, KEY_CURVE = "ECDSA", "P256"
+SERVER_USES = ["digital_signature", "key_encipherment", "server_auth", "client_auth"]
+CLIENT_USES = ["digital_signature", "key_encipherment", "client_auth"]
+
+
+# --- NetworkPolicies -----------------------------------------------------------------------------------------
+
+
+def cluster_pods(cluster_name: str, component: str | None = None) -> dict[str, Any]:
+    """A label selector for the cluster's pods (of one component): labels the operator copies from the DaskCluster
+    (`app.kubernetes.io/name`, `app.kubernetes.io/part-of`) plus its own `dask.org/component`."""
+    labels = {"app.kubernetes.io/part-of": PART_OF, APP_NAME_LABEL: cluster_name}
+    if component:
+        labels[COMPONENT_LABEL] = component
+    return {"matchLabels": labels}
+
+
+def _namespaces(names: Sequence[str]) -> list[dict[str, Any]]:
+    if not names:
+        return []
+    selector = {"matchExpressions": [{"key": NAMESPACE_NAME_LABEL, "operator": "In", "values": sorted(names)}]}
+    return [{"namespaceSelector": selector}]
+
+
+def _ports(*names: str) -> list[dict[str, Any]]:
+    return [{"protocol": "TCP", "port": name} for name in names]
+
+
+def network_policy_manifests(
+    cluster_name: str,
+    namespace: str,
+    security: SecurityConfig,
+    operator_namespace: str,
+    object_store: bool,
+) -> list[dict[str, Any]]:
+    """The NetworkPolicies of one cluster (empty when `security.networkPolicy` is false)."""
+    if not security.network_policy:
+        return []
+    clients = [{"podSelector": {"matchLabels": dict(CLIENT_LABEL)}}, *_namespaces(security.client_namespaces)]
+    workers = {"podSelector": cluster_pods(cluster_name, "worker")}
+    scheduler = {"podSelector": cluster_pods(cluster_name, "scheduler")}
+    metrics = _namespaces(security.metrics_namespaces)
+    egress: list[dict[str, Any]] = [
+        {"ports": [{"protocol": p, "port": DNS_PORT} for p in ("UDP", "TCP")]},  # DNS, wherever the resolver is
+        {"to": [{"podSelector": cluster_pods(cluster_name)}]},
+    ]
+    if object_store:
+        egress.append(
+            {
+                "to": [{"ipBlock": {"cidr": cidr}} for cidr in security.egress_cidrs],
+                "ports": [{"protocol": "TCP", "port": p} for p in security.egress_ports],
+            }
+        )
+    scheduler_ingress = [
+        {"from": [workers, *clients], "ports": _ports(SCHEDULER_PORT_NAME)},
+        {"from": [*_namespaces([operator_namespace]), *clients, *metrics], "ports": _ports(DASHBOARD_PORT_NAME)},
+    ]
+    worker_ingress = [{"from": [scheduler, workers], "ports": _ports(WORKER_PORT_NAME, NANNY_PORT_NAME)}]
+    if metrics:
+        worker_ingress.append({"from": metrics, "ports": _ports(DASHBOARD_PORT_NAME)})
+    specs = {
+        # Default deny: selects every pod of the cluster for both directions; the others add what is allowed.
+        "default-deny": {"podSelector": cluster_pods(cluster_name), "policyTypes": ["Ingress", "Egress"]},
+        "egress": {"podSelector": cluster_pods(cluster_name), "policyTypes": ["Egress"], "egress": egress},
+        "scheduler": {
+            "podSelector": cluster_pods(cluster_name, "scheduler"),
+            "policyTypes": ["Ingress"],
+            "ingress": scheduler_ingress,
+        },
+        "workers": {
+            "podSelector": cluster_pods(cluster_name, "worker"),
+            "policyTypes": ["Ingress"],
+            "ingress": worker_ingress,
+        },
+    }
+    return [
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {
+                "name": f"{cluster_name}-{part}",
+                "namespace": namespace,
+                "labels": {**LABELS, APP_NAME_LABEL: cluster_name},
+            },
+            "spec": spec,
+        }
+        for part, spec in specs.items()
+    ]
+
+
+# --- TLS ---------------------------------------------------------------------------------------------------
+
+
+def certificate_dns_names(service_names: Sequence[str], namespace: str) -> list[str]:
+    """Every name a client may dial a scheduler Service by, plus localhost (the port-forward)."""
+    names = []
+    for svc in service_names:
+        names += [svc, f"{svc}.{namespace}", f"{svc}.{namespace}.svc", f"{svc}.{namespace}.svc.cluster.local"]
+    return [*dict.fromkeys(names), "localhost"]
+
+
+def tls_secret_name(cluster_name: str) -> str:
+    return f"{cluster_name}-tls"
+
+
+@dataclass(frozen=True)
+class ClusterSecurityArgs:
+    cluster_name: str
+    namespace: str
+    security: SecurityConfig
+    operator_namespace: pulumi.Input[str]
+    object_store: bool = False
+    # The scheduler Service names the certificate must cover (the operator's; a stable one in front of it).
+    service_names: tuple[str, ...] = ()
+
+
+class ClusterSecurity(pulumi.ComponentResource):
+    """NetworkPolicies, and with `security.tls` the CA, certificates and certificate Secret of one cluster.
+
+    First `pulumi up`: creates them (the Secret before the DaskCluster, which depends on this component).
+    A later `pulumi up`: a changed rule updates its NetworkPolicy in place; a certificate in its last 30 days is
+    re-issued by the same CA (pods started earlier keep theirs; both are trusted). `pulumi destroy`: deletes the
+    NetworkPolicies and the Secret; keys and certificates exist only in the Pulumi state.
+    """
+
+    network_policies: list[k8s.networking.v1.NetworkPolicy]
+    pod_tls: PodTls | None
+    client_tls: pulumi.Output[dict[str, Any]] | None
+
+    def __init__(self, name: str, args: ClusterSecurityArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("lsdb-k8s:security:ClusterSecurity", name, {}, opts)
+        self.network_policies = self._network_policies(name, args, opts)
+        self.pod_tls = None
+        self.client_tls = None
+        if args.security.tls:
+            self._certificates(name, args, opts)
+        self.register_outputs({"networkPolicies": [p.metadata["name"] for p in self.network_policies]})
+
+    def _network_policies(
+        self, name: str, args: ClusterSecurityArgs, opts: pulumi.ResourceOptions | None
+    ) -> list[k8s.networking.v1.NetworkPolicy]:
+        def build(operator_namespace: str) -> list[dict[str, Any]]:
+            return network_policy_manifests(
+                args.cluster_name, args.namespace, args.security, operator_namespace, args.object_store
+            )
+
+        # The operator's namespace may be another stack's output; the set of policies never depends on it.
+        manifests = pulumi.Output.from_input(args.operator_namespace).apply(build)
+
+        def spec_of(i: int) -> pulumi.Output[Any]:
+            return manifests.apply(lambda m: m[i]["spec"])
+
+        policies = []
+        for i, shape in enumerate(build("operator")):
+            part = shape["metadata"]["name"].removeprefix(f"{args.cluster_name}-")
+            policies.append(
+                k8s.networking.v1.NetworkPolicy(
+                    f"{name}-{part}", metadata=shape["metadata"], spec=spec_of(i), opts=child_options(self, opts)
+                )
+            )
+        return policies
+
+    def _certificates(self, name: str, args: ClusterSecurityArgs, opts: pulumi.ResourceOptions | None) -> None:
+        child = child_options(self, opts)
+        ca_key = tls.PrivateKey(f"{name}-ca-key", algorithm=KEY_ALGORITHM, ecdsa_curve=KEY_CURVE, opts=child)
+        ca = tls.SelfSignedCert(
+            f"{name}-ca",
+            private_key_pem=ca_key.private_key_pem,
+            is_ca_certificate=True,
+            allowed_uses=["cert_signing", "crl_signing", "digital_signature"],
+            subject={"common_name": f"lsdb-k8s {pulumi.get_stack()} CA", "organization": PART_OF},
+            validity_period_hours=CA_VALIDITY_HOURS,
+            opts=child,
+        )
+
+        def signed(suffix: str, common_name: str, uses: list[str], dns_names: list[str]) -> tuple[Any, Any]:
+            key = tls.PrivateKey(f"{name}-{suffix}-key", algorithm=KEY_ALGORITHM, ecdsa_curve=KEY_CURVE, opts=child)
+            request = tls.CertRequest(
+                f"{name}-{suffix}-csr",
+                private_key_pem=key.private_key_pem,
+                subject={"common_name": common_name, "organization": PART_OF},
+                dns_names=dns_names or None,
+                ip_addresses=["127.0.0.1"] if dns_names else None,
+                opts=child,
+            )
+            cert = tls.LocallySignedCert(
+                f"{name}-{suffix}",
+                cert_request_pem=request.cert_request_pem,
+                ca_private_key_pem=ca_key.private_key_pem,
+                ca_cert_pem=ca.cert_pem,
+                allowed_uses=uses,
+                validity_period_hours=CERT_VALIDITY_HOURS,
+                early_renewal_hours=CERT_EARLY_RENEWAL_HOURS,
+                opts=child,
+            )
+            return key, cert
+
+        services = list(args.service_names) or [f"{args.cluster_name}-scheduler"]
+        dns_names = certificate_dns_names(services, args.namespace)
+        server_key, server_cert = signed("server", services[0], SERVER_USES, dns_names)
+        client_key, client_cert = signed("client", "lsdb-client", CLIENT_USES, [])
+        secret_name = tls_secret_name(args.cluster_name)
+        k8s.core.v1.Secret(
+            f"{name}-tls-secret",
+            metadata={"name": secret_name, "namespace": args.namespace, "labels": LABELS},
+            type="kubernetes.io/tls",
+            string_data=pulumi.Output.secret(
+                {
+                    TLS_FILES["ca"]: ca.cert_pem,
+                    TLS_FILES["cert"]: server_cert.cert_pem,
+                    TLS_FILES["key"]: server_key.private_key_pem,
+                }
+            ),
+            opts=child,
+        )
+        self.pod_tls = PodTls(secret_name)
+        bundle: dict[str, Any] = {"ca": ca.cert_pem, "cert": client_cert.cert_pem, "key": client_key.private_key_pem}
+        self.client_tls = pulumi.Output.secret(bundle)
