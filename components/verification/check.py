@@ -69,6 +69,8 @@ OPEN_TASK_PREFIX = "lsdb-verify-open"
 PROBE_ATTEMPT_SECONDS = 10.0
 RETRY_FIRST_PAUSE = 0.5
 RETRY_MAX_PAUSE = 5.0
+# The workers stage waits in steps this long, with the wait hook (stuck pods) in between.
+WORKER_WAIT_STEP_SECONDS = 5.0
 
 WaitHook = Callable[[], None]  # called between retries; raises VerificationError to stop waiting
 
@@ -396,11 +398,12 @@ def verify_catalog_query(
     """Connect to the scheduler, check workers and versions, run `query` on the cluster, check its rows.
 
     The connect stage retries with backoff until its budget (a scheduler not up yet is normal on a first deploy)
-    and calls `wait_hook` between attempts: the CLI passes `pods.StuckPods`, which fails early when a pod of the
-    cluster is stuck. `tls`: the client certificate for a scheduler that requires TLS (then every connection is
-    `tls://`). `where` only makes the error messages name the real Kubernetes objects. `locked_versions`
-    maps package names to the pinned versions (default: docker/requirements.lock); pass a modified mapping to
-    test the check.
+    and calls `wait_hook` between attempts, and the workers stage between its waiting steps: the CLI passes
+    `pods.StuckPods`, which fails early when a pod of the cluster is stuck (a worker pod stuck while the scheduler
+    already runs fails stage `workers`). `tls`: the client certificate for a scheduler that requires TLS (then
+    every connection is `tls://`). `where` only makes the error messages name the real Kubernetes objects.
+    `locked_versions` maps package names to the pinned versions (default: docker/requirements.lock); pass a
+    modified mapping to test the check.
     Raises `VerificationError` naming the failed stage; returns a `VerificationResult` otherwise.
     """
     fixes = Fixes(where, query.catalog_path)
@@ -430,7 +433,7 @@ def verify_catalog_query(
             client = _connect(address, budget, fixes, wait_hook, security)
 
         with clock.stage("workers") as budget:
-            n_workers = _wait_for_workers(client, address, q.min_workers, budget, fixes)
+            n_workers = _wait_for_workers(client, address, q.min_workers, budget, fixes, wait_hook)
 
         with clock.stage("versions") as budget:
             versions, version_warnings = _check_versions(client, locked_versions, budget, fixes)
@@ -554,22 +557,36 @@ def _count_workers(client: Any, seconds: float) -> int | None:
         return None
 
 
-def _wait_for_workers(client: Any, address: str, min_workers: int, budget: float, fixes: Fixes) -> int:
-    try:
-        _call_with_deadline(lambda: client.wait_for_workers(min_workers, timeout=budget), budget + 2.0)
-    except (_Abandoned, TimeoutError):
-        have = _count_workers(client, 5.0)
-        have_text = "an unknown number of" if have is None else str(have)
-        raise VerificationError(
-            "workers",
-            f"{have_text} worker(s) joined the scheduler at {address}, fewer than min_workers={min_workers},"
-            f" within {budget:g} s",
-            fixes("workers"),
-        ) from None
-    except Exception as exc:
-        raise VerificationError(
-            "workers", f"could not list the workers of {address}: {describe(exc)}", fixes("workers")
-        ) from exc
+def _wait_for_workers(
+    client: Any, address: str, min_workers: int, budget: float, fixes: Fixes, wait_hook: WaitHook | None = None
+) -> int:
+    """Wait for `min_workers`; with a `wait_hook`, in steps of `WORKER_WAIT_STEP_SECONDS` with the hook in between,
+    so a worker pod stuck for a reason waiting will not cure fails the stage early (as stage `workers`)."""
+    deadline = time.monotonic() + budget
+    while True:
+        remaining = deadline - time.monotonic()
+        step = max(min(remaining, WORKER_WAIT_STEP_SECONDS) if wait_hook is not None else remaining, 0.1)
+        try:
+            _call_with_deadline(functools.partial(client.wait_for_workers, min_workers, timeout=step), step + 2.0)
+            break
+        except (_Abandoned, TimeoutError):
+            if deadline - time.monotonic() <= 0.0 or wait_hook is None:
+                have = _count_workers(client, 5.0)
+                have_text = "an unknown number of" if have is None else str(have)
+                raise VerificationError(
+                    "workers",
+                    f"{have_text} worker(s) joined the scheduler at {address}, fewer than min_workers={min_workers},"
+                    f" within {budget:g} s",
+                    fixes("workers"),
+                ) from None
+        except Exception as exc:
+            raise VerificationError(
+                "workers", f"could not list the workers of {address}: {describe(exc)}", fixes("workers")
+            ) from exc
+        try:
+            wait_hook()
+        except VerificationError as exc:  # a stuck pod, found while this stage waits: name this stage
+            raise VerificationError("workers", exc.problem, exc.fix) from None
     have = _count_workers(client, 5.0)
     return have if have is not None else min_workers
 

@@ -1,0 +1,240 @@
+"""A Kubernetes Service's ClusterIP, emulated as local TCP ports that follow the Service's selector.
+
+Test support, not product code. `EmulatedCluster.map_address` resolves a Service name once, to the pod it selects
+when the address is mapped; that is enough for pods that never outlive their Service's selection. A Service whose
+selector changes while clients use it (the stable `<cluster.name>-scheduler` of a blue/green upgrade) needs what
+kube-proxy does instead:
+
+* each Service port gets one local listening port (`alias.local_port(8786)`), fixed for the alias' lifetime, as
+  the ClusterIP is;
+* each NEW connection goes to a Ready endpoint the selector matches at that moment, among the pods of the
+  emulated clusters the alias watches (`alias.clusters`, a list you may append to): labels match the selector, the
+  pod runs, and its containers' readinessProbes pass (Kubernetes lists only Ready pods as endpoints). The port
+  is the Service port's `targetPort` (number or name) in that pod;
+* established connections stay on the endpoint they were opened to (conntrack) until either side closes;
+  a connection to a pod that stops is closed with it;
+* no Ready endpoint: the connection is reset (kube-proxy REJECTs a Service without endpoints);
+* `apply(service)` replaces the Service (new selector, same name and ports), as `kubectl apply` / Pulumi's
+  update of the Service does; `start()` later than creation emulates a Service that appears later (before
+  that, connecting is refused, as an unresolvable name fails).
+
+`alias.map_address(text)` rewrites `<svc>.<ns>.svc.cluster.local:<port>` (and the short forms) to the alias ports.
+Counters: `accepted`, `reset_no_endpoint`, and `routed` (pod name -> connections) tell what the alias did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import itertools
+import re
+import socket
+import struct
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from concurrent.futures import Future
+from typing import Any
+
+from tests.support.pod_emulator import CLUSTER_DOMAIN, LOOPBACK, EmulatedCluster, EmulatedPod, EmulationError, free_port
+
+READY_CACHE_SECONDS = 0.25  # a readiness result is reused this long (Kubernetes' probes run every periodSeconds)
+PUMP_CHUNK = 65536
+
+
+def pod_ready(pod: EmulatedPod) -> bool:
+    """Running, every container alive, every readinessProbe passing (no probe: ready once running)."""
+    if pod.phase != "Running":
+        return False
+    for c in pod.containers:
+        if c.process is None or c.process.poll() is not None:
+            return False
+        probe = c.spec.get("readinessProbe")
+        if probe is not None and not pod._probe(c, probe):
+            return False
+    return True
+
+
+def selects(selector: Mapping[str, str], pod: EmulatedPod, namespace: str) -> bool:
+    """A Service selector (`spec.selector`, equality only) selects this pod: same namespace, every label equal."""
+    return bool(selector) and pod.namespace == namespace and all(pod.labels.get(k) == v for k, v in selector.items())
+
+
+class ServiceAlias:
+    """Local ports standing for one Service's ClusterIP; see the module docstring. A context manager."""
+
+    def __init__(self, service: Mapping[str, Any], clusters: Iterable[EmulatedCluster] = (), *, start: bool = True):
+        self.service = copy.deepcopy(dict(service))
+        self.name: str = self.service["metadata"]["name"]
+        self.namespace: str = self.service["metadata"].get("namespace", "default")
+        self.clusters: list[EmulatedCluster] = list(clusters)
+        self.ports: dict[int, int] = {int(p["port"]): free_port() for p in self.service["spec"]["ports"]}
+        self.accepted = 0
+        self.reset_no_endpoint = 0
+        self.routed: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._ready: dict[str, tuple[float, bool]] = {}
+        self._round_robin = itertools.count()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._servers: list[asyncio.base_events.Server] = []
+        self._writers: set[asyncio.StreamWriter] = set()
+        if start:
+            self.start()
+
+    # -- the Service object --
+
+    def apply(self, service: Mapping[str, Any]) -> None:
+        """Replace the Service (e.g. its selector), as an update of the object does; new connections follow it."""
+        new = copy.deepcopy(dict(service))
+        if new["metadata"]["name"] != self.name or new["metadata"].get("namespace", "default") != self.namespace:
+            raise EmulationError(f"apply: {new['metadata']} is not the Service {self.namespace}/{self.name}")
+        if {int(p["port"]) for p in new["spec"]["ports"]} != set(self.ports):
+            raise EmulationError("apply: changing a Service's ports is not emulated")
+        with self._lock:
+            self.service = new
+
+    @property
+    def selector(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self.service["spec"].get("selector") or {})
+
+    def local_port(self, port: int) -> int:
+        return self.ports[int(port)]
+
+    def address(self, port: int, scheme: str = "tcp") -> str:
+        return f"{scheme}://{LOOPBACK}:{self.local_port(port)}"
+
+    def map_address(self, text: str) -> str:
+        """`<svc>.<ns>.svc.cluster.local[:port]` (and `<svc>[.<ns>[.svc]]:port`) -> the alias' local address."""
+        svc, ns = re.escape(self.name), re.escape(self.namespace)
+        pattern = re.compile(
+            rf"(?<![\w.-])(?:{svc}\.{ns}\.{re.escape(CLUSTER_DOMAIN)}(?::(?P<p1>\d+))?|{svc}(?:\.{ns}(?:\.svc)?)?:(?P<p2>\d+))(?![\w.-])"
+        )
+
+        def repl(m: re.Match[str]) -> str:
+            port = m.group("p1") or m.group("p2")
+            if port is None:
+                return LOOPBACK
+            return f"{LOOPBACK}:{self.ports[int(port)]}" if int(port) in self.ports else m.group(0)
+
+        return pattern.sub(repl, text)
+
+    # -- endpoints --
+
+    def _is_ready(self, pod: EmulatedPod) -> bool:
+        now = time.monotonic()
+        cached = self._ready.get(pod.name)
+        if cached and now - cached[0] < READY_CACHE_SECONDS:
+            return cached[1]
+        ready = pod_ready(pod)
+        self._ready[pod.name] = (now, ready)
+        return ready
+
+    def endpoints(self, port: int) -> list[tuple[EmulatedPod, int]]:
+        """(pod, local port) of every Ready pod the selector matches now, for the Service port `port`."""
+        with self._lock:
+            spec = copy.deepcopy(self.service["spec"])
+        entry = next(p for p in spec["ports"] if int(p["port"]) == int(port))
+        target = entry.get("targetPort", entry["port"])
+        target = int(target) if str(target).isdigit() else target
+        selector = spec.get("selector") or {}
+        found = []
+        for cluster in list(self.clusters):
+            for pod in cluster.pods:
+                if not selects(selector, pod, self.namespace) or not self._is_ready(pod):
+                    continue
+                with contextlib.suppress(EmulationError):
+                    found.append((pod, pod.local_port(target)))
+        return found
+
+    # -- the proxy --
+
+    def start(self) -> ServiceAlias:
+        """Listen on the alias ports (the Service exists from now on)."""
+        if self._loop is not None:
+            return self
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name=f"alias-{self.name}", daemon=True)
+        self._thread.start()
+        future: Future[None] = asyncio.run_coroutine_threadsafe(self._listen(), self._loop)
+        future.result(10)
+        return self
+
+    async def _listen(self) -> None:
+        for port, local in self.ports.items():
+            server = await asyncio.start_server(
+                lambda r, w, port=port: self._serve(r, w, port), LOOPBACK, local, reuse_address=True
+            )
+            self._servers.append(server)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int) -> None:
+        self.accepted += 1
+        endpoints = await asyncio.to_thread(self.endpoints, port)
+        if not endpoints:
+            self.reset_no_endpoint += 1
+            _reset(writer)
+            return
+        pod, local = endpoints[next(self._round_robin) % len(endpoints)]
+        try:
+            up_reader, up_writer = await asyncio.open_connection(LOOPBACK, local)
+        except OSError:
+            _reset(writer)
+            return
+        self.routed[pod.name] += 1
+        self._writers.update((writer, up_writer))
+        try:
+            await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer))
+        finally:
+            for w in (writer, up_writer):
+                self._writers.discard(w)
+                w.close()
+
+    def close(self) -> None:
+        """Stop listening and close every proxied connection."""
+        loop, self._loop = self._loop, None
+        if loop is None:
+            return
+
+        async def shutdown() -> None:
+            for server in self._servers:
+                server.close()
+            for w in list(self._writers):
+                w.close()
+            self._servers.clear()
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(shutdown(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join(10)
+        loop.close()
+
+    def __enter__(self) -> ServiceAlias:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copy one direction until EOF or an error, then half-close (or close) the other side."""
+    try:
+        while data := await reader.read(PUMP_CHUNK):
+            writer.write(data)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+    except (OSError, ConnectionError):
+        writer.close()
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close with RST (SO_LINGER 0): what a client of a Service without endpoints sees."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.close()
