@@ -22,6 +22,12 @@ CLUSTER_NAME_LABEL = "dask.org/cluster-name"
 COMPONENT_LABEL = "dask.org/component"
 WORKER_GROUP_LABEL = "dask.org/workergroup-name"
 
+# Labels this program sets on the pods (through the DaskCluster and DaskWorkerGroup metadata, which the
+# operator copies): stable across a blue/green rename of the DaskCluster, unlike dask.org/cluster-name.
+APP_NAME_LABEL = "app.kubernetes.io/name"  # = cluster.name
+GROUP_LABEL = "lsdb-k8s/worker-group"  # the worker group as configured: "default" or a cluster.workerGroups key
+DEFAULT_GROUP = "default"  # the operator's default group is "<cluster>-default"
+
 # Every object this program creates carries these labels.
 PART_OF = "lsdb-k8s"
 LABELS: dict[str, str] = {"app.kubernetes.io/part-of": PART_OF}
