@@ -64,9 +64,10 @@ SIZE_PRESETS: dict[str, dict[str, Any]] = {
     "xlarge": {"replicas": 12, "cpu": "4", "memory": "16Gi", "minimum": 12, "maximum": 24},
 }
 SizeName = Literal["small", "medium", "large", "xlarge"]
-StorageKind = Literal["pvc", "nfs", "hostPath", "objectStore", "none"]
+StorageKind = Literal["pvc", "nfs", "hostPath", "existingClaim", "objectStore", "none"]
 AccessMode = Literal["ReadWriteMany", "ReadOnlyMany", "ReadWriteOnce", "ReadWriteOncePod"]
-VOLUME_KINDS: tuple[str, ...] = ("pvc", "nfs", "hostPath")  # the kinds that mount a PersistentVolumeClaim
+CREATED_CLAIM_KINDS: tuple[str, ...] = ("pvc", "nfs", "hostPath")  # the program creates the claim (and PV)
+VOLUME_KINDS: tuple[str, ...] = (*CREATED_CLAIM_KINDS, "existingClaim")  # the pods mount a PersistentVolumeClaim
 SINGLE_NODE_MODES = ("ReadWriteOnce", "ReadWriteOncePod")
 
 # URL scheme -> (fsspec driver distribution that must be in the lock, credential keys -> env var).
@@ -284,8 +285,15 @@ class OperatorConfig(Section):
     )
     from_stack: str | None = Field(
         None,
-        description="`<org>/<project>/<stack>` that installed the operator; its `operatorNamespace`/`operatorVersion` "
-        "exports are read and the deploy fails if the version differs from the lock. Implies `install: false`.",
+        description="The stack that installed the operator: `<stack>` (same organization and project as this stack; "
+        "on a self-managed backend the organization is `organization`) or `<org>/<project>/<stack>`. Its "
+        "`operatorNamespace`/`operatorVersion` exports are read and the deploy fails if the version differs from "
+        "the lock. Implies `install: false`.",
+    )
+    image: str | None = Field(
+        None,
+        description="Operator image repository, for mirrors and air-gapped registries (default "
+        "`ghcr.io/dask/dask-kubernetes-operator`); the tag is always the locked dask-kubernetes version.",
     )
 
     @model_validator(mode="before")
@@ -304,8 +312,16 @@ class OperatorConfig(Section):
                 "install", True, "conflicts with operator.fromStack (that stack installed the operator)",
                 "remove operator.install or set it to false",
             )  # fmt: skip
-        if self.from_stack is not None and self.from_stack.count("/") != 2:
-            p.add("fromStack", self.from_stack, "is not a fully qualified stack name", "use <org>/<project>/<stack>")
+        if self.from_stack is not None and self.from_stack.count("/") not in (0, 2):
+            p.add(
+                "fromStack", self.from_stack, "is not a stack name",
+                "use <stack> (same organization and project) or <org>/<project>/<stack>",
+            )  # fmt: skip
+        if self.image is not None and ("@" in self.image or ":" in self.image.rsplit("/", 1)[-1]):
+            p.add(
+                "image", self.image, "must not carry a tag or digest",
+                "give the repository only; the tag is the locked dask-kubernetes version",
+            )  # fmt: skip
         p.raise_any()
         return self
 
@@ -346,11 +362,17 @@ class ObjectStoreConfig(Section):
 class StorageConfig(Section):
     """Where workers find the HATS catalogs."""
 
-    kind: StorageKind = Field("none", description="`pvc`, `nfs`, `hostPath`, `objectStore` or `none`.")
+    kind: StorageKind = Field(
+        "none",
+        description="`pvc` (a new claim), `nfs` or `hostPath` (a static PV and its claim), `existingClaim` (mount "
+        "the claim `claimName` that already exists; nothing is created or deleted), `objectStore` or `none`.",
+    )
     mount_path: Annotated[str, AfterValidator(_absolute("an absolute path below /", "/data"))] = Field(
         "/data", description="Where workers see the catalogs."
     )
-    claim_name: ObjectName = Field("hats-catalog-pvc", description="PVC name (`pvc`, `nfs`, `hostPath`).")
+    claim_name: ObjectName = Field(
+        "hats-catalog-pvc", description="PVC name (`pvc`, `nfs`, `hostPath`; the existing claim for `existingClaim`)."
+    )
     size: Quantity = Field("100Gi", description="Requested/declared capacity.")
     storage_class_name: str | None = Field(
         None,
@@ -373,6 +395,10 @@ class StorageConfig(Section):
     @property
     def mounts_volume(self) -> bool:
         return self.kind in VOLUME_KINDS
+
+    @property
+    def creates_claim(self) -> bool:
+        return self.kind in CREATED_CLAIM_KINDS
 
     @property
     def object_store_scheme(self) -> str | None:
@@ -748,8 +774,6 @@ class ImageConfig(Section):
                 "push", False, "leaves no registry digest for the cluster to pull (it never uses tags)",
                 "set image.push true (dev uses the local registry) or give a prebuilt image.ref",
             )  # fmt: skip
-        if self.ref is None and not self.repository:
-            p.add("repository", None, "is required when image.ref is not set", "e.g. ghcr.io/<org>/lsdb-dask")
         self._reference_rules(p)
         self._registry_rules(p)
         p.raise_any()
@@ -831,17 +855,6 @@ class VerifyConfig(Section):
     def radius_arcsec(self) -> float:
         return self.cone.radius_arcsec
 
-    @model_validator(mode="after")
-    def _rules(self) -> VerifyConfig:
-        p = Problems()
-        if self.enabled and not self.catalog_path:
-            p.add(
-                "catalogPath", None, "is required while verification is enabled",
-                "set the catalog path as workers see it (e.g. /data/catalogs/my_catalog), or verify.enabled false",
-            )  # fmt: skip
-        p.raise_any()
-        return self
-
 
 class MonitoringConfig(Section):
     """Prometheus monitors for the scheduler and workers, and a Grafana dashboard (needs the prometheus-operator)."""
@@ -879,8 +892,17 @@ class MonitoringConfig(Section):
 class StackConfig(Section):
     """Everything `pulumi up --stack <env>` reads, under the `lsdb-k8s:` prefix of `Pulumi.<stack>.yaml`."""
 
-    namespace: DnsLabel = Field(
-        "lsdb", description="Namespace for the cluster, storage claim and secrets (created unless `default`)."
+    role: Literal["cluster", "platform"] = Field(
+        "cluster",
+        description="`cluster`: a Dask cluster (with the operator, or taking it from `operator.fromStack`); "
+        "`platform`: only the cluster-wide operator and its CRDs, for the other stacks to share (then only "
+        "`operator` and `kubeContext` may be set).",
+    )
+    namespace: DnsLabel = Field("lsdb", description="Namespace for the cluster, storage claim and secrets.")
+    create_namespace: bool = Field(
+        True,
+        description="Create `namespace` (and delete it on destroy). `false` uses a namespace that already exists "
+        "and leaves it alone; `default` is never created.",
     )
     kube_context: str | None = Field(
         None,
@@ -896,11 +918,16 @@ class StackConfig(Section):
         default_factory=_empty_section, description="Prometheus metrics and the Grafana dashboard."
     )
 
+    @property
+    def is_platform(self) -> bool:
+        return self.role == "platform"
+
     @model_validator(mode="after")
     def _rules(self) -> StackConfig:
         p = Problems()
+        given = {StackConfig.model_fields[name].alias or name for name in self.model_fields_set}
         for rule in CROSS_SECTION_RULES:
-            rule.check(p, {name: getattr(self, name) for name in rule.sections})
+            rule.check(p, {name: getattr(self, name) for name in rule.sections} | {"given": given})
         p.raise_any()
         return self
 
@@ -926,7 +953,7 @@ def _operator_namespace(p: Problems, s: dict[str, Any]) -> None:
 
 def _single_node_storage(p: Problems, s: dict[str, Any]) -> None:
     storage, cluster = s["storage"], s["cluster"]
-    if storage.mounts_volume and storage.access_mode in SINGLE_NODE_MODES and cluster.max_workers > 1:
+    if storage.creates_claim and storage.access_mode in SINGLE_NODE_MODES and cluster.max_workers > 1:
         p.add(
             "storage.accessMode", storage.access_mode,
             f"lets only one node mount the catalog, but up to {cluster.max_workers} workers may run",
@@ -935,13 +962,48 @@ def _single_node_storage(p: Problems, s: dict[str, Any]) -> None:
 
 
 def _verify_workers(p: Problems, s: dict[str, Any]) -> None:
+    # The autoscaler may scale down to its minimum at any time: only that many workers are sure to be there.
     verify, cluster = s["verify"], s["cluster"]
-    if verify.enabled and verify.min_workers > cluster.max_workers:
+    if s["role"] != "cluster" or not verify.enabled:
+        return
+    if cluster.autoscaler.enabled and verify.min_workers > cluster.autoscaler.minimum:
         p.add(
             "verify.minWorkers", verify.min_workers,
-            f"exceeds the most workers the cluster can have ({cluster.max_workers})",
+            f"exceeds cluster.autoscaler.minimum ({cluster.autoscaler.minimum}), the workers the autoscaler keeps",
+            "lower verify.minWorkers or raise cluster.autoscaler.minimum",
+        )  # fmt: skip
+    elif not cluster.autoscaler.enabled and verify.min_workers > cluster.workers.replicas:
+        p.add(
+            "verify.minWorkers", verify.min_workers, f"exceeds cluster.workers.replicas ({cluster.workers.replicas})",
             "lower verify.minWorkers or raise the worker count",
         )  # fmt: skip
+
+
+def _required_for_a_cluster(p: Problems, s: dict[str, Any]) -> None:
+    if s["role"] != "cluster":
+        return
+    if s["image"].ref is None and not s["image"].repository:
+        p.add("image.repository", None, "is required when image.ref is not set", "e.g. ghcr.io/<org>/lsdb-dask")
+    if s["verify"].enabled and not s["verify"].catalog_path:
+        p.add(
+            "verify.catalogPath", None, "is required while verification is enabled",
+            "set the catalog path as workers see it (e.g. /data/catalogs/my_catalog), or verify.enabled false",
+        )  # fmt: skip
+
+
+PLATFORM_KEYS = ("role", "kubeContext", "operator")
+
+
+def _platform_only(p: Problems, s: dict[str, Any]) -> None:
+    if s["role"] != "platform":
+        return
+    for key in sorted(s["given"] - set(PLATFORM_KEYS)):
+        p.add(
+            key, "[set]", "is set, but role platform installs only the operator and its CRDs",
+            f"remove it from this stack (a platform stack takes only {', '.join(PLATFORM_KEYS)})",
+        )  # fmt: skip
+    if not s["operator"].install or s["operator"].from_stack:
+        p.add("operator.install", False, "must be true for role platform", "remove operator.install/fromStack")
 
 
 def _verify_path_under_mount(p: Problems, s: dict[str, Any]) -> None:
@@ -958,8 +1020,10 @@ def _verify_path_under_mount(p: Problems, s: dict[str, Any]) -> None:
 CROSS_SECTION_RULES = (
     CrossRule(("operator", "namespace"), _operator_namespace),
     CrossRule(("storage", "cluster"), _single_node_storage),
-    CrossRule(("verify", "cluster"), _verify_workers),
+    CrossRule(("role", "verify", "cluster"), _verify_workers),
     CrossRule(("verify", "storage"), _verify_path_under_mount),
+    CrossRule(("role", "image", "verify"), _required_for_a_cluster),
+    CrossRule(("role", "operator"), _platform_only),
 )
 
 
@@ -1126,7 +1190,7 @@ def _cross_rules_on_valid_sections(raw: dict[str, Any]) -> list[str]:
     p = Problems()
     for rule in CROSS_SECTION_RULES:
         if all(name in valid for name in rule.sections):
-            rule.check(p, {name: valid[name] for name in rule.sections})
+            rule.check(p, {name: valid[name] for name in rule.sections} | {"given": set(raw)})
     return [f"{k} = {_shown(v)}: {what}. Fix: {fix}" for k, v, what, fix in p.items]
 
 

@@ -170,8 +170,6 @@ def test_constructor_takes_verification_args_and_rejects_a_bad_connect_mode() ->
         LsdbVerification("v", VerificationArgs(connect="tunnel", **common))
     with pytest.raises(ValueError, match="needs scheduler_address"):
         LsdbVerification("v", VerificationArgs(connect="direct", **common))
-    with pytest.raises(TypeError, match="not both"):
-        LsdbVerification("v", VerificationArgs(**common), ra=5.0)
 
 
 def test_verification_args_become_the_camel_case_properties() -> None:
