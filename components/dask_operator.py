@@ -54,9 +54,10 @@ def _read_crds(chart_dir: Path) -> list[dict[str, Any]]:
     return sorted(crds, key=lambda d: d["metadata"]["name"])
 
 
-def release_values(version: str) -> dict[str, Any]:
-    # The packaged chart carries placeholder image tag "set-by-chartpress".
-    return {"image": {"name": OPERATOR_IMAGE, "tag": version}}
+def release_values(version: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The release's values: the locked image (the packaged chart carries placeholder tag "set-by-chartpress"),
+    plus `extra` (the monitors' `metrics` values when monitoring is on)."""
+    return {"image": {"name": OPERATOR_IMAGE, "tag": version}, **(extra or {})}
 
 
 def prepare_packaged_chart(version: str, build_dir: Path | None = None) -> Path:
@@ -99,6 +100,7 @@ def operator_from_stack(stack_name: str) -> pulumi.Output[str]:
 class DaskOperatorArgs:
     namespace: str
     chart_source: str = "repository"  # "repository" (helm.dask.org) or "package" (the chart in the pinned wheel)
+    values: dict[str, Any] | None = None  # more chart values (components.monitoring.chart_monitoring_values)
 
 
 class DaskOperator(pulumi.ComponentResource):
@@ -140,7 +142,7 @@ class DaskOperator(pulumi.ComponentResource):
             name=RELEASE_NAME,
             namespace=self.namespace.metadata["name"],
             skip_crds=True,
-            values=release_values(self.version),
+            values=release_values(self.version, args.values),
             atomic=True,
             **chart,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[*self.crds, self.namespace]),

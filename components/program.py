@@ -18,6 +18,7 @@ from components.config import StackConfig, read_stack_config, secret_config
 from components.constants import LABELS
 from components.dask_operator import DaskOperator, DaskOperatorArgs, operator_from_stack
 from components.image import LsdbImage, LsdbImageArgs
+from components.monitoring import LsdbMonitoring, MonitoringArgs, chart_monitoring_values
 from components.storage import CatalogStorage, CatalogStorageArgs
 from components.verification import LsdbVerification, VerificationArgs
 
@@ -37,8 +38,12 @@ def program(config: StackConfig) -> dict[str, Any]:
 
     operator: DaskOperator | None = None
     if config.operator.install:
+        # With monitoring on, the chart's own ServiceMonitor/PodMonitor scrape this stack's namespace.
+        values = chart_monitoring_values(config.monitoring, namespace)
         operator = DaskOperator(
-            "dask-operator", DaskOperatorArgs(config.operator.namespace, config.operator.chart_source), opts()
+            "dask-operator",
+            DaskOperatorArgs(config.operator.namespace, config.operator.chart_source, values or None),
+            opts(),
         )
         exports["operatorNamespace"] = config.operator.namespace
         exports["operatorVersion"] = operator.version
@@ -78,6 +83,7 @@ def program(config: StackConfig) -> dict[str, Any]:
     )
     exports |= {"namespace": namespace, "clusterName": cluster.cluster_name, "imageRef": image.ref}
     exports |= {key: cluster.endpoints[key] for key in ENDPOINT_KEYS}
+    exports["workerGroups"] = cluster.worker_group_names
 
     if config.verify.enabled:
         v = config.verify
@@ -103,6 +109,20 @@ def program(config: StackConfig) -> dict[str, Any]:
             pulumi.ResourceOptions(depends_on=[cluster]),
         )
         exports["verification"] = verification.outputs()
+
+    if config.monitoring.enabled:
+        LsdbMonitoring(
+            "lsdb-monitoring",
+            MonitoringArgs(
+                monitoring=config.monitoring,
+                cluster=config.cluster,
+                namespace=namespace,
+                cluster_name=cluster.cluster_name,
+                own_monitors=operator is None,
+                verification=exports.get("verification"),
+            ),
+            opts(cluster),
+        )
     return exports
 
 
