@@ -74,7 +74,7 @@ def _variants() -> dict[str, Any]:
             cluster=PRODUCTION,
             operator={"fromStack": "astro-platform/lsdb-k8s/prod"},
             monitoring={"enabled": True, "labels": {"release": "kps"}},
-        ),  # fmt: skip
+        ),
         "production+chart-monitors": lambda: run_with(
             cluster={**PRODUCTION, "scheduler": {"disruptionBudget": False}}, monitoring={"enabled": True}
         ),
