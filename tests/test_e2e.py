@@ -362,22 +362,6 @@ def test_emulation_errors_name_the_problem(rendered: dict[str, Any], tmp_path: P
         EmulatedCluster(rendered["daskcluster"], tmp_path)
 
 
-def test_no_emulated_process_is_left_running(emulated: EmulatedCluster) -> None:
-    """Last test of the module: stopping the shared cluster ends every process it started, by PID."""
-    import psutil
-
-    pids = emulated.all_pids()
-    assert len(pids) >= 3 * 2, f"expected scheduler, 2 workers and their children, saw {pids}"
-    emulated.stop()
-    assert emulated.leftover_pids() == []
-    for pod in emulated.pods:
-        assert not pod.alive()
-    running = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
-    # A PID may have been reused by an unrelated process; leftover_pids() compares start times, this is a cross-check.
-    for pid in running:
-        assert pid not in {c.pid for c in psutil.Process().children(recursive=True)}, f"PID {pid} still runs"
-
-
 # --- issue 12: metrics the dashboard reads, an extra worker group --------------------------------------------
 
 
@@ -449,3 +433,19 @@ def test_extra_worker_group_registers_with_the_scheduler(tmp_path: Path) -> None
         assert pdb["spec"]["selector"]["matchLabels"].items() <= cluster.scheduler_pod.labels.items()
         assert group["spec"]["worker"]["spec"]["nodeSelector"] == {"eks.amazonaws.com/capacityType": "SPOT"}
     assert cluster.leftover_pids() == []
+
+
+def test_no_emulated_process_is_left_running(emulated: EmulatedCluster) -> None:
+    """Last test of the module: stopping the shared cluster ends every process it started, by PID."""
+    import psutil
+
+    pids = emulated.all_pids()
+    assert len(pids) >= 3 * 2, f"expected scheduler, 2 workers and their children, saw {pids}"
+    emulated.stop()
+    assert emulated.leftover_pids() == []
+    for pod in emulated.pods:
+        assert not pod.alive()
+    running = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    # A PID may have been reused by an unrelated process; leftover_pids() compares start times, this is a cross-check.
+    for pid in running:
+        assert pid not in {c.pid for c in psutil.Process().children(recursive=True)}, f"PID {pid} still runs"
