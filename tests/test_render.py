@@ -33,10 +33,10 @@ FILE_NAME = re.compile(r"^(\d\d)-([a-z0-9]+)-([a-z0-9.-]+)\.yaml$")
 DASK_GROUP = "kubernetes.dask.org/v1"
 EXPECTED_KINDS = {
     "dev": ["Namespace", "Namespace", *["CustomResourceDefinition"] * 4, "PersistentVolume", "PersistentVolumeClaim",
-            "DaskCluster", "DaskAutoscaler"],
-    "staging": ["Namespace", "PersistentVolumeClaim", "DaskCluster", "DaskAutoscaler"],
+            "PodDisruptionBudget", "DaskCluster", "DaskAutoscaler"],
+    "staging": ["Namespace", "PersistentVolumeClaim", "PodDisruptionBudget", "DaskCluster", "DaskAutoscaler"],
     "prod": ["Namespace", "Namespace", *["CustomResourceDefinition"] * 4, "PersistentVolume", "PersistentVolumeClaim",
-             "DaskCluster", "DaskAutoscaler"],
+             "PodDisruptionBudget", "DaskCluster", "DaskAutoscaler"],
 }  # fmt: skip
 
 SECURE_STACK = """\
