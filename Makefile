@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint
+.PHONY: venv test lint relock client
 
 $(STAMP): requirements.txt requirements-dev.txt docker/requirements.lock pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -22,6 +22,22 @@ lint: $(STAMP)
 
 test: lint
 	$(VENV)/bin/python -m pytest
+
+# The whole lock bump, one command: re-resolve docker/requirements.lock, requirements.txt and
+# requirements-dev.txt in one pass from the .in files, then the policy pack's pins that follow them.
+relock: $(STAMP)
+	$(VENV)/bin/python -m tools.relock
+	$(VENV)/bin/python scripts/dev_policy_lock.py
+
+# The analysis environment alone (what a laptop or notebook needs to talk to the cluster): exactly the
+# image's lock, no Pulumi or test tools. Activate with `source .venv-client/bin/activate`.
+CLIENT_VENV := .venv-client
+client: $(CLIENT_VENV)/.installed
+$(CLIENT_VENV)/.installed: docker/requirements.lock
+	$(PY) -m venv $(CLIENT_VENV)
+	$(CLIENT_VENV)/bin/pip install --quiet --upgrade pip
+	$(CLIENT_VENV)/bin/pip install --quiet -r docker/requirements.lock
+	touch $@
 
 # --- dev environment (scripts/dev.sh): a kind cluster, a local registry and the dev stack ---------
 # `make up` checks prerequisites before it changes anything, then creates the virtualenv, the local

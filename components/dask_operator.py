@@ -54,10 +54,10 @@ def _read_crds(chart_dir: Path) -> list[dict[str, Any]]:
     return sorted(crds, key=lambda d: d["metadata"]["name"])
 
 
-def release_values(version: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The release's values: the locked image (the packaged chart carries placeholder tag "set-by-chartpress"),
-    plus `extra` (the monitors' `metrics` values when monitoring is on)."""
-    return {"image": {"name": OPERATOR_IMAGE, "tag": version}, **(extra or {})}
+def release_values(version: str, image: str | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The release's values: the locked image (the packaged chart carries placeholder tag "set-by-chartpress"; a
+    mirror replaces the repository only), plus `extra` (the monitors' `metrics` values when monitoring is on)."""
+    return {"image": {"name": image or OPERATOR_IMAGE, "tag": version}, **(extra or {})}
 
 
 def prepare_packaged_chart(version: str, build_dir: Path | None = None) -> Path:
@@ -79,9 +79,20 @@ def prepare_packaged_chart(version: str, build_dir: Path | None = None) -> Path:
     return dest
 
 
+def qualified_stack_name(stack_name: str) -> str:
+    """`<stack>` -> `<this organization>/<this project>/<stack>`; a fully qualified name stays as it is.
+
+    Pulumi Cloud names the organization; a self-managed backend (file://, s3://) always calls it
+    `organization`, which `pulumi.get_organization()` returns there, so the short form works on both."""
+    if stack_name.count("/") == 2:
+        return stack_name
+    return f"{pulumi.get_organization() or 'organization'}/{pulumi.get_project()}/{stack_name}"
+
+
 def operator_from_stack(stack_name: str) -> pulumi.Output[str]:
     """The operator namespace exported by the stack that installed it; fails the deployment when that
     stack runs another dask-kubernetes than ours (its CRDs would not match our DaskCluster)."""
+    stack_name = qualified_stack_name(stack_name)
     other = pulumi.StackReference(stack_name)
 
     def check(args: list[Any]) -> str:
@@ -100,6 +111,7 @@ def operator_from_stack(stack_name: str) -> pulumi.Output[str]:
 class DaskOperatorArgs:
     namespace: str
     chart_source: str = "repository"  # "repository" (helm.dask.org) or "package" (the chart in the pinned wheel)
+    image: str | None = None  # operator image repository (a mirror); None = ghcr.io/dask/dask-kubernetes-operator
     values: dict[str, Any] | None = None  # more chart values (components.monitoring.chart_monitoring_values)
 
 
@@ -142,7 +154,7 @@ class DaskOperator(pulumi.ComponentResource):
             name=RELEASE_NAME,
             namespace=self.namespace.metadata["name"],
             skip_crds=True,
-            values=release_values(self.version, args.values),
+            values=release_values(self.version, args.image, args.values),
             atomic=True,
             **chart,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[*self.crds, self.namespace]),

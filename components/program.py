@@ -16,7 +16,7 @@ from components.client_check import enforce_client_environment
 from components.cluster import ENDPOINT_KEYS, LsdbDaskCluster, LsdbDaskClusterArgs
 from components.config import StackConfig, read_stack_config, secret_config
 from components.constants import LABELS
-from components.dask_operator import DaskOperator, DaskOperatorArgs, operator_from_stack
+from components.dask_operator import DaskOperator, DaskOperatorArgs, operator_from_stack, operator_version
 from components.image import LsdbImage, LsdbImageArgs
 from components.monitoring import LsdbMonitoring, MonitoringArgs, chart_monitoring_values
 from components.storage import CatalogStorage, CatalogStorageArgs
@@ -38,21 +38,23 @@ def program(config: StackConfig) -> dict[str, Any]:
 
     operator: DaskOperator | None = None
     if config.operator.install:
-        # With monitoring on, the chart's own ServiceMonitor/PodMonitor scrape this stack's namespace.
-        values = chart_monitoring_values(config.monitoring, namespace)
-        operator = DaskOperator(
-            "dask-operator",
-            DaskOperatorArgs(config.operator.namespace, config.operator.chart_source, values or None),
-            opts(),
+        # With monitoring on, the chart's own ServiceMonitor/PodMonitor scrape this stack's cluster namespace. A
+        # platform stack runs no cluster: the environments taking its operator create their own monitors.
+        values = None if config.is_platform else chart_monitoring_values(config.monitoring, namespace) or None
+        operator_args = DaskOperatorArgs(
+            config.operator.namespace, config.operator.chart_source, config.operator.image, values
         )
+        operator = DaskOperator("dask-operator", operator_args, opts())
         exports["operatorNamespace"] = config.operator.namespace
         exports["operatorVersion"] = operator.version
     elif config.operator.from_stack:
         # Another stack installed the operator: it must serve the CRDs of the dask-kubernetes we pin.
         exports["operatorNamespace"] = operator_from_stack(config.operator.from_stack)
+    if config.is_platform:
+        return exports  # the platform stack: the operator and its CRDs only
 
     cluster_namespace = None
-    if namespace != "default":
+    if config.create_namespace and namespace != "default":
         cluster_namespace = k8s.core.v1.Namespace(
             "namespace", metadata={"name": namespace, "labels": LABELS}, opts=provider_opts
         )
@@ -105,6 +107,7 @@ def program(config: StackConfig) -> dict[str, Any]:
                 timeout_seconds=v.timeout_seconds,
                 image_ref=image.ref,
                 cluster_spec_hash=cluster.spec_hash,
+                operator_version=operator_version(),  # this stack's or fromStack's: checked equal to the lock
             ),
             pulumi.ResourceOptions(depends_on=[cluster]),
         )

@@ -66,7 +66,7 @@ def persistent_volume_manifest(storage: StorageConfig, namespace: str) -> dict[s
 
 
 def persistent_volume_claim_manifest(storage: StorageConfig, namespace: str) -> dict[str, Any] | None:
-    if not storage.mounts_volume:
+    if not storage.creates_claim:  # existingClaim: the claim is the user's, never created nor deleted here
         return None
     spec: dict[str, Any] = {
         "accessModes": [storage.access_mode],

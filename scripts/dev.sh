@@ -157,15 +157,24 @@ check_prereqs() {
         problem "$(fix_kind "") so \`make up\` can create the ${KIND_CLUSTER} cluster"
     fi
 
-    if [[ ! -e "${ROOT}/.venv/.installed" ]]; then
-        local py="${PY:-python3}"
-        if ! have "$py"; then
-            problem "$(fix_python)"
-        elif ! "$py" -c 'import venv, ensurepip' >/dev/null 2>&1; then
-            problem "$py cannot create virtualenvs (no ensurepip): install it with \`sudo apt-get install python3-venv\`"
-        else
-            ok "python ($(command -v "$py")) for the virtualenv"
-        fi
+    # The locks are resolved for one Python minor (pyproject.toml's requires-python, the image's pythonVersion):
+    # another minor would build the cluster and then fail the client check at `pulumi up`.
+    local want_minor have_minor py="${PY:-python3}"
+    local line requires='^requires-python = ">=([0-9]+[.][0-9]+),'
+    while IFS= read -r line; do
+        [[ "$line" =~ $requires ]] && want_minor="${BASH_REMATCH[1]}"
+    done <"${ROOT}/pyproject.toml"
+    [[ -e "${ROOT}/.venv/.installed" ]] && py="${VENV_PYTHON}"
+    if ! have "$py"; then
+        problem "$(fix_python)"
+    elif ! have_minor="$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)"; then
+        problem "$py does not run: $(fix_python)"
+    elif [[ "$have_minor" != "$want_minor" ]]; then
+        problem "$py is Python ${have_minor}, but the locks are for Python ${want_minor}: install Python ${want_minor} and run make with PY=/path/to/python${want_minor} (or \`rm -rf .venv\` if the virtualenv was made with another Python)"
+    elif [[ ! -e "${ROOT}/.venv/.installed" ]] && ! "$py" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+        problem "$py cannot create virtualenvs (no ensurepip): install it with \`sudo apt-get install python3-venv\`"
+    else
+        ok "python ${have_minor} ($(command -v "$py")) for the virtualenv"
     fi
 
     if ((${#PROBLEMS[@]})); then

@@ -9,8 +9,8 @@ from components.dask_operator import operator_version
 from tools.mock_runtime import ProgramRun, Registered, integral, run_program
 from tools.render import stack_config
 
-PROD_STACK_OUTPUTS = {
-    "astro-platform/lsdb-k8s/prod": {"operatorNamespace": "dask-operator", "operatorVersion": operator_version()}
+PLATFORM_STACK_OUTPUTS = {
+    "organization/lsdb-k8s/platform": {"operatorNamespace": "dask-operator", "operatorVersion": operator_version()}
 }
 BASE: dict[str, Any] = {
     "namespace": "lsdb-test",
@@ -23,14 +23,16 @@ BASE: dict[str, Any] = {
 
 def run_stack(stack: str) -> ProgramRun:
     config, secret_keys = stack_config(stack)
-    return run_program(config, secret_keys, stack=stack, stack_outputs=PROD_STACK_OUTPUTS)
+    return run_program(config, secret_keys, stack=stack, stack_outputs=PLATFORM_STACK_OUTPUTS)
 
 
 def run_with(secret_keys: tuple[str, ...] = (), **sections: Any) -> ProgramRun:
     """BASE with whole top-level sections replaced."""
     raw = {**BASE, **sections}
     config = {f"lsdb-k8s:{k}": json.dumps(v) if isinstance(v, dict | list) else v for k, v in raw.items()}
-    return run_program(config, [f"lsdb-k8s:{k}" for k in secret_keys], stack="test", stack_outputs=PROD_STACK_OUTPUTS)
+    return run_program(
+        config, [f"lsdb-k8s:{k}" for k in secret_keys], stack="test", stack_outputs=PLATFORM_STACK_OUTPUTS
+    )
 
 
 def manifest(r: Registered) -> dict[str, Any]:

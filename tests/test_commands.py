@@ -28,9 +28,14 @@ from tests.support.pod_emulator import expand
 from tools.mock_runtime import run_program, unwrap_secrets
 
 BIN = Path(sys.executable).parent  # the venv's bin: where the console scripts of the lock's packages live
-STACKS = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in PROJECT_DIR.glob("Pulumi.*.yaml"))
+# Every stack that runs a Dask cluster (the platform stack runs only the operator).
+STACKS = sorted(
+    p.name[len("Pulumi.") : -len(".yaml")]
+    for p in PROJECT_DIR.glob("Pulumi.*.yaml")
+    if "lsdb-k8s:role: platform" not in p.read_text()
+)
 # Staging takes its operator from the prod stack; under mocks that stack reports the locked version.
-STACK_OUTPUTS = {"astro-platform/lsdb-k8s/prod": {"operatorNamespace": "dask-operator", "operatorVersion": None}}
+STACK_OUTPUTS = {"organization/lsdb-k8s/platform": {"operatorNamespace": "dask-operator", "operatorVersion": None}}
 WORKER_NAME = "lsdb-dev-default-worker-5f7c9d8b4-x2x7q"  # what the operator injects as DASK_WORKER_NAME
 
 # The guide's manifest (Creating a DaskCluster), which names the old entry points.

@@ -400,3 +400,56 @@ def test_bad_config_registers_no_resource() -> None:
 )
 def test_quantity_bytes(quantity: str, expected: int) -> None:
     assert quantity_bytes(quantity) == expected
+
+
+PLATFORM = {"role": "platform", "operator": {"install": True}}
+ISSUE_14_REJECTIONS = [
+    (
+        "platform stack with a cluster section",
+        {**PLATFORM, "cluster": {"name": "x"}, "image": {"repository": "ghcr.io/a/b"}},
+        ["cluster", "image"],
+    ),
+    (
+        "platform stack without the operator",
+        {"role": "platform", "operator": {"fromStack": "other"}},
+        ["operator.install"],
+    ),
+    ("unknown role", {**VALID, "role": "operator"}, ["role"]),
+    (
+        "minWorkers above the autoscaler minimum",
+        with_changes(cluster__autoscaler={"minimum": 0, "maximum": 4}, verify={"catalogPath": "/data/c"}),
+        ["verify.minWorkers"],
+    ),
+    (
+        "minWorkers above replicas without autoscaler",
+        with_changes(
+            cluster__autoscaler={"enabled": False},
+            cluster__workers={"replicas": 1},
+            verify={"catalogPath": "/data/c", "minWorkers": 2},
+        ),
+        ["verify.minWorkers"],
+    ),
+    ("operator image with a tag", with_changes(operator={"image": "mirror/dask-operator:1.0"}), ["operator.image"]),
+    ("fromStack with one slash", with_changes(operator={"fromStack": "lsdb-k8s/platform"}), ["operator.fromStack"]),
+]
+
+
+@pytest.mark.parametrize(("case", "raw", "keys"), ISSUE_14_REJECTIONS, ids=[c[0] for c in ISSUE_14_REJECTIONS])
+def test_platform_adopt_and_worker_rules(case: str, raw: dict[str, Any], keys: list[str]) -> None:
+    problems = problems_for(raw)
+    for key in keys:
+        assert any(p.startswith(f"{key} = ") and "Fix: " in p for p in problems), (case, key, problems)
+
+
+def test_platform_and_adopt_configs_parse() -> None:
+    platform = parse_stack_config(PLATFORM)
+    assert platform.is_platform and platform.operator.install
+    adopted = parse_stack_config(
+        with_changes(
+            createNamespace=False,
+            storage={"kind": "existingClaim", "claimName": "my-claim", "accessMode": "ReadWriteOnce"},
+        )
+    )
+    # The claim is the user's: its access mode is not ours to judge, and nothing is created for it.
+    assert adopted.storage.mounts_volume and not adopted.storage.creates_claim and not adopted.create_namespace
+    assert parse_stack_config(with_changes(operator={"fromStack": "platform"})).operator.install is False

@@ -68,7 +68,7 @@ class Sandbox:
         shutil.copy2(ROOT / "Makefile", self.repo / "Makefile")
         for name in ("dev.sh", "kind-config.yaml"):
             shutil.copy2(ROOT / "scripts" / name, self.repo / "scripts" / name)
-        for name in ("requirements.txt", "requirements-dev.txt"):
+        for name in ("requirements.txt", "requirements-dev.txt", "pyproject.toml"):
             shutil.copy2(ROOT / name, self.repo / name)
         shutil.copy2(ROOT / "docker" / "requirements.lock", self.repo / "docker" / "requirements.lock")
         self.link("bash", BASH)
@@ -197,12 +197,29 @@ def test_arm64_linux_gets_arm64_downloads(tmp_path: Path) -> None:
 
 
 def test_python_without_venv_support_is_reported(box: Sandbox) -> None:
-    box.stub("python3", "exit 1")  # `import venv, ensurepip` fails, as on Debian without python3-venv
+    # Python 3.11 whose `import venv, ensurepip` fails, as on Debian without python3-venv.
+    box.stub("python3", 'case "$2" in *version_info*) echo 3.11 ;; *) exit 1 ;; esac')
     lines = missing_lines(box.dev("check").stderr)
     assert (
         lines[-1]
         == "python3 cannot create virtualenvs (no ensurepip): install it with `sudo apt-get install python3-venv`"
     )
+
+
+def test_python_of_another_minor_is_reported_before_anything_is_created(box: Sandbox) -> None:
+    # The locks are for Python 3.11: a 3.12 would create the registry and cluster, then fail `pulumi up`.
+    box.stub("python3", 'case "$2" in *version_info*) echo 3.12 ;; *) exit 0 ;; esac')
+    lines = missing_lines(box.dev("check").stderr)
+    assert lines[-1].startswith("python3 is Python 3.12, but the locks are for Python 3.11: install Python 3.11")
+    box.assert_untouched()
+
+
+def test_the_python_minor_the_check_wants_is_the_images() -> None:
+    from components.config import ImageConfig
+
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    image_minor = ".".join(ImageConfig.model_fields["python_version"].default.split(".")[:2])
+    assert f'requires-python = ">={image_minor},' in pyproject
 
 
 # --- what passes the checks ----------------------------------------------------------------------

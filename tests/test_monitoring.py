@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 import yaml
 
-from components.config import parse_stack_config
+from components.config import ConfigError, parse_stack_config
 from components.dask_operator import packaged_chart_dir
 from components.monitoring import (
     chart_monitoring_values,
@@ -154,3 +155,9 @@ def test_dashboard_takes_the_verification_outputs_when_verification_runs() -> No
     # The dashboard is rendered from the verification's outputs: it waits for them and shows the result panel.
     assert verification.urn in cm.dependencies
     assert "Last verification: passed" in json.dumps(cm.inputs)
+
+
+def test_platform_stack_leaves_monitors_to_the_environments() -> None:
+    # A platform stack runs no cluster: monitoring is configured by the environments taking its operator.
+    with pytest.raises(ConfigError, match="monitoring"):
+        parse_stack_config({"role": "platform", "monitoring": ON})

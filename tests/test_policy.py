@@ -436,10 +436,9 @@ def test_every_committed_stack_passes_the_pack(stack: str) -> None:
     from tools.mock_runtime import run_program
 
     operator_stack = {"operatorNamespace": "dask-operator", "operatorVersion": operator_version()}
-    raw = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
-    from_stack = (raw.get("lsdb-k8s:operator") or {}).get("fromStack")
+    # staging and prod take the operator from the platform stack (same organization and project).
     run = run_program(
-        stack_config(stack), stack=stack, stack_outputs={from_stack: operator_stack} if from_stack else {}
+        stack_config(stack), stack=stack, stack_outputs={"organization/lsdb-k8s/platform": operator_stack}
     )
     checked = {r.type for r in run.resources} & {g.DASK_CLUSTER, g.DASK_AUTOSCALER}
     assert g.DASK_CLUSTER in checked

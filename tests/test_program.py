@@ -108,7 +108,7 @@ def test_operator_from_stack_must_match_the_lock() -> None:
     assert run.outputs["operatorNamespace"] == "dask-operator"
     assert run.of_type(RELEASE) == [] and run.of_type(CRD) == []
     config, secret_keys = stack_config("staging")
-    stale = {"astro-platform/lsdb-k8s/prod": {"operatorNamespace": "dask-operator", "operatorVersion": "2024.1.0"}}
+    stale = {"organization/lsdb-k8s/platform": {"operatorNamespace": "dask-operator", "operatorVersion": "2024.1.0"}}
     with pytest.raises(Exception, match=r"runs dask-kubernetes 2024\.1\.0 .* pins " + operator_version()):
         run_program(config, secret_keys, stack="staging", stack_outputs=stale)
 
@@ -351,7 +351,7 @@ def test_program_is_a_function_of_the_validated_config() -> None:
 def test_components_wait_for_components_not_their_internals() -> None:
     # The cluster is given depends_on=[operator, namespace, storage, image]; its children wait for every leaf
     # of those components (CRDs, Helm release, PVC), because a component's own depends_on does not reach them.
-    run = run_stack("prod")
+    run = run_stack("dev")  # installs the operator too
     cluster = run.one(DASKCLUSTER)
     leaves = {
         r.urn
@@ -366,7 +366,7 @@ def test_components_wait_for_components_not_their_internals() -> None:
             "kubernetes:core/v1:Namespace",
         )
     }
-    assert len(leaves) >= 8
+    assert len(leaves) >= 8  # 4 CRDs, the operator release and namespace, the cluster namespace, PV, PVC
     assert leaves <= set(cluster.dependencies)
     component = run.one("lsdb-k8s:cluster:LsdbDaskCluster")
     assert set(component.dependencies) >= leaves  # the component itself records the same waits
@@ -445,3 +445,61 @@ def test_scheduler_disruption_budget_selects_the_live_scheduler_pod() -> None:
 def test_scheduler_disruption_budget_can_be_turned_off() -> None:
     run = run_with(cluster={"name": "lsdb-pdb", "scheduler": {"disruptionBudget": False}})
     assert run.of_type(PDB) == []
+
+
+# --- the platform stack and adopting what guide users already have -------------------------------------------
+
+
+def test_platform_stack_installs_only_the_operator_and_its_crds() -> None:
+    run = run_stack("platform")
+    kinds = sorted(r.type for r in run.resources if r.custom and not r.type.startswith("pulumi:providers:"))
+    assert kinds == [
+        *["kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition"] * 4,
+        "kubernetes:core/v1:Namespace",  # the operator's own
+        "kubernetes:helm.sh/v3:Release",
+    ]
+    assert {"operatorNamespace", "operatorVersion"} == set(run.outputs)
+    assert run.outputs["operatorVersion"] == operator_version()
+
+
+def test_staging_and_prod_take_the_operator_from_the_platform_stack() -> None:
+    for stack in ("staging", "prod"):
+        run = run_stack(stack)
+        types = {r.type for r in run.resources}
+        assert "kubernetes:helm.sh/v3:Release" not in types and not any("CustomResourceDefinition" in t for t in types)
+        (ref,) = run.of_type("pulumi:pulumi:StackReference")
+        assert ref.inputs["name"] == "organization/lsdb-k8s/platform"  # <stack> resolves in this organization
+        assert run.outputs["operatorNamespace"] == "dask-operator"
+
+
+def test_existing_namespace_and_claim_are_used_not_managed() -> None:
+    run = run_with(
+        namespace="guide-ns",
+        createNamespace=False,
+        storage={"kind": "existingClaim", "claimName": "hats-catalog-pvc"},
+    )
+    types = {r.type for r in run.resources}
+    assert "kubernetes:core/v1:PersistentVolumeClaim" not in types
+    assert "kubernetes:core/v1:PersistentVolume" not in types
+    namespaces = [r.inputs["metadata"]["name"] for r in run.of_type("kubernetes:core/v1:Namespace")]
+    assert "guide-ns" not in namespaces  # only the operator's own namespace is created
+    spec = dask_cluster(run)["spec"]
+    volumes = spec["worker"]["spec"]["volumes"]
+    assert {"name": "catalog-data", "persistentVolumeClaim": {"claimName": "hats-catalog-pvc"}} in volumes
+    mounts = spec["worker"]["spec"]["containers"][0]["volumeMounts"]
+    assert {"name": "catalog-data", "mountPath": "/data"} in mounts
+    assert dask_cluster(run)["metadata"]["namespace"] == "guide-ns"
+
+
+def test_operator_image_mirror_keeps_the_locked_tag() -> None:
+    run = run_with(operator={"image": "registry.internal/dask/dask-kubernetes-operator"})
+    (release,) = run.of_type("kubernetes:helm.sh/v3:Release")
+    assert release.inputs["values"]["image"] == {
+        "name": "registry.internal/dask/dask-kubernetes-operator",
+        "tag": operator_version(),
+    }
+
+
+def test_verification_reruns_with_the_operator_version() -> None:
+    verification = run_stack("dev").one("pulumi-python:dynamic/lsdb:Verification")
+    assert verification.inputs["operatorVersion"] == operator_version()

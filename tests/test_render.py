@@ -35,9 +35,11 @@ EXPECTED_KINDS = {
     "dev": ["Namespace", "Namespace", *["CustomResourceDefinition"] * 4, "PersistentVolume", "PersistentVolumeClaim",
             "PodDisruptionBudget", "DaskCluster", "DaskAutoscaler"],
     "staging": ["Namespace", "PersistentVolumeClaim", "PodDisruptionBudget", "DaskCluster", "DaskAutoscaler"],
-    "prod": ["Namespace", "Namespace", *["CustomResourceDefinition"] * 4, "PersistentVolume", "PersistentVolumeClaim",
-             "PodDisruptionBudget", "DaskCluster", "DaskAutoscaler"],
+    "prod": ["Namespace", "PersistentVolume", "PersistentVolumeClaim", "PodDisruptionBudget", "DaskCluster",
+             "DaskAutoscaler"],
 }  # fmt: skip
+# The stacks that take the operator from the platform stack (`operator.fromStack: platform`).
+FROM_PLATFORM = ("staging", "prod")
 
 SECURE_STACK = """\
 config:
@@ -183,14 +185,14 @@ def test_summary_lists_every_other_resource_with_its_inputs(render: dict[str, An
     assert build["inputs"]["imageName"].split(":", 1)[0] in summary["exports"]["imageRef"]
     assert build["inputs"]["build"]["args"]["PYTHON_VERSION"]
     releases = [r for (t, _), r in resources.items() if t == "kubernetes:helm.sh/v3:Release"]
-    if stack == "staging":
-        assert not releases, "staging uses the operator that prod installs"
-        (prod,) = summary["stackReferences"].values()  # prod's exports, rendered from Pulumi.prod.yaml
-        assert list(summary["stackReferences"]) == ["astro-platform/lsdb-k8s/prod"]
-        assert prod["operatorNamespace"] == "dask-operator" and prod["operatorVersion"] == operator_version()
-        assert any("astro-platform/lsdb-k8s/prod" in a for a in summary["assumptions"])
+    if stack in FROM_PLATFORM:
+        assert not releases, f"{stack} uses the operator that the platform stack installs"
+        (platform,) = summary["stackReferences"].values()  # rendered from Pulumi.platform.yaml
+        assert list(summary["stackReferences"]) == ["organization/lsdb-k8s/platform"]
+        assert platform["operatorNamespace"] == "dask-operator" and platform["operatorVersion"] == operator_version()
+        assert any("organization/lsdb-k8s/platform" in a for a in summary["assumptions"])
         assert summary["exports"]["operatorNamespace"] == "dask-operator"
-        assert "operatorVersion" not in summary["exports"], "prod's exports must not leak into staging's"
+        assert "operatorVersion" not in summary["exports"], "the platform's exports must not leak into this stack's"
     else:
         (release,) = releases
         assert release["inputs"]["chart"] == "dask-kubernetes-operator"
@@ -372,7 +374,7 @@ def test_cli_unknown_stack_fails_clearly(tmp_path: Path) -> None:
     proc = cli("--stack", "qa", "--out", str(tmp_path / "out"))
     assert proc.returncode != 0
     assert "no stack named 'qa' found" in proc.stderr
-    assert "dev, prod, staging" in proc.stderr
+    assert "dev, platform, prod, staging" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()
 

@@ -181,6 +181,7 @@ def test_verification_args_become_the_camel_case_properties() -> None:
     assert list(props) == [
         "namespace", "clusterName", "catalogPath", "ra", "dec", "radiusArcsec", "imageRef", "clusterSpecHash",
         "schedulerAddress", "kubeContext", "connect", "columns", "minRows", "minWorkers", "timeoutSeconds",
+        "operatorVersion",
     ]  # fmt: skip
     assert props["columns"] == ["id", "ra"] and props["connect"] == "portForward"
 
@@ -266,6 +267,7 @@ def inputs(**overrides: Any) -> dict[str, Any]:
         "timeoutSeconds": 300,
         "imageRef": "localhost:5001/lsdb-dask@sha256:abc",
         "clusterSpecHash": "hash-1",
+        "operatorVersion": "2026.3.0",
     }
     props.update(overrides)
     return props
@@ -296,6 +298,7 @@ def test_diff_is_quiet_when_nothing_that_matters_changed(provider: Any) -> None:
     [
         {"clusterSpecHash": "hash-2"},
         {"imageRef": "localhost:5001/lsdb-dask@sha256:def"},
+        {"operatorVersion": "2099.1.0"},  # an operator (and CRD) upgrade re-runs the check
         {"catalogPath": "/data/other"},
         {"ra": 10},
         {"dec": 1.5},

@@ -210,7 +210,7 @@ def test_pull_requests_get_a_preview_comment_per_stack() -> None:
     job = workflow["jobs"]["preview"]
     assert job["uses"] == "./.github/workflows/pulumi.yml"
     assert job["with"]["command"] == "preview"
-    assert job["strategy"]["matrix"]["stack"] == ["staging", "prod"]
+    assert job["strategy"]["matrix"]["stack"] == ["platform", "staging", "prod"]
     assert job["secrets"] == "inherit"
     (preview,) = pulumi_steps("preview")
     assert preview["uses"].startswith("pulumi/actions@")
@@ -219,14 +219,15 @@ def test_pull_requests_get_a_preview_comment_per_stack() -> None:
     assert preview["with"]["policyPacks"] == "policy"
 
 
-def test_merges_deploy_staging_then_prod_behind_environments() -> None:
+def test_merges_deploy_platform_then_staging_then_prod_behind_environments() -> None:
     workflow = load("deploy.yml")
     assert triggers(workflow)["push"] == {"branches": ["main"]}
     jobs = workflow["jobs"]
     assert [s.get("run") for _, s in steps({"jobs": {"test": jobs["test"]}}) if "run" in s] == ["make test"]
-    assert jobs["staging"]["needs"] == "test"
+    assert jobs["platform"]["needs"] == "test"
+    assert jobs["staging"]["needs"] == "platform"
     assert jobs["prod"]["needs"] == "staging"
-    for stack in ("staging", "prod"):
+    for stack in ("platform", "staging", "prod"):
         assert jobs[stack]["uses"] == "./.github/workflows/pulumi.yml"
         assert jobs[stack]["with"] == {"command": "up", "stack": stack, "environment": stack}
     called = load("pulumi.yml")["jobs"]["pulumi"]
@@ -235,6 +236,39 @@ def test_merges_deploy_staging_then_prod_behind_environments() -> None:
     up = [s for s in pulumi_steps("up") if s.get("uses", "").startswith("pulumi/actions@")]
     assert [s["with"]["command"] for s in up] == ["up"]
     assert up[0]["with"]["policyPacks"] == "policy"
+
+
+def _deploy_order() -> list[str]:
+    """The stacks deploy.yml brings up, in the order its `needs` chain enforces."""
+    jobs = load("deploy.yml")["jobs"]
+    order: list[str] = []
+    previous = "test"
+    while True:
+        nxt = [j for j, job in jobs.items() if job.get("needs") == previous]
+        if not nxt:
+            return order
+        (previous,) = nxt
+        order.append(jobs[previous]["with"]["stack"])
+
+
+def test_every_stack_a_workflow_names_exists_and_references_deploy_first() -> None:
+    order = _deploy_order()
+    assert order == ["platform", "staging", "prod"]
+    named = set(order)
+    for name in ("preview.yml", "drift.yml"):
+        job = next(iter(load(name)["jobs"].values()))
+        named |= set(job["strategy"]["matrix"]["stack"])
+    for stack in named:
+        assert (ROOT / f"Pulumi.{stack}.yaml").is_file(), stack
+    # A stack whose operator comes from another stack deploys after it (a first rollout finds it; an upgrade of
+    # dask-kubernetes reaches the operator before the stacks that check their version against it).
+    for stack in order:
+        config = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+        source = (config.get("lsdb-k8s:operator") or {}).get("fromStack")
+        if source:
+            source = source.rsplit("/", 1)[-1]
+            assert (ROOT / f"Pulumi.{source}.yaml").is_file(), source
+            assert order.index(source) < order.index(stack), (source, stack)
 
 
 def test_drift_detection_runs_on_a_schedule_and_expects_no_changes() -> None:

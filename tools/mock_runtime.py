@@ -26,6 +26,8 @@ from pulumi.runtime.mocks import MockMonitor
 # (sdk/proto: "special signature" keys; pulumi.runtime.rpc._special_sig_key / _special_secret_sig).
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
 SECRET_VALUE = "1b47061264138c4ac30d75fd1eb44270"
+# What a self-managed backend (file://, s3://) calls every organization; `pulumi.get_organization()` returns it.
+MOCK_ORGANIZATION = "organization"
 
 
 @dataclass
@@ -118,6 +120,26 @@ class RecordingMonitor(MockMonitor):
             )
         return response
 
+    def ReadResource(self, request: Any) -> Any:
+        # Reads (StackReference, get()) look up existing resources: recorded with options {"read": True}.
+        response = super().ReadResource(request)  # type: ignore[no-untyped-call]  # untyped in the SDK
+        raw = json_format.MessageToDict(request.properties)
+        self.run.resources.append(
+            Registered(
+                urn=response.urn,
+                type=request.type,
+                name=request.name,
+                inputs=unwrap_secrets(raw),
+                raw_inputs=raw,
+                parent=request.parent,
+                dependencies=list(request.dependencies),
+                provider=request.provider,
+                custom=True,
+                options={"read": True},
+            )
+        )
+        return response
+
 
 def _default_entry() -> None:
     from components.program import main
@@ -143,7 +165,10 @@ def run_program(
     run = run if run is not None else ProgramRun()
     mocks = EngineMocks(stack_outputs)
     pulumi.runtime.reset_options(project=project, stack=stack)  # a fresh root Stack: no exports carried over
-    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=RecordingMonitor(mocks, run))
+    monitor = RecordingMonitor(mocks, run)
+    pulumi.runtime.set_mocks(
+        mocks, project=project, stack=stack, preview=False, monitor=monitor, organization=MOCK_ORGANIZATION
+    )
     pulumi.runtime.set_all_config(dict(config), list(secret_keys or []))
     if isinstance(program, Path):
         path = program

@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 from components.lock import PROJECT_DIR
-from tools.mock_runtime import SECRET_SIG, SECRET_VALUE, integral
+from tools.mock_runtime import MOCK_ORGANIZATION, SECRET_SIG, SECRET_VALUE, integral
 
 REDACTED = "<redacted>"
 SUMMARY_FILE = "summary.yaml"
@@ -159,11 +159,20 @@ def _referenced_stacks(config: Mapping[str, str], project: str) -> set[str]:
             if m and m.group(1) == project:
                 found.add(value)
 
-    for raw in config.values():
+    for key, raw in config.items():
         with contextlib.suppress(json.JSONDecodeError):
             raw = json.loads(raw) if raw[:1] in "{[" else raw
         walk(raw)
+        if key == f"{project}:operator" and isinstance(raw, Mapping):
+            found |= _short_from_stack(raw.get("fromStack"), project)
     return found
+
+
+def _short_from_stack(value: Any, project: str) -> set[str]:
+    """`operator.fromStack: <stack>` names a stack of this organization and project."""
+    if isinstance(value, str) and "/" not in value:
+        return {f"{MOCK_ORGANIZATION}/{project}/{value}"}
+    return set()
 
 
 # --- program run -> manifests ------------------------------------------------------------------------------

@@ -38,11 +38,13 @@ from components.verification.query import (
     connect_problem,
 )
 
-# Inputs whose change re-runs the check: the cluster, the image, the catalog and the query. Connection details
+# Inputs whose change re-runs the check: the cluster, the image, the operator, the catalog and the query.
+# An operator (and CRD) upgrade re-runs it too: it decides how the cluster's pods are built. Connection details
 # (connect, schedulerAddress, kubeContext) and the timeout do not: they change how we look, not what we check.
 RERUN_KEYS: tuple[str, ...] = (
     "clusterSpecHash",
     "imageRef",
+    "operatorVersion",
     "catalogPath",
     "ra",
     "dec",
@@ -89,6 +91,7 @@ class VerificationArgs:
     min_rows: pulumi.Input[int] = 1
     min_workers: pulumi.Input[int] = 1
     timeout_seconds: pulumi.Input[float] = DEFAULT_TIMEOUT
+    operator_version: pulumi.Input[str] | None = None  # the dask-kubernetes the cluster's operator runs
 
     def validate(self) -> None:
         """Reject what is wrong already in the program; Outputs are checked by the provider once known."""
