@@ -1,11 +1,21 @@
-"""LsdbDaskCluster: the DaskCluster (and DaskAutoscaler) custom resources the operator turns into pods.
+"""LsdbDaskCluster: the DaskCluster (and DaskAutoscaler) custom resources the operator turns into pods, and
+StableEndpoint: the program-owned Service `<cluster.name>-scheduler` that follows the live cluster.
 
-The manifests are pure functions in the style of dask-kubernetes' `make_cluster_spec`; the component
-only registers them and derives the endpoint outputs from the real cluster name.
+Blue/green. The pinned operator applies nothing of a changed DaskCluster but `spec.worker.replicas` (its controller
+builds the scheduler, its Service and the worker group once, at create). So the DaskCluster is named
+`<cluster.name>-<h>`, `<h>` = `cluster_spec_digest`, a digest of everything the operator does not reconcile
+(image, pod specs, service spec, labels): a change of any of it is a NEW DaskCluster (a new Pulumi resource, its
+logical name carries `<h>` too), verified through its own `<cluster.name>-<h>-scheduler` Service before the stable
+Service is pointed at it; the old one is deleted at the end of a successful `pulumi up` only. `replicas`,
+`idleTimeout` and the autoscaler's range are reconciled by the operator and stay out of `<h>`: they update the
+live cluster in place.
+
+The manifests are pure functions in the style of dask-kubernetes' `make_cluster_spec`.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from dataclasses import dataclass
@@ -27,10 +37,13 @@ from components.constants import (
     LABELS,
     SCHEDULER_PORT,
     SCHEDULER_PORT_NAME,
+    SPEC_DIGEST_LENGTH,
     WORKER_DASHBOARD_PORT,
+    candidate_service_name,
     kubectl,
+    live_cluster_name,
     pod_selector,
-    scheduler_service_name,
+    stable_service_name,
 )
 from components.options import child_options
 from components.placement import pod_placement, worker_spread_selector
@@ -95,6 +108,14 @@ def scheduler_resources(cluster: ClusterConfig) -> dict[str, Any]:
     cpu_limited = any(g.cpu_limit for g in (cluster.workers, *cluster.worker_groups.values()))
     limits = {"memory": s.memory} | ({"cpu": s.cpu} if cpu_limited else {})
     return {"requests": {"cpu": s.cpu, "memory": s.memory}, "limits": limits}
+
+
+def scheduler_service_ports() -> list[dict[str, Any]]:
+    """The ports of a scheduler Service (the operator's and the stable one): targets named like the container's."""
+    return [
+        {"name": name, "protocol": "TCP", "port": port, "targetPort": name}
+        for name, port in ((SCHEDULER_PORT_NAME, SCHEDULER_PORT), (DASHBOARD_PORT_NAME, DASHBOARD_PORT))
+    ]
 
 
 def _pod_spec(
@@ -193,7 +214,7 @@ def scheduler_disruption_budget_manifest(cluster: ClusterConfig, namespace: str,
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": {
-            "name": scheduler_service_name(cluster_name),
+            "name": candidate_service_name(cluster_name),
             "namespace": namespace,
             "labels": {**LABELS, APP_NAME_LABEL: cluster.name},
         },
@@ -210,8 +231,57 @@ def dask_cluster_manifest(
     image: str,
     storage: PodStorage,
     pull_secret: str | None = None,
+    *,
+    live_name: str | None = None,
 ) -> dict[str, Any]:
-    """The DaskCluster custom resource for this stack."""
+    """The DaskCluster custom resource for this stack, named `live_name` (default: `<cluster.name>-<h>` of `image`).
+
+    The program passes `live_name` computed from the image's identity known at evaluation (`image.ref`, or the
+    content-derived tag of the build) while `image` is the pushed digest, which only the build knows.
+    """
+    if live_name is None:
+        live_name = cluster_live_name(cluster, namespace, image, storage, pull_secret)
+    return _dask_cluster_manifest(cluster, namespace, image, storage, pull_secret, live_name)
+
+
+def cluster_live_name(
+    cluster: ClusterConfig, namespace: str, image_identity: str, storage: PodStorage, pull_secret: str | None = None
+) -> str:
+    """`<cluster.name>-<h>`: the DaskCluster name for this spec (see the module docstring)."""
+    draft = _dask_cluster_manifest(cluster, namespace, image_identity, storage, pull_secret, cluster.name)
+    groups = worker_group_workers(cluster, image_identity, storage, pull_secret)
+    return live_cluster_name(cluster.name, cluster_spec_digest(draft, groups))
+
+
+# What the operator reconciles on a live DaskCluster: changing these must not make a new cluster.
+RECONCILED_PATHS: tuple[tuple[str, ...], ...] = (("spec", "worker", "replicas"), ("spec", "idleTimeout"))
+
+
+def cluster_spec_digest(manifest: dict[str, Any], worker_groups: dict[str, dict[str, Any]] | None = None) -> str:
+    """`<h>`: a digest of the DaskCluster without its names and without what the operator reconciles, and of the
+    extra worker groups' pod templates (the operator ignores in-place changes of those too; their `replicas` it
+    reconciles). Without extra groups the digest is the DaskCluster's alone."""
+    view = copy.deepcopy(manifest)
+    if worker_groups:
+        view["workerGroups"] = {g: {k: v for k, v in w.items() if k != "replicas"} for g, w in worker_groups.items()}
+    view["metadata"].pop("name", None)
+    view["spec"]["scheduler"]["service"].get("selector", {}).pop(CLUSTER_NAME_LABEL, None)
+    for *parents, leaf in RECONCILED_PATHS:
+        node = view
+        for key in parents:
+            node = node.get(key, {})
+        node.pop(leaf, None)
+    return hashlib.sha256(json.dumps(view, sort_keys=True).encode()).hexdigest()[:SPEC_DIGEST_LENGTH]
+
+
+def _dask_cluster_manifest(
+    cluster: ClusterConfig,
+    namespace: str,
+    image: str,
+    storage: PodStorage,
+    pull_secret: str | None,
+    live_name: str,
+) -> dict[str, Any]:
     http = {"tcp": SCHEDULER_PORT_NAME, "dash": DASHBOARD_PORT_NAME}
     scheduler = {
         "name": "scheduler",
@@ -244,6 +314,8 @@ def dask_cluster_manifest(
     scheduler_mounts = [m for m in storage.worker_mounts if m["name"] == "object-store-key"]
     if scheduler_mounts:
         scheduler["volumeMounts"] = scheduler_mounts
+    # The operator copies these labels onto every pod: `app.kubernetes.io/name: <cluster.name>` selects the pods
+    # of blue and green alike (`dask.org/cluster-name` tells them apart).
     labels = {**LABELS, APP_NAME_LABEL: cluster.name}
     spec: dict[str, Any] = {
         "idleTimeout": cluster.idle_timeout_seconds,
@@ -255,30 +327,47 @@ def dask_cluster_manifest(
             "spec": _pod_spec([scheduler], scheduler_volumes, pull_secret, scheduler_placement(cluster)),
             "service": {
                 "type": "ClusterIP",
-                "selector": {CLUSTER_NAME_LABEL: cluster.name, COMPONENT_LABEL: "scheduler"},
-                "ports": [
-                    {"name": http["tcp"], "protocol": "TCP", "port": SCHEDULER_PORT, "targetPort": http["tcp"]},
-                    {"name": http["dash"], "protocol": "TCP", "port": DASHBOARD_PORT, "targetPort": http["dash"]},
-                ],
+                "selector": {CLUSTER_NAME_LABEL: live_name, COMPONENT_LABEL: "scheduler"},
+                "ports": scheduler_service_ports(),
             },
         },
     }
     return {
         "apiVersion": API_VERSION,
         "kind": "DaskCluster",
-        "metadata": {"name": cluster.name, "namespace": namespace, "labels": labels},
+        "metadata": {"name": live_name, "namespace": namespace, "labels": labels},
         "spec": spec,
     }
 
 
-def dask_autoscaler_manifest(cluster: ClusterConfig, namespace: str) -> dict[str, Any] | None:
+def dask_autoscaler_manifest(cluster: ClusterConfig, namespace: str, live_name: str) -> dict[str, Any] | None:
+    """The DaskAutoscaler of the live cluster (same name); its range is reconciled, so it is not in `<h>`."""
     if not cluster.autoscaler.enabled:
         return None
     return {
         "apiVersion": API_VERSION,
         "kind": "DaskAutoscaler",
-        "metadata": {"name": cluster.name, "namespace": namespace, "labels": LABELS},
-        "spec": {"cluster": cluster.name, "minimum": cluster.autoscaler.minimum, "maximum": cluster.autoscaler.maximum},
+        "metadata": {"name": live_name, "namespace": namespace, "labels": LABELS},
+        "spec": {"cluster": live_name, "minimum": cluster.autoscaler.minimum, "maximum": cluster.autoscaler.maximum},
+    }
+
+
+def stable_service_manifest(name: str, live_name: str, namespace: str) -> dict[str, Any]:
+    """The stable endpoint `<cluster.name>-scheduler`: the ports of the operator's scheduler Service, selecting
+    the scheduler pod of `live_name` (the pods carry `dask.org/cluster-name: <live>`, set by the operator)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": stable_service_name(name),
+            "namespace": namespace,
+            "labels": {**LABELS, "app.kubernetes.io/name": name},
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {CLUSTER_NAME_LABEL: live_name, COMPONENT_LABEL: "scheduler"},
+            "ports": scheduler_service_ports(),
+        },
     }
 
 
@@ -299,19 +388,25 @@ ENDPOINT_KEYS = (
 )
 
 
-def cluster_endpoints(cluster_name: str, namespace: str, kube_context: str | None) -> dict[str, str]:
-    """How to reach the scheduler from inside the cluster and from a workstation (keys: ENDPOINT_KEYS)."""
-    svc = scheduler_service_name(cluster_name)
+def in_cluster_address(service: str, namespace: str) -> str:
+    """The Dask address of a scheduler Service, as pods in the cluster reach it."""
+    return f"tcp://{service}.{namespace}.svc.cluster.local:{SCHEDULER_PORT}"
+
+
+def cluster_endpoints(name: str, live_name: str, namespace: str, kube_context: str | None) -> dict[str, str]:
+    """How to reach the scheduler (keys: ENDPOINT_KEYS): addresses and port-forwards name the stable Service
+    `<name>-scheduler`, which outlives every upgrade; the pod listings name the live cluster `live_name`."""
+    svc = stable_service_name(name)
     k = kubectl(kube_context)
     return {
-        "schedulerAddress": f"tcp://{svc}.{namespace}.svc.cluster.local:{SCHEDULER_PORT}",
+        "schedulerAddress": in_cluster_address(svc, namespace),
         "dashboardUrl": f"http://{svc}.{namespace}.svc.cluster.local:{DASHBOARD_PORT}/status",
         "portForwardScheduler": f"{k} port-forward -n {namespace} svc/{svc} {SCHEDULER_PORT}:{SCHEDULER_PORT}",
         "localSchedulerAddress": f"tcp://localhost:{SCHEDULER_PORT}",
         "portForwardDashboard": f"{k} port-forward -n {namespace} svc/{svc} {DASHBOARD_PORT}:{DASHBOARD_PORT}",
         "localDashboardUrl": f"http://localhost:{DASHBOARD_PORT}/status",
-        "kubectlSchedulerPods": f"{k} get pods -n {namespace} -l {pod_selector(cluster_name, 'scheduler')}",
-        "kubectlWorkerPods": f"{k} get pods -n {namespace} -l {pod_selector(cluster_name, 'worker')}",
+        "kubectlSchedulerPods": f"{k} get pods -n {namespace} -l {pod_selector(live_name, 'scheduler')}",
+        "kubectlWorkerPods": f"{k} get pods -n {namespace} -l {pod_selector(live_name, 'worker')}",
     }
 
 
@@ -323,28 +418,49 @@ class LsdbDaskClusterArgs:
     storage: PodStorage
     kube_context: str | None = None
     pull_secret: str | None = None
+    # What identifies the image before it is built (`image.ref`, or repository:content-tag): the digest `<h>`
+    # is computed from it, because resource names must be known when the program is evaluated.
+    image_identity: str | None = None
 
 
 class LsdbDaskCluster(pulumi.ComponentResource):
-    """A DaskCluster running the pinned LSDB image, plus its DaskAutoscaler when enabled, its extra
-    DaskWorkerGroups and the scheduler's PodDisruptionBudget, all following the live DaskCluster's name."""
+    """A DaskCluster `<cluster.name>-<h>` running the pinned LSDB image, plus its DaskAutoscaler when enabled, its
+    extra DaskWorkerGroups `<cluster.name>-<h>-<group>` and its scheduler's PodDisruptionBudget.
+
+    Both are registered under logical names that carry `<h>`: a spec change registers new resources (created
+    first), and the old ones, no longer in the program, are deleted only after everything else of the
+    `pulumi up` succeeded (the verification of the new cluster, the stable Service's switch). A failed
+    `pulumi up` leaves the old cluster in the state untouched, never "pending delete".
+    """
 
     dask_cluster: k8s.apiextensions.CustomResource
     autoscaler: k8s.apiextensions.CustomResource | None
     worker_groups: dict[str, k8s.apiextensions.CustomResource]
     disruption_budget: k8s.policy.v1.PodDisruptionBudget | None
+    worker_group_names: dict[str, str]
+    live_name: str
+    digest: str
     cluster_name: pulumi.Output[str]
+    candidate_address: pulumi.Output[str]
     spec_hash: pulumi.Output[str]
-    endpoints: pulumi.Output[dict[str, str]]
-    worker_group_names: pulumi.Output[dict[str, str]]
 
     def __init__(self, name: str, args: LsdbDaskClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         cluster, namespace, storage, pull_secret = args.cluster, args.namespace, args.storage, args.pull_secret
         super().__init__("lsdb-k8s:cluster:LsdbDaskCluster", name, {}, opts)
+        identity = args.image_identity
+        if identity is None:
+            if not isinstance(args.image, str):
+                raise ValueError("LsdbDaskClusterArgs: give image_identity when image is not a plain string")
+            identity = args.image
+        self.live_name = cluster_live_name(cluster, namespace, identity, storage, pull_secret)
+        self.digest = self.live_name.rsplit("-", 1)[1]
+        live = self.live_name
         image = pulumi.Output.from_input(args.image)
-        manifest = image.apply(lambda ref: dask_cluster_manifest(cluster, namespace, ref, storage, pull_secret))
+        manifest = image.apply(
+            lambda ref: dask_cluster_manifest(cluster, namespace, ref, storage, pull_secret, live_name=live)
+        )
         self.dask_cluster = k8s.apiextensions.CustomResource(
-            f"{name}-daskcluster",
+            f"{name}-daskcluster-{self.digest}",
             api_version=API_VERSION,
             kind="DaskCluster",
             metadata=manifest["metadata"],
@@ -352,28 +468,29 @@ class LsdbDaskCluster(pulumi.ComponentResource):
             opts=child_options(self, opts),
         )
         self.autoscaler = None
-        scaler = dask_autoscaler_manifest(cluster, namespace)
+        scaler = dask_autoscaler_manifest(cluster, namespace, live)
         if scaler is not None:
             self.autoscaler = k8s.apiextensions.CustomResource(
-                f"{name}-daskautoscaler",
+                f"{name}-daskautoscaler-{self.digest}",
                 api_version=API_VERSION,
                 kind="DaskAutoscaler",
                 metadata=scaler["metadata"],
                 spec=scaler["spec"],
                 opts=child_options(self, opts, self.dask_cluster),
             )
-        # Everything downstream is derived from the name the API server holds, not from config.
+        # Everything downstream is derived from the name the API server holds.
         self.cluster_name = self.dask_cluster.metadata.apply(lambda m: str(m["name"]))  # type: ignore[attr-defined]
-        self.endpoints = self.cluster_name.apply(lambda n: cluster_endpoints(n, namespace, args.kube_context))
+        self.candidate_address = self.cluster_name.apply(
+            lambda n: in_cluster_address(candidate_service_name(n), namespace)
+        )
         groups = image.apply(lambda ref: worker_group_workers(cluster, ref, storage, pull_secret))
         self.worker_groups = self._worker_groups(name, args, groups, opts)
-        self.worker_group_names = self.cluster_name.apply(
-            lambda n: {g: worker_group_name(n, g) for g in sorted(cluster.worker_groups)}
-        )
+        self.worker_group_names = {g: worker_group_name(live, g) for g in sorted(cluster.worker_groups)}
         self.disruption_budget = self._disruption_budget(name, args, opts)
+        # Re-runs the verification of this cluster when anything of it changes, reconciled fields included.
         self.spec_hash = pulumi.Output.all(manifest, groups).apply(lambda mg: manifest_hash(mg[0], scaler, mg[1]))
         self.register_outputs(
-            {"clusterName": self.cluster_name, "endpoints": self.endpoints, "workerGroups": self.worker_group_names}
+            {"clusterName": self.cluster_name, "digest": self.digest, "workerGroups": self.worker_group_names}
         )
 
     def _worker_groups(
@@ -383,48 +500,75 @@ class LsdbDaskCluster(pulumi.ComponentResource):
         groups: pulumi.Output[dict[str, dict[str, Any]]],
         opts: pulumi.ResourceOptions | None,
     ) -> dict[str, k8s.apiextensions.CustomResource]:
-        """One DaskWorkerGroup per extra group, named after the live DaskCluster.
+        """One DaskWorkerGroup per extra group, `<live>-<group>`, registered like the DaskCluster under a logical
+        name carrying `<h>`.
 
         First `pulumi up`: created after the DaskCluster (the operator's create handler looks the cluster up and
-        adopts the group, so deleting the cluster deletes its groups). A new live cluster name (a blue/green
-        replacement) renames the group: Pulumi creates the new cluster's group and deletes the old one, which
-        also goes with the old cluster. The operator reacts to `spec.worker.replicas` only, so a change of the
-        worker pod template replaces the group (`replace_on_changes`; same name, so the Kubernetes provider
-        deletes before it creates); replicas change in place. `pulumi destroy`: deleted with the cluster."""
-        cluster, namespace = args.cluster, args.namespace
+        adopts the group, so deleting the cluster deletes its groups too). A change of a group's pod template
+        changes `<h>`: the new cluster gets new groups, and the old groups are deleted with the old cluster after the
+        new one is verified. A change of `replicas` only updates the group in place (the operator scales it).
+        `pulumi destroy`: deleted with the cluster."""
+        cluster, namespace, live = args.cluster, args.namespace, self.live_name
         created: dict[str, k8s.apiextensions.CustomResource] = {}
         for group in sorted(cluster.worker_groups):
 
-            def render(names_and_groups: list[Any], group: str = group) -> dict[str, Any]:
-                live_name, workers = names_and_groups
-                return worker_group_manifest(cluster, namespace, live_name, group, workers[group])
+            def render(workers: dict[str, dict[str, Any]], group: str = group) -> dict[str, Any]:
+                return worker_group_manifest(cluster, namespace, live, group, workers[group])
 
-            manifest = pulumi.Output.all(self.cluster_name, groups).apply(render)
+            manifest = groups.apply(render)
             created[group] = k8s.apiextensions.CustomResource(
-                f"{name}-workergroup-{group}",
+                f"{name}-workergroup-{group}-{self.digest}",
                 api_version=API_VERSION,
                 kind="DaskWorkerGroup",
                 metadata=manifest["metadata"],
                 spec=manifest["spec"],
-                opts=pulumi.ResourceOptions.merge(
-                    child_options(self, opts, self.dask_cluster),
-                    pulumi.ResourceOptions(replace_on_changes=["spec.worker.spec", "spec.worker.metadata"]),
-                ),
+                opts=child_options(self, opts, self.dask_cluster),
             )
         return created
 
     def _disruption_budget(
         self, name: str, args: LsdbDaskClusterArgs, opts: pulumi.ResourceOptions | None
     ) -> k8s.policy.v1.PodDisruptionBudget | None:
-        """The scheduler's PodDisruptionBudget, for the live cluster (renamed with it); none when turned off."""
+        """The live cluster's scheduler PodDisruptionBudget (a new cluster gets its own; the old one goes with the old
+        cluster); none when `cluster.scheduler.disruptionBudget` is false."""
         if not args.cluster.scheduler.disruption_budget:
             return None
-        manifest = self.cluster_name.apply(
-            lambda n: scheduler_disruption_budget_manifest(args.cluster, args.namespace, n)
-        )
+        manifest = scheduler_disruption_budget_manifest(args.cluster, args.namespace, self.live_name)
         return k8s.policy.v1.PodDisruptionBudget(
-            f"{name}-scheduler-pdb",
+            f"{name}-scheduler-pdb-{self.digest}",
             metadata=manifest["metadata"],
             spec=manifest["spec"],
             opts=child_options(self, opts, self.dask_cluster),
         )
+
+
+@dataclass(frozen=True)
+class StableEndpointArgs:
+    name: str  # cluster.name
+    live_name: str  # the DaskCluster the Service selects (plain: known at evaluation, so preview shows it)
+    namespace: str
+    kube_context: str | None = None
+
+
+class StableEndpoint(pulumi.ComponentResource):
+    """The Service `<cluster.name>-scheduler` that clients use; it selects the live cluster's scheduler pod.
+
+    Lifecycle: created on the first `pulumi up` after the first cluster is verified; on an upgrade its selector is
+    updated in place (same Service, same ClusterIP) once the new cluster passed the verification (the program gives
+    it `depends_on` the verification); `pulumi destroy` deletes it before the clusters it depends on.
+    """
+
+    service: k8s.core.v1.Service
+    endpoints: dict[str, str]
+
+    def __init__(self, name: str, args: StableEndpointArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("lsdb-k8s:cluster:StableEndpoint", name, {}, opts)
+        manifest = stable_service_manifest(args.name, args.live_name, args.namespace)
+        self.service = k8s.core.v1.Service(
+            f"{name}-service",
+            metadata=manifest["metadata"],
+            spec=manifest["spec"],
+            opts=child_options(self, opts),
+        )
+        self.endpoints = cluster_endpoints(args.name, args.live_name, args.namespace, args.kube_context)
+        self.register_outputs({"endpoints": self.endpoints})

@@ -37,8 +37,17 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from components.constants import NAME_LIMIT, derived_names, max_cluster_name_length, worker_deployment_name
 from components.lock import read_lock
-from components.verification.query import DEC_RANGE, MIN_RADIUS_ARCSEC, MIN_ROWS, MIN_TIMEOUT, MIN_WORKERS, RA_RANGE
+from components.verification.query import (
+    DEC_RANGE,
+    DEFAULT_TIMEOUT,
+    MIN_RADIUS_ARCSEC,
+    MIN_ROWS,
+    MIN_TIMEOUT,
+    MIN_WORKERS,
+    RA_RANGE,
+)
 
 PROJECT = "lsdb-k8s"
 
@@ -51,8 +60,10 @@ MEMORY_UNITS = {
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 PYTHON_VERSION = re.compile(r"^3\.[0-9]+\.[0-9]+$")
 DIGEST_REF = re.compile(r"^[^\s@]+@sha256:[0-9a-f]{64}$")
-# The operator appends "-scheduler" (10 chars) to the cluster name for Service and Deployment names.
-MAX_CLUSTER_NAME = 53
+DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+# The live DaskCluster is `<name>-<8 hex>`; its longest derived name, a worker Deployment
+# `<name>-<h>-default-worker-<10 hex>`, must stay a 63-character label (components.constants.derived_names).
+MAX_CLUSTER_NAME = max_cluster_name_length()
 
 # Guide, "Resource sizing recommendations": workers, CPU and memory per worker; the autoscaler range
 # spans the table's worker counts. Scheduler values are the guide manifest's. Threads stay at 2
@@ -170,9 +181,29 @@ Quantity = Annotated[
     WithJsonSchema({"anyOf": [{"type": "string", "pattern": QUANTITY.pattern}, {"type": "number", "minimum": 0}]}),
 ]
 DnsLabel = Annotated[str, AfterValidator(_label_check(63)), _label_schema(63)]
+
+
+def _cluster_name_check(value: str) -> str:
+    fix = (
+        f"use at most {MAX_CLUSTER_NAME} lowercase letters, digits and '-', starting with a letter and ending with a"
+        " letter or digit"
+    )
+    if not DNS_1035_LABEL.match(value):
+        what = "is not a DNS-1035 label (lowercase letters, digits and '-', starting with a letter): Services need one"
+        raise PydanticCustomError("cluster_name", what, {"fix": fix})
+    if len(value) > MAX_CLUSTER_NAME:
+        kind, longest = max(derived_names(value).items(), key=lambda item: len(item[1]))
+        what = (
+            f"is {len(value)} characters, more than the maximum of {MAX_CLUSTER_NAME}: the {kind} {longest!r} would be"
+            f" {len(longest)} characters, over the Kubernetes limit of {NAME_LIMIT}"
+        )
+        raise PydanticCustomError("cluster_name", what, {"fix": fix})
+    return value
+
+
 ClusterName = Annotated[
-    str, AfterValidator(_label_check(MAX_CLUSTER_NAME, " (the operator appends '-scheduler')")),
-    _label_schema(MAX_CLUSTER_NAME),
+    str, AfterValidator(_cluster_name_check),
+    WithJsonSchema({"type": "string", "pattern": DNS_1035_LABEL.pattern, "maxLength": MAX_CLUSTER_NAME}),
 ]  # fmt: skip
 ObjectName = Annotated[str, AfterValidator(_label_check(253)), _label_schema(253)]
 
@@ -473,9 +504,7 @@ class StorageConfig(Section):
 
 LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 LABEL_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-# Names this program derives from a worker group's key: the DaskWorkerGroup `<cluster>-<group>` is also the value
-# of the operator's `dask.org/workergroup-name` pod label, which Kubernetes limits to 63 characters.
-MAX_LABEL_VALUE = 63
+MAX_LABEL_VALUE = 63  # Kubernetes label values (and the DNS labels worker group keys must be)
 RESERVED_GROUPS = ("default",)  # the operator's own default group is `<cluster>-default`
 
 
@@ -658,7 +687,9 @@ class ClusterConfig(Section):
     """The DaskCluster, its workers, scheduler and autoscaler."""
 
     name: ClusterName = Field(
-        "lsdb-cluster", description="`DaskCluster` name: lowercase RFC 1123 label, ≤ 53 characters."
+        "lsdb-cluster",
+        description=f"Base name: the DaskCluster is `<name>-<hash>`, the stable Service `<name>-scheduler`;"
+        f" a DNS-1035 label (starts with a letter), ≤ {MAX_CLUSTER_NAME} characters.",
     )
     size: SizeName = Field("small", description="Preset from the sizing table; explicit values override it.")
     workers: WorkersConfig = Field(default_factory=_empty_section, description="The default worker group.")
@@ -704,13 +735,16 @@ class ClusterConfig(Section):
     def _rules(self) -> ClusterConfig:
         p = Problems()
         for group in self.worker_groups:
-            if len(self.name) + 1 + len(group) > MAX_LABEL_VALUE:
+            # The longest name derived from the group: its worker Deployments `<live>-<group>-worker-<uuid>`; the
+            # DaskWorkerGroup `<live>-<group>` is also a pod label value. Both must fit NAME_LIMIT.
+            longest = worker_deployment_name(self.name, group)
+            if len(longest) > NAME_LIMIT:
+                room = len(group) - (len(longest) - NAME_LIMIT)
                 p.add(
                     f"workerGroups.{group}", "{...}",
-                    f"makes the group name '{self.name}-{group}' longer than {MAX_LABEL_VALUE} characters "
-                    "(the operator puts it in a pod label)",
-                    f"shorten the group name to at most {MAX_LABEL_VALUE - 1 - len(self.name)} characters "
-                    "or cluster.name",
+                    f"makes the operator's worker Deployment names ({len(longest)} characters, e.g. '{longest}') "
+                    f"longer than {NAME_LIMIT}",
+                    f"shorten the group name to at most {max(room, 0)} characters, or cluster.name",
                 )  # fmt: skip
         p.raise_any()
         return self
@@ -834,8 +868,8 @@ class VerifyConfig(Section):
         1, ge=MIN_ROWS, description="Fail when the cone returns fewer rows."
     )
     min_workers: Annotated[int, Fix("use 1 or more")] = Field(1, ge=MIN_WORKERS, description="Workers to wait for.")
-    timeout_seconds: Annotated[float, Fix("e.g. 300")] = Field(
-        300.0, gt=MIN_TIMEOUT, description="Overall deadline, seconds."
+    timeout_seconds: Annotated[float, Fix("e.g. 900")] = Field(
+        DEFAULT_TIMEOUT, gt=MIN_TIMEOUT, description="Overall deadline, seconds (the connect stage alone may take 600)."
     )
     connect: Literal["portForward", "direct"] = Field(
         "portForward",

@@ -17,6 +17,11 @@ DASHBOARD_PORT_NAME = "http-dashboard"
 # dask_kubernetes.constants (pinned by tests/test_constants.py).
 SCHEDULER_NAME_TEMPLATE = "{cluster_name}-scheduler"
 KUBERNETES_MAX_RESOURCE_NAME_LENGTH = 63
+# The default worker group (controller.daskcluster_create_components) and the worker Deployments of a group
+# (controller.build_worker_deployment_spec: `<group>-worker-<uuid4().hex[:10]>`).
+DEFAULT_WORKER_GROUP_TEMPLATE = "{cluster_name}-default"
+WORKER_DEPLOYMENT_TEMPLATE = "{worker_group_name}-worker-{uuid}"
+WORKER_UUID_LENGTH = 10
 # The labels the operator puts on the pods it creates (controller.build_*_deployment_spec).
 CLUSTER_NAME_LABEL = "dask.org/cluster-name"
 COMPONENT_LABEL = "dask.org/component"
@@ -31,11 +36,76 @@ DEFAULT_GROUP = "default"  # the operator's default group is "<cluster>-default"
 # Every object this program creates carries these labels.
 PART_OF = "lsdb-k8s"
 LABELS: dict[str, str] = {"app.kubernetes.io/part-of": PART_OF}
+# Both namespaces (operator and cluster) enforce the restricted Pod Security Standard: the API server itself rejects
+# a pod that regresses. https://kubernetes.io/docs/concepts/security/pod-security-admission/
+POD_SECURITY_LEVEL = "restricted"
+POD_SECURITY_LABELS: dict[str, str] = {
+    f"pod-security.kubernetes.io/{mode}": POD_SECURITY_LEVEL for mode in ("enforce", "audit", "warn")
+}
+
+
+# Blue/green: the DaskCluster of a stack is `<cluster.name>-<h>`, `<h>` a digest of everything the operator does
+# not reconcile (components/cluster.py, `cluster_spec_digest`); a program-owned Service `<cluster.name>-scheduler`
+# (the stable endpoint) selects the scheduler pod of the live one.
+SPEC_DIGEST_LENGTH = 8
 
 
 def scheduler_service_name(cluster_name: str) -> str:
     """The Service (and Deployment) the operator creates for a DaskCluster's scheduler."""
     return SCHEDULER_NAME_TEMPLATE.format(cluster_name=cluster_name)
+
+
+def live_cluster_name(name: str, digest: str) -> str:
+    """The DaskCluster (and DaskAutoscaler) name: `cluster.name` plus the spec digest, `<name>-<h>`."""
+    return f"{name}-{digest}"
+
+
+def stable_service_name(name: str) -> str:
+    """The stable endpoint `<cluster.name>-scheduler`, owned by the program; it follows the live cluster."""
+    return SCHEDULER_NAME_TEMPLATE.format(cluster_name=name)
+
+
+def candidate_service_name(live: str) -> str:
+    """The operator's own Service of one live cluster `<cluster.name>-<h>-scheduler` (what the verification uses)."""
+    return scheduler_service_name(live)
+
+
+def default_worker_group_name(live: str) -> str:
+    return DEFAULT_WORKER_GROUP_TEMPLATE.format(cluster_name=live)
+
+
+def worker_deployment_name(name: str, group: str) -> str:
+    """The longest worker Deployment name of the extra worker group `group` (`<live>-<group>-worker-<uuid>`)."""
+    live = live_cluster_name(name, "f" * SPEC_DIGEST_LENGTH)
+    return WORKER_DEPLOYMENT_TEMPLATE.format(worker_group_name=f"{live}-{group}", uuid="f" * WORKER_UUID_LENGTH)
+
+
+def derived_names(name: str) -> dict[str, str]:
+    """Every name the program and the operator derive from `cluster.name`, with the longest possible digest/uuid.
+
+    Keys say what each name is; `name_limits` gives the Kubernetes limit each must fit.
+    """
+    live = live_cluster_name(name, "f" * SPEC_DIGEST_LENGTH)
+    group = default_worker_group_name(live)
+    return {
+        "DaskCluster": live,
+        "stable Service": stable_service_name(name),
+        "scheduler Service": candidate_service_name(live),
+        "worker group": group,
+        "worker Deployment": WORKER_DEPLOYMENT_TEMPLATE.format(worker_group_name=group, uuid="f" * WORKER_UUID_LENGTH),
+    }
+
+
+# Each derived name must be a DNS-1035 label (Services) or a label value (the operator puts the cluster and worker
+# group names in pod labels): 63 characters. Deployments may be DNS subdomains, but Kubernetes advises DNS labels
+# "for best compatibility" (pod hostnames): https://kubernetes.io/docs/concepts/workloads/controllers/deployment/
+NAME_LIMIT = KUBERNETES_MAX_RESOURCE_NAME_LENGTH
+
+
+def max_cluster_name_length() -> int:
+    """The longest `cluster.name` whose every derived name fits NAME_LIMIT."""
+    overhead = max(len(derived) for derived in derived_names("").values())
+    return NAME_LIMIT - overhead
 
 
 def pod_selector(cluster_name: str, component: str) -> str:

@@ -2,6 +2,11 @@
 
 Helm installs CRDs once and never upgrades them, so the four CRDs are Pulumi resources read from the
 pinned package's chart (`crds/`), and the release skips them: bumping the lock upgrades the CRDs.
+
+Destroy never cascades: deleting a CRD deletes every object of its kind in the whole cluster (other stacks'
+DaskClusters included), so the CRDs are `retain_on_delete`: `pulumi destroy` (or `operator.install: false`)
+removes them from the state and leaves them in the cluster. The README's lifecycle section says how to delete
+them on purpose.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
-from components.constants import LABELS
+from components.constants import LABELS, POD_SECURITY_LABELS
 from components.lock import PROJECT_DIR, locked_version
 
 CHART_NAME = "dask-kubernetes-operator"
@@ -54,10 +59,37 @@ def _read_crds(chart_dir: Path) -> list[dict[str, Any]]:
     return sorted(crds, key=lambda d: d["metadata"]["name"])
 
 
+# The restricted Pod Security Standard for the operator pod and container, under the chart's own keys
+# (`podSecurityContext`, `securityContext` in its values.yaml; the chart's default pod context is `{}` and no
+# seccomp profile). https://kubernetes.io/docs/concepts/security/pod-security-standards/#restricted
+OPERATOR_USER = 1000  # the chart's default runAsUser
+OPERATOR_POD_SECURITY_CONTEXT: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "runAsUser": OPERATOR_USER,
+    "runAsGroup": OPERATOR_USER,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+OPERATOR_CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "privileged": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "runAsUser": OPERATOR_USER,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
 def release_values(version: str, image: str | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The release's values: the locked image (the packaged chart carries placeholder tag "set-by-chartpress"; a
-    mirror replaces the repository only), plus `extra` (the monitors' `metrics` values when monitoring is on)."""
-    return {"image": {"name": image or OPERATOR_IMAGE, "tag": version}, **(extra or {})}
+    mirror replaces the repository only), the restricted security contexts, plus `extra` (the monitors' `metrics`
+    values when monitoring is on)."""
+    return {
+        "image": {"name": image or OPERATOR_IMAGE, "tag": version},
+        "podSecurityContext": OPERATOR_POD_SECURITY_CONTEXT,
+        "securityContext": OPERATOR_CONTAINER_SECURITY_CONTEXT,
+        **(extra or {}),
+    }
 
 
 def prepare_packaged_chart(version: str, build_dir: Path | None = None) -> Path:
@@ -132,13 +164,13 @@ class DaskOperator(pulumi.ComponentResource):
                 f"{name}-crd-{crd['spec']['names']['singular']}",
                 metadata={"name": crd["metadata"]["name"], "annotations": crd["metadata"].get("annotations", {})},
                 spec=crd["spec"],
-                opts=pulumi.ResourceOptions(parent=self),
+                opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
             )
             for crd in crd_manifests()
         ]
         self.namespace = k8s.core.v1.Namespace(
             f"{name}-namespace",
-            metadata={"name": namespace, "labels": LABELS},
+            metadata={"name": namespace, "labels": {**LABELS, **POD_SECURITY_LABELS}},
             opts=pulumi.ResourceOptions(parent=self),
         )
         if args.chart_source == "package":

@@ -58,6 +58,7 @@ class LsdbImage(pulumi.ComponentResource):
     """Builds and pushes the image (or adopts a prebuilt `image.ref`), plus the pull Secret for private registries."""
 
     ref: pulumi.Output[str]
+    identity: str  # known at evaluation: `image.ref`, or repository:<content tag> (the cluster's names derive from it)
     image: docker.Image | None
     pull_secret: k8s.core.v1.Secret | None
     pull_secret_name: str | None
@@ -68,15 +69,17 @@ class LsdbImage(pulumi.ComponentResource):
         self.image = None
         if image.ref is not None:
             self.ref = pulumi.Output.from_input(image.ref)
+            self.identity = image.ref
         else:
             registry = None
             if registry_password is not None:
                 registry = docker.RegistryArgs(
                     server=image.registry_server, username=image.registry_username, password=registry_password
                 )
+            self.identity = f"{image.repository}:{image_tag(image.python_version, image.platform)}"
             self.image = docker.Image(
                 f"{name}-build",
-                image_name=f"{image.repository}:{image_tag(image.python_version, image.platform)}",
+                image_name=self.identity,
                 build=docker.DockerBuildArgs(
                     context=str(DOCKER_DIR),
                     dockerfile=str(DOCKER_DIR / "Dockerfile"),

@@ -13,9 +13,15 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.client_check import enforce_client_environment
-from components.cluster import ENDPOINT_KEYS, LsdbDaskCluster, LsdbDaskClusterArgs
+from components.cluster import (
+    ENDPOINT_KEYS,
+    LsdbDaskCluster,
+    LsdbDaskClusterArgs,
+    StableEndpoint,
+    StableEndpointArgs,
+)
 from components.config import StackConfig, read_stack_config, secret_config
-from components.constants import LABELS
+from components.constants import LABELS, POD_SECURITY_LABELS
 from components.dask_operator import DaskOperator, DaskOperatorArgs, operator_from_stack, operator_version
 from components.image import LsdbImage, LsdbImageArgs
 from components.monitoring import LsdbMonitoring, MonitoringArgs, chart_monitoring_values
@@ -56,7 +62,7 @@ def program(config: StackConfig) -> dict[str, Any]:
     cluster_namespace = None
     if config.create_namespace and namespace != "default":
         cluster_namespace = k8s.core.v1.Namespace(
-            "namespace", metadata={"name": namespace, "labels": LABELS}, opts=provider_opts
+            "namespace", metadata={"name": namespace, "labels": {**LABELS, **POD_SECURITY_LABELS}}, opts=provider_opts
         )
 
     credentials = None
@@ -80,19 +86,22 @@ def program(config: StackConfig) -> dict[str, Any]:
             storage=storage.pod_storage,
             kube_context=config.kube_context,
             pull_secret=image.pull_secret_name,
+            image_identity=image.identity,
         ),
         opts(operator, cluster_namespace, storage, image),
     )
     exports |= {"namespace": namespace, "clusterName": cluster.cluster_name, "imageRef": image.ref}
-    exports |= {key: cluster.endpoints[key] for key in ENDPOINT_KEYS}
     exports["workerGroups"] = cluster.worker_group_names
 
+    # The verification of THIS cluster (through its own Service): a new cluster gets a new verification resource,
+    # whose create runs the check; the old cluster's one is deleted (a no-op) with the old cluster.
+    verification = None
     if config.verify.enabled:
         v = config.verify
         verification = LsdbVerification(
-            "lsdb-verification",
+            f"lsdb-verification-{cluster.digest}",
             VerificationArgs(
-                scheduler_address=cluster.endpoints["schedulerAddress"],
+                scheduler_address=cluster.candidate_address,
                 namespace=namespace,
                 cluster_name=cluster.cluster_name,
                 kube_context=config.kube_context,
@@ -113,6 +122,15 @@ def program(config: StackConfig) -> dict[str, Any]:
         )
         exports["verification"] = verification.outputs()
 
+    # Switched to the new cluster only after it passed the verification: a failed check fails `pulumi up` here, the
+    # stable Service keeps selecting the old cluster, and the old cluster (still in the program's state) stays.
+    endpoint = StableEndpoint(
+        "scheduler-endpoint",
+        StableEndpointArgs(config.cluster.name, cluster.live_name, namespace, config.kube_context),
+        opts(cluster, verification, cluster_namespace),
+    )
+    exports |= {key: endpoint.endpoints[key] for key in ENDPOINT_KEYS}
+
     if config.monitoring.enabled:
         LsdbMonitoring(
             "lsdb-monitoring",
@@ -124,7 +142,7 @@ def program(config: StackConfig) -> dict[str, Any]:
                 own_monitors=operator is None,
                 verification=exports.get("verification"),
             ),
-            opts(cluster),
+            opts(cluster, verification),
         )
     return exports
 

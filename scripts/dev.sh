@@ -243,7 +243,8 @@ ensure_registry() {
 render_kind_config() {
     local line
     while IFS= read -r line || [[ -n "$line" ]]; do
-        printf '%s\n' "${line//__CATALOG_DIR__/${CATALOG_DIR}}"
+        line="${line//__CATALOG_DIR__/${CATALOG_DIR}}"
+        printf '%s\n' "${line//__POD_SECURITY_DIR__/${ROOT}/scripts}"
     done <"${ROOT}/scripts/kind-config.yaml"
 }
 
@@ -318,8 +319,9 @@ cmd_up() {
     pulumi stack select --stack "$STACK" --create --non-interactive
     local extra=()
     read -r -a extra <<<"${PULUMI_UP_ARGS:-}"
-    say "pulumi up --stack ${STACK} --yes ${PULUMI_UP_ARGS:-}"
-    pulumi up --stack "$STACK" --yes ${extra[@]+"${extra[@]}"}
+    # --refresh: a DaskCluster the operator deleted itself (cluster.idleTimeoutSeconds) is seen gone and recreated.
+    say "pulumi up --stack ${STACK} --refresh --yes ${PULUMI_UP_ARGS:-}"
+    pulumi up --stack "$STACK" --refresh --yes ${extra[@]+"${extra[@]}"}
     say "dev environment ready. Reach the scheduler and dashboard from here with:"
     printf '    %s\n' "$(pulumi stack output --stack "$STACK" portForwardScheduler)" \
         "$(pulumi stack output --stack "$STACK" portForwardDashboard)"

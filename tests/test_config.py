@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from components.config import ConfigError, parse_stack_config, quantity_bytes
+from components.config import MAX_CLUSTER_NAME, ConfigError, parse_stack_config, quantity_bytes
 from tools.mock_runtime import ProgramRun, run_program
 
 VALID: dict[str, Any] = {
@@ -82,7 +82,8 @@ def test_numbers_given_as_strings_or_floats_are_accepted() -> None:
 
 REJECTIONS = [
     ("cluster name with uppercase", with_changes(cluster__name="LSDB"), "cluster.name"),
-    ("cluster name too long for -scheduler", with_changes(cluster__name="a" * 54), "cluster.name"),
+    ("cluster name too long for its derived names", with_changes(cluster__name="a" * 29), "cluster.name"),
+    ("cluster name starting with a digit", with_changes(cluster__name="1lsdb"), "cluster.name"),
     ("cluster name with underscore", with_changes(cluster__name="lsdb_cluster"), "cluster.name"),
     ("negative replicas", with_changes(cluster__workers={"replicas": -1}), "cluster.workers.replicas"),
     (
@@ -377,6 +378,16 @@ def test_all_problems_reported_at_once() -> None:
     }
     assert expected <= keys
     assert str(len(problems)) in str(ConfigError(problems))
+
+
+def test_cluster_name_limits_name_the_maximum_and_the_derived_name() -> None:
+    ok = parse_stack_config(with_changes(cluster__name="a" * MAX_CLUSTER_NAME))
+    assert ok.cluster.name == "a" * MAX_CLUSTER_NAME
+    (problem,) = problems_for(with_changes(cluster__name="a" * (MAX_CLUSTER_NAME + 1)))
+    assert f"more than the maximum of {MAX_CLUSTER_NAME}" in problem and "worker Deployment" in problem
+    assert "over the Kubernetes limit of 63" in problem and "Fix:" in problem
+    (problem,) = problems_for(with_changes(cluster__name="9lives"))
+    assert "DNS-1035" in problem and "starting with a letter" in problem
 
 
 def test_typo_suggests_the_right_key() -> None:

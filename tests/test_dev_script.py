@@ -343,6 +343,32 @@ def script_default(name: str) -> str:
     return match.group(1)
 
 
+def test_kind_cluster_enforces_the_restricted_pod_security_standard() -> None:
+    text = (ROOT / "scripts" / "kind-config.yaml").read_text().replace("__POD_SECURITY_DIR__", str(ROOT / "scripts"))
+    (node,) = yaml.safe_load(text.replace("__CATALOG_DIR__", "/tmp/c"))["nodes"]
+    patch = yaml.safe_load(node["kubeadmConfigPatches"][0])
+    config_file = patch["apiServer"]["extraArgs"]["admission-control-config-file"]
+    (volume,) = patch["apiServer"]["extraVolumes"]
+    (mount,) = [m for m in node["extraMounts"] if m["containerPath"] == volume["hostPath"]]
+    # The file the API server reads is scripts/pod-security.yaml, through the node mount and the static pod volume.
+    assert Path(mount["hostPath"], Path(config_file).name) == ROOT / "scripts" / "pod-security.yaml"
+    assert config_file.startswith(volume["mountPath"] + "/")
+    admission = yaml.safe_load((ROOT / "scripts" / "pod-security.yaml").read_text())
+    (plugin,) = admission["plugins"]
+    assert plugin["name"] == "PodSecurity"
+    defaults = plugin["configuration"]["defaults"]
+    assert (defaults["enforce"], defaults["audit"], defaults["warn"]) == ("restricted",) * 3
+    assert set(plugin["configuration"]["exemptions"]["namespaces"]) == {"kube-system", "local-path-storage"}
+    script = (ROOT / "scripts" / "dev.sh").read_text()
+    assert "__POD_SECURITY_DIR__" in script and "__CATALOG_DIR__" in script
+
+
+def test_make_up_refreshes_before_it_deploys() -> None:
+    # idleTimeoutSeconds: the operator deletes the DaskCluster itself; --refresh lets the same `pulumi up` recreate it.
+    script = (ROOT / "scripts" / "dev.sh").read_text()
+    assert re.search(r'^\s*pulumi up --stack "\$STACK" --refresh --yes', script, re.M)
+
+
 def test_kind_config_mounts_the_catalog_where_the_dev_stack_reads_it(tmp_path: Path) -> None:
     catalog_dir = tmp_path / "catalogs"
     text = (ROOT / "scripts" / "kind-config.yaml").read_text().replace("__CATALOG_DIR__", str(catalog_dir))
@@ -350,7 +376,7 @@ def test_kind_config_mounts_the_catalog_where_the_dev_stack_reads_it(tmp_path: P
     assert kind["kind"] == "Cluster" and kind["apiVersion"] == "kind.x-k8s.io/v1alpha4"
     assert 'config_path = "/etc/containerd/certs.d"' in kind["containerdConfigPatches"][0]
     (node,) = kind["nodes"]
-    assert node["extraMounts"] == [{"hostPath": str(catalog_dir), "containerPath": "/lsdb-catalogs"}]
+    assert node["extraMounts"][0] == {"hostPath": str(catalog_dir), "containerPath": "/lsdb-catalogs"}
 
     dev = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
     storage = dev["lsdb-k8s:storage"]
@@ -406,8 +432,11 @@ def test_rendered_kind_config_mounts_the_absolute_catalog_folder(tmp_path: Path)
     result = source_and_run("render_kind_config", CATALOG_DIR=str(catalog_dir))
     assert result.returncode == 0, result.stderr
     rendered = yaml.safe_load(result.stdout)
-    assert rendered["nodes"][0]["extraMounts"] == [{"hostPath": str(catalog_dir), "containerPath": "/lsdb-catalogs"}]
-    assert "__CATALOG_DIR__" not in result.stdout
+    assert rendered["nodes"][0]["extraMounts"] == [
+        {"hostPath": str(catalog_dir), "containerPath": "/lsdb-catalogs"},
+        {"hostPath": str(ROOT / "scripts"), "containerPath": "/etc/lsdb-pod-security", "readOnly": True},
+    ]
+    assert "__CATALOG_DIR__" not in result.stdout and "__POD_SECURITY_DIR__" not in result.stdout
 
 
 @pytest.mark.skipif(not (ROOT / ".venv" / "bin" / "python").exists(), reason="needs the project virtualenv (make venv)")

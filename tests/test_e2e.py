@@ -112,7 +112,9 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     assert proc.returncode == 0, proc.stderr
     docs = {p.name: yaml.safe_load(p.read_text()) for p in sorted(out.glob("[0-9]*.yaml"))}
     (daskcluster,) = [d for d in docs.values() if d["kind"] == "DaskCluster"]
-    return {"dir": out, "daskcluster": daskcluster, "summary": yaml.safe_load((out / "summary.yaml").read_text())}
+    services = [d for d in docs.values() if d["kind"] == "Service"]  # the stable <cluster.name>-scheduler
+    summary = yaml.safe_load((out / "summary.yaml").read_text())
+    return {"dir": out, "daskcluster": daskcluster, "services": services, "summary": summary}
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +151,7 @@ def emulated(
         rendered["daskcluster"],
         root / "cluster",
         claims={"hats-catalog-pvc": claim},
+        services=rendered["services"],
         worker_env={
             "DASK_DISTRIBUTED__WORKER__PRELOAD": json.dumps([str(preload)]),
             "DASK_TEST_BLOCK_MARKER": str(block_marker),
@@ -194,7 +197,9 @@ def test_operator_objects_from_the_rendered_cluster(rendered: dict[str, Any]) ->
     for deployment in objects.worker_deployments:
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
-        assert env["DASK_SCHEDULER_ADDRESS"] == exports["schedulerAddress"]
+        # Workers join their own cluster's Service; clients use the stable one, which selects the same scheduler.
+        assert env["DASK_SCHEDULER_ADDRESS"] == f"tcp://{name}-scheduler.{ns}.svc.cluster.local:8786"
+        assert exports["schedulerAddress"] == f"tcp://{name.rsplit('-', 1)[0]}-scheduler.{ns}.svc.cluster.local:8786"
         assert env["DASK_WORKER_NAME"] == deployment["metadata"]["name"]
         assert deployment["metadata"]["ownerReferences"][0]["kind"] == "DaskWorkerGroup"
         assert deployment["metadata"]["labels"]["dask.org/cluster-name"] == name
@@ -255,7 +260,7 @@ def test_adaptive_target_needs_the_http_routes_env(rendered: dict[str, Any], tmp
     (container,) = manifest["spec"]["scheduler"]["spec"]["containers"]
     assert any(e["name"] == ROUTES_ENV for e in container["env"])
     container["env"] = [e for e in container["env"] if e["name"] != ROUTES_ENV]
-    with EmulatedCluster(manifest, tmp_path) as cluster:
+    with EmulatedCluster(manifest, tmp_path, services=rendered["services"]) as cluster:
         cluster.start(timeout=60)
         base = dashboard_base(cluster, rendered["summary"]["exports"])
         assert http_get(base + "/health")[0] == 200
@@ -413,10 +418,11 @@ def test_extra_worker_group_registers_with_the_scheduler(tmp_path: Path) -> None
     objects = kubernetes_objects(run)
     (group,) = [o for o in objects if o["kind"] == "DaskWorkerGroup"]
     (pdb,) = [o for o in objects if o["kind"] == "PodDisruptionBudget"]
+    live = dask_cluster(run)["metadata"]["name"]
     with EmulatedCluster(dask_cluster(run), tmp_path, worker_groups=[group]) as cluster:
         assert len(cluster.worker_pods) == 2
-        group_pod = next(p for p in cluster.worker_pods if p.labels["dask.org/workergroup-name"] == "wg-highmem")
-        (worker_name,) = [n for n in cluster.worker_names if n.startswith("wg-highmem-worker-")]
+        group_pod = next(p for p in cluster.worker_pods if p.labels["dask.org/workergroup-name"] == f"{live}-highmem")
+        (worker_name,) = [n for n in cluster.worker_names if n.startswith(f"{live}-highmem-worker-")]
         cluster.start(timeout=120)
         workers = cluster.wait_for_workers(timeout=120)
         by_name = {w["name"]: w for w in workers.values()}
@@ -426,7 +432,7 @@ def test_extra_worker_group_registers_with_the_scheduler(tmp_path: Path) -> None
         with Client(cluster.scheduler_address, timeout=60, set_as_default=False) as client:
             address = next(a for a, w in workers.items() if w["name"] == worker_name)
             assert client.submit(lambda: 42, workers=[address]).result(timeout=60) == 42
-            assert _workers_by_group(client, 10.0) == {"wg-default": 1, "wg-highmem": 1}
+            assert _workers_by_group(client, 10.0) == {f"{live}-default": 1, f"{live}-highmem": 1}
         # The labels the program's selectors use are on the pods the operator's builders made.
         spread = group["spec"]["worker"]["spec"]["topologySpreadConstraints"][0]["labelSelector"]["matchLabels"]
         assert spread.items() <= group_pod.labels.items()

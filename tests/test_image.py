@@ -355,7 +355,7 @@ def test_registry_credentials_make_a_pull_secret_used_by_both_pods(registry_run)
     assert len(pull) == 1
     secret = unwrap_secrets(pull[0].inputs)
     cluster = unwrap_secrets(registry_run.one(DASKCLUSTER).inputs)
-    name = pull_secret_name(cluster["metadata"]["name"])
+    name = pull_secret_name(cluster["metadata"]["labels"]["app.kubernetes.io/name"])  # cluster.name: blue and green
     assert secret["metadata"] == {"name": name, "namespace": "lsdb-dev", "labels": LABELS}  # the cluster namespace
     auths = json.loads(secret["stringData"][".dockerconfigjson"])["auths"]
     assert auths == {

@@ -26,7 +26,7 @@ SERVICE_MONITOR = "kubernetes:monitoring.coreos.com/v1:ServiceMonitor"
 POD_MONITOR = "kubernetes:monitoring.coreos.com/v1:PodMonitor"
 CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
 RELEASE = "kubernetes:helm.sh/v3:Release"
-FROM_STACK = {"fromStack": "astro-platform/lsdb-k8s/prod"}
+FROM_STACK = {"fromStack": "organization/lsdb-k8s/platform"}
 ON = {"enabled": True, "labels": {"release": "kube-prometheus-stack"}}
 
 

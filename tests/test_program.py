@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -34,15 +35,18 @@ def default_run():
 def test_stack_exports_derive_from_the_real_cluster_name(stack: str) -> None:
     run = run_stack(stack)
     cluster = dask_cluster(run)
-    name, ns = cluster["metadata"]["name"], cluster["metadata"]["namespace"]
+    live, ns = cluster["metadata"]["name"], cluster["metadata"]["namespace"]
+    name = cluster["metadata"]["labels"]["app.kubernetes.io/name"]  # cluster.name; the live cluster is <name>-<h>
+    assert re.fullmatch(rf"{name}-[0-9a-f]{{8}}", live)
     out = run.outputs
-    assert out["clusterName"] == name and out["namespace"] == ns
+    assert out["clusterName"] == live and out["namespace"] == ns
+    # Every address names the stable Service <name>-scheduler, which outlives upgrades.
     assert out["schedulerAddress"] == f"tcp://{name}-scheduler.{ns}.svc.cluster.local:8786"
     assert out["dashboardUrl"] == f"http://{name}-scheduler.{ns}.svc.cluster.local:8787/status"
     assert out["portForwardScheduler"].endswith(f"port-forward -n {ns} svc/{name}-scheduler 8786:8786")
     assert out["portForwardDashboard"].endswith(f"svc/{name}-scheduler 8787:8787")
     assert out["localSchedulerAddress"] == "tcp://localhost:8786"
-    assert out["kubectlWorkerPods"].endswith(f"-l dask.org/cluster-name={name},dask.org/component=worker")
+    assert out["kubectlWorkerPods"].endswith(f"-l dask.org/cluster-name={live},dask.org/component=worker")
     assert "@sha256:" in out["imageRef"]
 
 
@@ -100,7 +104,7 @@ def test_chart_source_package_installs_the_local_chart() -> None:
 def test_operator_install_false_creates_neither_release_nor_crds() -> None:
     run = run_with(operator={"install": False})
     assert run.of_type(RELEASE) == [] and run.of_type(CRD) == []
-    assert dask_cluster(run)["metadata"]["name"] == "lsdb-cluster"
+    assert dask_cluster(run)["metadata"]["name"].startswith("lsdb-cluster-")
 
 
 def test_operator_from_stack_must_match_the_lock() -> None:
@@ -118,8 +122,10 @@ def test_daskcluster_spec(default_run) -> None:
     spec = cluster["spec"]
     sched = spec["scheduler"]["spec"]["containers"][0]
     worker = spec["worker"]["spec"]["containers"][0]
+    live = cluster["metadata"]["name"]
+    assert re.fullmatch(r"lsdb-cluster-[0-9a-f]{8}", live)
     assert cluster["metadata"] == {
-        "name": "lsdb-cluster",
+        "name": live,
         "namespace": "lsdb-test",
         "labels": {"app.kubernetes.io/part-of": "lsdb-k8s", "app.kubernetes.io/name": "lsdb-cluster"},
     }
@@ -129,6 +135,7 @@ def test_daskcluster_spec(default_run) -> None:
     assert [(p["name"], p["containerPort"]) for p in sched["ports"]] == [("tcp-comm", 8786), ("http-dashboard", 8787)]
     service = spec["scheduler"]["service"]
     assert service["type"] == "ClusterIP"
+    assert service["selector"] == {"dask.org/cluster-name": live, "dask.org/component": "scheduler"}
     assert {p["name"]: p["port"] for p in service["ports"]} == {"tcp-comm": 8786, "http-dashboard": 8787}
     assert worker["resources"] == {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"memory": "4Gi"}}
     assert sched["resources"] == {"requests": {"cpu": "2", "memory": "6Gi"}, "limits": {"memory": "6Gi"}}
@@ -174,7 +181,9 @@ def test_scheduler_http_routes_env_parses_as_a_list_with_the_api(default_run) ->
 def test_autoscaler_points_at_the_cluster_and_waits_for_it(default_run) -> None:
     scaler = default_run.one(AUTOSCALER)
     cluster = default_run.one(DASKCLUSTER)
-    assert manifest(scaler)["spec"] == {"cluster": "lsdb-cluster", "minimum": 2, "maximum": 4}
+    live = manifest(cluster)["metadata"]["name"]
+    assert manifest(scaler)["metadata"]["name"] == live
+    assert manifest(scaler)["spec"] == {"cluster": live, "minimum": 2, "maximum": 4}
     assert cluster.urn in scaler.dependencies
     component = default_run.one("lsdb-k8s:cluster:LsdbDaskCluster")
     assert scaler.parent == cluster.parent == component.urn
@@ -282,10 +291,12 @@ def test_verification_follows_the_cluster_and_takes_the_verify_config() -> None:
     assert {cluster.urn, scaler.urn} <= set(verification.dependencies)
     inputs = verification.inputs
     assert inputs["catalogPath"] == "/data/sample" and inputs["connect"] == "portForward"
-    assert inputs["clusterName"] == "lsdb-dev" and inputs["namespace"] == "lsdb-dev"
+    live = run.outputs["clusterName"]
+    assert inputs["clusterName"] == live and live.startswith("lsdb-dev-") and inputs["namespace"] == "lsdb-dev"
     assert inputs["kubeContext"] == "kind-lsdb-dev"
     assert inputs["imageRef"] == run.outputs["imageRef"]
-    assert inputs["schedulerAddress"] == run.outputs["schedulerAddress"]
+    # The verification checks the candidate through its own Service, never the stable one.
+    assert inputs["schedulerAddress"] == f"tcp://{live}-scheduler.lsdb-dev.svc.cluster.local:8786"
     assert (inputs["ra"], inputs["dec"], inputs["radiusArcsec"]) == (180, 0, 3600)
     assert inputs["columns"] == ["id", "ra", "dec", "phot_g_mean_mag"]
     assert len(inputs["clusterSpecHash"]) == 64
@@ -343,7 +354,7 @@ def test_program_is_a_function_of_the_validated_config() -> None:
             exported[key] = value
 
     run = run_program({}, stack="fn", program=entry)
-    assert run.outputs["clusterName"] == "fn-cluster" and run.outputs["namespace"] == "lsdb-fn"
+    assert run.outputs["clusterName"].startswith("fn-cluster-") and run.outputs["namespace"] == "lsdb-fn"
     assert set(exported) >= {"schedulerAddress", "imageRef", "operatorVersion"}
     assert run.one(DASKCLUSTER).inputs["metadata"]["namespace"] == "lsdb-fn"
 
@@ -384,7 +395,7 @@ def test_worker_group_follows_the_live_cluster_with_the_default_workers_containe
     cluster, group = dask_cluster(run), manifest(run.one(WORKER_GROUP))
     live = cluster["metadata"]["name"]
     assert group["metadata"]["name"] == f"{live}-highmem" and group["spec"]["cluster"] == live
-    assert run.outputs["workerGroups"] == {"highmem": f"{live}-highmem"}
+    assert run.outputs["workerGroups"] == {"highmem": f"{live}-highmem"} and live.startswith("lsdb-wg-")
     worker = group["spec"]["worker"]
     assert worker["replicas"] == 2 and worker["metadata"]["labels"] == {"lsdb-k8s/worker-group": "highmem"}
     (container,) = worker["spec"]["containers"]
@@ -405,13 +416,23 @@ def test_worker_group_follows_the_live_cluster_with_the_default_workers_containe
     assert cluster["spec"]["scheduler"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] == "2"
 
 
-def test_worker_group_lifecycle_options() -> None:
+def test_worker_group_lifecycle_follows_the_cluster_digest() -> None:
     run = run_with(cluster={"name": "lsdb-wg", "workerGroups": GROUPS})
     group, cluster = run.one(WORKER_GROUP), run.one(DASKCLUSTER)
     assert cluster.urn in group.dependencies  # the operator looks the cluster up when the group is created
     assert group.parent == run.one("lsdb-k8s:cluster:LsdbDaskCluster").urn
-    # The operator ignores in-place pod template changes: they replace the group; replicas update in place.
-    assert set(group.options["replaceOnChanges"]) == {"spec.worker.spec", "spec.worker.metadata"}
+    live = dask_cluster(run)["metadata"]["name"]
+    digest = live.rsplit("-", 1)[1]
+    assert group.urn.endswith(f"-workergroup-highmem-{digest}")  # a new cluster registers new groups
+    # The operator ignores in-place pod template changes: a group's template is part of the cluster digest,
+    # its replicas (which the operator reconciles) are not.
+    bigger = {"highmem": {**GROUPS["highmem"], "memory": "24Gi"}}
+    more = {"highmem": {**GROUPS["highmem"], "replicas": 5}}
+    names = [
+        dask_cluster(run_with(cluster={"name": "lsdb-wg", "workerGroups": g}))["metadata"]["name"]
+        for g in (bigger, more)
+    ]
+    assert names[0] != live and names[1] == live
 
 
 def test_worker_group_changes_rerun_the_verification() -> None:

@@ -33,10 +33,11 @@ FILE_NAME = re.compile(r"^(\d\d)-([a-z0-9]+)-([a-z0-9.-]+)\.yaml$")
 DASK_GROUP = "kubernetes.dask.org/v1"
 EXPECTED_KINDS = {
     "dev": ["Namespace", "Namespace", *["CustomResourceDefinition"] * 4, "PersistentVolume", "PersistentVolumeClaim",
-            "PodDisruptionBudget", "DaskCluster", "DaskAutoscaler"],
-    "staging": ["Namespace", "PersistentVolumeClaim", "PodDisruptionBudget", "DaskCluster", "DaskAutoscaler"],
-    "prod": ["Namespace", "PersistentVolume", "PersistentVolumeClaim", "PodDisruptionBudget", "DaskCluster",
-             "DaskAutoscaler"],
+            "PodDisruptionBudget", "Service", "DaskCluster", "DaskAutoscaler"],
+    "staging": ["Namespace", "PersistentVolumeClaim", "PodDisruptionBudget", "Service", "DaskCluster",
+                "DaskAutoscaler"],
+    "prod": ["Namespace", "PersistentVolume", "PersistentVolumeClaim", "PodDisruptionBudget", "Service",
+             "DaskCluster", "DaskAutoscaler"],
 }  # fmt: skip
 # The stacks that take the operator from the platform stack (`operator.fromStack: platform`).
 FROM_PLATFORM = ("staging", "prod")
@@ -157,21 +158,26 @@ def test_rendered_cluster_matches_the_stack_config(render: dict[str, Any]) -> No
     raw = yaml.safe_load((PROJECT_DIR / f"Pulumi.{stack}.yaml").read_text())["config"]
     config = parse_stack_config({k.split(":", 1)[1]: v for k, v in raw.items()})
     assert cluster["metadata"] == {
-        "name": config.cluster.name,
+        "name": summary["exports"]["clusterName"],
         "namespace": config.namespace,
         "labels": cluster["metadata"]["labels"],
     }
+    assert cluster["metadata"]["name"].startswith(config.cluster.name + "-")
+    assert cluster["metadata"]["labels"]["app.kubernetes.io/name"] == config.cluster.name
     assert cluster["spec"]["worker"]["replicas"] == config.cluster.workers.replicas
     assert isinstance(cluster["spec"]["worker"]["replicas"], int), "numbers must not come out as floats"
     assert scaler["spec"] == {
-        "cluster": config.cluster.name,
+        "cluster": cluster["metadata"]["name"],
         "minimum": config.cluster.autoscaler.minimum,
         "maximum": config.cluster.autoscaler.maximum,
     }
     image = cluster["spec"]["worker"]["spec"]["containers"][0]["image"]
     assert re.fullmatch(r"[^@\s]+@sha256:[0-9a-f]{64}", image)
     assert summary["exports"]["imageRef"] == image
-    assert summary["exports"]["clusterName"] == config.cluster.name
+    (stable,) = [obj for _, obj in render["objects"] if obj["kind"] == "Service"]
+    assert stable["metadata"]["name"] == f"{config.cluster.name}-scheduler"
+    assert stable["spec"]["selector"]["dask.org/cluster-name"] == cluster["metadata"]["name"]
+    assert summary["exports"]["schedulerAddress"].startswith(f"tcp://{config.cluster.name}-scheduler.")
 
 
 def test_summary_lists_every_other_resource_with_its_inputs(render: dict[str, Any]) -> None:
@@ -205,7 +211,9 @@ def test_summary_lists_every_other_resource_with_its_inputs(render: dict[str, An
     (verification,) = [r for (t, _), r in resources.items() if t == "pulumi-python:dynamic/lsdb:Verification"]
     raw = yaml.safe_load((PROJECT_DIR / f"Pulumi.{stack}.yaml").read_text())["config"]["lsdb-k8s:verify"]
     assert verification["inputs"]["catalogPath"] == raw["catalogPath"]
-    assert verification["inputs"]["schedulerAddress"] == summary["exports"]["schedulerAddress"]
+    # The verification reaches the new cluster through its own Service, not the stable one.
+    live = summary["exports"]["clusterName"]
+    assert verification["inputs"]["schedulerAddress"].startswith(f"tcp://{live}-scheduler.")
     assert verification["inputs"]["imageRef"] == summary["exports"]["imageRef"]
     assert any("dynamic providers run only during `pulumi up`" in a for a in summary["assumptions"])
     for key in ("namespace", "clusterName", "imageRef", "schedulerAddress", "dashboardUrl", "portForwardScheduler"):

@@ -20,6 +20,7 @@ import yaml
 from kubernetes_validate.utils import latest_version
 
 from components.dask_operator import crd_manifests
+from components.lock import PROJECT_DIR
 from tests.program_helpers import kubernetes_objects, run_stack, run_with
 
 VERSIONS = ["1.25.0", latest_version()]
@@ -72,7 +73,7 @@ def _variants() -> dict[str, Any]:
         ),
         "production+own-monitors": lambda: run_with(
             cluster=PRODUCTION,
-            operator={"fromStack": "astro-platform/lsdb-k8s/prod"},
+            operator={"fromStack": "organization/lsdb-k8s/platform"},
             monitoring={"enabled": True, "labels": {"release": "kps"}},
         ),
         "production+chart-monitors": lambda: run_with(
@@ -174,3 +175,26 @@ def test_schema_checks_can_fail() -> None:
     pvc["spec"]["accessMode"] = "ReadWriteMany"
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(pvc, VERSIONS[-1], strict=True)
+
+
+DEPLOYER_RBAC = PROJECT_DIR / "deploy" / "rbac" / "deployer.yaml"
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_deployer_rbac_manifest_is_valid(version: str) -> None:
+    docs = [d for d in yaml.safe_load_all(DEPLOYER_RBAC.read_text()) if d]
+    for obj in docs:
+        kubernetes_validate.validate(obj, version, strict=True)
+    roles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ClusterRole"}
+    bound = {d["roleRef"]["name"] for d in docs if d["kind"] in ("RoleBinding", "ClusterRoleBinding")}
+    assert bound == set(roles), "every role is bound"
+
+    def verbs(role: str, resource: str) -> set[str]:
+        return {v for r in roles[role]["rules"] if resource in r["resources"] for v in r["verbs"]}
+
+    # What the README's permission table says the verification needs, in the cluster namespace.
+    ns = "lsdb-k8s-deployer-namespace"
+    assert {"get", "list"} <= verbs(ns, "services") and {"get", "list"} <= verbs(ns, "pods")
+    assert verbs(ns, "pods/log") == {"get"} and verbs(ns, "pods/portforward") == {"get", "create"}
+    assert "delete" in verbs(ns, "daskclusters") and "delete" in verbs(ns, "daskautoscalers")
+    assert "create" in verbs("lsdb-k8s-deployer-cluster", "customresourcedefinitions")

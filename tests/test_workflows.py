@@ -236,6 +236,8 @@ def test_merges_deploy_platform_then_staging_then_prod_behind_environments() -> 
     up = [s for s in pulumi_steps("up") if s.get("uses", "").startswith("pulumi/actions@")]
     assert [s["with"]["command"] for s in up] == ["up"]
     assert up[0]["with"]["policyPacks"] == "policy"
+    # A DaskCluster the operator deleted itself (idleTimeout) must not stay stale in the state: refresh first.
+    assert up[0]["with"]["refresh"] is True
 
 
 def _deploy_order() -> list[str]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import importlib
 import math
 import threading
@@ -36,9 +37,11 @@ from components.verification.query import OUTPUT_KEYS, ClusterRef, VerificationQ
 # The stages in order; `VerificationError.stage` and the keys of `stage_seconds` are among them.
 STAGES = ("config", "connect", "workers", "versions", "open", "compute", "rows")
 
-# Per-stage ceilings in seconds; each stage also stops when the overall timeout runs out.
+# Per-stage ceilings in seconds; each stage also stops when the overall timeout runs out. `connect` covers a first
+# deploy: the operator creating the Service, a cold pull of the image (minutes on a slow registry) and the scheduler
+# becoming Ready; a pod stuck for a reason waiting will not cure fails it early (pods.py).
 DEFAULT_STAGE_TIMEOUTS: dict[str, float] = {
-    "connect": 30.0,
+    "connect": 600.0,
     "workers": 180.0,
     "versions": 30.0,
     "open": 120.0,
@@ -62,6 +65,12 @@ CHECKED_PACKAGES = (
 # distributed answers with importlib.metadata, so nothing is imported remotely just to read a version.
 EXTRA_VERSION_PACKAGES = ("lsdb", "hats", "nested-pandas", "pyarrow")
 OPEN_TASK_PREFIX = "lsdb-verify-open"
+# Connect retries: each attempt is bounded (so the wait hook runs in between), the pause doubles up to a ceiling.
+PROBE_ATTEMPT_SECONDS = 10.0
+RETRY_FIRST_PAUSE = 0.5
+RETRY_MAX_PAUSE = 5.0
+
+WaitHook = Callable[[], None]  # called between retries; raises VerificationError to stop waiting
 
 
 class VerificationError(RuntimeError):
@@ -356,11 +365,15 @@ def verify_catalog_query(
     *,
     where: ClusterRef | None = None,
     locked_versions: Mapping[str, str] | None = None,
+    wait_hook: WaitHook | None = None,
 ) -> VerificationResult:
     """Connect to the scheduler, check workers and versions, run `query` on the cluster, check its rows.
 
-    `where` only makes the error messages name the real Kubernetes objects. `locked_versions` maps package
-    names to the pinned versions (default: docker/requirements.lock); pass a modified mapping to test the check.
+    The connect stage retries with backoff until its budget (a scheduler not up yet is normal on a first deploy)
+    and calls `wait_hook` between attempts: the CLI passes `pods.StuckPods`, which fails early when a pod of the
+    cluster is stuck. `where` only makes the error messages name the real Kubernetes objects. `locked_versions`
+    maps package names to the pinned versions (default: docker/requirements.lock); pass a modified mapping to
+    test the check.
     Raises `VerificationError` naming the failed stage; returns a `VerificationResult` otherwise.
     """
     fixes = Fixes(where)
@@ -381,7 +394,7 @@ def verify_catalog_query(
     client = None
     try:
         with clock.stage("connect") as budget:
-            client = _connect(address, budget, fixes)
+            client = _connect(address, budget, fixes, wait_hook)
 
         with clock.stage("workers") as budget:
             n_workers = _wait_for_workers(client, address, q.min_workers, budget, fixes)
@@ -438,21 +451,44 @@ def verify_catalog_query(
     )
 
 
-def _connect(address: str, budget: float, fixes: Fixes) -> Any:
-    try:
-        identity = _call_with_deadline(lambda: _probe_scheduler(address, budget), budget + 1.0)
-    except (_Abandoned, TimeoutError) as exc:
+def _identify(address: str, budget: float, fixes: Fixes, wait_hook: WaitHook | None) -> Any:
+    """The scheduler's identity reply, retried with backoff until `budget` (wait_hook runs between attempts)."""
+    deadline = time.monotonic() + budget
+    pause = RETRY_FIRST_PAUSE
+    attempts = 0
+    last: BaseException | None = None
+    while (remaining := deadline - time.monotonic()) > 0:
+        attempts += 1
+        seconds = min(remaining, PROBE_ATTEMPT_SECONDS)
+        try:
+            return _call_with_deadline(functools.partial(_probe_scheduler, address, seconds), seconds + 1.0)
+        except Exception as exc:  # refused, reset by a port-forward to a pod not Ready yet, silent peer: retry
+            last = exc
+        if wait_hook is not None:
+            wait_hook()
+        time.sleep(max(min(pause, deadline - time.monotonic()), 0.0))
+        pause = min(pause * 2, RETRY_MAX_PAUSE)
+    if last is None or isinstance(last, _Abandoned | TimeoutError):
         raise VerificationError(
             "connect",
-            f"no Dask scheduler answered at {address} within {budget:g} s"
-            + ("" if isinstance(exc, _Abandoned) else f" ({describe(exc)})")
-            + " (refused, unresolvable, or a peer that accepts TCP but does not speak the Dask protocol)",
+            f"no Dask scheduler answered at {address} within {budget:g} s ({attempts} attempt(s)"
+            + ("" if last is None or isinstance(last, _Abandoned) else f", last: {describe(last)}")
+            + "): refused, unresolvable, a scheduler pod not Ready, or a peer that accepts TCP but does not speak"
+            " the Dask protocol",
             fixes("connect"),
         ) from None
-    except Exception as exc:
-        raise VerificationError(
-            "connect", f"could not talk to a Dask scheduler at {address}: {describe(exc)}", fixes("connect")
-        ) from exc
+    raise VerificationError(
+        "connect",
+        f"could not talk to a Dask scheduler at {address} within {budget:g} s ({attempts} attempt(s)):"
+        f" {describe(last)}",
+        fixes("connect"),
+    ) from last
+
+
+def _connect(address: str, budget: float, fixes: Fixes, wait_hook: WaitHook | None = None) -> Any:
+    started = time.monotonic()
+    identity = _identify(address, budget, fixes, wait_hook)
+    budget = max(budget - (time.monotonic() - started), 1.0)
     kind = identity.get("type") if isinstance(identity, dict) else None
     if kind != "Scheduler":
         raise VerificationError(

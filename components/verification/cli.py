@@ -17,8 +17,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from components.verification.check import VerificationError, VerificationResult, verify_catalog_query
+from components.verification.check import (
+    DEFAULT_STAGE_TIMEOUTS,
+    VerificationError,
+    VerificationResult,
+    WaitHook,
+    verify_catalog_query,
+)
 from components.verification.diagnostics import Fixes
+from components.verification.pods import Kr8sReader, StuckPods
 from components.verification.port_forward import SchedulerPortForward
 from components.verification.query import (
     CONNECT_MODES,
@@ -30,7 +37,9 @@ from components.verification.query import (
     VerificationQuery,
 )
 
-PORT_FORWARD_TIMEOUT = 30.0  # seconds to start the port-forward, within the overall timeout
+# The port-forward waits for the Service within the connect stage's budget (the operator creates it after the
+# DaskCluster); what it took comes off that budget.
+PORT_FORWARD_TIMEOUT = DEFAULT_STAGE_TIMEOUTS["connect"]
 
 
 def format_summary(result: VerificationResult) -> str:
@@ -74,7 +83,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--columns", default=None, help="comma-separated columns to load (default: the catalog's)")
     p.add_argument("--min-rows", type=int, default=1, help="fail when the cone returns fewer rows (default 1)")
     p.add_argument("--min-workers", type=int, default=1, help="workers to wait for (default 1)")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="overall deadline, seconds (default 300)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help=f"overall deadline, seconds (default {DEFAULT_TIMEOUT:g})",
+    )
     p.add_argument("--json", action="store_true", help="print the result (or the failure) as JSON on stdout")
     p.add_argument("--sample-rows", type=int, default=DEFAULT_SAMPLE_ROWS, help="rows to show (default 5)")
     p.add_argument("--namespace", help="Kubernetes namespace (names the real objects in error messages)")
@@ -129,26 +143,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         sample_rows=args.sample_rows,
     )
     started = time.monotonic()
+    # With API access (portForward) the wait reads the cluster's pods and fails early on a stuck one; `direct`
+    # has none and retries the connection until the budget.
+    wait_hook: WaitHook | None = StuckPods(Kr8sReader(args.kube_context), where) if port_forward else None
     try:
         if problems := query.problems():  # before any port-forward: the config stage comes first
             raise VerificationError("config", "; ".join(problems), Fixes(where)("config"))
+        connect_budget = min(PORT_FORWARD_TIMEOUT, args.timeout)
         address: contextlib.AbstractContextManager[str] = (
             SchedulerPortForward(
                 args.namespace,
                 args.cluster_name,
                 args.kube_context,
-                timeout=min(PORT_FORWARD_TIMEOUT, args.timeout),
+                timeout=connect_budget,
                 fixes=Fixes(where),
+                wait_hook=wait_hook,
             )
             if port_forward
             else contextlib.nullcontext(args.scheduler)
         )
         with address as scheduler:
-            # What the port-forward took comes off the overall deadline.
-            remaining = max(args.timeout - (time.monotonic() - started), 0.001)
-            result = verify_catalog_query(
-                scheduler, dataclasses.replace(query, timeout=remaining), where=where, locked_versions=locked
+            # What the port-forward took comes off the overall deadline and the connect stage's budget.
+            spent = time.monotonic() - started
+            remaining = max(args.timeout - spent, 0.001)
+            query = dataclasses.replace(
+                query, timeout=remaining, stage_timeouts={"connect": max(connect_budget - spent, 1.0)}
             )
+            result = verify_catalog_query(scheduler, query, where=where, locked_versions=locked, wait_hook=wait_hook)
     except VerificationError as exc:
         if args.json:
             print(json.dumps(exc.to_dict()))

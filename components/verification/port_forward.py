@@ -1,18 +1,22 @@
 """Reach the scheduler from a workstation: a kr8s port-forward to the operator's scheduler Service.
 
-kr8s is imported only when a real forward starts (`_kr8s_service`); tests pass `service_getter` instead.
+On a first deploy the Service may not exist yet (the operator creates it after the DaskCluster): the forward is
+retried with backoff until its timeout, and `wait_hook` (pods.StuckPods) runs between attempts to fail early
+when a pod of the cluster is stuck. kr8s is imported only when a real forward starts (`_kr8s_service`); tests pass
+`service_getter` instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import Any
 
 from components.constants import SCHEDULER_PORT, SCHEDULER_PORT_NAME, scheduler_service_name
-from components.verification.check import VerificationError, describe
+from components.verification.check import RETRY_FIRST_PAUSE, RETRY_MAX_PAUSE, VerificationError, WaitHook, describe
 from components.verification.diagnostics import Fixes
 from components.verification.query import ClusterRef
 
@@ -39,6 +43,7 @@ class SchedulerPortForward:
         timeout: float = 30.0,
         fixes: Fixes | None = None,
         service_getter: ServiceGetter | None = None,
+        wait_hook: WaitHook | None = None,
     ) -> None:
         self.namespace = namespace
         self.service_name = scheduler_service_name(cluster_name)
@@ -46,6 +51,8 @@ class SchedulerPortForward:
         self.timeout = timeout
         self.fixes = fixes or Fixes(ClusterRef(namespace, cluster_name, kube_context))
         self.service_getter: ServiceGetter = service_getter or _kr8s_service
+        self.wait_hook = wait_hook
+        self.attempts = 0
         self.local_port: int | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -54,24 +61,40 @@ class SchedulerPortForward:
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> str:
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), name="lsdb-verify-pf", daemon=True)
-        self._thread.start()
         where = f"service {self.service_name} in namespace {self.namespace}" + (
             f" (kube context {self.kube_context})" if self.kube_context else " (current kube context)"
         )
-        if not self._ready.wait(self.timeout):
+        deadline = time.monotonic() + self.timeout
+        pause = RETRY_FIRST_PAUSE
+        while True:
+            self.attempts += 1
+            if self._start(deadline - time.monotonic()):
+                return f"tcp://127.0.0.1:{self.local_port}"
+            error = self._error
             self.close()
+            if self.wait_hook is not None:
+                self.wait_hook()  # raises when a pod of the cluster is stuck
+            if time.monotonic() + pause >= deadline:
+                break
+            time.sleep(pause)
+            pause = min(pause * 2, RETRY_MAX_PAUSE)
+        tries = f"{self.attempts} attempt(s) within {self.timeout:g} s"
+        if error is None:
             raise VerificationError(
-                "connect",
-                f"the port-forward to {where} did not start within {self.timeout:g} s",
-                self.fixes.port_forward(),
+                "connect", f"the port-forward to {where} did not start ({tries})", self.fixes.port_forward()
             )
-        if self._error is not None:
-            self.close()
-            raise VerificationError(
-                "connect", f"could not port-forward to {where}: {describe(self._error)}", self.fixes.port_forward()
-            ) from self._error
-        return f"tcp://127.0.0.1:{self.local_port}"
+        raise VerificationError(
+            "connect", f"could not port-forward to {where} ({tries}): {describe(error)}", self.fixes.port_forward()
+        ) from error
+
+    def _start(self, seconds: float) -> bool:
+        """One attempt: look the Service up and start the forward in a fresh thread; True when it serves."""
+        self._ready = threading.Event()
+        self._error = None
+        self._loop = self._stop = None
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), name="lsdb-verify-pf", daemon=True)
+        self._thread.start()
+        return self._ready.wait(max(seconds, 0.0)) and self._error is None
 
     def __exit__(self, *exc: object) -> None:
         self.close()

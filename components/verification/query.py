@@ -61,7 +61,7 @@ def worker_group_of(worker_name: object) -> str:
     return m.group("group") if m else UNGROUPED
 
 
-DEFAULT_TIMEOUT = 300.0
+DEFAULT_TIMEOUT = 900.0  # connect (600, a cold image pull) plus the query stages
 DEFAULT_SAMPLE_ROWS = 5
 
 

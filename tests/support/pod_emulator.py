@@ -510,9 +510,11 @@ class EmulatedCluster:
         namespace: str = "default",
         uuids: Iterable[str] | None = None,
         worker_env: Mapping[str, str] | None = None,
+        services: Iterable[Mapping[str, Any]] = (),
         worker_groups: Iterable[Mapping[str, Any]] = (),
     ) -> None:
         """`claims`: PVC name -> local directory; `secrets`: Secret name -> data (for env and volumes);
+        `services`: more Services to map (the program's stable `<cluster.name>-scheduler`, by its selector);
         `worker_env`: test instrumentation appended to every worker container's env (as an admission webhook
         would add it), e.g. a `DASK_DISTRIBUTED__WORKER__PRELOAD` fault injector. It is not part of the manifest.
         `worker_groups`: extra DaskWorkerGroup manifests of this cluster; their workers start with the others."""
@@ -527,7 +529,7 @@ class EmulatedCluster:
         self._started: dict[int, float] = {}  # pid -> start time, for every process seen
         self._lock = threading.Lock()
         self.pods: list[EmulatedPod] = []
-        self.services = [self.objects.scheduler_service]
+        self.services = [self.objects.scheduler_service, *(copy.deepcopy(dict(s)) for s in services)]
         # Pods and their ports first (the Service needs its endpoints), then argv/env (they need the Service).
         pending = [(d, self._new_pod(d)) for d in self.objects.deployments]
         for deployment, pod in pending:

@@ -1,0 +1,237 @@
+"""Why a cluster is not serving yet: the verification reads its pods (kr8s) while it waits, and fails early when a
+pod is stuck for a reason that waiting will not cure.
+
+Stuck means one of: the image cannot be pulled (`ErrImagePull`, `ImagePullBackOff`, `InvalidImageName`), a
+container crashes (`CrashLoopBackOff`, or it terminated with an error: its last `POD_LOG_LINES` log lines are
+quoted), the pod is `Pending` with an `Unschedulable` condition (the scheduler's message: insufficient cpu or
+memory, untolerated taints), or it waits for a PersistentVolumeClaim that is `Pending`. A problem must be seen for
+`STUCK_SECONDS` before the check fails on it, so a transient pull error or a claim being bound does not.
+
+`StuckPods(reader, where)` is the callable the check calls between its retries; `reader` is the seam: `Kr8sReader`
+reads a real cluster; tests pass a reader that returns kr8s objects built from dicts (no server).
+kr8s is imported only inside `Kr8sReader`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, Protocol, TypeVar
+
+from components.constants import CLUSTER_NAME_LABEL, kubectl
+from components.verification.check import VerificationError, describe
+from components.verification.query import ClusterRef
+
+POD_LOG_LINES = 20
+STUCK_SECONDS = 10.0
+READ_TIMEOUT = 10.0  # one round of reads (pods, logs, claims); a slow API server only delays the diagnosis
+IMAGE_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
+CRASH_REASONS = ("CrashLoopBackOff", "RunContainerError", "CreateContainerError", "CreateContainerConfigError")
+
+T = TypeVar("T")
+
+
+class ClusterReader(Protocol):
+    """What the diagnosis reads. Pods are kr8s objects (or anything with `.raw`, the object as a dict)."""
+
+    async def pods(self, namespace: str, selector: str) -> list[Any]: ...
+
+    async def logs(self, namespace: str, pod: str, container: str, tail: int, previous: bool) -> str: ...
+
+    async def claim_phase(self, namespace: str, name: str) -> str | None: ...
+
+
+class Kr8sReader:
+    """`ClusterReader` over kr8s, with the stack's kube context (the API access the port-forward has)."""
+
+    def __init__(self, kube_context: str | None = None) -> None:
+        self.kube_context = kube_context
+        self._api: Any = None
+
+    async def _client(self) -> Any:
+        import kr8s.asyncio
+
+        if self._api is None:
+            self._api = await (kr8s.asyncio.api(context=self.kube_context) if self.kube_context else kr8s.asyncio.api())
+        return self._api
+
+    async def pods(self, namespace: str, selector: str) -> list[Any]:
+        api = await self._client()
+        return [pod async for pod in api.async_get("pods", namespace=namespace, label_selector=selector)]
+
+    async def logs(self, namespace: str, pod: str, container: str, tail: int, previous: bool) -> str:
+        from kr8s.asyncio.objects import Pod
+
+        obj = await Pod.get(pod, namespace=namespace, api=await self._client())
+        lines = [line async for line in obj.logs(container=container, tail_lines=tail, previous=previous)]
+        return "\n".join(lines)
+
+    async def claim_phase(self, namespace: str, name: str) -> str | None:
+        from kr8s.asyncio.objects import PersistentVolumeClaim
+
+        claim = await PersistentVolumeClaim.get(name, namespace=namespace, api=await self._client())
+        phase = _raw(claim).get("status", {}).get("phase")
+        return str(phase) if phase else None
+
+
+class _LoopThread:
+    """One event loop in a daemon thread for every read: kr8s' client stays bound to the loop it was made on."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, name="lsdb-verify-pods", daemon=True).start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+
+def _raw(obj: Any) -> Mapping[str, Any]:
+    raw = getattr(obj, "raw", obj)
+    return raw if isinstance(raw, Mapping) else {}
+
+
+def _container_states(raw: Mapping[str, Any]) -> list[tuple[Mapping[str, Any], Mapping[str, Any]]]:
+    """(status, spec) of every container, init containers first."""
+    spec = raw.get("spec") or {}
+    status = raw.get("status") or {}
+    specs = {c.get("name"): c for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]}
+    states = [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
+    return [(s, specs.get(s.get("name"), {})) for s in states]
+
+
+class PodProblem:
+    """One reason a pod is stuck: `key` identifies it across reads, `text` says it, `fix` what to do."""
+
+    def __init__(self, key: str, text: str, fix: str) -> None:
+        self.key, self.text, self.fix = key, text, fix
+
+
+async def pod_problems(reader: ClusterReader, where: ClusterRef) -> list[PodProblem]:
+    """Every stuck pod of the cluster `where.cluster_name` (the pods labelled with its name), read once."""
+    ns, cluster = where.namespace or "default", where.cluster_name or ""
+    k = f"{kubectl(where.kube_context)} -n {ns}"
+    problems: list[PodProblem] = []
+    for pod in await reader.pods(ns, f"{CLUSTER_NAME_LABEL}={cluster}"):
+        raw = _raw(pod)
+        name = str((raw.get("metadata") or {}).get("name"))
+        spec = raw.get("spec") or {}
+        secrets = [s.get("name") for s in spec.get("imagePullSecrets") or []]
+        for status, container in _container_states(raw):
+            state = status.get("state") or {}
+            waiting, terminated = state.get("waiting") or {}, state.get("terminated") or {}
+            reason = waiting.get("reason") or ""
+            cname = str(status.get("name"))
+            if reason in IMAGE_REASONS:
+                image = container.get("image") or status.get("image")
+                problems.append(
+                    PodProblem(
+                        f"{name}/{cname}/image",
+                        f"pod {name} cannot pull the image of container {cname}: {reason}"
+                        f" ({waiting.get('message') or 'no message'}); image {image}; pull secret"
+                        f" {', '.join(map(str, secrets)) if secrets else 'none (imagePullSecrets is empty)'}",
+                        f"check the image exists and the pull secret holds credentials for its registry:"
+                        f" `{k} describe pod {name}`"
+                        + (f", `{k} get secret {secrets[0]}`" if secrets else "; set image.registry for a private one"),
+                    )
+                )
+            elif reason in CRASH_REASONS or (terminated and terminated.get("exitCode") not in (None, 0)):
+                last = (status.get("lastState") or {}).get("terminated") or terminated
+                exit_text = f"exit code {last.get('exitCode')}" if last else "no exit code yet"
+                previous = reason == "CrashLoopBackOff"
+                try:
+                    log = await reader.logs(ns, name, cname, POD_LOG_LINES, previous)
+                except Exception as exc:
+                    log = f"(its log could not be read: {describe(exc)})"
+                problems.append(
+                    PodProblem(
+                        f"{name}/{cname}/crash",
+                        f"container {cname} of pod {name} crashes ({reason or 'terminated'}, {exit_text},"
+                        f" {status.get('restartCount', 0)} restart(s)); its last {POD_LOG_LINES} log lines:\n"
+                        + (log.strip() or "(empty log)"),
+                        f"fix what the log says (args, env, a missing package in the image):"
+                        f" `{k} logs {name} -c {cname} --previous`, `{k} describe pod {name}`",
+                    )
+                )
+        problems += await _pending_problems(reader, raw, name, ns, k)
+    return problems
+
+
+async def _pending_problems(
+    reader: ClusterReader, raw: Mapping[str, Any], name: str, ns: str, k: str
+) -> list[PodProblem]:
+    status = raw.get("status") or {}
+    if status.get("phase") != "Pending":
+        return []
+    problems = []
+    for claim in [
+        v["persistentVolumeClaim"]["claimName"]
+        for v in (raw.get("spec") or {}).get("volumes") or []
+        if v.get("persistentVolumeClaim")
+    ]:
+        try:
+            phase = await reader.claim_phase(ns, claim)
+        except Exception:
+            phase = None
+        if phase == "Pending":
+            problems.append(
+                PodProblem(
+                    f"{name}/pvc/{claim}",
+                    f"pod {name} waits for the PersistentVolumeClaim {claim}, which is Pending (not bound)",
+                    f"`{k} describe pvc {claim}` names the cause: no PersistentVolume or StorageClass matches its"
+                    " access mode and size (a static nfs/hostPath volume must exist; ReadWriteMany needs a class"
+                    " that offers it)",
+                )
+            )
+    for cond in status.get("conditions") or []:
+        if (
+            cond.get("type") == "PodScheduled"
+            and cond.get("status") == "False"
+            and cond.get("reason") == "Unschedulable"
+        ):
+            problems.append(
+                PodProblem(
+                    f"{name}/unschedulable",
+                    f"pod {name} cannot be scheduled: {cond.get('message') or 'no message'}",
+                    f"lower the pod's requests (cluster.workers.cpu/memory, cluster.scheduler.*), add nodes, or"
+                    f" tolerate the nodes' taints: `{k} describe pod {name}`",
+                )
+            )
+    return problems
+
+
+class StuckPods:
+    """Called between the verification's retries: raises `VerificationError(stage)` once a pod of the cluster has
+    been stuck for `stuck_seconds`; returns otherwise (also when the pods cannot be read: the wait goes on)."""
+
+    def __init__(
+        self,
+        reader: ClusterReader,
+        where: ClusterRef,
+        *,
+        stage: str = "connect",
+        stuck_seconds: float = STUCK_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.reader, self.where, self.stage = reader, where, stage
+        self.stuck_seconds, self.clock = stuck_seconds, clock
+        self.first_seen: dict[str, float] = {}
+        self.read_error: str | None = None
+        self._loop: _LoopThread | None = None
+
+    def __call__(self) -> None:
+        if self._loop is None:
+            self._loop = _LoopThread()
+        try:
+            problems = self._loop.run(pod_problems(self.reader, self.where), READ_TIMEOUT)
+        except Exception as exc:  # no API access, a timeout: diagnosis is best effort
+            self.read_error = describe(exc)
+            return
+        now = self.clock()
+        current = {p.key for p in problems}
+        self.first_seen = {key: t for key, t in self.first_seen.items() if key in current}
+        for p in problems:
+            since = self.first_seen.setdefault(p.key, now)
+            if now - since >= self.stuck_seconds:
+                raise VerificationError(self.stage, p.text, p.fix)

@@ -1,0 +1,213 @@
+"""The deployment's lifecycle under the mock runtime: blue/green names, the stable Service, the order of
+`pulumi up` and `pulumi destroy` as the registered dependencies give it, CRDs that survive a destroy, Pod Security."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+import yaml
+
+from components.constants import (
+    POD_SECURITY_LABELS,
+    candidate_service_name,
+    derived_names,
+    live_cluster_name,
+    max_cluster_name_length,
+    stable_service_name,
+)
+from components.dask_operator import (
+    OPERATOR_CONTAINER_SECURITY_CONTEXT,
+    OPERATOR_POD_SECURITY_CONTEXT,
+    packaged_chart_dir,
+)
+from tests.program_helpers import BASE, manifest, run_with
+from tools.mock_runtime import ProgramRun, Registered
+
+DASKCLUSTER = "kubernetes:kubernetes.dask.org/v1:DaskCluster"
+AUTOSCALER = "kubernetes:kubernetes.dask.org/v1:DaskAutoscaler"
+CRD = "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition"
+RELEASE = "kubernetes:helm.sh/v3:Release"
+SERVICE = "kubernetes:core/v1:Service"
+NAMESPACE = "kubernetes:core/v1:Namespace"
+VERIFICATION = "pulumi-python:dynamic/lsdb:Verification"
+REF = "ghcr.io/acme/lsdb-dask@sha256:"
+VERIFY = {"catalogPath": "/data/x"}
+
+
+def run(cluster: dict[str, Any] | None = None, image_ref: str = REF + "1" * 64, **sections: Any) -> ProgramRun:
+    return run_with(
+        cluster={"name": "lsdb-cluster", **(cluster or {})},
+        image={"ref": image_ref},
+        verify=sections.pop("verify", VERIFY),
+        **sections,
+    )
+
+
+def live_name(r: ProgramRun) -> str:
+    return str(manifest(r.one(DASKCLUSTER))["metadata"]["name"])
+
+
+def stable_service(r: ProgramRun) -> dict[str, Any]:
+    return manifest(r.one(SERVICE))
+
+
+@pytest.fixture(scope="module")
+def v1() -> ProgramRun:
+    return run()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param({"image_ref": REF + "2" * 64}, id="new image ref"),
+        pytest.param({"cluster": {"workers": {"memory": "5Gi"}}}, id="new worker memory"),
+        pytest.param({"cluster": {"scheduler": {"memory": "8Gi"}}}, id="new scheduler memory"),
+        pytest.param({"storage": {"kind": "pvc", "size": "10Gi", "mountPath": "/catalogs"}}, id="new volume mount"),
+    ],
+)
+def test_a_spec_change_is_a_new_cluster_and_retargets_the_stable_service(v1: ProgramRun, change: dict) -> None:
+    verify = {"catalogPath": "/catalogs/x"} if "storage" in change else VERIFY
+    v2 = run(verify=verify, **change)
+    old, new = live_name(v1), live_name(v2)
+    assert old != new and old.startswith("lsdb-cluster-") and new.startswith("lsdb-cluster-")
+    # New Pulumi resources (their logical names carry the digest): created beside the old ones, which are deleted
+    # only at the end of a successful update, never replaced in place.
+    assert v1.one(DASKCLUSTER).urn != v2.one(DASKCLUSTER).urn
+    assert v1.one(AUTOSCALER).urn != v2.one(AUTOSCALER).urn
+    assert v1.one(VERIFICATION).urn != v2.one(VERIFICATION).urn  # a new cluster is verified anew (create runs it)
+    assert manifest(v2.one(AUTOSCALER))["spec"]["cluster"] == new
+    # The stable Service is the same object (same logical name, same name), its selector moved to the new cluster.
+    s1, s2 = stable_service(v1), stable_service(v2)
+    assert v1.one(SERVICE).urn == v2.one(SERVICE).urn
+    assert s1["metadata"]["name"] == s2["metadata"]["name"] == "lsdb-cluster-scheduler"
+    assert s1["spec"]["selector"] == {"dask.org/cluster-name": old, "dask.org/component": "scheduler"}
+    assert s2["spec"]["selector"] == {"dask.org/cluster-name": new, "dask.org/component": "scheduler"}
+    assert v1.outputs["schedulerAddress"] == v2.outputs["schedulerAddress"]
+    assert (v1.outputs["clusterName"], v2.outputs["clusterName"]) == (old, new)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param({"workers": {"replicas": 5}, "autoscaler": {"enabled": False}}, id="replicas only"),
+        pytest.param({"autoscaler": {"minimum": 1, "maximum": 9}}, id="autoscaler range only"),
+        pytest.param({"idleTimeoutSeconds": 600}, id="idle timeout only"),
+    ],
+)
+def test_what_the_operator_reconciles_updates_the_live_cluster_in_place(change: dict) -> None:
+    autoscaler = change.get("autoscaler", {})
+    before = run({"autoscaler": autoscaler} if autoscaler.get("enabled") is False else None)
+    after = run(change)
+    assert live_name(before) == live_name(after)
+    assert before.one(DASKCLUSTER).urn == after.one(DASKCLUSTER).urn
+    assert stable_service(before) == stable_service(after)
+    # The verification of the same cluster is the same resource, re-run through its spec hash (an update).
+    assert before.one(VERIFICATION).urn == after.one(VERIFICATION).urn
+    assert before.one(VERIFICATION).inputs["clusterSpecHash"] != after.one(VERIFICATION).inputs["clusterSpecHash"]
+    spec = manifest(after.one(DASKCLUSTER))["spec"]
+    if "workers" in change:
+        assert spec["worker"]["replicas"] == 5
+    if "idleTimeoutSeconds" in change:
+        assert spec["idleTimeout"] == 600
+
+
+def test_a_built_image_names_the_cluster_by_its_content_tag() -> None:
+    # With a build, the digest is known only after the push: the name derives from the content-derived tag
+    # (lock, Dockerfile, Python, platform), the spec carries the digest.
+    r = run_with(cluster={"name": "lsdb-cluster"})
+    spec = manifest(r.one(DASKCLUSTER))["spec"]
+    assert spec["scheduler"]["spec"]["containers"][0]["image"] == r.outputs["imageRef"]
+    other = run_with(cluster={"name": "lsdb-cluster"}, image={**BASE["image"], "pythonVersion": "3.11.8"})
+    assert live_name(r) != live_name(other)
+
+
+def _requires(r: ProgramRun, a: Registered, b: Registered) -> bool:
+    """True when `a` waits for `b` (directly or through other resources): `pulumi destroy` deletes `a` first."""
+    seen, todo = set(), [a.urn]
+    while todo:
+        urn = todo.pop()
+        for dep in r.by_urn(urn).dependencies:
+            if dep == b.urn:
+                return True
+            if dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+    return False
+
+
+def test_order_on_up_and_destroy(v1: ProgramRun) -> None:
+    cluster, scaler, verification = v1.one(DASKCLUSTER), v1.one(AUTOSCALER), v1.one(VERIFICATION)
+    service, release = v1.one(SERVICE), v1.one(RELEASE)
+    # up: operator -> cluster and autoscaler -> verification of the new cluster -> stable Service switched.
+    assert _requires(v1, cluster, release) and all(_requires(v1, cluster, crd) for crd in v1.of_type(CRD))
+    assert _requires(v1, scaler, cluster)
+    assert {cluster.urn, scaler.urn} <= set(verification.dependencies)
+    assert verification.urn in service.dependencies and _requires(v1, service, cluster)
+    # destroy runs the reverse: the stable Service and the verification go first, then the autoscaler and the
+    # cluster (while the operator still runs their finalizers), then the release; the CRDs stay (retainOnDelete).
+    assert not _requires(v1, release, cluster) and not _requires(v1, cluster, service)
+    ns = next(r for r in v1.of_type(NAMESPACE) if r.name == "namespace")
+    assert _requires(v1, service, ns) and _requires(v1, cluster, ns)
+
+
+def test_without_verification_the_stable_service_follows_the_cluster() -> None:
+    r = run(verify={"enabled": False})
+    assert r.of_type(VERIFICATION) == []
+    assert _requires(r, r.one(SERVICE), r.one(DASKCLUSTER)) and _requires(r, r.one(SERVICE), r.one(AUTOSCALER))
+
+
+def test_crds_survive_destroy(v1: ProgramRun) -> None:
+    crds = v1.of_type(CRD)
+    assert len(crds) == 4
+    assert all(c.options.get("retainOnDelete") is True for c in crds)
+    # Nothing else is retained: a destroy really removes the stack's own objects.
+    assert [r.name for r in v1.resources if r.options.get("retainOnDelete") and r.type != CRD] == []
+
+
+def test_namespaces_enforce_the_restricted_pod_security_standard(v1: ProgramRun) -> None:
+    namespaces = [manifest(r) for r in v1.of_type(NAMESPACE)]
+    assert {n["metadata"]["name"] for n in namespaces} == {"lsdb-test", "dask-operator"}
+    for ns in namespaces:
+        labels = ns["metadata"]["labels"]
+        assert {k: labels[k] for k in POD_SECURITY_LABELS} == {
+            "pod-security.kubernetes.io/enforce": "restricted",
+            "pod-security.kubernetes.io/audit": "restricted",
+            "pod-security.kubernetes.io/warn": "restricted",
+        }
+
+
+def test_operator_release_values_are_restricted_under_the_charts_own_keys(v1: ProgramRun) -> None:
+    chart_values = yaml.safe_load((packaged_chart_dir() / "values.yaml").read_text())
+    values = v1.one(RELEASE).inputs["values"]
+    for key in ("podSecurityContext", "securityContext"):
+        assert key in chart_values, f"the pinned chart has no {key} value"
+    deployment = (packaged_chart_dir() / "templates" / "deployment.yaml").read_text()
+    assert ".Values.podSecurityContext" in deployment and ".Values.securityContext" in deployment
+    assert values["podSecurityContext"] == OPERATOR_POD_SECURITY_CONTEXT
+    assert values["securityContext"] == OPERATOR_CONTAINER_SECURITY_CONTEXT
+    pod, container = values["podSecurityContext"], values["securityContext"]
+    # The restricted profile: non-root, seccomp RuntimeDefault, no privilege escalation, every capability dropped.
+    assert pod["runAsNonRoot"] is True and pod["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["allowPrivilegeEscalation"] is False and container["capabilities"] == {"drop": ["ALL"]}
+    assert container["runAsNonRoot"] is True and container["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+def test_naming_functions_others_rely_on() -> None:
+    live = live_cluster_name("lsdb", "0123abcd")
+    assert live == "lsdb-0123abcd"
+    assert stable_service_name("lsdb") == "lsdb-scheduler"
+    assert candidate_service_name(live) == "lsdb-0123abcd-scheduler"
+    longest = max(derived_names("a" * max_cluster_name_length()).values(), key=len)
+    assert len(longest) == 63 and re.fullmatch(r"a+-f{8}-default-worker-f{10}", longest)
+
+
+def test_names_derived_from_the_pinned_operator_fit() -> None:
+    from dask_kubernetes.operator.controller.controller import build_worker_deployment_spec
+
+    name = "a" * max_cluster_name_length()
+    live = live_cluster_name(name, "f" * 8)
+    worker = build_worker_deployment_spec(f"{live}-default", "ns", live, "f" * 10, {"containers": []}, {}, {})
+    assert worker["metadata"]["name"] == derived_names(name)["worker Deployment"]
+    assert len(worker["metadata"]["name"]) == 63
