@@ -700,7 +700,7 @@ class ClusterConfig(Section):
     )
     worker_groups: dict[GroupName, WorkerGroupConfig] = Field(
         default_factory=dict,
-        description="Extra worker groups by name (a DNS label): each a `DaskWorkerGroup` `<cluster>-<name>` of the "
+        description="Extra worker groups by name (a DNS label): each a `DaskWorkerGroup` `<cluster.name>-<h>-<name>` of the "
         "live cluster with `replicas`, `threads`, `cpu`, `memory`, `cpuLimit`, `spot`, `placement`.",
     )
 
