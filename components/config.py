@@ -700,8 +700,8 @@ class ClusterConfig(Section):
     )
     worker_groups: dict[GroupName, WorkerGroupConfig] = Field(
         default_factory=dict,
-        description="Extra worker groups by name (a DNS label): each a `DaskWorkerGroup` `<cluster.name>-<h>-<name>` of the "
-        "live cluster with `replicas`, `threads`, `cpu`, `memory`, `cpuLimit`, `spot`, `placement`.",
+        description="Extra worker groups by name (a DNS label): each a `DaskWorkerGroup` `<cluster.name>-<h>-<name>` "
+        "of the live cluster with `replicas`, `threads`, `cpu`, `memory`, `cpuLimit`, `spot`, `placement`.",
     )
 
     @model_validator(mode="before")
