@@ -20,8 +20,19 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: lint
+test: lint moto-venv
 	$(VENV)/bin/python -m pytest
+
+# moto's S3 server for the object-store tests, in its own virtualenv: installed into .venv it would upgrade
+# botocore past what aiobotocore (s3fs) accepts. The tests create it the same way when it is missing.
+MOTO_STAMP := .build/moto-venv/.installed
+$(MOTO_STAMP): tests/support/moto-requirements.txt
+	$(PY) -m venv .build/moto-venv
+	.build/moto-venv/bin/pip install --quiet --no-deps -r tests/support/moto-requirements.txt
+	cp tests/support/moto-requirements.txt $(MOTO_STAMP)
+
+.PHONY: moto-venv
+moto-venv: $(MOTO_STAMP)
 
 # The whole lock bump, one command: re-resolve docker/requirements.lock, requirements.txt and
 # requirements-dev.txt in one pass from the .in files, then the policy pack's pins that follow them.

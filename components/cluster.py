@@ -122,9 +122,12 @@ def _pod_spec(
     containers: list[dict[str, Any]],
     volumes: list[dict[str, Any]],
     pull_secret: str | None,
+    service_account: str | None = None,
     placement: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {"securityContext": POD_SECURITY_CONTEXT, "containers": containers}
+    if service_account:
+        spec["serviceAccountName"] = service_account  # workload identity (storage.objectStore.identity)
     if volumes:
         spec["volumes"] = volumes
     if pull_secret:
@@ -171,7 +174,9 @@ def worker_template(
     volumes = [*storage.volumes, {"name": "dask-scratch", "emptyDir": {}}]
     return {
         "metadata": {"labels": {GROUP_LABEL: group}},
-        "spec": _pod_spec([worker], volumes, pull_secret, worker_placement(cluster, group, workers)),
+        "spec": _pod_spec(
+            [worker], volumes, pull_secret, storage.service_account, worker_placement(cluster, group, workers)
+        ),
     }
 
 
@@ -324,7 +329,9 @@ def _dask_cluster_manifest(
             **worker_template(cluster, DEFAULT_GROUP, cluster.workers, image, storage, pull_secret),
         },
         "scheduler": {
-            "spec": _pod_spec([scheduler], scheduler_volumes, pull_secret, scheduler_placement(cluster)),
+            "spec": _pod_spec(
+                [scheduler], scheduler_volumes, pull_secret, storage.service_account, scheduler_placement(cluster)
+            ),
             "service": {
                 "type": "ClusterIP",
                 "selector": {CLUSTER_NAME_LABEL: live_name, COMPONENT_LABEL: "scheduler"},
@@ -332,6 +339,13 @@ def _dask_cluster_manifest(
             },
         },
     }
+    # The operator copies this metadata onto the pod templates: Azure's webhook selects pods by the label, and
+    # the identity annotation makes a changed identity a changed cluster spec (webhooks act at pod creation only).
+    if storage.pod_labels or storage.pod_annotations:
+        for role in ("scheduler", "worker"):
+            spec[role]["metadata"] = {
+                k: dict(v) for k, v in (("labels", storage.pod_labels), ("annotations", storage.pod_annotations)) if v
+            }
     return {
         "apiVersion": API_VERSION,
         "kind": "DaskCluster",

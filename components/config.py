@@ -368,6 +368,85 @@ class HostPathConfig(Section):
     )
 
 
+# Keyless workload identity: the cloud maps a Kubernetes ServiceAccount to a cloud identity. Each provider's
+# webhook or metadata server reads these ServiceAccount annotations (and, for Azure, the pod label).
+# AWS IRSA: https://docs.aws.amazon.com/eks/latest/userguide/associate-service-account-role.html
+# GKE Workload Identity Federation: https://cloud.google.com/kubernetes-engine/docs/how-to/workload-identity
+# Azure Workload Identity: https://learn.microsoft.com/en-us/azure/aks/workload-identity-deploy-cluster
+#   (annotation and label: https://azure.github.io/azure-workload-identity/docs/topics/service-account-labels-and-annotations.html)
+AWS_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$")
+GCP_SERVICE_ACCOUNT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]@[a-z0-9-]+\.iam\.gserviceaccount\.com$")
+AZURE_CLIENT_ID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+# provider -> (its field, the URL scheme it serves, the ServiceAccount annotation, the pod labels it needs)
+IDENTITY_PROVIDERS: dict[str, tuple[str, str, str, dict[str, str]]] = {
+    "aws": ("roleArn", "s3", "eks.amazonaws.com/role-arn", {}),
+    "gcp": ("serviceAccount", "gs", "iam.gke.io/gcp-service-account", {}),
+    "azure": ("clientId", "abfs", "azure.workload.identity/client-id", {"azure.workload.identity/use": "true"}),
+}
+
+
+def _pattern(regex: re.Pattern[str], what: str, example: str) -> Callable[[str | None], str | None]:
+    def check(value: str | None) -> str | None:
+        if value is None or regex.match(value):
+            return value
+        raise PydanticCustomError("pattern", f"is not {what}", {"fix": f"use e.g. {example}"})
+
+    return check
+
+
+class AwsIdentityConfig(Section):
+    role_arn: Annotated[
+        str | None,
+        AfterValidator(_pattern(AWS_ROLE_ARN, "an IAM role ARN", "arn:aws:iam::123456789012:role/lsdb-reader")),
+    ] = Field(
+        None, description="IRSA: the IAM role the pods assume (ServiceAccount annotation `eks.amazonaws.com/role-arn`)."
+    )
+
+
+class GcpIdentityConfig(Section):
+    service_account: Annotated[
+        str | None,
+        AfterValidator(
+            _pattern(GCP_SERVICE_ACCOUNT, "a Google service account", "lsdb-reader@my-project.iam.gserviceaccount.com")
+        ),
+    ] = Field(
+        None,
+        description="GKE Workload Identity: the Google service account to act as (annotation "
+        "`iam.gke.io/gcp-service-account`).",
+    )
+
+
+class AzureIdentityConfig(Section):
+    client_id: Annotated[
+        str | None,
+        AfterValidator(_pattern(AZURE_CLIENT_ID, "a client ID (GUID)", "00000000-0000-0000-0000-000000000000")),
+    ] = Field(
+        None,
+        description="Azure Workload Identity: the managed identity's client ID (annotation "
+        '`azure.workload.identity/client-id`, pod label `azure.workload.identity/use: "true"`).',
+    )
+
+
+class IdentityConfig(Section):
+    """Keyless access to the object store: one cloud's workload identity, bound to the pods' ServiceAccount."""
+
+    aws: AwsIdentityConfig = Field(default_factory=_empty_section, description="IRSA (`s3://`).")
+    gcp: GcpIdentityConfig = Field(default_factory=_empty_section, description="GKE Workload Identity (`gs://`).")
+    azure: AzureIdentityConfig = Field(
+        default_factory=_empty_section, description="Azure Workload Identity (`abfs://`)."
+    )
+
+    @property
+    def providers(self) -> dict[str, str]:
+        """provider -> the identity given for it (role ARN, service account, client ID)."""
+        given = {}
+        for provider, (key, *_rest) in IDENTITY_PROVIDERS.items():
+            value = getattr(self, provider).model_dump(by_alias=True).get(key)
+            if value:
+                given[provider] = str(value)
+        return given
+
+
 class ObjectStoreConfig(Section):
     url: str | None = Field(
         None,
@@ -380,6 +459,17 @@ class ObjectStoreConfig(Section):
         "gs: `serviceAccountJson` (mounted as a file, `GOOGLE_APPLICATION_CREDENTIALS`); abfs: `accountName`, "
         "`accountKey`, `connectionString`, `sasToken`. Stored in a Secret and exposed to scheduler and workers as "
         "the environment variables s3fs/gcsfs/adlfs read. Plaintext values are rejected.",
+    )
+    anonymous: bool = Field(
+        False,
+        description="Public bucket or container: open catalogs without credentials (`anon=True`). Without it, "
+        "s3/abfs catalogs are opened with credentials (`anon=False`): the keys above, the identity below, or the "
+        "node's own.",
+    )
+    identity: IdentityConfig = Field(
+        default_factory=_empty_section,
+        description="Keyless workload identity instead of `credentials`: the program creates a ServiceAccount "
+        "carrying it and runs scheduler and workers under it. The cloud-side IAM binding is yours (see README).",
     )
 
     @property
@@ -451,6 +541,25 @@ class StorageConfig(Section):
         env = OBJECT_STORES[self.object_store_scheme][1]
         return {k: env[k] for k in self.credential_keys}
 
+    @property
+    def identity(self) -> tuple[str, str] | None:
+        """(provider, role ARN / service account / client ID) of the workload identity, or None."""
+        providers = self.object_store.identity.providers if self.kind == "objectStore" else {}
+        return next(iter(providers.items()), None)
+
+    @property
+    def catalog_storage_options(self) -> dict[str, Any]:
+        """What `lsdb.open_catalog(path, storage_options=...)` needs for this storage (the pods' environment and
+        identity do the rest). hats opens s3:// anonymously unless told otherwise (`get_upath_for_protocol`), so
+        s3 and abfs say `anon` explicitly; gcsfs gets `token`."""
+        scheme = self.object_store_scheme
+        anonymous = self.object_store.anonymous
+        if scheme in ("s3", "abfs"):
+            return {"anon": anonymous}
+        if scheme == "gs":
+            return {"token": "anon" if anonymous else "google_default"}
+        return {}
+
     @model_validator(mode="after")
     def _rules(self) -> StorageConfig:
         p = Problems()
@@ -464,11 +573,16 @@ class StorageConfig(Section):
         creds = self.object_store.credentials
         if self.kind == "objectStore":
             self._object_store_rules(p)
-        elif creds:
-            p.add(
-                "objectStore.credentials", SECRET, f"is set but storage.kind is {self.kind}",
-                "remove it, or set storage.kind objectStore",
-            )  # fmt: skip
+        else:
+            set_here = [k for k, on in (
+                ("credentials", bool(creds)), ("identity", bool(self.object_store.identity.providers)),
+                ("anonymous", self.object_store.anonymous),
+            ) if on]  # fmt: skip
+            for key in set_here:
+                p.add(
+                    f"objectStore.{key}", SECRET if key == "credentials" else "[set]",
+                    f"is set but storage.kind is {self.kind}", "remove it, or set storage.kind objectStore",
+                )  # fmt: skip
         if any(v == PLAINTEXT for v in creds.values()):
             p.add(
                 "objectStore.credentials", PLAINTEXT, "is stored in plaintext in the stack file",
@@ -499,6 +613,37 @@ class StorageConfig(Section):
                 p.add(
                     f"objectStore.credentials.{k}", SECRET, f"is not a credential for {scheme}:// storage",
                     f"use: {', '.join(allowed) or 'none (public https needs no credentials)'}",
+                )  # fmt: skip
+        self._access_rules(p, scheme)
+
+    def _access_rules(self, p: Problems, scheme: str) -> None:
+        """One way in: static credentials, one workload identity, or anonymous; the identity's cloud serves the URL."""
+        store = self.object_store
+        providers = store.identity.providers
+        if len(providers) > 1:
+            p.add(
+                "objectStore.identity", sorted(providers), "names more than one cloud",
+                "keep the one that serves storage.objectStore.url",
+            )  # fmt: skip
+        if providers and store.credentials:
+            p.add(
+                "objectStore.identity", sorted(providers), "is set together with objectStore.credentials",
+                "use one: remove the static keys (`pulumi config rm --path storage.objectStore.credentials`) "
+                "or the identity",
+            )  # fmt: skip
+        if store.anonymous and (providers or store.credentials):
+            p.add(
+                "objectStore.anonymous", True, "is set together with credentials or an identity",
+                "remove objectStore.anonymous for a private bucket, or the credentials/identity for a public one",
+            )  # fmt: skip
+        for provider in providers:
+            key, serves, _annotation, _labels = IDENTITY_PROVIDERS[provider]
+            if serves != scheme:
+                p.add(
+                    f"objectStore.identity.{provider}.{key}", providers[provider],
+                    f"is a {provider} identity, but storage.objectStore.url is {scheme}://",
+                    f"use the identity of the cloud serving {scheme}:// ("
+                    + ", ".join(f"{q} for {s}://" for q, (_k, s, _a, _l) in IDENTITY_PROVIDERS.items()) + ")",
                 )  # fmt: skip
 
 
@@ -858,7 +1003,9 @@ class VerifyConfig(Section):
     enabled: bool = Field(True, description="Run the verification after every change of cluster, image or query.")
     catalog_path: str | None = Field(
         None,
-        description="Catalog path as the workers see it (e.g. `/data/catalogs/my_catalog`); required when enabled.",
+        description="Catalog path as the workers see it (e.g. `/data/catalogs/my_catalog`), or its URL in the "
+        "object store (`s3://bucket/catalogs/my_catalog`, same scheme as `storage.objectStore.url`); required "
+        "when enabled.",
     )
     cone: ConeConfig = Field(default_factory=_empty_section, description="The cone search the check runs.")
     columns: Annotated[list[Annotated[str, Field(min_length=1)]], BeforeValidator(_comma_list)] = Field(
@@ -1013,6 +1160,14 @@ def _verify_workers(p: Problems, s: dict[str, Any]) -> None:
         )  # fmt: skip
 
 
+def url_scheme(path: str) -> str | None:
+    """The canonical scheme (s3, gs, abfs, https, or the raw one) of a URL, None for a plain path."""
+    if "://" not in path:
+        return None
+    raw = path.split("://", 1)[0].lower()
+    return SCHEME_ALIASES.get(raw, raw)
+
+
 def _required_for_a_cluster(p: Problems, s: dict[str, Any]) -> None:
     if s["role"] != "cluster":
         return
@@ -1042,13 +1197,33 @@ def _platform_only(p: Problems, s: dict[str, Any]) -> None:
 
 def _verify_path_under_mount(p: Problems, s: dict[str, Any]) -> None:
     verify, storage = s["verify"], s["storage"]
-    if verify.enabled and storage.mounts_volume and verify.catalog_path:
-        inside = verify.catalog_path.rstrip("/") + "/"
-        if "://" not in inside and not inside.startswith(storage.mount_path.rstrip("/") + "/"):
+    if not (verify.enabled and verify.catalog_path):
+        return
+    path: str = verify.catalog_path
+    scheme = url_scheme(path)
+    if scheme is not None:
+        store = storage.object_store_scheme
+        if store is None:
             p.add(
-                "verify.catalogPath", verify.catalog_path, f"is not under storage.mountPath ({storage.mount_path})",
-                "give the path as workers see it, below the mount path",
+                "verify.catalogPath", path, f"is a {scheme}:// URL but storage.kind is {storage.kind}",
+                f"set storage.kind objectStore and storage.objectStore.url to the {scheme}:// bucket or server "
+                "(its credentials, identity or anonymous access are what the workers use)",
             )  # fmt: skip
+        elif scheme != store:
+            p.add(
+                "verify.catalogPath", path, f"is a {scheme}:// URL but storage.objectStore.url is {store}://",
+                "give a catalog in the configured object store, or change storage.objectStore.url",
+            )  # fmt: skip
+    elif storage.kind == "objectStore":
+        p.add(
+            "verify.catalogPath", path, "is a local path, but storage.kind objectStore mounts no volume",
+            f"give the catalog's URL, e.g. {(storage.object_store.url or 's3://bucket').rstrip('/')}/<catalog>",
+        )  # fmt: skip
+    elif storage.mounts_volume and not (path.rstrip("/") + "/").startswith(storage.mount_path.rstrip("/") + "/"):
+        p.add(
+            "verify.catalogPath", path, f"is not under storage.mountPath ({storage.mount_path})",
+            "give the path as workers see it, below the mount path",
+        )  # fmt: skip
 
 
 CROSS_SECTION_RULES = (

@@ -49,6 +49,9 @@ POD_SECURITY_LABELS: dict[str, str] = {
 # (the stable endpoint) selects the scheduler pod of the live one.
 SPEC_DIGEST_LENGTH = 8
 
+# CatalogStorage's objects (claim, volume, object-store Secret, identity ServiceAccount) carry this one too.
+STORAGE_COMPONENT_LABEL: tuple[str, str] = ("app.kubernetes.io/component", "catalog-storage")
+
 
 def scheduler_service_name(cluster_name: str) -> str:
     """The Service (and Deployment) the operator creates for a DaskCluster's scheduler."""

@@ -92,6 +92,8 @@ def program(config: StackConfig) -> dict[str, Any]:
     )
     exports |= {"namespace": namespace, "clusterName": cluster.cluster_name, "imageRef": image.ref}
     exports["workerGroups"] = cluster.worker_group_names
+    # What a user passes to `lsdb.open_catalog(url, storage_options=...)` in the cluster (no secret in it).
+    exports["catalogStorageOptions"] = config.storage.catalog_storage_options
 
     # The verification of THIS cluster (through its own Service): a new cluster gets a new verification resource,
     # whose create runs the check; the old cluster's one is deleted (a no-op) with the old cluster.
@@ -111,6 +113,7 @@ def program(config: StackConfig) -> dict[str, Any]:
                 dec=v.dec,
                 radius_arcsec=v.radius_arcsec,
                 columns=list(v.columns),
+                storage_options=config.storage.catalog_storage_options,
                 min_rows=v.min_rows,
                 min_workers=v.min_workers,
                 timeout_seconds=v.timeout_seconds,

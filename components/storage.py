@@ -12,12 +12,14 @@ from typing import Any, cast
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.config import StorageConfig
+from components.config import IDENTITY_PROVIDERS, StorageConfig
 from components.constants import LABELS as PROGRAM_LABELS
+from components.constants import STORAGE_COMPONENT_LABEL
 from components.options import child_options
 
 VOLUME_NAME = "catalog-data"
-LABELS = {**PROGRAM_LABELS, "app.kubernetes.io/component": "catalog-storage"}
+LABELS = {**PROGRAM_LABELS, STORAGE_COMPONENT_LABEL[0]: STORAGE_COMPONENT_LABEL[1]}
+IDENTITY_ANNOTATION = "lsdb-k8s/workload-identity"  # on the pods: which identity their ServiceAccount carried
 # gcsfs reads a service-account JSON file, not a value: the Secret key is mounted as that file.
 GCS_KEY_DIR = "/var/run/secrets/lsdb-object-store"
 
@@ -29,6 +31,41 @@ class PodStorage:
     volumes: list[dict[str, Any]] = field(default_factory=list)
     worker_mounts: list[dict[str, Any]] = field(default_factory=list)
     env: list[dict[str, Any]] = field(default_factory=list)  # on scheduler and workers
+    # Workload identity: scheduler and worker pods run as this ServiceAccount, with these pod labels.
+    service_account: str | None = None
+    pod_labels: dict[str, str] = field(default_factory=dict)
+    pod_annotations: dict[str, str] = field(default_factory=dict)
+
+
+def service_account_name(cluster_name: str) -> str:
+    # From cluster.name (not the live cluster's name): the cloud-side binding names it, so it must not change.
+    return f"{cluster_name}-catalog-reader"
+
+
+def service_account_manifest(storage: StorageConfig, namespace: str, cluster_name: str) -> dict[str, Any] | None:
+    """The ServiceAccount carrying the workload identity annotation (None without `storage.objectStore.identity`).
+
+    No API token is mounted from it (`automountServiceAccountToken: false`): the identity does not need one.
+    EKS's pod identity webhook and Azure's workload identity webhook inject their own projected token volume
+    (audience `sts.amazonaws.com` / `api://AzureADTokenExchange`) into pods of an annotated ServiceAccount, and
+    GKE's metadata server identifies the pod by itself.
+    """
+    identity = storage.identity
+    if identity is None:
+        return None
+    provider, value = identity
+    annotation = IDENTITY_PROVIDERS[provider][2]
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {
+            "name": service_account_name(cluster_name),
+            "namespace": namespace,
+            "labels": LABELS,
+            "annotations": {annotation: value},
+        },
+        "automountServiceAccountToken": False,
+    }
 
 
 def object_store_secret_name(cluster_name: str) -> str:
@@ -112,6 +149,14 @@ def pod_storage(storage: StorageConfig, cluster_name: str) -> PodStorage:
             volumes=[{"name": VOLUME_NAME, "persistentVolumeClaim": {"claimName": storage.claim_name}}],
             worker_mounts=[{"name": VOLUME_NAME, "mountPath": storage.mount_path}],
         )
+    if storage.identity is not None:
+        provider, value = storage.identity
+        return PodStorage(
+            service_account=service_account_name(cluster_name),
+            pod_labels=IDENTITY_PROVIDERS[provider][3],
+            # Webhooks inject the identity when a pod is created: a new identity must mean new pods.
+            pod_annotations={IDENTITY_ANNOTATION: f"{provider}:{value}"},
+        )
     if storage.kind != "objectStore" or not storage.credential_keys:
         return PodStorage()
     secret = object_store_secret_name(cluster_name)
@@ -147,6 +192,7 @@ class CatalogStorage(pulumi.ComponentResource):
     claim: k8s.core.v1.PersistentVolumeClaim | None
     volume: k8s.core.v1.PersistentVolume | None
     secret: k8s.core.v1.Secret | None
+    service_account: k8s.core.v1.ServiceAccount | None
 
     def __init__(self, name: str, args: CatalogStorageArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         storage, namespace, cluster_name = args.storage, args.namespace, args.cluster_name
@@ -154,7 +200,7 @@ class CatalogStorage(pulumi.ComponentResource):
         super().__init__("lsdb-k8s:storage:CatalogStorage", name, {}, opts)
         child = child_options(self, opts)
         self.pod_storage = pod_storage(storage, cluster_name)
-        self.volume = self.claim = self.secret = None
+        self.volume = self.claim = self.secret = self.service_account = None
 
         pv = persistent_volume_manifest(storage, namespace)
         if pv is not None:
@@ -180,7 +226,16 @@ class CatalogStorage(pulumi.ComponentResource):
                 string_data=pulumi.Output.secret(cast(Any, manifest.apply(_string_data))),
                 opts=child,
             )
-        self.resources = [r for r in (self.volume, self.claim, self.secret) if r is not None]
+        account = service_account_manifest(storage, namespace, cluster_name)
+        if account is not None:
+            self.service_account = k8s.core.v1.ServiceAccount(
+                f"{name}-service-account",
+                metadata=account["metadata"],
+                automount_service_account_token=account["automountServiceAccountToken"],
+                opts=child,
+            )
+        resources = (self.volume, self.claim, self.secret, self.service_account)
+        self.resources = [r for r in resources if r is not None]
         self.register_outputs(
             {
                 "claimName": self.claim.metadata.name if self.claim else None,

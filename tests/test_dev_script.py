@@ -391,9 +391,10 @@ def test_kind_config_mounts_the_catalog_where_the_dev_stack_reads_it(tmp_path: P
 
 def test_makefile_keeps_venv_lint_test_and_adds_the_dev_targets() -> None:
     makefile = (ROOT / "Makefile").read_text()
-    for target in ("venv", "lint", "test", "up", "down", "check-prereqs", "policy-venv"):
+    for target in ("venv", "lint", "test", "up", "down", "check-prereqs", "policy-venv", "moto-venv"):
         assert re.search(rf"^{re.escape(target)}:", makefile, re.M), target
-    assert "test: lint\n\t$(VENV)/bin/python -m pytest\n" in makefile
+    # moto-venv: the object-store tests' S3 server, in its own virtualenv (tests/support/object_servers.py).
+    assert "test: lint moto-venv\n\t$(VENV)/bin/python -m pytest\n" in makefile
     up = makefile.split("\nup:\n", 1)[1].split("\n\n", 1)[0]
     # The check runs first, before anything (the virtualenv included) is created.
     assert up.splitlines()[0].endswith("bash scripts/dev.sh check")

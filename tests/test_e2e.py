@@ -246,6 +246,29 @@ def test_verification_create_passes_on_the_emulated_cluster(
     assert set(props["columns"]) <= set(outs["sample"][0])
 
 
+def test_readme_connect_and_query_block_runs(
+    emulated: EmulatedCluster, rendered: dict[str, Any], props: dict[str, Any], tmp_path: Path
+) -> None:
+    """The README's copy-and-run block, as a user runs it after the port-forward (which the emulated stable
+    Service's local address stands in for), prints the cone's rows."""
+    from tests.readme_blocks import readme_block
+
+    exports = rendered["summary"]["exports"]
+    block = readme_block("connect-and-query")
+    forwarded = emulated.map_address(exports["schedulerAddress"])  # what `kubectl port-forward` reaches
+    script = block.replace(f'"{exports["localSchedulerAddress"]}"', f'"{forwarded}"').replace(
+        f'"{props["catalogPath"]}"', f'"{emulated.map_path(props["catalogPath"])}"'
+    )
+    assert script != block
+    path = tmp_path / "connect_and_query.py"
+    path.write_text(script)
+    proc = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    want = expected_rows(props["ra"], props["dec"], props["radiusArcsec"])
+    assert f"{want} rows" in proc.stdout
+    assert "ra" in proc.stdout and "dec" in proc.stdout
+
+
 def test_scheduler_serves_adaptive_target(emulated: EmulatedCluster, rendered: dict[str, Any]) -> None:
     """The operator's autoscaler asks GET /api/v1/adaptive_target on the Service's http-dashboard port."""
     status, body = http_get(dashboard_base(emulated, rendered["summary"]["exports"]) + "/api/v1/adaptive_target")

@@ -63,6 +63,15 @@ def _variants() -> dict[str, Any]:
                 "registry": {"server": "registry.example.com", "username": "u", "password": "pw"},
             },
         ),
+        "azure-identity": lambda: run_with(
+            storage={
+                "kind": "objectStore",
+                "objectStore": {
+                    "url": "abfs://c@a.dfs.core.windows.net/x",
+                    "identity": {"azure": {"clientId": "1b2c3d4e-0000-4000-8000-123456789abc"}},
+                },
+            },
+        ),
         "gcs+package-chart": lambda: run_with(
             ("storage",),
             storage={

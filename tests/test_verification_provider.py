@@ -181,6 +181,7 @@ def test_verification_args_become_the_camel_case_properties() -> None:
     assert list(props) == [
         "namespace", "clusterName", "catalogPath", "ra", "dec", "radiusArcsec", "imageRef", "clusterSpecHash",
         "schedulerAddress", "kubeContext", "connect", "columns", "minRows", "minWorkers", "timeoutSeconds",
+        "storageOptions",
         "operatorVersion",
     ]  # fmt: skip
     assert props["columns"] == ["id", "ra"] and props["connect"] == "portForward"

@@ -376,7 +376,7 @@ def verify_catalog_query(
     test the check.
     Raises `VerificationError` naming the failed stage; returns a `VerificationResult` otherwise.
     """
-    fixes = Fixes(where)
+    fixes = Fixes(where, query.catalog_path)
     clock = _Clock(query.timeout, query.stage_timeouts, fixes)
     warnings: list[str] = []
     problems = [] if str(scheduler_address or "").strip() else ["the scheduler address is empty"]
@@ -599,7 +599,13 @@ def _open_on_worker(
     search = lsdb.ConeSearch(query.ra, query.dec, query.radius_arcsec)
     key = f"{OPEN_TASK_PREFIX}-{uuid.uuid4().hex}"
     future = client.submit(
-        lsdb.open_catalog, query.catalog_path, search_filter=search, columns=columns, error_empty_filter=False, key=key
+        lsdb.open_catalog,
+        query.catalog_path,
+        search_filter=search,
+        columns=columns,
+        error_empty_filter=False,
+        storage_options=dict(query.storage_options) if query.storage_options else None,
+        key=key,
     )
     try:
         return _call_with_deadline(lambda: future.result(timeout=budget), budget + 2.0)

@@ -35,6 +35,7 @@ from components.verification.query import (
     PORT_FORWARD,
     ClusterRef,
     VerificationQuery,
+    parse_storage_options,
 )
 
 # The port-forward waits for the Service within the connect stage's budget (the operator creates it after the
@@ -103,6 +104,14 @@ def parser() -> argparse.ArgumentParser:
         choices=CONNECT_MODES,
         help="the stack's verify.connect: portForward (same as --port-forward) or direct (needs --scheduler)",
     )
+    p.add_argument(
+        "--storage-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="passed to lsdb.open_catalog(storage_options=...) on the worker, repeatable; VALUE is JSON where it"
+        " parses (anon=false) and a string otherwise (the stack's catalogStorageOptions export)",
+    )
     p.add_argument("--kube-context", help="kube context for --port-forward and messages (default: the current one)")
     p.add_argument("--lock-json", type=Path, help="JSON object of pinned versions (default: docker/requirements.lock)")
     return p
@@ -131,6 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     where = ClusterRef(args.namespace, args.cluster_name, args.kube_context)
     columns = tuple(c.strip() for c in args.columns.split(",") if c.strip()) if args.columns else None
     locked = json.loads(args.lock_json.read_text()) if args.lock_json else None
+    try:
+        storage_options = parse_storage_options(args.storage_option)
+    except ValueError as exc:
+        p.error(str(exc))
     query = VerificationQuery(
         catalog_path=args.catalog,
         ra=args.ra,
@@ -141,6 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         min_workers=args.min_workers,
         timeout=args.timeout,
         sample_rows=args.sample_rows,
+        storage_options=storage_options or None,
     )
     started = time.monotonic()
     # With API access (portForward) the wait reads the cluster's pods and fails early on a stuck one; `direct`
@@ -148,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     wait_hook: WaitHook | None = StuckPods(Kr8sReader(args.kube_context), where) if port_forward else None
     try:
         if problems := query.problems():  # before any port-forward: the config stage comes first
-            raise VerificationError("config", "; ".join(problems), Fixes(where)("config"))
+            raise VerificationError("config", "; ".join(problems), Fixes(where, args.catalog)("config"))
         connect_budget = min(PORT_FORWARD_TIMEOUT, args.timeout)
         address: contextlib.AbstractContextManager[str] = (
             SchedulerPortForward(
@@ -156,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.cluster_name,
                 args.kube_context,
                 timeout=connect_budget,
-                fixes=Fixes(where),
+                fixes=Fixes(where, args.catalog),
                 wait_hook=wait_hook,
             )
             if port_forward

@@ -10,6 +10,7 @@ from components.constants import (
     CLUSTER_NAME_LABEL,
     DASHBOARD_PORT,
     SCHEDULER_PORT,
+    STORAGE_COMPONENT_LABEL,
     kubectl,
     pod_selector,
     scheduler_service_name,
@@ -20,11 +21,12 @@ from components.verification.query import ClusterRef
 class Fixes:
     """`fixes(stage)` is what to do when `stage` fails; names unknown show as `<namespace>` and `<cluster>`."""
 
-    def __init__(self, cluster: ClusterRef | None = None) -> None:
+    def __init__(self, cluster: ClusterRef | None = None, catalog_path: str | None = None) -> None:
         cluster = cluster or ClusterRef()
         self.ns = cluster.namespace or "<namespace>"
         self.cl = cluster.cluster_name or "<cluster>"
         self.kubectl = kubectl(cluster.kube_context)
+        self.catalog_path = catalog_path or ""
 
     def port_forward(self) -> str:
         """The fix when the port-forward itself cannot start (before any Dask traffic)."""
@@ -32,6 +34,26 @@ class Fixes:
         return (
             f"check this machine reaches the cluster with the stack's kube context (kubeContext in the stack config,"
             f" KUBECONFIG): `{self.kubectl} get svc {svc} -n {self.ns}`; then: {self('connect')}"
+        )
+
+    def _open_object_store(self) -> str:
+        """The `open` fix for a catalog URL: which storage settings the workers used, and how to correct them."""
+        scheme = self.catalog_path.split("://", 1)[0].lower()
+        k, ns = self.kubectl, self.ns
+        selector = "=".join(STORAGE_COMPONENT_LABEL)
+        secret = f"`{k} get secret -n {ns} -l {selector}` (keys: the variables the driver reads)"
+        if scheme in ("http", "https"):
+            return (
+                f"the workers read {self.catalog_path} over HTTP: check the URL serves the catalog's properties"
+                " and partition files (`curl -I <url>/hats.properties`) and that the pods may reach that host"
+            )
+        return (
+            f"the workers read {self.catalog_path} with the credentials of storage.objectStore: check the access key"
+            " pair (re-set a wrong one with `pulumi config set --path --secret"
+            " storage.objectStore.credentials.<key> <value>` and run `pulumi up`; the Secret is"
+            f" {secret}), or the IAM binding of storage.objectStore.identity, or set"
+            " storage.objectStore.anonymous true for a public bucket; check storage.objectStore.url (and endpointUrl)"
+            " points at the bucket and the catalog exists there; requested columns must exist in the catalog"
         )
 
     def __call__(self, stage: str) -> str:
@@ -65,7 +87,9 @@ class Fixes:
                 f" on the cluster means a pod runs another image: `{k} get pods -n {ns} -l {cluster_pods}"
                 " -o jsonpath='{..image}'`"
             ),
-            "open": (
+            "open": self._open_object_store()
+            if "://" in self.catalog_path
+            else (
                 "give the catalog path as the workers see it (the volume mountPath inside the worker pods, e.g."
                 f" /data/<catalog>), not a path on this machine; check the catalog PVC is Bound (`{k} get pvc -n"
                 f" {ns}`) and mounted in the workers (`{k} describe pod -n {ns} -l {worker_pods}`);"

@@ -12,9 +12,11 @@ Each rule and each list is written once here:
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 # Bounds of a cone query, shared with the stack config (verify.*). Open or closed as the names' comments say.
 RA_RANGE: tuple[float, float] = (0.0, 360.0)  # degrees, RA_RANGE[0] <= ra < RA_RANGE[1]
@@ -59,6 +61,33 @@ def worker_group_of(worker_name: object) -> str:
     """The DaskWorkerGroup a worker belongs to, from its name; UNGROUPED for a worker the operator did not name."""
     m = WORKER_NAME.match(str(worker_name))
     return m.group("group") if m else UNGROUPED
+
+
+def parse_storage_options(items: Iterable[str]) -> dict[str, Any]:
+    """`["anon=false", "endpoint_url=http://h:9000"]` -> `{"anon": False, "endpoint_url": "http://h:9000"}`.
+
+    The `--storage-option KEY=VALUE` flags of the verification and sizing commands: a value is parsed as JSON
+    where it parses (`false`, `3`, `{"region_name": "x"}`), else kept as the string. Raises ValueError naming
+    the item without `=`.
+    """
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"storage option {item!r} is not KEY=VALUE (e.g. anon=false)")
+        try:
+            options[key.strip()] = json.loads(value)
+        except ValueError:
+            options[key.strip()] = value
+    return options
+
+
+def storage_option_flags(options: Mapping[str, Any]) -> list[str]:
+    """The inverse of `parse_storage_options`: `--storage-option KEY=<JSON>` pairs, in key order."""
+    flags: list[str] = []
+    for key in sorted(options):
+        flags += ["--storage-option", f"{key}={json.dumps(options[key])}"]
+    return flags
 
 
 DEFAULT_TIMEOUT = 900.0  # connect (600, a cold image pull) plus the query stages
@@ -117,7 +146,9 @@ class ClusterRef:
 class VerificationQuery:
     """One cone query and what it must show: the parameters of `verify_catalog_query`, validated there.
 
-    `catalog_path` is the path as the workers see it (it is opened on a worker). `stage_timeouts` lowers the
+    `catalog_path` is the path as the workers see it (it is opened on a worker), or an object-store/HTTP URL;
+    `storage_options` go to `lsdb.open_catalog` (e.g. `{"anon": False}`: use the pods' credentials or identity,
+    where hats would open s3:// anonymously). `stage_timeouts` lowers the
     per-stage ceilings (`DEFAULT_STAGE_TIMEOUTS` in check.py); every stage also ends with the overall `timeout`.
     """
 
@@ -131,6 +162,7 @@ class VerificationQuery:
     timeout: float = DEFAULT_TIMEOUT
     stage_timeouts: Mapping[str, float] | None = None
     sample_rows: int = DEFAULT_SAMPLE_ROWS
+    storage_options: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         # A list given by a caller becomes a tuple: the query stays hashable-ish and cannot change under the check.

@@ -36,6 +36,7 @@ from components.verification.query import (
     DIRECT,
     OUTPUT_KEYS,
     connect_problem,
+    storage_option_flags,
 )
 
 # Inputs whose change re-runs the check: the cluster, the image, the operator, the catalog and the query.
@@ -52,6 +53,7 @@ RERUN_KEYS: tuple[str, ...] = (
     "columns",
     "minRows",
     "minWorkers",
+    "storageOptions",
 )
 # The engine hands numbers back as floats: 180 and 180.0 are the same input.
 NUMBER_KEYS: tuple[str, ...] = ("ra", "dec", "radiusArcsec", "minRows", "minWorkers", "timeoutSeconds")
@@ -91,6 +93,8 @@ class VerificationArgs:
     min_rows: pulumi.Input[int] = 1
     min_workers: pulumi.Input[int] = 1
     timeout_seconds: pulumi.Input[float] = DEFAULT_TIMEOUT
+    # `lsdb.open_catalog(..., storage_options=...)`: the stack's `catalogStorageOptions` (never a secret).
+    storage_options: pulumi.Input[Mapping[str, Any]] | None = None
     operator_version: pulumi.Input[str] | None = None  # the dask-kubernetes the cluster's operator runs
 
     def validate(self) -> None:
@@ -228,6 +232,7 @@ def child_argv(inputs: Mapping[str, Any], timeout: float) -> list[str]:
             argv += [flag, str(inputs[key])]
     if connect == DIRECT:
         argv += ["--scheduler", str(inputs["schedulerAddress"])]
+    argv += storage_option_flags(inputs.get("storageOptions") or {})
     return argv
 
 

@@ -1,0 +1,263 @@
+"""End to end against real object storage: a catalog in an S3 bucket (moto's server) and one served over HTTP.
+
+The dev stack with `storage.kind: objectStore` is run through the real program under Pulumi's mocks with the
+credentials as Pulumi secrets (as `pulumi up` hands them over once decrypted). Its DaskCluster and Secret are what
+the pods get: the emulator (tests/support/pod_emulator.py) resolves each `secretKeyRef` of the rendered env from the
+rendered Secret, so the scheduler and worker processes see exactly those variables and nothing of this process's
+environment. The verification dynamic provider's `create` (what `pulumi up` runs) then opens `s3://…` (or
+`http://…`) on a worker, with the storage options the stack exports, and must find exactly the rows a direct
+computation finds. A wrong secret key must fail at stage `open` with a message naming the storage and the fix.
+
+Servers: tests/support/object_servers.py (moto in its own virtualenv, `.build/moto-venv`; authentication enforced).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.program_helpers import dask_cluster
+from tests.support.object_servers import S3Server, http_file_server, s3_server
+from tests.support.pod_emulator import EmulatedCluster
+from tests.test_e2e import N_ROWS, SEED, VERIFICATION_TYPE, expected_rows
+from tools.mock_runtime import SECRET_SIG, ProgramRun, run_program
+from tools.render import stack_config
+
+pytestmark = pytest.mark.e2e
+
+STACK = "dev"
+PREFIX = "catalogs/sample"
+SECRET_TYPE = "kubernetes:core/v1:Secret"
+
+
+# --- the dev stack with object storage, run by the real program ------------------------------------------------
+
+
+def run_dev_stack(storage: dict[str, Any], catalog_path: str) -> ProgramRun:
+    """The dev stack with `storage` and `verify.catalogPath` replaced; `storage` is a secret key (its credentials)."""
+    config, secret_keys = stack_config(STACK)
+    config["lsdb-k8s:storage"] = json.dumps(storage)
+    verify = json.loads(config["lsdb-k8s:verify"])
+    config["lsdb-k8s:verify"] = json.dumps({**verify, "catalogPath": catalog_path})
+    return run_program(config, [*secret_keys, "lsdb-k8s:storage"], stack=STACK)
+
+
+def rendered_secrets(run: ProgramRun) -> dict[str, dict[str, str]]:
+    """Secret name -> data, as the API server would store it; each value must have reached it as a Pulumi secret."""
+    secrets = {}
+    for reg in run.of_type(SECRET_TYPE):
+        raw = reg.raw_inputs["stringData"]
+        assert raw.get(SECRET_SIG), f"Secret {reg.name}: stringData is not a Pulumi secret"
+        secrets[reg.inputs["metadata"]["name"]] = dict(reg.inputs["stringData"])
+    return secrets
+
+
+def verification_props(run: ProgramRun, cluster: EmulatedCluster) -> dict[str, Any]:
+    (reg,) = run.of_type(VERIFICATION_TYPE)
+    props = {k: v for k, v in reg.inputs.items() if not k.startswith("__")}
+    return {**props, "connect": "direct", "schedulerAddress": cluster.map_address(run.outputs["schedulerAddress"])}
+
+
+def secret_env(manifest: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """Env name -> (Secret, key) for every secretKeyRef of every container in the DaskCluster."""
+    refs = {}
+    for role in ("scheduler", "worker"):
+        for container in manifest["spec"][role]["spec"]["containers"]:
+            for item in container.get("env", []):
+                ref = (item.get("valueFrom") or {}).get("secretKeyRef")
+                if ref:
+                    refs[item["name"]] = (ref["name"], ref["key"])
+    return refs
+
+
+# --- fixtures ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def local_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from scripts.sample_catalog import write_sample_catalog
+
+    root = tmp_path_factory.mktemp("catalogs")
+    write_sample_catalog(root / "sample", N_ROWS, seed=SEED)
+    return root
+
+
+@pytest.fixture(scope="module")
+def s3(local_catalog: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    with s3_server(tmp_path_factory.mktemp("moto")) as server:
+        server.upload(local_catalog / "sample", PREFIX)
+        yield server
+
+
+def s3_storage(s3: S3Server, secret_access_key: str) -> dict[str, Any]:
+    return {
+        "kind": "objectStore",
+        "objectStore": {
+            "url": f"s3://{s3.bucket}/catalogs",
+            "credentials": {
+                "accessKeyId": s3.access_key_id,
+                "secretAccessKey": secret_access_key,
+                "region": s3.region,
+                "endpointUrl": s3.endpoint,
+            },
+        },
+    }
+
+
+def start(run: ProgramRun, root: Path, replicas: int | None = None) -> EmulatedCluster:
+    manifest = copy.deepcopy(dask_cluster(run))
+    if replicas is not None:
+        manifest["spec"]["worker"]["replicas"] = replicas
+    cluster = EmulatedCluster(manifest, root, secrets=rendered_secrets(run))
+    try:
+        cluster.start(timeout=120)
+        cluster.wait_for_workers(timeout=120)
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+# --- tests --------------------------------------------------------------------------------------------------------
+
+
+def test_s3_catalog_is_opened_on_a_worker_with_the_stack_credentials(s3: S3Server, tmp_path: Path) -> None:
+    url = f"s3://{s3.bucket}/{PREFIX}"
+    run = run_dev_stack(s3_storage(s3, s3.secret_access_key), url)
+    manifest = dask_cluster(run)
+    refs = secret_env(manifest)
+    secrets = rendered_secrets(run)
+    assert refs, "the rendered DaskCluster gives the pods no object-store credentials"
+    # The storage options the stack exports: credentials in the pods, so not anonymous.
+    assert run.outputs["catalogStorageOptions"] == {"anon": False}
+
+    cluster = start(run, tmp_path / "cluster")
+    try:
+        # Every pod got exactly the Secret's values under the rendered names (and nothing from this process).
+        for pod in cluster.pods:
+            env = pod.containers[0].env
+            for name, (secret, key) in refs.items():
+                assert env[name] == secrets[secret][key], f"{pod.name}: {name}"
+        props = verification_props(run, cluster)
+        assert props["catalogPath"] == url
+        assert props["storageOptions"] == {"anon": False}
+        from components.verification.resource import new_provider
+
+        outs = new_provider().create(props).outs
+    finally:
+        cluster.stop()
+    want = expected_rows(props["ra"], props["dec"], props["radiusArcsec"])
+    assert want >= 1
+    assert outs["rows"] == want
+    assert outs["workers"] == 2
+    assert cluster.leftover_pids() == []
+
+
+def test_s3_endpoint_comes_from_the_mapped_variable(s3: S3Server, tmp_path: Path) -> None:
+    """Control: the same pods without the endpoint variable of the render reach no S3 server at all, so the
+    passing run above really read through the mapped AWS_ENDPOINT_URL (s3fs/botocore honour it)."""
+    run = run_dev_stack(s3_storage(s3, s3.secret_access_key), f"s3://{s3.bucket}/{PREFIX}")
+    manifest = copy.deepcopy(dask_cluster(run))
+    secrets = rendered_secrets(run)
+    endpoint_vars = [
+        name for name, (secret, key) in secret_env(manifest).items() if secrets[secret][key] == s3.endpoint
+    ]
+    assert len(endpoint_vars) == 1, "the endpoint URL must reach the pods through one variable"
+    worker = manifest["spec"]["worker"]["spec"]["containers"][0]
+    worker["env"] = [e for e in worker["env"] if e["name"] != endpoint_vars[0]]
+    manifest["spec"]["worker"]["replicas"] = 1
+    with EmulatedCluster(manifest, tmp_path / "cluster", secrets=secrets) as cluster:
+        cluster.start(timeout=120)
+        cluster.wait_for_workers(timeout=120)
+        props = {**verification_props(run, cluster), "minWorkers": 1, "timeoutSeconds": 60.0}
+        from components.verification.resource import new_provider
+
+        with pytest.raises(RuntimeError, match="stage 'open'"):
+            new_provider().create(props)
+
+
+def test_wrong_secret_key_fails_at_open_naming_the_storage_and_the_fix(s3: S3Server, tmp_path: Path) -> None:
+    url = f"s3://{s3.bucket}/{PREFIX}"
+    run = run_dev_stack(s3_storage(s3, "not-the-secret-key"), url)
+    cluster = start(run, tmp_path / "cluster", replicas=1)
+    try:
+        props = {**verification_props(run, cluster), "minWorkers": 1}
+        from components.verification.resource import new_provider
+
+        with pytest.raises(RuntimeError) as failure:
+            new_provider().create(props)
+    finally:
+        cluster.stop()
+    message = str(failure.value)
+    assert "failed at stage 'open'" in message
+    assert url in message  # names the storage
+    assert "pulumi config set --path --secret storage.objectStore.credentials.<key>" in message  # and the fix
+    assert "PermissionError" in message or "Forbidden" in message, message
+
+
+def test_http_catalog_is_opened_on_a_worker(local_catalog: Path, tmp_path: Path) -> None:
+    with http_file_server(local_catalog) as base:
+        url = f"{base}/sample"
+        run = run_dev_stack({"kind": "objectStore", "objectStore": {"url": base}}, url)
+        manifest = dask_cluster(run)
+        assert secret_env(manifest) == {} and run.of_type(SECRET_TYPE) == []  # nothing to hide for HTTP
+        assert run.outputs["catalogStorageOptions"] == {}
+        cluster = start(run, tmp_path / "cluster")
+        try:
+            props = verification_props(run, cluster)
+            from components.verification.resource import new_provider
+
+            outs = new_provider().create(props).outs
+        finally:
+            cluster.stop()
+    assert outs["rows"] == expected_rows(props["ra"], props["dec"], props["radiusArcsec"])
+    assert outs["workers"] == 2
+
+
+def test_sizing_reads_the_s3_catalog_with_the_pods_settings(s3: S3Server, local_catalog: Path) -> None:
+    """`python -m tools.sizing s3://…` with the credentials in the environment and the stack's storage options:
+    the same partitions as the local copy of the catalog."""
+    import os
+    import subprocess
+    import sys
+
+    from components.lock import PROJECT_DIR
+    from tools import sizing
+
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": s3.access_key_id,
+        "AWS_SECRET_ACCESS_KEY": s3.secret_access_key,
+        "AWS_ENDPOINT_URL": s3.endpoint,
+        "AWS_DEFAULT_REGION": s3.region,
+    }
+    url = f"s3://{s3.bucket}/{PREFIX}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tools.sizing", url, "--storage-option", "anon=false"],
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    local = sizing.read_sizes(str(local_catalog / "sample"))
+    assert f"partitions   {len(local.partitions)}" in proc.stdout
+    assert f"rows         {local.total_rows}" in proc.stdout
+    big = local.largest
+    assert f"Norder={big.order} Npix={big.pixel}: " in proc.stdout and f"{big.rows} rows" in proc.stdout
+    # Without anon=false hats would go anonymous, which this bucket refuses.
+    anonymous = subprocess.run(
+        [sys.executable, "-m", "tools.sizing", url],
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert anonymous.returncode == 1 and "could not read the catalog metadata" in anonymous.stderr

@@ -1,0 +1,45 @@
+"""What the README tells users to copy is true of the code (the connect-and-query block runs in tests/test_e2e.py)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from components.lock import PROJECT_DIR
+from tests.program_helpers import run_stack
+from tests.readme_blocks import readme_block
+
+
+def test_notebook_pod_is_a_valid_pod_that_reaches_the_dev_cluster() -> None:
+    import kubernetes_validate
+
+    pod = yaml.safe_load(readme_block("notebook-pod"))
+    kubernetes_validate.validate(pod, "1.37", strict=True)
+    run = run_stack("dev")
+    (container,) = pod["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["DASK_SCHEDULER_ADDRESS"] == run.outputs["schedulerAddress"]  # the stable Service
+    assert pod["metadata"]["namespace"] == run.outputs["namespace"]
+    claims = [r.inputs["metadata"]["name"] for r in run.of_type("kubernetes:core/v1:PersistentVolumeClaim")]
+    assert pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] in claims
+    assert container["volumeMounts"][0]["mountPath"] == "/data"  # storage.mountPath: /data/sample is the catalog
+
+
+def test_connect_and_query_uses_the_exported_local_address() -> None:
+    block = readme_block("connect-and-query")
+    run = run_stack("dev")
+    assert f'Client("{run.outputs["localSchedulerAddress"]}")' in block
+    verification = run.one("pulumi-python:dynamic/lsdb:Verification").inputs
+    assert f'"{verification["catalogPath"]}"' in block  # the dev stack's catalog, as the workers see it
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_client_installs_the_image_lock_alone() -> None:
+    dry = subprocess.run(
+        ["make", "-n", "-B", "client"], cwd=PROJECT_DIR, capture_output=True, text=True, check=True
+    ).stdout
+    installs = [line for line in dry.splitlines() if " install " in line and "--upgrade pip" not in line]
+    assert installs == [".venv-client/bin/pip install --quiet -r docker/requirements.lock"]
