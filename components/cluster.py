@@ -24,7 +24,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.config import ClusterConfig
+from components.config import ClusterConfig, WorkerPodConfig
 from components.constants import (
     API_VERSION,
     APP_NAME_LABEL,
@@ -32,6 +32,8 @@ from components.constants import (
     COMPONENT_LABEL,
     DASHBOARD_PORT,
     DASHBOARD_PORT_NAME,
+    DEFAULT_GROUP,
+    GROUP_LABEL,
     LABELS,
     NANNY_PORT,
     NANNY_PORT_NAME,
@@ -48,6 +50,7 @@ from components.constants import (
     stable_service_name,
 )
 from components.options import child_options
+from components.placement import pod_placement, worker_spread_selector
 from components.storage import PodStorage
 
 SCRATCH_DIR = "/scratch"  # Dask's local directory for spilling; an emptyDir, so spill never fills the image layer
@@ -101,13 +104,13 @@ def scheduler_args(tls: PodTls | None = None) -> list[str]:
     return ["dask", "scheduler", *protocol, "--port", str(SCHEDULER_PORT), "--dashboard-address", f":{DASHBOARD_PORT}"]
 
 
-def worker_args(cluster: ClusterConfig) -> list[str]:
+def worker_args(workers: WorkerPodConfig) -> list[str]:
     # No scheduler address argument: DASK_SCHEDULER_ADDRESS (the operator's tcp://, or ours with TLS) says it.
     return [
         "dask", "worker",
         "--name", "$(DASK_WORKER_NAME)",
-        "--nthreads", str(cluster.workers.threads),
-        "--memory-limit", str(cluster.workers.memory_bytes),
+        "--nthreads", str(workers.threads),
+        "--memory-limit", str(workers.memory_bytes),
         "--dashboard-address", f":{WORKER_DASHBOARD_PORT}",
         "--worker-port", str(WORKER_PORT),
         "--nanny-port", str(NANNY_PORT),
@@ -158,8 +161,7 @@ def worker_probes() -> dict[str, Any]:
     }  # fmt: skip
 
 
-def worker_resources(cluster: ClusterConfig) -> dict[str, Any]:
-    w = cluster.workers
+def worker_resources(w: WorkerPodConfig) -> dict[str, Any]:
     limits = {"memory": w.memory} | ({"cpu": w.cpu_limit} if w.cpu_limit else {})
     return {"requests": {"cpu": w.cpu, "memory": w.memory}, "limits": limits}
 
@@ -167,7 +169,8 @@ def worker_resources(cluster: ClusterConfig) -> dict[str, Any]:
 def scheduler_resources(cluster: ClusterConfig) -> dict[str, Any]:
     s = cluster.scheduler
     # A quota namespace that needs limits.cpu on workers needs it on the scheduler too (guide tip).
-    limits = {"memory": s.memory} | ({"cpu": s.cpu} if cluster.workers.cpu_limit else {})
+    cpu_limited = any(g.cpu_limit for g in (cluster.workers, *cluster.worker_groups.values()))
+    limits = {"memory": s.memory} | ({"cpu": s.cpu} if cpu_limited else {})
     return {"requests": {"cpu": s.cpu, "memory": s.memory}, "limits": limits}
 
 
@@ -184,6 +187,7 @@ def _pod_spec(
     volumes: list[dict[str, Any]],
     pull_secret: str | None,
     service_account: str | None = None,
+    placement: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The scheduler and workers never call the Kubernetes API, so no API token is mounted, with or without a
     workload identity (`service_account`, storage.objectStore.identity): EKS's and Azure's webhooks inject their
@@ -199,7 +203,122 @@ def _pod_spec(
         spec["volumes"] = volumes
     if pull_secret:
         spec["imagePullSecrets"] = [{"name": pull_secret}]
-    return spec
+    return spec | (placement or {})
+
+
+def scheduler_placement(cluster: ClusterConfig) -> dict[str, Any]:
+    """The scheduler's scheduling fields: its placement, kept off the spot nodes any worker group uses."""
+    return pod_placement(cluster.scheduler.placement.pod_fields(), avoid_spot=cluster.spot_providers)
+
+
+def worker_placement(cluster: ClusterConfig, group: str, workers: WorkerPodConfig) -> dict[str, Any]:
+    """A worker group's scheduling fields: its placement and spot nodes, spread over nodes by default."""
+    return pod_placement(
+        workers.placement.pod_fields(), spot=workers.spot, spread=worker_spread_selector(cluster.name, group)
+    )
+
+
+def pod_metadata(storage: PodStorage) -> dict[str, Any]:
+    """Pod-template metadata of every pod (the operator copies it onto the pods): Azure's webhook selects pods by
+    the identity label, and the identity annotation makes a changed identity a changed cluster spec (webhooks act
+    at pod creation only)."""
+    items = (("labels", storage.pod_labels), ("annotations", storage.pod_annotations))
+    return {key: dict(value) for key, value in items if value}
+
+
+@dataclass(frozen=True)
+class PodContext:
+    """What every pod of one DaskCluster shares: the image, storage, pull secret, TLS, and where it lives."""
+
+    image: str
+    storage: PodStorage
+    pull_secret: str | None
+    namespace: str
+    live_name: str  # the DaskCluster's name (its draft `cluster.name` while the digest is computed)
+    tls: PodTls | None = None
+
+
+def worker_template(cluster: ClusterConfig, group: str, workers: WorkerPodConfig, ctx: PodContext) -> dict[str, Any]:
+    """`spec.worker` of a DaskCluster (the default group) or DaskWorkerGroup, without `replicas`.
+
+    Every group gets the same container (image, storage mounts, env, TLS, hardened security context, probes,
+    memory limit rules); only threads, resources and placement come from the group. The operator copies
+    `metadata.labels` onto the worker pods: GROUP_LABEL names the group independently of the DaskCluster's name."""
+    storage, tls = ctx.storage, ctx.tls
+    worker_env = [*storage.env, *tls_env(tls)]
+    if tls:  # the operator injects its tcp:// address only when the variable is absent
+        address = in_cluster_address(candidate_service_name(ctx.live_name), ctx.namespace, tls=True)
+        worker_env.append({"name": "DASK_SCHEDULER_ADDRESS", "value": address})
+    worker: dict[str, Any] = {
+        "name": "worker",
+        "image": ctx.image,
+        "args": worker_args(workers),
+        "resources": worker_resources(workers),
+        "ports": [
+            {"name": DASHBOARD_PORT_NAME, "containerPort": WORKER_DASHBOARD_PORT, "protocol": "TCP"},
+            {"name": WORKER_PORT_NAME, "containerPort": WORKER_PORT, "protocol": "TCP"},
+            {"name": NANNY_PORT_NAME, "containerPort": NANNY_PORT, "protocol": "TCP"},
+        ],
+        **worker_probes(),
+        "volumeMounts": [*storage.worker_mounts, *writable_mounts(), *tls_mounts(tls)],
+        "securityContext": CONTAINER_SECURITY_CONTEXT,
+    }
+    if worker_env:
+        worker["env"] = worker_env
+    volumes = [*storage.volumes, *writable_volumes(), *tls_volumes(tls)]
+    placement = worker_placement(cluster, group, workers)
+    metadata = pod_metadata(storage)
+    metadata["labels"] = {GROUP_LABEL: group, **metadata.get("labels", {})}
+    return {
+        "metadata": metadata,
+        "spec": _pod_spec([worker], volumes, ctx.pull_secret, storage.service_account, placement),
+    }
+
+
+def worker_group_workers(cluster: ClusterConfig, ctx: PodContext) -> dict[str, dict[str, Any]]:
+    """`spec.worker` (replicas included) of each extra worker group, by configured name."""
+    return {
+        group: {"replicas": workers.replicas, **worker_template(cluster, group, workers, ctx)}
+        for group, workers in sorted(cluster.worker_groups.items())
+    }
+
+
+def worker_group_name(cluster_name: str, group: str) -> str:
+    """The DaskWorkerGroup of `group` for the DaskCluster `cluster_name` (the operator's own is `<cluster>-default`)."""
+    return f"{cluster_name}-{group}"
+
+
+def worker_group_manifest(
+    cluster: ClusterConfig, namespace: str, cluster_name: str, group: str, worker: dict[str, Any]
+) -> dict[str, Any]:
+    """The DaskWorkerGroup of one extra group, for the live DaskCluster `cluster_name`."""
+    labels = {**LABELS, APP_NAME_LABEL: cluster.name, GROUP_LABEL: group}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "DaskWorkerGroup",
+        "metadata": {"name": worker_group_name(cluster_name, group), "namespace": namespace, "labels": labels},
+        "spec": {"cluster": cluster_name, "worker": worker},
+    }
+
+
+def scheduler_disruption_budget_manifest(cluster: ClusterConfig, namespace: str, cluster_name: str) -> dict[str, Any]:
+    """A PodDisruptionBudget allowing no voluntary eviction of the live cluster's scheduler pod.
+
+    Evictions (kubectl drain, node upgrades, the cluster autoscaler's scale-down) wait; deletions (the
+    operator removing a DaskCluster, a blue/green switch) are not evictions and are not blocked."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {
+            "name": candidate_service_name(cluster_name),
+            "namespace": namespace,
+            "labels": {**LABELS, APP_NAME_LABEL: cluster.name},
+        },
+        "spec": {
+            "maxUnavailable": 0,
+            "selector": {"matchLabels": {CLUSTER_NAME_LABEL: cluster_name, COMPONENT_LABEL: "scheduler"}},
+        },
+    }
 
 
 def dask_cluster_manifest(
@@ -230,19 +349,24 @@ def cluster_live_name(
     pull_secret: str | None = None,
     tls: PodTls | None = None,
 ) -> str:
-    """`<cluster.name>-<h>`: the DaskCluster name for this spec (see the module docstring). TLS settings are part
-    of the spec: turning TLS on or off makes a new cluster."""
+    """`<cluster.name>-<h>`: the DaskCluster name for this spec (see the module docstring). TLS settings and the
+    extra worker groups' pod templates are part of the spec: changing them makes a new cluster."""
     draft = _dask_cluster_manifest(cluster, namespace, image_identity, storage, pull_secret, cluster.name, tls)
-    return live_cluster_name(cluster.name, cluster_spec_digest(draft))
+    ctx = PodContext(image_identity, storage, pull_secret, namespace, cluster.name, tls)
+    return live_cluster_name(cluster.name, cluster_spec_digest(draft, worker_group_workers(cluster, ctx)))
 
 
 # What the operator reconciles on a live DaskCluster: changing these must not make a new cluster.
 RECONCILED_PATHS: tuple[tuple[str, ...], ...] = (("spec", "worker", "replicas"), ("spec", "idleTimeout"))
 
 
-def cluster_spec_digest(manifest: dict[str, Any]) -> str:
-    """`<h>`: a digest of the DaskCluster without its names and without what the operator reconciles."""
+def cluster_spec_digest(manifest: dict[str, Any], worker_groups: dict[str, dict[str, Any]] | None = None) -> str:
+    """`<h>`: a digest of the DaskCluster without its names and without what the operator reconciles, and of the
+    extra worker groups' pod templates (the operator ignores in-place changes of those too; their `replicas` it
+    reconciles). Without extra groups the digest is the DaskCluster's alone."""
     view = copy.deepcopy(manifest)
+    if worker_groups:
+        view["workerGroups"] = {g: {k: v for k, v in w.items() if k != "replicas"} for g, w in worker_groups.items()}
     view["metadata"].pop("name", None)
     view["spec"]["scheduler"]["service"].get("selector", {}).pop(CLUSTER_NAME_LABEL, None)
     for *parents, leaf in RECONCILED_PATHS:
@@ -294,42 +418,18 @@ def _dask_cluster_manifest(
     scheduler_volumes = [v for v in storage.volumes if v["name"] == "object-store-key"]
     scheduler_mounts = [m for m in storage.worker_mounts if m["name"] == "object-store-key"]
     scheduler["volumeMounts"] = [*scheduler_mounts, *writable_mounts(), *tls_mounts(tls)]
-    worker_env = [*storage.env, *tls_env(tls)]
-    if tls:  # the operator injects its tcp:// address only when the variable is absent
-        address = in_cluster_address(candidate_service_name(live_name), namespace, tls=True)
-        worker_env.append({"name": "DASK_SCHEDULER_ADDRESS", "value": address})
-    worker = {
-        "name": "worker",
-        "image": image,
-        "args": worker_args(cluster),
-        "resources": worker_resources(cluster),
-        "ports": [
-            {"name": http["dash"], "containerPort": WORKER_DASHBOARD_PORT, "protocol": "TCP"},
-            {"name": WORKER_PORT_NAME, "containerPort": WORKER_PORT, "protocol": "TCP"},
-            {"name": NANNY_PORT_NAME, "containerPort": NANNY_PORT, "protocol": "TCP"},
-        ],
-        **worker_probes(),
-        "volumeMounts": [*storage.worker_mounts, *writable_mounts(), *tls_mounts(tls)],
-        "securityContext": CONTAINER_SECURITY_CONTEXT,
-    }
-    if worker_env:
-        worker["env"] = worker_env
     # The operator copies these labels onto every pod: `app.kubernetes.io/name: <cluster.name>` selects the pods
     # of blue and green alike (`dask.org/cluster-name` tells them apart).
     labels = {**LABELS, APP_NAME_LABEL: cluster.name}
     metadata: dict[str, Any] = {"name": live_name, "namespace": namespace, "labels": labels}
     if skips := scanner_skips(cluster):
         metadata["annotations"] = skips
+    ctx = PodContext(image, storage, pull_secret, namespace, live_name, tls)
     spec: dict[str, Any] = {
         "idleTimeout": cluster.idle_timeout_seconds,
         "worker": {
             "replicas": cluster.workers.replicas,
-            "spec": _pod_spec(
-                [worker],
-                [*storage.volumes, *writable_volumes(), *tls_volumes(tls)],
-                pull_secret,
-                storage.service_account,
-            ),
+            **worker_template(cluster, DEFAULT_GROUP, cluster.workers, ctx),
         },
         "scheduler": {
             "spec": _pod_spec(
@@ -337,6 +437,7 @@ def _dask_cluster_manifest(
                 [*scheduler_volumes, *writable_volumes(), *tls_volumes(tls)],
                 pull_secret,
                 storage.service_account,
+                scheduler_placement(cluster),
             ),
             "service": {
                 "type": "ClusterIP",
@@ -345,13 +446,8 @@ def _dask_cluster_manifest(
             },
         },
     }
-    # The operator copies this metadata onto the pod templates: Azure's webhook selects pods by the label, and
-    # the identity annotation makes a changed identity a changed cluster spec (webhooks act at pod creation only).
-    if storage.pod_labels or storage.pod_annotations:
-        for role in ("scheduler", "worker"):
-            spec[role]["metadata"] = {
-                k: dict(v) for k, v in (("labels", storage.pod_labels), ("annotations", storage.pod_annotations)) if v
-            }
+    if scheduler_metadata := pod_metadata(storage):
+        spec["scheduler"]["metadata"] = scheduler_metadata
     return {
         "apiVersion": API_VERSION,
         "kind": "DaskCluster",
@@ -459,7 +555,8 @@ class LsdbDaskClusterArgs:
 
 
 class LsdbDaskCluster(pulumi.ComponentResource):
-    """A DaskCluster `<cluster.name>-<h>` running the pinned LSDB image, plus its DaskAutoscaler when enabled.
+    """A DaskCluster `<cluster.name>-<h>` running the pinned LSDB image, plus its DaskAutoscaler when enabled, its
+    extra DaskWorkerGroups `<cluster.name>-<h>-<group>` and its scheduler's PodDisruptionBudget.
 
     Both are registered under logical names that carry `<h>`: a spec change registers new resources (created
     first), and the old ones, no longer in the program, are deleted only after everything else of the
@@ -469,6 +566,9 @@ class LsdbDaskCluster(pulumi.ComponentResource):
 
     dask_cluster: k8s.apiextensions.CustomResource
     autoscaler: k8s.apiextensions.CustomResource | None
+    worker_groups: dict[str, k8s.apiextensions.CustomResource]
+    disruption_budget: k8s.policy.v1.PodDisruptionBudget | None
+    worker_group_names: dict[str, str]
     live_name: str
     digest: str
     cluster_name: pulumi.Output[str]
@@ -486,7 +586,8 @@ class LsdbDaskCluster(pulumi.ComponentResource):
         self.live_name = cluster_live_name(cluster, namespace, identity, storage, pull_secret, args.tls)
         self.digest = self.live_name.rsplit("-", 1)[1]
         live = self.live_name
-        manifest = pulumi.Output.from_input(args.image).apply(
+        image = pulumi.Output.from_input(args.image)
+        manifest = image.apply(
             lambda ref: dask_cluster_manifest(
                 cluster, namespace, ref, storage, pull_secret, live_name=live, tls=args.tls
             )
@@ -515,9 +616,65 @@ class LsdbDaskCluster(pulumi.ComponentResource):
         self.candidate_address = self.cluster_name.apply(
             lambda n: in_cluster_address(candidate_service_name(n), namespace, args.tls is not None)
         )
+        groups = image.apply(
+            lambda ref: worker_group_workers(cluster, PodContext(ref, storage, pull_secret, namespace, live, args.tls))
+        )
+        self.worker_groups = self._worker_groups(name, args, groups, opts)
+        self.worker_group_names = {g: worker_group_name(live, g) for g in sorted(cluster.worker_groups)}
+        self.disruption_budget = self._disruption_budget(name, args, opts)
         # Re-runs the verification of this cluster when anything of it changes, reconciled fields included.
-        self.spec_hash = manifest.apply(lambda m: manifest_hash(m, scaler))
-        self.register_outputs({"clusterName": self.cluster_name, "digest": self.digest})
+        self.spec_hash = pulumi.Output.all(manifest, groups).apply(lambda mg: manifest_hash(mg[0], scaler, mg[1]))
+        self.register_outputs(
+            {"clusterName": self.cluster_name, "digest": self.digest, "workerGroups": self.worker_group_names}
+        )
+
+    def _worker_groups(
+        self,
+        name: str,
+        args: LsdbDaskClusterArgs,
+        groups: pulumi.Output[dict[str, dict[str, Any]]],
+        opts: pulumi.ResourceOptions | None,
+    ) -> dict[str, k8s.apiextensions.CustomResource]:
+        """One DaskWorkerGroup per extra group, `<live>-<group>`, registered like the DaskCluster under a logical
+        name carrying `<h>`.
+
+        First `pulumi up`: created after the DaskCluster (the operator's create handler looks the cluster up and
+        adopts the group, so deleting the cluster deletes its groups too). A change of a group's pod template
+        changes `<h>`: the new cluster gets new groups, and the old groups are deleted with the old cluster after the
+        new one is verified. A change of `replicas` only updates the group in place (the operator scales it).
+        `pulumi destroy`: deleted with the cluster."""
+        cluster, namespace, live = args.cluster, args.namespace, self.live_name
+        created: dict[str, k8s.apiextensions.CustomResource] = {}
+        for group in sorted(cluster.worker_groups):
+
+            def render(workers: dict[str, dict[str, Any]], group: str = group) -> dict[str, Any]:
+                return worker_group_manifest(cluster, namespace, live, group, workers[group])
+
+            manifest = groups.apply(render)
+            created[group] = k8s.apiextensions.CustomResource(
+                f"{name}-workergroup-{group}-{self.digest}",
+                api_version=API_VERSION,
+                kind="DaskWorkerGroup",
+                metadata=manifest["metadata"],
+                spec=manifest["spec"],
+                opts=child_options(self, opts, self.dask_cluster),
+            )
+        return created
+
+    def _disruption_budget(
+        self, name: str, args: LsdbDaskClusterArgs, opts: pulumi.ResourceOptions | None
+    ) -> k8s.policy.v1.PodDisruptionBudget | None:
+        """The live cluster's scheduler PodDisruptionBudget (a new cluster gets its own; the old one goes with the old
+        cluster); none when `cluster.scheduler.disruptionBudget` is false."""
+        if not args.cluster.scheduler.disruption_budget:
+            return None
+        manifest = scheduler_disruption_budget_manifest(args.cluster, args.namespace, self.live_name)
+        return k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-scheduler-pdb-{self.digest}",
+            metadata=manifest["metadata"],
+            spec=manifest["spec"],
+            opts=child_options(self, opts, self.dask_cluster),
+        )
 
 
 @dataclass(frozen=True)

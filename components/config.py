@@ -38,7 +38,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from components.constants import NAME_LIMIT, derived_names, max_cluster_name_length
+from components.constants import NAME_LIMIT, derived_names, max_cluster_name_length, worker_deployment_name
 from components.lock import read_lock
 from components.verification.query import (
     DEC_RANGE,
@@ -648,15 +648,81 @@ class StorageConfig(Section):
                 )  # fmt: skip
 
 
-class WorkersConfig(Section):
-    replicas: Annotated[int, DefaultText("from `cluster.size`"), Fix("use 0 or more")] = Field(
-        2, ge=0, description="Initial workers (≥ 0)."
+LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+LABEL_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+MAX_LABEL_VALUE = 63  # Kubernetes label values (and the DNS labels worker group keys must be)
+RESERVED_GROUPS = ("default",)  # the operator's own default group is `<cluster>-default`
+
+
+def label_problems(labels: Mapping[str, str]) -> list[tuple[str, str, str]]:
+    """(key, value, what is wrong) for each entry that is not a valid Kubernetes label."""
+    found = []
+    for key, value in labels.items():
+        prefix, _, name = key.rpartition("/")
+        if not name or len(name) > 63 or not LABEL_NAME.match(name) or (prefix and (
+            len(prefix) > 253 or not LABEL_PREFIX.match(prefix)
+        )):  # fmt: skip
+            found.append((key, value, "is not a valid Kubernetes label key"))
+        elif len(value) > MAX_LABEL_VALUE or not LABEL_NAME.match(value):
+            found.append((key, value, "is not a valid Kubernetes label value (≤ 63 characters: letters, digits, -_.)"))
+    return found
+
+
+POD_SCHEDULING_DOC = "https://kubernetes.io/docs/reference/kubernetes-api/workload-resources/pod-v1/#scheduling"
+
+
+class PlacementConfig(Section):
+    """Where a pod runs: PodSpec scheduling fields, checked against the Kubernetes schema before deploying."""
+
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="`nodeSelector`: node labels the pod requires (values are strings)."
     )
+    tolerations: list[dict[str, Any]] = Field(
+        default_factory=list, description="`tolerations` (PodSpec), e.g. `[{key: gpu, operator: Exists}]`."
+    )
+    affinity: dict[str, Any] = Field(
+        default_factory=dict, description="`affinity` (PodSpec): `nodeAffinity`, `podAffinity`, `podAntiAffinity`."
+    )
+    priority_class_name: str | None = Field(None, description="`priorityClassName` (the PriorityClass must exist).")
+    topology_spread_constraints: Annotated[
+        list[dict[str, Any]] | None, DefaultText("workers: spread over nodes; scheduler: none")
+    ] = Field(
+        None,
+        description="`topologySpreadConstraints` (PodSpec). Workers default to one preferred spread over nodes "
+        "(`kubernetes.io/hostname`, `ScheduleAnyway`); `[]` turns it off.",
+    )
+
+    def pod_fields(self) -> dict[str, Any]:
+        """The PodSpec fields as written (camelCase); `topologySpreadConstraints` None means 'the default'."""
+        return {
+            "nodeSelector": dict(self.node_selector),
+            "tolerations": list(self.tolerations),
+            "affinity": dict(self.affinity),
+            "priorityClassName": self.priority_class_name,
+            "topologySpreadConstraints": self.topology_spread_constraints,
+        }
+
+    @model_validator(mode="after")
+    def _rules(self) -> PlacementConfig:
+        from components.placement import placement_problems
+
+        p = Problems()
+        for key, value, what in label_problems(self.node_selector):
+            p.add(f"nodeSelector.{key}", value, what, "use a node label as `kubectl get nodes --show-labels` shows it")
+        for key, value, what in placement_problems(self.pod_fields()):
+            p.add(key, value, f"is not valid in a Kubernetes PodSpec ({what})", f"see {POD_SCHEDULING_DOC}")
+        p.raise_any()
+        return self
+
+
+class WorkerPodConfig(Section):
+    """What every worker group has: threads, resources, placement (the default group and cluster.workerGroups)."""
+
     threads: Annotated[int, Fix("use 1 or 2 for LSDB workloads")] = Field(
         2, ge=1, description="`--nthreads` (≥ 1; keep 1 or 2 for LSDB)."
     )
-    cpu: Annotated[Quantity, DefaultText("from `cluster.size`")] = Field("2", description="CPU request per worker.")
-    memory: Annotated[Quantity, DefaultText("from `cluster.size`")] = Field(
+    cpu: Quantity = Field("2", description="CPU request per worker.")
+    memory: Quantity = Field(
         "4Gi", description="Memory per worker: request, limit and Dask's `--memory-limit` (≥ 1Gi)."
     )
     cpu_limit: Quantity | None = Field(
@@ -664,13 +730,22 @@ class WorkersConfig(Section):
         description="Adds `limits.cpu` to workers (and the scheduler's CPU as its limit), for namespaces whose "
         "ResourceQuota requires it.",
     )
+    spot: Literal["aws", "gcp", "azure"] | None = Field(
+        None,
+        description="Run these workers on spot nodes of `aws` (EKS), `gcp` (GKE) or `azure` (AKS): the provider's "
+        "spot node label and toleration are added, and the scheduler gets a required node affinity keeping it off "
+        "spot nodes.",
+    )
+    placement: PlacementConfig = Field(
+        default_factory=_empty_section, description="Where these workers run (merged with `spot`)."
+    )
 
     @property
     def memory_bytes(self) -> int:
         return quantity_bytes(self.memory)
 
     @model_validator(mode="after")
-    def _rules(self) -> WorkersConfig:
+    def _rules(self) -> WorkerPodConfig:
         p = Problems()
         if self.memory_bytes < 2**30:
             p.add(
@@ -681,9 +756,53 @@ class WorkersConfig(Section):
         return self
 
 
+class WorkersConfig(WorkerPodConfig):
+    replicas: Annotated[int, DefaultText("from `cluster.size`"), Fix("use 0 or more")] = Field(
+        2, ge=0, description="Initial workers (≥ 0)."
+    )
+    cpu: Annotated[Quantity, DefaultText("from `cluster.size`")] = Field("2", description="CPU request per worker.")
+    memory: Annotated[Quantity, DefaultText("from `cluster.size`")] = Field(
+        "4Gi", description="Memory per worker: request, limit and Dask's `--memory-limit` (≥ 1Gi)."
+    )
+
+
+def _group_name(value: str) -> str:
+    if not DNS_LABEL.match(value) or len(value) > MAX_LABEL_VALUE:
+        raise PydanticCustomError(
+            "group_name", "is not a lowercase RFC 1123 label",
+            {"fix": "name the group with lowercase letters, digits and '-', e.g. highmem"},
+        )  # fmt: skip
+    if value in RESERVED_GROUPS:
+        raise PydanticCustomError(
+            "group_name", "is the operator's own default worker group",
+            {"fix": "configure the default group under cluster.workers, or pick another name"},
+        )  # fmt: skip
+    return value
+
+
+GroupName = Annotated[str, AfterValidator(_group_name)]
+
+
+class WorkerGroupConfig(WorkerPodConfig):
+    """An extra DaskWorkerGroup of the live cluster (same image, storage, security and memory rules)."""
+
+    replicas: Annotated[int, Fix("use 0 or more")] = Field(
+        1, ge=0, description="Workers in this group (≥ 0; fixed: only the default group autoscales)."
+    )
+
+
 class SchedulerConfig(Section):
     cpu: Quantity = Field("2", description="Scheduler CPU request (the guide's).")
     memory: Quantity = Field("6Gi", description="Scheduler memory, request and limit (the guide's).")
+    placement: PlacementConfig = Field(
+        default_factory=_empty_section,
+        description="Where the scheduler runs (kept off spot nodes whenever any workers use `spot`).",
+    )
+    disruption_budget: bool = Field(
+        True,
+        description="A PodDisruptionBudget (`maxUnavailable: 0`) so node drains wait instead of evicting the "
+        "scheduler (which loses every running task).",
+    )
 
 
 class AutoscalerConfig(Section):
@@ -725,6 +844,11 @@ class ClusterConfig(Section):
     idle_timeout_seconds: Annotated[int, Fix("use 0 (never) or a number of seconds")] = Field(
         0, ge=0, description="Delete the cluster after this many idle seconds (`0` = never)."
     )
+    worker_groups: dict[GroupName, WorkerGroupConfig] = Field(
+        default_factory=dict,
+        description="Extra worker groups by name (a DNS label): each a `DaskWorkerGroup` `<cluster.name>-<h>-<name>` "
+        "of the live cluster with `replicas`, `threads`, `cpu`, `memory`, `cpuLimit`, `spot`, `placement`.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -743,7 +867,33 @@ class ClusterConfig(Section):
 
     @property
     def max_workers(self) -> int:
-        return self.autoscaler.maximum if self.autoscaler.enabled else self.workers.replicas
+        """The most workers the cluster can have: the default group's ceiling plus every extra group."""
+        default = self.autoscaler.maximum if self.autoscaler.enabled else self.workers.replicas
+        return default + sum(g.replicas for g in self.worker_groups.values())
+
+    @property
+    def spot_providers(self) -> list[str]:
+        """Providers whose spot nodes some workers use (the scheduler stays off them)."""
+        groups = [self.workers, *self.worker_groups.values()]
+        return sorted({g.spot for g in groups if g.spot})
+
+    @model_validator(mode="after")
+    def _rules(self) -> ClusterConfig:
+        p = Problems()
+        for group in self.worker_groups:
+            # The longest name derived from the group: its worker Deployments `<live>-<group>-worker-<uuid>`; the
+            # DaskWorkerGroup `<live>-<group>` is also a pod label value. Both must fit NAME_LIMIT.
+            longest = worker_deployment_name(self.name, group)
+            if len(longest) > NAME_LIMIT:
+                room = len(group) - (len(longest) - NAME_LIMIT)
+                p.add(
+                    f"workerGroups.{group}", "{...}",
+                    f"makes the operator's worker Deployment names ({len(longest)} characters, e.g. '{longest}') "
+                    f"longer than {NAME_LIMIT}",
+                    f"shorten the group name to at most {max(room, 0)} characters, or cluster.name",
+                )  # fmt: skip
+        p.raise_any()
+        return self
 
 
 class RegistryConfig(Section):
@@ -944,6 +1094,39 @@ class SecurityConfig(Section):
     )
 
 
+class MonitoringConfig(Section):
+    """Prometheus monitors for the scheduler and workers, and a Grafana dashboard (needs the prometheus-operator)."""
+
+    enabled: bool = Field(
+        False,
+        description="Scrape `/metrics` of the scheduler (ServiceMonitor) and workers (PodMonitor): through the "
+        "operator chart's own monitors when this stack installs the operator, else created here. Needs the "
+        "prometheus-operator CRDs (`kubectl get crd servicemonitors.monitoring.coreos.com`).",
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Labels on the monitors so your Prometheus selects them (its `serviceMonitorSelector` / "
+        "`podMonitorSelector`), e.g. `{release: kube-prometheus-stack}`.",
+    )
+    dashboard: bool = Field(True, description="With `enabled`: a Grafana dashboard ConfigMap.")
+    dashboard_labels: dict[str, str] = Field(
+        default_factory=lambda: {"grafana_dashboard": "1"},
+        description="Labels the Grafana dashboard sidecar watches for.",
+    )
+    dashboard_namespace: DnsLabel | None = Field(
+        None, description="Namespace of the dashboard ConfigMap (default: `namespace`); it must exist."
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> MonitoringConfig:
+        p = Problems()
+        for section, labels in (("labels", self.labels), ("dashboardLabels", self.dashboard_labels)):
+            for key, value, what in label_problems(labels):
+                p.add(f"{section}.{key}", value, what, "use a Kubernetes label (key ≤ 63 characters, value ≤ 63)")
+        p.raise_any()
+        return self
+
+
 class StackConfig(Section):
     """Everything `pulumi up --stack <env>` reads, under the `lsdb-k8s:` prefix of `Pulumi.<stack>.yaml`."""
 
@@ -971,6 +1154,9 @@ class StackConfig(Section):
     verify: VerifyConfig = Field(default_factory=_empty_section, description="Post-deploy verification.")
     security: SecurityConfig = Field(
         default_factory=_empty_section, description="NetworkPolicies and TLS (secure by default)."
+    )
+    monitoring: MonitoringConfig = Field(
+        default_factory=_empty_section, description="Prometheus metrics and the Grafana dashboard."
     )
 
     @property
@@ -1179,7 +1365,8 @@ def _field_fix(loc: tuple[str | int, ...]) -> str | None:
 
 
 def _problem_lines(error: ErrorDetails) -> list[str]:
-    loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    # "[key]": pydantic's marker for an error in a dict key (cluster.workerGroups.<key>) rather than its value.
+    loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and (p.startswith("function-") or p == "[key]")))
     key = ".".join(str(p) for p in loc)
     kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
     if kind == "rules":

@@ -32,6 +32,12 @@ CLUSTER_NAME_LABEL = "dask.org/cluster-name"
 COMPONENT_LABEL = "dask.org/component"
 WORKER_GROUP_LABEL = "dask.org/workergroup-name"
 
+# Labels this program sets on the pods (through the DaskCluster and DaskWorkerGroup metadata, which the
+# operator copies): stable across a blue/green rename of the DaskCluster, unlike dask.org/cluster-name.
+APP_NAME_LABEL = "app.kubernetes.io/name"  # = cluster.name
+GROUP_LABEL = "lsdb-k8s/worker-group"  # the worker group as configured: "default" or a cluster.workerGroups key
+DEFAULT_GROUP = "default"  # the operator's default group is "<cluster>-default"
+
 # Every object this program creates carries these labels.
 PART_OF = "lsdb-k8s"
 LABELS: dict[str, str] = {"app.kubernetes.io/part-of": PART_OF}
@@ -80,6 +86,12 @@ def candidate_service_name(live: str) -> str:
 
 def default_worker_group_name(live: str) -> str:
     return DEFAULT_WORKER_GROUP_TEMPLATE.format(cluster_name=live)
+
+
+def worker_deployment_name(name: str, group: str) -> str:
+    """The longest worker Deployment name of the extra worker group `group` (`<live>-<group>-worker-<uuid>`)."""
+    live = live_cluster_name(name, "f" * SPEC_DIGEST_LENGTH)
+    return WORKER_DEPLOYMENT_TEMPLATE.format(worker_group_name=f"{live}-{group}", uuid="f" * WORKER_UUID_LENGTH)
 
 
 def derived_names(name: str) -> dict[str, str]:

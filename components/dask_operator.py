@@ -80,12 +80,15 @@ OPERATOR_CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
 }
 
 
-def release_values(version: str, image: str | None = None) -> dict[str, Any]:
-    # The packaged chart carries placeholder image tag "set-by-chartpress"; a mirror replaces the repository only.
+def release_values(version: str, image: str | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The release's values: the locked image (the packaged chart carries placeholder tag "set-by-chartpress"; a
+    mirror replaces the repository only), the restricted security contexts, plus `extra` (the monitors' `metrics`
+    values when monitoring is on)."""
     return {
         "image": {"name": image or OPERATOR_IMAGE, "tag": version},
         "podSecurityContext": OPERATOR_POD_SECURITY_CONTEXT,
         "securityContext": OPERATOR_CONTAINER_SECURITY_CONTEXT,
+        **(extra or {}),
     }
 
 
@@ -141,6 +144,7 @@ class DaskOperatorArgs:
     namespace: str
     chart_source: str = "repository"  # "repository" (helm.dask.org) or "package" (the chart in the pinned wheel)
     image: str | None = None  # operator image repository (a mirror); None = ghcr.io/dask/dask-kubernetes-operator
+    values: dict[str, Any] | None = None  # more chart values (components.monitoring.chart_monitoring_values)
 
 
 class DaskOperator(pulumi.ComponentResource):
@@ -182,7 +186,7 @@ class DaskOperator(pulumi.ComponentResource):
             name=RELEASE_NAME,
             namespace=self.namespace.metadata["name"],
             skip_crds=True,
-            values=release_values(self.version, args.image),
+            values=release_values(self.version, args.image, args.values),
             atomic=True,
             **chart,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[*self.crds, self.namespace]),

@@ -26,6 +26,7 @@ from components.config import StackConfig, read_stack_config, secret_config
 from components.constants import LABELS, POD_SECURITY_LABELS, candidate_service_name, stable_service_name
 from components.dask_operator import DaskOperator, DaskOperatorArgs, operator_from_stack, operator_version
 from components.image import LsdbImage, LsdbImageArgs
+from components.monitoring import LsdbMonitoring, MonitoringArgs, chart_monitoring_values
 from components.security import ClusterSecurity, ClusterSecurityArgs, tls_secret_name
 from components.storage import CatalogStorage, CatalogStorageArgs
 from components.verification import LsdbVerification, VerificationArgs
@@ -44,17 +45,7 @@ def program(config: StackConfig) -> dict[str, Any]:
         deps = [d for d in depends_on if d is not None]
         return pulumi.ResourceOptions.merge(provider_opts, pulumi.ResourceOptions(depends_on=deps))
 
-    operator: DaskOperator | None = None
-    operator_namespace: pulumi.Input[str] = config.operator.namespace
-    if config.operator.install:
-        operator_args = DaskOperatorArgs(config.operator.namespace, config.operator.chart_source, config.operator.image)
-        operator = DaskOperator("dask-operator", operator_args, opts())
-        exports["operatorNamespace"] = config.operator.namespace
-        exports["operatorVersion"] = operator.version
-    elif config.operator.from_stack:
-        # Another stack installed the operator: it must serve the CRDs of the dask-kubernetes we pin.
-        operator_namespace = operator_from_stack(config.operator.from_stack)
-        exports["operatorNamespace"] = operator_namespace
+    operator, operator_namespace = _operator(config, opts(), exports)
     if config.is_platform:
         return exports  # the platform stack: the operator and its CRDs only
 
@@ -109,38 +100,12 @@ def program(config: StackConfig) -> dict[str, Any]:
         opts(operator, cluster_namespace, storage, image, security),
     )
     exports |= {"namespace": namespace, "clusterName": cluster.cluster_name, "imageRef": image.ref}
+    exports["workerGroups"] = cluster.worker_group_names
     # What a user passes to `lsdb.open_catalog(url, storage_options=...)` in the cluster (no secret in it).
     exports["catalogStorageOptions"] = config.storage.catalog_storage_options
 
-    # The verification of THIS cluster (through its own Service): a new cluster gets a new verification resource,
-    # whose create runs the check; the old cluster's one is deleted (a no-op) with the old cluster.
-    verification = None
-    if config.verify.enabled:
-        v = config.verify
-        verification = LsdbVerification(
-            f"lsdb-verification-{cluster.digest}",
-            VerificationArgs(
-                scheduler_address=cluster.candidate_address,
-                namespace=namespace,
-                cluster_name=cluster.cluster_name,
-                kube_context=config.kube_context,
-                connect=v.connect,
-                catalog_path=v.catalog_path or "",
-                ra=v.ra,
-                dec=v.dec,
-                radius_arcsec=v.radius_arcsec,
-                columns=list(v.columns),
-                storage_options=config.storage.catalog_storage_options,
-                min_rows=v.min_rows,
-                min_workers=v.min_workers,
-                timeout_seconds=v.timeout_seconds,
-                image_ref=image.ref,
-                cluster_spec_hash=cluster.spec_hash,
-                operator_version=operator_version(),  # this stack's or fromStack's: checked equal to the lock
-                client_tls=security.client_tls,
-            ),
-            pulumi.ResourceOptions(depends_on=[cluster]),
-        )
+    verification = _verification(config, cluster, image, security)
+    if verification is not None:
         exports["verification"] = verification.outputs()
 
     # Switched to the new cluster only after it passed the verification: a failed check fails `pulumi up` here, the
@@ -153,7 +118,77 @@ def program(config: StackConfig) -> dict[str, Any]:
     exports |= {key: endpoint.endpoints[key] for key in ENDPOINT_KEYS}
     if security.client_tls is not None:
         exports["clientTls"] = security.client_tls  # a Pulumi secret: `pulumi stack output --show-secrets clientTls`
+
+    if config.monitoring.enabled:
+        LsdbMonitoring(
+            "lsdb-monitoring",
+            MonitoringArgs(
+                monitoring=config.monitoring,
+                cluster=config.cluster,
+                namespace=namespace,
+                cluster_name=cluster.cluster_name,
+                own_monitors=operator is None,
+                verification=exports.get("verification"),
+            ),
+            opts(cluster, verification),
+        )
     return exports
+
+
+def _operator(
+    config: StackConfig, opts: pulumi.ResourceOptions, exports: dict[str, Any]
+) -> tuple[DaskOperator | None, pulumi.Input[str]]:
+    """The operator this stack installs (or None), and the namespace it runs in (this stack's or fromStack's)."""
+    if config.operator.install:
+        # With monitoring on, the chart's own ServiceMonitor/PodMonitor scrape this stack's cluster namespace. A
+        # platform stack runs no cluster: the environments taking its operator create their own monitors.
+        values = None if config.is_platform else chart_monitoring_values(config.monitoring, config.namespace) or None
+        operator_args = DaskOperatorArgs(
+            config.operator.namespace, config.operator.chart_source, config.operator.image, values
+        )
+        operator = DaskOperator("dask-operator", operator_args, opts)
+        exports["operatorNamespace"] = config.operator.namespace
+        exports["operatorVersion"] = operator.version
+        return operator, config.operator.namespace
+    if config.operator.from_stack:
+        # Another stack installed the operator: it must serve the CRDs of the dask-kubernetes we pin.
+        exports["operatorNamespace"] = operator_from_stack(config.operator.from_stack)
+        return None, exports["operatorNamespace"]
+    return None, config.operator.namespace
+
+
+def _verification(
+    config: StackConfig, cluster: LsdbDaskCluster, image: LsdbImage, security: ClusterSecurity
+) -> LsdbVerification | None:
+    """The verification of THIS cluster (through its own Service): a new cluster gets a new verification resource,
+    whose create runs the check; the old cluster's one is deleted (a no-op) with the old cluster."""
+    if not config.verify.enabled:
+        return None
+    v = config.verify
+    return LsdbVerification(
+        f"lsdb-verification-{cluster.digest}",
+        VerificationArgs(
+            scheduler_address=cluster.candidate_address,
+            namespace=config.namespace,
+            cluster_name=cluster.cluster_name,
+            kube_context=config.kube_context,
+            connect=v.connect,
+            catalog_path=v.catalog_path or "",
+            ra=v.ra,
+            dec=v.dec,
+            radius_arcsec=v.radius_arcsec,
+            columns=list(v.columns),
+            storage_options=config.storage.catalog_storage_options,
+            min_rows=v.min_rows,
+            min_workers=v.min_workers,
+            timeout_seconds=v.timeout_seconds,
+            image_ref=image.ref,
+            cluster_spec_hash=cluster.spec_hash,
+            operator_version=operator_version(),  # this stack's or fromStack's: checked equal to the lock
+            client_tls=security.client_tls,
+        ),
+        pulumi.ResourceOptions(depends_on=[cluster]),
+    )
 
 
 def main() -> None:

@@ -37,7 +37,8 @@ def run_with(secret_keys: tuple[str, ...] = (), **sections: Any) -> ProgramRun:
 
 def manifest(r: Registered) -> dict[str, Any]:
     """The Kubernetes object a registration describes (what the provider would send to the API server)."""
-    obj = {k: v for k, v in r.inputs.items() if k in ("apiVersion", "kind", "metadata", "spec", "type", "stringData")}
+    fields = ("apiVersion", "kind", "metadata", "spec", "type", "data", "stringData")
+    obj = {k: v for k, v in r.inputs.items() if k in fields}
     return integral(json.loads(json.dumps(obj)))
 
 

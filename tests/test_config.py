@@ -154,6 +154,135 @@ REJECTIONS = [
     ("idle timeout negative", with_changes(cluster__idleTimeoutSeconds=-5), "cluster.idleTimeoutSeconds"),
     ("mountPath relative", with_changes(storage={"kind": "pvc", "mountPath": "data"}), "storage.mountPath"),
     ("hostPath without path", with_changes(storage={"kind": "hostPath"}), "storage.hostPath.path"),
+    # placement, spot, worker groups, disruption budget, monitoring (issue 12)
+    (
+        "toleration with a misspelt field",
+        with_changes(cluster__workers={"placement": {"tolerations": [{"key": "gpu", "efect": "NoSchedule"}]}}),
+        "cluster.workers.placement.tolerations.0",
+    ),
+    (
+        "toleration operator not a Kubernetes value type",
+        with_changes(cluster__scheduler={"placement": {"tolerations": [{"key": "a", "operator": 3}]}}),
+        "cluster.scheduler.placement.tolerations.0.operator",
+    ),
+    (
+        "affinity with an unknown field",
+        with_changes(cluster__scheduler={"placement": {"affinity": {"nodeAfinity": {}}}}),
+        "cluster.scheduler.placement.affinity",
+    ),
+    (
+        "node affinity term without nodeSelectorTerms",
+        with_changes(
+            cluster__workers={
+                "placement": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}}}
+            }
+        ),
+        "cluster.workers.placement.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution",
+    ),
+    (
+        "topology spread without maxSkew",
+        with_changes(
+            cluster__workers={
+                "placement": {
+                    "topologySpreadConstraints": [{"topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"}]
+                }
+            }
+        ),
+        "cluster.workers.placement.topologySpreadConstraints.0",
+    ),
+    (
+        "nodeSelector value not a string",
+        with_changes(cluster__workers={"placement": {"nodeSelector": {"cloud.google.com/gke-spot": True}}}),
+        "cluster.workers.placement.nodeSelector.cloud.google.com/gke-spot",
+    ),
+    (
+        "nodeSelector key not a label",
+        with_changes(cluster__workers={"placement": {"nodeSelector": {"pool type": "big"}}}),
+        "cluster.workers.placement.nodeSelector.pool type",
+    ),
+    (
+        "priorityClassName not a string",
+        with_changes(cluster__scheduler={"placement": {"priorityClassName": ["high"]}}),
+        "cluster.scheduler.placement.priorityClassName",
+    ),
+    (
+        "placement unknown key",
+        with_changes(cluster__workers={"placement": {"nodeSelecter": {}}}),
+        "cluster.workers.placement.nodeSelecter",
+    ),
+    ("spot provider unknown", with_changes(cluster__workers={"spot": "ibm"}), "cluster.workers.spot"),
+    (
+        "disruptionBudget not a bool",
+        with_changes(cluster__scheduler={"disruptionBudget": "maybe"}),
+        "cluster.scheduler.disruptionBudget",
+    ),
+    (
+        "worker group name uppercase",
+        with_changes(cluster__workerGroups={"HighMem": {}}),
+        "cluster.workerGroups.HighMem",
+    ),
+    ("worker group named default", with_changes(cluster__workerGroups={"default": {}}), "cluster.workerGroups.default"),
+    (
+        "worker group name too long with the cluster name",
+        with_changes(cluster__workerGroups={"g" * 51: {}}),
+        "cluster.workerGroups." + "g" * 51,
+    ),
+    (
+        "worker group memory below 1Gi",
+        with_changes(cluster__workerGroups={"small": {"memory": "512Mi"}}),
+        "cluster.workerGroups.small.memory",
+    ),
+    (
+        "worker group cpu not a quantity",
+        with_changes(cluster__workerGroups={"hm": {"cpu": "many"}}),
+        "cluster.workerGroups.hm.cpu",
+    ),
+    (
+        "worker group negative replicas",
+        with_changes(cluster__workerGroups={"hm": {"replicas": -2}}),
+        "cluster.workerGroups.hm.replicas",
+    ),
+    (
+        "worker group threads zero",
+        with_changes(cluster__workerGroups={"hm": {"threads": 0}}),
+        "cluster.workerGroups.hm.threads",
+    ),
+    (
+        "worker group unknown key",
+        with_changes(cluster__workerGroups={"hm": {"memoryLimit": "8Gi"}}),
+        "cluster.workerGroups.hm.memoryLimit",
+    ),
+    (
+        "worker group bad placement",
+        with_changes(cluster__workerGroups={"hm": {"placement": {"tolerations": [{"effect": "Sometimes", "foo": 1}]}}}),
+        "cluster.workerGroups.hm.placement.tolerations.0",
+    ),
+    (
+        "worker groups make ReadWriteOnce storage unsafe",
+        with_changes(
+            storage={"kind": "pvc", "accessMode": "ReadWriteOnce"},
+            cluster__workers={"replicas": 1},
+            cluster__autoscaler={"enabled": False},
+            cluster__workerGroups={"hm": {"replicas": 1}},
+        ),
+        "storage.accessMode",
+    ),
+    ("monitoring enabled not a bool", with_changes(monitoring={"enabled": "yes please"}), "monitoring.enabled"),
+    (
+        "monitoring label value too long",
+        with_changes(monitoring={"labels": {"release": "x" * 64}}),
+        "monitoring.labels.release",
+    ),
+    (
+        "dashboard label key invalid",
+        with_changes(monitoring={"dashboardLabels": {"grafana dashboard": "1"}}),
+        "monitoring.dashboardLabels.grafana dashboard",
+    ),
+    (
+        "dashboard namespace invalid",
+        with_changes(monitoring={"dashboardNamespace": "Monitoring"}),
+        "monitoring.dashboardNamespace",
+    ),
 ]
 
 
@@ -197,6 +326,37 @@ def test_object_store_schemes_match_fsspec_drivers() -> None:
         driver = OBJECT_STORES[SCHEME_ALIASES.get(scheme, scheme)][0]
         module = known_implementations[scheme]["class"].split(".")[0]
         assert module == driver or (module == "fsspec" and driver == "aiohttp"), scheme
+
+
+def test_production_keys_parse() -> None:
+    cfg = parse_stack_config(
+        with_changes(
+            cluster__workers={"spot": "gcp", "placement": {"nodeSelector": {"pool": "workers"}}},
+            cluster__scheduler={"disruptionBudget": False, "placement": {"priorityClassName": "high"}},
+            cluster__workerGroups={"highmem": {"memory": "32Gi", "replicas": 2, "spot": "aws"}},
+            monitoring={"enabled": True, "labels": {"release": "kps"}},
+        )
+    )
+    assert cfg.cluster.spot_providers == ["aws", "gcp"]
+    assert cfg.cluster.max_workers == 4 + 2  # the autoscaler's maximum plus the fixed group
+    assert cfg.cluster.worker_groups["highmem"].memory_bytes == 32 * 2**30
+    assert cfg.cluster.worker_groups["highmem"].threads == 2 and cfg.cluster.worker_groups["highmem"].cpu == "2"
+    assert not cfg.cluster.scheduler.disruption_budget and cfg.cluster.scheduler.placement.priority_class_name == "high"
+    assert cfg.monitoring.dashboard_labels == {"grafana_dashboard": "1"}
+    defaults = parse_stack_config(VALID)
+    assert not defaults.monitoring.enabled and defaults.cluster.scheduler.disruption_budget
+    assert defaults.cluster.worker_groups == {} and defaults.cluster.workers.spot is None
+
+
+def test_placement_problems_are_all_reported_with_the_schema_reason() -> None:
+    problems = problems_for(
+        with_changes(
+            cluster__workers={"placement": {"tolerations": [{"key": "a", "effectt": "NoSchedule"}]}},
+            cluster__scheduler={"placement": {"affinity": {"podAntiAffinity": {"bogus": 1}}}},
+        )
+    )
+    assert any("tolerations.0" in p and "'effectt' was unexpected" in p for p in problems), problems
+    assert any("affinity.podAntiAffinity" in p and "'bogus' was unexpected" in p for p in problems), problems
 
 
 def test_all_problems_reported_at_once() -> None:

@@ -390,6 +390,80 @@ def test_emulation_errors_name_the_problem(rendered: dict[str, Any], tmp_path: P
         EmulatedCluster(rendered["daskcluster"], tmp_path)
 
 
+# --- issue 12: metrics the dashboard reads, an extra worker group --------------------------------------------
+
+
+def metric_names(exposition: str) -> set[str]:
+    """Names of the samples in a Prometheus text exposition (`# HELP`/`# TYPE` lines do not count)."""
+    return {line.split("{", 1)[0].split(" ", 1)[0] for line in exposition.splitlines() if line and line[0] != "#"}
+
+
+def test_dashboard_metrics_are_served_by_the_real_scheduler_and_workers(emulated: EmulatedCluster) -> None:
+    """Every metric name the dashboard's queries use is served on the ports the monitors scrape (http-dashboard),
+    after a few tasks ran (some worker metrics appear only then): a renamed metric fails here, not in Grafana."""
+    from distributed import Client
+
+    from components.config import parse_stack_config
+    from components.constants import DASHBOARD_PORT_NAME
+    from components.monitoring import METRICS_PATH, dashboard_json, dashboard_metric_names
+
+    with Client(emulated.scheduler_address, timeout=60, set_as_default=False) as client:
+        futures = client.map(lambda x: x + 1, range(40), pure=False)
+        assert client.submit(sum, futures).result(timeout=60) == sum(range(1, 41))  # moves data between workers
+        del futures
+    served: set[str] = set()
+    for pod in [emulated.scheduler_pod, *emulated.worker_pods]:
+        status, body = http_get(f"http://127.0.0.1:{pod.local_port(DASHBOARD_PORT_NAME)}{METRICS_PATH}")
+        assert status == 200, f"{pod.name} does not serve {METRICS_PATH} ({status}): is prometheus-client in the lock?"
+        served |= metric_names(body.decode())
+    cluster = parse_stack_config({"verify": {"enabled": False}, "image": {"repository": "r/x"}}).cluster
+    wanted = dashboard_metric_names(dashboard_json(cluster, "ns", None))
+    assert len(wanted) >= 5
+    assert wanted <= served, f"the dashboard queries metrics no process serves: {sorted(wanted - served)}"
+
+
+def test_extra_worker_group_registers_with_the_scheduler(tmp_path: Path) -> None:
+    """A cluster.workerGroups entry: the DaskWorkerGroup the program emits, scaled by the operator's own
+    build_worker_deployment_spec, starts a worker that registers with the live cluster's scheduler under its group's
+    name; the verification counts it per group, and the spread constraint and disruption budget select real pods."""
+    from components.verification.check import _workers_by_group
+    from tests.program_helpers import dask_cluster, kubernetes_objects, run_with
+
+    run = run_with(
+        storage={"kind": "none"},
+        cluster={
+            "name": "wg",
+            "workers": {"replicas": 1, "memory": "1Gi", "threads": 1},
+            "autoscaler": {"enabled": False},
+            "workerGroups": {"highmem": {"replicas": 1, "memory": "2Gi", "threads": 1, "spot": "aws"}},
+        },
+    )
+    objects = kubernetes_objects(run)
+    (group,) = [o for o in objects if o["kind"] == "DaskWorkerGroup"]
+    (pdb,) = [o for o in objects if o["kind"] == "PodDisruptionBudget"]
+    live = dask_cluster(run)["metadata"]["name"]
+    with EmulatedCluster(dask_cluster(run), tmp_path, worker_groups=[group]) as cluster:
+        assert len(cluster.worker_pods) == 2
+        group_pod = next(p for p in cluster.worker_pods if p.labels["dask.org/workergroup-name"] == f"{live}-highmem")
+        (worker_name,) = [n for n in cluster.worker_names if n.startswith(f"{live}-highmem-worker-")]
+        cluster.start(timeout=120)
+        workers = cluster.wait_for_workers(timeout=120)
+        by_name = {w["name"]: w for w in workers.values()}
+        assert by_name[worker_name]["memory_limit"] == 2 * 2**30 and by_name[worker_name]["nthreads"] == 1
+        from distributed import Client
+
+        with Client(cluster.scheduler_address, timeout=60, set_as_default=False) as client:
+            address = next(a for a, w in workers.items() if w["name"] == worker_name)
+            assert client.submit(lambda: 42, workers=[address]).result(timeout=60) == 42
+            assert _workers_by_group(client, 10.0) == {f"{live}-default": 1, f"{live}-highmem": 1}
+        # The labels the program's selectors use are on the pods the operator's builders made.
+        spread = group["spec"]["worker"]["spec"]["topologySpreadConstraints"][0]["labelSelector"]["matchLabels"]
+        assert spread.items() <= group_pod.labels.items()
+        assert pdb["spec"]["selector"]["matchLabels"].items() <= cluster.scheduler_pod.labels.items()
+        assert group["spec"]["worker"]["spec"]["nodeSelector"] == {"eks.amazonaws.com/capacityType": "SPOT"}
+    assert cluster.leftover_pids() == []
+
+
 def test_no_emulated_process_is_left_running(emulated: EmulatedCluster) -> None:
     """Last test of the module: stopping the shared cluster ends every process it started, by PID."""
     import psutil

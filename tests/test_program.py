@@ -391,6 +391,91 @@ def test_components_wait_for_components_not_their_internals() -> None:
     assert set(component.dependencies) >= leaves  # the component itself records the same waits
 
 
+# --- extra worker groups and the scheduler's disruption budget (issue 12) ----------------------------------
+
+WORKER_GROUP = "kubernetes:kubernetes.dask.org/v1:DaskWorkerGroup"
+PDB = "kubernetes:policy/v1:PodDisruptionBudget"
+GROUPS = {"highmem": {"replicas": 2, "memory": "16Gi", "cpu": "4", "threads": 1, "cpuLimit": "4"}}
+
+
+def test_worker_group_follows_the_live_cluster_with_the_default_workers_container() -> None:
+    run = run_with(cluster={"name": "lsdb-wg", "workerGroups": GROUPS})
+    cluster, group = dask_cluster(run), manifest(run.one(WORKER_GROUP))
+    live = cluster["metadata"]["name"]
+    assert group["metadata"]["name"] == f"{live}-highmem" and group["spec"]["cluster"] == live
+    assert run.outputs["workerGroups"] == {"highmem": f"{live}-highmem"} and live.startswith("lsdb-wg-")
+    worker = group["spec"]["worker"]
+    assert worker["replicas"] == 2 and worker["metadata"]["labels"] == {"lsdb-k8s/worker-group": "highmem"}
+    (container,) = worker["spec"]["containers"]
+    (default,) = cluster["spec"]["worker"]["spec"]["containers"]
+    # Same image, mounts, env, ports and security; the group's own threads, resources and memory limit.
+    for key in ("image", "volumeMounts", "securityContext", "ports"):
+        assert container[key] == default[key], key
+    assert container.get("env") == default.get("env")
+    assert worker["spec"]["volumes"] == cluster["spec"]["worker"]["spec"]["volumes"]
+    assert worker["spec"]["securityContext"] == cluster["spec"]["worker"]["spec"]["securityContext"]
+    assert container["resources"] == {
+        "requests": {"cpu": "4", "memory": "16Gi"},
+        "limits": {"memory": "16Gi", "cpu": "4"},
+    }
+    args = container["args"]
+    assert args[args.index("--nthreads") + 1] == "1" and args[args.index("--memory-limit") + 1] == str(16 * 2**30)
+    # A group with limits.cpu puts the scheduler's CPU as its limit too (quota namespaces need both).
+    assert cluster["spec"]["scheduler"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] == "2"
+
+
+def test_worker_group_lifecycle_follows_the_cluster_digest() -> None:
+    run = run_with(cluster={"name": "lsdb-wg", "workerGroups": GROUPS})
+    group, cluster = run.one(WORKER_GROUP), run.one(DASKCLUSTER)
+    assert cluster.urn in group.dependencies  # the operator looks the cluster up when the group is created
+    assert group.parent == run.one("lsdb-k8s:cluster:LsdbDaskCluster").urn
+    live = dask_cluster(run)["metadata"]["name"]
+    digest = live.rsplit("-", 1)[1]
+    assert group.urn.endswith(f"-workergroup-highmem-{digest}")  # a new cluster registers new groups
+    # The operator ignores in-place pod template changes: a group's template is part of the cluster digest,
+    # its replicas (which the operator reconciles) are not.
+    bigger = {"highmem": {**GROUPS["highmem"], "memory": "24Gi"}}
+    more = {"highmem": {**GROUPS["highmem"], "replicas": 5}}
+    names = [
+        dask_cluster(run_with(cluster={"name": "lsdb-wg", "workerGroups": g}))["metadata"]["name"]
+        for g in (bigger, more)
+    ]
+    assert names[0] != live and names[1] == live
+
+
+def test_worker_group_changes_rerun_the_verification() -> None:
+    kind = "pulumi-python:dynamic/lsdb:Verification"
+    base = {"name": "c1", "workerGroups": GROUPS}
+    more = {"name": "c1", "workerGroups": {"highmem": {**GROUPS["highmem"], "memory": "24Gi"}}}
+    a, b, c = (run_with(cluster=x, verify={"catalogPath": "/data/x"}) for x in (base, more, base))
+    hashes = [r.one(kind).inputs["clusterSpecHash"] for r in (a, b, c)]
+    assert hashes[0] == hashes[2] != hashes[1]
+
+
+def test_no_worker_groups_registers_none() -> None:
+    run = run_with()
+    assert run.of_type(WORKER_GROUP) == [] and run.outputs["workerGroups"] == {}
+
+
+def test_scheduler_disruption_budget_selects_the_live_scheduler_pod() -> None:
+    run = run_with(cluster={"name": "lsdb-pdb"})
+    pdb, cluster = manifest(run.one(PDB)), dask_cluster(run)
+    live = cluster["metadata"]["name"]
+    assert pdb["spec"]["maxUnavailable"] == 0
+    assert pdb["spec"]["selector"]["matchLabels"] == {"dask.org/cluster-name": live, "dask.org/component": "scheduler"}
+    assert pdb["metadata"]["namespace"] == cluster["metadata"]["namespace"]
+    assert run.one(DASKCLUSTER).urn in run.one(PDB).dependencies
+    # The operator labels the scheduler pod exactly so (the e2e test runs its builders; here: its constants).
+    from components.constants import CLUSTER_NAME_LABEL, COMPONENT_LABEL
+
+    assert set(pdb["spec"]["selector"]["matchLabels"]) == {CLUSTER_NAME_LABEL, COMPONENT_LABEL}
+
+
+def test_scheduler_disruption_budget_can_be_turned_off() -> None:
+    run = run_with(cluster={"name": "lsdb-pdb", "scheduler": {"disruptionBudget": False}})
+    assert run.of_type(PDB) == []
+
+
 # --- the platform stack and adopting what guide users already have -------------------------------------------
 
 

@@ -34,11 +34,11 @@ DASK_GROUP = "kubernetes.dask.org/v1"
 POLICIES = ["NetworkPolicy"] * 4  # default-deny, egress, scheduler, workers
 EXPECTED_KINDS = {
     "dev": ["Namespace", "Namespace", *["CustomResourceDefinition"] * 4, "PersistentVolume", "PersistentVolumeClaim",
-            *POLICIES, "Service", "DaskCluster", "DaskAutoscaler"],
-    "staging": ["Namespace", "PersistentVolumeClaim", "Secret", *POLICIES, "Service", "DaskCluster",
-                "DaskAutoscaler"],
-    "prod": ["Namespace", "PersistentVolume", "PersistentVolumeClaim", "Secret", *POLICIES, "Service", "DaskCluster",
-             "DaskAutoscaler"],
+            *POLICIES, "PodDisruptionBudget", "Service", "DaskCluster", "DaskAutoscaler"],
+    "staging": ["Namespace", "PersistentVolumeClaim", "Secret", *POLICIES, "PodDisruptionBudget", "Service",
+                "DaskCluster", "DaskAutoscaler"],
+    "prod": ["Namespace", "PersistentVolume", "PersistentVolumeClaim", "Secret", *POLICIES, "PodDisruptionBudget",
+             "Service", "DaskCluster", "DaskAutoscaler"],
 }  # fmt: skip
 # Values the program itself makes secret (TLS keys and the certificate bundle): redacted even in stacks without
 # secure config.

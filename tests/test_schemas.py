@@ -1,13 +1,16 @@
 """Every Kubernetes object the program emits, validated against real schemas.
 
 Core objects: kubernetes-validate in strict mode (unknown fields are errors) for Kubernetes 1.25, the
-guide's minimum, and the newest version it knows. DaskCluster/DaskAutoscaler: the openAPIV3Schema of
-the CRDs shipped in the pinned dask-kubernetes package.
+guide's minimum, and the newest version it knows. DaskCluster/DaskAutoscaler/DaskWorkerGroup: the
+openAPIV3Schema of the CRDs shipped in the pinned dask-kubernetes package. ServiceMonitor/PodMonitor: the
+upstream prometheus-operator CRDs in tests/fixtures/prometheus-operator-crds (see its README).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -21,6 +24,23 @@ from components.lock import PROJECT_DIR
 from tests.program_helpers import kubernetes_objects, run_stack, run_with
 
 VERSIONS = ["1.25.0", latest_version()]
+PROMETHEUS_CRDS = Path(__file__).parent / "fixtures" / "prometheus-operator-crds"
+DASK_API = "kubernetes.dask.org/v1"
+MONITORING_API = "monitoring.coreos.com/v1"
+PRODUCTION = {
+    "name": "lsdb-prod",
+    "workers": {"spot": "azure", "placement": {"priorityClassName": "dask-workers"}},
+    "scheduler": {
+        "placement": {
+            "nodeSelector": {"pool": "system"},
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "dask", "effect": "NoSchedule"}],
+        }
+    },
+    "workerGroups": {
+        "highmem": {"replicas": 2, "memory": "32Gi", "cpuLimit": "4", "spot": "gcp"},
+        "gpu": {"replicas": 1, "placement": {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}]}},
+    },
+}
 
 
 def _variants() -> dict[str, Any]:
@@ -60,6 +80,14 @@ def _variants() -> dict[str, Any]:
             },
             operator={"chartSource": "package"},
         ),
+        "production+own-monitors": lambda: run_with(
+            cluster=PRODUCTION,
+            operator={"fromStack": "organization/lsdb-k8s/platform"},
+            monitoring={"enabled": True, "labels": {"release": "kps"}},
+        ),
+        "production+chart-monitors": lambda: run_with(
+            cluster={**PRODUCTION, "scheduler": {"disruptionBudget": False}}, monitoring={"enabled": True}
+        ),
     }
 
 
@@ -70,8 +98,13 @@ def objects(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
     return objs
 
 
+@functools.cache
+def prometheus_crds() -> tuple[dict[str, Any], ...]:
+    return tuple(yaml.safe_load(p.read_text()) for p in sorted(PROMETHEUS_CRDS.glob("*.yaml")))
+
+
 def crd_schema(kind: str) -> dict[str, Any]:
-    crd = next(c for c in crd_manifests() if c["spec"]["names"]["kind"] == kind)
+    crd = next(c for c in [*crd_manifests(), *prometheus_crds()] if c["spec"]["names"]["kind"] == kind)
     version = next(v for v in crd["spec"]["versions"] if v["storage"])
     return version["schema"]["openAPIV3Schema"]
 
@@ -98,17 +131,43 @@ def validate_custom(obj: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_core_objects_are_valid_in_strict_mode(objects: list[dict[str, Any]], version: str) -> None:
-    core = [o for o in objects if o["apiVersion"] != "kubernetes.dask.org/v1"]
+    core = [o for o in objects if o["apiVersion"] not in (DASK_API, MONITORING_API)]
     assert {o["kind"] for o in core} >= {"Namespace"}
     for obj in core:
         kubernetes_validate.validate(obj, version, strict=True)
 
 
 def test_dask_resources_match_the_pinned_crds(objects: list[dict[str, Any]]) -> None:
-    dask = [o for o in objects if o["apiVersion"] == "kubernetes.dask.org/v1"]
+    dask = [o for o in objects if o["apiVersion"] == DASK_API]
     assert "DaskCluster" in {o["kind"] for o in dask}
     for obj in dask:
         validate_custom(obj)
+
+
+def test_monitors_match_the_prometheus_operator_crds(objects: list[dict[str, Any]]) -> None:
+    for obj in [o for o in objects if o["apiVersion"] == MONITORING_API]:
+        assert obj["kind"] in ("ServiceMonitor", "PodMonitor")
+        validate_custom(obj)
+
+
+def test_production_variants_emit_every_new_kind() -> None:
+    kinds = {o["kind"] for o in kubernetes_objects(_variants()["production+own-monitors"]())}
+    assert kinds >= {"DaskWorkerGroup", "PodDisruptionBudget", "ServiceMonitor", "PodMonitor", "ConfigMap"}
+    chart = {o["kind"] for o in kubernetes_objects(_variants()["production+chart-monitors"]())}
+    assert "PodDisruptionBudget" not in chart and "ServiceMonitor" not in chart and "ConfigMap" in chart
+
+
+def test_monitor_schema_checks_can_fail() -> None:
+    run = _variants()["production+own-monitors"]()
+    monitor = next(o for o in kubernetes_objects(run) if o["kind"] == "PodMonitor")
+    broken = copy.deepcopy(monitor)
+    broken["spec"]["podMetricsEndpoints"][0]["interval"] = "15 seconds"  # not a Prometheus duration
+    with pytest.raises(jsonschema.ValidationError):
+        validate_custom(broken)
+    typo = copy.deepcopy(monitor)
+    typo["spec"]["podMetricEndpoints"] = typo["spec"].pop("podMetricsEndpoints")
+    with pytest.raises(jsonschema.ValidationError):
+        validate_custom(typo)
 
 
 def test_schema_checks_can_fail() -> None:

@@ -197,8 +197,8 @@ def test_declared_outputs_returned_outs_and_export_are_output_keys() -> None:
     declared = [k for k, v in LsdbVerification.__annotations__.items() if "Output" in str(v)]
     assert declared == list(OUTPUT_KEYS)
     result = VerificationResult(
-        rows=3, partitions=1, workers=2, elapsed_seconds=0.5, versions={}, sample=[], scheduler="tcp://s:8786",
-        catalog_path="/data/x", stage_seconds={}, warnings=[],
+        rows=3, partitions=1, workers=2, workers_by_group={"c-default": 2}, elapsed_seconds=0.5, versions={},
+        sample=[], scheduler="tcp://s:8786", catalog_path="/data/x", stage_seconds={}, warnings=[],
     )  # fmt: skip
     assert list(result.to_outputs()) == list(OUTPUT_KEYS)
     assert VerificationResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result

@@ -32,7 +32,7 @@ from typing import Any
 from components.constants import SCHEDULER_PORT
 from components.lock import canonical, read_lock
 from components.verification.diagnostics import Fixes
-from components.verification.query import OUTPUT_KEYS, ClusterRef, VerificationQuery, output_field
+from components.verification.query import OUTPUT_KEYS, ClusterRef, VerificationQuery, output_field, worker_group_of
 
 # The stages in order; `VerificationError.stage` and the keys of `stage_seconds` are among them.
 STAGES = ("config", "connect", "workers", "versions", "open", "compute", "rows")
@@ -96,6 +96,7 @@ class VerificationResult:
     rows: int
     partitions: int
     workers: int
+    workers_by_group: dict[str, int]
     elapsed_seconds: float
     versions: dict[str, str]
     sample: list[dict[str, Any]]
@@ -113,6 +114,7 @@ class VerificationResult:
         fields = {f.name: report[f.name] for f in dataclasses.fields(cls)}
         for name in ("rows", "partitions", "workers"):
             fields[name] = int(fields[name])
+        fields["workers_by_group"] = {str(g): int(n) for g, n in (fields["workers_by_group"] or {}).items()}
         fields["elapsed_seconds"] = float(fields["elapsed_seconds"])
         return cls(**fields)
 
@@ -434,6 +436,7 @@ def verify_catalog_query(
 
         with clock.stage("workers") as budget:
             n_workers = _wait_for_workers(client, address, q.min_workers, budget, fixes, wait_hook)
+            by_group = _workers_by_group(client, 5.0)
 
         with clock.stage("versions") as budget:
             versions, version_warnings = _check_versions(client, locked_versions, budget, fixes)
@@ -475,6 +478,7 @@ def verify_catalog_query(
         rows=rows,
         partitions=partitions,
         workers=n_workers,
+        workers_by_group=by_group,
         elapsed_seconds=round(clock.elapsed(), 4),
         versions=versions,
         sample=sample,
@@ -555,6 +559,19 @@ def _count_workers(client: Any, seconds: float) -> int | None:
         return len(_call_with_deadline(client.nthreads, seconds))
     except Exception:
         return None
+
+
+def _workers_by_group(client: Any, seconds: float) -> dict[str, int]:
+    """Workers per DaskWorkerGroup (from the worker names the operator gives); {} if the scheduler does not say."""
+    try:
+        info = _call_with_deadline(lambda: client.scheduler_info(n_workers=-1), seconds)
+    except Exception:
+        return {}
+    counts: dict[str, int] = {}
+    for worker in (info.get("workers") or {}).values():
+        group = worker_group_of(worker.get("name"))
+        counts[group] = counts.get(group, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def _wait_for_workers(

@@ -49,6 +49,7 @@ def format_summary(result: VerificationResult) -> str:
     lines = [
         f"LSDB verification passed in {result.elapsed_seconds:.2f} s",
         f"  scheduler  {result.scheduler} ({result.workers} worker{'s' if result.workers != 1 else ''})",
+        "  groups     " + (", ".join(f"{g} {n}" for g, n in result.workers_by_group.items()) or "unknown"),
         f"  catalog    {result.catalog_path}: {result.rows} row(s) in {result.partitions} partition(s)",
         "  versions   " + ", ".join(f"{k} {v}" for k, v in result.versions.items()),
         "  stages     " + ", ".join(f"{k} {v:.2f}s" for k, v in result.stage_seconds.items()),

@@ -37,6 +37,7 @@ OUTPUT_KEYS: tuple[str, ...] = (
     "rows",
     "partitions",
     "workers",
+    "workersByGroup",
     "elapsedSeconds",
     "versions",
     "sample",
@@ -48,6 +49,18 @@ OUTPUT_KEYS: tuple[str, ...] = (
 def output_field(key: str) -> str:
     """The `VerificationResult` field behind an output key: `elapsedSeconds` -> `elapsed_seconds`."""
     return re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
+
+
+# The operator names each worker `<DaskWorkerGroup>-worker-<10 hex>` (build_worker_deployment_spec), and the
+# program passes that name to `dask worker --name`: the group is the name without the suffix.
+WORKER_NAME = re.compile(r"^(?P<group>.+)-worker-[0-9a-f]{10}$")
+UNGROUPED = "(not an operator worker)"
+
+
+def worker_group_of(worker_name: object) -> str:
+    """The DaskWorkerGroup a worker belongs to, from its name; UNGROUPED for a worker the operator did not name."""
+    m = WORKER_NAME.match(str(worker_name))
+    return m.group("group") if m else UNGROUPED
 
 
 def parse_storage_options(items: Iterable[str]) -> dict[str, Any]:

@@ -288,6 +288,7 @@ class LsdbVerification(pulumi.dynamic.Resource, module="lsdb", name="Verificatio
     rows: pulumi.Output[float]
     partitions: pulumi.Output[float]
     workers: pulumi.Output[float]
+    workersByGroup: pulumi.Output[dict[str, float]]  # the output property's name: DaskWorkerGroup -> workers
     elapsedSeconds: pulumi.Output[float]  # the output property's name
     versions: pulumi.Output[dict[str, str]]
     sample: pulumi.Output[list[dict[str, Any]]]

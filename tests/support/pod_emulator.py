@@ -3,10 +3,11 @@
 Test support, not product code. There is no cluster here, so this stands in for three things:
 
 * the operator: `operator_objects` turns a DaskCluster manifest into the scheduler Deployment and Service,
-  the default DaskWorkerGroup and its worker Deployments by calling the builder functions of the pinned
-  `dask_kubernetes.operator.controller` the way `daskcluster_create_components` and
-  `daskworkergroup_replica_update` call them (same metadata merging, `kopf.adopt`, `kopf.label`), so the
-  injected environment (`DASK_SCHEDULER_ADDRESS`, `DASK_WORKER_NAME`) is the operator's own;
+  the default DaskWorkerGroup (and any extra DaskWorkerGroups given) and their worker Deployments by calling
+  the builder functions of the pinned `dask_kubernetes.operator.controller` the way
+  `daskcluster_create_components`, `daskworkergroup_create` and `daskworkergroup_replica_update` call them
+  (same metadata merging, `kopf.adopt`, `kopf.label`), so the injected environment (`DASK_SCHEDULER_ADDRESS`,
+  `DASK_WORKER_NAME`) is the operator's own;
 * the kubelet: each container of a Deployment's pod template becomes one process. `command` + `args`
   (or the image entrypoint, which is empty for our image, + `args`) get the Kubernetes `$(VAR)`
   expansion from the container's env; the executable is looked up in the image's PATH, emulated by the
@@ -49,6 +50,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import copy
+import dataclasses
 import errno
 import functools
 import importlib.metadata
@@ -134,7 +136,8 @@ class OperatorObjects:
     scheduler_deployment: dict[str, Any]
     scheduler_service: dict[str, Any]
     worker_group: dict[str, Any]
-    worker_deployments: list[dict[str, Any]]
+    worker_deployments: list[dict[str, Any]]  # every group's, the default group's first
+    extra_worker_groups: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     @property
     def deployments(self) -> list[dict[str, Any]]:
@@ -153,12 +156,16 @@ def _merge_metadata(meta: Any, section: Mapping[str, Any], get_annotations: Call
 
 
 def operator_objects(
-    daskcluster: Mapping[str, Any], namespace: str = "default", uuids: Iterable[str] | None = None
+    daskcluster: Mapping[str, Any],
+    namespace: str = "default",
+    uuids: Iterable[str] | None = None,
+    worker_groups: Iterable[Mapping[str, Any]] = (),
 ) -> OperatorObjects:
     """Derive the operator's objects from a DaskCluster manifest with the pinned controller's builders.
 
     `namespace` applies when the manifest has none (as `kubectl apply` without -n). `uuids` fixes the
-    worker Deployment suffixes (the operator uses `uuid4().hex[:10]`).
+    worker Deployment suffixes (the operator uses `uuid4().hex[:10]`). `worker_groups`: extra DaskWorkerGroup
+    manifests of this cluster, handled as `daskworkergroup_create` does (adopted by the cluster, then scaled).
     """
     import kopf
     from dask_kubernetes.operator.controller import controller as op
@@ -182,24 +189,52 @@ def operator_objects(
     worker_spec = spec.get("worker", {})
     annotations, labels = _merge_metadata(meta, worker_spec, op._get_annotations, op._get_labels)
     worker_group = op.build_default_worker_group_spec(name, worker_spec, annotations, labels)
-    # daskworkergroup_create: the cluster adopts the group (kr8s adopt sets the owner reference and namespace)
-    worker_group = copy.deepcopy(worker_group)
-    worker_group["metadata"]["namespace"] = ns
-    worker_group["metadata"]["uid"] = str(uuid.uuid4())
-    kopf.append_owner_reference(worker_group, owner=cluster_body)
+    suffixes = iter(uuids or ())
+    groups = [_adopted_group(worker_group, cluster_body, ns)]
+    for extra in worker_groups:
+        if extra["spec"]["cluster"] != name:
+            group_name, other = extra["metadata"]["name"], extra["spec"]["cluster"]
+            raise EmulationError(f"DaskWorkerGroup {group_name} belongs to cluster {other}, not {name}")
+        groups.append(_adopted_group(extra, cluster_body, ns))
+    worker_deployments = [d for g in groups for d in _scale_group(g, cluster_body, ns, suffixes)]
 
-    # daskworkergroup_replica_update, scaling from 0 to spec.worker.replicas
-    group_body = kopf.Body(worker_group)
+    plain = copy.deepcopy  # detach from kopf's views and from each other
+    return OperatorObjects(
+        cluster=plain(raw),
+        scheduler_deployment=plain(scheduler_deployment),
+        scheduler_service=plain(scheduler_service),
+        worker_group=plain(groups[0]),
+        worker_deployments=[plain(d) for d in worker_deployments],
+        extra_worker_groups=[plain(g) for g in groups[1:]],
+    )
+
+
+def _adopted_group(group: Mapping[str, Any], cluster_body: Any, namespace: str) -> dict[str, Any]:
+    """daskworkergroup_create: the cluster adopts the group (kr8s adopt sets the owner reference and namespace)."""
+    import kopf
+
+    adopted = copy.deepcopy(dict(group))
+    adopted["metadata"]["namespace"] = namespace
+    adopted["metadata"]["uid"] = str(uuid.uuid4())
+    kopf.append_owner_reference(adopted, owner=cluster_body)
+    return adopted
+
+
+def _scale_group(group: dict[str, Any], cluster_body: Any, namespace: str, suffixes: Any) -> list[dict[str, Any]]:
+    """daskworkergroup_replica_update, scaling a group from 0 to its spec.worker.replicas."""
+    import kopf
+    from dask_kubernetes.operator.controller import controller as op
+
+    group_body = kopf.Body(group)
     group_spec = group_body.spec
     w_annotations, w_labels = _merge_metadata(
         group_body.meta, group_spec["worker"], op._get_annotations, op._get_labels
     )
-    suffixes = iter(uuids or ())
-    worker_deployments = []
+    deployments = []
     for _ in range(int(group_spec["worker"].get("replicas", 1))):
         data = op.build_worker_deployment_spec(
             worker_group_name=group_body.meta.name,
-            namespace=ns,
+            namespace=namespace,
             cluster_name=group_spec["cluster"],
             uuid=next(suffixes, None) or uuid.uuid4().hex[:10],
             pod_spec=group_spec["worker"]["spec"],
@@ -208,16 +243,8 @@ def operator_objects(
         )
         kopf.adopt(data, owner=group_body)
         kopf.label(data, labels=dict(cluster_body.meta.labels))
-        worker_deployments.append(data)
-
-    plain = copy.deepcopy  # detach from kopf's views and from each other
-    return OperatorObjects(
-        cluster=plain(raw),
-        scheduler_deployment=plain(scheduler_deployment),
-        scheduler_service=plain(scheduler_service),
-        worker_group=plain(worker_group),
-        worker_deployments=[plain(d) for d in worker_deployments],
-    )
+        deployments.append(data)
+    return deployments
 
 
 # --- the image -------------------------------------------------------------------------------------------
@@ -484,12 +511,14 @@ class EmulatedCluster:
         uuids: Iterable[str] | None = None,
         worker_env: Mapping[str, str] | None = None,
         services: Iterable[Mapping[str, Any]] = (),
+        worker_groups: Iterable[Mapping[str, Any]] = (),
     ) -> None:
         """`claims`: PVC name -> local directory; `secrets`: Secret name -> data (for env and volumes);
         `services`: more Services to map (the program's stable `<cluster.name>-scheduler`, by its selector);
         `worker_env`: test instrumentation appended to every worker container's env (as an admission webhook
-        would add it), e.g. a `DASK_DISTRIBUTED__WORKER__PRELOAD` fault injector. It is not part of the manifest."""
-        self.objects = operator_objects(daskcluster, namespace, uuids)
+        would add it), e.g. a `DASK_DISTRIBUTED__WORKER__PRELOAD` fault injector. It is not part of the manifest.
+        `worker_groups`: extra DaskWorkerGroup manifests of this cluster; their workers start with the others."""
+        self.objects = operator_objects(daskcluster, namespace, uuids, worker_groups)
         # Instrumentation names this machine's paths (a preload under pytest's /tmp): never mapped into the pod's
         # volumes, which would otherwise claim any path below a mount such as the pods' /tmp emptyDir.
         self.instrumentation_keys = frozenset(worker_env or {})

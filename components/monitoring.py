@@ -1,0 +1,317 @@
+"""Prometheus monitors for the scheduler and workers, and a Grafana dashboard (`monitoring.*`).
+
+Dask serves `/metrics` on the scheduler's and each worker's dashboard port (`http-dashboard`) because the
+image has `prometheus-client` and the scheduler enables the `prometheus` HTTP route.
+
+* This stack installs the operator: the chart's own ServiceMonitor and PodMonitor are turned on through its
+  values (`metrics.scheduler.*`, `metrics.worker.*` in the pinned chart's values.yaml), scraping this
+  stack's namespace.
+* The operator comes from another stack: `LsdbMonitoring` creates the equivalent ServiceMonitor and
+  PodMonitor in this namespace, selecting the live DaskCluster's pods by the operator's labels.
+
+Either way the targets carry `dask.org/cluster-name`, `app.kubernetes.io/name` (= cluster.name, stable across a
+blue/green rename) and, for workers, `dask.org/workergroup-name`; Prometheus turns them into
+`dask_org_cluster_name`, `app_kubernetes_io_name` and `dask_org_workergroup_name`, which the dashboard uses.
+With `monitoring.enabled` false nothing here is created and nothing needs the prometheus-operator CRDs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.config import ClusterConfig, MonitoringConfig
+from components.constants import (
+    APP_NAME_LABEL,
+    CLUSTER_NAME_LABEL,
+    COMPONENT_LABEL,
+    DASHBOARD_PORT_NAME,
+    LABELS,
+    WORKER_GROUP_LABEL,
+)
+from components.options import child_options
+
+MONITORING_API_VERSION = "monitoring.coreos.com/v1"
+TASK_STATES = 'state=~"processing|waiting|queued|no-worker"'
+SCRAPE_INTERVAL = "15s"
+METRICS_PATH = "/metrics"
+SCHEDULER_TARGET_LABELS = [CLUSTER_NAME_LABEL, APP_NAME_LABEL]
+WORKER_TARGET_LABELS = [CLUSTER_NAME_LABEL, APP_NAME_LABEL, WORKER_GROUP_LABEL]
+
+
+def prometheus_label(label: str) -> str:
+    """How Prometheus names a Kubernetes label it copies onto a target (`dask.org/cluster-name` -> `dask_org_...`)."""
+    return re.sub(r"[^a-zA-Z0-9_]", "_", label)
+
+
+# --- the operator chart's monitors --------------------------------------------------------------------------
+
+
+def chart_monitoring_values(monitoring: MonitoringConfig, cluster_namespace: str) -> dict[str, Any]:
+    """Helm values of the operator chart that turn on its ServiceMonitor (scheduler) and PodMonitor (workers)."""
+    if not monitoring.enabled:
+        return {}
+    # The chart's monitors scrape the release's (operator's) namespace unless told otherwise.
+    selector = {"matchNames": [cluster_namespace]}
+    return {
+        "metrics": {
+            "scheduler": {
+                "enabled": True,
+                "serviceMonitor": {
+                    "enabled": True,
+                    "namespaceSelector": selector,
+                    "additionalLabels": dict(monitoring.labels),
+                    "interval": SCRAPE_INTERVAL,
+                    "targetLabels": SCHEDULER_TARGET_LABELS,
+                },
+            },
+            "worker": {
+                "enabled": True,
+                "podMonitor": {
+                    "enabled": True,
+                    "namespaceSelector": selector,
+                    "additionalLabels": dict(monitoring.labels),
+                    "interval": SCRAPE_INTERVAL,
+                    # The 2026.3.0 template reads `targetLabels` (not the `podTargetLabels` its values.yaml
+                    # documents) and renders it as the PodMonitor's podTargetLabels: set both.
+                    "podTargetLabels": WORKER_TARGET_LABELS,
+                    "targetLabels": WORKER_TARGET_LABELS,
+                },
+            },
+        }
+    }
+
+
+# --- this stack's own monitors (operator from another stack) ------------------------------------------------
+
+
+def service_monitor_manifest(
+    cluster: ClusterConfig, namespace: str, cluster_name: str, labels: Mapping[str, str]
+) -> dict[str, Any]:
+    """The scheduler's ServiceMonitor: the operator's scheduler Service of the live cluster, port http-dashboard."""
+    return {
+        "apiVersion": MONITORING_API_VERSION,
+        "kind": "ServiceMonitor",
+        "metadata": {
+            "name": f"{cluster.name}-scheduler",
+            "namespace": namespace,
+            "labels": {**LABELS, APP_NAME_LABEL: cluster.name, **labels},
+        },
+        "spec": {
+            "selector": {"matchLabels": {CLUSTER_NAME_LABEL: cluster_name, COMPONENT_LABEL: "scheduler"}},
+            "namespaceSelector": {"matchNames": [namespace]},
+            "endpoints": [{"port": DASHBOARD_PORT_NAME, "path": METRICS_PATH, "interval": SCRAPE_INTERVAL}],
+            "targetLabels": SCHEDULER_TARGET_LABELS,
+        },
+    }
+
+
+def pod_monitor_manifest(
+    cluster: ClusterConfig, namespace: str, cluster_name: str, labels: Mapping[str, str]
+) -> dict[str, Any]:
+    """The workers' PodMonitor: every worker pod (all groups) of the live cluster, port http-dashboard."""
+    return {
+        "apiVersion": MONITORING_API_VERSION,
+        "kind": "PodMonitor",
+        "metadata": {
+            "name": f"{cluster.name}-workers",
+            "namespace": namespace,
+            "labels": {**LABELS, APP_NAME_LABEL: cluster.name, **labels},
+        },
+        "spec": {
+            "selector": {"matchLabels": {CLUSTER_NAME_LABEL: cluster_name, COMPONENT_LABEL: "worker"}},
+            "namespaceSelector": {"matchNames": [namespace]},
+            "podMetricsEndpoints": [{"port": DASHBOARD_PORT_NAME, "path": METRICS_PATH, "interval": SCRAPE_INTERVAL}],
+            "podTargetLabels": WORKER_TARGET_LABELS,
+        },
+    }
+
+
+# --- the Grafana dashboard ----------------------------------------------------------------------------------
+
+
+def group_memory_limits(cluster: ClusterConfig) -> dict[str, int]:
+    """Each worker group's memory limit in bytes (Dask exports no limit metric; the dashboard draws these)."""
+    limits = {"default": cluster.workers.memory_bytes}
+    limits |= {group: workers.memory_bytes for group, workers in sorted(cluster.worker_groups.items())}
+    return limits
+
+
+def dashboard_queries(cluster: ClusterConfig, namespace: str) -> dict[str, list[tuple[str, str]]]:
+    """Panel title -> [(PromQL, legend)]. Every metric is Dask's own (tests scrape real processes for them)."""
+    this = f'namespace="{namespace}", {prometheus_label(APP_NAME_LABEL)}="{cluster.name}"'
+    group = prometheus_label(WORKER_GROUP_LABEL)
+    return {
+        "Workers by state": [(f"sum by (state) (dask_scheduler_workers{{{this}}})", "{{state}}")],
+        "Workers by group": [(f"count by ({group}) (dask_worker_threads{{{this}}})", f"{{{{{group}}}}}")],
+        "Worker memory used vs limit": [
+            (f'sum by (pod) (dask_worker_memory_bytes{{{this}, type=~"managed|unmanaged"}})', "{{pod}}"),
+            *((f"vector({limit})", f"limit ({name})") for name, limit in group_memory_limits(cluster).items()),
+        ],
+        "Tasks processing / waiting": [
+            (f"sum by (state) (dask_scheduler_tasks{{{this}, {TASK_STATES}}})", "{{state}}")
+        ],
+        "Spilled bytes": [
+            (f'sum by (pod) (dask_worker_memory_bytes{{{this}, type="spilled"}})', "on disk {{pod}}"),
+            (f'sum(rate(dask_worker_spill_bytes_total{{{this}, activity="disk_write"}}[5m]))', "written/s"),
+        ],
+    }
+
+
+METRIC_SELECTOR = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{")
+
+
+def dashboard_metric_names(dashboard: Mapping[str, Any]) -> set[str]:
+    """The metric names every query of the dashboard selects (`name{...}`)."""
+    names: set[str] = set()
+    for panel in dashboard.get("panels", []):
+        for target in panel.get("targets", []):
+            names.update(METRIC_SELECTOR.findall(str(target.get("expr", ""))))
+    return names
+
+
+def verification_markdown(result: Mapping[str, Any] | None) -> str:
+    """The text panel: the verification's last result as of the last `pulumi up` (it fails `up` when it fails)."""
+    if result is None:
+        return "Post-deploy verification is off (`verify.enabled: false`)."
+    groups = ", ".join(f"{g}: {int(n)}" for g, n in sorted((result.get("workersByGroup") or {}).items()))
+    warnings = result.get("warnings") or []
+    lines = [
+        "**Last verification: passed** (it runs on every `pulumi up` that changes the cluster, image or query; "
+        "a failing check fails the deploy, so this panel only ever shows a pass).",
+        "",
+        f"* rows in the cone: {int(result.get('rows') or 0)} from {int(result.get('partitions') or 0)} partition(s)",
+        f"* workers: {int(result.get('workers') or 0)}" + (f" ({groups})" if groups else ""),
+        f"* elapsed: {float(result.get('elapsedSeconds') or 0):.1f} s",
+    ]
+    lines += [f"* warning: {w}" for w in warnings]
+    return "\n".join(lines)
+
+
+def dashboard_json(cluster: ClusterConfig, namespace: str, verification: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The Grafana dashboard model (schemaVersion 39) for this cluster."""
+    datasource = {"type": "prometheus", "uid": "${datasource}"}
+    panels: list[dict[str, Any]] = []
+    for index, (title, queries) in enumerate(dashboard_queries(cluster, namespace).items()):
+        unit = "bytes" if "memory" in title.lower() or "bytes" in title.lower() else "short"
+        panels.append(
+            {
+                "id": index + 1,
+                "type": "timeseries",
+                "title": title,
+                "datasource": datasource,
+                "gridPos": {"h": 8, "w": 12, "x": 12 * (index % 2), "y": 8 * (index // 2)},
+                "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+                "targets": [
+                    {"refId": chr(ord("A") + i), "datasource": datasource, "expr": expr, "legendFormat": legend}
+                    for i, (expr, legend) in enumerate(queries)
+                ],
+            }
+        )
+    panels.append(
+        {
+            "id": len(panels) + 1,
+            "type": "text",
+            "title": "Post-deploy verification",
+            "gridPos": {"h": 8, "w": 12, "x": 12 * (len(panels) % 2), "y": 8 * (len(panels) // 2)},
+            "options": {"mode": "markdown", "content": verification_markdown(verification)},
+        }
+    )
+    return {
+        "uid": f"lsdb-{cluster.name}"[:40],
+        "title": f"LSDB Dask cluster {cluster.name} ({namespace})",
+        "tags": ["lsdb", "dask"],
+        "schemaVersion": 39,
+        "time": {"from": "now-1h", "to": "now"},
+        "refresh": "30s",
+        "templating": {
+            "list": [{"name": "datasource", "type": "datasource", "query": "prometheus", "label": "Prometheus"}]
+        },
+        "panels": panels,
+    }
+
+
+def dashboard_config_map(
+    cluster: ClusterConfig,
+    monitoring: MonitoringConfig,
+    namespace: str,
+    verification: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The ConfigMap the Grafana sidecar loads (it watches for `monitoring.dashboardLabels`)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": f"{cluster.name}-dashboard",
+            "namespace": monitoring.dashboard_namespace or namespace,
+            "labels": {**LABELS, APP_NAME_LABEL: cluster.name, **monitoring.dashboard_labels},
+        },
+        "data": {f"{cluster.name}.json": json.dumps(dashboard_json(cluster, namespace, verification), indent=1)},
+    }
+
+
+# --- the component ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MonitoringArgs:
+    monitoring: MonitoringConfig
+    cluster: ClusterConfig
+    namespace: str
+    cluster_name: pulumi.Input[str]  # the live DaskCluster's name (LsdbDaskCluster.cluster_name)
+    own_monitors: bool  # True when the operator (and so its chart's monitors) comes from elsewhere
+    verification: pulumi.Input[Mapping[str, Any]] | None = None  # LsdbVerification outputs, None when off
+
+
+class LsdbMonitoring(pulumi.ComponentResource):
+    """The monitors (when the operator chart does not provide them) and the Grafana dashboard ConfigMap.
+
+    First `pulumi up` with `monitoring.enabled`: created after the cluster (monitors) and the verification
+    (dashboard). A blue/green rename of the DaskCluster updates the monitors' selectors in place (their names
+    follow `cluster.name`); a new verification result updates the dashboard's text panel. Turning monitoring
+    off, or `pulumi destroy`, deletes them; the metrics already in Prometheus stay."""
+
+    service_monitor: k8s.apiextensions.CustomResource | None
+    pod_monitor: k8s.apiextensions.CustomResource | None
+    dashboard: k8s.core.v1.ConfigMap | None
+
+    def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("lsdb-k8s:monitoring:LsdbMonitoring", name, {}, opts)
+        cluster, namespace, labels = args.cluster, args.namespace, args.monitoring.labels
+        live = pulumi.Output.from_input(args.cluster_name)
+        self.service_monitor = self.pod_monitor = None
+        if args.own_monitors:
+            scheduler = live.apply(lambda n: service_monitor_manifest(cluster, namespace, n, labels))
+            workers = live.apply(lambda n: pod_monitor_manifest(cluster, namespace, n, labels))
+            self.service_monitor = self._custom(f"{name}-scheduler", "ServiceMonitor", scheduler, opts)
+            self.pod_monitor = self._custom(f"{name}-workers", "PodMonitor", workers, opts)
+        self.dashboard = None
+        if args.monitoring.dashboard:
+            verification = pulumi.Output.from_input(args.verification) if args.verification is not None else None
+            source = verification if verification is not None else pulumi.Output.from_input(None)
+            manifest = source.apply(lambda v: dashboard_config_map(cluster, args.monitoring, namespace, v))
+            self.dashboard = k8s.core.v1.ConfigMap(
+                f"{name}-dashboard",
+                metadata=manifest["metadata"],
+                data=manifest["data"],
+                opts=child_options(self, opts),
+            )
+        self.register_outputs({})
+
+    def _custom(
+        self, name: str, kind: str, manifest: pulumi.Output[dict[str, Any]], opts: pulumi.ResourceOptions | None
+    ) -> k8s.apiextensions.CustomResource:
+        return k8s.apiextensions.CustomResource(
+            name,
+            api_version=MONITORING_API_VERSION,
+            kind=kind,
+            metadata=manifest["metadata"],
+            spec=manifest["spec"],
+            opts=child_options(self, opts),
+        )

@@ -1,0 +1,186 @@
+"""Where the scheduler and worker pods run: the Kubernetes scheduling fields of a pod spec.
+
+`pod_placement` turns a placement section (`cluster.scheduler.placement`, `cluster.workers.placement`,
+`cluster.workerGroups.<name>.placement`) plus the spot and spread rules into the fields that go into a pod
+spec (`nodeSelector`, `tolerations`, `affinity`, `priorityClassName`, `topologySpreadConstraints`).
+`placement_problems` checks what users write against the Kubernetes PodSpec schema (kubernetes-validate,
+strict), so a misspelt field fails before anything is deployed instead of being pruned by the API server.
+
+Spot (dask-kubernetes #606, the maintainers' advice after losing work to spot reclaims): workers on spot
+nodes, the scheduler never, because losing the scheduler loses every task of the cluster.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from components.constants import APP_NAME_LABEL, COMPONENT_LABEL, GROUP_LABEL
+
+SpotProvider = Literal["aws", "gcp", "azure"]
+HOSTNAME_TOPOLOGY = "kubernetes.io/hostname"
+# The oldest Kubernetes the guide supports; placement written for it is valid on every newer version.
+KUBERNETES_SCHEMA_VERSION = "1.25.0"
+PLACEMENT_FIELDS = ("nodeSelector", "tolerations", "affinity", "priorityClassName", "topologySpreadConstraints")
+
+
+@dataclass(frozen=True)
+class Spot:
+    """A provider's label on spot nodes and the taint it puts on them (if any)."""
+
+    label: str
+    value: str
+    taint_effect: str | None  # the provider taints spot nodes key=value:<effect>; None when it does not
+    doc: str
+
+
+SPOT: dict[str, Spot] = {
+    # EKS managed node groups label every node with its capacity type and add no taint:
+    # https://docs.aws.amazon.com/eks/latest/userguide/managed-node-groups.html#managed-node-group-capacity-types
+    "aws": Spot("eks.amazonaws.com/capacityType", "SPOT", None,
+                "https://docs.aws.amazon.com/eks/latest/userguide/managed-node-groups.html"),
+    # GKE labels Spot VM nodes cloud.google.com/gke-spot=true; node pools are tainted with the same key
+    # (`--node-taints=cloud.google.com/gke-spot=true:NoSchedule`) so only tolerating pods land there:
+    # https://cloud.google.com/kubernetes-engine/docs/how-to/spot-vms
+    "gcp": Spot("cloud.google.com/gke-spot", "true", "NoSchedule",
+                "https://cloud.google.com/kubernetes-engine/docs/how-to/spot-vms"),
+    # AKS labels and taints every Spot node pool kubernetes.azure.com/scalesetpriority=spot:NoSchedule:
+    # https://learn.microsoft.com/en-us/azure/aks/spot-node-pool
+    "azure": Spot("kubernetes.azure.com/scalesetpriority", "spot", "NoSchedule",
+                  "https://learn.microsoft.com/en-us/azure/aks/spot-node-pool"),
+}  # fmt: skip
+
+
+def spot_worker_placement(provider: str) -> dict[str, Any]:
+    """Workers on the provider's spot nodes: its node label, and a toleration for its taint."""
+    spot = SPOT[provider]
+    placement: dict[str, Any] = {"nodeSelector": {spot.label: spot.value}}
+    if spot.taint_effect:
+        placement["tolerations"] = [
+            {"key": spot.label, "operator": "Equal", "value": spot.value, "effect": spot.taint_effect}
+        ]
+    return placement
+
+
+def off_spot_affinity(providers: list[str]) -> dict[str, Any]:
+    """A required node affinity that keeps a pod off the spot nodes of these providers.
+
+    `NotIn` also matches nodes without the label, i.e. every on-demand node."""
+    expressions = [{"key": SPOT[p].label, "operator": "NotIn", "values": [SPOT[p].value]} for p in sorted(providers)]
+    return {
+        "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": expressions}
+        ]}}
+    }  # fmt: skip
+
+
+def spread_across_nodes(selector: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Spread the pods `selector` matches over nodes, preferably (never blocks scheduling)."""
+    return [
+        {
+            "maxSkew": 1,
+            "topologyKey": HOSTNAME_TOPOLOGY,
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": dict(selector)},
+        }
+    ]
+
+
+def _merge_affinity(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """`extra`'s required node-selector expressions ANDed into every term of `base` (other parts: base wins)."""
+    merged = copy.deepcopy(base)
+    extra_terms = extra["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    expressions = extra_terms[0]["matchExpressions"]
+    node = merged.setdefault("nodeAffinity", {})
+    required = node.setdefault("requiredDuringSchedulingIgnoredDuringExecution", {"nodeSelectorTerms": []})
+    terms = required.setdefault("nodeSelectorTerms", [])
+    if not terms:
+        terms.append({"matchExpressions": []})
+    for term in terms:  # node-selector terms are ORed: each must exclude spot nodes
+        term.setdefault("matchExpressions", []).extend(copy.deepcopy(expressions))
+    return merged
+
+
+def pod_placement(
+    user: Mapping[str, Any],
+    *,
+    spot: str | None = None,
+    avoid_spot: list[str] | None = None,
+    spread: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The pod-spec scheduling fields: what the user wrote, plus the spot rules and the default spread.
+
+    `user` holds the PLACEMENT_FIELDS the user set (camelCase; `topologySpreadConstraints` None = default).
+    `spot`: put the pod on this provider's spot nodes. `avoid_spot`: keep it off these providers' spot nodes.
+    `spread`: the pod labels to spread over nodes when the user gave no `topologySpreadConstraints`.
+    The user's own values win over the spot defaults for the same node-selector key.
+    """
+    out: dict[str, Any] = {}
+    node_selector = dict(spot_worker_placement(spot)["nodeSelector"]) if spot else {}
+    node_selector |= dict(user.get("nodeSelector") or {})
+    if node_selector:
+        out["nodeSelector"] = node_selector
+    tolerations = [*(spot_worker_placement(spot).get("tolerations", []) if spot else []), *user.get("tolerations", [])]
+    if tolerations:
+        out["tolerations"] = copy.deepcopy(tolerations)
+    affinity = copy.deepcopy(dict(user.get("affinity") or {}))
+    if avoid_spot:
+        affinity = _merge_affinity(affinity, off_spot_affinity(avoid_spot))
+    if affinity:
+        out["affinity"] = affinity
+    if user.get("priorityClassName"):
+        out["priorityClassName"] = user["priorityClassName"]
+    constraints = user.get("topologySpreadConstraints")
+    if constraints is None and spread:
+        constraints = spread_across_nodes(spread)
+    if constraints:
+        out["topologySpreadConstraints"] = copy.deepcopy(list(constraints))
+    return out
+
+
+def worker_spread_selector(app_name: str, group: str) -> dict[str, str]:
+    """Labels of one worker group's pods that do not depend on the DaskCluster's (hashed) name.
+
+    `app.kubernetes.io/name` is on the DaskCluster's metadata and the operator copies it onto every pod;
+    GROUP_LABEL is set through the group's `worker.metadata.labels`, which the operator also copies."""
+    return {APP_NAME_LABEL: app_name, COMPONENT_LABEL: "worker", GROUP_LABEL: group}
+
+
+# --- checking what users write -----------------------------------------------------------------------------
+
+
+@functools.cache
+def _pod_validator() -> Any:
+    """A strict Draft 2020-12 validator for v1 Pod at KUBERNETES_SCHEMA_VERSION (loaded once, lazily:
+    kubernetes-validate costs ~0.3 s to import, paid only by stacks that set a placement)."""
+    import jsonschema
+    import kubernetes_validate.utils as kv
+    from referencing import Registry, Resource
+
+    directory = f"kubernetes-json-schema/v{KUBERNETES_SCHEMA_VERSION}-local-strict"
+    schema = kv.schema_contents(f"{directory}/pod-v1.json", KUBERNETES_SCHEMA_VERSION)
+    definitions = kv.schema_contents(f"{directory}/_definitions.json", KUBERNETES_SCHEMA_VERSION)
+    registry: Registry[Any] = Resource.from_contents(definitions) @ (Resource.from_contents(schema) @ Registry())
+    return jsonschema.validators.Draft202012Validator(schema, registry=registry)
+
+
+def placement_problems(fields: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
+    """(key below the placement, offending value, what is wrong) for each schema error; [] when valid."""
+    if not any(fields.get(k) not in (None, {}, []) for k in PLACEMENT_FIELDS):
+        return []
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "placement-check"},
+        "spec": {"containers": [{"name": "c", "image": "i"}], **{k: v for k, v in fields.items() if v is not None}},
+    }
+    problems = []
+    for error in sorted(_pod_validator().iter_errors(pod), key=lambda e: list(map(str, e.absolute_path))):
+        path = [str(p) for p in error.absolute_path][1:]  # below "spec"
+        key = ".".join(path) if path else "placement"
+        message = error.message if len(error.message) < 200 else error.message[:200] + "..."
+        problems.append((key, error.instance, message))
+    return problems

@@ -1,0 +1,137 @@
+"""Placement under the mock runtime: what each spot provider, the default spread and user placement put in the pods."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from components.placement import SPOT, off_spot_affinity, pod_placement, spread_across_nodes
+from tests.program_helpers import dask_cluster, manifest, run_with
+
+WORKER_GROUP = "kubernetes:kubernetes.dask.org/v1:DaskWorkerGroup"
+
+# The providers' documented spot node labels and taints (see the links in components/placement.py).
+EXPECTED_SPOT = {
+    "aws": ({"eks.amazonaws.com/capacityType": "SPOT"}, []),
+    "gcp": (
+        {"cloud.google.com/gke-spot": "true"},
+        [{"key": "cloud.google.com/gke-spot", "operator": "Equal", "value": "true", "effect": "NoSchedule"}],
+    ),
+    "azure": (
+        {"kubernetes.azure.com/scalesetpriority": "spot"},
+        [
+            {
+                "key": "kubernetes.azure.com/scalesetpriority",
+                "operator": "Equal",
+                "value": "spot",
+                "effect": "NoSchedule",
+            }
+        ],
+    ),
+}
+
+
+def pods(cluster: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    return cluster["spec"]["scheduler"]["spec"], cluster["spec"]["worker"]["spec"]
+
+
+@pytest.mark.parametrize("provider", ["aws", "gcp", "azure"])
+def test_spot_workers_and_an_on_demand_scheduler(provider: str) -> None:
+    scheduler, worker = pods(dask_cluster(run_with(cluster={"name": "c", "workers": {"spot": provider}})))
+    labels, tolerations = EXPECTED_SPOT[provider]
+    assert worker["nodeSelector"] == labels
+    assert worker.get("tolerations", []) == tolerations
+    (label, value), = labels.items()  # fmt: skip
+    required = scheduler["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert required == {
+        "nodeSelectorTerms": [{"matchExpressions": [{"key": label, "operator": "NotIn", "values": [value]}]}]
+    }
+    assert "nodeSelector" not in scheduler and "tolerations" not in scheduler
+    print(f"{provider}: workers nodeSelector={worker['nodeSelector']} tolerations={worker.get('tolerations', [])}")
+
+
+def test_no_spot_and_no_placement_leaves_the_scheduler_unconstrained() -> None:
+    scheduler, worker = pods(dask_cluster(run_with()))
+    assert not {"nodeSelector", "tolerations", "affinity", "priorityClassName", "topologySpreadConstraints"} & set(
+        scheduler
+    )
+    assert not {"nodeSelector", "tolerations", "affinity"} & set(worker)
+
+
+def test_workers_spread_over_nodes_by_default_with_labels_the_operator_copies() -> None:
+    cluster = dask_cluster(run_with(cluster={"name": "lsdb-x"}))
+    _, worker = pods(cluster)
+    (constraint,) = worker["topologySpreadConstraints"]
+    assert constraint["topologyKey"] == "kubernetes.io/hostname" and constraint["whenUnsatisfiable"] == "ScheduleAnyway"
+    selector = constraint["labelSelector"]["matchLabels"]
+    # Every selected label is one the worker pods carry: the DaskCluster's metadata label and the group label.
+    assert selector["app.kubernetes.io/name"] == cluster["metadata"]["labels"]["app.kubernetes.io/name"] == "lsdb-x"
+    assert selector["lsdb-k8s/worker-group"] == cluster["spec"]["worker"]["metadata"]["labels"]["lsdb-k8s/worker-group"]
+    assert selector["dask.org/component"] == "worker"
+
+
+def test_user_placement_reaches_the_pods_and_can_turn_the_spread_off() -> None:
+    affinity = {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+        {"weight": 10, "podAffinityTerm": {"topologyKey": "topology.kubernetes.io/zone",
+                                            "labelSelector": {"matchLabels": {"app": "other"}}}}
+    ]}}  # fmt: skip
+    run = run_with(
+        cluster={
+            "name": "c",
+            "scheduler": {"placement": {"nodeSelector": {"pool": "system"}, "priorityClassName": "dask-critical"}},
+            "workers": {
+                "spot": "azure",
+                "placement": {
+                    "nodeSelector": {"pool": "workers"},
+                    "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                    "affinity": affinity,
+                    "topologySpreadConstraints": [],
+                },
+            },
+        }
+    )
+    scheduler, worker = pods(dask_cluster(run))
+    assert scheduler["nodeSelector"] == {"pool": "system"} and scheduler["priorityClassName"] == "dask-critical"
+    assert worker["nodeSelector"] == {"kubernetes.azure.com/scalesetpriority": "spot", "pool": "workers"}
+    assert [t["key"] for t in worker["tolerations"]] == ["kubernetes.azure.com/scalesetpriority", "gpu"]
+    assert worker["affinity"] == affinity
+    assert "topologySpreadConstraints" not in worker
+
+
+def test_scheduler_affinity_of_the_user_is_anded_with_the_spot_exclusion() -> None:
+    user = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["a"]}]},
+        {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["b"]}]},
+    ]}}}  # fmt: skip
+    out = pod_placement({"affinity": user}, avoid_spot=["gcp", "aws"])
+    terms = out["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    exclusion = off_spot_affinity(["aws", "gcp"])["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    for term, pool in zip(terms, ["a", "b"], strict=True):  # terms are ORed: each one must exclude spot nodes
+        assert term["matchExpressions"][0]["values"] == [pool]
+        assert term["matchExpressions"][1:] == exclusion["nodeSelectorTerms"][0]["matchExpressions"]
+    assert user["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0] == {
+        "matchExpressions": [{"key": "pool", "operator": "In", "values": ["a"]}]
+    }  # the config is not modified
+
+
+def test_a_spot_worker_group_also_keeps_the_scheduler_off_its_nodes() -> None:
+    run = run_with(cluster={"name": "c", "workerGroups": {"cheap": {"spot": "gcp", "replicas": 3}}})
+    scheduler, worker = pods(dask_cluster(run))
+    assert "nodeSelector" not in worker  # the default group stays where it was
+    group = manifest(run.one(WORKER_GROUP))["spec"]["worker"]["spec"]
+    assert group["nodeSelector"] == {"cloud.google.com/gke-spot": "true"}
+    expressions = scheduler["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ][0]["matchExpressions"]
+    assert expressions == [{"key": "cloud.google.com/gke-spot", "operator": "NotIn", "values": ["true"]}]
+
+
+@pytest.mark.parametrize("provider", sorted(SPOT))
+def test_generated_placement_is_a_valid_pod_spec(provider: str) -> None:
+    fields = pod_placement({}, spot=provider, spread={"a": "b"}) | pod_placement({}, avoid_spot=[provider])
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+           "spec": {"containers": [{"name": "c", "image": "i"}], **fields}}  # fmt: skip
+    kubernetes_validate.validate(pod, "1.25.0", strict=True)
+    assert spread_across_nodes({"a": "b"})[0]["labelSelector"] == {"matchLabels": {"a": "b"}}
