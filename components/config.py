@@ -313,7 +313,8 @@ class OperatorConfig(Section):
     chart_source: Literal["repository", "package"] = Field(
         "repository",
         description="`repository` = `https://helm.dask.org`; `package` = the chart shipped inside the pinned "
-        "`dask-kubernetes` wheel, with its placeholder version and image tag replaced by the locked version.",
+        "`dask-kubernetes` wheel, with its placeholder version and image tag replaced by the locked version (for "
+        "clusters without internet access, together with `operator.image` pointing at a mirror).",
     )
     from_stack: str | None = Field(
         None,
@@ -1001,7 +1002,11 @@ class ConeConfig(Section):
 class VerifyConfig(Section):
     """The post-deploy LSDB check."""
 
-    enabled: bool = Field(True, description="Run the verification after every change of cluster, image or query.")
+    enabled: bool = Field(
+        True,
+        description="Verify the cluster with an LSDB cone search when it is created, and again whenever its spec, "
+        "the image, the operator version, the catalog or the query changes.",
+    )
     catalog_path: str | None = Field(
         None,
         description="Catalog path as the workers see it (e.g. `/data/catalogs/my_catalog`), or its URL in the "

@@ -43,3 +43,33 @@ def test_make_client_installs_the_image_lock_alone() -> None:
     ).stdout
     installs = [line for line in dry.splitlines() if " install " in line and "--upgrade pip" not in line]
     assert installs == [".venv-client/bin/pip install --quiet -r docker/requirements.lock"]
+
+
+def test_sample_catalog_row_count_the_readme_states() -> None:
+    import numpy as np
+
+    from scripts.sample_catalog import sample_dataframe
+
+    df = sample_dataframe(20_000)  # what `make up` seeds (SAMPLE_ROWS)
+    ra, dec = np.radians(df["ra"].to_numpy()), np.radians(df["dec"].to_numpy())
+    hav = np.sin(dec / 2) ** 2 + np.cos(dec) * np.sin((ra - np.pi) / 2) ** 2  # distance to ra=180, dec=0
+    inside = int((np.degrees(2 * np.arcsin(np.sqrt(np.clip(hav, 0, 1)))) <= 1.0).sum())
+    assert f"exactly {inside} of the 20,000 rows" in (PROJECT_DIR / "README.md").read_text()
+
+
+def test_readme_sections_follow_the_reading_order() -> None:
+    text = (PROJECT_DIR / "README.md").read_text()
+    titles = [line[3:] for line in text.splitlines() if line.startswith("## ")]
+    assert titles == [
+        "Two commands",
+        "What you get",
+        "Connect and query",
+        "Deploy to your own cluster",
+        "From the guide to this program",
+        "Configuration reference",
+        "Outputs",
+        "Operations",
+        "CI and policy",
+        "Development",
+    ]
+    assert "```mermaid" in text
