@@ -431,6 +431,7 @@ def test_extra_worker_group_registers_with_the_scheduler(tmp_path: Path) -> None
 
     run = run_with(
         storage={"kind": "none"},
+        security={"tls": False},  # the group, not TLS, is under test (tests/test_e2e_tls.py covers TLS)
         cluster={
             "name": "wg",
             "workers": {"replicas": 1, "memory": "1Gi", "threads": 1},
