@@ -113,31 +113,22 @@ class RecordingMonitor(MockMonitor):
     def RegisterResource(self, request: Any) -> Any:
         response = super().RegisterResource(request)  # type: ignore[no-untyped-call]  # untyped in the SDK
         if request.type != "pulumi:pulumi:Stack":
-            raw = json_format.MessageToDict(request.object)
             message = json_format.MessageToDict(request, preserving_proto_field_name=False)
-            self.run.resources.append(
-                Registered(
-                    urn=response.urn,
-                    type=request.type,
-                    name=request.name,
-                    inputs=unwrap_secrets(raw),
-                    raw_inputs=raw,
-                    parent=request.parent,
-                    dependencies=list(request.dependencies),
-                    provider=request.provider,
-                    custom=request.custom,
-                    options={k: message[k] for k in _OPTION_FIELDS if k in message},
-                )
-            )
+            options = {k: message[k] for k in _OPTION_FIELDS if k in message}
+            self._record(request, response.urn, request.object, request.custom, options)
         return response
 
     def ReadResource(self, request: Any) -> Any:
         # Reads (StackReference, get()) look up existing resources: recorded with options {"read": True}.
         response = super().ReadResource(request)  # type: ignore[no-untyped-call]  # untyped in the SDK
-        raw = json_format.MessageToDict(request.properties)
+        self._record(request, response.urn, request.properties, True, {"read": True})
+        return response
+
+    def _record(self, request: Any, urn: str, properties: Any, custom: bool, options: dict[str, Any]) -> None:
+        raw = json_format.MessageToDict(properties)
         self.run.resources.append(
             Registered(
-                urn=response.urn,
+                urn=urn,
                 type=request.type,
                 name=request.name,
                 inputs=unwrap_secrets(raw),
@@ -145,11 +136,10 @@ class RecordingMonitor(MockMonitor):
                 parent=request.parent,
                 dependencies=list(request.dependencies),
                 provider=request.provider,
-                custom=True,
-                options={"read": True},
+                custom=custom,
+                options=options,
             )
         )
-        return response
 
 
 def _default_entry() -> None:
