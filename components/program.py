@@ -81,6 +81,7 @@ def program(config: StackConfig) -> dict[str, Any]:
             security=config.security,
             operator_namespace=operator_namespace,
             object_store=config.storage.kind == "objectStore",
+            identity_provider=config.storage.identity[0] if config.storage.identity else None,
             service_names=(stable_service_name(config.cluster.name), candidate_service_name(live_name)),
         ),
         opts(cluster_namespace),

@@ -82,14 +82,25 @@ def _ports(*names: str) -> list[dict[str, Any]]:
     return [{"protocol": "TCP", "port": name} for name in names]
 
 
+# GKE Workload Identity with network policy: allow the metadata server (169.254.169.254:80) and, with GKE
+# Dataplane V2, the gke-metadata-server (169.254.169.252:988).
+# https://cloud.google.com/kubernetes-engine/docs/how-to/workload-identity#restrict
+GKE_METADATA: tuple[tuple[str, int], ...] = (("169.254.169.254/32", 80), ("169.254.169.252/32", 988))
+
+
 def network_policy_manifests(
     cluster_name: str,
     namespace: str,
     security: SecurityConfig,
     operator_namespace: str,
     object_store: bool,
+    identity_provider: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The NetworkPolicies of one cluster (empty when `security.networkPolicy` is false)."""
+    """The NetworkPolicies of one cluster (empty when `security.networkPolicy` is false).
+
+    `identity_provider` (storage.objectStore.identity): AWS STS and Azure's login endpoint are reached over HTTPS,
+    which the object-store rule (`egressCIDRs` on `egressPorts`, any address on 443 by default) allows; GKE's
+    metadata server, which issues Workload Identity tokens, is a link-local address on other ports."""
     if not security.network_policy:
         return []
     clients = [{"podSelector": {"matchLabels": dict(CLIENT_LABEL)}}, *_namespaces(security.client_namespaces)]
@@ -107,6 +118,10 @@ def network_policy_manifests(
                 "ports": [{"protocol": "TCP", "port": p} for p in security.egress_ports],
             }
         )
+    if identity_provider == "gcp":
+        egress.append({"to": [{"ipBlock": {"cidr": cidr}} for cidr, _ in GKE_METADATA], "ports": [
+            {"protocol": "TCP", "port": port} for _, port in GKE_METADATA
+        ]})  # fmt: skip
     scheduler_ingress = [
         {"from": [workers, *clients], "ports": _ports(SCHEDULER_PORT_NAME)},
         {"from": [*_namespaces([operator_namespace]), *clients, *metrics], "ports": _ports(DASHBOARD_PORT_NAME)},
@@ -166,6 +181,7 @@ class ClusterSecurityArgs:
     security: SecurityConfig
     operator_namespace: pulumi.Input[str]
     object_store: bool = False
+    identity_provider: str | None = None  # storage.objectStore.identity's cloud (its token endpoint needs egress)
     # The scheduler Service names the certificate must cover (the operator's; a stable one in front of it).
     service_names: tuple[str, ...] = ()
 
@@ -197,7 +213,12 @@ class ClusterSecurity(pulumi.ComponentResource):
     ) -> list[k8s.networking.v1.NetworkPolicy]:
         def build(operator_namespace: str) -> list[dict[str, Any]]:
             return network_policy_manifests(
-                args.cluster_name, args.namespace, args.security, operator_namespace, args.object_store
+                args.cluster_name,
+                args.namespace,
+                args.security,
+                operator_namespace,
+                args.object_store,
+                args.identity_provider,
             )
 
         # The operator's namespace may be another stack's output; the set of policies never depends on it.

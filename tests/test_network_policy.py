@@ -190,3 +190,20 @@ def test_the_evaluator_can_deny_and_allow() -> None:
     assert not Cluster([deny, allow]).allowed(a, b, 81)
     assert selector_matches({"matchExpressions": [{"key": "app", "operator": "NotIn", "values": ["x"]}]}, {"app": "y"})
     assert not selector_matches({"matchExpressions": [{"key": "app", "operator": "DoesNotExist"}]}, {"app": "y"})
+
+
+def test_gke_workload_identity_may_reach_the_metadata_server() -> None:
+    """GKE Workload Identity tokens come from the link-local metadata server: opened only with a gcp identity."""
+    account = {"gcp": {"serviceAccount": "reader@project.iam.gserviceaccount.com"}}
+    gcs = {"kind": "objectStore", "objectStore": {"url": "gs://bucket/catalogs", "identity": account}}
+    metadata, gke = External("metadata", "169.254.169.254"), External("gke-metadata", "169.254.169.252")
+    run = run_with(storage=gcs, security={"egressCidrs": ["199.36.153.8/30"]})
+    cluster, endpoints = world(dask_cluster(run), policies_of(kubernetes_objects(run)))
+    worker = endpoints["worker-0"]
+    assert cluster.allowed(worker, metadata, 80, "TCP")
+    assert cluster.allowed(worker, gke, 988, "TCP")
+    assert not cluster.allowed(worker, metadata, 443, "TCP")
+    assert not cluster.allowed(worker, endpoints["internet"], 443, "TCP")
+    plain_run = run_with(storage=OBJECT_STORE)
+    plain, others = world(dask_cluster(plain_run), policies_of(kubernetes_objects(plain_run)))
+    assert not plain.allowed(others["worker-0"], metadata, 80, "TCP")
