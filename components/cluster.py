@@ -321,26 +321,6 @@ def scheduler_disruption_budget_manifest(cluster: ClusterConfig, namespace: str,
     }
 
 
-def dask_cluster_manifest(
-    cluster: ClusterConfig,
-    namespace: str,
-    image: str,
-    storage: PodStorage,
-    pull_secret: str | None = None,
-    *,
-    live_name: str | None = None,
-    tls: PodTls | None = None,
-) -> dict[str, Any]:
-    """The DaskCluster custom resource for this stack, named `live_name` (default: `<cluster.name>-<h>` of `image`).
-
-    The program passes `live_name` computed from the image's identity known at evaluation (`image.ref`, or the
-    content-derived tag of the build) while `image` is the pushed digest, which only the build knows.
-    """
-    if live_name is None:
-        live_name = cluster_live_name(cluster, namespace, image, storage, pull_secret, tls)
-    return _dask_cluster_manifest(cluster, namespace, image, storage, pull_secret, live_name, tls)
-
-
 def cluster_live_name(
     cluster: ClusterConfig,
     namespace: str,
@@ -351,7 +331,7 @@ def cluster_live_name(
 ) -> str:
     """`<cluster.name>-<h>`: the DaskCluster name for this spec (see the module docstring). TLS settings and the
     extra worker groups' pod templates are part of the spec: changing them makes a new cluster."""
-    draft = _dask_cluster_manifest(cluster, namespace, image_identity, storage, pull_secret, cluster.name, tls)
+    draft = dask_cluster_manifest(cluster, namespace, image_identity, storage, pull_secret, cluster.name, tls)
     ctx = PodContext(image_identity, storage, pull_secret, namespace, cluster.name, tls)
     return live_cluster_name(cluster.name, cluster_spec_digest(draft, worker_group_workers(cluster, ctx)))
 
@@ -377,7 +357,7 @@ def cluster_spec_digest(manifest: dict[str, Any], worker_groups: dict[str, dict[
     return hashlib.sha256(json.dumps(view, sort_keys=True).encode()).hexdigest()[:SPEC_DIGEST_LENGTH]
 
 
-def _dask_cluster_manifest(
+def dask_cluster_manifest(
     cluster: ClusterConfig,
     namespace: str,
     image: str,
@@ -386,6 +366,9 @@ def _dask_cluster_manifest(
     live_name: str,
     tls: PodTls | None = None,
 ) -> dict[str, Any]:
+    """The DaskCluster custom resource for this stack, named `live_name` (`cluster_live_name`; the digest is computed
+    from a draft named `cluster.name`). `image` is the pushed digest, which only the build knows; the name comes
+    from the image's identity known at evaluation (`image.ref`, or the content-derived tag of the build)."""
     http = {"tcp": SCHEDULER_PORT_NAME, "dash": DASHBOARD_PORT_NAME}
     scheduler = {
         "name": "scheduler",
