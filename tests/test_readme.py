@@ -73,3 +73,11 @@ def test_readme_sections_follow_the_reading_order() -> None:
         "Development",
     ]
     assert "```mermaid" in text
+
+
+def test_readme_lists_every_verification_output() -> None:
+    from components.verification import OUTPUT_KEYS
+
+    text = (PROJECT_DIR / "README.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| `verification` |"))
+    assert [key for key in OUTPUT_KEYS if key not in row] == []
