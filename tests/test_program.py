@@ -594,3 +594,16 @@ def test_pods_are_hardened() -> None:
     for probe in ("livenessProbe", "readinessProbe"):
         assert worker[probe]["httpGet"] == {"port": "http-dashboard", "path": "/health"}
     assert [worker["args"][worker["args"].index(f) + 1] for f in ("--worker-port", "--nanny-port")] == ["8789", "8790"]
+
+
+def test_the_mock_runtime_runs_after_asyncio_run_left_no_event_loop() -> None:
+    import asyncio
+
+    async def nothing() -> None:
+        return None
+
+    asyncio.run(nothing())  # what a Dask probe in another test does: the thread is left without a current loop
+    r = run_with()
+    assert [m["metadata"]["name"] for m in map(manifest, r.of_type("kubernetes:core/v1:Service"))] == [
+        "lsdb-cluster-scheduler"
+    ]

@@ -10,6 +10,7 @@ can prove secrets stay wrapped as secrets.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import runpy
 import sys
@@ -164,6 +165,7 @@ def run_program(
     registered before one.
     """
     run = run if run is not None else ProgramRun()
+    _ensure_event_loop()
     mocks = EngineMocks(stack_outputs)
     pulumi.runtime.reset_options(project=project, stack=stack)  # a fresh root Stack: no exports carried over
     monitor = RecordingMonitor(mocks, run)
@@ -193,6 +195,17 @@ def run_program(
 
     pulumi.runtime.test(collect)()  # type: ignore[no-untyped-call]
     return run
+
+
+def _ensure_event_loop() -> None:
+    """`pulumi.runtime.test` runs on the thread's current event loop; an `asyncio.run` earlier in the same thread
+    (a Dask probe in another test) leaves none, or a closed one."""
+    try:
+        loop = asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:
+        loop = None
+    if loop is None or loop.is_closed():
+        asyncio.set_event_loop(asyncio.new_event_loop())
 
 
 def _is_secret(value: Any) -> pulumi.Output[bool]:
