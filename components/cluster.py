@@ -1,5 +1,6 @@
 """LsdbDaskCluster: the DaskCluster (and DaskAutoscaler) custom resources the operator turns into pods, and
-StableEndpoint: the program-owned Service `<cluster.name>-scheduler` that follows the live cluster.
+StableEndpoint: the program-owned Service `<cluster.name>-scheduler`, and StableEndpointSelector: the patch that
+points it at the live cluster once that cluster passed its verification.
 
 Blue/green. The pinned operator applies nothing of a changed DaskCluster but `spec.worker.replicas` (its controller
 builds the scheduler, its Service and the worker group once, at create). So the DaskCluster is named
@@ -463,9 +464,17 @@ def dask_autoscaler_manifest(cluster: ClusterConfig, namespace: str, live_name: 
     }
 
 
-def stable_service_manifest(name: str, live_name: str, namespace: str) -> dict[str, Any]:
-    """The stable endpoint `<cluster.name>-scheduler`: the ports of the operator's scheduler Service, selecting
-    the scheduler pod of `live_name` (the pods carry `dask.org/cluster-name: <live>`, set by the operator)."""
+# The selector patch's Server-Side Apply field manager: fixed (not Pulumi's random one) so that
+# `kubectl get service <name>-scheduler --show-managed-fields` says who points the stable Service where.
+SELECTOR_FIELD_MANAGER = "lsdb-k8s-stable-endpoint"
+
+
+def stable_service_manifest(name: str, namespace: str) -> dict[str, Any]:
+    """The stable endpoint `<cluster.name>-scheduler`, with the ports of the operator's scheduler Service and NO
+    selector: `stable_service_selector_patch` owns it. A Service's `spec.selector` is an atomic map under
+    Server-Side Apply (one manager owns it whole), so the Service, created before any cluster and deleted after
+    all of them, cannot also hold the selector that must change only after a new cluster passed its verification.
+    Without a selector the Service routes nothing: the first cluster is not served before it is verified."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -474,11 +483,26 @@ def stable_service_manifest(name: str, live_name: str, namespace: str) -> dict[s
             "namespace": namespace,
             "labels": {**LABELS, "app.kubernetes.io/name": name},
         },
-        "spec": {
-            "type": "ClusterIP",
-            "selector": {CLUSTER_NAME_LABEL: live_name, COMPONENT_LABEL: "scheduler"},
-            "ports": scheduler_service_ports(),
+        "spec": {"type": "ClusterIP", "ports": scheduler_service_ports()},
+    }
+
+
+def stable_service_selector_patch(name: str, live_name: str, namespace: str) -> dict[str, Any]:
+    """The Server-Side Apply patch that points the stable Service at the scheduler pod of `live_name` (the pods
+    carry `dask.org/cluster-name: <live>`, set by the operator). Applied with its own field manager, forcing
+    conflicts: the program owns this Service, and a hand edit of its selector is taken back on the next `up`."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": stable_service_name(name),
+            "namespace": namespace,
+            "annotations": {
+                "pulumi.com/patchFieldManager": SELECTOR_FIELD_MANAGER,
+                "pulumi.com/patchForce": "true",
+            },
         },
+        "spec": {"selector": {CLUSTER_NAME_LABEL: live_name, COMPONENT_LABEL: "scheduler"}},
     }
 
 
@@ -663,18 +687,18 @@ class LsdbDaskCluster(pulumi.ComponentResource):
 @dataclass(frozen=True)
 class StableEndpointArgs:
     name: str  # cluster.name
-    live_name: str  # the DaskCluster the Service selects (plain: known at evaluation, so preview shows it)
+    live_name: str  # the live DaskCluster (its pods, in the exported kubectl commands)
     namespace: str
     kube_context: str | None = None
     tls: bool = False
 
 
 class StableEndpoint(pulumi.ComponentResource):
-    """The Service `<cluster.name>-scheduler` that clients use; it selects the live cluster's scheduler pod.
+    """The Service `<cluster.name>-scheduler` that clients use (the exports name it), without a selector.
 
-    Lifecycle: created on the first `pulumi up` after the first cluster is verified; on an upgrade its selector is
-    updated in place (same Service, same ClusterIP) once the new cluster passed the verification (the program gives
-    it `depends_on` the verification); `pulumi destroy` deletes it before the clusters it depends on.
+    Lifecycle: created on the first `pulumi up` BEFORE any cluster (the program makes every DaskCluster and
+    DaskAutoscaler depend on it), routing nothing until `StableEndpointSelector` points it at a verified cluster;
+    unchanged by upgrades (same object, same ClusterIP); deleted LAST by `pulumi destroy`, after the clusters.
     """
 
     service: k8s.core.v1.Service
@@ -682,7 +706,7 @@ class StableEndpoint(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: StableEndpointArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("lsdb-k8s:cluster:StableEndpoint", name, {}, opts)
-        manifest = stable_service_manifest(args.name, args.live_name, args.namespace)
+        manifest = stable_service_manifest(args.name, args.namespace)
         self.service = k8s.core.v1.Service(
             f"{name}-service",
             metadata=manifest["metadata"],
@@ -691,3 +715,34 @@ class StableEndpoint(pulumi.ComponentResource):
         )
         self.endpoints = cluster_endpoints(args.name, args.live_name, args.namespace, args.kube_context, args.tls)
         self.register_outputs({"endpoints": self.endpoints})
+
+
+@dataclass(frozen=True)
+class StableEndpointSelectorArgs:
+    name: str  # cluster.name
+    live_name: str  # the DaskCluster to serve (plain: known at evaluation, so preview shows the switch)
+    namespace: str
+
+
+class StableEndpointSelector(pulumi.ComponentResource):
+    """The selector of the stable Service: a `ServicePatch` pointing it at the live cluster's scheduler pod.
+
+    Lifecycle: the program gives it `depends_on` the Service and the verification of the live cluster. First
+    `pulumi up`: applied once the first cluster passed. An upgrade: updated in place (new `dask.org/cluster-name`)
+    only after the new cluster passed its own verification; if that fails, `pulumi up` stops before this and the
+    Service keeps selecting the old cluster. `pulumi destroy`: deleted first; the provider then relinquishes the
+    selector (its field manager's only field), so the Service stops routing before the clusters go.
+    """
+
+    patch: k8s.core.v1.ServicePatch
+
+    def __init__(self, name: str, args: StableEndpointSelectorArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("lsdb-k8s:cluster:StableEndpointSelector", name, {}, opts)
+        manifest = stable_service_selector_patch(args.name, args.live_name, args.namespace)
+        self.patch = k8s.core.v1.ServicePatch(
+            f"{name}-patch",
+            metadata=manifest["metadata"],
+            spec=manifest["spec"],
+            opts=child_options(self, opts),
+        )
+        self.register_outputs({"selector": manifest["spec"]["selector"]})

@@ -20,6 +20,8 @@ from components.cluster import (
     PodTls,
     StableEndpoint,
     StableEndpointArgs,
+    StableEndpointSelector,
+    StableEndpointSelectorArgs,
     cluster_live_name,
 )
 from components.config import StackConfig, read_stack_config, secret_config
@@ -86,6 +88,13 @@ def program(config: StackConfig) -> dict[str, Any]:
         ),
         opts(cluster_namespace),
     )
+    # The stable Service comes before every cluster and goes after all of them (the clusters depend on it); it routes
+    # nothing until the selector below points it at a verified cluster.
+    endpoint = StableEndpoint(
+        "scheduler-endpoint",
+        StableEndpointArgs(config.cluster.name, live_name, namespace, config.kube_context, pod_tls is not None),
+        opts(cluster_namespace),
+    )
     cluster = LsdbDaskCluster(
         "lsdb-cluster",
         LsdbDaskClusterArgs(
@@ -98,7 +107,7 @@ def program(config: StackConfig) -> dict[str, Any]:
             image_identity=image.identity,
             tls=pod_tls,
         ),
-        opts(operator, cluster_namespace, storage, image, security),
+        opts(operator, cluster_namespace, storage, image, security, endpoint),
     )
     exports |= {"namespace": namespace, "clusterName": cluster.cluster_name, "imageRef": image.ref}
     exports["workerGroups"] = cluster.worker_group_names
@@ -111,10 +120,10 @@ def program(config: StackConfig) -> dict[str, Any]:
 
     # Switched to the new cluster only after it passed the verification: a failed check fails `pulumi up` here, the
     # stable Service keeps selecting the old cluster, and the old cluster (still in the program's state) stays.
-    endpoint = StableEndpoint(
-        "scheduler-endpoint",
-        StableEndpointArgs(config.cluster.name, cluster.live_name, namespace, config.kube_context, pod_tls is not None),
-        opts(cluster, verification, cluster_namespace),
+    StableEndpointSelector(
+        "scheduler-endpoint-selector",
+        StableEndpointSelectorArgs(config.cluster.name, cluster.live_name, namespace),
+        opts(endpoint, cluster, verification),
     )
     exports |= {key: endpoint.endpoints[key] for key in ENDPOINT_KEYS}
     if security.client_tls is not None:

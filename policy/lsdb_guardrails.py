@@ -1,11 +1,12 @@
 """The guardrails of the `lsdb-k8s-guardrails` policy pack (`pulumi preview --policy-pack policy`).
 
-Each policy is a `ResourceValidationPolicy` at `EnforcementLevel.MANDATORY`; its validator reads only
+Each policy is at `EnforcementLevel.MANDATORY`. A `ResourceValidationPolicy`'s validator reads only
 `args.resource_type`, `args.props`, `args.name` and `args.get_config()`, the attributes the policy SDK
-fills in from the engine's analyze request. Props may be the SDK's unknown-checking proxies (Mapping and
-Sequence, not dict and list), so the helpers below only rely on those interfaces. A value that is not
-known during preview (an image digest computed in the same update) raises the SDK's UnknownValueError,
-which the SDK reports as "can't run policy during preview"; the check then runs for real during `up`.
+fills in from the engine's analyze request; a `StackValidationPolicy` reads the same of every resource.
+Props may be the SDK's unknown-checking proxies (Mapping and Sequence, not dict and list), so the helpers
+below only rely on those interfaces. A value that is not known during preview (an image digest computed in
+the same update) raises the SDK's UnknownValueError, which the SDK reports as "can't run policy during
+preview"; the check then runs for real during `up`.
 
 This module has no side effects: `__main__.py` builds the PolicyPack (which starts the analyzer server).
 """
@@ -33,6 +34,7 @@ DASK_CLUSTER = "kubernetes:kubernetes.dask.org/v1:DaskCluster"
 DASK_WORKER_GROUP = "kubernetes:kubernetes.dask.org/v1:DaskWorkerGroup"
 DASK_AUTOSCALER = "kubernetes:kubernetes.dask.org/v1:DaskAutoscaler"
 SERVICE = "kubernetes:core/v1:Service"
+SERVICE_PATCH = "kubernetes:core/v1:ServicePatch"
 NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
 # Labels the operator adds to the pods it builds (dask_kubernetes controller.build_*_deployment_spec), on top of
 # the DaskCluster's own metadata labels, which it copies.
@@ -216,32 +218,68 @@ def _selects_scheduler(selector: Mapping[str, Any]) -> bool:
     return selector.get("dask.org/component") == "scheduler"
 
 
+PUBLIC_FIX = "keep it ClusterIP and use `kubectl port-forward` (or an authenticated Ingress) to reach it"
+
+
+def public_scheduler_service(label: str, spec: Mapping[str, Any]) -> list[str]:
+    """What exposes a Service spec that selects a Dask scheduler (none if it does not select one)."""
+    if not _selects_scheduler(_mapping(spec.get("selector"))):
+        return []
+    found = []
+    service_type = spec.get("type") or "ClusterIP"
+    if service_type in PUBLIC_SERVICE_TYPES:
+        found.append(
+            f"{label}: type {service_type} exposes the Dask scheduler (selector dask.org/component: scheduler) "
+            f"and its dashboard outside the cluster; {PUBLIC_FIX}"
+        )
+    if _sequence(spec.get("externalIPs")):
+        found.append(f"{label}: externalIPs expose the Dask scheduler outside the cluster; {PUBLIC_FIX}")
+    return found
+
+
 def validate_scheduler_not_public(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
     """The scheduler (port 8786, dashboard 8787) is reachable only inside the cluster or via port-forward."""
     label = _resource_label(args)
-    fix = "keep it ClusterIP and use `kubectl port-forward` (or an authenticated Ingress) to reach it"
     if args.resource_type == DASK_CLUSTER:
         service = _mapping(_mapping(_mapping(args.props.get("spec")).get("scheduler")).get("service"))
         service_type = service.get("type") or "ClusterIP"  # Kubernetes' default
         if service_type != "ClusterIP":
             report_violation(
                 f"{label}: spec.scheduler.service.type is {service_type}, which exposes the scheduler and "
-                f"dashboard outside the cluster; {fix}"
+                f"dashboard outside the cluster; {PUBLIC_FIX}"
             )
         if _sequence(service.get("externalIPs")):
-            report_violation(f"{label}: spec.scheduler.service sets externalIPs; {fix}")
-    elif args.resource_type == SERVICE:
-        spec = _mapping(args.props.get("spec"))
-        if not _selects_scheduler(_mapping(spec.get("selector"))):
-            return
-        service_type = spec.get("type") or "ClusterIP"
-        if service_type in PUBLIC_SERVICE_TYPES:
-            report_violation(
-                f"{label}: type {service_type} exposes the Dask scheduler (selector dask.org/component: scheduler) "
-                f"and its dashboard outside the cluster; {fix}"
-            )
-        if _sequence(spec.get("externalIPs")):
-            report_violation(f"{label}: externalIPs expose the Dask scheduler outside the cluster; {fix}")
+            report_violation(f"{label}: spec.scheduler.service sets externalIPs; {PUBLIC_FIX}")
+    elif args.resource_type in (SERVICE, SERVICE_PATCH):
+        for message in public_scheduler_service(label, _mapping(args.props.get("spec"))):
+            report_violation(message)
+
+
+def _object_key(props: Mapping[str, Any]) -> tuple[Any, Any]:
+    meta = _mapping(props.get("metadata"))
+    return meta.get("namespace") or "default", meta.get("name")
+
+
+def validate_patched_services_not_public(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+    """A Service whose selector a ServicePatch sets (the program's stable `<cluster.name>-scheduler`) is checked as
+    it ends up, the Service with its patches applied: neither part alone may show what the pair exposes."""
+    patches: dict[tuple[Any, Any], list[Mapping[str, Any]]] = {}
+    for r in args.resources:
+        if r.resource_type == SERVICE_PATCH:
+            patches.setdefault(_object_key(r.props), []).append(_mapping(r.props.get("spec")))
+    for r in args.resources:
+        if r.resource_type != SERVICE or _object_key(r.props) not in patches:
+            continue
+        own = _mapping(r.props.get("spec"))
+        parts = [own, *patches[_object_key(r.props)]]
+        merged: dict[str, Any] = {}
+        for spec in parts:
+            merged |= dict(spec)  # Server-Side Apply: the selector is an atomic map, type and externalIPs replace
+        label = f"Service {_object_key(r.props)[1]} (with its ServicePatch)"
+        alone = {m.split(": ", 1)[1] for spec in parts for m in public_scheduler_service(label, spec)}
+        for message in public_scheduler_service(label, merged):
+            if message.split(": ", 1)[1] not in alone:  # already reported by dask-scheduler-not-public
+                report_violation(message)
 
 
 def selector_matches(selector: Any, labels: Mapping[str, str]) -> bool:
@@ -337,6 +375,7 @@ POLICY_MEMORY = "dask-memory-limits"
 POLICY_THREADS = "dask-worker-threads"
 POLICY_AUTOSCALER = "dask-autoscaler-ceiling"
 POLICY_PUBLIC = "dask-scheduler-not-public"
+POLICY_PUBLIC_PATCHED = "dask-patched-scheduler-service-not-public"
 POLICY_NETWORK = "dask-cluster-network-policy"
 POLICY_TLS = "dask-tls-in-prod"
 
@@ -380,6 +419,13 @@ POLICIES = [
         description="The Dask scheduler/dashboard Service must be ClusterIP: no LoadBalancer, NodePort or externalIPs.",
         enforcement_level=EnforcementLevel.MANDATORY,
         validate=validate_scheduler_not_public,
+    ),
+    StackValidationPolicy(
+        name=POLICY_PUBLIC_PATCHED,
+        description="A Service whose selector a ServicePatch points at the Dask scheduler must be ClusterIP, "
+        "without externalIPs, once patched.",
+        enforcement_level=EnforcementLevel.MANDATORY,
+        validate=validate_patched_services_not_public,
     ),
     ResourceValidationPolicy(
         name=POLICY_TLS,

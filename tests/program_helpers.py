@@ -7,7 +7,7 @@ from typing import Any
 
 from components.dask_operator import operator_version
 from tools.mock_runtime import ProgramRun, Registered, integral, run_program
-from tools.render import stack_config
+from tools.render import apply_patches, is_patch, stack_config
 
 PLATFORM_STACK_OUTPUTS = {
     "organization/lsdb-k8s/platform": {"operatorNamespace": "dask-operator", "operatorVersion": operator_version()}
@@ -44,6 +44,14 @@ def manifest(r: Registered) -> dict[str, Any]:
 
 def kubernetes_objects(run: ProgramRun) -> list[dict[str, Any]]:
     return [manifest(r) for r in run.resources if r.type.startswith("kubernetes:") and "kind" in r.inputs]
+
+
+def live_objects(run: ProgramRun) -> list[dict[str, Any]]:
+    """The objects as the API server holds them after `pulumi up`: Patch resources applied to their objects."""
+    k8s = [r for r in run.resources if r.type.startswith("kubernetes:") and "kind" in r.inputs]
+    return apply_patches(
+        [manifest(r) for r in k8s if not is_patch(r.type)], [manifest(r) for r in k8s if is_patch(r.type)]
+    )
 
 
 def dask_cluster(run: ProgramRun) -> dict[str, Any]:

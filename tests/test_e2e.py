@@ -35,6 +35,7 @@ from tests.support.pod_emulator import (
     operator_objects,
     resolve_executable,
 )
+from tools.render import load_live_objects
 
 pytestmark = pytest.mark.e2e
 
@@ -110,9 +111,9 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
-    docs = {p.name: yaml.safe_load(p.read_text()) for p in sorted(out.glob("[0-9]*.yaml"))}
-    (daskcluster,) = [d for d in docs.values() if d["kind"] == "DaskCluster"]
-    services = [d for d in docs.values() if d["kind"] == "Service"]  # the stable <cluster.name>-scheduler
+    docs = load_live_objects(out)  # patches applied: the stable Service with its selector
+    (daskcluster,) = [d for d in docs if d["kind"] == "DaskCluster"]
+    services = [d for d in docs if d["kind"] == "Service"]  # the stable <cluster.name>-scheduler
     summary = yaml.safe_load((out / "summary.yaml").read_text())
     return {"dir": out, "daskcluster": daskcluster, "services": services, "summary": summary}
 

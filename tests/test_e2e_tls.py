@@ -40,7 +40,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     doc["config"]["lsdb-k8s:security"] = {"tls": True}
     (directory / f"Pulumi.{STACK}.yaml").write_text(yaml.safe_dump(doc))
     result = render_stack(STACK, directory)
-    objects = [obj for _, obj in result.objects]
+    objects = result.live_objects()  # patches applied: the stable Service with its selector
     (daskcluster,) = [o for o in objects if o["kind"] == "DaskCluster"]
     services = [o for o in objects if o["kind"] == "Service"]  # the stable <cluster.name>-scheduler
     return {"daskcluster": daskcluster, "summary": result.summary, "objects": objects, "services": services}

@@ -22,7 +22,7 @@ from components.dask_operator import (
     OPERATOR_POD_SECURITY_CONTEXT,
     packaged_chart_dir,
 )
-from tests.program_helpers import BASE, manifest, run_with
+from tests.program_helpers import BASE, live_objects, manifest, run_with
 from tools.mock_runtime import ProgramRun, Registered
 
 DASKCLUSTER = "kubernetes:kubernetes.dask.org/v1:DaskCluster"
@@ -30,6 +30,7 @@ AUTOSCALER = "kubernetes:kubernetes.dask.org/v1:DaskAutoscaler"
 CRD = "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition"
 RELEASE = "kubernetes:helm.sh/v3:Release"
 SERVICE = "kubernetes:core/v1:Service"
+SELECTOR = "kubernetes:core/v1:ServicePatch"
 NAMESPACE = "kubernetes:core/v1:Namespace"
 VERIFICATION = "pulumi-python:dynamic/lsdb:Verification"
 REF = "ghcr.io/acme/lsdb-dask@sha256:"
@@ -50,7 +51,9 @@ def live_name(r: ProgramRun) -> str:
 
 
 def stable_service(r: ProgramRun) -> dict[str, Any]:
-    return manifest(r.one(SERVICE))
+    """The stable Service as it lives once `pulumi up` is done: the Service with its selector patch applied."""
+    (service,) = [o for o in live_objects(r) if o["kind"] == "Service"]
+    return service
 
 
 @pytest.fixture(scope="module")
@@ -139,23 +142,55 @@ def _requires(r: ProgramRun, a: Registered, b: Registered) -> bool:
 
 def test_order_on_up_and_destroy(v1: ProgramRun) -> None:
     cluster, scaler, verification = v1.one(DASKCLUSTER), v1.one(AUTOSCALER), v1.one(VERIFICATION)
-    service, release = v1.one(SERVICE), v1.one(RELEASE)
-    # up: operator -> cluster and autoscaler -> verification of the new cluster -> stable Service switched.
+    service, selector, release = v1.one(SERVICE), v1.one(SELECTOR), v1.one(RELEASE)
+    # up: operator and stable Service (no selector) -> cluster and autoscaler -> verification of the new cluster ->
+    # the selector patch points the stable Service at it.
     assert _requires(v1, cluster, release) and all(_requires(v1, cluster, crd) for crd in v1.of_type(CRD))
+    assert _requires(v1, cluster, service) and _requires(v1, scaler, service)
     assert _requires(v1, scaler, cluster)
     assert {cluster.urn, scaler.urn} <= set(verification.dependencies)
-    assert verification.urn in service.dependencies and _requires(v1, service, cluster)
-    # destroy runs the reverse: the stable Service and the verification go first, then the autoscaler and the
+    assert verification.urn in selector.dependencies and _requires(v1, selector, service)
+    # destroy runs the reverse: the selector patch and the verification go first, then the autoscaler and the
     # cluster (while the operator still runs their finalizers), then the release; the CRDs stay (retainOnDelete).
-    assert not _requires(v1, release, cluster) and not _requires(v1, cluster, service)
+    assert not _requires(v1, release, cluster) and not _requires(v1, cluster, selector)
     ns = next(r for r in v1.of_type(NAMESPACE) if r.name == "namespace")
     assert _requires(v1, service, ns) and _requires(v1, cluster, ns)
+
+
+def test_the_stable_service_is_created_first_and_deleted_last(v1: ProgramRun) -> None:
+    service, selector = v1.one(SERVICE), v1.one(SELECTOR)
+    # Every DaskCluster and DaskAutoscaler (and so every verification) waits for the stable Service: `pulumi destroy`
+    # deletes all of them before it, and nothing but the namespace and the provider outlives it.
+    dependents = [r for r in v1.resources if r.urn != service.urn and _requires(v1, r, service)]
+    assert {r.type for r in dependents} >= {DASKCLUSTER, AUTOSCALER, VERIFICATION, SELECTOR}
+    assert not _requires(v1, service, v1.one(DASKCLUSTER)) and not _requires(v1, service, v1.one(VERIFICATION))
+    assert selector.inputs["metadata"]["name"] == manifest(service)["metadata"]["name"] == "lsdb-cluster-scheduler"
+    # The Service alone selects nothing (routes nothing before the first verification passes, nor after the
+    # selector patch is deleted); the patch owns the whole selector (an atomic map under Server-Side Apply) under
+    # a fixed field manager, forcing conflicts.
+    assert "selector" not in manifest(service)["spec"]
+    patch = manifest(selector)
+    assert patch["spec"] == {"selector": {"dask.org/cluster-name": live_name(v1), "dask.org/component": "scheduler"}}
+    annotations = patch["metadata"]["annotations"]
+    assert annotations == {"pulumi.com/patchFieldManager": "lsdb-k8s-stable-endpoint", "pulumi.com/patchForce": "true"}
+
+
+def test_an_upgrade_updates_the_selector_patch_in_place_and_keeps_the_service(v1: ProgramRun) -> None:
+    v2 = run(image_ref=REF + "2" * 64)
+    # Same logical resources (updates, never replaced): the Service keeps its ClusterIP, the patch re-applies.
+    assert v1.one(SERVICE).urn == v2.one(SERVICE).urn and v1.one(SELECTOR).urn == v2.one(SELECTOR).urn
+    assert manifest(v1.one(SERVICE)) == manifest(v2.one(SERVICE))
+    # ... and the patch waits for the NEW cluster's verification, never for the old one's.
+    assert v2.one(VERIFICATION).urn in v2.one(SELECTOR).dependencies
+    assert v1.one(VERIFICATION).urn not in v2.one(SELECTOR).dependencies
 
 
 def test_without_verification_the_stable_service_follows_the_cluster() -> None:
     r = run(verify={"enabled": False})
     assert r.of_type(VERIFICATION) == []
-    assert _requires(r, r.one(SERVICE), r.one(DASKCLUSTER)) and _requires(r, r.one(SERVICE), r.one(AUTOSCALER))
+    selector = r.one(SELECTOR)
+    assert _requires(r, selector, r.one(DASKCLUSTER)) and _requires(r, selector, r.one(AUTOSCALER))
+    assert _requires(r, r.one(DASKCLUSTER), r.one(SERVICE))
 
 
 def test_crds_survive_destroy(v1: ProgramRun) -> None:

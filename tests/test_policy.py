@@ -187,10 +187,14 @@ def test_every_policy_is_mandatory() -> None:
         "dask-worker-threads",
         "dask-autoscaler-ceiling",
         "dask-scheduler-not-public",
+        "dask-patched-scheduler-service-not-public",
         "dask-tls-in-prod",
         "dask-cluster-network-policy",
     ]
-    assert [p.name for p in STACK_POLICIES] == ["dask-cluster-network-policy"]
+    assert [p.name for p in STACK_POLICIES] == [
+        "dask-patched-scheduler-service-not-public",
+        "dask-cluster-network-policy",
+    ]
     for p in g.POLICIES:
         assert isinstance(p, ResourceValidationPolicy | StackValidationPolicy)
         assert p.enforcement_level is EnforcementLevel.MANDATORY
@@ -459,6 +463,49 @@ def test_scheduler_services_with_default_type_or_external_ips() -> None:
     ]
 
 
+def stable_service_pair(service_type: str | None = None, **patched: Any) -> list[tuple[str, dict[str, Any]]]:
+    """The program's stable Service (no selector) and the ServicePatch that points it at the scheduler."""
+    own: dict[str, Any] = {"ports": [{"port": 8786, "targetPort": "tcp-comm"}]}
+    if service_type is not None:
+        own["type"] = service_type
+    meta = {"name": "lsdb-scheduler", "namespace": "lsdb"}
+    selector = {"dask.org/cluster-name": "lsdb-0123abcd", "dask.org/component": "scheduler"}
+    return [
+        (g.SERVICE, {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": own}),
+        (g.SERVICE_PATCH, {"apiVersion": "v1", "kind": "Service", "metadata": meta,
+                           "spec": {"selector": selector, **patched}}),
+    ]  # fmt: skip
+
+
+def test_a_service_made_public_then_patched_to_the_scheduler_is_rejected_as_a_pair() -> None:
+    pair = stable_service_pair("LoadBalancer")
+    # Each part alone passes: the Service selects nothing, the patch sets no type.
+    assert [m for typ, props in pair for m in violations(g.POLICY_PUBLIC, typ, props)] == []
+    assert stack_violations(g.POLICY_PUBLIC_PATCHED, pair) == [
+        "Service lsdb-scheduler (with its ServicePatch): type LoadBalancer exposes the Dask scheduler (selector "
+        "dask.org/component: scheduler) and its dashboard outside the cluster; keep it ClusterIP and use "
+        "`kubectl port-forward` (or an authenticated Ingress) to reach it"
+    ]
+    assert stack_violations(g.POLICY_PUBLIC_PATCHED, stable_service_pair("ClusterIP")) == []
+    assert stack_violations(g.POLICY_PUBLIC_PATCHED, stable_service_pair()) == []
+    # A Service patched in another namespace is another object.
+    other = stable_service_pair("NodePort")
+    other[1][1]["metadata"] = {"name": "lsdb-scheduler", "namespace": "elsewhere"}
+    assert stack_violations(g.POLICY_PUBLIC_PATCHED, other) == []
+
+
+def test_a_patch_that_exposes_the_scheduler_is_reported_once_by_the_resource_policy() -> None:
+    pair = stable_service_pair(None, type="NodePort", externalIPs=["203.0.113.10"])
+    assert violations(g.POLICY_PUBLIC, *pair[1]) == [
+        "ServicePatch lsdb-scheduler: type NodePort exposes the Dask scheduler (selector dask.org/component: "
+        "scheduler) and its dashboard outside the cluster; keep it ClusterIP and use `kubectl port-forward` "
+        "(or an authenticated Ingress) to reach it",
+        "ServicePatch lsdb-scheduler: externalIPs expose the Dask scheduler outside the cluster; keep it ClusterIP "
+        "and use `kubectl port-forward` (or an authenticated Ingress) to reach it",
+    ]
+    assert stack_violations(g.POLICY_PUBLIC_PATCHED, pair) == []
+
+
 # --- the committed stacks comply -----------------------------------------------------------------
 
 
@@ -478,8 +525,8 @@ def test_every_committed_stack_passes_the_pack(stack: str) -> None:
     run = run_program(
         stack_config(stack), stack=stack, stack_outputs={"organization/lsdb-k8s/platform": operator_stack}
     )
-    checked = {r.type for r in run.resources} & {g.DASK_CLUSTER, g.DASK_AUTOSCALER}
-    assert g.DASK_CLUSTER in checked
+    checked = {r.type for r in run.resources} & {g.DASK_CLUSTER, g.DASK_AUTOSCALER, g.SERVICE, g.SERVICE_PATCH}
+    assert {g.DASK_CLUSTER, g.SERVICE, g.SERVICE_PATCH} <= checked
     os.environ["PULUMI_STACK"] = stack  # as the CLI runs the pack (the autouse fixture removes it afterwards)
     found = {
         (p.name, r.name): messages

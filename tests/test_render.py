@@ -25,7 +25,18 @@ from kubernetes_validate.utils import latest_version
 from components.config import ConfigError, parse_stack_config
 from components.dask_operator import crd_manifests, operator_version
 from components.lock import PROJECT_DIR
-from tools.render import KIND_ORDER, OTHER_KIND, REDACTED, _redact_secret_object, render_stack, write_render
+from tools.render import (
+    KIND_ORDER,
+    OTHER_KIND,
+    PATCH_RANK,
+    REDACTED,
+    RenderError,
+    _redact_secret_object,
+    apply_patches,
+    load_live_objects,
+    render_stack,
+    write_render,
+)
 
 STACKS = ("dev", "staging", "prod")
 K8S_VERSIONS = ("1.25", latest_version())
@@ -34,12 +45,13 @@ DASK_GROUP = "kubernetes.dask.org/v1"
 POLICIES = ["NetworkPolicy"] * 4  # default-deny, egress, scheduler, workers
 EXPECTED_KINDS = {
     "dev": ["Namespace", "Namespace", *["CustomResourceDefinition"] * 4, "PersistentVolume", "PersistentVolumeClaim",
-            *POLICIES, "PodDisruptionBudget", "Service", "DaskCluster", "DaskAutoscaler"],
+            *POLICIES, "PodDisruptionBudget", "Service", "DaskCluster", "DaskAutoscaler", "Service"],
     "staging": ["Namespace", "PersistentVolumeClaim", "Secret", *POLICIES, "PodDisruptionBudget", "Service",
-                "DaskCluster", "DaskAutoscaler"],
+                "DaskCluster", "DaskAutoscaler", "Service"],
     "prod": ["Namespace", "PersistentVolume", "PersistentVolumeClaim", "Secret", *POLICIES, "PodDisruptionBudget",
-             "Service", "DaskCluster", "DaskAutoscaler"],
+             "Service", "DaskCluster", "DaskAutoscaler", "Service"],
 }  # fmt: skip
+# The last "Service" is the stable Service's selector patch (`NN-servicepatch-<name>.yaml`), applied after the rest.
 # Values the program itself makes secret (TLS keys and the certificate bundle): redacted even in stacks without
 # secure config.
 PROGRAM_SECRET_KEYS = {"ca.crt", "tls.crt", "tls.key", "privateKeyPem", "caPrivateKeyPem", "clientTls"}
@@ -136,10 +148,11 @@ def secure_render(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def test_every_file_is_one_object_named_by_position_kind_and_name(render: dict[str, Any]) -> None:
     objects = render["objects"]
     assert objects, "nothing rendered"
+    patches = {e["file"] for e in render["summary"]["objects"] if e.get("patch")}
     for i, (file_name, obj) in enumerate(objects, start=1):
         number, kind, name = FILE_NAME.match(file_name).groups()
         assert int(number) == i
-        assert kind == obj["kind"].lower()
+        assert kind == obj["kind"].lower() + ("patch" if file_name in patches else "")
         assert name == obj["metadata"]["name"]
         assert list(obj)[:3] == ["apiVersion", "kind", "metadata"]
     rendered = {p.name for p in render["out"].iterdir()}
@@ -149,8 +162,12 @@ def test_every_file_is_one_object_named_by_position_kind_and_name(render: dict[s
 def test_counts_and_apply_order(render: dict[str, Any]) -> None:
     kinds = [obj["kind"] for _, obj in render["objects"]]
     assert kinds == EXPECTED_KINDS[render["stack"]]
-    ranks = [KIND_ORDER.get(k, OTHER_KIND) for k in kinds]
-    assert ranks == sorted(ranks), "namespaces and CRDs, then volumes and secrets, then DaskCluster, then autoscaler"
+    patches = {e["file"] for e in render["summary"]["objects"] if e.get("patch")}
+    assert [f for f, _ in render["objects"]][-1:] == sorted(patches), "one patch, the last file"
+    ranks = [PATCH_RANK if f in patches else KIND_ORDER.get(o["kind"], OTHER_KIND) for f, o in render["objects"]]
+    assert ranks == sorted(ranks), (
+        "namespaces and CRDs, then volumes and secrets, then DaskCluster, then autoscaler, then the patch"
+    )
     # The summary's object index lists the same files in the same order.
     assert [e["file"] for e in render["summary"]["objects"]] == [f for f, _ in render["objects"]]
 
@@ -180,7 +197,7 @@ def test_rendered_cluster_matches_the_stack_config(render: dict[str, Any]) -> No
     image = cluster["spec"]["worker"]["spec"]["containers"][0]["image"]
     assert re.fullmatch(r"[^@\s]+@sha256:[0-9a-f]{64}", image)
     assert summary["exports"]["imageRef"] == image
-    (stable,) = [obj for _, obj in render["objects"] if obj["kind"] == "Service"]
+    (stable,) = [obj for obj in load_live_objects(render["out"]) if obj["kind"] == "Service"]
     assert stable["metadata"]["name"] == f"{config.cluster.name}-scheduler"
     assert stable["spec"]["selector"]["dask.org/cluster-name"] == cluster["metadata"]["name"]
     scheme = "tls" if config.security.tls else "tcp"
@@ -295,6 +312,30 @@ def test_secret_values_are_redacted_even_when_not_marked_secret() -> None:
         "data": {"a": REDACTED},
         "stringData": {"b": REDACTED},
     }
+
+
+def test_the_selector_patch_file_says_how_to_apply_it_and_merges_into_the_service(render: dict[str, Any]) -> None:
+    (patch_file,) = [e["file"] for e in render["summary"]["objects"] if e.get("patch")]
+    text = (render["out"] / patch_file).read_text()
+    assert "kubectl apply --server-side --field-manager=lsdb-k8s-stable-endpoint --force-conflicts" in text
+    patch = yaml.safe_load(text)
+    (service,) = [o for f, o in render["objects"] if o["kind"] == "Service" and f != patch_file]
+    assert "selector" not in service["spec"] and set(patch["spec"]) == {"selector"}
+    (live,) = [o for o in load_live_objects(render["out"]) if o["kind"] == "Service"]
+    assert live == {**service, "spec": {**service["spec"], "selector": patch["spec"]["selector"]}}
+
+
+def test_apply_patches_merges_maps_and_rejects_a_patch_without_its_object() -> None:
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s", "namespace": "n", "labels": {"a": "1"}},
+               "spec": {"type": "ClusterIP", "ports": [{"port": 1}]}}  # fmt: skip
+    patch = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s", "namespace": "n", "annotations": {}},
+             "spec": {"selector": {"k": "v"}, "ports": [{"port": 2}]}}  # fmt: skip
+    (live,) = apply_patches([service], [patch])
+    assert live["metadata"] == service["metadata"], "a patch's (Pulumi-only) annotations are not the object's"
+    assert live["spec"] == {"type": "ClusterIP", "ports": [{"port": 2}], "selector": {"k": "v"}}
+    assert service["spec"] == {"type": "ClusterIP", "ports": [{"port": 1}]}, "the input is not changed"
+    with pytest.raises(RenderError, match="v1/Service/n/other"):
+        apply_patches([service], [{**patch, "metadata": {"name": "other", "namespace": "n"}}])
 
 
 def test_rendered_stacks_hold_no_secret_placeholder_outside_secrets(render: dict[str, Any]) -> None:

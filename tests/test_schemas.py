@@ -21,7 +21,7 @@ from kubernetes_validate.utils import latest_version
 
 from components.dask_operator import crd_manifests
 from components.lock import PROJECT_DIR
-from tests.program_helpers import kubernetes_objects, run_stack, run_with
+from tests.program_helpers import kubernetes_objects, live_objects, run_stack, run_with
 
 VERSIONS = ["1.25.0", latest_version()]
 PROMETHEUS_CRDS = Path(__file__).parent / "fixtures" / "prometheus-operator-crds"
@@ -93,9 +93,13 @@ def _variants() -> dict[str, Any]:
 
 @pytest.fixture(scope="module", params=list(_variants()))
 def objects(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
-    objs = kubernetes_objects(_variants()[request.param]())
+    run = _variants()[request.param]()
+    objs = kubernetes_objects(run)
     assert objs, "the program emitted no Kubernetes objects"
-    return objs
+    # Patches are validated as the documents the provider applies, and the objects they patch as they end up.
+    patched = [o for o in live_objects(run) if o not in objs]
+    assert [o["kind"] for o in patched] == ["Service"], "the stable Service's selector patch"
+    return objs + patched
 
 
 @functools.cache

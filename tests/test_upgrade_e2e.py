@@ -200,6 +200,21 @@ def test_a_v2_whose_scheduler_crashes_fails_the_verification_and_the_stable_endp
         broken.stop()
 
 
+def test_on_the_first_deploy_the_stable_endpoint_serves_nothing_until_the_selector_patch(
+    renders: tuple[Rendered, Rendered], blue: EmulatedCluster
+) -> None:
+    # The Service exists before the first cluster (which depends on it) and selects nothing; the patch that
+    # points it at the cluster is applied only after the verification passed.
+    v1, _ = renders
+    assert "selector" not in v1.unpatched_service["spec"]
+    with ServiceAlias(v1.unpatched_service, [blue]) as alias:
+        address = alias.map_address(v1.exports["schedulerAddress"])
+        with pytest.raises(RuntimeError, match="no scheduler answered"):
+            scheduler_id(address, timeout=5)
+        alias.apply(v1.stable_service)
+        assert scheduler_id(address) == scheduler_id(blue.map_address(v1.props["schedulerAddress"]))
+
+
 def test_upgrade_flips_the_stable_endpoint_to_a_verified_v2_without_failed_connections(
     renders: tuple[Rendered, Rendered], blue: EmulatedCluster, stable: ServiceAlias, user_client: Any,
     claim: Path, tmp_path: Path, record_property: Any,

@@ -3,7 +3,10 @@
 Runs the real `__main__.py` under Pulumi's mock runtime (`tools.mock_runtime.run_program`) with the
 stack's `Pulumi.<stack>.yaml`, and writes every Kubernetes object `pulumi up` would create as one YAML file
 (`NN-<kind>-<name>.yaml`, in apply order), plus `summary.yaml`: the other resources (image build, Helm
-release, verification, components, providers) with their inputs, and the stack exports.
+release, verification, components, providers) with their inputs, and the stack exports. A Patch resource (the
+stable Service's selector) is written last, as `NN-<kind>patch-<name>.yaml`: a Server-Side Apply patch of the
+object of that name, applied with its field manager (the file's header says how); `live_objects` merges
+patches into their objects, as the API server holds them after `pulumi up`.
 
 Nothing secret is written: `secure:` config values cannot be decrypted offline and enter the program as
 the placeholder "<redacted>" (their top-level key is marked secret, as Pulumi does), every value the
@@ -52,6 +55,7 @@ KIND_ORDER = {
     "DaskAutoscaler": 8,
 }
 OTHER_KIND = 5
+PATCH_RANK = 9  # a patch applies to an object that exists, and this program's only one waits for the verification
 TOP_KEYS = ("apiVersion", "kind", "metadata", "type", "spec", "data", "stringData")
 METADATA_KEYS = ("name", "namespace", "labels", "annotations")
 
@@ -65,6 +69,54 @@ class Rendered:
     stack: str
     objects: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (file name, manifest)
     summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def patch_files(self) -> set[str]:
+        return {e["file"] for e in self.summary.get("objects", []) if e.get("patch")}
+
+    def live_objects(self) -> list[dict[str, Any]]:
+        """The objects with every patch applied (see `apply_patches`)."""
+        patches = self.patch_files
+        return apply_patches(
+            [obj for name, obj in self.objects if name not in patches],
+            [obj for name, obj in self.objects if name in patches],
+        )
+
+
+def object_key(obj: Mapping[str, Any]) -> tuple[str, str, str, str]:
+    meta = obj.get("metadata") or {}
+    return (str(obj.get("apiVersion")), str(obj.get("kind")), str(meta.get("namespace") or ""), str(meta.get("name")))
+
+
+def _merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(target)
+    for key, value in patch.items():
+        old = out.get(key)
+        out[key] = _merge_patch(old, value) if isinstance(value, Mapping) and isinstance(old, Mapping) else value
+    return out
+
+
+def apply_patches(objects: list[dict[str, Any]], patches: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`objects` as the API server holds them once each Server-Side Apply patch (same apiVersion, kind, namespace and
+    name) is applied: maps merge, anything else the patch sets replaces. That is SSA's result for what this program
+    patches (a selector the object leaves unset). A patch's metadata is not merged: it names the object, and its
+    annotations are instructions to Pulumi (field manager, force)."""
+    live = {object_key(obj): obj for obj in objects}
+    for patch in patches:
+        key = object_key(patch)
+        if key not in live:
+            raise RenderError(f"a patch of {'/'.join(key)}, which is not among the rendered objects")
+        body = {k: v for k, v in patch.items() if k != "metadata"}
+        live[key] = _merge_patch(live[key], body)
+    return list(live.values())
+
+
+def load_live_objects(out: Path) -> list[dict[str, Any]]:
+    """The objects of a render directory (`write_render`), patches applied."""
+    entries = yaml.safe_load((out / SUMMARY_FILE).read_text())["objects"]
+    docs = {e["file"]: yaml.safe_load((out / e["file"]).read_text()) for e in entries}
+    patches = {e["file"] for e in entries if e.get("patch")}
+    return apply_patches([d for f, d in docs.items() if f not in patches], [d for f, d in docs.items() if f in patches])
 
 
 # --- stack file -> config as Pulumi hands it to the program ---------------------------------------------------
@@ -228,6 +280,11 @@ def is_kubernetes_object(typ: str, inputs: Mapping[str, Any]) -> bool:
     return typ.startswith("kubernetes:") and "apiVersion" in inputs and "kind" in inputs
 
 
+def is_patch(typ: str) -> bool:
+    """A pulumi-kubernetes Patch resource (`kubernetes:core/v1:ServicePatch`): a Server-Side Apply of some fields."""
+    return typ.startswith("kubernetes:") and typ.endswith("Patch")
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9.-]+", "-", text.lower()).strip("-") or "unnamed"
 
@@ -321,7 +378,8 @@ def render_stack(
             if obj.get("kind") == "Secret":
                 obj = _redact_secret_object(obj, reg.inputs)
             meta = obj.get("metadata") or {}
-            key = (KIND_ORDER.get(obj["kind"], OTHER_KIND), obj["kind"], meta.get("namespace") or "", meta.get("name"))
+            rank = PATCH_RANK if is_patch(reg.type) else KIND_ORDER.get(obj["kind"], OTHER_KIND)
+            key = (rank, obj["kind"], meta.get("namespace") or "", meta.get("name"))
             objects.append((key, reg, _ordered(obj)))
         else:
             others.append(_resource_summary(reg, names_by_urn))
@@ -334,9 +392,12 @@ def render_stack(
     for n, (_, reg, obj) in enumerate(objects, start=1):
         meta = obj.get("metadata") or {}
         name = meta.get("name") or reg.name
-        file_name = f"{n:0{width}d}-{_slug(obj['kind'])}-{_slug(name)}.yaml"
+        kind = _slug(obj["kind"]) + ("patch" if is_patch(reg.type) else "")
+        file_name = f"{n:0{width}d}-{kind}-{_slug(name)}.yaml"
         rendered.objects.append((file_name, obj))
         entry = {"file": file_name, "apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": name}
+        if is_patch(reg.type):
+            entry["patch"] = True
         if meta.get("namespace"):
             entry["namespace"] = meta["namespace"]
         entry["pulumi"] = {"type": reg.type, "name": reg.name, "parent": _short(reg.parent)}
@@ -389,6 +450,8 @@ def write_render(rendered: Rendered, out: Path) -> list[Path]:
     for file_name, obj in rendered.objects:
         pulumi_name = next(e["pulumi"] for e in rendered.summary["objects"] if e["file"] == file_name)
         header = f"# Rendered offline from Pulumi.{rendered.stack}.yaml: {pulumi_name['type']} {pulumi_name['name']}\n"
+        if file_name in rendered.patch_files:
+            header += _patch_header(obj)
         path = out / file_name
         path.write_text(header + dump_yaml(obj))
         written.append(path)
@@ -399,6 +462,16 @@ def write_render(rendered: Rendered, out: Path) -> list[Path]:
     )
     written.append(path)
     return written
+
+
+def _patch_header(patch: Mapping[str, Any]) -> str:
+    annotations = (patch.get("metadata") or {}).get("annotations") or {}
+    manager = annotations.get("pulumi.com/patchFieldManager", "<field manager>")
+    force = " --force-conflicts" if annotations.get("pulumi.com/patchForce") == "true" else ""
+    return (
+        f"# A Server-Side Apply patch of the {patch['kind']} of this name (rendered earlier), not an object:\n"
+        f"#   kubectl apply --server-side --field-manager={manager}{force} -f <this file>\n"
+    )
 
 
 def _parse_stack_output(text: str) -> tuple[str, dict[str, Any]]:

@@ -178,7 +178,8 @@ def test_up_exports_outputs_and_a_passing_verification(deployment: Deployment) -
     name, ns = deployment.name, deployment.namespace
 
     assert outputs["namespace"] == ns
-    assert outputs["clusterName"] == name
+    live = outputs["clusterName"]  # blue/green: the live DaskCluster is <cluster.name>-<h>
+    assert re.fullmatch(rf"{re.escape(name)}-[0-9a-f]{{8}}", live)
     assert outputs["schedulerAddress"] == f"tcp://{name}-scheduler.{ns}.svc.cluster.local:8786"
     assert outputs["localSchedulerAddress"] == "tcp://localhost:8786"
     assert (
@@ -199,14 +200,21 @@ def test_up_exports_outputs_and_a_passing_verification(deployment: Deployment) -
     assert verification["sample"]
 
     # The live cluster agrees with the outputs.
-    phase = kubectl("get", "daskcluster", name, "-n", ns, "-o", "jsonpath={.status.phase}").stdout
+    phase = kubectl("get", "daskcluster", live, "-n", ns, "-o", "jsonpath={.status.phase}").stdout
     assert phase == "Running"
-    pods = json.loads(kubectl("get", "pods", "-n", ns, "-l", f"dask.org/cluster-name={name}", "-o", "json").stdout)
+    pods = json.loads(kubectl("get", "pods", "-n", ns, "-l", f"dask.org/cluster-name={live}", "-o", "json").stdout)
     components = {p["metadata"]["labels"].get("dask.org/component") for p in pods["items"]}
     assert {"scheduler", "worker"} <= components
     for pod in pods["items"]:
         for container in pod["spec"]["containers"]:
             assert container["image"] == outputs["imageRef"]
+    # The stable Service selects the live scheduler; its selector belongs to the patch's own field manager.
+    stable = json.loads(
+        kubectl("get", "service", f"{name}-scheduler", "-n", ns, "--show-managed-fields", "-o", "json").stdout
+    )
+    assert stable["spec"]["selector"] == {"dask.org/cluster-name": live, "dask.org/component": "scheduler"}
+    owners = [m["manager"] for m in stable["metadata"]["managedFields"] if "f:selector" in json.dumps(m)]
+    assert owners == ["lsdb-k8s-stable-endpoint"]
 
 
 def test_a_second_preview_and_up_change_nothing(deployment: Deployment) -> None:
@@ -229,7 +237,8 @@ def test_destroy_removes_the_namespace_and_the_cluster(deployment: Deployment) -
     while kubectl("get", "namespace", deployment.namespace, check=False).returncode == 0:
         assert time.monotonic() < deadline, f"namespace {deployment.namespace} still exists 5 minutes after destroy"
         time.sleep(5)
-    gone = kubectl("get", "daskcluster", deployment.name, "-n", deployment.namespace, check=False)
+    live = deployment.results.get("outputs", {}).get("clusterName", deployment.name)
+    gone = kubectl("get", "daskcluster", live, "-n", deployment.namespace, check=False)
     assert gone.returncode != 0
     pv = kubectl("get", "pv", f"{deployment.namespace}-hats-catalog-pvc", check=False)
     assert pv.returncode != 0, "the stack's static PersistentVolume outlived destroy"

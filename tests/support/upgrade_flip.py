@@ -3,7 +3,7 @@ bench/upgrade.py measures, so both exercise the same steps.
 
 * `render_stack(stack, out, cluster=...)` runs `python -m tools.render` on a copy of the stack file whose
   `lsdb-k8s:cluster` section is changed (a config change, as a user makes it), and returns the DaskCluster, the
-  stable Service and the verification's inputs.
+  stable Service as it lives after `pulumi up` (its selector patch applied) and the verification's inputs.
 * `EndpointProbe` opens a NEW Dask comm to an address at a fixed rate (bounded in count and time), one attempt
   each: TCP connect, Dask handshake, `identity`. It records which scheduler answered (its id) or why it failed.
   `failed` counts failed probes; `unavailable_seconds` is the longest span between a success and the next
@@ -28,6 +28,7 @@ import yaml
 
 from components.lock import PROJECT_DIR
 from tests.support.pod_emulator import EmulatedCluster
+from tools.render import load_live_objects
 
 VERIFICATION_TYPE = "pulumi-python:dynamic/lsdb:Verification"
 CATALOG_CLAIM = "hats-catalog-pvc"
@@ -36,8 +37,9 @@ CATALOG_CLAIM = "hats-catalog-pvc"
 @dataclass
 class Rendered:
     daskcluster: dict[str, Any]
-    stable_service: dict[str, Any]
+    stable_service: dict[str, Any]  # as it lives after `pulumi up`: its selector patch applied
     summary: dict[str, Any]
+    unpatched_service: dict[str, Any]  # the Service object alone (what exists before the first patch)
 
     @property
     def name(self) -> str:
@@ -78,10 +80,11 @@ def render_stack(stack: str, out: Path, cluster: Mapping[str, Any] | None = None
     )
     if proc.returncode != 0:
         raise RuntimeError(f"render failed:\n{proc.stdout}\n{proc.stderr}")
-    docs = [yaml.safe_load(p.read_text()) for p in sorted(out.glob("[0-9]*.yaml"))]
+    docs = load_live_objects(out)  # the stable Service with its selector patch applied, as it lives after `up`
     (daskcluster,) = [d for d in docs if d["kind"] == "DaskCluster"]
     (stable,) = [d for d in docs if d["kind"] == "Service"]
-    return Rendered(daskcluster, stable, yaml.safe_load((out / "summary.yaml").read_text()))
+    (service,) = [yaml.safe_load(p.read_text()) for p in sorted(out.glob("[0-9]*-service-*.yaml"))]
+    return Rendered(daskcluster, stable, yaml.safe_load((out / "summary.yaml").read_text()), service)
 
 
 def start_cluster(
