@@ -475,34 +475,26 @@ def stable_service_manifest(name: str, namespace: str) -> dict[str, Any]:
     Server-Side Apply (one manager owns it whole), so the Service, created before any cluster and deleted after
     all of them, cannot also hold the selector that must change only after a new cluster passed its verification.
     Without a selector the Service routes nothing: the first cluster is not served before it is verified."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {
-            "name": stable_service_name(name),
-            "namespace": namespace,
-            "labels": {**LABELS, "app.kubernetes.io/name": name},
-        },
-        "spec": {"type": "ClusterIP", "ports": scheduler_service_ports()},
-    }
+    labels = {**LABELS, "app.kubernetes.io/name": name}
+    spec = {"type": "ClusterIP", "ports": scheduler_service_ports()}
+    return _stable_service(name, namespace, {"labels": labels}, spec)
 
 
 def stable_service_selector_patch(name: str, live_name: str, namespace: str) -> dict[str, Any]:
     """The Server-Side Apply patch that points the stable Service at the scheduler pod of `live_name` (the pods
     carry `dask.org/cluster-name: <live>`, set by the operator). Applied with its own field manager, forcing
     conflicts: the program owns this Service, and a hand edit of its selector is taken back on the next `up`."""
+    annotations = {"pulumi.com/patchFieldManager": SELECTOR_FIELD_MANAGER, "pulumi.com/patchForce": "true"}
+    selector = {CLUSTER_NAME_LABEL: live_name, COMPONENT_LABEL: "scheduler"}
+    return _stable_service(name, namespace, {"annotations": annotations}, {"selector": selector})
+
+
+def _stable_service(name: str, namespace: str, metadata: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {
-            "name": stable_service_name(name),
-            "namespace": namespace,
-            "annotations": {
-                "pulumi.com/patchFieldManager": SELECTOR_FIELD_MANAGER,
-                "pulumi.com/patchForce": "true",
-            },
-        },
-        "spec": {"selector": {CLUSTER_NAME_LABEL: live_name, COMPONENT_LABEL: "scheduler"}},
+        "metadata": {"name": stable_service_name(name), "namespace": namespace, **metadata},
+        "spec": spec,
     }
 
 
