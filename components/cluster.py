@@ -571,6 +571,7 @@ class LsdbDaskCluster(pulumi.ComponentResource):
     live_name: str
     digest: str
     cluster_name: pulumi.Output[str]
+    cluster_uid: pulumi.Output[str]  # a new uid is a new object: the operator deleted it and `up` recreated it
     candidate_address: pulumi.Output[str]
     spec_hash: pulumi.Output[str]
 
@@ -612,6 +613,7 @@ class LsdbDaskCluster(pulumi.ComponentResource):
             )
         # Everything downstream is derived from the name the API server holds.
         self.cluster_name = self.dask_cluster.metadata.apply(lambda m: str(m["name"]))  # type: ignore[attr-defined]
+        self.cluster_uid = self.dask_cluster.metadata.apply(lambda m: str(m.get("uid") or ""))  # type: ignore[attr-defined]
         self.candidate_address = self.cluster_name.apply(
             lambda n: in_cluster_address(candidate_service_name(n), namespace, args.tls is not None)
         )

@@ -181,6 +181,7 @@ def _verification(
             scheduler_address=cluster.candidate_address,
             namespace=config.namespace,
             cluster_name=cluster.cluster_name,
+            cluster_uid=cluster.cluster_uid,
             kube_context=config.kube_context,
             connect=v.connect,
             catalog_path=v.catalog_path or "",

@@ -116,6 +116,16 @@ def test_what_the_operator_reconciles_updates_the_live_cluster_in_place(change: 
         assert spec["idleTimeout"] == 600
 
 
+def test_the_verification_follows_the_live_objects_uid(v1: ProgramRun) -> None:
+    # A cluster the operator deleted (idleTimeout) and `pulumi up --refresh` recreated has the same name and spec
+    # but a new uid: the uid is a re-run input of its verification (the provider's diff test shows the re-run).
+    import uuid
+
+    uid = v1.one(VERIFICATION).inputs["clusterUid"]
+    assert uuid.UUID(uid), "the DaskCluster's metadata.uid, which the mock engine assigns as the API server does"
+    assert run(image_ref=REF + "2" * 64).one(VERIFICATION).inputs["clusterUid"] != uid  # another object
+
+
 def test_a_built_image_names_the_cluster_by_its_content_tag() -> None:
     # With a build, the digest is known only after the push: the name derives from the content-derived tag
     # (lock, Dockerfile, Python, platform), the spec carries the digest.

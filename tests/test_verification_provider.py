@@ -184,6 +184,7 @@ def test_verification_args_become_the_camel_case_properties() -> None:
         "storageOptions",
         "operatorVersion",
         "clientTls",
+        "clusterUid",
     ]  # fmt: skip
     assert props["columns"] == ["id", "ra"] and props["connect"] == "portForward"
 
@@ -270,6 +271,7 @@ def inputs(**overrides: Any) -> dict[str, Any]:
         "imageRef": "localhost:5001/lsdb-dask@sha256:abc",
         "clusterSpecHash": "hash-1",
         "operatorVersion": "2026.3.0",
+        "clusterUid": "6b0d3c1e-0000-4000-8000-000000000001",
     }
     props.update(overrides)
     return props
@@ -310,6 +312,9 @@ def test_diff_is_quiet_when_nothing_that_matters_changed(provider: Any) -> None:
         {"minWorkers": 2},
         {"clusterSpecHash": UNKNOWN},
         {"imageRef": UNKNOWN},
+        # Same spec, new object: the operator deleted the cluster (idleTimeout), `pulumi up --refresh` recreated it.
+        {"clusterUid": "6b0d3c1e-0000-4000-8000-000000000002"},
+        {"clusterUid": UNKNOWN},  # the preview of that recreation
     ],
 )
 def test_diff_reruns_when_cluster_image_catalog_or_query_change(provider: Any, change: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import runpy
 import sys
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +98,9 @@ class EngineMocks(pulumi.runtime.Mocks):
             state[key] = f"-----BEGIN MOCK {key}-----\n{args.name}\n-----END MOCK {key}-----\n"
         if args.typ == "pulumi:pulumi:StackReference":
             state["outputs"] = self.stack_outputs.get(args.inputs.get("name", args.name), {})
+        if args.typ.startswith("kubernetes:") and not args.typ.endswith("Patch") and "metadata" in state:
+            # The API server gives every object a uid; a deterministic one here (same logical name, same uid).
+            state["metadata"] = {**state["metadata"], "uid": str(uuid.uuid5(uuid.NAMESPACE_URL, args.name))}
         return f"{args.name}-id", state
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:

@@ -44,6 +44,9 @@ from components.verification.query import (
 # (connect, schedulerAddress, kubeContext) and the timeout do not: they change how we look, not what we check.
 RERUN_KEYS: tuple[str, ...] = (
     "clusterSpecHash",
+    # The DaskCluster's uid: a cluster the operator deleted (idleTimeout) and `pulumi up --refresh` recreated is
+    # a new object with the same spec, and is verified anew.
+    "clusterUid",
     "imageRef",
     "operatorVersion",
     "catalogPath",
@@ -101,6 +104,7 @@ class VerificationArgs:
     storage_options: pulumi.Input[Mapping[str, Any]] | None = None
     operator_version: pulumi.Input[str] | None = None  # the dask-kubernetes the cluster's operator runs
     client_tls: pulumi.Input[Mapping[str, str]] | None = None
+    cluster_uid: pulumi.Input[str] | None = None  # metadata.uid of the DaskCluster, set by the API server
 
     def validate(self) -> None:
         """Reject what is wrong already in the program; Outputs are checked by the provider once known."""
