@@ -10,9 +10,10 @@ by one, and named in the skip reason when absent: the pulumi CLI, kubectl, kind,
    .venv linked to this one, and a stack `it-<random>` is created in a file backend inside that folder:
    your Pulumi login is never used. Its config is Pulumi.dev.yaml with its own namespace and cluster name
    (and no second operator when the cluster already runs one).
-3. `up` with the policy pack; the outputs and the verification result are checked, and so is the live
-   DaskCluster. Then a `preview` and a second `up` must report only `same` (idempotency), and `destroy`
-   must leave no namespace behind.
+3. `up` with the policy pack; the outputs and the verification result are checked, and so are the live
+   DaskCluster and the stable Service. Then a `preview`, a second `up`, and a `refresh` followed by a
+   `preview` must report only `same` (idempotency); a worker spec change must start, verify and switch to a
+   new cluster and delete the old one; and `destroy` must leave no namespace behind.
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ class Deployment:
     name: str
     namespace: str
     dev_config: dict[str, Any]
+    settings_file: Path
     results: dict[str, Any] = field(default_factory=dict)
     destroyed: bool = False
 
@@ -160,7 +162,7 @@ def deployment(dev_environment: None, tmp_path_factory: pytest.TempPathFactory) 
     settings["config"] = config
     settings_file.write_text(yaml.safe_dump(settings, sort_keys=False))
 
-    deployed = Deployment(stack=stack, name=name, namespace=name, dev_config=dev_config)
+    deployed = Deployment(stack=stack, name=name, namespace=name, dev_config=dev_config, settings_file=settings_file)
     yield deployed
     if not deployed.destroyed:
         try:
@@ -215,6 +217,7 @@ def test_up_exports_outputs_and_a_passing_verification(deployment: Deployment) -
     assert stable["spec"]["selector"] == {"dask.org/cluster-name": live, "dask.org/component": "scheduler"}
     owners = [m["manager"] for m in stable["metadata"]["managedFields"] if "f:selector" in json.dumps(m)]
     assert owners == ["lsdb-k8s-stable-endpoint"]
+    deployment.results["stableServiceUid"] = stable["metadata"]["uid"]
 
 
 def test_a_second_preview_and_up_change_nothing(deployment: Deployment) -> None:
@@ -227,6 +230,35 @@ def test_a_second_preview_and_up_change_nothing(deployment: Deployment) -> None:
     changes = again.summary.resource_changes or {}
     assert {str(op.value if hasattr(op, "value") else op) for op, n in changes.items() if n} == {"same"}
     assert {k: v.value for k, v in again.outputs.items()} == deployment.results["outputs"]
+    # What `make up` and deploy.yml run (`up --refresh`): reading the live objects back changes nothing either,
+    # the stable Service's patched selector included.
+    deployment.stack.refresh(on_output=print, color="never")
+    preview = deployment.stack.preview(on_output=print, color="never")
+    assert {str(op.value if hasattr(op, "value") else op) for op, n in preview.change_summary.items() if n} == {"same"}
+
+
+def test_an_upgrade_verifies_a_new_cluster_moves_the_stable_service_and_deletes_the_old(
+    deployment: Deployment,
+) -> None:
+    if "stableServiceUid" not in deployment.results:
+        pytest.fail("the first `up` did not succeed, so there is nothing to upgrade")
+    before = deployment.results["outputs"]
+    settings = yaml.safe_load(deployment.settings_file.read_text())
+    cluster = settings["config"][f"{PROJECT}:cluster"]
+    cluster["workers"] = {**cluster.get("workers", {}), "cpu": "400m"}  # not reconciled by the operator: a new cluster
+    deployment.settings_file.write_text(yaml.safe_dump(settings, sort_keys=False))
+
+    up = deployment.stack.up(on_output=print, color="never", policy_packs=[str(ROOT / "policy")])
+    assert up.summary.result == "succeeded"
+    outputs = {k: v.value for k, v in up.outputs.items()}
+    old, new, ns = before["clusterName"], outputs["clusterName"], deployment.namespace
+    assert new != old and outputs["schedulerAddress"] == before["schedulerAddress"]
+    assert outputs["verification"]["rows"] >= 1
+    deployment.results["outputs"] = outputs
+    stable = json.loads(kubectl("get", "service", f"{deployment.name}-scheduler", "-n", ns, "-o", "json").stdout)
+    assert stable["metadata"]["uid"] == deployment.results["stableServiceUid"], "the same Service object"
+    assert stable["spec"]["selector"] == {"dask.org/cluster-name": new, "dask.org/component": "scheduler"}
+    assert kubectl("get", "daskcluster", old, "-n", ns, check=False).returncode != 0, "the old cluster is deleted"
 
 
 def test_destroy_removes_the_namespace_and_the_cluster(deployment: Deployment) -> None:
