@@ -9,8 +9,7 @@
    the medians. Aim: <= 1.3.
 2. Program evaluation under Pulumi mocks, each run in a fresh interpreter (imports included): a trivial
    program with and without one `LsdbVerification`, and the project's `__main__.py` on the dev stack with
-   verify.enabled true and false (or, if the program does not register the verification itself, with and
-   without one wired to its cluster and image outputs).
+   verify.enabled true and false.
 
 Prints a report; exits non-zero only if something fails to run. No assertion on the figures.
 """
@@ -47,21 +46,6 @@ LsdbVerification("verify", VerificationArgs(
     catalog_path="/data/sample", ra=180.0, dec=0.0, radius_arcsec=3600.0, columns=["id", "ra", "dec"],
     min_rows=1, min_workers=1, timeout_seconds=300.0, image_ref="localhost:5001/lsdb-dask@sha256:0",
     cluster_spec_hash="0",
-))
-"""
-
-# The real program, then the verification wired to its outputs (until __main__.py registers it itself).
-MAIN_WITH_VERIFICATION = """
-import runpy
-g = runpy.run_path({main!r}, run_name="__main__")
-from components.verification import LsdbVerification, VerificationArgs
-config, cluster, image = g["config"], g["cluster"], g["image"]
-v = config.verify
-LsdbVerification("verify", VerificationArgs(
-    namespace=config.namespace, cluster_name=cluster.cluster_name, kube_context=config.kube_context,
-    connect=v.connect, catalog_path=v.catalog_path, ra=v.ra, dec=v.dec, radius_arcsec=v.radius_arcsec,
-    columns=list(v.columns), min_rows=v.min_rows, min_workers=v.min_workers, timeout_seconds=v.timeout_seconds,
-    image_ref=image.ref, cluster_spec_hash=cluster.spec_hash,
 ))
 """
 
@@ -171,15 +155,10 @@ def evaluation_time(repeats: int, workdir: Path) -> None:
     pairs = [("trivial program", "trivial + LsdbVerification")]
     main = ROOT / "__main__.py"
     run_main = f"import runpy\nrunpy.run_path({str(main)!r}, run_name='__main__')\n"
-    if main.exists() and "LsdbVerification(" in main.read_text():
-        # The program registers the verification itself when verify.enabled (the dev stack enables it).
-        programs["__main__.py, verify.enabled false"] = (run_main, "off")
-        programs["__main__.py, dev stack (verifies)"] = (run_main, "on")
-        pairs.append(("__main__.py, verify.enabled false", "__main__.py, dev stack (verifies)"))
-    elif main.exists():
-        programs["__main__.py (dev stack)"] = (run_main, "on")
-        programs["__main__.py + LsdbVerification"] = (MAIN_WITH_VERIFICATION.format(main=str(main)), "on")
-        pairs.append(("__main__.py (dev stack)", "__main__.py + LsdbVerification"))
+    # The program (components/program.py) registers the verification itself when verify.enabled (dev enables it).
+    programs["__main__.py, verify.enabled false"] = (run_main, "off")
+    programs["__main__.py, dev stack (verifies)"] = (run_main, "on")
+    pairs.append(("__main__.py, verify.enabled false", "__main__.py, dev stack (verifies)"))
     print(f"program evaluation under Pulumi mocks, fresh interpreter each, median of {repeats} (round-robin):")
     paths = {}
     for i, (label, (source, _)) in enumerate(programs.items()):
