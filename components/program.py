@@ -205,7 +205,9 @@ def _verification(
 def main() -> None:
     """What `pulumi up` runs: validate, check the client, build, export."""
     config = read_stack_config()  # raises ConfigError listing every problem before any resource is registered
-    # The client (this interpreter, which also runs the verification) must match the image's lock.
-    enforce_client_environment(config.image)
+    # The client (this interpreter, which also runs the verification) must match the image's lock. A platform stack
+    # builds no image and runs no verification (and may not set `image.*`, so the check's fix would be refused).
+    if not config.is_platform:
+        enforce_client_environment(config.image)
     for key, value in program(config).items():
         pulumi.export(key, value)

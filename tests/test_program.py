@@ -491,6 +491,19 @@ def test_platform_stack_installs_only_the_operator_and_its_crds() -> None:
     assert run.outputs["operatorVersion"] == operator_version()
 
 
+def test_the_platform_stack_does_not_check_the_client_against_an_image_it_does_not_build(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import components.program
+
+    checked: list[str] = []
+    monkeypatch.setattr(components.program, "enforce_client_environment", lambda image: checked.append("x") or [])
+    run_stack("platform")
+    assert checked == []
+    run_stack("dev")
+    assert checked == ["x"]
+
+
 def test_staging_and_prod_take_the_operator_from_the_platform_stack() -> None:
     for stack in ("staging", "prod"):
         run = run_stack(stack)
