@@ -873,6 +873,13 @@ class ClusterConfig(Section):
         return default + sum(g.replicas for g in self.worker_groups.values())
 
     @property
+    def min_workers(self) -> int:
+        """The workers the cluster always has: the default group's floor (the autoscaler may scale it down to its
+        minimum at any time) plus every extra group, which the autoscaler does not scale."""
+        default = self.autoscaler.minimum if self.autoscaler.enabled else self.workers.replicas
+        return default + sum(g.replicas for g in self.worker_groups.values())
+
+    @property
     def spot_providers(self) -> list[str]:
         """Providers whose spot nodes some workers use (the scheduler stays off them)."""
         groups = [self.workers, *self.worker_groups.values()]
@@ -1020,7 +1027,12 @@ class VerifyConfig(Section):
     min_rows: Annotated[int, Fix("use 0 or more")] = Field(
         1, ge=MIN_ROWS, description="Fail when the cone returns fewer rows."
     )
-    min_workers: Annotated[int, Fix("use 1 or more")] = Field(1, ge=MIN_WORKERS, description="Workers to wait for.")
+    min_workers: Annotated[int, Fix("use 1 or more")] = Field(
+        1,
+        ge=MIN_WORKERS,
+        description="Workers (of any group) to wait for; at most those the cluster always has: "
+        "`autoscaler.minimum` (or `workers.replicas`) plus the `workerGroups`' replicas.",
+    )
     timeout_seconds: Annotated[float, Fix("e.g. 900")] = Field(
         DEFAULT_TIMEOUT, gt=MIN_TIMEOUT, description="Overall deadline, seconds (the connect stage alone may take 600)."
     )
@@ -1208,21 +1220,19 @@ def _single_node_storage(p: Problems, s: dict[str, Any]) -> None:
 
 
 def _verify_workers(p: Problems, s: dict[str, Any]) -> None:
-    # The autoscaler may scale down to its minimum at any time: only that many workers are sure to be there.
+    # The verification waits for verify.minWorkers workers of any group; only cluster.min_workers are sure to be there.
     verify, cluster = s["verify"], s["cluster"]
-    if s["role"] != "cluster" or not verify.enabled:
+    if s["role"] != "cluster" or not verify.enabled or verify.min_workers <= cluster.min_workers:
         return
-    if cluster.autoscaler.enabled and verify.min_workers > cluster.autoscaler.minimum:
-        p.add(
-            "verify.minWorkers", verify.min_workers,
-            f"exceeds cluster.autoscaler.minimum ({cluster.autoscaler.minimum}), the workers the autoscaler keeps",
-            "lower verify.minWorkers or raise cluster.autoscaler.minimum",
-        )  # fmt: skip
-    elif not cluster.autoscaler.enabled and verify.min_workers > cluster.workers.replicas:
-        p.add(
-            "verify.minWorkers", verify.min_workers, f"exceeds cluster.workers.replicas ({cluster.workers.replicas})",
-            "lower verify.minWorkers or raise the worker count",
-        )  # fmt: skip
+    floor = (
+        f"cluster.autoscaler.minimum ({cluster.autoscaler.minimum}), the workers the autoscaler keeps"
+        if cluster.autoscaler.enabled
+        else f"cluster.workers.replicas ({cluster.workers.replicas})"
+    )
+    groups = sum(g.replicas for g in cluster.worker_groups.values())
+    what = f"exceeds {floor}" + (f", plus {groups} in cluster.workerGroups" if cluster.worker_groups else "")
+    raise_floor = "cluster.autoscaler.minimum" if cluster.autoscaler.enabled else "the worker count"
+    p.add("verify.minWorkers", verify.min_workers, what, f"lower verify.minWorkers or raise {raise_floor}")
 
 
 def url_scheme(path: str) -> str | None:

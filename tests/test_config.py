@@ -464,3 +464,22 @@ def test_platform_and_adopt_configs_parse() -> None:
     # The claim is the user's: its access mode is not ours to judge, and nothing is created for it.
     assert adopted.storage.mounts_volume and not adopted.storage.creates_claim and not adopted.create_namespace
     assert parse_stack_config(with_changes(operator={"fromStack": "platform"})).operator.install is False
+
+
+def test_min_workers_counts_the_extra_groups_the_autoscaler_does_not_scale() -> None:
+    groups = {"highmem": {"replicas": 2, "memory": "8Gi"}}
+    autoscaled = with_changes(
+        cluster__autoscaler={"minimum": 0, "maximum": 4},
+        cluster__workerGroups=groups,
+        verify={"catalogPath": "/data/c"},
+    )
+    # 0 from the autoscaled default group + 2 from highmem: the default minWorkers (1) is always there.
+    assert parse_stack_config(autoscaled).cluster.min_workers == 2
+    too_many = with_changes(
+        cluster__autoscaler={"minimum": 0, "maximum": 4},
+        cluster__workerGroups=groups,
+        verify={"catalogPath": "/data/c", "minWorkers": 3},
+    )
+    (problem,) = problems_for(too_many)
+    assert problem.startswith("verify.minWorkers = 3: exceeds cluster.autoscaler.minimum (0), the workers the ")
+    assert "plus 2 in cluster.workerGroups" in problem

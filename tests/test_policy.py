@@ -515,7 +515,7 @@ def stack_config(stack: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
-def test_every_committed_stack_passes_the_pack(stack: str) -> None:
+def test_every_committed_stack_passes_the_pack(stack: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The real program, run for each Pulumi.<stack>.yaml under Pulumi's mock runtime, violates nothing."""
     from components.dask_operator import operator_version
     from tools.mock_runtime import run_program
@@ -527,7 +527,7 @@ def test_every_committed_stack_passes_the_pack(stack: str) -> None:
     )
     checked = {r.type for r in run.resources} & {g.DASK_CLUSTER, g.DASK_AUTOSCALER, g.SERVICE, g.SERVICE_PATCH}
     assert {g.DASK_CLUSTER, g.SERVICE, g.SERVICE_PATCH} <= checked
-    os.environ["PULUMI_STACK"] = stack  # as the CLI runs the pack (the autouse fixture removes it afterwards)
+    monkeypatch.setenv("PULUMI_STACK", stack)  # as the CLI runs the pack; restored after the test
     found = {
         (p.name, r.name): messages
         for r in run.resources
