@@ -211,3 +211,40 @@ def test_deployer_rbac_manifest_is_valid(version: str) -> None:
     assert verbs(ns, "pods/log") == {"get"} and verbs(ns, "pods/portforward") == {"get", "create"}
     assert "delete" in verbs(ns, "daskclusters") and "delete" in verbs(ns, "daskautoscalers")
     assert "create" in verbs("lsdb-k8s-deployer-cluster", "customresourcedefinitions")
+
+
+CLUSTER_SCOPED = {"Namespace", "PersistentVolume", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
+DEPLOYER_VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
+
+
+def _plural(kind: str) -> str:
+    lower = kind.lower()
+    return lower[:-1] + "ies" if lower.endswith("y") else lower + "s"
+
+
+def test_the_deployer_rbac_grants_every_object_the_program_registers(objects: list[dict[str, Any]]) -> None:
+    """Each object of each variant (the committed stacks, monitoring, worker groups, identities, registries) is
+    granted to the deployer in the role that covers where it lives: cluster-scoped, the operator's namespace, or
+    the namespace the stack deploys into (bind that role in `monitoring.dashboardNamespace` too, if set)."""
+    docs = [d for d in yaml.safe_load_all(DEPLOYER_RBAC.read_text()) if d]
+    roles = {d["metadata"]["name"]: d["rules"] for d in docs if d["kind"] == "ClusterRole"}
+    missing = set()
+    for obj in objects:
+        group = obj["apiVersion"].rpartition("/")[0]
+        namespace = obj["metadata"].get("namespace")
+        role = (
+            "lsdb-k8s-deployer-cluster"
+            if obj["kind"] in CLUSTER_SCOPED
+            else "lsdb-k8s-deployer-operator"
+            if namespace == "dask-operator"
+            else "lsdb-k8s-deployer-namespace"
+        )
+        granted = {
+            verb
+            for rule in roles[role]
+            if group in rule["apiGroups"] and _plural(obj["kind"]) in rule["resources"]
+            for verb in rule["verbs"]
+        }
+        if not granted >= DEPLOYER_VERBS:
+            missing.add((role, group, _plural(obj["kind"])))
+    assert sorted(missing) == []
