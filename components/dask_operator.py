@@ -145,11 +145,13 @@ class DaskOperatorArgs:
     chart_source: str = "repository"  # "repository" (helm.dask.org) or "package" (the chart in the pinned wheel)
     image: str | None = None  # operator image repository (a mirror); None = ghcr.io/dask/dask-kubernetes-operator
     values: dict[str, Any] | None = None  # more chart values (components.monitoring.chart_monitoring_values)
+    kube_context: str | None = None  # the stack's kubeContext, for the CRDs' own provider
 
 
 class DaskOperator(pulumi.ComponentResource):
     """The operator release in its own namespace, plus the CRDs it serves."""
 
+    crd_provider: k8s.Provider
     crds: list[k8s.apiextensions.v1.CustomResourceDefinition]
     namespace: k8s.core.v1.Namespace
     release: k8s.helm.v3.Release
@@ -159,12 +161,22 @@ class DaskOperator(pulumi.ComponentResource):
         namespace = args.namespace
         super().__init__("lsdb-k8s:operator:DaskOperator", name, {}, opts)
         self.version = operator_version()
+        # The CRDs outlive `pulumi destroy` (retainOnDelete: deleting one deletes every object of its kind in the whole
+        # cluster). So the next stack that installs the operator on this cluster finds them there, and
+        # pulumi-kubernetes refuses to create an object that exists unless told to adopt it: their own provider does.
+        # Adopting is safe only because they are retained (an upsert followed by a delete would remove them).
+        self.crd_provider = k8s.Provider(
+            f"{name}-crd-provider",
+            context=args.kube_context,
+            upsert_existing_objects=True,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
         self.crds = [
             k8s.apiextensions.v1.CustomResourceDefinition(
                 f"{name}-crd-{crd['spec']['names']['singular']}",
                 metadata={"name": crd["metadata"]["name"], "annotations": crd["metadata"].get("annotations", {})},
                 spec=crd["spec"],
-                opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
+                opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True, provider=self.crd_provider),
             )
             for crd in crd_manifests()
         ]

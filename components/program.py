@@ -154,7 +154,7 @@ def _operator(
         # platform stack runs no cluster: the environments taking its operator create their own monitors.
         values = None if config.is_platform else chart_monitoring_values(config.monitoring, config.namespace) or None
         operator_args = DaskOperatorArgs(
-            config.operator.namespace, config.operator.chart_source, config.operator.image, values
+            config.operator.namespace, config.operator.chart_source, config.operator.image, values, config.kube_context
         )
         operator = DaskOperator("dask-operator", operator_args, opts)
         exports["operatorNamespace"] = config.operator.namespace

@@ -211,6 +211,18 @@ def test_crds_survive_destroy(v1: ProgramRun) -> None:
     assert [r.name for r in v1.resources if r.options.get("retainOnDelete") and r.type != CRD] == []
 
 
+def test_retained_crds_are_adopted_by_the_next_stack_that_installs_the_operator() -> None:
+    # After a destroy the CRDs are still in the cluster; pulumi-kubernetes refuses to create an existing object
+    # unless its provider upserts. Only the CRDs use that provider: for anything not retained, an upsert followed
+    # by a delete (a rename) would delete the object.
+    r = run(kubeContext="kind-lsdb-dev")
+    (crd_provider,) = [p for p in r.of_type("pulumi:providers:kubernetes") if p.name.endswith("crd-provider")]
+    assert crd_provider.inputs["upsertExistingObjects"] in (True, "true")
+    assert crd_provider.inputs["context"] == "kind-lsdb-dev"  # the stack's cluster, like every other object
+    adopted = {x.name for x in r.resources if x.provider.startswith(crd_provider.urn + "::")}
+    assert adopted == {c.name for c in r.of_type(CRD)} and len(adopted) == 4
+
+
 def test_namespaces_enforce_the_restricted_pod_security_standard(v1: ProgramRun) -> None:
     namespaces = [manifest(r) for r in v1.of_type(NAMESPACE)]
     assert {n["metadata"]["name"] for n in namespaces} == {"lsdb-test", "dask-operator"}

@@ -54,11 +54,13 @@ def test_stack_exports_derive_from_the_real_cluster_name(stack: str) -> None:
 
 def test_dev_stack_targets_its_kube_context() -> None:
     run = run_stack("dev")
-    provider = run.one("pulumi:providers:kubernetes")
-    assert provider.inputs["context"] == "kind-lsdb-dev"
+    providers = run.of_type("pulumi:providers:kubernetes")
+    # The stack's provider, and the CRDs' own (which also upserts the retained CRDs), both on the stack's context.
+    assert sorted(p.name for p in providers) == ["dask-operator-crd-provider", "kube"]
+    assert all(p.inputs["context"] == "kind-lsdb-dev" for p in providers)
     for r in run.resources:
         if r.type.startswith("kubernetes:") and r.custom:
-            assert r.provider.startswith(provider.urn), f"{r.name} does not use the stack's kube context"
+            assert any(r.provider.startswith(p.urn + "::") for p in providers), f"{r.name} misses the kube context"
     assert run.outputs["portForwardScheduler"].startswith("kubectl --context kind-lsdb-dev ")
 
 
