@@ -633,3 +633,18 @@ def test_serialized_provider_is_a_small_reference_without_source() -> None:
     assert b"components.verification.resource" in raw and b"LsdbVerificationProvider" in raw
     assert b"def verify_catalog_query" not in raw and b"def " not in raw
     assert read_lock()["lsdb"].encode() not in raw
+
+
+def test_an_exhausted_overall_timeout_names_the_timeout_not_the_stage_fix() -> None:
+    from components.verification.check import _Clock
+
+    clock = _Clock(0.5, None, lambda stage: f"the usual fix of {stage}")
+    with clock.stage("connect"):
+        time.sleep(0.6)
+    with pytest.raises(VerificationError) as failure, clock.stage("open"):
+        pass
+    assert failure.value.stage == "open" and "ran out before this stage started (connect 0.6" in failure.value.problem
+    assert failure.value.fix.startswith("raise verify.timeoutSeconds") and "usual fix" not in failure.value.fix
+    # Counting rows needs no time: a query that finished just in time is not failed afterwards.
+    with clock.stage("rows", needs_time=False) as left:
+        assert left == 0.0
