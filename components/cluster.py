@@ -475,7 +475,7 @@ def stable_service_manifest(name: str, namespace: str) -> dict[str, Any]:
     Server-Side Apply (one manager owns it whole), so the Service, created before any cluster and deleted after
     all of them, cannot also hold the selector that must change only after a new cluster passed its verification.
     Without a selector the Service routes nothing: the first cluster is not served before it is verified."""
-    labels = {**LABELS, "app.kubernetes.io/name": name}
+    labels = {**LABELS, APP_NAME_LABEL: name}
     spec = {"type": "ClusterIP", "ports": scheduler_service_ports()}
     return _stable_service(name, namespace, {"labels": labels}, spec)
 
@@ -545,11 +545,10 @@ class LsdbDaskClusterArgs:
     namespace: str
     image: pulumi.Input[str]
     storage: PodStorage
-    kube_context: str | None = None
+    # `cluster_live_name(...)` of the same cluster, image identity, storage, pull secret and TLS: the program needs it
+    # before the cluster (the certificate's names), so it computes it once and hands it over.
+    live_name: str
     pull_secret: str | None = None
-    # What identifies the image before it is built (`image.ref`, or repository:content-tag): the digest `<h>`
-    # is computed from it, because resource names must be known when the program is evaluated.
-    image_identity: str | None = None
     tls: PodTls | None = None  # the certificate Secret must exist first: depend on what creates it
 
 
@@ -578,12 +577,7 @@ class LsdbDaskCluster(pulumi.ComponentResource):
     def __init__(self, name: str, args: LsdbDaskClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         cluster, namespace, storage, pull_secret = args.cluster, args.namespace, args.storage, args.pull_secret
         super().__init__("lsdb-k8s:cluster:LsdbDaskCluster", name, {}, opts)
-        identity = args.image_identity
-        if identity is None:
-            if not isinstance(args.image, str):
-                raise ValueError("LsdbDaskClusterArgs: give image_identity when image is not a plain string")
-            identity = args.image
-        self.live_name = cluster_live_name(cluster, namespace, identity, storage, pull_secret, args.tls)
+        self.live_name = args.live_name
         self.digest = self.live_name.rsplit("-", 1)[1]
         live = self.live_name
         image = pulumi.Output.from_input(args.image)

@@ -41,8 +41,6 @@ DEFAULT_GROUP = "default"  # the operator's default group is "<cluster>-default"
 # Every object this program creates carries these labels.
 PART_OF = "lsdb-k8s"
 LABELS: dict[str, str] = {"app.kubernetes.io/part-of": PART_OF}
-# The DaskCluster's own label, which the operator copies onto every pod it creates (blue and green alike).
-APP_NAME_LABEL = "app.kubernetes.io/name"
 # Pods in the cluster's namespace with this label may use the scheduler (the NetworkPolicy admits them).
 CLIENT_LABEL = {"lsdb-k8s/client": "true"}
 # Kubernetes (1.22+) labels every namespace with its own name; namespaceSelectors use it.

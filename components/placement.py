@@ -16,11 +16,10 @@ import copy
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from components.constants import APP_NAME_LABEL, COMPONENT_LABEL, GROUP_LABEL
 
-SpotProvider = Literal["aws", "gcp", "azure"]
 HOSTNAME_TOPOLOGY = "kubernetes.io/hostname"
 # The oldest Kubernetes the guide supports; placement written for it is valid on every newer version.
 KUBERNETES_SCHEMA_VERSION = "1.25.0"

@@ -102,9 +102,8 @@ def program(config: StackConfig) -> dict[str, Any]:
             namespace,
             image=image.ref,
             storage=storage.pod_storage,
-            kube_context=config.kube_context,
+            live_name=live_name,
             pull_secret=image.pull_secret_name,
-            image_identity=image.identity,
             tls=pod_tls,
         ),
         opts(operator, cluster_namespace, storage, image, security, endpoint),
@@ -122,7 +121,7 @@ def program(config: StackConfig) -> dict[str, Any]:
     # stable Service keeps selecting the old cluster, and the old cluster (still in the program's state) stays.
     StableEndpointSelector(
         "scheduler-endpoint-selector",
-        StableEndpointSelectorArgs(config.cluster.name, cluster.live_name, namespace),
+        StableEndpointSelectorArgs(config.cluster.name, live_name, namespace),
         opts(endpoint, cluster, verification),
     )
     exports |= {key: endpoint.endpoints[key] for key in ENDPOINT_KEYS}

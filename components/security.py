@@ -34,7 +34,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_tls as tls
 
-from components.cluster import TLS_FILES, PodTls
+from components.cluster import TLS_FILES
 from components.config import SecurityConfig
 from components.constants import (
     APP_NAME_LABEL,
@@ -196,13 +196,11 @@ class ClusterSecurity(pulumi.ComponentResource):
     """
 
     network_policies: list[k8s.networking.v1.NetworkPolicy]
-    pod_tls: PodTls | None
     client_tls: pulumi.Output[dict[str, Any]] | None
 
     def __init__(self, name: str, args: ClusterSecurityArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("lsdb-k8s:security:ClusterSecurity", name, {}, opts)
         self.network_policies = self._network_policies(name, args, opts)
-        self.pod_tls = None
         self.client_tls = None
         if args.security.tls:
             self._certificates(name, args, opts)
@@ -290,6 +288,5 @@ class ClusterSecurity(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        self.pod_tls = PodTls(secret_name)
         bundle: dict[str, Any] = {"ca": ca.cert_pem, "cert": client_cert.cert_pem, "key": client_key.private_key_pem}
         self.client_tls = pulumi.Output.secret(bundle)

@@ -234,8 +234,6 @@ class CatalogStorage(pulumi.ComponentResource):
                 automount_service_account_token=account["automountServiceAccountToken"],
                 opts=child,
             )
-        resources = (self.volume, self.claim, self.secret, self.service_account)
-        self.resources = [r for r in resources if r is not None]
         self.register_outputs(
             {
                 "claimName": self.claim.metadata.name if self.claim else None,

@@ -27,6 +27,7 @@ from typing import Any
 import pulumi
 import pulumi.dynamic
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ResourceProvider, UpdateResult
+from pulumi.runtime.rpc import UNKNOWN  # a value not known at preview
 
 from components.lock import PROJECT_DIR
 from components.verification.check import VerificationResult
@@ -59,10 +60,9 @@ RERUN_KEYS: tuple[str, ...] = (
     "storageOptions",
 )
 # The engine hands numbers back as floats: 180 and 180.0 are the same input.
-NUMBER_KEYS: tuple[str, ...] = ("ra", "dec", "radiusArcsec", "minRows", "minWorkers", "timeoutSeconds")
+NUMBER_KEYS: tuple[str, ...] = ("ra", "dec", "radiusArcsec", "minRows", "minWorkers")
 # The cone's identity: the resource id is a digest of these.
 ID_KEYS: tuple[str, ...] = ("clusterName", "namespace", "catalogPath", "ra", "dec", "radiusArcsec")
-UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # pulumi.runtime.rpc.UNKNOWN, a value not known at preview
 # The client certificate bundle ({"ca", "cert", "key"} PEM) of a TLS cluster: a secret input, written to files
 # only the child reads (mode 0600, in a temporary directory), never echoed into the outputs.
 TLS_KEY = "clientTls"
