@@ -81,3 +81,17 @@ def test_readme_lists_every_verification_output() -> None:
     text = (PROJECT_DIR / "README.md").read_text()
     row = next(line for line in text.splitlines() if line.startswith("| `verification` |"))
     assert [key for key in OUTPUT_KEYS if key not in row] == []
+
+
+def test_the_config_error_example_is_what_the_parser_prints() -> None:
+    from components.config import ConfigError, parse_stack_config
+
+    raw = {
+        "cluster": {"name": "LSDB_Cluster"},
+        "storage": {"kind": "pvc", "size": "10Gi", "accesMode": "ReadWriteMany"},
+        "image": {"repository": "ghcr.io/a/b"},
+        "verify": {"catalogPath": "/data/x"},
+    }
+    with pytest.raises(ConfigError) as error:
+        parse_stack_config(raw)
+    assert readme_block("config-error") == f"error: {error.value}"

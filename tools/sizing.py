@@ -40,9 +40,9 @@ from components.config import SIZE_PRESETS, quantity_bytes
 from components.verification.query import parse_storage_options
 
 # Measured by bench/sizing.py (figures in the README): loading one partition with lsdb grows a process's peak RSS by
-# about 25 MiB plus 2.2 bytes per uncompressed byte in the partition's footer (2.8x overall for a 36 MiB partition).
+# about 22 MiB plus 2.20 bytes per uncompressed byte in the partition's footer (2.81x overall for a 36 MiB partition).
 # MEMORY_FACTOR rounds the marginal 2.2 up; the fixed part per load is inside WORKER_BASE_BYTES (an idle process
-# with lsdb, pandas and pyarrow imported measured 312 MiB RSS; 400 MiB leaves room for two concurrent loads).
+# with lsdb, pandas and pyarrow imported measured 313 MiB RSS; 400 MiB leaves room for two concurrent loads).
 MEMORY_FACTOR = 3.0
 WORKER_BASE_BYTES = 400 * 2**20
 DASK_PAUSE_FRACTION = 0.8  # distributed.worker.memory.pause: above it a worker takes no new tasks
