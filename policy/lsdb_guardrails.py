@@ -302,10 +302,15 @@ def selector_matches(selector: Any, labels: Mapping[str, str]) -> bool:
     return True
 
 
-def dask_pod_labels(props: Mapping[str, Any]) -> dict[str, dict[str, str]]:
-    """component -> the labels the operator puts on that DaskCluster's pods."""
-    metadata = _mapping(props.get("metadata"))
+def dask_pod_labels(resource_type: str, props: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """component -> the labels the operator puts on the pods of this DaskCluster or DaskWorkerGroup (its own labels,
+    a group's `spec.worker.metadata.labels`, and the operator's `dask.org/*` labels)."""
+    metadata, spec = _mapping(props.get("metadata")), _mapping(props.get("spec"))
     own = {str(k): str(v) for k, v in _mapping(metadata.get("labels")).items()}
+    if resource_type == DASK_WORKER_GROUP:
+        pod = _mapping(_mapping(_mapping(spec.get("worker")).get("metadata")).get("labels"))
+        labels = {**own, **{str(k): str(v) for k, v in pod.items()}}
+        return {"worker": {**labels, CLUSTER_NAME_LABEL: str(spec.get("cluster") or ""), COMPONENT_LABEL: "worker"}}
     name = str(metadata.get("name") or "")
     return {c: {**own, CLUSTER_NAME_LABEL: name, COMPONENT_LABEL: c} for c in ("scheduler", "worker")}
 
@@ -319,17 +324,18 @@ def _isolates_ingress(policy_props: Mapping[str, Any], namespace: Any, labels: M
 
 
 def validate_network_policies(args: StackValidationArgs, report_violation: ReportViolation) -> None:
-    """Every DaskCluster's scheduler and worker pods are selected by a NetworkPolicy of its namespace (ingress)."""
+    """Every DaskCluster's (and DaskWorkerGroup's) pods are selected by a NetworkPolicy of its namespace (ingress)."""
     policies = [r.props for r in args.resources if r.resource_type == NETWORK_POLICY]
     for resource in args.resources:
-        if resource.resource_type != DASK_CLUSTER:
+        if resource.resource_type not in (DASK_CLUSTER, DASK_WORKER_GROUP):
             continue
         metadata = _mapping(resource.props.get("metadata"))
         namespace = metadata.get("namespace")
-        for component, labels in dask_pod_labels(resource.props).items():
+        kind = resource.resource_type.rsplit(":", 1)[-1]
+        for component, labels in dask_pod_labels(resource.resource_type, resource.props).items():
             if not any(_isolates_ingress(p, namespace, labels) for p in policies):
                 report_violation(
-                    f"DaskCluster {metadata.get('name') or resource.name}: no NetworkPolicy in namespace "
+                    f"{kind} {metadata.get('name') or resource.name}: no NetworkPolicy in namespace "
                     f"{namespace or '(default)'} selects its {component} pods for ingress, so any pod of the cluster "
                     "can reach them (a Dask client runs arbitrary code on the workers); keep security.networkPolicy "
                     "true",
@@ -435,7 +441,7 @@ POLICIES = [
     ),
     StackValidationPolicy(
         name=POLICY_NETWORK,
-        description="Every DaskCluster's scheduler and worker pods must be selected by a NetworkPolicy (ingress).",
+        description="Every DaskCluster's (and DaskWorkerGroup's) pods must be selected by a NetworkPolicy (ingress).",
         enforcement_level=EnforcementLevel.MANDATORY,
         validate=validate_network_policies,
     ),

@@ -585,6 +585,35 @@ def test_network_policy_must_select_the_operators_pods(policies: list[dict[str, 
     assert [m.split(" selects its ")[1].split(" ")[0] for m in messages] == failing
 
 
+def test_worker_group_pods_need_a_network_policy_too() -> None:
+    worker = {"replicas": 1, "spec": guide_cluster()["spec"]["worker"]["spec"]}
+    labels = {"lsdb-k8s/worker-group": "highmem"}
+    group = {
+        "metadata": {"name": "lsdb-cluster-highmem", "namespace": "lsdb", "labels": labels},
+        "spec": {"cluster": "lsdb-cluster", "worker": worker},
+    }
+    # A policy for the DaskCluster's pods by its own label covers the cluster, not the group (other labels).
+    by_name = network_policy({"matchLabels": {"app.kubernetes.io/name": "lsdb-cluster"}})
+    resources = [(g.DASK_CLUSTER, labelled_cluster()), (g.DASK_WORKER_GROUP, group), (g.NETWORK_POLICY, by_name)]
+    assert stack_violations(g.POLICY_NETWORK, resources) == [
+        "DaskWorkerGroup lsdb-cluster-highmem: no NetworkPolicy in namespace lsdb selects its worker pods for "
+        "ingress, so any pod of the cluster can reach them (a Dask client runs arbitrary code on the workers); keep "
+        "security.networkPolicy true"
+    ]
+    # The operator labels a group's pods with the cluster they join: a policy on dask.org/cluster-name covers it.
+    by_cluster = network_policy({"matchLabels": {"dask.org/cluster-name": "lsdb-cluster"}})
+    assert stack_violations(g.POLICY_NETWORK, [*resources[:2], (g.NETWORK_POLICY, by_cluster)]) == []
+
+
+def test_the_programs_network_policies_cover_its_worker_groups() -> None:
+    from tests.program_helpers import run_with
+
+    groups = {"highmem": {"replicas": 2, "memory": "8Gi"}}
+    run = run_with(cluster={"name": "lsdb-cluster", "workerGroups": groups})
+    assert len(run.of_type(g.DASK_WORKER_GROUP)) == 1
+    assert stack_violations(g.POLICY_NETWORK, [(r.type, r.inputs) for r in run.resources]) == []
+
+
 def tls_cluster() -> dict[str, Any]:
     manifest = guide_cluster()
     env = [
