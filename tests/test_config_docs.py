@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.config import StackConfig
+from components.config import StackConfig, parse_stack_config
 from components.lock import PROJECT_DIR
 from tools import config_docs
 
@@ -68,3 +68,27 @@ def test_secret_fields_require_a_secure_value_in_the_schema() -> None:
     assert set(config["properties"]) == {f"lsdb-k8s:{info.alias}" for info in StackConfig.model_fields.values()}
     # Other namespaces (kubernetes:context, pulumi:...) stay allowed.
     assert config["patternProperties"]
+
+
+def test_the_schema_takes_the_strings_pulumi_config_set_stores_and_only_those() -> None:
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(config_docs.stack_file_schema())
+
+    def accepted(config: dict[str, object]) -> bool:
+        return validator.is_valid({"config": config})
+
+    # `pulumi config set createNamespace false`, a --path value without a type, a section as one JSON string.
+    assert accepted({"lsdb-k8s:createNamespace": "false"})
+    assert accepted({"lsdb-k8s:cluster": {"workers": {"replicas": "3"}}, "lsdb-k8s:verify": {"cone": {"ra": "180.5"}}})
+    assert accepted({"lsdb-k8s:cluster": '{"name": "lsdb"}'})
+    # ... and the program parses each of them.
+    parsed = parse_stack_config(
+        {"createNamespace": "false", "cluster": '{"name": "lsdb", "workers": {"replicas": "3"}}',
+         "image": {"repository": "ghcr.io/a/b"}, "verify": {"catalogPath": "/data/x", "cone": {"ra": "180.5"}}}
+    )  # fmt: skip
+    assert (parsed.create_namespace, parsed.cluster.workers.replicas, parsed.verify.ra) == (False, 3, 180.5)
+    # Strings that are not the value still fail, and so do typed values out of range.
+    assert not accepted({"lsdb-k8s:createNamespace": "maybe"})
+    assert not accepted({"lsdb-k8s:cluster": {"workers": {"replicas": "three"}}})
+    assert not accepted({"lsdb-k8s:cluster": {"workers": {"replicas": -1}}})
