@@ -7,6 +7,9 @@ Destroy never cascades: deleting a CRD deletes every object of its kind in the w
 DaskClusters included), so the CRDs are `retain_on_delete`: `pulumi destroy` (or `operator.install: false`)
 removes them from the state and leaves them in the cluster. The README's lifecycle section says how to delete
 them on purpose.
+
+Destroy also refuses to remove the operator while any DaskCluster or DaskAutoscaler exists in the cluster (their
+finalizers need it): see components/operator_guard.py.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import yaml
 
 from components.constants import LABELS, POD_SECURITY_LABELS
 from components.lock import PROJECT_DIR, locked_version
+from components.operator_guard import OperatorGuard
 
 CHART_NAME = "dask-kubernetes-operator"
 CHART_REPOSITORY = "https://helm.dask.org"
@@ -153,6 +157,7 @@ class DaskOperator(pulumi.ComponentResource):
 
     crd_provider: k8s.Provider
     crds: list[k8s.apiextensions.v1.CustomResourceDefinition]
+    guard: OperatorGuard
     namespace: k8s.core.v1.Namespace
     release: k8s.helm.v3.Release
     version: str
@@ -202,5 +207,12 @@ class DaskOperator(pulumi.ComponentResource):
             atomic=True,
             **chart,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[*self.crds, self.namespace]),
+        )
+        # Depends on the release, so `pulumi destroy` runs its delete (the check) before it removes the release.
+        self.guard = OperatorGuard(
+            f"{name}-guard",
+            namespace,
+            args.kube_context,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.release]),
         )
         self.register_outputs({"namespace": namespace, "version": self.version})

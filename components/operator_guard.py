@@ -1,0 +1,147 @@
+"""OperatorGuard: `pulumi destroy` refuses to remove the operator while any DaskCluster or DaskAutoscaler exists.
+
+The operator's kopf finalizers sit on every DaskCluster and DaskAutoscaler of the cluster: without the operator,
+deleting one (the other stacks' `pulumi destroy`, a namespace deletion) leaves it in Terminating for good.
+
+A guard resource rather than a `before_delete` resource hook: Pulumi runs delete hooks only under
+`pulumi destroy --run-program` (and refuses a plain `pulumi destroy` of a stack holding one), and hooks run in
+the program's process, which the mock engine does not exercise. The guard is a dynamic resource: its provider
+runs in Pulumi's dynamic-provider process with the state's inputs (the kube context), under a plain
+`pulumi destroy`, like the verification's provider.
+
+Order: the guard DEPENDS ON the operator's Helm release, and Pulumi deletes a dependent before what it depends
+on, so the guard's delete runs first; when it raises, the release (and the operator's namespace) stay.
+- first deploy, later changes: nothing (create and update store the inputs; the diff never replaces it, so a
+  change never runs the check);
+- `pulumi destroy`, or a program that stops installing the operator: lists the DaskClusters and DaskAutoscalers
+  of every namespace and refuses while there are any (a stack's own clusters depend on its operator, so they are
+  deleted, and gone, before the guard runs);
+- `pulumi destroy --target <release>` needs `--target-dependents` (the guard depends on it), which runs the
+  guard; `--exclude-protected` deletes the guard (and runs it) unless the guard itself is protected.
+
+kr8s is imported only when a real delete reads the cluster (`Kr8sDaskObjects`); tests pass a reader.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import pulumi
+import pulumi.dynamic
+from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
+
+from components.constants import API_VERSION, APP_NAME_LABEL, LABELS, PART_OF, kubectl
+
+GUARDED_KINDS: tuple[tuple[str, str], ...] = (("DaskCluster", "daskclusters"), ("DaskAutoscaler", "daskautoscalers"))
+API_GROUP = API_VERSION.split("/")[0]  # kubernetes.dask.org
+PART_OF_LABEL = next(iter(LABELS))  # app.kubernetes.io/part-of
+
+
+class DaskObjects(Protocol):
+    """What the guard reads: every object of a kind (plural, e.g. `daskclusters`) in all namespaces, as dicts."""
+
+    def list(self, plural: str) -> list[Mapping[str, Any]]: ...
+
+
+class Kr8sDaskObjects:
+    """`DaskObjects` over kr8s with the stack's kube context (the access the Helm release's provider has)."""
+
+    def __init__(self, kube_context: str | None = None) -> None:
+        self.kube_context = kube_context
+
+    def list(self, plural: str) -> list[Mapping[str, Any]]:
+        import kr8s
+
+        api = kr8s.api(context=self.kube_context) if self.kube_context else kr8s.api()
+        kind = f"{plural}.{API_GROUP}"
+        try:
+            api.lookup_kind(kind)
+        except ValueError:  # the CRD is not installed: no object of the kind can exist
+            return []
+        return [dict(obj) for obj in api.get(kind, namespace=kr8s.ALL, raw=True)]
+
+
+def describe_object(kind: str, obj: Mapping[str, Any]) -> str:
+    """`<namespace>/<name> (<kind>)`, plus which lsdb-k8s cluster it belongs to when its labels say."""
+    metadata = obj.get("metadata") or {}
+    labels = metadata.get("labels") or {}
+    text = f"{metadata.get('namespace')}/{metadata.get('name')} ({kind})"
+    if labels.get(PART_OF_LABEL) == PART_OF:
+        cluster = f" {labels[APP_NAME_LABEL]}" if labels.get(APP_NAME_LABEL) else ""
+        text += (
+            f": lsdb-k8s cluster{cluster}; destroy the lsdb-k8s stack whose `namespace` output is"
+            f" {metadata.get('namespace')} first"
+        )
+    return text
+
+
+def blocking_objects(reader: DaskObjects) -> list[str]:
+    """Every DaskCluster and DaskAutoscaler in the cluster, described."""
+    return [describe_object(kind, obj) for kind, plural in GUARDED_KINDS for obj in reader.list(plural)]
+
+
+def refusal(objects: Sequence[str], kube_context: str | None) -> str:
+    k = kubectl(kube_context)
+    return (
+        f"refusing to remove the Dask operator: {len(objects)} object(s) it finalizes still exist, and without the"
+        " operator their deletion would hang in Terminating for good:\n"
+        + "\n".join(f"  - {o}" for o in objects)
+        + f"\nDestroy the stacks that own them first (or delete them: `{k} delete daskclusters,daskautoscalers"
+        " --all -n <namespace>`), then run this destroy again."
+    )
+
+
+class OperatorGuardProvider(ResourceProvider):
+    """Stores its inputs; its delete refuses while DaskClusters or DaskAutoscalers exist (see the module doc).
+
+    `reader` replaces the kr8s reader (tests); the program's provider has none, so it pickles by reference to this
+    class plus `{"reader": None}`."""
+
+    def __init__(self, reader: DaskObjects | None = None) -> None:
+        self.reader = reader
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        return CreateResult("dask-operator-guard", _inputs(props))
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        """Never a replacement: replacing would delete the old guard, which runs the check on a mere change."""
+        return DiffResult(changes=_inputs(olds) != _inputs(news), replaces=[], delete_before_replace=False)
+
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        return UpdateResult(_inputs(news))
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        kube_context = props.get("kubeContext") or None
+        reader = self.reader or Kr8sDaskObjects(kube_context)
+        try:
+            objects = blocking_objects(reader)
+        except Exception as exc:
+            where = f"kube context {kube_context}" if kube_context else "the current kube context"
+            raise RuntimeError(
+                f"refusing to remove the Dask operator: could not list the DaskClusters and DaskAutoscalers through"
+                f" {where} ({type(exc).__name__}: {exc}). Fix the access (the deployer needs list on"
+                f" daskclusters and daskautoscalers.{API_GROUP} in all namespaces), or, if the Kubernetes cluster"
+                " itself is gone, remove the guard from the state: `pulumi state delete <its URN>`"
+                " (`pulumi stack --show-urns` lists it)."
+            ) from exc
+        if objects:
+            raise RuntimeError(refusal(objects, kube_context))
+
+
+def _inputs(props: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in props.items() if k != "__provider"}
+
+
+class OperatorGuard(pulumi.dynamic.Resource, module="lsdb", name="OperatorGuard"):
+    """Type `pulumi-python:dynamic/lsdb:OperatorGuard`. Register it with `depends_on=[<the operator's release>]`."""
+
+    def __init__(
+        self,
+        name: str,
+        operator_namespace: pulumi.Input[str],
+        kube_context: str | None,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        props = {"operatorNamespace": operator_namespace, "kubeContext": kube_context}
+        super().__init__(OperatorGuardProvider(), name, props, opts)

@@ -1,0 +1,120 @@
+"""The operator guard: `pulumi destroy` of the stack that installs the operator refuses while DaskClusters or
+DaskAutoscalers exist (issue 20, defect 8). The provider runs against a fake reader; the program under mocks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+import yaml
+
+from components.lock import PROJECT_DIR
+from components.operator_guard import OperatorGuardProvider
+from tests.program_helpers import run_stack
+
+GUARD = "pulumi-python:dynamic/lsdb:OperatorGuard"
+RELEASE = "kubernetes:helm.sh/v3:Release"
+OPERATOR = "lsdb-k8s:operator:DaskOperator"
+
+
+class FakeObjects:
+    """`DaskObjects` holding objects by plural; records what was listed."""
+
+    def __init__(self, objects: Mapping[str, list[dict[str, Any]]] | None = None) -> None:
+        self.objects = objects or {}
+        self.listed: list[str] = []
+
+    def list(self, plural: str) -> list[Mapping[str, Any]]:
+        self.listed.append(plural)
+        return list(self.objects.get(plural, []))
+
+
+class Unreachable:
+    def list(self, plural: str) -> list[Mapping[str, Any]]:
+        raise ConnectionError("connection refused")
+
+
+def obj(namespace: str, name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    return {"metadata": {"namespace": namespace, "name": name, "labels": labels or {}}}
+
+
+def test_delete_passes_when_no_dask_object_exists() -> None:
+    reader = FakeObjects()
+    OperatorGuardProvider(reader).delete("dask-operator-guard", {"kubeContext": "shared-cluster"})
+    assert reader.listed == ["daskclusters", "daskautoscalers"]
+
+
+def test_delete_refuses_listing_every_cluster_and_autoscaler() -> None:
+    lsdb = {"app.kubernetes.io/part-of": "lsdb-k8s", "app.kubernetes.io/name": "lsdb-prod"}
+    reader = FakeObjects(
+        {
+            "daskclusters": [obj("lsdb-prod", "lsdb-prod-1a2b3c4d", lsdb)],
+            "daskautoscalers": [obj("team-x", "their-scaler")],
+        }
+    )
+    with pytest.raises(RuntimeError) as err:
+        OperatorGuardProvider(reader).delete("dask-operator-guard", {"kubeContext": "shared-cluster"})
+    message = str(err.value)
+    assert "refusing to remove the Dask operator: 2 object(s)" in message
+    assert "lsdb-prod/lsdb-prod-1a2b3c4d (DaskCluster): lsdb-k8s cluster lsdb-prod" in message
+    assert "whose `namespace` output is lsdb-prod" in message  # the stack to destroy first
+    assert "team-x/their-scaler (DaskAutoscaler)" in message
+    assert "team-x/their-scaler (DaskAutoscaler):" not in message  # not ours: no lsdb-k8s stack named
+    assert "kubectl --context shared-cluster delete daskclusters,daskautoscalers" in message
+
+
+def test_delete_refuses_when_the_cluster_cannot_be_read() -> None:
+    with pytest.raises(RuntimeError, match=r"could not list .* through kube context shared-cluster .*ConnectionError"):
+        OperatorGuardProvider(Unreachable()).delete("dask-operator-guard", {"kubeContext": "shared-cluster"})
+
+
+def test_deploys_and_changes_never_run_the_check_nor_replace() -> None:
+    provider = OperatorGuardProvider(Unreachable())  # any read would raise
+    created = provider.create({"__provider": "x", "operatorNamespace": "dask-operator", "kubeContext": None})
+    assert created.outs == {"operatorNamespace": "dask-operator", "kubeContext": None}
+    olds = {"__provider": "x", **created.outs}
+    assert not provider.diff(created.id, olds, {**olds, "__provider": "y"}).changes
+    moved = provider.diff(created.id, olds, {**olds, "kubeContext": "other"})
+    assert moved.changes and moved.replaces == [] and not moved.delete_before_replace
+    assert provider.update(created.id, olds, {**olds, "kubeContext": "other"}).outs["kubeContext"] == "other"
+
+
+@pytest.mark.parametrize("stack", ["platform", "dev"])
+def test_a_stack_installing_the_operator_registers_the_guard_depending_on_its_release(stack: str) -> None:
+    run = run_stack(stack)
+    guard, release, operator = run.one(GUARD), run.one(RELEASE), run.one(OPERATOR)
+    # Pulumi deletes a dependent before what it depends on: the guard's delete runs before the release's.
+    assert release.urn in guard.dependencies
+    assert guard.urn not in release.dependencies
+    assert guard.parent == operator.urn
+    assert guard.inputs["kubeContext"] == {"platform": "shared-cluster", "dev": "kind-lsdb-dev"}[stack]
+    assert guard.inputs["operatorNamespace"] == "dask-operator"
+
+
+def test_the_stack_own_cluster_is_deleted_before_the_guard_runs() -> None:
+    run = run_stack("dev")
+    guard = run.one(GUARD)
+    cluster = run.one("kubernetes:kubernetes.dask.org/v1:DaskCluster")
+    assert guard.urn in cluster.dependencies  # so a dev stack's own cluster never blocks its own destroy
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_a_stack_taking_the_operator_from_the_platform_stack_has_no_guard(stack: str) -> None:
+    assert run_stack(stack).of_type(GUARD) == []
+
+
+def test_the_deployer_may_list_dask_objects_in_every_namespace() -> None:
+    """The guard lists cluster-wide: the deployer's ClusterRole bound by a ClusterRoleBinding grants it."""
+    docs = [d for d in yaml.safe_load_all((PROJECT_DIR / "deploy" / "rbac" / "deployer.yaml").read_text()) if d]
+    cluster_wide = {d["roleRef"]["name"] for d in docs if d["kind"] == "ClusterRoleBinding"}
+    for plural in ("daskclusters", "daskautoscalers"):
+        granted = {
+            verb
+            for d in docs
+            if d["kind"] == "ClusterRole" and d["metadata"]["name"] in cluster_wide
+            for rule in d["rules"]
+            if "kubernetes.dask.org" in rule["apiGroups"] and plural in rule["resources"]
+            for verb in rule["verbs"]
+        }
+        assert "list" in granted, plural
