@@ -25,7 +25,14 @@ from components.cluster import (
     cluster_live_name,
 )
 from components.config import StackConfig, read_stack_config, secret_config
-from components.constants import LABELS, POD_SECURITY_LABELS, candidate_service_name, stable_service_name
+from components.constants import (
+    DASHBOARD_PORT,
+    LABELS,
+    POD_SECURITY_LABELS,
+    SCHEDULER_PORT,
+    candidate_service_name,
+    stable_service_name,
+)
 from components.dask_operator import DaskOperator, DaskOperatorArgs, operator_from_stack, operator_version
 from components.image import LsdbImage, LsdbImageArgs
 from components.monitoring import LsdbMonitoring, MonitoringArgs, chart_monitoring_values
@@ -125,6 +132,7 @@ def program(config: StackConfig) -> dict[str, Any]:
         opts(endpoint, cluster, verification),
     )
     exports |= {key: endpoint.endpoints[key] for key in ENDPOINT_KEYS}
+    exports |= forward_commands(namespace, stable_service_name(config.cluster.name), config.kube_context)
     if security.client_tls is not None:
         exports["clientTls"] = security.client_tls  # a Pulumi secret: `pulumi stack output --show-secrets clientTls`
 
@@ -142,6 +150,18 @@ def program(config: StackConfig) -> dict[str, Any]:
             opts(cluster, verification),
         )
     return exports
+
+
+def forward_commands(namespace: str, service: str, kube_context: str | None) -> dict[str, str]:
+    """`portForwardScheduler` and `portForwardDashboard`: tools/forward.py, which resolves the stable Service to its
+    scheduler pod for every new connection, so it follows the upgrades' selector switch. (`kubectl port-forward
+    svc/...` binds one pod when it starts and exits when that pod goes: every upgrade.) Run from the project."""
+    context = f" --context {kube_context}" if kube_context else ""
+    command = f".venv/bin/python -m tools.forward{context} --namespace {namespace} --service {service}"
+    return {
+        "portForwardScheduler": f"{command} {SCHEDULER_PORT}:{SCHEDULER_PORT}",
+        "portForwardDashboard": f"{command} {DASHBOARD_PORT}:{DASHBOARD_PORT}",
+    }
 
 
 def _operator(

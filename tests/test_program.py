@@ -45,8 +45,10 @@ def test_stack_exports_derive_from_the_real_cluster_name(stack: str) -> None:
     scheme = "tcp" if stack == "dev" else "tls"  # TLS is on by default; Pulumi.dev.yaml turns it off
     assert out["schedulerAddress"] == f"{scheme}://{name}-scheduler.{ns}.svc.cluster.local:8786"
     assert out["dashboardUrl"] == f"http://{name}-scheduler.{ns}.svc.cluster.local:8787/status"
-    assert out["portForwardScheduler"].endswith(f"port-forward -n {ns} svc/{name}-scheduler 8786:8786")
-    assert out["portForwardDashboard"].endswith(f"svc/{name}-scheduler 8787:8787")
+    # The forwarder that follows the stable Service across upgrades (tools/forward.py), one port each.
+    assert out["portForwardScheduler"].startswith(".venv/bin/python -m tools.forward --context ")
+    assert out["portForwardScheduler"].endswith(f" --namespace {ns} --service {name}-scheduler 8786:8786")
+    assert out["portForwardDashboard"].endswith(f"--service {name}-scheduler 8787:8787")
     assert out["localSchedulerAddress"] == f"{scheme}://localhost:8786"
     assert out["kubectlWorkerPods"].endswith(f"-l dask.org/cluster-name={live},dask.org/component=worker")
     assert "@sha256:" in out["imageRef"]
@@ -61,7 +63,7 @@ def test_dev_stack_targets_its_kube_context() -> None:
     for r in run.resources:
         if r.type.startswith("kubernetes:") and r.custom:
             assert any(r.provider.startswith(p.urn + "::") for p in providers), f"{r.name} misses the kube context"
-    assert run.outputs["portForwardScheduler"].startswith("kubectl --context kind-lsdb-dev ")
+    assert " --context kind-lsdb-dev " in run.outputs["portForwardScheduler"]
 
 
 def test_operator_release_is_pinned_to_the_lock_and_skips_crds(default_run) -> None:

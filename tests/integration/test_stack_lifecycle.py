@@ -184,10 +184,8 @@ def test_up_exports_outputs_and_a_passing_verification(deployment: Deployment) -
     assert re.fullmatch(rf"{re.escape(name)}-[0-9a-f]{{8}}", live)
     assert outputs["schedulerAddress"] == f"tcp://{name}-scheduler.{ns}.svc.cluster.local:8786"
     assert outputs["localSchedulerAddress"] == "tcp://localhost:8786"
-    assert (
-        outputs["portForwardScheduler"]
-        == f"kubectl --context {CONTEXT} port-forward -n {ns} svc/{name}-scheduler 8786:8786"
-    )
+    forward = f".venv/bin/python -m tools.forward --context {CONTEXT} --namespace {ns} --service {name}-scheduler"
+    assert outputs["portForwardScheduler"] == f"{forward} 8786:8786"
     assert f"-n {ns}" in outputs["kubectlWorkerPods"]
     repository = deployment.dev_config[f"{PROJECT}:image"]["repository"]
     assert re.fullmatch(rf"{re.escape(repository)}@sha256:[0-9a-f]{{64}}", outputs["imageRef"])
