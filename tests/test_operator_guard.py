@@ -92,11 +92,13 @@ def test_a_stack_installing_the_operator_registers_the_guard_depending_on_its_re
     assert guard.inputs["operatorNamespace"] == "dask-operator"
 
 
-def test_the_stack_own_cluster_is_deleted_before_the_guard_runs() -> None:
+def test_the_stack_own_dask_objects_are_deleted_before_the_guard_runs() -> None:
     run = run_stack("dev")
     guard = run.one(GUARD)
-    cluster = run.one("kubernetes:kubernetes.dask.org/v1:DaskCluster")
-    assert guard.urn in cluster.dependencies  # so a dev stack's own cluster never blocks its own destroy
+    dask = [r for r in run.resources if r.type.startswith("kubernetes:kubernetes.dask.org/")]
+    assert {r.type.rsplit(":", 1)[1] for r in dask} >= {"DaskCluster", "DaskAutoscaler"}
+    for r in dask:  # so a stack's own cluster never blocks its own destroy
+        assert guard.urn in r.dependencies, r.name
 
 
 @pytest.mark.parametrize("stack", ["staging", "prod"])
