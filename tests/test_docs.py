@@ -184,24 +184,26 @@ def make_targets() -> set[str]:
 
 
 def missing_commands(text: str) -> list[str]:
-    """`make` targets, `python -m` modules and repository paths in shell blocks that do not exist."""
+    """`make` targets, `python -m` modules and repository paths in shell blocks (and inline commands) that do not
+    exist."""
     targets = make_targets()
     missing = []
-    for block in _shell_blocks(text):
-        for line in block.splitlines():
-            command = line.split(" # ", 1)[0]
-            if command.lstrip().startswith("#"):
-                continue
-            missing += [f"make {t}" for t in re.findall(r"(?<![\w-])make ([a-z][\w-]*)", command) if t not in targets]
-            for module in re.findall(r"python3? -m ([\w.]+)", command):
-                local = PROJECT_DIR / module.replace(".", "/")
-                if (PROJECT_DIR / module.split(".")[0]).is_dir():  # this repository's: the file must exist
-                    found = local.with_suffix(".py").is_file() or (local / "__main__.py").is_file()
-                else:  # an installed tool (pip, pytest)
-                    found = importlib.util.find_spec(module) is not None
-                if not found:
-                    missing.append(f"python -m {module}")
-            missing += [p for p in REPO_PATH.findall(command) if not (PROJECT_DIR / p).exists()]
+    lines = [line for block in _shell_blocks(text) for line in block.splitlines()]
+    lines += [span for span in _code_spans(text) if re.match(r"(make|(\S*/)?python3? -m) ", span)]
+    for line in lines:
+        command = line.split(" # ", 1)[0]
+        if command.lstrip().startswith("#"):
+            continue
+        missing += [f"make {t}" for t in re.findall(r"(?<![\w-])make ([a-z][\w-]*)", command) if t not in targets]
+        for module in re.findall(r"python3? -m (\w+(?:\.\w+)*)(?![.\w])", command):
+            local = PROJECT_DIR / module.replace(".", "/")
+            if (PROJECT_DIR / module.split(".")[0]).is_dir():  # this repository's: the file must exist
+                found = local.with_suffix(".py").is_file() or (local / "__main__.py").is_file()
+            else:  # an installed tool (pip, pytest)
+                found = importlib.util.find_spec(module) is not None
+            if not found:
+                missing.append(f"python -m {module}")
+        missing += [p for p in REPO_PATH.findall(command) if not (PROJECT_DIR / p).exists()]
     return missing
 
 
