@@ -37,6 +37,7 @@ DEV_BACKEND_URL="${DEV_BACKEND_URL:-${DEFAULT_BACKEND_URL}}"
 DEV_PASSPHRASE="lsdb-dev-local-only"
 VENV_PYTHON="${ROOT}/.venv/bin/python"
 KIND_VERSION="v0.27.0"
+MIN_KUBERNETES_MINOR=25
 
 # --- output ---------------------------------------------------------------------------------------
 
@@ -126,12 +127,56 @@ context_reachable() {
     kubectl --context "$KUBE_CONTEXT" --request-timeout=5s get --raw=/readyz >/dev/null 2>&1
 }
 
+# The program is written for the Pulumi 3.x CLI.
+check_pulumi_version() {
+    local version
+    version="$(pulumi version 2>/dev/null || true)"
+    if [[ "$version" =~ ^v?3\. ]]; then
+        ok "pulumi ${version} ($(command -v pulumi))"
+    else
+        problem "pulumi ${version:-(no version)} is not Pulumi 3.x: install 3.x with \`curl -fsSL https://get.pulumi.com | sh\`"
+    fi
+}
+
+# Kubernetes v1.${MIN_KUBERNETES_MINOR}+: the cluster's own version when the context answers, else the node
+# image kind will use (KIND_NODE_IMAGE, or kind's default, v1.25+ from kind v0.17.0 on).
+check_kubernetes_version() {
+    local minor="" where version git='"gitVersion":[[:space:]]*"v1[.]([0-9]+)'
+    if have kubectl && context_reachable; then
+        where="kube context ${KUBE_CONTEXT}"
+        version="$(kubectl --context "$KUBE_CONTEXT" --request-timeout=5s get --raw=/version 2>/dev/null || true)"
+        [[ "$version" =~ $git ]] && minor="${BASH_REMATCH[1]}"
+    elif [[ -n "${KIND_NODE_IMAGE:-}" ]]; then
+        where="KIND_NODE_IMAGE ${KIND_NODE_IMAGE}"
+        [[ "$KIND_NODE_IMAGE" =~ :v1[.]([0-9]+) ]] && minor="${BASH_REMATCH[1]}"
+    elif have kind; then
+        version="$(kind version 2>/dev/null || true)"
+        if [[ "$version" =~ ^kind\ v0[.]([0-9]+)[.] ]] && ((BASH_REMATCH[1] < 17)); then
+            local how
+            how="$(fix_kind "")"
+            problem "${version%% go*} creates clusters older than Kubernetes v1.${MIN_KUBERNETES_MINOR} by default: ${how#kind not found: }"
+        else
+            ok "kind creates Kubernetes v1.${MIN_KUBERNETES_MINOR}+ by default (${version%% go*})"
+        fi
+        return 0
+    else
+        return 0 # kind and the context are missing: reported above
+    fi
+    if [[ -z "$minor" ]]; then
+        ok "Kubernetes version of ${where} not readable: not checked"
+    elif ((minor < MIN_KUBERNETES_MINOR)); then
+        problem "${where} is Kubernetes v1.${minor}; the program needs v1.${MIN_KUBERNETES_MINOR} or later: \`make down\`, then \`make up\` with kind's default node image (or KIND_NODE_IMAGE=kindest/node:v1.${MIN_KUBERNETES_MINOR}.0 or later)"
+    else
+        ok "Kubernetes v1.${minor} (${where})"
+    fi
+}
+
 # One line per prerequisite; exits 2 listing every missing one. $1: up (everything) or cluster (no Pulumi).
 check_prereqs() {
     local mode="${1:-up}"
     say "checking prerequisites for \`make up\` (stack ${STACK}, kind cluster ${KIND_CLUSTER}, context ${KUBE_CONTEXT})"
     if [[ "$mode" == up ]]; then
-        if have pulumi; then ok "pulumi ($(command -v pulumi))"; else problem "$(fix_pulumi)"; fi
+        if have pulumi; then check_pulumi_version; else problem "$(fix_pulumi)"; fi
     fi
 
     if have docker; then
@@ -156,6 +201,8 @@ check_prereqs() {
     else
         problem "$(fix_kind "") so \`make up\` can create the ${KIND_CLUSTER} cluster"
     fi
+
+    check_kubernetes_version
 
     # The locks are resolved for one Python minor (pyproject.toml's requires-python, the image's pythonVersion):
     # another minor would build the cluster and then fail the client check at `pulumi up`.

@@ -1,4 +1,4 @@
-"""Docs and schema come from the model: the README tables and schema/pulumi-stack.schema.json cannot drift."""
+"""Docs and schema come from the model: docs/configuration.md's tables and the JSON Schema cannot drift."""
 
 from __future__ import annotations
 
@@ -18,14 +18,14 @@ STACK_FILES = sorted(PROJECT_DIR.glob("Pulumi.*.yaml"))
 CHECK_JSONSCHEMA = shutil.which("check-jsonschema", path=str(Path(sys.executable).parent))
 
 
-def test_readme_and_schema_match_the_model() -> None:
+def test_reference_and_schema_match_the_model() -> None:
     # The same check `python -m tools.config_docs --check` runs; it fails the suite when someone edits a key
-    # in components/config.py without regenerating, or edits the generated README section by hand.
+    # in components/config.py without regenerating, or edits the generated section by hand.
     assert config_docs.main(["--check"]) == 0, "run `python -m tools.config_docs --write`"
 
 
-def test_every_key_has_a_description_and_appears_in_the_readme() -> None:
-    readme = (PROJECT_DIR / "README.md").read_text()
+def test_every_key_has_a_description_and_appears_in_the_reference() -> None:
+    readme = config_docs.REFERENCE_DOC.read_text()
     keys = list(config_docs.iter_fields())
     assert len(keys) > 40
     for key, info, model in keys:

@@ -227,20 +227,56 @@ def test_the_python_minor_the_check_wants_is_the_images() -> None:
 
 def test_check_passes_when_every_tool_is_there(box: Sandbox) -> None:
     """pulumi, docker, kubectl and kind stand in as executables that succeed; the script's checks run for real."""
-    for tool in ("pulumi", "docker", "kubectl", "kind"):
+    for tool in ("docker", "kubectl"):
         box.stub(tool, "exit 0")
+    box.stub("pulumi", "echo v3.140.0")
+    box.stub("kind", "echo kind v0.27.0 go1.23.6 linux/amd64")
     box.grant_python()
     result = box.dev("check")
     assert result.returncode == 0, result.stderr
     assert "all prerequisites found" in result.stdout
+    assert "ok       pulumi v3.140.0" in result.stdout
     assert result.stderr == ""
     box.assert_untouched()
 
 
+def test_pulumi_other_than_3_x_is_reported(box: Sandbox) -> None:
+    box.stub("pulumi", "echo v2.25.2")
+    box.grant_python()
+    lines = missing_lines(box.dev("check").stderr)
+    assert lines[0] == "pulumi v2.25.2 is not Pulumi 3.x: install 3.x with `curl -fsSL https://get.pulumi.com | sh`"
+    box.assert_untouched()
+
+
+def test_kind_node_image_older_than_1_25_is_reported(box: Sandbox) -> None:
+    box.stub("kind", "echo kind v0.27.0 go1.23.6 linux/amd64")
+    box.grant_python()
+    result = box.dev("check", extra_env={"KIND_NODE_IMAGE": "kindest/node:v1.24.7"})
+    assert (
+        "KIND_NODE_IMAGE kindest/node:v1.24.7 is Kubernetes v1.24; the program needs v1.25 or later: `make down`, "
+        "then `make up` with kind's default node image (or KIND_NODE_IMAGE=kindest/node:v1.25.0 or later)"
+    ) in missing_lines(result.stderr)
+    ok = box.dev("check", extra_env={"KIND_NODE_IMAGE": "kindest/node:v1.32.2"})
+    assert "ok       Kubernetes v1.32 (KIND_NODE_IMAGE kindest/node:v1.32.2)" in ok.stdout
+
+
+def test_kind_whose_default_node_is_older_than_1_25_is_reported(box: Sandbox) -> None:
+    box.stub("kind", "echo kind v0.16.0 go1.19.1 linux/amd64")
+    box.grant_python()
+    lines = missing_lines(box.dev("check").stderr)
+    assert any(
+        line.startswith("kind v0.16.0 creates clusters older than Kubernetes v1.25 by default") for line in lines
+    )
+
+
 class _ReadyzHandler(http.server.BaseHTTPRequestHandler):
+    minor = "32"  # the Kubernetes version /version reports, v1.<minor>
+
     def do_GET(self) -> None:
-        body = b"ok" if self.path.startswith("/readyz") else b"not found"
-        self.send_response(200 if self.path.startswith("/readyz") else 404)
+        version = f'{{\n  "major": "1",\n  "minor": "{self.minor}",\n  "gitVersion": "v1.{self.minor}.2"\n}}'
+        answers = {"/readyz": b"ok", "/version": version.encode()}
+        body = answers.get(self.path.split("?")[0], b"not found")
+        self.send_response(200 if self.path.split("?")[0] in answers else 404)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -251,9 +287,10 @@ class _ReadyzHandler(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def api_server() -> Iterator[str]:
-    """A loopback HTTP endpoint answering /readyz, the only API call the kube-context check makes."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ReadyzHandler)
+def api_server(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A loopback HTTP endpoint answering /readyz and /version, the API calls the kube-context checks make."""
+    handler = type("Handler", (_ReadyzHandler,), {"minor": getattr(request, "param", "32")})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
@@ -273,7 +310,7 @@ def test_without_kind_a_reachable_kind_lsdb_dev_context_is_enough(
     }
     (tmp_path / "kubeconfig").write_text(yaml.safe_dump(kubeconfig))
     box.link("kubectl", KUBECTL)
-    box.stub("pulumi", "exit 0")
+    box.stub("pulumi", "echo v3.140.0")
     box.stub("docker", "exit 0")
     box.grant_python()
     result = box.dev("check")
@@ -281,6 +318,27 @@ def test_without_kind_a_reachable_kind_lsdb_dev_context_is_enough(
     assert "ok       kube context kind-lsdb-dev reachable (kind not installed: using that cluster as it is)" in (
         result.stdout
     )
+    assert "ok       Kubernetes v1.32 (kube context kind-lsdb-dev)" in result.stdout
+
+
+@pytest.mark.skipif(KUBECTL is None, reason="this test runs the real client")
+@pytest.mark.parametrize("api_server", ["24"], indirect=True)
+def test_a_reachable_context_older_than_1_25_is_reported(box: Sandbox, tmp_path: Path, api_server: str) -> None:
+    kubeconfig = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "kind-lsdb-dev", "cluster": {"server": api_server}}],
+        "users": [{"name": "kind-lsdb-dev", "user": {}}],
+        "contexts": [{"name": "kind-lsdb-dev", "context": {"cluster": "kind-lsdb-dev", "user": "kind-lsdb-dev"}}],
+    }
+    (tmp_path / "kubeconfig").write_text(yaml.safe_dump(kubeconfig))
+    box.link("kubectl", KUBECTL)
+    box.grant_python()
+    lines = missing_lines(box.dev("check").stderr)
+    assert any(
+        line.startswith("kube context kind-lsdb-dev is Kubernetes v1.24; the program needs v1.25") for line in lines
+    )
+    box.assert_untouched()
 
 
 def test_cluster_subcommand_does_not_need_pulumi(box: Sandbox) -> None:

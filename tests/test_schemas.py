@@ -190,31 +190,53 @@ def test_schema_checks_can_fail() -> None:
         kubernetes_validate.validate(pvc, VERSIONS[-1], strict=True)
 
 
-DEPLOYER_RBAC = PROJECT_DIR / "deploy" / "rbac" / "deployer.yaml"
+RBAC_DIR = PROJECT_DIR / "deploy" / "rbac"
+RBAC_FILES = ("deployer.yaml", "previewer.yaml", "namespace-bindings.yaml")
+
+
+def rbac_docs() -> list[dict[str, Any]]:
+    return [d for name in RBAC_FILES for d in yaml.safe_load_all((RBAC_DIR / name).read_text()) if d]
+
+
+def role_rules(prefix: str) -> dict[str, list[dict[str, Any]]]:
+    return {d["metadata"]["name"]: d["rules"] for d in rbac_docs() if d["kind"] == "ClusterRole" and
+            d["metadata"]["name"].startswith(prefix)}  # fmt: skip
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_deployer_rbac_manifest_is_valid(version: str) -> None:
-    docs = [d for d in yaml.safe_load_all(DEPLOYER_RBAC.read_text()) if d]
+def test_rbac_manifests_are_valid(version: str) -> None:
+    docs = rbac_docs()
     for obj in docs:
         kubernetes_validate.validate(obj, version, strict=True)
     roles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ClusterRole"}
     bound = {d["roleRef"]["name"] for d in docs if d["kind"] in ("RoleBinding", "ClusterRoleBinding")}
     assert bound == set(roles), "every role is bound"
+    # A RoleBinding needs its namespace to exist, and the program creates the namespaces: the files applied
+    # once per cluster hold none, so `kubectl apply` of them never fails on a missing namespace.
+    for name in ("deployer.yaml", "previewer.yaml"):
+        kinds = {d["kind"] for d in yaml.safe_load_all((RBAC_DIR / name).read_text()) if d}
+        assert "RoleBinding" not in kinds, name
 
     def verbs(role: str, resource: str) -> set[str]:
         return {v for r in roles[role]["rules"] if resource in r["resources"] for v in r["verbs"]}
 
-    # What the README's permission table says the verification needs, in the cluster namespace.
+    # What the permission table says the verification needs, in the cluster namespace.
     ns = "lsdb-k8s-deployer-namespace"
     assert {"get", "list"} <= verbs(ns, "services") and {"get", "list"} <= verbs(ns, "pods")
     assert verbs(ns, "pods/log") == {"get"} and verbs(ns, "pods/portforward") == {"get", "create"}
     assert "delete" in verbs(ns, "daskclusters") and "delete" in verbs(ns, "daskautoscalers")
     assert "create" in verbs("lsdb-k8s-deployer-cluster", "customresourcedefinitions")
+    # The previewer writes nothing for real: a preview's writes are dry runs, so no verb beyond the dry run's.
+    for name, rules in role_rules("lsdb-k8s-previewer-").items():
+        for rule in rules:
+            assert set(rule["verbs"]) <= PREVIEWER_VERBS, (name, rule)
+            assert not {"pods/log", "pods/portforward"} & set(rule["resources"]), (name, rule)
 
 
 CLUSTER_SCOPED = {"Namespace", "PersistentVolume", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
 DEPLOYER_VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
+# Refresh reads; a server-side dry-run apply is a patch, and a create when the object does not exist yet.
+PREVIEWER_VERBS = {"get", "list", "watch", "create", "patch"}
 
 
 def _plural(kind: str) -> str:
@@ -222,22 +244,25 @@ def _plural(kind: str) -> str:
     return lower[:-1] + "ies" if lower.endswith("y") else lower + "s"
 
 
-def test_the_deployer_rbac_grants_every_object_the_program_registers(objects: list[dict[str, Any]]) -> None:
+@pytest.mark.parametrize(("who", "needed"), [("deployer", DEPLOYER_VERBS), ("previewer", PREVIEWER_VERBS)])
+def test_the_rbac_grants_every_object_the_program_registers(
+    objects: list[dict[str, Any]], who: str, needed: set[str]
+) -> None:
     """Each object of each variant (the committed stacks, monitoring, worker groups, identities, registries) is
-    granted to the deployer in the role that covers where it lives: cluster-scoped, the operator's namespace, or
-    the namespace the stack deploys into (bind that role in `monitoring.dashboardNamespace` too, if set)."""
-    docs = [d for d in yaml.safe_load_all(DEPLOYER_RBAC.read_text()) if d]
-    roles = {d["metadata"]["name"]: d["rules"] for d in docs if d["kind"] == "ClusterRole"}
+    granted to the deployer (up, destroy) and the previewer (preview, drift) in the role that covers where it
+    lives: cluster-scoped, the operator's namespace, or the namespace the stack deploys into (bind that role in
+    `monitoring.dashboardNamespace` too, if set)."""
+    roles = role_rules(f"lsdb-k8s-{who}-")
     missing = set()
     for obj in objects:
         group = obj["apiVersion"].rpartition("/")[0]
         namespace = obj["metadata"].get("namespace")
         role = (
-            "lsdb-k8s-deployer-cluster"
+            f"lsdb-k8s-{who}-cluster"
             if obj["kind"] in CLUSTER_SCOPED
-            else "lsdb-k8s-deployer-operator"
+            else f"lsdb-k8s-{who}-operator"
             if namespace == "dask-operator"
-            else "lsdb-k8s-deployer-namespace"
+            else f"lsdb-k8s-{who}-namespace"
         )
         granted = {
             verb
@@ -245,6 +270,6 @@ def test_the_deployer_rbac_grants_every_object_the_program_registers(objects: li
             if group in rule["apiGroups"] and _plural(obj["kind"]) in rule["resources"]
             for verb in rule["verbs"]
         }
-        if not granted >= DEPLOYER_VERBS:
+        if not granted >= needed:
             missing.add((role, group, _plural(obj["kind"])))
     assert sorted(missing) == []
