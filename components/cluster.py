@@ -9,7 +9,8 @@ builds the scheduler, its Service and the worker group once, at create). So the 
 logical name carries `<h>` too), verified through its own `<cluster.name>-<h>-scheduler` Service before the stable
 Service is pointed at it; the old one is deleted at the end of a successful `pulumi up` only. `replicas`,
 `idleTimeout` and the autoscaler's range are reconciled by the operator and stay out of `<h>`: they update the
-live cluster in place.
+live cluster in place. The extra worker groups' `replicas` are in `<h>`: only the default group is ever scaled in
+place, and the scheduler offers only its workers to retire (components/scheduler_downscale.py, issue 20).
 
 The manifests are pure functions in the style of dask-kubernetes' `make_cluster_spec`.
 """
@@ -20,11 +21,13 @@ import copy
 import hashlib
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components import scheduler_downscale
 from components.config import ClusterConfig, WorkerPodConfig
 from components.constants import (
     API_VERSION,
@@ -45,6 +48,7 @@ from components.constants import (
     WORKER_PORT,
     WORKER_PORT_NAME,
     candidate_service_name,
+    default_worker_group_name,
     kubectl,
     live_cluster_name,
     pod_selector,
@@ -75,6 +79,28 @@ SCHEDULER_HTTP_ROUTES = [
     "distributed.http.statics",
     "distributed.http.scheduler.api",
 ]
+
+
+def scheduler_downscale_env(live_name: str) -> list[dict[str, str]]:
+    """The scheduler's preload that offers only the default group's workers `<live>-default-worker-<uuid>` to retire.
+
+    Every scale-down of a worker group makes the pinned operator ask the scheduler which workers to retire (`POST
+    /api/v1/retire_workers {"n": n}`, else the `workers_to_close` RPC, else LIFO within the group); the scheduler
+    answers cluster-wide and the operator deletes the Deployments named after the answer (dask/dask-kubernetes#914),
+    whatever their group. Only the default group is ever scaled in place (autoscaler, `cluster.workers.replicas`;
+    the extra groups' `replicas` are in `<h>`), so the candidates are its workers, named by the operator's
+    `build_worker_deployment_spec`. The filter is distributed's own hook, `SchedulerPlugin.valid_workers_downscaling`,
+    applied by `Scheduler.workers_to_close` for the HTTP route and the RPC alike (distributed still picks among
+    the candidates, idle and least data first). components/scheduler_downscale.py goes in as source text, which
+    distributed runs as a preload: no image change, no extra object, no new network flow, and a change of it is a
+    change of `<h>`. A list literal, like the routes; `$` doubled, as Kubernetes expands `$(VAR)` in env values."""
+    source = Path(scheduler_downscale.__file__).read_text()
+    prefix = f"{default_worker_group_name(live_name)}-worker-"
+    return [
+        {"name": "DASK_DISTRIBUTED__SCHEDULER__PRELOAD", "value": json.dumps([source]).replace("$", "$$")},
+        {"name": scheduler_downscale.PREFIX_ENV, "value": prefix},
+    ]
+
 
 POD_SECURITY_CONTEXT = {
     "runAsNonRoot": True,
@@ -343,11 +369,12 @@ RECONCILED_PATHS: tuple[tuple[str, ...], ...] = (("spec", "worker", "replicas"),
 
 def cluster_spec_digest(manifest: dict[str, Any], worker_groups: dict[str, dict[str, Any]] | None = None) -> str:
     """`<h>`: a digest of the DaskCluster without its names and without what the operator reconciles, and of the
-    extra worker groups' pod templates (the operator ignores in-place changes of those too; their `replicas` it
-    reconciles). Without extra groups the digest is the DaskCluster's alone."""
+    extra worker groups, `replicas` included: the operator ignores in-place changes of their pod templates, and an
+    in-place scale-down would retire workers the scheduler picks (only the default group's: issue 20), so a new
+    count is a new cluster. Without extra groups the digest is the DaskCluster's alone."""
     view = copy.deepcopy(manifest)
     if worker_groups:
-        view["workerGroups"] = {g: {k: v for k, v in w.items() if k != "replicas"} for g, w in worker_groups.items()}
+        view["workerGroups"] = worker_groups
     view["metadata"].pop("name", None)
     view["spec"]["scheduler"]["service"].get("selector", {}).pop(CLUSTER_NAME_LABEL, None)
     for *parents, leaf in RECONCILED_PATHS:
@@ -377,6 +404,7 @@ def dask_cluster_manifest(
         "args": scheduler_args(tls),
         "env": [
             {"name": "DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES", "value": json.dumps(SCHEDULER_HTTP_ROUTES)},
+            *scheduler_downscale_env(live_name),
             *storage.env,
             *tls_env(tls),
         ],
@@ -636,7 +664,7 @@ class LsdbDaskCluster(pulumi.ComponentResource):
         First `pulumi up`: created after the DaskCluster (the operator's create handler looks the cluster up and
         adopts the group, so deleting the cluster deletes its groups too). A change of a group's pod template
         changes `<h>`: the new cluster gets new groups, and the old groups are deleted with the old cluster after the
-        new one is verified. A change of `replicas` only updates the group in place (the operator scales it).
+        new one is verified. So does a change of `replicas`: a group is never scaled in place (issue 20).
         `pulumi destroy`: deleted with the cluster."""
         cluster, namespace, live = args.cluster, args.namespace, self.live_name
         created: dict[str, k8s.apiextensions.CustomResource] = {}

@@ -436,15 +436,15 @@ def test_worker_group_lifecycle_follows_the_cluster_digest() -> None:
     live = dask_cluster(run)["metadata"]["name"]
     digest = live.rsplit("-", 1)[1]
     assert group.urn.endswith(f"-workergroup-highmem-{digest}")  # a new cluster registers new groups
-    # The operator ignores in-place pod template changes: a group's template is part of the cluster digest,
-    # its replicas (which the operator reconciles) are not.
+    # The operator ignores in-place pod template changes: a group's template is part of the cluster digest, and
+    # so are its replicas (a group is never scaled in place: issue 20, tests/test_worker_groups_scale.py).
     bigger = {"highmem": {**GROUPS["highmem"], "memory": "24Gi"}}
     more = {"highmem": {**GROUPS["highmem"], "replicas": 5}}
     names = [
         dask_cluster(run_with(cluster={"name": "lsdb-wg", "workerGroups": g}))["metadata"]["name"]
-        for g in (bigger, more)
+        for g in (bigger, more, GROUPS)
     ]
-    assert names[0] != live and names[1] == live
+    assert names[0] != live and names[1] != live and names[2] == live
 
 
 def test_worker_group_changes_rerun_the_verification() -> None:
