@@ -13,20 +13,17 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.client_check import enforce_client_environment
-from components.cluster import (
+from components.cluster import ClusterSpec, LsdbDaskCluster, LsdbDaskClusterArgs, cluster_manifests
+from components.config import StackConfig, read_stack_config, secret_config
+from components.constants import LABELS, POD_SECURITY_LABELS, scheduler_service_name
+from components.dask_operator import DaskOperator, DaskOperatorArgs, operator_from_stack, operator_version
+from components.endpoint import (
     ENDPOINT_KEYS,
-    ClusterSpec,
-    LsdbDaskCluster,
-    LsdbDaskClusterArgs,
     StableEndpoint,
     StableEndpointArgs,
     StableEndpointSelector,
     StableEndpointSelectorArgs,
-    cluster_manifests,
 )
-from components.config import StackConfig, read_stack_config, secret_config
-from components.constants import LABELS, POD_SECURITY_LABELS, scheduler_service_name
-from components.dask_operator import DaskOperator, DaskOperatorArgs, operator_from_stack, operator_version
 from components.image import LsdbImage, LsdbImageArgs
 from components.monitoring import LsdbMonitoring, MonitoringArgs, chart_monitoring_values
 from components.security import ClusterSecurity, ClusterSecurityArgs, tls_secret_name
