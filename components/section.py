@@ -3,10 +3,11 @@
 Light on purpose (pydantic and the standard library only): the config model (`components.config`) and the
 verification query build on it, and both load at program evaluation.
 
-Rejections are pydantic errors. A type's own check raises `PydanticCustomError` whose `ctx["fix"]` says what to
-do; a field can override that fix with `Fix(...)` metadata; a rule over several fields or sections returns
-`problem(...)`s for `raise_problems`, which raises them as one `ValidationError` (pydantic merges them into the
-report, each at its own key). `components.config.parse_stack_config` turns the result into the user's report.
+Rejections are pydantic errors. A type's own check raises `PydanticCustomError` whose `ctx["fix"]` says
+what to do; a field gives the fix for pydantic's own checks (type, bounds, pattern) as `Fix(...)` metadata;
+a rule over several fields or sections returns `problem(...)`s for `raise_problems`, which raises them as one
+`ValidationError` (pydantic merges them into the report, each at its own key).
+`components.config.parse_stack_config` turns the result into the user's report.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 @dataclass(frozen=True)
 class Fix:
-    """Field metadata: the fix to print when the field's type or bounds reject a value (overrides the type's)."""
+    """Field metadata: the fix to print when the field's type, bounds or pattern reject a value (a fix the
+    type's own check gives comes first)."""
 
     text: str
 

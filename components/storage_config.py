@@ -380,4 +380,3 @@ StorageConfig = Annotated[
     Field(discriminator="kind"),
     BeforeValidator(_default_kind),
 ]
-STORAGE_KINDS: tuple[str, ...] = ("pvc", "nfs", "hostPath", "existingClaim", "objectStore", "none")

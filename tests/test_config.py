@@ -523,3 +523,22 @@ def test_secret_values_never_reach_the_report() -> None:
     assert "image.registry.password = '[plaintext]': is stored in plaintext" in report
     assert "storage.objectStore.credentials = '[secret]': must be an object" in report
     assert "unknownSecret = '[secret]': is not a known key" in report
+
+
+def test_unknown_keys_the_cli_passes_are_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `pulumi up` hands a Python program its config as PULUMI_CONFIG (read with pulumi.runtime.get_config_env).
+    config = {f"lsdb-k8s:{k}": json.dumps(v) if isinstance(v, dict) else v for k, v in VALID.items()}
+    passed = {**config, "lsdb-k8s:namspace": "x", "kubernetes:context": "kind-lsdb"}
+    monkeypatch.setenv("PULUMI_CONFIG", json.dumps(passed))
+    run = ProgramRun()
+    with pytest.raises(ConfigError) as err:
+        run_program({}, run=run)
+    assert err.value.problems == ["namspace = 'x': is not a known key. Fix: did you mean 'namespace'?"]
+    assert run.resources == []
+
+
+def test_rules_across_sections_are_reported_beside_an_invalid_section() -> None:
+    problems = problems_for(
+        with_changes(cluster__name="BAD", operator={"namespace": "lsdb-test"}, verify={"catalogPath": "/home/x"})
+    )
+    assert [p.split(" = ", 1)[0] for p in problems] == ["operator.namespace", "cluster.name", "verify.catalogPath"]

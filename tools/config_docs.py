@@ -3,7 +3,8 @@
     python -m tools.config_docs --write   # rewrite README.md's reference tables and schema/pulumi-stack.schema.json
     python -m tools.config_docs --check   # exit 1 when either differs from the model (the tests run this)
 
-Each key is declared once, in `components/config.py` (type, default, description); this module only
+Each key is declared once, in the model `components.config.StackConfig` (its sections live in
+`components/*_config.py`): type, default, description; this module only
 renders those declarations, so the README and the editor schema cannot drift from what the program reads.
 """
 
