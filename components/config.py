@@ -28,19 +28,18 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     TypeAdapter,
     ValidationError,
     WithJsonSchema,
     model_validator,
 )
-from pydantic.alias_generators import to_camel
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from components.constants import NAME_LIMIT, derived_names, max_cluster_name_length, worker_deployment_name
 from components.lock import read_lock
 from components.verification.query import Fix, VerifyConfig
+from components.verification.query import Section as Section  # the sections' base (tools/config_docs.py reads it here)
 
 PROJECT = "lsdb-k8s"
 
@@ -264,19 +263,6 @@ class Problems:
 def _empty_section() -> Any:
     """The default of a section left out: an empty object, validated (`validate_default`) like a written one."""
     return {}
-
-
-class Section(BaseModel):
-    """A config section: unknown keys are errors, keys are camelCase as users write them."""
-
-    model_config = ConfigDict(
-        extra="forbid", alias_generator=to_camel, validate_by_name=True, validate_by_alias=True, validate_default=True
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _decode_json(cls, value: Any) -> Any:
-        return _json_object(value)
 
 
 # ------------------------------------------------------------------------------------------------------------

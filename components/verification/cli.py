@@ -53,6 +53,11 @@ OWN_FLAGS = {"enabled", "connect", "storage_options"}
 REQUIRED = ("catalog_path", "ra", "dec", "radius_arcsec")
 
 
+def flag_of(name: str) -> str:
+    """`min_rows` -> `--min-rows`, but for `FLAG_NAMES`."""
+    return FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+
+
 def query_flags() -> list[tuple[bool, str, FieldInfo]]:
     """(in the cone?, field name, field) for every query field that has a flag of its own."""
     flags = [(True, name, field) for name, field in ConeConfig.model_fields.items()]
@@ -102,11 +107,12 @@ def parser() -> argparse.ArgumentParser:
     )
     for _, name, field in query_flags():
         default = field.get_default(call_default_factory=True)
-        shown = "" if name in REQUIRED or default in (None, []) else f" (default {default:g})" if isinstance(
-            default, float) else f" (default {default})"  # fmt: skip
+        shown = "" if name in REQUIRED or default in (None, []) else f" (default {default})"
         kind: Any = field.annotation if field.annotation in (int, float) else None  # else the model parses the text
-        flag = FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
-        p.add_argument(flag, dest=name, type=kind, metavar=flag[2:].upper(), help=f"{field.description}{shown}")
+        flag = flag_of(name)
+        p.add_argument(
+            flag, dest=name, type=kind, metavar=flag[2:].upper().replace("-", "_"), help=f"{field.description}{shown}"
+        )
     p.add_argument("--json", action="store_true", help="print the result (or the failure) as JSON on stdout")
     p.add_argument("--namespace", help="Kubernetes namespace (names the real objects in error messages)")
     p.add_argument("--cluster-name", help="DaskCluster name (names the real objects in error messages)")
@@ -149,7 +155,7 @@ def query_document(p: argparse.ArgumentParser, args: argparse.Namespace) -> dict
         if getattr(args, name) is not None:
             (cone if in_cone else document)[to_camel(name)] = getattr(args, name)
     missing = [
-        FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+        flag_of(name)
         for name in REQUIRED
         if to_camel(name) not in (cone if name in ConeConfig.model_fields else document)
     ]

@@ -44,9 +44,10 @@ def _comma_list(value: Any) -> Any:
     return value
 
 
-class QuerySection(BaseModel):
+class Section(BaseModel):
     """A config section: unknown keys are errors, keys are camelCase as users write them, a JSON string is read as
-    its object. (A stand-in for the config's section base until both share one module.)"""
+    its object. The stack config's sections share it (config.py imports it from here until it has a module of its
+    own)."""
 
     model_config = ConfigDict(
         extra="forbid", alias_generator=to_camel, validate_by_name=True, validate_by_alias=True, validate_default=True
@@ -68,7 +69,7 @@ DEFAULT_TIMEOUT = 900.0  # connect (600, a cold image pull) plus the query stage
 DEFAULT_SAMPLE_ROWS = 5
 
 
-class ConeConfig(QuerySection):
+class ConeConfig(Section):
     ra: Annotated[float, Fix("use a right ascension in degrees, 0 ≤ ra < 360")] = Field(
         180.0, ge=0.0, lt=360.0, description="Cone centre right ascension, degrees."
     )
@@ -78,7 +79,7 @@ class ConeConfig(QuerySection):
     radius_arcsec: Annotated[float, Fix("e.g. 600")] = Field(600.0, gt=0.0, description="Cone radius, arcseconds.")
 
 
-class VerifyConfig(QuerySection):
+class VerifyConfig(Section):
     """The post-deploy LSDB check."""
 
     enabled: bool = Field(
