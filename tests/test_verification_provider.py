@@ -358,6 +358,9 @@ def test_check_reports_bad_connection_settings(provider: Any) -> None:
     assert [f.property for f in failures] == ["connect"]
     failures = provider.check({}, inputs(connect="direct")).failures
     assert [f.property for f in failures] == ["schedulerAddress"]
+    # The query, validated by its model: each problem on the property users set (the cone's keys are flat).
+    failures = provider.check({}, inputs(ra=400, columns=["id", ""])).failures
+    assert [f.property for f in failures] == ["ra", "columns"]
     assert provider.delete("id", stored(inputs())) is None
 
 

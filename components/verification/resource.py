@@ -134,7 +134,9 @@ class LsdbVerificationProvider(ResourceProvider):
             try:
                 query_of(news)
             except ValidationError as exc:
-                failures += [CheckFailure(str(e["loc"][-1]), e["msg"]) for e in exc.errors()]
+                for error in exc.errors():  # the property: the query's key, the cone's (`ra`) for ("cone", "ra")
+                    key = next((str(p) for p in error["loc"] if str(p) in QUERY_KEYS), "cone")
+                    failures.append(CheckFailure(key, error["msg"]))
         if news.get("connect") == DIRECT and not news.get("schedulerAddress"):
             failures.append(CheckFailure("schedulerAddress", "is required with connect: direct"))
         return CheckResult(news, failures)
