@@ -65,15 +65,7 @@ from components.storage_config import (
     StorageConfig,
     url_scheme,
 )
-from components.verification.query import (
-    DEC_RANGE,
-    DEFAULT_TIMEOUT,
-    MIN_RADIUS_ARCSEC,
-    MIN_ROWS,
-    MIN_TIMEOUT,
-    MIN_WORKERS,
-    RA_RANGE,
-)
+from components.verification.query import VerifyConfig
 
 # Names other modules import from here (the model's parts live in components.*_config).
 __all__ = [
@@ -261,67 +253,6 @@ class ImageConfig(Section):
             ))  # fmt: skip
         raise_problems("image", problems)
         return self
-
-
-class ConeConfig(Section):
-    ra: Annotated[float, Fix("use a right ascension in degrees, 0 ≤ ra < 360")] = Field(
-        180.0, ge=RA_RANGE[0], lt=RA_RANGE[1], description="Cone centre right ascension, degrees."
-    )
-    dec: Annotated[float, Fix("use a declination in degrees, -90 ≤ dec ≤ 90")] = Field(
-        0.0, ge=DEC_RANGE[0], le=DEC_RANGE[1], description="Cone centre declination, degrees."
-    )
-    radius_arcsec: Annotated[float, Fix("e.g. 600")] = Field(
-        600.0, gt=MIN_RADIUS_ARCSEC, description="Cone radius, arcseconds."
-    )
-
-
-class VerifyConfig(Section):
-    """The post-deploy LSDB check."""
-
-    enabled: bool = Field(
-        True,
-        description="Verify the cluster with an LSDB cone search when it is created, and again whenever its spec, "
-        "the image, the operator version, the catalog or the query changes.",
-    )
-    catalog_path: str | None = Field(
-        None,
-        description="Catalog path as the workers see it (e.g. `/data/catalogs/my_catalog`), or its URL in the "
-        "object store (`s3://bucket/catalogs/my_catalog`, same scheme as `storage.objectStore.url`); required "
-        "when enabled.",
-    )
-    cone: ConeConfig = Field(default_factory=empty_section, description="The cone search the check runs.")
-    columns: Annotated[list[Annotated[str, Field(min_length=1)]], BeforeValidator(comma_list)] = Field(
-        default_factory=lambda: ["ra", "dec"], description="Columns to load (a list, or comma-separated)."
-    )
-    min_rows: Annotated[int, Fix("use 0 or more")] = Field(
-        1, ge=MIN_ROWS, description="Fail when the cone returns fewer rows."
-    )
-    min_workers: Annotated[int, Fix("use 1 or more")] = Field(
-        1,
-        ge=MIN_WORKERS,
-        description="Workers (of any group) to wait for; at most those the cluster always has: "
-        "`autoscaler.minimum` (or `workers.replicas`) plus the `workerGroups`' replicas.",
-    )
-    timeout_seconds: Annotated[float, Fix("e.g. 900")] = Field(
-        DEFAULT_TIMEOUT, gt=MIN_TIMEOUT, description="Overall deadline, seconds (the connect stage alone may take 600)."
-    )
-    connect: Literal["portForward", "direct"] = Field(
-        "portForward",
-        description="`portForward` (kr8s port-forward with the stack's kube context) or `direct` (the in-cluster "
-        "address, for runners inside the cluster).",
-    )
-
-    @property
-    def ra(self) -> float:
-        return self.cone.ra
-
-    @property
-    def dec(self) -> float:
-        return self.cone.dec
-
-    @property
-    def radius_arcsec(self) -> float:
-        return self.cone.radius_arcsec
 
 
 class SecurityConfig(Section):

@@ -42,6 +42,17 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def same_version(a: str, b: str) -> bool:
+    """Whether two version strings name the same release (PEP 440: `2.0` is `2.0.0`); unparsable ones compare as text.
+    The one version comparison: the client check, the verification's version stage, the operator's stack."""
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return Version(a) == Version(b)
+    except InvalidVersion:
+        return a == b
+
+
 @functools.cache
 def read_lock(path: Path = LOCK_PATH) -> dict[str, str]:
     """Map canonical package name to its exact pinned version."""

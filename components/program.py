@@ -28,7 +28,7 @@ from components.image import LsdbImage, LsdbImageArgs
 from components.monitoring import LsdbMonitoring, MonitoringArgs, chart_monitoring_values
 from components.security import ClusterSecurity, ClusterSecurityArgs, tls_secret_name
 from components.storage import CatalogStorage, CatalogStorageArgs
-from components.verification import LsdbVerification, VerificationArgs
+from components.verification import LsdbVerification, VerificationArgs, VerificationQuery
 
 
 def program(config: StackConfig) -> dict[str, Any]:
@@ -175,25 +175,18 @@ def _verification(
     whose create runs the check; the old cluster's one is deleted (a no-op) with the old cluster."""
     if not config.verify.enabled:
         return None
-    v = config.verify
+    query = VerificationQuery.model_validate(
+        {**config.verify.model_dump(), "storage_options": config.storage.catalog_storage_options}
+    )
     return LsdbVerification(
         f"lsdb-verification-{cluster.digest}",
         VerificationArgs(
+            query=query,
             scheduler_address=cluster.candidate_address,
             namespace=config.namespace,
             cluster_name=cluster.cluster_name,
             cluster_uid=cluster.cluster_uid,
             kube_context=config.kube_context,
-            connect=v.connect,
-            catalog_path=v.catalog_path or "",
-            ra=v.ra,
-            dec=v.dec,
-            radius_arcsec=v.radius_arcsec,
-            columns=list(v.columns),
-            storage_options=config.storage.catalog_storage_options,
-            min_rows=v.min_rows,
-            min_workers=v.min_workers,
-            timeout_seconds=v.timeout_seconds,
             image_ref=image.ref,
             cluster_spec_hash=cluster.spec_hash,
             operator_version=operator_version(),  # this stack's or fromStack's: checked equal to the lock

@@ -53,14 +53,11 @@ def direct_props(rendered: Rendered, address: str, catalog: str, **more: Any) ->
     return {**rendered.props, "connect": "direct", "schedulerAddress": address, "catalogPath": catalog, **more}
 
 
-def query_of(props: dict[str, Any], **more: Any) -> Any:
-    from components.verification.query import VerificationQuery
+def query_of(props: dict[str, Any], timeout: float) -> Any:
+    """The query the provider would run for these props, with another overall timeout."""
+    from components.verification.resource import query_of as provider_query
 
-    return VerificationQuery(
-        catalog_path=props["catalogPath"], ra=float(props["ra"]), dec=float(props["dec"]),
-        radius_arcsec=float(props["radiusArcsec"]), columns=tuple(props["columns"]),
-        min_rows=int(props["minRows"]), min_workers=int(props["minWorkers"]), **more,
-    )  # fmt: skip
+    return provider_query(props).model_copy(update={"timeout_seconds": timeout})
 
 
 def with_bad_option(manifest: dict[str, Any], role: str) -> dict[str, Any]:
