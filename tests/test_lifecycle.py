@@ -22,7 +22,7 @@ from components.dask_operator import (
     OPERATOR_POD_SECURITY_CONTEXT,
     packaged_chart_dir,
 )
-from tests.program_helpers import BASE, live_objects, manifest, run_with
+from tests.program_helpers import BASE, OPERATOR_INSTALLED, live_objects, manifest, run_with
 from tools.mock_runtime import ProgramRun, Registered
 
 DASKCLUSTER = "kubernetes:kubernetes.dask.org/v1:DaskCluster"
@@ -58,7 +58,7 @@ def stable_service(r: ProgramRun) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def v1() -> ProgramRun:
-    return run()
+    return run(operator=OPERATOR_INSTALLED)
 
 
 @pytest.mark.parametrize(
@@ -215,7 +215,7 @@ def test_retained_crds_are_adopted_by_the_next_stack_that_installs_the_operator(
     # After a destroy the CRDs are still in the cluster; pulumi-kubernetes refuses to create an existing object
     # unless its provider upserts. Only the CRDs use that provider: for anything not retained, an upsert followed
     # by a delete (a rename) would delete the object.
-    r = run(kubeContext="kind-lsdb-dev")
+    r = run(kubeContext="kind-lsdb-dev", operator=OPERATOR_INSTALLED)
     (crd_provider,) = [p for p in r.of_type("pulumi:providers:kubernetes") if p.name.endswith("crd-provider")]
     assert crd_provider.inputs["upsertExistingObjects"] in (True, "true")
     assert crd_provider.inputs["context"] == "kind-lsdb-dev"  # the stack's cluster, like every other object
