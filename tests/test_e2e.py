@@ -1,6 +1,6 @@
 """End to end without a cluster: the dev stack's rendered DaskCluster, run as the operator and kubelet would run it.
 
-`python -m tools.render --stack dev` renders what `pulumi up` would create; `tests/support/pod_emulator.py`
+`python -m tools.render --stack dev` renders what `pulumi up` would create; `tools/pod_emulator.py`
 derives the operator's Deployments and Service from the rendered DaskCluster with the pinned dask-kubernetes
 builders and runs each container as a local process (ports, Service names and volume paths mapped, see there).
 On that cluster the verification dynamic provider's `create` (the code `pulumi up` runs) must find exactly the
@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from components.lock import PROJECT_DIR
-from tests.support.pod_emulator import (
+from tools.pod_emulator import (
     EmulatedCluster,
     EmulationError,
     expand,

@@ -3,8 +3,8 @@ on real Dask processes.
 
 v1 is the dev stack as `python -m tools.render` renders it; v2 the same stack after a config change that changes
 the worker pod spec (`cluster.workers.memory` 1Gi -> 2Gi, which changes `--memory-limit` and the resources, so
-the hash and the DaskCluster name). The pods run through tests/support/pod_emulator.py (the pinned operator's
-builders); the stable Service `<cluster.name>-scheduler` is a `ServiceAlias` (tests/support/service_alias.py): local
+the hash and the DaskCluster name). The pods run through tools/pod_emulator.py (the pinned operator's
+builders); the stable Service `<cluster.name>-scheduler` is a `ServiceAlias` (tools/service_alias.py): local
 ports that send each new connection to the Ready scheduler pod its selector matches, as kube-proxy does.
 
 The upgrade follows the program's dependency order (tests/test_lifecycle.py checks the registered order): v2
@@ -26,9 +26,10 @@ from typing import Any
 import pytest
 
 from tests.support.emulated_api import EmulatedReader
-from tests.support.pod_emulator import EmulatedCluster
-from tests.support.service_alias import ServiceAlias
-from tests.support.upgrade_flip import (
+from tests.test_e2e import N_ROWS, SEED, expected_rows
+from tools.pod_emulator import EmulatedCluster
+from tools.service_alias import ServiceAlias
+from tools.upgrade_flip import (
     CATALOG_CLAIM,
     EndpointProbe,
     Rendered,
@@ -36,7 +37,6 @@ from tests.support.upgrade_flip import (
     scheduler_id,
     start_cluster,
 )
-from tests.test_e2e import N_ROWS, SEED, expected_rows
 
 pytestmark = pytest.mark.e2e
 

@@ -26,12 +26,8 @@ from components.verification.check import OPEN_TASK_PREFIX, VerificationError, v
 from components.verification.port_forward import SchedulerPortForward
 from components.verification.query import OUTPUT_KEYS, ClusterRef, VerificationQuery
 from scripts.sample_catalog import sample_dataframe, write_sample_catalog
-from tests.support.dask_processes import (
-    LocalDaskCluster,
-    block_first_task_preload,
-    free_port,
-    silent_listener,
-)
+from tests.support.dask_processes import block_first_task_preload, silent_listener
+from tools.local_dask import LocalDaskCluster, free_port
 
 N_ROWS = 20_000
 SEED = 7

@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from components.lock import PROJECT_DIR
-from tests.support.pod_emulator import EmulatedCluster
+from tools.pod_emulator import EmulatedCluster
 from tools.render import load_live_objects
 
 VERIFICATION_TYPE = "pulumi-python:dynamic/lsdb:Verification"
@@ -154,13 +154,14 @@ class EndpointProbe:
             next_at = max(next_at, time.monotonic() - self.interval)  # a slow probe does not cause a burst
 
     async def _one(self) -> Probe:
-        from distributed.comm.core import parse_address, registry
+        from distributed.comm import registry
+        from distributed.comm.addressing import parse_address
 
         started = time.monotonic()
         comm = None
         try:
             scheme, loc = parse_address(self.address)
-            connector = registry.get_backend(scheme).get_connector()
+            connector = registry.get_backend(scheme).get_connector()  # type: ignore[no-untyped-call]
             async with asyncio.timeout(self.timeout):
                 comm = await connector.connect(loc, deserialize=True)  # one attempt, no retry
                 await comm.write(comm.handshake_info())
