@@ -69,23 +69,34 @@ def operator_built(daskcluster: dict[str, Any]) -> list[dict[str, Any]]:
 
 def checkov(binary: Path, targets: dict[str, Path]) -> dict[str, Any]:
     """One checkov run over every target directory (no network: --skip-download); per target: its counts and
-    failed checks, attributed by the checked file's path."""
+    failed checks, attributed by the checked file's path (checkov prints one JSON report per directory and
+    framework; each check is counted once)."""
     env = {**os.environ, "BC_SKIP_MAPPING": "TRUE", "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false"}
     dirs = [arg for d in targets.values() for arg in ("-d", str(d))]
-    argv = [str(binary), *dirs, "--framework", "kubernetes", "dockerfile", "--skip-download", "-o", "json", "--quiet"]
+    argv = [str(binary), *dirs, "--framework", "kubernetes", "dockerfile", "--skip-download", "-o", "json"]
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=900)
     if proc.returncode not in (0, 1) or not proc.stdout.strip():
         raise SystemExit(f"checkov failed to run (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    reports = json.loads(proc.stdout)
-    reports = reports if isinstance(reports, list) else [reports]
-    results = {t: {"passed": 0, "failed": 0, "skipped": 0, "failed_checks": []} for t in targets}
+    reports: list[Any] = []
+    decoder, text, at = json.JSONDecoder(), proc.stdout, 0
+    while text[at:].strip():
+        doc, at = decoder.raw_decode(text, len(text) - len(text[at:].lstrip()))
+        reports += doc if isinstance(doc, list) else [doc]
+    results: dict[str, Any] = {t: {"passed": 0, "failed": 0, "skipped": 0, "failed_checks": []} for t in targets}
+    seen: set[tuple[Any, ...]] = set()
     for report in reports:
         for kind, key in (("passed_checks", "passed"), ("failed_checks", "failed"), ("skipped_checks", "skipped")):
             for check in report.get("results", {}).get(kind, []):
-                target = _target_of(check, targets)
-                results[target][key] += 1
+                # checkov 3's kubernetes report for several directories repeats earlier directories' results.
+                identity = (kind, check["check_id"], check.get("file_abs_path"), check.get("resource"),
+                            tuple(check.get("file_line_range") or ()))  # fmt: skip
+                if identity in seen:
+                    continue
+                seen.add(identity)
+                target = results[_target_of(check, targets)]
+                target[key] += 1
                 if key == "failed":
-                    results[target]["failed_checks"].append(check)
+                    target["failed_checks"].append(check)
     return results
 
 

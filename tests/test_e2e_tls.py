@@ -164,7 +164,7 @@ def test_plain_tcp_client_is_refused(emulated: EmulatedCluster, rendered: dict[s
     tcp = emulated.scheduler_address.replace("tls://", "tcp://")
     refused(tcp, None)
     props = verification_props(rendered["summary"])
-    query = VerificationQuery(catalog_path=props["catalogPath"], ra=180.0, dec=0.0, radius_arcsec=60.0, timeout=20.0)
+    query = VerificationQuery(catalog_path=props["catalogPath"], ra=180.0, dec=0.0, radius_arcsec=60.0, timeout=4.0)
     with pytest.raises(VerificationError) as exc:
         verify_catalog_query(tcp, query)
     assert exc.value.stage == "connect"
