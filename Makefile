@@ -21,10 +21,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-# The README's test command, and all that CI runs: the Python check (before any virtualenv is made), lint and
-# types, the suite (in parallel: pytest-xdist, see pyproject's addopts), then the security scan.
-test: check-python
-	@$(MAKE) --no-print-directory lint moto-venv
+# The README's test command, and all that CI runs: the Python check (first: before any virtualenv is made), lint
+# and types, the suite (in parallel: pytest-xdist, see pyproject's addopts), then the security scan.
+test: check-python lint moto-venv
 	$(VENV)/bin/python -m pytest
 	@$(MAKE) --no-print-directory scan
 

@@ -411,9 +411,8 @@ def test_makefile_keeps_venv_lint_test_and_adds_the_dev_targets() -> None:
     # moto-venv: the object-store tests' S3 server, in its own virtualenv (tests/support/object_servers.py).
     test = makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
     # The Python check first (before any virtualenv), then lint, the suite and the scan.
-    assert test.splitlines()[0].strip() == "check-python"
-    assert "lint moto-venv" in test.splitlines()[1]
-    assert "$(VENV)/bin/python -m pytest" in test
+    assert test.splitlines()[0].split() == ["check-python", "lint", "moto-venv"]
+    assert test.splitlines()[1] == "\t$(VENV)/bin/python -m pytest"
     assert "scan" in test.splitlines()[-1]
     up = makefile.split("\nup:\n", 1)[1].split("\n\n", 1)[0]
     # The check runs first, before anything (the virtualenv included) is created.
