@@ -106,7 +106,7 @@ def verification(address: str, path: Path) -> Any:
 
 def query_overhead(rows: int, repeats: int, workdir: Path) -> None:
     from scripts.sample_catalog import write_sample_catalog
-    from tests.support.dask_processes import LocalDaskCluster
+    from tools.local_dask import LocalDaskCluster
 
     path = workdir / f"sample-{rows}"
     if not (path / "collection.properties").exists():

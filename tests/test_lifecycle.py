@@ -26,7 +26,7 @@ from components.dask_operator import (
     packaged_chart_dir,
 )
 from components.lock import DOCKERFILE_PATH, PROJECT_DIR, base_image
-from tests.program_helpers import live_objects, manifest, run_stack, run_with
+from tests.program_helpers import OPERATOR_INSTALLED, live_objects, manifest, run_stack, run_with
 from tools.mock_runtime import ProgramRun, Registered
 from tools.relock import pin_base_image
 
@@ -63,7 +63,7 @@ def stable_service(r: ProgramRun) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def v1() -> ProgramRun:
-    return run()
+    return run(operator=OPERATOR_INSTALLED)
 
 
 @pytest.mark.parametrize(
@@ -242,7 +242,7 @@ def test_retained_crds_are_adopted_by_the_next_stack_that_installs_the_operator(
     # After a destroy the CRDs are still in the cluster; pulumi-kubernetes refuses to create an existing object
     # unless its provider upserts. Only the CRDs use that provider: for anything not retained, an upsert followed
     # by a delete (a rename) would delete the object.
-    r = run(kubeContext="kind-lsdb-dev")
+    r = run(kubeContext="kind-lsdb-dev", operator=OPERATOR_INSTALLED)
     (crd_provider,) = [p for p in r.of_type("pulumi:providers:kubernetes") if p.name.endswith("crd-provider")]
     assert crd_provider.inputs["upsertExistingObjects"] in (True, "true")
     assert crd_provider.inputs["context"] == "kind-lsdb-dev"  # the stack's cluster, like every other object

@@ -19,7 +19,7 @@ from components.lock import PROJECT_DIR
 from components.verification.query import parse_storage_options
 from components.verification.resource import child_argv
 from tests.program_helpers import dask_cluster, run_with
-from tests.support.pod_emulator import operator_objects
+from tools.operator_objects import operator_objects
 
 SERVICE_ACCOUNT = "kubernetes:core/v1:ServiceAccount"
 SECRET = "kubernetes:core/v1:Secret"

@@ -27,12 +27,8 @@ from components.verification.check import OPEN_TASK_PREFIX, VerificationError, v
 from components.verification.port_forward import SchedulerPortForward
 from components.verification.query import OUTPUT_KEYS, ClusterRef, VerificationQuery
 from scripts.sample_catalog import sample_dataframe, write_sample_catalog
-from tests.support.dask_processes import (
-    LocalDaskCluster,
-    block_first_task_preload,
-    free_port,
-    silent_listener,
-)
+from tests.support.dask_processes import block_first_task_preload, silent_listener
+from tools.local_dask import LocalDaskCluster, free_port
 
 N_ROWS = 20_000
 SEED = 7
@@ -436,13 +432,13 @@ def test_port_forward_without_kubeconfig_fails_at_connect(tmp_path: Path, monkey
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     started = time.monotonic()
-    forward = SchedulerPortForward("lsdb-test", "lsdb-cluster", "kind-dev", timeout=10.0)
+    forward = SchedulerPortForward("lsdb-test", "lsdb-cluster", "kind-dev", timeout=3.0)
     with pytest.raises(VerificationError) as info, forward:
         pass
     assert info.value.stage == "connect"
     assert "could not port-forward to service lsdb-cluster-scheduler in namespace lsdb-test" in info.value.problem
     assert "`kubectl --context kind-dev get svc lsdb-cluster-scheduler -n lsdb-test`" in info.value.fix
-    assert time.monotonic() - started < 10.0 + SLACK
+    assert time.monotonic() - started < 3.0 + SLACK
 
 
 # ---------------------------------------------------------------------------------------------------------------
