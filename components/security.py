@@ -1,6 +1,6 @@
 """ClusterSecurity: the NetworkPolicies around a DaskCluster's pods and the certificates of its mutual TLS.
 
-What is open to whom (README "Security"), as the pure function `network_policy_manifests` builds it:
+What is open to whom (docs/security.md), as the pure function `network_policy_manifests` builds it:
 
 * every pod of the cluster (scheduler and workers, blue and green: selected by the DaskCluster's
   `app.kubernetes.io/name` label, which the operator copies onto each pod) denies all ingress and egress
