@@ -14,6 +14,7 @@ whether Pulumi holds them encrypted, and `secret_config` hands the values to res
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal
@@ -416,6 +417,7 @@ class StackConfig(Section):
                 f"lets only one node mount the catalog, but up to {cluster.max_workers} workers may run",
                 "use ReadWriteMany (or ReadOnlyMany), or limit workers (and autoscaler.maximum) to 1",
             ))  # fmt: skip
+        found += _idle_timeout_outlasts_the_check(cluster, self.verify)
         given = {type(self).model_fields[name].alias or name for name in self.model_fields_set}
         for key in sorted(given - set(PLATFORM_KEYS)) if self.is_platform else ():
             found.append(problem(
@@ -471,6 +473,23 @@ def _workers_to_wait_for(min_workers: int, cluster: ClusterConfig) -> list[InitE
     what = f"exceeds {floor}" + (f", plus {groups} in cluster.workerGroups" if cluster.worker_groups else "")
     raise_floor = "cluster.autoscaler.minimum" if cluster.autoscaler.enabled else "the worker count"
     return [problem("minWorkers", min_workers, what, f"lower verify.minWorkers or raise {raise_floor}")]
+
+
+def _idle_timeout_outlasts_the_check(cluster: ClusterConfig, verify: VerifyConfig) -> list[InitErrorDetails]:
+    # The operator's idle check (`daskcluster_autoshutdown`, every 5 s) deletes the DaskCluster once the scheduler has
+    # been idle for idleTimeout, and a new scheduler counts as idle from its start until its first task: a shorter
+    # timeout deletes the cluster while its post-deploy check (the verification, or with verification off the
+    # readiness gate, which has the same deadline) is still waiting for it.
+    idle, deadline = cluster.idle_timeout_seconds, verify.timeout_seconds
+    if not 0 < idle < deadline:
+        return []
+    return [problem(
+        "cluster.idleTimeoutSeconds", idle,
+        f"is shorter than verify.timeoutSeconds ({deadline:g}), the time the post-deploy check may take: the operator "
+        "counts a new scheduler as idle from its start and would delete the cluster while it is being checked",
+        f"set cluster.idleTimeoutSeconds to at least {math.ceil(deadline)} (an hour or more for interactive use), "
+        "0 (never), or lower verify.timeoutSeconds",
+    )]  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------------------

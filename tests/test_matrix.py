@@ -327,7 +327,6 @@ PLACEMENT = {
 }  # fmt: skip
 
 
-@pytest.mark.xfail(strict=True, reason="issue 20 defect 6: topologySpreadConstraints fields pruned by the CRD")
 def test_a_placement_heavy_stack_keeps_every_field_or_is_refused() -> None:
     """Every PodSpec placement field the config accepts, on workers, a group and the scheduler: each survives the
     DaskCluster and DaskWorkerGroup schemas, or the config refuses it naming the key."""
