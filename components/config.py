@@ -266,13 +266,15 @@ class SecurityConfig(Section):
     )
     client_namespaces: Annotated[list[DnsLabel], BeforeValidator(comma_list)] = Field(
         default_factory=list,
-        description="Namespaces whose pods may use the scheduler (comm and dashboard) besides pods labelled "
+        description="Namespaces whose pods may use the scheduler's Dask port (8786) besides pods labelled "
         '`lsdb-k8s/client: "true"` in `namespace`.',
     )
-    metrics_namespaces: Annotated[list[DnsLabel], BeforeValidator(comma_list)] = Field(
+    dashboard_namespaces: Annotated[list[DnsLabel], BeforeValidator(comma_list)] = Field(
         default_factory=list,
-        description="Namespaces of metrics scrapers (e.g. `monitoring`): may read the scheduler's and workers' "
-        "dashboard ports (`/metrics`).",
+        description="Namespaces whose pods may reach the scheduler's HTTP port (8787) besides pods labelled "
+        '`lsdb-k8s/dashboard: "true"` in `namespace`: the dashboard, and with it the unauthenticated HTTP API '
+        "(`/api/v1/retire_workers`, …). By default only the operator's namespace and, with `monitoring.enabled`, "
+        "`monitoring.prometheusNamespace` reach it.",
     )
     egress_cidrs: Annotated[list[Cidr], BeforeValidator(comma_list)] = Field(
         default_factory=lambda: ["0.0.0.0/0"],
@@ -290,6 +292,19 @@ class SecurityConfig(Section):
         "`clientTls`.",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _retired_keys(cls, value: Any) -> Any:
+        value = json_object(value)
+        if isinstance(value, dict) and "metricsNamespaces" in value:
+            raise_problems("security", [problem(
+                "metricsNamespaces", value["metricsNamespaces"],
+                "was replaced by monitoring.prometheusNamespace (scrapers are let in while monitoring.enabled is true)",
+                "remove it; set monitoring.enabled true and monitoring.prometheusNamespace to your Prometheus's "
+                "namespace (default monitoring)",
+            )])  # fmt: skip
+        return value
+
 
 class MonitoringConfig(Section):
     """Prometheus monitors for the scheduler and workers, and a Grafana dashboard (needs the prometheus-operator)."""
@@ -299,6 +314,12 @@ class MonitoringConfig(Section):
         description="Scrape `/metrics` of the scheduler (ServiceMonitor) and workers (PodMonitor): through the "
         "operator chart's own monitors when this stack installs the operator, else created here. Needs the "
         "prometheus-operator CRDs (`kubectl get crd servicemonitors.monitoring.coreos.com`).",
+    )
+    prometheus_namespace: DnsLabel = Field(
+        "monitoring",
+        description="Namespace of the Prometheus that scrapes the cluster (kube-prometheus-stack's usual "
+        "`monitoring`): with `enabled` and `security.networkPolicy`, every pod of it may read `/metrics` on the "
+        "scheduler's port 8787 and the workers' 8788, nothing else.",
     )
     labels: dict[str, str] = Field(
         default_factory=dict,
