@@ -73,7 +73,14 @@ def allowed(cluster: Cluster, source: str, destination: str, port: int, protocol
     return cluster.allowed(ENDPOINTS[source], ENDPOINTS[destination], port, protocol)
 
 
-@pytest.mark.parametrize(("source", "destination", "port", "protocol", "expected"), TABLE)
+EXTRA = [
+    ("prometheus", "worker-0", 8789, "TCP", False),  # metrics scrapers read the dashboard port only
+    ("prometheus", "worker-0", 8790, "TCP", False),
+    ("green-scheduler", "scheduler", 8786, "TCP", False),  # the scheduler's comm port: workers and clients only
+]
+
+
+@pytest.mark.parametrize(("source", "destination", "port", "protocol", "expected"), TABLE + EXTRA)
 def test_who_may_connect(source: str, destination: str, port: int, protocol: str, expected: bool) -> None:
     assert allowed(Cluster(policies(SECURITY)), source, destination, port, protocol) is expected
 
@@ -98,9 +105,27 @@ def test_the_object_store_is_reached_on_its_cidrs_and_ports_only() -> None:
 def test_gke_workload_identity_reaches_the_metadata_servers_and_no_one_else_does() -> None:
     gke = Cluster(policies({"egressCidrs": ["199.36.153.8/30"]}, identity="gcp"))
     assert allowed(gke, "worker-0", "metadata", 80) and allowed(gke, "scheduler", "gke-metadata", 988)
+    assert not allowed(gke, "worker-0", "metadata", 8080) and not allowed(gke, "worker-0", "internet", 80)
     for identity in (None, "aws", "azure"):
         other = Cluster(policies({"egressCidrs": ["199.36.153.8/30"]}, identity=identity))
         assert not allowed(other, "worker-0", "metadata", 80) and not allowed(other, "worker-0", "gke-metadata", 988)
+
+
+def by_part(made: list[dict[str, Any]], part: str) -> list[dict[str, Any]]:
+    return [p for p in made if p["metadata"]["name"] == f"lsdb-x-{part}"]
+
+
+def test_the_default_deny_alone_isolates_the_cluster_both_ways() -> None:
+    assert allowed(Cluster([]), "client", "scheduler", 8786) and allowed(Cluster([]), "worker-0", "s3", 443)
+    deny = Cluster(by_part(policies(SECURITY), "default-deny"))
+    assert not allowed(deny, "client", "scheduler", 8786) and not allowed(deny, "worker-0", "s3", 443)
+    assert allowed(deny, "client", "unlabelled", 8888)  # pods outside the cluster are not its business
+
+
+def test_the_egress_policy_alone_leaves_ingress_to_the_component_policies() -> None:
+    egress = Cluster(by_part(policies(SECURITY), "egress"))
+    assert allowed(egress, "client", "scheduler", 8786) and allowed(egress, "unlabelled", "worker-0", 22)
+    assert not allowed(egress, "worker-0", "internet", 443)
 
 
 def test_network_policy_off_creates_none_and_on_names_each_by_the_cluster() -> None:

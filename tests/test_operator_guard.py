@@ -3,6 +3,7 @@ DaskAutoscalers exist (issue 20, defect 8). The provider runs against a fake rea
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 import yaml
 
 from components.lock import PROJECT_DIR
-from components.operator_guard import OperatorGuardProvider
+from components.operator_guard import Kr8sDaskObjects, OperatorGuardProvider
 from tests.program_helpers import run_stack
 
 GUARD = "pulumi-python:dynamic/lsdb:OperatorGuard"
@@ -120,3 +121,46 @@ def test_the_deployer_may_list_dask_objects_in_every_namespace() -> None:
             for verb in rule["verbs"]
         }
         assert "list" in granted, plural
+
+
+class FakeKr8s:
+    """Stands in for the `kr8s` module: one API per context, a CRD lookup, and the objects of each kind."""
+
+    ALL = "<all namespaces>"
+
+    def __init__(self, installed: dict[str, list[dict[str, Any]]]) -> None:
+        self.installed = installed
+        self.contexts: list[str | None] = []
+        self.gets: list[tuple[str, Any, bool]] = []
+
+    def api(self, context: str | None = None) -> FakeKr8s:
+        self.contexts.append(context)
+        return self
+
+    def lookup_kind(self, kind: str) -> None:
+        if kind not in self.installed:
+            raise ValueError(f"Kind {kind} not found.")
+
+    def get(self, kind: str, namespace: Any, raw: bool) -> list[dict[str, Any]]:
+        self.gets.append((kind, namespace, raw))
+        return self.installed[kind]
+
+
+def test_the_kr8s_reader_lists_every_namespace_through_the_stacks_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster = obj("lsdb", "c")
+    fake = FakeKr8s({"daskclusters.kubernetes.dask.org": [cluster]})
+    monkeypatch.setitem(sys.modules, "kr8s", fake)
+    assert Kr8sDaskObjects("kind-lsdb-dev").list("daskclusters") == [cluster]
+    assert fake.contexts == ["kind-lsdb-dev"]
+    assert fake.gets == [("daskclusters.kubernetes.dask.org", FakeKr8s.ALL, True)]
+    # Without the CRD no object of the kind can exist; without a context kr8s takes the current one.
+    assert Kr8sDaskObjects().list("daskautoscalers") == []
+    assert fake.contexts == ["kind-lsdb-dev", None]
+
+
+def test_the_guard_has_an_id_and_a_changed_context_or_namespace_is_an_update_in_place() -> None:
+    provider = OperatorGuardProvider(Unreachable())
+    created = provider.create({"operatorNamespace": "dask-operator", "kubeContext": None})
+    assert isinstance(created.id, str) and created.id  # Pulumi refuses a create without an id
+    moved = provider.diff(created.id, created.outs, {**created.outs, "operatorNamespace": "elsewhere"})
+    assert moved.changes and not moved.replaces

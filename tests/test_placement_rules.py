@@ -49,10 +49,18 @@ def test_the_users_node_selector_and_tolerations_add_to_the_spot_ones_and_win_on
 
 @pytest.mark.parametrize("providers", [["gcp"], ["gcp", "aws"]])
 def test_the_scheduler_is_kept_off_every_spot_provider_in_use(providers: list[str]) -> None:
-    (term,) = required_terms(pod_placement({}, avoid_spot=providers))
-    assert term == [
+    expressions = [
         {"key": SPOT_NODES[p][0], "operator": "NotIn", "values": [SPOT_NODES[p][1]]} for p in sorted(providers)
     ]
+    assert pod_placement({}, avoid_spot=providers) == {
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [{"matchExpressions": expressions}]
+                }
+            }
+        }
+    }
 
 
 def test_the_spot_exclusion_is_anded_into_each_of_the_users_node_affinity_terms() -> None:
@@ -118,9 +126,24 @@ def test_each_misspelt_or_mistyped_field_is_named_below_the_placement() -> None:
         ("nodeSelector.a", 1),
         ("tolerations.0", {"key": "a", "efect": "NoSchedule"}),
     ]
-    assert "efect" in problems[1][2]
+    assert "efect" in problems[1][2] and not problems[1][2].endswith("...")
     ((key, value, _),) = placement_problems({"nodeSelector": {"a": "b"}, "nodeSelectr": {"a": "b"}})
     assert (key, value["nodeSelectr"]) == ("placement", {"a": "b"})  # a field the pod spec has not
+
+
+def test_a_complete_placement_is_checked_too() -> None:
+    complete = {
+        "nodeSelector": {"disk": "ssd"},
+        "tolerations": [{"key": "a", "operator": "Exists"}],
+        "affinity": {"podAntiAffinity": {}},
+        "priorityClassName": "high",
+        "topologySpreadConstraints": [{"maxSkew": "one"}],
+    }
+    assert [key for key, _, _ in placement_problems(complete)] == [
+        "topologySpreadConstraints.0",  # topologyKey missing
+        "topologySpreadConstraints.0",  # whenUnsatisfiable missing
+        "topologySpreadConstraints.0.maxSkew",
+    ]
 
 
 def test_a_long_schema_message_is_cut_at_200_characters() -> None:
