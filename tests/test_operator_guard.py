@@ -164,3 +164,16 @@ def test_the_guard_has_an_id_and_a_changed_context_or_namespace_is_an_update_in_
     assert isinstance(created.id, str) and created.id  # Pulumi refuses a create without an id
     moved = provider.diff(created.id, created.outs, {**created.outs, "operatorNamespace": "elsewhere"})
     assert moved.changes and not moved.replaces
+
+
+def test_the_guard_registers_the_namespace_and_context_its_delete_reads() -> None:
+    from components.operator_guard import OperatorGuard
+    from tools.mock_runtime import run_program
+
+    run = run_program({}, program=lambda: OperatorGuard("guard", "dask-operator", "kind-lsdb-dev") and None)
+    guard = run.one(GUARD)
+    assert guard.name == "guard"
+    assert {k: v for k, v in guard.inputs.items() if k != "__provider"} == {
+        "operatorNamespace": "dask-operator",
+        "kubeContext": "kind-lsdb-dev",
+    }
