@@ -177,3 +177,45 @@ def test_the_guard_registers_the_namespace_and_context_its_delete_reads() -> Non
         "operatorNamespace": "dask-operator",
         "kubeContext": "kind-lsdb-dev",
     }
+
+
+def test_the_refusal_is_one_message_a_user_can_act_on() -> None:
+    ours = {"app.kubernetes.io/part-of": "lsdb-k8s"}  # ours, but without the app name label
+    reader = FakeObjects({"daskclusters": [obj("a", "c1", ours), obj("b", "c2")]})
+    with pytest.raises(RuntimeError) as err:
+        OperatorGuardProvider(reader).delete("dask-operator-guard", {"kubeContext": None})
+    assert str(err.value) == (
+        "refusing to remove the Dask operator: 2 object(s) it finalizes still exist, and without the operator their "
+        "deletion would hang in Terminating for good:\n"
+        "  - a/c1 (DaskCluster): lsdb-k8s cluster; destroy the lsdb-k8s stack whose `namespace` output is a first\n"
+        "  - b/c2 (DaskCluster)\n"
+        "Destroy the stacks that own them first (or delete them: `kubectl delete daskclusters,daskautoscalers --all "
+        "-n <namespace>`), then run this destroy again."
+    )
+
+
+def test_an_unreadable_cluster_names_the_current_context_and_how_to_get_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(RuntimeError) as err:
+        OperatorGuardProvider(Unreachable()).delete("dask-operator-guard", {"kubeContext": ""})
+    assert "through the current kube context (ConnectionError: connection refused)" in str(err.value)
+    assert str(err.value).endswith(
+        " itself is gone, remove the guard from the state: `pulumi state delete <its URN>` (`pulumi stack "
+        "--show-urns` lists it)."
+    )
+    # Without a test reader the delete reads through kr8s with the stack's context.
+    fake = FakeKr8s({})
+    monkeypatch.setitem(sys.modules, "kr8s", fake)
+    OperatorGuardProvider().delete("dask-operator-guard", {"kubeContext": "shared-cluster"})
+    assert fake.contexts == ["shared-cluster", "shared-cluster"]
+
+
+def test_the_guard_keeps_the_options_it_is_given() -> None:
+    import pulumi
+
+    from components.operator_guard import OperatorGuard
+    from tools.mock_runtime import run_program
+
+    def program() -> None:
+        OperatorGuard("guard", "dask-operator", None, pulumi.ResourceOptions(protect=True))
+
+    assert run_program({}, program=program).one(GUARD).options.get("protect") is True
