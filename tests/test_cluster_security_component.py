@@ -58,7 +58,7 @@ def test_no_network_policy_and_no_tls_registers_nothing_but_the_component() -> N
     assert made["component"].network_policies == [] and made["component"].client_tls is None
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture  # per test, not per module: mutation testing maps each test to the code it runs (docs/mutation.md)
 def tls_run() -> ProgramRun:
     run, _ = run_security({"tls": True}, service_names=("lsdb-x-0a1b-scheduler", "lsdb-x-scheduler"))
     return run
