@@ -87,7 +87,7 @@ def test_the_client_certificate_only_dials(tls_run: ProgramRun) -> None:
 def test_one_ca_signs_both_and_keys_are_ecdsa_p256(tls_run: ProgramRun) -> None:
     ca = tls_run.one(CA)
     assert ca.inputs["isCaCertificate"] is True
-    assert "cert_signing" in ca.inputs["allowedUses"]
+    assert set(ca.inputs["allowedUses"]) == {"cert_signing", "crl_signing", "digital_signature"}
     assert ca.inputs["validityPeriodHours"] > tls_run.named("sec-server").inputs["validityPeriodHours"]
     keys = tls_run.of_type(KEY)
     assert len(keys) == 3 and all(k.inputs["algorithm"] == "ECDSA" and k.inputs["ecdsaCurve"] == "P256" for k in keys)
@@ -104,3 +104,21 @@ def test_the_pods_secret_holds_ca_cert_and_key_as_a_secret_and_the_client_bundle
     assert "4dabf18193072939515e22adb298388d" in str(secret.raw_inputs["stringData"])  # sent as a Pulumi secret
     assert "clientTls" in tls_run.secret_outputs
     assert set(unwrap_secrets(tls_run.outputs["clientTls"])) == {"ca", "cert", "key"}
+
+
+def test_every_child_is_the_components_and_waits_for_what_the_component_waits_for() -> None:
+    import pulumi_kubernetes as k8s
+
+    def program() -> None:
+        namespace = k8s.core.v1.Namespace("ns")
+        args = ClusterSecurityArgs("lsdb-x", "lsdb", SecurityConfig.model_validate({"tls": True}), "dask-op")
+        ClusterSecurity("sec", args, pulumi.ResourceOptions(depends_on=[namespace]))
+
+    run = run_program({}, program=program)
+    component = run.one("lsdb-k8s:security:ClusterSecurity")
+    namespace = run.one("kubernetes:core/v1:Namespace")
+    children = [r for r in run.resources if r.urn not in (component.urn, namespace.urn)]
+    assert len(children) == 4 + 8 + 1  # NetworkPolicies; CA key and cert, server and client key, CSR, cert; Secret
+    for child in children:
+        assert child.parent == component.urn, child.name
+        assert namespace.urn in child.dependencies, child.name
