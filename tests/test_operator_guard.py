@@ -173,6 +173,7 @@ def test_the_guard_registers_the_namespace_and_context_its_delete_reads() -> Non
     run = run_program({}, program=lambda: OperatorGuard("guard", "dask-operator", "kind-lsdb-dev") and None)
     guard = run.one(GUARD)
     assert guard.name == "guard"
+    assert guard.inputs.get("__provider")  # the serialized provider whose delete runs the check
     assert {k: v for k, v in guard.inputs.items() if k != "__provider"} == {
         "operatorNamespace": "dask-operator",
         "kubeContext": "kind-lsdb-dev",
