@@ -100,7 +100,7 @@ class VerificationQuery(VerifyConfig):
     catalog_path: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)] | None = Field(
         None,
         description="Catalog path as the workers see it (e.g. /data/sample), or its URL in the object store "
-        "(required but with --stages gate).",
+        "(not used by the gate).",
     )
     columns: Columns = Field(default_factory=list, description="Columns to load, comma-separated (default: all).")
     min_workers: Annotated[int, Fix("use 1 or more (0 only with stages gate)")] = Field(
