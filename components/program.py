@@ -29,6 +29,7 @@ from components.monitoring import LsdbMonitoring, MonitoringArgs, chart_monitori
 from components.security import ClusterSecurity, ClusterSecurityArgs, tls_secret_name
 from components.storage import CatalogStorage, CatalogStorageArgs
 from components.verification import LsdbVerification, VerificationArgs, VerificationQuery
+from components.verification.query import GATE
 
 
 def program(config: StackConfig) -> dict[str, Any]:
@@ -104,11 +105,12 @@ def program(config: StackConfig) -> dict[str, Any]:
     exports["catalogStorageOptions"] = config.storage.catalog_storage_options
 
     verification = _verification(config, cluster, image, security)
-    if verification is not None:
+    if config.verify.enabled:  # the gate's outputs are no verification result (no rows, no versions)
         exports["verification"] = verification.outputs()
 
-    # Switched to the new cluster only after it passed the verification: a failed check fails `pulumi up` here, the
-    # stable Service keeps selecting the old cluster, and the old cluster (still in the program's state) stays.
+    # Switched to the new cluster only after it passed the verification (or, with verify.enabled false, its gate): a
+    # failed check fails `pulumi up` here, the stable Service keeps selecting the old cluster, and the old cluster
+    # (still in the program's state) stays.
     StableEndpointSelector(
         "scheduler-endpoint-selector",
         StableEndpointSelectorArgs(config.cluster.name, live_name, namespace),
@@ -171,14 +173,25 @@ def _operator(
 
 def _verification(
     config: StackConfig, cluster: LsdbDaskCluster, image: LsdbImage, security: ClusterSecurity
-) -> LsdbVerification | None:
+) -> LsdbVerification:
     """The verification of THIS cluster (through its own Service): a new cluster gets a new verification resource,
-    whose create runs the check; the old cluster's one is deleted (a no-op) with the old cluster."""
-    if not config.verify.enabled:
-        return None
-    query = VerificationQuery.model_validate(
-        {**config.verify.model_dump(), "storage_options": config.storage.catalog_storage_options}
-    )
+    whose create runs the check; the old cluster's one is deleted (a no-op) with the old cluster.
+
+    With `verify.enabled: false` the same resource runs only the gate (stages connect and workers, no catalog): the
+    selector switch still waits for a scheduler that answers the Dask handshake and for `verify.minWorkers` workers,
+    or the fewer the cluster always has (none when the autoscaler may scale the default group to zero)."""
+    verify = config.verify
+    if verify.enabled:
+        query = VerificationQuery.model_validate(
+            {**verify.model_dump(), "storage_options": config.storage.catalog_storage_options}
+        )
+    else:  # only what the gate uses: a change to the rest of a disabled verify section does not re-run it
+        query = VerificationQuery(
+            stages=GATE,
+            min_workers=min(verify.min_workers, config.cluster.min_workers),
+            timeout_seconds=verify.timeout_seconds,
+            connect=verify.connect,
+        )
     return LsdbVerification(
         f"lsdb-verification-{cluster.digest}",
         VerificationArgs(

@@ -12,6 +12,7 @@ cached for the module, and checked against invariants that do not depend on the 
   objects pass kubernetes-validate in strict mode;
 * names within Kubernetes' limits;
 * the deployer RBAC (deploy/rbac/deployer.yaml) grants every object (the check of tests/test_schemas.py);
+* the stable Service's selector patch waits for the verification, or with verification off for its gate;
 * the NetworkPolicies allow every flow the enabled features need and deny the others, evaluated with
   tests/support/netpol.py on the pods the pinned operator builds from the rendered DaskCluster and groups;
 * checkov, run once on every stack's objects and the operator-built Deployments and Services.
@@ -344,6 +345,19 @@ def test_a_placement_heavy_stack_keeps_every_field_or_is_refused() -> None:
     custom = [o for o in kubernetes_objects(run) if o["apiVersion"] in CUSTOM_APIS]
     assert {"DaskCluster", "DaskWorkerGroup"} <= {o["kind"] for o in custom}
     assert [p for o in custom for p in custom_resource_problems(o)] == []
+
+
+# --- the switch waits for a verification, or its gate ----------------------------------------------------------
+
+
+@stacks
+def test_the_switch_waits_for_a_verification_or_its_gate(features: frozenset[str]) -> None:
+    """issue 20 defect 3: the stable Service's selector patch never depends on the DaskCluster alone (ready for
+    Pulumi as soon as the API server took it); with verificationOff it waits for the gate (connect and workers)."""
+    run = stack_run(features)
+    (check,) = run.of_type("pulumi-python:dynamic/lsdb:Verification")
+    assert check.inputs["stages"] == ("gate" if "verificationOff" in features else "all")
+    assert check.urn in run.one("kubernetes:core/v1:ServicePatch").dependencies
 
 
 # --- names ----------------------------------------------------------------------------------------------------

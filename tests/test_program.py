@@ -14,6 +14,7 @@ from components.cluster import SCHEDULER_HTTP_ROUTES
 from components.dask_operator import CHART_NAME, operator_version, prepare_packaged_chart
 from components.lock import locked_version
 from components.verification import OUTPUT_KEYS
+from components.verification.resource import CLUSTER_RERUN_KEYS
 from tests.program_helpers import OPERATOR_INSTALLED, dask_cluster, manifest, run_stack, run_with
 from tools.mock_runtime import SECRET_SIG, SECRET_VALUE, run_program
 from tools.render import stack_config
@@ -315,9 +316,39 @@ def test_verification_follows_the_cluster_and_takes_the_verify_config() -> None:
     assert set(run.outputs["verification"]) == set(OUTPUT_KEYS)  # one list of output keys
 
 
-def test_verification_disabled_registers_nothing(default_run) -> None:
-    assert default_run.of_type("pulumi-python:dynamic/lsdb:Verification") == []
+SELECTOR_PATCH = "kubernetes:core/v1:ServicePatch"
+
+
+def test_verification_disabled_still_gates_the_switch(default_run) -> None:
+    """issue 20 defect 3: with verify.enabled false the selector patch waits for the gate (the same resource,
+    connect and workers stages only, no catalog), never for the DaskCluster alone; it exports no verification."""
+    gate = default_run.one("pulumi-python:dynamic/lsdb:Verification")
+    assert gate.urn in default_run.one(SELECTOR_PATCH).dependencies
+    assert default_run.one(DASKCLUSTER).urn in gate.dependencies
+    inputs = gate.inputs
+    assert inputs["stages"] == "gate" and inputs.get("catalogPath") is None
+    assert inputs["clusterName"] == default_run.outputs["clusterName"] and len(inputs["clusterSpecHash"]) == 64
+    assert set(CLUSTER_RERUN_KEYS) - {"clusterUid"} <= set(inputs)  # a new cluster re-runs it (uid: the API's)
+    assert inputs["minWorkers"] == 1 and inputs["connect"] == "portForward"
     assert "verification" not in default_run.outputs
+
+
+def test_the_gate_waits_for_the_workers_the_cluster_always_has() -> None:
+    """verify.minWorkers, or fewer when the autoscaler may scale the default group to zero (nothing to refuse)."""
+    kind = "pulumi-python:dynamic/lsdb:Verification"
+    floor0 = run_with(cluster={"name": "c1", "autoscaler": {"minimum": 0, "maximum": 3}})
+    assert floor0.one(kind).inputs["minWorkers"] == 0
+    groups = {"name": "c1", "autoscaler": {"minimum": 0, "maximum": 3}, "workerGroups": {"hm": {"replicas": 2}}}
+    asked = run_with(cluster=groups, verify={"enabled": False, "minWorkers": 3, "catalogPath": "/data/x"})
+    gate = asked.one(kind).inputs
+    assert gate["minWorkers"] == 2 and gate.get("catalogPath") is None  # a disabled section's catalog is not used
+
+
+def test_the_selector_patch_waits_for_the_verification() -> None:
+    run = run_with(verify={"catalogPath": "/data/x"})
+    verification = run.one("pulumi-python:dynamic/lsdb:Verification")
+    assert verification.inputs["stages"] == "all"
+    assert verification.urn in run.one(SELECTOR_PATCH).dependencies
 
 
 def test_cluster_spec_hash_changes_with_the_cluster() -> None:

@@ -186,7 +186,7 @@ def test_verification_args_become_the_camel_case_properties() -> None:
         "operatorVersion", "clientTls", "clusterUid",
         # The query's keys, the cone's at the top level as the resource has always had them (stored state matches).
         "catalogPath", "columns", "minRows", "minWorkers", "timeoutSeconds", "connect", "storageOptions",
-        "sampleRows", "ra", "dec", "radiusArcsec",
+        "sampleRows", "stages", "ra", "dec", "radiusArcsec",
     ]  # fmt: skip
     assert props["columns"] == ["id", "ra"] and props["connect"] == "portForward" and props["ra"] == 1.0
     assert query_of(props) == args.query  # and back, validated by the same model
@@ -244,7 +244,7 @@ def test_the_query_is_the_config_section() -> None:
     timeout > 0, a catalog path that is not blank."""
     assert ConfigVerifyConfig is VerifyConfig and issubclass(VerificationQuery, VerifyConfig)
     added = set(VerificationQuery.model_fields) - set(VerifyConfig.model_fields)
-    assert added == {"storage_options", "sample_rows"}
+    assert added == {"storage_options", "sample_rows", "stages"}
 
     def bad(**change: Any) -> list[tuple[str | int, ...]]:
         cone = {"ra": 0.0, "dec": -90.0, "radius_arcsec": 0.1, **change.pop("cone", {})}
@@ -270,7 +270,7 @@ def test_the_query_reaches_the_child_as_one_json_document_validated_by_the_model
     assert argv[argv.index("--scheduler") + 1] == "tcp://s:8786"
     # Derived from the model: every query key but the section's switch, the cone's keys flat.
     assert set(QUERY_KEYS) == {"catalogPath", "ra", "dec", "radiusArcsec", "columns", "minRows", "minWorkers",
-                               "timeoutSeconds", "connect", "storageOptions", "sampleRows"}  # fmt: skip
+                               "timeoutSeconds", "connect", "storageOptions", "sampleRows", "stages"}  # fmt: skip
     assert set(VerificationQuery.model_fields) >= NOT_RERUN_FIELDS
     assert CLUSTER_RERUN_KEYS == ("clusterSpecHash", "clusterUid", "imageRef", "operatorVersion")
 
@@ -459,3 +459,63 @@ def test_without_a_lock_the_sides_must_agree_with_each_other() -> None:
     assert compare_versions(report(good, good, {"w": good}), None)[1] == []
     _, problems, _ = compare_versions(report(locked_packages(pandas="2.0.0"), good, {"w": good}), None)
     assert [p for p in problems if p.startswith("pandas:") and "client has 2.0.0" in p]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The gate (verify.enabled false): the same resource and child, connect and workers only, no catalog
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_the_gate_needs_no_catalog_but_the_query_does(provider: Any) -> None:
+    gate = VerificationQuery(stages="gate", min_workers=0)  # a cluster the autoscaler may scale to zero
+    assert gate.catalog_path is None and json.loads(gate.to_json())["stages"] == "gate"
+    with pytest.raises(ValidationError) as info:
+        VerificationQuery(min_workers=0)
+    assert [e["loc"] for e in info.value.errors()] == [("catalogPath",), ("minWorkers",)]
+    assert provider.check({}, gate_inputs()).failures == []
+    assert [f.property for f in provider.check({}, inputs(catalogPath=None)).failures] == ["catalogPath"]
+    # Gate to full query (verify.enabled turned on) re-runs it; stored states without `stages` are full queries.
+    assert provider.diff("id", stored(gate_inputs()), inputs()).changes is True
+    assert query_of(inputs()).stages == "all"
+
+
+def gate_inputs(**overrides: Any) -> dict[str, Any]:
+    props = {k: v for k, v in inputs(**overrides).items() if k not in ("catalogPath", "columns", "minRows")}
+    return {"stages": "gate", **props}
+
+
+@pytest.fixture(scope="module")
+def one_worker(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from tools.local_dask import LocalDaskCluster
+
+    with LocalDaskCluster(tmp_path_factory.mktemp("gate"), n_workers=1) as cluster:
+        yield cluster
+
+
+def stage_message(message: str) -> str:
+    """The failure message without its budget (`within 2.93 s`), which differs from run to run."""
+    import re
+
+    return re.sub(r"within [0-9.]+ s", "within <budget> s", message)
+
+
+def test_the_gate_passes_against_real_dask_processes_without_any_catalog(provider: Any, one_worker: Any) -> None:
+    outs = provider.create(gate_inputs(connect="direct", schedulerAddress=one_worker.address, timeoutSeconds=60)).outs
+    assert outs["workers"] == 1 and outs["workersByGroup"] == {"(not an operator worker)": 1}
+    assert list(outs["stageSeconds"]) == ["connect", "workers"]  # no versions, open, compute or rows
+    assert outs["rows"] is None and outs["versions"] == {} and outs["sample"] == []
+
+
+def test_the_gate_fails_at_workers_with_the_verifications_message(provider: Any, one_worker: Any) -> None:
+    too_few = {"connect": "direct", "schedulerAddress": one_worker.address, "minWorkers": 2, "timeoutSeconds": 4}
+    messages = []
+    for props in (gate_inputs(**too_few), inputs(**too_few, catalogPath="/data/none")):
+        with pytest.raises(RuntimeError) as info:
+            provider.create(props)
+        messages.append(stage_message(str(info.value)))
+    gate, verification = messages
+    assert gate.startswith(
+        f"LSDB verification failed at stage 'workers': 1 worker(s) joined the scheduler at {one_worker.address},"
+        " fewer than min_workers=2"
+    )
+    assert gate == verification

@@ -2,8 +2,9 @@
 
 `verify_catalog_query(address, VerificationQuery(...), where=ClusterRef(...))` runs in stages, each with its own
 budget (never longer than what is left of the overall timeout): config, connect, workers, versions, open,
-compute, rows. Any failure raises `VerificationError`, whose `.stage` names the stage and whose message ends
-with the fix from the guide's troubleshooting section (diagnostics.py).
+compute, rows; a gate query (`stages: gate`) stops after workers. Any failure raises `VerificationError`, whose
+`.stage` names the stage and whose message ends with the fix from the guide's troubleshooting section
+(diagnostics.py).
 
 Timeouts: each stage hands its budget to distributed's own timeouts (`Client(timeout=)`,
 `wait_for_workers(timeout=)`, `Future.result(timeout=)`, `sync(callback_timeout=)`); only the identity probe adds
@@ -35,7 +36,7 @@ from typing import Any
 from components.constants import SCHEDULER_PORT
 from components.lock import canonical, read_lock, same_version
 from components.verification.diagnostics import Fixes
-from components.verification.query import ClusterRef, VerificationQuery, VerificationResult, worker_group_of
+from components.verification.query import GATE, ClusterRef, VerificationQuery, VerificationResult, worker_group_of
 
 # Per-stage ceilings in seconds; each stage also stops when the overall timeout runs out. `connect` covers a first
 # deploy: the operator creating the Service, a cold pull of the image (minutes on a slow registry) and the scheduler
@@ -348,9 +349,10 @@ def verify_catalog_query(
     already runs fails stage `workers`). `tls`: the client certificate for a scheduler that requires TLS (then
     every connection is `tls://`). `where` only makes the error messages name the real Kubernetes objects.
     `locked_versions` maps package names to the pinned versions (default: docker/requirements.lock); pass a
-    modified mapping to test the check. `stage_timeouts` lowers the per-stage ceilings (`DEFAULT_STAGE_TIMEOUTS`);
-    every stage also ends with the query's overall `timeout_seconds`. The query's own bounds were checked when it
-    was built (a pydantic model).
+    modified mapping to test the check. A gate query (`stages: gate`) returns after the workers stage, with the same
+    messages: the scheduler answered the Dask handshake and `min_workers` joined. `stage_timeouts` lowers the
+    per-stage ceilings (`DEFAULT_STAGE_TIMEOUTS`); every stage also ends with the query's overall `timeout_seconds`.
+    The query's own bounds were checked when it was built (a pydantic model).
     Raises `VerificationError` naming the failed stage; returns a `VerificationResult` otherwise.
     """
     q = query
@@ -365,7 +367,7 @@ def verify_catalog_query(
         )
     if problems:
         raise VerificationError("config", "; ".join(problems), fixes("config"))
-    if locked_versions is None:
+    if locked_versions is None and q.stages != GATE:
         locked_versions, note = _default_lock()
         if note:
             warnings.append(note)
@@ -380,6 +382,15 @@ def verify_catalog_query(
         with clock.stage("workers") as budget:
             n_workers = _wait_for_workers(client, address, q.min_workers, budget, fixes, wait_hook)
             by_group = _workers_by_group(client, 5.0)
+        if q.stages == GATE:
+            return VerificationResult(
+                workers=n_workers,
+                workers_by_group=by_group,
+                elapsed_seconds=round(clock.elapsed(), 4),
+                stage_seconds=clock.seconds,
+                warnings=warnings,
+                scheduler=address,
+            )
 
         with clock.stage("versions") as budget:
             versions, version_warnings = _check_versions(client, locked_versions, budget, fixes)
@@ -514,7 +525,7 @@ def _wait_for_workers(
     """Wait for `min_workers`; with a `wait_hook`, in steps of `WORKER_WAIT_STEP_SECONDS` with the hook in between,
     so a worker pod stuck for a reason waiting will not cure fails the stage early (as stage `workers`)."""
     deadline = time.monotonic() + budget
-    while True:
+    while min_workers > 0:  # a gate may wait for none (a default group the autoscaler may scale to zero)
         remaining = deadline - time.monotonic()
         step = max(min(remaining, WORKER_WAIT_STEP_SECONDS) if wait_hook is not None else remaining, 0.1)
         try:

@@ -33,6 +33,7 @@ from components.verification.port_forward import SchedulerPortForward
 from components.verification.query import (
     CONNECT_MODES,
     DIRECT,
+    GATE,
     PORT_FORWARD,
     ClusterRef,
     ConeConfig,
@@ -49,7 +50,7 @@ PORT_FORWARD_TIMEOUT = DEFAULT_STAGE_TIMEOUTS["connect"]
 # and the storage options have flags of their own (`--connect`/`--port-forward`, repeatable `--storage-option`).
 FLAG_NAMES = {"catalog_path": "--catalog", "timeout_seconds": "--timeout"}
 OWN_FLAGS = {"enabled", "connect", "storage_options"}
-# Required unless `--query` has them: the command line has no default catalog or cone.
+# Required unless `--query` has them: the command line has no default catalog or cone (the gate needs neither).
 REQUIRED = ("catalog_path", "ra", "dec", "radius_arcsec")
 
 
@@ -71,10 +72,13 @@ def format_summary(result: VerificationResult) -> str:
         f"LSDB verification passed in {result.elapsed_seconds:.2f} s",
         f"  scheduler  {result.scheduler} ({result.workers} worker{'s' if result.workers != 1 else ''})",
         "  groups     " + (", ".join(f"{g} {n}" for g, n in result.workers_by_group.items()) or "unknown"),
-        f"  catalog    {result.catalog_path}: {result.rows} row(s) in {result.partitions} partition(s)",
-        "  versions   " + ", ".join(f"{k} {v}" for k, v in result.versions.items()),
-        "  stages     " + ", ".join(f"{k} {v:.2f}s" for k, v in result.stage_seconds.items()),
     ]
+    if result.catalog_path is not None:  # a gate ran no query
+        lines += [
+            f"  catalog    {result.catalog_path}: {result.rows} row(s) in {result.partitions} partition(s)",
+            "  versions   " + ", ".join(f"{k} {v}" for k, v in result.versions.items()),
+        ]
+    lines += ["  stages     " + ", ".join(f"{k} {v:.2f}s" for k, v in result.stage_seconds.items())]
     lines += [f"  warning    {w}" for w in result.warnings]
     if result.sample:
         cols = list(result.sample[0])
@@ -158,6 +162,7 @@ def query_document(p: argparse.ArgumentParser, args: argparse.Namespace) -> dict
         flag_of(name)
         for name in REQUIRED
         if to_camel(name) not in (cone if name in ConeConfig.model_fields else document)
+        and document.get("stages") != GATE
     ]
     if missing:
         p.error(f"the following arguments are required: {', '.join(missing)}")

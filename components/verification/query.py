@@ -1,7 +1,8 @@
 """What a verification asks and what it answers: one pydantic model each, shared by every entry point.
 
 `VerifyConfig` (with `ConeConfig`) is the stack's `verify` section and the query: `VerificationQuery` adds only what
-the check takes from elsewhere (the catalog's storage options, the rows to show, no default columns). The query
+the check takes from elsewhere (the catalog's storage options, the rows to show, no default columns) and which
+stages run: `all`, or the `gate` that `pulumi up` runs with `verify.enabled: false` (connect and workers). The query
 crosses to the check's child process as one JSON document validated by this model; the command line's flags
 (cli.py), the resource's input properties and the provider's re-run keys (resource.py) are derived from its
 fields. `VerificationResult` is the answer; `OUTPUT_KEYS`, the resource's outputs, derive from its fields.
@@ -17,10 +18,10 @@ import re
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.alias_generators import to_camel
 
-from components.section import Fix, Section, comma_list, empty_section
+from components.section import Fix, Section, comma_list, empty_section, problem, raise_problems
 
 Columns = Annotated[list[Annotated[str, Field(min_length=1)]], BeforeValidator(comma_list)]
 
@@ -44,7 +45,9 @@ class VerifyConfig(Section):
     enabled: bool = Field(
         True,
         description="Verify the cluster with an LSDB cone search when it is created, and again whenever its spec, "
-        "the image, the operator version, the catalog or the query changes.",
+        "the image, the operator version, the catalog or the query changes. `false` keeps only the gate: the "
+        "switch to a new cluster still waits for its scheduler to answer and for `minWorkers` workers (or the fewer "
+        "the cluster always has); no catalog needed.",
     )
     catalog_path: str | None = Field(
         None,
@@ -90,19 +93,44 @@ class VerifyConfig(Section):
 class VerificationQuery(VerifyConfig):
     """One run of the check: the stack's `verify` section with a catalog, plus what the check takes from elsewhere.
 
-    `catalog_path` is the path as the workers see it (it is opened on a worker), or an object-store/HTTP URL.
+    `catalog_path` is the path as the workers see it (it is opened on a worker), or an object-store/HTTP URL; the
+    gate (`stages: gate`) needs none, and may wait for no worker at all (a cluster the autoscaler may scale to 0).
     """
 
-    catalog_path: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)] = Field(
-        description="Catalog path as the workers see it (e.g. /data/sample), or its URL in the object store."
+    catalog_path: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)] | None = Field(
+        None,
+        description="Catalog path as the workers see it (e.g. /data/sample), or its URL in the object store "
+        "(not used by the gate).",
     )
     columns: Columns = Field(default_factory=list, description="Columns to load, comma-separated (default: all).")
+    min_workers: Annotated[int, Fix("use 1 or more (0 only with stages gate)")] = Field(
+        1, ge=0, description="Workers (of any group) to wait for (the gate may wait for none)."
+    )
     storage_options: dict[str, Any] | None = Field(
         None,
         description="Passed to lsdb.open_catalog on the worker, e.g. {'anon': False}: the pods' credentials or "
         "identity (the stack's storage.catalogStorageOptions).",
     )
     sample_rows: int = Field(DEFAULT_SAMPLE_ROWS, ge=0, description="Rows of the result to show.")
+    stages: Literal["all", "gate"] = Field(
+        "all",
+        description="`all` (connect, workers, versions, open, compute, rows) or `gate` (connect and workers only: "
+        "what `pulumi up` runs with verify.enabled false; no catalog needed).",
+    )
+
+    @model_validator(mode="after")
+    def _the_lsdb_query_needs(self) -> VerificationQuery:
+        """A catalog, and a worker to open it on: what every stage after the gate's needs."""
+        if self.stages == GATE:
+            return self
+        found = []
+        if self.catalog_path is None:
+            fix = "give the catalog path as workers see it (e.g. /data/sample), or stages gate"
+            found.append(problem("catalogPath", None, "is required for the LSDB query", fix))
+        if self.min_workers < 1:
+            found.append(problem("minWorkers", self.min_workers, "is below 1: the query runs on a worker", "use 1+"))
+        raise_problems("VerificationQuery", found)
+        return self
 
     def to_json(self) -> str:
         """The query as the child process gets it: one JSON document, keys as users write them."""
@@ -112,25 +140,27 @@ class VerificationQuery(VerifyConfig):
 # How the check reaches the scheduler: a kr8s port-forward to the scheduler Service, or its address as given.
 CONNECT_MODES: tuple[str, ...] = get_args(VerifyConfig.model_fields["connect"].annotation)
 PORT_FORWARD, DIRECT = CONNECT_MODES
+ALL, GATE = get_args(VerificationQuery.model_fields["stages"].annotation)
 
 
 class VerificationResult(BaseModel):
     """What a successful verification saw: the CLI's `--json` report (snake_case keys). The resource's outputs are
-    its fields in camelCase (`OUTPUT_KEYS`), but for `SHOWN_ONLY`."""
+    its fields in camelCase (`OUTPUT_KEYS`), but for `SHOWN_ONLY`. A gate's result has no rows, partitions,
+    versions, sample or catalog (None or empty): it ran no query."""
 
     model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, validate_by_alias=True)
 
-    rows: int
-    partitions: int
+    rows: int | None = None
+    partitions: int | None = None
     workers: int
     workers_by_group: dict[str, int]
     elapsed_seconds: float
-    versions: dict[str, str]
-    sample: list[dict[str, Any]]
+    versions: dict[str, str] = Field(default_factory=dict)
+    sample: list[dict[str, Any]] = Field(default_factory=list)
     stage_seconds: dict[str, float]
     warnings: list[str]
     scheduler: str
-    catalog_path: str
+    catalog_path: str | None = None
 
     def to_outputs(self) -> dict[str, Any]:
         """The Pulumi output properties of `LsdbVerification`, in `OUTPUT_KEYS` order."""

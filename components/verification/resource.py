@@ -258,7 +258,8 @@ def new_provider() -> LsdbVerificationProvider:
 
 
 class LsdbVerification(pulumi.dynamic.Resource, module="lsdb", name="Verification"):
-    """Runs the check against the deployed cluster during `pulumi up`.
+    """Runs the check against the deployed cluster during `pulumi up` (all its stages, or the gate's: the query's
+    `stages`).
 
     Type `pulumi-python:dynamic/lsdb:Verification`. Re-runs only when the cluster spec hash, the cluster object,
     the image, the operator, the catalog or the query changes (see `diff`); deleting it deletes nothing. Outputs:
