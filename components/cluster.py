@@ -287,12 +287,16 @@ def worker_group_manifest(
 ) -> dict[str, Any]:
     """The DaskWorkerGroup of one extra group, for the live DaskCluster `cluster_name`."""
     labels = {**LABELS, APP_NAME_LABEL: cluster.name, GROUP_LABEL: group}
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "DaskWorkerGroup",
-        "metadata": {"name": worker_group_name(cluster_name, group), "namespace": namespace, "labels": labels},
-        "spec": {"cluster": cluster_name, "worker": worker},
+    metadata: dict[str, Any] = {
+        "name": worker_group_name(cluster_name, group),
+        "namespace": namespace,
+        "labels": labels,
     }
+    # The operator copies the DaskWorkerGroup's own annotations (not the DaskCluster's) onto its Deployments.
+    if skips := scanner_skips(cluster.worker_groups[group].cpu_limit):
+        metadata["annotations"] = skips
+    return {"apiVersion": API_VERSION, "kind": "DaskWorkerGroup", "metadata": metadata,
+            "spec": {"cluster": cluster_name, "worker": worker}}  # fmt: skip
 
 
 def scheduler_disruption_budget_manifest(
@@ -329,7 +333,7 @@ def unreconciled(dask_cluster: dict[str, Any], workers: dict[str, dict[str, Any]
     """What `<h>` digests: the unnamed DaskCluster and the extra groups' `spec.worker` without what the operator
     reconciles on a live cluster (the default group's `replicas`, `idleTimeout`): changing those must not make a
     new cluster. The extra groups' `replicas` stay in: an in-place scale-down of an extra group would retire the
-    workers the scheduler offers, the default group's (`scheduler_downscale_env`), so a new count is a new cluster."""
+    workers the scheduler offers, the default group's, so a new count is a new cluster."""
     view = copy.deepcopy({"daskCluster": dask_cluster, "workerGroups": workers})
     view["daskCluster"]["spec"].pop("idleTimeout")
     view["daskCluster"]["spec"]["worker"].pop("replicas")
@@ -349,11 +353,6 @@ def scheduler_downscale_preload() -> dict[str, str]:
 def scheduler_downscale_prefix(live_name: str) -> dict[str, str]:
     """The worker-name prefix the preload keeps: the default group's workers, `<live>-default-worker-`."""
     return {"name": scheduler_downscale.PREFIX_ENV, "value": f"{default_worker_group_name(live_name)}-worker-"}
-
-
-def scheduler_downscale_env(live_name: str) -> list[dict[str, str]]:
-    """The scheduler's two variables for the downscale filter, as the named DaskCluster carries them."""
-    return [scheduler_downscale_preload(), scheduler_downscale_prefix(live_name)]
 
 
 def unnamed_dask_cluster(spec: ClusterSpec, image: str) -> dict[str, Any]:
@@ -397,7 +396,7 @@ def unnamed_dask_cluster(spec: ClusterSpec, image: str) -> dict[str, Any]:
     # of blue and green alike (`dask.org/cluster-name` tells them apart).
     labels = {**LABELS, APP_NAME_LABEL: cluster.name}
     metadata: dict[str, Any] = {"namespace": spec.namespace, "labels": labels}
-    if skips := scanner_skips(cluster):
+    if skips := scanner_skips(cluster.workers.cpu_limit):
         metadata["annotations"] = skips
     body: dict[str, Any] = {
         "idleTimeout": cluster.idle_timeout_seconds,
@@ -425,14 +424,16 @@ def unnamed_dask_cluster(spec: ClusterSpec, image: str) -> dict[str, Any]:
     return {"apiVersion": API_VERSION, "kind": "DaskCluster", "metadata": metadata, "spec": body}
 
 
-def scanner_skips(cluster: ClusterConfig) -> dict[str, str]:
-    """checkov skips, with their reasons, for checks that do not apply (the operator copies the DaskCluster's
-    annotations onto the Deployments it creates, where the scanner reads them). Nothing is skipped silently."""
+def scanner_skips(cpu_limit: str | None) -> dict[str, str]:
+    """checkov skips, with their reasons, for checks that do not apply (the operator copies a DaskCluster's or
+    DaskWorkerGroup's annotations onto the Deployments it creates, where the scanner reads them). Nothing is
+    skipped silently."""
     skips = {}
-    if not cluster.workers.cpu_limit:
+    if not cpu_limit:
         skips["checkov.io/skip1"] = (
             "CKV_K8S_11=CPU limits throttle Dask's event loop and heartbeats; requests reserve the CPU, and "
-            "cluster.workers.cpuLimit sets limits where a ResourceQuota requires them"
+            "the group's cpuLimit (cluster.workers.cpuLimit, cluster.workerGroups.<g>.cpuLimit) sets limits where a "
+            "ResourceQuota requires them"
         )
     return skips
 

@@ -538,16 +538,10 @@ FINDING_KEYS_AS_ENV = pytest.mark.xfail(
     strict=True,
     reason="matrix finding: CKV_K8S_35 (secrets as environment variables) on every pod with objectStore credentials",
 )
-FINDING_GROUP_CPU_LIMITS = pytest.mark.xfail(
-    strict=True,
-    reason="matrix finding: CKV_K8S_11 (CPU limits) on cluster.workerGroups Deployments: the DaskCluster's "
-    "checkov skip annotation does not reach the DaskWorkerGroup's pods",
-)
 
 
 def checkov_marks(features: frozenset[str]) -> list[Any]:
-    return [mark for feature, mark in (("objectStoreKeys", FINDING_KEYS_AS_ENV),
-            ("workerGroups", FINDING_GROUP_CPU_LIMITS)) if feature in features]  # fmt: skip
+    return [FINDING_KEYS_AS_ENV] if "objectStoreKeys" in features else []
 
 
 @pytest.fixture(scope="module")
