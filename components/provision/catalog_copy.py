@@ -68,7 +68,6 @@ OPTIONAL_FILES = (
     "dataset/data_thumbnail.parquet",
 )
 CHECKSUM_KEYS = ("ETag", "etag", "md5Hash")  # s3fs / http, adlfs, gcsfs
-CHUNK = 4 * 1024 * 1024
 DEFAULT_THREADS = 8
 
 
@@ -322,18 +321,16 @@ def copy_partition(source: Source, dest: Path, rel: str, rows: int | None, journ
         return
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(final.name + PART_SUFFIX)
-    written = 0
     try:
-        with source.fs.open(source.path(rel), "rb") as src, open(tmp, "wb") as out:
-            while chunk := src.read(CHUNK):
-                out.write(chunk)
-                written += len(chunk)
-            out.flush()
+        # get_file streams the whole object (no range requests, which plain HTTP servers may not serve)
+        source.fs.get_file(source.path(rel), str(tmp))
+        with open(tmp, "rb+") as out:
             os.fsync(out.fileno())
+        written = tmp.stat().st_size
     except FileNotFoundError:
         tmp.unlink(missing_ok=True)
         raise ProvisionError(f"{rel}: not found at {source.where(rel)} (source {source.url})") from None
-    except OSError as exc:
+    except Exception as exc:  # the drivers' own errors (aiohttp, botocore ...)
         tmp.unlink(missing_ok=True)
         raise ProvisionError(f"{rel}: cannot read {source.where(rel)} (source {source.url}): {exc}") from exc
     if size is not None and written != size:
