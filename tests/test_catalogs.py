@@ -1,0 +1,158 @@
+"""The `catalogs` section, the refusals, and the provisioning Job/ConfigMap/Secret/NetworkPolicy manifests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from components import cluster
+from components.catalogs import (
+    CATALOG_LABEL,
+    CLAIM_VOLUME,
+    CODE_DIR,
+    ENGINE_FILE,
+    MAX_NAME,
+    CatalogConfig,
+    JobContext,
+    code_config_map_manifest,
+    credentials_secret_manifest,
+    engine_source,
+    job_name,
+    provision_job_manifest,
+    provision_network_policy_manifest,
+    provisioning_problems,
+)
+from components.config import StorageConfig
+from components.lock import PROJECT_DIR
+
+IMAGE = "registry.example/lsdb@sha256:" + "a" * 64
+PVC = StorageConfig(kind="pvc", mount_path="/data")
+S3 = CatalogConfig(source="s3://survey/gaia", credentials={"accessKeyId": "[secret]", "secretAccessKey": "[secret]"})
+CHECKOV = PROJECT_DIR / "scan" / "venv" / "bin" / "checkov"
+
+
+def rule_errors(exc: ValidationError) -> list[tuple[str, Any, str, str]]:
+    return [rule for e in exc.errors() if e["type"] == "rules" for rule in e["ctx"]["rules"]]
+
+
+def test_a_source_is_a_url_with_a_driver_and_its_own_credentials() -> None:
+    with pytest.raises(ValidationError) as exc:
+        CatalogConfig(source="ftp://host/cat", credentials={"accountKey": "[plaintext]"}, anonymous=True)
+    keys = {rule[0] for rule in rule_errors(exc.value)}
+    assert keys == {"source", "credentials", "anonymous"}  # all problems at once
+    with pytest.raises(ValidationError) as exc:
+        CatalogConfig(source="gs://b/c", credentials={"accessKeyId": "[secret]"})
+    [(key, _value, what, fix)] = rule_errors(exc.value)
+    assert key == "credentials.accessKeyId" and "gs://" in what and "serviceAccountJson" in fix
+    assert CatalogConfig(source="s3a://b/c", anonymous=True).storage_options == {"anon": True}
+    assert CatalogConfig(source="https://data.example/hats/gaia").storage_options == {}
+    assert S3.credential_env == {"accessKeyId": "AWS_ACCESS_KEY_ID", "secretAccessKey": "AWS_SECRET_ACCESS_KEY"}
+
+
+@pytest.mark.parametrize(
+    ("storage", "selector", "needle"),
+    [
+        (StorageConfig(kind="objectStore", object_store={"url": "s3://b/c", "anonymous": True}), {}, "in place"),
+        (StorageConfig(kind="none"), {}, "no claim"),
+        (StorageConfig(kind="pvc", access_mode="ReadOnlyMany"), {}, "ReadOnlyMany"),
+        (StorageConfig(kind="hostPath", host_path={"path": "/cats"}), {}, "kubernetes.io/hostname"),
+    ],
+)
+def test_provisioning_is_refused_where_it_cannot_work(storage: StorageConfig, selector: dict[str, str], needle: str):
+    [problem] = provisioning_problems({"gaia": S3}, storage, selector)
+    assert needle in problem and "Fix:" in problem
+
+
+def test_provisioning_is_accepted_where_it_works() -> None:
+    assert provisioning_problems({"gaia": S3}, PVC, {}) == []
+    host = StorageConfig(kind="hostPath", host_path={"path": "/cats"})
+    assert provisioning_problems({"gaia": S3}, host, {"kubernetes.io/hostname": "node-1"}) == []
+    assert provisioning_problems({}, StorageConfig(kind="none"), {}) == []
+    [long_name] = provisioning_problems({"g" * (MAX_NAME + 1): S3}, PVC, {})
+    assert str(MAX_NAME) in long_name
+
+
+def test_the_job_name_follows_the_source_and_the_engine() -> None:
+    source = engine_source()
+    name = job_name("gaia", S3, source)
+    assert len(name) <= 63 and name.startswith("gaia-provision-")
+    assert job_name("gaia", S3, source) == name  # same source: same Job, a re-run of `pulumi up` changes nothing
+    assert job_name("gaia", S3.model_copy(update={"source": "s3://survey/gaia-dr4"}), source) != name
+    assert job_name("gaia", CatalogConfig(source="s3://survey/gaia", anonymous=True), source) != name
+    assert job_name("gaia", S3, source + "\n# changed engine\n") != name
+    code = code_config_map_manifest("gaia", "lsdb", source)
+    assert code["metadata"]["name"] != code_config_map_manifest("gaia", "lsdb", source + " ")["metadata"]["name"]
+
+
+def manifests(catalog: CatalogConfig = S3, ctx: JobContext | None = None) -> dict[str, Any]:
+    ctx = ctx or JobContext("lsdb", IMAGE, PVC)
+    source = engine_source()
+    return {
+        "job": provision_job_manifest("gaia", catalog, ctx, source),
+        "code": code_config_map_manifest("gaia", "lsdb", source),
+        "policy": provision_network_policy_manifest("gaia", catalog, "lsdb", ["10.0.0.0/8"], [443, 9000]),
+        "secret": credentials_secret_manifest("gaia", catalog, "lsdb", {"accessKeyId": "k", "secretAccessKey": "s"}),
+    }
+
+
+def test_the_job_is_hardened_like_the_cluster_pods_and_writes_only_its_directory() -> None:
+    m = manifests(ctx=JobContext("lsdb", IMAGE, PVC, node_selector={"kubernetes.io/hostname": "n1"}, pull_secret="p"))
+    pod = m["job"]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert pod["securityContext"] == cluster.POD_SECURITY_CONTEXT
+    assert container["securityContext"] == cluster.CONTAINER_SECURITY_CONTEXT
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["automountServiceAccountToken"] is False and pod["restartPolicy"] == "Never"
+    assert container["image"] == IMAGE
+    mounts = {v["mountPath"]: v for v in container["volumeMounts"]}
+    assert mounts["/data"]["name"] == CLAIM_VOLUME and not mounts["/data"].get("readOnly")
+    assert mounts[CODE_DIR]["readOnly"] is True and "/tmp" in mounts and cluster.HOME_DIR in mounts
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes[CLAIM_VOLUME]["persistentVolumeClaim"]["claimName"] == PVC.claim_name
+    assert volumes[mounts[CODE_DIR]["name"]]["configMap"]["name"] == m["code"]["metadata"]["name"]
+    assert container["command"][:2] == ["python", f"{CODE_DIR}/{ENGINE_FILE}"]
+    args = container["command"]
+    assert args[args.index("--dest") + 1] == "/data/catalogs/gaia"
+    assert json.loads(args[args.index("--storage-options") + 1]) == {"anon": False}
+    assert pod["nodeSelector"] == {"kubernetes.io/hostname": "n1"} and pod["imagePullSecrets"] == [{"name": "p"}]
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
+    assert env["AWS_ACCESS_KEY_ID"] == {"name": m["secret"]["metadata"]["name"], "key": "AWS_ACCESS_KEY_ID"}
+    assert m["secret"]["stringData"] == {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}
+    assert m["job"]["spec"]["backoffLimit"] >= 1
+    assert m["code"]["data"][ENGINE_FILE] == engine_source() and m["code"]["immutable"] is True
+
+
+def test_the_network_policy_selects_the_job_pods_and_allows_dns_and_the_source_only() -> None:
+    m = manifests()
+    spec = m["policy"]["spec"]
+    pod_labels = m["job"]["spec"]["template"]["metadata"]["labels"]
+    assert all(pod_labels[k] == v for k, v in spec["podSelector"]["matchLabels"].items())
+    assert spec["podSelector"]["matchLabels"][CATALOG_LABEL] == "gaia"
+    assert spec["policyTypes"] == ["Ingress", "Egress"] and spec["ingress"] == []
+    dns, source = spec["egress"]
+    assert {p["port"] for p in dns["ports"]} == {53} and "to" not in dns
+    assert source["to"] == [{"ipBlock": {"cidr": "10.0.0.0/8"}}]
+    assert [p["port"] for p in source["ports"]] == [443, 9000]  # s3: security.egressPorts
+    https = manifests(CatalogConfig(source="https://data.example:8443/hats/gaia"))["policy"]["spec"]["egress"][1]
+    assert [p["port"] for p in https["ports"]] == [8443]  # https: the URL's own port
+
+
+def test_the_manifests_are_valid_kubernetes_objects() -> None:
+    for obj in manifests().values():
+        kubernetes_validate.validate(obj, "1.25.0", strict=True)
+
+
+@pytest.mark.skipif(not CHECKOV.is_file(), reason="checkov's virtualenv (scan/venv, `make scan`) is not built")
+def test_checkov_passes_the_manifests(tmp_path: Path) -> None:
+    from scripts.scan import checkov
+
+    (tmp_path / "provision.yaml").write_text(yaml.safe_dump_all(list(manifests().values())))
+    result = checkov(CHECKOV, "kubernetes", tmp_path)
+    assert result["failed"] == 0, [(c["check_id"], c["resource"]) for c in result["failed_checks"]]
+    assert result["passed"] > 50
