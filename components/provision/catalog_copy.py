@@ -3,7 +3,7 @@
 Run by the provisioning Job as `python /opt/lsdb-provision/catalog_copy.py --source URL --dest DIR`: this file alone,
 with the standard library and the pinned lock's packages (hats, fsspec, s3fs/gcsfs/adlfs/aiohttp, pyarrow,
 jproperties). How it gets there without touching the cluster image: the program puts this file's text in a
-ConfigMap named `<catalog>-provision-<hash of this text>` and mounts it read-only at /opt/lsdb-provision
+ConfigMap named `<catalog>-provision-code-<hash of this text>` and mounts it read-only at /opt/lsdb-provision
 (components/catalogs.py); the image stays the lock's, and a change of this file is a new ConfigMap and Job.
 
 Driven by the catalog's own metadata, never by a directory listing (plain HTTP servers have none):
@@ -15,19 +15,21 @@ has them.
 
 Order and atomicity: every file is written under a temporary name and renamed into place, so an interrupted run
 leaves no half file (stale temporary files are removed at the next start). Partition files are copied first, in
-parallel (a thread pool over fsspec); then the metadata files, and each catalog's properties file last, so a
-directory holds a catalog's properties only once all its files are there. Afterwards hats checks the copy
-(`hats.io.validation.is_valid_catalog` / `is_valid_collection`, strict: every partition file present and
-consistent with the metadata).
+parallel (a thread pool over fsspec); then one `os.sync()` (not an fsync per file, which doubled the time per
+file here; a node crash before it can leave a short file, which the size comparison re-copies); then the metadata
+files, each catalog's properties file last, so a directory holds a catalog's properties only once all its files
+are there. Afterwards hats checks the copy (`hats.io.validation.is_valid_catalog` / `is_valid_collection`,
+strict: every partition file present and consistent with the metadata).
 
 Idempotent and resumable: a partition file is skipped when the local file has the source's size and the source's
 checksum (ETag, or gcsfs' md5Hash) is the one recorded when it was copied (a journal in `<dest>/.lsdb-provision/`,
-one JSON line per copied file, appended as each finishes). Size alone where the source gives no checksum (a plain
-HTTP server without ETag): a same-size rewrite of a file is then not seen; such sources should be immutable
-releases. The checksum is compared as recorded, not recomputed over the local bytes: S3's multipart ETags are no
-MD5 of the content. Metadata files are always read from the source (they say what the catalog is) and rewritten
-only when their bytes differ. Files under `<dest>` that the source no longer lists are removed (the copy mirrors
-the source: a changed source is copied over the old one, in place).
+one JSON line per copied file, appended as each finishes). Size and checksum come from one listing per partition
+directory on object stores, from a HEAD request per file over HTTP. Where the source gives no checksum (a plain
+HTTP server without ETag) size alone decides, and a same-size rewrite is not seen: such sources should be
+immutable releases. The checksum is compared as recorded, not recomputed over the local bytes: S3's multipart
+ETags are no MD5 of the content. Metadata files are always read from the source (they say what the catalog is)
+and rewritten only when their bytes differ. Files under `<dest>` that the source no longer lists are removed (the
+copy mirrors the source: a changed source is copied over the old one, in place).
 
 Every partition file's footer is read after download and its row count compared with what `_metadata` says: a
 missing, truncated, corrupt or unreadable source file fails the run naming the file and the source.
@@ -117,6 +119,10 @@ class Source:
         self.url = url.rstrip("/")
         self.fs, self.root = fsspec.core.url_to_fs(self.url, **storage_options)
         self.root = self.root.rstrip("/")
+        # Object stores list a prefix in one request; a plain HTTP server may have no listing at all.
+        self.listable = not self.fs.protocol or "http" not in self.fs.protocol
+        self.listings: dict[str, dict[str, dict[str, Any]]] = {}
+        self.lock = threading.Lock()
 
     def path(self, rel: str) -> str:
         return f"{self.root}/{rel}" if rel else self.root
@@ -136,13 +142,29 @@ class Source:
             raise ProvisionError(f"{rel}: cannot read {self.where(rel)} (source {self.url}): {exc}") from exc
 
     def info(self, rel: str) -> dict[str, Any]:
+        """Size and checksum of one file: from its directory's listing where the store has listings (one request
+        per partition directory, not per file), else from the file itself (HTTP: a HEAD request)."""
         try:
+            if self.listable:
+                listing = self._listing(rel.rsplit("/", 1)[0] if "/" in rel else "")
+                if rel in listing:
+                    return listing[rel]
             info: dict[str, Any] = self.fs.info(self.path(rel))
             return info
         except FileNotFoundError:
             raise ProvisionError(f"{rel}: not found at {self.where(rel)} (source {self.url})") from None
         except Exception as exc:
             raise ProvisionError(f"{rel}: cannot read {self.where(rel)} (source {self.url}): {exc}") from exc
+
+    def _listing(self, directory: str) -> dict[str, dict[str, Any]]:
+        with self.lock:
+            if directory not in self.listings:
+                entries = self.fs.ls(self.path(directory), detail=True)
+                prefix = self.root + "/"
+                self.listings[directory] = {
+                    e["name"].removeprefix(prefix): e for e in entries if e.get("type") == "file"
+                }
+            return self.listings[directory]
 
 
 def checksum(info: dict[str, Any]) -> str | None:
@@ -280,9 +302,7 @@ class Journal:
         with self.lock:
             self.entries[rel] = (size, checksum)
             with open(self.path, "a") as out:
-                out.write(line)
-                out.flush()
-                os.fsync(out.fileno())
+                out.write(line)  # no fsync per file: one sync before the metadata goes in (`provision`)
 
     def compact(self, keep: Iterable[str]) -> None:
         kept = {rel: self.entries[rel] for rel in keep if rel in self.entries}
@@ -324,8 +344,6 @@ def copy_partition(source: Source, dest: Path, rel: str, rows: int | None, journ
     try:
         # get_file streams the whole object (no range requests, which plain HTTP servers may not serve)
         source.fs.get_file(source.path(rel), str(tmp))
-        with open(tmp, "rb+") as out:
-            os.fsync(out.fileno())
         written = tmp.stat().st_size
     except FileNotFoundError:
         tmp.unlink(missing_ok=True)
@@ -414,6 +432,7 @@ def provision(
             for f in futures:
                 f.cancel()
             raise
+    os.sync()  # the partition files and the journal are on disk before any metadata says the catalog is there
     for rel in _properties_last(metadata):
         _install_metadata(dest, rel, metadata[rel], summary)
     journal.compact(partitions)
