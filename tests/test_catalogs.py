@@ -156,3 +156,37 @@ def test_checkov_passes_the_manifests(tmp_path: Path) -> None:
     result = checkov(CHECKOV, "kubernetes", tmp_path)
     assert result["failed"] == 0, [(c["check_id"], c["resource"]) for c in result["failed_checks"]]
     assert result["passed"] > 50
+
+
+def test_the_component_registers_each_catalog_s_objects_under_itself_and_the_job_waits_for_them() -> None:
+    import pulumi
+
+    from components.catalogs import CatalogProvisioning, CatalogProvisioningArgs
+    from tools.mock_runtime import has_plaintext, run_program
+
+    catalogs = {"gaia": S3, "ztf": CatalogConfig(source="https://data.example/hats/ztf")}
+
+    def program() -> None:
+        creds = pulumi.Output.secret({"accessKeyId": "AKIAEXAMPLE", "secretAccessKey": "very-secret"})
+        CatalogProvisioning(
+            "catalogs",
+            CatalogProvisioningArgs(catalogs, JobContext("lsdb", IMAGE, PVC), credentials={"gaia": creds}),
+        )
+
+    run = run_program({}, program=program)
+    [component] = run.of_type("lsdb-k8s:catalogs:CatalogProvisioning")
+    children = [r for r in run.resources if r.parent == component.urn]
+    kinds = sorted((r.type.split(":")[-1], r.inputs["metadata"]["labels"][CATALOG_LABEL]) for r in children)
+    assert kinds == [
+        ("ConfigMap", "gaia"), ("ConfigMap", "ztf"), ("Job", "gaia"), ("Job", "ztf"),
+        ("NetworkPolicy", "gaia"), ("NetworkPolicy", "ztf"), ("Secret", "gaia"),
+    ]  # fmt: skip
+    [secret] = run.of_type("kubernetes:core/v1:Secret")
+    assert secret.inputs["stringData"]["AWS_SECRET_ACCESS_KEY"] == "very-secret"
+    assert not has_plaintext(secret.raw_inputs, "very-secret")  # a Pulumi secret end to end
+    for job in run.of_type("kubernetes:batch/v1:Job"):
+        name = job.inputs["metadata"]["labels"][CATALOG_LABEL]
+        mine = {r.urn for r in children if r.inputs["metadata"]["labels"][CATALOG_LABEL] == name and r is not job}
+        assert mine <= set(job.dependencies)  # the copy starts once its code, credentials and egress exist
+        assert job.inputs["spec"] == provision_job_manifest(name, catalogs[name], JobContext("lsdb", IMAGE, PVC),
+                                                            engine_source())["spec"]  # fmt: skip
