@@ -9,21 +9,21 @@ For each catalog the program registers (`CatalogProvisioning`, all children `par
   s3fs/gcsfs/adlfs read (as `storage.objectStore.credentials`; gcs: a key file), values Pulumi secrets;
 - a NetworkPolicy (with `security.networkPolicy`): the Job's pods get no ingress, and egress to DNS and to their
   source (`security.egressCIDRs` on the source URL's port, or `security.egressPorts` for s3/gs/abfs) only;
-- the Job `<name>-provision-<h>`, `<h>` a digest of the source (URL, anonymous, credential key names) and of
-  the engine's code, hardened like the cluster's pods (components/cluster.py's security contexts, read-only root,
-  emptyDirs for /tmp and HOME), the claim mounted read-write at `<storage.mountPath>`, the copy made at
-  `<storage.mountPath>/catalogs/<name>`.
+- the Job `<name>-provision-<h>`, `<h>` a digest of its spec (the source URL, anonymous, the credential key
+  names, the engine's ConfigMap named by its code's hash, the image), hardened like the cluster's pods
+  (components/cluster.py's security contexts, read-only root, emptyDirs for /tmp and HOME), the claim mounted
+  read-write at `<storage.mountPath>`, the copy made at `<storage.mountPath>/catalogs/<name>`.
 
-pulumi-kubernetes waits for a batch/v1 Job to complete (its `Complete` condition; a `Failed` condition fails
-`pulumi up` at once; default timeout 10 minutes, here `JOB_TIMEOUT`), so whatever depends on the component (the
+pulumi-kubernetes waits for a batch/v1 Job to complete (its `Complete` condition; a `Failed` condition fails `pulumi
+up` at once; default timeout 10 minutes, here `JOB_TIMEOUT`), so whatever depends on the component (the
 verification, wired by the program) runs on a complete copy. A second `pulumi up` with the same source changes
-nothing (same Job name, same spec). A changed source (or engine) is a new Job name, so Pulumi replaces the Job: the
-new Job copies into the SAME directory, resumably: files that match are kept, changed ones re-copied, files the
-new source does not list removed (tests/test_provision.py shows it). `pulumi.com/replaceUnready` makes a failed
-Job (e.g. a missing source file, since fixed) be replaced by the next `pulumi up` instead of awaited again.
-The Job is kept (no `ttlSecondsAfterFinished`): were it deleted by Kubernetes, `pulumi up --refresh` would recreate
-it and run a (0-byte) copy again. `pulumi destroy` deletes the Job, its ConfigMap, Secret and NetworkPolicy; the
-copied files stay on the claim, which goes with the claim.
+nothing (same Job name, same spec). A changed source (or engine, or image) is a new Job name, so Pulumi replaces the
+Job: the new Job copies into the SAME directory, resumably: files that match are kept, changed ones re-copied, files
+the new source does not list removed (tests/test_provision.py shows it). `pulumi.com/replaceUnready` makes a failed
+Job (e.g. a missing source file, since fixed) be replaced by the next `pulumi up` instead of awaited again. The Job
+is kept (no `ttlSecondsAfterFinished`): were it deleted by Kubernetes, `pulumi up --refresh` would recreate it and
+run a (0-byte) copy again. `pulumi destroy` deletes the Job, its ConfigMap, Secret and NetworkPolicy; the copied
+files stay on the claim, which goes with the claim.
 """
 
 from __future__ import annotations
@@ -242,11 +242,12 @@ def credentials_secret_manifest(
     }
 
 
-def job_name(name: str, catalog: CatalogConfig, source: str) -> str:
-    """`<name>-provision-<h>`: a new source (URL, access, credential names) or engine is a new Job."""
-    identity = {"source": catalog.source, "anonymous": catalog.anonymous, "credentials": sorted(catalog.credentials),
-                "engine": _digest(source)}  # fmt: skip
-    return f"{name}{SUFFIX}{_digest(identity)}"
+def job_name(name: str, spec: Mapping[str, Any]) -> str:
+    """`<name>-provision-<h>`, `<h>` a digest of the Job's spec: the source URL, its access (anonymous, credential
+    names) and the engine (its ConfigMap's name carries its hash) are in the spec, so a new source or engine is a
+    new Job; so is any other change of the spec (image, mounts), which Kubernetes would not apply to a Job anyway
+    (its pod template is immutable), and a new name lets Pulumi create the new Job before deleting the old."""
+    return f"{name}{SUFFIX}{_digest(spec)}"
 
 
 def _credential_wiring(name: str, catalog: CatalogConfig) -> tuple[list[Any], list[Any], list[Any]]:
@@ -324,19 +325,17 @@ def provision_job_manifest(name: str, catalog: CatalogConfig, ctx: JobContext, s
     annotations = {"pulumi.com/replaceUnready": "true"}
     if any("valueFrom" in e for e in env):
         annotations["checkov.io/skip1"] = SECRET_ENV_SKIP
+    spec = {"backoffLimit": BACKOFF_LIMIT, "template": {"metadata": {"labels": labels(name)}, "spec": pod}}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            "name": job_name(name, catalog, source),
+            "name": job_name(name, spec),
             "namespace": ctx.namespace,
             "labels": labels(name),
             "annotations": annotations,
         },
-        "spec": {
-            "backoffLimit": BACKOFF_LIMIT,
-            "template": {"metadata": {"labels": labels(name)}, "spec": pod},
-        },
+        "spec": spec,
     }
 
 

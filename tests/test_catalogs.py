@@ -23,7 +23,6 @@ from components.catalogs import (
     code_config_map_manifest,
     credentials_secret_manifest,
     engine_source,
-    job_name,
     provision_job_manifest,
     provision_network_policy_manifest,
     provisioning_problems,
@@ -78,14 +77,21 @@ def test_provisioning_is_accepted_where_it_works() -> None:
     assert str(MAX_NAME) in long_name
 
 
+def name_of(catalog: CatalogConfig, source: str, image: str = IMAGE) -> str:
+    name: str = provision_job_manifest("gaia", catalog, JobContext("lsdb", image, PVC), source)["metadata"]["name"]
+    return name
+
+
 def test_the_job_name_follows_the_source_and_the_engine() -> None:
     source = engine_source()
-    name = job_name("gaia", S3, source)
+    name = name_of(S3, source)
     assert len(name) <= 63 and name.startswith("gaia-provision-")
-    assert job_name("gaia", S3, source) == name  # same source: same Job, a re-run of `pulumi up` changes nothing
-    assert job_name("gaia", S3.model_copy(update={"source": "s3://survey/gaia-dr4"}), source) != name
-    assert job_name("gaia", CatalogConfig(source="s3://survey/gaia", anonymous=True), source) != name
-    assert job_name("gaia", S3, source + "\n# changed engine\n") != name
+    assert name_of(S3, source) == name  # same source: same Job, a re-run of `pulumi up` changes nothing
+    assert name_of(S3.model_copy(update={"source": "s3://survey/gaia-dr4"}), source) != name
+    assert name_of(CatalogConfig(source="s3://survey/gaia", anonymous=True), source) != name
+    assert name_of(S3.model_copy(update={"credentials": {"accessKeyId": "[secret]"}}), source) != name
+    assert name_of(S3, source + "\n# changed engine\n") != name
+    assert name_of(S3, source, image=IMAGE.replace("a", "b")) != name  # a new lock: a new Job (a 0-byte re-run)
     code = code_config_map_manifest("gaia", "lsdb", source)
     assert code["metadata"]["name"] != code_config_map_manifest("gaia", "lsdb", source + " ")["metadata"]["name"]
 

@@ -27,7 +27,6 @@ from components.catalogs import (
     code_config_map_manifest,
     credentials_secret_manifest,
     engine_source,
-    job_name,
     provision_job_manifest,
 )
 from components.config import StorageConfig
@@ -246,7 +245,7 @@ def test_a_changed_source_is_copied_over_the_old_copy_in_place(
     kept, the rest copied, files the new source does not list removed."""
     claim, dest = tmp_path / "claim", tmp_path / "claim" / "catalogs" / NAME
     old, new = CatalogConfig(source=f"{http_source.url}/collection"), CatalogConfig(source=f"{http_source.url}/plain")
-    assert job_name(NAME, old, engine_source()) != job_name(NAME, new, engine_source())
+    assert render(old)["job"]["metadata"]["name"] != render(new)["job"]["metadata"]["name"]
     summary(provision(old, claim, tmp_path / "run1"))
     changed = summary(provision(new, claim, tmp_path / "run2"))
     assert copied_files(dest) == source_files(source_dir / "plain")
