@@ -432,7 +432,8 @@ def provision(
             for f in futures:
                 f.cancel()
             raise
-    os.sync()  # the partition files and the journal are on disk before any metadata says the catalog is there
+    if summary.files_copied:  # the partition files and the journal are on disk before any metadata says so
+        os.sync()
     for rel in _properties_last(metadata):
         _install_metadata(dest, rel, metadata[rel], summary)
     journal.compact(partitions)
