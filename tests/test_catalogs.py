@@ -196,3 +196,17 @@ def test_the_component_registers_each_catalog_s_objects_under_itself_and_the_job
         assert mine <= set(job.dependencies)  # the copy starts once its code, credentials and egress exist
         assert job.inputs["spec"] == provision_job_manifest(name, catalogs[name], JobContext("lsdb", IMAGE, PVC),
                                                             engine_source())["spec"]  # fmt: skip
+
+
+def test_a_gcs_key_is_mounted_as_the_file_gcsfs_reads() -> None:
+    gcs = CatalogConfig(source="gs://survey/gaia", credentials={"serviceAccountJson": "[secret]"})
+    job = provision_job_manifest("gaia", gcs, JobContext("lsdb", IMAGE, PVC), engine_source())
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    [env] = container["env"]
+    mount = next(m for m in container["volumeMounts"] if env["value"].startswith(m["mountPath"] + "/"))
+    assert env["name"] == "GOOGLE_APPLICATION_CREDENTIALS" and mount["readOnly"] is True
+    volume = next(v for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"])
+    secret = credentials_secret_manifest("gaia", gcs, "lsdb", {"serviceAccountJson": "{}"})
+    assert secret is not None and volume["secret"]["secretName"] == secret["metadata"]["name"]
+    assert secret["stringData"] == {env["value"].rsplit("/", 1)[1]: "{}"}
+    assert "checkov.io/skip1" not in job["metadata"]["annotations"]  # a file, not an environment variable

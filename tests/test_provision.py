@@ -251,3 +251,14 @@ def test_a_changed_source_is_copied_over_the_old_copy_in_place(
     assert copied_files(dest) == source_files(source_dir / "plain")
     assert "collection.properties" in changed["removed"] and "main_id/hats.properties" in changed["removed"]
     assert_same_rows(cone(str(dest)), cone(new.source))
+
+
+def test_a_collection_member_outside_the_collection_is_refused(source_dir: Path, tmp_path: Path) -> None:
+    from components.provision.catalog_copy import ProvisionError
+    from components.provision.catalog_copy import provision as copy
+
+    props = source_dir / "collection" / "collection.properties"
+    props.write_text(props.read_text().replace("hats_primary_table_url=main", "hats_primary_table_url=../plain"))
+    with pytest.raises(ProvisionError, match=r"member '\.\./plain' is outside the collection"):
+        copy(str(source_dir / "collection"), tmp_path / "dest")
+    assert not (tmp_path / "dest").exists()  # refused before anything was written
