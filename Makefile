@@ -3,9 +3,10 @@ PY ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint relock client scan
+.PHONY: venv test lint relock client scan check-python
 
 $(STAMP): requirements.txt requirements-dev.txt docker/requirements.lock pyproject.toml
+	@PY="$(PY)" bash scripts/dev.sh python
 	$(PY) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
@@ -20,10 +21,15 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-# The README's test command, and all that CI runs: lint and types, the suite, then the security scan.
-test: lint moto-venv
+# The README's test command, and all that CI runs: the Python check (first: before any virtualenv is made), lint
+# and types, the suite (in parallel: pytest-xdist, see pyproject's addopts), then the security scan.
+test: check-python lint moto-venv
 	$(VENV)/bin/python -m pytest
 	@$(MAKE) --no-print-directory scan
+
+# The Python minor the locks are for, with `make up`'s message (scripts/dev.sh python).
+check-python:
+	@PY="$(PY)" bash scripts/dev.sh python
 
 # moto's S3 server for the object-store tests, in its own virtualenv: installed into .venv it would upgrade
 # botocore past what aiobotocore (s3fs) accepts. The tests create it the same way when it is missing.

@@ -142,8 +142,8 @@ def headroom(workdir: Path) -> None:
     from distributed import Client
 
     from scripts.sized_catalog import write_sized_catalog
-    from tests.support.dask_processes import LocalDaskCluster
     from tools import sizing
+    from tools.local_dask import LocalDaskCluster
 
     path = workdir / "skewed"
     if not path.exists():

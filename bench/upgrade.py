@@ -2,8 +2,8 @@
 
 Both runs use the dev stack as `python -m tools.render` renders it (v1) and after a config change of the worker
 pod spec (v2: `cluster.workers.memory` 1Gi -> 2Gi, a new hash), run as local processes by the pod emulator
-(tests/support/pod_emulator.py, the pinned operator's builders), with the stable Service `lsdb-dev-scheduler`
-emulated by a `ServiceAlias` (tests/support/service_alias.py: new connections go to the Ready pod the selector
+(tools/pod_emulator.py, the pinned operator's builders), with the stable Service `lsdb-dev-scheduler`
+emulated by a `ServiceAlias` (tools/service_alias.py: new connections go to the Ready pod the selector
 matches). An `EndpointProbe` opens a new Dask comm to the stable endpoint every `--interval` seconds (TCP connect,
 handshake, identity; one attempt, 2 s bound) from before the change until 2 s after it completed.
 
@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.support.service_alias import ServiceAlias  # noqa: E402
-from tests.support.upgrade_flip import EndpointProbe, Rendered, render_stack, scheduler_id, start_cluster  # noqa: E402
+from tools.service_alias import ServiceAlias  # noqa: E402
+from tools.upgrade_flip import EndpointProbe, Rendered, render_stack, scheduler_id, start_cluster  # noqa: E402
 
 STACK = "dev"
 V2_CHANGE = {"workers": {"memory": "2Gi"}}

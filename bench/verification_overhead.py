@@ -39,13 +39,15 @@ pulumi.export("namespace", "lsdb-bench")
 
 TRIVIAL_WITH_VERIFICATION = """
 import pulumi
-from components.verification import LsdbVerification, VerificationArgs
+from components.verification import LsdbVerification, VerificationArgs, VerificationQuery
 pulumi.export("namespace", "lsdb-bench")
 LsdbVerification("verify", VerificationArgs(
-    namespace="lsdb-bench", cluster_name="lsdb-bench", kube_context=None, connect="portForward",
-    catalog_path="/data/sample", ra=180.0, dec=0.0, radius_arcsec=3600.0, columns=["id", "ra", "dec"],
-    min_rows=1, min_workers=1, timeout_seconds=300.0, image_ref="localhost:5001/lsdb-dask@sha256:0",
-    cluster_spec_hash="0",
+    query=VerificationQuery(
+        catalog_path="/data/sample", cone={"ra": 180.0, "dec": 0.0, "radius_arcsec": 3600.0},
+        columns=["id", "ra", "dec"], min_rows=1, min_workers=1, timeout_seconds=300.0, connect="portForward",
+    ),
+    namespace="lsdb-bench", cluster_name="lsdb-bench", kube_context=None,
+    image_ref="localhost:5001/lsdb-dask@sha256:0", cluster_spec_hash="0",
 ))
 """
 
@@ -96,13 +98,15 @@ def verification(address: str, path: Path) -> Any:
     from components.verification import VerificationQuery
     from components.verification.check import verify_catalog_query
 
-    query = VerificationQuery(str(path), **CONE, columns=tuple(COLUMNS), min_rows=1, min_workers=2, timeout=300)
+    query = VerificationQuery(
+        catalog_path=str(path), cone=CONE, columns=COLUMNS, min_rows=1, min_workers=2, timeout_seconds=300
+    )
     return verify_catalog_query(address, query)
 
 
 def query_overhead(rows: int, repeats: int, workdir: Path) -> None:
     from scripts.sample_catalog import write_sample_catalog
-    from tests.support.dask_processes import LocalDaskCluster
+    from tools.local_dask import LocalDaskCluster
 
     path = workdir / f"sample-{rows}"
     if not (path / "collection.properties").exists():

@@ -23,10 +23,9 @@ from importlib import metadata
 from pathlib import Path
 
 import pulumi
-from packaging.version import InvalidVersion, Version
 
 from components.config import ImageConfig
-from components.lock import LOCK_PATH, PROJECT_DIR, canonical, read_lock
+from components.lock import LOCK_PATH, PROJECT_DIR, canonical, read_lock, same_version
 
 LOCK_NAME = "docker/requirements.lock"
 
@@ -52,13 +51,6 @@ def installed_versions() -> dict[str, str]:
         if name:
             found.setdefault(canonical(name), dist.version)
     return found
-
-
-def _same_version(a: str, b: str) -> bool:
-    try:
-        return Version(a) == Version(b)
-    except InvalidVersion:
-        return a == b
 
 
 def _install_command() -> str:
@@ -112,7 +104,7 @@ def check_client_environment(
         have = installed(name)
         if have is None:
             problems.append(f"{name} is not installed in the client but {LOCK_NAME} pins {pinned}: run {fix}")
-        elif not _same_version(have, pinned):
+        elif not same_version(have, pinned):
             problems.append(f"{name} {have} is installed in the client but {LOCK_NAME} pins {pinned}: run {fix}")
     return problems
 

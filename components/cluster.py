@@ -1,18 +1,21 @@
-"""LsdbDaskCluster: the DaskCluster (and DaskAutoscaler) custom resources the operator turns into pods, and
-StableEndpoint: the program-owned Service `<cluster.name>-scheduler`, and StableEndpointSelector: the patch that
-points it at the live cluster once that cluster passed its verification.
+"""LsdbDaskCluster: the DaskCluster (and DaskAutoscaler, DaskWorkerGroups, scheduler PodDisruptionBudget) the
+operator turns into pods. The stable Service `<cluster.name>-scheduler`, which follows the live cluster, is in
+components/endpoint.py.
 
 Blue/green. The pinned operator applies nothing of a changed DaskCluster but `spec.worker.replicas` (its controller
 builds the scheduler, its Service and the worker group once, at create). So the DaskCluster is named
-`<cluster.name>-<h>`, `<h>` = `cluster_spec_digest`, a digest of everything the operator does not reconcile
-(image, pod specs, service spec, labels): a change of any of it is a NEW DaskCluster (a new Pulumi resource, its
+`<cluster.name>-<h>`, `<h>` a digest of everything the operator does not reconcile (image, pod specs, service
+spec, labels; `unreconciled`): a change of any of it is a NEW DaskCluster (a new Pulumi resource, its
 logical name carries `<h>` too), verified through its own `<cluster.name>-<h>-scheduler` Service before the stable
 Service is pointed at it; the old one is deleted at the end of a successful `pulumi up` only. `replicas`,
 `idleTimeout` and the autoscaler's range are reconciled by the operator and stay out of `<h>`: they update the
-live cluster in place. The extra worker groups' `replicas` are in `<h>`: only the default group is ever scaled in
-place, and the scheduler offers only its workers to retire (components/scheduler_downscale.py, issue 20).
+live cluster in place. The extra groups' `replicas` are in `<h>`: a scale-down of a group makes the operator ask
+the scheduler which workers to retire, and the scheduler offers only the default group's
+(components/scheduler_downscale.py), so only the default group is ever scaled in place.
 
-The manifests are pure functions in the style of dask-kubernetes' `make_cluster_spec`.
+The manifests are pure functions in the style of dask-kubernetes' `make_cluster_spec`, the image a parameter:
+`cluster_manifests` builds them once with the image's identity known at evaluation and names them from their
+digest; the resources carry the pushed digest in its place (`with_image`).
 """
 
 from __future__ import annotations
@@ -47,12 +50,9 @@ from components.constants import (
     WORKER_DASHBOARD_PORT,
     WORKER_PORT,
     WORKER_PORT_NAME,
-    candidate_service_name,
     default_worker_group_name,
-    kubectl,
     live_cluster_name,
-    pod_selector,
-    stable_service_name,
+    scheduler_service_name,
 )
 from components.options import child_options
 from components.placement import pod_placement, worker_spread_selector
@@ -80,28 +80,6 @@ SCHEDULER_HTTP_ROUTES = [
     "distributed.http.scheduler.api",
 ]
 
-
-def scheduler_downscale_env(live_name: str) -> list[dict[str, str]]:
-    """The scheduler's preload that offers only the default group's workers `<live>-default-worker-<uuid>` to retire.
-
-    Every scale-down of a worker group makes the pinned operator ask the scheduler which workers to retire (`POST
-    /api/v1/retire_workers {"n": n}`, else the `workers_to_close` RPC, else LIFO within the group); the scheduler
-    answers cluster-wide and the operator deletes the Deployments named after the answer (dask/dask-kubernetes#914),
-    whatever their group. Only the default group is ever scaled in place (autoscaler, `cluster.workers.replicas`;
-    the extra groups' `replicas` are in `<h>`), so the candidates are its workers, named by the operator's
-    `build_worker_deployment_spec`. The filter is distributed's own hook, `SchedulerPlugin.valid_workers_downscaling`,
-    applied by `Scheduler.workers_to_close` for the HTTP route and the RPC alike (distributed still picks among
-    the candidates, idle and least data first). components/scheduler_downscale.py goes in as source text, which
-    distributed runs as a preload: no image change, no extra object, no new network flow, and a change of it is a
-    change of `<h>`. A list literal, like the routes; `$` doubled, as Kubernetes expands `$(VAR)` in env values."""
-    source = Path(scheduler_downscale.__file__).read_text()
-    prefix = f"{default_worker_group_name(live_name)}-worker-"
-    return [
-        {"name": "DASK_DISTRIBUTED__SCHEDULER__PRELOAD", "value": json.dumps([source]).replace("$", "$$")},
-        {"name": scheduler_downscale.PREFIX_ENV, "value": prefix},
-    ]
-
-
 POD_SECURITY_CONTEXT = {
     "runAsNonRoot": True,
     "runAsUser": RUN_AS_USER,
@@ -120,13 +98,17 @@ CONTAINER_SECURITY_CONTEXT = {
 
 
 @dataclass(frozen=True)
-class PodTls:
-    """TLS for a cluster's pods: the Secret holding `TLS_FILES` (its key and certificate, and the stack's CA)."""
+class ClusterSpec:
+    """What every manifest of one DaskCluster is built from, but the image (a parameter of the builders)."""
 
-    secret_name: str
+    cluster: ClusterConfig
+    namespace: str
+    storage: PodStorage
+    pull_secret: str | None = None
+    tls_secret: str | None = None  # the Secret holding `TLS_FILES` (certificate, key, the stack's CA); None: no TLS
 
 
-def scheduler_args(tls: PodTls | None = None) -> list[str]:
+def scheduler_args(tls: bool = False) -> list[str]:
     protocol = ["--protocol", "tls"] if tls else []
     return ["dask", "scheduler", *protocol, "--port", str(SCHEDULER_PORT), "--dashboard-address", f":{DASHBOARD_PORT}"]
 
@@ -153,10 +135,10 @@ def writable_mounts() -> list[dict[str, Any]]:
     return [{"name": name, "mountPath": path} for name, path in WRITABLE_DIRS.items()]
 
 
-def tls_env(tls: PodTls | None) -> list[dict[str, str]]:
+def tls_env(tls: bool) -> list[dict[str, str]]:
     """Dask's own TLS keys (distributed.comm.tls.*): every role presents the cluster certificate, trusts the CA,
     and plain TCP is refused. https://distributed.dask.org/en/stable/tls.html"""
-    if tls is None:
+    if not tls:
         return []
     ca, cert, key = (f"{TLS_DIR}/{TLS_FILES[k]}" for k in ("ca", "cert", "key"))
     env = [{"name": "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION", "value": "True"}]
@@ -167,13 +149,13 @@ def tls_env(tls: PodTls | None) -> list[dict[str, str]]:
     return env
 
 
-def tls_volumes(tls: PodTls | None) -> list[dict[str, Any]]:
-    if tls is None:
+def tls_volumes(tls_secret: str | None) -> list[dict[str, Any]]:
+    if tls_secret is None:
         return []
-    return [{"name": "dask-tls", "secret": {"secretName": tls.secret_name, "defaultMode": 0o440}}]
+    return [{"name": "dask-tls", "secret": {"secretName": tls_secret, "defaultMode": 0o440}}]
 
 
-def tls_mounts(tls: PodTls | None) -> list[dict[str, Any]]:
+def tls_mounts(tls: bool) -> list[dict[str, Any]]:
     return [{"name": "dask-tls", "mountPath": TLS_DIR, "readOnly": True}] if tls else []
 
 
@@ -253,32 +235,17 @@ def pod_metadata(storage: PodStorage) -> dict[str, Any]:
     return {key: dict(value) for key, value in items if value}
 
 
-@dataclass(frozen=True)
-class PodContext:
-    """What every pod of one DaskCluster shares: the image, storage, pull secret, TLS, and where it lives."""
-
-    image: str
-    storage: PodStorage
-    pull_secret: str | None
-    namespace: str
-    live_name: str  # the DaskCluster's name (its draft `cluster.name` while the digest is computed)
-    tls: PodTls | None = None
-
-
-def worker_template(cluster: ClusterConfig, group: str, workers: WorkerPodConfig, ctx: PodContext) -> dict[str, Any]:
-    """`spec.worker` of a DaskCluster (the default group) or DaskWorkerGroup, without `replicas`.
+def worker_template(spec: ClusterSpec, group: str, workers: WorkerPodConfig, image: str) -> dict[str, Any]:
+    """`spec.worker` of a DaskCluster (the default group) or DaskWorkerGroup, without `replicas` (and, with TLS,
+    without the scheduler address, which names the live cluster: `_name_cluster` adds it).
 
     Every group gets the same container (image, storage mounts, env, TLS, hardened security context, probes,
     memory limit rules); only threads, resources and placement come from the group. The operator copies
     `metadata.labels` onto the worker pods: GROUP_LABEL names the group independently of the DaskCluster's name."""
-    storage, tls = ctx.storage, ctx.tls
-    worker_env = [*storage.env, *tls_env(tls)]
-    if tls:  # the operator injects its tcp:// address only when the variable is absent
-        address = in_cluster_address(candidate_service_name(ctx.live_name), ctx.namespace, tls=True)
-        worker_env.append({"name": "DASK_SCHEDULER_ADDRESS", "value": address})
+    storage, tls = spec.storage, spec.tls_secret is not None
     worker: dict[str, Any] = {
         "name": "worker",
-        "image": ctx.image,
+        "image": image,
         "args": worker_args(workers),
         "resources": worker_resources(workers),
         "ports": [
@@ -290,23 +257,23 @@ def worker_template(cluster: ClusterConfig, group: str, workers: WorkerPodConfig
         "volumeMounts": [*storage.worker_mounts, *writable_mounts(), *tls_mounts(tls)],
         "securityContext": CONTAINER_SECURITY_CONTEXT,
     }
-    if worker_env:
+    if worker_env := [*storage.env, *tls_env(tls)]:
         worker["env"] = worker_env
-    volumes = [*storage.volumes, *writable_volumes(), *tls_volumes(tls)]
-    placement = worker_placement(cluster, group, workers)
+    volumes = [*storage.volumes, *writable_volumes(), *tls_volumes(spec.tls_secret)]
+    placement = worker_placement(spec.cluster, group, workers)
     metadata = pod_metadata(storage)
     metadata["labels"] = {GROUP_LABEL: group, **metadata.get("labels", {})}
     return {
         "metadata": metadata,
-        "spec": _pod_spec([worker], volumes, ctx.pull_secret, storage.service_account, placement),
+        "spec": _pod_spec([worker], volumes, spec.pull_secret, storage.service_account, placement),
     }
 
 
-def worker_group_workers(cluster: ClusterConfig, ctx: PodContext) -> dict[str, dict[str, Any]]:
+def worker_group_workers(spec: ClusterSpec, image: str) -> dict[str, dict[str, Any]]:
     """`spec.worker` (replicas included) of each extra worker group, by configured name."""
     return {
-        group: {"replicas": workers.replicas, **worker_template(cluster, group, workers, ctx)}
-        for group, workers in sorted(cluster.worker_groups.items())
+        group: {"replicas": workers.replicas, **worker_template(spec, group, workers, image)}
+        for group, workers in sorted(spec.cluster.worker_groups.items())
     }
 
 
@@ -328,16 +295,21 @@ def worker_group_manifest(
     }
 
 
-def scheduler_disruption_budget_manifest(cluster: ClusterConfig, namespace: str, cluster_name: str) -> dict[str, Any]:
-    """A PodDisruptionBudget allowing no voluntary eviction of the live cluster's scheduler pod.
+def scheduler_disruption_budget_manifest(
+    cluster: ClusterConfig, namespace: str, cluster_name: str
+) -> dict[str, Any] | None:
+    """A PodDisruptionBudget allowing no voluntary eviction of the live cluster's scheduler pod (none when
+    `cluster.scheduler.disruptionBudget` is false).
 
     Evictions (kubectl drain, node upgrades, the cluster autoscaler's scale-down) wait; deletions (the
     operator removing a DaskCluster, a blue/green switch) are not evictions and are not blocked."""
+    if not cluster.scheduler.disruption_budget:
+        return None
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": {
-            "name": candidate_service_name(cluster_name),
+            "name": scheduler_service_name(cluster_name),
             "namespace": namespace,
             "labels": {**LABELS, APP_NAME_LABEL: cluster.name},
         },
@@ -348,55 +320,46 @@ def scheduler_disruption_budget_manifest(cluster: ClusterConfig, namespace: str,
     }
 
 
-def cluster_live_name(
-    cluster: ClusterConfig,
-    namespace: str,
-    image_identity: str,
-    storage: PodStorage,
-    pull_secret: str | None = None,
-    tls: PodTls | None = None,
-) -> str:
-    """`<cluster.name>-<h>`: the DaskCluster name for this spec (see the module docstring). TLS settings and the
-    extra worker groups' pod templates are part of the spec: changing them makes a new cluster."""
-    draft = dask_cluster_manifest(cluster, namespace, image_identity, storage, pull_secret, cluster.name, tls)
-    ctx = PodContext(image_identity, storage, pull_secret, namespace, cluster.name, tls)
-    return live_cluster_name(cluster.name, cluster_spec_digest(draft, worker_group_workers(cluster, ctx)))
+def spec_digest(value: Any) -> str:
+    """The one digest of manifests: `<h>` is its prefix, the verification's `clusterSpecHash` all of it."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
 
-# What the operator reconciles on a live DaskCluster: changing these must not make a new cluster.
-RECONCILED_PATHS: tuple[tuple[str, ...], ...] = (("spec", "worker", "replicas"), ("spec", "idleTimeout"))
+def unreconciled(dask_cluster: dict[str, Any], workers: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """What `<h>` digests: the unnamed DaskCluster and the extra groups' `spec.worker` without what the operator
+    reconciles on a live cluster (the default group's `replicas`, `idleTimeout`): changing those must not make a
+    new cluster. The extra groups' `replicas` stay in: an in-place scale-down of an extra group would retire the
+    workers the scheduler offers, the default group's (`scheduler_downscale_env`), so a new count is a new cluster."""
+    view = copy.deepcopy({"daskCluster": dask_cluster, "workerGroups": workers})
+    view["daskCluster"]["spec"].pop("idleTimeout")
+    view["daskCluster"]["spec"]["worker"].pop("replicas")
+    return view
 
 
-def cluster_spec_digest(manifest: dict[str, Any], worker_groups: dict[str, dict[str, Any]] | None = None) -> str:
-    """`<h>`: a digest of the DaskCluster without its names and without what the operator reconciles, and of the
-    extra worker groups, `replicas` included: the operator ignores in-place changes of their pod templates, and an
-    in-place scale-down would retire workers the scheduler picks (only the default group's: issue 20), so a new
-    count is a new cluster. Without extra groups the digest is the DaskCluster's alone."""
-    view = copy.deepcopy(manifest)
-    if worker_groups:
-        view["workerGroups"] = worker_groups
-    view["metadata"].pop("name", None)
-    view["spec"]["scheduler"]["service"].get("selector", {}).pop(CLUSTER_NAME_LABEL, None)
-    for *parents, leaf in RECONCILED_PATHS:
-        node = view
-        for key in parents:
-            node = node.get(key, {})
-        node.pop(leaf, None)
-    return hashlib.sha256(json.dumps(view, sort_keys=True).encode()).hexdigest()[:SPEC_DIGEST_LENGTH]
+def scheduler_downscale_preload() -> dict[str, str]:
+    """The scheduler's preload that offers only the default group's workers to retire (dask/dask-kubernetes#914;
+    components/scheduler_downscale.py says how). It goes in as source text, which distributed runs as a preload: no
+    image change, no extra object, no new network flow, and a change of it changes `<h>` (this variable is digested;
+    the prefix, which names the live cluster, is set by `_name_cluster`). A list literal, like the routes; `$`
+    doubled, as Kubernetes expands `$(VAR)` in env values."""
+    source = Path(scheduler_downscale.__file__).read_text()
+    return {"name": "DASK_DISTRIBUTED__SCHEDULER__PRELOAD", "value": json.dumps([source]).replace("$", "$$")}
 
 
-def dask_cluster_manifest(
-    cluster: ClusterConfig,
-    namespace: str,
-    image: str,
-    storage: PodStorage,
-    pull_secret: str | None,
-    live_name: str,
-    tls: PodTls | None = None,
-) -> dict[str, Any]:
-    """The DaskCluster custom resource for this stack, named `live_name` (`cluster_live_name`; the digest is computed
-    from a draft named `cluster.name`). `image` is the pushed digest, which only the build knows; the name comes
-    from the image's identity known at evaluation (`image.ref`, or the content-derived tag of the build)."""
+def scheduler_downscale_prefix(live_name: str) -> dict[str, str]:
+    """The worker-name prefix the preload keeps: the default group's workers, `<live>-default-worker-`."""
+    return {"name": scheduler_downscale.PREFIX_ENV, "value": f"{default_worker_group_name(live_name)}-worker-"}
+
+
+def scheduler_downscale_env(live_name: str) -> list[dict[str, str]]:
+    """The scheduler's two variables for the downscale filter, as the named DaskCluster carries them."""
+    return [scheduler_downscale_preload(), scheduler_downscale_prefix(live_name)]
+
+
+def unnamed_dask_cluster(spec: ClusterSpec, image: str) -> dict[str, Any]:
+    """The DaskCluster custom resource without what names the live cluster (its name, its Service's selector of
+    `dask.org/cluster-name`, the workers' TLS scheduler address): `cluster_manifests` digests this, then names it."""
+    cluster, storage, tls = spec.cluster, spec.storage, spec.tls_secret is not None
     http = {"tcp": SCHEDULER_PORT_NAME, "dash": DASHBOARD_PORT_NAME}
     scheduler = {
         "name": "scheduler",
@@ -404,7 +367,7 @@ def dask_cluster_manifest(
         "args": scheduler_args(tls),
         "env": [
             {"name": "DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES", "value": json.dumps(SCHEDULER_HTTP_ROUTES)},
-            *scheduler_downscale_env(live_name),
+            scheduler_downscale_preload(),
             *storage.env,
             *tls_env(tls),
         ],
@@ -433,39 +396,33 @@ def dask_cluster_manifest(
     # The operator copies these labels onto every pod: `app.kubernetes.io/name: <cluster.name>` selects the pods
     # of blue and green alike (`dask.org/cluster-name` tells them apart).
     labels = {**LABELS, APP_NAME_LABEL: cluster.name}
-    metadata: dict[str, Any] = {"name": live_name, "namespace": namespace, "labels": labels}
+    metadata: dict[str, Any] = {"namespace": spec.namespace, "labels": labels}
     if skips := scanner_skips(cluster):
         metadata["annotations"] = skips
-    ctx = PodContext(image, storage, pull_secret, namespace, live_name, tls)
-    spec: dict[str, Any] = {
+    body: dict[str, Any] = {
         "idleTimeout": cluster.idle_timeout_seconds,
         "worker": {
             "replicas": cluster.workers.replicas,
-            **worker_template(cluster, DEFAULT_GROUP, cluster.workers, ctx),
+            **worker_template(spec, DEFAULT_GROUP, cluster.workers, image),
         },
         "scheduler": {
             "spec": _pod_spec(
                 [scheduler],
-                [*scheduler_volumes, *writable_volumes(), *tls_volumes(tls)],
-                pull_secret,
+                [*scheduler_volumes, *writable_volumes(), *tls_volumes(spec.tls_secret)],
+                spec.pull_secret,
                 storage.service_account,
                 scheduler_placement(cluster),
             ),
             "service": {
                 "type": "ClusterIP",
-                "selector": {CLUSTER_NAME_LABEL: live_name, COMPONENT_LABEL: "scheduler"},
+                "selector": {COMPONENT_LABEL: "scheduler"},
                 "ports": scheduler_service_ports(),
             },
         },
     }
     if scheduler_metadata := pod_metadata(storage):
-        spec["scheduler"]["metadata"] = scheduler_metadata
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "DaskCluster",
-        "metadata": metadata,
-        "spec": spec,
-    }
+        body["scheduler"]["metadata"] = scheduler_metadata
+    return {"apiVersion": API_VERSION, "kind": "DaskCluster", "metadata": metadata, "spec": body}
 
 
 def scanner_skips(cluster: ClusterConfig) -> dict[str, str]:
@@ -492,55 +449,71 @@ def dask_autoscaler_manifest(cluster: ClusterConfig, namespace: str, live_name: 
     }
 
 
-# The selector patch's Server-Side Apply field manager: fixed (not Pulumi's random one) so that
-# `kubectl get service <name>-scheduler --show-managed-fields` says who points the stable Service where.
-SELECTOR_FIELD_MANAGER = "lsdb-k8s-stable-endpoint"
+@dataclass(frozen=True)
+class ClusterManifests:
+    """Every manifest of one DaskCluster, built once by `cluster_manifests`, its containers running the image's
+    identity (`with_image` puts the pushed digest in its place)."""
+
+    spec: ClusterSpec
+    digest: str  # <h>
+    live_name: str  # <cluster.name>-<h>
+    dask_cluster: dict[str, Any]
+    worker_groups: dict[str, dict[str, Any]]  # the DaskWorkerGroup of each extra group, by configured name
+    autoscaler: dict[str, Any] | None
+    disruption_budget: dict[str, Any] | None
+
+    @property
+    def spec_hash(self) -> str:
+        """Re-runs the verification of this cluster when anything of it changes, reconciled fields included."""
+        return spec_digest([self.dask_cluster, self.autoscaler, self.worker_groups])
 
 
-def stable_service_manifest(name: str, namespace: str) -> dict[str, Any]:
-    """The stable endpoint `<cluster.name>-scheduler`, with the ports of the operator's scheduler Service and NO
-    selector: `stable_service_selector_patch` owns it. A Service's `spec.selector` is an atomic map under
-    Server-Side Apply (one manager owns it whole), so the Service, created before any cluster and deleted after
-    all of them, cannot also hold the selector that must change only after a new cluster passed its verification.
-    Without a selector the Service routes nothing: the first cluster is not served before it is verified."""
-    labels = {**LABELS, APP_NAME_LABEL: name}
-    spec = {"type": "ClusterIP", "ports": scheduler_service_ports()}
-    return _stable_service(name, namespace, {"labels": labels}, spec)
+def cluster_manifests(spec: ClusterSpec, image_identity: str) -> ClusterManifests:
+    """The manifests of the DaskCluster `<cluster.name>-<h>` (see the module docstring), `<h>` digesting them
+    with `image_identity`: known at evaluation (`image.ref`, or repository:<content tag> of the build) and
+    changing exactly when the image's content does, where the pushed digest is known only after the build.
+    TLS settings and the extra worker groups' pod templates are part of it: changing them makes a new cluster."""
+    cluster, namespace = spec.cluster, spec.namespace
+    dask_cluster = unnamed_dask_cluster(spec, image_identity)
+    workers = worker_group_workers(spec, image_identity)
+    digest = spec_digest(unreconciled(dask_cluster, workers))[:SPEC_DIGEST_LENGTH]
+    live = live_cluster_name(cluster.name, digest)
+    _name_cluster(spec, live, dask_cluster, workers)
+    return ClusterManifests(
+        spec=spec,
+        digest=digest,
+        live_name=live,
+        dask_cluster=dask_cluster,
+        worker_groups={g: worker_group_manifest(cluster, namespace, live, g, w) for g, w in workers.items()},
+        autoscaler=dask_autoscaler_manifest(cluster, namespace, live),
+        disruption_budget=scheduler_disruption_budget_manifest(cluster, namespace, live),
+    )
 
 
-def stable_service_selector_patch(name: str, live_name: str, namespace: str) -> dict[str, Any]:
-    """The Server-Side Apply patch that points the stable Service at the scheduler pod of `live_name` (the pods
-    carry `dask.org/cluster-name: <live>`, set by the operator). Applied with its own field manager, forcing
-    conflicts: the program owns this Service, and a hand edit of its selector is taken back on the next `up`."""
-    annotations = {"pulumi.com/patchFieldManager": SELECTOR_FIELD_MANAGER, "pulumi.com/patchForce": "true"}
-    selector = {CLUSTER_NAME_LABEL: live_name, COMPONENT_LABEL: "scheduler"}
-    return _stable_service(name, namespace, {"annotations": annotations}, {"selector": selector})
+def _name_cluster(spec: ClusterSpec, live: str, dask_cluster: dict[str, Any], workers: dict[str, Any]) -> None:
+    """Put the live cluster's name where the manifests need it (in place: they were just built)."""
+    dask_cluster["metadata"] = {"name": live, **dask_cluster["metadata"]}
+    service = dask_cluster["spec"]["scheduler"]["service"]
+    service["selector"] = {CLUSTER_NAME_LABEL: live, **service["selector"]}
+    scheduler_env = dask_cluster["spec"]["scheduler"]["spec"]["containers"][0]["env"]
+    scheduler_env.insert(scheduler_env.index(scheduler_downscale_preload()) + 1, scheduler_downscale_prefix(live))
+    if spec.tls_secret is None:
+        return
+    # The operator injects its tcp:// address only when the variable is absent.
+    address = in_cluster_address(scheduler_service_name(live), spec.namespace, tls=True)
+    for worker in (dask_cluster["spec"]["worker"], *workers.values()):
+        for container in worker["spec"]["containers"]:
+            container["env"].append({"name": "DASK_SCHEDULER_ADDRESS", "value": address})
 
 
-def _stable_service(name: str, namespace: str, metadata: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": stable_service_name(name), "namespace": namespace, **metadata},
-        "spec": spec,
-    }
-
-
-def manifest_hash(*manifests: dict[str, Any] | None) -> str:
-    """Stable digest of what was deployed, so verification re-runs exactly when the cluster changes."""
-    return hashlib.sha256(json.dumps(manifests, sort_keys=True).encode()).hexdigest()
-
-
-ENDPOINT_KEYS = (
-    "schedulerAddress",
-    "dashboardUrl",
-    "portForwardScheduler",
-    "localSchedulerAddress",
-    "portForwardDashboard",
-    "localDashboardUrl",
-    "kubectlSchedulerPods",
-    "kubectlWorkerPods",
-)
+def with_image(manifest: dict[str, Any], image: str) -> dict[str, Any]:
+    """A copy of a DaskCluster or DaskWorkerGroup manifest whose every container runs `image`."""
+    out = copy.deepcopy(manifest)
+    pods = [out["spec"]["worker"], *([out["spec"]["scheduler"]] if "scheduler" in out["spec"] else [])]
+    for pod in pods:
+        for container in pod["spec"]["containers"]:
+            container["image"] = image
+    return out
 
 
 def in_cluster_address(service: str, namespace: str, tls: bool = False) -> str:
@@ -548,46 +521,26 @@ def in_cluster_address(service: str, namespace: str, tls: bool = False) -> str:
     return f"{'tls' if tls else 'tcp'}://{service}.{namespace}.svc.cluster.local:{SCHEDULER_PORT}"
 
 
-def cluster_endpoints(
-    name: str, live_name: str, namespace: str, kube_context: str | None, tls: bool = False
-) -> dict[str, str]:
-    """How to reach the scheduler (keys: ENDPOINT_KEYS): addresses and port-forwards name the stable Service
-    `<name>-scheduler`, which outlives every upgrade; the pod listings name the live cluster `live_name`."""
-    svc = stable_service_name(name)
-    k = kubectl(kube_context)
-    return {
-        "schedulerAddress": in_cluster_address(svc, namespace, tls),
-        "dashboardUrl": f"http://{svc}.{namespace}.svc.cluster.local:{DASHBOARD_PORT}/status",
-        "portForwardScheduler": f"{k} port-forward -n {namespace} svc/{svc} {SCHEDULER_PORT}:{SCHEDULER_PORT}",
-        "localSchedulerAddress": f"{'tls' if tls else 'tcp'}://localhost:{SCHEDULER_PORT}",
-        "portForwardDashboard": f"{k} port-forward -n {namespace} svc/{svc} {DASHBOARD_PORT}:{DASHBOARD_PORT}",
-        "localDashboardUrl": f"http://localhost:{DASHBOARD_PORT}/status",
-        "kubectlSchedulerPods": f"{k} get pods -n {namespace} -l {pod_selector(live_name, 'scheduler')}",
-        "kubectlWorkerPods": f"{k} get pods -n {namespace} -l {pod_selector(live_name, 'worker')}",
-    }
-
-
 @dataclass(frozen=True)
 class LsdbDaskClusterArgs:
-    cluster: ClusterConfig
-    namespace: str
-    image: pulumi.Input[str]
-    storage: PodStorage
-    # `cluster_live_name(...)` of the same cluster, image identity, storage, pull secret and TLS: the program needs it
-    # before the cluster (the certificate's names), so it computes it once and hands it over.
-    live_name: str
-    pull_secret: str | None = None
-    tls: PodTls | None = None  # the certificate Secret must exist first: depend on what creates it
+    # `cluster_manifests(...)`: the program needs the live name before the cluster (the certificate's names), so it
+    # builds the manifests once and hands them over; the certificate Secret must exist first: depend on its creator.
+    manifests: ClusterManifests
+    image: pulumi.Input[str]  # the pushed digest, in place of the identity the manifests were built (and named) with
 
 
 class LsdbDaskCluster(pulumi.ComponentResource):
     """A DaskCluster `<cluster.name>-<h>` running the pinned LSDB image, plus its DaskAutoscaler when enabled, its
     extra DaskWorkerGroups `<cluster.name>-<h>-<group>` and its scheduler's PodDisruptionBudget.
 
-    Both are registered under logical names that carry `<h>`: a spec change registers new resources (created
+    All are registered under logical names that carry `<h>`: a spec change registers new resources (created
     first), and the old ones, no longer in the program, are deleted only after everything else of the
     `pulumi up` succeeded (the verification of the new cluster, the stable Service's switch). A failed
     `pulumi up` leaves the old cluster in the state untouched, never "pending delete".
+
+    Extra worker groups: created after the DaskCluster (the operator's create handler looks the cluster up and
+    adopts the group, so deleting the cluster deletes its groups too); a change of a group's pod template changes
+    `<h>` (new groups with the new cluster), a change of its `replicas` updates it in place (the operator scales it).
     """
 
     dask_cluster: k8s.apiextensions.CustomResource
@@ -600,165 +553,49 @@ class LsdbDaskCluster(pulumi.ComponentResource):
     cluster_name: pulumi.Output[str]
     cluster_uid: pulumi.Output[str]  # a new uid is a new object: the operator deleted it and `up` recreated it
     candidate_address: pulumi.Output[str]
-    spec_hash: pulumi.Output[str]
+    spec_hash: str
 
     def __init__(self, name: str, args: LsdbDaskClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        cluster, namespace, storage, pull_secret = args.cluster, args.namespace, args.storage, args.pull_secret
         super().__init__("lsdb-k8s:cluster:LsdbDaskCluster", name, {}, opts)
-        self.live_name = args.live_name
-        self.digest = self.live_name.rsplit("-", 1)[1]
-        live = self.live_name
+        m = args.manifests
+        self.live_name, self.digest, self.spec_hash = m.live_name, m.digest, m.spec_hash
         image = pulumi.Output.from_input(args.image)
-        manifest = image.apply(
-            lambda ref: dask_cluster_manifest(
-                cluster, namespace, ref, storage, pull_secret, live_name=live, tls=args.tls
+
+        def custom(logical: str, manifest: dict[str, Any], *deps: pulumi.Resource) -> k8s.apiextensions.CustomResource:
+            spec: pulumi.Input[dict[str, Any]] = manifest["spec"]
+            if "worker" in manifest["spec"]:  # a DaskCluster or DaskWorkerGroup: its pods run the pushed image
+                spec = image.apply(lambda ref: with_image(manifest, ref)["spec"])
+            return k8s.apiextensions.CustomResource(
+                f"{name}-{logical}-{self.digest}",
+                api_version=manifest["apiVersion"],
+                kind=manifest["kind"],
+                metadata=manifest["metadata"],
+                spec=spec,
+                opts=child_options(self, opts, *deps),
             )
-        )
-        self.dask_cluster = k8s.apiextensions.CustomResource(
-            f"{name}-daskcluster-{self.digest}",
-            api_version=API_VERSION,
-            kind="DaskCluster",
-            metadata=manifest["metadata"],
-            spec=manifest["spec"],
-            opts=child_options(self, opts),
-        )
-        self.autoscaler = None
-        scaler = dask_autoscaler_manifest(cluster, namespace, live)
-        if scaler is not None:
-            self.autoscaler = k8s.apiextensions.CustomResource(
-                f"{name}-daskautoscaler-{self.digest}",
-                api_version=API_VERSION,
-                kind="DaskAutoscaler",
-                metadata=scaler["metadata"],
-                spec=scaler["spec"],
+
+        self.dask_cluster = custom("daskcluster", m.dask_cluster)
+        self.autoscaler = custom("daskautoscaler", m.autoscaler, self.dask_cluster) if m.autoscaler else None
+        self.worker_groups = {
+            g: custom(f"workergroup-{g}", group, self.dask_cluster) for g, group in m.worker_groups.items()
+        }
+        self.worker_group_names = {g: group["metadata"]["name"] for g, group in m.worker_groups.items()}
+        self.disruption_budget = None
+        if m.disruption_budget is not None:  # the new cluster gets its own; the old one goes with the old cluster
+            self.disruption_budget = k8s.policy.v1.PodDisruptionBudget(
+                f"{name}-scheduler-pdb-{self.digest}",
+                metadata=m.disruption_budget["metadata"],
+                spec=m.disruption_budget["spec"],
                 opts=child_options(self, opts, self.dask_cluster),
             )
         # Everything downstream is derived from the name the API server holds.
-        self.cluster_name = self.dask_cluster.metadata.apply(lambda m: str(m["name"]))  # type: ignore[attr-defined]
-        self.cluster_uid = self.dask_cluster.metadata.apply(lambda m: str(m.get("uid") or ""))  # type: ignore[attr-defined]
+        metadata = self.dask_cluster.metadata  # type: ignore[attr-defined]  # CustomResource's attributes are dynamic
+        self.cluster_name = metadata.apply(lambda meta: str(meta["name"]))
+        self.cluster_uid = metadata.apply(lambda meta: str(meta.get("uid") or ""))
+        tls = m.spec.tls_secret is not None
         self.candidate_address = self.cluster_name.apply(
-            lambda n: in_cluster_address(candidate_service_name(n), namespace, args.tls is not None)
+            lambda n: in_cluster_address(scheduler_service_name(n), m.spec.namespace, tls)
         )
-        groups = image.apply(
-            lambda ref: worker_group_workers(cluster, PodContext(ref, storage, pull_secret, namespace, live, args.tls))
-        )
-        self.worker_groups = self._worker_groups(name, args, groups, opts)
-        self.worker_group_names = {g: worker_group_name(live, g) for g in sorted(cluster.worker_groups)}
-        self.disruption_budget = self._disruption_budget(name, args, opts)
-        # Re-runs the verification of this cluster when anything of it changes, reconciled fields included.
-        self.spec_hash = pulumi.Output.all(manifest, groups).apply(lambda mg: manifest_hash(mg[0], scaler, mg[1]))
         self.register_outputs(
             {"clusterName": self.cluster_name, "digest": self.digest, "workerGroups": self.worker_group_names}
         )
-
-    def _worker_groups(
-        self,
-        name: str,
-        args: LsdbDaskClusterArgs,
-        groups: pulumi.Output[dict[str, dict[str, Any]]],
-        opts: pulumi.ResourceOptions | None,
-    ) -> dict[str, k8s.apiextensions.CustomResource]:
-        """One DaskWorkerGroup per extra group, `<live>-<group>`, registered like the DaskCluster under a logical
-        name carrying `<h>`.
-
-        First `pulumi up`: created after the DaskCluster (the operator's create handler looks the cluster up and
-        adopts the group, so deleting the cluster deletes its groups too). A change of a group's pod template
-        changes `<h>`: the new cluster gets new groups, and the old groups are deleted with the old cluster after the
-        new one is verified. So does a change of `replicas`: a group is never scaled in place (issue 20).
-        `pulumi destroy`: deleted with the cluster."""
-        cluster, namespace, live = args.cluster, args.namespace, self.live_name
-        created: dict[str, k8s.apiextensions.CustomResource] = {}
-        for group in sorted(cluster.worker_groups):
-
-            def render(workers: dict[str, dict[str, Any]], group: str = group) -> dict[str, Any]:
-                return worker_group_manifest(cluster, namespace, live, group, workers[group])
-
-            manifest = groups.apply(render)
-            created[group] = k8s.apiextensions.CustomResource(
-                f"{name}-workergroup-{group}-{self.digest}",
-                api_version=API_VERSION,
-                kind="DaskWorkerGroup",
-                metadata=manifest["metadata"],
-                spec=manifest["spec"],
-                opts=child_options(self, opts, self.dask_cluster),
-            )
-        return created
-
-    def _disruption_budget(
-        self, name: str, args: LsdbDaskClusterArgs, opts: pulumi.ResourceOptions | None
-    ) -> k8s.policy.v1.PodDisruptionBudget | None:
-        """The live cluster's scheduler PodDisruptionBudget (a new cluster gets its own; the old one goes with the old
-        cluster); none when `cluster.scheduler.disruptionBudget` is false."""
-        if not args.cluster.scheduler.disruption_budget:
-            return None
-        manifest = scheduler_disruption_budget_manifest(args.cluster, args.namespace, self.live_name)
-        return k8s.policy.v1.PodDisruptionBudget(
-            f"{name}-scheduler-pdb-{self.digest}",
-            metadata=manifest["metadata"],
-            spec=manifest["spec"],
-            opts=child_options(self, opts, self.dask_cluster),
-        )
-
-
-@dataclass(frozen=True)
-class StableEndpointArgs:
-    name: str  # cluster.name
-    live_name: str  # the live DaskCluster (its pods, in the exported kubectl commands)
-    namespace: str
-    kube_context: str | None = None
-    tls: bool = False
-
-
-class StableEndpoint(pulumi.ComponentResource):
-    """The Service `<cluster.name>-scheduler` that clients use (the exports name it), without a selector.
-
-    Lifecycle: created on the first `pulumi up` BEFORE any cluster (the program makes every DaskCluster and
-    DaskAutoscaler depend on it), routing nothing until `StableEndpointSelector` points it at a verified cluster;
-    unchanged by upgrades (same object, same ClusterIP); deleted LAST by `pulumi destroy`, after the clusters.
-    """
-
-    service: k8s.core.v1.Service
-    endpoints: dict[str, str]
-
-    def __init__(self, name: str, args: StableEndpointArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("lsdb-k8s:cluster:StableEndpoint", name, {}, opts)
-        manifest = stable_service_manifest(args.name, args.namespace)
-        self.service = k8s.core.v1.Service(
-            f"{name}-service",
-            metadata=manifest["metadata"],
-            spec=manifest["spec"],
-            opts=child_options(self, opts),
-        )
-        self.endpoints = cluster_endpoints(args.name, args.live_name, args.namespace, args.kube_context, args.tls)
-        self.register_outputs({"endpoints": self.endpoints})
-
-
-@dataclass(frozen=True)
-class StableEndpointSelectorArgs:
-    name: str  # cluster.name
-    live_name: str  # the DaskCluster to serve (plain: known at evaluation, so preview shows the switch)
-    namespace: str
-
-
-class StableEndpointSelector(pulumi.ComponentResource):
-    """The selector of the stable Service: a `ServicePatch` pointing it at the live cluster's scheduler pod.
-
-    Lifecycle: the program gives it `depends_on` the Service and the verification of the live cluster. First
-    `pulumi up`: applied once the first cluster passed. An upgrade: updated in place (new `dask.org/cluster-name`)
-    only after the new cluster passed its own verification; if that fails, `pulumi up` stops before this and the
-    Service keeps selecting the old cluster. `pulumi destroy`: deleted first; the provider then relinquishes the
-    selector (its field manager's only field), so the Service stops routing before the clusters go.
-    """
-
-    patch: k8s.core.v1.ServicePatch
-
-    def __init__(self, name: str, args: StableEndpointSelectorArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("lsdb-k8s:cluster:StableEndpointSelector", name, {}, opts)
-        manifest = stable_service_selector_patch(args.name, args.live_name, args.namespace)
-        self.patch = k8s.core.v1.ServicePatch(
-            f"{name}-patch",
-            metadata=manifest["metadata"],
-            spec=manifest["spec"],
-            opts=child_options(self, opts),
-        )
-        self.register_outputs({"selector": manifest["spec"]["selector"]})

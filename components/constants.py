@@ -54,7 +54,7 @@ POD_SECURITY_LABELS: dict[str, str] = {
 
 
 # Blue/green: the DaskCluster of a stack is `<cluster.name>-<h>`, `<h>` a digest of everything the operator does
-# not reconcile (components/cluster.py, `cluster_spec_digest`); a program-owned Service `<cluster.name>-scheduler`
+# not reconcile (components/cluster.py, `cluster_manifests`); a program-owned Service `<cluster.name>-scheduler`
 # (the stable endpoint) selects the scheduler pod of the live one.
 SPEC_DIGEST_LENGTH = 8
 
@@ -63,23 +63,15 @@ STORAGE_COMPONENT_LABEL: tuple[str, str] = ("app.kubernetes.io/component", "cata
 
 
 def scheduler_service_name(cluster_name: str) -> str:
-    """The Service (and Deployment) the operator creates for a DaskCluster's scheduler."""
+    """`<cluster_name>-scheduler`: the Service (and Deployment) the operator creates for the scheduler of the
+    DaskCluster `<cluster.name>-<h>`, and, named after `cluster.name`, the program's stable endpoint that follows
+    the live cluster."""
     return SCHEDULER_NAME_TEMPLATE.format(cluster_name=cluster_name)
 
 
 def live_cluster_name(name: str, digest: str) -> str:
     """The DaskCluster (and DaskAutoscaler) name: `cluster.name` plus the spec digest, `<name>-<h>`."""
     return f"{name}-{digest}"
-
-
-def stable_service_name(name: str) -> str:
-    """The stable endpoint `<cluster.name>-scheduler`, owned by the program; it follows the live cluster."""
-    return SCHEDULER_NAME_TEMPLATE.format(cluster_name=name)
-
-
-def candidate_service_name(live: str) -> str:
-    """The operator's own Service of one live cluster `<cluster.name>-<h>-scheduler` (what the verification uses)."""
-    return scheduler_service_name(live)
 
 
 def default_worker_group_name(live: str) -> str:
@@ -101,8 +93,8 @@ def derived_names(name: str) -> dict[str, str]:
     group = default_worker_group_name(live)
     return {
         "DaskCluster": live,
-        "stable Service": stable_service_name(name),
-        "scheduler Service": candidate_service_name(live),
+        "stable Service": scheduler_service_name(name),
+        "scheduler Service": scheduler_service_name(live),
         "worker group": group,
         "worker Deployment": WORKER_DEPLOYMENT_TEMPLATE.format(worker_group_name=group, uuid="f" * WORKER_UUID_LENGTH),
     }

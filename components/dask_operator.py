@@ -27,7 +27,7 @@ import pulumi_kubernetes as k8s
 import yaml
 
 from components.constants import LABELS, POD_SECURITY_LABELS
-from components.lock import PROJECT_DIR, locked_version
+from components.lock import PROJECT_DIR, locked_version, same_version
 from components.operator_guard import OperatorGuard
 
 CHART_NAME = "dask-kubernetes-operator"
@@ -133,7 +133,7 @@ def operator_from_stack(stack_name: str) -> pulumi.Output[str]:
 
     def check(args: list[Any]) -> str:
         namespace, version = args
-        if version != operator_version():
+        if not same_version(str(version), operator_version()):
             raise ValueError(
                 f"operator.fromStack {stack_name} runs dask-kubernetes {version} in namespace {namespace}, "
                 f"but requirements.txt pins {operator_version()}: upgrade that stack or re-lock this one"

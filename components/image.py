@@ -1,7 +1,7 @@
 """LsdbImage: the pinned LSDB image, built from docker/ and the one lock, referenced by digest.
 
-The tag is derived from what goes into the image (lock, Dockerfile, Python version), never `latest`;
-the cluster uses `repo_digest` (repository@sha256:...), never the tag.
+The tag is derived from what goes into the image (the lock and the Dockerfile, which pins the base image by
+digest), never `latest`; the cluster uses `repo_digest` (repository@sha256:...), never the tag.
 """
 
 from __future__ import annotations
@@ -18,22 +18,24 @@ import pulumi_kubernetes as k8s
 
 from components.config import ImageConfig
 from components.constants import LABELS
-from components.lock import PROJECT_DIR
+from components.lock import PROJECT_DIR, base_image
 from components.options import child_options
 
 DOCKER_DIR = PROJECT_DIR / "docker"
 
 
-def image_tag(python_version: str, platform: str = "linux/amd64") -> str:
-    """Deterministic tag: changes exactly when the lock, the Dockerfile, the Python version or the platform changes.
+def image_tag(platform: str = "linux/amd64") -> str:
+    """Deterministic tag: changes exactly when the lock, the Dockerfile (its base image digest included) or the
+    platform changes; `py<X.Y.Z>` names the base image's Python.
 
     The platform is part of it so an arm64 build never overwrites the amd64 image under the same tag.
     """
     digest = hashlib.sha256()
     for name in ("requirements.lock", "Dockerfile"):
         digest.update(f"{name}\0{hashlib.sha256((DOCKER_DIR / name).read_bytes()).hexdigest()}\0".encode())
-    digest.update(f"python\0{python_version}\0platform\0{platform}".encode())
-    return f"py{python_version}-lock-{digest.hexdigest()[:12]}"
+    digest.update(f"platform\0{platform}".encode())
+    python = base_image(DOCKER_DIR / "Dockerfile").python_version
+    return f"py{python}-lock-{digest.hexdigest()[:12]}"
 
 
 def pull_secret_name(cluster_name: str) -> str:
@@ -76,15 +78,14 @@ class LsdbImage(pulumi.ComponentResource):
                 registry = docker.RegistryArgs(
                     server=image.registry_server, username=image.registry_username, password=registry_password
                 )
-            self.identity = f"{image.repository}:{image_tag(image.python_version, image.platform)}"
+            self.identity = f"{image.repository}:{image_tag(image.platform)}"
             self.image = docker.Image(
                 f"{name}-build",
                 image_name=self.identity,
                 build=docker.DockerBuildArgs(
                     context=str(DOCKER_DIR),
                     dockerfile=str(DOCKER_DIR / "Dockerfile"),
-                    platform=image.platform,
-                    args={"PYTHON_VERSION": image.python_version},
+                    platform=image.platform,  # no build args: the Dockerfile alone decides the image
                 ),
                 registry=registry,
                 skip_push=not image.push,

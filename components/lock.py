@@ -1,21 +1,56 @@
-"""The one lock (docker/requirements.lock): exact versions shared by client, scheduler and workers."""
+"""The one lock (docker/requirements.lock): exact versions shared by client, scheduler and workers, and the
+image's pinned base (docker/Dockerfile's FROM)."""
 
 from __future__ import annotations
 
 import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 LOCK_PATH = PROJECT_DIR / "docker" / "requirements.lock"
 # The program's own pins (Pulumi SDKs, dask-kubernetes), resolved together with the image lock.
 PROGRAM_LOCK_PATH = PROJECT_DIR / "requirements.txt"
+DOCKERFILE_PATH = PROJECT_DIR / "docker" / "Dockerfile"
+# The one FROM of docker/Dockerfile: a patch-release slim Python, pinned by digest (`make relock` re-pins it).
+BASE_IMAGE_FROM = re.compile(
+    r"^FROM (?P<ref>python:(?P<python>[0-9]+\.[0-9]+\.[0-9]+)-slim@sha256:[0-9a-f]{64})$", re.MULTILINE
+)
+
+
+@dataclass(frozen=True)
+class BaseImage:
+    ref: str  # python:X.Y.Z-slim@sha256:<index digest>
+    python_version: str  # X.Y.Z, what image.pythonVersion must equal
+
+
+def base_image(dockerfile: Path = DOCKERFILE_PATH) -> BaseImage:
+    """The image's base as docker/Dockerfile pins it: the one place that says which Python the image runs."""
+    matches = list(BASE_IMAGE_FROM.finditer(dockerfile.read_text()))
+    if len(matches) != 1:
+        raise ValueError(
+            f"{dockerfile}: expected one `FROM python:X.Y.Z-slim@sha256:<digest>` line, found {len(matches)};"
+            " run `make relock` to pin the base image"
+        )
+    return BaseImage(matches[0]["ref"], matches[0]["python"])
 
 
 def canonical(name: str) -> str:
     """PEP 503 name: `Nested_Pandas` and `nested-pandas` are the same package."""
     return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def same_version(a: str, b: str) -> bool:
+    """Whether two version strings name the same release (PEP 440: `2.0` is `2.0.0`); unparsable ones compare as text.
+    The one version comparison: the client check, the verification's version stage, the operator's stack."""
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return Version(a) == Version(b)
+    except InvalidVersion:
+        return a == b
 
 
 @functools.cache

@@ -13,32 +13,22 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.client_check import enforce_client_environment
-from components.cluster import (
+from components.cluster import ClusterSpec, LsdbDaskCluster, LsdbDaskClusterArgs, cluster_manifests
+from components.config import StackConfig, read_stack_config, secret_config
+from components.constants import DASHBOARD_PORT, LABELS, POD_SECURITY_LABELS, SCHEDULER_PORT, scheduler_service_name
+from components.dask_operator import DaskOperator, DaskOperatorArgs, operator_from_stack, operator_version
+from components.endpoint import (
     ENDPOINT_KEYS,
-    LsdbDaskCluster,
-    LsdbDaskClusterArgs,
-    PodTls,
     StableEndpoint,
     StableEndpointArgs,
     StableEndpointSelector,
     StableEndpointSelectorArgs,
-    cluster_live_name,
 )
-from components.config import StackConfig, read_stack_config, secret_config
-from components.constants import (
-    DASHBOARD_PORT,
-    LABELS,
-    POD_SECURITY_LABELS,
-    SCHEDULER_PORT,
-    candidate_service_name,
-    stable_service_name,
-)
-from components.dask_operator import DaskOperator, DaskOperatorArgs, operator_from_stack, operator_version
 from components.image import LsdbImage, LsdbImageArgs
 from components.monitoring import LsdbMonitoring, MonitoringArgs, chart_monitoring_values
 from components.security import ClusterSecurity, ClusterSecurityArgs, tls_secret_name
 from components.storage import CatalogStorage, CatalogStorageArgs
-from components.verification import LsdbVerification, VerificationArgs
+from components.verification import LsdbVerification, VerificationArgs, VerificationQuery
 
 
 def program(config: StackConfig) -> dict[str, Any]:
@@ -78,10 +68,10 @@ def program(config: StackConfig) -> dict[str, Any]:
     )
     # The certificate Secret's name is fixed, so the live cluster's name (which covers the pods' TLS settings) is
     # known before the certificate, whose SANs name the stable and the candidate scheduler Service.
-    pod_tls = PodTls(tls_secret_name(config.cluster.name)) if config.security.tls else None
-    live_name = cluster_live_name(
-        config.cluster, namespace, image.identity, storage.pod_storage, image.pull_secret_name, pod_tls
-    )
+    tls_secret = tls_secret_name(config.cluster.name) if config.security.tls else None
+    spec = ClusterSpec(config.cluster, namespace, storage.pod_storage, image.pull_secret_name, tls_secret)
+    manifests = cluster_manifests(spec, image.identity)
+    live_name = manifests.live_name
     security = ClusterSecurity(
         "lsdb-security",
         ClusterSecurityArgs(
@@ -91,7 +81,7 @@ def program(config: StackConfig) -> dict[str, Any]:
             operator_namespace=operator_namespace,
             object_store=config.storage.kind == "objectStore",
             identity_provider=config.storage.identity[0] if config.storage.identity else None,
-            service_names=(stable_service_name(config.cluster.name), candidate_service_name(live_name)),
+            service_names=(scheduler_service_name(config.cluster.name), scheduler_service_name(live_name)),
         ),
         opts(cluster_namespace),
     )
@@ -99,20 +89,12 @@ def program(config: StackConfig) -> dict[str, Any]:
     # nothing until the selector below points it at a verified cluster.
     endpoint = StableEndpoint(
         "scheduler-endpoint",
-        StableEndpointArgs(config.cluster.name, live_name, namespace, config.kube_context, pod_tls is not None),
+        StableEndpointArgs(config.cluster.name, live_name, namespace, config.kube_context, tls_secret is not None),
         opts(cluster_namespace),
     )
     cluster = LsdbDaskCluster(
         "lsdb-cluster",
-        LsdbDaskClusterArgs(
-            config.cluster,
-            namespace,
-            image=image.ref,
-            storage=storage.pod_storage,
-            live_name=live_name,
-            pull_secret=image.pull_secret_name,
-            tls=pod_tls,
-        ),
+        LsdbDaskClusterArgs(manifests, image=image.ref),
         opts(operator, cluster_namespace, storage, image, security, endpoint),
     )
     exports |= {"namespace": namespace, "clusterName": cluster.cluster_name, "imageRef": image.ref}
@@ -132,7 +114,7 @@ def program(config: StackConfig) -> dict[str, Any]:
         opts(endpoint, cluster, verification),
     )
     exports |= {key: endpoint.endpoints[key] for key in ENDPOINT_KEYS}
-    exports |= forward_commands(namespace, stable_service_name(config.cluster.name), config.kube_context)
+    exports |= forward_commands(namespace, scheduler_service_name(config.cluster.name), config.kube_context)
     if security.client_tls is not None:
         exports["clientTls"] = security.client_tls  # a Pulumi secret: `pulumi stack output --show-secrets clientTls`
 
@@ -193,25 +175,18 @@ def _verification(
     whose create runs the check; the old cluster's one is deleted (a no-op) with the old cluster."""
     if not config.verify.enabled:
         return None
-    v = config.verify
+    query = VerificationQuery.model_validate(
+        {**config.verify.model_dump(), "storage_options": config.storage.catalog_storage_options}
+    )
     return LsdbVerification(
         f"lsdb-verification-{cluster.digest}",
         VerificationArgs(
+            query=query,
             scheduler_address=cluster.candidate_address,
             namespace=config.namespace,
             cluster_name=cluster.cluster_name,
             cluster_uid=cluster.cluster_uid,
             kube_context=config.kube_context,
-            connect=v.connect,
-            catalog_path=v.catalog_path or "",
-            ra=v.ra,
-            dec=v.dec,
-            radius_arcsec=v.radius_arcsec,
-            columns=list(v.columns),
-            storage_options=config.storage.catalog_storage_options,
-            min_rows=v.min_rows,
-            min_workers=v.min_workers,
-            timeout_seconds=v.timeout_seconds,
             image_ref=image.ref,
             cluster_spec_hash=cluster.spec_hash,
             operator_version=operator_version(),  # this stack's or fromStack's: checked equal to the lock

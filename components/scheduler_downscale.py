@@ -1,6 +1,8 @@
 """A Dask scheduler preload (it runs in the scheduler, not in the program): only the default worker group's workers
-`<live>-default-worker-<uuid>` are candidates to retire, for every caller of `workers_to_close`. Why and how:
-components/cluster.py `scheduler_downscale_env`. Kept short: the scheduler logs this text when it starts."""
+`<live>-default-worker-<uuid>` are candidates to retire, for every caller of `workers_to_close`. Why: every scale-down
+makes the pinned operator ask the scheduler which workers to retire (HTTP, else RPC) and delete the Deployments
+named in the answer, whatever their group (dask/dask-kubernetes#914); only the default group scales in place. Kept
+short: the scheduler logs this text when it starts."""
 
 from __future__ import annotations
 

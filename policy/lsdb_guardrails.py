@@ -44,7 +44,8 @@ TLS_ENV = ("DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION", "DASK_DISTRIBUTED__COMM
 TRUE_VALUES = ("true", "1", "yes")
 
 DIGEST_IMAGE = re.compile(r"^[^\s@]+@sha256:[0-9a-f]{64}$")
-# The guide: "Keep --nthreads at 1 or 2 per worker for LSDB workloads."
+# The guide: "Keep --nthreads at 1 or 2 per worker for LSDB workloads." The stack config states the same bounds
+# (components/cluster_config.py; this pack runs without `components`, tests/test_config.py checks they agree).
 MIN_THREADS, MAX_THREADS = 1, 2
 DEFAULT_AUTOSCALER_CEILING = 50
 PUBLIC_SERVICE_TYPES = ("LoadBalancer", "NodePort")

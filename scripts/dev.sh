@@ -2,6 +2,7 @@
 # The one-command dev environment behind `make up` / `make down` (and `make check-prereqs`).
 #
 #   scripts/dev.sh check     check prerequisites only; print the fix for each missing one
+#   scripts/dev.sh python    check only the Python that creates the virtualenv (what `make test` needs)
 #   scripts/dev.sh up        check, then: local registry + kind cluster (if missing), sample catalog,
 #                            dev stack (local file backend), `pulumi up --stack dev --yes`
 #   scripts/dev.sh cluster   check, then only the registry, kind cluster and sample catalog (no Pulumi)
@@ -171,6 +172,29 @@ check_kubernetes_version() {
     fi
 }
 
+# The Python that creates the virtualenv (`make up` and `make test` check it before anything else).
+check_python() {
+    # The locks are resolved for one Python minor (pyproject.toml's requires-python, the image's pythonVersion):
+    # another minor would build the cluster and then fail the client check at `pulumi up`.
+    local want_minor have_minor py="${PY:-python3}"
+    local line requires='^requires-python = ">=([0-9]+[.][0-9]+),'
+    while IFS= read -r line; do
+        [[ "$line" =~ $requires ]] && want_minor="${BASH_REMATCH[1]}"
+    done <"${ROOT}/pyproject.toml"
+    [[ -e "${ROOT}/.venv/.installed" ]] && py="${VENV_PYTHON}"
+    if ! have "$py"; then
+        problem "$(fix_python)"
+    elif ! have_minor="$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)"; then
+        problem "$py does not run: $(fix_python)"
+    elif [[ "$have_minor" != "$want_minor" ]]; then
+        problem "$py is Python ${have_minor}, but the locks are for Python ${want_minor}: install Python ${want_minor} and run make with PY=/path/to/python${want_minor} (or \`rm -rf .venv\` if the virtualenv was made with another Python)"
+    elif [[ ! -e "${ROOT}/.venv/.installed" ]] && ! "$py" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+        problem "$py cannot create virtualenvs (no ensurepip): install it with \`sudo apt-get install python3-venv\`"
+    else
+        ok "python ${have_minor} ($(command -v "$py")) for the virtualenv"
+    fi
+}
+
 # One line per prerequisite; exits 2 listing every missing one. $1: up (everything) or cluster (no Pulumi).
 check_prereqs() {
     local mode="${1:-up}"
@@ -204,25 +228,7 @@ check_prereqs() {
 
     check_kubernetes_version
 
-    # The locks are resolved for one Python minor (pyproject.toml's requires-python, the image's pythonVersion):
-    # another minor would build the cluster and then fail the client check at `pulumi up`.
-    local want_minor have_minor py="${PY:-python3}"
-    local line requires='^requires-python = ">=([0-9]+[.][0-9]+),'
-    while IFS= read -r line; do
-        [[ "$line" =~ $requires ]] && want_minor="${BASH_REMATCH[1]}"
-    done <"${ROOT}/pyproject.toml"
-    [[ -e "${ROOT}/.venv/.installed" ]] && py="${VENV_PYTHON}"
-    if ! have "$py"; then
-        problem "$(fix_python)"
-    elif ! have_minor="$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)"; then
-        problem "$py does not run: $(fix_python)"
-    elif [[ "$have_minor" != "$want_minor" ]]; then
-        problem "$py is Python ${have_minor}, but the locks are for Python ${want_minor}: install Python ${want_minor} and run make with PY=/path/to/python${want_minor} (or \`rm -rf .venv\` if the virtualenv was made with another Python)"
-    elif [[ ! -e "${ROOT}/.venv/.installed" ]] && ! "$py" -c 'import venv, ensurepip' >/dev/null 2>&1; then
-        problem "$py cannot create virtualenvs (no ensurepip): install it with \`sudo apt-get install python3-venv\`"
-    else
-        ok "python ${have_minor} ($(command -v "$py")) for the virtualenv"
-    fi
+    check_python
 
     if ((${#PROBLEMS[@]})); then
         printf '\nmake up stopped before changing anything: %d prerequisite(s) missing, see MISSING above.\n' \
@@ -445,6 +451,13 @@ main() {
         check)
             check_prereqs
             say "all prerequisites found"
+            ;;
+        python)
+            check_python
+            if ((${#PROBLEMS[@]})); then
+                printf '\nstopped before creating the virtualenv: see MISSING above.\n' >&2
+                exit 2
+            fi
             ;;
         up) cmd_up ;;
         cluster)

@@ -1,11 +1,13 @@
 """`make scan`: checkov, an outside scanner, on everything the stacks deploy and on the image's Dockerfile.
 
-For each stack: render it offline (`python -m tools.render`), derive the Deployments and Service the Dask
-operator creates from the rendered DaskCluster with the pinned operator's own builders
-(`build_scheduler_deployment_spec`, `build_worker_deployment_spec`, via tests/support/pod_emulator.py), and run
-`checkov --framework kubernetes` on all of it; then `checkov --framework dockerfile` on docker/. Exit 1 when
-any check fails (CI runs this, so a regression fails the build). A check that does not apply is skipped inline,
-with its reason, where the object is declared (a `checkov.io/skip` annotation, a `# checkov:skip=` comment).
+For each stack: render it offline (tools/render.py, in this process; `--project` renders another checkout with
+its own `python -m tools.render`), derive the Deployments and Service the Dask operator creates from the
+rendered DaskCluster with the pinned operator's own builders (`build_scheduler_deployment_spec`,
+`build_worker_deployment_spec`, via tools/operator_objects.py), then run checkov ONCE on all of it
+(`--framework kubernetes dockerfile`, every stack's directory and docker/) and count the results per stack by
+file path. Exit 1 when any check fails (CI runs this, so a regression fails the build). A check that does not
+apply is skipped inline, with its reason, where the object is declared (a `checkov.io/skip` annotation, a
+`# checkov:skip=` comment).
 
 checkov runs from its own virtualenv (`scan/venv`, from scan/requirements.txt; `--checkov` to use another):
 its dependencies would otherwise disturb the program's lock. `--project` scans another checkout (the same
@@ -15,6 +17,7 @@ operator builders are used), which is how the before/after figures in the README
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -32,22 +35,29 @@ STACKS = ("platform", "dev", "staging", "prod")
 
 
 def render(project: Path, stack: str, out: Path) -> list[dict[str, Any]]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "tools.render", "--stack", stack, "--out", str(out)],
-        cwd=project,
-        env={**os.environ, "PYTHONPATH": str(project)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"render of {stack} in {project} failed:\n{proc.stderr}")
+    """The stack's rendered objects, written to `out` as `python -m tools.render --out` writes them."""
+    if project == ROOT:
+        from tools.render import render_stack, write_render
+
+        with contextlib.redirect_stdout(sys.stderr):  # the program may print under mocks
+            write_render(render_stack(stack), out)
+    else:
+        proc = subprocess.run(
+            [sys.executable, "-m", "tools.render", "--stack", stack, "--out", str(out)],
+            cwd=project,
+            env={**os.environ, "PYTHONPATH": str(project)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if proc.returncode != 0:
+            raise SystemExit(f"render of {stack} in {project} failed:\n{proc.stderr}")
     return [yaml.safe_load(p.read_text()) for p in sorted(out.glob("[0-9]*.yaml"))]
 
 
 def operator_built(daskcluster: dict[str, Any]) -> list[dict[str, Any]]:
     """The scheduler and worker Deployments and the scheduler Service, as the operator sends them."""
-    from tests.support.pod_emulator import operator_objects
+    from tools.operator_objects import operator_objects
 
     objects = operator_objects(daskcluster, uuids=[f"{i:010x}" for i in range(100)])
     built = [*objects.deployments, objects.scheduler_service]
@@ -57,33 +67,50 @@ def operator_built(daskcluster: dict[str, Any]) -> list[dict[str, Any]]:
     return built
 
 
-def checkov(binary: Path, framework: str, directory: Path) -> dict[str, Any]:
-    """checkov's JSON summary and failed checks for one directory (no network: --skip-download)."""
+def checkov(binary: Path, targets: dict[str, Path]) -> dict[str, Any]:
+    """One checkov run over every target directory (no network: --skip-download); per target: its counts and
+    failed checks, attributed by the checked file's path (checkov prints one JSON report per directory and
+    framework; each check is counted once)."""
     env = {**os.environ, "BC_SKIP_MAPPING": "TRUE", "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false"}
-    proc = subprocess.run(
-        [str(binary), "-d", str(directory), "--framework", framework, "--skip-download", "-o", "json", "--quiet"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
+    dirs = [arg for d in targets.values() for arg in ("-d", str(d))]
+    argv = [str(binary), *dirs, "--framework", "kubernetes", "dockerfile", "--skip-download", "-o", "json"]
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=900)
     if proc.returncode not in (0, 1) or not proc.stdout.strip():
         raise SystemExit(f"checkov failed to run (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    reports = json.loads(proc.stdout)
-    reports = reports if isinstance(reports, list) else [reports]
-    failed: list[dict[str, Any]] = []
-    summary = {"passed": 0, "failed": 0, "skipped": 0}
+    reports: list[Any] = []
+    decoder, text, at = json.JSONDecoder(), proc.stdout, 0
+    while text[at:].strip():
+        doc, at = decoder.raw_decode(text, len(text) - len(text[at:].lstrip()))
+        reports += doc if isinstance(doc, list) else [doc]
+    results: dict[str, Any] = {t: {"passed": 0, "failed": 0, "skipped": 0, "failed_checks": []} for t in targets}
+    seen: set[tuple[Any, ...]] = set()
     for report in reports:
-        if "summary" not in report:  # "no resources found" is a dict with only a summary-less body
-            continue
-        for key in summary:
-            summary[key] += int(report["summary"].get(key, 0))
-        failed += report.get("results", {}).get("failed_checks", [])
-    return {**summary, "failed_checks": failed}
+        for kind, key in (("passed_checks", "passed"), ("failed_checks", "failed"), ("skipped_checks", "skipped")):
+            for check in report.get("results", {}).get(kind, []):
+                # checkov 3's kubernetes report for several directories repeats earlier directories' results.
+                identity = (kind, check["check_id"], check.get("file_abs_path"), check.get("resource"),
+                            tuple(check.get("file_line_range") or ()))  # fmt: skip
+                if identity in seen:
+                    continue
+                seen.add(identity)
+                target = results[_target_of(check, targets)]
+                target[key] += 1
+                if key == "failed":
+                    target["failed_checks"].append(check)
+    return results
+
+
+def _target_of(check: dict[str, Any], targets: dict[str, Path]) -> str:
+    """The target whose directory holds the checked file (checkov reports absolute or target-relative paths)."""
+    path = Path(check.get("file_abs_path") or check["file_path"])
+    for name, directory in targets.items():
+        if path.is_relative_to(directory):
+            return name
+    raise SystemExit(f"checkov reported a file outside the scanned directories: {path}")
 
 
 def scan(project: Path, binary: Path, stacks: tuple[str, ...], work: Path) -> dict[str, Any]:
-    results: dict[str, Any] = {}
+    targets: dict[str, Path] = {}
     for stack in stacks:
         out = work / stack
         objects = render(project, stack, out / "render")
@@ -95,9 +122,9 @@ def scan(project: Path, binary: Path, stacks: tuple[str, ...], work: Path) -> di
                 name = obj["metadata"]["name"]
                 (built_dir / f"{i:02d}-{obj['kind'].lower()}-{name}.yaml").write_text(yaml.safe_dump(obj))
         (out / "render" / "summary.yaml").unlink()  # not a Kubernetes object
-        results[stack] = checkov(binary, "kubernetes", out)
-    results["dockerfile"] = checkov(binary, "dockerfile", project / "docker")
-    return results
+        targets[stack] = out.resolve()
+    targets["dockerfile"] = (project / "docker").resolve()
+    return checkov(binary, targets)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -105,7 +105,9 @@ def test_another_patch_release_is_a_note_not_a_problem() -> None:
 
 
 def image(python_version: str = HERE, client_check: str = "error") -> ImageConfig:
-    return ImageConfig(repository="ghcr.io/acme/lsdb-dask", python_version=python_version, client_check=client_check)
+    # A prebuilt image: its pythonVersion may be any release (a built one must be the pinned base image's).
+    ref = "ghcr.io/acme/lsdb-dask@sha256:" + "0" * 64
+    return ImageConfig(ref=ref, python_version=python_version, client_check=client_check)
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from components.cluster import DASHBOARD_PORT, SCHEDULER_PORT, SCRATCH_DIR, WORK
 from components.config import quantity_bytes
 from components.dask_operator import operator_version
 from components.lock import PROJECT_DIR, locked_version
-from tests.support.pod_emulator import expand
+from tools.emulated_image import expand
 from tools.mock_runtime import run_program, unwrap_secrets
 
 BIN = Path(sys.executable).parent  # the venv's bin: where the console scripts of the lock's packages live

@@ -483,3 +483,78 @@ def test_min_workers_counts_the_extra_groups_the_autoscaler_does_not_scale() -> 
     (problem,) = problems_for(too_many)
     assert problem.startswith("verify.minWorkers = 3: exceeds cluster.autoscaler.minimum (0), the workers the ")
     assert "plus 2 in cluster.workerGroups" in problem
+
+
+def test_the_thread_limit_is_one_rule_with_the_policy_pack() -> None:
+    # The policy pack runs in its own venv without `components`: its constants must equal the config's bounds.
+    import importlib.util
+
+    from components.cluster_config import MAX_THREADS, MIN_THREADS
+    from components.lock import PROJECT_DIR
+
+    spec = importlib.util.spec_from_file_location("guardrails", PROJECT_DIR / "policy" / "lsdb_guardrails.py")
+    assert spec is not None and spec.loader is not None
+    guardrails = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(guardrails)
+    assert (guardrails.MIN_THREADS, guardrails.MAX_THREADS) == (MIN_THREADS, MAX_THREADS)
+    assert parse_stack_config(with_changes(cluster__workers={"threads": MAX_THREADS})).cluster.workers.threads == 2
+    (problem,) = problems_for(with_changes(cluster__workers={"threads": MAX_THREADS + 1}))
+    assert problem.startswith("cluster.workers.threads = 3: ") and "Fix: use 1 or 2 for LSDB workloads" in problem
+
+
+def test_a_key_of_another_storage_kind_names_the_key_and_the_kinds_taking_it() -> None:
+    (problem,) = problems_for(with_changes(storage={"kind": "pvc", "nfs": {"server": "nfs.local"}}))
+    assert problem == (
+        "storage.nfs.server = '[set]': is set but storage.kind is pvc. Fix: remove it, or set storage.kind nfs"
+    )
+    (problem,) = problems_for(with_changes(storage={"kind": "s3"}))
+    assert problem.startswith("storage.kind = 's3': is not one of the allowed values. Fix: use one of: 'pvc', ")
+
+
+def test_secret_values_never_reach_the_report() -> None:
+    raw = with_changes(
+        storage={"kind": "objectStore", "objectStore": {"url": "s3://b/c", "credentials": "AKIA-as-a-string"}},
+        image={"repository": "ghcr.io/acme/lsdb-dask", "registry": {"password": "hunter2"}},
+        verify={"catalogPath": "s3://b/c/x"},
+    )
+    report = "\n".join(problems_for({**raw, "unknownSecret": "s3cr3t"}, frozenset({"unknownSecret"})))
+    for secret in ("AKIA", "hunter2", "s3cr3t"):
+        assert secret not in report, secret
+    assert "image.registry.password = '[plaintext]': is stored in plaintext" in report
+    assert "storage.objectStore.credentials = '[secret]': must be an object" in report
+    assert "unknownSecret = '[secret]': is not a known key" in report
+
+
+def test_unknown_keys_the_cli_passes_are_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `pulumi up` hands a Python program its config as PULUMI_CONFIG (read with pulumi.runtime.get_config_env).
+    config = {f"lsdb-k8s:{k}": json.dumps(v) if isinstance(v, dict) else v for k, v in VALID.items()}
+    passed = {**config, "lsdb-k8s:namspace": "x", "kubernetes:context": "kind-lsdb"}
+    monkeypatch.setenv("PULUMI_CONFIG", json.dumps(passed))
+    run = ProgramRun()
+    with pytest.raises(ConfigError) as err:
+        run_program({}, run=run)
+    assert err.value.problems == ["namspace = 'x': is not a known key. Fix: did you mean 'namespace'?"]
+    assert run.resources == []
+
+
+def test_rules_across_sections_are_reported_beside_an_invalid_section() -> None:
+    problems = problems_for(
+        with_changes(cluster__name="BAD", operator={"namespace": "lsdb-test"}, verify={"catalogPath": "/home/x"})
+    )
+    assert [p.split(" = ", 1)[0] for p in problems] == ["operator.namespace", "cluster.name", "verify.catalogPath"]
+
+
+def test_python_version_must_be_the_pinned_base_images_when_building() -> None:
+    # The build no longer takes a Python version: docker/Dockerfile pins the base image by digest. A different
+    # image.pythonVersion would make the client check compare against a Python the image does not run.
+    from components.lock import base_image
+
+    pinned = base_image().python_version
+    other = "3.11.99" if pinned != "3.11.99" else "3.11.98"
+    [found] = problems_for({**VALID, "image": {"repository": "ghcr.io/acme/lsdb-dask", "pythonVersion": other}})
+    assert found.startswith(f"image.pythonVersion = '{other}': differs from {pinned}")
+    assert f"Fix: pulumi config set --path image.pythonVersion {pinned}" in found
+    # A prebuilt image.ref states its own Python (what the client check compares with).
+    ref = "ghcr.io/acme/lsdb-dask@sha256:" + "a" * 64
+    assert parse_stack_config({**VALID, "image": {"ref": ref, "pythonVersion": other}}).image.python_version == other
+    assert parse_stack_config(VALID).image.python_version == pinned

@@ -214,6 +214,21 @@ def test_python_of_another_minor_is_reported_before_anything_is_created(box: San
     box.assert_untouched()
 
 
+@pytest.mark.skipif(MAKE is None, reason="make is not installed")
+def test_make_test_with_python_of_another_minor_stops_before_creating_the_venv(box: Sandbox) -> None:
+    box.stub("python3", 'case "$2" in *version_info*) echo 3.12 ;; *) exit 0 ;; esac')
+    box.link("make", MAKE)
+    result = box.run("make", "test")
+    assert result.returncode != 0
+    lines = missing_lines(result.stderr)
+    assert lines == [
+        "python3 is Python 3.12, but the locks are for Python 3.11: install Python 3.11 and run make with "
+        "PY=/path/to/python3.11 (or `rm -rf .venv` if the virtualenv was made with another Python)"
+    ]
+    assert "stopped before creating the virtualenv" in result.stderr
+    box.assert_untouched()
+
+
 def test_the_python_minor_the_check_wants_is_the_images() -> None:
     from components.config import ImageConfig
 
@@ -452,7 +467,11 @@ def test_makefile_keeps_venv_lint_test_and_adds_the_dev_targets() -> None:
     for target in ("venv", "lint", "test", "up", "down", "check-prereqs", "policy-venv", "moto-venv"):
         assert re.search(rf"^{re.escape(target)}:", makefile, re.M), target
     # moto-venv: the object-store tests' S3 server, in its own virtualenv (tests/support/object_servers.py).
-    assert "test: lint moto-venv\n\t$(VENV)/bin/python -m pytest\n" in makefile
+    test = makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
+    # The Python check first (before any virtualenv), then lint, the suite and the scan.
+    assert test.splitlines()[0].split() == ["check-python", "lint", "moto-venv"]
+    assert test.splitlines()[1] == "\t$(VENV)/bin/python -m pytest"
+    assert "scan" in test.splitlines()[-1]
     up = makefile.split("\nup:\n", 1)[1].split("\n\n", 1)[0]
     # The check runs first, before anything (the virtualenv included) is created.
     assert up.splitlines()[0].endswith("bash scripts/dev.sh check")

@@ -125,11 +125,12 @@ def named_keys(text: str) -> set[str]:
 
 
 def _schema_node(schema: dict[str, Any], node: dict[str, Any]) -> list[dict[str, Any]]:
-    """The object schemas a node stands for ($ref and anyOf resolved)."""
+    """The object schemas a node stands for ($ref, anyOf and oneOf resolved: storage.kind is a oneOf per kind)."""
     if "$ref" in node:
         return _schema_node(schema, schema["$defs"][node["$ref"].rsplit("/", 1)[1]])
-    if "anyOf" in node:
-        return [n for branch in node["anyOf"] for n in _schema_node(schema, branch)]
+    for union in ("anyOf", "oneOf"):
+        if union in node:
+            return [n for branch in node[union] for n in _schema_node(schema, branch)]
     return [node]
 
 

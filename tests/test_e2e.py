@@ -1,6 +1,6 @@
 """End to end without a cluster: the dev stack's rendered DaskCluster, run as the operator and kubelet would run it.
 
-`python -m tools.render --stack dev` renders what `pulumi up` would create; `tests/support/pod_emulator.py`
+tools/render.py renders what `pulumi up` would create for the dev stack; `tools/pod_emulator.py`
 derives the operator's Deployments and Service from the rendered DaskCluster with the pinned dask-kubernetes
 builders and runs each container as a local process (ports, Service names and volume paths mapped, see there).
 On that cluster the verification dynamic provider's `create` (the code `pulumi up` runs) must find exactly the
@@ -28,13 +28,9 @@ import pytest
 import yaml
 
 from components.lock import PROJECT_DIR
-from tests.support.pod_emulator import (
-    EmulatedCluster,
-    EmulationError,
-    expand,
-    operator_objects,
-    resolve_executable,
-)
+from tools.emulated_image import expand, resolve_executable
+from tools.operator_objects import operator_objects
+from tools.pod_emulator import EmulatedCluster, EmulationError
 from tools.render import load_live_objects
 
 pytestmark = pytest.mark.e2e
@@ -101,16 +97,12 @@ def dashboard_base(cluster: EmulatedCluster, exports: dict[str, Any]) -> str:
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The dev stack rendered by the command line, as a user runs it."""
+    """The dev stack's render, the files `python -m tools.render` writes (rendered in this process: the CLI itself
+    is tests/test_render.py's subject)."""
+    from tools.render import render_stack, write_render
+
     out = tmp_path_factory.mktemp("render") / STACK
-    proc = subprocess.run(
-        [sys.executable, "-m", "tools.render", "--stack", STACK, "--out", str(out)],
-        cwd=PROJECT_DIR,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
+    write_render(render_stack(STACK), out)
     docs = load_live_objects(out)  # patches applied: the stable Service with its selector
     (daskcluster,) = [d for d in docs if d["kind"] == "DaskCluster"]
     services = [d for d in docs if d["kind"] == "Service"]  # the stable <cluster.name>-scheduler

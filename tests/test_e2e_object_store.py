@@ -2,7 +2,7 @@
 
 The dev stack with `storage.kind: objectStore` is run through the real program under Pulumi's mocks with the
 credentials as Pulumi secrets (as `pulumi up` hands them over once decrypted). Its DaskCluster and Secret are what
-the pods get: the emulator (tests/support/pod_emulator.py) resolves each `secretKeyRef` of the rendered env from the
+the pods get: the emulator (tools/pod_emulator.py) resolves each `secretKeyRef` of the rendered env from the
 rendered Secret, so the scheduler and worker processes see exactly those variables and nothing of this process's
 environment. The verification dynamic provider's `create` (what `pulumi up` runs) then opens `s3://…` (or
 `http://…`) on a worker, with the storage options the stack exports, and must find exactly the rows a direct
@@ -23,9 +23,9 @@ import pytest
 
 from tests.program_helpers import dask_cluster
 from tests.support.object_servers import S3Server, http_file_server, s3_server
-from tests.support.pod_emulator import EmulatedCluster
 from tests.test_e2e import N_ROWS, SEED, VERIFICATION_TYPE, expected_rows
 from tools.mock_runtime import SECRET_SIG, ProgramRun, run_program
+from tools.pod_emulator import EmulatedCluster
 from tools.render import stack_config
 
 pytestmark = pytest.mark.e2e

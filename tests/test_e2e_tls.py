@@ -1,5 +1,5 @@
 """TLS end to end without a cluster: the rendered DaskCluster with `security.tls` on, run as the operator and
-kubelet would run it (tests/support/pod_emulator.py), with real certificates in its Secret.
+kubelet would run it (tools/pod_emulator.py), with real certificates in its Secret.
 
 The certificates are made here with `cryptography` (tests/support/certs.py), standing in for the ones pulumi-tls
 makes at deploy time, with the same SANs (`certificate_dns_names`) and the Secret's keys (`TLS_FILES`). The
@@ -21,8 +21,8 @@ from components.cluster import TLS_FILES
 from components.lock import PROJECT_DIR
 from components.security import certificate_dns_names, tls_secret_name
 from tests.support.certs import Authority, Pem
-from tests.support.pod_emulator import EmulatedCluster
 from tests.test_e2e import N_ROWS, SEED, direct_props, expected_rows, verification_props
+from tools.pod_emulator import EmulatedCluster
 
 pytestmark = pytest.mark.e2e
 
@@ -164,7 +164,9 @@ def test_plain_tcp_client_is_refused(emulated: EmulatedCluster, rendered: dict[s
     tcp = emulated.scheduler_address.replace("tls://", "tcp://")
     refused(tcp, None)
     props = verification_props(rendered["summary"])
-    query = VerificationQuery(catalog_path=props["catalogPath"], ra=180.0, dec=0.0, radius_arcsec=60.0, timeout=20.0)
+    query = VerificationQuery(
+        catalog_path=props["catalogPath"], cone={"ra": 180.0, "dec": 0.0, "radius_arcsec": 60.0}, timeout_seconds=4.0
+    )
     with pytest.raises(VerificationError) as exc:
         verify_catalog_query(tcp, query)
     assert exc.value.stage == "connect"

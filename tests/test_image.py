@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import urllib.error
 from fnmatch import fnmatch
 from importlib import metadata
 from pathlib import Path
@@ -22,9 +23,10 @@ from components.cluster import RUN_AS_USER, SCRATCH_DIR
 from components.config import OBJECT_STORES, PYTHON_VERSION, ConfigError, ImageConfig, parse_stack_config
 from components.constants import LABELS
 from components.image import DOCKER_DIR, image_tag, pull_secret_name
-from components.lock import PROJECT_DIR, canonical, read_lock, requirement_closure
+from components.lock import PROJECT_DIR, BaseImage, base_image, canonical, read_lock, requirement_closure
 from tools import mock_runtime
 from tools.mock_runtime import SECRET_SIG, SECRET_VALUE, has_plaintext, run_program, unwrap_secrets
+from tools.relock import pin_base_image, resolve_base_digest
 
 DOCKERFILE = DOCKER_DIR / "Dockerfile"
 IMAGE = "docker:index/image:Image"
@@ -130,18 +132,48 @@ def test_hadolint_cannot_see_a_floating_tag_behind_an_arg_so_the_default_is_chec
     assert floating(resolved_from(minor_only)[0]) == "tag 3.11-slim is not a patch release"
 
 
-def test_base_image_default_is_the_patch_pinned_slim_python_of_the_config() -> None:
+def test_base_image_is_the_patch_release_slim_python_of_the_config_pinned_by_digest() -> None:
     text = DOCKERFILE.read_text()
-    args = dict(a.split("=", 1) for w, a in instructions(text) if w == "ARG" and "=" in a)
-    default = args["PYTHON_VERSION"]
-    assert PYTHON_VERSION.match(default), default
-    # A plain `docker build` gets the same Python as `pulumi up` with the default image.pythonVersion.
-    assert default == ImageConfig.model_fields["python_version"].default
-    assert resolved_from(text) == [f"python:{default}-slim"]
-    assert floating(resolved_from(text)[0]) is None
+    base = base_image()
+    assert resolved_from(text) == [base.ref]  # one literal FROM: no ARG that a build could override
+    tag, _, digest = base.ref.partition("@")
+    assert tag == f"python:{base.python_version}-slim" and floating(tag) is None
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest), base.ref  # the tag is rebuilt upstream; the digest is not
+    assert PYTHON_VERSION.match(base.python_version), base.python_version
+    # The default image.pythonVersion (the client's, by the client check) is the image's.
+    assert base.python_version == ImageConfig.model_fields["python_version"].default
     # A `# syntax=` directive would pull a Dockerfile frontend image by a floating tag.
     assert not re.match(r"^#\s*syntax\s*=", text, re.IGNORECASE | re.MULTILINE)
     assert not any("latest" in a.lower() for _, a in instructions(text))
+
+
+def test_a_base_image_without_its_digest_is_refused(tmp_path: Path) -> None:
+    floating_base = tmp_path / "Dockerfile"
+    floating_base.write_text(DOCKERFILE.read_text().replace(base_image().ref, base_image().ref.split("@")[0]))
+    with pytest.raises(ValueError, match=r"found 0; run `make relock`"):
+        base_image(floating_base)
+
+
+def test_relock_rewrites_only_the_base_image_pin(tmp_path: Path) -> None:
+    text, base = DOCKERFILE.read_text(), base_image()
+    new_ref = "python:3.11.9-slim@sha256:" + "a" * 64
+    pinned = pin_base_image(text, "3.11.9", "sha256:" + "a" * 64)
+    assert pinned.replace(new_ref, base.ref) == text  # the FROM line, nothing else
+    (tmp_path / "Dockerfile").write_text(pinned)
+    assert base_image(tmp_path / "Dockerfile") == BaseImage(new_ref, "3.11.9")
+    with pytest.raises(ValueError, match=r"patch release X\.Y\.Z"):
+        pin_base_image(text, "3.11", "sha256:" + "a" * 64)
+    with pytest.raises(ValueError, match="found 0"):
+        pin_base_image("FROM python:3.11.7-slim\n", "3.11.7", "sha256:" + "a" * 64)
+
+
+def test_relock_resolves_the_base_image_digest_that_docker_hub_serves() -> None:
+    tag = f"{base_image().python_version}-slim"
+    try:
+        digest = resolve_base_digest(tag, timeout=10)
+    except urllib.error.URLError as e:  # also raised when the name does not resolve (no network)
+        pytest.skip(f"Docker Hub (auth.docker.io, registry-1.docker.io) is unreachable from here: {e.reason}")
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest), digest
 
 
 def test_dockerfile_installs_exactly_the_lock_and_checks_it() -> None:
@@ -304,36 +336,43 @@ def test_image_name_is_the_lock_derived_tag_never_latest(registry_run) -> None:
     built = unwrap_secrets(registry_run.one(IMAGE).inputs)
     repo, _, tag = built["imageName"].rpartition(":")
     assert repo == REPOSITORY
-    assert tag == image_tag("3.11.7", "linux/amd64")
+    assert tag == image_tag("linux/amd64")
     assert re.fullmatch(r"py3\.11\.7-lock-[0-9a-f]{12}", tag) and "latest" not in tag
-    assert built["build"]["args"] == {"PYTHON_VERSION": "3.11.7"}
+    assert "args" not in built["build"]  # nothing overrides the Dockerfile's pinned base image
     assert built["build"]["platform"] == "linux/amd64"
     assert Path(built["build"]["context"]) == DOCKER_DIR
     assert Path(built["build"]["dockerfile"]) == DOCKERFILE
     assert built["skipPush"] is False
 
 
-def test_image_tag_follows_the_lock_the_dockerfile_the_python_and_the_platform(tmp_path, monkeypatch) -> None:
+def test_image_tag_follows_the_lock_the_dockerfile_its_base_image_and_the_platform(tmp_path, monkeypatch) -> None:
     for name in ("requirements.lock", "Dockerfile"):
         shutil.copy(DOCKER_DIR / name, tmp_path / name)
-    original = image_tag("3.11.7")
+    original = image_tag()
     monkeypatch.setattr(image_module, "DOCKER_DIR", tmp_path)
-    assert image_tag("3.11.7") == original  # same content, same tag: pure function of the inputs
+    assert image_tag() == original  # same content, same tag: pure function of the inputs, not of the path
     lock = tmp_path / "requirements.lock"
     text = lock.read_text()
     pinned = f"dask=={read_lock()['dask']}\n"
     assert pinned in text
     lock.write_text(text.replace(pinned, "dask==2026.7.0\n"))
-    bumped = image_tag("3.11.7")
+    bumped = image_tag()
     assert bumped != original and bumped.startswith("py3.11.7-lock-")
     lock.write_text(text)
-    assert image_tag("3.11.7") == original
-    (tmp_path / "Dockerfile").write_text((DOCKER_DIR / "Dockerfile").read_text() + "LABEL x=y\n")
-    assert image_tag("3.11.7") != original
+    assert image_tag() == original
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text((DOCKER_DIR / "Dockerfile").read_text() + "LABEL x=y\n")
+    assert image_tag() != original
+    # Upstream rebuilt python:3.11.7-slim and `make relock` re-pinned it: a new tag; another Python too.
+    dockerfile.write_text(pin_base_image((DOCKER_DIR / "Dockerfile").read_text(), "3.11.7", "sha256:" + "0" * 64))
+    rebuilt = image_tag()
+    assert rebuilt != original and rebuilt.startswith("py3.11.7-lock-")
+    dockerfile.write_text(pin_base_image((DOCKER_DIR / "Dockerfile").read_text(), "3.11.8", "sha256:" + "0" * 64))
+    other_python = image_tag()
+    assert other_python.startswith("py3.11.8-lock-")
     shutil.copy(DOCKER_DIR / "Dockerfile", tmp_path / "Dockerfile")
-    assert image_tag("3.11.8") != original and image_tag("3.11.8").startswith("py3.11.8-lock-")
-    assert image_tag("3.11.7", "linux/arm64") != original
-    assert len({original, bumped, image_tag("3.11.8"), image_tag("3.11.7", "linux/arm64")}) == 4
+    assert image_tag("linux/arm64") != original
+    assert len({original, bumped, rebuilt, other_python, image_tag("linux/arm64")}) == 5
 
 
 def test_prebuilt_ref_builds_nothing_and_is_used_as_is() -> None:

@@ -4,6 +4,10 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,19 +15,20 @@ import yaml
 
 from components.constants import (
     POD_SECURITY_LABELS,
-    candidate_service_name,
     derived_names,
     live_cluster_name,
     max_cluster_name_length,
-    stable_service_name,
+    scheduler_service_name,
 )
 from components.dask_operator import (
     OPERATOR_CONTAINER_SECURITY_CONTEXT,
     OPERATOR_POD_SECURITY_CONTEXT,
     packaged_chart_dir,
 )
-from tests.program_helpers import BASE, live_objects, manifest, run_with
+from components.lock import DOCKERFILE_PATH, PROJECT_DIR, base_image
+from tests.program_helpers import OPERATOR_INSTALLED, live_objects, manifest, run_stack, run_with
 from tools.mock_runtime import ProgramRun, Registered
+from tools.relock import pin_base_image
 
 DASKCLUSTER = "kubernetes:kubernetes.dask.org/v1:DaskCluster"
 AUTOSCALER = "kubernetes:kubernetes.dask.org/v1:DaskAutoscaler"
@@ -58,7 +63,7 @@ def stable_service(r: ProgramRun) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def v1() -> ProgramRun:
-    return run()
+    return run(operator=OPERATOR_INSTALLED)
 
 
 @pytest.mark.parametrize(
@@ -126,14 +131,36 @@ def test_the_verification_follows_the_live_objects_uid(v1: ProgramRun) -> None:
     assert run(image_ref=REF + "2" * 64).one(VERIFICATION).inputs["clusterUid"] != uid  # another object
 
 
-def test_a_built_image_names_the_cluster_by_its_content_tag() -> None:
-    # With a build, the digest is known only after the push: the name derives from the content-derived tag
-    # (lock, Dockerfile, Python, platform), the spec carries the digest.
-    r = run_with(cluster={"name": "lsdb-cluster"})
+def rendered_cluster_name(checkout: Path) -> str:
+    """The DaskCluster of the dev stack as `python -m tools.render` evaluates it in `checkout`."""
+    out = checkout / "render"
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(checkout), "PYTHONDONTWRITEBYTECODE": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "tools.render", "--stack", "dev", "--out", str(out)],
+        cwd=checkout, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    (name,) = [m[1] for p in out.iterdir() if (m := re.fullmatch(r"\d+-daskcluster-(.+)\.yaml", p.name))]
+    return name
+
+
+def test_the_cluster_name_follows_the_image_content_not_the_run_or_the_checkout(tmp_path: Path) -> None:
+    # With a build, the digest is known only after the push: the name derives from the content tag (the lock and
+    # the Dockerfile, whose base image is pinned by digest), the spec carries the pushed digest.
+    r = run_stack("dev")
     spec = manifest(r.one(DASKCLUSTER))["spec"]
     assert spec["scheduler"]["spec"]["containers"][0]["image"] == r.outputs["imageRef"]
-    other = run_with(cluster={"name": "lsdb-cluster"}, image={**BASE["image"], "pythonVersion": "3.11.8"})
-    assert live_name(r) != live_name(other)
+    assert "@sha256:" in r.outputs["imageRef"]
+    # Another evaluation (another CI run) in another checkout of the same commit: the same cluster, no blue/green.
+    checkout = tmp_path / "elsewhere"
+    shutil.copytree(PROJECT_DIR, checkout, ignore=shutil.ignore_patterns(".*", "venv", "__pycache__", "tests"))
+    assert rendered_cluster_name(checkout) == live_name(r)
+    # Upstream rebuilt the base image's tag (a security fix) and `make relock` re-pinned its digest: a new cluster
+    # runs it (the operator would ignore a new image in the live cluster's spec).
+    dockerfile = checkout / DOCKERFILE_PATH.relative_to(PROJECT_DIR)
+    python = base_image().python_version
+    dockerfile.write_text(pin_base_image(dockerfile.read_text(), python, "sha256:" + "0" * 64))
+    assert rendered_cluster_name(checkout) not in (live_name(r), "")
 
 
 def _requires(r: ProgramRun, a: Registered, b: Registered) -> bool:
@@ -215,7 +242,7 @@ def test_retained_crds_are_adopted_by_the_next_stack_that_installs_the_operator(
     # After a destroy the CRDs are still in the cluster; pulumi-kubernetes refuses to create an existing object
     # unless its provider upserts. Only the CRDs use that provider: for anything not retained, an upsert followed
     # by a delete (a rename) would delete the object.
-    r = run(kubeContext="kind-lsdb-dev")
+    r = run(kubeContext="kind-lsdb-dev", operator=OPERATOR_INSTALLED)
     (crd_provider,) = [p for p in r.of_type("pulumi:providers:kubernetes") if p.name.endswith("crd-provider")]
     assert crd_provider.inputs["upsertExistingObjects"] in (True, "true")
     assert crd_provider.inputs["context"] == "kind-lsdb-dev"  # the stack's cluster, like every other object
@@ -254,8 +281,8 @@ def test_operator_release_values_are_restricted_under_the_charts_own_keys(v1: Pr
 def test_naming_functions_others_rely_on() -> None:
     live = live_cluster_name("lsdb", "0123abcd")
     assert live == "lsdb-0123abcd"
-    assert stable_service_name("lsdb") == "lsdb-scheduler"
-    assert candidate_service_name(live) == "lsdb-0123abcd-scheduler"
+    assert scheduler_service_name("lsdb") == "lsdb-scheduler"  # the stable endpoint
+    assert scheduler_service_name(live) == "lsdb-0123abcd-scheduler"  # the operator's Service of the live cluster
     longest = max(derived_names("a" * max_cluster_name_length()).values(), key=len)
     assert len(longest) == 63 and re.fullmatch(r"a+-f{8}-default-worker-f{10}", longest)
 

@@ -20,7 +20,7 @@ from components.monitoring import (
     dashboard_metric_names,
     verification_markdown,
 )
-from tests.program_helpers import dask_cluster, manifest, run_with
+from tests.program_helpers import OPERATOR_INSTALLED, dask_cluster, manifest, run_with
 
 SERVICE_MONITOR = "kubernetes:monitoring.coreos.com/v1:ServiceMonitor"
 POD_MONITOR = "kubernetes:monitoring.coreos.com/v1:PodMonitor"
@@ -35,16 +35,16 @@ def release_values(run: Any) -> dict[str, Any]:
 
 
 def test_monitoring_off_creates_nothing_that_needs_the_prometheus_operator() -> None:
-    for run in (run_with(), run_with(operator=FROM_STACK)):
+    for run in (run_with(operator=OPERATOR_INSTALLED), run_with(operator=FROM_STACK)):
         assert run.of_type(SERVICE_MONITOR) == [] and run.of_type(POD_MONITOR) == []
         assert run.of_type(CONFIG_MAP) == []
         assert not [r for r in run.resources if "monitoring.coreos.com" in r.type]
         assert run.of_type("lsdb-k8s:monitoring:LsdbMonitoring") == []
-    assert "metrics" not in release_values(run_with())
+    assert "metrics" not in release_values(run_with(operator=OPERATOR_INSTALLED))
 
 
 def test_operator_installed_here_turns_on_the_charts_monitors_for_this_namespace() -> None:
-    run = run_with(monitoring=ON)
+    run = run_with(monitoring=ON, operator=OPERATOR_INSTALLED)
     metrics = release_values(run)["metrics"]
     for component, monitor in (("scheduler", "serviceMonitor"), ("worker", "podMonitor")):
         assert metrics[component]["enabled"] is True and metrics[component][monitor]["enabled"] is True

@@ -1,7 +1,7 @@
 """The NetworkPolicies around a DaskCluster, evaluated with Kubernetes' semantics (tests/support/netpol.py).
 
 The pods are the ones the pinned operator builds from the program's DaskCluster (its own
-`build_scheduler_deployment_spec` / `build_worker_deployment_spec`, through tests/support/pod_emulator.py), so the
+`build_scheduler_deployment_spec` / `build_worker_deployment_spec`, through tools/pod_emulator.py), so the
 selectors are checked against the labels pods really carry, not against labels written from memory.
 """
 
@@ -15,7 +15,7 @@ import pytest
 from components.constants import CLIENT_LABEL
 from tests.program_helpers import dask_cluster, kubernetes_objects, run_with
 from tests.support.netpol import Cluster, External, Pod, pod_from_template, selector_matches
-from tests.support.pod_emulator import operator_objects
+from tools.operator_objects import operator_objects
 from tools.render import render_stack
 
 NS = "lsdb-test"

@@ -14,7 +14,7 @@ from components.cluster import SCHEDULER_HTTP_ROUTES
 from components.dask_operator import CHART_NAME, operator_version, prepare_packaged_chart
 from components.lock import locked_version
 from components.verification import OUTPUT_KEYS
-from tests.program_helpers import dask_cluster, manifest, run_stack, run_with
+from tests.program_helpers import OPERATOR_INSTALLED, dask_cluster, manifest, run_stack, run_with
 from tools.mock_runtime import SECRET_SIG, SECRET_VALUE, run_program
 from tools.render import stack_config
 
@@ -29,7 +29,7 @@ SECRET = "kubernetes:core/v1:Secret"
 
 @pytest.fixture(scope="module")
 def default_run():
-    return run_with()
+    return run_with(operator=OPERATOR_INSTALLED)
 
 
 @pytest.mark.parametrize("stack", ["dev", "staging", "prod"])

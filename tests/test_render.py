@@ -213,7 +213,7 @@ def test_summary_lists_every_other_resource_with_its_inputs(render: dict[str, An
     assert {"lsdb-k8s:image:LsdbImage", "lsdb-k8s:cluster:LsdbDaskCluster", "lsdb-k8s:storage:CatalogStorage"} <= types
     (build,) = [r for (t, _), r in resources.items() if t == "docker:index/image:Image"]
     assert build["inputs"]["imageName"].split(":", 1)[0] in summary["exports"]["imageRef"]
-    assert build["inputs"]["build"]["args"]["PYTHON_VERSION"]
+    assert "args" not in build["inputs"]["build"]  # the Dockerfile alone (its pinned base image) decides the image
     releases = [r for (t, _), r in resources.items() if t == "kubernetes:helm.sh/v3:Release"]
     if stack in FROM_PLATFORM:
         assert not releases, f"{stack} uses the operator that the platform stack installs"

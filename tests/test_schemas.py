@@ -21,7 +21,7 @@ from kubernetes_validate.utils import latest_version
 
 from components.dask_operator import crd_manifests
 from components.lock import PROJECT_DIR
-from tests.program_helpers import kubernetes_objects, live_objects, run_stack, run_with
+from tests.program_helpers import OPERATOR_INSTALLED, kubernetes_objects, live_objects, run_stack, run_with
 
 VERSIONS = ["1.25.0", latest_version()]
 PROMETHEUS_CRDS = Path(__file__).parent / "fixtures" / "prometheus-operator-crds"
@@ -86,7 +86,9 @@ def _variants() -> dict[str, Any]:
             monitoring={"enabled": True, "labels": {"release": "kps"}},
         ),
         "production+chart-monitors": lambda: run_with(
-            cluster={**PRODUCTION, "scheduler": {"disruptionBudget": False}}, monitoring={"enabled": True}
+            cluster={**PRODUCTION, "scheduler": {"disruptionBudget": False}},
+            monitoring={"enabled": True},
+            operator=OPERATOR_INSTALLED,
         ),
     }
 

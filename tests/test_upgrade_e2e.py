@@ -3,8 +3,8 @@ on real Dask processes.
 
 v1 is the dev stack as `python -m tools.render` renders it; v2 the same stack after a config change that changes
 the worker pod spec (`cluster.workers.memory` 1Gi -> 2Gi, which changes `--memory-limit` and the resources, so
-the hash and the DaskCluster name). The pods run through tests/support/pod_emulator.py (the pinned operator's
-builders); the stable Service `<cluster.name>-scheduler` is a `ServiceAlias` (tests/support/service_alias.py): local
+the hash and the DaskCluster name). The pods run through tools/pod_emulator.py (the pinned operator's
+builders); the stable Service `<cluster.name>-scheduler` is a `ServiceAlias` (tools/service_alias.py): local
 ports that send each new connection to the Ready scheduler pod its selector matches, as kube-proxy does.
 
 The upgrade follows the program's dependency order (tests/test_lifecycle.py checks the registered order): v2
@@ -26,9 +26,10 @@ from typing import Any
 import pytest
 
 from tests.support.emulated_api import EmulatedReader
-from tests.support.pod_emulator import EmulatedCluster
-from tests.support.service_alias import ServiceAlias
-from tests.support.upgrade_flip import (
+from tests.test_e2e import N_ROWS, SEED, expected_rows
+from tools.pod_emulator import EmulatedCluster
+from tools.service_alias import ServiceAlias
+from tools.upgrade_flip import (
     CATALOG_CLAIM,
     EndpointProbe,
     Rendered,
@@ -36,7 +37,6 @@ from tests.support.upgrade_flip import (
     scheduler_id,
     start_cluster,
 )
-from tests.test_e2e import N_ROWS, SEED, expected_rows
 
 pytestmark = pytest.mark.e2e
 
@@ -53,14 +53,11 @@ def direct_props(rendered: Rendered, address: str, catalog: str, **more: Any) ->
     return {**rendered.props, "connect": "direct", "schedulerAddress": address, "catalogPath": catalog, **more}
 
 
-def query_of(props: dict[str, Any], **more: Any) -> Any:
-    from components.verification.query import VerificationQuery
+def query_of(props: dict[str, Any], timeout: float) -> Any:
+    """The query the provider would run for these props, with another overall timeout."""
+    from components.verification.resource import query_of as provider_query
 
-    return VerificationQuery(
-        catalog_path=props["catalogPath"], ra=float(props["ra"]), dec=float(props["dec"]),
-        radius_arcsec=float(props["radiusArcsec"]), columns=tuple(props["columns"]),
-        min_rows=int(props["minRows"]), min_workers=int(props["minWorkers"]), **more,
-    )  # fmt: skip
+    return provider_query(props).model_copy(update={"timeout_seconds": timeout})
 
 
 def with_bad_option(manifest: dict[str, Any], role: str) -> dict[str, Any]:
@@ -168,7 +165,7 @@ def test_a_v2_whose_scheduler_crashes_fails_the_verification_and_the_stable_endp
             catalog = broken.map_path(v2.props["catalogPath"])
 
             with pytest.raises(RuntimeError, match="connect") as failed:  # connect: direct, no API: its budget
-                new_provider().create(direct_props(v2, candidate, catalog, timeoutSeconds=15))
+                new_provider().create(direct_props(v2, candidate, catalog, timeoutSeconds=5))
 
             where = ClusterRef(v2.props["namespace"], v2.name, v2.props.get("kubeContext"))
             started = time.monotonic()
@@ -239,7 +236,9 @@ def test_upgrade_flips_the_stable_endpoint_to_a_verified_v2_without_failed_conne
             v2_id = scheduler_id(address)
             blue.stop()  # Pulumi deletes the old DaskCluster last
             stopped_at = time.monotonic()
-            time.sleep(2.0)  # keep probing the stable endpoint after v1 is gone
+            deadline = time.monotonic() + 10
+            while len(probe.window(start=stopped_at)) < 20 and time.monotonic() < deadline:
+                time.sleep(0.05)  # keep probing the stable endpoint after v1 is gone (20 probes)
         flip_failed = probe.failed(start=flipped_at)
         record_property("upgrade_stable_probes", len(probe.probes))
         record_property("upgrade_stable_failed", probe.failed())
@@ -270,8 +269,9 @@ def test_upgrade_flips_the_stable_endpoint_to_a_verified_v2_without_failed_conne
 def test_the_verification_waits_for_a_late_service_and_a_late_scheduler(
     renders: tuple[Rendered, Rendered], claim: Path, tmp_path: Path, record_property: Any
 ) -> None:
-    """The candidate Service appears 4 s after the provider's create starts, the scheduler pod 15 s after: the
-    check (connect: direct, retried with backoff) waits through refused and reset connections and passes."""
+    """The candidate Service appears 1 s after the provider's create starts, the scheduler pod only after the check
+    was reset by the Service without endpoints: the check (connect: direct, retried with backoff) waits through
+    refused and reset connections and passes."""
     from components.verification.resource import new_provider
 
     v1, _ = renders
@@ -281,9 +281,13 @@ def test_the_verification_waits_for_a_late_service_and_a_late_scheduler(
 
     def operator_and_kubelet() -> None:
         try:
-            time.sleep(4.0)
+            time.sleep(1.0)
             service.start()
-            time.sleep(11.0)
+            deadline = time.monotonic() + 60
+            while service.reset_no_endpoint == 0:  # the check connected while no endpoint was Ready
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the check did not retry through the Service within 60 s")
+                time.sleep(0.05)
             cluster.start(timeout=180)
         except BaseException as exc:
             errors.append(exc)
@@ -303,7 +307,7 @@ def test_the_verification_waits_for_a_late_service_and_a_late_scheduler(
         assert service.reset_no_endpoint >= 1, "it connected while the Service had no Ready endpoint, and retried"
         assert sum(service.routed.values()) >= 1
         record_property("late_scheduler_create_seconds", round(elapsed, 1))
-        print(f"\nlate Service (4 s) and scheduler (15 s): create passed after {elapsed:.1f} s, "
+        print(f"\nlate Service (1 s) and scheduler: create passed after {elapsed:.1f} s, "
               f"{service.reset_no_endpoint} connection(s) reset while no endpoint was Ready")  # fmt: skip
     finally:
         service.close()

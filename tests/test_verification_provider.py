@@ -10,7 +10,6 @@ import inspect
 import io
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -19,27 +18,29 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
+from components.config import VerifyConfig as ConfigVerifyConfig
 from components.lock import PROJECT_DIR, read_lock
 from components.verification import (
     CONNECT_MODES,
-    DEC_RANGE,
-    MIN_RADIUS_ARCSEC,
     OUTPUT_KEYS,
-    RA_RANGE,
     LsdbVerification,
     VerificationArgs,
     VerificationQuery,
-)
-from components.verification.check import (
-    CHECKED_PACKAGES,
-    VerificationError,
     VerificationResult,
-    compare_versions,
-    verify_catalog_query,
+    VerifyConfig,
 )
-from components.verification.query import connect_problem
-from components.verification.resource import LsdbVerificationProvider, new_provider
+from components.verification.check import CHECKED_PACKAGES, compare_versions
+from components.verification.resource import (
+    CLUSTER_RERUN_KEYS,
+    NOT_RERUN_FIELDS,
+    QUERY_KEYS,
+    LsdbVerificationProvider,
+    child_argv,
+    new_provider,
+    query_of,
+)
 
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 HEAVY = ("lsdb", "hats", "nested_pandas", "dask", "distributed", "pandas", "pyarrow", "kr8s")
@@ -71,7 +72,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
 mocks = RecordingMocks()
 pulumi.runtime.set_mocks(mocks, project="lsdb-k8s", stack="test", preview=False)
-from components.verification import LsdbVerification, VerificationArgs
+from components.verification import LsdbVerification, VerificationArgs, VerificationQuery
 
 seen = {}
 
@@ -80,18 +81,18 @@ def evaluate():
     verification = LsdbVerification(
         "verify",
         VerificationArgs(
+            query=VerificationQuery(
+                catalog_path="/data/sample",
+                cone={"ra": 180.0, "dec": 0.0, "radius_arcsec": 3600.0},
+                connect="portForward",
+                columns=["id", "ra", "dec"],
+                min_rows=1,
+                min_workers=1,
+                timeout_seconds=300.0,
+            ),
             namespace="lsdb-test",
             cluster_name="lsdb-cluster",
             kube_context="kind-lsdb-dev",
-            catalog_path="/data/sample",
-            ra=180.0,
-            dec=0.0,
-            radius_arcsec=3600.0,
-            connect=pulumi.Output.from_input("portForward"),
-            columns=pulumi.Output.from_input(["id", "ra", "dec"]),
-            min_rows=1,
-            min_workers=1,
-            timeout_seconds=300.0,
             image_ref=pulumi.Output.from_input("localhost:5001/lsdb-dask@sha256:abc"),
             cluster_spec_hash=pulumi.Output.from_input("hash-1"),
         ),
@@ -161,32 +162,34 @@ def test_program_evaluation_imports_no_heavy_package(tmp_path: Path) -> None:
     assert out["outputs"]["rows"] == 12.0 and out["outputs"]["workers"] == 2.0
 
 
+def query(**change: Any) -> VerificationQuery:
+    return VerificationQuery(**{"catalog_path": "/data/x", "cone": {"ra": 1.0, "dec": 2.0, "radius_arcsec": 3.0},
+                                **change})  # fmt: skip
+
+
 def test_constructor_takes_verification_args_and_rejects_a_bad_connect_mode() -> None:
-    common: dict[str, Any] = dict(
-        namespace="ns", cluster_name="c", catalog_path="/data/x", ra=1.0, dec=2.0, radius_arcsec=3.0,
-        image_ref="img", cluster_spec_hash="h",
-    )  # fmt: skip
-    with pytest.raises(ValueError, match=re.escape(connect_problem("tunnel") or "")):
-        LsdbVerification("v", VerificationArgs(connect="tunnel", **common))
+    common: dict[str, Any] = dict(namespace="ns", cluster_name="c", image_ref="img", cluster_spec_hash="h")
+    with pytest.raises(ValidationError) as info:
+        LsdbVerification("v", VerificationArgs(query=query(connect="tunnel"), **common))
+    assert [e["loc"] for e in info.value.errors()] == [("connect",)]
     with pytest.raises(ValueError, match="needs scheduler_address"):
-        LsdbVerification("v", VerificationArgs(connect="direct", **common))
+        LsdbVerification("v", VerificationArgs(query=query(connect="direct"), **common))
 
 
 def test_verification_args_become_the_camel_case_properties() -> None:
     args = VerificationArgs(
-        namespace="ns", cluster_name="c", catalog_path="/data/x", ra=1.0, dec=2.0, radius_arcsec=3.0,
-        image_ref="img", cluster_spec_hash="h", columns=("id", "ra"),
-    )  # fmt: skip
+        query=query(columns=("id", "ra")), namespace="ns", cluster_name="c", image_ref="img", cluster_spec_hash="h"
+    )
     props = args.to_props()
     assert list(props) == [
-        "namespace", "clusterName", "catalogPath", "ra", "dec", "radiusArcsec", "imageRef", "clusterSpecHash",
-        "schedulerAddress", "kubeContext", "connect", "columns", "minRows", "minWorkers", "timeoutSeconds",
-        "storageOptions",
-        "operatorVersion",
-        "clientTls",
-        "clusterUid",
+        "namespace", "clusterName", "imageRef", "clusterSpecHash", "schedulerAddress", "kubeContext",
+        "operatorVersion", "clientTls", "clusterUid",
+        # The query's keys, the cone's at the top level as the resource has always had them (stored state matches).
+        "catalogPath", "columns", "minRows", "minWorkers", "timeoutSeconds", "connect", "storageOptions",
+        "sampleRows", "ra", "dec", "radiusArcsec",
     ]  # fmt: skip
-    assert props["columns"] == ["id", "ra"] and props["connect"] == "portForward"
+    assert props["columns"] == ["id", "ra"] and props["connect"] == "portForward" and props["ra"] == 1.0
+    assert query_of(props) == args.query  # and back, validated by the same model
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -195,14 +198,18 @@ def test_verification_args_become_the_camel_case_properties() -> None:
 
 
 def test_declared_outputs_returned_outs_and_export_are_output_keys() -> None:
-    declared = [k for k, v in LsdbVerification.__annotations__.items() if "Output" in str(v)]
-    assert declared == list(OUTPUT_KEYS)
+    assert OUTPUT_KEYS == (
+        "rows", "partitions", "workers", "workersByGroup", "elapsedSeconds", "versions", "sample", "stageSeconds",
+        "warnings",
+    )  # fmt: skip
     result = VerificationResult(
         rows=3, partitions=1, workers=2, workers_by_group={"c-default": 2}, elapsed_seconds=0.5, versions={},
         sample=[], scheduler="tcp://s:8786", catalog_path="/data/x", stage_seconds={}, warnings=[],
     )  # fmt: skip
     assert list(result.to_outputs()) == list(OUTPUT_KEYS)
-    assert VerificationResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
+    # The CLI's JSON (snake_case, with "ok") read back by the provider, numbers as the engine may give them.
+    report = {"ok": True, **json.loads(json.dumps(result.model_dump())), "rows": 3.0}
+    assert VerificationResult.model_validate(report) == result
     # The export: LsdbVerification.outputs() reads the same tuple.
     assert "OUTPUT_KEYS" in inspect.getsource(LsdbVerification.outputs)
 
@@ -212,12 +219,12 @@ def test_connect_modes_come_from_one_tuple(provider: Any) -> None:
 
     assert CONNECT_MODES == ("portForward", "direct")
     (failure,) = provider.check({}, inputs(connect="tunnel")).failures
-    assert failure.reason == connect_problem("tunnel")
+    assert failure.property == "connect" and "'portForward' or 'direct'" in failure.reason
     with pytest.raises(SystemExit) as exit_info:
         main(["--connect", "tunnel", "--catalog", "/data/x", "--ra", "1", "--dec", "2", "--radius-arcsec", "3"])
     assert exit_info.value.code == 2
     for mode in CONNECT_MODES:  # every mode the resource accepts, the CLI accepts
-        assert connect_problem(mode) is None
+        assert provider.check({}, inputs(connect=mode, schedulerAddress="tcp://s:8786")).failures == []
         assert "invalid choice" not in cli_usage_error("--connect", mode)
     assert "(choose from " + ", ".join(repr(m) for m in CONNECT_MODES) + ")" in cli_usage_error("--connect", "x")
 
@@ -231,21 +238,41 @@ def cli_usage_error(*args: str) -> str:
     return proc.stderr
 
 
-def test_query_bounds_are_the_config_rules() -> None:
-    """ra in [0, 360), dec in [-90, 90], radius > 0, min_rows >= 0, min_workers >= 1, timeout > 0."""
-    assert (RA_RANGE, DEC_RANGE, MIN_RADIUS_ARCSEC) == ((0.0, 360.0), (-90.0, 90.0), 0.0)
+def test_the_query_is_the_config_section() -> None:
+    """One model: the stack's verify section is the query's base, with its bounds; the query adds only what the
+    check takes from elsewhere. ra in [0, 360), dec in [-90, 90], radius > 0, min_rows >= 0, min_workers >= 1,
+    timeout > 0, a catalog path that is not blank."""
+    assert ConfigVerifyConfig is VerifyConfig and issubclass(VerificationQuery, VerifyConfig)
+    added = set(VerificationQuery.model_fields) - set(VerifyConfig.model_fields)
+    assert added == {"storage_options", "sample_rows"}
 
-    def bad(**change: Any) -> list[str]:
-        fields: dict[str, Any] = {"catalog_path": "/data/x", "ra": 0.0, "dec": -90.0, "radius_arcsec": 0.1, **change}
-        return VerificationQuery(**fields).problems()
+    def bad(**change: Any) -> list[tuple[str | int, ...]]:
+        cone = {"ra": 0.0, "dec": -90.0, "radius_arcsec": 0.1, **change.pop("cone", {})}
+        try:
+            VerificationQuery(**{"catalog_path": "/data/x", "cone": cone, **change})
+        except ValidationError as exc:
+            return [e["loc"] for e in exc.errors()]
+        return []
 
-    assert bad() == [] and bad(ra=359.999, dec=90.0, min_rows=0, min_workers=1, timeout=0.01) == []
-    for change in ({"ra": 360.0}, {"ra": -0.1}, {"ra": float("nan")}, {"dec": 90.5}, {"radius_arcsec": 0.0},
-                   {"min_rows": -1}, {"min_workers": 0}, {"timeout": 0.0}, {"catalog_path": " "}):  # fmt: skip
+    assert bad() == [] and bad(cone={"ra": 359.999, "dec": 90.0}, min_rows=0, min_workers=1, timeout_seconds=0.01) == []
+    for change in ({"cone": {"ra": 360.0}}, {"cone": {"ra": -0.1}}, {"cone": {"ra": float("nan")}},
+                   {"cone": {"dec": 90.5}}, {"cone": {"radius_arcsec": 0.0}}, {"min_rows": -1}, {"min_workers": 0},
+                   {"timeout_seconds": 0.0}, {"catalog_path": " "}):  # fmt: skip
         assert len(bad(**change)) == 1, change
-    with pytest.raises(VerificationError) as info:
-        verify_catalog_query("tcp://127.0.0.1:1", VerificationQuery("/data/x", ra=360.0, dec=0.0, radius_arcsec=1.0))
-    assert info.value.stage == "config" and "ra=360.0 is outside [0, 360) degrees" in info.value.problem
+
+
+def test_the_query_reaches_the_child_as_one_json_document_validated_by_the_model() -> None:
+    props = inputs(storageOptions={"anon": False}, connect="direct", schedulerAddress="tcp://s:8786")
+    argv = child_argv(props)
+    document = argv[argv.index("--query") + 1]
+    assert VerificationQuery.model_validate_json(document) == query_of(props)
+    assert json.loads(document)["cone"] == {"ra": 180.0, "dec": 0.0, "radiusArcsec": 3600.0}
+    assert argv[argv.index("--scheduler") + 1] == "tcp://s:8786"
+    # Derived from the model: every query key but the section's switch, the cone's keys flat.
+    assert set(QUERY_KEYS) == {"catalogPath", "ra", "dec", "radiusArcsec", "columns", "minRows", "minWorkers",
+                               "timeoutSeconds", "connect", "storageOptions", "sampleRows"}  # fmt: skip
+    assert set(VerificationQuery.model_fields) >= NOT_RERUN_FIELDS
+    assert CLUSTER_RERUN_KEYS == ("clusterSpecHash", "clusterUid", "imageRef", "operatorVersion")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -293,7 +320,7 @@ def test_diff_is_quiet_when_nothing_that_matters_changed(provider: Any) -> None:
     assert provider.diff("id", old, inputs()).changes is False
     # Connection details and the timeout do not re-run the check.
     for change in ({"timeoutSeconds": 600}, {"connect": "direct", "schedulerAddress": "tcp://x:8786"},
-                   {"kubeContext": "other"}):  # fmt: skip
+                   {"kubeContext": "other"}, {"sampleRows": 10}):  # fmt: skip
         assert provider.diff("id", old, inputs(**change)).changes is False, change
 
 
@@ -310,6 +337,8 @@ def test_diff_is_quiet_when_nothing_that_matters_changed(provider: Any) -> None:
         {"columns": ["id", "ra"]},
         {"minRows": 5},
         {"minWorkers": 2},
+        {"storageOptions": {"anon": False}},
+        {"catalogPath": UNKNOWN},
         {"clusterSpecHash": UNKNOWN},
         {"imageRef": UNKNOWN},
         # Same spec, new object: the operator deleted the cluster (idleTimeout), `pulumi up --refresh` recreated it.
@@ -329,6 +358,9 @@ def test_check_reports_bad_connection_settings(provider: Any) -> None:
     assert [f.property for f in failures] == ["connect"]
     failures = provider.check({}, inputs(connect="direct")).failures
     assert [f.property for f in failures] == ["schedulerAddress"]
+    # The query, validated by its model: each problem on the property users set (the cone's keys are flat).
+    failures = provider.check({}, inputs(ra=400, columns=["id", ""])).failures
+    assert [f.property for f in failures] == ["ra", "columns"]
     assert provider.delete("id", stored(inputs())) is None
 
 

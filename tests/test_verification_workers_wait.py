@@ -6,6 +6,7 @@ over kr8s objects built without a server (tests/test_verification_wait.py)."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
@@ -31,7 +32,7 @@ class NoWorkersYet:
         time.sleep(timeout)
         raise TimeoutError(f"Only 0/{n} workers arrived after {timeout}")
 
-    def nthreads(self) -> dict[str, int]:
+    def nthreads(self, **_sync: Any) -> dict[str, int]:
         return {} if self.joins_at is None or time.monotonic() < self.joins_at else {"tcp://w": 1}
 
 

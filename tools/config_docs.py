@@ -3,7 +3,8 @@
     python -m tools.config_docs --write   # rewrite docs/configuration.md's tables and schema/pulumi-stack.schema.json
     python -m tools.config_docs --check   # exit 1 when either differs from the model (the tests run this)
 
-Each key is declared once, in `components/config.py` (type, default, description); this module only
+Each key is declared once, in the model `components.config.StackConfig` (its sections live in
+`components/*_config.py`): type, default, description; this module only
 renders those declarations, so the reference and the editor schema cannot drift from what the program reads.
 """
 
@@ -20,8 +21,10 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from components.config import PROJECT, DefaultText, Section, StackConfig, _is_secret, _positive_quantity, _unwrap
+from components.config import PROJECT, StackConfig
+from components.config_report import allowed_types
 from components.lock import PROJECT_DIR
+from components.section import DefaultText, DocType, Section
 
 REFERENCE_DOC = PROJECT_DIR / "docs" / "configuration.md"
 SCHEMA_PATH = PROJECT_DIR / "schema" / "pulumi-stack.schema.json"
@@ -60,7 +63,7 @@ def stack_file_schema() -> dict[str, Any]:
     defs = model.pop("$defs", {})
     # A top-level section may also be given as one JSON string (`pulumi config set cluster '{"name": …}'`).
     config_props = {
-        f"{PROJECT}:{key}": {"anyOf": [value, {"type": "string"}]} if "$ref" in value else value
+        f"{PROJECT}:{key}": {"anyOf": [value, {"type": "string"}]} if "$ref" in value or "oneOf" in value else value
         for key, value in model["properties"].items()
     }
     return {
@@ -87,22 +90,31 @@ def stack_file_schema() -> dict[str, Any]:
     }
 
 
-def _section_of(info: FieldInfo) -> type[Section] | None:
-    inner = _unwrap(info.annotation)
-    return inner if isinstance(inner, type) and issubclass(inner, Section) else None
+def _sections(info: FieldInfo) -> list[type[Section]]:
+    """The section a field holds, or each member of a discriminated union of sections (`storage`)."""
+    return [a for a in allowed_types(info.annotation) if isinstance(a, type) and issubclass(a, Section)]
+
+
+def _leaves(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, FieldInfo, type[BaseModel]]]:
+    for name, info in model.model_fields.items():
+        key = f"{prefix}{info.alias or name}"
+        sections = _sections(info)
+        if not sections:
+            yield key, info, model
+        for section in sections:
+            yield from _leaves(section, f"{key}.")
 
 
 def iter_fields(
     model: type[BaseModel] = StackConfig, prefix: str = ""
 ) -> Iterator[tuple[str, FieldInfo, type[BaseModel]]]:
-    """(dotted key as users write it, field, model declaring it) for every leaf key, in declaration order."""
-    for name, info in model.model_fields.items():
-        key = f"{prefix}{info.alias or name}"
-        section = _section_of(info)
-        if section is not None:
-            yield from iter_fields(section, f"{key}.")
-        else:
-            yield key, info, model
+    """(dotted key as users write it, field, model declaring it) for every leaf key, in declaration order; a key
+    that several members of a union declare comes once, from the first."""
+    seen: set[str] = set()
+    for key, info, owner in _leaves(model, prefix):
+        if key not in seen:
+            seen.add(key)
+            yield key, info, owner
 
 
 def default_text(info: FieldInfo) -> str:
@@ -118,14 +130,11 @@ def default_text(info: FieldInfo) -> str:
 
 
 def _type_text(info: FieldInfo) -> str:
-    annotation = info.annotation
-    if _is_secret(annotation) or (
-        typing.get_origin(_unwrap(annotation)) is dict and _is_secret(typing.get_args(_unwrap(annotation))[1])
-    ):
-        return "secret"
-    if any(getattr(m, "func", None) is _positive_quantity for m in info.metadata):
-        return "quantity"
-    inner = _unwrap(annotation)
+    shown = next((m.name for m in info.metadata if isinstance(m, DocType)), None)
+    if shown is not None:
+        return shown
+    options = allowed_types(info.annotation)
+    inner: Any = options[0] if len(options) == 1 else info.annotation
     if typing.get_origin(inner) is typing.Literal:
         return " \\| ".join(f"`{v}`" for v in typing.get_args(inner))
     names = {int: "integer", float: "number", bool: "boolean", str: "string"}
@@ -138,11 +147,15 @@ def _type_text(info: FieldInfo) -> str:
 
 def reference_markdown() -> str:
     """One table per top-level section (top-level scalars first), every key with type, default and meaning."""
+    types: dict[str, list[str]] = {}  # a union's tag (`storage.kind`) is one Literal per member: list them all
+    for key, info, _ in _leaves(StackConfig, ""):
+        types.setdefault(key, []).append(_type_text(info))
     groups: dict[str, list[str]] = {}
     for key, info, _ in iter_fields():
         group = key.split(".", 1)[0] if "." in key else ""
         meaning = (info.description or "").replace("|", "\\|")
-        row = f"| `{key}` | {_type_text(info)} | {default_text(info)} | {meaning} |"
+        type_text = " \\| ".join(dict.fromkeys(types[key]))
+        row = f"| `{key}` | {type_text} | {default_text(info)} | {meaning} |"
         groups.setdefault(group, []).append(row)
     out: list[str] = []
     for group, rows in groups.items():

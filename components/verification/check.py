@@ -1,9 +1,14 @@
 """The check itself: prove that a Dask cluster answers an LSDB cone query end to end (no Pulumi inside).
 
 `verify_catalog_query(address, VerificationQuery(...), where=ClusterRef(...))` runs in stages, each with its own
-deadline (never longer than what is left of the overall timeout): config, connect, workers, versions, open,
+budget (never longer than what is left of the overall timeout): config, connect, workers, versions, open,
 compute, rows. Any failure raises `VerificationError`, whose `.stage` names the stage and whose message ends
 with the fix from the guide's troubleshooting section (diagnostics.py).
+
+Timeouts: each stage hands its budget to distributed's own timeouts (`Client(timeout=)`,
+`wait_for_workers(timeout=)`, `Future.result(timeout=)`, `sync(callback_timeout=)`); only the identity probe adds
+its own bound, because distributed's handshake has none. What those miss, the dynamic provider's process deadline
+ends (it kills this process).
 
 Where the catalog is opened: on a worker. With a port-forward the client runs on a workstation that cannot see
 the worker volume (the catalog at /data/... exists only inside worker pods, object-store credentials live only
@@ -19,10 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import importlib
 import math
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -30,12 +33,9 @@ from contextlib import contextmanager, suppress
 from typing import Any
 
 from components.constants import SCHEDULER_PORT
-from components.lock import canonical, read_lock
+from components.lock import canonical, read_lock, same_version
 from components.verification.diagnostics import Fixes
-from components.verification.query import OUTPUT_KEYS, ClusterRef, VerificationQuery, output_field, worker_group_of
-
-# The stages in order; `VerificationError.stage` and the keys of `stage_seconds` are among them.
-STAGES = ("config", "connect", "workers", "versions", "open", "compute", "rows")
+from components.verification.query import ClusterRef, VerificationQuery, VerificationResult, worker_group_of
 
 # Per-stage ceilings in seconds; each stage also stops when the overall timeout runs out. `connect` covers a first
 # deploy: the operator creating the Service, a cold pull of the image (minutes on a slow registry) and the scheduler
@@ -89,48 +89,13 @@ class VerificationError(RuntimeError):
         return {"ok": False, "stage": self.stage, "problem": self.problem, "fix": self.fix, "message": str(self)}
 
 
-@dataclasses.dataclass
-class VerificationResult:
-    """What a successful verification saw. JSON-serializable (`to_dict`)."""
-
-    rows: int
-    partitions: int
-    workers: int
-    workers_by_group: dict[str, int]
-    elapsed_seconds: float
-    versions: dict[str, str]
-    sample: list[dict[str, Any]]
-    scheduler: str
-    catalog_path: str
-    stage_seconds: dict[str, float]
-    warnings: list[str]
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, report: Mapping[str, Any]) -> VerificationResult:
-        """Read back `to_dict` (the CLI's JSON): the dynamic provider gets its result this way."""
-        fields = {f.name: report[f.name] for f in dataclasses.fields(cls)}
-        for name in ("rows", "partitions", "workers"):
-            fields[name] = int(fields[name])
-        fields["workers_by_group"] = {str(g): int(n) for g, n in (fields["workers_by_group"] or {}).items()}
-        fields["elapsed_seconds"] = float(fields["elapsed_seconds"])
-        return cls(**fields)
-
-    def to_outputs(self) -> dict[str, Any]:
-        """The Pulumi output properties of `LsdbVerification`: `OUTPUT_KEYS`, camelCase of the fields."""
-        return {key: getattr(self, output_field(key)) for key in OUTPUT_KEYS}
-
-
 class _Clock:
     """The overall deadline and the per-stage ceilings; records how long each stage took."""
 
-    def __init__(self, timeout: float, stage_timeouts: Mapping[str, float] | None, fixes: Fixes) -> None:
+    def __init__(self, timeout: float, stage_timeouts: Mapping[str, float] | None) -> None:
         self.start = time.monotonic()
         self.timeout = float(timeout)
         self.limits = {**DEFAULT_STAGE_TIMEOUTS, **(stage_timeouts or {})}
-        self.fixes = fixes
         self.seconds: dict[str, float] = {}
 
     def elapsed(self) -> float:
@@ -158,55 +123,27 @@ class _Clock:
             self.seconds[name] = round(time.monotonic() - began, 4)
 
 
-class _Abandoned(Exception):
-    """Raised by `_call_with_deadline` when the call did not return in time (it keeps running, unobserved)."""
-
-
-def _call_with_deadline(
-    fn: Callable[[], Any], seconds: float, on_late_result: Callable[[Any], Any] | None = None
-) -> Any:
-    """Run `fn()` in a daemon thread and wait at most `seconds` for it.
-
-    Returns its value or re-raises its exception; raises `_Abandoned` when it is still running at the deadline.
-    A daemon thread never keeps the process alive; `on_late_result` disposes of a value that arrives after we
-    stopped waiting (for example closes a Client that connected too late).
-    """
-    lock = threading.Lock()
-    box: dict[str, Any] = {}
-    done = threading.Event()
-
-    def target() -> None:
-        try:
-            value = fn()
-        except BaseException as exc:
-            box["error"] = exc
-            value = None
-        else:
-            box["value"] = value
-        with lock:
-            done.set()
-            late = box.get("abandoned", False)
-        if late and "value" in box and on_late_result is not None:
-            with suppress(Exception):
-                on_late_result(value)
-
-    thread = threading.Thread(target=target, name="lsdb-verify-stage", daemon=True)
-    thread.start()
-    done.wait(max(seconds, 0.0))
-    with lock:
-        if not done.is_set():
-            box["abandoned"] = True
-            raise _Abandoned()
-    if "error" in box:
-        raise box["error"]
-    return box.get("value")
-
-
 def describe(exc: BaseException) -> str:
     """`Type: first line of the message`: enough to name a failure in one line of a stage message."""
     text = str(exc).strip().splitlines()
     first = text[0] if text else ""
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+@contextmanager
+def _failing_as(stage: str, fixes: Fixes, failed: str, timed_out: str | None = None) -> Iterator[None]:
+    """What a stage's call raises, as the stage's `VerificationError`: `timed_out` for a TimeoutError (without one,
+    the TimeoutError goes on to a caller that waits again), `<failed>: <the error>` for any other exception."""
+    try:
+        yield
+    except VerificationError:
+        raise
+    except TimeoutError:
+        if timed_out is None:
+            raise
+        raise VerificationError(stage, timed_out, fixes(stage)) from None
+    except Exception as exc:
+        raise VerificationError(stage, f"{failed}: {describe(exc)}", fixes(stage)) from exc
 
 
 @dataclasses.dataclass(frozen=True)
@@ -335,7 +272,7 @@ def compare_versions(
         for side, pkgs in sides:
             found.setdefault(str(pkgs.get(pkg) or "MISSING"), []).append(side)
         if expected is not None:
-            bad = {v: names for v, names in found.items() if v != expected}
+            bad = {v: names for v, names in found.items() if not same_version(v, expected)}
             if bad:
                 problems.append(f"{pkg}: docker/requirements.lock pins {expected}, but {where(bad)}")
             agreed[pkg] = expected
@@ -401,6 +338,7 @@ def verify_catalog_query(
     locked_versions: Mapping[str, str] | None = None,
     wait_hook: WaitHook | None = None,
     tls: TlsFiles | None = None,
+    stage_timeouts: Mapping[str, float] | None = None,
 ) -> VerificationResult:
     """Connect to the scheduler, check workers and versions, run `query` on the cluster, check its rows.
 
@@ -410,14 +348,16 @@ def verify_catalog_query(
     already runs fails stage `workers`). `tls`: the client certificate for a scheduler that requires TLS (then
     every connection is `tls://`). `where` only makes the error messages name the real Kubernetes objects.
     `locked_versions` maps package names to the pinned versions (default: docker/requirements.lock); pass a
-    modified mapping to test the check.
+    modified mapping to test the check. `stage_timeouts` lowers the per-stage ceilings (`DEFAULT_STAGE_TIMEOUTS`);
+    every stage also ends with the query's overall `timeout_seconds`. The query's own bounds were checked when it
+    was built (a pydantic model).
     Raises `VerificationError` naming the failed stage; returns a `VerificationResult` otherwise.
     """
-    fixes = Fixes(where, query.catalog_path)
-    clock = _Clock(query.timeout, query.stage_timeouts, fixes)
+    q = query
+    fixes = Fixes(where, q.catalog_path)
+    clock = _Clock(q.timeout_seconds, stage_timeouts)
     warnings: list[str] = []
     problems = [] if str(scheduler_address or "").strip() else ["the scheduler address is empty"]
-    problems += query.problems()
     if tls is None and str(scheduler_address or "").strip().startswith("tls://"):
         problems.append(
             "the scheduler address is tls:// but no client certificate was given (the scheduler requires one;"
@@ -431,8 +371,6 @@ def verify_catalog_query(
             warnings.append(note)
     address = _normalize_address(scheduler_address, tls=tls is not None)
     security = tls.security() if tls is not None else None
-    q = query
-    columns = list(q.columns) if q.columns else None
 
     client = None
     try:
@@ -448,7 +386,7 @@ def verify_catalog_query(
             warnings.extend(version_warnings)
 
         with clock.stage("open") as budget:
-            catalog = _open_on_worker(client, q, columns, budget, fixes)
+            catalog = _open_on_worker(client, q, budget, fixes)
             partitions = int(catalog.npartitions)
 
         with clock.stage("compute") as budget:
@@ -477,7 +415,8 @@ def verify_catalog_query(
             sample = _sample_records(df, q.sample_rows)
     finally:
         if client is not None:
-            _close_client(client)
+            with suppress(Exception):
+                client.close(timeout=5)
 
     return VerificationResult(
         rows=rows,
@@ -487,10 +426,10 @@ def verify_catalog_query(
         elapsed_seconds=round(clock.elapsed(), 4),
         versions=versions,
         sample=sample,
-        scheduler=address,
-        catalog_path=q.catalog_path,
         stage_seconds=clock.seconds,
         warnings=warnings,
+        scheduler=address,
+        catalog_path=q.catalog_path,
     )
 
 
@@ -502,20 +441,19 @@ def _identify(address: str, budget: float, fixes: Fixes, wait_hook: WaitHook | N
     last: BaseException | None = None
     while (remaining := deadline - time.monotonic()) > 0:
         attempts += 1
-        seconds = min(remaining, PROBE_ATTEMPT_SECONDS)
         try:
-            return _call_with_deadline(functools.partial(_probe_scheduler, address, seconds, security), seconds + 1.0)
+            return _probe_scheduler(address, min(remaining, PROBE_ATTEMPT_SECONDS), security)
         except Exception as exc:  # refused, reset by a port-forward to a pod not Ready yet, silent peer: retry
             last = exc
         if wait_hook is not None:
             wait_hook()
         time.sleep(max(min(pause, deadline - time.monotonic()), 0.0))
         pause = min(pause * 2, RETRY_MAX_PAUSE)
-    if last is None or isinstance(last, _Abandoned | TimeoutError):
+    if last is None or isinstance(last, TimeoutError):
         raise VerificationError(
             "connect",
             f"no Dask scheduler answered at {address} within {budget:g} s ({attempts} attempt(s)"
-            + ("" if last is None or isinstance(last, _Abandoned) else f", last: {describe(last)}")
+            + ("" if last is None else f", last: {describe(last)}")
             + "): refused, unresolvable, a scheduler pod not Ready, or a peer that accepts TCP but does not speak"
             " the Dask protocol",
             fixes("connect"),
@@ -539,29 +477,20 @@ def _connect(address: str, budget: float, fixes: Fixes, wait_hook: WaitHook | No
             f"{address} answered as a Dask {kind or 'peer of unknown type'}, not as the scheduler",
             fixes("connect"),
         )
+    from distributed import Client as UntypedClient
 
-    def make_client() -> Any:
-        from distributed import Client as UntypedClient
-
-        client_cls: Callable[..., Any] = UntypedClient  # distributed's Client.__init__ has no annotations
-        tls_args = {"security": security} if security is not None else {}
+    client_cls: Callable[..., Any] = UntypedClient  # distributed's Client.__init__ has no annotations
+    tls_args = {"security": security} if security is not None else {}
+    with _failing_as(
+        "connect", fixes, f"the Dask client could not connect to {address}",
+        timed_out=f"the Dask client could not register with {address} within {budget:g} s",
+    ):  # fmt: skip
         return client_cls(address, timeout=budget, set_as_default=False, direct_to_workers=False, **tls_args)
-
-    try:
-        return _call_with_deadline(make_client, budget, on_late_result=lambda c: c.close(timeout=5))
-    except _Abandoned:
-        raise VerificationError(
-            "connect", f"the Dask client could not register with {address} within {budget:g} s", fixes("connect")
-        ) from None
-    except Exception as exc:
-        raise VerificationError(
-            "connect", f"the Dask client could not connect to {address}: {describe(exc)}", fixes("connect")
-        ) from exc
 
 
 def _count_workers(client: Any, seconds: float) -> int | None:
     try:
-        return len(_call_with_deadline(client.nthreads, seconds))
+        return len(client.nthreads(callback_timeout=seconds))
     except Exception:
         return None
 
@@ -569,7 +498,7 @@ def _count_workers(client: Any, seconds: float) -> int | None:
 def _workers_by_group(client: Any, seconds: float) -> dict[str, int]:
     """Workers per DaskWorkerGroup (from the worker names the operator gives); {} if the scheduler does not say."""
     try:
-        info = _call_with_deadline(lambda: client.scheduler_info(n_workers=-1), seconds)
+        info = client.sync(client.scheduler.identity, n_workers=-1, callback_timeout=seconds)
     except Exception:
         return {}
     counts: dict[str, int] = {}
@@ -589,9 +518,10 @@ def _wait_for_workers(
         remaining = deadline - time.monotonic()
         step = max(min(remaining, WORKER_WAIT_STEP_SECONDS) if wait_hook is not None else remaining, 0.1)
         try:
-            _call_with_deadline(functools.partial(client.wait_for_workers, min_workers, timeout=step), step + 2.0)
+            with _failing_as("workers", fixes, f"could not list the workers of {address}"):
+                client.wait_for_workers(min_workers, timeout=step)
             break
-        except (_Abandoned, TimeoutError):
+        except TimeoutError:
             if deadline - time.monotonic() <= 0.0 or wait_hook is None:
                 have = _count_workers(client, 5.0)
                 have_text = "an unknown number of" if have is None else str(have)
@@ -601,10 +531,6 @@ def _wait_for_workers(
                     f" within {budget:g} s",
                     fixes("workers"),
                 ) from None
-        except Exception as exc:
-            raise VerificationError(
-                "workers", f"could not list the workers of {address}: {describe(exc)}", fixes("workers")
-            ) from exc
         try:
             wait_hook()
         except VerificationError as exc:  # a stuck pod, found while this stage waits: name this stage
@@ -616,20 +542,14 @@ def _wait_for_workers(
 def _check_versions(
     client: Any, locked: Mapping[str, str] | None, budget: float, fixes: Fixes
 ) -> tuple[dict[str, str], list[str]]:
-    try:
-        report = _call_with_deadline(
-            lambda: client.get_versions(check=False, packages=list(EXTRA_VERSION_PACKAGES)), budget
+    with _failing_as(
+        "versions", fixes, "could not collect package versions",
+        timed_out=f"the scheduler and workers did not report their versions within {budget:g} s",
+    ):  # fmt: skip
+        # `get_versions` itself, with the timeout distributed's blocking methods take (`sync(callback_timeout=)`).
+        report = client.sync(
+            client._get_versions, check=False, packages=list(EXTRA_VERSION_PACKAGES), callback_timeout=budget
         )
-    except _Abandoned:
-        raise VerificationError(
-            "versions",
-            f"the scheduler and workers did not report their versions within {budget:g} s",
-            fixes("versions"),
-        ) from None
-    except Exception as exc:
-        raise VerificationError(
-            "versions", f"could not collect package versions: {describe(exc)}", fixes("versions")
-        ) from exc
     agreed, problems, warnings = compare_versions(report, locked)
     if problems:
         raise VerificationError(
@@ -639,9 +559,7 @@ def _check_versions(
     return agreed, warnings
 
 
-def _open_on_worker(
-    client: Any, query: VerificationQuery, columns: list[str] | None, budget: float, fixes: Fixes
-) -> Any:
+def _open_on_worker(client: Any, query: VerificationQuery, budget: float, fixes: Fixes) -> Any:
     """`lsdb.open_catalog` as a task: it reads the catalog metadata where the catalog is (on a worker).
 
     The lazy catalog comes back to the client (metadata and the pixels the cone overlaps, no rows); its
@@ -654,65 +572,37 @@ def _open_on_worker(
         raise VerificationError(
             "open", f"lsdb is not installed in this client ({describe(exc)})", fixes("versions")
         ) from exc
-    search = lsdb.ConeSearch(query.ra, query.dec, query.radius_arcsec)
-    key = f"{OPEN_TASK_PREFIX}-{uuid.uuid4().hex}"
     future = client.submit(
         lsdb.open_catalog,
         query.catalog_path,
-        search_filter=search,
-        columns=columns,
+        search_filter=lsdb.ConeSearch(query.ra, query.dec, query.radius_arcsec),
+        columns=list(query.columns) if query.columns else None,
         error_empty_filter=False,
-        storage_options=dict(query.storage_options) if query.storage_options else None,
-        key=key,
+        storage_options=query.storage_options or None,
+        key=f"{OPEN_TASK_PREFIX}-{uuid.uuid4().hex}",
     )
     try:
-        return _call_with_deadline(lambda: future.result(timeout=budget), budget + 2.0)
-    except (_Abandoned, TimeoutError):
-        raise VerificationError(
-            "open",
-            f"opening {query.catalog_path} on a worker did not finish within {budget:g} s (slow or hung storage?)",
-            fixes("open"),
-        ) from None
-    except Exception as exc:
-        raise VerificationError(
-            "open", f"a worker could not open the catalog {query.catalog_path}: {describe(exc)}", fixes("open")
-        ) from exc
+        with _failing_as(
+            "open", fixes, f"a worker could not open the catalog {query.catalog_path}",
+            timed_out=f"opening {query.catalog_path} on a worker did not finish within {budget:g} s"
+            " (slow or hung storage?)",
+        ):  # fmt: skip
+            return future.result(timeout=budget)
     finally:
         future.release()
 
 
 def _compute(client: Any, catalog: Any, partitions: int, budget: float, fixes: Fixes) -> Any:
-    """`catalog.compute()`, the call the guide's manual check makes, explicitly on this client.
+    """The catalog's rows, computed on the cluster through this client (never made the process default).
 
-    lsdb computes with the current dask scheduler and client; `as_current` and `scheduler=client.get` route
-    it to our client (never made the process default) whatever the caller's dask config says: a global
-    `scheduler="synchronous"` would otherwise run it here, where the catalog is not. lsdb then submits one
-    task per partition and gathers them through the scheduler. The deadline abandons the waiting thread;
-    closing the client afterwards cancels the tasks.
+    `client.compute` of the catalog's dask dataframe: one task per partition on the workers, whatever the caller's
+    dask config says (a global `scheduler="synchronous"` would otherwise run it here, where the catalog is not),
+    and distributed's `Future.result(timeout=)` bounds the wait; closing the client afterwards cancels the tasks.
     """
     if partitions == 0:
         return None
-    import dask
-
-    def run() -> Any:
-        with client.as_current(), dask.config.set(scheduler=client.get):
-            return catalog.compute(progress_bar=False)
-
-    try:
-        return _call_with_deadline(run, budget)
-    except _Abandoned:
-        raise VerificationError(
-            "compute",
-            f"the query over {partitions} partition(s) did not finish on the cluster within {budget:g} s",
-            fixes("compute"),
-        ) from None
-    except Exception as exc:
-        raise VerificationError(
-            "compute", f"the query over {partitions} partition(s) failed on the cluster: {describe(exc)}",
-            fixes("compute"),
-        ) from exc  # fmt: skip
-
-
-def _close_client(client: Any) -> None:
-    with suppress(Exception):
-        _call_with_deadline(lambda: client.close(timeout=5), 7.0)
+    with _failing_as(
+        "compute", fixes, f"the query over {partitions} partition(s) failed on the cluster",
+        timed_out=f"the query over {partitions} partition(s) did not finish on the cluster within {budget:g} s",
+    ):  # fmt: skip
+        return client.compute(catalog.to_dask_dataframe()).result(timeout=budget)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import logging
 import sys
@@ -17,11 +16,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+from pydantic.alias_generators import to_camel, to_snake
+from pydantic.fields import FieldInfo
+
 from components.verification.check import (
     DEFAULT_STAGE_TIMEOUTS,
     TlsFiles,
     VerificationError,
-    VerificationResult,
     WaitHook,
     verify_catalog_query,
 )
@@ -30,18 +32,37 @@ from components.verification.pods import Kr8sReader, StuckPods
 from components.verification.port_forward import SchedulerPortForward
 from components.verification.query import (
     CONNECT_MODES,
-    DEFAULT_SAMPLE_ROWS,
-    DEFAULT_TIMEOUT,
     DIRECT,
     PORT_FORWARD,
     ClusterRef,
+    ConeConfig,
     VerificationQuery,
+    VerificationResult,
     parse_storage_options,
 )
 
 # The port-forward waits for the Service within the connect stage's budget (the operator creates it after the
 # DaskCluster); what it took comes off that budget.
 PORT_FORWARD_TIMEOUT = DEFAULT_STAGE_TIMEOUTS["connect"]
+
+# The query's flags are its fields (`--min-rows`, the cone's flat: `--ra`), but for these older names; `connect`
+# and the storage options have flags of their own (`--connect`/`--port-forward`, repeatable `--storage-option`).
+FLAG_NAMES = {"catalog_path": "--catalog", "timeout_seconds": "--timeout"}
+OWN_FLAGS = {"enabled", "connect", "storage_options"}
+# Required unless `--query` has them: the command line has no default catalog or cone.
+REQUIRED = ("catalog_path", "ra", "dec", "radius_arcsec")
+
+
+def flag_of(name: str) -> str:
+    """`min_rows` -> `--min-rows`, but for `FLAG_NAMES`."""
+    return FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+
+
+def query_flags() -> list[tuple[bool, str, FieldInfo]]:
+    """(in the cone?, field name, field) for every query field that has a flag of its own."""
+    flags = [(True, name, field) for name, field in ConeConfig.model_fields.items()]
+    flags += [(False, n, f) for n, f in VerificationQuery.model_fields.items() if n not in OWN_FLAGS | {"cone"}]
+    return flags
 
 
 def format_summary(result: VerificationResult) -> str:
@@ -78,21 +99,21 @@ def parser() -> argparse.ArgumentParser:
         description="Verify a Dask cluster end to end with an LSDB cone query (exit 0 on success, 1 on failure).",
     )
     p.add_argument("--scheduler", help="scheduler address, e.g. tcp://localhost:8786 (or use --port-forward)")
-    p.add_argument("--catalog", required=True, help="catalog path as the workers see it, e.g. /data/sample")
-    p.add_argument("--ra", type=float, required=True, help="cone centre right ascension, degrees")
-    p.add_argument("--dec", type=float, required=True, help="cone centre declination, degrees")
-    p.add_argument("--radius-arcsec", type=float, required=True, help="cone radius, arcseconds")
-    p.add_argument("--columns", default=None, help="comma-separated columns to load (default: the catalog's)")
-    p.add_argument("--min-rows", type=int, default=1, help="fail when the cone returns fewer rows (default 1)")
-    p.add_argument("--min-workers", type=int, default=1, help="workers to wait for (default 1)")
     p.add_argument(
-        "--timeout",
-        type=float,
-        default=DEFAULT_TIMEOUT,
-        help=f"overall deadline, seconds (default {DEFAULT_TIMEOUT:g})",
+        "--query",
+        metavar="JSON",
+        help="the whole query as one JSON object, keys as in the stack's verify section (catalogPath, cone, ...,"
+        " storageOptions, sampleRows); the query's flags override its keys",
     )
+    for _, name, field in query_flags():
+        default = field.get_default(call_default_factory=True)
+        shown = "" if name in REQUIRED or default in (None, []) else f" (default {default})"
+        kind: Any = field.annotation if field.annotation in (int, float) else None  # else the model parses the text
+        flag = flag_of(name)
+        p.add_argument(
+            flag, dest=name, type=kind, metavar=flag[2:].upper().replace("-", "_"), help=f"{field.description}{shown}"
+        )
     p.add_argument("--json", action="store_true", help="print the result (or the failure) as JSON on stdout")
-    p.add_argument("--sample-rows", type=int, default=DEFAULT_SAMPLE_ROWS, help="rows to show (default 5)")
     p.add_argument("--namespace", help="Kubernetes namespace (names the real objects in error messages)")
     p.add_argument("--cluster-name", help="DaskCluster name (names the real objects in error messages)")
     p.add_argument(
@@ -121,9 +142,36 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _connect_mode(p: argparse.ArgumentParser, args: argparse.Namespace) -> str:
-    """portForward or direct, from --connect or from which of --port-forward / --scheduler was given."""
-    connect: str = args.connect or (PORT_FORWARD if args.port_forward else DIRECT)
+def query_document(p: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
+    """The query as one JSON object: `--query`, overridden by the query's flags (exit 2 when one is missing)."""
+    try:
+        document = json.loads(args.query) if args.query else {}
+    except ValueError as exc:
+        p.error(f"--query is not JSON: {exc}")
+    if not isinstance(document, dict):
+        p.error("--query must be a JSON object")
+    cone = dict(document.get("cone") or {})
+    for in_cone, name, _ in query_flags():
+        if getattr(args, name) is not None:
+            (cone if in_cone else document)[to_camel(name)] = getattr(args, name)
+    missing = [
+        flag_of(name)
+        for name in REQUIRED
+        if to_camel(name) not in (cone if name in ConeConfig.model_fields else document)
+    ]
+    if missing:
+        p.error(f"the following arguments are required: {', '.join(missing)}")
+    try:
+        if args.storage_option:
+            document["storageOptions"] = parse_storage_options(args.storage_option)
+    except ValueError as exc:
+        p.error(str(exc))
+    return {**document, "cone": cone}
+
+
+def _connect_mode(p: argparse.ArgumentParser, args: argparse.Namespace, document: dict[str, Any]) -> str:
+    """portForward or direct: --connect, the query's `connect`, or which of --port-forward / --scheduler was given."""
+    connect: str = args.connect or document.get("connect") or (PORT_FORWARD if args.port_forward else DIRECT)
     port_forward = connect == PORT_FORWARD
     if args.port_forward and not port_forward:
         p.error("--port-forward contradicts --connect direct")
@@ -134,11 +182,21 @@ def _connect_mode(p: argparse.ArgumentParser, args: argparse.Namespace) -> str:
     return connect
 
 
+def config_problem(error: ValidationError) -> str:
+    """The query's problems, for the check's `config` stage: `cone.dec=95.0: Input should be ...; ...`."""
+    return "; ".join(
+        f"{'.'.join(to_snake(str(part)) for part in e['loc']) or 'query'}={e['input']!r}: {e['msg']}"
+        for e in error.errors()
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the check once; see the module docstring for the exit codes."""
     p = parser()
     args = p.parse_args(argv)
-    port_forward = _connect_mode(p, args) == PORT_FORWARD
+    document = query_document(p, args)
+    document["connect"] = _connect_mode(p, args, document)
+    port_forward = document["connect"] == PORT_FORWARD
     tls_files = (args.tls_ca_file, args.tls_cert_file, args.tls_key_file)
     if any(tls_files) and not all(tls_files):
         p.error("give all of --tls-ca-file, --tls-cert-file and --tls-key-file, or none")
@@ -146,39 +204,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The failure message says what went wrong; distributed's own reconnect chatter would only bury it.
     logging.getLogger("distributed").setLevel(logging.CRITICAL)
     where = ClusterRef(args.namespace, args.cluster_name, args.kube_context)
-    columns = tuple(c.strip() for c in args.columns.split(",") if c.strip()) if args.columns else None
     locked = json.loads(args.lock_json.read_text()) if args.lock_json else None
-    try:
-        storage_options = parse_storage_options(args.storage_option)
-    except ValueError as exc:
-        p.error(str(exc))
-    query = VerificationQuery(
-        catalog_path=args.catalog,
-        ra=args.ra,
-        dec=args.dec,
-        radius_arcsec=args.radius_arcsec,
-        columns=columns,
-        min_rows=args.min_rows,
-        min_workers=args.min_workers,
-        timeout=args.timeout,
-        sample_rows=args.sample_rows,
-        storage_options=storage_options or None,
-    )
     started = time.monotonic()
     # With API access (portForward) the wait reads the cluster's pods and fails early on a stuck one; `direct`
     # has none and retries the connection until the budget.
     wait_hook: WaitHook | None = StuckPods(Kr8sReader(args.kube_context), where) if port_forward else None
     try:
-        if problems := query.problems():  # before any port-forward: the config stage comes first
-            raise VerificationError("config", "; ".join(problems), Fixes(where, args.catalog)("config"))
-        connect_budget = min(PORT_FORWARD_TIMEOUT, args.timeout)
+        try:  # before any port-forward: the config stage comes first
+            query = VerificationQuery.model_validate(document)
+        except ValidationError as exc:
+            fix = Fixes(where, str(document.get("catalogPath") or ""))("config")
+            raise VerificationError("config", config_problem(exc), fix) from None
+        connect_budget = min(PORT_FORWARD_TIMEOUT, query.timeout_seconds)
         address: contextlib.AbstractContextManager[str] = (
             SchedulerPortForward(
                 args.namespace,
                 args.cluster_name,
                 args.kube_context,
                 timeout=connect_budget,
-                fixes=Fixes(where, args.catalog),
+                fixes=Fixes(where, query.catalog_path),
                 wait_hook=wait_hook,
             )
             if port_forward
@@ -187,12 +231,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         with address as scheduler:
             # What the port-forward took comes off the overall deadline and the connect stage's budget.
             spent = time.monotonic() - started
-            remaining = max(args.timeout - spent, 0.001)
-            query = dataclasses.replace(
-                query, timeout=remaining, stage_timeouts={"connect": max(connect_budget - spent, 1.0)}
-            )
+            remaining = max(query.timeout_seconds - spent, 0.001)
             result = verify_catalog_query(
-                scheduler, query, where=where, locked_versions=locked, wait_hook=wait_hook, tls=tls
+                scheduler,
+                query.model_copy(update={"timeout_seconds": remaining}),
+                where=where,
+                locked_versions=locked,
+                wait_hook=wait_hook,
+                tls=tls,
+                stage_timeouts={"connect": max(connect_budget - spent, 1.0)},
             )
     except VerificationError as exc:
         if args.json:
@@ -200,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(str(exc), file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps({"ok": True, **result.to_dict()}))
+        print(json.dumps({"ok": True, **result.model_dump()}))
     else:
         print(format_summary(result))
     return 0

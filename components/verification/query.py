@@ -1,54 +1,157 @@
-"""What a verification asks, and the vocabulary every entry point shares (check, CLI, resource, stack config).
+"""What a verification asks and what it answers: one pydantic model each, shared by every entry point.
 
-Standard library only: the stack config model and the Pulumi program import this module during `pulumi up`.
-Each rule and each list is written once here:
+`VerifyConfig` (with `ConeConfig`) is the stack's `verify` section and the query: `VerificationQuery` adds only what
+the check takes from elsewhere (the catalog's storage options, the rows to show, no default columns). The query
+crosses to the check's child process as one JSON document validated by this model; the command line's flags
+(cli.py), the resource's input properties and the provider's re-run keys (resource.py) are derived from its
+fields. `VerificationResult` is the answer; `OUTPUT_KEYS`, the resource's outputs, derive from its fields.
 
-* the bounds of a query (`RA_RANGE`, `DEC_RANGE`, `MIN_RADIUS_ARCSEC`, `MIN_ROWS`, `MIN_WORKERS`, `MIN_TIMEOUT`)
-  and `query_problems`, which applies them;
-* `CONNECT_MODES`, how the check reaches the scheduler;
-* `OUTPUT_KEYS`, the output properties of the `LsdbVerification` resource (and of the program's export).
+pydantic and the standard library only: the stack config and the Pulumi program import this during `pulumi up`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import re
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
+from typing import Annotated, Any, Literal, get_args
 
-# Bounds of a cone query, shared with the stack config (verify.*). Open or closed as the names' comments say.
-RA_RANGE: tuple[float, float] = (0.0, 360.0)  # degrees, RA_RANGE[0] <= ra < RA_RANGE[1]
-DEC_RANGE: tuple[float, float] = (-90.0, 90.0)  # degrees, DEC_RANGE[0] <= dec <= DEC_RANGE[1]
-MIN_RADIUS_ARCSEC = 0.0  # radius_arcsec > MIN_RADIUS_ARCSEC (exclusive)
-MIN_ROWS = 0  # min_rows >= MIN_ROWS
-MIN_WORKERS = 1  # min_workers >= MIN_WORKERS
-MIN_TIMEOUT = 0.0  # timeout > MIN_TIMEOUT (exclusive), seconds
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic.alias_generators import to_camel
+
+from components.section import Fix, Section, comma_list, empty_section
+
+Columns = Annotated[list[Annotated[str, Field(min_length=1)]], BeforeValidator(comma_list)]
+
+DEFAULT_TIMEOUT = 900.0  # connect (600, a cold image pull) plus the query stages
+DEFAULT_SAMPLE_ROWS = 5
+
+
+class ConeConfig(Section):
+    ra: Annotated[float, Fix("use a right ascension in degrees, 0 ≤ ra < 360")] = Field(
+        180.0, ge=0.0, lt=360.0, description="Cone centre right ascension, degrees."
+    )
+    dec: Annotated[float, Fix("use a declination in degrees, -90 ≤ dec ≤ 90")] = Field(
+        0.0, ge=-90.0, le=90.0, description="Cone centre declination, degrees."
+    )
+    radius_arcsec: Annotated[float, Fix("e.g. 600")] = Field(600.0, gt=0.0, description="Cone radius, arcseconds.")
+
+
+class VerifyConfig(Section):
+    """The post-deploy LSDB check."""
+
+    enabled: bool = Field(
+        True,
+        description="Verify the cluster with an LSDB cone search when it is created, and again whenever its spec, "
+        "the image, the operator version, the catalog or the query changes.",
+    )
+    catalog_path: str | None = Field(
+        None,
+        description="Catalog path as the workers see it (e.g. `/data/catalogs/my_catalog`), or its URL in the "
+        "object store (`s3://bucket/catalogs/my_catalog`, same scheme as `storage.objectStore.url`); required "
+        "when enabled.",
+    )
+    cone: ConeConfig = Field(default_factory=empty_section, description="The cone search the check runs.")
+    columns: Columns = Field(
+        default_factory=lambda: ["ra", "dec"], description="Columns to load (a list, or comma-separated)."
+    )
+    min_rows: Annotated[int, Fix("use 0 or more")] = Field(
+        1, ge=0, description="Fail when the cone returns fewer rows."
+    )
+    min_workers: Annotated[int, Fix("use 1 or more")] = Field(
+        1,
+        ge=1,
+        description="Workers (of any group) to wait for; at most those the cluster always has: "
+        "`autoscaler.minimum` (or `workers.replicas`) plus the `workerGroups`' replicas.",
+    )
+    timeout_seconds: Annotated[float, Fix("e.g. 900")] = Field(
+        DEFAULT_TIMEOUT, gt=0.0, description="Overall deadline, seconds (the connect stage alone may take 600)."
+    )
+    connect: Literal["portForward", "direct"] = Field(
+        "portForward",
+        description="`portForward` (kr8s port-forward with the stack's kube context) or `direct` (the in-cluster "
+        "address, for runners inside the cluster).",
+    )
+
+    @property
+    def ra(self) -> float:
+        return self.cone.ra
+
+    @property
+    def dec(self) -> float:
+        return self.cone.dec
+
+    @property
+    def radius_arcsec(self) -> float:
+        return self.cone.radius_arcsec
+
+
+class VerificationQuery(VerifyConfig):
+    """One run of the check: the stack's `verify` section with a catalog, plus what the check takes from elsewhere.
+
+    `catalog_path` is the path as the workers see it (it is opened on a worker), or an object-store/HTTP URL.
+    """
+
+    catalog_path: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)] = Field(
+        description="Catalog path as the workers see it (e.g. /data/sample), or its URL in the object store."
+    )
+    columns: Columns = Field(default_factory=list, description="Columns to load, comma-separated (default: all).")
+    storage_options: dict[str, Any] | None = Field(
+        None,
+        description="Passed to lsdb.open_catalog on the worker, e.g. {'anon': False}: the pods' credentials or "
+        "identity (the stack's storage.catalogStorageOptions).",
+    )
+    sample_rows: int = Field(DEFAULT_SAMPLE_ROWS, ge=0, description="Rows of the result to show.")
+
+    def to_json(self) -> str:
+        """The query as the child process gets it: one JSON document, keys as users write them."""
+        return self.model_dump_json(by_alias=True, exclude={"enabled"})
+
 
 # How the check reaches the scheduler: a kr8s port-forward to the scheduler Service, or its address as given.
-PORT_FORWARD = "portForward"
-DIRECT = "direct"
-CONNECT_MODES: tuple[str, ...] = (PORT_FORWARD, DIRECT)
-DEFAULT_CONNECT = PORT_FORWARD
+CONNECT_MODES: tuple[str, ...] = get_args(VerifyConfig.model_fields["connect"].annotation)
+PORT_FORWARD, DIRECT = CONNECT_MODES
 
-# The output properties of LsdbVerification, in the order the resource declares them.
-OUTPUT_KEYS: tuple[str, ...] = (
-    "rows",
-    "partitions",
-    "workers",
-    "workersByGroup",
-    "elapsedSeconds",
-    "versions",
-    "sample",
-    "stageSeconds",
-    "warnings",
+
+class VerificationResult(BaseModel):
+    """What a successful verification saw: the CLI's `--json` report (snake_case keys). The resource's outputs are
+    its fields in camelCase (`OUTPUT_KEYS`), but for `SHOWN_ONLY`."""
+
+    model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, validate_by_alias=True)
+
+    rows: int
+    partitions: int
+    workers: int
+    workers_by_group: dict[str, int]
+    elapsed_seconds: float
+    versions: dict[str, str]
+    sample: list[dict[str, Any]]
+    stage_seconds: dict[str, float]
+    warnings: list[str]
+    scheduler: str
+    catalog_path: str
+
+    def to_outputs(self) -> dict[str, Any]:
+        """The Pulumi output properties of `LsdbVerification`, in `OUTPUT_KEYS` order."""
+        return self.model_dump(by_alias=True, exclude=SHOWN_ONLY)
+
+
+# Shown by the CLI, not outputs: the address it connected to (a port-forward's local port) and the catalog (an input).
+SHOWN_ONLY = {"scheduler", "catalog_path"}
+# The output properties of LsdbVerification (and of the program's `verification` export), in field order.
+OUTPUT_KEYS: tuple[str, ...] = tuple(
+    to_camel(name) for name in VerificationResult.model_fields if name not in SHOWN_ONLY
 )
 
 
-def output_field(key: str) -> str:
-    """The `VerificationResult` field behind an output key: `elapsedSeconds` -> `elapsed_seconds`."""
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
+@dataclasses.dataclass(frozen=True)
+class ClusterRef:
+    """Which Kubernetes objects the check is about. Only names them in messages (and for the port-forward)."""
+
+    namespace: str | None = None
+    cluster_name: str | None = None
+    kube_context: str | None = None
 
 
 # The operator names each worker `<DaskWorkerGroup>-worker-<10 hex>` (build_worker_deployment_spec), and the
@@ -80,103 +183,3 @@ def parse_storage_options(items: Iterable[str]) -> dict[str, Any]:
         except ValueError:
             options[key.strip()] = value
     return options
-
-
-def storage_option_flags(options: Mapping[str, Any]) -> list[str]:
-    """The inverse of `parse_storage_options`: `--storage-option KEY=<JSON>` pairs, in key order."""
-    flags: list[str] = []
-    for key in sorted(options):
-        flags += ["--storage-option", f"{key}={json.dumps(options[key])}"]
-    return flags
-
-
-DEFAULT_TIMEOUT = 900.0  # connect (600, a cold image pull) plus the query stages
-DEFAULT_SAMPLE_ROWS = 5
-
-
-def connect_problem(connect: object) -> str | None:
-    """Why `connect` is not a connect mode, or None. One message for the resource, the provider and the CLI."""
-    if connect in CONNECT_MODES:
-        return None
-    return f"connect must be one of {', '.join(repr(m) for m in CONNECT_MODES)}, not {connect!r}"
-
-
-def _finite(value: object) -> float | None:
-    """`value` as a float when it is a finite number (not a bool), else None."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
-
-
-def query_problems(
-    *, ra: object, dec: object, radius_arcsec: object, min_rows: object, min_workers: object, timeout: object
-) -> list[str]:
-    """Every bound the query breaks, worded for the check's `config` stage (empty when the query is valid).
-
-    Arguments are `object`: the CLI and the provider pass what they were given, and a non-number is a problem
-    to report, not a crash.
-    """
-    problems: list[str] = []
-    ra_, dec_, radius_, timeout_ = _finite(ra), _finite(dec), _finite(radius_arcsec), _finite(timeout)
-    if ra_ is None or not RA_RANGE[0] <= ra_ < RA_RANGE[1]:
-        problems.append(f"ra={ra!r} is outside [{RA_RANGE[0]:g}, {RA_RANGE[1]:g}) degrees")
-    if dec_ is None or not DEC_RANGE[0] <= dec_ <= DEC_RANGE[1]:
-        problems.append(f"dec={dec!r} is outside [{DEC_RANGE[0]:g}, {DEC_RANGE[1]:g}] degrees")
-    if radius_ is None or not radius_ > MIN_RADIUS_ARCSEC:
-        problems.append(f"radius_arcsec={radius_arcsec!r} must be positive (arcseconds)")
-    if not (isinstance(min_rows, int) and min_rows >= MIN_ROWS):
-        problems.append(f"min_rows={min_rows!r} must not be negative")
-    if not (isinstance(min_workers, int) and min_workers >= MIN_WORKERS):
-        problems.append(f"min_workers={min_workers!r} must be at least {MIN_WORKERS}")
-    if timeout_ is None or not timeout_ > MIN_TIMEOUT:
-        problems.append(f"timeout={timeout!r} must be positive")
-    return problems
-
-
-@dataclasses.dataclass(frozen=True)
-class ClusterRef:
-    """Which Kubernetes objects the check is about. Only names them in messages (and for the port-forward)."""
-
-    namespace: str | None = None
-    cluster_name: str | None = None
-    kube_context: str | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class VerificationQuery:
-    """One cone query and what it must show: the parameters of `verify_catalog_query`, validated there.
-
-    `catalog_path` is the path as the workers see it (it is opened on a worker), or an object-store/HTTP URL;
-    `storage_options` go to `lsdb.open_catalog` (e.g. `{"anon": False}`: use the pods' credentials or identity,
-    where hats would open s3:// anonymously). `stage_timeouts` lowers the
-    per-stage ceilings (`DEFAULT_STAGE_TIMEOUTS` in check.py); every stage also ends with the overall `timeout`.
-    """
-
-    catalog_path: str
-    ra: float
-    dec: float
-    radius_arcsec: float
-    columns: tuple[str, ...] | None = None
-    min_rows: int = 1
-    min_workers: int = 1
-    timeout: float = DEFAULT_TIMEOUT
-    stage_timeouts: Mapping[str, float] | None = None
-    sample_rows: int = DEFAULT_SAMPLE_ROWS
-    storage_options: Mapping[str, Any] | None = None
-
-    def __post_init__(self) -> None:
-        # A list given by a caller becomes a tuple: the query stays hashable-ish and cannot change under the check.
-        if self.columns is not None and not isinstance(self.columns, tuple):
-            object.__setattr__(self, "columns", tuple(self.columns))
-
-    def problems(self) -> list[str]:
-        """What is wrong with this query (the config stage's failure), empty when nothing is."""
-        problems = [] if str(self.catalog_path or "").strip() else ["the catalog path is empty"]
-        return problems + query_problems(
-            ra=self.ra,
-            dec=self.dec,
-            radius_arcsec=self.radius_arcsec,
-            min_rows=self.min_rows,
-            min_workers=self.min_workers,
-            timeout=self.timeout,
-        )

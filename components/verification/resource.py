@@ -28,97 +28,85 @@ import pulumi
 import pulumi.dynamic
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ResourceProvider, UpdateResult
 from pulumi.runtime.rpc import UNKNOWN  # a value not known at preview
+from pydantic import ValidationError
+from pydantic.alias_generators import to_camel
 
 from components.lock import PROJECT_DIR
-from components.verification.check import VerificationResult
 from components.verification.query import (
-    DEFAULT_CONNECT,
-    DEFAULT_TIMEOUT,
     DIRECT,
     OUTPUT_KEYS,
-    connect_problem,
-    storage_option_flags,
+    ConeConfig,
+    VerificationQuery,
+    VerificationResult,
 )
 
+# The query's input properties: its fields' aliases, with the cone's fields at the top level (`ra`, not `cone.ra`),
+# as the resource has always had them, so that a stack's stored inputs keep matching.
+CONE_KEYS: tuple[str, ...] = tuple(to_camel(name) for name in ConeConfig.model_fields)
+QUERY_KEYS: tuple[str, ...] = tuple(
+    key for name in VerificationQuery.model_fields if name != "enabled" for key in (
+        CONE_KEYS if name == "cone" else (to_camel(name),)
+    )
+)  # fmt: skip
 # Inputs whose change re-runs the check: the cluster, the image, the operator, the catalog and the query.
-# An operator (and CRD) upgrade re-runs it too: it decides how the cluster's pods are built. Connection details
-# (connect, schedulerAddress, kubeContext) and the timeout do not: they change how we look, not what we check.
-RERUN_KEYS: tuple[str, ...] = (
-    "clusterSpecHash",
-    # The DaskCluster's uid: a cluster the operator deleted (idleTimeout) and `pulumi up --refresh` recreated is
-    # a new object with the same spec, and is verified anew.
-    "clusterUid",
-    "imageRef",
-    "operatorVersion",
-    "catalogPath",
-    "ra",
-    "dec",
-    "radiusArcsec",
-    "columns",
-    "minRows",
-    "minWorkers",
-    "storageOptions",
-)
-# The engine hands numbers back as floats: 180 and 180.0 are the same input.
-NUMBER_KEYS: tuple[str, ...] = ("ra", "dec", "radiusArcsec", "minRows", "minWorkers")
+# An operator (and CRD) upgrade re-runs it too: it decides how the cluster's pods are built. The DaskCluster's uid:
+# a cluster the operator deleted (idleTimeout) and `pulumi up --refresh` recreated is a new object with the same
+# spec, and is verified anew.
+CLUSTER_RERUN_KEYS: tuple[str, ...] = ("clusterSpecHash", "clusterUid", "imageRef", "operatorVersion")
+# Query fields that change how we look or what we show, not what we check: they never re-run it.
+NOT_RERUN_FIELDS = {"enabled", "connect", "timeout_seconds", "sample_rows"}
 # The cone's identity: the resource id is a digest of these.
-ID_KEYS: tuple[str, ...] = ("clusterName", "namespace", "catalogPath", "ra", "dec", "radiusArcsec")
+ID_KEYS: tuple[str, ...] = ("clusterName", "namespace", "catalogPath", *CONE_KEYS)
 # The client certificate bundle ({"ca", "cert", "key"} PEM) of a TLS cluster: a secret input, written to files
 # only the child reads (mode 0600, in a temporary directory), never echoed into the outputs.
 TLS_KEY = "clientTls"
 TLS_PARTS = ("ca", "cert", "key")
 
 
-def _camel(field: str) -> str:
-    """`cluster_spec_hash` -> `clusterSpecHash`: the Pulumi property name of a `VerificationArgs` field."""
-    head, *rest = field.split("_")
-    return head + "".join(part.title() for part in rest)
+def query_props(query: VerificationQuery) -> dict[str, Any]:
+    """The query as the resource's input properties (`QUERY_KEYS`)."""
+    data = query.model_dump(by_alias=True, exclude={"enabled"})
+    cone = data.pop("cone")
+    return {**data, **cone}
+
+
+def query_of(props: Mapping[str, Any]) -> VerificationQuery:
+    """The query back from the resource's properties, validated by its model (the engine's floats become ints)."""
+    data = {k: props[k] for k in QUERY_KEYS if props.get(k) is not None}
+    cone = {k: data.pop(k) for k in CONE_KEYS if k in data}
+    return VerificationQuery.model_validate({**data, "cone": cone})
 
 
 @dataclasses.dataclass(frozen=True)
 class VerificationArgs:
-    """The inputs of `LsdbVerification` (Pulumi Inputs: plain values or Outputs).
+    """The inputs of `LsdbVerification`: the query, and the Kubernetes objects it runs against (Pulumi Inputs).
 
-    The property names the engine sees are these fields in camelCase (`catalog_path` -> `catalogPath`).
-    `namespace`, `cluster_name` and `kube_context` name the scheduler Service for the port-forward and the
-    objects in error messages; `image_ref` and `cluster_spec_hash` are there so that a new image or cluster
-    spec re-runs the check.
+    The property names the engine sees are these fields in camelCase (`cluster_name` -> `clusterName`) and the
+    query's (`QUERY_KEYS`). `namespace`, `cluster_name` and `kube_context` name the scheduler Service for the
+    port-forward and the objects in error messages; `image_ref`, `cluster_spec_hash`, `operator_version` and
+    `cluster_uid` are there so that a new image, spec, operator or cluster object re-runs the check.
     """
 
+    query: VerificationQuery
     namespace: pulumi.Input[str]
     cluster_name: pulumi.Input[str]
-    catalog_path: pulumi.Input[str]
-    ra: pulumi.Input[float]
-    dec: pulumi.Input[float]
-    radius_arcsec: pulumi.Input[float]
     image_ref: pulumi.Input[str]
     cluster_spec_hash: pulumi.Input[str]
     scheduler_address: pulumi.Input[str] | None = None
     kube_context: pulumi.Input[str] | None = None
-    connect: pulumi.Input[str] = DEFAULT_CONNECT
-    columns: pulumi.Input[Sequence[pulumi.Input[str]]] | None = None
-    min_rows: pulumi.Input[int] = 1
-    min_workers: pulumi.Input[int] = 1
-    timeout_seconds: pulumi.Input[float] = DEFAULT_TIMEOUT
-    # `lsdb.open_catalog(..., storage_options=...)`: the stack's `catalogStorageOptions` (never a secret).
-    storage_options: pulumi.Input[Mapping[str, Any]] | None = None
     operator_version: pulumi.Input[str] | None = None  # the dask-kubernetes the cluster's operator runs
     client_tls: pulumi.Input[Mapping[str, str]] | None = None
     cluster_uid: pulumi.Input[str] | None = None  # metadata.uid of the DaskCluster, set by the API server
 
     def validate(self) -> None:
         """Reject what is wrong already in the program; Outputs are checked by the provider once known."""
-        if isinstance(self.connect, str) and (problem := connect_problem(self.connect)):
-            raise ValueError(problem)
-        if self.connect == DIRECT and self.scheduler_address is None:
+        if self.query.connect == DIRECT and self.scheduler_address is None:
             raise ValueError("connect='direct' needs scheduler_address")
 
     def to_props(self) -> dict[str, Any]:
-        """The resource's input properties, camelCase, in field order."""
-        props = {_camel(f.name): getattr(self, f.name) for f in dataclasses.fields(self)}
-        if isinstance(self.columns, list | tuple):
-            props["columns"] = list(self.columns)
-        return props
+        """The resource's input properties, camelCase."""
+        fields = {to_camel(f.name): getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "query"}
+        return {**fields, **query_props(self.query)}
 
 
 class LsdbVerificationProvider(ResourceProvider):
@@ -132,7 +120,7 @@ class LsdbVerificationProvider(ResourceProvider):
     bytes in every process and for every lock. The versions the check compares against are read from
     `components.lock.read_lock()` (docker/requirements.lock) at run time, by the child: the lock is part of
     the project this process imports, so it is the lock the image of this `pulumi up` was built from, and
-    a lock change reaches the check through `imageRef`, a RERUN key. Pickling the lock (or the module source,
+    a lock change reaches the check through `imageRef`, which re-runs it. Pickling the lock (or the module source,
     as an earlier version did) into the state would only make the state larger and not more correct.
     """
 
@@ -140,29 +128,32 @@ class LsdbVerificationProvider(ResourceProvider):
     CHILD_MODULE = "components.verification"
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        """Connection settings that only become known as Outputs are checked here (plain ones earlier too)."""
+        """The query, validated by its model once every value is known; `direct` needs the scheduler's address."""
         failures = []
-        connect = news.get("connect")
-        if isinstance(connect, str) and connect != UNKNOWN and (problem := connect_problem(connect)):
-            failures.append(CheckFailure("connect", problem))
-        if connect == DIRECT and not news.get("schedulerAddress"):
+        if not any(news.get(k) == UNKNOWN for k in QUERY_KEYS):
+            try:
+                query_of(news)
+            except ValidationError as exc:
+                for error in exc.errors():  # the property: the query's key, the cone's (`ra`) for ("cone", "ra")
+                    key = next((str(p) for p in error["loc"] if str(p) in QUERY_KEYS), "cone")
+                    failures.append(CheckFailure(key, error["msg"]))
+        if news.get("connect") == DIRECT and not news.get("schedulerAddress"):
             failures.append(CheckFailure("schedulerAddress", "is required with connect: direct"))
         return CheckResult(news, failures)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        """Changes only when a RERUN key changed (or is not known yet); never replaces."""
+        """Changes only when the cluster (`CLUSTER_RERUN_KEYS`) or what the query checks changed, or is not known
+        yet; never replaces. The query is compared as its model reads it: 180 and 180.0 are the same input."""
 
-        def norm(key: str, value: Any) -> Any:
-            if value == UNKNOWN:
-                return UNKNOWN
-            if key in NUMBER_KEYS and isinstance(value, int | float):
-                return float(value)
-            if isinstance(value, list | tuple):
-                return [str(v) for v in value]
-            return value
+        def checked(props: Mapping[str, Any]) -> dict[str, Any] | None:
+            try:
+                return query_of(props).model_dump(exclude=NOT_RERUN_FIELDS)
+            except ValidationError:  # a value not known yet (or an unreadable old state): run the check again
+                return None
 
-        changed = [k for k in RERUN_KEYS if news.get(k) == UNKNOWN or norm(k, olds.get(k)) != norm(k, news.get(k))]
-        return DiffResult(changes=bool(changed), replaces=[], delete_before_replace=False)
+        changed = [k for k in CLUSTER_RERUN_KEYS if news.get(k) == UNKNOWN or olds.get(k) != news.get(k)]
+        query_changed = checked(news) is None or checked(olds) != checked(news)
+        return DiffResult(changes=bool(changed) or query_changed, replaces=[], delete_before_replace=False)
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         outs = self._verify(props)
@@ -183,8 +174,7 @@ class LsdbVerificationProvider(ResourceProvider):
     def _verify(self, props: Mapping[str, Any]) -> dict[str, Any]:
         inputs = {k: v for k, v in props.items() if k not in ("__provider", TLS_KEY)}
         client_tls = props.get(TLS_KEY) or None
-        timeout = float(inputs.get("timeoutSeconds") or DEFAULT_TIMEOUT)
-        deadline = timeout + self.GRACE_SECONDS
+        deadline = query_of(inputs).timeout_seconds + self.GRACE_SECONDS
         # The project this process imported comes first on the child's path: the child runs this very code, even
         # where the virtualenv's editable install points at another checkout.
         env = {
@@ -192,7 +182,7 @@ class LsdbVerificationProvider(ResourceProvider):
             "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_DIR), os.environ.get("PYTHONPATH")])),
         }
         with tempfile.TemporaryDirectory(prefix="lsdb-verification-") as tmp:
-            argv = child_argv(inputs, timeout) + tls_argv(client_tls, tmp)
+            argv = child_argv(inputs) + tls_argv(client_tls, tmp)
             try:
                 proc = subprocess.run(
                     self.command(argv),
@@ -214,26 +204,13 @@ class LsdbVerificationProvider(ResourceProvider):
         if not report.get("ok"):
             raise RuntimeError(report.get("message") or "LSDB verification failed")
         # The inputs stay in the outputs: diff compares them on the next `pulumi up`.
-        return {**inputs, **VerificationResult.from_dict(report).to_outputs()}
+        return {**inputs, **VerificationResult.model_validate(report).to_outputs()}
 
 
-def child_argv(inputs: Mapping[str, Any], timeout: float) -> list[str]:
-    """The CLI flags for one run of the check, from the resource's input properties."""
-    connect = str(inputs.get("connect") or DEFAULT_CONNECT)
-    argv = [
-        "--json",
-        "--catalog", str(inputs["catalogPath"]),
-        "--ra", repr(float(inputs["ra"])),
-        "--dec", repr(float(inputs["dec"])),
-        "--radius-arcsec", repr(float(inputs["radiusArcsec"])),
-        "--min-rows", str(int(inputs.get("minRows") or 0)),
-        "--min-workers", str(int(inputs.get("minWorkers") or 1)),
-        "--timeout", repr(timeout),
-        "--connect", connect,
-    ]  # fmt: skip
-    columns = [str(c) for c in (inputs.get("columns") or [])]
-    if columns:
-        argv += ["--columns", ",".join(columns)]
+def child_argv(inputs: Mapping[str, Any]) -> list[str]:
+    """The CLI arguments for one run of the check: the query as one JSON document, and where to find the cluster."""
+    query = query_of(inputs)
+    argv = ["--json", "--query", query.to_json()]
     for flag, key in (
         ("--namespace", "namespace"),
         ("--cluster-name", "clusterName"),
@@ -241,9 +218,8 @@ def child_argv(inputs: Mapping[str, Any], timeout: float) -> list[str]:
     ):
         if inputs.get(key):
             argv += [flag, str(inputs[key])]
-    if connect == DIRECT:
+    if query.connect == DIRECT:
         argv += ["--scheduler", str(inputs["schedulerAddress"])]
-    argv += storage_option_flags(inputs.get("storageOptions") or {})
     return argv
 
 
@@ -284,20 +260,11 @@ def new_provider() -> LsdbVerificationProvider:
 class LsdbVerification(pulumi.dynamic.Resource, module="lsdb", name="Verification"):
     """Runs the check against the deployed cluster during `pulumi up`.
 
-    Type `pulumi-python:dynamic/lsdb:Verification`. Re-runs only when a RERUN key changes (the cluster spec
-    hash, the image, the catalog or the query); deleting it deletes nothing. Outputs: `OUTPUT_KEYS`, declared
-    below in that order. Numbers come back from the engine as floats; `int(...)` them before comparing.
+    Type `pulumi-python:dynamic/lsdb:Verification`. Re-runs only when the cluster spec hash, the cluster object,
+    the image, the operator, the catalog or the query changes (see `diff`); deleting it deletes nothing. Outputs:
+    `OUTPUT_KEYS` (the fields of `VerificationResult`), read with `outputs()`. Numbers come back from the engine
+    as floats; `int(...)` them before comparing.
     """
-
-    rows: pulumi.Output[float]
-    partitions: pulumi.Output[float]
-    workers: pulumi.Output[float]
-    workersByGroup: pulumi.Output[dict[str, float]]  # the output property's name: DaskWorkerGroup -> workers
-    elapsedSeconds: pulumi.Output[float]  # the output property's name
-    versions: pulumi.Output[dict[str, str]]
-    sample: pulumi.Output[list[dict[str, Any]]]
-    stageSeconds: pulumi.Output[dict[str, float]]
-    warnings: pulumi.Output[list[str]]
 
     def __init__(self, name: str, args: VerificationArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         args.validate()

@@ -1,1 +1,2 @@
-"""Helpers shared by tests: real Dask processes on 127.0.0.1 (`dask_processes`)."""
+"""Test-only helpers (certificates, NetworkPolicy evaluation, object servers, fault injection); what benches and
+scripts also use (the pod emulator, a local Dask cluster, the operator's objects) lives in tools/."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from tests.support.pod_emulator import EmulatedCluster, EmulatedPod
+from tools.pod_emulator import EmulatedCluster, EmulatedPod
 
 
 def _container_status(pod: EmulatedPod, index: int) -> dict[str, Any]:

@@ -17,15 +17,21 @@ NetworkPolicySpec, NetworkPolicyPeer, NetworkPolicyPort, LabelSelector):
 * a port: `protocol` (default TCP) and `port` (a number, with `endPort` a range; a name = the destination pod's
   container port of that name; absent = every port);
 * a label selector: every `matchLabels` pair and every `matchExpressions` requirement (In, NotIn, Exists,
-  DoesNotExist) must hold; `{}` selects everything.
+  DoesNotExist) must hold; `{}` selects everything (policy/lsdb_guardrails.py's `selector_matches`).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+# One label-selector implementation: the policy pack's (the policy directory is its own package root).
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "policy"))
+from lsdb_guardrails import selector_matches
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 
@@ -118,28 +124,6 @@ def policy_types(policy: Mapping[str, Any]) -> list[str]:
     if spec.get("policyTypes"):
         return list(spec["policyTypes"])
     return ["Ingress", *(["Egress"] if "egress" in spec else [])]
-
-
-def selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
-    if selector is None:
-        return False  # a null selector selects nothing (an empty one selects everything)
-    for key, value in (selector.get("matchLabels") or {}).items():
-        if labels.get(key) != value:
-            return False
-    for req in selector.get("matchExpressions") or []:
-        key, op, values = req["key"], req["operator"], req.get("values") or []
-        present = key in labels
-        if op == "In" and not (present and labels[key] in values):
-            return False
-        if op == "NotIn" and present and labels[key] in values:
-            return False
-        if op == "Exists" and not present:
-            return False
-        if op == "DoesNotExist" and present:
-            return False
-        if op not in ("In", "NotIn", "Exists", "DoesNotExist"):
-            raise ValueError(f"unknown selector operator {op!r}")
-    return True
 
 
 def port_matches(ports: Iterable[Mapping[str, Any]] | None, destination: Endpoint, port: int, protocol: str) -> bool:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.lock import PROJECT_DIR
-from tests.support.processes import stop_process_groups
+from tools.local_dask import stop_process_groups
 
 MOTO_VENV = PROJECT_DIR / ".build" / "moto-venv"
 MOTO_REQUIREMENTS = Path(__file__).with_name("moto-requirements.txt")

@@ -1,9 +1,9 @@
 """A Kubernetes Service's ClusterIP, emulated as local TCP ports that follow the Service's selector.
 
-Test support, not product code. `EmulatedCluster.map_address` resolves a Service name once, to the pod it selects
-when the address is mapped; that is enough for pods that never outlive their Service's selection. A Service whose
-selector changes while clients use it (the stable `<cluster.name>-scheduler` of a blue/green upgrade) needs what
-kube-proxy does instead:
+For the upgrade tests and bench/upgrade.py. `EmulatedCluster.map_address` resolves a Service name once, to the pod
+it selects when the address is mapped; that is enough for pods that never outlive their Service's selection. A
+Service whose selector changes while clients use it (the stable `<cluster.name>-scheduler` of a blue/green upgrade)
+needs what kube-proxy does instead:
 
 * each Service port gets one local listening port (`alias.local_port(8786)`), fixed for the alias' lifetime, as
   the ClusterIP is;
@@ -27,8 +27,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
 import itertools
-import re
 import socket
 import struct
 import threading
@@ -38,23 +38,18 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import Future
 from typing import Any
 
-from tests.support.pod_emulator import CLUSTER_DOMAIN, LOOPBACK, EmulatedCluster, EmulatedPod, EmulationError, free_port
+from tools.local_dask import free_port
+from tools.pod_emulator import (
+    LOOPBACK,
+    EmulatedCluster,
+    EmulatedPod,
+    EmulationError,
+    replace_names,
+    service_address_table,
+)
 
 READY_CACHE_SECONDS = 0.25  # a readiness result is reused this long (Kubernetes' probes run every periodSeconds)
 PUMP_CHUNK = 65536
-
-
-def pod_ready(pod: EmulatedPod) -> bool:
-    """Running, every container alive, every readinessProbe passing (no probe: ready once running)."""
-    if pod.phase != "Running":
-        return False
-    for c in pod.containers:
-        if c.process is None or c.process.poll() is not None:
-            return False
-        probe = c.spec.get("readinessProbe")
-        if probe is not None and not pod._probe(c, probe):
-            return False
-    return True
 
 
 def selects(selector: Mapping[str, str], pod: EmulatedPod, namespace: str) -> bool:
@@ -109,18 +104,7 @@ class ServiceAlias:
 
     def map_address(self, text: str) -> str:
         """`<svc>.<ns>.svc.cluster.local[:port]` (and `<svc>[.<ns>[.svc]]:port`) -> the alias' local address."""
-        svc, ns = re.escape(self.name), re.escape(self.namespace)
-        pattern = re.compile(
-            rf"(?<![\w.-])(?:{svc}\.{ns}\.{re.escape(CLUSTER_DOMAIN)}(?::(?P<p1>\d+))?|{svc}(?:\.{ns}(?:\.svc)?)?:(?P<p2>\d+))(?![\w.-])"
-        )
-
-        def repl(m: re.Match[str]) -> str:
-            port = m.group("p1") or m.group("p2")
-            if port is None:
-                return LOOPBACK
-            return f"{LOOPBACK}:{self.ports[int(port)]}" if int(port) in self.ports else m.group(0)
-
-        return pattern.sub(repl, text)
+        return replace_names(text, service_address_table(self.name, self.namespace, self.ports, short=True))
 
     # -- endpoints --
 
@@ -129,7 +113,7 @@ class ServiceAlias:
         cached = self._ready.get(pod.name)
         if cached and now - cached[0] < READY_CACHE_SECONDS:
             return cached[1]
-        ready = pod_ready(pod)
+        ready = pod.ready()
         self._ready[pod.name] = (now, ready)
         return ready
 
@@ -166,7 +150,7 @@ class ServiceAlias:
     async def _listen(self) -> None:
         for port, local in self.ports.items():
             server = await asyncio.start_server(
-                lambda r, w, port=port: self._serve(r, w, port), LOOPBACK, local, reuse_address=True
+                functools.partial(self._serve, port=port), LOOPBACK, local, reuse_address=True
             )
             self._servers.append(server)
 

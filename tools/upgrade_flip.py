@@ -1,9 +1,10 @@
 """A blue/green upgrade of the rendered cluster, emulated: what tests/test_upgrade_e2e.py checks and
 bench/upgrade.py measures, so both exercise the same steps.
 
-* `render_stack(stack, out, cluster=...)` runs `python -m tools.render` on a copy of the stack file whose
-  `lsdb-k8s:cluster` section is changed (a config change, as a user makes it), and returns the DaskCluster, the
-  stable Service as it lives after `pulumi up` (its selector patch applied) and the verification's inputs.
+* `render_stack(stack, out, cluster=...)` renders (as `python -m tools.render` does, in this process) a copy of
+  the stack file whose `lsdb-k8s:cluster` section is changed (a config change, as a user makes it), and returns
+  the DaskCluster, the stable Service as it lives after `pulumi up` (its selector patch applied) and the
+  verification's inputs.
 * `EndpointProbe` opens a NEW Dask comm to an address at a fixed rate (bounded in count and time), one attempt
   each: TCP connect, Dask handshake, `identity`. It records which scheduler answered (its id) or why it failed.
   `failed` counts failed probes; `unavailable_seconds` is the longest span between a success and the next
@@ -14,8 +15,8 @@ bench/upgrade.py measures, so both exercise the same steps.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
-import subprocess
 import sys
 import threading
 import time
@@ -27,8 +28,9 @@ from typing import Any
 import yaml
 
 from components.lock import PROJECT_DIR
-from tests.support.pod_emulator import EmulatedCluster
-from tools.render import load_live_objects
+from tools.pod_emulator import EmulatedCluster
+from tools.render import load_live_objects, write_render
+from tools.render import render_stack as render_stack_objects
 
 VERIFICATION_TYPE = "pulumi-python:dynamic/lsdb:Verification"
 CATALOG_CLAIM = "hats-catalog-pvc"
@@ -64,22 +66,16 @@ def _merge(base: dict[str, Any], change: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def render_stack(stack: str, out: Path, cluster: Mapping[str, Any] | None = None) -> Rendered:
-    """`python -m tools.render --stack <stack>` with `cluster` merged into the stack's `lsdb-k8s:cluster` config."""
+    """What `python -m tools.render --stack <stack>` writes, with `cluster` merged into the stack's
+    `lsdb-k8s:cluster` config (rendered in this process)."""
     stack_dir = out.parent / f"{out.name}-stack"
     stack_dir.mkdir(parents=True, exist_ok=True)
     (stack_dir / "Pulumi.yaml").write_text((PROJECT_DIR / "Pulumi.yaml").read_text())
     doc = yaml.safe_load((PROJECT_DIR / f"Pulumi.{stack}.yaml").read_text())
     doc["config"]["lsdb-k8s:cluster"] = _merge(doc["config"].get("lsdb-k8s:cluster") or {}, cluster or {})
     (stack_dir / f"Pulumi.{stack}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
-    proc = subprocess.run(
-        [sys.executable, "-m", "tools.render", "--stack", stack, "--stack-dir", str(stack_dir), "--out", str(out)],
-        cwd=PROJECT_DIR,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"render failed:\n{proc.stdout}\n{proc.stderr}")
+    with contextlib.redirect_stdout(sys.stderr):  # the program may print under mocks
+        write_render(render_stack_objects(stack, stack_dir), out)
     docs = load_live_objects(out)  # the stable Service with its selector patch applied, as it lives after `up`
     (daskcluster,) = [d for d in docs if d["kind"] == "DaskCluster"]
     (stable,) = [d for d in docs if d["kind"] == "Service"]
@@ -154,13 +150,14 @@ class EndpointProbe:
             next_at = max(next_at, time.monotonic() - self.interval)  # a slow probe does not cause a burst
 
     async def _one(self) -> Probe:
-        from distributed.comm.core import parse_address, registry
+        from distributed.comm import registry
+        from distributed.comm.addressing import parse_address
 
         started = time.monotonic()
         comm = None
         try:
             scheme, loc = parse_address(self.address)
-            connector = registry.get_backend(scheme).get_connector()
+            connector = registry.get_backend(scheme).get_connector()  # type: ignore[no-untyped-call]
             async with asyncio.timeout(self.timeout):
                 comm = await connector.connect(loc, deserialize=True)  # one attempt, no retry
                 await comm.write(comm.handshake_info())

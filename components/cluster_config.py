@@ -1,0 +1,308 @@
+"""`cluster`: the DaskCluster's workers, worker groups, scheduler, autoscaler and pod placement."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, Field, WithJsonSchema, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from components.constants import NAME_LIMIT, derived_names, max_cluster_name_length, worker_deployment_name
+from components.placement import placement_problems
+from components.section import (
+    DNS_LABEL,
+    DefaultText,
+    Fix,
+    Quantity,
+    Section,
+    empty_section,
+    json_object,
+    problem,
+    quantity_bytes,
+    raise_problems,
+)
+
+DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+# The live DaskCluster is `<name>-<8 hex>`; its longest derived name, a worker Deployment
+# `<name>-<h>-default-worker-<10 hex>`, must stay a 63-character label (components.constants.derived_names).
+MAX_CLUSTER_NAME = max_cluster_name_length()
+# The guide: "Keep --nthreads at 1 or 2 per worker for LSDB workloads" (policy/lsdb_guardrails.py enforces the
+# same bounds on the rendered pods; tests/test_config.py checks the two agree).
+MIN_THREADS, MAX_THREADS = 1, 2
+
+# Guide, "Resource sizing recommendations": workers, CPU and memory per worker; the autoscaler range
+# spans the table's worker counts. Scheduler values are the guide manifest's.
+SIZE_PRESETS: dict[str, dict[str, Any]] = {
+    "small": {"replicas": 2, "cpu": "2", "memory": "4Gi", "minimum": 2, "maximum": 4},
+    "medium": {"replicas": 4, "cpu": "2", "memory": "4Gi", "minimum": 4, "maximum": 8},
+    "large": {"replicas": 6, "cpu": "2", "memory": "8Gi", "minimum": 6, "maximum": 12},
+    "xlarge": {"replicas": 12, "cpu": "4", "memory": "16Gi", "minimum": 12, "maximum": 24},
+}
+
+
+def _cluster_name(value: str) -> str:
+    fix = (
+        f"use at most {MAX_CLUSTER_NAME} lowercase letters, digits and '-', starting with a letter and ending with a"
+        " letter or digit"
+    )
+    if not DNS_1035_LABEL.match(value):
+        what = "is not a DNS-1035 label (lowercase letters, digits and '-', starting with a letter): Services need one"
+        raise PydanticCustomError("cluster_name", what, {"fix": fix})
+    if len(value) > MAX_CLUSTER_NAME:
+        kind, longest = max(derived_names(value).items(), key=lambda item: len(item[1]))
+        what = (
+            f"is {len(value)} characters, more than the maximum of {MAX_CLUSTER_NAME}: the {kind} {longest!r} would be"
+            f" {len(longest)} characters, over the Kubernetes limit of {NAME_LIMIT}"
+        )
+        raise PydanticCustomError("cluster_name", what, {"fix": fix})
+    return value
+
+
+ClusterName = Annotated[
+    str, AfterValidator(_cluster_name),
+    WithJsonSchema({"type": "string", "pattern": DNS_1035_LABEL.pattern, "maxLength": MAX_CLUSTER_NAME}),
+]  # fmt: skip
+
+
+LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+LABEL_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+MAX_LABEL_VALUE = 63  # Kubernetes label values (and the DNS labels worker group keys must be)
+POD_SCHEDULING_DOC = "https://kubernetes.io/docs/reference/kubernetes-api/workload-resources/pod-v1/#scheduling"
+
+
+def label_problems(section: str, labels: Mapping[str, str], fix: str) -> list[InitErrorDetails]:
+    """A problem for each entry of `labels` (at `<section>.<key>`) that is not a valid Kubernetes label."""
+    found = []
+    for key, value in labels.items():
+        prefix, _, name = key.rpartition("/")
+        if not name or len(name) > 63 or not LABEL_NAME.match(name) or (prefix and (
+            len(prefix) > 253 or not LABEL_PREFIX.match(prefix)
+        )):  # fmt: skip
+            found.append(problem((section, key), value, "is not a valid Kubernetes label key", fix))
+        elif len(value) > MAX_LABEL_VALUE or not LABEL_NAME.match(value):
+            what = "is not a valid Kubernetes label value (≤ 63 characters: letters, digits, -_.)"
+            found.append(problem((section, key), value, what, fix))
+    return found
+
+
+class PlacementConfig(Section):
+    """Where a pod runs: PodSpec scheduling fields, checked against the Kubernetes schema before deploying."""
+
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="`nodeSelector`: node labels the pod requires (values are strings)."
+    )
+    tolerations: list[dict[str, Any]] = Field(
+        default_factory=list, description="`tolerations` (PodSpec), e.g. `[{key: gpu, operator: Exists}]`."
+    )
+    affinity: dict[str, Any] = Field(
+        default_factory=dict, description="`affinity` (PodSpec): `nodeAffinity`, `podAffinity`, `podAntiAffinity`."
+    )
+    priority_class_name: str | None = Field(None, description="`priorityClassName` (the PriorityClass must exist).")
+    topology_spread_constraints: Annotated[
+        list[dict[str, Any]] | None, DefaultText("workers: spread over nodes; scheduler: none")
+    ] = Field(
+        None,
+        description="`topologySpreadConstraints` (PodSpec). Workers default to one preferred spread over nodes "
+        "(`kubernetes.io/hostname`, `ScheduleAnyway`); `[]` turns it off.",
+    )
+
+    def pod_fields(self) -> dict[str, Any]:
+        """The PodSpec fields as written (camelCase); `topologySpreadConstraints` None means 'the default'."""
+        return self.model_dump(by_alias=True)
+
+    @model_validator(mode="after")
+    def _kubernetes_schema(self) -> PlacementConfig:
+        fix = "use a node label as `kubectl get nodes --show-labels` shows it"
+        found = label_problems("nodeSelector", self.node_selector, fix)
+        for key, value, what in placement_problems(self.pod_fields()):
+            found.append(
+                problem((key,), value, f"is not valid in a Kubernetes PodSpec ({what})", f"see {POD_SCHEDULING_DOC}")
+            )
+        raise_problems("placement", found)
+        return self
+
+
+def _worker_memory(value: str) -> str:
+    if quantity_bytes(value) < 2**30:
+        raise PydanticCustomError(
+            "memory",
+            "is below 1Gi, too little for an LSDB partition",
+            {"fix": "use at least 1Gi; the guide recommends 4Gi"},
+        )
+    return value
+
+
+WorkerMemory = Annotated[Quantity, AfterValidator(_worker_memory)]
+
+
+class WorkerPodConfig(Section):
+    """What every worker group has: threads, resources, placement (the default group and cluster.workerGroups)."""
+
+    threads: Annotated[int, Fix(f"use {MIN_THREADS} or {MAX_THREADS} for LSDB workloads")] = Field(
+        2, ge=MIN_THREADS, le=MAX_THREADS, description="`--nthreads` (≥ 1; keep 1 or 2 for LSDB)."
+    )
+    cpu: Quantity = Field("2", description="CPU request per worker.")
+    memory: WorkerMemory = Field(
+        "4Gi", description="Memory per worker: request, limit and Dask's `--memory-limit` (≥ 1Gi)."
+    )
+    cpu_limit: Quantity | None = Field(
+        None,
+        description="Adds `limits.cpu` to workers (and the scheduler's CPU as its limit), for namespaces whose "
+        "ResourceQuota requires it.",
+    )
+    spot: Literal["aws", "gcp", "azure"] | None = Field(
+        None,
+        description="Run these workers on spot nodes of `aws` (EKS), `gcp` (GKE) or `azure` (AKS): the provider's "
+        "spot node label and toleration are added, and the scheduler gets a required node affinity keeping it off "
+        "spot nodes.",
+    )
+    placement: PlacementConfig = Field(
+        default_factory=empty_section, description="Where these workers run (merged with `spot`)."
+    )
+
+    @property
+    def memory_bytes(self) -> int:
+        return quantity_bytes(self.memory)
+
+
+class WorkersConfig(WorkerPodConfig):
+    replicas: Annotated[int, DefaultText("from `cluster.size`"), Fix("use 0 or more")] = Field(
+        2, ge=0, description="Initial workers (≥ 0)."
+    )
+    cpu: Annotated[Quantity, DefaultText("from `cluster.size`")] = Field("2", description="CPU request per worker.")
+    memory: Annotated[WorkerMemory, DefaultText("from `cluster.size`")] = Field(
+        "4Gi", description="Memory per worker: request, limit and Dask's `--memory-limit` (≥ 1Gi)."
+    )
+
+
+def _group_name(value: str) -> str:
+    if not DNS_LABEL.match(value) or len(value) > MAX_LABEL_VALUE:
+        raise PydanticCustomError(
+            "group_name", "is not a lowercase RFC 1123 label",
+            {"fix": "name the group with lowercase letters, digits and '-', e.g. highmem"},
+        )  # fmt: skip
+    if value == "default":  # the operator's own default group is `<cluster>-default`
+        raise PydanticCustomError(
+            "group_name", "is the operator's own default worker group",
+            {"fix": "configure the default group under cluster.workers, or pick another name"},
+        )  # fmt: skip
+    return value
+
+
+class WorkerGroupConfig(WorkerPodConfig):
+    """An extra DaskWorkerGroup of the live cluster (same image, storage, security and memory rules)."""
+
+    replicas: Annotated[int, Fix("use 0 or more")] = Field(
+        1, ge=0, description="Workers in this group (≥ 0; fixed: only the default group autoscales)."
+    )
+
+
+class SchedulerConfig(Section):
+    cpu: Quantity = Field("2", description="Scheduler CPU request (the guide's).")
+    memory: Quantity = Field("6Gi", description="Scheduler memory, request and limit (the guide's).")
+    placement: PlacementConfig = Field(
+        default_factory=empty_section,
+        description="Where the scheduler runs (kept off spot nodes whenever any workers use `spot`).",
+    )
+    disruption_budget: bool = Field(
+        True,
+        description="A PodDisruptionBudget (`maxUnavailable: 0`) so node drains wait instead of evicting the "
+        "scheduler (which loses every running task).",
+    )
+
+
+class AutoscalerConfig(Section):
+    enabled: bool = Field(True, description="Create a `DaskAutoscaler`.")
+    minimum: Annotated[int, DefaultText("from `cluster.size`"), Fix("use 0 or more")] = Field(
+        2, ge=0, description="Fewest workers (`0 ≤ minimum ≤ maximum`)."
+    )
+    maximum: Annotated[int, DefaultText("from `cluster.size`"), Fix("use 1 or more")] = Field(
+        4, ge=1, description="Most workers (≥ 1)."
+    )
+
+    @model_validator(mode="after")
+    def _range(self) -> AutoscalerConfig:
+        if self.enabled and self.minimum > self.maximum:
+            raise_problems("autoscaler", [problem(
+                "minimum", self.minimum, f"is greater than cluster.autoscaler.maximum ({self.maximum})",
+                "lower minimum or raise maximum",
+            )])  # fmt: skip
+        return self
+
+
+class ClusterConfig(Section):
+    """The DaskCluster, its workers, scheduler and autoscaler."""
+
+    name: ClusterName = Field(
+        "lsdb-cluster",
+        description=f"Base name: the DaskCluster is `<name>-<hash>`, the stable Service `<name>-scheduler`;"
+        f" a DNS-1035 label (starts with a letter), ≤ {MAX_CLUSTER_NAME} characters.",
+    )
+    size: Literal["small", "medium", "large", "xlarge"] = Field(
+        "small", description="Preset from the sizing table; explicit values override it."
+    )
+    workers: WorkersConfig = Field(default_factory=empty_section, description="The default worker group.")
+    scheduler: SchedulerConfig = Field(default_factory=empty_section, description="The scheduler pod.")
+    autoscaler: AutoscalerConfig = Field(default_factory=empty_section, description="The `DaskAutoscaler`.")
+    idle_timeout_seconds: Annotated[int, Fix("use 0 (never) or a number of seconds")] = Field(
+        0, ge=0, description="Delete the cluster after this many idle seconds (`0` = never)."
+    )
+    worker_groups: dict[Annotated[str, AfterValidator(_group_name)], WorkerGroupConfig] = Field(
+        default_factory=dict,
+        description="Extra worker groups by name (a DNS label): each a `DaskWorkerGroup` `<cluster.name>-<h>-<name>` "
+        "of the live cluster with `replicas`, `threads`, `cpu`, `memory`, `cpuLimit`, `spot`, `placement`.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_size_preset(cls, value: Any) -> Any:
+        """Fill what the user left out from the `size` preset (an unknown size is reported; `small` stands in)."""
+        value = json_object(value)
+        if not isinstance(value, dict):
+            return value
+        preset = SIZE_PRESETS.get(str(value.get("size", "small")), SIZE_PRESETS["small"])
+        out = dict(value)
+        for section, keys in (("workers", ("replicas", "cpu", "memory")), ("autoscaler", ("minimum", "maximum"))):
+            given = json_object(out.get(section, {}))
+            if isinstance(given, dict):
+                out[section] = {**{k: preset[k] for k in keys}, **given}
+        return out
+
+    @property
+    def max_workers(self) -> int:
+        """The most workers the cluster can have: the default group's ceiling plus every extra group."""
+        default = self.autoscaler.maximum if self.autoscaler.enabled else self.workers.replicas
+        return default + sum(g.replicas for g in self.worker_groups.values())
+
+    @property
+    def min_workers(self) -> int:
+        """The workers the cluster always has: the default group's floor (the autoscaler may scale it down to its
+        minimum at any time) plus every extra group, which the autoscaler does not scale."""
+        default = self.autoscaler.minimum if self.autoscaler.enabled else self.workers.replicas
+        return default + sum(g.replicas for g in self.worker_groups.values())
+
+    @property
+    def spot_providers(self) -> list[str]:
+        """Providers whose spot nodes some workers use (the scheduler stays off them)."""
+        groups = [self.workers, *self.worker_groups.values()]
+        return sorted({g.spot for g in groups if g.spot})
+
+    @model_validator(mode="after")
+    def _group_names_fit(self) -> ClusterConfig:
+        # The longest name derived from a group: its worker Deployments `<live>-<group>-worker-<uuid>`; the
+        # DaskWorkerGroup `<live>-<group>` is also a pod label value. Both must fit NAME_LIMIT.
+        found = []
+        for group in self.worker_groups:
+            longest = worker_deployment_name(self.name, group)
+            if len(longest) > NAME_LIMIT:
+                room = len(group) - (len(longest) - NAME_LIMIT)
+                found.append(problem(
+                    ("workerGroups", group), "{...}",
+                    f"makes the operator's worker Deployment names ({len(longest)} characters, e.g. '{longest}') "
+                    f"longer than {NAME_LIMIT}",
+                    f"shorten the group name to at most {max(room, 0)} characters, or cluster.name",
+                ))  # fmt: skip
+        raise_problems("cluster", found)
+        return self

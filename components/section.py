@@ -1,0 +1,232 @@
+"""The config model's building blocks: the `Section` base class and reusable `Annotated` field types.
+
+Light on purpose (pydantic and the standard library only): the config model (`components.config`) and the
+verification query build on it, and both load at program evaluation.
+
+Rejections are pydantic errors. A type's own check raises `PydanticCustomError` whose `ctx["fix"]` says
+what to do; a field gives the fix for pydantic's own checks (type, bounds, pattern) as `Fix(...)` metadata;
+a rule over several fields or sections returns `problem(...)`s for `raise_problems`, which raises them as one
+`ValidationError` (pydantic merges them into the report, each at its own key).
+`components.config.parse_stack_config` turns the result into the user's report.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+# Kubernetes resource.Quantity (positive; no signs in requests/limits we accept).
+QUANTITY = re.compile(r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][0-9]+|m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+MEMORY_UNITS = {
+    "": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+}  # fmt: skip
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class Fix:
+    """Field metadata: the fix to print when the field's type, bounds or pattern reject a value (a fix the
+    type's own check gives comes first)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class DefaultText:
+    """Field metadata: how the docs show a default that is not a constant (it follows another key)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class DocType:
+    """Type metadata: the type name the configuration reference shows (`quantity`, `secret`)."""
+
+    name: str
+
+
+def problem(loc: str | tuple[str | int, ...], value: Any, what: str, fix: str) -> InitErrorDetails:
+    """One broken rule at `loc` (relative to the model that checks it; a dotted string is one key per part)."""
+    parts = tuple(loc.split(".")) if isinstance(loc, str) else loc
+    return InitErrorDetails(type=PydanticCustomError("rule", what, {"fix": fix}), loc=parts, input=value)
+
+
+def raise_problems(model: str, problems: Sequence[InitErrorDetails]) -> None:
+    """Raise every problem at once; inside a validator pydantic merges them into the whole report."""
+    if problems:
+        raise ValidationError.from_exception_data(model, list(problems))
+
+
+def json_object(value: Any) -> Any:
+    """`pulumi config set key '{"a": 1}'` (without --path) stores the object as a JSON string."""
+    if isinstance(value, str) and value[:1] in "{[":
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors, keys are camelCase as users write them, defaults validated."""
+
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, validate_by_name=True, validate_by_alias=True, validate_default=True
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _decode_json(cls, value: Any) -> Any:
+        return json_object(value)
+
+
+def empty_section() -> Any:
+    """The default of a section left out: an empty object, validated (`validate_default`) like a written one."""
+    return {}
+
+
+def quantity_bytes(quantity: str) -> int:
+    """Bytes in a Kubernetes memory quantity ("4Gi" -> 4294967296)."""
+    m = QUANTITY.match(quantity)
+    if not m:
+        raise ValueError(f"{quantity!r} is not a Kubernetes quantity")
+    number, suffix = float(m.group(1)), m.group(3) or ""
+    if suffix.lower().startswith("e") and suffix[1:].isdigit():
+        return int(number * 10 ** int(suffix[1:]))
+    if suffix == "m":
+        return int(number / 1000)
+    return int(number * MEMORY_UNITS[suffix])
+
+
+def _number_as_text(value: Any) -> Any:
+    # `cpu: 2` in YAML is a number; Kubernetes quantities are strings.
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(int(value)) if float(value).is_integer() else str(value)
+    return value
+
+
+def _positive_quantity(value: str) -> str:
+    m = QUANTITY.match(value)
+    if not m or float(m.group(1)) <= 0:
+        raise PydanticCustomError(
+            "quantity", "is not a positive Kubernetes quantity", {"fix": 'use e.g. "2", "500m" (CPU) or "4Gi" (memory)'}
+        )
+    return value
+
+
+def _label_check(max_len: int) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if DNS_LABEL.match(value) and len(value) <= max_len:
+            return value
+        raise PydanticCustomError(
+            "dns_label",
+            f"is not a lowercase RFC 1123 label of at most {max_len} characters",
+            {"fix": "use lowercase letters, digits and '-', starting and ending with a letter or digit"},
+        )
+
+    return check
+
+
+def _absolute(value: str) -> str:
+    if value.startswith("/") and value != "/":
+        return value
+    raise PydanticCustomError("absolute_path", "must be an absolute path below /", {"fix": "use e.g. /data"})
+
+
+def comma_list(value: Any) -> Any:
+    """A list may be given as one comma-separated string (`pulumi config set verify.columns ra,dec`)."""
+    if isinstance(value, str):
+        return [c.strip() for c in value.split(",") if c.strip()]
+    return value
+
+
+def _cidr(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        raise PydanticCustomError(
+            "cidr", "is not an IP address block", {"fix": "use CIDR notation, e.g. 0.0.0.0/0 or 10.0.0.0/8"}
+        ) from None
+
+
+def _port(value: int) -> int:
+    if 1 <= value <= 65535:
+        return value
+    raise PydanticCustomError("port", "is not a TCP port", {"fix": "use a port between 1 and 65535"})
+
+
+Quantity = Annotated[
+    str,
+    BeforeValidator(_number_as_text),
+    AfterValidator(_positive_quantity),
+    DocType("quantity"),
+    WithJsonSchema({"anyOf": [{"type": "string", "pattern": QUANTITY.pattern}, {"type": "number", "minimum": 0}]}),
+]
+DnsLabel = Annotated[
+    str,
+    AfterValidator(_label_check(63)),
+    WithJsonSchema({"type": "string", "pattern": DNS_LABEL.pattern, "maxLength": 63}),
+]
+ObjectName = Annotated[
+    str,
+    AfterValidator(_label_check(253)),
+    WithJsonSchema({"type": "string", "pattern": DNS_LABEL.pattern, "maxLength": 253}),
+]
+AbsolutePath = Annotated[str, AfterValidator(_absolute)]
+Cidr = Annotated[str, AfterValidator(_cidr), WithJsonSchema({"type": "string"})]
+Port = Annotated[int, AfterValidator(_port), WithJsonSchema({"type": "integer", "minimum": 1, "maximum": 65535})]
+
+
+# A secret in the stack file is `{secure: v1:...}` (`pulumi config set --secret`); the runtime hands the program
+# decrypted values of the top-level keys it lists as secret. The model keeps only one of these markers.
+SECRET = "[secret]"
+PLAINTEXT = "[plaintext]"
+SECRET_SCHEMA = WithJsonSchema(
+    {
+        "type": "object",
+        "properties": {"secure": {"type": "string"}},
+        "required": ["secure"],
+        "additionalProperties": False,
+        "description": "A Pulumi secret: set it with `pulumi config set --path --secret <key> <value>`.",
+    }
+)
+
+
+def _secret(top_key: str, path: str) -> Callable[[Any, ValidationInfo], str]:
+    """A value that must be a Pulumi secret under `top_key`, replaced by its marker (the problem shows the marker)."""
+
+    def mark(value: Any, info: ValidationInfo) -> str:
+        if (isinstance(value, dict) and "secure" in value) or top_key in (info.context or {}).get("secret_keys", ()):
+            return SECRET
+        fix = f"re-set it as a secret: pulumi config set --path --secret {path} <value>"
+        raise_problems("secret", [problem((), PLAINTEXT, "is stored in plaintext in the stack file", fix)])
+        return PLAINTEXT  # not reached
+
+    return mark
+
+
+# The two secret fields, declared as such: their values never enter the model (see components.config).
+CredentialValue = Annotated[
+    str,
+    BeforeValidator(_secret("storage", "storage.objectStore.credentials.<key>")),
+    SECRET_SCHEMA,
+]
+Password = Annotated[str, BeforeValidator(_secret("image", "image.registry.password")), SECRET_SCHEMA]

@@ -1,0 +1,382 @@
+"""`storage`: where workers find the HATS catalogs, one model per `storage.kind` (a discriminated union).
+
+Each kind takes only its own keys: `nfs` has `storage.nfs`, `hostPath` has `storage.hostPath`, `objectStore`
+has `storage.objectStore`; a key of another kind is reported as "is set but storage.kind is ...".
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from components.lock import read_lock
+from components.section import (
+    SECRET,
+    AbsolutePath,
+    CredentialValue,
+    DefaultText,
+    DocType,
+    Fix,
+    ObjectName,
+    Quantity,
+    Section,
+    empty_section,
+    json_object,
+    problem,
+    raise_problems,
+)
+
+AccessMode = Literal["ReadWriteMany", "ReadOnlyMany", "ReadWriteOnce", "ReadWriteOncePod"]
+CREATED_CLAIM_KINDS: tuple[str, ...] = ("pvc", "nfs", "hostPath")  # the program creates the claim (and PV)
+VOLUME_KINDS: tuple[str, ...] = (*CREATED_CLAIM_KINDS, "existingClaim")  # the pods mount a PersistentVolumeClaim
+SINGLE_NODE_MODES = ("ReadWriteOnce", "ReadWriteOncePod")
+
+# URL scheme -> (fsspec driver distribution that must be in the lock, credential keys -> env var).
+# The env var names are the ones s3fs (botocore), gcsfs (google-auth) and adlfs read by themselves.
+OBJECT_STORES: dict[str, tuple[str, dict[str, str]]] = {
+    "s3": ("s3fs", {
+        "accessKeyId": "AWS_ACCESS_KEY_ID", "secretAccessKey": "AWS_SECRET_ACCESS_KEY",
+        "sessionToken": "AWS_SESSION_TOKEN", "region": "AWS_DEFAULT_REGION", "endpointUrl": "AWS_ENDPOINT_URL",
+    }),
+    "gs": ("gcsfs", {"serviceAccountJson": "GOOGLE_APPLICATION_CREDENTIALS"}),
+    "abfs": ("adlfs", {
+        "accountName": "AZURE_STORAGE_ACCOUNT_NAME", "accountKey": "AZURE_STORAGE_ACCOUNT_KEY",
+        "connectionString": "AZURE_STORAGE_CONNECTION_STRING", "sasToken": "AZURE_STORAGE_SAS_TOKEN",
+    }),
+    "https": ("aiohttp", {}),
+}  # fmt: skip
+SCHEME_ALIASES = {"s3a": "s3", "gcs": "gs", "abfss": "abfs", "az": "abfs", "http": "https"}
+
+
+class NfsConfig(Section):
+    server: Annotated[str, Fix("set the NFS host")] = Field(description="`nfs`: the NFS server's host name or address.")
+    path: Annotated[AbsolutePath, Fix("e.g. /exports/hats")] = Field(
+        description="`nfs`: the absolute export path, e.g. `/exports/hats`."
+    )
+
+
+class HostPathConfig(Section):
+    path: Annotated[AbsolutePath, Fix("e.g. /lsdb-catalogs")] = Field(
+        description="`hostPath`: the node's directory; single-node dev clusters (kind) only."
+    )
+
+
+# Keyless workload identity: the cloud maps a Kubernetes ServiceAccount to a cloud identity. Each provider's
+# webhook or metadata server reads these ServiceAccount annotations (and, for Azure, the pod label).
+# AWS IRSA: https://docs.aws.amazon.com/eks/latest/userguide/associate-service-account-role.html
+# GKE Workload Identity Federation: https://cloud.google.com/kubernetes-engine/docs/how-to/workload-identity
+# Azure Workload Identity: https://learn.microsoft.com/en-us/azure/aks/workload-identity-deploy-cluster
+#   (annotation and label: https://azure.github.io/azure-workload-identity/docs/topics/service-account-labels-and-annotations.html)
+# provider -> (its field, the URL scheme it serves, the ServiceAccount annotation, the pod labels it needs)
+IDENTITY_PROVIDERS: dict[str, tuple[str, str, str, dict[str, str]]] = {
+    "aws": ("roleArn", "s3", "eks.amazonaws.com/role-arn", {}),
+    "gcp": ("serviceAccount", "gs", "iam.gke.io/gcp-service-account", {}),
+    "azure": ("clientId", "abfs", "azure.workload.identity/client-id", {"azure.workload.identity/use": "true"}),
+}
+
+
+def _pattern(regex: str, what: str, example: str) -> AfterValidator:
+    def check(value: str | None) -> str | None:
+        if value is None or re.match(regex, value):
+            return value
+        raise PydanticCustomError("pattern", f"is not {what}", {"fix": f"use e.g. {example}"})
+
+    return AfterValidator(check)
+
+
+class AwsIdentityConfig(Section):
+    role_arn: Annotated[
+        str | None,
+        _pattern(
+            r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$",
+            "an IAM role ARN", "arn:aws:iam::123456789012:role/lsdb-reader",
+        ),
+    ] = Field(
+        None, description="IRSA: the IAM role the pods assume (ServiceAccount annotation `eks.amazonaws.com/role-arn`)."
+    )  # fmt: skip
+
+
+class GcpIdentityConfig(Section):
+    service_account: Annotated[
+        str | None,
+        _pattern(
+            r"^[a-z][a-z0-9-]{4,28}[a-z0-9]@[a-z0-9-]+\.iam\.gserviceaccount\.com$",
+            "a Google service account", "lsdb-reader@my-project.iam.gserviceaccount.com",
+        ),
+    ] = Field(
+        None,
+        description="GKE Workload Identity: the Google service account to act as (annotation "
+        "`iam.gke.io/gcp-service-account`).",
+    )  # fmt: skip
+
+
+class AzureIdentityConfig(Section):
+    client_id: Annotated[
+        str | None,
+        _pattern(
+            r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+            "a client ID (GUID)", "00000000-0000-0000-0000-000000000000",
+        ),
+    ] = Field(
+        None,
+        description="Azure Workload Identity: the managed identity's client ID (annotation "
+        '`azure.workload.identity/client-id`, pod label `azure.workload.identity/use: "true"`).',
+    )  # fmt: skip
+
+
+class IdentityConfig(Section):
+    """Keyless access to the object store: one cloud's workload identity, bound to the pods' ServiceAccount."""
+
+    aws: AwsIdentityConfig = Field(default_factory=empty_section, description="IRSA (`s3://`).")
+    gcp: GcpIdentityConfig = Field(default_factory=empty_section, description="GKE Workload Identity (`gs://`).")
+    azure: AzureIdentityConfig = Field(
+        default_factory=empty_section, description="Azure Workload Identity (`abfs://`)."
+    )
+
+    @property
+    def providers(self) -> dict[str, str]:
+        """provider -> the identity given for it (role ARN, service account, client ID)."""
+        given = {p: getattr(self, p).model_dump(by_alias=True)[key] for p, (key, *_) in IDENTITY_PROVIDERS.items()}
+        return {p: str(value) for p, value in given.items() if value}
+
+
+def url_scheme(path: str) -> str | None:
+    """The canonical scheme (s3, gs, abfs, https, or the raw one) of a URL, None for a plain path."""
+    if "://" not in path:
+        return None
+    raw = path.split("://", 1)[0].lower()
+    return SCHEME_ALIASES.get(raw, raw)
+
+
+def _object_store_url(url: str) -> str:
+    scheme = url_scheme(url)
+    if scheme not in OBJECT_STORES:
+        known = ", ".join(s + "://" for s in sorted([*OBJECT_STORES, *SCHEME_ALIASES]))
+        raise PydanticCustomError(
+            "url",
+            "has no URL scheme with an fsspec driver in the lock",
+            {"fix": f"use a URL starting with one of: {known}"},
+        )
+    driver = OBJECT_STORES[scheme][0]
+    if driver not in read_lock():
+        raise PydanticCustomError(
+            "url", f"needs the fsspec driver '{driver}', which is not in the lock",
+            {"fix": f"add {driver} to docker/requirements.in and run `python -m tools.relock`"},
+        )  # fmt: skip
+    return url
+
+
+def _masked_object(value: Any) -> Any:
+    # Credentials given as anything but an object are reported as [secret], never shown.
+    value = json_object(value)
+    return value if isinstance(value, dict) else SECRET
+
+
+class ObjectStoreConfig(Section):
+    url: Annotated[str, AfterValidator(_object_store_url)] = Field(
+        description="`objectStore`: `s3://`, `gs://`, `abfs://` (aliases `s3a`, `gcs`, `abfss`, `az`), or `https://` "
+        "(alias `http`). The scheme must have its fsspec driver in the lock. No volume is mounted.",
+    )
+    credentials: Annotated[dict[str, CredentialValue], BeforeValidator(_masked_object), DocType("secret")] = Field(
+        default_factory=empty_section,
+        description="**Secret.** s3: `accessKeyId`, `secretAccessKey`, `sessionToken`, `region`, `endpointUrl`; "
+        "gs: `serviceAccountJson` (mounted as a file, `GOOGLE_APPLICATION_CREDENTIALS`); abfs: `accountName`, "
+        "`accountKey`, `connectionString`, `sasToken`. Stored in a Secret and exposed to scheduler and workers as "
+        "the environment variables s3fs/gcsfs/adlfs read. Plaintext values are rejected.",
+    )
+    anonymous: bool = Field(
+        False,
+        description="Public bucket or container: open catalogs without credentials (`anon=True`). Without it, "
+        "s3/abfs catalogs are opened with credentials (`anon=False`): the keys above, the identity below, or the "
+        "node's own.",
+    )
+    identity: IdentityConfig = Field(
+        default_factory=empty_section,
+        description="Keyless workload identity instead of `credentials`: the program creates a ServiceAccount "
+        "carrying it and runs scheduler and workers under it. The cloud-side IAM binding is yours (see README).",
+    )
+
+    @property
+    def scheme(self) -> str:
+        """The canonical scheme (s3, gs, abfs, https) of `url`."""
+        return url_scheme(self.url) or ""
+
+    @model_validator(mode="after")
+    def _one_way_in(self) -> ObjectStoreConfig:
+        """Known credentials; one way in (static credentials, one workload identity, or anonymous); the identity's
+        cloud serves the URL."""
+        found = []
+        allowed, providers = OBJECT_STORES[self.scheme][1], self.identity.providers
+        for k in self.credentials:
+            if k not in allowed:
+                found.append(problem(
+                    ("credentials", k), SECRET, f"is not a credential for {self.scheme}:// storage",
+                    f"use: {', '.join(allowed) or 'none (public https needs no credentials)'}",
+                ))  # fmt: skip
+        if len(providers) > 1:
+            found.append(problem(
+                "identity", sorted(providers), "names more than one cloud",
+                "keep the one that serves storage.objectStore.url",
+            ))  # fmt: skip
+        if providers and self.credentials:
+            found.append(problem(
+                "identity", sorted(providers), "is set together with objectStore.credentials",
+                "use one: remove the static keys (`pulumi config rm --path storage.objectStore.credentials`) "
+                "or the identity",
+            ))  # fmt: skip
+        if self.anonymous and (providers or self.credentials):
+            found.append(problem(
+                "anonymous", True, "is set together with credentials or an identity",
+                "remove objectStore.anonymous for a private bucket, or the credentials/identity for a public one",
+            ))  # fmt: skip
+        for provider, value in providers.items():
+            key, serves, *_ = IDENTITY_PROVIDERS[provider]
+            if serves != self.scheme:
+                found.append(problem(
+                    ("identity", provider, key), value,
+                    f"is a {provider} identity, but storage.objectStore.url is {self.scheme}://",
+                    f"use the identity of the cloud serving {self.scheme}:// ("
+                    + ", ".join(f"{q} for {s}://" for q, (_k, s, *_r) in IDENTITY_PROVIDERS.items()) + ")",
+                ))  # fmt: skip
+        raise_problems("objectStore", found)
+        return self
+
+
+STORAGE_KIND_DOC = (
+    "`pvc` (a new claim), `nfs` or `hostPath` (a static PV and its claim), `existingClaim` (mount the claim "
+    "`claimName` that already exists; nothing is created or deleted), `objectStore` or `none`."
+)
+
+
+class _Storage(Section):
+    """What every storage kind takes; each kind adds its own section (`nfs`, `hostPath`, `objectStore`)."""
+
+    kind: Literal["pvc", "nfs", "hostPath", "existingClaim", "objectStore", "none"] = Field(
+        description=STORAGE_KIND_DOC
+    )
+
+    mount_path: Annotated[AbsolutePath, Fix("use e.g. /data")] = Field(
+        "/data", description="Where workers see the catalogs."
+    )
+    claim_name: ObjectName = Field(
+        "hats-catalog-pvc", description="PVC name (`pvc`, `nfs`, `hostPath`; the existing claim for `existingClaim`)."
+    )
+    size: Quantity = Field("100Gi", description="Requested/declared capacity.")
+    storage_class_name: str | None = Field(
+        None,
+        description="`pvc` only: a RWX-capable class (`kubectl get storageclass`); default: the cluster's default.",
+    )
+    access_mode: AccessMode = Field(
+        "ReadWriteMany",
+        description="`ReadWriteMany`, `ReadOnlyMany`, `ReadWriteOnce`, `ReadWriteOncePod`. Single-node modes are "
+        "rejected when more than one worker can run.",
+    )
+
+    @property
+    def mounts_volume(self) -> bool:
+        return self.kind in VOLUME_KINDS
+
+    @property
+    def creates_claim(self) -> bool:
+        return self.kind in CREATED_CLAIM_KINDS
+
+    @property
+    def object_store_scheme(self) -> str | None:
+        return None
+
+    @property
+    def credential_keys(self) -> tuple[str, ...]:
+        """Names of the credentials set (values stay Pulumi secrets)."""
+        return ()
+
+    @property
+    def credential_env(self) -> dict[str, str]:
+        """Credential key -> environment variable the fsspec driver reads."""
+        return {}
+
+    @property
+    def identity(self) -> tuple[str, str] | None:
+        """(provider, role ARN / service account / client ID) of the workload identity, or None."""
+        return None
+
+    @property
+    def catalog_storage_options(self) -> dict[str, Any]:
+        """What `lsdb.open_catalog(path, storage_options=...)` needs for this storage (the pods' environment and
+        identity do the rest)."""
+        return {}
+
+
+class PvcStorage(_Storage):
+    kind: Annotated[Literal["pvc"], DefaultText("`none`")] = Field(description=STORAGE_KIND_DOC)
+
+
+class NfsStorage(_Storage):
+    kind: Literal["nfs"] = Field(description=STORAGE_KIND_DOC)
+    nfs: NfsConfig = Field(
+        default_factory=empty_section,
+        description='`nfs`: static PV (Retain, `nfsvers=4.1`), claim bound by `volumeName` (`storageClassName: ""`).',
+    )
+
+
+class HostPathStorage(_Storage):
+    kind: Literal["hostPath"] = Field(description=STORAGE_KIND_DOC)
+    host_path: HostPathConfig = Field(
+        default_factory=empty_section, description="`hostPath`: static PV on a node path."
+    )
+
+
+class ExistingClaimStorage(_Storage):
+    kind: Literal["existingClaim"] = Field(description=STORAGE_KIND_DOC)
+
+
+class ObjectStoreStorage(_Storage):
+    kind: Literal["objectStore"] = Field(description=STORAGE_KIND_DOC)
+    object_store: ObjectStoreConfig = Field(default_factory=empty_section, description="`objectStore` settings.")
+
+    @property
+    def object_store_scheme(self) -> str | None:
+        return self.object_store.scheme
+
+    @property
+    def credential_keys(self) -> tuple[str, ...]:
+        return tuple(self.object_store.credentials)
+
+    @property
+    def credential_env(self) -> dict[str, str]:
+        env = OBJECT_STORES[self.object_store.scheme][1]
+        return {k: env[k] for k in self.credential_keys}
+
+    @property
+    def identity(self) -> tuple[str, str] | None:
+        return next(iter(self.object_store.identity.providers.items()), None)
+
+    @property
+    def catalog_storage_options(self) -> dict[str, Any]:
+        # hats opens s3:// anonymously unless told otherwise (`get_upath_for_protocol`), so s3 and abfs say `anon`
+        # explicitly; gcsfs gets `token`.
+        scheme, anonymous = self.object_store.scheme, self.object_store.anonymous
+        if scheme in ("s3", "abfs"):
+            return {"anon": anonymous}
+        if scheme == "gs":
+            return {"token": "anon" if anonymous else "google_default"}
+        return {}
+
+
+class NoStorage(_Storage):
+    kind: Literal["none"] = Field("none", description=STORAGE_KIND_DOC)
+
+
+def _default_kind(value: Any) -> Any:
+    value = json_object(value)
+    return {"kind": "none", **value} if isinstance(value, dict) else value
+
+
+# Where workers find the HATS catalogs: one model per `storage.kind`, each taking only its own keys.
+StorageConfig = Annotated[
+    PvcStorage | NfsStorage | HostPathStorage | ExistingClaimStorage | ObjectStoreStorage | NoStorage,
+    Field(discriminator="kind"),
+    BeforeValidator(_default_kind),
+]

@@ -1,0 +1,582 @@
+"""The combination matrix (issue 20): every pair of features in one stack, checked against the same invariants.
+
+Features (FEATURES) are switched on and off in all-pairs covering: for every two features, each of on/on, on/off,
+off/on and off/off occurs in at least one stack, except the pairs that EXCLUDED keeps out of any one stack.
+`all_pairs` is a small deterministic greedy generator; `test_the_stacks_cover_every_pair` proves its cover.
+
+Each stack is the real program run once under mocks (`tools.mock_runtime`, via tests.program_helpers.run_with),
+cached for the module, and checked against invariants that do not depend on the pair:
+
+* custom resources survive the API server's structural-schema pruning with nothing dropped (`pruned`, against the
+  pinned dask-kubernetes CRDs and the prometheus-operator CRDs of tests/fixtures) and match those schemas; core
+  objects pass kubernetes-validate in strict mode;
+* names within Kubernetes' limits;
+* the deployer RBAC (deploy/rbac/deployer.yaml) grants every object (the check of tests/test_schemas.py);
+* the NetworkPolicies allow every flow the enabled features need and deny the others, evaluated with
+  tests/support/netpol.py on the pods the pinned operator builds from the rendered DaskCluster and groups;
+* checkov, run once on every stack's objects and the operator-built Deployments and Services.
+
+14 features give 12 stacks (about 100 test cases); the mock runs take about a minute and checkov (one run) one to
+1.5 minutes on this 2-core machine. Known defects of issue 20 (4, 5, 6) and two checkov findings of this matrix
+make some checks fail on today's code; exactly those are `xfail(strict=True)`, so a fix turns them into failures
+until its mark is removed. A config change that refuses a pair (say, worker groups under the autoscaler) goes into
+EXCLUDED, with its reason.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from components.config import ConfigError
+from components.constants import (
+    CLIENT_LABEL,
+    DASHBOARD_PORT,
+    NAME_LIMIT,
+    NANNY_PORT,
+    SCHEDULER_PORT,
+    WORKER_DASHBOARD_PORT,
+    WORKER_PORT,
+    max_cluster_name_length,
+    worker_deployment_name,
+)
+from components.lock import PROJECT_DIR
+from tests.program_helpers import kubernetes_objects, live_objects, run_with
+from tests.support.netpol import Cluster, External, Pod, pod_from_template
+from tests.test_schemas import DEPLOYER_VERBS, PREVIEWER_VERBS, VERSIONS, crd_schema
+from tests.test_schemas import test_the_rbac_grants_every_object_the_program_registers as rbac_check
+from tools.operator_objects import operator_objects
+
+# --- the features and the stacks ----------------------------------------------------------------------------
+
+FEATURES = (
+    "tls",
+    "networkPolicy",
+    "monitoring",
+    "workerGroups",
+    "autoscaler",
+    "objectStoreKeys",
+    "objectStoreIdentity",
+    "spotWorkers",
+    "verificationOff",
+    "idleTimeout",
+    "existingNamespace",
+    "existingClaim",
+    "operatorFromStack",
+    "operatorInstalled",
+)
+# Never in one stack, and why.
+EXCLUDED = {
+    frozenset({"objectStoreKeys", "objectStoreIdentity"}): "the config refuses static keys with an identity",
+    frozenset({"objectStoreKeys", "existingClaim"}): "one storage.kind: objectStore or existingClaim",
+    frozenset({"objectStoreIdentity", "existingClaim"}): "one storage.kind: objectStore or existingClaim",
+    frozenset({"operatorFromStack", "operatorInstalled"}): "operator.fromStack implies install: false",
+}
+
+NS = "lsdb-matrix"
+OPERATOR_NS = "dask-operator"  # operator.namespace's default, and the platform stack's operatorNamespace
+CLIENT_NS = "jupyter"  # security.clientNamespaces in every stack
+# Where the scrapers run when monitoring is on: no key names it today (issue 20 defect 4); the fix's default.
+SCRAPER_NS = "monitoring"
+# The longest names the config accepts: every derived name is at its limit.
+CLUSTER_NAME = ("lsdb-matrix-" + "x" * 63)[: max_cluster_name_length()]
+GROUP = "hm" + "x" * 63
+while len(worker_deployment_name(CLUSTER_NAME, GROUP)) > NAME_LIMIT:
+    GROUP = GROUP[:-1]
+S3_ENDPOINT = External("s3", "52.217.1.2")
+GCS_ENDPOINT = External("gcs", "199.36.153.9")
+GKE_METADATA = (External("metadata", "169.254.169.254"), 80), (External("gke-metadata", "169.254.169.252"), 988)
+INTERNET = External("internet", "203.0.113.9")
+
+
+def all_pairs(features: tuple[str, ...], excluded: Iterable[frozenset[str]]) -> list[frozenset[str]]:
+    """A few stacks (sets of features on) covering every (feature, on/off) pair but the excluded on/on ones.
+
+    Greedy: each stack starts from the first uncovered pair, then each other feature takes the value that covers
+    the most uncovered pairs with the features already set (off when on would break an exclusion)."""
+    banned = set(excluded)
+    index = {f: i for i, f in enumerate(features)}
+
+    def pairs_of(row: dict[str, bool]) -> set[tuple[str, bool, str, bool]]:
+        set_ = sorted(row, key=index.__getitem__)
+        return {(a, row[a], b, row[b]) for a, b in itertools.combinations(set_, 2)}
+
+    needed = {
+        (a, x, b, y)
+        for a, b in itertools.combinations(features, 2)
+        for x, y in itertools.product((True, False), repeat=2)
+        if not (x and y and frozenset({a, b}) in banned)
+    }
+    stacks: list[frozenset[str]] = []
+    while needed:
+        a, x, b, y = min(needed, key=lambda p: (index[p[0]], index[p[2]], not p[1], not p[3]))
+        row = {a: x, b: y}
+        for f in features:
+            if f in row:
+                continue
+            options = [v for v in (True, False) if not (v and any(frozenset({f, g}) in banned for g in row if row[g]))]
+            row[f] = max(options, key=lambda v: len(pairs_of({**row, f: v}) & needed))
+        needed -= pairs_of(row)
+        stacks.append(frozenset(f for f, on in row.items() if on))
+    return stacks
+
+
+STACKS = all_pairs(FEATURES, EXCLUDED)
+
+
+def stack_id(features: frozenset[str]) -> str:
+    return "+".join(f for f in FEATURES if f in features) or "none"
+
+
+def stack_sections(features: frozenset[str]) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """(secret top-level keys, config sections) of the stack with these features on."""
+    on = features.__contains__
+    workers: dict[str, Any] = {"replicas": 2}
+    if on("spotWorkers"):
+        workers["spot"] = "aws"
+    cluster: dict[str, Any] = {
+        "name": CLUSTER_NAME,
+        "workers": workers,
+        "autoscaler": {"enabled": on("autoscaler"), "minimum": 1, "maximum": 3},
+        "idleTimeoutSeconds": 3600 if on("idleTimeout") else 0,
+    }
+    if on("workerGroups"):
+        cluster["workerGroups"] = {
+            GROUP: {"replicas": 2, "memory": "8Gi", **({"spot": "aws"} if on("spotWorkers") else {})}
+        }
+    storage: dict[str, Any] = {"kind": "pvc", "size": "10Gi"}
+    catalog = "/data/catalogs/gaia"
+    if on("objectStoreKeys"):
+        credentials = {"accessKeyId": "AKIAEXAMPLE", "secretAccessKey": "example-secret"}
+        storage = {"kind": "objectStore", "objectStore": {"url": "s3://bucket/catalogs", "credentials": credentials}}
+        catalog = "s3://bucket/catalogs/gaia"
+    if on("objectStoreIdentity"):
+        identity = {"gcp": {"serviceAccount": "reader@project.iam.gserviceaccount.com"}}
+        storage = {"kind": "objectStore", "objectStore": {"url": "gs://bucket/catalogs", "identity": identity}}
+        catalog = "gs://bucket/catalogs/gaia"
+    if on("existingClaim"):
+        storage = {"kind": "existingClaim", "claimName": "catalogs-ro"}
+    operator: dict[str, Any] = {"install": on("operatorInstalled")}
+    if on("operatorFromStack"):
+        operator = {"fromStack": "platform"}
+    sections: dict[str, Any] = {
+        "namespace": NS,
+        "createNamespace": not on("existingNamespace"),
+        "operator": operator,
+        "storage": storage,
+        "cluster": cluster,
+        "image": {"repository": "ghcr.io/acme/lsdb-dask"},
+        "verify": {"enabled": False} if on("verificationOff") else {"catalogPath": catalog, "minWorkers": 1},
+        "security": {"tls": on("tls"), "networkPolicy": on("networkPolicy"), "clientNamespaces": [CLIENT_NS]},
+        "monitoring": {"enabled": on("monitoring")},
+    }
+    return ("storage",) if on("objectStoreKeys") else (), sections
+
+
+@functools.cache
+def stack_run(features: frozenset[str]) -> Any:
+    secret_keys, sections = stack_sections(features)
+    return run_with(secret_keys, **sections)
+
+
+@functools.cache
+def stack_objects(features: frozenset[str]) -> list[dict[str, Any]]:
+    """Every object the stack registers, with the stable Service as its selector patch leaves it."""
+    run = stack_run(features)
+    objects = kubernetes_objects(run)
+    return objects + [o for o in live_objects(run) if o not in objects]
+
+
+def of_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+@functools.cache
+def operator_built(features: frozenset[str]) -> Any:
+    """The scheduler and worker Deployments (every group's) and the scheduler Service the operator creates."""
+    objects = stack_objects(features)
+    (cluster,) = of_kind(objects, "DaskCluster")
+    groups = of_kind(objects, "DaskWorkerGroup")
+    return operator_objects(cluster, uuids=[f"{i:010x}" for i in range(100)], worker_groups=groups)
+
+
+stacks = pytest.mark.parametrize("features", STACKS, ids=[stack_id(s) for s in STACKS])
+
+
+def test_the_stacks_cover_every_pair() -> None:
+    """Every pair of features, on or off, is in some stack; no stack holds an excluded pair."""
+    for a, b in itertools.combinations(FEATURES, 2):
+        for x, y in itertools.product((True, False), repeat=2):
+            if x and y and frozenset({a, b}) in EXCLUDED:
+                assert not any({a, b} <= s for s in STACKS), (a, b)
+                continue
+            assert any((a in s) is x and (b in s) is y for s in STACKS), (a, x, b, y)
+    assert len(STACKS) <= 12, f"{len(STACKS)} stacks: the generator is no longer small"
+
+
+# --- custom resources after pruning, core objects in strict mode ---------------------------------------------
+
+
+def pruned(value: Any, schema: Mapping[str, Any] | None) -> Any:
+    """`value` as the API server stores it after pruning by a structural schema (k8s.io/apiextensions-apiserver
+    pkg/apiserver/schema/pruning): fields of an object that neither its `properties` nor `additionalProperties`
+    describe are dropped, unless `x-kubernetes-preserve-unknown-fields`; lists prune each item by `items`.
+    A field without any schema loses everything inside it."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            properties = (schema or {}).get("properties", {})
+            additional = (schema or {}).get("additionalProperties")
+            if key in properties:
+                out[key] = pruned(item, properties[key])
+            elif isinstance(additional, dict):
+                out[key] = pruned(item, additional)
+            elif schema is not None and (schema.get("x-kubernetes-preserve-unknown-fields") or additional is True):
+                out[key] = item
+        return out
+    if isinstance(value, list):
+        return [pruned(item, (schema or {}).get("items")) for item in value]
+    return value
+
+
+def custom_resource_problems(obj: dict[str, Any]) -> list[str]:
+    """What pruning would drop from a custom resource, and where it breaks its CRD's schema."""
+    schema = crd_schema(obj["kind"])
+    body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}  # kept at the root
+    kept = pruned(body, schema)
+    problems = [f"{obj['kind']} {obj['metadata']['name']}: {d}" for d in dropped(body, kept)]
+    try:
+        jsonschema.validate(body, {k: v for k, v in schema.items() if k != "required"})
+    except jsonschema.ValidationError as e:
+        problems.append(f"{obj['kind']} {obj['metadata']['name']}: {e.message} at {e.json_path}")
+    return problems
+
+
+def dropped(before: Any, after: Any, path: str = "") -> list[str]:
+    """The paths of `before` that pruning left out of `after`."""
+    if isinstance(before, dict):
+        found = []
+        for key, value in before.items():
+            found += [f"{path}.{key} pruned"] if key not in after else dropped(value, after[key], f"{path}.{key}")
+        return found
+    if isinstance(before, list):
+        return [d for i, (b, a) in enumerate(zip(before, after, strict=True)) for d in dropped(b, a, f"{path}[{i}]")]
+    return []
+
+
+def test_the_pruning_check_can_fail() -> None:
+    """Controls: an unknown field, a field under an object without properties, a value of the wrong type."""
+    schema = {"type": "object", "properties": {"a": {"type": "object", "properties": {"b": {"type": "integer"}}},
+              "m": {"type": "object", "additionalProperties": {"type": "string"}}, "x": {"type": "object"},
+              "k": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}  # fmt: skip
+    value = {"a": {"b": 1, "c": 2}, "m": {"any": "kept"}, "x": {"y": 1}, "k": {"z": 1}, "extra": [1]}
+    assert pruned(value, schema) == {"a": {"b": 1}, "m": {"any": "kept"}, "x": {}, "k": {"z": 1}}
+    assert dropped(value, pruned(value, schema)) == [".a.c pruned", ".x.y pruned", ".extra pruned"]
+    cluster = next(o for o in stack_objects(STACKS[0]) if o["kind"] == "DaskCluster")
+    assert custom_resource_problems(cluster) == []
+    typo = {**cluster, "spec": {**cluster["spec"], "idleTimeoutt": 5}}
+    assert custom_resource_problems(typo) == [f"DaskCluster {cluster['metadata']['name']}: .spec.idleTimeoutt pruned"]
+    wrong = {**cluster, "spec": {**cluster["spec"], "idleTimeout": "5"}}
+    assert "'5' is not of type 'integer'" in custom_resource_problems(wrong)[0]
+
+
+CUSTOM_APIS = ("kubernetes.dask.org/v1", "monitoring.coreos.com/v1")
+
+
+@stacks
+def test_custom_resources_keep_every_field(features: frozenset[str]) -> None:
+    custom = [o for o in stack_objects(features) if o["apiVersion"] in CUSTOM_APIS]
+    assert "DaskCluster" in {o["kind"] for o in custom}
+    assert [p for o in custom for p in custom_resource_problems(o)] == []
+
+
+@stacks
+def test_core_objects_are_valid_in_strict_mode(features: frozenset[str]) -> None:
+    core = [o for o in stack_objects(features) if o["apiVersion"] not in CUSTOM_APIS]
+    problems = []
+    for obj, version in itertools.product(core, VERSIONS):
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            problems.append(f"{obj['kind']} {obj['metadata']['name']} ({version}): {e}")
+    assert problems == []
+
+
+PLACEMENT = {
+    "nodeSelector": {"pool": "dask"},
+    "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "dask", "effect": "NoSchedule"}],
+    "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
+        "weight": 50,
+        "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"a": "b"}}},
+    }]}},
+    "priorityClassName": "dask",
+    "topologySpreadConstraints": [{
+        "maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule",
+        "labelSelector": {"matchLabels": {"dask.org/component": "worker"}}, "minDomains": 2,
+        "nodeAffinityPolicy": "Honor", "nodeTaintsPolicy": "Honor", "matchLabelKeys": ["pod-template-hash"],
+    }],
+}  # fmt: skip
+
+
+@pytest.mark.xfail(strict=True, reason="issue 20 defect 6: topologySpreadConstraints fields pruned by the CRD")
+def test_a_placement_heavy_stack_keeps_every_field_or_is_refused() -> None:
+    """Every PodSpec placement field the config accepts, on workers, a group and the scheduler: each survives the
+    DaskCluster and DaskWorkerGroup schemas, or the config refuses it naming the key."""
+    cluster = {
+        "name": "lsdb-placed",
+        "workers": {"placement": PLACEMENT},
+        "scheduler": {"placement": PLACEMENT},
+        "workerGroups": {"highmem": {"replicas": 1, "placement": PLACEMENT}},
+    }
+    try:
+        run = run_with(namespace=NS, operator={"install": False}, cluster=cluster)
+    except ConfigError as e:
+        assert "topologySpreadConstraints" in str(e)
+        return
+    custom = [o for o in kubernetes_objects(run) if o["apiVersion"] in CUSTOM_APIS]
+    assert {"DaskCluster", "DaskWorkerGroup"} <= {o["kind"] for o in custom}
+    assert [p for o in custom for p in custom_resource_problems(o)] == []
+
+
+# --- names ----------------------------------------------------------------------------------------------------
+
+# Objects whose name must be a DNS label (63): Namespace and Service names (RFC 1123/1035 labels); Deployments
+# name their pods' hostnames and `pod-template-hash`-suffixed ReplicaSets, so the operator's stay within 63 too.
+LABEL_NAMED = {"Namespace", "Service", "Deployment"}
+
+
+def name_problems(objects: Iterable[Mapping[str, Any]]) -> list[str]:
+    problems = []
+    for obj in objects:
+        meta = obj["metadata"]
+        name, kind = meta["name"], obj["kind"]
+        limit = NAME_LIMIT if kind in LABEL_NAMED else 253
+        if len(name) > limit:
+            problems.append(f"{kind} {name}: {len(name)} characters, over {limit}")
+        templates = [meta, obj.get("spec", {}).get("template", {}).get("metadata", {})]
+        for key, value in [item for m in templates for item in (m.get("labels") or {}).items()]:
+            if len(key.rpartition("/")[2]) > NAME_LIMIT or len(value) > NAME_LIMIT:
+                problems.append(f"{kind} {name}: label {key}={value} over {NAME_LIMIT}")
+    return problems
+
+
+@stacks
+def test_names_within_limits(features: frozenset[str]) -> None:
+    built = operator_built(features)
+    objects = [*stack_objects(features), *built.deployments, built.scheduler_service, *built.extra_worker_groups]
+    assert len(CLUSTER_NAME) == max_cluster_name_length()
+    assert name_problems(objects) == []
+
+
+def test_the_name_check_can_fail() -> None:
+    service = {"kind": "Service", "metadata": {"name": "s" * 64}}
+    labelled = {"kind": "ConfigMap", "metadata": {"name": "c", "labels": {"a": "v" * 64}}}
+    assert len(name_problems([service, labelled, {"kind": "ConfigMap", "metadata": {"name": "c" * 64}}])) == 2
+
+
+# --- the deployer's RBAC -------------------------------------------------------------------------------------
+
+
+@stacks
+@pytest.mark.parametrize(("who", "needed"), [("deployer", DEPLOYER_VERBS), ("previewer", PREVIEWER_VERBS)])
+def test_the_rbac_grants_every_object(features: frozenset[str], who: str, needed: set[str]) -> None:
+    rbac_check(stack_objects(features), who, needed)
+
+
+# --- network flows -------------------------------------------------------------------------------------------
+
+
+def world(features: frozenset[str]) -> tuple[Cluster, dict[str, Pod | External]]:
+    """The stack's NetworkPolicies, its operator-built pods and the pods and addresses around them."""
+    built = operator_built(features)
+    endpoints: dict[str, Pod | External] = {
+        "scheduler": pod_from_template("scheduler", NS, built.scheduler_deployment["spec"]["template"], "10.0.1.1")
+    }
+    for i, deployment in enumerate(built.worker_deployments):
+        template = deployment["spec"]["template"]
+        group = template["metadata"]["labels"]["dask.org/workergroup-name"]
+        name = f"{'default' if group.endswith('-default') else 'group'}-worker-{i}"
+        endpoints[name] = pod_from_template(name, NS, template, f"10.0.2.{i + 1}")
+    endpoints |= {
+        "operator": Pod("operator", OPERATOR_NS, {"app.kubernetes.io/name": "dask-kubernetes-operator"}, "10.0.9.1"),
+        "client": Pod("client", NS, dict(CLIENT_LABEL), "10.0.9.2"),
+        "unlabelled": Pod("unlabelled", NS, {"app": "notebook"}, "10.0.9.3"),
+        "other-namespace": Pod("other-namespace", "other-team", dict(CLIENT_LABEL), "10.0.9.4"),
+        "jupyter": Pod("jupyter", CLIENT_NS, {"app": "jupyterhub"}, "10.0.9.5"),
+        "prometheus": Pod("prometheus", SCRAPER_NS, {"app.kubernetes.io/name": "prometheus"}, "10.0.9.6"),
+        "kube-dns": Pod("kube-dns", "kube-system", {"k8s-app": "kube-dns"}, "10.0.9.7"),
+    }
+    return Cluster(of_kind(stack_objects(features), "NetworkPolicy")), endpoints
+
+
+Flow = tuple[Pod | External, Pod | External, int, str]
+
+
+def dask_pods(endpoints: Mapping[str, Pod | External]) -> tuple[Pod, list[Pod]]:
+    workers = [p for n, p in endpoints.items() if "-worker-" in n and isinstance(p, Pod)]
+    scheduler = endpoints["scheduler"]
+    assert isinstance(scheduler, Pod)
+    return scheduler, workers
+
+
+def needed_flows(features: frozenset[str], endpoints: Mapping[str, Pod | External]) -> list[Flow]:
+    """What the enabled features need (scrapers apart: see `scraper_flows`)."""
+    scheduler, workers = dask_pods(endpoints)
+    flows: list[Flow] = [(w, scheduler, SCHEDULER_PORT, "TCP") for w in workers]
+    flows += [(scheduler, w, port, "TCP") for w in workers for port in (WORKER_PORT, NANNY_PORT)]
+    flows += [(a, b, WORKER_PORT, "TCP") for a, b in itertools.permutations(workers, 2)]
+    flows += [(endpoints["operator"], scheduler, DASHBOARD_PORT, "TCP")]  # autoscaler, idle check, retirement
+    flows += [(endpoints[c], scheduler, SCHEDULER_PORT, "TCP") for c in ("client", "jupyter")]
+    flows += [(p, endpoints["kube-dns"], 53, proto) for p in (scheduler, *workers) for proto in ("UDP", "TCP")]
+    if "objectStoreKeys" in features:
+        flows += [(p, S3_ENDPOINT, 443, "TCP") for p in (scheduler, *workers)]
+    if "objectStoreIdentity" in features:
+        flows += [(p, GCS_ENDPOINT, 443, "TCP") for p in (scheduler, *workers)]
+        flows += [(p, address, port, "TCP") for p in (scheduler, *workers) for address, port in GKE_METADATA]
+    return flows
+
+
+def scraper_flows(endpoints: Mapping[str, Pod | External]) -> list[Flow]:
+    scheduler, workers = dask_pods(endpoints)
+    scraper = endpoints["prometheus"]
+    return [(scraper, scheduler, DASHBOARD_PORT, "TCP"), *[(scraper, w, WORKER_DASHBOARD_PORT, "TCP") for w in workers]]
+
+
+def denied_flows(features: frozenset[str], endpoints: Mapping[str, Pod | External]) -> list[Flow]:
+    """Flows no feature needs (the dashboard port for clients apart: see `dashboard_client_flows`)."""
+    scheduler, workers = dask_pods(endpoints)
+    outsiders = [endpoints[n] for n in ("other-namespace", "unlabelled")]
+    flows: list[Flow] = [(o, scheduler, port, "TCP") for o in outsiders for port in (SCHEDULER_PORT, DASHBOARD_PORT)]
+    flows += [(o, w, port, "TCP") for o in outsiders for w in workers for port in (WORKER_PORT, WORKER_DASHBOARD_PORT)]
+    flows += [(endpoints[c], w, WORKER_PORT, "TCP") for c in ("client", "jupyter") for w in workers]
+    flows += [(endpoints["operator"], scheduler, SCHEDULER_PORT, "TCP")]
+    flows += [(endpoints["operator"], w, port, "TCP") for w in workers for port in (WORKER_PORT, NANNY_PORT)]
+    flows += [(w, scheduler, DASHBOARD_PORT, "TCP") for w in workers]
+    flows += [(a, b, WORKER_DASHBOARD_PORT, "TCP") for a, b in itertools.permutations(workers, 2)]
+    flows += [(p, endpoints["jupyter"], 8888, "TCP") for p in (scheduler, *workers)]  # no egress to other pods
+    flows += [(p, INTERNET, 22, "TCP") for p in (scheduler, *workers)]
+    if "monitoring" not in features:
+        flows += scraper_flows(endpoints)
+    else:
+        flows += [(endpoints["prometheus"], scheduler, SCHEDULER_PORT, "TCP")]
+    if not features & {"objectStoreKeys", "objectStoreIdentity"}:
+        flows += [(p, INTERNET, 443, "TCP") for p in (scheduler, *workers)]  # no object store: no egress
+    if "objectStoreIdentity" not in features:
+        flows += [(p, address, port, "TCP") for p in (scheduler, *workers) for address, port in GKE_METADATA]
+    return flows
+
+
+def dashboard_client_flows(endpoints: Mapping[str, Pod | External]) -> list[Flow]:
+    """Clients get 8786; 8787 (dashboard, metrics and the unauthenticated HTTP API) is not theirs by default."""
+    scheduler, _ = dask_pods(endpoints)
+    return [(endpoints[c], scheduler, DASHBOARD_PORT, "TCP") for c in ("client", "jupyter")]
+
+
+def verdicts(cluster: Cluster, flows: Iterable[Flow], expected: bool) -> list[str]:
+    return [f"{s.name} -> {d.name}:{port}/{proto}" for s, d, port, proto in flows
+            if cluster.allowed(s, d, port, proto) is not expected]  # fmt: skip
+
+
+@stacks
+def test_every_needed_flow_is_allowed(features: frozenset[str]) -> None:
+    cluster, endpoints = world(features)
+    _, workers = dask_pods(endpoints)
+    assert len(workers) == 2 + 2 * ("workerGroups" in features)
+    assert verdicts(cluster, needed_flows(features, endpoints), True) == []
+
+
+DEFECT_4 = pytest.mark.xfail(strict=True, reason="issue 20 defect 4: monitoring on scrapes nothing by default")
+DEFECT_5 = pytest.mark.xfail(strict=True, reason="issue 20 defect 5: 8787 open to every labelled client pod")
+MONITORED = [s for s in STACKS if "monitoring" in s]
+POLICED = [s for s in STACKS if "networkPolicy" in s]
+
+
+@pytest.mark.parametrize(
+    "features",
+    [pytest.param(s, id=stack_id(s), marks=[DEFECT_4] if "networkPolicy" in s else []) for s in MONITORED],
+)
+def test_the_scrapers_reach_the_metrics(features: frozenset[str]) -> None:
+    cluster, endpoints = world(features)
+    assert verdicts(cluster, scraper_flows(endpoints), True) == []
+
+
+@pytest.mark.parametrize("features", POLICED, ids=[stack_id(s) for s in POLICED])
+def test_every_other_flow_is_denied(features: frozenset[str]) -> None:
+    cluster, endpoints = world(features)
+    assert verdicts(cluster, denied_flows(features, endpoints), False) == []
+
+
+@DEFECT_5
+@pytest.mark.parametrize("features", POLICED, ids=[stack_id(s) for s in POLICED])
+def test_clients_do_not_reach_the_dashboard_port(features: frozenset[str]) -> None:
+    cluster, endpoints = world(features)
+    assert verdicts(cluster, dashboard_client_flows(endpoints), False) == []
+
+
+# --- checkov -------------------------------------------------------------------------------------------------
+
+CHECKOV = PROJECT_DIR / "scan" / "venv" / "bin" / "checkov"
+# Found by this matrix, not among issue 20's defects (the committed stacks have neither feature, so `make scan`
+# does not see them); reported to the lead. Strict: once fixed these stacks pass and the mark must go.
+FINDING_KEYS_AS_ENV = pytest.mark.xfail(
+    strict=True,
+    reason="matrix finding: CKV_K8S_35 (secrets as environment variables) on every pod with objectStore credentials",
+)
+FINDING_GROUP_CPU_LIMITS = pytest.mark.xfail(
+    strict=True,
+    reason="matrix finding: CKV_K8S_11 (CPU limits) on cluster.workerGroups Deployments: the DaskCluster's "
+    "checkov skip annotation does not reach the DaskWorkerGroup's pods",
+)
+
+
+def checkov_marks(features: frozenset[str]) -> list[Any]:
+    return [mark for feature, mark in (("objectStoreKeys", FINDING_KEYS_AS_ENV),
+            ("workerGroups", FINDING_GROUP_CPU_LIMITS)) if feature in features]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def checkov_failures() -> dict[str, list[str]]:
+    """checkov run ONCE (as scripts/scan.py runs it) over every stack's objects and the operator-built
+    Deployments and Service; its failed checks by stack id."""
+    if not CHECKOV.is_file():
+        pytest.skip(f"{CHECKOV} missing: `make scan` builds scan/venv")
+    from scripts.scan import checkov
+
+    with tempfile.TemporaryDirectory(prefix="lsdb-matrix-") as tmp:
+        targets = {stack_id(features): Path(tmp) / f"s{n:02d}" for n, features in enumerate(STACKS)}
+        for features in STACKS:
+            built = operator_built(features)
+            operator_made = [*built.deployments, built.scheduler_service]
+            for obj in operator_made:
+                obj["metadata"]["namespace"] = NS
+                obj["metadata"].pop("ownerReferences", None)  # uids of objects that exist only in the API server
+            directory = targets[stack_id(features)]
+            directory.mkdir()
+            for i, obj in enumerate([*stack_objects(features), *operator_made]):
+                (directory / f"{i:02d}-{obj['kind'].lower()}.yaml").write_text(yaml.safe_dump(obj))
+        result = checkov(CHECKOV, targets)
+    assert sum(r["passed"] for r in result.values()) > 100 * len(STACKS), "checkov checked (almost) nothing"
+    failures = {
+        stack: [f"{c['check_id']} {c['check_name']}: {c['resource']}" for c in found["failed_checks"]]
+        for stack, found in result.items()
+    }
+    return failures
+
+
+@pytest.mark.parametrize("features", [pytest.param(s, id=stack_id(s), marks=checkov_marks(s)) for s in STACKS])
+def test_checkov_finds_nothing(checkov_failures: dict[str, list[str]], features: frozenset[str]) -> None:
+    found = checkov_failures[stack_id(features)]
+    if "networkPolicy" not in features:
+        # security.networkPolicy false is the user's explicit choice: its pods have no NetworkPolicy (checkov's
+        # graph check sees each stack's directory alone, as scripts/scan.py runs it).
+        found = [f for f in found if not f.startswith("CKV2_K8S_6 ")]
+    assert found == []
