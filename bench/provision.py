@@ -2,7 +2,7 @@
 
 One sample catalog (scripts/sample_catalog.py, lsdb-written, about `rows / partition-rows` partition files) is
 served by a loopback HTTP server (`python -m http.server`, its own process) and by moto's S3 server
-(tests/support/object_servers.py). For each source, in the same run and over the same files:
+(tools/object_servers.py). For each source, in the same run and over the same files:
 1. baseline: a plain single-threaded fsspec copy (`fs.get_file` of each file the catalog's metadata lists);
 2. the provisioning engine (components/provision/catalog_copy.py) with `--threads` parallel copies, including its
    metadata reads, parquet footer checks and hats' strict validation;
@@ -47,8 +47,8 @@ def baseline_copy(url: str, storage_options: dict[str, Any], files: list[str], d
 @contextlib.contextmanager
 def http_server_process(root: Path) -> Iterator[str]:
     """Python's static file server in its own process (in this one it would compete for the GIL with the copy)."""
-    from tests.support.object_servers import LOOPBACK, _wait_http, free_port
-    from tests.support.processes import stop_process_groups
+    from tools.local_dask import stop_process_groups
+    from tools.object_servers import LOOPBACK, _wait_http, free_port
 
     port = free_port()
     log = root.parent / "http.log"
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from scripts.sample_catalog import write_sample_catalog
-    from tests.support.object_servers import s3_server
+    from tools.object_servers import s3_server
 
     with tempfile.TemporaryDirectory() as tmp_dir:
         work = Path(tmp_dir)

@@ -31,30 +31,20 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
 
 import pulumi
 import pulumi_kubernetes as k8s
-from pydantic import Field, model_validator
 
+from components.catalog_config import DIGEST_LENGTH, SUFFIX, CatalogConfig, catalog_path
 from components.cluster import CONTAINER_SECURITY_CONTEXT, POD_SECURITY_CONTEXT, writable_mounts, writable_volumes
-from components.config import (
-    OBJECT_STORES,
-    PLAINTEXT,
-    SCHEME_ALIASES,
-    SECRET,
-    Problems,
-    Secret,
-    Section,
-    StorageConfig,
-    _empty_section,
-)
 from components.constants import LABELS as PROGRAM_LABELS
 from components.options import child_options
 from components.provision import catalog_copy
+from components.storage_config import StorageConfig
 
 ENGINE_PATH = Path(catalog_copy.__file__)
 ENGINE_FILE = ENGINE_PATH.name
@@ -63,13 +53,8 @@ CODE_VOLUME = "provision-code"
 CLAIM_VOLUME = "catalog-data"
 KEY_VOLUME = "provision-key"
 KEY_DIR = "/var/run/secrets/lsdb-provision"
-CATALOGS_DIR = "catalogs"  # below storage.mountPath
 COMPONENT = "catalog-provision"
 CATALOG_LABEL = "lsdb-k8s/catalog"
-HOSTNAME_LABEL = "kubernetes.io/hostname"
-DIGEST_LENGTH = 8
-SUFFIX = "-provision-"  # the Job is `<name>-provision-<h>`, a 63-character label (its pods carry it as job-name)
-MAX_NAME = 63 - len(SUFFIX) - DIGEST_LENGTH
 THREADS = 8
 BACKOFF_LIMIT = 2  # a transient source error is retried twice; the copy resumes where it stopped
 JOB_TIMEOUT = "60m"  # how long `pulumi up` waits for the copy (pulumi-kubernetes' default is 10 minutes)
@@ -80,116 +65,6 @@ SECRET_ENV_SKIP = (
     "cluster's pods do; the values come from the Secret, never from the manifest"
 )
 DEFAULT_PORTS = {"https": 443, "http": 80}
-
-
-def source_scheme(url: str) -> str | None:
-    """The canonical scheme (s3, gs, abfs, https) of a source URL, or None."""
-    raw = url.split("://", 1)[0] if "://" in url else ""
-    scheme = SCHEME_ALIASES.get(raw, raw)
-    return scheme if scheme in OBJECT_STORES else None
-
-
-class CatalogConfig(Section):
-    """One catalog copied onto the claim at `<storage.mountPath>/catalogs/<name>`."""
-
-    source: str = Field(
-        description="URL of a HATS catalog or catalog collection: `https://`, `s3://`, `gs://`, `abfs://` (aliases "
-        "as for `storage.objectStore.url`). Read through its metadata only: no directory listing is needed."
-    )
-    credentials: dict[str, Secret] = Field(
-        default_factory=_empty_section,
-        description="**Secret.** The source's credentials, keys as `storage.objectStore.credentials` (s3: "
-        "`accessKeyId`, `secretAccessKey`, `sessionToken`, `region`, `endpointUrl`; gs: `serviceAccountJson`; "
-        "abfs: `accountName`, `accountKey`, `connectionString`, `sasToken`). Plaintext values are rejected.",
-    )
-    anonymous: bool = Field(False, description="Public bucket or container: read it without credentials.")
-
-    @property
-    def scheme(self) -> str | None:
-        return source_scheme(self.source)
-
-    @property
-    def credential_env(self) -> dict[str, str]:
-        """Credential key -> the environment variable its fsspec driver reads."""
-        allowed = OBJECT_STORES[self.scheme][1] if self.scheme else {}
-        return {k: allowed[k] for k in self.credentials if k in allowed}
-
-    @property
-    def storage_options(self) -> dict[str, Any]:
-        """fsspec options beyond the environment: anonymous access as `CatalogStorage` says it for the cluster."""
-        if self.scheme in ("s3", "abfs"):
-            return {"anon": self.anonymous}
-        if self.scheme == "gs":
-            return {"token": "anon" if self.anonymous else "google_default"}
-        return {}
-
-    @model_validator(mode="after")
-    def _rules(self) -> CatalogConfig:
-        p = Problems()
-        scheme = self.scheme
-        if scheme is None:
-            known = sorted([*OBJECT_STORES, *SCHEME_ALIASES])
-            p.add("source", self.source, "has no URL scheme the copy can read",
-                  f"use a URL starting with one of: {', '.join(s + '://' for s in known)}")  # fmt: skip
-        allowed = OBJECT_STORES[scheme][1] if scheme else {}
-        for key in self.credentials:
-            if scheme and key not in allowed:
-                p.add(f"credentials.{key}", SECRET, f"is not a credential for {scheme}:// sources",
-                      f"use: {', '.join(allowed) or 'none (public https needs no credentials)'}")  # fmt: skip
-        if any(v == PLAINTEXT for v in self.credentials.values()):
-            p.add("credentials", PLAINTEXT, "is stored in plaintext in the stack file",
-                  "pulumi config set --path --secret catalogs.<name>.credentials.<key> <value>")  # fmt: skip
-        if self.anonymous and self.credentials:
-            p.add("anonymous", True, "is set together with credentials",
-                  "remove anonymous for a private source, or the credentials for a public one")  # fmt: skip
-        p.raise_any()
-        return self
-
-
-def catalog_path(storage: StorageConfig, name: str) -> str:
-    """Where the workers (and the verification) see catalog `name`."""
-    return f"{storage.mount_path.rstrip('/')}/{CATALOGS_DIR}/{name}"
-
-
-def provisioning_problems(
-    catalogs: Mapping[str, CatalogConfig], storage: StorageConfig, node_selector: Mapping[str, str]
-) -> list[str]:
-    """Why these catalogs cannot be provisioned onto this storage (empty: they can), each naming key and fix.
-
-    `hostPath`: a hostPath volume is the directory of whichever node the pod runs on, so the copy reaches the
-    workers only when the Job and the cluster's pods share one node: provisioning is accepted only with a
-    `cluster.placement.nodeSelector` naming the node (`kubernetes.io/hostname`), which the Job gets too."""
-    if not catalogs:
-        return []
-    problems = []
-    if storage.kind == "objectStore":
-        problems.append(
-            f"catalogs = {sorted(catalogs)}: storage.kind objectStore reads catalogs in place, there is no claim to "
-            "copy onto. Fix: remove catalogs and point verify.catalogPath at the catalog's URL in the object store"
-        )
-    elif storage.kind == "none":
-        problems.append(
-            f"catalogs = {sorted(catalogs)}: storage.kind none has no claim to copy onto. "
-            "Fix: set storage.kind pvc (or nfs, existingClaim)"
-        )
-    if storage.mounts_volume and storage.access_mode == "ReadOnlyMany":
-        problems.append(
-            "storage.accessMode = ReadOnlyMany: the provisioning Job must write the claim. "
-            "Fix: use ReadWriteMany (the workers mount it read-only anyway)"
-        )
-    if storage.kind == "hostPath" and HOSTNAME_LABEL not in node_selector:
-        problems.append(
-            f"storage.kind = hostPath: the Job would copy onto the node it lands on, which need not be the workers'. "
-            f"Fix: pin the cluster to one node (cluster.placement.nodeSelector.{HOSTNAME_LABEL}: <node>; the Job "
-            "follows it), or use storage.kind pvc or nfs"
-        )
-    for name in catalogs:
-        if len(name) > MAX_NAME:
-            problems.append(
-                f"catalogs.{name}: the name is {len(name)} characters; the Job `<name>{SUFFIX}<hash>` must stay a "
-                f"63-character label. Fix: use at most {MAX_NAME} characters"
-            )
-    return problems
 
 
 def engine_source() -> str:
@@ -380,6 +255,7 @@ class CatalogProvisioningArgs:
     network_policy: bool = True
     egress_cidrs: Sequence[str] = ("0.0.0.0/0",)
     egress_ports: Sequence[int] = (443,)
+    image: pulumi.Input[str] | None = None  # the image reference when it is an Output (the program's); else ctx.image
 
 
 class CatalogProvisioning(pulumi.ComponentResource):
@@ -430,11 +306,16 @@ class CatalogProvisioning(pulumi.ComponentResource):
                         opts=child_options(self, opts),
                     )
                 )
-            job = provision_job_manifest(catalog_name, catalog, ctx, source)
+            job = pulumi.Output.from_input(args.image if args.image is not None else ctx.image).apply(
+                _job_manifest(catalog_name, catalog, ctx, source)
+            )
             job_opts = child_options(self, opts, *needs)
             job_opts.custom_timeouts = pulumi.CustomTimeouts(create=JOB_TIMEOUT, update=JOB_TIMEOUT)
             self.jobs[catalog_name] = k8s.batch.v1.Job(
-                f"{prefix}-job", metadata=job["metadata"], spec=job["spec"], opts=job_opts
+                f"{prefix}-job",
+                metadata=job.apply(lambda j: j["metadata"]),
+                spec=job.apply(lambda j: j["spec"]),
+                opts=job_opts,
             )
             self.paths[catalog_name] = catalog_path(ctx.storage, catalog_name)
         self.register_outputs({"catalogPaths": self.paths})
@@ -444,5 +325,12 @@ def _string_data(name: str, catalog: CatalogConfig, namespace: str) -> Callable[
     def render(credentials: Mapping[str, str]) -> dict[str, str]:
         manifest = credentials_secret_manifest(name, catalog, namespace, credentials)
         return dict(manifest["stringData"]) if manifest else {}
+
+    return render
+
+
+def _job_manifest(name: str, catalog: CatalogConfig, ctx: JobContext, source: str) -> Callable[[str], dict[str, Any]]:
+    def render(image: str) -> dict[str, Any]:
+        return provision_job_manifest(name, catalog, replace(ctx, image=image), source)
 
     return render

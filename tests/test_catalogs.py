@@ -4,77 +4,100 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import kubernetes_validate
 import pytest
 import yaml
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from components import cluster
+from components.catalog_config import MAX_NAME, CatalogConfig, provisioning_problems
 from components.catalogs import (
     CATALOG_LABEL,
     CLAIM_VOLUME,
     CODE_DIR,
     ENGINE_FILE,
-    MAX_NAME,
-    CatalogConfig,
     JobContext,
     code_config_map_manifest,
     credentials_secret_manifest,
     engine_source,
     provision_job_manifest,
     provision_network_policy_manifest,
-    provisioning_problems,
 )
-from components.config import StorageConfig
 from components.lock import PROJECT_DIR
+from components.storage_config import StorageConfig
+
+SECURE = {"secure": "v1:x"}  # a value `pulumi config set --secret` stored
+
+
+def storage(**values: Any) -> StorageConfig:
+    return cast(StorageConfig, TypeAdapter(StorageConfig).validate_python(values, by_name=True))
+
 
 IMAGE = "registry.example/lsdb@sha256:" + "a" * 64
-PVC = StorageConfig(kind="pvc", mount_path="/data")
-S3 = CatalogConfig(source="s3://survey/gaia", credentials={"accessKeyId": "[secret]", "secretAccessKey": "[secret]"})
+PVC = storage(kind="pvc", mount_path="/data")
+S3 = CatalogConfig(source="s3://survey/gaia", credentials={"accessKeyId": SECURE, "secretAccessKey": SECURE})
 CHECKOV = PROJECT_DIR / "scan" / "venv" / "bin" / "checkov"
 
 
 def rule_errors(exc: ValidationError) -> list[tuple[str, Any, str, str]]:
-    return [rule for e in exc.errors() if e["type"] == "rules" for rule in e["ctx"]["rules"]]
+    return [(".".join(map(str, e["loc"])), e["input"], e["msg"], e["ctx"]["fix"]) for e in exc.errors()]
+
+
+def described(found: InitErrorDetails) -> tuple[str, str]:
+    """(key, the rest of the report line) of a stack-level problem."""
+    error = found["type"]
+    assert isinstance(error, PydanticCustomError)
+    return ".".join(map(str, found["loc"])), f"{found['input']}: {error.message()} Fix: {error.context['fix']}"
 
 
 def test_a_source_is_a_url_with_a_driver_and_its_own_credentials() -> None:
     with pytest.raises(ValidationError) as exc:
-        CatalogConfig(source="ftp://host/cat", credentials={"accountKey": "[plaintext]"}, anonymous=True)
+        CatalogConfig(source="ftp://host/cat", credentials={"accountKey": SECURE}, anonymous=True)
     keys = {rule[0] for rule in rule_errors(exc.value)}
-    assert keys == {"source", "credentials", "anonymous"}  # all problems at once
+    assert keys == {"source", "anonymous"}  # all problems at once
     with pytest.raises(ValidationError) as exc:
-        CatalogConfig(source="gs://b/c", credentials={"accessKeyId": "[secret]"})
+        CatalogConfig(source="gs://b/c", credentials={"accessKeyId": SECURE})
     [(key, _value, what, fix)] = rule_errors(exc.value)
     assert key == "credentials.accessKeyId" and "gs://" in what and "serviceAccountJson" in fix
+    with pytest.raises(ValidationError) as exc:
+        CatalogConfig(source="s3://b/c", credentials={"accessKeyId": "AKIAEXAMPLE"})
+    [(key, value, what, fix)] = rule_errors(exc.value)
+    assert (key, value) == ("credentials.accessKeyId", "[plaintext]") and "--secret catalogs.<name>" in fix
+    decrypted = CatalogConfig.model_validate(
+        {"source": "s3://b/c", "credentials": {"accessKeyId": "AKIAEXAMPLE"}}, context={"secret_keys": {"catalogs"}}
+    )  # `catalogs` held as a secret by Pulumi: the program gets its values decrypted, the model keeps a marker
+    assert decrypted.credentials == {"accessKeyId": "[secret]"}
     assert CatalogConfig(source="s3a://b/c", anonymous=True).storage_options == {"anon": True}
     assert CatalogConfig(source="https://data.example/hats/gaia").storage_options == {}
     assert S3.credential_env == {"accessKeyId": "AWS_ACCESS_KEY_ID", "secretAccessKey": "AWS_SECRET_ACCESS_KEY"}
 
 
 @pytest.mark.parametrize(
-    ("storage", "selector", "needle"),
+    ("storage", "selector", "key", "needle"),
     [
-        (StorageConfig(kind="objectStore", object_store={"url": "s3://b/c", "anonymous": True}), {}, "in place"),
-        (StorageConfig(kind="none"), {}, "no claim"),
-        (StorageConfig(kind="pvc", access_mode="ReadOnlyMany"), {}, "ReadOnlyMany"),
-        (StorageConfig(kind="hostPath", host_path={"path": "/cats"}), {}, "kubernetes.io/hostname"),
+        (storage(kind="objectStore", object_store={"url": "s3://b/c", "anonymous": True}), {}, "catalogs", "in place"),
+        (storage(kind="none"), {}, "catalogs", "storage.kind none"),
+        (storage(kind="pvc", access_mode="ReadOnlyMany"), {}, "storage.accessMode", "ReadOnlyMany"),
+        (storage(kind="hostPath", host_path={"path": "/cats"}), {}, "storage.kind", "kubernetes.io/hostname"),
     ],
 )
-def test_provisioning_is_refused_where_it_cannot_work(storage: StorageConfig, selector: dict[str, str], needle: str):
-    [problem] = provisioning_problems({"gaia": S3}, storage, selector)
-    assert needle in problem and "Fix:" in problem
+def test_provisioning_is_refused_where_it_cannot_work(
+    storage: StorageConfig, selector: dict[str, str], key: str, needle: str
+) -> None:
+    [found] = provisioning_problems({"gaia": S3}, storage, selector)
+    assert described(found)[0] == key and needle in described(found)[1]
 
 
 def test_provisioning_is_accepted_where_it_works() -> None:
     assert provisioning_problems({"gaia": S3}, PVC, {}) == []
-    host = StorageConfig(kind="hostPath", host_path={"path": "/cats"})
+    host = storage(kind="hostPath", host_path={"path": "/cats"})
     assert provisioning_problems({"gaia": S3}, host, {"kubernetes.io/hostname": "node-1"}) == []
-    assert provisioning_problems({}, StorageConfig(kind="none"), {}) == []
+    assert provisioning_problems({}, storage(kind="none"), {}) == []
     [long_name] = provisioning_problems({"g" * (MAX_NAME + 1): S3}, PVC, {})
-    assert str(MAX_NAME) in long_name
+    assert described(long_name)[0] == "catalogs." + "g" * (MAX_NAME + 1) and str(MAX_NAME) in described(long_name)[1]
 
 
 def name_of(catalog: CatalogConfig, source: str, image: str = IMAGE) -> str:
@@ -159,7 +182,7 @@ def test_checkov_passes_the_manifests(tmp_path: Path) -> None:
     from scripts.scan import checkov
 
     (tmp_path / "provision.yaml").write_text(yaml.safe_dump_all(list(manifests().values())))
-    result = checkov(CHECKOV, "kubernetes", tmp_path)
+    result = checkov(CHECKOV, {"provision": tmp_path})["provision"]
     assert result["failed"] == 0, [(c["check_id"], c["resource"]) for c in result["failed_checks"]]
     assert result["passed"] > 50
 
@@ -199,7 +222,7 @@ def test_the_component_registers_each_catalog_s_objects_under_itself_and_the_job
 
 
 def test_a_gcs_key_is_mounted_as_the_file_gcsfs_reads() -> None:
-    gcs = CatalogConfig(source="gs://survey/gaia", credentials={"serviceAccountJson": "[secret]"})
+    gcs = CatalogConfig(source="gs://survey/gaia", credentials={"serviceAccountJson": SECURE})
     job = provision_job_manifest("gaia", gcs, JobContext("lsdb", IMAGE, PVC), engine_source())
     [container] = job["spec"]["template"]["spec"]["containers"]
     [env] = container["env"]

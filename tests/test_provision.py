@@ -29,13 +29,13 @@ from components.catalogs import (
     engine_source,
     provision_job_manifest,
 )
-from components.config import StorageConfig
 from components.provision.catalog_copy import PART_SUFFIX, STATE_DIR
+from components.storage_config import PvcStorage
 from tests.support.job_runner import run_job, start_job
-from tests.support.object_servers import LOOPBACK, s3_server
+from tools.object_servers import LOOPBACK, s3_server
 
 FIXTURES = Path(__file__).parent / "fixtures" / "catalogs"
-STORAGE = StorageConfig(kind="pvc", mount_path="/data")
+STORAGE = PvcStorage(kind="pvc", mount_path="/data")
 IMAGE = "registry.example/lsdb@sha256:" + "0" * 64
 CONE = {"ra": 180.0, "dec": 0.0, "radius_arcsec": 3600.0}  # the dense field of the fixture rows
 NAME = "sky"
@@ -171,7 +171,7 @@ def test_s3_copy_with_the_rendered_secret(source_dir: Path, tmp_path: Path) -> N
         url = s3.upload(source_dir / "collection", "releases/collection")
         keys = {"accessKeyId": s3.access_key_id, "secretAccessKey": s3.secret_access_key,
                 "endpointUrl": s3.endpoint, "region": s3.region}  # fmt: skip
-        catalog = CatalogConfig(source=url, credentials=dict.fromkeys(keys, "[secret]"))
+        catalog = CatalogConfig(source=url, credentials={key: {"secure": "v1:x"} for key in keys})
         claim = tmp_path / "claim"
         first = summary(provision(catalog, claim, tmp_path / "run1", secrets=keys))
         dest = claim / "catalogs" / NAME
