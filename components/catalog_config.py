@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, Field, model_validator
 from pydantic_core import InitErrorDetails
 
+from components.cluster_config import ClusterConfig
 from components.section import (
     SECRET,
     CatalogCredentialValue,
@@ -116,7 +117,8 @@ def provisioning_problems(
 
     `hostPath`: a hostPath volume is the directory of whichever node the pod runs on, so the copy reaches the
     workers only when the Job and the cluster's pods share one node: provisioning is accepted only with a
-    `cluster.placement.nodeSelector` naming the node (`kubernetes.io/hostname`), which the Job gets too."""
+    node selector naming the workers' one node (`kubernetes.io/hostname`, see `job_node_selector`), which the Job
+    gets too."""
     if not catalogs:
         return []
     found = []
@@ -140,8 +142,8 @@ def provisioning_problems(
         found.append(problem(
             "storage.kind", storage.kind,
             "makes the provisioning Job copy onto the node it lands on, which need not be the workers'",
-            f"pin the cluster to one node (cluster.placement.nodeSelector.{HOSTNAME_LABEL}: <node>; the Job follows "
-            "it), or use storage.kind pvc or nfs",
+            f"pin the workers to one node (cluster.workers.placement.nodeSelector.{HOSTNAME_LABEL}: <node>, the "
+            "same in every cluster.workerGroups entry; the Job follows it), or use storage.kind pvc or nfs",
         ))  # fmt: skip
     for name in catalogs:
         if len(name) > MAX_NAME:
@@ -151,3 +153,11 @@ def provisioning_problems(
                 f"use at most {MAX_NAME} characters",
             ))  # fmt: skip
     return found
+
+
+def job_node_selector(cluster: ClusterConfig) -> dict[str, str]:
+    """The provisioning Job's node selector: the workers' one node when every worker group pins the same
+    `kubernetes.io/hostname` (so a hostPath copy lands where the workers read it), else none."""
+    nodes = {g.placement.node_selector.get(HOSTNAME_LABEL) for g in (cluster.workers, *cluster.worker_groups.values())}
+    node = nodes.pop() if len(nodes) == 1 else None
+    return {HOSTNAME_LABEL: node} if node else {}

@@ -233,3 +233,79 @@ def test_a_gcs_key_is_mounted_as_the_file_gcsfs_reads() -> None:
     assert secret is not None and volume["secret"]["secretName"] == secret["metadata"]["name"]
     assert secret["stringData"] == {env["value"].rsplit("/", 1)[1]: "{}"}
     assert "checkov.io/skip1" not in job["metadata"]["annotations"]  # a file, not an environment variable
+
+
+# --- in the stack config and the program ---------------------------------------------------------------------
+
+STACK = {
+    "namespace": "lsdb",
+    "storage": {"kind": "pvc"},
+    "image": {"repository": "ghcr.io/acme/lsdb-dask"},
+    "catalogs": {
+        "gaia": {"source": "s3://survey/gaia", "credentials": {"accessKeyId": SECURE, "secretAccessKey": SECURE}},
+        "ztf": {"source": "https://data.example/hats/ztf"},
+    },
+}
+
+
+def test_the_first_catalog_is_what_the_verification_reads_unless_verify_catalog_path_is_set() -> None:
+    from components.config import parse_stack_config
+
+    config = parse_stack_config({**STACK, "verify": {"enabled": True}})
+    assert config.verify.catalog_path == "/data/catalogs/gaia" and list(config.catalogs) == ["gaia", "ztf"]
+    given = parse_stack_config({**STACK, "verify": {"enabled": True, "catalogPath": "/data/catalogs/ztf"}})
+    assert given.verify.catalog_path == "/data/catalogs/ztf"
+    assert parse_stack_config({**STACK, "verify": {"enabled": False}}).verify.catalog_path is None
+
+
+def test_the_stack_reports_every_provisioning_refusal_at_its_key_with_the_other_problems() -> None:
+    from components.config import ConfigError, parse_stack_config
+
+    with pytest.raises(ConfigError) as exc:
+        parse_stack_config({
+            **STACK,
+            "storage": {"kind": "hostPath", "hostPath": {"path": "/cats"}, "accessMode": "ReadOnlyMany"},
+            "catalogs": {**STACK["catalogs"], "Bad_Name": {"source": "https://x.example/c"}},
+        })  # fmt: skip
+    assert [p.split(" = ")[0] for p in exc.value.problems] == ["catalogs.Bad_Name"]  # a section problem first
+    with pytest.raises(ConfigError) as exc:
+        parse_stack_config({
+            **STACK, "storage": {"kind": "hostPath", "hostPath": {"path": "/cats"}, "accessMode": "ReadOnlyMany"}
+        })  # fmt: skip
+    keys = sorted(p.split(" = ")[0] for p in exc.value.problems)
+    assert keys == ["storage.accessMode", "storage.kind"], exc.value.problems
+    pinned = {"workers": {"placement": {"nodeSelector": {"kubernetes.io/hostname": "node-1"}}}}
+    host = {"kind": "hostPath", "hostPath": {"path": "/cats"}}
+    assert parse_stack_config({**STACK, "storage": host, "cluster": pinned}).catalogs
+    with pytest.raises(ConfigError, match=r"storage.kind objectStore has none"):
+        parse_stack_config({**STACK, "storage": {"kind": "objectStore", "objectStore": {"url": "s3://b/c"}}})
+
+
+def test_the_program_provisions_before_it_verifies_and_exports_the_paths() -> None:
+    from tests.program_helpers import manifest, run_with
+    from tools.mock_runtime import has_plaintext
+
+    catalogs = {
+        "gaia": {
+            "source": "s3://survey/gaia",
+            "credentials": {"accessKeyId": "AKIA1", "secretAccessKey": "s3cr3t"},
+        },
+        "ztf": {"source": "https://data.example/hats/ztf"},
+    }
+    run = run_with(secret_keys=("catalogs",), catalogs=catalogs, verify={"enabled": True})
+    jobs = {r.inputs["metadata"]["labels"][CATALOG_LABEL]: r for r in run.of_type("kubernetes:batch/v1:Job")}
+    assert set(jobs) == {"gaia", "ztf"}
+    verification = run.one("pulumi-python:dynamic/lsdb:Verification")
+    assert verification.inputs["catalogPath"] == "/data/catalogs/gaia"
+    assert {j.urn for j in jobs.values()} <= set(verification.dependencies)  # the check reads a complete copy
+    assert run.outputs["catalogPaths"] == {"gaia": "/data/catalogs/gaia", "ztf": "/data/catalogs/ztf"}
+    pod = manifest(jobs["gaia"])["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == run.outputs["imageRef"]
+    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "hats-catalog-pvc"
+    [secret] = [r for r in run.of_type("kubernetes:core/v1:Secret") if "gaia" in r.inputs["metadata"]["name"]]
+    assert secret.inputs["stringData"]["AWS_SECRET_ACCESS_KEY"] == "s3cr3t"
+    assert not has_plaintext(secret.raw_inputs, "s3cr3t")
+    policies = [r for r in run.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy") if CATALOG_LABEL in
+                r.inputs["metadata"]["labels"]]  # fmt: skip
+    assert len(policies) == 2
+    assert "catalogPaths" not in run_with().outputs and not run_with().of_type("kubernetes:batch/v1:Job")
