@@ -309,3 +309,31 @@ def test_the_program_provisions_before_it_verifies_and_exports_the_paths() -> No
                 r.inputs["metadata"]["labels"]]  # fmt: skip
     assert len(policies) == 2
     assert "catalogPaths" not in run_with().outputs and not run_with().of_type("kubernetes:batch/v1:Job")
+
+
+@pytest.mark.skipif(not CHECKOV.is_file(), reason="checkov's virtualenv (scan/venv, `make scan`) is not built")
+def test_checkov_passes_a_whole_stack_with_catalogs(tmp_path: Path) -> None:
+    """As scripts/scan.py scans a stack: every object it registers and those the operator builds, in one run."""
+    from scripts.scan import checkov
+    from tests.program_helpers import kubernetes_objects, live_objects, run_with
+    from tools.operator_objects import operator_objects
+
+    catalogs = {
+        "gaia": {"source": "s3://survey/gaia", "credentials": {"accessKeyId": "AKIA1", "secretAccessKey": "s3cr3t"}},
+        "ztf": {"source": "https://data.example/hats/ztf"},
+    }
+    run = run_with(secret_keys=("catalogs",), catalogs=catalogs, verify={"enabled": True})
+    objects = kubernetes_objects(run)
+    objects += [o for o in live_objects(run) if o not in objects]
+    [dask_cluster] = [o for o in objects if o["kind"] == "DaskCluster"]
+    built = operator_objects(dask_cluster, uuids=[f"{i:010x}" for i in range(100)], worker_groups=[])
+    for obj in [*built.deployments, built.scheduler_service]:
+        obj["metadata"]["namespace"] = dask_cluster["metadata"]["namespace"]
+        obj["metadata"].pop("ownerReferences", None)  # uids of objects that exist only in the API server
+        objects.append(obj)
+    assert sum(o["kind"] == "Job" for o in objects) == 2
+    for i, obj in enumerate(objects):
+        (tmp_path / f"{i:02d}-{obj['kind'].lower()}.yaml").write_text(yaml.safe_dump(obj))
+    result = checkov(CHECKOV, {"stack": tmp_path})["stack"]
+    assert [(c["check_id"], c["resource"]) for c in result["failed_checks"]] == []
+    assert result["passed"] > 100  # skips: each annotated with its reason (the Job's: SECRET_ENV_SKIP)
