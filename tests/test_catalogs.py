@@ -311,10 +311,11 @@ def test_the_program_provisions_before_it_verifies_and_exports_the_paths() -> No
     assert "catalogPaths" not in run_with().outputs and not run_with().of_type("kubernetes:batch/v1:Job")
 
 
-@pytest.mark.skipif(not CHECKOV.is_file(), reason="checkov's virtualenv (scan/venv, `make scan`) is not built")
-def test_checkov_passes_a_whole_stack_with_catalogs(tmp_path: Path) -> None:
-    """As scripts/scan.py scans a stack: every object it registers and those the operator builds, in one run."""
-    from scripts.scan import checkov
+SOURCE_BLOCK = "52.216.0.0/15"  # security.egressCidrs: the source bucket's addresses
+
+
+def stack_with_catalogs() -> tuple[list[dict[str, Any]], Any]:
+    """Every object a stack with two catalogs registers (as the API server holds them), and the operator-built ones."""
     from tests.program_helpers import kubernetes_objects, live_objects, run_with
     from tools.operator_objects import operator_objects
 
@@ -322,7 +323,8 @@ def test_checkov_passes_a_whole_stack_with_catalogs(tmp_path: Path) -> None:
         "gaia": {"source": "s3://survey/gaia", "credentials": {"accessKeyId": "AKIA1", "secretAccessKey": "s3cr3t"}},
         "ztf": {"source": "https://data.example/hats/ztf"},
     }
-    run = run_with(secret_keys=("catalogs",), catalogs=catalogs, verify={"enabled": True})
+    security = {"egressCidrs": [SOURCE_BLOCK], "tls": True}
+    run = run_with(secret_keys=("catalogs",), catalogs=catalogs, verify={"enabled": True}, security=security)
     objects = kubernetes_objects(run)
     objects += [o for o in live_objects(run) if o not in objects]
     [dask_cluster] = [o for o in objects if o["kind"] == "DaskCluster"]
@@ -330,7 +332,38 @@ def test_checkov_passes_a_whole_stack_with_catalogs(tmp_path: Path) -> None:
     for obj in [*built.deployments, built.scheduler_service]:
         obj["metadata"]["namespace"] = dask_cluster["metadata"]["namespace"]
         obj["metadata"].pop("ownerReferences", None)  # uids of objects that exist only in the API server
-        objects.append(obj)
+    return objects, built
+
+
+def test_the_job_reaches_dns_and_its_source_only_and_nothing_reaches_it() -> None:
+    from tests.support.netpol import Cluster, External, Pod, pod_from_template
+
+    objects, built = stack_with_catalogs()
+    ns = built.scheduler_deployment["metadata"]["namespace"]
+    jobs = {o["metadata"]["labels"][CATALOG_LABEL]: o for o in objects if o["kind"] == "Job"}
+    gaia = pod_from_template("gaia-job", ns, jobs["gaia"]["spec"]["template"], "10.0.3.1")
+    ztf = pod_from_template("ztf-job", ns, jobs["ztf"]["spec"]["template"], "10.0.3.2")
+    scheduler = pod_from_template("scheduler", ns, built.scheduler_deployment["spec"]["template"], "10.0.1.1")
+    worker = pod_from_template("worker", ns, built.worker_deployments[0]["spec"]["template"], "10.0.2.1")
+    dns = Pod("kube-dns", "kube-system", {"k8s-app": "kube-dns"}, "10.0.9.7")
+    bucket, elsewhere = External("s3", "52.217.1.2"), External("internet", "203.0.113.9")
+    policies = Cluster([o for o in objects if o["kind"] == "NetworkPolicy"])
+    allowed = [(gaia, bucket, 443), (ztf, bucket, 443), (gaia, dns, 53), (ztf, dns, 53)]
+    denied = [
+        (gaia, elsewhere, 443), (gaia, bucket, 22), (gaia, scheduler, 8786), (gaia, worker, 8788),
+        (scheduler, gaia, 8080), (worker, ztf, 8080), (worker, bucket, 443),  # the cluster gains no egress
+    ]  # fmt: skip
+    assert [(a.name, b.name, p) for a, b, p in allowed if not policies.allowed(a, b, p)] == []
+    assert [(a.name, b.name, p) for a, b, p in denied if policies.allowed(a, b, p)] == []
+
+
+@pytest.mark.skipif(not CHECKOV.is_file(), reason="checkov's virtualenv (scan/venv, `make scan`) is not built")
+def test_checkov_passes_a_whole_stack_with_catalogs(tmp_path: Path) -> None:
+    """As scripts/scan.py scans a stack: every object it registers and those the operator builds, in one run."""
+    from scripts.scan import checkov
+
+    objects, built = stack_with_catalogs()
+    objects += [*built.deployments, built.scheduler_service]
     assert sum(o["kind"] == "Job" for o in objects) == 2
     for i, obj in enumerate(objects):
         (tmp_path / f"{i:02d}-{obj['kind'].lower()}.yaml").write_text(yaml.safe_dump(obj))
