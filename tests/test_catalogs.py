@@ -370,3 +370,24 @@ def test_checkov_passes_a_whole_stack_with_catalogs(tmp_path: Path) -> None:
     result = checkov(CHECKOV, {"stack": tmp_path})["stack"]
     assert [(c["check_id"], c["resource"]) for c in result["failed_checks"]] == []
     assert result["passed"] > 100  # skips: each annotated with its reason (the Job's: SECRET_ENV_SKIP)
+
+
+def test_a_stack_with_catalogs_passes_the_policy_pack(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every guardrail of policy/ (as tests/test_policy.py runs them on the committed stacks) on a stack with
+    catalogs: the Jobs, their ConfigMaps, Secrets and NetworkPolicies included."""
+    from tests.program_helpers import run_with
+    from tests.test_policy import RESOURCE_POLICIES, STACK_POLICIES, stack_violations, violations
+
+    catalogs = {"gaia": {"source": "s3://b/gaia", "credentials": {"accessKeyId": "a", "secretAccessKey": "k"}}}
+    run = run_with(secret_keys=("catalogs",), catalogs=catalogs, verify={"enabled": True})
+    assert run.of_type("kubernetes:batch/v1:Job")
+    monkeypatch.setenv("PULUMI_STACK", "test")
+    found = {
+        (p.name, r.name): messages
+        for r in run.resources
+        for p in RESOURCE_POLICIES
+        if (messages := violations(p.name, r.type, r.inputs))
+    }
+    assert found == {}
+    everything = [(r.type, r.inputs) for r in run.resources]
+    assert [m for p in STACK_POLICIES for m in stack_violations(p.name, everything)] == []
