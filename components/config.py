@@ -277,11 +277,13 @@ class SecurityConfig(Section):
     egress_cidrs: Annotated[list[Cidr], BeforeValidator(comma_list)] = Field(
         default_factory=lambda: ["0.0.0.0/0"],
         description="`storage.kind: objectStore`: address blocks of the object store the pods may reach "
-        "(on `egressPorts`). NFS and hostPath are mounted by the node and need none.",
+        "(on `egressPorts`); `catalogs`: those of the sources the provisioning Jobs may reach. NFS and hostPath "
+        "are mounted by the node and need none.",
     )
     egress_ports: Annotated[list[Port], BeforeValidator(comma_list)] = Field(
         default_factory=lambda: [443],
-        description="`storage.kind: objectStore`: TCP ports of the object store (e.g. `9000` for a MinIO endpoint).",
+        description="`storage.kind: objectStore`: TCP ports of the object store (e.g. `9000` for a MinIO endpoint); "
+        "also the provisioning Jobs' to `s3://`, `gs://`, `abfs://` sources.",
     )
     tls: Annotated[bool, DefaultText("`true` (the dev stack file sets `false`)")] = Field(
         True,
