@@ -101,3 +101,12 @@ $(SCAN_STAMP): scan/requirements.txt
 
 scan: $(STAMP) $(SCAN_STAMP)
 	$(VENV)/bin/python scripts/scan.py --checkov scan/venv/bin/checkov
+
+# `make mutate` (not part of `make test`): mutmut on the modules that decide correctness and safety, against their
+# fast unit tests ([tool.mutmut] in pyproject.toml), one module at a time, then the score per module
+# (docs/mutation.md). MUTATE_JOBS=2 on a machine of your own; MUTATE_MODULES="components/security.py" for one.
+MUTATE_JOBS ?= 1
+MUTATE_MODULES ?=
+.PHONY: mutate
+mutate: $(STAMP)
+	PYTHONPATH=$(CURDIR) $(VENV)/bin/python scripts/mutate.py --jobs $(MUTATE_JOBS) $(foreach m,$(MUTATE_MODULES),--module $(m))

@@ -12,7 +12,7 @@
    recommended memory and threads computes the largest partition of a skewed catalog once per thread, at the same
    time; its peak RSS is sampled. Reported: recommended / peak, and whether the worker survived.
 
-Figures are printed, never asserted on timing; the numbers in the README come from one run of this script.
+Figures are printed, never asserted on timing; the numbers in docs/operations.md come from one run of this script.
 """
 
 from __future__ import annotations

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, WithJsonSchema, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from components.constants import NAME_LIMIT, derived_names, max_cluster_name_length, worker_deployment_name
-from components.placement import placement_problems
+from components.placement import crd_dropped, crd_pod_spec, placement_problems
 from components.section import (
     DNS_LABEL,
     DefaultText,
@@ -104,8 +104,9 @@ class PlacementConfig(Section):
         list[dict[str, Any]] | None, DefaultText("workers: spread over nodes; scheduler: none")
     ] = Field(
         None,
-        description="`topologySpreadConstraints` (PodSpec). Workers default to one preferred spread over nodes "
-        "(`kubernetes.io/hostname`, `ScheduleAnyway`); `[]` turns it off.",
+        description="`topologySpreadConstraints` (PodSpec, without the fields the pinned CRDs drop: `minDomains`, "
+        "`nodeAffinityPolicy`, `nodeTaintsPolicy`, `matchLabelKeys`). Workers default to one preferred spread over "
+        "nodes (`kubernetes.io/hostname`, `ScheduleAnyway`); `[]` turns it off.",
     )
 
     def pod_fields(self) -> dict[str, Any]:
@@ -123,6 +124,21 @@ class PlacementConfig(Section):
         raise_problems("placement", found)
         return self
 
+    def crd_problems(self, kind: str, pod: str) -> list[InitErrorDetails]:
+        """A problem (at `placement.<path>`) for each field the pinned CRD of `kind` would prune from
+        `spec.<pod>.spec`: valid in a PodSpec, but not in the dask-kubernetes CRD's structural schema."""
+        fields = {k: v for k, v in self.pod_fields().items() if v not in (None, {}, [])}
+        if not fields:
+            return []
+        found = []
+        for path, value in crd_dropped(fields, crd_pod_spec(kind, pod)):
+            parent = ".".join(p for p in path[:-1] if isinstance(p, str))  # `kubectl explain` takes no indices
+            found.append(problem(
+                ("placement", *path), value, f"is not kept by the pinned {kind} CRD (the API server drops it)",
+                f"remove it (`kubectl explain {kind.lower()}.spec.{pod}.spec.{parent}` lists the fields the CRD keeps)",
+            ))  # fmt: skip
+        return found
+
 
 def _worker_memory(value: str) -> str:
     if quantity_bytes(value) < 2**30:
@@ -139,6 +155,9 @@ WorkerMemory = Annotated[Quantity, AfterValidator(_worker_memory)]
 
 class WorkerPodConfig(Section):
     """What every worker group has: threads, resources, placement (the default group and cluster.workerGroups)."""
+
+    # The custom resource whose `spec.worker.spec` holds these workers' pod spec.
+    custom_resource: ClassVar[str] = "DaskCluster"
 
     threads: Annotated[int, Fix(f"use {MIN_THREADS} or {MAX_THREADS} for LSDB workloads")] = Field(
         2, ge=MIN_THREADS, le=MAX_THREADS, description="`--nthreads` (≥ 1; keep 1 or 2 for LSDB)."
@@ -165,6 +184,11 @@ class WorkerPodConfig(Section):
     @property
     def memory_bytes(self) -> int:
         return quantity_bytes(self.memory)
+
+    @model_validator(mode="after")
+    def _placement_kept_by_the_crd(self) -> WorkerPodConfig:
+        raise_problems("workers", self.placement.crd_problems(self.custom_resource, "worker"))
+        return self
 
 
 class WorkersConfig(WorkerPodConfig):
@@ -194,6 +218,8 @@ def _group_name(value: str) -> str:
 class WorkerGroupConfig(WorkerPodConfig):
     """An extra DaskWorkerGroup of the live cluster (same image, storage, security and memory rules)."""
 
+    custom_resource: ClassVar[str] = "DaskWorkerGroup"
+
     replicas: Annotated[int, Fix("use 0 or more")] = Field(
         1, ge=0, description="Workers in this group (≥ 0; fixed: only the default group autoscales)."
     )
@@ -211,6 +237,11 @@ class SchedulerConfig(Section):
         description="A PodDisruptionBudget (`maxUnavailable: 0`) so node drains wait instead of evicting the "
         "scheduler (which loses every running task).",
     )
+
+    @model_validator(mode="after")
+    def _placement_kept_by_the_crd(self) -> SchedulerConfig:
+        raise_problems("scheduler", self.placement.crd_problems("DaskCluster", "scheduler"))
+        return self
 
 
 class AutoscalerConfig(Section):
@@ -247,7 +278,10 @@ class ClusterConfig(Section):
     scheduler: SchedulerConfig = Field(default_factory=empty_section, description="The scheduler pod.")
     autoscaler: AutoscalerConfig = Field(default_factory=empty_section, description="The `DaskAutoscaler`.")
     idle_timeout_seconds: Annotated[int, Fix("use 0 (never) or a number of seconds")] = Field(
-        0, ge=0, description="Delete the cluster after this many idle seconds (`0` = never)."
+        0,
+        ge=0,
+        description="Delete the cluster after this many idle seconds (`0` = never; else at least "
+        "`verify.timeoutSeconds`: a new scheduler is idle from its start, and the cluster must outlive its check).",
     )
     worker_groups: dict[Annotated[str, AfterValidator(_group_name)], WorkerGroupConfig] = Field(
         default_factory=dict,

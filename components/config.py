@@ -14,6 +14,7 @@ whether Pulumi holds them encrypted, and `secret_config` hands the values to res
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal
@@ -266,13 +267,15 @@ class SecurityConfig(Section):
     )
     client_namespaces: Annotated[list[DnsLabel], BeforeValidator(comma_list)] = Field(
         default_factory=list,
-        description="Namespaces whose pods may use the scheduler (comm and dashboard) besides pods labelled "
+        description="Namespaces whose pods may use the scheduler's Dask port (8786) besides pods labelled "
         '`lsdb-k8s/client: "true"` in `namespace`.',
     )
-    metrics_namespaces: Annotated[list[DnsLabel], BeforeValidator(comma_list)] = Field(
+    dashboard_namespaces: Annotated[list[DnsLabel], BeforeValidator(comma_list)] = Field(
         default_factory=list,
-        description="Namespaces of metrics scrapers (e.g. `monitoring`): may read the scheduler's and workers' "
-        "dashboard ports (`/metrics`).",
+        description="Namespaces whose pods may reach the scheduler's HTTP port (8787) besides pods labelled "
+        '`lsdb-k8s/dashboard: "true"` in `namespace`: the dashboard, and with it the unauthenticated HTTP API '
+        "(`/api/v1/retire_workers`, …). By default only the operator's namespace and, with `monitoring.enabled`, "
+        "`monitoring.prometheusNamespace` reach it.",
     )
     egress_cidrs: Annotated[list[Cidr], BeforeValidator(comma_list)] = Field(
         default_factory=lambda: ["0.0.0.0/0"],
@@ -292,6 +295,19 @@ class SecurityConfig(Section):
         "`clientTls`.",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _retired_keys(cls, value: Any) -> Any:
+        value = json_object(value)
+        if isinstance(value, dict) and "metricsNamespaces" in value:
+            raise_problems("security", [problem(
+                "metricsNamespaces", value["metricsNamespaces"],
+                "was replaced by monitoring.prometheusNamespace (scrapers are let in while monitoring.enabled is true)",
+                "remove it; set monitoring.enabled true and monitoring.prometheusNamespace to your Prometheus's "
+                "namespace (default monitoring)",
+            )])  # fmt: skip
+        return value
+
 
 class MonitoringConfig(Section):
     """Prometheus monitors for the scheduler and workers, and a Grafana dashboard (needs the prometheus-operator)."""
@@ -301,6 +317,12 @@ class MonitoringConfig(Section):
         description="Scrape `/metrics` of the scheduler (ServiceMonitor) and workers (PodMonitor): through the "
         "operator chart's own monitors when this stack installs the operator, else created here. Needs the "
         "prometheus-operator CRDs (`kubectl get crd servicemonitors.monitoring.coreos.com`).",
+    )
+    prometheus_namespace: DnsLabel = Field(
+        "monitoring",
+        description="Namespace of the Prometheus that scrapes the cluster (kube-prometheus-stack's usual "
+        "`monitoring`): with `enabled` and `security.networkPolicy`, every pod of it may read `/metrics` on the "
+        "scheduler's port 8787 and the workers' 8788, nothing else.",
     )
     labels: dict[str, str] = Field(
         default_factory=dict,
@@ -432,6 +454,7 @@ class StackConfig(Section):
                 "use ReadWriteMany (or ReadOnlyMany), or limit workers (and autoscaler.maximum) to 1",
             ))  # fmt: skip
         found += provisioning_problems(self.catalogs, storage, job_node_selector(cluster))
+        found += _idle_timeout_outlasts_the_check(cluster, self.verify)
         given = {type(self).model_fields[name].alias or name for name in self.model_fields_set}
         for key in sorted(given - set(PLATFORM_KEYS)) if self.is_platform else ():
             found.append(problem(
@@ -487,6 +510,23 @@ def _workers_to_wait_for(min_workers: int, cluster: ClusterConfig) -> list[InitE
     what = f"exceeds {floor}" + (f", plus {groups} in cluster.workerGroups" if cluster.worker_groups else "")
     raise_floor = "cluster.autoscaler.minimum" if cluster.autoscaler.enabled else "the worker count"
     return [problem("minWorkers", min_workers, what, f"lower verify.minWorkers or raise {raise_floor}")]
+
+
+def _idle_timeout_outlasts_the_check(cluster: ClusterConfig, verify: VerifyConfig) -> list[InitErrorDetails]:
+    # The operator's idle check (`daskcluster_autoshutdown`, every 5 s) deletes the DaskCluster once the scheduler has
+    # been idle for idleTimeout, and a new scheduler counts as idle from its start until its first task: a shorter
+    # timeout deletes the cluster while its post-deploy check (the verification, or with verification off the
+    # readiness gate, which has the same deadline) is still waiting for it.
+    idle, deadline = cluster.idle_timeout_seconds, verify.timeout_seconds
+    if not 0 < idle < deadline:
+        return []
+    return [problem(
+        "cluster.idleTimeoutSeconds", idle,
+        f"is shorter than verify.timeoutSeconds ({deadline:g}), the time the post-deploy check may take: the operator "
+        "counts a new scheduler as idle from its start and would delete the cluster while it is being checked",
+        f"set cluster.idleTimeoutSeconds to at least {math.ceil(deadline)} (an hour or more for interactive use), "
+        "0 (never), or lower verify.timeoutSeconds",
+    )]  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ TYPE_FIXES = {
     "float": "use a decimal number, e.g. 180.0",
     "bool": "use true or false",
     "string": "give a non-empty string",
-    "string_pattern_mismatch": "use the form the configuration reference in the README gives",
+    "string_pattern_mismatch": "use the form docs/configuration.md gives",
     "list": 'give a list, e.g. ["ra", "dec"]',
     "greater": "use a larger value",
     "less": "use a smaller value",
@@ -130,7 +130,7 @@ def _lines(error: ErrorDetails, root: type[BaseModel]) -> list[str]:
         ctx.get("fix")
         or field_fix
         or TYPE_FIXES.get(kind)
-        or TYPE_FIXES.get(kind.split("_")[0], "see the configuration reference in the README")
+        or TYPE_FIXES.get(kind.split("_")[0], "see docs/configuration.md")
     )
     return [f"{key} = {_shown(value)}: {what}. Fix: {fix}"]
 

@@ -41,8 +41,11 @@ DEFAULT_GROUP = "default"  # the operator's default group is "<cluster>-default"
 # Every object this program creates carries these labels.
 PART_OF = "lsdb-k8s"
 LABELS: dict[str, str] = {"app.kubernetes.io/part-of": PART_OF}
-# Pods in the cluster's namespace with this label may use the scheduler (the NetworkPolicy admits them).
+# Pods in the cluster's namespace with this label may use the scheduler's Dask port (the NetworkPolicy admits them).
 CLIENT_LABEL = {"lsdb-k8s/client": "true"}
+# Pods in the cluster's namespace with this label may read the scheduler's HTTP port: the dashboard, and with it the
+# unauthenticated HTTP API (`/api/v1/retire_workers` …). An opt-in, apart from the client label.
+DASHBOARD_LABEL = {"lsdb-k8s/dashboard": "true"}
 # Kubernetes (1.22+) labels every namespace with its own name; namespaceSelectors use it.
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 # Both namespaces (operator and cluster) enforce the restricted Pod Security Standard: the API server itself rejects

@@ -5,7 +5,7 @@ pinned package's chart (`crds/`), and the release skips them: bumping the lock u
 
 Destroy never cascades: deleting a CRD deletes every object of its kind in the whole cluster (other stacks'
 DaskClusters included), so the CRDs are `retain_on_delete`: `pulumi destroy` (or `operator.install: false`)
-removes them from the state and leaves them in the cluster. The README's lifecycle section says how to delete
+removes them from the state and leaves them in the cluster. docs/lifecycle.md says how to delete
 them on purpose.
 
 Destroy also refuses to remove the operator while any DaskCluster or DaskAutoscaler exists in the cluster (their

@@ -13,6 +13,8 @@ Either way the targets carry `dask.org/cluster-name`, `app.kubernetes.io/name` (
 blue/green rename) and, for workers, `dask.org/workergroup-name`; Prometheus turns them into
 `dask_org_cluster_name`, `app_kubernetes_io_name` and `dask_org_workergroup_name`, which the dashboard uses.
 With `monitoring.enabled` false nothing here is created and nothing needs the prometheus-operator CRDs.
+The NetworkPolicies (components/security.py) let the pods of `monitoring.prometheusNamespace` read the two
+`http-dashboard` ports while monitoring is on.
 """
 
 from __future__ import annotations

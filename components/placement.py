@@ -4,7 +4,9 @@
 `cluster.workerGroups.<name>.placement`) plus the spot and spread rules into the fields that go into a pod
 spec (`nodeSelector`, `tolerations`, `affinity`, `priorityClassName`, `topologySpreadConstraints`).
 `placement_problems` checks what users write against the Kubernetes PodSpec schema (kubernetes-validate,
-strict), so a misspelt field fails before anything is deployed instead of being pruned by the API server.
+strict), so a misspelt field fails before anything is deployed instead of being pruned by the API server;
+`crd_dropped` finds what is valid there but absent from the pinned DaskCluster/DaskWorkerGroup CRDs'
+structural schemas (`topologySpreadConstraints[].minDomains`, ...), which the API server would drop silently.
 
 Spot (dask-kubernetes #606, the maintainers' advice after losing work to spot reclaims): workers on spot
 nodes, the scheduler never, because losing the scheduler loses every task of the cluster.
@@ -183,3 +185,48 @@ def placement_problems(fields: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
         message = error.message if len(error.message) < 200 else error.message[:200] + "..."
         problems.append((key, error.instance, message))
     return problems
+
+
+@functools.cache
+def _crd_pod_specs() -> dict[tuple[str, str], dict[str, Any]]:
+    """(custom resource kind, `worker` or `scheduler`) -> the structural schema of its `spec.<pod>.spec`, from the
+    pinned CRDs the operator installs (read once, lazily: only stacks that set a placement pay ~0.2 s)."""
+    from components.dask_operator import crd_manifests  # the one reader of the chart's crds/ (YAML, no kopf/kr8s)
+
+    schemas = {}
+    for crd in crd_manifests():
+        version = next(v for v in crd["spec"]["versions"] if v["storage"])
+        spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+        for pod in ("worker", "scheduler"):
+            if pod in spec:
+                schemas[(crd["spec"]["names"]["kind"], pod)] = spec[pod]["properties"]["spec"]
+    return schemas
+
+
+def crd_pod_spec(kind: str, pod: str) -> dict[str, Any]:
+    """The pod spec schema of `spec.<pod>.spec` in the pinned CRD of `kind` (DaskCluster, DaskWorkerGroup)."""
+    return _crd_pod_specs()[(kind, pod)]
+
+
+FieldPath = tuple[str | int, ...]
+
+
+def crd_dropped(value: Any, schema: Mapping[str, Any], at: FieldPath = ()) -> list[tuple[FieldPath, Any]]:
+    """(path, value) of each field of `value` that the API server's structural pruning drops under `schema`
+    (k8s.io/apiextensions-apiserver pkg/apiserver/schema/pruning): an object keeps the fields its `properties`
+    declare and, under `additionalProperties` or `x-kubernetes-preserve-unknown-fields`, any other; list items
+    are pruned by `items`."""
+    if isinstance(value, list):
+        return [d for i, item in enumerate(value) for d in crd_dropped(item, schema.get("items") or {}, (*at, i))]
+    if not isinstance(value, dict):
+        return []
+    properties, additional = schema.get("properties") or {}, schema.get("additionalProperties")
+    found: list[tuple[FieldPath, Any]] = []
+    for key, item in value.items():
+        if key in properties:
+            found += crd_dropped(item, properties[key], (*at, key))
+        elif isinstance(additional, dict):
+            found += crd_dropped(item, additional, (*at, key))
+        elif not (additional is True or schema.get("x-kubernetes-preserve-unknown-fields")):
+            found.append(((*at, key), item))
+    return found

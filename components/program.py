@@ -84,6 +84,7 @@ def program(config: StackConfig) -> dict[str, Any]:
             operator_namespace=operator_namespace,
             object_store=config.storage.kind == "objectStore",
             identity_provider=config.storage.identity[0] if config.storage.identity else None,
+            scraper_namespace=config.monitoring.prometheus_namespace if config.monitoring.enabled else None,
             service_names=(scheduler_service_name(config.cluster.name), scheduler_service_name(live_name)),
         ),
         opts(cluster_namespace),

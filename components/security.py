@@ -1,16 +1,19 @@
 """ClusterSecurity: the NetworkPolicies around a DaskCluster's pods and the certificates of its mutual TLS.
 
-What is open to whom (README "Security"), as the pure function `network_policy_manifests` builds it:
+What is open to whom (docs/security.md), as the pure function `network_policy_manifests` builds it:
 
 * every pod of the cluster (scheduler and workers, blue and green: selected by the DaskCluster's
   `app.kubernetes.io/name` label, which the operator copies onto each pod) denies all ingress and egress
   except what follows;
 * scheduler `tcp-comm` (8786): this cluster's workers, pods labelled `lsdb-k8s/client: "true"` in the
   namespace, every pod of `security.clientNamespaces`;
-* scheduler `http-dashboard` (8787): the operator's namespace (autoscaler, idle check, retire-workers over
-  plain HTTP), the same clients, and `security.metricsNamespaces`;
+* scheduler `http-dashboard` (8787: dashboard, `/metrics` and the unauthenticated HTTP API, `retire_workers`
+  included): the operator's namespace (autoscaler, idle check, retire-workers over plain HTTP), the scrapers
+  (`monitoring.prometheusNamespace`, only with `monitoring.enabled`) and the dashboard readers who opted in (pods
+  labelled `lsdb-k8s/dashboard: "true"` in the namespace, every pod of `security.dashboardNamespaces`);
+  clients do not reach it;
 * workers `tcp-worker`/`tcp-nanny` (8789/8790): the scheduler and the other workers of the cluster; the
-  workers' `http-dashboard` (8788): `security.metricsNamespaces`;
+  workers' `http-dashboard` (8788, `/metrics`): the scrapers;
 * egress: DNS (port 53), the cluster's own pods, and with `storage.kind: objectStore` the object store
   (`security.egressCIDRs` on `security.egressPorts`).
 
@@ -40,6 +43,7 @@ from components.constants import (
     APP_NAME_LABEL,
     CLIENT_LABEL,
     COMPONENT_LABEL,
+    DASHBOARD_LABEL,
     DASHBOARD_PORT_NAME,
     LABELS,
     NAMESPACE_NAME_LABEL,
@@ -95,9 +99,11 @@ def network_policy_manifests(
     operator_namespace: str,
     object_store: bool,
     identity_provider: str | None = None,
+    scraper_namespace: str | None = None,
 ) -> list[dict[str, Any]]:
     """The NetworkPolicies of one cluster (empty when `security.networkPolicy` is false).
 
+    `scraper_namespace`: the Prometheus namespace while monitoring is on (None: nothing scrapes).
     `identity_provider` (storage.objectStore.identity): AWS STS and Azure's login endpoint are reached over HTTPS,
     which the object-store rule (`egressCIDRs` on `egressPorts`, any address on 443 by default) allows; GKE's
     metadata server, which issues Workload Identity tokens, is a link-local address on other ports."""
@@ -106,7 +112,11 @@ def network_policy_manifests(
     clients = [{"podSelector": {"matchLabels": dict(CLIENT_LABEL)}}, *_namespaces(security.client_namespaces)]
     workers = {"podSelector": cluster_pods(cluster_name, "worker")}
     scheduler = {"podSelector": cluster_pods(cluster_name, "scheduler")}
-    metrics = _namespaces(security.metrics_namespaces)
+    dashboard_readers = [
+        {"podSelector": {"matchLabels": dict(DASHBOARD_LABEL)}},
+        *_namespaces(security.dashboard_namespaces),
+    ]
+    scrapers = _namespaces([scraper_namespace] if scraper_namespace else [])
     egress: list[dict[str, Any]] = [
         {"ports": [{"protocol": p, "port": DNS_PORT} for p in ("UDP", "TCP")]},  # DNS, wherever the resolver is
         {"to": [{"podSelector": cluster_pods(cluster_name)}]},
@@ -124,11 +134,14 @@ def network_policy_manifests(
         ]})  # fmt: skip
     scheduler_ingress = [
         {"from": [workers, *clients], "ports": _ports(SCHEDULER_PORT_NAME)},
-        {"from": [*_namespaces([operator_namespace]), *clients, *metrics], "ports": _ports(DASHBOARD_PORT_NAME)},
+        {
+            "from": [*_namespaces([operator_namespace]), *scrapers, *dashboard_readers],
+            "ports": _ports(DASHBOARD_PORT_NAME),
+        },
     ]
     worker_ingress = [{"from": [scheduler, workers], "ports": _ports(WORKER_PORT_NAME, NANNY_PORT_NAME)}]
-    if metrics:
-        worker_ingress.append({"from": metrics, "ports": _ports(DASHBOARD_PORT_NAME)})
+    if scrapers:
+        worker_ingress.append({"from": scrapers, "ports": _ports(DASHBOARD_PORT_NAME)})
     specs = {
         # Default deny: selects every pod of the cluster for both directions; the others add what is allowed.
         "default-deny": {"podSelector": cluster_pods(cluster_name), "policyTypes": ["Ingress", "Egress"]},
@@ -182,6 +195,7 @@ class ClusterSecurityArgs:
     operator_namespace: pulumi.Input[str]
     object_store: bool = False
     identity_provider: str | None = None  # storage.objectStore.identity's cloud (its token endpoint needs egress)
+    scraper_namespace: str | None = None  # monitoring.prometheusNamespace while monitoring.enabled
     # The scheduler Service names the certificate must cover (the operator's; a stable one in front of it).
     service_names: tuple[str, ...] = ()
 
@@ -217,6 +231,7 @@ class ClusterSecurity(pulumi.ComponentResource):
                 operator_namespace,
                 args.object_store,
                 args.identity_provider,
+                args.scraper_namespace,
             )
 
         # The operator's namespace may be another stack's output; the set of policies never depends on it.

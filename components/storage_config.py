@@ -196,7 +196,7 @@ class ObjectStoreConfig(Section):
     identity: IdentityConfig = Field(
         default_factory=empty_section,
         description="Keyless workload identity instead of `credentials`: the program creates a ServiceAccount "
-        "carrying it and runs scheduler and workers under it. The cloud-side IAM binding is yours (see README).",
+        "carrying it and runs scheduler and workers under it. The cloud-side IAM binding is yours (docs/storage.md).",
     )
 
     @property

@@ -11,7 +11,7 @@ apply is skipped inline, with its reason, where the object is declared (a `check
 
 checkov runs from its own virtualenv (`scan/venv`, from scan/requirements.txt; `--checkov` to use another):
 its dependencies would otherwise disturb the program's lock. `--project` scans another checkout (the same
-operator builders are used), which is how the before/after figures in the README were measured.
+operator builders are used), which is how the figures in docs/security.md were measured.
 """
 
 from __future__ import annotations

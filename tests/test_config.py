@@ -558,3 +558,67 @@ def test_python_version_must_be_the_pinned_base_images_when_building() -> None:
     ref = "ghcr.io/acme/lsdb-dask@sha256:" + "a" * 64
     assert parse_stack_config({**VALID, "image": {"ref": ref, "pythonVersion": other}}).image.python_version == other
     assert parse_stack_config(VALID).image.python_version == pinned
+
+
+# --- issue 20 defects 6 and 7 -------------------------------------------------------------------------------
+
+# PodSpec topologySpreadConstraints fields (Kubernetes 1.25) that the pinned DaskCluster/DaskWorkerGroup CRDs do not
+# declare: the API server would prune them without a word.
+UNKEPT_SPREAD_FIELDS = {"minDomains": 2, "nodeAffinityPolicy": "Honor", "nodeTaintsPolicy": "Ignore",
+                        "matchLabelKeys": ["pod-template-hash"]}  # fmt: skip
+SPREAD = {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule",
+          "labelSelector": {"matchLabels": {"dask.org/component": "worker"}}}  # fmt: skip
+
+
+def test_placement_fields_the_crds_would_prune_are_refused_naming_each_key() -> None:
+    placement = {"topologySpreadConstraints": [SPREAD, {**SPREAD, **UNKEPT_SPREAD_FIELDS}]}
+    problems = problems_for(
+        with_changes(
+            cluster__workers={"placement": placement},
+            cluster__scheduler={"placement": placement},
+            cluster__workerGroups={"hm": {"placement": placement}},
+        )
+    )
+    sections = (("workers", "DaskCluster"), ("scheduler", "DaskCluster"), ("workerGroups.hm", "DaskWorkerGroup"))
+    for section, kind in sections:
+        for field, value in UNKEPT_SPREAD_FIELDS.items():
+            key = f"cluster.{section}.placement.topologySpreadConstraints.1.{field}"
+            line = next((p for p in problems if p.startswith(f"{key} = ")), None)
+            assert line is not None, (key, problems)
+            shown = repr(value) if isinstance(value, str) else json.dumps(value)
+            assert f" = {shown}: is not kept by the pinned {kind} CRD" in line, line
+            assert "Fix: remove it" in line, line
+    assert not any(".topologySpreadConstraints.0." in p for p in problems), problems  # the kept entry is fine
+    assert len(problems) == 3 * len(UNKEPT_SPREAD_FIELDS), problems
+
+
+def test_placement_the_crds_keep_is_accepted() -> None:
+    placement = {
+        "nodeSelector": {"pool": "dask"},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "dask", "effect": "NoSchedule"}],
+        "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 50,
+            "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname", "namespaceSelector": {},
+                                "labelSelector": {"matchLabels": {"a": "b"}}}}]}},
+        "priorityClassName": "dask",
+        "topologySpreadConstraints": [SPREAD],
+    }  # fmt: skip
+    cfg = parse_stack_config(with_changes(cluster__workers={"placement": placement}))
+    assert cfg.cluster.workers.placement.pod_fields()["topologySpreadConstraints"] == [SPREAD]
+
+
+@pytest.mark.parametrize("verify", [{"catalogPath": "/data/c"}, {"enabled": False}], ids=["verify on", "verify off"])
+def test_an_idle_timeout_shorter_than_the_verification_is_refused(verify: dict[str, Any]) -> None:
+    problems = problems_for(with_changes(cluster__idleTimeoutSeconds=600, verify=verify))
+    line = next(p for p in problems if p.startswith("cluster.idleTimeoutSeconds = 600: "))
+    assert "verify.timeoutSeconds (900" in line and "Fix: " in line, line
+    assert len(problems) == 1, problems
+
+
+@pytest.mark.parametrize(
+    ("idle", "verify"),
+    [(0, {}), (900, {}), (3600, {}), (120, {"timeoutSeconds": 120}), (120, {"enabled": False, "timeoutSeconds": 60})],
+)
+def test_no_idle_timeout_or_one_the_verification_fits_in_is_accepted(idle: int, verify: dict[str, Any]) -> None:
+    raw = with_changes(cluster__idleTimeoutSeconds=idle, verify={"catalogPath": "/data/c", **verify})
+    cfg = parse_stack_config(raw)
+    assert cfg.cluster.idle_timeout_seconds == idle

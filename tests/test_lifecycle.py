@@ -101,7 +101,7 @@ def test_a_spec_change_is_a_new_cluster_and_retargets_the_stable_service(v1: Pro
     [
         pytest.param({"workers": {"replicas": 5}, "autoscaler": {"enabled": False}}, id="replicas only"),
         pytest.param({"autoscaler": {"minimum": 1, "maximum": 9}}, id="autoscaler range only"),
-        pytest.param({"idleTimeoutSeconds": 600}, id="idle timeout only"),
+        pytest.param({"idleTimeoutSeconds": 1800}, id="idle timeout only"),
     ],
 )
 def test_what_the_operator_reconciles_updates_the_live_cluster_in_place(change: dict) -> None:
@@ -118,7 +118,7 @@ def test_what_the_operator_reconciles_updates_the_live_cluster_in_place(change: 
     if "workers" in change:
         assert spec["worker"]["replicas"] == 5
     if "idleTimeoutSeconds" in change:
-        assert spec["idleTimeout"] == 600
+        assert spec["idleTimeout"] == 1800
 
 
 def test_the_verification_follows_the_live_objects_uid(v1: ProgramRun) -> None:

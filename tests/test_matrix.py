@@ -88,7 +88,7 @@ EXCLUDED = {
 NS = "lsdb-matrix"
 OPERATOR_NS = "dask-operator"  # operator.namespace's default, and the platform stack's operatorNamespace
 CLIENT_NS = "jupyter"  # security.clientNamespaces in every stack
-# Where the scrapers run when monitoring is on: no key names it today (issue 20 defect 4); the fix's default.
+# Where the scrapers run when monitoring is on: monitoring.prometheusNamespace's default (the stacks leave it unset).
 SCRAPER_NS = "monitoring"
 # The longest names the config accepts: every derived name is at its limit.
 CLUSTER_NAME = ("lsdb-matrix-" + "x" * 63)[: max_cluster_name_length()]
@@ -332,7 +332,6 @@ PLACEMENT = {
 }  # fmt: skip
 
 
-@pytest.mark.xfail(strict=True, reason="issue 20 defect 6: topologySpreadConstraints fields pruned by the CRD")
 def test_a_placement_heavy_stack_keeps_every_field_or_is_refused() -> None:
     """Every PodSpec placement field the config accepts, on workers, a group and the scheduler: each survives the
     DaskCluster and DaskWorkerGroup schemas, or the config refuses it naming the key."""
@@ -526,16 +525,11 @@ def test_every_needed_flow_is_allowed(features: frozenset[str]) -> None:
     assert verdicts(cluster, needed_flows(features, endpoints), True) == []
 
 
-DEFECT_4 = pytest.mark.xfail(strict=True, reason="issue 20 defect 4: monitoring on scrapes nothing by default")
-DEFECT_5 = pytest.mark.xfail(strict=True, reason="issue 20 defect 5: 8787 open to every labelled client pod")
 MONITORED = [s for s in STACKS if "monitoring" in s]
 POLICED = [s for s in STACKS if "networkPolicy" in s]
 
 
-@pytest.mark.parametrize(
-    "features",
-    [pytest.param(s, id=stack_id(s), marks=[DEFECT_4] if "networkPolicy" in s else []) for s in MONITORED],
-)
+@pytest.mark.parametrize("features", MONITORED, ids=[stack_id(s) for s in MONITORED])
 def test_the_scrapers_reach_the_metrics(features: frozenset[str]) -> None:
     cluster, endpoints = world(features)
     assert verdicts(cluster, scraper_flows(endpoints), True) == []
@@ -547,7 +541,6 @@ def test_every_other_flow_is_denied(features: frozenset[str]) -> None:
     assert verdicts(cluster, denied_flows(features, endpoints), False) == []
 
 
-@DEFECT_5
 @pytest.mark.parametrize("features", POLICED, ids=[stack_id(s) for s in POLICED])
 def test_clients_do_not_reach_the_dashboard_port(features: frozenset[str]) -> None:
     cluster, endpoints = world(features)

@@ -99,6 +99,41 @@ def test_operator_from_another_stack_gets_own_monitors_for_the_live_cluster() ->
     assert run.one("kubernetes:kubernetes.dask.org/v1:DaskCluster").urn in run.one(SERVICE_MONITOR).dependencies
 
 
+def test_the_charts_monitors_and_this_stacks_agree() -> None:
+    """Whichever makes them (the operator chart here, this stack when the operator comes from elsewhere), the
+    monitors scrape the cluster's namespace, carry the labels the Prometheus selects them by, and read the same
+    port, path, interval and target labels. The chart's side is its values as its templates render them."""
+    config = parse_stack_config(
+        {"namespace": "lsdb-test", "monitoring": ON, "verify": {"enabled": False}, "image": {"repository": "r/x"}}
+    )
+    chart = chart_monitoring_values(config.monitoring, config.namespace)["metrics"]
+    templates = {
+        component: (packaged_chart_dir() / "templates" / name).read_text()
+        for component, name in (("scheduler", "servicemonitor-scheduler.yaml"), ("worker", "podmonitor-workers.yaml"))
+    }
+    run = run_with(operator=FROM_STACK, monitoring=ON)
+    own = {"scheduler": manifest(run.one(SERVICE_MONITOR)), "worker": manifest(run.one(POD_MONITOR))}
+    shapes = {"scheduler": ("serviceMonitor", "endpoints", "targetLabels"),
+              "worker": ("podMonitor", "podMetricsEndpoints", "podTargetLabels")}  # fmt: skip
+    for component, (monitor, endpoints_key, targets_key) in shapes.items():
+        values, ours, template = chart[component][monitor], own[component], templates[component]
+        # Namespace selection: the template renders the value's namespaceSelector as it is.
+        assert f".Values.metrics.{component}.{monitor}.namespaceSelector | toYaml" in template
+        assert ours["spec"]["namespaceSelector"] == values["namespaceSelector"] == {"matchNames": ["lsdb-test"]}
+        # The labels the Prometheus selects monitors by (monitoring.labels) are on both.
+        assert f"with .Values.metrics.{component}.{monitor}.additionalLabels" in template
+        assert values["additionalLabels"] == ON["labels"]
+        assert ours["metadata"]["labels"].items() >= ON["labels"].items()
+        (endpoint,) = ours["spec"][endpoints_key]
+        assert f"port: {endpoint['port']}" in template and endpoint["interval"] == values["interval"]
+        assert endpoint["path"] == "/metrics" and "path:" not in template  # the prometheus-operator's default path
+        # Target labels: the templates render `targetLabels` (the PodMonitor's as podTargetLabels).
+        assert f"with .Values.metrics.{component}.{monitor}.targetLabels" in template
+        assert ours["spec"][targets_key] == values["targetLabels"]
+        assert ours["spec"]["selector"]["matchLabels"]["dask.org/component"] == component
+        assert f'dask.org/component: "{component}"' in template
+
+
 def test_dashboard_config_map_for_the_grafana_sidecar() -> None:
     run = run_with(
         monitoring={**ON, "dashboardLabels": {"grafana_dashboard": "1", "team": "astro"}},

@@ -12,14 +12,16 @@ from typing import Any
 
 import pytest
 
-from components.constants import CLIENT_LABEL
+from components.config import ConfigError
+from components.constants import CLIENT_LABEL, DASHBOARD_LABEL
 from tests.program_helpers import dask_cluster, kubernetes_objects, run_with
 from tests.support.netpol import Cluster, External, Pod, pod_from_template, selector_matches
 from tools.operator_objects import operator_objects
 from tools.render import render_stack
 
 NS = "lsdb-test"
-SECURITY = {"clientNamespaces": ["jupyter"], "metricsNamespaces": ["monitoring"], "egressCidrs": ["52.216.0.0/15"]}
+SECURITY = {"clientNamespaces": ["jupyter"], "egressCidrs": ["52.216.0.0/15"]}
+MONITORING = {"enabled": True}  # monitoring.prometheusNamespace left at its default, `monitoring`
 OBJECT_STORE = {"kind": "objectStore", "objectStore": {"url": "s3://bucket/catalogs"}}
 
 
@@ -56,6 +58,9 @@ def world(daskcluster: dict[str, Any], policies: list[dict[str, Any]]) -> tuple[
         "other-namespace": Pod("other-namespace", "other-team", dict(CLIENT_LABEL), "10.0.9.4"),
         "jupyter": Pod("jupyter", "jupyter", {"app": "jupyterhub"}, "10.0.9.5"),
         "prometheus": Pod("prometheus", "monitoring", {"app": "prometheus"}, "10.0.9.6"),
+        "other-prometheus": Pod("other-prometheus", "observability", {"app": "prometheus"}, "10.0.9.8"),
+        "dashboard-reader": Pod("dashboard-reader", ns, dict(DASHBOARD_LABEL), "10.0.9.9"),
+        "grafana": Pod("grafana", "grafana", {"app": "grafana"}, "10.0.9.10"),
         "kube-dns": Pod(
             "kube-dns", "kube-system", {"k8s-app": "kube-dns"}, "10.0.9.7", (("dns", 53, "UDP"), ("dns-tcp", 53, "TCP"))
         ),
@@ -71,8 +76,8 @@ def policies_of(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def configured() -> tuple[Cluster, dict[str, Pod | External]]:
-    """Client and metrics namespaces set, catalogs in an object store."""
-    run = run_with(storage=OBJECT_STORE, security=SECURITY)
+    """A client namespace set, monitoring on (Prometheus in its default namespace), catalogs in an object store."""
+    run = run_with(storage=OBJECT_STORE, security=SECURITY, monitoring=MONITORING)
     return world(dask_cluster(run), policies_of(kubernetes_objects(run)))
 
 
@@ -89,12 +94,16 @@ ALLOW, DENY = True, False
 TABLE = [
     ("other-namespace", "scheduler", 8786, "TCP", DENY),  # a client label counts only in the cluster's namespace
     ("client", "scheduler", 8786, "TCP", ALLOW),
-    ("client", "scheduler", 8787, "TCP", ALLOW),
+    ("client", "scheduler", 8787, "TCP", DENY),  # clients get Dask only: 8787 also serves the HTTP API
     ("client", "worker-0", 8789, "TCP", DENY),  # clients talk to the scheduler only
     ("unlabelled", "scheduler", 8786, "TCP", DENY),
     ("unlabelled", "scheduler", 8787, "TCP", DENY),
     ("jupyter", "scheduler", 8786, "TCP", ALLOW),  # security.clientNamespaces
+    ("jupyter", "scheduler", 8787, "TCP", DENY),
     ("jupyter", "worker-0", 8789, "TCP", DENY),
+    ("dashboard-reader", "scheduler", 8787, "TCP", ALLOW),  # opted in: lsdb-k8s/dashboard: "true"
+    ("dashboard-reader", "scheduler", 8786, "TCP", DENY),  # a reader, not a client
+    ("grafana", "scheduler", 8787, "TCP", DENY),  # not in security.dashboardNamespaces here
     ("worker-0", "scheduler", 8786, "TCP", ALLOW),
     ("worker-0", "worker-1", 8789, "TCP", ALLOW),
     ("worker-0", "worker-1", 8790, "TCP", ALLOW),
@@ -108,9 +117,13 @@ TABLE = [
     ("operator", "scheduler", 8786, "TCP", DENY),
     ("operator", "worker-0", 8789, "TCP", DENY),
     ("operator", "worker-0", 8788, "TCP", DENY),
-    ("prometheus", "scheduler", 8787, "TCP", ALLOW),  # security.metricsNamespaces
+    ("prometheus", "scheduler", 8787, "TCP", ALLOW),  # monitoring on: monitoring.prometheusNamespace
     ("prometheus", "worker-0", 8788, "TCP", ALLOW),
-    ("prometheus", "scheduler", 8786, "TCP", DENY),
+    ("prometheus", "scheduler", 8786, "TCP", DENY),  # the metrics ports only
+    ("prometheus", "worker-0", 8789, "TCP", DENY),
+    ("prometheus", "worker-0", 8790, "TCP", DENY),
+    ("other-prometheus", "scheduler", 8787, "TCP", DENY),
+    ("other-prometheus", "worker-0", 8788, "TCP", DENY),
     ("green-worker-0", "scheduler", 8786, "TCP", ALLOW),  # blue and green are one application
     ("green-scheduler", "worker-0", 8789, "TCP", ALLOW),
     ("other-worker-0", "scheduler", 8786, "TCP", DENY),  # another DaskCluster in the same namespace
@@ -129,7 +142,9 @@ PROD_TABLE = [
     ("operator", "scheduler", 8787, "TCP", ALLOW),
     ("operator", "worker-0", 8789, "TCP", DENY),
     ("jupyter", "scheduler", 8786, "TCP", DENY),  # no client namespaces in prod's stack file
-    ("prometheus", "scheduler", 8787, "TCP", DENY),
+    ("client", "scheduler", 8787, "TCP", DENY),  # by default only the operator's namespace reaches 8787
+    ("prometheus", "scheduler", 8787, "TCP", DENY),  # monitoring is off in prod
+    ("prometheus", "worker-0", 8788, "TCP", DENY),
     ("worker-0", "s3", 443, "TCP", DENY),  # NFS is mounted by the node: no pod egress
     ("worker-0", "kube-dns", 53, "UDP", ALLOW),
 ]
@@ -207,3 +222,50 @@ def test_gke_workload_identity_may_reach_the_metadata_server() -> None:
     plain_run = run_with(storage=OBJECT_STORE)
     plain, others = world(dask_cluster(plain_run), policies_of(kubernetes_objects(plain_run)))
     assert not plain.allowed(others["worker-0"], metadata, 80, "TCP")
+
+
+def test_monitoring_on_admits_its_prometheus_to_the_metrics_ports_only() -> None:
+    """Issue 20 defect 4: `monitoring.enabled` alone (no other key) lets the scrapers in its Prometheus namespace
+    read `/metrics` on the scheduler's 8787 and the workers' 8788, and nothing else; another namespace is named
+    by `monitoring.prometheusNamespace`; with monitoring off no scraper gets in."""
+    for monitoring, scraper, other in (
+        (MONITORING, "prometheus", "other-prometheus"),
+        ({**MONITORING, "prometheusNamespace": "observability"}, "other-prometheus", "prometheus"),
+    ):
+        run = run_with(monitoring=monitoring)
+        cluster, endpoints = world(dask_cluster(run), policies_of(kubernetes_objects(run)))
+        scheduler, worker = endpoints["scheduler"], endpoints["worker-0"]
+        assert cluster.allowed(endpoints[scraper], scheduler, 8787)
+        assert cluster.allowed(endpoints[scraper], worker, 8788)
+        for destination, port in ((scheduler, 8786), (worker, 8789), (worker, 8790)):
+            assert not cluster.allowed(endpoints[scraper], destination, port)
+        assert not cluster.allowed(endpoints[other], scheduler, 8787)
+        assert not cluster.allowed(endpoints[other], worker, 8788)
+    off = run_with(monitoring={"enabled": False, "prometheusNamespace": "observability"})
+    cluster, endpoints = world(dask_cluster(off), policies_of(kubernetes_objects(off)))
+    for scraper in ("prometheus", "other-prometheus"):
+        assert not cluster.allowed(endpoints[scraper], endpoints["scheduler"], 8787)
+        assert not cluster.allowed(endpoints[scraper], endpoints["worker-0"], 8788)
+
+
+def test_dashboard_readers_are_an_explicit_opt_in() -> None:
+    """Issue 20 defect 5: 8787 (dashboard, metrics and the unauthenticated HTTP API with `retire_workers`) is not a
+    client's by default; pods labelled `lsdb-k8s/dashboard: "true"` in the namespace and every pod of
+    `security.dashboardNamespaces` opt in, to the scheduler's 8787 only."""
+    run = run_with(security={**SECURITY, "dashboardNamespaces": ["grafana"]})
+    cluster, endpoints = world(dask_cluster(run), policies_of(kubernetes_objects(run)))
+    scheduler, worker = endpoints["scheduler"], endpoints["worker-0"]
+    for reader in ("dashboard-reader", "grafana"):
+        assert cluster.allowed(endpoints[reader], scheduler, 8787)
+        for destination, port in ((scheduler, 8786), (worker, 8788), (worker, 8789)):
+            assert not cluster.allowed(endpoints[reader], destination, port), (reader, port)
+    for client in ("client", "jupyter"):  # still clients, still not readers
+        assert cluster.allowed(endpoints[client], scheduler, 8786)
+        assert not cluster.allowed(endpoints[client], scheduler, 8787)
+    assert not cluster.allowed(endpoints["other-namespace"], scheduler, 8787)
+
+
+def test_the_retired_metrics_namespaces_key_names_its_replacement() -> None:
+    with pytest.raises(ConfigError, match=r"security\.metricsNamespaces = \[\"monitoring\"\]: was replaced by "
+                       r"monitoring\.prometheusNamespace.*Fix: remove it; set monitoring\.enabled true"):  # fmt: skip
+        run_with(security={"metricsNamespaces": ["monitoring"]})

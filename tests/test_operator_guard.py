@@ -3,6 +3,7 @@ DaskAutoscalers exist (issue 20, defect 8). The provider runs against a fake rea
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 import yaml
 
 from components.lock import PROJECT_DIR
-from components.operator_guard import OperatorGuardProvider
+from components.operator_guard import Kr8sDaskObjects, OperatorGuardProvider
 from tests.program_helpers import run_stack
 
 GUARD = "pulumi-python:dynamic/lsdb:OperatorGuard"
@@ -120,3 +121,102 @@ def test_the_deployer_may_list_dask_objects_in_every_namespace() -> None:
             for verb in rule["verbs"]
         }
         assert "list" in granted, plural
+
+
+class FakeKr8s:
+    """Stands in for the `kr8s` module: one API per context, a CRD lookup, and the objects of each kind."""
+
+    ALL = "<all namespaces>"
+
+    def __init__(self, installed: dict[str, list[dict[str, Any]]]) -> None:
+        self.installed = installed
+        self.contexts: list[str | None] = []
+        self.gets: list[tuple[str, Any, bool]] = []
+
+    def api(self, context: str | None = None) -> FakeKr8s:
+        self.contexts.append(context)
+        return self
+
+    def lookup_kind(self, kind: str) -> None:
+        if kind not in self.installed:
+            raise ValueError(f"Kind {kind} not found.")
+
+    def get(self, kind: str, namespace: Any, raw: bool) -> list[dict[str, Any]]:
+        self.gets.append((kind, namespace, raw))
+        return self.installed[kind]
+
+
+def test_the_kr8s_reader_lists_every_namespace_through_the_stacks_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster = obj("lsdb", "c")
+    fake = FakeKr8s({"daskclusters.kubernetes.dask.org": [cluster]})
+    monkeypatch.setitem(sys.modules, "kr8s", fake)
+    assert Kr8sDaskObjects("kind-lsdb-dev").list("daskclusters") == [cluster]
+    assert fake.contexts == ["kind-lsdb-dev"]
+    assert fake.gets == [("daskclusters.kubernetes.dask.org", FakeKr8s.ALL, True)]
+    # Without the CRD no object of the kind can exist; without a context kr8s takes the current one.
+    assert Kr8sDaskObjects().list("daskautoscalers") == []
+    assert fake.contexts == ["kind-lsdb-dev", None]
+
+
+def test_the_guard_has_an_id_and_a_changed_context_or_namespace_is_an_update_in_place() -> None:
+    provider = OperatorGuardProvider(Unreachable())
+    created = provider.create({"operatorNamespace": "dask-operator", "kubeContext": None})
+    assert isinstance(created.id, str) and created.id  # Pulumi refuses a create without an id
+    moved = provider.diff(created.id, created.outs, {**created.outs, "operatorNamespace": "elsewhere"})
+    assert moved.changes and not moved.replaces
+
+
+def test_the_guard_registers_the_namespace_and_context_its_delete_reads() -> None:
+    from components.operator_guard import OperatorGuard
+    from tools.mock_runtime import run_program
+
+    run = run_program({}, program=lambda: OperatorGuard("guard", "dask-operator", "kind-lsdb-dev") and None)
+    guard = run.one(GUARD)
+    assert guard.name == "guard"
+    assert guard.inputs.get("__provider")  # the serialized provider whose delete runs the check
+    assert {k: v for k, v in guard.inputs.items() if k != "__provider"} == {
+        "operatorNamespace": "dask-operator",
+        "kubeContext": "kind-lsdb-dev",
+    }
+
+
+def test_the_refusal_is_one_message_a_user_can_act_on() -> None:
+    ours = {"app.kubernetes.io/part-of": "lsdb-k8s"}  # ours, but without the app name label
+    reader = FakeObjects({"daskclusters": [obj("a", "c1", ours), obj("b", "c2")]})
+    with pytest.raises(RuntimeError) as err:
+        OperatorGuardProvider(reader).delete("dask-operator-guard", {"kubeContext": None})
+    assert str(err.value) == (
+        "refusing to remove the Dask operator: 2 object(s) it finalizes still exist, and without the operator their "
+        "deletion would hang in Terminating for good:\n"
+        "  - a/c1 (DaskCluster): lsdb-k8s cluster; destroy the lsdb-k8s stack whose `namespace` output is a first\n"
+        "  - b/c2 (DaskCluster)\n"
+        "Destroy the stacks that own them first (or delete them: `kubectl delete daskclusters,daskautoscalers --all "
+        "-n <namespace>`), then run this destroy again."
+    )
+
+
+def test_an_unreadable_cluster_names_the_current_context_and_how_to_get_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(RuntimeError) as err:
+        OperatorGuardProvider(Unreachable()).delete("dask-operator-guard", {"kubeContext": ""})
+    assert "through the current kube context (ConnectionError: connection refused)" in str(err.value)
+    assert str(err.value).endswith(
+        " itself is gone, remove the guard from the state: `pulumi state delete <its URN>` (`pulumi stack "
+        "--show-urns` lists it)."
+    )
+    # Without a test reader the delete reads through kr8s with the stack's context.
+    fake = FakeKr8s({})
+    monkeypatch.setitem(sys.modules, "kr8s", fake)
+    OperatorGuardProvider().delete("dask-operator-guard", {"kubeContext": "shared-cluster"})
+    assert fake.contexts == ["shared-cluster", "shared-cluster"]
+
+
+def test_the_guard_keeps_the_options_it_is_given() -> None:
+    import pulumi
+
+    from components.operator_guard import OperatorGuard
+    from tools.mock_runtime import run_program
+
+    def program() -> None:
+        OperatorGuard("guard", "dask-operator", None, pulumi.ResourceOptions(protect=True))
+
+    assert run_program({}, program=program).one(GUARD).options.get("protect") is True

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import kubernetes_validate
 import pytest
 
-from components.placement import SPOT, off_spot_affinity, pod_placement, spread_across_nodes
+from components.cluster_config import PlacementConfig
+from components.lock import PROJECT_DIR
+from components.placement import (
+    SPOT,
+    crd_dropped,
+    crd_pod_spec,
+    off_spot_affinity,
+    pod_placement,
+    spread_across_nodes,
+)
 from tests.program_helpers import dask_cluster, manifest, run_with
+from tests.test_schemas import crd_schema
 
 WORKER_GROUP = "kubernetes:kubernetes.dask.org/v1:DaskWorkerGroup"
 
@@ -135,3 +147,94 @@ def test_generated_placement_is_a_valid_pod_spec(provider: str) -> None:
            "spec": {"containers": [{"name": "c", "image": "i"}], **fields}}  # fmt: skip
     kubernetes_validate.validate(pod, "1.25.0", strict=True)
     assert spread_across_nodes({"a": "b"})[0]["labelSelector"] == {"matchLabels": {"a": "b"}}
+
+
+# --- what the pinned CRDs keep (issue 20 defect 6) ----------------------------------------------------------
+
+
+def test_crd_dropped_follows_the_structural_pruning_rules() -> None:
+    """Controls: declared fields are walked, maps keep any key, preserve-unknown keeps everything, list items are
+    pruned one by one, an object without properties keeps nothing."""
+    schema = {"type": "object", "properties": {
+        "a": {"type": "object", "properties": {"b": {"type": "integer"}}},
+        "m": {"type": "object", "additionalProperties": {"type": "object", "properties": {"v": {"type": "string"}}}},
+        "k": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+        "l": {"type": "array", "items": {"type": "object", "properties": {"c": {"type": "string"}}}},
+        "x": {"type": "object"},
+    }}  # fmt: skip
+    value = {"a": {"b": 1, "c": 2}, "m": {"any": {"v": "kept", "w": 3}}, "k": {"z": {"deep": 1}},
+             "l": [{"c": "kept"}, {"c": "kept", "d": 4}], "x": {"y": 5}, "extra": [6]}  # fmt: skip
+    assert crd_dropped(value, schema) == [
+        (("a", "c"), 2),
+        (("m", "any", "w"), 3),
+        (("l", 1, "d"), 4),
+        (("x", "y"), 5),
+        (("extra",), [6]),
+    ]
+    assert crd_dropped({"a": {"b": 1}, "l": []}, schema) == []
+
+
+@pytest.mark.parametrize(("kind", "pod"), [("DaskCluster", "worker"), ("DaskCluster", "scheduler"),
+                                           ("DaskWorkerGroup", "worker")])  # fmt: skip
+def test_the_pod_spec_schemas_are_the_pinned_crds(kind: str, pod: str) -> None:
+    spec = crd_schema(kind)["properties"]["spec"]["properties"][pod]["properties"]["spec"]
+    assert crd_pod_spec(kind, pod) == spec
+    # What the pinned CRDs lack today (if an upgrade adds them, the config accepts them with no change).
+    spread = {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule", "minDomains": 2}
+    assert crd_dropped({"topologySpreadConstraints": [spread]}, spec) == [
+        (("topologySpreadConstraints", 0, "minDomains"), 2)
+    ]
+
+
+def test_checking_placement_against_the_crds_imports_neither_kopf_nor_kr8s() -> None:
+    code = (
+        "import sys; from components.config import parse_stack_config; from tests.test_config import with_changes;"
+        "placement = {'topologySpreadConstraints': [{'maxSkew': 1, 'topologyKey': 'zone', "
+        "'whenUnsatisfiable': 'DoNotSchedule'}]};"
+        "parse_stack_config(with_changes(cluster__workers={'placement': placement}));"
+        "print(sorted(m for m in ('kopf', 'kr8s', 'dask_kubernetes') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PROJECT_DIR)
+    assert out.stdout.strip() == "[]"
+
+
+# The topologySpreadConstraints fields of a PodSpec that the pinned CRDs lack (the docs name them).
+UNKEPT = ("minDomains", "nodeAffinityPolicy", "nodeTaintsPolicy", "matchLabelKeys")
+
+
+def _pod_spec_fields(schema: dict[str, Any], definitions: dict[str, Any], path: str = "") -> set[str]:
+    """Every field path below a Kubernetes JSON schema (`$ref`s resolved; list items as `[]`)."""
+    while "$ref" in schema:
+        schema = definitions[schema["$ref"].rsplit("/", 1)[-1]]
+    if "items" in schema:
+        return _pod_spec_fields(schema["items"], definitions, f"{path}[]")
+    found = set()
+    for key, sub in (schema.get("properties") or {}).items():
+        found |= {f"{path}.{key}"} | _pod_spec_fields(sub, definitions, f"{path}.{key}")
+    return found
+
+
+def test_the_fields_the_docs_say_the_crds_drop_are_all_of_them() -> None:
+    """The PodSpec placement fields (Kubernetes 1.25) the pinned CRDs lack are the four that docs/operations.md and
+    the `topologySpreadConstraints` description name (a dask-kubernetes upgrade that changes them fails here)."""
+    import kubernetes_validate.utils as kv
+
+    from components.placement import KUBERNETES_SCHEMA_VERSION, PLACEMENT_FIELDS
+
+    directory = f"kubernetes-json-schema/v{KUBERNETES_SCHEMA_VERSION}-local-strict"
+    definitions = kv.schema_contents(f"{directory}/_definitions.json", KUBERNETES_SCHEMA_VERSION)["$defs"]
+    pod_spec = definitions["io.k8s.api.core.v1.PodSpec"]
+    unkept = {".topologySpreadConstraints[]." + f for f in UNKEPT}
+    for kind, pod in (("DaskCluster", "worker"), ("DaskCluster", "scheduler"), ("DaskWorkerGroup", "worker")):
+        crd = crd_pod_spec(kind, pod)
+        for field in PLACEMENT_FIELDS:
+            k8s = _pod_spec_fields(pod_spec["properties"][field], definitions, f".{field}")
+            kept = _pod_spec_fields(crd["properties"][field], {}, f".{field}")
+            assert {f for f in k8s - kept if not any(f.startswith(u) for u in unkept)} == set(), (kind, pod, field)
+        assert all(f not in _pod_spec_fields(crd, {}) for f in unkept), (kind, pod)
+
+
+def test_the_docs_name_the_fields_the_crds_drop() -> None:
+    docs = (PROJECT_DIR / "docs" / "operations.md").read_text()
+    description = PlacementConfig.model_fields["topology_spread_constraints"].description or ""
+    assert all(f"`{f}`" in docs and f"`{f}`" in description for f in UNKEPT)

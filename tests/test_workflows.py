@@ -60,6 +60,7 @@ def test_expected_workflows_exist() -> None:
         "deploy.yml",
         "drift.yml",
         "integration.yml",
+        "mutation.yml",
         "preview.yml",
         "pulumi.yml",
         "test.yml",
@@ -201,6 +202,16 @@ def test_unit_tests_run_on_every_push() -> None:
     assert "push" in on and on["push"] is None  # every branch, every push
     assert "pull_request" in on
     assert [s["run"] for _, s in steps(workflow) if "run" in s] == ["make test"]  # make test ends with make scan
+
+
+def test_mutation_testing_runs_weekly_and_on_demand_outside_make_test() -> None:
+    workflow = load("mutation.yml")
+    on = triggers(workflow)
+    assert set(on) == {"schedule", "workflow_dispatch"}
+    (cron,) = [entry["cron"] for entry in on["schedule"]]
+    assert cron.split()[2:4] == ["*", "*"] and cron.split()[4] != "*"  # one day a week
+    assert [s["run"].split()[:2] for _, s in steps(workflow) if "run" in s] == [["make", "mutate"]]
+    assert "mutate" not in (ROOT / "Makefile").read_text().split("\ntest:", 1)[1].split("\n\n", 1)[0]
 
 
 def test_pull_requests_get_a_preview_comment_per_stack() -> None:

@@ -9,7 +9,7 @@ recommendation:
 * worker memory = (WORKER_BASE_BYTES + threads x MEMORY_FACTOR x largest partition's uncompressed bytes)
   / DASK_PAUSE_FRACTION, rounded up to a MEMORY_STEP and at least MIN_WORKER_MEMORY. MEMORY_FACTOR is the peak
   memory of loading a partition per uncompressed byte its footer declares, measured by `bench/sizing.py` (see
-  there and the README); WORKER_BASE_BYTES is an idle worker with lsdb imported, measured the same way. Dividing
+  there and docs/operations.md); WORKER_BASE_BYTES is an idle worker with lsdb imported, measured the same way. Dividing
   by Dask's pause fraction keeps the worker below the point where it stops taking tasks;
 * threads per worker: 2, or 1 when a partition alone needs more than MAX_BYTES_PER_THREAD (the guide: 1-2);
 * workers and autoscaler maximum: the `cluster.size` preset whose worker memory fits, capped at the number of
@@ -39,7 +39,7 @@ from typing import Any
 from components.config import SIZE_PRESETS, quantity_bytes
 from components.verification.query import parse_storage_options
 
-# Measured by bench/sizing.py (figures in the README): loading one partition with lsdb grows a process's peak RSS by
+# Measured by bench/sizing.py (figures in docs/operations.md): loading one partition with lsdb grows a peak RSS by
 # about 22 MiB plus 2.20 bytes per uncompressed byte in the partition's footer (2.81x overall for a 36 MiB partition).
 # MEMORY_FACTOR rounds the marginal 2.2 up; the fixed part per load is inside WORKER_BASE_BYTES (an idle process
 # with lsdb, pandas and pyarrow imported measured 313 MiB RSS; 400 MiB leaves room for two concurrent loads).

@@ -1,0 +1,41 @@
+"""pytest plugin for `make mutate` (loaded by `[tool.mutmut] pytest_add_cli_args`): a mutant of a module runs only
+that module's fast tests (docs/mutation.md), not every selected test that happens to call it.
+
+mutmut runs, for each mutant, the selected tests that reached the mutated function; a validator of the config
+model is reached by every test that builds a config. Under a mutant (mutmut names it in MUTANT_UNDER_TEST) this
+deselects the tests outside its module's files; when none is left pytest exits 5, which mutmut reports as
+"no tests": the module has no fast test of that function yet. Outside a mutant run the plugin does nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+# Module -> the fast test files its mutants run. A module of `only_mutate` missing here has none yet; add its file
+# here and in `pytest_add_cli_args_test_selection` together.
+FAST_TESTS: dict[str, tuple[str, ...]] = {
+    "policy.lsdb_guardrails": ("tests/test_policy.py", "tests/test_policy_edges.py"),
+    "components.security": ("tests/test_network_policy_rules.py", "tests/test_cluster_security_component.py"),
+    "components.placement": ("tests/test_placement_rules.py",),
+    "components.scheduler_downscale": ("tests/test_scheduler_downscale_plugin.py",),
+    "components.operator_guard": ("tests/test_operator_guard.py",),
+}
+MUTANT = re.compile(r"^(?P<module>[\w.]+?)\.x[_ǁ]")
+
+
+def module_under_test() -> str | None:
+    match = MUTANT.match(os.environ.get("MUTANT_UNDER_TEST", ""))
+    return match["module"] if match else None
+
+
+def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
+    module = module_under_test()
+    if module is None:
+        return
+    files = FAST_TESTS.get(module, ())
+    keep = [item for item in items if item.nodeid.split("::", 1)[0] in files]
+    if len(keep) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+        items[:] = keep
