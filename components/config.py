@@ -31,6 +31,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from components.catalog_config import CatalogConfig, catalog_path, job_node_selector, provisioning_problems
 from components.cluster_config import (
     MAX_CLUSTER_NAME,
     SIZE_PRESETS,
@@ -279,11 +280,13 @@ class SecurityConfig(Section):
     egress_cidrs: Annotated[list[Cidr], BeforeValidator(comma_list)] = Field(
         default_factory=lambda: ["0.0.0.0/0"],
         description="`storage.kind: objectStore`: address blocks of the object store the pods may reach "
-        "(on `egressPorts`). NFS and hostPath are mounted by the node and need none.",
+        "(on `egressPorts`); `catalogs`: those of the sources the provisioning Jobs may reach. NFS and hostPath "
+        "are mounted by the node and need none.",
     )
     egress_ports: Annotated[list[Port], BeforeValidator(comma_list)] = Field(
         default_factory=lambda: [443],
-        description="`storage.kind: objectStore`: TCP ports of the object store (e.g. `9000` for a MinIO endpoint).",
+        description="`storage.kind: objectStore`: TCP ports of the object store (e.g. `9000` for a MinIO endpoint); "
+        "also the provisioning Jobs' to `s3://`, `gs://`, `abfs://` sources.",
     )
     tls: Annotated[bool, DefaultText("`true` (the dev stack file sets `false`)")] = Field(
         True,
@@ -367,6 +370,12 @@ class StackConfig(Section):
     )
     operator: OperatorConfig = Field(default_factory=empty_section, description="The Dask Kubernetes Operator.")
     storage: StorageConfig = Field(default_factory=empty_section, description="Catalog storage.")
+    catalogs: Annotated[dict[DnsLabel, CatalogConfig], BeforeValidator(json_object)] = Field(
+        default_factory=dict,
+        description="HATS catalogs copied onto the storage claim before the cluster is verified, by name: a "
+        'Kubernetes Job per catalog writes `<storage.mountPath>/catalogs/<name>` (docs/storage.md, "Provisioning '
+        'catalogs"). The first one is the default `verify.catalogPath`.',
+    )
     cluster: ClusterConfig = Field(default_factory=empty_section, description="The Dask cluster.")
     image: ImageConfig = Field(default_factory=empty_section, description="The LSDB image.")
     verify: VerifyConfig = Field(default_factory=empty_section, description="Post-deploy verification.")
@@ -415,11 +424,17 @@ class StackConfig(Section):
         if info.data.get("role") != "cluster" or not verify.enabled:
             return verify
         found = []
+        catalogs, storage = info.data.get("catalogs"), info.data.get("storage")
+        if not verify.catalog_path and catalogs and storage is not None and storage.mounts_volume:
+            verify = verify.model_copy(update={"catalog_path": catalog_path(storage, next(iter(catalogs)))})
         if not verify.catalog_path:
-            found.append(problem(
-                "catalogPath", None, "is required while verification is enabled",
-                "set the catalog path as workers see it (e.g. /data/catalogs/my_catalog), or verify.enabled false",
-            ))  # fmt: skip
+            # Given catalogs but no claim to copy them onto, or an invalid catalogs section: reported on their own.
+            if catalogs == {}:
+                found.append(problem(
+                    "catalogPath", None, "is required while verification is enabled",
+                    "set the catalog path as workers see it (e.g. /data/catalogs/my_catalog), provision one "
+                    "(catalogs.<name>), or verify.enabled false",
+                ))  # fmt: skip
         elif "storage" in info.data:
             found += _catalog_in_storage(verify.catalog_path, info.data["storage"])
         if "cluster" in info.data:
@@ -438,6 +453,7 @@ class StackConfig(Section):
                 f"lets only one node mount the catalog, but up to {cluster.max_workers} workers may run",
                 "use ReadWriteMany (or ReadOnlyMany), or limit workers (and autoscaler.maximum) to 1",
             ))  # fmt: skip
+        found += provisioning_problems(self.catalogs, storage, job_node_selector(cluster))
         found += _idle_timeout_outlasts_the_check(cluster, self.verify)
         given = {type(self).model_fields[name].alias or name for name in self.model_fields_set}
         for key in sorted(given - set(PLATFORM_KEYS)) if self.is_platform else ():

@@ -12,6 +12,8 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.catalog_config import job_node_selector
+from components.catalogs import CatalogProvisioning, CatalogProvisioningArgs, JobContext
 from components.client_check import enforce_client_environment
 from components.cluster import ClusterSpec, LsdbDaskCluster, LsdbDaskClusterArgs, cluster_manifests
 from components.config import StackConfig, read_stack_config, secret_config
@@ -67,6 +69,7 @@ def program(config: StackConfig) -> dict[str, Any]:
     image = LsdbImage(
         "lsdb-image", LsdbImageArgs(config.image, namespace, config.cluster.name, password), opts(cluster_namespace)
     )
+    provisioning = _provisioning(config, storage, image, opts(cluster_namespace, storage, image))
     # The certificate Secret's name is fixed, so the live cluster's name (which covers the pods' TLS settings) is
     # known before the certificate, whose SANs name the stable and the candidate scheduler Service.
     tls_secret = tls_secret_name(config.cluster.name) if config.security.tls else None
@@ -104,7 +107,9 @@ def program(config: StackConfig) -> dict[str, Any]:
     # What a user passes to `lsdb.open_catalog(url, storage_options=...)` in the cluster (no secret in it).
     exports["catalogStorageOptions"] = config.storage.catalog_storage_options
 
-    verification = _verification(config, cluster, image, security)
+    if provisioning is not None:
+        exports["catalogPaths"] = provisioning.paths  # name -> the path workers open (lsdb.open_catalog)
+    verification = _verification(config, cluster, image, security, provisioning)
     if config.verify.enabled:  # the gate's outputs are no verification result (no rows, no versions)
         exports["verification"] = verification.outputs()
 
@@ -114,7 +119,7 @@ def program(config: StackConfig) -> dict[str, Any]:
     StableEndpointSelector(
         "scheduler-endpoint-selector",
         StableEndpointSelectorArgs(config.cluster.name, live_name, namespace),
-        opts(endpoint, cluster, verification),
+        opts(endpoint, cluster, verification, provisioning),
     )
     exports |= {key: endpoint.endpoints[key] for key in ENDPOINT_KEYS}
     exports |= forward_commands(namespace, scheduler_service_name(config.cluster.name), config.kube_context)
@@ -171,8 +176,42 @@ def _operator(
     return None, config.operator.namespace
 
 
+def _provisioning(
+    config: StackConfig, storage: CatalogStorage, image: LsdbImage, opts: pulumi.ResourceOptions
+) -> CatalogProvisioning | None:
+    """`catalogs`: a Job per catalog copying it onto the claim (components/catalogs.py); None without catalogs."""
+    if not config.catalogs:
+        return None
+    ctx = JobContext(
+        namespace=config.namespace,
+        image="",  # the built or given image: `image` below
+        storage=config.storage,
+        node_selector=job_node_selector(config.cluster),
+        pull_secret=image.pull_secret_name,
+    )
+    credentials = {
+        name: secret_config("catalogs", (name, "credentials"))
+        for name, catalog in config.catalogs.items()
+        if catalog.credentials
+    }
+    args = CatalogProvisioningArgs(
+        catalogs=config.catalogs,
+        ctx=ctx,
+        credentials=credentials,
+        network_policy=config.security.network_policy,
+        egress_cidrs=config.security.egress_cidrs,
+        egress_ports=config.security.egress_ports,
+        image=image.ref,
+    )
+    return CatalogProvisioning("catalog-provisioning", args, opts)
+
+
 def _verification(
-    config: StackConfig, cluster: LsdbDaskCluster, image: LsdbImage, security: ClusterSecurity
+    config: StackConfig,
+    cluster: LsdbDaskCluster,
+    image: LsdbImage,
+    security: ClusterSecurity,
+    provisioning: CatalogProvisioning | None,
 ) -> LsdbVerification:
     """The verification of THIS cluster (through its own Service): a new cluster gets a new verification resource,
     whose create runs the check; the old cluster's one is deleted (a no-op) with the old cluster.
@@ -206,7 +245,8 @@ def _verification(
             operator_version=operator_version(),  # this stack's or fromStack's: checked equal to the lock
             client_tls=security.client_tls,
         ),
-        pulumi.ResourceOptions(depends_on=[cluster]),
+        # The check reads the catalog: it waits for the copy Jobs to complete (pulumi-kubernetes awaits a Job).
+        pulumi.ResourceOptions(depends_on=[cluster, *([provisioning] if provisioning else [])]),
     )
 
 

@@ -223,10 +223,15 @@ def _secret(top_key: str, path: str) -> Callable[[Any, ValidationInfo], str]:
     return mark
 
 
-# The two secret fields, declared as such: their values never enter the model (see components.config).
+# The secret fields, declared as such: their values never enter the model (see components.config).
 CredentialValue = Annotated[
     str,
     BeforeValidator(_secret("storage", "storage.objectStore.credentials.<key>")),
     SECRET_SCHEMA,
 ]
 Password = Annotated[str, BeforeValidator(_secret("image", "image.registry.password")), SECRET_SCHEMA]
+CatalogCredentialValue = Annotated[
+    str,
+    BeforeValidator(_secret("catalogs", "catalogs.<name>.credentials.<key>")),
+    SECRET_SCHEMA,
+]

@@ -18,7 +18,8 @@ def test_verification_overhead_bench_runs_the_program_with_and_without_the_verif
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "cost of the verification resource vs __main__.py, verify.enabled false" in proc.stdout
-    # The dev stack with the verification registers exactly one resource more than without it.
+    assert "cost of the verification resource vs __main__.py, verify off (its gate)" in proc.stdout
+    # With verify.enabled false the same verification resource runs as the gate (issue 20 defect 3): the dev stack
+    # registers as many resources either way.
     counts = [int(m) for m in re.findall(r"__main__\.py,.*\((\d+) resources;", proc.stdout)]
-    assert len(counts) == 2 and counts[1] == counts[0] + 1, proc.stdout
+    assert len(counts) == 2 and counts[1] == counts[0], proc.stdout

@@ -466,7 +466,7 @@ def test_makefile_keeps_venv_lint_test_and_adds_the_dev_targets() -> None:
     makefile = (ROOT / "Makefile").read_text()
     for target in ("venv", "lint", "test", "up", "down", "check-prereqs", "policy-venv", "moto-venv"):
         assert re.search(rf"^{re.escape(target)}:", makefile, re.M), target
-    # moto-venv: the object-store tests' S3 server, in its own virtualenv (tests/support/object_servers.py).
+    # moto-venv: the object-store tests' S3 server, in its own virtualenv (tools/object_servers.py).
     test = makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
     # The Python check first (before any virtualenv), then lint, the suite and the scan.
     assert test.splitlines()[0].split() == ["check-python", "lint", "moto-venv"]

@@ -144,6 +144,9 @@ def key_exists(key: str, schema: dict[str, Any]) -> bool:
                 inner += _schema_node(schema, node["properties"][part])
             elif isinstance(node.get("additionalProperties"), dict):  # a map: any name is a key of it
                 inner += _schema_node(schema, node["additionalProperties"])
+            else:  # a map whose names follow a pattern (catalogs.<DNS label>)
+                patterns = node.get("patternProperties", {}).items()
+                inner += [n for p, sub in patterns if re.match(p, part) for n in _schema_node(schema, sub)]
         nodes = inner
     return bool(nodes) and "not" not in nodes[0]
 

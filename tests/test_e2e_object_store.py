@@ -8,7 +8,7 @@ environment. The verification dynamic provider's `create` (what `pulumi up` runs
 `http://…`) on a worker, with the storage options the stack exports, and must find exactly the rows a direct
 computation finds. A wrong secret key must fail at stage `open` with a message naming the storage and the fix.
 
-Servers: tests/support/object_servers.py (moto in its own virtualenv, `.build/moto-venv`; authentication enforced).
+Servers: tools/object_servers.py (moto in its own virtualenv, `.build/moto-venv`; authentication enforced).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 
 from tests.program_helpers import dask_cluster
-from tests.support.object_servers import S3Server, http_file_server, s3_server
 from tests.test_e2e import N_ROWS, SEED, VERIFICATION_TYPE, expected_rows
 from tools.mock_runtime import SECRET_SIG, ProgramRun, run_program
+from tools.object_servers import S3Server, http_file_server, s3_server
 from tools.pod_emulator import EmulatedCluster
 from tools.render import stack_config
 

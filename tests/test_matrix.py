@@ -17,7 +17,7 @@ cached for the module, and checked against invariants that do not depend on the 
   tests/support/netpol.py on the pods the pinned operator builds from the rendered DaskCluster and groups;
 * checkov, run once on every stack's objects and the operator-built Deployments and Services.
 
-14 features give 12 stacks (about 100 test cases); the mock runs take about a minute and checkov (one run) one to
+15 features give 14 stacks (about 130 test cases); the mock runs take about a minute and checkov (one run) one to
 1.5 minutes on this 2-core machine. Known defects of issue 20 (4, 5, 6) and two checkov findings of this matrix
 make some checks fail on today's code; exactly those are `xfail(strict=True)`, so a fix turns them into failures
 until its mark is removed. A config change that refuses a pair (say, worker groups under the autoscaler) goes into
@@ -74,6 +74,7 @@ FEATURES = (
     "existingClaim",
     "operatorFromStack",
     "operatorInstalled",
+    "catalogs",
 )
 # Never in one stack, and why.
 EXCLUDED = {
@@ -81,6 +82,8 @@ EXCLUDED = {
     frozenset({"objectStoreKeys", "existingClaim"}): "one storage.kind: objectStore or existingClaim",
     frozenset({"objectStoreIdentity", "existingClaim"}): "one storage.kind: objectStore or existingClaim",
     frozenset({"operatorFromStack", "operatorInstalled"}): "operator.fromStack implies install: false",
+    frozenset({"catalogs", "objectStoreKeys"}): "the config refuses catalogs with storage.kind objectStore",
+    frozenset({"catalogs", "objectStoreIdentity"}): "the config refuses catalogs with storage.kind objectStore",
 }
 
 NS = "lsdb-matrix"
@@ -180,6 +183,8 @@ def stack_sections(features: frozenset[str]) -> tuple[tuple[str, ...], dict[str,
         "security": {"tls": on("tls"), "networkPolicy": on("networkPolicy"), "clientNamespaces": [CLIENT_NS]},
         "monitoring": {"enabled": on("monitoring")},
     }
+    if on("catalogs"):  # copied from a public bucket by a Job to /data/catalogs/gaia, what verify reads
+        sections["catalogs"] = {"gaia": {"source": "s3://public-bucket/gaia", "anonymous": True}}
     return ("storage",) if on("objectStoreKeys") else (), sections
 
 
@@ -221,7 +226,7 @@ def test_the_stacks_cover_every_pair() -> None:
                 assert not any({a, b} <= s for s in STACKS), (a, b)
                 continue
             assert any((a in s) is x and (b in s) is y for s in STACKS), (a, x, b, y)
-    assert len(STACKS) <= 12, f"{len(STACKS)} stacks: the generator is no longer small"
+    assert len(STACKS) <= 14, f"{len(STACKS)} stacks: the generator is no longer small"
 
 
 # --- custom resources after pruning, core objects in strict mode ---------------------------------------------
@@ -428,6 +433,10 @@ def world(features: frozenset[str]) -> tuple[Cluster, dict[str, Pod | External]]
         "prometheus": Pod("prometheus", SCRAPER_NS, {"app.kubernetes.io/name": "prometheus"}, "10.0.9.6"),
         "kube-dns": Pod("kube-dns", "kube-system", {"k8s-app": "kube-dns"}, "10.0.9.7"),
     }
+    for i, job in enumerate(of_kind(stack_objects(features), "Job")):
+        endpoints[f"provision-job-{i}"] = pod_from_template(
+            f"provision-job-{i}", NS, job["spec"]["template"], f"10.0.3.{i + 1}"
+        )
     return Cluster(of_kind(stack_objects(features), "NetworkPolicy")), endpoints
 
 
@@ -455,7 +464,17 @@ def needed_flows(features: frozenset[str], endpoints: Mapping[str, Pod | Externa
     if "objectStoreIdentity" in features:
         flows += [(p, GCS_ENDPOINT, 443, "TCP") for p in (scheduler, *workers)]
         flows += [(p, address, port, "TCP") for p in (scheduler, *workers) for address, port in GKE_METADATA]
+    for job in provision_jobs(endpoints):  # its source (security.egressCidrs on egressPorts) and DNS
+        flows += [
+            (job, S3_ENDPOINT, 443, "TCP"),
+            *[(job, endpoints["kube-dns"], 53, proto) for proto in ("UDP", "TCP")],
+        ]
     return flows
+
+
+def provision_jobs(endpoints: Mapping[str, Pod | External]) -> list[Pod]:
+    jobs = [p for n, p in endpoints.items() if n.startswith("provision-job-") and isinstance(p, Pod)]
+    return jobs
 
 
 def scraper_flows(endpoints: Mapping[str, Pod | External]) -> list[Flow]:
@@ -485,6 +504,18 @@ def denied_flows(features: frozenset[str], endpoints: Mapping[str, Pod | Externa
         flows += [(p, INTERNET, 443, "TCP") for p in (scheduler, *workers)]  # no object store: no egress
     if "objectStoreIdentity" not in features:
         flows += [(p, address, port, "TCP") for p in (scheduler, *workers) for address, port in GKE_METADATA]
+    for job in provision_jobs(endpoints):  # nothing but its source and DNS, and nothing reaches it
+        flows += [
+            (job, INTERNET, 22, "TCP"),
+            (job, scheduler, SCHEDULER_PORT, "TCP"),
+            (job, workers[0], WORKER_PORT, "TCP"),
+        ]
+        flows += [
+            (job, endpoints["jupyter"], 8888, "TCP"),
+            (scheduler, job, 8080, "TCP"),
+            (workers[0], job, 8080, "TCP"),
+        ]
+        flows += [(endpoints[c], job, 8080, "TCP") for c in ("client", "other-namespace")]
     return flows
 
 
@@ -504,6 +535,7 @@ def test_every_needed_flow_is_allowed(features: frozenset[str]) -> None:
     cluster, endpoints = world(features)
     _, workers = dask_pods(endpoints)
     assert len(workers) == 2 + 2 * ("workerGroups" in features)
+    assert len(provision_jobs(endpoints)) == ("catalogs" in features)
     assert verdicts(cluster, needed_flows(features, endpoints), True) == []
 
 

@@ -80,6 +80,11 @@ def _variants() -> dict[str, Any]:
             },
             operator={"chartSource": "package"},
         ),
+        "catalogs": lambda: run_with(
+            ("catalogs",),
+            catalogs={"gaia": {"source": "s3://b/gaia", "credentials": {"accessKeyId": "a", "secretAccessKey": "k"}}},
+            verify={"enabled": True},
+        ),
         "production+own-monitors": lambda: run_with(
             cluster=PRODUCTION,
             operator={"fromStack": "organization/lsdb-k8s/platform"},

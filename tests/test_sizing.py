@@ -20,8 +20,8 @@ import yaml
 from components.config import SIZE_PRESETS, parse_stack_config
 from components.lock import PROJECT_DIR
 from scripts.sized_catalog import write_sized_catalog
-from tests.support.object_servers import http_file_server
 from tools import sizing
+from tools.object_servers import http_file_server
 
 SKEWED = {**dict.fromkeys(range(20), 1_000), 30: 10_000}
 

@@ -1,4 +1,4 @@
-"""Real object-store and HTTP servers on 127.0.0.1 for tests: moto's S3 server and a static HTTP file server.
+"""Real object-store and HTTP servers on 127.0.0.1 (tests, benches): moto's S3 server and a static HTTP file server.
 
 moto lives in its own virtualenv, `.build/moto-venv` (`make moto-venv`, or created here on first use from the
 pinned `tests/support/moto-requirements.txt`): installed into the project's environment it upgrades botocore
@@ -33,7 +33,7 @@ from components.lock import PROJECT_DIR
 from tools.local_dask import stop_process_groups
 
 MOTO_VENV = PROJECT_DIR / ".build" / "moto-venv"
-MOTO_REQUIREMENTS = Path(__file__).with_name("moto-requirements.txt")
+MOTO_REQUIREMENTS = PROJECT_DIR / "tests" / "support" / "moto-requirements.txt"
 LOOPBACK = "127.0.0.1"
 REGION = "us-east-1"
 # Unauthenticated actions before moto starts checking signatures: CreateUser, CreateAccessKey, PutUserPolicy.
@@ -99,9 +99,9 @@ class S3Server:
 
     def upload(self, local_dir: Path, prefix: str) -> str:
         """Copy a local directory tree into the bucket under `prefix`; return its s3:// URL."""
-        import s3fs
+        import s3fs  # type: ignore[import-untyped]
 
-        fs = s3fs.S3FileSystem(**self.storage_options())  # type: ignore[arg-type]
+        fs = s3fs.S3FileSystem(**self.storage_options())
         url = f"{self.bucket}/{prefix.strip('/')}"
         fs.put(str(local_dir).rstrip("/") + "/", url, recursive=True)
         return f"s3://{url}"

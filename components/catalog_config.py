@@ -1,0 +1,163 @@
+"""`catalogs`: HATS catalogs the program copies onto the stack's claim (components/catalogs.py does the copying).
+
+Light on purpose (pydantic, components.section and components.storage_config only): the config model loads it at
+program evaluation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field, model_validator
+from pydantic_core import InitErrorDetails
+
+from components.cluster_config import ClusterConfig
+from components.section import (
+    SECRET,
+    CatalogCredentialValue,
+    DocType,
+    Section,
+    empty_section,
+    json_object,
+    problem,
+    raise_problems,
+)
+from components.storage_config import OBJECT_STORES, SCHEME_ALIASES, StorageConfig, url_scheme
+
+CATALOGS_DIR = "catalogs"  # below storage.mountPath
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+DIGEST_LENGTH = 8
+SUFFIX = "-provision-"  # the Job is `<name>-provision-<h>`, a 63-character label (its pods carry it as job-name)
+MAX_NAME = 63 - len(SUFFIX) - DIGEST_LENGTH
+
+
+def source_scheme(url: str) -> str | None:
+    """The canonical scheme (s3, gs, abfs, https) of a source URL, or None."""
+    scheme = url_scheme(url)
+    return scheme if scheme in OBJECT_STORES else None
+
+
+def _masked_object(value: Any) -> Any:
+    # Credentials given as anything but an object are reported as [secret], never shown.
+    value = json_object(value)
+    return value if isinstance(value, dict) else SECRET
+
+
+class CatalogConfig(Section):
+    """One catalog copied onto the claim at `<storage.mountPath>/catalogs/<name>`."""
+
+    source: str = Field(
+        description="URL of a HATS catalog or catalog collection: `https://`, `s3://`, `gs://`, `abfs://` (aliases "
+        "as for `storage.objectStore.url`). Read through its metadata only: no directory listing is needed."
+    )
+    credentials: Annotated[dict[str, CatalogCredentialValue], BeforeValidator(_masked_object), DocType("secret")] = (
+        Field(
+            default_factory=empty_section,
+            description="**Secret.** The source's credentials, keys as `storage.objectStore.credentials` (s3: "
+            "`accessKeyId`, `secretAccessKey`, `sessionToken`, `region`, `endpointUrl`; gs: `serviceAccountJson`; "
+            "abfs: `accountName`, `accountKey`, `connectionString`, `sasToken`), handed to the copy Job only. "
+            "Plaintext values are rejected.",
+        )
+    )
+    anonymous: bool = Field(False, description="Public bucket or container: read it without credentials.")
+
+    @property
+    def scheme(self) -> str | None:
+        return source_scheme(self.source)
+
+    @property
+    def credential_env(self) -> dict[str, str]:
+        """Credential key -> the environment variable its fsspec driver reads."""
+        allowed = OBJECT_STORES[self.scheme][1] if self.scheme else {}
+        return {k: allowed[k] for k in self.credentials if k in allowed}
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        """fsspec options beyond the environment: anonymous access as `CatalogStorage` says it for the cluster."""
+        if self.scheme in ("s3", "abfs"):
+            return {"anon": self.anonymous}
+        if self.scheme == "gs":
+            return {"token": "anon" if self.anonymous else "google_default"}
+        return {}
+
+    @model_validator(mode="after")
+    def _rules(self) -> CatalogConfig:
+        found = []
+        scheme = self.scheme
+        if scheme is None:
+            known = sorted([*OBJECT_STORES, *SCHEME_ALIASES])
+            found.append(problem("source", self.source, "has no URL scheme the copy can read",
+                                 f"use a URL starting with one of: {', '.join(s + '://' for s in known)}"))  # fmt: skip
+        allowed = OBJECT_STORES[scheme][1] if scheme else {}
+        for key in self.credentials:
+            if scheme and key not in allowed:
+                found.append(problem(
+                    ("credentials", key), SECRET, f"is not a credential for {scheme}:// sources",
+                    f"use: {', '.join(allowed) or 'none (public https needs no credentials)'}",
+                ))  # fmt: skip
+        if self.anonymous and self.credentials:
+            found.append(problem(
+                "anonymous", True, "is set together with credentials",
+                "remove anonymous for a private source, or the credentials for a public one",
+            ))  # fmt: skip
+        raise_problems("catalog", found)
+        return self
+
+
+def catalog_path(storage: StorageConfig, name: str) -> str:
+    """Where the workers (and the verification) see catalog `name`."""
+    return f"{storage.mount_path.rstrip('/')}/{CATALOGS_DIR}/{name}"
+
+
+def provisioning_problems(
+    catalogs: Mapping[str, CatalogConfig], storage: StorageConfig, node_selector: Mapping[str, str]
+) -> list[InitErrorDetails]:
+    """Why these catalogs cannot be provisioned onto this storage (empty: they can), at their keys (stack level).
+
+    `hostPath`: a hostPath volume is the directory of whichever node the pod runs on, so the copy reaches the
+    workers only when the Job and the cluster's pods share one node: provisioning is accepted only with a
+    node selector naming the workers' one node (`kubernetes.io/hostname`, see `job_node_selector`), which the Job
+    gets too."""
+    if not catalogs:
+        return []
+    found = []
+    if storage.kind == "objectStore":
+        found.append(problem(
+            "catalogs", sorted(catalogs),
+            "are copied onto a claim, but storage.kind objectStore has none (it reads catalogs in place)",
+            "remove catalogs and point verify.catalogPath at the catalog's URL in the object store",
+        ))  # fmt: skip
+    elif storage.kind == "none":
+        found.append(problem(
+            "catalogs", sorted(catalogs), "are copied onto a claim, but storage.kind none has none",
+            "set storage.kind pvc (or nfs, existingClaim)",
+        ))  # fmt: skip
+    if storage.mounts_volume and storage.access_mode == "ReadOnlyMany":
+        found.append(problem(
+            "storage.accessMode", storage.access_mode, "lets the provisioning Job not write the claim",
+            "use ReadWriteMany (the workers mount it read-only anyway)",
+        ))  # fmt: skip
+    if storage.kind == "hostPath" and HOSTNAME_LABEL not in node_selector:
+        found.append(problem(
+            "storage.kind", storage.kind,
+            "makes the provisioning Job copy onto the node it lands on, which need not be the workers'",
+            f"pin the workers to one node (cluster.workers.placement.nodeSelector.{HOSTNAME_LABEL}: <node>, the "
+            "same in every cluster.workerGroups entry; the Job follows it), or use storage.kind pvc or nfs",
+        ))  # fmt: skip
+    for name in catalogs:
+        if len(name) > MAX_NAME:
+            found.append(problem(
+                ("catalogs", name), name,
+                f"is {len(name)} characters; the Job `<name>{SUFFIX}<hash>` must stay a 63-character label",
+                f"use at most {MAX_NAME} characters",
+            ))  # fmt: skip
+    return found
+
+
+def job_node_selector(cluster: ClusterConfig) -> dict[str, str]:
+    """The provisioning Job's node selector: the workers' one node when every worker group pins the same
+    `kubernetes.io/hostname` (so a hostPath copy lands where the workers read it), else none."""
+    nodes = {g.placement.node_selector.get(HOSTNAME_LABEL) for g in (cluster.workers, *cluster.worker_groups.values())}
+    node = nodes.pop() if len(nodes) == 1 else None
+    return {HOSTNAME_LABEL: node} if node else {}

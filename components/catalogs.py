@@ -1,0 +1,336 @@
+"""Catalog provisioning: `catalogs.<name>.source` copied onto the stack's claim by a Kubernetes Job (issue 21).
+
+For each catalog the program registers (`CatalogProvisioning`, all children `parent=self`):
+- a ConfigMap `<name>-provision-code-<code hash>` holding components/provision/catalog_copy.py, the copy engine,
+  mounted read-only at /opt/lsdb-provision: the Job runs the cluster's pinned image (the lock) with this file, so
+  a change of the program's code never changes the image's identity, and a change of the engine is a new
+  ConfigMap (its content hash is in its name) and a new Job;
+- a Secret `<name>-provision-credentials` when the catalog has credentials: its keys are the environment variables
+  s3fs/gcsfs/adlfs read (as `storage.objectStore.credentials`; gcs: a key file), values Pulumi secrets;
+- a NetworkPolicy (with `security.networkPolicy`): the Job's pods get no ingress, and egress to DNS and to their
+  source (`security.egressCIDRs` on the source URL's port, or `security.egressPorts` for s3/gs/abfs) only;
+- the Job `<name>-provision-<h>`, `<h>` a digest of its spec (the source URL, anonymous, the credential key
+  names, the engine's ConfigMap named by its code's hash, the image), hardened like the cluster's pods
+  (components/cluster.py's security contexts, read-only root, emptyDirs for /tmp and HOME), the claim mounted
+  read-write at `<storage.mountPath>`, the copy made at `<storage.mountPath>/catalogs/<name>`.
+
+pulumi-kubernetes waits for a batch/v1 Job to complete (its `Complete` condition; a `Failed` condition fails `pulumi
+up` at once; default timeout 10 minutes, here `JOB_TIMEOUT`), so whatever depends on the component (the
+verification, wired by the program) runs on a complete copy. A second `pulumi up` with the same source changes
+nothing (same Job name, same spec). A changed source (or engine, or image) is a new Job name, so Pulumi replaces the
+Job: the new Job copies into the SAME directory, resumably: files that match are kept, changed ones re-copied, files
+the new source does not list removed (tests/test_provision.py shows it). `pulumi.com/replaceUnready` makes a failed
+Job (e.g. a missing source file, since fixed) be replaced by the next `pulumi up` instead of awaited again. The Job
+is kept (no `ttlSecondsAfterFinished`): were it deleted by Kubernetes, `pulumi up --refresh` would recreate it and
+run a (0-byte) copy again. `pulumi destroy` deletes the Job, its ConfigMap, Secret and NetworkPolicy; the copied
+files stay on the claim, which goes with the claim.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.catalog_config import DIGEST_LENGTH, SUFFIX, CatalogConfig, catalog_path
+from components.cluster import CONTAINER_SECURITY_CONTEXT, POD_SECURITY_CONTEXT, writable_mounts, writable_volumes
+from components.constants import LABELS as PROGRAM_LABELS
+from components.options import child_options
+from components.provision import catalog_copy
+from components.storage_config import StorageConfig
+
+ENGINE_PATH = Path(catalog_copy.__file__)
+ENGINE_FILE = ENGINE_PATH.name
+CODE_DIR = "/opt/lsdb-provision"
+CODE_VOLUME = "provision-code"
+CLAIM_VOLUME = "catalog-data"
+KEY_VOLUME = "provision-key"
+KEY_DIR = "/var/run/secrets/lsdb-provision"
+COMPONENT = "catalog-provision"
+CATALOG_LABEL = "lsdb-k8s/catalog"
+THREADS = 8
+BACKOFF_LIMIT = 2  # a transient source error is retried twice; the copy resumes where it stopped
+JOB_TIMEOUT = "60m"  # how long `pulumi up` waits for the copy (pulumi-kubernetes' default is 10 minutes)
+RESOURCES = {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
+DNS_PORT = 53
+SECRET_ENV_SKIP = (
+    "CKV_K8S_35=s3fs (botocore) and adlfs read static credentials from environment variables only, as the "
+    "cluster's pods do; the values come from the Secret, never from the manifest"
+)
+DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
+def engine_source() -> str:
+    return ENGINE_PATH.read_text()
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:DIGEST_LENGTH]
+
+
+def code_config_map_manifest(name: str, namespace: str, source: str) -> dict[str, Any]:
+    """The engine's source as a ConfigMap, its content hash in the name (immutable: a change is a new one)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": f"{name}-provision-code-{_digest(source)}",
+            "namespace": namespace,
+            "labels": labels(name),
+        },
+        "immutable": True,
+        "data": {ENGINE_FILE: source},
+    }
+
+
+def labels(name: str) -> dict[str, str]:
+    return {**PROGRAM_LABELS, "app.kubernetes.io/component": COMPONENT, CATALOG_LABEL: name}
+
+
+def credentials_secret_name(name: str) -> str:
+    return f"{name}-provision-credentials"
+
+
+def credentials_secret_manifest(
+    name: str, catalog: CatalogConfig, namespace: str, credentials: Mapping[str, str]
+) -> dict[str, Any] | None:
+    """Secret whose keys are the drivers' environment variable names (gcs: the key file), None without credentials."""
+    if not catalog.credential_env:
+        return None
+    data = {
+        "service-account.json" if env == "GOOGLE_APPLICATION_CREDENTIALS" else env: credentials[key]
+        for key, env in catalog.credential_env.items()
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": credentials_secret_name(name), "namespace": namespace, "labels": labels(name)},
+        "type": "Opaque",
+        "stringData": data,
+    }
+
+
+def job_name(name: str, spec: Mapping[str, Any]) -> str:
+    """`<name>-provision-<h>`, `<h>` a digest of the Job's spec: the source URL, its access (anonymous, credential
+    names) and the engine (its ConfigMap's name carries its hash) are in the spec, so a new source or engine is a
+    new Job; so is any other change of the spec (image, mounts), which Kubernetes would not apply to a Job anyway
+    (its pod template is immutable), and a new name lets Pulumi create the new Job before deleting the old."""
+    return f"{name}{SUFFIX}{_digest(spec)}"
+
+
+def _credential_wiring(name: str, catalog: CatalogConfig) -> tuple[list[Any], list[Any], list[Any]]:
+    """env, volumes, mounts that hand the Secret's values to the drivers."""
+    secret = credentials_secret_name(name)
+    env: list[dict[str, Any]] = []
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    for env_name in catalog.credential_env.values():
+        if env_name == "GOOGLE_APPLICATION_CREDENTIALS":
+            volumes.append({"name": KEY_VOLUME, "secret": {"secretName": secret}})
+            mounts.append({"name": KEY_VOLUME, "mountPath": KEY_DIR, "readOnly": True})
+            env.append({"name": env_name, "value": f"{KEY_DIR}/service-account.json"})
+        else:
+            env.append({"name": env_name, "valueFrom": {"secretKeyRef": {"name": secret, "key": env_name}}})
+    return env, volumes, mounts
+
+
+def job_command(name: str, catalog: CatalogConfig, storage: StorageConfig) -> list[str]:
+    return [
+        "python", f"{CODE_DIR}/{ENGINE_FILE}",
+        "--source", catalog.source,
+        "--dest", catalog_path(storage, name),
+        "--threads", str(THREADS),
+        "--storage-options", json.dumps(catalog.storage_options),
+    ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What the Job needs from the rest of the stack."""
+
+    namespace: str
+    image: str  # the cluster's pinned image reference
+    storage: StorageConfig
+    node_selector: Mapping[str, str] = field(default_factory=dict)  # cluster.placement.nodeSelector
+    pull_secret: str | None = None
+
+
+def provision_job_manifest(name: str, catalog: CatalogConfig, ctx: JobContext, source: str) -> dict[str, Any]:
+    """The Job copying catalog `name` onto the claim; `source` is the engine's text (its ConfigMap's content)."""
+    env, key_volumes, key_mounts = _credential_wiring(name, catalog)
+    config_map = code_config_map_manifest(name, ctx.namespace, source)["metadata"]["name"]
+    container = {
+        "name": "provision",
+        "image": ctx.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": job_command(name, catalog, ctx.storage),
+        "env": env,
+        "resources": RESOURCES,
+        "securityContext": CONTAINER_SECURITY_CONTEXT,
+        "volumeMounts": [
+            {"name": CLAIM_VOLUME, "mountPath": ctx.storage.mount_path},
+            {"name": CODE_VOLUME, "mountPath": CODE_DIR, "readOnly": True},
+            *writable_mounts(),
+            *key_mounts,
+        ],
+    }
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "securityContext": POD_SECURITY_CONTEXT,
+        "containers": [container],
+        "volumes": [
+            {"name": CLAIM_VOLUME, "persistentVolumeClaim": {"claimName": ctx.storage.claim_name}},
+            {"name": CODE_VOLUME, "configMap": {"name": config_map}},
+            *writable_volumes(),
+            *key_volumes,
+        ],
+    }
+    if ctx.node_selector:
+        pod["nodeSelector"] = dict(ctx.node_selector)
+    if ctx.pull_secret:
+        pod["imagePullSecrets"] = [{"name": ctx.pull_secret}]
+    annotations = {"pulumi.com/replaceUnready": "true"}
+    if any("valueFrom" in e for e in env):
+        annotations["checkov.io/skip1"] = SECRET_ENV_SKIP
+    spec = {"backoffLimit": BACKOFF_LIMIT, "template": {"metadata": {"labels": labels(name)}, "spec": pod}}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(name, spec),
+            "namespace": ctx.namespace,
+            "labels": labels(name),
+            "annotations": annotations,
+        },
+        "spec": spec,
+    }
+
+
+def source_ports(catalog: CatalogConfig, egress_ports: Sequence[int]) -> list[int]:
+    """The ports the Job reaches its source on: the URL's (https/http), else `security.egressPorts`."""
+    if catalog.scheme == "https":
+        parts = urlsplit(catalog.source)
+        return [parts.port or DEFAULT_PORTS.get(parts.scheme, 443)]
+    return sorted(set(egress_ports))
+
+
+def provision_network_policy_manifest(
+    name: str, catalog: CatalogConfig, namespace: str, egress_cidrs: Sequence[str], egress_ports: Sequence[int]
+) -> dict[str, Any]:
+    """The Job's pods: no ingress; egress to DNS and to the source (`egress_cidrs` on its ports) only."""
+    selector = {"matchLabels": {CATALOG_LABEL: name, "app.kubernetes.io/component": COMPONENT}}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": f"{name}-provision", "namespace": namespace, "labels": labels(name)},
+        "spec": {
+            "podSelector": selector,
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [],
+            "egress": [
+                {"ports": [{"protocol": p, "port": DNS_PORT} for p in ("UDP", "TCP")]},
+                {
+                    "to": [{"ipBlock": {"cidr": cidr}} for cidr in egress_cidrs],
+                    "ports": [{"protocol": "TCP", "port": port} for port in source_ports(catalog, egress_ports)],
+                },
+            ],
+        },
+    }
+
+
+@dataclass(frozen=True)
+class CatalogProvisioningArgs:
+    catalogs: Mapping[str, CatalogConfig]
+    ctx: JobContext
+    # catalog name -> its credentials (key -> value), a Pulumi secret; only for catalogs with credentials
+    credentials: Mapping[str, pulumi.Output[dict[str, str]]] = field(default_factory=dict)
+    network_policy: bool = True
+    egress_cidrs: Sequence[str] = ("0.0.0.0/0",)
+    egress_ports: Sequence[int] = (443,)
+    image: pulumi.Input[str] | None = None  # the image reference when it is an Output (the program's); else ctx.image
+
+
+class CatalogProvisioning(pulumi.ComponentResource):
+    """ConfigMap, Secret, NetworkPolicy and Job per catalog; depending on this component waits for every copy."""
+
+    jobs: dict[str, k8s.batch.v1.Job]
+    paths: dict[str, str]
+
+    def __init__(self, name: str, args: CatalogProvisioningArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("lsdb-k8s:catalogs:CatalogProvisioning", name, {}, opts)
+        ctx, source = args.ctx, engine_source()
+        self.jobs, self.paths = {}, {}
+        for catalog_name, catalog in args.catalogs.items():
+            prefix = f"{name}-{catalog_name}"
+            code = code_config_map_manifest(catalog_name, ctx.namespace, source)
+            config_map = k8s.core.v1.ConfigMap(
+                f"{prefix}-code",
+                metadata=code["metadata"],
+                data=code["data"],
+                immutable=True,
+                opts=child_options(self, opts),
+            )
+            needs: list[pulumi.Resource] = [config_map]
+            if catalog.credential_env and catalog_name in args.credentials:
+                secret_data = args.credentials[catalog_name].apply(_string_data(catalog_name, catalog, ctx.namespace))
+                needs.append(
+                    k8s.core.v1.Secret(
+                        f"{prefix}-credentials",
+                        metadata={
+                            "name": credentials_secret_name(catalog_name),
+                            "namespace": ctx.namespace,
+                            "labels": labels(catalog_name),
+                        },
+                        type="Opaque",
+                        string_data=pulumi.Output.secret(cast(Any, secret_data)),
+                        opts=child_options(self, opts),
+                    )
+                )
+            if args.network_policy:
+                policy = provision_network_policy_manifest(
+                    catalog_name, catalog, ctx.namespace, args.egress_cidrs, args.egress_ports
+                )
+                needs.append(
+                    k8s.networking.v1.NetworkPolicy(
+                        f"{prefix}-netpol",
+                        metadata=policy["metadata"],
+                        spec=policy["spec"],
+                        opts=child_options(self, opts),
+                    )
+                )
+            job = pulumi.Output.from_input(args.image if args.image is not None else ctx.image).apply(
+                _job_manifest(catalog_name, catalog, ctx, source)
+            )
+            job_opts = child_options(self, opts, *needs)
+            job_opts.custom_timeouts = pulumi.CustomTimeouts(create=JOB_TIMEOUT, update=JOB_TIMEOUT)
+            self.jobs[catalog_name] = k8s.batch.v1.Job(
+                f"{prefix}-job",
+                metadata=job.apply(lambda j: j["metadata"]),
+                spec=job.apply(lambda j: j["spec"]),
+                opts=job_opts,
+            )
+            self.paths[catalog_name] = catalog_path(ctx.storage, catalog_name)
+        self.register_outputs({"catalogPaths": self.paths})
+
+
+def _string_data(name: str, catalog: CatalogConfig, namespace: str) -> Callable[[Mapping[str, str]], dict[str, str]]:
+    def render(credentials: Mapping[str, str]) -> dict[str, str]:
+        manifest = credentials_secret_manifest(name, catalog, namespace, credentials)
+        return dict(manifest["stringData"]) if manifest else {}
+
+    return render
+
+
+def _job_manifest(name: str, catalog: CatalogConfig, ctx: JobContext, source: str) -> Callable[[str], dict[str, Any]]:
+    def render(image: str) -> dict[str, Any]:
+        return provision_job_manifest(name, catalog, replace(ctx, image=image), source)
+
+    return render

@@ -1,0 +1,463 @@
+"""Copy a HATS catalog or catalog collection from a URL onto a local directory (the stack's claim).
+
+Run by the provisioning Job as `python /opt/lsdb-provision/catalog_copy.py --source URL --dest DIR`: this file alone,
+with the standard library and the pinned lock's packages (hats, fsspec, s3fs/gcsfs/adlfs/aiohttp, pyarrow,
+jproperties). How it gets there without touching the cluster image: the program puts this file's text in a
+ConfigMap named `<catalog>-provision-code-<hash of this text>` and mounts it read-only at /opt/lsdb-provision
+(components/catalogs.py); the image stays the lock's, and a change of this file is a new ConfigMap and Job.
+
+Driven by the catalog's own metadata, never by a directory listing (plain HTTP servers have none):
+`collection.properties` names the members (primary catalog, margins, indexes); each catalog's `hats.properties`
+(or the legacy `properties`), `partition_info.csv` and `dataset/_metadata` name its partition files (the
+`_metadata` row groups' file paths, and hats' own `pixel_catalog_file` for each partition listed). A few
+optional files (`point_map.fits`, `skymap*.fits`, `dataset/_common_metadata`, ...) are copied when the source
+has them.
+
+Order and atomicity: every file is written under a temporary name and renamed into place, so an interrupted run
+leaves no half file (stale temporary files are removed at the next start). Partition files are copied first, in
+parallel (a thread pool over fsspec); then one `os.sync()` (not an fsync per file, which doubled the time per
+file here; a node crash before it can leave a short file, which the size comparison re-copies); then the metadata
+files, each catalog's properties file last, so a directory holds a catalog's properties only once all its files
+are there. Afterwards hats checks the copy (`hats.io.validation.is_valid_catalog` / `is_valid_collection`,
+strict: every partition file present and consistent with the metadata).
+
+Idempotent and resumable: a partition file is skipped when the local file has the source's size and the source's
+checksum (ETag, or gcsfs' md5Hash) is the one recorded when it was copied (a journal in `<dest>/.lsdb-provision/`,
+one JSON line per copied file, appended as each finishes). Size and checksum come from one listing per partition
+directory on object stores, from a HEAD request per file over HTTP. Where the source gives no checksum (a plain
+HTTP server without ETag) size alone decides, and a same-size rewrite is not seen: such sources should be
+immutable releases. The checksum is compared as recorded, not recomputed over the local bytes: S3's multipart
+ETags are no MD5 of the content. Metadata files are always read from the source (they say what the catalog is)
+and rewritten only when their bytes differ. Files under `<dest>` that the source no longer lists are removed (the
+copy mirrors the source: a changed source is copied over the old one, in place).
+
+Every partition file's footer is read after download and its row count compared with what `_metadata` says: a
+missing, truncated, corrupt or unreadable source file fails the run naming the file and the source.
+
+Credentials: the drivers' own environment variables (AWS_*, GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_*),
+as the cluster's pods get them; `--storage-options` (JSON) adds fsspec options such as `{"anon": true}`.
+
+Output: one JSON line, the summary (files, files copied, bytes copied, bytes of metadata read).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import io
+import json
+import os
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+STATE_DIR = ".lsdb-provision"
+JOURNAL = "copied.jsonl"
+PART_SUFFIX = ".lsdb-provision-part"
+COLLECTION_PROPERTIES = "collection.properties"
+PROPERTIES = ("hats.properties", "properties")  # hats reads the first that exists
+PARTITION_INFO = "partition_info.csv"
+METADATA = "dataset/_metadata"
+OPTIONAL_FILES = (
+    "dataset/_common_metadata",
+    "point_map.fits",
+    "skymap.fits",
+    "per_partition_statistics.parquet",
+    "dataset/data_thumbnail.parquet",
+)
+CHECKSUM_KEYS = ("ETag", "etag", "md5Hash")  # s3fs / http, adlfs, gcsfs
+DEFAULT_THREADS = 8
+
+
+class ProvisionError(Exception):
+    """The copy cannot be made as the source describes it; the message names the file and the source."""
+
+
+@dataclass
+class Summary:
+    source: str
+    dest: str
+    files: int = 0
+    files_copied: int = 0
+    bytes_copied: int = 0
+    metadata_bytes_read: int = 0
+    removed: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "dest": self.dest,
+            "files": self.files,
+            "filesCopied": self.files_copied,
+            "bytesCopied": self.bytes_copied,
+            "metadataBytesRead": self.metadata_bytes_read,
+            "removed": sorted(self.removed),
+        }
+
+
+@dataclass
+class CatalogPlan:
+    """One catalog's files: metadata held in memory (written last), partition files with expected row counts."""
+
+    prefix: str  # relative to the destination root ("" for a lone catalog)
+    metadata: dict[str, bytes]  # relative path -> content; the properties file is written last
+    partitions: dict[str, int | None]  # relative path -> row count from _metadata (None: not listed there)
+    kind: str = "catalog"
+
+
+class Source:
+    """The source catalog behind fsspec: whole-file reads and file info, errors naming file and source."""
+
+    def __init__(self, url: str, storage_options: dict[str, Any]) -> None:
+        import fsspec
+
+        self.url = url.rstrip("/")
+        self.fs, self.root = fsspec.core.url_to_fs(self.url, **storage_options)
+        self.root = self.root.rstrip("/")
+        # Object stores list a prefix in one request; a plain HTTP server may have no listing at all.
+        self.listable = not self.fs.protocol or "http" not in self.fs.protocol
+        self.listings: dict[str, dict[str, dict[str, Any]]] = {}
+        self.lock = threading.Lock()
+
+    def path(self, rel: str) -> str:
+        return f"{self.root}/{rel}" if rel else self.root
+
+    def where(self, rel: str) -> str:
+        return f"{self.url}/{rel}"
+
+    def read(self, rel: str, required: bool = True) -> bytes | None:
+        try:
+            data: bytes = self.fs.cat_file(self.path(rel))
+            return data
+        except FileNotFoundError:
+            if required:
+                raise ProvisionError(f"{rel}: not found at {self.where(rel)} (source {self.url})") from None
+            return None
+        except Exception as exc:  # the drivers raise many kinds (PermissionError, ClientError, aiohttp's ...)
+            raise ProvisionError(f"{rel}: cannot read {self.where(rel)} (source {self.url}): {exc}") from exc
+
+    def info(self, rel: str) -> dict[str, Any]:
+        """Size and checksum of one file: from its directory's listing where the store has listings (one request
+        per partition directory, not per file), else from the file itself (HTTP: a HEAD request)."""
+        try:
+            if self.listable:
+                listing = self._listing(rel.rsplit("/", 1)[0] if "/" in rel else "")
+                if rel in listing:
+                    return listing[rel]
+            info: dict[str, Any] = self.fs.info(self.path(rel))
+            return info
+        except FileNotFoundError:
+            raise ProvisionError(f"{rel}: not found at {self.where(rel)} (source {self.url})") from None
+        except Exception as exc:
+            raise ProvisionError(f"{rel}: cannot read {self.where(rel)} (source {self.url}): {exc}") from exc
+
+    def _listing(self, directory: str) -> dict[str, dict[str, Any]]:
+        with self.lock:
+            if directory not in self.listings:
+                entries = self.fs.ls(self.path(directory), detail=True)
+                prefix = self.root + "/"
+                self.listings[directory] = {
+                    e["name"].removeprefix(prefix): e for e in entries if e.get("type") == "file"
+                }
+            return self.listings[directory]
+
+
+def checksum(info: dict[str, Any]) -> str | None:
+    for key in CHECKSUM_KEYS:
+        if info.get(key):
+            return str(info[key]).strip('"')
+    return None
+
+
+def _properties(cls: Any, data: bytes, where: str) -> Any:
+    """Parse a properties file exactly as hats does (jproperties, then hats' pydantic model)."""
+    from jproperties import Properties  # type: ignore[import-untyped]
+
+    p = Properties()
+    try:
+        p.load(io.BytesIO(data), "utf-8")
+        return cls(**p.properties)
+    except Exception as exc:
+        raise ProvisionError(f"{where}: not a valid HATS properties file: {exc}") from exc
+
+
+def _join(prefix: str, rel: str) -> str:
+    return f"{prefix}/{rel}" if prefix else rel
+
+
+def _metadata_partitions(meta: bytes, where: str) -> dict[str, int]:
+    """Partition file (relative to the catalog) -> rows, from the `_metadata` row groups' file paths."""
+    import pyarrow.parquet as pq
+
+    try:
+        footer = pq.read_metadata(io.BytesIO(meta))
+    except Exception as exc:
+        raise ProvisionError(f"{METADATA}: corrupt at {where}: {exc}") from exc
+    partitions: dict[str, int] = {}
+    for i in range(footer.num_row_groups):
+        group = footer.row_group(i)
+        rel = "dataset/" + group.column(0).file_path.lstrip("/")
+        partitions[rel] = partitions.get(rel, 0) + group.num_rows
+    return partitions
+
+
+def _partition_info_files(info: bytes, npix_suffix: str, where: str) -> list[str]:
+    """Partition files (relative to the catalog) of the pixels `partition_info.csv` lists, named by hats."""
+    from hats.catalog.partition_info import PartitionInfo
+    from hats.io.paths import pixel_catalog_file
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / PARTITION_INFO
+        local.write_bytes(info)
+        try:
+            pixels = PartitionInfo.read_from_csv(local).get_healpix_pixels()
+        except Exception as exc:
+            raise ProvisionError(f"{PARTITION_INFO}: corrupt at {where}: {exc}") from exc
+    if npix_suffix == "/":  # a directory per pixel: its files are the ones _metadata lists
+        return []
+    base = "/catalog"  # hats builds paths below a base; only the relative part matters
+    return [pixel_catalog_file(base, p, npix_suffix=npix_suffix).relative_to(base).as_posix() for p in pixels]
+
+
+def plan_catalog(source: Source, prefix: str, summary: Summary) -> CatalogPlan:
+    """Read one catalog's metadata from the source and list its files."""
+    from hats.catalog.dataset.table_properties import TableProperties
+
+    metadata: dict[str, bytes] = {}
+
+    def read(rel: str, required: bool = False) -> bytes | None:
+        data = source.read(_join(prefix, rel), required)
+        if data is not None:
+            metadata[rel] = data
+            summary.metadata_bytes_read += len(data)
+        return data
+
+    found = [name for name in PROPERTIES if read(name) is not None]  # lsdb writes both; copy each one there is
+    if not found:
+        raise ProvisionError(
+            f"{_join(prefix, PROPERTIES[0])}: not found at {source.where(_join(prefix, PROPERTIES[0]))} "
+            f"(nor {PROPERTIES[1]}; source {source.url}): not a HATS catalog"
+        )
+    properties = _properties(TableProperties, metadata[found[0]], source.where(_join(prefix, found[0])))
+    meta, info = read(METADATA), read(PARTITION_INFO)
+    if meta is None and info is None:
+        raise ProvisionError(
+            f"{_join(prefix, PARTITION_INFO)}: not found, nor {METADATA}, at {source.where(prefix)} "
+            f"(source {source.url}): hats needs one of them to know the partitions"
+        )
+    partitions: dict[str, int | None] = {}
+    if meta is not None:
+        partitions.update(_metadata_partitions(meta, source.where(_join(prefix, METADATA))))
+    if info is not None:
+        where = source.where(_join(prefix, PARTITION_INFO))
+        for rel in _partition_info_files(info, properties.npix_suffix, where):
+            partitions.setdefault(rel, None)
+    for rel in [*OPTIONAL_FILES, *(f"skymap.{k}.fits" for k in (properties.skymap_alt_orders or []))]:
+        read(rel)
+    return CatalogPlan(prefix, metadata, partitions, kind=str(properties.catalog_type))
+
+
+def plan(source: Source, summary: Summary) -> tuple[list[CatalogPlan], bytes | None]:
+    """The catalogs to copy: the collection's members, or the lone catalog; and the collection.properties bytes."""
+    from hats.catalog.dataset.collection_properties import CollectionProperties
+
+    collection = source.read(COLLECTION_PROPERTIES, required=False)
+    if collection is None:
+        return [plan_catalog(source, "", summary)], None
+    summary.metadata_bytes_read += len(collection)
+    props = _properties(CollectionProperties, collection, source.where(COLLECTION_PROPERTIES))
+    members = [props.hats_primary_table_url, *(props.all_margins or []), *(props.all_indexes or {}).values()]
+    for member in members:
+        if "://" in member or member.startswith("/") or ".." in member.split("/"):
+            raise ProvisionError(
+                f"{COLLECTION_PROPERTIES}: member {member!r} is outside the collection (source {source.url}); "
+                "only members stored below the collection can be provisioned"
+            )
+    return [plan_catalog(source, member.strip("/"), summary) for member in members], collection
+
+
+class Journal:
+    """What was copied: relative path -> (size, checksum), appended one JSON line per file as each finishes."""
+
+    def __init__(self, dest: Path) -> None:
+        self.path = dest / STATE_DIR / JOURNAL
+        self.entries: dict[str, tuple[int, str | None]] = {}
+        if self.path.is_file():
+            for line in self.path.read_text().splitlines():
+                try:
+                    entry = json.loads(line)
+                    self.entries[entry["path"]] = (int(entry["size"]), entry.get("checksum"))
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line cut short by an interruption
+        self.lock = threading.Lock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def record(self, rel: str, size: int, checksum: str | None) -> None:
+        line = json.dumps({"path": rel, "size": size, "checksum": checksum}) + "\n"
+        with self.lock:
+            self.entries[rel] = (size, checksum)
+            with open(self.path, "a") as out:
+                out.write(line)  # no fsync per file: one sync before the metadata goes in (`provision`)
+
+    def compact(self, keep: Iterable[str]) -> None:
+        kept = {rel: self.entries[rel] for rel in keep if rel in self.entries}
+        text = "".join(json.dumps({"path": r, "size": s, "checksum": c}) + "\n" for r, (s, c) in sorted(kept.items()))
+        _write_atomic(self.path, text.encode())
+        self.entries = kept
+
+
+def _write_atomic(final: Path, data: bytes) -> None:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(final.name + PART_SUFFIX)
+    with open(tmp, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, final)
+
+
+def _check_parquet(local: Path, rows: int | None, where: str) -> None:
+    import pyarrow.parquet as pq
+
+    try:
+        found = pq.read_metadata(local).num_rows
+    except Exception as exc:
+        raise ProvisionError(f"{where}: corrupt or not a parquet file: {exc}") from exc
+    if rows is not None and found != rows:
+        raise ProvisionError(f"{where}: has {found} rows, the catalog's _metadata says {rows}")
+
+
+def copy_partition(source: Source, dest: Path, rel: str, rows: int | None, journal: Journal, summary: Summary) -> None:
+    """Copy one partition file unless the local one already matches (size and recorded checksum)."""
+    info = source.info(rel)
+    size, digest = info.get("size"), checksum(info)
+    final = dest / rel
+    if final.is_file() and final.stat().st_size == size and journal.entries.get(rel, (None, None))[1] == digest:
+        return
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(final.name + PART_SUFFIX)
+    try:
+        # get_file streams the whole object (no range requests, which plain HTTP servers may not serve)
+        source.fs.get_file(source.path(rel), str(tmp))
+        written = tmp.stat().st_size
+    except FileNotFoundError:
+        tmp.unlink(missing_ok=True)
+        raise ProvisionError(f"{rel}: not found at {source.where(rel)} (source {source.url})") from None
+    except Exception as exc:  # the drivers' own errors (aiohttp, botocore ...)
+        tmp.unlink(missing_ok=True)
+        raise ProvisionError(f"{rel}: cannot read {source.where(rel)} (source {source.url}): {exc}") from exc
+    if size is not None and written != size:
+        tmp.unlink(missing_ok=True)
+        raise ProvisionError(f"{rel}: read {written} bytes, the source says {size} ({source.where(rel)})")
+    try:
+        _check_parquet(tmp, rows, f"{rel} ({source.where(rel)}, source {source.url})")
+    except ProvisionError:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, final)
+    journal.record(rel, written, digest)
+    with summary.lock:
+        summary.files_copied += 1
+        summary.bytes_copied += written
+
+
+def _install_metadata(dest: Path, rel: str, data: bytes, summary: Summary) -> None:
+    final = dest / rel
+    if final.is_file() and final.read_bytes() == data:
+        return
+    _write_atomic(final, data)
+    summary.files_copied += 1
+    summary.bytes_copied += len(data)
+
+
+def _properties_last(names: Iterable[str]) -> list[str]:
+    return sorted(names, key=lambda rel: (rel.rsplit("/", 1)[-1] in (*PROPERTIES, COLLECTION_PROPERTIES), rel))
+
+
+def _remove_stale(dest: Path, wanted: set[str], summary: Summary) -> None:
+    for path in sorted(dest.rglob("*"), reverse=True):
+        rel = path.relative_to(dest).as_posix()
+        if rel == STATE_DIR or rel.startswith(STATE_DIR + "/"):
+            continue
+        if path.is_file() and (rel not in wanted or path.name.endswith(PART_SUFFIX)):
+            path.unlink()
+            if not path.name.endswith(PART_SUFFIX):
+                summary.removed.append(rel)
+        elif path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+
+
+def validate(dest: Path, collection: bool) -> None:
+    """hats' own strict validation of the copy; its log says what is wrong."""
+    from hats.io.validation import is_valid_catalog, is_valid_collection
+
+    valid = is_valid_collection(dest, strict=True) if collection else is_valid_catalog(dest, strict=True)
+    if not valid:
+        raise ProvisionError(f"{dest}: hats' validation rejected the copy (see the log above)")
+
+
+def provision(
+    source_url: str,
+    dest: Path,
+    storage_options: dict[str, Any] | None = None,
+    threads: int = DEFAULT_THREADS,
+    on_copied: Callable[[Summary], None] | None = None,
+) -> Summary:
+    """Make `dest` a copy of the catalog or collection at `source_url`; return what was done."""
+    source = Source(source_url, storage_options or {})
+    summary = Summary(source.url, str(dest))
+    catalogs, collection = plan(source, summary)
+    dest.mkdir(parents=True, exist_ok=True)
+    journal = Journal(dest)
+    partitions = {_join(c.prefix, rel): rows for c in catalogs for rel, rows in c.partitions.items()}
+    metadata = {_join(c.prefix, rel): data for c in catalogs for rel, data in c.metadata.items()}
+    if collection is not None:
+        metadata[COLLECTION_PROPERTIES] = collection
+    wanted = set(partitions) | set(metadata)
+    _remove_stale(dest, wanted, summary)  # stale partial files, and files the source no longer has
+    summary.files = len(wanted)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        futures = [
+            pool.submit(copy_partition, source, dest, rel, rows, journal, summary) for rel, rows in partitions.items()
+        ]
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                future.result()
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+    if summary.files_copied:  # the partition files and the journal are on disk before any metadata says so
+        os.sync()
+    for rel in _properties_last(metadata):
+        _install_metadata(dest, rel, metadata[rel], summary)
+    journal.compact(partitions)
+    if on_copied is not None:
+        on_copied(summary)
+    validate(dest, collection is not None)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--source", required=True, help="URL of the HATS catalog or collection")
+    parser.add_argument("--dest", required=True, type=Path, help="local directory to copy it to")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="parallel file copies")
+    parser.add_argument("--storage-options", default="{}", help='fsspec options as JSON, e.g. {"anon": true}')
+    args = parser.parse_args(argv)
+    try:
+        summary = provision(args.source, args.dest, json.loads(args.storage_options), args.threads)
+    except ProvisionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary.as_dict()), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
