@@ -341,11 +341,9 @@ def unreconciled(dask_cluster: dict[str, Any], workers: dict[str, dict[str, Any]
 
 
 def scheduler_downscale_preload() -> dict[str, str]:
-    """The scheduler's preload that offers only the default group's workers to retire (dask/dask-kubernetes#914;
-    components/scheduler_downscale.py says how). It goes in as source text, which distributed runs as a preload: no
-    image change, no extra object, no new network flow, and a change of it changes `<h>` (this variable is digested;
-    the prefix, which names the live cluster, is set by `_name_cluster`). A list literal, like the routes; `$`
-    doubled, as Kubernetes expands `$(VAR)` in env values."""
+    """The scheduler's preload offering only the default group's workers to retire (components/scheduler_downscale.py),
+    as source text: no image change, no extra object or flow, and a change of it changes `<h>` (the prefix, which names
+    the live cluster, is set by `_name_cluster`). A list literal; `$` doubled, as Kubernetes expands `$(VAR)`."""
     source = Path(scheduler_downscale.__file__).read_text()
     return {"name": "DASK_DISTRIBUTED__SCHEDULER__PRELOAD", "value": json.dumps([source]).replace("$", "$$")}
 

@@ -11,14 +11,9 @@ Timeouts: each stage hands its budget to distributed's own timeouts (`Client(tim
 its own bound, because distributed's handshake has none. What those miss, the dynamic provider's process deadline
 ends (it kills this process).
 
-Where the catalog is opened: on a worker. With a port-forward the client runs on a workstation that cannot see
-the worker volume (the catalog at /data/... exists only inside worker pods, object-store credentials live only
-in the pods), so the client submits `lsdb.open_catalog(path, search_filter=ConeSearch(...), columns=...)` as a
-task, gets the lazy catalog back (metadata only, no rows), builds the graph locally and computes it on the
-cluster. The client never touches the catalog storage.
-
-Imports stay light: lsdb, dask, distributed and pandas are imported inside the functions that need them, so the
-package can be imported by the Pulumi program without paying for them.
+The catalog is opened on a worker (`lsdb.open_catalog` submitted as a task: only the lazy catalog comes back), as
+a workstation behind a port-forward sees neither the worker volume nor the pods' credentials. lsdb, dask,
+distributed and pandas are imported inside the functions: the Pulumi program imports this package.
 """
 
 from __future__ import annotations
@@ -42,28 +37,14 @@ from components.verification.query import GATE, ClusterRef, VerificationQuery, V
 # deploy: the operator creating the Service, a cold pull of the image (minutes on a slow registry) and the scheduler
 # becoming Ready; a pod stuck for a reason waiting will not cure fails it early (pods.py).
 DEFAULT_STAGE_TIMEOUTS: dict[str, float] = {
-    "connect": 600.0,
-    "workers": 180.0,
-    "versions": 30.0,
-    "open": 120.0,
-    "compute": 600.0,
-}
+    "connect": 600.0, "workers": 180.0, "versions": 30.0, "open": 120.0, "compute": 600.0,
+}  # fmt: skip
 
 # Compared between client, scheduler and every worker (python by major.minor, the rest exactly, against the lock).
 CHECKED_PACKAGES = (
-    "dask",
-    "distributed",
-    "lsdb",
-    "hats",
-    "nested-pandas",
-    "pandas",
-    "pyarrow",
-    "numpy",
-    "cloudpickle",
-    "msgpack",
-)
-# Asked of the scheduler and workers on top of distributed's own list (dask, distributed, numpy, pandas, ...).
-# distributed answers with importlib.metadata, so nothing is imported remotely just to read a version.
+    "dask", "distributed", "lsdb", "hats", "nested-pandas", "pandas", "pyarrow", "numpy", "cloudpickle", "msgpack",
+)  # fmt: skip
+# Asked on top of distributed's own list; answered with importlib.metadata (nothing is imported remotely).
 EXTRA_VERSION_PACKAGES = ("lsdb", "hats", "nested-pandas", "pyarrow")
 OPEN_TASK_PREFIX = "lsdb-verify-open"
 # Connect retries: each attempt is bounded (so the wait hook runs in between), the pause doubles up to a ceiling.
