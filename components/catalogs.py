@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -156,19 +156,21 @@ class JobContext:
     """What the Job needs from the rest of the stack."""
 
     namespace: str
-    image: str  # the cluster's pinned image reference
     storage: StorageConfig
     node_selector: Mapping[str, str] = field(default_factory=dict)  # cluster.placement.nodeSelector
     pull_secret: str | None = None
 
 
-def provision_job_manifest(name: str, catalog: CatalogConfig, ctx: JobContext, source: str) -> dict[str, Any]:
-    """The Job copying catalog `name` onto the claim; `source` is the engine's text (its ConfigMap's content)."""
+def provision_job_manifest(
+    name: str, catalog: CatalogConfig, ctx: JobContext, source: str, image: str
+) -> dict[str, Any]:
+    """The Job copying catalog `name` onto the claim with the cluster's pinned `image`; `source` is the engine's text
+    (its ConfigMap's content)."""
     env, key_volumes, key_mounts = _credential_wiring(name, catalog)
     config_map = code_config_map_manifest(name, ctx.namespace, source)["metadata"]["name"]
     container = {
         "name": "provision",
-        "image": ctx.image,
+        "image": image,
         "imagePullPolicy": "IfNotPresent",
         "command": job_command(name, catalog, ctx.storage),
         "env": env,
@@ -250,12 +252,12 @@ def provision_network_policy_manifest(
 class CatalogProvisioningArgs:
     catalogs: Mapping[str, CatalogConfig]
     ctx: JobContext
+    image: pulumi.Input[str]  # the cluster's image reference (the pushed digest: an Output)
     # catalog name -> its credentials (key -> value), a Pulumi secret; only for catalogs with credentials
     credentials: Mapping[str, pulumi.Output[dict[str, str]]] = field(default_factory=dict)
     network_policy: bool = True
     egress_cidrs: Sequence[str] = ("0.0.0.0/0",)
     egress_ports: Sequence[int] = (443,)
-    image: pulumi.Input[str] | None = None  # the image reference when it is an Output (the program's); else ctx.image
 
 
 class CatalogProvisioning(pulumi.ComponentResource):
@@ -306,9 +308,7 @@ class CatalogProvisioning(pulumi.ComponentResource):
                         opts=child_options(self, opts),
                     )
                 )
-            job = pulumi.Output.from_input(args.image if args.image is not None else ctx.image).apply(
-                _job_manifest(catalog_name, catalog, ctx, source)
-            )
+            job = pulumi.Output.from_input(args.image).apply(_job_manifest(catalog_name, catalog, ctx, source))
             job_opts = child_options(self, opts, *needs)
             job_opts.custom_timeouts = pulumi.CustomTimeouts(create=JOB_TIMEOUT, update=JOB_TIMEOUT)
             self.jobs[catalog_name] = k8s.batch.v1.Job(
@@ -331,6 +331,6 @@ def _string_data(name: str, catalog: CatalogConfig, namespace: str) -> Callable[
 
 def _job_manifest(name: str, catalog: CatalogConfig, ctx: JobContext, source: str) -> Callable[[str], dict[str, Any]]:
     def render(image: str) -> dict[str, Any]:
-        return provision_job_manifest(name, catalog, replace(ctx, image=image), source)
+        return provision_job_manifest(name, catalog, ctx, source, image)
 
     return render

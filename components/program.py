@@ -184,7 +184,6 @@ def _provisioning(
         return None
     ctx = JobContext(
         namespace=config.namespace,
-        image="",  # the built or given image: `image` below
         storage=config.storage,
         node_selector=job_node_selector(config.cluster),
         pull_secret=image.pull_secret_name,

@@ -101,7 +101,7 @@ def test_provisioning_is_accepted_where_it_works() -> None:
 
 
 def name_of(catalog: CatalogConfig, source: str, image: str = IMAGE) -> str:
-    name: str = provision_job_manifest("gaia", catalog, JobContext("lsdb", image, PVC), source)["metadata"]["name"]
+    name: str = provision_job_manifest("gaia", catalog, JobContext("lsdb", PVC), source, image)["metadata"]["name"]
     return name
 
 
@@ -120,10 +120,10 @@ def test_the_job_name_follows_the_source_and_the_engine() -> None:
 
 
 def manifests(catalog: CatalogConfig = S3, ctx: JobContext | None = None) -> dict[str, Any]:
-    ctx = ctx or JobContext("lsdb", IMAGE, PVC)
+    ctx = ctx or JobContext("lsdb", PVC)
     source = engine_source()
     return {
-        "job": provision_job_manifest("gaia", catalog, ctx, source),
+        "job": provision_job_manifest("gaia", catalog, ctx, source, IMAGE),
         "code": code_config_map_manifest("gaia", "lsdb", source),
         "policy": provision_network_policy_manifest("gaia", catalog, "lsdb", ["10.0.0.0/8"], [443, 9000]),
         "secret": credentials_secret_manifest("gaia", catalog, "lsdb", {"accessKeyId": "k", "secretAccessKey": "s"}),
@@ -131,7 +131,7 @@ def manifests(catalog: CatalogConfig = S3, ctx: JobContext | None = None) -> dic
 
 
 def test_the_job_is_hardened_like_the_cluster_pods_and_writes_only_its_directory() -> None:
-    m = manifests(ctx=JobContext("lsdb", IMAGE, PVC, node_selector={"kubernetes.io/hostname": "n1"}, pull_secret="p"))
+    m = manifests(ctx=JobContext("lsdb", PVC, node_selector={"kubernetes.io/hostname": "n1"}, pull_secret="p"))
     pod = m["job"]["spec"]["template"]["spec"]
     [container] = pod["containers"]
     assert pod["securityContext"] == cluster.POD_SECURITY_CONTEXT
@@ -199,7 +199,7 @@ def test_the_component_registers_each_catalog_s_objects_under_itself_and_the_job
         creds = pulumi.Output.secret({"accessKeyId": "AKIAEXAMPLE", "secretAccessKey": "very-secret"})
         CatalogProvisioning(
             "catalogs",
-            CatalogProvisioningArgs(catalogs, JobContext("lsdb", IMAGE, PVC), credentials={"gaia": creds}),
+            CatalogProvisioningArgs(catalogs, JobContext("lsdb", PVC), IMAGE, credentials={"gaia": creds}),
         )
 
     run = run_program({}, program=program)
@@ -217,13 +217,13 @@ def test_the_component_registers_each_catalog_s_objects_under_itself_and_the_job
         name = job.inputs["metadata"]["labels"][CATALOG_LABEL]
         mine = {r.urn for r in children if r.inputs["metadata"]["labels"][CATALOG_LABEL] == name and r is not job}
         assert mine <= set(job.dependencies)  # the copy starts once its code, credentials and egress exist
-        assert job.inputs["spec"] == provision_job_manifest(name, catalogs[name], JobContext("lsdb", IMAGE, PVC),
-                                                            engine_source())["spec"]  # fmt: skip
+        assert job.inputs["spec"] == provision_job_manifest(name, catalogs[name], JobContext("lsdb", PVC),
+                                                            engine_source(), IMAGE)["spec"]  # fmt: skip
 
 
 def test_a_gcs_key_is_mounted_as_the_file_gcsfs_reads() -> None:
     gcs = CatalogConfig(source="gs://survey/gaia", credentials={"serviceAccountJson": SECURE})
-    job = provision_job_manifest("gaia", gcs, JobContext("lsdb", IMAGE, PVC), engine_source())
+    job = provision_job_manifest("gaia", gcs, JobContext("lsdb", PVC), engine_source(), IMAGE)
     [container] = job["spec"]["template"]["spec"]["containers"]
     [env] = container["env"]
     mount = next(m for m in container["volumeMounts"] if env["value"].startswith(m["mountPath"] + "/"))

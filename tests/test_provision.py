@@ -100,7 +100,7 @@ def http_source(source_dir: Path) -> Iterator[HttpSource]:
 
 def render(catalog: CatalogConfig, secrets: dict[str, str] | None = None) -> dict[str, Any]:
     source = engine_source()
-    job = provision_job_manifest(NAME, catalog, JobContext("lsdb", IMAGE, STORAGE), source)
+    job = provision_job_manifest(NAME, catalog, JobContext("lsdb", STORAGE), source, IMAGE)
     secret = credentials_secret_manifest(NAME, catalog, "lsdb", secrets or {})
     return {
         "job": job,
