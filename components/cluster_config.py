@@ -221,7 +221,10 @@ class WorkerGroupConfig(WorkerPodConfig):
     custom_resource: ClassVar[str] = "DaskWorkerGroup"
 
     replicas: Annotated[int, Fix("use 0 or more")] = Field(
-        1, ge=0, description="Workers in this group (≥ 0; fixed: only the default group autoscales)."
+        1,
+        ge=0,
+        description="Workers in this group (≥ 0; fixed: only the default group autoscales; a new count starts a "
+        "new cluster).",
     )
 
 
