@@ -141,6 +141,7 @@ def test_a_new_certificate_epoch_reissues_the_certificates_with_the_same_keys_an
     assert first.one(CA).inputs == second.one(CA).inputs
     # The first CA has the previous release's subject: upgraded stacks keep their CA and their clients' bundles.
     assert first.one(CA).inputs["subject"]["commonName"] == "lsdb-k8s dev CA"
+    assert first.one(CA).inputs["validityPeriodHours"] == 10 * 365 * 24  # unchanged too: no replacement
 
 
 def test_a_new_ca_epoch_replaces_the_ca() -> None:
