@@ -294,6 +294,15 @@ class SecurityConfig(Section):
         "cluster (pulumi-tls); the scheduler address becomes `tls://`, the client bundle the secret export "
         "`clientTls`.",
     )
+    tls_generation: Annotated[int, Fix("use 0 or more: raise it by one to replace the CA, keys and certificates")] = (
+        Field(
+            0,
+            ge=0,
+            description="Raise by one to replace the CA, every key and certificate at the next `pulumi up` (a leaked "
+            "key): a new cluster starts with them; clients need the new `clientTls`. Certificates also rotate on "
+            "their own schedule (docs/security.md).",
+        )
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -7,6 +7,7 @@ under `pulumi.runtime.set_mocks` (tools/mock_runtime.py).
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pulumi
@@ -30,12 +31,16 @@ from components.image import LsdbImage, LsdbImageArgs
 from components.monitoring import LsdbMonitoring, MonitoringArgs, chart_monitoring_values
 from components.security import ClusterSecurity, ClusterSecurityArgs, tls_secret_name
 from components.storage import CatalogStorage, CatalogStorageArgs
+from components.tls_schedule import certificate_schedule
 from components.verification import LsdbVerification, VerificationArgs, VerificationQuery
 from components.verification.query import GATE
 
 
-def program(config: StackConfig) -> dict[str, Any]:
-    """Register every resource of the stack; return the exports (name -> value or Output)."""
+def program(config: StackConfig, today: date | None = None) -> dict[str, Any]:
+    """Register every resource of the stack; return the exports (name -> value or Output).
+
+    `today` (UTC): the day whose TLS epoch the cluster serves (components/tls_schedule.py); tests pass one."""
+    today = today or datetime.now(UTC).date()  # the program's one reading of the clock
     exports: dict[str, Any] = {}
     namespace = config.namespace
     provider_opts = None
@@ -70,9 +75,10 @@ def program(config: StackConfig) -> dict[str, Any]:
         "lsdb-image", LsdbImageArgs(config.image, namespace, config.cluster.name, password), opts(cluster_namespace)
     )
     provisioning = _provisioning(config, storage, image, opts(cluster_namespace, storage, image))
-    # The certificate Secret's name is fixed, so the live cluster's name (which covers the pods' TLS settings) is
-    # known before the certificate, whose SANs name the stable and the candidate scheduler Service.
-    tls_secret = tls_secret_name(config.cluster.name) if config.security.tls else None
+    # The certificate Secret's name is the TLS epoch's (a new epoch: a new Secret, a new `<h>`, a new cluster), known
+    # before the certificate, whose SANs name the stable and the candidate scheduler Service.
+    tls_tag = certificate_schedule(today, config.security.tls_generation).tag
+    tls_secret = tls_secret_name(config.cluster.name, tls_tag) if config.security.tls else None
     spec = ClusterSpec(config.cluster, namespace, storage.pod_storage, image.pull_secret_name, tls_secret)
     manifests = cluster_manifests(spec, image.identity)
     live_name = manifests.live_name
@@ -87,6 +93,7 @@ def program(config: StackConfig) -> dict[str, Any]:
             identity_provider=config.storage.identity[0] if config.storage.identity else None,
             scraper_namespace=config.monitoring.prometheus_namespace if config.monitoring.enabled else None,
             service_names=(scheduler_service_name(config.cluster.name), scheduler_service_name(live_name)),
+            today=today,
         ),
         opts(cluster_namespace),
     )
@@ -125,6 +132,10 @@ def program(config: StackConfig) -> dict[str, Any]:
     exports |= forward_commands(namespace, scheduler_service_name(config.cluster.name), config.kube_context)
     if security.client_tls is not None:
         exports["clientTls"] = security.client_tls  # a Pulumi secret: `pulumi stack output --show-secrets clientTls`
+        exports["tlsCertificateExpiry"] = security.certificate_expiry  # the live cluster's certificate (RFC 3339)
+        # The first `pulumi up` on or after these days starts a new cluster with new certificates (and a new CA).
+        exports["tlsNextRotation"] = security.schedule.next_cert_rotation.isoformat()
+        exports["tlsNextCaRotation"] = security.schedule.next_ca_rotation.isoformat()
 
     if config.monitoring.enabled:
         LsdbMonitoring(

@@ -24,13 +24,16 @@ which NetworkPolicies do not govern.
 
 TLS (pulumi-tls, keys in the state as secrets): a CA for the stack, a certificate for the cluster (SANs: the
 scheduler Service names in every DNS form, `localhost`, `127.0.0.1`) in a `kubernetes.io/tls` Secret with the
-CA as `ca.crt`, and a client certificate, exported as the secret `clientTls`.
+CA as `ca.crt`, and a client certificate, exported as the secret `clientTls`. They rotate on the schedule of
+components/tls_schedule.py: the epoch tag is in the Secret's name (so in the cluster's `<h>`: a rotation is a new
+cluster) and in the certificates' subjects (so pulumi-tls re-issues them: a changed subject replaces a CSR).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import pulumi
@@ -53,11 +56,22 @@ from components.constants import (
     WORKER_PORT_NAME,
 )
 from components.options import child_options
+from components.tls_schedule import (
+    ANCHOR,
+    CA_VALIDITY_DAYS,
+    CERT_VALIDITY_DAYS,
+    TlsSchedule,
+    certificate_schedule,
+    expiry_warnings,
+    rotation_warnings,
+)
 
 DNS_PORT = 53
-CA_VALIDITY_HOURS = 10 * 365 * 24  # the CA outlives every certificate it signs; replacing it re-issues them all
-CERT_VALIDITY_HOURS = 365 * 24
-CERT_EARLY_RENEWAL_HOURS = 30 * 24  # a `pulumi up` in a certificate's last 30 days re-issues it (same CA)
+CA_VALIDITY_HOURS = CA_VALIDITY_DAYS * 24  # the CA outlives every certificate it signs (components/tls_schedule.py)
+# No `early_renewal_hours`: a re-issue it triggers keeps the Secret's name, so it would rewrite the Secret under a
+# running cluster (which never reloads it) and start no new one. A certificate is at most CERT_ROTATION_DAYS old
+# within its epoch, far from its CERT_VALIDITY_DAYS: the schedule's new tag re-issues it, with a new cluster.
+CERT_VALIDITY_HOURS = CERT_VALIDITY_DAYS * 24
 KEY_ALGORITHM, KEY_CURVE = "ECDSA", "P256"
 SERVER_USES = ["digital_signature", "key_encipherment", "server_auth", "client_auth"]
 CLIENT_USES = ["digital_signature", "key_encipherment", "client_auth"]
@@ -183,8 +197,9 @@ def certificate_dns_names(service_names: Sequence[str], namespace: str) -> list[
     return [*dict.fromkeys(names), "localhost"]
 
 
-def tls_secret_name(cluster_name: str) -> str:
-    return f"{cluster_name}-tls"
+def tls_secret_name(cluster_name: str, tag: str) -> str:
+    """The certificate Secret of the epoch `tag` (TlsSchedule.tag): a new epoch, a new Secret and a new cluster."""
+    return f"{cluster_name}-tls-{tag}"
 
 
 @dataclass(frozen=True)
@@ -198,24 +213,33 @@ class ClusterSecurityArgs:
     scraper_namespace: str | None = None  # monitoring.prometheusNamespace while monitoring.enabled
     # The scheduler Service names the certificate must cover (the operator's; a stable one in front of it).
     service_names: tuple[str, ...] = ()
+    # The day of this `pulumi up` (components/program.py reads the clock): which certificate epoch to serve.
+    today: date = ANCHOR
 
 
 class ClusterSecurity(pulumi.ComponentResource):
     """NetworkPolicies, and with `security.tls` the CA, certificates and certificate Secret of one cluster.
 
     First `pulumi up`: creates them (the Secret before the DaskCluster, which depends on this component).
-    A later `pulumi up`: a changed rule updates its NetworkPolicy in place; a certificate in its last 30 days is
-    re-issued by the same CA (pods started earlier keep theirs; both are trusted). `pulumi destroy`: deletes the
-    NetworkPolicies and the Secret; keys and certificates exist only in the Pulumi state.
+    A later `pulumi up`: a changed rule updates its NetworkPolicy in place. In a new TLS epoch
+    (components/tls_schedule.py) the certificates (and with a new CA epoch or `tlsGeneration`, the CA; with a new
+    `tlsGeneration`, the keys) are re-issued into a NEW Secret `<cluster>-tls-<tag>`, a new resource: the program
+    mounts it in a new cluster, and the old Secret, no longer in the program, is deleted at the end of a successful
+    `pulumi up`, after the old cluster (which depends on it). `pulumi destroy`: deletes the NetworkPolicies and the
+    Secret; keys and certificates exist only in the Pulumi state.
     """
 
     network_policies: list[k8s.networking.v1.NetworkPolicy]
     client_tls: pulumi.Output[dict[str, Any]] | None
+    schedule: TlsSchedule
+    certificate_expiry: pulumi.Output[str] | None  # the server certificate's `validity_end_time` (RFC 3339)
 
     def __init__(self, name: str, args: ClusterSecurityArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("lsdb-k8s:security:ClusterSecurity", name, {}, opts)
         self.network_policies = self._network_policies(name, args, opts)
         self.client_tls = None
+        self.certificate_expiry = None
+        self.schedule = certificate_schedule(args.today, args.security.tls_generation)
         if args.security.tls:
             self._certificates(name, args, opts)
         self.register_outputs({"networkPolicies": [p.metadata["name"] for p in self.network_policies]})
@@ -252,23 +276,40 @@ class ClusterSecurity(pulumi.ComponentResource):
 
     def _certificates(self, name: str, args: ClusterSecurityArgs, opts: pulumi.ResourceOptions | None) -> None:
         child = child_options(self, opts)
-        ca_key = tls.PrivateKey(f"{name}-ca-key", algorithm=KEY_ALGORITHM, ecdsa_curve=KEY_CURVE, opts=child)
+        schedule = self.schedule
+        for message in rotation_warnings(args.today, schedule):
+            pulumi.log.warn(message, resource=self)
+        # Generation 0 keeps the previous release's names; a new generation is new keys (new logical names).
+        generation = f"-g{schedule.generation}" if schedule.generation else ""
+
+        def private_key(suffix: str) -> tls.PrivateKey:
+            return tls.PrivateKey(
+                f"{name}-{suffix}-key{generation}", algorithm=KEY_ALGORITHM, ecdsa_curve=KEY_CURVE, opts=child
+            )
+
+        ca_key = private_key("ca")
+        # The first CA keeps the previous release's subject: an upgraded stack keeps its CA and clients' bundles.
+        ca_name = f"lsdb-k8s {pulumi.get_stack()} CA"
         ca = tls.SelfSignedCert(
             f"{name}-ca",
             private_key_pem=ca_key.private_key_pem,
             is_ca_certificate=True,
             allowed_uses=["cert_signing", "crl_signing", "digital_signature"],
-            subject={"common_name": f"lsdb-k8s {pulumi.get_stack()} CA", "organization": PART_OF},
+            subject={
+                "common_name": ca_name if schedule.ca_tag == "g0-ca0" else f"{ca_name} {schedule.ca_tag}",
+                "organization": PART_OF,
+            },
             validity_period_hours=CA_VALIDITY_HOURS,
             opts=child,
         )
 
         def signed(suffix: str, common_name: str, uses: list[str], dns_names: list[str]) -> tuple[Any, Any]:
-            key = tls.PrivateKey(f"{name}-{suffix}-key", algorithm=KEY_ALGORITHM, ecdsa_curve=KEY_CURVE, opts=child)
+            key = private_key(suffix)
             request = tls.CertRequest(
                 f"{name}-{suffix}-csr",
                 private_key_pem=key.private_key_pem,
-                subject={"common_name": common_name, "organization": PART_OF},
+                # The tag: a new epoch changes the subject, which replaces the CSR, hence the certificate.
+                subject={"common_name": common_name, "organization": PART_OF, "organizational_unit": schedule.tag},
                 dns_names=dns_names or None,
                 ip_addresses=["127.0.0.1"] if dns_names else None,
                 opts=child,
@@ -280,7 +321,6 @@ class ClusterSecurity(pulumi.ComponentResource):
                 ca_cert_pem=ca.cert_pem,
                 allowed_uses=uses,
                 validity_period_hours=CERT_VALIDITY_HOURS,
-                early_renewal_hours=CERT_EARLY_RENEWAL_HOURS,
                 opts=child,
             )
             return key, cert
@@ -289,9 +329,12 @@ class ClusterSecurity(pulumi.ComponentResource):
         dns_names = certificate_dns_names(services, args.namespace)
         server_key, server_cert = signed("server", services[0], SERVER_USES, dns_names)
         client_key, client_cert = signed("client", "lsdb-client", CLIENT_USES, [])
-        secret_name = tls_secret_name(args.cluster_name)
+        secret_name = tls_secret_name(args.cluster_name, schedule.tag)
+        # A new logical name per epoch (not a replacement of one resource): the old Secret stays, mounted by the old
+        # cluster, until the end of a successful `pulumi up`; a replaced one would be deleted at the start of the
+        # next `pulumi up` after a failed one, under the old cluster still serving.
         k8s.core.v1.Secret(
-            f"{name}-tls-secret",
+            f"{name}-tls-secret-{schedule.tag}",
             metadata={"name": secret_name, "namespace": args.namespace, "labels": LABELS},
             type="kubernetes.io/tls",
             string_data=pulumi.Output.secret(
@@ -305,3 +348,17 @@ class ClusterSecurity(pulumi.ComponentResource):
         )
         bundle: dict[str, Any] = {"ca": ca.cert_pem, "cert": client_cert.cert_pem, "key": client_key.private_key_pem}
         self.client_tls = pulumi.Output.secret(bundle)
+        self.certificate_expiry = server_cert.validity_end_time
+        certificates = {"stack's CA": ca, "cluster's certificate": server_cert, "client certificate": client_cert}
+        for what, cert in certificates.items():
+            cert.validity_end_time.apply(_expiry_warner(what, args.today, self))
+
+
+def _expiry_warner(what: str, today: date, resource: pulumi.Resource) -> Callable[[str | None], None]:
+    """Warns (at `pulumi up`, once the certificate is known) when it expires within EXPIRY_WARNING_DAYS."""
+
+    def warn(validity_end: str | None) -> None:
+        for message in expiry_warnings(what, validity_end, today):
+            pulumi.log.warn(message, resource=resource)
+
+    return warn

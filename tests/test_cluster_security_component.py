@@ -4,6 +4,7 @@ TLS material, its uses and names. Fast enough for mutation testing (docs/mutatio
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 import pulumi
@@ -73,7 +74,8 @@ def test_the_server_certificate_serves_and_dials_every_scheduler_name(tls_run: P
         csr.inputs["dnsNames"]
     )
     assert csr.inputs["ipAddresses"] == ["127.0.0.1"]  # the port-forward
-    assert server.inputs["validityPeriodHours"] == 365 * 24 and server.inputs["earlyRenewalHours"] == 30 * 24
+    # Valid 730 days, never renewed early (a re-issue under the same Secret name would reach no running pod).
+    assert server.inputs["validityPeriodHours"] == 730 * 24 and "earlyRenewalHours" not in server.inputs
 
 
 def test_the_client_certificate_only_dials(tls_run: ProgramRun) -> None:
@@ -98,7 +100,9 @@ def test_the_pods_secret_holds_ca_cert_and_key_as_a_secret_and_the_client_bundle
     tls_run: ProgramRun,
 ) -> None:
     secret = tls_run.one(SECRET)
-    assert secret.inputs["metadata"]["name"] == "lsdb-x-tls" and secret.inputs["metadata"]["namespace"] == "lsdb"
+    meta = secret.inputs["metadata"]
+    assert meta["name"] == "lsdb-x-tls-g0-ca0-c0" and meta["namespace"] == "lsdb"
+    assert secret.name == "sec-tls-secret-g0-ca0-c0"  # a new resource per epoch, never a replacement of one
     assert secret.inputs["type"] == "kubernetes.io/tls"
     assert set(unwrap_secrets(secret.inputs["stringData"])) == {"ca.crt", "tls.crt", "tls.key"}
     assert "4dabf18193072939515e22adb298388d" in str(secret.raw_inputs["stringData"])  # sent as a Pulumi secret
@@ -122,3 +126,45 @@ def test_every_child_is_the_components_and_waits_for_what_the_component_waits_fo
     for child in children:
         assert child.parent == component.urn, child.name
         assert namespace.urn in child.dependencies, child.name
+
+
+def test_a_new_certificate_epoch_reissues_the_certificates_with_the_same_keys_and_ca() -> None:
+    """The tag is in the CSRs' subjects (a changed subject replaces a CSR, hence its certificate) and in the Secret's
+    name; keys and the CA keep their names and inputs within a generation and a CA epoch."""
+    first, _ = run_security({"tls": True}, today=date(2026, 3, 1))
+    second, _ = run_security({"tls": True}, today=date(2026, 7, 1))  # day 181: certificate epoch 1, CA epoch 0
+    for run, tag in ((first, "g0-ca0-c0"), (second, "g0-ca0-c1")):
+        for csr in run.of_type(CSR):
+            assert csr.inputs["subject"]["organizationalUnit"] == tag, csr.name
+        assert run.one(SECRET).inputs["metadata"]["name"] == f"lsdb-x-tls-{tag}"
+    assert {k.name for k in first.of_type(KEY)} == {k.name for k in second.of_type(KEY)}
+    assert first.one(CA).inputs == second.one(CA).inputs
+    # The first CA has the previous release's subject: upgraded stacks keep their CA and their clients' bundles.
+    assert first.one(CA).inputs["subject"]["commonName"] == "lsdb-k8s dev CA"
+    assert first.one(CA).inputs["validityPeriodHours"] == 10 * 365 * 24  # unchanged too: no replacement
+
+
+def test_a_new_ca_epoch_replaces_the_ca() -> None:
+    run, made = run_security({"tls": True}, today=date(2030, 12, 10))  # day 1804: CA epoch 1
+    assert made["component"].schedule.tag == "g0-ca1-c10"
+    assert run.one(CA).inputs["subject"]["commonName"] == "lsdb-k8s dev CA g0-ca1"
+    assert {k.name for k in run.of_type(KEY)} == {"sec-ca-key", "sec-server-key", "sec-client-key"}
+
+
+def test_a_new_generation_replaces_keys_ca_and_certificates() -> None:
+    run, _ = run_security({"tls": True, "tlsGeneration": 2}, today=date(2026, 3, 1))
+    assert {k.name for k in run.of_type(KEY)} == {"sec-ca-key-g2", "sec-server-key-g2", "sec-client-key-g2"}
+    assert run.one(CA).inputs["subject"]["commonName"] == "lsdb-k8s dev CA g2-ca0"
+    assert run.one(SECRET).inputs["metadata"]["name"] == "lsdb-x-tls-g2-ca0-c0"
+    assert {c.inputs["subject"]["organizationalUnit"] for c in run.of_type(CSR)} == {"g2-ca0-c0"}
+
+
+def test_pulumi_up_warns_before_a_rotation(monkeypatch: pytest.MonkeyPatch) -> None:
+    warned: list[str] = []
+    monkeypatch.setattr(pulumi.log, "warn", lambda message, *a, **k: warned.append(message))
+    run_security({"tls": True}, today=date(2026, 6, 1))  # 29 days before the rotation of 2026-06-30
+    assert len(warned) == 1 and "rotate on 2026-06-30 (in 29 days)" in warned[0]
+    warned.clear()
+    run_security({"tls": True}, today=date(2026, 5, 30))  # 31 days before
+    run_security({"tls": False}, today=date(2026, 6, 1))  # no TLS, nothing to rotate
+    assert warned == []

@@ -6,6 +6,9 @@ makes at deploy time, with the same SANs (`certificate_dns_names`) and the Secre
 scheduler and workers must register over TLS, the verification (the dynamic provider's create, given the client
 bundle as `pulumi up` gives it `clientTls`) must find exactly the cone's rows, and a plain-TCP client, a TLS client
 without a certificate and one whose certificate another CA signed must all be refused.
+
+Rotation (components/tls_schedule.py): the Secret is the TLS epoch's; a certificate rotation keeps the CA, so a
+cluster started before it keeps serving clients holding the bundle issued after it; a CA rotation does not.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import yaml
 from components.cluster import TLS_FILES
 from components.lock import PROJECT_DIR
 from components.security import certificate_dns_names, tls_secret_name
+from components.tls_schedule import certificate_schedule
 from tests.support.certs import Authority, Pem
 from tests.test_e2e import N_ROWS, SEED, direct_props, expected_rows, verification_props
 from tools.pod_emulator import EmulatedCluster
@@ -75,7 +79,7 @@ def emulated(
         daskcluster,
         root / "cluster",
         claims={"hats-catalog-pvc": claim},
-        secrets={tls_secret_name(daskcluster["metadata"]["labels"]["app.kubernetes.io/name"]): secret},
+        secrets={tls_secret(daskcluster): secret},
         services=rendered["services"],
     )
     request.addfinalizer(cluster.stop)
@@ -84,6 +88,13 @@ def emulated(
     cluster.start(timeout=120)
     cluster.wait_for_workers(timeout=120, security=client_security(pki["ca"].pem.cert, pki["client"], root))
     return cluster
+
+
+def tls_secret(daskcluster: dict[str, Any]) -> str:
+    """The certificate Secret the scheduler pod mounts."""
+    volumes = daskcluster["spec"]["scheduler"]["spec"]["volumes"]
+    (name,) = [v["secret"]["secretName"] for v in volumes if v["name"] == "dask-tls"]
+    return str(name)
 
 
 def client_security(ca: str, client: Pem | None, directory: Path) -> Any:
@@ -187,6 +198,37 @@ def test_the_right_certificate_is_accepted_by_the_same_probe(
     """Control for the refusals above: the probe itself works with the client certificate."""
     security = client_security(pki["ca"].pem.cert, pki["client"], tmp_path)
     assert probe(emulated.scheduler_address, security)["type"] == "Scheduler"
+
+
+def test_the_pods_mount_the_tls_epochs_secret(rendered: dict[str, Any]) -> None:
+    """The render ran on a day of some epoch: its tag names the Secret (a rotation is a new `<h>`)."""
+    from datetime import UTC, datetime, timedelta
+
+    daskcluster = rendered["daskcluster"]
+    cluster_name = daskcluster["metadata"]["labels"]["app.kubernetes.io/name"]
+    today = datetime.now(UTC).date()
+    tags = {certificate_schedule(day).tag for day in (today - timedelta(days=1), today)}  # a render at midnight
+    assert tls_secret(daskcluster) in {tls_secret_name(cluster_name, tag) for tag in tags}
+
+
+def test_a_certificate_rotation_keeps_the_running_cluster_serving_the_new_bundle(
+    emulated: EmulatedCluster, pki: dict[str, Any], tmp_path: Path
+) -> None:
+    """Same CA (a certificate rotation): the cluster started with the old server certificate accepts a client
+    holding the bundle issued after the rotation (`clientTls` changes at the `pulumi up` that starts the new
+    cluster; clients fetching it early still reach the old one), and clients keeping the old bundle are accepted too
+    (the control above). After a CA rotation the new bundle is refused by the old cluster: the stable Service has
+    switched to the new cluster by the time `pulumi up` exports it."""
+    ca: Authority = pki["ca"]
+    for directory in ("rotated", "new-ca"):
+        (tmp_path / directory).mkdir()
+    rotated = ca.issue("lsdb-client", server=False)
+    assert rotated.cert != pki["client"].cert
+    accepted = probe(emulated.scheduler_address, client_security(ca.pem.cert, rotated, tmp_path / "rotated"))
+    assert accepted["type"] == "Scheduler"
+    new_ca = Authority.create("lsdb-k8s devtls CA g0-ca1")
+    bundle = new_ca.issue("lsdb-client", server=False)
+    refused(emulated.scheduler_address, client_security(new_ca.pem.cert, bundle, tmp_path / "new-ca"))
 
 
 def test_no_emulated_process_is_left_running(emulated: EmulatedCluster) -> None:

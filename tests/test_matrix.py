@@ -13,6 +13,8 @@ cached for the module, and checked against invariants that do not depend on the 
 * names within Kubernetes' limits;
 * the deployer RBAC (deploy/rbac/deployer.yaml) grants every object (the check of tests/test_schemas.py);
 * the stable Service's selector patch waits for the verification, or with verification off for its gate;
+* with TLS, every Dask pod mounts the one certificate Secret, named for the TLS epoch (so a rotation is a new
+  cluster), and every resource of the cluster depends on it (Pulumi deletes the old cluster before its Secret);
 * the NetworkPolicies allow every flow the enabled features need and deny the others, evaluated with
   tests/support/netpol.py on the pods the pinned operator builds from the rendered DaskCluster and groups;
 * checkov, run once on every stack's objects and the operator-built Deployments and Services.
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import re
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -363,6 +366,34 @@ def test_the_switch_waits_for_a_verification_or_its_gate(features: frozenset[str
     (check,) = run.of_type("pulumi-python:dynamic/lsdb:Verification")
     assert check.inputs["stages"] == ("gate" if "verificationOff" in features else "all")
     assert check.urn in run.one("kubernetes:core/v1:ServicePatch").dependencies
+
+
+# --- TLS: the epoch's certificate Secret -------------------------------------------------------------------------
+
+
+@stacks
+def test_tls_pods_mount_the_epochs_secret_and_the_cluster_depends_on_it(features: frozenset[str]) -> None:
+    """issue 20 defect 2: the certificate Secret's name carries the TLS epoch (components/tls_schedule.py), so it is
+    in `<h>`: a rotation starts a new cluster; every cluster resource depends on the Secret, so the old cluster,
+    deleted at the end of the `pulumi up`, goes before its Secret."""
+    run = stack_run(features)
+    secrets = [r for r in run.of_type("kubernetes:core/v1:Secret") if r.inputs.get("type") == "kubernetes.io/tls"]
+    if "tls" not in features:
+        assert secrets == []
+        return
+    (secret,) = secrets
+    name = secret.inputs["metadata"]["name"]
+    assert re.fullmatch(rf"{CLUSTER_NAME}-tls-g0-ca\d+-c\d+", name), name
+    objects = stack_objects(features)
+    (cluster,) = of_kind(objects, "DaskCluster")
+    pods = [cluster["spec"]["scheduler"]["spec"], cluster["spec"]["worker"]["spec"]]
+    pods += [group["spec"]["worker"]["spec"] for group in of_kind(objects, "DaskWorkerGroup")]
+    for pod in pods:
+        mounted = {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v and v["name"] == "dask-tls"}
+        assert mounted == {name}
+    cluster_types = ("kubernetes.dask.org/v1:DaskCluster", "kubernetes.dask.org/v1:DaskWorkerGroup")
+    dependents = [r for r in run.resources if r.type.endswith(cluster_types)]
+    assert dependents and all(secret.urn in r.dependencies for r in dependents)
 
 
 # --- names ----------------------------------------------------------------------------------------------------

@@ -158,7 +158,7 @@ def test_the_certificate_names_every_form_of_each_scheduler_service_and_localhos
         "b", "b.ns", "b.ns.svc", "b.ns.svc.cluster.local",
         "localhost",
     ]  # fmt: skip
-    assert tls_secret_name("lsdb-x-0a1b") == "lsdb-x-0a1b-tls"
+    assert tls_secret_name("lsdb-x", "g0-ca0-c1") == "lsdb-x-tls-g0-ca0-c1"
 
 
 def test_the_scheduler_and_workers_certificate_also_acts_as_a_tls_client() -> None:

@@ -256,7 +256,8 @@ def test_secure_values_render_redacted(secure_render: dict[str, Any]) -> None:
     summary = secure_render["summary"]
     assert summary["secretConfigKeys"] == ["lsdb-k8s:image", "lsdb-k8s:storage"]
     secrets = {obj["metadata"]["name"]: obj for _, obj in secure_render["objects"] if obj["kind"] == "Secret"}
-    assert set(secrets) == {"lsdb-cluster-object-store", "lsdb-cluster-registry", "lsdb-cluster-tls"}
+    (tls,) = [name for name in secrets if name.startswith("lsdb-cluster-tls-g0-ca")]  # the TLS epoch's (today's)
+    assert set(secrets) == {"lsdb-cluster-object-store", "lsdb-cluster-registry", tls}
     assert secrets["lsdb-cluster-object-store"]["stringData"] == {
         "AWS_ACCESS_KEY_ID": REDACTED,
         "AWS_SECRET_ACCESS_KEY": REDACTED,
