@@ -270,6 +270,16 @@ def test_object_store_credentials_reach_scheduler_and_workers_as_mounted_files()
     assert "CKV_K8S_35" not in str(manifest["metadata"].get("annotations"))  # nothing to skip
 
 
+def test_an_s3_key_with_a_line_break_fails_naming_the_key_never_the_value() -> None:
+    # Written into an AWS ini file, a line break would end the value (or add options): refused, value unshown.
+    keys = {"accessKeyId": "AKIAX\ncredential_process = /bin/evil", "secretAccessKey": "s"}
+    with pytest.raises(ValueError) as exc:
+        run_with(("storage",), storage={"kind": "objectStore", "objectStore": {"url": "s3://b/c", "credentials": keys}})
+    assert "storage.objectStore.credentials.accessKeyId holds a line break" in str(exc.value)
+    assert "pulumi config set --path --secret storage.objectStore.credentials.accessKeyId" in str(exc.value)
+    assert "evil" not in str(exc.value)
+
+
 def test_abfs_keys_stay_variables_and_the_pods_carry_exactly_that_skip() -> None:
     from components.object_store_keys import ENV_SKIP
 
