@@ -5,12 +5,13 @@ For each catalog the program registers (`CatalogProvisioning`, all children `par
   mounted read-only at /opt/lsdb-provision: the Job runs the cluster's pinned image (the lock) with this file, so
   a change of the program's code never changes the image's identity, and a change of the engine is a new
   ConfigMap (its content hash is in its name) and a new Job;
-- a Secret `<name>-provision-credentials` when the catalog has credentials: its keys are the environment variables
-  s3fs/gcsfs/adlfs read (as `storage.objectStore.credentials`; gcs: a key file), values Pulumi secrets;
+- a Secret `<name>-provision-credentials` when the catalog has credentials, built as `storage.objectStore`'s
+  (components/object_store_keys.py: s3 and gs as files mounted read-only, abfs as environment variables with a
+  checkov skip of CKV_K8S_35 carrying the reason), values Pulumi secrets;
 - a NetworkPolicy (with `security.networkPolicy`): the Job's pods get no ingress, and egress to DNS and to their
   source (`security.egressCIDRs` on the source URL's port, or `security.egressPorts` for s3/gs/abfs) only;
-- the Job `<name>-provision-<h>`, `<h>` a digest of its spec (the source URL, anonymous, the credential key
-  names, the engine's ConfigMap named by its code's hash, the image), hardened like the cluster's pods
+- the Job `<name>-provision-<h>`, `<h>` a digest of its spec (the source URL, anonymous, the credential files
+  or variables, the engine's ConfigMap named by its code's hash, the image), hardened like the cluster's pods
   (components/cluster.py's security contexts, read-only root, emptyDirs for /tmp and HOME), the claim mounted
   read-write at `<storage.mountPath>`, the copy made at `<storage.mountPath>/catalogs/<name>`.
 
@@ -42,6 +43,7 @@ import pulumi_kubernetes as k8s
 from components.catalog_config import DIGEST_LENGTH, SUFFIX, CatalogConfig, catalog_path
 from components.cluster import CONTAINER_SECURITY_CONTEXT, POD_SECURITY_CONTEXT, writable_mounts, writable_volumes
 from components.constants import LABELS as PROGRAM_LABELS
+from components.object_store_keys import key_wiring, secret_data
 from components.options import child_options
 from components.provision import catalog_copy
 from components.storage_config import StorageConfig
@@ -60,10 +62,6 @@ BACKOFF_LIMIT = 2  # a transient source error is retried twice; the copy resumes
 JOB_TIMEOUT = "60m"  # how long `pulumi up` waits for the copy (pulumi-kubernetes' default is 10 minutes)
 RESOURCES = {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
 DNS_PORT = 53
-SECRET_ENV_SKIP = (
-    "CKV_K8S_35=s3fs (botocore) and adlfs read static credentials from environment variables only, as the "
-    "cluster's pods do; the values come from the Secret, never from the manifest"
-)
 DEFAULT_PORTS = {"https": 443, "http": 80}
 
 
@@ -101,13 +99,11 @@ def credentials_secret_name(name: str) -> str:
 def credentials_secret_manifest(
     name: str, catalog: CatalogConfig, namespace: str, credentials: Mapping[str, str]
 ) -> dict[str, Any] | None:
-    """Secret whose keys are the drivers' environment variable names (gcs: the key file), None without credentials."""
+    """Secret holding the credentials as the files the driver reads (abfs: the variables' values), None without
+    credentials."""
     if not catalog.credential_env:
         return None
-    data = {
-        "service-account.json" if env == "GOOGLE_APPLICATION_CREDENTIALS" else env: credentials[key]
-        for key, env in catalog.credential_env.items()
-    }
+    data = secret_data(catalog.credential_env, credentials, f"catalogs.{name}.credentials")
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -119,26 +115,11 @@ def credentials_secret_manifest(
 
 def job_name(name: str, spec: Mapping[str, Any]) -> str:
     """`<name>-provision-<h>`, `<h>` a digest of the Job's spec: the source URL, its access (anonymous, credential
-    names) and the engine (its ConfigMap's name carries its hash) are in the spec, so a new source or engine is a
-    new Job; so is any other change of the spec (image, mounts), which Kubernetes would not apply to a Job anyway
-    (its pod template is immutable), and a new name lets Pulumi create the new Job before deleting the old."""
+    files or variables) and the engine (its ConfigMap's name carries its hash) are in the spec, so a new source or
+    engine is a new Job; so is any other change of the spec (image, mounts), which Kubernetes would not apply to a
+    Job anyway (its pod template is immutable), and a new name lets Pulumi create the new Job before deleting the
+    old."""
     return f"{name}{SUFFIX}{_digest(spec)}"
-
-
-def _credential_wiring(name: str, catalog: CatalogConfig) -> tuple[list[Any], list[Any], list[Any]]:
-    """env, volumes, mounts that hand the Secret's values to the drivers."""
-    secret = credentials_secret_name(name)
-    env: list[dict[str, Any]] = []
-    volumes: list[dict[str, Any]] = []
-    mounts: list[dict[str, Any]] = []
-    for env_name in catalog.credential_env.values():
-        if env_name == "GOOGLE_APPLICATION_CREDENTIALS":
-            volumes.append({"name": KEY_VOLUME, "secret": {"secretName": secret}})
-            mounts.append({"name": KEY_VOLUME, "mountPath": KEY_DIR, "readOnly": True})
-            env.append({"name": env_name, "value": f"{KEY_DIR}/service-account.json"})
-        else:
-            env.append({"name": env_name, "valueFrom": {"secretKeyRef": {"name": secret, "key": env_name}}})
-    return env, volumes, mounts
 
 
 def job_command(name: str, catalog: CatalogConfig, storage: StorageConfig) -> list[str]:
@@ -166,21 +147,21 @@ def provision_job_manifest(
 ) -> dict[str, Any]:
     """The Job copying catalog `name` onto the claim with the cluster's pinned `image`; `source` is the engine's text
     (its ConfigMap's content)."""
-    env, key_volumes, key_mounts = _credential_wiring(name, catalog)
+    keys = key_wiring(catalog.credential_env, credentials_secret_name(name), KEY_VOLUME, KEY_DIR)
     config_map = code_config_map_manifest(name, ctx.namespace, source)["metadata"]["name"]
     container = {
         "name": "provision",
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "command": job_command(name, catalog, ctx.storage),
-        "env": env,
+        "env": keys.env,
         "resources": RESOURCES,
         "securityContext": CONTAINER_SECURITY_CONTEXT,
         "volumeMounts": [
             {"name": CLAIM_VOLUME, "mountPath": ctx.storage.mount_path},
             {"name": CODE_VOLUME, "mountPath": CODE_DIR, "readOnly": True},
             *writable_mounts(),
-            *key_mounts,
+            *keys.mounts,
         ],
     }
     pod: dict[str, Any] = {
@@ -192,7 +173,7 @@ def provision_job_manifest(
             {"name": CLAIM_VOLUME, "persistentVolumeClaim": {"claimName": ctx.storage.claim_name}},
             {"name": CODE_VOLUME, "configMap": {"name": config_map}},
             *writable_volumes(),
-            *key_volumes,
+            *keys.volumes,
         ],
     }
     if ctx.node_selector:
@@ -200,8 +181,7 @@ def provision_job_manifest(
     if ctx.pull_secret:
         pod["imagePullSecrets"] = [{"name": ctx.pull_secret}]
     annotations = {"pulumi.com/replaceUnready": "true"}
-    if any("valueFrom" in e for e in env):
-        annotations["checkov.io/skip1"] = SECRET_ENV_SKIP
+    annotations |= {f"checkov.io/skip{n}": reason for n, reason in enumerate(keys.scanner_skips, 1)}
     spec = {"backoffLimit": BACKOFF_LIMIT, "template": {"metadata": {"labels": labels(name)}, "spec": pod}}
     return {
         "apiVersion": "batch/v1",

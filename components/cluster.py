@@ -56,7 +56,7 @@ from components.constants import (
 )
 from components.options import child_options
 from components.placement import pod_placement, worker_spread_selector
-from components.storage import PodStorage
+from components.storage import KEY_VOLUME, PodStorage
 
 SCRATCH_DIR = "/scratch"  # Dask's local directory for spilling; an emptyDir, so spill never fills the image layer
 RUN_AS_USER = 10001  # the image's non-root `dask` user (docker/Dockerfile); >= 10000, outside host user ranges
@@ -282,10 +282,9 @@ def worker_group_name(cluster_name: str, group: str) -> str:
     return f"{cluster_name}-{group}"
 
 
-def worker_group_manifest(
-    cluster: ClusterConfig, namespace: str, cluster_name: str, group: str, worker: dict[str, Any]
-) -> dict[str, Any]:
+def worker_group_manifest(spec: ClusterSpec, cluster_name: str, group: str, worker: dict[str, Any]) -> dict[str, Any]:
     """The DaskWorkerGroup of one extra group, for the live DaskCluster `cluster_name`."""
+    cluster, namespace = spec.cluster, spec.namespace
     labels = {**LABELS, APP_NAME_LABEL: cluster.name, GROUP_LABEL: group}
     metadata: dict[str, Any] = {
         "name": worker_group_name(cluster_name, group),
@@ -293,7 +292,7 @@ def worker_group_manifest(
         "labels": labels,
     }
     # The operator copies the DaskWorkerGroup's own annotations (not the DaskCluster's) onto its Deployments.
-    if skips := scanner_skips(cluster.worker_groups[group].cpu_limit):
+    if skips := scanner_skips(cluster.worker_groups[group].cpu_limit, spec.storage):
         metadata["annotations"] = skips
     return {"apiVersion": API_VERSION, "kind": "DaskWorkerGroup", "metadata": metadata,
             "spec": {"cluster": cluster_name, "worker": worker}}  # fmt: skip
@@ -387,14 +386,14 @@ def unnamed_dask_cluster(spec: ClusterSpec, image: str) -> dict[str, Any]:
         "securityContext": CONTAINER_SECURITY_CONTEXT,
     }
     # The scheduler opens catalogs too (lsdb reads metadata where the client asks): it mounts the object-store key.
-    scheduler_volumes = [v for v in storage.volumes if v["name"] == "object-store-key"]
-    scheduler_mounts = [m for m in storage.worker_mounts if m["name"] == "object-store-key"]
+    scheduler_volumes = [v for v in storage.volumes if v["name"] == KEY_VOLUME]
+    scheduler_mounts = [m for m in storage.worker_mounts if m["name"] == KEY_VOLUME]
     scheduler["volumeMounts"] = [*scheduler_mounts, *writable_mounts(), *tls_mounts(tls)]
     # The operator copies these labels onto every pod: `app.kubernetes.io/name: <cluster.name>` selects the pods
     # of blue and green alike (`dask.org/cluster-name` tells them apart).
     labels = {**LABELS, APP_NAME_LABEL: cluster.name}
     metadata: dict[str, Any] = {"namespace": spec.namespace, "labels": labels}
-    if skips := scanner_skips(cluster.workers.cpu_limit):
+    if skips := scanner_skips(cluster.workers.cpu_limit, storage):
         metadata["annotations"] = skips
     body: dict[str, Any] = {
         "idleTimeout": cluster.idle_timeout_seconds,
@@ -422,18 +421,17 @@ def unnamed_dask_cluster(spec: ClusterSpec, image: str) -> dict[str, Any]:
     return {"apiVersion": API_VERSION, "kind": "DaskCluster", "metadata": metadata, "spec": body}
 
 
-def scanner_skips(cpu_limit: str | None) -> dict[str, str]:
+def scanner_skips(cpu_limit: str | None, storage: PodStorage) -> dict[str, str]:
     """checkov skips, with their reasons, for checks that do not apply (the operator copies a DaskCluster's or
-    DaskWorkerGroup's annotations onto the Deployments it creates, where the scanner reads them). Nothing is
-    skipped silently."""
-    skips = {}
-    if not cpu_limit:
-        skips["checkov.io/skip1"] = (
-            "CKV_K8S_11=CPU limits throttle Dask's event loop and heartbeats; requests reserve the CPU, and "
-            "the group's cpuLimit (cluster.workers.cpuLimit, cluster.workerGroups.<g>.cpuLimit) sets limits where a "
-            "ResourceQuota requires them"
-        )
-    return skips
+    DaskWorkerGroup's annotations onto the Deployments it creates, where the scanner reads them), the storage's
+    (abfs keys) included. Nothing is skipped silently."""
+    cpu = "" if cpu_limit else (
+        "CKV_K8S_11=CPU limits throttle Dask's event loop and heartbeats; requests reserve the CPU, and "
+        "the group's cpuLimit (cluster.workers.cpuLimit, cluster.workerGroups.<g>.cpuLimit) sets limits where a "
+        "ResourceQuota requires them"
+    )  # fmt: skip
+    reasons = [r for r in (cpu, *storage.scanner_skips) if r]
+    return {f"checkov.io/skip{n}": reason for n, reason in enumerate(reasons, 1)}
 
 
 def dask_autoscaler_manifest(cluster: ClusterConfig, namespace: str, live_name: str) -> dict[str, Any] | None:
@@ -483,7 +481,7 @@ def cluster_manifests(spec: ClusterSpec, image_identity: str) -> ClusterManifest
         digest=digest,
         live_name=live,
         dask_cluster=dask_cluster,
-        worker_groups={g: worker_group_manifest(cluster, namespace, live, g, w) for g, w in workers.items()},
+        worker_groups={g: worker_group_manifest(spec, live, g, w) for g, w in workers.items()},
         autoscaler=dask_autoscaler_manifest(cluster, namespace, live),
         disruption_budget=scheduler_disruption_budget_manifest(cluster, namespace, live),
     )

@@ -15,13 +15,15 @@ import pulumi_kubernetes as k8s
 from components.config import IDENTITY_PROVIDERS, StorageConfig
 from components.constants import LABELS as PROGRAM_LABELS
 from components.constants import STORAGE_COMPONENT_LABEL
+from components.object_store_keys import key_wiring, secret_data
 from components.options import child_options
 
 VOLUME_NAME = "catalog-data"
 LABELS = {**PROGRAM_LABELS, STORAGE_COMPONENT_LABEL[0]: STORAGE_COMPONENT_LABEL[1]}
 IDENTITY_ANNOTATION = "lsdb-k8s/workload-identity"  # on the pods: which identity their ServiceAccount carried
-# gcsfs reads a service-account JSON file, not a value: the Secret key is mounted as that file.
-GCS_KEY_DIR = "/var/run/secrets/lsdb-object-store"
+# The credentials Secret's files (components/object_store_keys.py), mounted read-only on scheduler and workers.
+KEY_DIR = "/var/run/secrets/lsdb-object-store"
+KEY_VOLUME = "object-store-key"  # the scheduler mounts the volume of this name too (components/cluster.py)
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,8 @@ class PodStorage:
     service_account: str | None = None
     pod_labels: dict[str, str] = field(default_factory=dict)
     pod_annotations: dict[str, str] = field(default_factory=dict)
+    # checkov skips with their reasons for pods carrying `env` (abfs keys: environment variables only).
+    scanner_skips: tuple[str, ...] = ()
 
 
 def service_account_name(cluster_name: str) -> str:
@@ -127,12 +131,11 @@ def persistent_volume_claim_manifest(storage: StorageConfig, namespace: str) -> 
 def object_store_secret_manifest(
     storage: StorageConfig, namespace: str, cluster_name: str, credentials: dict[str, str]
 ) -> dict[str, Any] | None:
-    """Secret whose keys are the driver's environment variable names (gcs: the key file)."""
+    """Secret holding the credentials as the files the driver reads (s3: `credentials` and `config`; gs: the key
+    file; abfs, whose driver reads no file: the variables' values)."""
     if storage.kind != "objectStore" or not storage.credential_keys:
         return None
-    data = {}
-    for key, env_name in storage.credential_env.items():
-        data["service-account.json" if env_name == "GOOGLE_APPLICATION_CREDENTIALS" else env_name] = credentials[key]
+    data = secret_data(storage.credential_env, credentials, "storage.objectStore.credentials")
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -159,18 +162,10 @@ def pod_storage(storage: StorageConfig, cluster_name: str) -> PodStorage:
         )
     if storage.kind != "objectStore" or not storage.credential_keys:
         return PodStorage()
-    secret = object_store_secret_name(cluster_name)
-    env: list[dict[str, Any]] = []
-    volumes: list[dict[str, Any]] = []
-    mounts: list[dict[str, Any]] = []
-    for env_name in storage.credential_env.values():
-        if env_name == "GOOGLE_APPLICATION_CREDENTIALS":
-            volumes.append({"name": "object-store-key", "secret": {"secretName": secret}})
-            mounts.append({"name": "object-store-key", "mountPath": GCS_KEY_DIR, "readOnly": True})
-            env.append({"name": env_name, "value": f"{GCS_KEY_DIR}/service-account.json"})
-        else:
-            env.append({"name": env_name, "valueFrom": {"secretKeyRef": {"name": secret, "key": env_name}}})
-    return PodStorage(volumes=volumes, worker_mounts=mounts, env=env)
+    wiring = key_wiring(storage.credential_env, object_store_secret_name(cluster_name), KEY_VOLUME, KEY_DIR)
+    return PodStorage(
+        volumes=wiring.volumes, worker_mounts=wiring.mounts, env=wiring.env, scanner_skips=wiring.scanner_skips
+    )
 
 
 @dataclass(frozen=True)

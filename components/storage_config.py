@@ -184,8 +184,9 @@ class ObjectStoreConfig(Section):
         default_factory=empty_section,
         description="**Secret.** s3: `accessKeyId`, `secretAccessKey`, `sessionToken`, `region`, `endpointUrl`; "
         "gs: `serviceAccountJson` (mounted as a file, `GOOGLE_APPLICATION_CREDENTIALS`); abfs: `accountName`, "
-        "`accountKey`, `connectionString`, `sasToken`. Stored in a Secret and exposed to scheduler and workers as "
-        "the environment variables s3fs/gcsfs/adlfs read. Plaintext values are rejected.",
+        "`accountKey`, `connectionString`, `sasToken`. Stored in a Secret mounted read-only on scheduler and workers "
+        "as the files the driver reads (s3: AWS `credentials` and `config` files; gs: the key file); abfs keys, which "
+        "adlfs reads from no file, as its environment variables. Plaintext values are rejected.",
     )
     anonymous: bool = Field(
         False,

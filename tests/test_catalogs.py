@@ -19,6 +19,7 @@ from components.catalogs import (
     CLAIM_VOLUME,
     CODE_DIR,
     ENGINE_FILE,
+    KEY_DIR,
     JobContext,
     code_config_map_manifest,
     credentials_secret_manifest,
@@ -112,7 +113,9 @@ def test_the_job_name_follows_the_source_and_the_engine() -> None:
     assert name_of(S3, source) == name  # same source: same Job, a re-run of `pulumi up` changes nothing
     assert name_of(S3.model_copy(update={"source": "s3://survey/gaia-dr4"}), source) != name
     assert name_of(CatalogConfig(source="s3://survey/gaia", anonymous=True), source) != name
-    assert name_of(S3.model_copy(update={"credentials": {"accessKeyId": "[secret]"}}), source) != name
+    # The credentials' files are in the spec (s3: `credentials`, `config`), their values only in the Secret.
+    assert name_of(S3.model_copy(update={"credentials": {"region": "[secret]"}}), source) != name
+    assert name_of(S3.model_copy(update={"credentials": {}}), source) != name
     assert name_of(S3, source + "\n# changed engine\n") != name
     assert name_of(S3, source, image=IMAGE.replace("a", "b")) != name  # a new lock: a new Job (a 0-byte re-run)
     code = code_config_map_manifest("gaia", "lsdb", source)
@@ -150,9 +153,12 @@ def test_the_job_is_hardened_like_the_cluster_pods_and_writes_only_its_directory
     assert args[args.index("--dest") + 1] == "/data/catalogs/gaia"
     assert json.loads(args[args.index("--storage-options") + 1]) == {"anon": False}
     assert pod["nodeSelector"] == {"kubernetes.io/hostname": "n1"} and pod["imagePullSecrets"] == [{"name": "p"}]
-    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
-    assert env["AWS_ACCESS_KEY_ID"] == {"name": m["secret"]["metadata"]["name"], "key": "AWS_ACCESS_KEY_ID"}
-    assert m["secret"]["stringData"] == {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}
+    # The keys: the AWS shared-credentials file of the Secret, mounted read-only where the variable says.
+    assert container["env"] == [{"name": "AWS_SHARED_CREDENTIALS_FILE", "value": f"{KEY_DIR}/credentials"}]
+    assert mounts[KEY_DIR]["readOnly"] is True
+    assert volumes[mounts[KEY_DIR]["name"]]["secret"]["secretName"] == m["secret"]["metadata"]["name"]
+    assert m["secret"]["stringData"] == {"credentials": "[default]\naws_access_key_id = k\naws_secret_access_key = s\n"}
+    assert "checkov.io/skip1" not in m["job"]["metadata"]["annotations"]
     assert m["job"]["spec"]["backoffLimit"] >= 1
     assert m["code"]["data"][ENGINE_FILE] == engine_source() and m["code"]["immutable"] is True
 
@@ -211,7 +217,7 @@ def test_the_component_registers_each_catalog_s_objects_under_itself_and_the_job
         ("NetworkPolicy", "gaia"), ("NetworkPolicy", "ztf"), ("Secret", "gaia"),
     ]  # fmt: skip
     [secret] = run.of_type("kubernetes:core/v1:Secret")
-    assert secret.inputs["stringData"]["AWS_SECRET_ACCESS_KEY"] == "very-secret"
+    assert "aws_secret_access_key = very-secret" in secret.inputs["stringData"]["credentials"]
     assert not has_plaintext(secret.raw_inputs, "very-secret")  # a Pulumi secret end to end
     for job in run.of_type("kubernetes:batch/v1:Job"):
         name = job.inputs["metadata"]["labels"][CATALOG_LABEL]
@@ -303,7 +309,7 @@ def test_the_program_provisions_before_it_verifies_and_exports_the_paths() -> No
     assert pod["containers"][0]["image"] == run.outputs["imageRef"]
     assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "hats-catalog-pvc"
     [secret] = [r for r in run.of_type("kubernetes:core/v1:Secret") if "gaia" in r.inputs["metadata"]["name"]]
-    assert secret.inputs["stringData"]["AWS_SECRET_ACCESS_KEY"] == "s3cr3t"
+    assert "aws_secret_access_key = s3cr3t" in secret.inputs["stringData"]["credentials"]
     assert not has_plaintext(secret.raw_inputs, "s3cr3t")
     policies = [r for r in run.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy") if CATALOG_LABEL in
                 r.inputs["metadata"]["labels"]]  # fmt: skip
@@ -369,7 +375,7 @@ def test_checkov_passes_a_whole_stack_with_catalogs(tmp_path: Path) -> None:
         (tmp_path / f"{i:02d}-{obj['kind'].lower()}.yaml").write_text(yaml.safe_dump(obj))
     result = checkov(CHECKOV, {"stack": tmp_path})["stack"]
     assert [(c["check_id"], c["resource"]) for c in result["failed_checks"]] == []
-    assert result["passed"] > 100  # skips: each annotated with its reason (the Job's: SECRET_ENV_SKIP)
+    assert result["passed"] > 100  # skips: each annotated with its reason
 
 
 def test_a_stack_with_catalogs_passes_the_policy_pack(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,11 +2,12 @@
 
 The dev stack with `storage.kind: objectStore` is run through the real program under Pulumi's mocks with the
 credentials as Pulumi secrets (as `pulumi up` hands them over once decrypted). Its DaskCluster and Secret are what
-the pods get: the emulator (tools/pod_emulator.py) resolves each `secretKeyRef` of the rendered env from the
-rendered Secret, so the scheduler and worker processes see exactly those variables and nothing of this process's
-environment. The verification dynamic provider's `create` (what `pulumi up` runs) then opens `s3://…` (or
-`http://…`) on a worker, with the storage options the stack exports, and must find exactly the rows a direct
-computation finds. A wrong secret key must fail at stage `open` with a message naming the storage and the fix.
+the pods get: the emulator (tools/pod_emulator.py) writes the rendered Secret's keys as files where its volume is
+mounted and maps the paths of the rendered env (`AWS_SHARED_CREDENTIALS_FILE`, `AWS_CONFIG_FILE`) to them, so the
+scheduler and worker processes read exactly those files (botocore's own credential and config chain) and nothing
+of this process's environment. The verification dynamic provider's `create` (what `pulumi up` runs) then opens
+`s3://…` (or `http://…`) on a worker, with the storage options the stack exports, and must find exactly the rows a
+direct computation finds. A wrong secret key must fail at stage `open` with a message naming the storage and the fix.
 
 Servers: tools/object_servers.py (moto in its own virtualenv, `.build/moto-venv`; authentication enforced).
 """
@@ -64,16 +65,27 @@ def verification_props(run: ProgramRun, cluster: EmulatedCluster) -> dict[str, A
     return {**props, "connect": "direct", "schedulerAddress": cluster.map_address(props["schedulerAddress"])}
 
 
+def pod_env(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every env item of every container of the scheduler and the default workers."""
+    return [
+        item
+        for role in ("scheduler", "worker")
+        for container in manifest["spec"][role]["spec"]["containers"]
+        for item in container.get("env", [])
+    ]
+
+
 def secret_env(manifest: dict[str, Any]) -> dict[str, tuple[str, str]]:
     """Env name -> (Secret, key) for every secretKeyRef of every container in the DaskCluster."""
     refs = {}
-    for role in ("scheduler", "worker"):
-        for container in manifest["spec"][role]["spec"]["containers"]:
-            for item in container.get("env", []):
-                ref = (item.get("valueFrom") or {}).get("secretKeyRef")
-                if ref:
-                    refs[item["name"]] = (ref["name"], ref["key"])
+    for item in pod_env(manifest):
+        ref = (item.get("valueFrom") or {}).get("secretKeyRef")
+        if ref:
+            refs[item["name"]] = (ref["name"], ref["key"])
     return refs
+
+
+KEY_FILE_VARIABLES = ("AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE")
 
 
 # --- fixtures ---------------------------------------------------------------------------------------------------
@@ -131,19 +143,27 @@ def test_s3_catalog_is_opened_on_a_worker_with_the_stack_credentials(s3: S3Serve
     url = f"s3://{s3.bucket}/{PREFIX}"
     run = run_dev_stack(s3_storage(s3, s3.secret_access_key), url)
     manifest = dask_cluster(run)
-    refs = secret_env(manifest)
     secrets = rendered_secrets(run)
-    assert refs, "the rendered DaskCluster gives the pods no object-store credentials"
+    # Files, not variables: no secretKeyRef at all (CKV_K8S_35), the two AWS files named by plain paths.
+    assert secret_env(manifest) == {}
+    assert sorted({e["name"] for e in pod_env(manifest) if e["name"].startswith("AWS_")}) == sorted(KEY_FILE_VARIABLES)
+    (store,) = secrets.values()
+    assert s3.secret_access_key in store["credentials"] and s3.endpoint in store["config"]
     # The storage options the stack exports: credentials in the pods, so not anonymous.
     assert run.outputs["catalogStorageOptions"] == {"anon": False}
 
     cluster = start(run, tmp_path / "cluster")
     try:
-        # Every pod got exactly the Secret's values under the rendered names (and nothing from this process).
+        # Every pod reads exactly the Secret's files where its variables say (and nothing from this process).
         for pod in cluster.pods:
             env = pod.containers[0].env
-            for name, (secret, key) in refs.items():
-                assert env[name] == secrets[secret][key], f"{pod.name}: {name}"
+            assert {n: Path(env[n]).name for n in KEY_FILE_VARIABLES} == {
+                "AWS_SHARED_CREDENTIALS_FILE": "credentials",
+                "AWS_CONFIG_FILE": "config",
+            }
+            for name in KEY_FILE_VARIABLES:
+                assert Path(env[name]).read_text() == store[Path(env[name]).name], f"{pod.name}: {name}"
+            assert not [n for n in env if n.startswith("AWS_") and n not in KEY_FILE_VARIABLES]
         props = verification_props(run, cluster)
         assert props["catalogPath"] == url
         assert props["storageOptions"] == {"anon": False}
@@ -159,20 +179,18 @@ def test_s3_catalog_is_opened_on_a_worker_with_the_stack_credentials(s3: S3Serve
     assert cluster.leftover_pids() == []
 
 
-def test_s3_endpoint_comes_from_the_mapped_variable(s3: S3Server, tmp_path: Path) -> None:
-    """Control: the same pods without the endpoint variable of the render reach no S3 server at all, so the
-    passing run above really read through the mapped AWS_ENDPOINT_URL (s3fs/botocore honour it)."""
+@pytest.mark.parametrize("variable", KEY_FILE_VARIABLES)
+def test_s3_keys_and_endpoint_come_from_the_mounted_files(s3: S3Server, tmp_path: Path, variable: str) -> None:
+    """Control: the same pods without one file variable of the render cannot open the catalog (no credentials:
+    moto refuses an unsigned request; no config: no endpoint, so no S3 server at all), so the passing run above
+    really read the keys and the endpoint from the mounted files (botocore reads both)."""
     run = run_dev_stack(s3_storage(s3, s3.secret_access_key), f"s3://{s3.bucket}/{PREFIX}")
     manifest = copy.deepcopy(dask_cluster(run))
-    secrets = rendered_secrets(run)
-    endpoint_vars = [
-        name for name, (secret, key) in secret_env(manifest).items() if secrets[secret][key] == s3.endpoint
-    ]
-    assert len(endpoint_vars) == 1, "the endpoint URL must reach the pods through one variable"
     worker = manifest["spec"]["worker"]["spec"]["containers"][0]
-    worker["env"] = [e for e in worker["env"] if e["name"] != endpoint_vars[0]]
+    assert variable in [e["name"] for e in worker["env"]]
+    worker["env"] = [e for e in worker["env"] if e["name"] != variable]
     manifest["spec"]["worker"]["replicas"] = 1
-    with EmulatedCluster(manifest, tmp_path / "cluster", secrets=secrets) as cluster:
+    with EmulatedCluster(manifest, tmp_path / "cluster", secrets=rendered_secrets(run)) as cluster:
         cluster.start(timeout=120)
         cluster.wait_for_workers(timeout=120)
         props = {**verification_props(run, cluster), "minWorkers": 1, "timeoutSeconds": 60.0}

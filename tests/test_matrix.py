@@ -595,16 +595,6 @@ def test_clients_do_not_reach_the_dashboard_port(features: frozenset[str]) -> No
 # --- checkov -------------------------------------------------------------------------------------------------
 
 CHECKOV = PROJECT_DIR / "scan" / "venv" / "bin" / "checkov"
-# Found by this matrix, not among issue 20's defects (the committed stacks have neither feature, so `make scan`
-# does not see them); reported to the lead. Strict: once fixed these stacks pass and the mark must go.
-FINDING_KEYS_AS_ENV = pytest.mark.xfail(
-    strict=True,
-    reason="matrix finding: CKV_K8S_35 (secrets as environment variables) on every pod with objectStore credentials",
-)
-
-
-def checkov_marks(features: frozenset[str]) -> list[Any]:
-    return [FINDING_KEYS_AS_ENV] if "objectStoreKeys" in features else []
 
 
 @pytest.fixture(scope="module")
@@ -636,7 +626,7 @@ def checkov_failures() -> dict[str, list[str]]:
     return failures
 
 
-@pytest.mark.parametrize("features", [pytest.param(s, id=stack_id(s), marks=checkov_marks(s)) for s in STACKS])
+@pytest.mark.parametrize("features", [pytest.param(s, id=stack_id(s)) for s in STACKS])
 def test_checkov_finds_nothing(checkov_failures: dict[str, list[str]], features: frozenset[str]) -> None:
     found = checkov_failures[stack_id(features)]
     if "networkPolicy" not in features:

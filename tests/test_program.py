@@ -236,29 +236,66 @@ def test_nfs_storage_is_a_static_pv_bound_by_name() -> None:
     assert run.one(PV).urn in run.one(PVC).dependencies
 
 
-def test_object_store_storage_exposes_credentials_as_driver_env() -> None:
+def test_object_store_credentials_reach_scheduler_and_workers_as_mounted_files() -> None:
     run = run_with(
         ("storage",),
         storage={
             "kind": "objectStore",
             "objectStore": {
                 "url": "s3://bucket/catalogs",
-                "credentials": {"accessKeyId": "AKIAX", "secretAccessKey": "s3cr3t"},
+                "credentials": {"accessKeyId": "AKIAX", "secretAccessKey": "s3cr3t", "endpointUrl": "http://s3:9000"},
             },
         },
         verify={"enabled": False},
     )
     assert run.of_type(PVC) == [] and run.of_type(PV) == []
     secret = run.named("catalog-storage-object-store")
-    assert set(secret.inputs["stringData"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
-    spec = dask_cluster(run)["spec"]
+    assert secret.inputs["stringData"] == {
+        "credentials": "[default]\naws_access_key_id = AKIAX\naws_secret_access_key = s3cr3t\n",
+        "config": "[default]\nendpoint_url = http://s3:9000\n",
+    }
+    manifest = dask_cluster(run)
+    spec = manifest["spec"]
     for pod in (spec["scheduler"]["spec"], spec["worker"]["spec"]):
-        env = {e["name"]: e for e in pod["containers"][0]["env"]}
-        assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {
-            "name": "lsdb-cluster-object-store",
-            "key": "AWS_SECRET_ACCESS_KEY",
-        }
+        [container] = pod["containers"]
+        env = {e["name"]: e for e in container["env"]}
+        assert not [e for e in env.values() if "valueFrom" in e and "secretKeyRef" in e["valueFrom"]]
+        assert env["AWS_SHARED_CREDENTIALS_FILE"]["value"] == "/var/run/secrets/lsdb-object-store/credentials"
+        assert env["AWS_CONFIG_FILE"]["value"] == "/var/run/secrets/lsdb-object-store/config"
+        [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == "/var/run/secrets/lsdb-object-store"]
+        assert mount["readOnly"] is True
+        [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+        assert volume["secret"]["secretName"] == "lsdb-cluster-object-store"
     assert "catalog-data" not in str(spec["worker"]["spec"].get("volumes"))
+    assert "CKV_K8S_35" not in str(manifest["metadata"].get("annotations"))  # nothing to skip
+
+
+def test_an_s3_key_with_a_line_break_fails_naming_the_key_never_the_value() -> None:
+    # Written into an AWS ini file, a line break would end the value (or add options): refused, value unshown.
+    keys = {"accessKeyId": "AKIAX\ncredential_process = /bin/evil", "secretAccessKey": "s"}
+    with pytest.raises(ValueError) as exc:
+        run_with(("storage",), storage={"kind": "objectStore", "objectStore": {"url": "s3://b/c", "credentials": keys}})
+    assert "storage.objectStore.credentials.accessKeyId holds a line break" in str(exc.value)
+    assert "pulumi config set --path --secret storage.objectStore.credentials.accessKeyId" in str(exc.value)
+    assert "evil" not in str(exc.value)
+
+
+def test_abfs_keys_stay_variables_and_the_pods_carry_exactly_that_skip() -> None:
+    from components.object_store_keys import ENV_SKIP
+
+    groups = {"highmem": {"replicas": 1, "memory": "8Gi", "cpu": "2", "threads": 1, "cpuLimit": "2"}}
+    run = run_with(
+        ("storage",),
+        storage={"kind": "objectStore", "objectStore": {"url": "abfs://c/cats", "credentials": {"accountKey": "k"}}},
+        cluster={"workers": {"cpuLimit": "2"}, "workerGroups": groups},
+    )
+    cluster = dask_cluster(run)
+    for pod in (cluster["spec"]["scheduler"]["spec"], cluster["spec"]["worker"]["spec"]):
+        ref = {"name": "lsdb-cluster-object-store", "key": "AZURE_STORAGE_ACCOUNT_KEY"}
+        assert {"name": ref["key"], "valueFrom": {"secretKeyRef": ref}} in pod["containers"][0]["env"]
+    # The skip, with its reason, where the operator copies it onto the Deployments (CPU limits set: no other skip).
+    assert cluster["metadata"]["annotations"] == {"checkov.io/skip1": ENV_SKIP}
+    assert manifest(run.one(WORKER_GROUP))["metadata"]["annotations"] == {"checkov.io/skip1": ENV_SKIP}
 
 
 def test_gcs_key_is_mounted_as_a_file() -> None:

@@ -258,18 +258,17 @@ def test_secure_values_render_redacted(secure_render: dict[str, Any]) -> None:
     secrets = {obj["metadata"]["name"]: obj for _, obj in secure_render["objects"] if obj["kind"] == "Secret"}
     (tls,) = [name for name in secrets if name.startswith("lsdb-cluster-tls-g0-ca")]  # the TLS epoch's (today's)
     assert set(secrets) == {"lsdb-cluster-object-store", "lsdb-cluster-registry", tls}
-    assert secrets["lsdb-cluster-object-store"]["stringData"] == {
-        "AWS_ACCESS_KEY_ID": REDACTED,
-        "AWS_SECRET_ACCESS_KEY": REDACTED,
-    }
+    # The s3 keys are one file, the AWS shared-credentials file (components/object_store_keys.py).
+    assert secrets["lsdb-cluster-object-store"]["stringData"] == {"credentials": REDACTED}
     assert secrets["lsdb-cluster-registry"]["stringData"] == {".dockerconfigjson": REDACTED}
     assert secrets["lsdb-cluster-registry"]["type"] == "kubernetes.io/dockerconfigjson"
     (build,) = [r for r in summary["resources"] if r["type"] == "docker:index/image:Image"]
     assert build["inputs"]["registry"] == {"server": "ghcr.io", "username": "deploy-bot", "password": REDACTED}
-    # Pods still say where the credentials come from.
+    # Pods still say where the credentials come from: the Secret's files, mounted.
     (cluster,) = [obj for _, obj in secure_render["objects"] if obj["kind"] == "DaskCluster"]
-    env = cluster["spec"]["worker"]["spec"]["containers"][0]["env"]
-    assert {e["valueFrom"]["secretKeyRef"]["name"] for e in env if "valueFrom" in e} == {"lsdb-cluster-object-store"}
+    volumes = cluster["spec"]["worker"]["spec"]["volumes"]
+    assert "lsdb-cluster-object-store" in [v["secret"]["secretName"] for v in volumes if "secret" in v]
+    assert "secretKeyRef" not in json.dumps(cluster["spec"]["worker"]["spec"]["containers"][0]["env"])
     assert cluster["spec"]["worker"]["spec"]["imagePullSecrets"] == [{"name": "lsdb-cluster-registry"}]
 
 

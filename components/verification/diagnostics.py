@@ -41,7 +41,7 @@ class Fixes:
         scheme = self.catalog_path.split("://", 1)[0].lower()
         k, ns = self.kubectl, self.ns
         selector = "=".join(STORAGE_COMPONENT_LABEL)
-        secret = f"`{k} get secret -n {ns} -l {selector}` (keys: the variables the driver reads)"
+        secret = f"`{k} get secret -n {ns} -l {selector}` (keys: the files the driver reads; abfs: its variables)"
         if scheme in ("http", "https"):
             return (
                 f"the workers read {self.catalog_path} over HTTP: check the URL serves the catalog's properties"

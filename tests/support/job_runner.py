@@ -2,9 +2,10 @@
 
 The command and args are taken as rendered; only `python` becomes this interpreter (the project's environment
 holds the lock's packages, as the image does) and every path under a volume mount becomes the local folder given
-for that volume. The environment is the container's own (`value`, or `valueFrom.secretKeyRef` resolved from the
-rendered Secret's `stringData`) plus PATH and HOME: nothing of this process leaks in (no PYTHONPATH), so the
-engine must run from its ConfigMap file alone. ConfigMap volumes are written from the rendered ConfigMap.
+for that volume, in the args and in env values alike. The environment is the container's own (`value`, or
+`valueFrom.secretKeyRef` resolved from the rendered Secret's `stringData`) plus PATH and HOME: nothing of this
+process leaks in (no PYTHONPATH), so the engine must run from its ConfigMap file alone. ConfigMap and Secret volumes
+are written from the rendered ConfigMap and Secret (each key a file, as the kubelet projects them).
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from pathlib import Path
 from typing import Any
 
 
-def container_env(container: Mapping[str, Any], secrets: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+def container_env(
+    container: Mapping[str, Any], secrets: Sequence[Mapping[str, Any]], mounts: Mapping[str, Path]
+) -> dict[str, str]:
     by_name = {s["metadata"]["name"]: s.get("stringData", {}) for s in secrets}
     env: dict[str, str] = {}
     for item in container.get("env", []):
         if "value" in item:
-            env[item["name"]] = item["value"]
+            env[item["name"]] = map_path(item["value"], mounts)
         else:
             ref = item["valueFrom"]["secretKeyRef"]
             env[item["name"]] = by_name[ref["name"]][ref["key"]]
@@ -30,13 +33,19 @@ def container_env(container: Mapping[str, Any], secrets: Sequence[Mapping[str, A
 
 
 def local_mounts(
-    job: Mapping[str, Any], config_maps: Sequence[Mapping[str, Any]], volumes: Mapping[str, Path], scratch: Path
+    job: Mapping[str, Any],
+    config_maps: Sequence[Mapping[str, Any]],
+    volumes: Mapping[str, Path],
+    scratch: Path,
+    secrets: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Path]:
-    """Container mount path -> local folder: `volumes` by volume name; ConfigMaps written out; the rest scratch."""
+    """Container mount path -> local folder: `volumes` by volume name; ConfigMaps and Secrets written out; the rest
+    scratch."""
     pod = job["spec"]["template"]["spec"]
     container = pod["containers"][0]
     by_volume = {v["name"]: v for v in pod["volumes"]}
     maps = {c["metadata"]["name"]: c for c in config_maps}
+    secret_data = {s["metadata"]["name"]: s.get("stringData", {}) for s in secrets}
     mounts: dict[str, Path] = {}
     for mount in container["volumeMounts"]:
         name, volume = mount["name"], by_volume[mount["name"]]
@@ -46,6 +55,11 @@ def local_mounts(
             local = scratch / "configmaps" / name
             local.mkdir(parents=True, exist_ok=True)
             for key, text in maps[volume["configMap"]["name"]]["data"].items():
+                (local / key).write_text(text)
+        elif "secret" in volume:
+            local = scratch / "secrets" / name
+            local.mkdir(parents=True, exist_ok=True)
+            for key, text in secret_data[volume["secret"]["secretName"]].items():
                 (local / key).write_text(text)
         else:
             local = scratch / "volumes" / name
@@ -77,9 +91,9 @@ def start_job(
 ) -> subprocess.Popen[str]:
     """Start the Job's container command (its own session, so a test can kill it)."""
     container = job["spec"]["template"]["spec"]["containers"][0]
-    mounts = local_mounts(job, config_maps, volumes, scratch)
+    mounts = local_mounts(job, config_maps, volumes, scratch, secrets)
     home = next((p for m, p in mounts.items() if m.startswith("/home")), scratch)
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(home), **container_env(container, secrets)}
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(home), **container_env(container, secrets, mounts)}
     return subprocess.Popen(
         job_command(job, mounts),
         env=env,
