@@ -20,9 +20,9 @@ cached for the module, and checked against invariants that do not depend on the 
 * checkov, run once on every stack's objects and the operator-built Deployments and Services.
 
 15 features give 14 stacks (about 160 test cases); the mock runs take about a minute and checkov (one run) one to
-1.5 minutes on this 2-core machine. Known defects of issue 20 (4, 5, 6) and two checkov findings of this matrix
-make some checks fail on today's code; exactly those are `xfail(strict=True)`, so a fix turns them into failures
-until its mark is removed. A config change that refuses a pair (say, worker groups under the autoscaler) goes into
+1.5 minutes on this 2-core machine. Every check passes on every stack: a defect the matrix finds is fixed or, while
+it is open, marked `xfail(strict=True)` with its reason, so the fix turns it into a failure until the mark goes
+(none is open). A config change that refuses a pair (say, worker groups under the autoscaler) goes into
 EXCLUDED, with its reason.
 """
 
