@@ -22,20 +22,31 @@ from components.lock import PROJECT_DIR, base_image
 from components.options import child_options
 
 DOCKER_DIR = PROJECT_DIR / "docker"
+CLUSTER_TARGET = "lsdb"  # docker/Dockerfile's stages: the cluster's image, and the notebook's FROM it
+NOTEBOOK_TARGET = "notebook"
+IMAGE_FILES = ("requirements.lock", "Dockerfile")
+# The notebook target adds JupyterLab's pins and the starter notebook: neither is part of the cluster's identity.
+NOTEBOOK_FILES = (*IMAGE_FILES, "notebook-requirements.lock", "notebook/starter.ipynb")
 
 
-def image_tag(platform: str = "linux/amd64") -> str:
+def image_tag(platform: str = "linux/amd64", files: tuple[str, ...] = IMAGE_FILES) -> str:
     """Deterministic tag: changes exactly when the lock, the Dockerfile (its base image digest included) or the
-    platform changes; `py<X.Y.Z>` names the base image's Python.
+    platform changes; `py<X.Y.Z>` names the base image's Python. `files`: what else decides the image (the
+    notebook target's: `NOTEBOOK_FILES`).
 
     The platform is part of it so an arm64 build never overwrites the amd64 image under the same tag.
     """
     digest = hashlib.sha256()
-    for name in ("requirements.lock", "Dockerfile"):
+    for name in files:
         digest.update(f"{name}\0{hashlib.sha256((DOCKER_DIR / name).read_bytes()).hexdigest()}\0".encode())
     digest.update(f"platform\0{platform}".encode())
     python = base_image(DOCKER_DIR / "Dockerfile").python_version
     return f"py{python}-lock-{digest.hexdigest()[:12]}"
+
+
+def notebook_image_tag(platform: str = "linux/amd64") -> str:
+    """The notebook target's tag: the cluster image's inputs plus the notebook lock and the starter notebook."""
+    return f"notebook-{image_tag(platform, NOTEBOOK_FILES)}"
 
 
 def pull_secret_name(cluster_name: str) -> str:
@@ -54,6 +65,7 @@ class LsdbImageArgs:
     namespace: str
     cluster_name: str
     registry_password: pulumi.Output[str] | None = None  # a Pulumi secret
+    notebook: bool = False  # also build the `notebook` target (notebook.enabled without notebook.imageRef)
 
 
 class LsdbImage(pulumi.ComponentResource):
@@ -62,6 +74,7 @@ class LsdbImage(pulumi.ComponentResource):
     ref: pulumi.Output[str]
     identity: str  # known at evaluation: `image.ref`, or repository:<content tag> (the cluster's names derive from it)
     image: docker.Image | None
+    notebook_ref: pulumi.Output[str] | None  # the notebook target's digest reference, when built here
     pull_secret: k8s.core.v1.Secret | None
     pull_secret_name: str | None
 
@@ -69,6 +82,7 @@ class LsdbImage(pulumi.ComponentResource):
         image, namespace, registry_password = args.image, args.namespace, args.registry_password
         super().__init__("lsdb-k8s:image:LsdbImage", name, {}, opts)
         self.image = None
+        self.notebook_ref = None
         if image.ref is not None:
             self.ref = pulumi.Output.from_input(image.ref)
             self.identity = image.ref
@@ -79,19 +93,27 @@ class LsdbImage(pulumi.ComponentResource):
                     server=image.registry_server, username=image.registry_username, password=registry_password
                 )
             self.identity = f"{image.repository}:{image_tag(image.platform)}"
-            self.image = docker.Image(
-                f"{name}-build",
-                image_name=self.identity,
-                build=docker.DockerBuildArgs(
-                    context=str(DOCKER_DIR),
-                    dockerfile=str(DOCKER_DIR / "Dockerfile"),
-                    platform=image.platform,  # no build args: the Dockerfile alone decides the image
-                ),
-                registry=registry,
-                skip_push=not image.push,
-                opts=pulumi.ResourceOptions(parent=self),
-            )
+
+            def build(suffix: str, image_name: str, target: str) -> docker.Image:
+                return docker.Image(
+                    f"{name}{suffix}",
+                    image_name=image_name,
+                    build=docker.DockerBuildArgs(
+                        context=str(DOCKER_DIR),
+                        dockerfile=str(DOCKER_DIR / "Dockerfile"),
+                        platform=image.platform,  # no build args: the Dockerfile alone decides the image
+                        target=target,
+                    ),
+                    registry=registry,
+                    skip_push=not image.push,
+                    opts=pulumi.ResourceOptions(parent=self),
+                )
+
+            self.image = build("-build", self.identity, CLUSTER_TARGET)
             self.ref = self.image.repo_digest
+            if args.notebook:
+                notebook = f"{image.repository}:{notebook_image_tag(image.platform)}"
+                self.notebook_ref = build("-notebook-build", notebook, NOTEBOOK_TARGET).repo_digest
 
         self.pull_secret = None
         self.pull_secret_name = None
