@@ -195,6 +195,8 @@ def notebook_command() -> list[str]:
         f"--ServerApp.root_dir={HOME_DIR}",
         "--ServerApp.allow_remote_access=True",  # reached through the Service's DNS name
         "--ServerApp.open_browser=False",
+        # The image is the lock: no extension installs from PyPI (the root filesystem is read-only anyway).
+        "--LabApp.extension_manager=readonly",
     ]  # fmt: skip
 
 
