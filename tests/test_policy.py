@@ -192,6 +192,7 @@ def test_every_policy_is_mandatory() -> None:
         "dask-patched-scheduler-service-not-public",
         "dask-tls-in-prod",
         "dask-cluster-network-policy",
+        "lsdb-notebook-hardened",
     ]
     assert [p.name for p in STACK_POLICIES] == [
         "dask-patched-scheduler-service-not-public",
