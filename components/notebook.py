@@ -21,7 +21,7 @@ The objects are pure builders of dicts (`notebook_manifests`); `LsdbNotebook` re
 - with `security.networkPolicy`, the notebook pod's NetworkPolicy: ingress on 8888 from pods of the namespace only
   (`kubectl port-forward` enters through the kubelet, which NetworkPolicies do not govern); egress to DNS, the
   cluster's scheduler pods on 8786 (and 8787 with `notebook.dashboard`), and with `storage.kind objectStore` the
-  object store (`security.egressCIDRs` on `security.egressPorts`; GKE's metadata server with a gcp identity).
+  object store (`security.egressCidrs` on `security.egressPorts`; GKE's metadata server with a gcp identity).
 
 First `pulumi up`: everything above, after the namespace, storage and image. A later `pulumi up` that upgrades the
 cluster (a new `<h>`) does not touch the notebook: its address is the stable Service, which switches to the new,
@@ -136,7 +136,7 @@ class NotebookSpec:
     pull_secret: str | None = None
     # security.networkPolicy, and what the notebook's egress must reach besides the scheduler
     network_policy: bool = True
-    object_store_cidrs: tuple[str, ...] = ()  # storage.kind objectStore: security.egressCIDRs (empty: none)
+    object_store_cidrs: tuple[str, ...] = ()  # storage.kind objectStore: security.egressCidrs (empty: none)
     object_store_ports: tuple[int, ...] = ()
     gcp_identity: bool = False
 
@@ -267,15 +267,16 @@ def deployment_manifest(spec: NotebookSpec, image: str) -> dict[str, Any]:
     template_metadata: dict[str, Any] = {"labels": pod_labels}
     if spec.storage.pod_annotations:
         template_metadata["annotations"] = dict(spec.storage.pod_annotations)
-    annotations = {}
+    annotations = {
+        "checkov.io/skip1": "CKV_K8S_11=a CPU limit throttles the kernel and its Dask client's heartbeats while the "
+        "cluster does the work; the request (notebook.cpu) reserves the CPU"
+    }
     if any("valueFrom" in e for e in spec.storage.env):
-        annotations["checkov.io/skip1"] = (
+        annotations["checkov.io/skip2"] = (
             "CKV_K8S_35=s3fs (botocore) and adlfs read static credentials from environment variables only, as the "
             "cluster's pods do; the values come from the Secret, never from the manifest"
         )
-    metadata = _metadata(spec, notebook_name(spec.cluster_name))
-    if annotations:
-        metadata["annotations"] = annotations
+    metadata = {**_metadata(spec, notebook_name(spec.cluster_name)), "annotations": annotations}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
