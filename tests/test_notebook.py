@@ -371,3 +371,40 @@ def test_the_notebook_lock_and_starter_change_the_notebook_image_but_not_the_clu
     relocked = names(run_with(notebook={"enabled": True}))
     assert relocked["cluster"] != new["cluster"]  # control: the cluster's own lock does change it
     assert relocked["lsdb-image-notebook-build"] != new["lsdb-image-notebook-build"]  # and the notebook's
+
+
+# --- the notebook lock ----------------------------------------------------------------------------------------
+
+
+def test_the_notebook_lock_is_jupyterlabs_closure_beyond_the_lock_and_consistent_with_it() -> None:
+    """docker/notebook-requirements.lock is what `tools.relock` writes: the closure of
+    docker/notebook-requirements.in minus what docker/requirements.lock already pins, at the versions installed here
+    (one resolution with the lock); every requirement of the notebook image is met inside lock + notebook lock (the
+    build's `pip check`), and no cluster pin is restated or moved."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    from components.lock import canonical, read_lock, requirement_closure
+    from tests.test_image import roots
+
+    lock = read_lock()
+    notebook = read_lock(image_module.DOCKER_DIR / "notebook-requirements.lock")
+    dists = {canonical(d.metadata["Name"]): d for d in metadata.distributions()}
+    closure = requirement_closure(
+        {n: d.requires or [] for n, d in dists.items()}, roots(image_module.DOCKER_DIR / "notebook-requirements.in")
+    )
+    assert set(notebook) == set(closure) - set(lock) and not set(notebook) & set(lock)
+    assert {n: v for n, v in notebook.items() if dists[n].version != v} == {}
+    image = {**lock, **notebook}
+    broken = []
+    for name, extras in closure.items():
+        for raw in dists[name].requires or []:
+            req = Requirement(raw)
+            if req.marker is not None and not any(req.marker.evaluate({"extra": e}) for e in extras or {""}):
+                continue
+            pinned = image.get(canonical(req.name))
+            if pinned is None or not req.specifier.contains(pinned, prereleases=True):
+                broken.append(f"{name} requires {req} but the image has {pinned}")
+    assert broken == []
+    assert "jupyterlab" in notebook and "lsdb" not in notebook and "dask" not in notebook
