@@ -2,11 +2,14 @@
 locally (tools/notebook_emulator.py: its command, env and mounts as the kubelet would run them) beside the same
 stack's DaskCluster run by tools/pod_emulator.py, the catalog claim holding the fixture catalog where the
 provisioning Job would have copied it; the starter notebook, read back through the server's contents API, executed
-in a kernel of that Jupyter server (REST + websocket), must return exactly the rows lsdb returns directly.
+in a kernel of that Jupyter server (REST + websocket), must return exactly the rows lsdb returns directly: over
+plain TCP, and with `security.tls` over mutual TLS with the client bundle the notebook's Secret mounts (the
+certificates from a test CA standing in for pulumi-tls).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -14,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from components.notebook import STARTER, TOKEN_FILE, token_secret_name
+from components.notebook import STARTER, TOKEN_FILE, tls_secret_name, token_secret_name
 from tests.program_helpers import live_objects, run_with
 from tools.notebook_emulator import EmulatedNotebook, api, resolve, run_cells
 from tools.pod_emulator import EmulatedCluster
@@ -26,13 +29,14 @@ CONE = {"ra": 180.0, "dec": 0.0, "radiusArcsec": 3600.0}  # the dense field of t
 COLUMNS = ["id", "ra", "dec"]
 TOKEN = "t0k3n-" + "a" * 40
 CLUSTER = "nb"
+NS = "lsdb-test"  # tests.program_helpers.BASE
 
 
-@pytest.fixture(scope="module")
-def rendered() -> dict[str, Any]:
+@functools.cache
+def render(tls: bool) -> dict[str, Any]:
     run = run_with(
         storage={"kind": "pvc", "size": "1Gi"},
-        security={"tls": False},
+        security={"tls": tls},
         cluster={
             "name": CLUSTER,
             "workers": {"replicas": 1, "memory": "1Gi", "threads": 2},
@@ -54,6 +58,41 @@ def rendered() -> dict[str, Any]:
         "stable": one("Service", f"{CLUSTER}-scheduler"),
         "deployment": one("Deployment", f"{CLUSTER}-notebook"),
     }
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, Any]:
+    return render(False)
+
+
+def tls_secrets(live: str, directory: Path) -> tuple[dict[str, dict[str, str]], Any]:
+    """The cluster's certificate Secret and the notebook's client bundle from one test CA (standing in for
+    pulumi-tls, as in tests/test_e2e_tls.py), and a Security for this test's own client (waiting for workers)."""
+    from distributed.security import Security
+
+    from components.cluster import TLS_FILES
+    from components.security import certificate_dns_names
+    from components.security import tls_secret_name as cluster_tls_secret
+    from tests.support.certs import Authority
+
+    services = [f"{CLUSTER}-scheduler", f"{live}-scheduler"]
+    ca = Authority.create("lsdb-k8s test CA")
+    server, client = ca.issue(services[0], certificate_dns_names(services, NS)), ca.issue("lsdb-client", server=False)
+    bundle = {TLS_FILES["ca"]: ca.pem.cert, TLS_FILES["cert"]: client.cert, TLS_FILES["key"]: client.key}
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in bundle.items():
+        (directory / name).write_text(text)
+    secrets = {
+        cluster_tls_secret(CLUSTER): {**bundle, TLS_FILES["cert"]: server.cert, TLS_FILES["key"]: server.key},
+        tls_secret_name(CLUSTER): bundle,
+    }
+    security = Security(
+        tls_ca_file=str(directory / TLS_FILES["ca"]),
+        tls_client_cert=str(directory / TLS_FILES["cert"]),
+        tls_client_key=str(directory / TLS_FILES["key"]),
+        require_encryption=True,
+    )
+    return secrets, security
 
 
 def direct_rows(path: Path) -> Any:
@@ -81,24 +120,30 @@ def test_the_notebook_command_is_in_the_notebook_image_only(rendered: dict[str, 
         resolve_executable(command[0])
 
 
-def test_starter_notebook_through_the_jupyter_server_returns_lsdbs_rows(
-    rendered: dict[str, Any], tmp_path: Path
-) -> None:
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+def test_starter_notebook_through_the_jupyter_server_returns_lsdbs_rows(tls: bool, tmp_path: Path) -> None:
+    rendered = render(tls)
     claim = tmp_path / "claim"
     shutil.copytree(FIXTURES / "plain", claim / "catalogs" / "plain")  # where the provisioning Job copies it
     expected = sorted_rows(direct_rows(FIXTURES / "plain"))
     assert len(expected) > 100, "the cone should hold a few hundred rows"
-    secrets = {token_secret_name(CLUSTER): {TOKEN_FILE: TOKEN}}
+    secrets: dict[str, dict[str, str]] = {token_secret_name(CLUSTER): {TOKEN_FILE: TOKEN}}
+    security = None
+    if tls:
+        more, security = tls_secrets(rendered["daskcluster"]["metadata"]["name"], tmp_path / "client")
+        secrets |= more
+    claims = {"hats-catalog-pvc": claim}
     with EmulatedCluster(
-        rendered["daskcluster"], tmp_path / "cluster", claims={"hats-catalog-pvc": claim}, services=[rendered["stable"]]
+        rendered["daskcluster"], tmp_path / "cluster", claims=claims, secrets=secrets, services=[rendered["stable"]]
     ) as cluster:
-        cluster.start(timeout=120)
-        cluster.wait_for_workers(timeout=120)
-        with EmulatedNotebook(
-            rendered["deployment"], tmp_path / "notebook", cluster=cluster, claims={"hats-catalog-pvc": claim},
-            secrets=secrets,
-        ) as notebook:  # fmt: skip
-            notebook.start(timeout=120)
+        notebook = EmulatedNotebook(
+            rendered["deployment"], tmp_path / "notebook", cluster=cluster, claims=claims, secrets=secrets
+        )
+        with notebook:
+            notebook.launch(timeout=120)  # JupyterLab starts while the cluster does (it needs no scheduler)
+            cluster.start(timeout=120)
+            cluster.wait_for_workers(timeout=120, security=security)
+            notebook.wait_ready(timeout=120)
             # The init container put the image's starter into the (emptyDir) home: the server lists it.
             starter = api(notebook.url, TOKEN, f"/api/contents/{STARTER}")
             cells = [c["source"] for c in starter["content"]["cells"] if c["cell_type"] == "code"]
@@ -116,6 +161,7 @@ def test_starter_notebook_through_the_jupyter_server_returns_lsdbs_rows(
             assert len(results) == len(cells) + 1
             info = json.loads(results[-1][-1]["text"])
             assert info == {"address": cluster.scheduler_address, "default": True, "workers": 1}
+            assert info["address"].startswith("tls://" if tls else "tcp://")
     import pandas as pd
 
     pd.testing.assert_frame_equal(sorted_rows(pd.read_pickle(out)), expected)

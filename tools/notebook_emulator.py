@@ -162,7 +162,12 @@ class EmulatedNotebook:
         )  # fmt: skip
 
     def start(self, timeout: float = 60.0) -> EmulatedNotebook:
-        """Run the init containers to completion, then start the container and wait for its readinessProbe."""
+        """`launch`, then `wait_ready`."""
+        self.launch(timeout)
+        return self.wait_ready(timeout)
+
+    def launch(self, timeout: float = 60.0) -> None:
+        """Run the init containers to completion, then start the container (without waiting for it)."""
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
             for c in self.init:
@@ -171,6 +176,9 @@ class EmulatedNotebook:
                     raise EmulationError(f"init container {c.spec['name']} exited {code}:\n{self.logs()}")
             for c in self.containers:
                 c.process = self._popen(c, log)
+
+    def wait_ready(self, timeout: float = 60.0) -> EmulatedNotebook:
+        """Wait for the container's readinessProbe; raise if it exits first."""
         deadline = time.monotonic() + timeout
         while not self.ready():
             if any(c.process is not None and c.process.poll() is not None for c in self.containers):
