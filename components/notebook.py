@@ -237,7 +237,7 @@ def deployment_manifest(spec: NotebookSpec, image: str) -> dict[str, Any]:
         "env": notebook_env(spec),
         "ports": [{"name": PORT_NAME, "containerPort": NOTEBOOK_PORT, "protocol": "TCP"}],
         "resources": {"requests": {"cpu": nb.cpu, "memory": nb.memory}, "limits": {"memory": nb.memory}},
-        "securityContext": CONTAINER_SECURITY_CONTEXT,
+        "securityContext": copy.deepcopy(CONTAINER_SECURITY_CONTEXT),
         "volumeMounts": mounts,
         "readinessProbe": {**get, "periodSeconds": 5, "timeoutSeconds": 5},
         "livenessProbe": {**get, "initialDelaySeconds": 30, "periodSeconds": 20, "timeoutSeconds": 10,
@@ -250,11 +250,11 @@ def deployment_manifest(spec: NotebookSpec, image: str) -> dict[str, Any]:
         "imagePullPolicy": "IfNotPresent",
         "command": ["python", "-c", COPY_STARTER, f"{STARTER_DIR}/{STARTER}", f"{HOME_DIR}/{STARTER}"],
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
-        "securityContext": CONTAINER_SECURITY_CONTEXT,
+        "securityContext": copy.deepcopy(CONTAINER_SECURITY_CONTEXT),
         "volumeMounts": [home],
     }
     pod: dict[str, Any] = {
-        "securityContext": POD_SECURITY_CONTEXT,
+        "securityContext": copy.deepcopy(POD_SECURITY_CONTEXT),
         "automountServiceAccountToken": False,
         "initContainers": [init],
         "containers": [container],

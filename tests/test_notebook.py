@@ -1,6 +1,7 @@
 """The notebook (`notebook.*`, components/notebook.py): its config and refusals, what the program registers, Pod
-Security, the policy pack, its NetworkPolicy's flows, and the images' identities (the cluster's `<h>` ignores the
-notebook's lock). The notebook running for real: tests/test_notebook_server.py."""
+Security, its NetworkPolicy's flows, and the images' identities (the cluster's `<h>` ignores the
+notebook's lock). The notebook running for real: tests/test_notebook_server.py; its guardrail in the policy pack:
+tests/test_policy.py."""
 
 from __future__ import annotations
 
@@ -25,10 +26,8 @@ from components.notebook import (
     tls_secret_name,
     token_secret_name,
 )
-from policy import lsdb_guardrails as g
 from tests.program_helpers import BASE, dask_cluster, live_objects, run_with
 from tests.support.netpol import Cluster, External, Pod, pod_from_template
-from tests.test_policy import violations
 from tests.test_schemas import VERSIONS
 from tools.mock_runtime import SECRET_SIG
 from tools.operator_objects import operator_objects
@@ -279,22 +278,6 @@ def test_the_objects_are_valid_in_strict_mode(tls_run: Any) -> None:
         except kubernetes_validate.ValidationError as e:
             found.append(f"{obj['kind']} {obj['metadata']['name']} ({version}): {e}")
     assert found == []
-
-
-def test_the_policy_pack_passes_the_notebook_and_catches_regressions(tls_run: Any) -> None:
-    objects = notebook_objects(tls_run)
-    dep, service = deployment(objects), objects[("Service", notebook_name(NAME))]
-    assert violations(g.POLICY_NOTEBOOK, g.DEPLOYMENT, dep) == []
-    assert violations(g.POLICY_NOTEBOOK, g.SERVICE, service) == []
-    weak = json.loads(json.dumps(dep))
-    pod = weak["spec"]["template"]["spec"]
-    pod["containers"][0]["image"] = "ghcr.io/acme/lsdb-dask:notebook"
-    pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] = False
-    del pod["containers"][0]["resources"]["limits"]
-    pod["automountServiceAccountToken"] = True
-    assert len(violations(g.POLICY_NOTEBOOK, g.DEPLOYMENT, weak)) == 4
-    public = {**service, "spec": {**service["spec"], "type": "LoadBalancer"}}
-    assert "outside the cluster" in violations(g.POLICY_NOTEBOOK, g.SERVICE, public)[0]
 
 
 # --- network flows (tests/support/netpol.py evaluates the stack's NetworkPolicies) -------------------------------
