@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -24,21 +25,33 @@ from components.options import child_options
 DOCKER_DIR = PROJECT_DIR / "docker"
 CLUSTER_TARGET = "lsdb"  # docker/Dockerfile's stages: the cluster's image, and the notebook's FROM it
 NOTEBOOK_TARGET = "notebook"
-IMAGE_FILES = ("requirements.lock", "Dockerfile")
-# The notebook target adds JupyterLab's pins and the starter notebook: neither is part of the cluster's identity.
+# What decides each target besides the Dockerfile: the cluster's lock; the notebook adds JupyterLab's pins and the
+# starter notebook, neither of which is part of the cluster's identity.
+IMAGE_FILES = ("requirements.lock",)
 NOTEBOOK_FILES = (*IMAGE_FILES, "notebook-requirements.lock", "notebook/starter.ipynb")
+NOTEBOOK_FROM = re.compile(rf"^FROM \S+ AS {NOTEBOOK_TARGET}$", re.MULTILINE)
 
 
-def image_tag(platform: str = "linux/amd64", files: tuple[str, ...] = IMAGE_FILES) -> str:
-    """Deterministic tag: changes exactly when the lock, the Dockerfile (its base image digest included) or the
-    platform changes; `py<X.Y.Z>` names the base image's Python. `files`: what else decides the image (the
-    notebook target's: `NOTEBOOK_FILES`).
+def cluster_stage(dockerfile: str) -> str:
+    """The Dockerfile up to the notebook target's `FROM`: all that builds the cluster's image (a later stage cannot
+    change an earlier one), so editing the notebook's stage never starts a new cluster."""
+    match = NOTEBOOK_FROM.search(dockerfile)
+    return dockerfile[: match.start()] if match else dockerfile
+
+
+def image_tag(platform: str = "linux/amd64", notebook: bool = False) -> str:
+    """Deterministic tag: changes exactly when the lock, the Dockerfile (its base image digest included; for the
+    cluster's image its `lsdb` stage only, `cluster_stage`) or the platform changes; `py<X.Y.Z>` names the base
+    image's Python. `notebook`: the notebook target's, which also reads `NOTEBOOK_FILES` and the whole Dockerfile.
 
     The platform is part of it so an arm64 build never overwrites the amd64 image under the same tag.
     """
+    dockerfile = (DOCKER_DIR / "Dockerfile").read_text()
+    inputs = [(name, (DOCKER_DIR / name).read_bytes()) for name in (NOTEBOOK_FILES if notebook else IMAGE_FILES)]
+    inputs.append(("Dockerfile", (dockerfile if notebook else cluster_stage(dockerfile)).encode()))
     digest = hashlib.sha256()
-    for name in files:
-        digest.update(f"{name}\0{hashlib.sha256((DOCKER_DIR / name).read_bytes()).hexdigest()}\0".encode())
+    for name, content in inputs:
+        digest.update(f"{name}\0{hashlib.sha256(content).hexdigest()}\0".encode())
     digest.update(f"platform\0{platform}".encode())
     python = base_image(DOCKER_DIR / "Dockerfile").python_version
     return f"py{python}-lock-{digest.hexdigest()[:12]}"
@@ -46,7 +59,7 @@ def image_tag(platform: str = "linux/amd64", files: tuple[str, ...] = IMAGE_FILE
 
 def notebook_image_tag(platform: str = "linux/amd64") -> str:
     """The notebook target's tag: the cluster image's inputs plus the notebook lock and the starter notebook."""
-    return f"notebook-{image_tag(platform, NOTEBOOK_FILES)}"
+    return f"notebook-{image_tag(platform, notebook=True)}"
 
 
 def pull_secret_name(cluster_name: str) -> str:

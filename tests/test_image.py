@@ -22,7 +22,14 @@ from components import image as image_module
 from components.cluster import RUN_AS_USER, SCRATCH_DIR
 from components.config import OBJECT_STORES, PYTHON_VERSION, ConfigError, ImageConfig, parse_stack_config
 from components.constants import LABELS
-from components.image import CLUSTER_TARGET, DOCKER_DIR, NOTEBOOK_TARGET, image_tag, pull_secret_name
+from components.image import (
+    CLUSTER_TARGET,
+    DOCKER_DIR,
+    NOTEBOOK_TARGET,
+    image_tag,
+    notebook_image_tag,
+    pull_secret_name,
+)
 from components.lock import PROJECT_DIR, BaseImage, base_image, canonical, read_lock, requirement_closure
 from components.notebook import STARTER, STARTER_DIR
 from tools import mock_runtime
@@ -368,8 +375,7 @@ def test_image_name_is_the_lock_derived_tag_never_latest(registry_run) -> None:
 
 
 def test_image_tag_follows_the_lock_the_dockerfile_its_base_image_and_the_platform(tmp_path, monkeypatch) -> None:
-    for name in ("requirements.lock", "Dockerfile"):
-        shutil.copy(DOCKER_DIR / name, tmp_path / name)
+    shutil.copytree(DOCKER_DIR, tmp_path, dirs_exist_ok=True)
     original = image_tag()
     monkeypatch.setattr(image_module, "DOCKER_DIR", tmp_path)
     assert image_tag() == original  # same content, same tag: pure function of the inputs, not of the path
@@ -383,8 +389,14 @@ def test_image_tag_follows_the_lock_the_dockerfile_its_base_image_and_the_platfo
     lock.write_text(text)
     assert image_tag() == original
     dockerfile = tmp_path / "Dockerfile"
+    notebook = notebook_image_tag()
+    # The notebook's stage (the file's end) is not the cluster image's: its tag alone changes.
     dockerfile.write_text((DOCKER_DIR / "Dockerfile").read_text() + "LABEL x=y\n")
-    assert image_tag() != original
+    assert image_tag() == original and notebook_image_tag() != notebook
+    # The cluster's stage (before the notebook's FROM) is both images'.
+    text = (DOCKER_DIR / "Dockerfile").read_text()
+    dockerfile.write_text(text.replace(f"FROM {CLUSTER_TARGET} AS", f"LABEL x=y\nFROM {CLUSTER_TARGET} AS"))
+    assert image_tag() != original and notebook_image_tag() != notebook
     # Upstream rebuilt python:3.11.7-slim and `make relock` re-pinned it: a new tag; another Python too.
     dockerfile.write_text(pin_base_image((DOCKER_DIR / "Dockerfile").read_text(), "3.11.7", "sha256:" + "0" * 64))
     rebuilt = image_tag()
