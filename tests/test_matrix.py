@@ -17,7 +17,7 @@ cached for the module, and checked against invariants that do not depend on the 
   tests/support/netpol.py on the pods the pinned operator builds from the rendered DaskCluster and groups;
 * checkov, run once on every stack's objects and the operator-built Deployments and Services.
 
-15 features give 14 stacks (about 130 test cases); the mock runs take about a minute and checkov (one run) one to
+16 features give 14 stacks (about 140 test cases); the mock runs take about a minute and checkov (one run) one to
 1.5 minutes on this 2-core machine. Known defects of issue 20 (4, 5, 6) and two checkov findings of this matrix
 make some checks fail on today's code; exactly those are `xfail(strict=True)`, so a fix turns them into failures
 until its mark is removed. A config change that refuses a pair (say, worker groups under the autoscaler) goes into

@@ -189,6 +189,15 @@ def test_the_cluster_does_not_depend_on_the_notebook(tls_run: Any) -> None:
     assert notebook.urn not in cluster.dependencies and cluster.urn not in notebook.dependencies
 
 
+def test_a_cluster_upgrade_leaves_the_notebook_as_it_is() -> None:
+    """A new `<h>` (here: the workers' memory) is a new DaskCluster; the notebook's objects are the same, so Pulumi
+    does not touch them and the pod keeps running (it follows the stable Service)."""
+    before = run_with(notebook={"enabled": True}, cluster={"name": NAME, "workers": {"memory": "8Gi"}})
+    after = run_with(notebook={"enabled": True}, cluster={"name": NAME, "workers": {"memory": "12Gi"}})
+    assert dask_cluster(before)["metadata"]["name"] != dask_cluster(after)["metadata"]["name"]
+    assert notebook_objects(before) == notebook_objects(after)
+
+
 def test_tls_off_and_a_home_claim() -> None:
     run = run_with(notebook={"enabled": True, "storage": {"size": "5Gi", "storageClassName": "fast"}},
                    security={"tls": False})  # fmt: skip
