@@ -2,16 +2,17 @@
 locally (tools/notebook_emulator.py: its command, env and mounts as the kubelet would run them) beside the same
 stack's DaskCluster run by tools/pod_emulator.py, the catalog claim holding the fixture catalog where the
 provisioning Job would have copied it; the starter notebook, read back through the server's contents API, executed
-in a kernel of that Jupyter server (REST + websocket), must return exactly the rows lsdb returns directly: over
-plain TCP, and with `security.tls` over mutual TLS with the client bundle the notebook's Secret mounts (the
-certificates from a test CA standing in for pulumi-tls).
+in a kernel of that Jupyter server (REST + websocket), must return exactly the rows lsdb returns directly, over
+mutual TLS with the client bundle the notebook's Secret mounts (certificates from a test CA standing in for
+pulumi-tls). One server, one kernel: about 35 s on the shared 2-core machine, most of it the emulated cluster's
+start and the workers' first lsdb import.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import shutil
+import urllib.error
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +33,13 @@ CLUSTER = "nb"
 NS = "lsdb-test"  # tests.program_helpers.BASE
 
 
-@functools.cache
-def render(tls: bool) -> dict[str, Any]:
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, Any]:
+    """The stack under test, with `security.tls` (the shipped default but dev's). Without TLS the pod differs only
+    in its environment and mounts (tests/test_notebook.py)."""
     run = run_with(
         storage={"kind": "pvc", "size": "1Gi"},
-        security={"tls": tls},
+        security={"tls": True},
         cluster={
             "name": CLUSTER,
             "workers": {"replicas": 1, "memory": "1Gi", "threads": 2},
@@ -58,11 +61,6 @@ def render(tls: bool) -> dict[str, Any]:
         "stable": one("Service", f"{CLUSTER}-scheduler"),
         "deployment": one("Deployment", f"{CLUSTER}-notebook"),
     }
-
-
-@pytest.fixture(scope="module")
-def rendered() -> dict[str, Any]:
-    return render(False)
 
 
 def tls_secrets(live: str, directory: Path) -> tuple[dict[str, dict[str, str]], Any]:
@@ -120,18 +118,16 @@ def test_the_notebook_command_is_in_the_notebook_image_only(rendered: dict[str, 
         resolve_executable(command[0])
 
 
-@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
-def test_starter_notebook_through_the_jupyter_server_returns_lsdbs_rows(tls: bool, tmp_path: Path) -> None:
-    rendered = render(tls)
+def test_starter_notebook_through_the_jupyter_server_returns_lsdbs_rows(
+    rendered: dict[str, Any], tmp_path: Path
+) -> None:
+    """One server, one kernel; the wrong token refused; the starter's rows over mutual TLS."""
     claim = tmp_path / "claim"
     shutil.copytree(FIXTURES / "plain", claim / "catalogs" / "plain")  # where the provisioning Job copies it
     expected = sorted_rows(direct_rows(FIXTURES / "plain"))
     assert len(expected) > 100, "the cone should hold a few hundred rows"
-    secrets: dict[str, dict[str, str]] = {token_secret_name(CLUSTER): {TOKEN_FILE: TOKEN}}
-    security = None
-    if tls:
-        more, security = tls_secrets(rendered["daskcluster"]["metadata"]["name"], tmp_path / "client")
-        secrets |= more
+    secrets, security = tls_secrets(rendered["daskcluster"]["metadata"]["name"], tmp_path / "client")
+    secrets[token_secret_name(CLUSTER)] = {TOKEN_FILE: TOKEN}
     claims = {"hats-catalog-pvc": claim}
     with EmulatedCluster(
         rendered["daskcluster"], tmp_path / "cluster", claims=claims, secrets=secrets, services=[rendered["stable"]]
@@ -144,6 +140,10 @@ def test_starter_notebook_through_the_jupyter_server_returns_lsdbs_rows(tls: boo
             cluster.start(timeout=120)
             cluster.wait_for_workers(timeout=120, security=security)
             notebook.wait_ready(timeout=120)
+            # The token Secret guards the server: a wrong token is refused.
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                api(notebook.url, "wrong-token", "/api/contents")
+            assert refused.value.code == 403
             # The init container put the image's starter into the (emptyDir) home: the server lists it.
             starter = api(notebook.url, TOKEN, f"/api/contents/{STARTER}")
             cells = [c["source"] for c in starter["content"]["cells"] if c["cell_type"] == "code"]
@@ -161,23 +161,8 @@ def test_starter_notebook_through_the_jupyter_server_returns_lsdbs_rows(tls: boo
             assert len(results) == len(cells) + 1
             info = json.loads(results[-1][-1]["text"])
             assert info == {"address": cluster.scheduler_address, "default": True, "workers": 1}
-            assert info["address"].startswith("tls://" if tls else "tcp://")
+            assert info["address"].startswith("tls://")
     import pandas as pd
 
     pd.testing.assert_frame_equal(sorted_rows(pd.read_pickle(out)), expected)
     assert cluster.leftover_pids() == []
-
-
-def test_the_server_refuses_a_request_without_the_token(rendered: dict[str, Any], tmp_path: Path) -> None:
-    """The token Secret is what guards the server: without it the API answers 403."""
-    import urllib.error
-
-    secrets = {token_secret_name(CLUSTER): {TOKEN_FILE: TOKEN}}
-    with EmulatedNotebook(
-        rendered["deployment"], tmp_path, claims={"hats-catalog-pvc": tmp_path / "claim"}, secrets=secrets
-    ) as notebook:
-        notebook.start(timeout=120)
-        with pytest.raises(urllib.error.HTTPError) as err:
-            api(notebook.url, "wrong-token", "/api/contents")
-        assert err.value.code == 403
-        assert api(notebook.url, TOKEN, "/api/contents")["type"] == "directory"
