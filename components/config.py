@@ -41,6 +41,7 @@ from components.cluster_config import (
 )
 from components.config_report import report
 from components.lock import base_image
+from components.notebook_config import NotebookConfig, notebook_problems
 from components.section import (
     SECRET,
     Cidr,
@@ -394,6 +395,7 @@ class StackConfig(Section):
     monitoring: MonitoringConfig = Field(
         default_factory=empty_section, description="Prometheus metrics and the Grafana dashboard."
     )
+    notebook: NotebookConfig = Field(default_factory=empty_section, description="JupyterLab beside the cluster.")
 
     @property
     def is_platform(self) -> bool:
@@ -450,6 +452,12 @@ class StackConfig(Section):
             found += _workers_to_wait_for(verify.min_workers, info.data["cluster"])
         raise_problems("verify", found)
         return verify
+
+    @field_validator("notebook")
+    @classmethod
+    def _notebook_rules(cls, notebook: NotebookConfig, info: ValidationInfo) -> NotebookConfig:
+        raise_problems("notebook", notebook_problems(notebook, info.data))
+        return notebook
 
     @model_validator(mode="after")
     def _whole_stack_rules(self) -> StackConfig:

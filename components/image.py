@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -22,20 +23,43 @@ from components.lock import PROJECT_DIR, base_image
 from components.options import child_options
 
 DOCKER_DIR = PROJECT_DIR / "docker"
+CLUSTER_TARGET = "lsdb"  # docker/Dockerfile's stages: the cluster's image, and the notebook's FROM it
+NOTEBOOK_TARGET = "notebook"
+# What decides each target besides the Dockerfile: the cluster's lock; the notebook adds JupyterLab's pins and the
+# starter notebook, neither of which is part of the cluster's identity.
+IMAGE_FILES = ("requirements.lock",)
+NOTEBOOK_FILES = (*IMAGE_FILES, "notebook-requirements.lock", "notebook/starter.ipynb")
+NOTEBOOK_FROM = re.compile(rf"^FROM \S+ AS {NOTEBOOK_TARGET}$", re.MULTILINE)
 
 
-def image_tag(platform: str = "linux/amd64") -> str:
-    """Deterministic tag: changes exactly when the lock, the Dockerfile (its base image digest included) or the
-    platform changes; `py<X.Y.Z>` names the base image's Python.
+def cluster_stage(dockerfile: str) -> str:
+    """The Dockerfile up to the notebook target's `FROM`: all that builds the cluster's image (a later stage cannot
+    change an earlier one), so editing the notebook's stage never starts a new cluster."""
+    match = NOTEBOOK_FROM.search(dockerfile)
+    return dockerfile[: match.start()] if match else dockerfile
+
+
+def image_tag(platform: str = "linux/amd64", notebook: bool = False) -> str:
+    """Deterministic tag: changes exactly when the lock, the Dockerfile (its base image digest included; for the
+    cluster's image its `lsdb` stage only, `cluster_stage`) or the platform changes; `py<X.Y.Z>` names the base
+    image's Python. `notebook`: the notebook target's, which also reads `NOTEBOOK_FILES` and the whole Dockerfile.
 
     The platform is part of it so an arm64 build never overwrites the amd64 image under the same tag.
     """
+    dockerfile = (DOCKER_DIR / "Dockerfile").read_text()
+    inputs = [(name, (DOCKER_DIR / name).read_bytes()) for name in (NOTEBOOK_FILES if notebook else IMAGE_FILES)]
+    inputs.append(("Dockerfile", (dockerfile if notebook else cluster_stage(dockerfile)).encode()))
     digest = hashlib.sha256()
-    for name in ("requirements.lock", "Dockerfile"):
-        digest.update(f"{name}\0{hashlib.sha256((DOCKER_DIR / name).read_bytes()).hexdigest()}\0".encode())
+    for name, content in inputs:
+        digest.update(f"{name}\0{hashlib.sha256(content).hexdigest()}\0".encode())
     digest.update(f"platform\0{platform}".encode())
     python = base_image(DOCKER_DIR / "Dockerfile").python_version
     return f"py{python}-lock-{digest.hexdigest()[:12]}"
+
+
+def notebook_image_tag(platform: str = "linux/amd64") -> str:
+    """The notebook target's tag: the cluster image's inputs plus the notebook lock and the starter notebook."""
+    return f"notebook-{image_tag(platform, notebook=True)}"
 
 
 def pull_secret_name(cluster_name: str) -> str:
@@ -54,6 +78,7 @@ class LsdbImageArgs:
     namespace: str
     cluster_name: str
     registry_password: pulumi.Output[str] | None = None  # a Pulumi secret
+    notebook: bool = False  # also build the `notebook` target (notebook.enabled without notebook.imageRef)
 
 
 class LsdbImage(pulumi.ComponentResource):
@@ -62,6 +87,7 @@ class LsdbImage(pulumi.ComponentResource):
     ref: pulumi.Output[str]
     identity: str  # known at evaluation: `image.ref`, or repository:<content tag> (the cluster's names derive from it)
     image: docker.Image | None
+    notebook_ref: pulumi.Output[str] | None  # the notebook target's digest reference, when built here
     pull_secret: k8s.core.v1.Secret | None
     pull_secret_name: str | None
 
@@ -69,6 +95,7 @@ class LsdbImage(pulumi.ComponentResource):
         image, namespace, registry_password = args.image, args.namespace, args.registry_password
         super().__init__("lsdb-k8s:image:LsdbImage", name, {}, opts)
         self.image = None
+        self.notebook_ref = None
         if image.ref is not None:
             self.ref = pulumi.Output.from_input(image.ref)
             self.identity = image.ref
@@ -79,19 +106,27 @@ class LsdbImage(pulumi.ComponentResource):
                     server=image.registry_server, username=image.registry_username, password=registry_password
                 )
             self.identity = f"{image.repository}:{image_tag(image.platform)}"
-            self.image = docker.Image(
-                f"{name}-build",
-                image_name=self.identity,
-                build=docker.DockerBuildArgs(
-                    context=str(DOCKER_DIR),
-                    dockerfile=str(DOCKER_DIR / "Dockerfile"),
-                    platform=image.platform,  # no build args: the Dockerfile alone decides the image
-                ),
-                registry=registry,
-                skip_push=not image.push,
-                opts=pulumi.ResourceOptions(parent=self),
-            )
+
+            def build(suffix: str, image_name: str, target: str) -> docker.Image:
+                return docker.Image(
+                    f"{name}{suffix}",
+                    image_name=image_name,
+                    build=docker.DockerBuildArgs(
+                        context=str(DOCKER_DIR),
+                        dockerfile=str(DOCKER_DIR / "Dockerfile"),
+                        platform=image.platform,  # no build args: the Dockerfile alone decides the image
+                        target=target,
+                    ),
+                    registry=registry,
+                    skip_push=not image.push,
+                    opts=pulumi.ResourceOptions(parent=self),
+                )
+
+            self.image = build("-build", self.identity, CLUSTER_TARGET)
             self.ref = self.image.repo_digest
+            if args.notebook:
+                notebook = f"{image.repository}:{notebook_image_tag(image.platform)}"
+                self.notebook_ref = build("-notebook-build", notebook, NOTEBOOK_TARGET).repo_digest
 
         self.pull_secret = None
         self.pull_secret_name = None

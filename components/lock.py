@@ -14,9 +14,12 @@ LOCK_PATH = PROJECT_DIR / "docker" / "requirements.lock"
 # The program's own pins (Pulumi SDKs, dask-kubernetes), resolved together with the image lock.
 PROGRAM_LOCK_PATH = PROJECT_DIR / "requirements.txt"
 DOCKERFILE_PATH = PROJECT_DIR / "docker" / "Dockerfile"
-# The one FROM of docker/Dockerfile: a patch-release slim Python, pinned by digest (`make relock` re-pins it).
+# The one FROM python of docker/Dockerfile: a patch-release slim Python, pinned by digest (`make relock` re-pins it),
+# naming its stage (the cluster's target; the notebook's builds FROM it).
 BASE_IMAGE_FROM = re.compile(
-    r"^FROM (?P<ref>python:(?P<python>[0-9]+\.[0-9]+\.[0-9]+)-slim@sha256:[0-9a-f]{64})$", re.MULTILINE
+    r"^FROM (?P<ref>python:(?P<python>[0-9]+\.[0-9]+\.[0-9]+)-slim@sha256:[0-9a-f]{64})"
+    r"(?P<stage> AS [a-z][a-z0-9_-]*)?$",
+    re.MULTILINE,
 )
 
 

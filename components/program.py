@@ -18,7 +18,14 @@ from components.catalogs import CatalogProvisioning, CatalogProvisioningArgs, Jo
 from components.client_check import enforce_client_environment
 from components.cluster import ClusterSpec, LsdbDaskCluster, LsdbDaskClusterArgs, cluster_manifests
 from components.config import StackConfig, read_stack_config, secret_config
-from components.constants import DASHBOARD_PORT, LABELS, POD_SECURITY_LABELS, SCHEDULER_PORT, scheduler_service_name
+from components.constants import (
+    DASHBOARD_PORT,
+    LABELS,
+    POD_SECURITY_LABELS,
+    SCHEDULER_PORT,
+    kubectl,
+    scheduler_service_name,
+)
 from components.dask_operator import DaskOperator, DaskOperatorArgs, operator_from_stack, operator_version
 from components.endpoint import (
     ENDPOINT_KEYS,
@@ -29,6 +36,7 @@ from components.endpoint import (
 )
 from components.image import LsdbImage, LsdbImageArgs
 from components.monitoring import LsdbMonitoring, MonitoringArgs, chart_monitoring_values
+from components.notebook import LsdbNotebook, LsdbNotebookArgs, notebook_spec, notebook_urls
 from components.security import ClusterSecurity, ClusterSecurityArgs, tls_secret_name
 from components.storage import CatalogStorage, CatalogStorageArgs
 from components.tls_schedule import certificate_schedule
@@ -71,8 +79,11 @@ def program(config: StackConfig, today: date | None = None) -> dict[str, Any]:
         opts(cluster_namespace),
     )
     password = secret_config("image", ("registry", "password")) if config.image.has_registry_password else None
+    build_notebook = config.notebook.enabled and config.notebook.image_ref is None
     image = LsdbImage(
-        "lsdb-image", LsdbImageArgs(config.image, namespace, config.cluster.name, password), opts(cluster_namespace)
+        "lsdb-image",
+        LsdbImageArgs(config.image, namespace, config.cluster.name, password, notebook=build_notebook),
+        opts(cluster_namespace),
     )
     provisioning = _provisioning(config, storage, image, opts(cluster_namespace, storage, image))
     # The certificate Secret's name is the TLS epoch's (a new epoch: a new Secret, a new `<h>`, a new cluster), known
@@ -136,6 +147,8 @@ def program(config: StackConfig, today: date | None = None) -> dict[str, Any]:
         # The first `pulumi up` on or after these days starts a new cluster with new certificates (and a new CA).
         exports["tlsNextRotation"] = security.schedule.next_cert_rotation.isoformat()
         exports["tlsNextCaRotation"] = security.schedule.next_ca_rotation.isoformat()
+
+    exports |= _notebook(config, storage, image, security, provisioning, opts(cluster_namespace, storage, image))
 
     if config.monitoring.enabled:
         LsdbMonitoring(
@@ -214,6 +227,25 @@ def _provisioning(
         image=image.ref,
     )
     return CatalogProvisioning("catalog-provisioning", args, opts)
+
+
+def _notebook(
+    config: StackConfig,
+    storage: CatalogStorage,
+    image: LsdbImage,
+    security: ClusterSecurity,
+    provisioning: CatalogProvisioning | None,
+    opts: pulumi.ResourceOptions,
+) -> dict[str, Any]:
+    """`notebook`: JupyterLab beside the cluster (components/notebook.py); its exports (none when disabled)."""
+    if not config.notebook.enabled:
+        return {}
+    catalog = next(iter(provisioning.paths.values())) if provisioning else config.verify.catalog_path
+    spec = notebook_spec(config, storage.pod_storage, image.pull_secret_name, catalog)
+    ref = config.notebook.image_ref or image.notebook_ref
+    assert ref is not None  # the config requires notebook.imageRef when no image is built
+    notebook = LsdbNotebook("lsdb-notebook", LsdbNotebookArgs(spec, ref, security.client_tls), opts)
+    return {**notebook_urls(spec, kubectl(config.kube_context)), "notebookToken": notebook.token}
 
 
 def _verification(

@@ -36,6 +36,9 @@ DASK_AUTOSCALER = "kubernetes:kubernetes.dask.org/v1:DaskAutoscaler"
 SERVICE = "kubernetes:core/v1:Service"
 SERVICE_PATCH = "kubernetes:core/v1:ServicePatch"
 NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+# The notebook's objects (components/notebook.py): this label pair on the Deployment, its pods and its Service.
+NOTEBOOK_LABELS = {"app.kubernetes.io/part-of": "lsdb-k8s", "app.kubernetes.io/component": "notebook"}
 # Labels the operator adds to the pods it builds (dask_kubernetes controller.build_*_deployment_spec), on top of
 # the DaskCluster's own metadata labels, which it copies.
 CLUSTER_NAME_LABEL, COMPONENT_LABEL = "dask.org/cluster-name", "dask.org/component"
@@ -375,6 +378,55 @@ def validate_tls_in_prod(args: ResourceValidationArgs, report_violation: ReportV
             report_violation(f"{label}: the scheduler does not listen on tls:// in stack {stack}; {fix}")
 
 
+def _is_notebook(labels: Any) -> bool:
+    labels = _mapping(labels)
+    return all(labels.get(k) == v for k, v in NOTEBOOK_LABELS.items())
+
+
+def notebook_problems(label: str, pod: Mapping[str, Any]) -> list[str]:
+    """How a notebook pod spec falls short of the cluster's pods: digest image, memory limit, non-root, read-only
+    root, no privilege escalation, no API token (a notebook runs whatever its users type)."""
+    found = []
+    if _mapping(pod.get("securityContext")).get("runAsNonRoot") is not True:
+        found.append(f"{label}: the pod does not set securityContext.runAsNonRoot true")
+    if pod.get("automountServiceAccountToken") is not False:
+        found.append(f"{label}: the pod mounts a Kubernetes API token (set automountServiceAccountToken false)")
+    for field in ("initContainers", "containers"):
+        for container in _sequence(pod.get(field)):
+            container = _mapping(container)
+            name = container.get("name")
+            if not DIGEST_IMAGE.match(str(container.get("image") or "")):
+                found.append(f"{label}: container '{name}' image is not pinned as repository@sha256:<digest>")
+            if not _mapping(_mapping(container.get("resources")).get("limits")).get("memory"):
+                found.append(f"{label}: container '{name}' sets no resources.limits.memory")
+            context = _mapping(container.get("securityContext"))
+            read_only, escalation = context.get("readOnlyRootFilesystem"), context.get("allowPrivilegeEscalation")
+            if read_only is not True or escalation is not False:
+                found.append(
+                    f"{label}: container '{name}' must set readOnlyRootFilesystem true and allowPrivilegeEscalation "
+                    "false"
+                )
+    return found
+
+
+def validate_notebook(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    """The notebook (`notebook.enabled`) is hardened like the cluster's pods and reachable only inside the cluster."""
+    label, props = _resource_label(args), args.props
+    spec = _mapping(props.get("spec"))
+    if args.resource_type == DEPLOYMENT and _is_notebook(_mapping(props.get("metadata")).get("labels")):
+        for message in notebook_problems(label, _mapping(_mapping(spec.get("template")).get("spec"))):
+            report_violation(message)
+    elif (
+        args.resource_type == SERVICE
+        and _is_notebook(spec.get("selector"))
+        and ((spec.get("type") or "ClusterIP") != "ClusterIP" or _sequence(spec.get("externalIPs")))
+    ):
+        report_violation(
+            f"{label}: exposes the notebook (a token away from running code in the cluster) outside the cluster; "
+            "keep it ClusterIP and use `kubectl port-forward`"
+        )
+
+
 # --- the policies --------------------------------------------------------------------------------
 
 POLICY_IMAGE = "dask-image-pinned-by-digest"
@@ -385,6 +437,7 @@ POLICY_PUBLIC = "dask-scheduler-not-public"
 POLICY_PUBLIC_PATCHED = "dask-patched-scheduler-service-not-public"
 POLICY_NETWORK = "dask-cluster-network-policy"
 POLICY_TLS = "dask-tls-in-prod"
+POLICY_NOTEBOOK = "lsdb-notebook-hardened"
 
 POLICIES = [
     ResourceValidationPolicy(
@@ -445,5 +498,12 @@ POLICIES = [
         description="Every DaskCluster's (and DaskWorkerGroup's) pods must be selected by a NetworkPolicy (ingress).",
         enforcement_level=EnforcementLevel.MANDATORY,
         validate=validate_network_policies,
+    ),
+    ResourceValidationPolicy(
+        name=POLICY_NOTEBOOK,
+        description="The notebook runs a digest-pinned image, non-root, read-only, memory-limited, without an API "
+        "token, behind a ClusterIP Service.",
+        enforcement_level=EnforcementLevel.MANDATORY,
+        validate=validate_notebook,
     ),
 ]

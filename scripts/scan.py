@@ -7,7 +7,8 @@ rendered DaskCluster with the pinned operator's own builders (`build_scheduler_d
 (`--framework kubernetes dockerfile`, every stack's directory and docker/) and count the results per stack by
 file path. Exit 1 when any check fails (CI runs this, so a regression fails the build). A check that does not
 apply is skipped inline, with its reason, where the object is declared (a `checkov.io/skip` annotation, a
-`# checkov:skip=` comment).
+`# checkov:skip=` comment). `VARIANTS` are shipped stacks scanned again with a feature none of them turns on
+(`staging-notebook`: staging with `notebook.enabled`), so every object kind the program can create is scanned.
 
 checkov runs from its own virtualenv (`scan/venv`, from scan/requirements.txt; `--checkov` to use another):
 its dependencies would otherwise disturb the program's lock. `--project` scans another checkout (the same
@@ -32,11 +33,33 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 DEFAULT_CHECKOV = ROOT / "scan" / "venv" / "bin" / "checkov"
 STACKS = ("platform", "dev", "staging", "prod")
+# Shipped stacks scanned again with features no shipped stack turns on: name -> (stack, config keys to add).
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "staging-notebook": ("staging", {"lsdb-k8s:notebook": {"enabled": True}}),
+}
+
+
+def variant_project(project: Path, variant: str, work: Path) -> Path:
+    """A copy of the project's stack files plus `Pulumi.<variant>.yaml`: its base stack's file with the keys added."""
+    base, extra = VARIANTS[variant]
+    work.mkdir(parents=True, exist_ok=True)
+    for path in project.glob("Pulumi*.yaml"):
+        (work / path.name).write_text(path.read_text())
+    doc = yaml.safe_load((project / f"Pulumi.{base}.yaml").read_text())
+    doc["config"] = {**doc["config"], **extra}
+    (work / f"Pulumi.{variant}.yaml").write_text(yaml.safe_dump(doc))
+    return work
 
 
 def render(project: Path, stack: str, out: Path) -> list[dict[str, Any]]:
     """The stack's rendered objects, written to `out` as `python -m tools.render --out` writes them."""
-    if project == ROOT:
+    if stack in VARIANTS:  # rendered by this checkout's program (the variant's file exists only here)
+        from tools.render import render_stack, write_render
+
+        stacks = variant_project(project, stack, out.parent / "stack-files")
+        with contextlib.redirect_stdout(sys.stderr):
+            write_render(render_stack(stack, project_dir=stacks), out)
+    elif project == ROOT:
         from tools.render import render_stack, write_render
 
         with contextlib.redirect_stdout(sys.stderr):  # the program may print under mocks
@@ -131,14 +154,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python scripts/scan.py", description=__doc__.splitlines()[0])
     parser.add_argument("--checkov", type=Path, default=DEFAULT_CHECKOV, help="checkov executable (scan/venv)")
     parser.add_argument("--project", type=Path, default=ROOT, help="checkout to scan (default: this one)")
-    parser.add_argument("--stack", action="append", choices=STACKS, help="stack(s) to scan (default: all)")
+    parser.add_argument(
+        "--stack", action="append", choices=[*STACKS, *VARIANTS], help="stack(s) to scan (default: all)"
+    )
     parser.add_argument("--json", action="store_true", help="print the counts as JSON")
     args = parser.parse_args(argv)
     if not args.checkov.is_file():
         print(f"error: {args.checkov} not found; run `make scan` (it builds scan/venv)", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="lsdb-scan-") as tmp:
-        results = scan(args.project.resolve(), args.checkov, tuple(args.stack or STACKS), Path(tmp))
+        project = args.project.resolve()
+        default = (*STACKS, *VARIANTS) if project == ROOT else STACKS  # variants: this checkout's program only
+        results = scan(project, args.checkov, tuple(args.stack or default), Path(tmp))
     total = sum(r["failed"] for r in results.values())
     if args.json:
         print(json.dumps({k: {n: v[n] for n in ("passed", "failed", "skipped")} for k, v in results.items()}))

@@ -22,8 +22,16 @@ from components import image as image_module
 from components.cluster import RUN_AS_USER, SCRATCH_DIR
 from components.config import OBJECT_STORES, PYTHON_VERSION, ConfigError, ImageConfig, parse_stack_config
 from components.constants import LABELS
-from components.image import DOCKER_DIR, image_tag, pull_secret_name
+from components.image import (
+    CLUSTER_TARGET,
+    DOCKER_DIR,
+    NOTEBOOK_TARGET,
+    image_tag,
+    notebook_image_tag,
+    pull_secret_name,
+)
 from components.lock import PROJECT_DIR, BaseImage, base_image, canonical, read_lock, requirement_closure
+from components.notebook import STARTER, STARTER_DIR
 from tools import mock_runtime
 from tools.mock_runtime import SECRET_SIG, SECRET_VALUE, has_plaintext, run_program, unwrap_secrets
 from tools.relock import pin_base_image, resolve_base_digest
@@ -135,7 +143,9 @@ def test_hadolint_cannot_see_a_floating_tag_behind_an_arg_so_the_default_is_chec
 def test_base_image_is_the_patch_release_slim_python_of_the_config_pinned_by_digest() -> None:
     text = DOCKERFILE.read_text()
     base = base_image()
-    assert resolved_from(text) == [base.ref]  # one literal FROM: no ARG that a build could override
+    # One literal FROM python (no ARG that a build could override); the notebook target builds FROM its stage.
+    assert resolved_from(text) == [base.ref, CLUSTER_TARGET]
+    assert list(stages(text)) == [CLUSTER_TARGET, NOTEBOOK_TARGET]
     tag, _, digest = base.ref.partition("@")
     assert tag == f"python:{base.python_version}-slim" and floating(tag) is None
     assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest), base.ref  # the tag is rebuilt upstream; the digest is not
@@ -176,10 +186,29 @@ def test_relock_resolves_the_base_image_digest_that_docker_hub_serves() -> None:
     assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest), digest
 
 
-def test_dockerfile_installs_exactly_the_lock_and_checks_it() -> None:
-    steps = instructions(DOCKERFILE.read_text())
+def stages(text: str) -> dict[str, list[tuple[str, str]]]:
+    """Stage name (`FROM ... AS <name>`) -> its instructions after the FROM."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] = []
+    for word, args in instructions(text):
+        if word == "FROM":
+            current = out.setdefault(args.split()[-1] if " AS " in f" {args.upper()} " else "", [])
+        else:
+            current.append((word, args))
+    return out
+
+
+@pytest.mark.parametrize(
+    "stage, lock, extra_copies",
+    [
+        (CLUSTER_TARGET, "requirements.lock", []),
+        (NOTEBOOK_TARGET, "notebook-requirements.lock", [f"notebook/starter.ipynb {STARTER_DIR}/{STARTER}"]),
+    ],
+)
+def test_dockerfile_installs_exactly_the_lock_and_checks_it(stage: str, lock: str, extra_copies: list[str]) -> None:
+    steps = stages(DOCKERFILE.read_text())[stage]
     copies = [a for w, a in steps if w in ("COPY", "ADD")]
-    assert copies == ["requirements.lock /tmp/requirements.lock"]
+    assert copies == [f"{lock} /tmp/{lock}", *extra_copies]
     runs = [a for w, a in steps if w == "RUN"]
     pip_installs = [r for r in runs if "pip install" in r]
     assert len(pip_installs) == 1
@@ -188,7 +217,7 @@ def test_dockerfile_installs_exactly_the_lock_and_checks_it() -> None:
     assert first[:2] == ["pip", "install"]
     # Only the lock, exact pins, no resolution, no sdist builds (their build backends would float), no cache.
     assert {"--no-cache-dir", "--no-deps", "--only-binary=:all:"} <= set(first)
-    assert first[first.index("--requirement") + 1] == "/tmp/requirements.lock"
+    assert first[first.index("--requirement") + 1] == f"/tmp/{lock}"
     positional = [a for i, a in enumerate(first[2:], 2) if not a.startswith("-") and first[i - 1] != "--requirement"]
     assert positional == [], f"packages installed besides the lock: {positional}"
     assert "pip check" in install.split(" && ")
@@ -346,8 +375,7 @@ def test_image_name_is_the_lock_derived_tag_never_latest(registry_run) -> None:
 
 
 def test_image_tag_follows_the_lock_the_dockerfile_its_base_image_and_the_platform(tmp_path, monkeypatch) -> None:
-    for name in ("requirements.lock", "Dockerfile"):
-        shutil.copy(DOCKER_DIR / name, tmp_path / name)
+    shutil.copytree(DOCKER_DIR, tmp_path, dirs_exist_ok=True)
     original = image_tag()
     monkeypatch.setattr(image_module, "DOCKER_DIR", tmp_path)
     assert image_tag() == original  # same content, same tag: pure function of the inputs, not of the path
@@ -361,8 +389,14 @@ def test_image_tag_follows_the_lock_the_dockerfile_its_base_image_and_the_platfo
     lock.write_text(text)
     assert image_tag() == original
     dockerfile = tmp_path / "Dockerfile"
+    notebook = notebook_image_tag()
+    # The notebook's stage (the file's end) is not the cluster image's: its tag alone changes.
     dockerfile.write_text((DOCKER_DIR / "Dockerfile").read_text() + "LABEL x=y\n")
-    assert image_tag() != original
+    assert image_tag() == original and notebook_image_tag() != notebook
+    # The cluster's stage (before the notebook's FROM) is both images'.
+    text = (DOCKER_DIR / "Dockerfile").read_text()
+    dockerfile.write_text(text.replace(f"FROM {CLUSTER_TARGET} AS", f"LABEL x=y\nFROM {CLUSTER_TARGET} AS"))
+    assert image_tag() != original and notebook_image_tag() != notebook
     # Upstream rebuilt python:3.11.7-slim and `make relock` re-pinned it: a new tag; another Python too.
     dockerfile.write_text(pin_base_image((DOCKER_DIR / "Dockerfile").read_text(), "3.11.7", "sha256:" + "0" * 64))
     rebuilt = image_tag()

@@ -19,7 +19,7 @@ cached for the module, and checked against invariants that do not depend on the 
   tests/support/netpol.py on the pods the pinned operator builds from the rendered DaskCluster and groups;
 * checkov, run once on every stack's objects and the operator-built Deployments and Services.
 
-15 features give 14 stacks (about 160 test cases); the mock runs take about a minute and checkov (one run) one to
+16 features give 14 stacks (about 160 test cases); the mock runs take about a minute and checkov (one run) one to
 1.5 minutes on this 2-core machine. Every check passes on every stack: a defect the matrix finds is fixed or, while
 it is open, marked `xfail(strict=True)` with its reason, so the fix turns it into a failure until the mark goes
 (none is open). A config change that refuses a pair (say, worker groups under the autoscaler) goes into
@@ -54,6 +54,7 @@ from components.constants import (
     worker_deployment_name,
 )
 from components.lock import PROJECT_DIR
+from components.notebook import NOTEBOOK_PORT
 from tests.program_helpers import kubernetes_objects, live_objects, run_with
 from tests.support.netpol import Cluster, External, Pod, pod_from_template
 from tests.test_schemas import DEPLOYER_VERBS, PREVIEWER_VERBS, VERSIONS, crd_schema
@@ -78,6 +79,7 @@ FEATURES = (
     "operatorFromStack",
     "operatorInstalled",
     "catalogs",
+    "notebook",
 )
 # Never in one stack, and why.
 EXCLUDED = {
@@ -188,6 +190,8 @@ def stack_sections(features: frozenset[str]) -> tuple[tuple[str, ...], dict[str,
     }
     if on("catalogs"):  # copied from a public bucket by a Job to /data/catalogs/gaia, what verify reads
         sections["catalogs"] = {"gaia": {"source": "s3://public-bucket/gaia", "anonymous": True}}
+    if on("notebook"):  # JupyterLab beside the cluster, without the dashboard opt-in (tests/test_notebook.py has it)
+        sections["notebook"] = {"enabled": True}
     return ("storage",) if on("objectStoreKeys") else (), sections
 
 
@@ -464,6 +468,8 @@ def world(features: frozenset[str]) -> tuple[Cluster, dict[str, Pod | External]]
         "prometheus": Pod("prometheus", SCRAPER_NS, {"app.kubernetes.io/name": "prometheus"}, "10.0.9.6"),
         "kube-dns": Pod("kube-dns", "kube-system", {"k8s-app": "kube-dns"}, "10.0.9.7"),
     }
+    for deployment in of_kind(stack_objects(features), "Deployment"):  # the notebook
+        endpoints["notebook"] = pod_from_template("notebook", NS, deployment["spec"]["template"], "10.0.4.1")
     for i, job in enumerate(of_kind(stack_objects(features), "Job")):
         endpoints[f"provision-job-{i}"] = pod_from_template(
             f"provision-job-{i}", NS, job["spec"]["template"], f"10.0.3.{i + 1}"
@@ -500,6 +506,14 @@ def needed_flows(features: frozenset[str], endpoints: Mapping[str, Pod | Externa
             (job, S3_ENDPOINT, 443, "TCP"),
             *[(job, endpoints["kube-dns"], 53, proto) for proto in ("UDP", "TCP")],
         ]
+    if (notebook := endpoints.get("notebook")) is not None:  # a client of the scheduler, reached from its namespace
+        flows += [(notebook, scheduler, SCHEDULER_PORT, "TCP")]
+        flows += [(notebook, endpoints["kube-dns"], 53, proto) for proto in ("UDP", "TCP")]
+        flows += [(endpoints[n], notebook, NOTEBOOK_PORT, "TCP") for n in ("client", "unlabelled")]
+        if "objectStoreKeys" in features:
+            flows += [(notebook, S3_ENDPOINT, 443, "TCP")]
+        if "objectStoreIdentity" in features:
+            flows += [(notebook, GCS_ENDPOINT, 443, "TCP"), *[(notebook, a, port, "TCP") for a, port in GKE_METADATA]]
     return flows
 
 
@@ -547,6 +561,13 @@ def denied_flows(features: frozenset[str], endpoints: Mapping[str, Pod | Externa
             (workers[0], job, 8080, "TCP"),
         ]
         flows += [(endpoints[c], job, 8080, "TCP") for c in ("client", "other-namespace")]
+    if (notebook := endpoints.get("notebook")) is not None:  # 8786 only (no dashboard opt-in), from the namespace
+        flows += [(notebook, scheduler, DASHBOARD_PORT, "TCP"), (notebook, workers[0], WORKER_PORT, "TCP")]
+        flows += [(notebook, INTERNET, 22, "TCP"), (notebook, endpoints["jupyter"], 8888, "TCP")]
+        flows += [(endpoints[n], notebook, NOTEBOOK_PORT, "TCP") for n in ("other-namespace", "jupyter", "prometheus")]
+        flows += [(p, notebook, NOTEBOOK_PORT, "TCP") for p in (scheduler, *workers)]
+        if not features & {"objectStoreKeys", "objectStoreIdentity"}:
+            flows += [(notebook, INTERNET, 443, "TCP")]
     return flows
 
 
@@ -567,6 +588,7 @@ def test_every_needed_flow_is_allowed(features: frozenset[str]) -> None:
     _, workers = dask_pods(endpoints)
     assert len(workers) == 2 + 2 * ("workerGroups" in features)
     assert len(provision_jobs(endpoints)) == ("catalogs" in features)
+    assert ("notebook" in endpoints) is ("notebook" in features)
     assert verdicts(cluster, needed_flows(features, endpoints), True) == []
 
 
@@ -590,6 +612,43 @@ def test_every_other_flow_is_denied(features: frozenset[str]) -> None:
 def test_clients_do_not_reach_the_dashboard_port(features: frozenset[str]) -> None:
     cluster, endpoints = world(features)
     assert verdicts(cluster, dashboard_client_flows(endpoints), False) == []
+
+
+# --- the notebook's mounts -----------------------------------------------------------------------------------
+
+
+NOTEBOOKS = [s for s in STACKS if "notebook" in s]
+
+
+@pytest.mark.parametrize("features", NOTEBOOKS, ids=[stack_id(s) for s in NOTEBOOKS])
+def test_the_notebook_sees_what_the_workers_see(features: frozenset[str]) -> None:
+    """The stable Service's address (`tls://` and the client bundle mounted read-only with TLS), the catalog
+    storage read-only where the workers mount it, the workers' object-store credentials or identity."""
+    objects = stack_objects(features)
+    (notebook,) = of_kind(objects, "Deployment")
+    pod = notebook["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    tls = "tls" in features
+    assert env["DASK_SCHEDULER_ADDRESS"]["value"].startswith(
+        ("tls://" if tls else "tcp://") + CLUSTER_NAME + "-scheduler."
+    )
+    assert ("/etc/dask-tls" in mounts) is tls and ("DASK_DISTRIBUTED__COMM__TLS__CA_FILE" in env) is tls
+    if tls:
+        assert mounts["/etc/dask-tls"]["readOnly"] is True
+        secret = volumes[mounts["/etc/dask-tls"]["name"]]["secret"]["secretName"]
+        assert secret in {o["metadata"]["name"] for o in of_kind(objects, "Secret")}
+    (cluster,) = of_kind(objects, "DaskCluster")
+    worker = cluster["spec"]["worker"]["spec"]
+    for mount in worker["containers"][0]["volumeMounts"]:
+        if mount["name"] in {v["name"] for v in worker.get("volumes", []) if "persistentVolumeClaim" in v}:
+            assert mounts[mount["mountPath"]]["readOnly"] is True
+            assert volumes[mount["name"]] == next(v for v in worker["volumes"] if v["name"] == mount["name"])
+    worker_env = [e for e in worker["containers"][0].get("env", []) if "valueFrom" in e]
+    assert all(e in container["env"] for e in worker_env)  # the object-store credentials
+    assert pod.get("serviceAccountName") == worker.get("serviceAccountName")  # the workload identity
 
 
 # --- checkov -------------------------------------------------------------------------------------------------

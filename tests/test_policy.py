@@ -192,6 +192,7 @@ def test_every_policy_is_mandatory() -> None:
         "dask-patched-scheduler-service-not-public",
         "dask-tls-in-prod",
         "dask-cluster-network-policy",
+        "lsdb-notebook-hardened",
     ]
     assert [p.name for p in STACK_POLICIES] == [
         "dask-patched-scheduler-service-not-public",
@@ -765,3 +766,62 @@ def test_pack_applies_policy_config_over_grpc(analyzer: analyzer_pb2_grpc.Analyz
         ]
     finally:
         analyzer.Configure(analyzer_pb2.ConfigureAnalyzerRequest())
+
+
+# --- lsdb-notebook-hardened ----------------------------------------------------------------------------------
+
+
+def notebook_objects() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The notebook's Deployment and Service as components/notebook.py builds them (image pinned by digest)."""
+    from components.notebook import NotebookSpec, deployment_manifest, service_manifest
+    from components.notebook_config import NotebookConfig
+    from components.storage import PodStorage
+
+    spec = NotebookSpec(NotebookConfig(enabled=True), "lsdb-cluster", "lsdb", PodStorage())
+    return copy.deepcopy(deployment_manifest(spec, IMAGE)), copy.deepcopy(service_manifest(spec))
+
+
+def _pod(d: dict[str, Any]) -> dict[str, Any]:
+    pod: dict[str, Any] = d["spec"]["template"]["spec"]
+    return pod
+
+
+NOTEBOOK_REGRESSIONS = {
+    "image tag": lambda d: _pod(d)["containers"][0].update(image="registry.example.com/lsdb-dask:notebook"),
+    "init image tag": lambda d: _pod(d)["initContainers"][0].update(image="registry.example.com/lsdb-dask"),
+    "no memory limit": lambda d: _pod(d)["containers"][0]["resources"].pop("limits"),
+    "writable root": lambda d: _pod(d)["containers"][0]["securityContext"].update(readOnlyRootFilesystem=False),
+    "escalation": lambda d: _pod(d)["initContainers"][0]["securityContext"].pop("allowPrivilegeEscalation"),
+    "root": lambda d: _pod(d)["securityContext"].pop("runAsNonRoot"),
+    "API token": lambda d: _pod(d).pop("automountServiceAccountToken"),
+}
+
+
+def test_the_notebook_passes_its_guardrail_and_the_cluster_ones() -> None:
+    deployment, service = notebook_objects()
+    assert violations(g.POLICY_NOTEBOOK, g.DEPLOYMENT, deployment) == []
+    for p in RESOURCE_POLICIES:
+        assert violations(p.name, g.SERVICE, service) == []
+
+
+@pytest.mark.parametrize("regression", list(NOTEBOOK_REGRESSIONS))
+def test_each_notebook_regression_is_reported(regression: str) -> None:
+    deployment, _ = notebook_objects()
+    NOTEBOOK_REGRESSIONS[regression](deployment)
+    (message,) = violations(g.POLICY_NOTEBOOK, g.DEPLOYMENT, deployment)
+    assert message.startswith("Deployment lsdb-cluster-notebook: ")
+    # The same pod under another component's labels is not the notebook: not this guardrail's business.
+    deployment["metadata"]["labels"]["app.kubernetes.io/component"] = "something-else"
+    assert violations(g.POLICY_NOTEBOOK, g.DEPLOYMENT, deployment) == []
+
+
+@pytest.mark.parametrize(
+    "change", [{"type": "LoadBalancer"}, {"type": "NodePort"}, {"externalIPs": ["203.0.113.7"]}], ids=str
+)
+def test_a_notebook_service_reachable_from_outside_is_reported(change: dict[str, Any]) -> None:
+    _, service = notebook_objects()
+    service["spec"] |= change
+    (message,) = violations(g.POLICY_NOTEBOOK, g.SERVICE, service)
+    assert "outside the cluster" in message and "port-forward" in message
+    service["spec"]["selector"] = {"app": "other"}
+    assert violations(g.POLICY_NOTEBOOK, g.SERVICE, service) == []

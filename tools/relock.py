@@ -2,7 +2,8 @@
 
 Resolving runtime, program and dev roots together guarantees the three files are mutually
 compatible (one environment can install all of them). The runtime closure goes to
-`docker/requirements.lock` (the image installs exactly that; so does the client), the rest of
+`docker/requirements.lock` (the image installs exactly that; so does the client), JupyterLab's closure beyond it to
+`docker/notebook-requirements.lock` (the image's notebook target), the rest of
 the program's closure to `requirements.txt`, and test tools to `requirements-dev.txt`.
 The operator chart and CRDs follow the dask-kubernetes pin automatically.
 
@@ -67,7 +68,7 @@ def pin_base_image(dockerfile: str, python_version: str, digest: str) -> str:
     line = f"FROM python:{python_version}-slim@{digest}"
     if not BASE_IMAGE_FROM.fullmatch(line):
         raise ValueError(f"{line!r}: the Python must be a patch release X.Y.Z and the digest sha256:<64 hex>")
-    pinned, count = BASE_IMAGE_FROM.subn(line, dockerfile)
+    pinned, count = BASE_IMAGE_FROM.subn(lambda m: line + (m["stage"] or ""), dockerfile)
     if count != 1:
         raise ValueError(f"expected one `FROM python:X.Y.Z-slim@sha256:<digest>` line, found {count}")
     return pinned
@@ -99,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
         "runtime": read_roots(ROOT / "docker" / "requirements.in"),
         "program": read_roots(ROOT / "requirements.in"),
         "dev": read_roots(ROOT / "requirements-dev.in"),
+        "notebook": read_roots(ROOT / "docker" / "notebook-requirements.in"),
     }
     with tempfile.TemporaryDirectory() as tmp:
         venv.create(tmp, with_pip=True)
@@ -113,7 +115,9 @@ def main(argv: list[str] | None = None) -> None:
     runtime = closures["runtime"]
     program = [n for n in closures["program"] if n not in runtime]
     dev = [n for n in closures["dev"] if n not in runtime and n not in program]
+    notebook = [n for n in closures["notebook"] if n not in runtime]  # the notebook target: on top of the lock
     write_lock(ROOT / "docker" / "requirements.lock", "docker/requirements.in", runtime, versions)
+    write_lock(ROOT / "docker" / "notebook-requirements.lock", "docker/notebook-requirements.in", notebook, versions)
     write_lock(ROOT / "requirements.txt", "requirements.in", program, versions, "-r docker/requirements.lock\n")
     write_lock(ROOT / "requirements-dev.txt", "requirements-dev.in", dev, versions, "-r requirements.txt\n")
     print(f"python used for resolution: {sys.version.split()[0]}")

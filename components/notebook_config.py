@@ -1,0 +1,104 @@
+"""`notebook`: a JupyterLab beside the cluster (components/notebook.py builds its objects).
+
+Light on purpose (pydantic and components.section only): the config model loads it at program evaluation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from pydantic import Field, model_validator
+from pydantic_core import InitErrorDetails
+
+from components.section import DefaultText, Fix, ObjectName, Quantity, Section, empty_section, problem, raise_problems
+
+DIGEST_REF = r"^[^\s@]+@sha256:[0-9a-f]{64}$"
+SINGLE_POD_MODES = ("ReadWriteOncePod",)
+
+
+class NotebookStorageConfig(Section):
+    """The home directory's claim: without one the home is an emptyDir and nothing the user writes persists."""
+
+    size: Quantity | None = Field(
+        None,
+        description="Create a claim of this size (ReadWriteOnce) for `/home/dask`: notebooks and files written there "
+        "survive a restart of the notebook pod and a cluster upgrade; `pulumi destroy` deletes the claim.",
+    )
+    storage_class_name: str | None = Field(None, description="With `size`: the claim's storage class (default: "
+                                           "the cluster's default).")  # fmt: skip
+    existing_claim: ObjectName | None = Field(
+        None, description="Mount this existing claim at `/home/dask` instead (never created nor deleted here)."
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.size is not None or self.existing_claim is not None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> NotebookStorageConfig:
+        found = []
+        if self.size is not None and self.existing_claim is not None:
+            found.append(problem(
+                "existingClaim", self.existing_claim, "is set together with notebook.storage.size",
+                "give size (a new claim) or existingClaim (yours), not both",
+            ))  # fmt: skip
+        if self.storage_class_name is not None and self.size is None:
+            found.append(problem(
+                "storageClassName", self.storage_class_name, "applies only to a claim created here",
+                "set notebook.storage.size too, or remove storageClassName",
+            ))  # fmt: skip
+        raise_problems("notebook.storage", found)
+        return self
+
+
+class NotebookConfig(Section):
+    """A JupyterLab Deployment and ClusterIP Service in `namespace`, a client of the scheduler (docs/notebook.md)."""
+
+    enabled: bool = Field(
+        False,
+        description="Run JupyterLab (the image's `notebook` target: the lock plus JupyterLab) beside the cluster, "
+        "with `DASK_SCHEDULER_ADDRESS` set to the stable scheduler Service and the catalogs mounted read-only.",
+    )
+    cpu: Quantity = Field("1", description="Notebook CPU request.")
+    memory: Quantity = Field("4Gi", description="Notebook memory, request and limit (results are collected here).")
+    dashboard: bool = Field(
+        False,
+        description='Label the notebook pod `lsdb-k8s/dashboard: "true"`: it may then read the scheduler\'s HTTP port '
+        "(8787: the dashboard and its unauthenticated HTTP API). Off: it reaches the Dask port (8786) only.",
+    )
+    storage: NotebookStorageConfig = Field(
+        default_factory=empty_section,
+        description="A claim for the home directory; without it nothing written in the notebook persists.",
+    )
+    image_ref: Annotated[
+        str | None,
+        DefaultText("built from docker/ (target `notebook`)"),
+        Fix("use repository@sha256:<64 hex> of the notebook target built from the same lock"),
+    ] = Field(
+        None,
+        pattern=DIGEST_REF,
+        description="Prebuilt notebook image `repository@sha256:<digest>` (required when `image.ref` is prebuilt: "
+        "build it with `docker build --target notebook docker/`).",
+    )
+
+
+def notebook_problems(notebook: NotebookConfig, data: Mapping[str, Any]) -> list[InitErrorDetails]:
+    """Why this notebook cannot run with the sections validated before it (`data`: name -> section); empty: it can.
+    Reported at the notebook's keys."""
+    if not notebook.enabled:
+        return []
+    found = []
+    image, storage = data.get("image"), data.get("storage")
+    if image is not None and image.ref is not None and notebook.image_ref is None:
+        found.append(problem(
+            "imageRef", None, "is required when image.ref is prebuilt (nothing is built, so no notebook image either)",
+            "build `docker build --target notebook docker/`, push it, and set notebook.imageRef to its digest",
+        ))  # fmt: skip
+    if storage is not None and storage.mounts_volume and storage.access_mode in SINGLE_POD_MODES:
+        found.append(problem(
+            "enabled", True, f"mounts the catalog claim in one more pod, but storage.accessMode is "
+            f"{storage.access_mode}",
+            "use ReadWriteMany or ReadOnlyMany, or notebook.enabled false",
+        ))  # fmt: skip
+    return found
