@@ -267,15 +267,12 @@ def deployment_manifest(spec: NotebookSpec, image: str) -> dict[str, Any]:
     template_metadata: dict[str, Any] = {"labels": pod_labels}
     if spec.storage.pod_annotations:
         template_metadata["annotations"] = dict(spec.storage.pod_annotations)
-    annotations = {
-        "checkov.io/skip1": "CKV_K8S_11=a CPU limit throttles the kernel and its Dask client's heartbeats while the "
-        "cluster does the work; the request (notebook.cpu) reserves the CPU"
-    }
-    if any("valueFrom" in e for e in spec.storage.env):
-        annotations["checkov.io/skip2"] = (
-            "CKV_K8S_35=s3fs (botocore) and adlfs read static credentials from environment variables only, as the "
-            "cluster's pods do; the values come from the Secret, never from the manifest"
-        )
+    reasons = [
+        "CKV_K8S_11=a CPU limit throttles the kernel and its Dask client's heartbeats while the cluster does the "
+        "work; the request (notebook.cpu) reserves the CPU",
+        *spec.storage.scanner_skips,  # the storage's, as on the cluster's pods (abfs keys as variables)
+    ]
+    annotations = {f"checkov.io/skip{n}": reason for n, reason in enumerate(reasons, 1)}
     metadata = {**_metadata(spec, notebook_name(spec.cluster_name)), "annotations": annotations}
     return {
         "apiVersion": "apps/v1",

@@ -26,6 +26,7 @@ from components.notebook import (
     tls_secret_name,
     token_secret_name,
 )
+from components.storage import KEY_VOLUME
 from tests.program_helpers import BASE, dask_cluster, live_objects, run_with
 from tests.support.netpol import Cluster, External, Pod, pod_from_template
 from tests.test_schemas import VERSIONS
@@ -222,8 +223,17 @@ def test_object_store_credentials_and_identity_as_the_workers_have_them() -> Non
     run = run_with(("storage",), storage=store, notebook={"enabled": True})
     worker = dask_cluster(run)["spec"]["worker"]["spec"]["containers"][0]
     (container,) = pod_of(notebook_objects(run))["containers"]
-    worker_secrets = {e["name"]: e["valueFrom"] for e in worker["env"] if "valueFrom" in e}
-    assert worker_secrets and worker_secrets.items() <= env_of(container).items()
+    # The key files the workers read (no secret as a variable): the same variables, mounts and Secret volume.
+    worker_keys = {e["name"]: e["value"] for e in worker["env"] if e["name"].startswith("AWS_")}
+    assert set(worker_keys) == {"AWS_SHARED_CREDENTIALS_FILE"}  # no region or endpoint: no config file
+    assert worker_keys.items() <= env_of(container).items()
+    assert not [e for e in container["env"] if "valueFrom" in e and "secretKeyRef" in e["valueFrom"]]
+    key_mounts = [m for m in worker["volumeMounts"] if m["name"] == KEY_VOLUME]
+    assert key_mounts and all(m in container["volumeMounts"] for m in key_mounts)
+    worker_volumes = dask_cluster(run)["spec"]["worker"]["spec"]["volumes"]
+    assert [v for v in worker_volumes if v["name"] == KEY_VOLUME] == [
+        v for v in pod_of(notebook_objects(run))["volumes"] if v["name"] == KEY_VOLUME
+    ]
     assert json.loads(env_of(container)["LSDB_STORAGE_OPTIONS"]) == {"anon": False}
     identity = {"kind": "objectStore", "objectStore": {"url": "gs://bucket/catalogs",
                 "identity": {"gcp": {"serviceAccount": "reader@p.iam.gserviceaccount.com"}}}}  # fmt: skip

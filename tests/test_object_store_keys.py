@@ -164,15 +164,17 @@ ABFS = {"kind": "objectStore", "objectStore": {"url": "abfs://survey/catalogs", 
 
 
 def abfs_stack(without_skip: bool) -> list[dict[str, Any]]:
-    """Every object of an abfs stack with keys (as the API server holds them), the operator-built ones, and an abfs
-    catalog's copy Job; `without_skip`: the CKV_K8S_35 skip annotation removed before the operator copies it."""
+    """Every object of an abfs stack with keys (as the API server holds them), the operator-built ones, an abfs
+    catalog's copy Job and the notebook's Deployment; `without_skip`: the CKV_K8S_35 skip annotation removed before
+    the operator copies it."""
     from components.catalog_config import CatalogConfig
     from components.catalogs import JobContext, engine_source, provision_job_manifest, provision_network_policy_manifest
     from tests.program_helpers import kubernetes_objects, live_objects, run_with
     from tests.test_catalogs import IMAGE, PVC, SECURE
     from tools.operator_objects import operator_objects
 
-    run = run_with(("storage",), storage=ABFS, security={"tls": True})
+    # The notebook too: it gets the workers' storage wiring, so the same variables and the same skip.
+    run = run_with(("storage",), storage=ABFS, security={"tls": True}, notebook={"enabled": True})
     objects = kubernetes_objects(run)
     objects += [o for o in live_objects(run) if o not in objects]
     [cluster] = [o for o in objects if o["kind"] == "DaskCluster"]
