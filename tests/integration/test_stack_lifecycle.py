@@ -23,6 +23,7 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -155,6 +156,7 @@ def deployment(dev_environment: None, tmp_path_factory: pytest.TempPathFactory) 
     config = json.loads(json.dumps(dev_config))
     config[f"{PROJECT}:namespace"] = name
     config[f"{PROJECT}:cluster"] = {**config.get(f"{PROJECT}:cluster", {}), "name": name}
+    config[f"{PROJECT}:notebook"] = {"enabled": True}  # the notebook's own test runs its starter on the cluster
     if operator_installed():
         config[f"{PROJECT}:operator"] = {"install": False}  # CRDs and operator belong to another stack
     settings_file = project / f"Pulumi.it-{suffix}.yaml"
@@ -216,6 +218,46 @@ def test_up_exports_outputs_and_a_passing_verification(deployment: Deployment) -
     owners = [m["manager"] for m in stable["metadata"]["managedFields"] if "f:selector" in json.dumps(m)]
     assert owners == ["lsdb-k8s-stable-endpoint"]
     deployment.results["stableServiceUid"] = stable["metadata"]["uid"]
+
+
+def test_the_notebook_runs_its_starter_on_the_cluster(deployment: Deployment) -> None:
+    """The notebook Deployment rolls out; through its Service (kubectl port-forward: the notebook's pod is not
+    replaced by cluster upgrades) the starter notebook, read from the server, runs in a kernel of that server and
+    returns the rows the verification counted, computed by the cluster's workers."""
+    from tools.notebook_emulator import api, run_cells
+
+    if "outputs" not in deployment.results:
+        pytest.fail("the first `up` did not succeed, so there is no notebook")
+    outputs, name, ns = deployment.results["outputs"], deployment.name, deployment.namespace
+    kubectl("rollout", "status", f"deployment/{name}-notebook", "-n", ns, "--timeout=300s")
+    with socket.socket() as probe_port:
+        probe_port.bind(("127.0.0.1", 0))
+        port = probe_port.getsockname()[1]
+    forward = subprocess.Popen(
+        ["kubectl", "--context", CONTEXT, "-n", ns, "port-forward", f"svc/{name}-notebook", f"{port}:8888"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url, token = f"http://127.0.0.1:{port}", outputs["notebookToken"]
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                api(url, token, "/api/status")
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the notebook's port-forward never answered"
+                time.sleep(1)
+        starter = api(url, token, "/api/contents/starter.ipynb")
+        cells = [c["source"] for c in starter["content"]["cells"] if c["cell_type"] == "code"]
+        probe = "print(json.dumps({'rows': len(rows), 'workers': len(client.scheduler_info()['workers'])}))"
+        results = run_cells(url, token, [*cells, probe], timeout=300)
+    finally:
+        forward.terminate()
+    errors = [o for cell in results for o in cell if o["msg_type"] == "error"]
+    assert errors == [], "\n".join(e["ename"] + ": " + e["evalue"] for e in errors)
+    info = json.loads(results[-1][-1]["text"])
+    assert info["rows"] == outputs["verification"]["rows"] and info["workers"] >= 1
 
 
 def test_a_second_preview_and_up_change_nothing(deployment: Deployment) -> None:
