@@ -21,6 +21,8 @@ FAST_TESTS: dict[str, tuple[str, ...]] = {
     "components.placement": ("tests/test_placement_rules.py",),
     "components.scheduler_downscale": ("tests/test_scheduler_downscale_plugin.py",),
     "components.operator_guard": ("tests/test_operator_guard.py",),
+    "components.storage": ("tests/test_storage_rules.py",),
+    "components.storage_config": ("tests/test_storage_rules.py",),
 }
 MUTANT = re.compile(r"^(?P<module>[\w.]+?)\.x[_ǁ]")
 
