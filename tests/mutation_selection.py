@@ -23,6 +23,7 @@ FAST_TESTS: dict[str, tuple[str, ...]] = {
     "components.operator_guard": ("tests/test_operator_guard.py",),
     "components.storage": ("tests/test_storage_rules.py",),
     "components.storage_config": ("tests/test_storage_rules.py",),
+    "components.monitoring": ("tests/test_monitoring_rules.py",),
 }
 MUTANT = re.compile(r"^(?P<module>[\w.]+?)\.x[_ǁ]")
 
