@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import copy
 import json
+import uuid
 from typing import Any
 
 import pulumi
 import pytest
+from google.protobuf import empty_pb2, json_format
 
 from components import scheduler_downscale
 from components.cluster import (
@@ -22,11 +24,12 @@ from components.cluster import (
     LsdbDaskClusterArgs,
     cluster_manifests,
     in_cluster_address,
+    spec_digest,
     with_image,
 )
 from components.config import ClusterConfig, parse_stack_config
 from components.storage import PodStorage, pod_storage
-from tools.mock_runtime import ProgramRun, run_program
+from tools.mock_runtime import ProgramRun, RecordingMonitor, run_program
 
 IMAGE = "ghcr.io/acme/lsdb-dask:content-1"
 GiB = 2**30
@@ -83,6 +86,8 @@ def test_the_live_cluster_is_named_by_the_digest_of_its_spec() -> None:
     assert len(m.digest) == 8 and int(m.digest, 16) >= 0
     assert m.live_name == f"lsdb-x-{m.digest}" == m.dask_cluster["metadata"]["name"]
     assert build().digest == m.digest  # deterministic
+    # Whatever order a builder writes keys in, the same spec is the same cluster.
+    assert spec_digest({"a": 1, "b": {"c": 2, "d": 3}}) == spec_digest({"b": {"d": 3, "c": 2}, "a": 1})
 
 
 NEW_CLUSTER = {
@@ -194,7 +199,9 @@ def test_resources_cpu_limits_only_where_a_group_asks() -> None:
 
 def test_the_scanner_skip_of_cpu_limits_follows_each_custom_resources_own_limit() -> None:
     m = build(config(workerGroups={"q": {"cpuLimit": "4"}, "r": {}}))
-    assert "CKV_K8S_11=" in m.dask_cluster["metadata"]["annotations"]["checkov.io/skip1"]
+    skip = m.dask_cluster["metadata"]["annotations"]["checkov.io/skip1"]
+    assert skip.startswith("CKV_K8S_11=")  # the check's id first, then the reason
+    assert "cluster.workers.cpuLimit" in skip and "cluster.workerGroups.<g>.cpuLimit" in skip  # what to set instead
     assert "annotations" not in m.worker_groups["q"]["metadata"]
     assert m.worker_groups["r"]["metadata"]["annotations"] == m.dask_cluster["metadata"]["annotations"]
     assert "annotations" not in build(config(workers={"cpuLimit": "2"})).dask_cluster["metadata"]
@@ -304,6 +311,9 @@ def test_worker_pods_carry_their_group_and_spread_over_nodes() -> None:
     assert default["metadata"]["labels"] == {"lsdb-k8s/worker-group": "default"}
     assert extra["metadata"]["labels"] == {"lsdb-k8s/worker-group": "highmem"}
     assert extra["replicas"] == 2 and arg(containers(extra)[0], "--memory-limit") == str(16 * GiB)
+    assert containers(extra)[0]["image"] == IMAGE
+    other = build(config(workerGroups={"highmem": {}}), image=IMAGE + "-2")
+    assert worker(other, "highmem")["image"] == IMAGE + "-2"
     spread = extra["spec"]["topologySpreadConstraints"][0]["labelSelector"]["matchLabels"]
     assert spread == {
         "app.kubernetes.io/name": "lsdb-x",
@@ -401,7 +411,8 @@ def test_with_image_runs_every_container_on_the_pushed_digest() -> None:
 # --- the component ----------------------------------------------------------------------------------------------
 
 
-def run_cluster(m: ClusterManifests) -> tuple[ProgramRun, LsdbDaskCluster]:
+def run_cluster(m: ClusterManifests, outputs: dict[str, Any] | None = None) -> tuple[ProgramRun, LsdbDaskCluster]:
+    """LsdbDaskCluster alone under the mocks, waiting for a Secret; `outputs` receives its registered outputs."""
     made: list[LsdbDaskCluster] = []
 
     def program() -> None:
@@ -409,13 +420,23 @@ def run_cluster(m: ClusterManifests) -> tuple[ProgramRun, LsdbDaskCluster]:
         args = LsdbDaskClusterArgs(m, pulumi.Output.from_input("r/x@sha256:abc"))
         made.append(LsdbDaskCluster("c", args, pulumi.ResourceOptions(depends_on=[wait])))
 
-    return run_program({}, program=program), made[0]
+    def register_outputs(monitor: RecordingMonitor, request: Any) -> Any:
+        if outputs is not None and request.urn.endswith("::c"):
+            outputs.update(json_format.MessageToDict(request.outputs))
+        return empty_pb2.Empty()
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(RecordingMonitor, "RegisterResourceOutputs", register_outputs, raising=False)
+        run = run_program({}, program=program)
+    return run, made[0]
 
 
 def test_the_component_registers_every_manifest_under_names_carrying_the_digest() -> None:
     m = build(config(workerGroups={"g": {}}), tls_secret="lsdb-x-tls")
-    run, component = run_cluster(m)
+    outputs: dict[str, Any] = {}
+    run, component = run_cluster(m, outputs)
     h = m.digest
+    assert outputs == {"clusterName": m.live_name, "digest": h, "workerGroups": {"g": f"{m.live_name}-g"}}
     me, wait = run.one("lsdb-k8s:cluster:LsdbDaskCluster"), run.named("tls")
     assert wait.urn in me.dependencies
     cluster, group = run.named(f"c-daskcluster-{h}"), run.named(f"c-workergroup-g-{h}")
@@ -464,4 +485,4 @@ def test_the_component_resolves_the_live_name_and_address() -> None:
         live = outputs[f"live{tls}"]
         assert run.outputs[f"name{tls}"] == live
         assert run.outputs[f"address{tls}"] == in_cluster_address(f"{live}-scheduler", "astro", tls)
-        assert isinstance(run.outputs[f"uid{tls}"], str)
+        assert uuid.UUID(run.outputs[f"uid{tls}"])  # the uid the API server gave
