@@ -25,6 +25,7 @@ FAST_TESTS: dict[str, tuple[str, ...]] = {
     "components.storage_config": ("tests/test_storage_rules.py",),
     "components.monitoring": ("tests/test_monitoring_rules.py",),
     "components.cluster": ("tests/test_cluster_manifests.py",),
+    "components.verification.query": ("tests/test_verification_query_rules.py",),
 }
 MUTANT = re.compile(r"^(?P<module>[\w.]+?)\.x[_ǁ]")
 
