@@ -26,6 +26,7 @@ FAST_TESTS: dict[str, tuple[str, ...]] = {
     "components.monitoring": ("tests/test_monitoring_rules.py",),
     "components.cluster": ("tests/test_cluster_manifests.py",),
     "components.verification.query": ("tests/test_verification_query_rules.py",),
+    "components.config": ("tests/test_config_rules.py",),
 }
 MUTANT = re.compile(r"^(?P<module>[\w.]+?)\.x[_ǁ]")
 
