@@ -27,6 +27,10 @@ FAST_TESTS: dict[str, tuple[str, ...]] = {
     "components.cluster": ("tests/test_cluster_manifests.py",),
     "components.verification.query": ("tests/test_verification_query_rules.py",),
     "components.config": ("tests/test_config_rules.py",),
+    "components.verification.resource": (
+        "tests/test_verification_provider.py",
+        "tests/test_verification_resource_rules.py",
+    ),
 }
 MUTANT = re.compile(r"^(?P<module>[\w.]+?)\.x[_ǁ]")
 
