@@ -5,6 +5,12 @@ it is done and `--module` reruns one. The score counts a mutant as caught when a
 it; the denominator leaves out the mutants docs/mutation.md lists as equivalent (with why). Mutants no selected
 test reaches ("no tests") count as survivors. The table goes to stdout and, in CI, to the job summary.
 
+mutmut forks each mutant from a process that has already imported the tests, so a mutant of a function that runs
+at import (a validator factory such as `_pattern(...)` or `_label_check(63)` in an `Annotated` field) never takes
+effect there and shows as "no tests". After mutmut, each such "no tests" mutant of a module with fast tests is run
+again in a fresh pytest process that has the mutant switched on before it imports anything
+(`mutants/<module>.fresh.json`; "fresh" in the table).
+
     python scripts/mutate.py [--jobs N] [--module components/security.py ...] [--report-only]
 """
 
@@ -27,6 +33,7 @@ CAUGHT = {"killed", "timeout", "caught by type check"}
 # mutmut's exit-code meanings (mutmut.stats.status_by_exit_code), kept here so the report needs no mutmut import.
 STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", 36: "timeout"}
 STATUS |= {37: "caught by type check", -24: "timeout", 24: "timeout", 152: "timeout", 255: "timeout"}
+FRESH_TIMEOUT = 300  # seconds for one fresh run of a module's fast tests
 
 
 def modules() -> list[str]:
@@ -44,12 +51,62 @@ def equivalent_mutants() -> set[str]:
     return set(re.findall(r"`([\w.]+__mutmut_\d+)`", section))
 
 
-def statuses(path: str) -> dict[str, str]:
+def mutmut_codes(path: str) -> dict[str, int | None]:
     meta = ROOT / "mutants" / (path + ".meta")
-    if not meta.exists():
+    return dict(json.loads(meta.read_text())["exit_code_by_key"]) if meta.exists() else {}
+
+
+def fresh_file(path: str) -> Path:
+    return ROOT / "mutants" / (path + ".fresh.json")
+
+
+def fresh_codes(path: str) -> dict[str, int]:
+    """Exit codes of the fresh runs, if they are of the mutants mutmut generated last (else none)."""
+    fresh, mutated = fresh_file(path), ROOT / "mutants" / path
+    if not fresh.exists() or not mutated.exists() or fresh.stat().st_mtime < mutated.stat().st_mtime:
         return {}
-    codes = json.loads(meta.read_text())["exit_code_by_key"]
+    return dict(json.loads(fresh.read_text()))
+
+
+def statuses(path: str) -> dict[str, str]:
+    codes: dict[str, int | None] = {**mutmut_codes(path)}
+    codes |= {name: code for name, code in fresh_codes(path).items() if name in codes}
     return {name: "not checked" if code is None else STATUS.get(code, "suspicious") for name, code in codes.items()}
+
+
+def fresh_command(path: str) -> list[str] | None:
+    """pytest on the module's fast tests, as mutmut runs them (None: the module has no fast tests)."""
+    sys.path.insert(0, str(ROOT))
+    from tests.mutation_selection import FAST_TESTS
+
+    files = FAST_TESTS.get(dotted(path))
+    if not files:
+        return None
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]
+    selection = list(config.get("pytest_add_cli_args_test_selection", []))
+    keyword = selection[selection.index("-k") : selection.index("-k") + 2] if "-k" in selection else []
+    return [sys.executable, "-m", "pytest", "-x", "-q", *config["pytest_add_cli_args"], *keyword, *files]
+
+
+def run_fresh(path: str) -> None:
+    """Run each "no tests" mutant of `path` in a fresh process with the mutant on from the start."""
+    command = fresh_command(path)
+    if command is None:
+        return
+    done = fresh_codes(path)
+    todo = [n for n, c in mutmut_codes(path).items() if STATUS.get(c or 0) == "no tests" and n not in done]
+    mutants = ROOT / "mutants"
+    for name in todo:
+        env = {**os.environ, "MUTANT_UNDER_TEST": name, "PYTHONPATH": str(mutants)}
+        try:
+            done[name] = subprocess.run(
+                command, cwd=mutants, env=env, capture_output=True, timeout=FRESH_TIMEOUT
+            ).returncode
+        except subprocess.TimeoutExpired:
+            done[name] = 36
+        fresh_file(path).write_text(json.dumps(done, indent=0))
+    if todo:
+        print(f"   {len(todo)} mutants run fresh: {Counter(STATUS.get(c, 'suspicious') for c in done.values())}")
 
 
 def report(paths: list[str]) -> str:
@@ -98,6 +155,8 @@ def main() -> int:
         if run.returncode != 0:
             print(run.stdout[-3000:], run.stderr[-3000:], sep="\n")
             failed.append(path)
+        else:
+            run_fresh(path)
     table = "## Mutation score\n\n" + report(paths)
     if not args.report_only:
         table += f"\n`make mutate` took {time.monotonic() - started:.0f} s with {args.jobs} worker(s).\n"

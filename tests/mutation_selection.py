@@ -21,6 +21,16 @@ FAST_TESTS: dict[str, tuple[str, ...]] = {
     "components.placement": ("tests/test_placement_rules.py",),
     "components.scheduler_downscale": ("tests/test_scheduler_downscale_plugin.py",),
     "components.operator_guard": ("tests/test_operator_guard.py",),
+    "components.storage": ("tests/test_storage_rules.py",),
+    "components.storage_config": ("tests/test_storage_rules.py",),
+    "components.monitoring": ("tests/test_monitoring_rules.py",),
+    "components.cluster": ("tests/test_cluster_manifests.py",),
+    "components.verification.query": ("tests/test_verification_query_rules.py",),
+    "components.config": ("tests/test_config_rules.py",),
+    "components.verification.resource": (
+        "tests/test_verification_provider.py",
+        "tests/test_verification_resource_rules.py",
+    ),
 }
 MUTANT = re.compile(r"^(?P<module>[\w.]+?)\.x[_ǁ]")
 

@@ -9,10 +9,11 @@ from typing import Any
 
 import pulumi
 import pytest
+from google.protobuf import empty_pb2, json_format
 
 from components.config import SecurityConfig
 from components.security import ClusterSecurity, ClusterSecurityArgs, network_policy_manifests
-from tools.mock_runtime import ProgramRun, run_program, unwrap_secrets
+from tools.mock_runtime import ProgramRun, RecordingMonitor, run_program, unwrap_secrets
 
 CERT = "tls:index/locallySignedCert:LocallySignedCert"
 CSR = "tls:index/certRequest:CertRequest"
@@ -40,9 +41,9 @@ def run_security(security: dict[str, Any], **args: Any) -> tuple[ProgramRun, dic
 
 
 def test_network_policies_are_the_pure_manifests_named_by_the_component() -> None:
-    run, _ = run_security({"tls": False}, object_store=True, scraper_namespace="monitoring")
+    run, _ = run_security({"tls": False}, object_store=True, identity_provider="gcp", scraper_namespace="monitoring")
     expected = network_policy_manifests(
-        "lsdb-x", "lsdb", SecurityConfig.model_validate({}), "dask-op", True, scraper_namespace="monitoring"
+        "lsdb-x", "lsdb", SecurityConfig.model_validate({}), "dask-op", True, "gcp", scraper_namespace="monitoring"
     )
     registered = {r.name: r.inputs for r in run.of_type(POLICY)}  # registration order is the engine's
     assert sorted(registered) == ["sec-default-deny", "sec-egress", "sec-scheduler", "sec-workers"]
@@ -118,9 +119,20 @@ def test_every_child_is_the_components_and_waits_for_what_the_component_waits_fo
         args = ClusterSecurityArgs("lsdb-x", "lsdb", SecurityConfig.model_validate({"tls": True}), "dask-op")
         ClusterSecurity("sec", args, pulumi.ResourceOptions(depends_on=[namespace]))
 
-    run = run_program({}, program=program)
+    outputs: dict[str, Any] = {}
+
+    def register_outputs(monitor: RecordingMonitor, request: Any) -> Any:
+        outputs.update(json_format.MessageToDict(request.outputs))
+        return empty_pb2.Empty()
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(RecordingMonitor, "RegisterResourceOutputs", register_outputs, raising=False)
+        run = run_program({}, program=program)
     component = run.one("lsdb-k8s:security:ClusterSecurity")
     namespace = run.one("kubernetes:core/v1:Namespace")
+    assert namespace.urn in component.dependencies  # the component keeps the caller's options
+    assert sorted(outputs["networkPolicies"]) == ["lsdb-x-default-deny", "lsdb-x-egress", "lsdb-x-scheduler",
+                                                  "lsdb-x-workers"]  # fmt: skip
     children = [r for r in run.resources if r.urn not in (component.urn, namespace.urn)]
     assert len(children) == 4 + 8 + 1  # NetworkPolicies; CA key and cert, server and client key, CSR, cert; Secret
     for child in children:

@@ -5,6 +5,7 @@ pure parts."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -102,6 +103,19 @@ def test_without_object_store_or_extra_namespaces_only_the_cluster_and_its_clien
     assert not allowed(cluster, "jupyter", "scheduler", 8786)
     assert allowed(cluster, "client", "scheduler", 8786)
     assert allowed(cluster, "worker-0", "kube-dns", 53, "UDP")
+
+
+def test_dashboard_namespaces_read_the_schedulers_dashboard_only() -> None:
+    cluster = Cluster(policies({"dashboardNamespaces": ["grafana"]}))
+    assert allowed(cluster, "grafana", "scheduler", 8787)
+    assert not allowed(cluster, "grafana", "scheduler", 8786) and not allowed(cluster, "grafana", "worker-0", 8788)
+    assert not allowed(Cluster(policies({})), "grafana", "scheduler", 8787)
+
+
+@pytest.mark.parametrize("scrapers", [None, "monitoring"])
+def test_no_policy_holds_a_null_the_api_server_would_reject(scrapers: str | None) -> None:
+    for security in ({}, SECURITY, {"dashboardNamespaces": []}):
+        assert "null" not in json.dumps(policies(security, scrapers=scrapers))
 
 
 def test_the_object_store_is_reached_on_its_cidrs_and_ports_only() -> None:
