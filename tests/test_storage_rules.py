@@ -17,7 +17,8 @@ from components import storage_config
 from components.config import ConfigError, StorageConfig, parse_stack_config
 from components.constants import PART_OF
 from components.storage import (
-    GCS_KEY_DIR,
+    KEY_DIR,
+    KEY_VOLUME,
     CatalogStorage,
     CatalogStorageArgs,
     PodStorage,
@@ -189,7 +190,7 @@ def test_no_volume_no_credentials_no_identity_changes_nothing_on_the_pods(raw: d
 # --- object store credentials ----------------------------------------------------------------------------------
 
 
-def test_s3_credentials_reach_the_pods_as_the_variables_botocore_reads() -> None:
+def test_s3_credentials_reach_the_pods_as_the_files_botocore_reads() -> None:
     cfg = object_store("s3://b/c", credentials=secrets(*S3_KEYS))
     values = {k: f"value-of-{k}" for k in S3_KEYS}
     secret = object_store_secret_manifest(cfg, "astro", "lsdb-x", values)
@@ -197,12 +198,19 @@ def test_s3_credentials_reach_the_pods_as_the_variables_botocore_reads() -> None
     assert (secret["apiVersion"], secret["kind"], secret["type"]) == ("v1", "Secret", "Opaque")
     assert secret["metadata"]["name"] == "lsdb-x-object-store" and secret["metadata"]["namespace"] == "astro"
     assert secret["metadata"]["labels"].items() >= PROGRAM_LABELS.items()
-    assert secret["stringData"] == {env: f"value-of-{k}" for k, env in S3_KEYS.items()}
+    # botocore's shared credentials and config files (tests/test_object_store_keys.py has botocore read them).
+    assert secret["stringData"] == {
+        "credentials": "[default]\naws_access_key_id = value-of-accessKeyId\n"
+        "aws_secret_access_key = value-of-secretAccessKey\naws_session_token = value-of-sessionToken\n",
+        "config": "[default]\nregion = value-of-region\nendpoint_url = value-of-endpointUrl\n",
+    }
     pod = pod_storage(cfg, "lsdb-x")
-    assert pod.volumes == [] and pod.worker_mounts == [] and pod.service_account is None
-    assert env_by_name(pod) == {
-        env: {"name": env, "valueFrom": {"secretKeyRef": {"name": "lsdb-x-object-store", "key": env}}}
-        for env in S3_KEYS.values()
+    assert pod.volumes == [{"name": KEY_VOLUME, "secret": {"secretName": "lsdb-x-object-store"}}]
+    assert pod.worker_mounts == [{"name": KEY_VOLUME, "mountPath": KEY_DIR, "readOnly": True}]
+    assert pod.service_account is None and pod.scanner_skips == ()
+    assert env_by_name(pod) == {  # paths only: no secret is an environment variable (CKV_K8S_35)
+        "AWS_SHARED_CREDENTIALS_FILE": {"name": "AWS_SHARED_CREDENTIALS_FILE", "value": f"{KEY_DIR}/credentials"},
+        "AWS_CONFIG_FILE": {"name": "AWS_CONFIG_FILE", "value": f"{KEY_DIR}/config"},
     }
 
 
@@ -223,8 +231,8 @@ def test_a_gcs_key_is_a_read_only_file_where_the_variable_points() -> None:
     pod = pod_storage(cfg, "lsdb-x")
     (volume,) = pod.volumes
     assert volume["secret"] == {"secretName": "lsdb-x-object-store"}
-    assert pod.worker_mounts == [{"name": volume["name"], "mountPath": GCS_KEY_DIR, "readOnly": True}]
-    assert pod.env == [{"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": GCS_KEY_DIR + "/service-account.json"}]
+    assert pod.worker_mounts == [{"name": volume["name"], "mountPath": KEY_DIR, "readOnly": True}]
+    assert pod.env == [{"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": KEY_DIR + "/service-account.json"}]
     # The variable names the mounted file the Secret's key becomes.
     path = pod.env[0]["value"]
     assert path == f"{pod.worker_mounts[0]['mountPath']}/{next(iter(secret['stringData']))}"
@@ -321,7 +329,7 @@ def test_the_component_keeps_credentials_secret() -> None:
     assert secret.raw_inputs["stringData"][SECRET_SIG] == SECRET_VALUE  # the whole map is a Pulumi secret
     assert not has_plaintext(secret.raw_inputs, "AKIA") and not has_plaintext(secret.raw_inputs, "shh")
     data = unwrap_secrets(secret.raw_inputs["stringData"])
-    assert data == {"AWS_ACCESS_KEY_ID": "AKIA", "AWS_SECRET_ACCESS_KEY": "shh"}
+    assert data == {"credentials": "[default]\naws_access_key_id = AKIA\naws_secret_access_key = shh\n"}
     assert component.secret is not None and component.claim is None and component.volume is None
     assert run.of_type("kubernetes:core/v1:PersistentVolumeClaim") == []
 
