@@ -18,6 +18,8 @@ from typing import Any
 FAST_TESTS: dict[str, tuple[str, ...]] = {
     "policy.lsdb_guardrails": ("tests/test_policy.py", "tests/test_policy_edges.py"),
     "components.security": ("tests/test_network_policy_rules.py", "tests/test_cluster_security_component.py"),
+    "components.tls_schedule": ("tests/test_tls_schedule.py",),
+    "components.object_store_keys": ("tests/test_object_store_keys.py",),
     "components.placement": ("tests/test_placement_rules.py",),
     "components.scheduler_downscale": ("tests/test_scheduler_downscale_plugin.py",),
     "components.operator_guard": ("tests/test_operator_guard.py",),

@@ -118,6 +118,9 @@ def test_an_s3_value_is_one_line(clean_aws_env: pytest.MonkeyPatch, tmp_path: Pa
     assert "catalogs.gaia.credentials.accessKeyId holds a line break" in message
     assert "pulumi config set --path --secret catalogs.gaia.credentials.accessKeyId" in message
     assert "evil" not in message  # the value is never shown
+    carriage = {"accessKeyId": "AKIA\rcredential_process = evil", "secretAccessKey": "s"}  # a lone CR splits too
+    with pytest.raises(ValueError, match="accessKeyId holds a line break"):
+        secret_data(env_of(carriage, "s3"), carriage, "storage.objectStore.credentials")
 
 
 def test_the_gcs_key_is_the_file_google_auth_reads(tmp_path: Path) -> None:

@@ -120,6 +120,45 @@ def test_a_certificate_close_to_its_end_warns() -> None:
     assert expiry_warnings("cluster's certificate", None, today) == []  # unknown: a preview of a new certificate
 
 
+def test_the_warnings_say_what_happens_and_what_to_do_in_full() -> None:
+    """The messages a user reads, word for word (they are the whole interface of these warnings)."""
+    day = date(2026, 6, 20)
+    assert rotation_warnings(day, certificate_schedule(day)) == [
+        "security.tls: the certificates rotate on 2026-06-30 (in 10 days): the first `pulumi up` on or after that "
+        "day starts a new cluster (blue/green) with new certificates of the same CA; clients' bundles keep working"
+    ]
+    rotation = ANCHOR + timedelta(days=CA_ROTATION_DAYS)
+    day = rotation - timedelta(days=5)
+    assert rotation_warnings(day, certificate_schedule(day)) == [
+        f"security.tls: the stack's CA rotates on {rotation.isoformat()} (in 5 days): the first `pulumi up` on or "
+        "after that day starts a new cluster with a new CA and new certificates; clients then need the new "
+        "`clientTls` bundle (`pulumi stack output --show-secrets clientTls`), bundles of the old CA are refused by "
+        "the new cluster"
+    ]
+    today = date(2027, 3, 1)
+    advice = (
+        ": Dask loads it once, at start, so a running cluster refuses new clients and workers once it expires; "
+        "raise `security.tlsGeneration` by one and run `pulumi up` to start a new cluster with new certificates"
+    )
+    assert expiry_warnings("cluster's certificate", "2027-03-02T00:00:00Z", today) == [
+        "security.tls: the cluster's certificate expires on 2027-03-02 (in 1 days)" + advice
+    ]
+    # The last day is "expires ... (in 0 days)", the day after "expired"; a "Z" suffix and an offset both parse.
+    assert expiry_warnings("CA", "2027-03-01T23:00:00Z", today) == [
+        "security.tls: the CA expires on 2027-03-01 (in 0 days)" + advice
+    ]
+    assert expiry_warnings("CA", "2027-02-28T23:00:00+00:00", today) == [
+        "security.tls: the CA expired on 2027-02-28" + advice
+    ]
+
+
+def test_the_anchor_day_is_epoch_zero_and_a_negative_generation_is_refused() -> None:
+    assert certificate_schedule(ANCHOR).tag == "g0-ca0-c0"
+    assert certificate_schedule(ANCHOR + timedelta(days=CERT_ROTATION_DAYS - 1)).cert_epoch == 0
+    with pytest.raises(ValueError, match="generation -1 < 0"):
+        certificate_schedule(ANCHOR, -1)
+
+
 # --- the program on given days ----------------------------------------------------------------------------------
 
 
