@@ -32,8 +32,9 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 # The README's test command, and all that CI runs: the Python check (first: before any virtualenv is made), lint
-# and types, the suite (in parallel: pytest-xdist, see pyproject's addopts), then the security scan.
-test: check-python lint moto-venv
+# and types, the suite (in parallel: pytest-xdist, see pyproject's addopts), then the security scan. checkov's
+# virtualenv is made before the suite: without it the matrix's and the catalogs' checkov tests skip.
+test: check-python lint moto-venv scan-venv
 	$(VENV)/bin/python -m pytest
 	@$(MAKE) --no-print-directory scan
 
@@ -107,6 +108,9 @@ $(SCAN_STAMP): scan/requirements.txt $(UV_STAMP)
 	$(UV) pip install --quiet --python scan/venv/bin/python --no-deps -r scan/requirements.txt
 	$(UV) pip check --python scan/venv/bin/python
 	touch $(SCAN_STAMP)
+
+.PHONY: scan-venv
+scan-venv: $(SCAN_STAMP)
 
 scan: $(STAMP) $(SCAN_STAMP)
 	$(VENV)/bin/python scripts/scan.py --checkov scan/venv/bin/checkov
