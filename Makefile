@@ -5,13 +5,23 @@ STAMP := $(VENV)/.installed
 
 .PHONY: venv test lint relock client scan check-python
 
-$(STAMP): requirements.txt requirements-dev.txt docker/requirements.lock pyproject.toml
+# uv installs the locks into the virtualenvs (.venv, scan/venv, .build/moto-venv): the same pinned versions as pip,
+# in a fifth of the time. It is pinned in scripts/uv-requirements.txt and lives in its own virtualenv. The
+# virtualenvs themselves are made by `python -m venv`, so each has its pip. Bytecode is compiled on first import.
+UV_STAMP := .build/uv-venv/.installed
+UV := .build/uv-venv/bin/uv
+$(UV_STAMP): scripts/uv-requirements.txt
+	@PY="$(PY)" bash scripts/dev.sh python
+	$(PY) -m venv .build/uv-venv
+	.build/uv-venv/bin/pip install --quiet -r scripts/uv-requirements.txt
+	touch $(UV_STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt docker/requirements.lock pyproject.toml $(UV_STAMP)
 	@PY="$(PY)" bash scripts/dev.sh python
 	$(PY) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
+	$(UV) pip install --quiet --python $(VENV)/bin/python -r requirements-dev.txt
 	# The project itself, editable: `components` and `tools` import from any directory (the dynamic provider's too).
-	$(VENV)/bin/pip install --quiet --no-deps -e .
+	$(UV) pip install --quiet --python $(VENV)/bin/python --no-deps -e .
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -22,8 +32,9 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 # The README's test command, and all that CI runs: the Python check (first: before any virtualenv is made), lint
-# and types, the suite (in parallel: pytest-xdist, see pyproject's addopts), then the security scan.
-test: check-python lint moto-venv
+# and types, the suite (in parallel: pytest-xdist, see pyproject's addopts), then the security scan. checkov's
+# virtualenv is made before the suite: without it the matrix's and the catalogs' checkov tests skip.
+test: check-python lint moto-venv scan-venv
 	$(VENV)/bin/python -m pytest
 	@$(MAKE) --no-print-directory scan
 
@@ -34,9 +45,9 @@ check-python:
 # moto's S3 server for the object-store tests, in its own virtualenv: installed into .venv it would upgrade
 # botocore past what aiobotocore (s3fs) accepts. The tests create it the same way when it is missing.
 MOTO_STAMP := .build/moto-venv/.installed
-$(MOTO_STAMP): tests/support/moto-requirements.txt
+$(MOTO_STAMP): tests/support/moto-requirements.txt $(UV_STAMP)
 	$(PY) -m venv .build/moto-venv
-	.build/moto-venv/bin/pip install --quiet --no-deps -r tests/support/moto-requirements.txt
+	$(UV) pip install --quiet --python .build/moto-venv/bin/python --no-deps -r tests/support/moto-requirements.txt
 	cp tests/support/moto-requirements.txt $(MOTO_STAMP)
 
 .PHONY: moto-venv
@@ -92,12 +103,14 @@ policy-venv: $(POLICY_STAMP)
 # `make scan`: checkov (its own pinned virtualenv, scan/venv) on every stack's rendered objects, the Deployments
 # and Service the operator builds from them, and docker/. Fails on any failed check (scripts/scan.py).
 SCAN_STAMP := scan/venv/.installed
-$(SCAN_STAMP): scan/requirements.txt
+$(SCAN_STAMP): scan/requirements.txt $(UV_STAMP)
 	$(PY) -m venv scan/venv
-	scan/venv/bin/pip install --quiet --upgrade pip
-	scan/venv/bin/pip install --quiet --no-deps -r scan/requirements.txt
-	scan/venv/bin/pip check
+	$(UV) pip install --quiet --python scan/venv/bin/python --no-deps -r scan/requirements.txt
+	$(UV) pip check --python scan/venv/bin/python
 	touch $(SCAN_STAMP)
+
+.PHONY: scan-venv
+scan-venv: $(SCAN_STAMP)
 
 scan: $(STAMP) $(SCAN_STAMP)
 	$(VENV)/bin/python scripts/scan.py --checkov scan/venv/bin/checkov

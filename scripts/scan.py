@@ -93,10 +93,12 @@ def operator_built(daskcluster: dict[str, Any]) -> list[dict[str, Any]]:
 def checkov(binary: Path, targets: dict[str, Path]) -> dict[str, Any]:
     """One checkov run over every target directory (no network: --skip-download); per target: its counts and
     failed checks, attributed by the checked file's path (checkov prints one JSON report per directory and
-    framework; each check is counted once)."""
+    framework; each check is counted once). `--compact` leaves each result's code block out of the report: the
+    same results, but checkov 3 repeats the earlier directories' results in each directory's report, so with the
+    code blocks the matrix's 14 directories print 1 GB of JSON instead of 75 MB, in three times the time."""
     env = {**os.environ, "BC_SKIP_MAPPING": "TRUE", "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false"}
     dirs = [arg for d in targets.values() for arg in ("-d", str(d))]
-    argv = [str(binary), *dirs, "--framework", "kubernetes", "dockerfile", "--skip-download", "-o", "json"]
+    argv = [str(binary), *dirs, "--framework", "kubernetes", "dockerfile", "--skip-download", "--compact", "-o", "json"]
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=900)
     if proc.returncode not in (0, 1) or not proc.stdout.strip():
         raise SystemExit(f"checkov failed to run (exit {proc.returncode}):\n{proc.stderr[-3000:]}")

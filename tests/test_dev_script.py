@@ -468,8 +468,9 @@ def test_makefile_keeps_venv_lint_test_and_adds_the_dev_targets() -> None:
         assert re.search(rf"^{re.escape(target)}:", makefile, re.M), target
     # moto-venv: the object-store tests' S3 server, in its own virtualenv (tools/object_servers.py).
     test = makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
-    # The Python check first (before any virtualenv), then lint, the suite and the scan.
-    assert test.splitlines()[0].split() == ["check-python", "lint", "moto-venv"]
+    # The Python check first (before any virtualenv), then lint, the suite and the scan. checkov's virtualenv is
+    # made before the suite, whose checkov tests skip without it.
+    assert test.splitlines()[0].split() == ["check-python", "lint", "moto-venv", "scan-venv"]
     assert test.splitlines()[1] == "\t$(VENV)/bin/python -m pytest"
     assert "scan" in test.splitlines()[-1]
     up = makefile.split("\nup:\n", 1)[1].split("\n\n", 1)[0]
