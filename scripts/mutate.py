@@ -77,7 +77,7 @@ def statuses(path: str) -> dict[str, str]:
 def fresh_command(path: str) -> list[str] | None:
     """pytest on the module's fast tests, as mutmut runs them (None: the module has no fast tests)."""
     sys.path.insert(0, str(ROOT))
-    from tests.mutation_selection import FAST_TESTS
+    from tools.mutation_selection import FAST_TESTS
 
     files = FAST_TESTS.get(dotted(path))
     if not files:

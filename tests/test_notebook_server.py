@@ -63,16 +63,19 @@ def rendered() -> dict[str, Any]:
     }
 
 
-def tls_secrets(live: str, directory: Path) -> tuple[dict[str, dict[str, str]], Any]:
+def tls_secrets(daskcluster: dict[str, Any], directory: Path) -> tuple[dict[str, dict[str, str]], Any]:
     """The cluster's certificate Secret and the notebook's client bundle from one test CA (standing in for
     pulumi-tls, as in tests/test_e2e_tls.py), and a Security for this test's own client (waiting for workers)."""
     from distributed.security import Security
 
     from components.cluster import TLS_FILES
     from components.security import certificate_dns_names
-    from components.security import tls_secret_name as cluster_tls_secret
     from tests.support.certs import Authority
 
+    live = daskcluster["metadata"]["name"]
+    # The certificate Secret the cluster's pods mount (its name carries the TLS epoch: components/tls_schedule.py).
+    volumes = daskcluster["spec"]["scheduler"]["spec"]["volumes"]
+    (cluster_secret,) = [v["secret"]["secretName"] for v in volumes if v["name"] == "dask-tls"]
     services = [f"{CLUSTER}-scheduler", f"{live}-scheduler"]
     ca = Authority.create("lsdb-k8s test CA")
     server, client = ca.issue(services[0], certificate_dns_names(services, NS)), ca.issue("lsdb-client", server=False)
@@ -81,7 +84,7 @@ def tls_secrets(live: str, directory: Path) -> tuple[dict[str, dict[str, str]], 
     for name, text in bundle.items():
         (directory / name).write_text(text)
     secrets = {
-        cluster_tls_secret(CLUSTER): {**bundle, TLS_FILES["cert"]: server.cert, TLS_FILES["key"]: server.key},
+        cluster_secret: {**bundle, TLS_FILES["cert"]: server.cert, TLS_FILES["key"]: server.key},
         tls_secret_name(CLUSTER): bundle,
     }
     security = Security(
@@ -126,7 +129,7 @@ def test_starter_notebook_through_the_jupyter_server_returns_lsdbs_rows(
     shutil.copytree(FIXTURES / "plain", claim / "catalogs" / "plain")  # where the provisioning Job copies it
     expected = sorted_rows(direct_rows(FIXTURES / "plain"))
     assert len(expected) > 100, "the cone should hold a few hundred rows"
-    secrets, security = tls_secrets(rendered["daskcluster"]["metadata"]["name"], tmp_path / "client")
+    secrets, security = tls_secrets(rendered["daskcluster"], tmp_path / "client")
     secrets[token_secret_name(CLUSTER)] = {TOKEN_FILE: TOKEN}
     claims = {"hats-catalog-pvc": claim}
     with EmulatedCluster(
