@@ -14,7 +14,8 @@ from pydantic_core import InitErrorDetails
 from components.section import DefaultText, Fix, ObjectName, Quantity, Section, empty_section, problem, raise_problems
 
 DIGEST_REF = r"^[^\s@]+@sha256:[0-9a-f]{64}$"
-SINGLE_POD_MODES = ("ReadWriteOncePod",)
+# A single-node claim: the notebook, one more pod mounting it, may land on another node than the worker.
+SINGLE_NODE_MODES = ("ReadWriteOnce", "ReadWriteOncePod")
 
 
 class NotebookStorageConfig(Section):
@@ -95,10 +96,10 @@ def notebook_problems(notebook: NotebookConfig, data: Mapping[str, Any]) -> list
             "imageRef", None, "is required when image.ref is prebuilt (nothing is built, so no notebook image either)",
             "build `docker build --target notebook docker/`, push it, and set notebook.imageRef to its digest",
         ))  # fmt: skip
-    if storage is not None and storage.mounts_volume and storage.access_mode in SINGLE_POD_MODES:
+    if storage is not None and storage.mounts_volume and storage.access_mode in SINGLE_NODE_MODES:
         found.append(problem(
-            "enabled", True, f"mounts the catalog claim in one more pod, but storage.accessMode is "
-            f"{storage.access_mode}",
+            "enabled", True, f"mounts the catalog claim in one more pod, which may run on another node, but "
+            f"storage.accessMode is {storage.access_mode}",
             "use ReadWriteMany or ReadOnlyMany, or notebook.enabled false",
         ))  # fmt: skip
     return found

@@ -134,7 +134,7 @@ def program(config: StackConfig, today: date | None = None) -> dict[str, Any]:
     # Switched to the new cluster only after it passed the verification (or, with verify.enabled false, its gate): a
     # failed check fails `pulumi up` here, the stable Service keeps selecting the old cluster, and the old cluster
     # (still in the program's state) stays.
-    StableEndpointSelector(
+    selector = StableEndpointSelector(
         "scheduler-endpoint-selector",
         StableEndpointSelectorArgs(config.cluster.name, live_name, namespace),
         opts(endpoint, cluster, verification, provisioning),
@@ -148,7 +148,10 @@ def program(config: StackConfig, today: date | None = None) -> dict[str, Any]:
         exports["tlsNextRotation"] = security.schedule.next_cert_rotation.isoformat()
         exports["tlsNextCaRotation"] = security.schedule.next_ca_rotation.isoformat()
 
-    exports |= _notebook(config, storage, image, security, provisioning, opts(cluster_namespace, storage, image))
+    # After the switch: the notebook's client bundle (rewritten at a certificate rotation) changes only once the
+    # stable Service selects the cluster that trusts it, and a failed `pulumi up` leaves the notebook as it was.
+    notebook_opts = opts(cluster_namespace, storage, image, selector)
+    exports |= _notebook(config, storage, image, security, provisioning, notebook_opts)
 
     if config.monitoring.enabled:
         LsdbMonitoring(

@@ -88,6 +88,9 @@ def test_off_by_default_and_nothing_registered() -> None:
         ({"notebook": {"enabled": True}, "storage": {"kind": "pvc", "accessMode": "ReadWriteOncePod"},
           "cluster": {"name": NAME, "workers": {"replicas": 1}, "autoscaler": {"enabled": False}}},
          "notebook.enabled = true", "storage.accessMode is ReadWriteOncePod"),
+        ({"notebook": {"enabled": True}, "storage": {"kind": "pvc", "accessMode": "ReadWriteOnce"},
+          "cluster": {"name": NAME, "workers": {"replicas": 1}, "autoscaler": {"enabled": False}}},
+         "notebook.enabled = true", "another node, but storage.accessMode is ReadWriteOnce"),
         ({"notebook": {"enabled": True, "imageRef": "ghcr.io/acme/nb:latest"}}, "notebook.imageRef", "sha256"),
         ({"notebook": {"enabled": True, "memory": "lots"}}, "notebook.memory = 'lots'", ""),
         ({"role": "platform", "operator": {"install": True}, "notebook": {"enabled": True}, "namespace": "lsdb",
@@ -184,10 +187,20 @@ def test_the_pod_is_a_client_of_the_stable_service_with_the_client_bundle(tls_ru
 
 
 def test_the_cluster_does_not_depend_on_the_notebook(tls_run: Any) -> None:
-    """The notebook follows the stable Service: no cluster object waits for it, and it waits for no cluster."""
+    """The notebook follows the stable Service: no cluster object waits for it. Its objects come after the switch
+    (the client bundle it mounts changes at a certificate rotation only once the new cluster serves)."""
     cluster = tls_run.one("kubernetes:kubernetes.dask.org/v1:DaskCluster")
     notebook = next(r for r in tls_run.of_type(DEPLOYMENT) if r.inputs["metadata"]["name"] == notebook_name(NAME))
-    assert notebook.urn not in cluster.dependencies and cluster.urn not in notebook.dependencies
+    assert notebook.urn not in cluster.dependencies
+    selector = tls_run.one("lsdb-k8s:cluster:StableEndpointSelector")
+    switch = {selector.urn, *(r.urn for r in tls_run.resources if r.parent == selector.urn)}
+    bundle = next(
+        r
+        for r in tls_run.of_type("kubernetes:core/v1:Secret")
+        if r.inputs["metadata"]["name"].endswith("-notebook-tls")
+    )
+    for waiting in (notebook, bundle):
+        assert switch & set(waiting.dependencies), waiting.name
 
 
 def test_a_cluster_upgrade_leaves_the_notebook_as_it_is() -> None:
