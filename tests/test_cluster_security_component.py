@@ -180,3 +180,55 @@ def test_pulumi_up_warns_before_a_rotation(monkeypatch: pytest.MonkeyPatch) -> N
     run_security({"tls": True}, today=date(2026, 5, 30))  # 31 days before
     run_security({"tls": False}, today=date(2026, 6, 1))  # no TLS, nothing to rotate
     assert warned == []
+
+
+def mock_pem(kind: str, logical: str) -> str:
+    """What tools.mock_runtime puts in a pulumi-tls output: a labelled placeholder naming the resource."""
+    return f"-----BEGIN MOCK {kind}-----\n{logical}\n-----END MOCK {kind}-----\n"
+
+
+def test_each_certificate_is_made_from_its_own_key_and_signed_by_the_ca(tls_run: ProgramRun) -> None:
+    """The wiring a swapped or dropped argument would break: the CA self-signs with the CA key, each CSR carries its
+    own key, each certificate is its CSR signed with the CA's key and certificate, every subject names the program."""
+    key = lambda suffix: mock_pem("privateKeyPem", f"sec-{suffix}-key")  # noqa: E731
+    ca = tls_run.one(CA)
+    assert ca.inputs["privateKeyPem"] == key("ca")
+    assert ca.inputs["subject"] == {"commonName": "lsdb-k8s dev CA", "organization": "lsdb-k8s"}
+    for suffix in ("server", "client"):
+        csr, cert = tls_run.named(f"sec-{suffix}-csr"), tls_run.named(f"sec-{suffix}")
+        assert csr.inputs["privateKeyPem"] == key(suffix)
+        assert csr.inputs["subject"]["organization"] == "lsdb-k8s"
+        assert set(csr.inputs["subject"]) == {"commonName", "organization", "organizationalUnit"}
+        assert cert.inputs["certRequestPem"] == mock_pem("certRequestPem", f"sec-{suffix}-csr")
+        assert cert.inputs["caPrivateKeyPem"] == key("ca")
+        assert cert.inputs["caCertPem"] == mock_pem("certPem", "sec-ca")
+    (secret,) = tls_run.of_type(SECRET)
+    assert secret.inputs["metadata"]["labels"]["app.kubernetes.io/part-of"] == "lsdb-k8s"
+
+
+def test_warnings_name_what_expires_and_are_attached_to_the_component(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rotation and expiry warnings go to `pulumi up`'s log on the ClusterSecurity component (so the CLI shows which
+    resource), each expiry warning naming the certificate it is about."""
+    from tools import mock_runtime
+
+    class Ending(mock_runtime.EngineMocks):
+        def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+            rid, state = super().new_resource(args)
+            if args.typ in (CA, CERT):
+                state["validityEndTime"] = "2026-06-10T00:00:00Z"  # 9 days after the day below
+            return rid, state
+
+    warned: list[tuple[str, Any]] = []
+    monkeypatch.setattr(pulumi.log, "warn", lambda message, resource=None, **k: warned.append((message, resource)))
+    monkeypatch.setattr(mock_runtime, "EngineMocks", Ending)
+    _, made = run_security({"tls": True}, today=date(2026, 6, 1))
+    messages = sorted(m for m, _ in warned)
+    assert all(resource is made["component"] for _, resource in warned)
+    assert [m.split(" expires", 1)[0] for m in messages if " expires on 2026-06-10" in m] == [
+        "security.tls: the client certificate",
+        "security.tls: the cluster's certificate",
+        "security.tls: the stack's CA",
+    ]
+    assert sum("rotate on 2026-06-30" in m for m in messages) == 1 and len(messages) == 4
+    assert isinstance(made["component"].certificate_expiry, pulumi.Output)  # the server certificate's end
+    assert run_security({"tls": False})[1]["component"].certificate_expiry is None  # no TLS: no certificate
