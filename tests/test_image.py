@@ -285,22 +285,29 @@ def test_lock_is_exactly_the_runtime_closure_without_program_or_test_tools() -> 
     assert not [n for n in lock if n.startswith(("pulumi", "pytest", "ruff", "hadolint", "opentelemetry", "debugpy"))]
 
 
-def test_every_locked_requirement_is_satisfied_inside_the_lock() -> None:
-    """`pip check` over the lock alone: each requirement of each locked package (for the extras the closure
-    requests, markers evaluated for this interpreter, the image's Python) is a locked package at a matching pin."""
-    lock = read_lock()
-    closure = installed_closure(roots(DOCKER_DIR / "requirements.in"))
-    dists = {canonical(d.metadata["Name"]): d for d in metadata.distributions()}
+def unmet_requirements(closure: dict[str, Any], dists: dict[str, Any], pins: dict[str, str]) -> list[str]:
+    """`pip check` over `pins` alone: each requirement of each package of `closure` (for the extras it requests,
+    markers evaluated for this interpreter) that no pin satisfies."""
     broken = []
     for name, extras in closure.items():
         for raw in dists[name].requires or []:
             req = Requirement(raw)
             if req.marker is not None and not any(req.marker.evaluate({"extra": e}) for e in extras or {""}):
                 continue
-            pinned = lock.get(canonical(req.name))
+            pinned = pins.get(canonical(req.name))
             if pinned is None or not req.specifier.contains(pinned, prereleases=True):
-                broken.append(f"{name} requires {req} but the lock has {pinned}")
-    assert broken == []
+                broken.append(f"{name} requires {req} but the pins have {pinned}")
+    return broken
+
+
+def test_every_locked_requirement_is_satisfied_inside_the_lock() -> None:
+    """`pip check` over the lock alone: each requirement of each locked package (for the extras the closure
+    requests, markers evaluated for this interpreter, the image's Python) is a locked package at a matching pin."""
+    lock = read_lock()
+    closure = installed_closure(roots(DOCKER_DIR / "requirements.in"))
+    dists = {canonical(d.metadata["Name"]): d for d in metadata.distributions()}
+    assert unmet_requirements(closure, dists, lock) == []
+    assert unmet_requirements(closure, dists, {}), "control: with no pins, the locked packages' requirements are unmet"
 
 
 def test_lock_has_what_the_scheduler_and_workers_run() -> None:
