@@ -1,12 +1,22 @@
-"""Make the project importable as in `pulumi up` (the program runs from the project directory); run the slowest
-files first."""
+"""Make the project importable as in `pulumi up` (the program runs from the project directory); let Python write
+bytecode; run the slowest files first."""
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+# uv installs the virtualenvs without compiling them (a module is compiled on its first import, and its .pyc kept), but
+# with PYTHONDONTWRITEBYTECODE set (this machine's environment sets it) no .pyc is ever written: each of the suite's
+# hundreds of Python processes (the emulated pods' Dask processes, the verification's children, CLI runs, checkov)
+# compiled every module it imported again, about three times the import's CPU (lsdb and distributed: 7 s instead of
+# 2.5 s). The suite writes them (the virtualenvs and the project's __pycache__, git-ignored); the pods keep the image's
+# PYTHONDONTWRITEBYTECODE and read what this process and its children wrote. Set before xdist starts its workers.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 
 # The files that take longest, longest first (measured on the 2-core machine, whole file on one worker). With
 # `--dist loadfile` a file runs on one worker, and xdist hands files out in collection order (pyproject's
