@@ -26,7 +26,7 @@ from components.dask_operator import (
     packaged_chart_dir,
 )
 from components.lock import DOCKERFILE_PATH, PROJECT_DIR, base_image
-from tests.program_helpers import OPERATOR_INSTALLED, live_objects, manifest, run_stack, run_with
+from tests.program_helpers import OPERATOR_INSTALLED, live_objects, manifest, run_with, shipped_stack
 from tools.mock_runtime import ProgramRun, Registered
 from tools.relock import pin_base_image
 
@@ -147,7 +147,7 @@ def rendered_cluster_name(checkout: Path) -> str:
 def test_the_cluster_name_follows_the_image_content_not_the_run_or_the_checkout(tmp_path: Path) -> None:
     # With a build, the digest is known only after the push: the name derives from the content tag (the lock and
     # the Dockerfile, whose base image is pinned by digest), the spec carries the pushed digest.
-    r = run_stack("dev")
+    r = shipped_stack("dev")
     spec = manifest(r.one(DASKCLUSTER))["spec"]
     assert spec["scheduler"]["spec"]["containers"][0]["image"] == r.outputs["imageRef"]
     assert "@sha256:" in r.outputs["imageRef"]

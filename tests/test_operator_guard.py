@@ -12,7 +12,7 @@ import yaml
 
 from components.lock import PROJECT_DIR
 from components.operator_guard import Kr8sDaskObjects, OperatorGuardProvider
-from tests.program_helpers import run_stack
+from tests.program_helpers import shipped_stack
 
 GUARD = "pulumi-python:dynamic/lsdb:OperatorGuard"
 RELEASE = "kubernetes:helm.sh/v3:Release"
@@ -83,7 +83,7 @@ def test_deploys_and_changes_never_run_the_check_nor_replace() -> None:
 
 @pytest.mark.parametrize("stack", ["platform", "dev"])
 def test_a_stack_installing_the_operator_registers_the_guard_depending_on_its_release(stack: str) -> None:
-    run = run_stack(stack)
+    run = shipped_stack(stack)
     guard, release, operator = run.one(GUARD), run.one(RELEASE), run.one(OPERATOR)
     # Pulumi deletes a dependent before what it depends on: the guard's delete runs before the release's.
     assert release.urn in guard.dependencies
@@ -94,7 +94,7 @@ def test_a_stack_installing_the_operator_registers_the_guard_depending_on_its_re
 
 
 def test_the_stack_own_dask_objects_are_deleted_before_the_guard_runs() -> None:
-    run = run_stack("dev")
+    run = shipped_stack("dev")
     guard = run.one(GUARD)
     dask = [r for r in run.resources if r.type.startswith("kubernetes:kubernetes.dask.org/")]
     assert {r.type.rsplit(":", 1)[1] for r in dask} >= {"DaskCluster", "DaskAutoscaler"}
@@ -104,7 +104,7 @@ def test_the_stack_own_dask_objects_are_deleted_before_the_guard_runs() -> None:
 
 @pytest.mark.parametrize("stack", ["staging", "prod"])
 def test_a_stack_taking_the_operator_from_the_platform_stack_has_no_guard(stack: str) -> None:
-    assert run_stack(stack).of_type(GUARD) == []
+    assert shipped_stack(stack).of_type(GUARD) == []
 
 
 def test_the_deployer_may_list_dask_objects_in_every_namespace() -> None:

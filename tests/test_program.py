@@ -15,7 +15,7 @@ from components.dask_operator import CHART_NAME, operator_version, prepare_packa
 from components.lock import locked_version
 from components.verification import OUTPUT_KEYS
 from components.verification.resource import CLUSTER_RERUN_KEYS
-from tests.program_helpers import OPERATOR_INSTALLED, dask_cluster, manifest, run_stack, run_with
+from tests.program_helpers import OPERATOR_INSTALLED, dask_cluster, manifest, run_stack, run_with, shipped_stack
 from tools.mock_runtime import SECRET_SIG, SECRET_VALUE, run_program
 from tools.render import stack_config
 
@@ -35,7 +35,7 @@ def default_run():
 
 @pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
 def test_stack_exports_derive_from_the_real_cluster_name(stack: str) -> None:
-    run = run_stack(stack)
+    run = shipped_stack(stack)
     cluster = dask_cluster(run)
     live, ns = cluster["metadata"]["name"], cluster["metadata"]["namespace"]
     name = cluster["metadata"]["labels"]["app.kubernetes.io/name"]  # cluster.name; the live cluster is <name>-<h>
@@ -56,7 +56,7 @@ def test_stack_exports_derive_from_the_real_cluster_name(stack: str) -> None:
 
 
 def test_dev_stack_targets_its_kube_context() -> None:
-    run = run_stack("dev")
+    run = shipped_stack("dev")
     providers = run.of_type("pulumi:providers:kubernetes")
     # The stack's provider, and the CRDs' own (which also upserts the retained CRDs), both on the stack's context.
     assert sorted(p.name for p in providers) == ["dask-operator-crd-provider", "kube"]
@@ -115,7 +115,7 @@ def test_operator_install_false_creates_neither_release_nor_crds() -> None:
 
 
 def test_operator_from_stack_must_match_the_lock() -> None:
-    run = run_stack("staging")
+    run = shipped_stack("staging")
     assert run.outputs["operatorNamespace"] == "dask-operator"
     assert run.of_type(RELEASE) == [] and run.of_type(CRD) == []
     config, secret_keys = stack_config("staging")
@@ -335,7 +335,7 @@ def test_every_child_is_parented_to_its_component(default_run) -> None:
 
 
 def test_verification_follows_the_cluster_and_takes_the_verify_config() -> None:
-    run = run_stack("dev")
+    run = shipped_stack("dev")
     verification = run.one("pulumi-python:dynamic/lsdb:Verification")
     cluster, scaler = run.one(DASKCLUSTER), run.one(AUTOSCALER)
     assert {cluster.urn, scaler.urn} <= set(verification.dependencies)
@@ -442,7 +442,7 @@ def test_program_is_a_function_of_the_validated_config() -> None:
 def test_components_wait_for_components_not_their_internals() -> None:
     # The cluster is given depends_on=[operator, namespace, storage, image]; its children wait for every leaf
     # of those components (CRDs, Helm release, PVC), because a component's own depends_on does not reach them.
-    run = run_stack("dev")  # installs the operator too
+    run = shipped_stack("dev")  # installs the operator too
     cluster = run.one(DASKCLUSTER)
     leaves = {
         r.urn
@@ -552,7 +552,7 @@ def test_scheduler_disruption_budget_can_be_turned_off() -> None:
 
 
 def test_platform_stack_installs_only_the_operator_and_its_crds() -> None:
-    run = run_stack("platform")
+    run = shipped_stack("platform")
     kinds = sorted(r.type for r in run.resources if r.custom and not r.type.startswith("pulumi:providers:"))
     assert kinds == [
         *["kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition"] * 4,
@@ -579,7 +579,7 @@ def test_the_platform_stack_does_not_check_the_client_against_an_image_it_does_n
 
 def test_staging_and_prod_take_the_operator_from_the_platform_stack() -> None:
     for stack in ("staging", "prod"):
-        run = run_stack(stack)
+        run = shipped_stack(stack)
         types = {r.type for r in run.resources}
         assert "kubernetes:helm.sh/v3:Release" not in types and not any("CustomResourceDefinition" in t for t in types)
         (ref,) = run.of_type("pulumi:pulumi:StackReference")
@@ -616,7 +616,7 @@ def test_operator_image_mirror_keeps_the_locked_tag() -> None:
 
 
 def test_verification_reruns_with_the_operator_version() -> None:
-    verification = run_stack("dev").one("pulumi-python:dynamic/lsdb:Verification")
+    verification = shipped_stack("dev").one("pulumi-python:dynamic/lsdb:Verification")
     assert verification.inputs["operatorVersion"] == operator_version()
 
 

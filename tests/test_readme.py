@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from components.lock import PROJECT_DIR
-from tests.program_helpers import run_stack
+from tests.program_helpers import shipped_stack
 from tests.readme_blocks import readme_block
 
 
@@ -18,7 +18,7 @@ def test_notebook_pod_is_a_valid_pod_that_reaches_the_dev_cluster() -> None:
 
     pod = yaml.safe_load(readme_block("notebook-pod"))
     kubernetes_validate.validate(pod, "1.37", strict=True)
-    run = run_stack("dev")
+    run = shipped_stack("dev")
     (container,) = pod["spec"]["containers"]
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["DASK_SCHEDULER_ADDRESS"] == run.outputs["schedulerAddress"]  # the stable Service
@@ -33,7 +33,7 @@ def test_copy_pod_is_a_valid_pod_that_writes_the_staging_claim_and_keeps_its_egr
 
     pod = yaml.safe_load(readme_block("copy-pod"))
     kubernetes_validate.validate(pod, "1.37", strict=True)
-    run = run_stack("staging")
+    run = shipped_stack("staging")
     assert pod["metadata"]["namespace"] == run.outputs["namespace"]
     claims = [r.inputs["metadata"]["name"] for r in run.of_type("kubernetes:core/v1:PersistentVolumeClaim")]
     assert pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] in claims
@@ -51,7 +51,7 @@ def test_copy_pod_is_a_valid_pod_that_writes_the_staging_claim_and_keeps_its_egr
 
 def test_connect_and_query_uses_the_exported_local_address() -> None:
     block = readme_block("connect-and-query")
-    run = run_stack("dev")
+    run = shipped_stack("dev")
     assert f'Client("{run.outputs["localSchedulerAddress"]}")' in block
     verification = run.one("pulumi-python:dynamic/lsdb:Verification").inputs
     assert f'"{verification["catalogPath"]}"' in block  # the dev stack's catalog, as the workers see it

@@ -21,7 +21,7 @@ from kubernetes_validate.utils import latest_version
 
 from components.dask_operator import crd_manifests
 from components.lock import PROJECT_DIR
-from tests.program_helpers import OPERATOR_INSTALLED, kubernetes_objects, live_objects, run_stack, run_with
+from tests.program_helpers import OPERATOR_INSTALLED, kubernetes_objects, live_objects, run_with, shipped_stack
 
 VERSIONS = ["1.25.0", latest_version()]
 PROMETHEUS_CRDS = Path(__file__).parent / "fixtures" / "prometheus-operator-crds"
@@ -45,9 +45,9 @@ PRODUCTION = {
 
 def _variants() -> dict[str, Any]:
     return {
-        "dev": lambda: run_stack("dev"),
-        "staging": lambda: run_stack("staging"),
-        "prod": lambda: run_stack("prod"),
+        "dev": lambda: shipped_stack("dev"),
+        "staging": lambda: shipped_stack("staging"),
+        "prod": lambda: shipped_stack("prod"),
         "nfs+cpuLimit": lambda: run_with(
             storage={"kind": "nfs", "nfs": {"server": "10.0.0.5", "path": "/exports/hats"}},
             cluster={"name": "lsdb-nfs", "size": "xlarge", "workers": {"cpuLimit": "4"}},
