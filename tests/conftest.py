@@ -24,24 +24,26 @@ sys.dont_write_bytecode = False
 # beside each other and the many short files fill the end, instead of one worker finishing a long e2e file
 # alone. A file missing here only loses its place in the queue.
 SLOWEST_FIRST = (
-    "test_upgrade_e2e.py",
     "test_e2e_object_store.py",
+    "test_upgrade_e2e.py",
+    "test_matrix.py",
     "test_verification.py",
     "test_e2e.py",
-    "test_matrix.py",
-    "test_program.py",
     "test_provision.py",
-    "test_e2e_tls.py",
     "test_render.py",
     "test_schemas.py",
+    "test_e2e_tls.py",
+    "test_program.py",
     "test_lifecycle.py",
-    "test_dev_script.py",
+    "test_verification_provider.py",
     "test_worker_groups_scale.py",
+    "test_notebook_server.py",
+    "test_verification_wait.py",
+    "test_dev_script.py",
+    "test_catalogs.py",
+    "test_verification_workers_wait.py",
     "test_bench.py",
     "test_storage_access.py",
-    "test_catalogs.py",
-    "test_verification_wait.py",
-    "test_verification_workers_wait.py",
 )
 
 
