@@ -183,12 +183,14 @@ def test_s3_catalog_is_opened_on_a_worker_with_the_stack_credentials(s3: S3Serve
 def test_s3_keys_and_endpoint_come_from_the_mounted_files(s3: S3Server, tmp_path: Path, variable: str) -> None:
     """Control: the same pods without one file variable of the render cannot open the catalog (no credentials:
     moto refuses an unsigned request; no config: no endpoint, so no S3 server at all), so the passing run above
-    really read the keys and the endpoint from the mounted files (botocore reads both)."""
+    really read the keys and the endpoint from the mounted files (botocore reads both). `AWS_MAX_ATTEMPTS=1` (no
+    credentials, no endpoint: neither) only stops botocore retrying the refused request, 4 times with backoff
+    (about 8 s a call without an endpoint)."""
     run = run_dev_stack(s3_storage(s3, s3.secret_access_key), f"s3://{s3.bucket}/{PREFIX}")
     manifest = copy.deepcopy(dask_cluster(run))
     worker = manifest["spec"]["worker"]["spec"]["containers"][0]
     assert variable in [e["name"] for e in worker["env"]]
-    worker["env"] = [e for e in worker["env"] if e["name"] != variable]
+    worker["env"] = [e for e in worker["env"] if e["name"] != variable] + [{"name": "AWS_MAX_ATTEMPTS", "value": "1"}]
     manifest["spec"]["worker"]["replicas"] = 1
     with EmulatedCluster(manifest, tmp_path / "cluster", secrets=rendered_secrets(run)) as cluster:
         cluster.start(timeout=120)
