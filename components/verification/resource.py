@@ -129,7 +129,7 @@ class LsdbVerificationProvider(ResourceProvider):
     def create(self, props: dict[str, Any]) -> CreateResult:
         outs = self._verify(props)
         query = {k: outs.get(k) for k in ID_KEYS}
-        digest = hashlib.sha256(json.dumps(query, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        digest = hashlib.sha256(json.dumps(query, sort_keys=True).encode()).hexdigest()[:16]  # engine values: JSON
         return CreateResult(f"lsdb-verification-{digest}", outs)
 
     def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
@@ -170,7 +170,7 @@ class LsdbVerificationProvider(ResourceProvider):
                 ) from None
         report = _last_json_line(proc.stdout)
         if report is None:
-            tail = "\n".join((proc.stderr or "").strip().splitlines()[-15:])
+            tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
             raise RuntimeError(f"LSDB verification crashed (exit code {proc.returncode}):\n{tail}")
         if not report.get("ok"):
             raise RuntimeError(report.get("message") or "LSDB verification failed")
