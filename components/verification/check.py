@@ -276,14 +276,15 @@ def verify_catalog_query(
     clock = _Clock(q.timeout_seconds, stage_timeouts)
     warnings: list[str] = []
     given = str(scheduler_address or "").strip()
-    problems = [] if given else ["the scheduler address is empty"]
+    if not given:
+        raise VerificationError("config", "the scheduler address is empty", fixes("config"))
     if tls is None and given.startswith("tls://"):
-        problems.append(
+        raise VerificationError(
+            "config",
             "the scheduler address is tls:// but no client certificate was given (the scheduler requires one;"
-            " `pulumi stack output --show-secrets clientTls` holds it)"
+            " `pulumi stack output --show-secrets clientTls` holds it)",
+            fixes("config"),
         )
-    if problems:
-        raise VerificationError("config", "; ".join(problems), fixes("config"))
     if locked_versions is None and q.stages != GATE:
         locked_versions, note = _default_lock()
         if note:
