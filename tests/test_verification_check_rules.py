@@ -835,3 +835,64 @@ def test_a_client_that_fails_to_close_does_not_fail_the_check(
 
     monkeypatch.setattr(distributed.Client, "close", closing_fails)
     assert verify_catalog_query(cluster.scheduler_address, query()).rows == 6
+
+
+def test_a_peer_that_answers_no_identity_is_of_unknown_type(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(check, "_probe_scheduler", lambda address, seconds, security=None: "not an identity")
+    with pytest.raises(VerificationError) as err:
+        check._connect("tcp://s:1", 1.0, FIXES)
+    assert err.value.problem == "tcp://s:1 answered as a Dask peer of unknown type, not as the scheduler"
+
+
+def test_an_address_is_plain_tcp_unless_told() -> None:
+    assert _normalize_address("s") == "tcp://s:8786"
+
+
+def test_the_clock_knows_every_stage_and_fails_only_when_nothing_is_left() -> None:
+    assert 99.0 < _Clock(100.0, None).budget("rows") <= 100.0  # a stage without a ceiling of its own
+    assert 0.0 < _Clock(0.5, None).budget("connect") <= 0.5  # less than a second left is still time
+    late = _Clock(0.0, None)
+    late.seconds = {"connect": 0.5, "workers": 0.25}
+    with pytest.raises(VerificationError) as err:
+        late.budget("versions")
+    assert "(connect 0.5 s, workers 0.25 s)" in err.value.problem
+
+
+def test_the_probe_uses_the_clients_tls_settings(cluster: LocalCluster) -> None:
+    asked: list[str] = []
+
+    class Security:
+        def __init__(self, args: dict[str, Any]) -> None:
+            self.args = args
+
+        def get_connection_args(self, role: str) -> dict[str, Any]:
+            asked.append(role)
+            return self.args
+
+    assert check._probe_scheduler(cluster.scheduler_address, 5.0, Security({}))["type"] == "Scheduler"
+    assert asked == ["client"]
+    with pytest.raises(RuntimeError, match="encryption required"):  # the settings reach the connection
+        check._probe_scheduler(cluster.scheduler_address, 5.0, Security({"require_encryption": True}))
+
+
+def test_the_probe_gives_up_on_a_silent_peer_in_time() -> None:
+    from tests.support.dask_processes import silent_listener
+
+    with silent_listener() as address:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            check._probe_scheduler(address, 0.3)
+    assert time.monotonic() - started < 3
+
+
+def test_a_client_that_cannot_connect_names_the_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import distributed
+
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("handshake failed")
+
+    monkeypatch.setattr(check, "_probe_scheduler", lambda address, seconds, security=None: {"type": "Scheduler"})
+    monkeypatch.setattr(distributed, "Client", refused)
+    with pytest.raises(VerificationError) as err:
+        check._connect("tcp://s:1", 3.0, FIXES)
+    assert err.value.problem == "the Dask client could not connect to tcp://s:1: OSError: handshake failed"
