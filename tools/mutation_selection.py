@@ -33,6 +33,7 @@ FAST_TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_verification_provider.py",
         "tests/test_verification_resource_rules.py",
     ),
+    "components.verification.check": ("tests/test_verification_check_rules.py",),
 }
 MUTANT = re.compile(r"^(?P<module>[\w.]+?)\.x[_ǁ]")
 

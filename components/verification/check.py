@@ -1,19 +1,8 @@
-"""The check itself: prove that a Dask cluster answers an LSDB cone query end to end (no Pulumi inside).
+"""The check: prove that a Dask cluster answers an LSDB cone query end to end (no Pulumi inside).
 
-`verify_catalog_query(address, VerificationQuery(...), where=ClusterRef(...))` runs in stages, each with its own
-budget (never longer than what is left of the overall timeout): config, connect, workers, versions, open,
-compute, rows; a gate query (`stages: gate`) stops after workers. Any failure raises `VerificationError`, whose
-`.stage` names the stage and whose message ends with the fix from the guide's troubleshooting section
-(diagnostics.py).
-
-Timeouts: each stage hands its budget to distributed's own timeouts (`Client(timeout=)`,
-`wait_for_workers(timeout=)`, `Future.result(timeout=)`, `sync(callback_timeout=)`); only the identity probe adds
-its own bound, because distributed's handshake has none. What those miss, the dynamic provider's process deadline
-ends (it kills this process).
-
-The catalog is opened on a worker (`lsdb.open_catalog` submitted as a task: only the lazy catalog comes back), as
-a workstation behind a port-forward sees neither the worker volume nor the pods' credentials. lsdb, dask,
-distributed and pandas are imported inside the functions: the Pulumi program imports this package.
+Stages, budgets and messages: docs/lifecycle.md#post-deploy-verification. Each stage hands its budget to
+distributed's own timeouts; only the identity probe adds its own bound, as distributed's handshake has none.
+lsdb, dask, distributed and pandas are imported inside the functions: the Pulumi program imports this package.
 """
 
 from __future__ import annotations
@@ -24,6 +13,7 @@ import importlib
 import math
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -33,26 +23,22 @@ from components.lock import canonical, read_lock, same_version
 from components.verification.diagnostics import Fixes
 from components.verification.query import GATE, ClusterRef, VerificationQuery, VerificationResult, worker_group_of
 
-# Per-stage ceilings in seconds; each stage also stops when the overall timeout runs out. `connect` covers a first
-# deploy: the operator creating the Service, a cold pull of the image (minutes on a slow registry) and the scheduler
-# becoming Ready; a pod stuck for a reason waiting will not cure fails it early (pods.py).
+# Per-stage ceilings in seconds, each also bounded by the overall timeout. `connect` covers a first deploy's cold
+# image pull; a pod stuck for a reason waiting will not cure fails it early (pods.py).
 DEFAULT_STAGE_TIMEOUTS: dict[str, float] = {
     "connect": 600.0, "workers": 180.0, "versions": 30.0, "open": 120.0, "compute": 600.0,
 }  # fmt: skip
-
-# Compared between client, scheduler and every worker (python by major.minor, the rest exactly, against the lock).
 CHECKED_PACKAGES = (
     "dask", "distributed", "lsdb", "hats", "nested-pandas", "pandas", "pyarrow", "numpy", "cloudpickle", "msgpack",
 )  # fmt: skip
 # Asked on top of distributed's own list; answered with importlib.metadata (nothing is imported remotely).
 EXTRA_VERSION_PACKAGES = ("lsdb", "hats", "nested-pandas", "pyarrow")
 OPEN_TASK_PREFIX = "lsdb-verify-open"
-# Connect retries: each attempt is bounded (so the wait hook runs in between), the pause doubles up to a ceiling.
+# Each connect attempt is bounded so that the wait hook runs in between; the pause doubles up to a ceiling.
 PROBE_ATTEMPT_SECONDS = 10.0
 RETRY_FIRST_PAUSE = 0.5
 RETRY_MAX_PAUSE = 5.0
-# The workers stage waits in steps this long, with the wait hook (stuck pods) in between.
-WORKER_WAIT_STEP_SECONDS = 5.0
+WORKER_WAIT_STEP_SECONDS = 5.0  # the workers stage's steps, with the wait hook in between
 
 WaitHook = Callable[[], None]  # called between retries; raises VerificationError to stop waiting
 
@@ -61,9 +47,7 @@ class VerificationError(RuntimeError):
     """The verification failed at `stage`; `problem` says what happened and `fix` what to do about it."""
 
     def __init__(self, stage: str, problem: str, fix: str) -> None:
-        self.stage = stage
-        self.problem = problem
-        self.fix = fix
+        self.stage, self.problem, self.fix = stage, problem, fix
         super().__init__(f"LSDB verification failed at stage '{stage}': {problem}\nFix: {fix}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,16 +90,15 @@ class _Clock:
 
 
 def describe(exc: BaseException) -> str:
-    """`Type: first line of the message`: enough to name a failure in one line of a stage message."""
+    """`Type: first line of the message`: a failure in one line of a stage message."""
     text = str(exc).strip().splitlines()
-    first = text[0] if text else ""
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    return f"{type(exc).__name__}: {text[0]}" if text and text[0] else type(exc).__name__
 
 
 @contextmanager
 def _failing_as(stage: str, fixes: Fixes, failed: str, timed_out: str | None = None) -> Iterator[None]:
-    """What a stage's call raises, as the stage's `VerificationError`: `timed_out` for a TimeoutError (without one,
-    the TimeoutError goes on to a caller that waits again), `<failed>: <the error>` for any other exception."""
+    """A stage's exception as its `VerificationError`: `timed_out` for a TimeoutError (without one, the TimeoutError
+    goes on to a caller that waits again), `<failed>: <the error>` for any other."""
     try:
         yield
     except VerificationError:
@@ -137,16 +120,13 @@ class TlsFiles:
     key_file: str
 
     def security(self) -> Any:
-        """distributed's `Security`: mutual TLS, plain TCP refused. https://distributed.dask.org/en/stable/tls.html"""
-        from distributed.security import Security as UntypedSecurity
+        """distributed's `Security`: mutual TLS, plain TCP refused."""
+        from distributed.security import Security
 
-        security: Callable[..., Any] = UntypedSecurity  # distributed has no annotations here
-        return security(
-            tls_ca_file=self.ca_file,
-            tls_client_cert=self.cert_file,
-            tls_client_key=self.key_file,
+        return Security(  # type: ignore[no-untyped-call]
+            tls_ca_file=self.ca_file, tls_client_cert=self.cert_file, tls_client_key=self.key_file,
             require_encryption=True,
-        )
+        )  # fmt: skip
 
 
 def _normalize_address(address: str, tls: bool = False) -> str:
@@ -164,20 +144,14 @@ def _normalize_address(address: str, tls: bool = False) -> str:
 
 
 def _probe_scheduler(address: str, seconds: float, security: Any = None) -> dict[str, Any]:
-    """Open one Dask comm to `address` and ask who it is, all within `seconds`.
-
-    `distributed.comm.connect` retries refused connections until its timeout, but then waits for the peer's
-    handshake without any bound; `Client(timeout=...)` inherits that. `asyncio.wait_for` bounds the whole
-    exchange, so a peer that accepts TCP and never speaks Dask (a dashboard port, a stuck proxy) fails in time.
-    """
-    from distributed.comm.core import connect as untyped_connect
-
-    connect: Callable[..., Any] = untyped_connect  # distributed has no annotations here
+    """Open one Dask comm to `address` and ask who it is, all within `seconds`: `distributed.comm.connect` waits
+    for the peer's handshake without a bound, so a peer that accepts TCP and never speaks Dask would hang it."""
+    from distributed.comm.core import connect
 
     connection_args = security.get_connection_args("client") if security is not None else {}
 
     async def probe() -> dict[str, Any]:
-        comm = await connect(address, timeout=seconds, **connection_args)
+        comm = await connect(address, timeout=seconds, **connection_args)  # type: ignore[no-untyped-call]
         try:
             await comm.write({"op": "identity", "reply": True})
             reply: dict[str, Any] = await comm.read()
@@ -185,33 +159,17 @@ def _probe_scheduler(address: str, seconds: float, security: Any = None) -> dict
         finally:
             comm.abort()
 
-    async def bounded() -> dict[str, Any]:
-        return await asyncio.wait_for(probe(), timeout=seconds)
-
-    return asyncio.run(bounded())
-
-
-def _report_sides(report: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
-    """(side name, its packages) for the client, the scheduler and each worker of a get_versions() report."""
-    sides: list[tuple[str, Mapping[str, Any]]] = [
-        ("client", (report.get("client") or {}).get("packages") or {}),
-        ("scheduler", (report.get("scheduler") or {}).get("packages") or {}),
-    ]
-    workers = report.get("workers") or {}
-    for addr in sorted(workers):
-        sides.append((f"worker {addr}", (workers[addr] or {}).get("packages") or {}))
-    return sides
+    return asyncio.run(asyncio.wait_for(probe(), timeout=seconds))
 
 
 def _where(found: Mapping[str, list[str]], n_workers: int) -> str:
-    """Readable 'who has which version': 'client and scheduler have 1.2; 2 of 3 workers (a, b) have 1.1'."""
+    """Who has which version: 'client and scheduler have 1.2; 2 of 3 workers (a, b) have 1.1'."""
     parts = []
     for version, names in sorted(found.items()):
         shown = [n for n in names if not n.startswith("worker ")]
-        wk = [n for n in names if n.startswith("worker ")]
+        wk = [n.removeprefix("worker ") for n in names if n.startswith("worker ")]
         if wk:
-            listed = ", ".join(w.removeprefix("worker ") for w in wk[:3]) + (", ..." if len(wk) > 3 else "")
-            shown.append(f"{len(wk)} of {n_workers} workers ({listed})")
+            shown.append(f"{len(wk)} of {n_workers} workers ({', '.join(wk[:3])}{', ...' if len(wk) > 3 else ''})")
         what = "nothing (not installed)" if version == "MISSING" else version
         named = shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
         parts.append(f"{named} {'have' if len(names) > 1 else 'has'} {what}")
@@ -221,83 +179,69 @@ def _where(found: Mapping[str, list[str]], n_workers: int) -> str:
 def compare_versions(
     report: Mapping[str, Any], locked: Mapping[str, str] | None
 ) -> tuple[dict[str, str], list[str], list[str]]:
-    """Check a `Client.get_versions()` report against the lock.
+    """A `Client.get_versions()` report against the lock: (agreed versions, problems, warnings).
 
-    Returns (agreed versions, problems, warnings). A package of `CHECKED_PACKAGES` is a problem when any side
-    (client, scheduler, a worker) lacks it or, if the lock pins it, runs another version; without a pin, when
-    the sides disagree. Python must agree on major.minor (pickled code does not cross minor versions); a
-    different micro version is only a warning.
+    A package of `CHECKED_PACKAGES` is a problem when a side (client, scheduler, a worker) lacks it or, if the lock
+    pins it, runs another version; without a pin, when the sides disagree. Python must agree on major.minor
+    (pickled code does not cross minor versions); another micro version is only a warning.
     """
-    sides = _report_sides(report)
-    n_workers = len(report.get("workers") or {})
+    workers = report.get("workers") or {}
+    sides = [(side, (report.get(side) or {}).get("packages") or {}) for side in ("client", "scheduler")] + [
+        (f"worker {addr}", (workers[addr] or {}).get("packages") or {}) for addr in sorted(workers)
+    ]
     pins = {canonical(k): v for k, v in (locked or {}).items()}
     problems: list[str] = []
     warnings: list[str] = []
-    agreed: dict[str, str] = {}
 
-    def where(found: Mapping[str, list[str]]) -> str:
-        return _where(found, n_workers)
-
-    pythons: dict[str, list[str]] = {}
-    for side, pkgs in sides:
-        pythons.setdefault(str(pkgs.get("python") or "MISSING"), []).append(side)
-    minors = {".".join(v.split(".")[:2]) for v in pythons}
-    if len(minors) > 1:
-        problems.append(f"python: {where(pythons)}")
-    elif len(pythons) > 1:
-        warnings.append(f"python micro versions differ: {where(pythons)}")
-    agreed["python"] = ".".join(str(sides[1][1].get("python") or sides[0][1].get("python") or "").split(".")[:3])
-
-    for pkg in CHECKED_PACKAGES:
-        expected = pins.get(canonical(pkg))
-        found: dict[str, list[str]] = {}
+    def found(pkg: str) -> dict[str, list[str]]:
+        by_version: dict[str, list[str]] = {}
         for side, pkgs in sides:
-            found.setdefault(str(pkgs.get(pkg) or "MISSING"), []).append(side)
+            by_version.setdefault(str(pkgs.get(pkg) or "MISSING"), []).append(side)
+        return by_version
+
+    pythons = found("python")
+    if len({".".join(v.split(".")[:2]) for v in pythons}) > 1:
+        problems.append(f"python: {_where(pythons, len(workers))}")
+    elif len(pythons) > 1:
+        warnings.append(f"python micro versions differ: {_where(pythons, len(workers))}")
+    agreed = {"python": ".".join(str(sides[1][1].get("python") or sides[0][1].get("python") or "").split(".")[:3])}
+    for pkg in CHECKED_PACKAGES:
+        expected, versions = pins.get(canonical(pkg)), found(pkg)
         if expected is not None:
-            bad = {v: names for v, names in found.items() if not same_version(v, expected)}
+            bad = {v: names for v, names in versions.items() if not same_version(v, expected)}
             if bad:
-                problems.append(f"{pkg}: docker/requirements.lock pins {expected}, but {where(bad)}")
+                problems.append(f"{pkg}: docker/requirements.lock pins {expected}, but {_where(bad, len(workers))}")
             agreed[pkg] = expected
-        elif len(found) > 1 or "MISSING" in found:
-            problems.append(f"{pkg}: {where(found)}")
+        elif len(versions) > 1 or "MISSING" in versions:
+            problems.append(f"{pkg}: {_where(versions, len(workers))}")
         else:
-            agreed[pkg] = next(iter(found))
+            agreed[pkg] = next(iter(versions))
     return agreed, problems, warnings
 
 
 def _jsonable(value: Any) -> Any:
     """A plain JSON value for one cell of the sample (numpy scalars, pandas NA, NaN, nested values)."""
-    if value is None or isinstance(value, bool | str):
-        return value
-    if isinstance(value, int):
+    if value is None or isinstance(value, bool | str | int):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     item = getattr(value, "item", None)
     if callable(item):
-        try:
+        with suppress(TypeError, ValueError):
             return _jsonable(item())
-        except (TypeError, ValueError):
-            pass
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
-    try:
-        import pandas as pd
+    import pandas as pd
 
-        if value is pd.NA or value is pd.NaT:
-            return None
-    except ImportError:  # pragma: no cover - pandas is always there when rows are
-        pass
-    return str(value)
+    return None if value is pd.NA or value is pd.NaT else str(value)
 
 
 def _sample_records(df: Any, n: int) -> list[dict[str, Any]]:
     if df is None or n <= 0:
         return []
-    head = df.head(n)
-    return [{str(k): _jsonable(v) for k, v in row.items()} for row in head.to_dict(orient="records")]
+    return [{str(k): _jsonable(v) for k, v in row.items()} for row in df.head(n).to_dict(orient="records")]
 
 
 def _default_lock() -> tuple[dict[str, str] | None, str | None]:
@@ -305,10 +249,8 @@ def _default_lock() -> tuple[dict[str, str] | None, str | None]:
     try:
         return dict(read_lock()), None
     except OSError as exc:
-        return (
-            None,
-            f"docker/requirements.lock could not be read ({describe(exc)}):"
-            " versions were only compared with each other",
+        return None, (
+            f"docker/requirements.lock could not be read ({describe(exc)}): versions were only compared with each other"
         )
 
 
@@ -324,30 +266,25 @@ def verify_catalog_query(
 ) -> VerificationResult:
     """Connect to the scheduler, check workers and versions, run `query` on the cluster, check its rows.
 
-    The connect stage retries with backoff until its budget (a scheduler not up yet is normal on a first deploy)
-    and calls `wait_hook` between attempts, and the workers stage between its waiting steps: the CLI passes
-    `pods.StuckPods`, which fails early when a pod of the cluster is stuck (a worker pod stuck while the scheduler
-    already runs fails stage `workers`). `tls`: the client certificate for a scheduler that requires TLS (then
-    every connection is `tls://`). `where` only makes the error messages name the real Kubernetes objects.
-    `locked_versions` maps package names to the pinned versions (default: docker/requirements.lock); pass a
-    modified mapping to test the check. A gate query (`stages: gate`) returns after the workers stage, with the same
-    messages: the scheduler answered the Dask handshake and `min_workers` joined. `stage_timeouts` lowers the
-    per-stage ceilings (`DEFAULT_STAGE_TIMEOUTS`); every stage also ends with the query's overall `timeout_seconds`.
-    The query's own bounds were checked when it was built (a pydantic model).
-    Raises `VerificationError` naming the failed stage; returns a `VerificationResult` otherwise.
+    `wait_hook` runs between connect attempts and between the workers stage's steps (the CLI passes
+    `pods.StuckPods`). `tls`: the client certificate of a TLS scheduler. `where` names the real Kubernetes objects in
+    messages. `locked_versions`: the pins (default docker/requirements.lock). A gate query (`stages: gate`) returns
+    after the workers stage. `stage_timeouts` lowers `DEFAULT_STAGE_TIMEOUTS`. Raises `VerificationError`.
     """
     q = query
     fixes = Fixes(where, q.catalog_path)
     clock = _Clock(q.timeout_seconds, stage_timeouts)
     warnings: list[str] = []
-    problems = [] if str(scheduler_address or "").strip() else ["the scheduler address is empty"]
-    if tls is None and str(scheduler_address or "").strip().startswith("tls://"):
-        problems.append(
+    given = str(scheduler_address or "").strip()
+    if not given:
+        raise VerificationError("config", "the scheduler address is empty", fixes("config"))
+    if tls is None and given.startswith("tls://"):
+        raise VerificationError(
+            "config",
             "the scheduler address is tls:// but no client certificate was given (the scheduler requires one;"
-            " `pulumi stack output --show-secrets clientTls` holds it)"
+            " `pulumi stack output --show-secrets clientTls` holds it)",
+            fixes("config"),
         )
-    if problems:
-        raise VerificationError("config", "; ".join(problems), fixes("config"))
     if locked_versions is None and q.stages != GATE:
         locked_versions, note = _default_lock()
         if note:
@@ -355,32 +292,27 @@ def verify_catalog_query(
     address = _normalize_address(scheduler_address, tls=tls is not None)
     security = tls.security() if tls is not None else None
 
+    def result(**query_fields: Any) -> VerificationResult:
+        return VerificationResult(
+            workers=n_workers, workers_by_group=by_group, elapsed_seconds=round(clock.elapsed(), 4),
+            stage_seconds=clock.seconds, warnings=warnings, scheduler=address, **query_fields,
+        )  # fmt: skip
+
     client = None
     try:
         with clock.stage("connect") as budget:
             client = _connect(address, budget, fixes, wait_hook, security)
-
         with clock.stage("workers") as budget:
             n_workers = _wait_for_workers(client, address, q.min_workers, budget, fixes, wait_hook)
             by_group = _workers_by_group(client, 5.0)
         if q.stages == GATE:
-            return VerificationResult(
-                workers=n_workers,
-                workers_by_group=by_group,
-                elapsed_seconds=round(clock.elapsed(), 4),
-                stage_seconds=clock.seconds,
-                warnings=warnings,
-                scheduler=address,
-            )
-
+            return result()
         with clock.stage("versions") as budget:
             versions, version_warnings = _check_versions(client, locked_versions, budget, fixes)
             warnings.extend(version_warnings)
-
         with clock.stage("open") as budget:
             catalog = _open_on_worker(client, q, budget, fixes)
             partitions = int(catalog.npartitions)
-
         with clock.stage("compute") as budget:
             df = _compute(client, catalog, partitions, budget, fixes)
             rows = 0 if df is None else len(df)
@@ -390,7 +322,6 @@ def verify_catalog_query(
                     f"{n_workers - after} worker(s) left the cluster during the query; the scheduler re-ran their"
                     " tasks on the remaining workers and the result is complete"
                 )
-
         with clock.stage("rows", needs_time=False):  # counts what the query returned: nothing left to wait for
             if rows < q.min_rows:
                 detail = (
@@ -409,20 +340,7 @@ def verify_catalog_query(
         if client is not None:
             with suppress(Exception):
                 client.close(timeout=5)
-
-    return VerificationResult(
-        rows=rows,
-        partitions=partitions,
-        workers=n_workers,
-        workers_by_group=by_group,
-        elapsed_seconds=round(clock.elapsed(), 4),
-        versions=versions,
-        sample=sample,
-        stage_seconds=clock.seconds,
-        warnings=warnings,
-        scheduler=address,
-        catalog_path=q.catalog_path,
-    )
+    return result(rows=rows, partitions=partitions, versions=versions, sample=sample, catalog_path=q.catalog_path)
 
 
 def _identify(address: str, budget: float, fixes: Fixes, wait_hook: WaitHook | None, security: Any = None) -> Any:
@@ -469,15 +387,14 @@ def _connect(address: str, budget: float, fixes: Fixes, wait_hook: WaitHook | No
             f"{address} answered as a Dask {kind or 'peer of unknown type'}, not as the scheduler",
             fixes("connect"),
         )
-    from distributed import Client as UntypedClient
+    from distributed import Client
 
-    client_cls: Callable[..., Any] = UntypedClient  # distributed's Client.__init__ has no annotations
     tls_args = {"security": security} if security is not None else {}
     with _failing_as(
         "connect", fixes, f"the Dask client could not connect to {address}",
         timed_out=f"the Dask client could not register with {address} within {budget:g} s",
     ):  # fmt: skip
-        return client_cls(address, timeout=budget, set_as_default=False, direct_to_workers=False, **tls_args)
+        return Client(address, timeout=budget, set_as_default=False, direct_to_workers=False, **tls_args)  # type: ignore[no-untyped-call]
 
 
 def _count_workers(client: Any, seconds: float) -> int | None:
@@ -493,11 +410,7 @@ def _workers_by_group(client: Any, seconds: float) -> dict[str, int]:
         info = client.sync(client.scheduler.identity, n_workers=-1, callback_timeout=seconds)
     except Exception:
         return {}
-    counts: dict[str, int] = {}
-    for worker in (info.get("workers") or {}).values():
-        group = worker_group_of(worker.get("name"))
-        counts[group] = counts.get(group, 0) + 1
-    return dict(sorted(counts.items()))
+    return dict(sorted(Counter(worker_group_of(w.get("name")) for w in (info.get("workers") or {}).values()).items()))
 
 
 def _wait_for_workers(
@@ -516,11 +429,10 @@ def _wait_for_workers(
         except TimeoutError:
             if deadline - time.monotonic() <= 0.0 or wait_hook is None:
                 have = _count_workers(client, 5.0)
-                have_text = "an unknown number of" if have is None else str(have)
                 raise VerificationError(
                     "workers",
-                    f"{have_text} worker(s) joined the scheduler at {address}, fewer than min_workers={min_workers},"
-                    f" within {budget:g} s",
+                    f"{'an unknown number of' if have is None else have} worker(s) joined the scheduler at {address},"
+                    f" fewer than min_workers={min_workers}, within {budget:g} s",
                     fixes("workers"),
                 ) from None
         try:
@@ -538,7 +450,7 @@ def _check_versions(
         "versions", fixes, "could not collect package versions",
         timed_out=f"the scheduler and workers did not report their versions within {budget:g} s",
     ):  # fmt: skip
-        # `get_versions` itself, with the timeout distributed's blocking methods take (`sync(callback_timeout=)`).
+        # `get_versions` with the timeout distributed's blocking methods take (`sync(callback_timeout=)`).
         report = client.sync(
             client._get_versions, check=False, packages=list(EXTRA_VERSION_PACKAGES), callback_timeout=budget
         )
@@ -552,12 +464,8 @@ def _check_versions(
 
 
 def _open_on_worker(client: Any, query: VerificationQuery, budget: float, fixes: Fixes) -> Any:
-    """`lsdb.open_catalog` as a task: it reads the catalog metadata where the catalog is (on a worker).
-
-    The lazy catalog comes back to the client (metadata and the pixels the cone overlaps, no rows); its
-    graph reads the partitions on the workers when computed. `error_empty_filter=False` lets a cone that
-    overlaps no partition reach the rows stage, which names the real problem.
-    """
+    """`lsdb.open_catalog` as a task, where the catalog is: only the lazy catalog (metadata and the pixels the cone
+    overlaps) comes back. `error_empty_filter=False` lets an empty cone reach the rows stage, which names it."""
     try:
         lsdb: Any = importlib.import_module("lsdb")  # Any: lsdb re-exports its API implicitly
     except ImportError as exc:
@@ -585,12 +493,8 @@ def _open_on_worker(client: Any, query: VerificationQuery, budget: float, fixes:
 
 
 def _compute(client: Any, catalog: Any, partitions: int, budget: float, fixes: Fixes) -> Any:
-    """The catalog's rows, computed on the cluster through this client (never made the process default).
-
-    `client.compute` of the catalog's dask dataframe: one task per partition on the workers, whatever the caller's
-    dask config says (a global `scheduler="synchronous"` would otherwise run it here, where the catalog is not),
-    and distributed's `Future.result(timeout=)` bounds the wait; closing the client afterwards cancels the tasks.
-    """
+    """The rows, computed on the workers through this client whatever the caller's dask config says (a global
+    `scheduler="synchronous"` would run it here, where the catalog is not); closing the client cancels the tasks."""
     if partitions == 0:
         return None
     with _failing_as(

@@ -1,7 +1,6 @@
-"""`python -m components.verification`: the check from a shell, with the exit code and JSON a script needs.
-
-Exit 0 when the check passes, 1 when it fails (the stage-named message on stderr, and with `--json` the failure
-as JSON on stdout), 2 on a usage error. The dynamic provider runs exactly this command in a child process.
+"""`python -m components.verification`: the check from a shell. Exit 0 when it passes, 1 when it fails (the
+stage message on stderr; with `--json` the failure as JSON on stdout), 2 on a usage error. The dynamic provider
+runs exactly this command in a child process.
 """
 
 from __future__ import annotations
@@ -42,8 +41,7 @@ from components.verification.query import (
     parse_storage_options,
 )
 
-# The port-forward waits for the Service within the connect stage's budget (the operator creates it after the
-# DaskCluster); what it took comes off that budget.
+# The port-forward waits for the Service within the connect stage's budget; what it took comes off that budget.
 PORT_FORWARD_TIMEOUT = DEFAULT_STAGE_TIMEOUTS["connect"]
 
 # The query's flags are its fields (`--min-rows`, the cone's flat: `--ra`), but for these older names; `connect`
@@ -52,6 +50,15 @@ FLAG_NAMES = {"catalog_path": "--catalog", "timeout_seconds": "--timeout"}
 OWN_FLAGS = {"enabled", "connect", "storage_options"}
 # Required unless `--query` has them: the command line has no default catalog or cone (the gate needs neither).
 REQUIRED = ("catalog_path", "ra", "dec", "radius_arcsec")
+# Flags naming the cluster and the client's certificate: (flag, help).
+PLAIN_FLAGS = (
+    ("--namespace", "Kubernetes namespace (names the real objects in error messages)"),
+    ("--cluster-name", "DaskCluster name (names the real objects in error messages)"),
+    ("--kube-context", "kube context for --port-forward and messages (default: the current one)"),
+    ("--tls-ca-file", "CA certificate (PEM) of a TLS cluster: `clientTls.ca` of the stack"),
+    ("--tls-cert-file", "client certificate (PEM): `clientTls.cert`"),
+    ("--tls-key-file", "client private key (PEM): `clientTls.key`"),
+)
 
 
 def flag_of(name: str) -> str:
@@ -113,13 +120,11 @@ def parser() -> argparse.ArgumentParser:
         default = field.get_default(call_default_factory=True)
         shown = "" if name in REQUIRED or default in (None, []) else f" (default {default})"
         kind: Any = field.annotation if field.annotation in (int, float) else None  # else the model parses the text
-        flag = flag_of(name)
-        p.add_argument(
-            flag, dest=name, type=kind, metavar=flag[2:].upper().replace("-", "_"), help=f"{field.description}{shown}"
-        )
+        metavar = flag_of(name)[2:].upper().replace("-", "_")
+        p.add_argument(flag_of(name), dest=name, type=kind, metavar=metavar, help=f"{field.description}{shown}")
     p.add_argument("--json", action="store_true", help="print the result (or the failure) as JSON on stdout")
-    p.add_argument("--namespace", help="Kubernetes namespace (names the real objects in error messages)")
-    p.add_argument("--cluster-name", help="DaskCluster name (names the real objects in error messages)")
+    for plain, text in PLAIN_FLAGS:
+        p.add_argument(plain, help=text)
     p.add_argument(
         "--port-forward",
         action="store_true",
@@ -138,10 +143,6 @@ def parser() -> argparse.ArgumentParser:
         help="passed to lsdb.open_catalog(storage_options=...) on the worker, repeatable; VALUE is JSON where it"
         " parses (anon=false) and a string otherwise (the stack's catalogStorageOptions export)",
     )
-    p.add_argument("--kube-context", help="kube context for --port-forward and messages (default: the current one)")
-    p.add_argument("--tls-ca-file", help="CA certificate (PEM) of a TLS cluster: `clientTls.ca` of the stack")
-    p.add_argument("--tls-cert-file", help="client certificate (PEM): `clientTls.cert`")
-    p.add_argument("--tls-key-file", help="client private key (PEM): `clientTls.key`")
     p.add_argument("--lock-json", type=Path, help="JSON object of pinned versions (default: docker/requirements.lock)")
     return p
 
@@ -196,7 +197,6 @@ def config_problem(error: ValidationError) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the check once; see the module docstring for the exit codes."""
     p = parser()
     args = p.parse_args(argv)
     document = query_document(p, args)
@@ -251,8 +251,5 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(exc.to_dict()))
         print(str(exc), file=sys.stderr)
         return 1
-    if args.json:
-        print(json.dumps({"ok": True, **result.model_dump()}))
-    else:
-        print(format_summary(result))
+    print(json.dumps({"ok": True, **result.model_dump()}) if args.json else format_summary(result))
     return 0

@@ -1,8 +1,5 @@
-"""The guide's troubleshooting, per stage, with the real namespace, cluster and kube context when known.
-
-Every port, label, Service name and kubectl prefix comes from `components.constants`, so the commands we print
-name the objects the operator really creates.
-"""
+"""The guide's troubleshooting, per stage, with the real namespace, cluster and kube context when known (ports,
+labels and names from `components.constants`: the commands name the objects the operator really creates)."""
 
 from __future__ import annotations
 
@@ -30,19 +27,15 @@ class Fixes:
 
     def port_forward(self) -> str:
         """The fix when the port-forward itself cannot start (before any Dask traffic)."""
-        svc = scheduler_service_name(self.cl)
         return (
             f"check this machine reaches the cluster with the stack's kube context (kubeContext in the stack config,"
-            f" KUBECONFIG): `{self.kubectl} get svc {svc} -n {self.ns}`; then: {self('connect')}"
+            f" KUBECONFIG): `{self.kubectl} get svc {scheduler_service_name(self.cl)} -n {self.ns}`; then:"
+            f" {self('connect')}"
         )
 
     def _open_object_store(self) -> str:
         """The `open` fix for a catalog URL: which storage settings the workers used, and how to correct them."""
-        scheme = self.catalog_path.split("://", 1)[0].lower()
-        k, ns = self.kubectl, self.ns
-        selector = "=".join(STORAGE_COMPONENT_LABEL)
-        secret = f"`{k} get secret -n {ns} -l {selector}` (keys: the files the driver reads; abfs: its variables)"
-        if scheme in ("http", "https"):
+        if self.catalog_path.split("://", 1)[0].lower() in ("http", "https"):
             return (
                 f"the workers read {self.catalog_path} over HTTP: check the URL serves the catalog's properties"
                 " and partition files (`curl -I <url>/hats.properties`) and that the pods may reach that host"
@@ -51,24 +44,19 @@ class Fixes:
             f"the workers read {self.catalog_path} with the credentials of storage.objectStore: check the access key"
             " pair (re-set a wrong one with `pulumi config set --path --secret"
             " storage.objectStore.credentials.<key> <value>` and run `pulumi up`; the Secret is"
-            f" {secret}), or the IAM binding of storage.objectStore.identity, or set"
+            f" `{self.kubectl} get secret -n {self.ns} -l {'='.join(STORAGE_COMPONENT_LABEL)}` (keys: the files the"
+            " driver reads; abfs: its variables)), or the IAM binding of storage.objectStore.identity, or set"
             " storage.objectStore.anonymous true for a public bucket; check storage.objectStore.url (and endpointUrl)"
             " points at the bucket and the catalog exists there; requested columns must exist in the catalog"
         )
 
     def __call__(self, stage: str) -> str:
-        return self._text(stage)
-
-    def _text(self, stage: str) -> str:
         ns, cl, k = self.ns, self.cl, self.kubectl
-        svc = scheduler_service_name(cl)
-        scheduler_pods = pod_selector(cl, "scheduler")
-        worker_pods = pod_selector(cl, "worker")
-        cluster_pods = f"{CLUSTER_NAME_LABEL}={cl}"
+        svc, worker_pods = scheduler_service_name(cl), pod_selector(cl, "worker")
         texts = {
             "config": "check the verification settings (verify.* in the stack config, or the command-line flags)",
             "connect": (
-                f"verify the scheduler pod is running: `{k} get pods -n {ns} -l {scheduler_pods}`;"
+                f"verify the scheduler pod is running: `{k} get pods -n {ns} -l {pod_selector(cl, 'scheduler')}`;"
                 f" check the service exists: `{k} get svc {svc} -n {ns}`; inside the cluster use the fully"
                 f" qualified name tcp://{svc}.{ns}.svc.cluster.local:{SCHEDULER_PORT}; from a workstation use"
                 f" connect: portForward (or `{k} port-forward -n {ns} svc/{svc} {SCHEDULER_PORT}:{SCHEDULER_PORT}`"
@@ -84,7 +72,7 @@ class Fixes:
             "versions": (
                 "use the digest-pinned image built from docker/requirements.lock for scheduler and workers, and"
                 " install the same lock in the client (`pip install -r docker/requirements.lock`); a package missing"
-                f" on the cluster means a pod runs another image: `{k} get pods -n {ns} -l {cluster_pods}"
+                f" on the cluster means a pod runs another image: `{k} get pods -n {ns} -l {CLUSTER_NAME_LABEL}={cl}"
                 " -o jsonpath='{..image}'`"
             ),
             "open": self._open_object_store()

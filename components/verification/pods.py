@@ -1,15 +1,7 @@
 """Why a cluster is not serving yet: the verification reads its pods (kr8s) while it waits, and fails early when a
-pod is stuck for a reason that waiting will not cure.
-
-Stuck means one of: the image cannot be pulled (`ErrImagePull`, `ImagePullBackOff`, `InvalidImageName`), a
-container crashes (`CrashLoopBackOff`, or it terminated with an error: its last `POD_LOG_LINES` log lines are
-quoted), the pod is `Pending` with an `Unschedulable` condition (the scheduler's message: insufficient cpu or
-memory, untolerated taints), or it waits for a PersistentVolumeClaim that is `Pending`. A problem must be seen for
-`STUCK_SECONDS` before the check fails on it, so a transient pull error or a claim being bound does not.
-
-`StuckPods(reader, where)` is the callable the check calls between its retries; `reader` is the seam: `Kr8sReader`
-reads a real cluster; tests pass a reader that returns kr8s objects built from dicts (no server).
-kr8s is imported only inside `Kr8sReader`.
+pod is stuck for a reason that waiting will not cure (the reasons: docs/lifecycle.md#post-deploy-verification).
+A problem must be seen for `STUCK_SECONDS` first, so a transient pull error or a claim being bound does not fail it.
+`reader` is the seam: `Kr8sReader` reads a real cluster (kr8s imported only there); tests pass kr8s objects.
 """
 
 from __future__ import annotations
@@ -18,7 +10,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from components.constants import CLUSTER_NAME_LABEL, kubectl
 from components.verification.check import VerificationError, describe
@@ -54,7 +46,7 @@ class Kr8sReader:
         import kr8s.asyncio
 
         if self._api is None:
-            self._api = await (kr8s.asyncio.api(context=self.kube_context) if self.kube_context else kr8s.asyncio.api())
+            self._api = await kr8s.asyncio.api(context=self.kube_context or None)
         return self._api
 
     async def pods(self, namespace: str, selector: str) -> list[Any]:
@@ -77,7 +69,7 @@ class Kr8sReader:
 
 
 class _LoopThread:
-    """One event loop in a daemon thread for every read: kr8s' client stays bound to the loop it was made on."""
+    """One event loop in a daemon thread for every read: kr8s' client stays bound to its loop."""
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
@@ -101,11 +93,12 @@ def _container_states(raw: Mapping[str, Any]) -> list[tuple[Mapping[str, Any], M
     return [(s, specs.get(s.get("name"), {})) for s in states]
 
 
-class PodProblem:
+class PodProblem(NamedTuple):
     """One reason a pod is stuck: `key` identifies it across reads, `text` says it, `fix` what to do."""
 
-    def __init__(self, key: str, text: str, fix: str) -> None:
-        self.key, self.text, self.fix = key, text, fix
+    key: str
+    text: str
+    fix: str
 
 
 async def pod_problems(reader: ClusterReader, where: ClusterRef) -> list[PodProblem]:

@@ -1,9 +1,6 @@
-"""Reach the scheduler from a workstation: a kr8s port-forward to the operator's scheduler Service.
-
-On a first deploy the Service may not exist yet (the operator creates it after the DaskCluster): the forward is
-retried with backoff until its timeout, and `wait_hook` (pods.StuckPods) runs between attempts to fail early
-when a pod of the cluster is stuck. kr8s is imported only when a real forward starts (`_kr8s_service`); tests pass
-`service_getter` instead.
+"""Reach the scheduler from a workstation: a kr8s port-forward to the operator's scheduler Service, retried with
+backoff until its timeout (the operator creates the Service after the DaskCluster), with `wait_hook`
+(pods.StuckPods) between attempts. kr8s is imported only when a real forward starts; tests pass `service_getter`.
 """
 
 from __future__ import annotations
@@ -25,14 +22,9 @@ ServiceGetter = Callable[[str, str, str | None], Awaitable[Any]]
 
 
 class SchedulerPortForward:
-    """Port-forward `<cluster>-scheduler` in `namespace` to a free local port with kr8s, like dask-kubernetes.
-
-    `with SchedulerPortForward(...) as address:` yields `tcp://127.0.0.1:<port>` and closes the forward on exit.
-    The forward runs in a daemon thread with its own event loop (as dask-kubernetes' KubeCluster does), so it
-    serves the Dask client's connections while this thread blocks on the check. `service_getter` replaces the
-    kr8s lookup (tests); it is an async callable (name, namespace, kube_context) -> object with `.spec.ports`
-    and `.portforward(remote_port, local_port="auto")`.
-    """
+    """`with SchedulerPortForward(...) as address:` forwards `<cluster>-scheduler` to `tcp://127.0.0.1:<port>` and
+    closes it on exit. The forward runs in a daemon thread with its own event loop (as dask-kubernetes' KubeCluster
+    does), so it serves the Dask client while this thread blocks on the check."""
 
     def __init__(
         self,
@@ -79,13 +71,12 @@ class SchedulerPortForward:
             time.sleep(pause)
             pause = min(pause * 2, RETRY_MAX_PAUSE)
         tries = f"{self.attempts} attempt(s) within {self.timeout:g} s"
-        if error is None:
-            raise VerificationError(
-                "connect", f"the port-forward to {where} did not start ({tries})", self.fixes.port_forward()
-            )
-        raise VerificationError(
-            "connect", f"could not port-forward to {where} ({tries}): {describe(error)}", self.fixes.port_forward()
-        ) from error
+        problem = (
+            f"the port-forward to {where} did not start ({tries})"
+            if error is None
+            else f"could not port-forward to {where} ({tries}): {describe(error)}"
+        )
+        raise VerificationError("connect", problem, self.fixes.port_forward()) from error
 
     def _start(self, seconds: float) -> bool:
         """One attempt: look the Service up and start the forward in a fresh thread; True when it serves."""
@@ -124,18 +115,15 @@ class SchedulerPortForward:
 
 
 async def _kr8s_service(name: str, namespace: str, kube_context: str | None) -> Any:
-    """The scheduler Service, looked up with kr8s (imported here: only a real port-forward needs it)."""
     import kr8s.asyncio
     from kr8s.asyncio.objects import Service
 
-    api = await kr8s.asyncio.api(context=kube_context) if kube_context else await kr8s.asyncio.api()
-    return await Service.get(name, namespace=namespace, api=api)
+    return await Service.get(name, namespace=namespace, api=await kr8s.asyncio.api(context=kube_context or None))
 
 
 def _scheduler_port(svc: Any) -> int:
     """The Dask comm port of the scheduler Service: the port the operator names tcp-comm, else SCHEDULER_PORT."""
-    ports = list(getattr(getattr(svc, "spec", None), "ports", None) or [])
-    for port in ports:
+    for port in getattr(getattr(svc, "spec", None), "ports", None) or []:
         if (port.get("name") if isinstance(port, dict) else getattr(port, "name", None)) == SCHEDULER_PORT_NAME:
             return int(port["port"] if isinstance(port, dict) else port.port)
     return SCHEDULER_PORT

@@ -1,13 +1,8 @@
 """What a verification asks and what it answers: one pydantic model each, shared by every entry point.
 
-`VerifyConfig` (with `ConeConfig`) is the stack's `verify` section and the query: `VerificationQuery` adds only what
-the check takes from elsewhere (the catalog's storage options, the rows to show, no default columns) and which
-stages run: `all`, or the `gate` that `pulumi up` runs with `verify.enabled: false` (connect and workers). The query
-crosses to the check's child process as one JSON document validated by this model; the command line's flags
-(cli.py), the resource's input properties and the provider's re-run keys (resource.py) are derived from its
-fields. `VerificationResult` is the answer; `OUTPUT_KEYS`, the resource's outputs, derive from its fields.
-
-pydantic and the standard library only: the stack config and the Pulumi program import this during `pulumi up`.
+`VerifyConfig` is the stack's `verify` section; `VerificationQuery` adds what the check takes from elsewhere and
+which stages run. The CLI's flags, the resource's properties and `OUTPUT_KEYS` derive from their fields.
+pydantic and the standard library only: the Pulumi program imports this during `pulumi up`.
 """
 
 from __future__ import annotations
@@ -91,11 +86,7 @@ class VerifyConfig(Section):
 
 
 class VerificationQuery(VerifyConfig):
-    """One run of the check: the stack's `verify` section with a catalog, plus what the check takes from elsewhere.
-
-    `catalog_path` is the path as the workers see it (it is opened on a worker), or an object-store/HTTP URL; the
-    gate (`stages: gate`) needs none, and may wait for no worker at all (a cluster the autoscaler may scale to 0).
-    """
+    """One run of the check; the gate (`stages: gate`) needs no catalog and may wait for no worker."""
 
     catalog_path: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)] | None = Field(
         None,
@@ -144,9 +135,7 @@ ALL, GATE = get_args(VerificationQuery.model_fields["stages"].annotation)
 
 
 class VerificationResult(BaseModel):
-    """What a successful verification saw: the CLI's `--json` report (snake_case keys). The resource's outputs are
-    its fields in camelCase (`OUTPUT_KEYS`), but for `SHOWN_ONLY`. A gate's result has no rows, partitions,
-    versions, sample or catalog (None or empty): it ran no query."""
+    """What a successful verification saw: the CLI's `--json` report; a gate's has no rows, versions or sample."""
 
     model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, validate_by_alias=True)
 
@@ -177,7 +166,7 @@ OUTPUT_KEYS: tuple[str, ...] = tuple(
 
 @dataclasses.dataclass(frozen=True)
 class ClusterRef:
-    """Which Kubernetes objects the check is about. Only names them in messages (and for the port-forward)."""
+    """Which Kubernetes objects the check is about: named in messages (and by the port-forward)."""
 
     namespace: str | None = None
     cluster_name: str | None = None
@@ -191,18 +180,14 @@ UNGROUPED = "(not an operator worker)"
 
 
 def worker_group_of(worker_name: object) -> str:
-    """The DaskWorkerGroup a worker belongs to, from its name; UNGROUPED for a worker the operator did not name."""
+    """The DaskWorkerGroup of a worker, from its name; UNGROUPED for a worker the operator did not name."""
     m = WORKER_NAME.match(str(worker_name))
     return m.group("group") if m else UNGROUPED
 
 
 def parse_storage_options(items: Iterable[str]) -> dict[str, Any]:
-    """`["anon=false", "endpoint_url=http://h:9000"]` -> `{"anon": False, "endpoint_url": "http://h:9000"}`.
-
-    The `--storage-option KEY=VALUE` flags of the verification and sizing commands: a value is parsed as JSON
-    where it parses (`false`, `3`, `{"region_name": "x"}`), else kept as the string. Raises ValueError naming
-    the item without `=`.
-    """
+    """The `--storage-option KEY=VALUE` flags: `["anon=false", "u=http://h"]` -> `{"anon": False, "u": "http://h"}`
+    (a value is JSON where it parses, else the string). Raises ValueError naming an item without `=`."""
     options: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")

@@ -1,15 +1,8 @@
-"""The Pulumi dynamic resource `LsdbVerification`: the check, run during `pulumi up`.
+"""The Pulumi dynamic resource `LsdbVerification`: the check, run during `pulumi up` in a child process.
 
-How the provider reaches the engine: Pulumi serializes the provider object with dill
-(`pulumi.dynamic.dynamic.serialize_provider`) into the resource's `__provider` input, and the dynamic-provider
-process (`$PULUMI_RUNTIME_VIRTUALENV/bin/python -u -m pulumi.dynamic`, the project's `.venv`) unpickles it.
-`LsdbVerificationProvider` is a module-level class, so dill pickles it BY REFERENCE
-(`components.verification.resource.LsdbVerificationProvider`): the pickle is a few hundred bytes, and the
-provider process imports the class from the project, which `make venv` installs editable into that virtualenv
-(`pip install --no-deps -e .`), so it resolves from any working directory.
-
-This module imports pulumi and the light parts of the package only: `pulumi up` imports it while evaluating the
-program, and lsdb, dask, distributed, pandas, pyarrow and kr8s must not load there (tests check it).
+The provider is pickled BY REFERENCE (a module-level class: a few hundred bytes, the same in every process) and the
+dynamic-provider process imports it from the project (docs/development.md). This module imports pulumi and the
+light parts of the package only: lsdb, dask, distributed, pandas, pyarrow and kr8s must not load in `pulumi up`.
 """
 
 from __future__ import annotations
@@ -48,17 +41,15 @@ QUERY_KEYS: tuple[str, ...] = tuple(
         CONE_KEYS if name == "cone" else (to_camel(name),)
     )
 )  # fmt: skip
-# Inputs whose change re-runs the check: the cluster, the image, the operator, the catalog and the query.
-# An operator (and CRD) upgrade re-runs it too: it decides how the cluster's pods are built. The DaskCluster's uid:
-# a cluster the operator deleted (idleTimeout) and `pulumi up --refresh` recreated is a new object with the same
-# spec, and is verified anew.
+# Cluster inputs whose change re-runs the check. The operator decides how the pods are built; the DaskCluster's uid
+# is new when the operator deleted it (idleTimeout) and `pulumi up --refresh` recreated it with the same spec.
 CLUSTER_RERUN_KEYS: tuple[str, ...] = ("clusterSpecHash", "clusterUid", "imageRef", "operatorVersion")
 # Query fields that change how we look or what we show, not what we check: they never re-run it.
 NOT_RERUN_FIELDS = {"enabled", "connect", "timeout_seconds", "sample_rows"}
 # The cone's identity: the resource id is a digest of these.
 ID_KEYS: tuple[str, ...] = ("clusterName", "namespace", "catalogPath", *CONE_KEYS)
-# The client certificate bundle ({"ca", "cert", "key"} PEM) of a TLS cluster: a secret input, written to files
-# only the child reads (mode 0600, in a temporary directory), never echoed into the outputs.
+# The client certificate bundle ({"ca", "cert", "key"} PEM) of a TLS cluster: a secret input, written to files only
+# the child reads (mode 0600, in a temporary directory), never echoed into the outputs.
 TLS_KEY = "clientTls"
 TLS_PARTS = ("ca", "cert", "key")
 
@@ -79,13 +70,8 @@ def query_of(props: Mapping[str, Any]) -> VerificationQuery:
 
 @dataclasses.dataclass(frozen=True)
 class VerificationArgs:
-    """The inputs of `LsdbVerification`: the query, and the Kubernetes objects it runs against (Pulumi Inputs).
-
-    The property names the engine sees are these fields in camelCase (`cluster_name` -> `clusterName`) and the
-    query's (`QUERY_KEYS`). `namespace`, `cluster_name` and `kube_context` name the scheduler Service for the
-    port-forward and the objects in error messages; `image_ref`, `cluster_spec_hash`, `operator_version` and
-    `cluster_uid` are there so that a new image, spec, operator or cluster object re-runs the check.
-    """
+    """The inputs of `LsdbVerification` (its properties: these fields in camelCase, and `QUERY_KEYS`). The image,
+    spec hash, operator version and uid are there so that a change of any re-runs the check."""
 
     query: VerificationQuery
     namespace: pulumi.Input[str]
@@ -98,11 +84,6 @@ class VerificationArgs:
     client_tls: pulumi.Input[Mapping[str, str]] | None = None
     cluster_uid: pulumi.Input[str] | None = None  # metadata.uid of the DaskCluster, set by the API server
 
-    def validate(self) -> None:
-        """Reject what is wrong already in the program; Outputs are checked by the provider once known."""
-        if self.query.connect == DIRECT and self.scheduler_address is None:
-            raise ValueError("connect='direct' needs scheduler_address")
-
     def to_props(self) -> dict[str, Any]:
         """The resource's input properties, camelCase."""
         fields = {to_camel(f.name): getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "query"}
@@ -110,19 +91,9 @@ class VerificationArgs:
 
 
 class LsdbVerificationProvider(ResourceProvider):
-    """Runs the check in a child process, `python -m components.verification --json ...`, with a hard deadline.
-
-    Why a child: lsdb and dask never load into the process that talks to the engine, and a hung connection is
-    killed (timeoutSeconds + `GRACE_SECONDS`) instead of hanging `pulumi up`. The child is this interpreter
-    with this process's project first on its path, so it runs the very code this class was imported from.
-
-    State: none. The serialized provider is a reference to this class and nothing else, so it is the same
-    bytes in every process and for every lock. The versions the check compares against are read from
-    `components.lock.read_lock()` (docker/requirements.lock) at run time, by the child: the lock is part of
-    the project this process imports, so it is the lock the image of this `pulumi up` was built from, and
-    a lock change reaches the check through `imageRef`, which re-runs it. Pickling the lock (or the module source,
-    as an earlier version did) into the state would only make the state larger and not more correct.
-    """
+    """Runs `python -m components.verification --json ...` in a child process: lsdb and dask never load into the
+    process that talks to the engine, and a hung check is killed (timeoutSeconds + `GRACE_SECONDS`). Stateless: the
+    child reads the lock of this project at run time, and a lock change re-runs it through `imageRef`."""
 
     GRACE_SECONDS = 60.0
     CHILD_MODULE = "components.verification"
@@ -142,8 +113,8 @@ class LsdbVerificationProvider(ResourceProvider):
         return CheckResult(news, failures)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        """Changes only when the cluster (`CLUSTER_RERUN_KEYS`) or what the query checks changed, or is not known
-        yet; never replaces. The query is compared as its model reads it: 180 and 180.0 are the same input."""
+        """Changes when the cluster (`CLUSTER_RERUN_KEYS`) or what the query checks changed or is not known yet;
+        never replaces. The query is compared as its model reads it (180 and 180.0 are the same input)."""
 
         def checked(props: Mapping[str, Any]) -> dict[str, Any] | None:
             try:
@@ -158,7 +129,7 @@ class LsdbVerificationProvider(ResourceProvider):
     def create(self, props: dict[str, Any]) -> CreateResult:
         outs = self._verify(props)
         query = {k: outs.get(k) for k in ID_KEYS}
-        digest = hashlib.sha256(json.dumps(query, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        digest = hashlib.sha256(json.dumps(query, sort_keys=True).encode()).hexdigest()[:16]  # engine values: JSON
         return CreateResult(f"lsdb-verification-{digest}", outs)
 
     def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
@@ -199,7 +170,7 @@ class LsdbVerificationProvider(ResourceProvider):
                 ) from None
         report = _last_json_line(proc.stdout)
         if report is None:
-            tail = "\n".join((proc.stderr or "").strip().splitlines()[-15:])
+            tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
             raise RuntimeError(f"LSDB verification crashed (exit code {proc.returncode}):\n{tail}")
         if not report.get("ok"):
             raise RuntimeError(report.get("message") or "LSDB verification failed")
@@ -253,22 +224,17 @@ def _last_json_line(stdout: str) -> dict[str, Any] | None:
 
 
 def new_provider() -> LsdbVerificationProvider:
-    """The provider `LsdbVerification` serializes into its `__provider` input (stateless: see the class)."""
+    """The provider `LsdbVerification` serializes into its `__provider` input."""
     return LsdbVerificationProvider()
 
 
 class LsdbVerification(pulumi.dynamic.Resource, module="lsdb", name="Verification"):
-    """Runs the check against the deployed cluster during `pulumi up` (all its stages, or the gate's: the query's
-    `stages`).
-
-    Type `pulumi-python:dynamic/lsdb:Verification`. Re-runs only when the cluster spec hash, the cluster object,
-    the image, the operator, the catalog or the query changes (see `diff`); deleting it deletes nothing. Outputs:
-    `OUTPUT_KEYS` (the fields of `VerificationResult`), read with `outputs()`. Numbers come back from the engine
-    as floats; `int(...)` them before comparing.
-    """
+    """The check against the deployed cluster during `pulumi up` (type `pulumi-python:dynamic/lsdb:Verification`).
+    Outputs: `OUTPUT_KEYS`, read with `outputs()`; numbers come back from the engine as floats."""
 
     def __init__(self, name: str, args: VerificationArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        args.validate()
+        if args.query.connect == DIRECT and args.scheduler_address is None:  # Outputs: the provider checks them
+            raise ValueError("connect='direct' needs scheduler_address")
         props = {**args.to_props(), **dict.fromkeys(OUTPUT_KEYS)}
         # Belt and braces: the provider never returns the bundle, and the engine would keep it secret if it did.
         secret = pulumi.ResourceOptions(additional_secret_outputs=[TLS_KEY])
