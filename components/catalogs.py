@@ -26,6 +26,7 @@ from components.constants import LABELS as PROGRAM_LABELS
 from components.object_store_keys import key_wiring, secret_data
 from components.options import child_options
 from components.provision import catalog_copy
+from components.security import dns_egress, ip_egress
 from components.storage_config import StorageConfig
 
 ENGINE_PATH = Path(catalog_copy.__file__)
@@ -41,7 +42,6 @@ THREADS = 8
 BACKOFF_LIMIT = 2  # a transient source error is retried twice; the copy resumes where it stopped
 JOB_TIMEOUT = "60m"  # how long `pulumi up` waits for the copy (pulumi-kubernetes' default is 10 minutes)
 RESOURCES = {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
-DNS_PORT = 53
 DEFAULT_PORTS = {"https": 443, "http": 80}
 
 
@@ -185,11 +185,8 @@ def provision_network_policy_manifest(
             "policyTypes": ["Ingress", "Egress"],
             "ingress": [],
             "egress": [
-                {"ports": [{"protocol": p, "port": DNS_PORT} for p in ("UDP", "TCP")]},
-                {
-                    "to": [{"ipBlock": {"cidr": cidr}} for cidr in egress_cidrs],
-                    "ports": [{"protocol": "TCP", "port": port} for port in source_ports(catalog, egress_ports)],
-                },
+                dns_egress(),
+                ip_egress(egress_cidrs, source_ports(catalog, egress_ports)),
             ],
         },
     }

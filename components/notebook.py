@@ -41,7 +41,7 @@ from components.constants import (
 )
 from components.notebook_config import NotebookConfig
 from components.options import child_options
-from components.security import DNS_PORT, GKE_METADATA, cluster_pods
+from components.security import cluster_pods, dns_egress, gke_metadata_egress, ip_egress
 from components.storage import PodStorage
 
 NOTEBOOK_PORT = 8888
@@ -281,22 +281,12 @@ def network_policy_manifest(spec: NotebookSpec) -> dict[str, Any] | None:
     if not spec.network_policy:
         return None
     ports = [SCHEDULER_PORT_NAME, *([DASHBOARD_PORT_NAME] if spec.notebook.dashboard else [])]
-    egress: list[dict[str, Any]] = [
-        {"ports": [{"protocol": p, "port": DNS_PORT} for p in ("UDP", "TCP")]},
-        {
-            "to": [{"podSelector": cluster_pods(spec.cluster_name, "scheduler")}],
-            "ports": [{"protocol": "TCP", "port": p} for p in ports],
-        },
-    ]
+    scheduler = {"podSelector": cluster_pods(spec.cluster_name, "scheduler")}
+    egress = [dns_egress(), {"to": [scheduler], "ports": [{"protocol": "TCP", "port": p} for p in ports]}]
     if spec.object_store_cidrs:
-        egress.append({
-            "to": [{"ipBlock": {"cidr": cidr}} for cidr in spec.object_store_cidrs],
-            "ports": [{"protocol": "TCP", "port": p} for p in spec.object_store_ports],
-        })  # fmt: skip
+        egress.append(ip_egress(spec.object_store_cidrs, spec.object_store_ports))
     if spec.gcp_identity:
-        egress.append({"to": [{"ipBlock": {"cidr": cidr}} for cidr, _ in GKE_METADATA], "ports": [
-            {"protocol": "TCP", "port": port} for _, port in GKE_METADATA
-        ]})  # fmt: skip
+        egress.append(gke_metadata_egress())
     selector = selector_labels(spec.cluster_name)
     return {
         "apiVersion": "networking.k8s.io/v1",
