@@ -58,11 +58,7 @@ def code_config_map_manifest(name: str, namespace: str, source: str) -> dict[str
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {
-            "name": f"{name}-provision-code-{_digest(source)}",
-            "namespace": namespace,
-            "labels": labels(name),
-        },
+        "metadata": _metadata(name, namespace, f"{name}-provision-code-{_digest(source)}"),
         "immutable": True,
         "data": {ENGINE_FILE: source},
     }
@@ -70,6 +66,10 @@ def code_config_map_manifest(name: str, namespace: str, source: str) -> dict[str
 
 def labels(name: str) -> dict[str, str]:
     return {**PROGRAM_LABELS, "app.kubernetes.io/component": COMPONENT, CATALOG_LABEL: name}
+
+
+def _metadata(catalog: str, namespace: str, name: str) -> dict[str, Any]:
+    return {"name": name, "namespace": namespace, "labels": labels(catalog)}
 
 
 def credentials_secret_name(name: str) -> str:
@@ -86,7 +86,7 @@ def credentials_secret_manifest(
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": credentials_secret_name(name), "namespace": namespace, "labels": labels(name)},
+        "metadata": _metadata(name, namespace, credentials_secret_name(name)),
         "type": "Opaque",
         "stringData": data,
     }
@@ -153,12 +153,7 @@ def provision_job_manifest(
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {
-            "name": job_name(name, spec),
-            "namespace": ctx.namespace,
-            "labels": labels(name),
-            "annotations": annotations,
-        },
+        "metadata": {**_metadata(name, ctx.namespace, job_name(name, spec)), "annotations": annotations},
         "spec": spec,
     }
 
@@ -179,7 +174,7 @@ def provision_network_policy_manifest(
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": {"name": f"{name}-provision", "namespace": namespace, "labels": labels(name)},
+        "metadata": _metadata(name, namespace, f"{name}-provision"),
         "spec": {
             "podSelector": selector,
             "policyTypes": ["Ingress", "Egress"],

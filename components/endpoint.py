@@ -52,22 +52,10 @@ def _stable_service(name: str, namespace: str, metadata: dict[str, Any], spec: d
     }
 
 
-ENDPOINT_KEYS = (
-    "schedulerAddress",
-    "dashboardUrl",
-    "portForwardScheduler",
-    "localSchedulerAddress",
-    "portForwardDashboard",
-    "localDashboardUrl",
-    "kubectlSchedulerPods",
-    "kubectlWorkerPods",
-)
-
-
 def cluster_endpoints(
     name: str, live_name: str, namespace: str, kube_context: str | None, tls: bool = False
 ) -> dict[str, str]:
-    """ENDPOINT_KEYS: the stable Service's addresses and port-forwards; the live cluster's pod listings."""
+    """Stack exports: the stable Service's addresses and port-forwards; the live cluster's pod listings."""
     svc = scheduler_service_name(name)
     k = kubectl(kube_context)
     return {

@@ -301,25 +301,23 @@ def network_policy_manifest(spec: NotebookSpec) -> dict[str, Any] | None:
     }
 
 
-def token_secret_manifest(spec: NotebookSpec, token: str) -> dict[str, Any]:
+def _secret(spec: NotebookSpec, name: str, data: dict[str, str]) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": _metadata(spec, token_secret_name(spec.cluster_name)),
+        "metadata": _metadata(spec, name),
         "type": "Opaque",
-        "stringData": {TOKEN_FILE: token},
+        "stringData": data,
     }
+
+
+def token_secret_manifest(spec: NotebookSpec, token: str) -> dict[str, Any]:
+    return _secret(spec, token_secret_name(spec.cluster_name), {TOKEN_FILE: token})
 
 
 def tls_secret_manifest(spec: NotebookSpec, bundle: dict[str, str]) -> dict[str, Any]:
     """The client bundle (`ca`, `cert`, `key`: ClusterSecurity.client_tls) under the cluster's file names."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": _metadata(spec, tls_secret_name(spec.cluster_name)),
-        "type": "Opaque",
-        "stringData": {TLS_FILES[k]: bundle[k] for k in ("ca", "cert", "key")},
-    }
+    return _secret(spec, tls_secret_name(spec.cluster_name), {TLS_FILES[k]: bundle[k] for k in ("ca", "cert", "key")})
 
 
 def notebook_urls(spec: NotebookSpec, kubectl: str = "kubectl") -> dict[str, str]:

@@ -24,7 +24,6 @@ from components.constants import (
 )
 from components.dask_operator import DaskOperator, DaskOperatorArgs, operator_from_stack, operator_version
 from components.endpoint import (
-    ENDPOINT_KEYS,
     StableEndpoint,
     StableEndpointArgs,
     StableEndpointSelector,
@@ -66,9 +65,7 @@ def program(config: StackConfig, today: date | None = None) -> dict[str, Any]:
             "namespace", metadata={"name": namespace, "labels": {**LABELS, **POD_SECURITY_LABELS}}, opts=provider_opts
         )
 
-    credentials = None
-    if config.storage.credential_keys:
-        credentials = secret_config("storage", ("objectStore", "credentials"))
+    credentials = secret_config("storage", ("objectStore", "credentials")) if config.storage.credential_keys else None
     storage = CatalogStorage(
         "catalog-storage",
         CatalogStorageArgs(config.storage, namespace, config.cluster.name, credentials),
@@ -135,7 +132,7 @@ def program(config: StackConfig, today: date | None = None) -> dict[str, Any]:
         StableEndpointSelectorArgs(config.cluster.name, live_name, namespace),
         opts(endpoint, cluster, verification, provisioning),
     )
-    exports |= {key: endpoint.endpoints[key] for key in ENDPOINT_KEYS}
+    exports |= endpoint.endpoints
     exports |= forward_commands(namespace, scheduler_service_name(config.cluster.name), config.kube_context)
     if security.client_tls is not None:
         exports["clientTls"] = security.client_tls  # a Pulumi secret: `pulumi stack output --show-secrets clientTls`
