@@ -102,16 +102,10 @@ def prepare_packaged_chart(version: str, build_dir: Path | None = None) -> Path:
     return dest
 
 
-def qualified_stack_name(stack_name: str) -> str:
-    """`<stack>` -> `<organization>/<project>/<stack>` (a self-managed backend's organization is `organization`)."""
-    if stack_name.count("/") == 2:
-        return stack_name
-    return f"{pulumi.get_organization() or 'organization'}/{pulumi.get_project()}/{stack_name}"
-
-
 def operator_from_stack(stack_name: str) -> pulumi.Output[str]:
     """The operator namespace that stack exports; fails when it runs another dask-kubernetes (other CRDs)."""
-    stack_name = qualified_stack_name(stack_name)
+    if stack_name.count("/") != 2:  # `<stack>`: of this organization (a self-managed backend's is `organization`)
+        stack_name = f"{pulumi.get_organization() or 'organization'}/{pulumi.get_project()}/{stack_name}"
     other = pulumi.StackReference(stack_name)
 
     def check(args: list[Any]) -> str:

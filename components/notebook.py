@@ -143,11 +143,6 @@ def scheduler_address(spec: NotebookSpec) -> str:
     return in_cluster_address(scheduler_service_name(spec.cluster_name), spec.namespace, spec.tls)
 
 
-def client_tls_env(tls_on: bool) -> list[dict[str, str]]:
-    """cluster.tls_env's, the client role only."""
-    return [e for e in tls_env(tls_on) if e["name"].startswith(CLIENT_TLS_ROLES)]
-
-
 def notebook_env(spec: NotebookSpec) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         {"name": "DASK_SCHEDULER_ADDRESS", "value": scheduler_address(spec)},
@@ -156,7 +151,7 @@ def notebook_env(spec: NotebookSpec) -> list[dict[str, Any]]:
         {"name": CONE_ENV, "value": json.dumps(spec.cone, sort_keys=True)},
         {"name": COLUMNS_ENV, "value": json.dumps(spec.columns)},
         {"name": "JUPYTER_TOKEN_FILE", "value": f"{TOKEN_DIR}/{TOKEN_FILE}"},
-        *client_tls_env(spec.tls),
+        *(e for e in tls_env(spec.tls) if e["name"].startswith(CLIENT_TLS_ROLES)),  # the client role's
     ]
     return env + copy.deepcopy(spec.storage.env)
 

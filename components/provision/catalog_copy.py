@@ -342,10 +342,6 @@ def _install_metadata(dest: Path, rel: str, data: bytes, summary: Summary) -> No
     summary.bytes_copied += len(data)
 
 
-def _properties_last(names: Iterable[str]) -> list[str]:
-    return sorted(names, key=lambda rel: (rel.rsplit("/", 1)[-1] in (*PROPERTIES, COLLECTION_PROPERTIES), rel))
-
-
 def _remove_stale(dest: Path, wanted: set[str], summary: Summary) -> None:
     for path in sorted(dest.rglob("*"), reverse=True):
         rel = path.relative_to(dest).as_posix()
@@ -404,7 +400,7 @@ def provision(
     # metadata, each catalog's properties last: a directory holds them only once all its files are there.
     if summary.files_copied:
         os.sync()
-    for rel in _properties_last(metadata):
+    for rel in sorted(metadata, key=lambda rel: (rel.rsplit("/", 1)[-1] in (*PROPERTIES, COLLECTION_PROPERTIES), rel)):
         _install_metadata(dest, rel, metadata[rel], summary)
     journal.compact(partitions)
     if on_copied is not None:
