@@ -48,25 +48,22 @@ def chart_monitoring_values(monitoring: MonitoringConfig, cluster_namespace: str
         return {}
     # The chart's monitors scrape the release's (operator's) namespace unless told otherwise.
     selector = {"matchNames": [cluster_namespace]}
+    common = {"enabled": True, "namespaceSelector": selector, "interval": SCRAPE_INTERVAL}
     return {
         "metrics": {
             "scheduler": {
                 "enabled": True,
                 "serviceMonitor": {
-                    "enabled": True,
-                    "namespaceSelector": selector,
+                    **common,
                     "additionalLabels": dict(monitoring.labels),
-                    "interval": SCRAPE_INTERVAL,
                     "targetLabels": SCHEDULER_TARGET_LABELS,
                 },
             },
             "worker": {
                 "enabled": True,
                 "podMonitor": {
-                    "enabled": True,
-                    "namespaceSelector": selector,
+                    **common,
                     "additionalLabels": dict(monitoring.labels),
-                    "interval": SCRAPE_INTERVAL,
                     # The 2026.3.0 template reads `targetLabels` (not the `podTargetLabels` its values.yaml
                     # documents) and renders it as the PodMonitor's podTargetLabels: set both.
                     "podTargetLabels": WORKER_TARGET_LABELS,

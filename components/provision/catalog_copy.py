@@ -75,7 +75,6 @@ class CatalogPlan:
     prefix: str  # relative to the destination root ("" for a lone catalog)
     metadata: dict[str, bytes]  # relative path -> content; the properties file is written last
     partitions: dict[str, int | None]  # relative path -> row count from _metadata (None: not listed there)
-    kind: str = "catalog"
 
 
 class Source:
@@ -233,7 +232,7 @@ def plan_catalog(source: Source, prefix: str, summary: Summary) -> CatalogPlan:
             partitions.setdefault(rel, None)
     for rel in [*OPTIONAL_FILES, *(f"skymap.{k}.fits" for k in (properties.skymap_alt_orders or []))]:
         read(rel)
-    return CatalogPlan(prefix, metadata, partitions, kind=str(properties.catalog_type))
+    return CatalogPlan(prefix, metadata, partitions)
 
 
 def plan(source: Source, summary: Summary) -> tuple[list[CatalogPlan], bytes | None]:
