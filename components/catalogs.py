@@ -1,37 +1,17 @@
-"""Catalog provisioning: `catalogs.<name>.source` copied onto the stack's claim by a Kubernetes Job (issue 21).
+"""Catalog provisioning (`catalogs.<name>.source`, docs/storage.md): per catalog a ConfigMap holding the copy engine
+(components/provision/catalog_copy.py, run by the cluster's pinned image, so the image stays the lock's), a
+credentials Secret, a NetworkPolicy and the Job `<name>-provision-<h>` copying onto the stack's claim.
 
-For each catalog the program registers (`CatalogProvisioning`, all children `parent=self`):
-- a ConfigMap `<name>-provision-code-<code hash>` holding components/provision/catalog_copy.py, the copy engine,
-  mounted read-only at /opt/lsdb-provision: the Job runs the cluster's pinned image (the lock) with this file, so
-  a change of the program's code never changes the image's identity, and a change of the engine is a new
-  ConfigMap (its content hash is in its name) and a new Job;
-- a Secret `<name>-provision-credentials` when the catalog has credentials, built as `storage.objectStore`'s
-  (components/object_store_keys.py: s3 and gs as files mounted read-only, abfs as environment variables with a
-  checkov skip of CKV_K8S_35 carrying the reason), values Pulumi secrets;
-- a NetworkPolicy (with `security.networkPolicy`): the Job's pods get no ingress, and egress to DNS and to their
-  source (`security.egressCIDRs` on the source URL's port, or `security.egressPorts` for s3/gs/abfs) only;
-- the Job `<name>-provision-<h>`, `<h>` a digest of its spec (the source URL, anonymous, the credential files
-  or variables, the engine's ConfigMap named by its code's hash, the image), hardened like the cluster's pods
-  (components/cluster.py's security contexts, read-only root, emptyDirs for /tmp and HOME), the claim mounted
-  read-write at `<storage.mountPath>`, the copy made at `<storage.mountPath>/catalogs/<name>`.
-
-pulumi-kubernetes waits for a batch/v1 Job to complete (its `Complete` condition; a `Failed` condition fails `pulumi
-up` at once; default timeout 10 minutes, here `JOB_TIMEOUT`), so whatever depends on the component (the
-verification, wired by the program) runs on a complete copy. A second `pulumi up` with the same source changes
-nothing (same Job name, same spec). A changed source (or engine, or image) is a new Job name, so Pulumi replaces the
-Job: the new Job copies into the SAME directory, resumably: files that match are kept, changed ones re-copied, files
-the new source does not list removed (tests/test_provision.py shows it). `pulumi.com/replaceUnready` makes a failed
-Job (e.g. a missing source file, since fixed) be replaced by the next `pulumi up` instead of awaited again. The Job
-is kept (no `ttlSecondsAfterFinished`): were it deleted by Kubernetes, `pulumi up --refresh` would recreate it and
-run a (0-byte) copy again. `pulumi destroy` deletes the Job, its ConfigMap, Secret and NetworkPolicy; the copied
-files stay on the claim, which goes with the claim.
+pulumi-kubernetes waits for a Job to complete, so what depends on the component runs on a complete copy. The Job
+is kept (no `ttlSecondsAfterFinished`): deleted by Kubernetes, `pulumi up --refresh` would recreate it and copy
+again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -41,11 +21,12 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.catalog_config import DIGEST_LENGTH, SUFFIX, CatalogConfig, catalog_path
-from components.cluster import CONTAINER_SECURITY_CONTEXT, POD_SECURITY_CONTEXT, writable_mounts, writable_volumes
+from components.cluster import CONTAINER_SECURITY_CONTEXT, pod_spec, writable_mounts, writable_volumes
 from components.constants import LABELS as PROGRAM_LABELS
 from components.object_store_keys import key_wiring, secret_data
 from components.options import child_options
 from components.provision import catalog_copy
+from components.security import dns_egress, ip_egress
 from components.storage_config import StorageConfig
 
 ENGINE_PATH = Path(catalog_copy.__file__)
@@ -61,7 +42,6 @@ THREADS = 8
 BACKOFF_LIMIT = 2  # a transient source error is retried twice; the copy resumes where it stopped
 JOB_TIMEOUT = "60m"  # how long `pulumi up` waits for the copy (pulumi-kubernetes' default is 10 minutes)
 RESOURCES = {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
-DNS_PORT = 53
 DEFAULT_PORTS = {"https": 443, "http": 80}
 
 
@@ -78,11 +58,7 @@ def code_config_map_manifest(name: str, namespace: str, source: str) -> dict[str
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {
-            "name": f"{name}-provision-code-{_digest(source)}",
-            "namespace": namespace,
-            "labels": labels(name),
-        },
+        "metadata": _metadata(name, namespace, f"{name}-provision-code-{_digest(source)}"),
         "immutable": True,
         "data": {ENGINE_FILE: source},
     }
@@ -92,6 +68,10 @@ def labels(name: str) -> dict[str, str]:
     return {**PROGRAM_LABELS, "app.kubernetes.io/component": COMPONENT, CATALOG_LABEL: name}
 
 
+def _metadata(catalog: str, namespace: str, name: str) -> dict[str, Any]:
+    return {"name": name, "namespace": namespace, "labels": labels(catalog)}
+
+
 def credentials_secret_name(name: str) -> str:
     return f"{name}-provision-credentials"
 
@@ -99,26 +79,22 @@ def credentials_secret_name(name: str) -> str:
 def credentials_secret_manifest(
     name: str, catalog: CatalogConfig, namespace: str, credentials: Mapping[str, str]
 ) -> dict[str, Any] | None:
-    """Secret holding the credentials as the files the driver reads (abfs: the variables' values), None without
-    credentials."""
+    """The credentials as the files the driver reads (abfs: the variables' values); None without credentials."""
     if not catalog.credential_env:
         return None
     data = secret_data(catalog.credential_env, credentials, f"catalogs.{name}.credentials")
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": credentials_secret_name(name), "namespace": namespace, "labels": labels(name)},
+        "metadata": _metadata(name, namespace, credentials_secret_name(name)),
         "type": "Opaque",
         "stringData": data,
     }
 
 
 def job_name(name: str, spec: Mapping[str, Any]) -> str:
-    """`<name>-provision-<h>`, `<h>` a digest of the Job's spec: the source URL, its access (anonymous, credential
-    files or variables) and the engine (its ConfigMap's name carries its hash) are in the spec, so a new source or
-    engine is a new Job; so is any other change of the spec (image, mounts), which Kubernetes would not apply to a
-    Job anyway (its pod template is immutable), and a new name lets Pulumi create the new Job before deleting the
-    old."""
+    """`<name>-provision-<h>`, `<h>` a digest of the Job's spec (source, access, engine, image): a Job's pod template
+    is immutable, and a new name lets Pulumi create the new Job before deleting the old."""
     return f"{name}{SUFFIX}{_digest(spec)}"
 
 
@@ -145,8 +121,7 @@ class JobContext:
 def provision_job_manifest(
     name: str, catalog: CatalogConfig, ctx: JobContext, source: str, image: str
 ) -> dict[str, Any]:
-    """The Job copying catalog `name` onto the claim with the cluster's pinned `image`; `source` is the engine's text
-    (its ConfigMap's content)."""
+    """The Job copying catalog `name` onto the claim; `source` is the engine's text (its ConfigMap's content)."""
     keys = key_wiring(catalog.credential_env, credentials_secret_name(name), KEY_VOLUME, KEY_DIR)
     config_map = code_config_map_manifest(name, ctx.namespace, source)["metadata"]["name"]
     container = {
@@ -164,34 +139,21 @@ def provision_job_manifest(
             *keys.mounts,
         ],
     }
-    pod: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
-        "securityContext": POD_SECURITY_CONTEXT,
-        "containers": [container],
-        "volumes": [
-            {"name": CLAIM_VOLUME, "persistentVolumeClaim": {"claimName": ctx.storage.claim_name}},
-            {"name": CODE_VOLUME, "configMap": {"name": config_map}},
-            *writable_volumes(),
-            *keys.volumes,
-        ],
-    }
-    if ctx.node_selector:
-        pod["nodeSelector"] = dict(ctx.node_selector)
-    if ctx.pull_secret:
-        pod["imagePullSecrets"] = [{"name": ctx.pull_secret}]
+    volumes = [
+        {"name": CLAIM_VOLUME, "persistentVolumeClaim": {"claimName": ctx.storage.claim_name}},
+        {"name": CODE_VOLUME, "configMap": {"name": config_map}},
+        *writable_volumes(),
+        *keys.volumes,
+    ]
+    placement: dict[str, Any] = {"nodeSelector": dict(ctx.node_selector)} if ctx.node_selector else {}
+    pod = pod_spec([container], volumes, ctx.pull_secret, restartPolicy="Never", **placement)
     annotations = {"pulumi.com/replaceUnready": "true"}
     annotations |= {f"checkov.io/skip{n}": reason for n, reason in enumerate(keys.scanner_skips, 1)}
     spec = {"backoffLimit": BACKOFF_LIMIT, "template": {"metadata": {"labels": labels(name)}, "spec": pod}}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {
-            "name": job_name(name, spec),
-            "namespace": ctx.namespace,
-            "labels": labels(name),
-            "annotations": annotations,
-        },
+        "metadata": {**_metadata(name, ctx.namespace, job_name(name, spec)), "annotations": annotations},
         "spec": spec,
     }
 
@@ -212,17 +174,14 @@ def provision_network_policy_manifest(
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": {"name": f"{name}-provision", "namespace": namespace, "labels": labels(name)},
+        "metadata": _metadata(name, namespace, f"{name}-provision"),
         "spec": {
             "podSelector": selector,
             "policyTypes": ["Ingress", "Egress"],
             "ingress": [],
             "egress": [
-                {"ports": [{"protocol": p, "port": DNS_PORT} for p in ("UDP", "TCP")]},
-                {
-                    "to": [{"ipBlock": {"cidr": cidr}} for cidr in egress_cidrs],
-                    "ports": [{"protocol": "TCP", "port": port} for port in source_ports(catalog, egress_ports)],
-                },
+                dns_egress(),
+                ip_egress(egress_cidrs, source_ports(catalog, egress_ports)),
             ],
         },
     }
@@ -248,69 +207,53 @@ class CatalogProvisioning(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: CatalogProvisioningArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("lsdb-k8s:catalogs:CatalogProvisioning", name, {}, opts)
-        ctx, source = args.ctx, engine_source()
-        self.jobs, self.paths = {}, {}
-        for catalog_name, catalog in args.catalogs.items():
-            prefix = f"{name}-{catalog_name}"
-            code = code_config_map_manifest(catalog_name, ctx.namespace, source)
-            config_map = k8s.core.v1.ConfigMap(
-                f"{prefix}-code",
-                metadata=code["metadata"],
-                data=code["data"],
-                immutable=True,
-                opts=child_options(self, opts),
-            )
-            needs: list[pulumi.Resource] = [config_map]
-            if catalog.credential_env and catalog_name in args.credentials:
-                secret_data = args.credentials[catalog_name].apply(_string_data(catalog_name, catalog, ctx.namespace))
-                needs.append(
-                    k8s.core.v1.Secret(
-                        f"{prefix}-credentials",
-                        metadata={
-                            "name": credentials_secret_name(catalog_name),
-                            "namespace": ctx.namespace,
-                            "labels": labels(catalog_name),
-                        },
-                        type="Opaque",
-                        string_data=pulumi.Output.secret(cast(Any, secret_data)),
-                        opts=child_options(self, opts),
-                    )
-                )
-            if args.network_policy:
-                policy = provision_network_policy_manifest(
-                    catalog_name, catalog, ctx.namespace, args.egress_cidrs, args.egress_ports
-                )
-                needs.append(
-                    k8s.networking.v1.NetworkPolicy(
-                        f"{prefix}-netpol",
-                        metadata=policy["metadata"],
-                        spec=policy["spec"],
-                        opts=child_options(self, opts),
-                    )
-                )
-            job = pulumi.Output.from_input(args.image).apply(_job_manifest(catalog_name, catalog, ctx, source))
-            job_opts = child_options(self, opts, *needs)
-            job_opts.custom_timeouts = pulumi.CustomTimeouts(create=JOB_TIMEOUT, update=JOB_TIMEOUT)
-            self.jobs[catalog_name] = k8s.batch.v1.Job(
-                f"{prefix}-job",
-                metadata=job.apply(lambda j: j["metadata"]),
-                spec=job.apply(lambda j: j["spec"]),
-                opts=job_opts,
-            )
-            self.paths[catalog_name] = catalog_path(ctx.storage, catalog_name)
+        self.jobs = {c: self._catalog(f"{name}-{c}", c, catalog, args, opts) for c, catalog in args.catalogs.items()}
+        self.paths = {c: catalog_path(args.ctx.storage, c) for c in args.catalogs}
         self.register_outputs({"catalogPaths": self.paths})
 
-
-def _string_data(name: str, catalog: CatalogConfig, namespace: str) -> Callable[[Mapping[str, str]], dict[str, str]]:
-    def render(credentials: Mapping[str, str]) -> dict[str, str]:
-        manifest = credentials_secret_manifest(name, catalog, namespace, credentials)
-        return dict(manifest["stringData"]) if manifest else {}
-
-    return render
-
-
-def _job_manifest(name: str, catalog: CatalogConfig, ctx: JobContext, source: str) -> Callable[[str], dict[str, Any]]:
-    def render(image: str) -> dict[str, Any]:
-        return provision_job_manifest(name, catalog, ctx, source, image)
-
-    return render
+    def _catalog(
+        self, prefix: str, name: str, catalog: CatalogConfig, args: CatalogProvisioningArgs, opts: Any
+    ) -> k8s.batch.v1.Job:
+        ctx, source, child = args.ctx, engine_source(), child_options(self, opts)
+        code = code_config_map_manifest(name, ctx.namespace, source)
+        needs: list[pulumi.Resource] = [
+            k8s.core.v1.ConfigMap(
+                f"{prefix}-code", metadata=code["metadata"], data=code["data"], immutable=True, opts=child
+            )
+        ]
+        if catalog.credential_env and name in args.credentials:
+            where = f"catalogs.{name}.credentials"
+            data = args.credentials[name].apply(lambda creds: secret_data(catalog.credential_env, creds, where))
+            needs.append(
+                k8s.core.v1.Secret(
+                    f"{prefix}-credentials",
+                    metadata={
+                        "name": credentials_secret_name(name),
+                        "namespace": ctx.namespace,
+                        "labels": labels(name),
+                    },
+                    type="Opaque",
+                    string_data=pulumi.Output.secret(cast(Any, data)),
+                    opts=child,
+                )
+            )
+        if args.network_policy:
+            policy = provision_network_policy_manifest(
+                name, catalog, ctx.namespace, args.egress_cidrs, args.egress_ports
+            )
+            needs.append(
+                k8s.networking.v1.NetworkPolicy(
+                    f"{prefix}-netpol", metadata=policy["metadata"], spec=policy["spec"], opts=child
+                )
+            )
+        job = pulumi.Output.from_input(args.image).apply(
+            lambda image: provision_job_manifest(name, catalog, ctx, source, image)
+        )
+        job_opts = child_options(self, opts, *needs)
+        job_opts.custom_timeouts = pulumi.CustomTimeouts(create=JOB_TIMEOUT, update=JOB_TIMEOUT)
+        return k8s.batch.v1.Job(
+            f"{prefix}-job",
+            metadata=job.apply(lambda j: j["metadata"]),
+            spec=job.apply(lambda j: j["spec"]),
+            opts=job_opts,
+        )

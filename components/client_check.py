@@ -1,18 +1,6 @@
-"""Client/image agreement: the environment running the program must match what the image runs.
-
-The guide's top failure is drift between the client, the scheduler and the workers (VersionMismatchWarning,
-serialization errors). The image installs exactly docker/requirements.lock on Python `image.pythonVersion`;
-`make venv` installs the same lock into the client. This module proves the running client still does:
-
-- Python major.minor equals `image.pythonVersion`'s (pickles, and so Dask's task graphs, are only safe
-  within one minor series). A different patch release is not an error, but Dask compares the full version
-  and will warn about it (VersionMismatchWarning), so it is reported as a note.
-- every package in the lock is installed in the client at exactly the locked version. Versions come from
-  `importlib.metadata` (distribution metadata on disk): nothing is imported, so the check costs milliseconds.
-
-`check_client_environment` is pure (returns the problems); `enforce_client_environment` applies
-`image.clientCheck`: "error" raises `ClientEnvironmentError` before any resource is registered,
-"warn" logs each problem with `pulumi.log.warn` and goes on.
+"""The client running the program must match the image (docs/image.md): Python major.minor equal to
+`image.pythonVersion`'s (Dask pickles tasks between them; a patch difference is only a note, Dask warns about it),
+and every package of docker/requirements.lock at its locked version (from importlib.metadata: nothing imported).
 """
 
 from __future__ import annotations
@@ -75,12 +63,8 @@ def check_client_environment(
     lock: Mapping[str, str] | None = None,
     installed: Callable[[str], str | None] | None = None,
 ) -> list[str]:
-    """Every difference between the running client and the image, as precise messages with a fix.
-
-    `python_version` is `image.pythonVersion`; `lock` maps canonical names to pinned versions (default:
-    docker/requirements.lock); `installed(name)` returns the client's version of a distribution or None
-    (default: importlib.metadata, nothing imported). An empty list means the client matches the image.
-    """
+    """Every difference between the running client and the image (`python_version`: image.pythonVersion), each with
+    its fix. `lock`: canonical name -> pin (default: the lock); `installed(name)`: the client's version or None."""
     problems: list[str] = []
     client = sys.version_info
     image_minor = _minor(python_version)
@@ -123,10 +107,7 @@ def python_patch_note(python_version: str) -> str | None:
 
 
 def enforce_client_environment(image: ImageConfig, lock_path: Path = LOCK_PATH) -> list[str]:
-    """Apply `image.clientCheck` to `check_client_environment`: raise ("error") or `pulumi.log.warn` ("warn").
-
-    Call it right after the config is read, before any resource is registered. Returns the problems found.
-    """
+    """`image.clientCheck`: raise ("error") or warn ("warn"), before any resource is registered; the problems."""
     note = python_patch_note(image.python_version)
     if note:
         pulumi.log.warn(note)

@@ -1,20 +1,10 @@
-"""LsdbDaskCluster: the DaskCluster (and DaskAutoscaler, DaskWorkerGroups, scheduler PodDisruptionBudget) the
-operator turns into pods. The stable Service `<cluster.name>-scheduler`, which follows the live cluster, is in
-components/endpoint.py.
+"""LsdbDaskCluster: the DaskCluster, DaskAutoscaler, DaskWorkerGroups and scheduler PodDisruptionBudget the operator
+turns into pods; the pod pieces every pod of the stack shares (the notebook's, the catalog copy Job's).
 
-Blue/green. The pinned operator applies nothing of a changed DaskCluster but `spec.worker.replicas` (its controller
-builds the scheduler, its Service and the worker group once, at create). So the DaskCluster is named
-`<cluster.name>-<h>`, `<h>` a digest of everything the operator does not reconcile (image, pod specs, service
-spec, labels; `unreconciled`): a change of any of it is a NEW DaskCluster (a new Pulumi resource, its
-logical name carries `<h>` too), verified through its own `<cluster.name>-<h>-scheduler` Service before the stable
-Service is pointed at it; the old one is deleted at the end of a successful `pulumi up` only. `replicas`,
-`idleTimeout` and the autoscaler's range are reconciled by the operator and stay out of `<h>`: they update the
-live cluster in place. The extra groups' `replicas` are in `<h>`: a scale-down of a group makes the operator ask
-the scheduler which workers to retire, and the scheduler offers only the default group's
-(components/scheduler_downscale.py), so only the default group is ever scaled in place.
-
-The manifests are pure functions in the style of dask-kubernetes' `make_cluster_spec`, the image a parameter:
-`cluster_manifests` builds them once with the image's identity known at evaluation and names them from their
+Blue/green (docs/lifecycle.md): the pinned operator applies nothing of a changed DaskCluster but
+`spec.worker.replicas`, so the DaskCluster is `<cluster.name>-<h>`, `<h>` a digest of all it does not reconcile
+(`unreconciled`): a change of it is a new cluster, verified before the stable Service (components/endpoint.py)
+switches to it. The manifests are built once with the image's identity (known at evaluation) and named from their
 digest; the resources carry the pushed digest in its place (`with_image`).
 """
 
@@ -67,9 +57,8 @@ TLS_DIR = "/etc/dask-tls"  # the cluster's certificate Secret, mounted read-only
 TLS_FILES = {"ca": "ca.crt", "cert": "tls.crt", "key": "tls.key"}  # keys of the Secret (kubernetes.io/tls + ca.crt)
 
 
-# distributed's default scheduler HTTP routes plus the API route: the operator's autoscaler reads
-# /api/v1/adaptive_target, and without it falls back to an RPC that breaks across Dask versions.
-# Dask parses the env value with ast.literal_eval, so it must be a list literal, never "a,b".
+# distributed's default routes plus the API: the operator's autoscaler reads /api/v1/adaptive_target (its fallback
+# RPC breaks across Dask versions). Dask parses the value with ast.literal_eval: a list literal, never "a,b".
 SCHEDULER_HTTP_ROUTES = [
     "distributed.http.scheduler.prometheus",
     "distributed.http.scheduler.info",
@@ -99,7 +88,7 @@ CONTAINER_SECURITY_CONTEXT = {
 
 @dataclass(frozen=True)
 class ClusterSpec:
-    """What every manifest of one DaskCluster is built from, but the image (a parameter of the builders)."""
+    """What the manifests of one DaskCluster are built from, but the image."""
 
     cluster: ClusterConfig
     namespace: str
@@ -131,6 +120,10 @@ def writable_volumes() -> list[dict[str, Any]]:
     return [{"name": name, "emptyDir": {}} for name in WRITABLE_DIRS]
 
 
+def secret_volume(name: str, secret: str) -> dict[str, Any]:
+    return {"name": name, "secret": {"secretName": secret, "defaultMode": 0o440}}
+
+
 def writable_mounts() -> list[dict[str, Any]]:
     return [{"name": name, "mountPath": path} for name, path in WRITABLE_DIRS.items()]
 
@@ -150,22 +143,20 @@ def tls_env(tls: bool) -> list[dict[str, str]]:
 
 
 def tls_volumes(tls_secret: str | None) -> list[dict[str, Any]]:
-    if tls_secret is None:
-        return []
-    return [{"name": "dask-tls", "secret": {"secretName": tls_secret, "defaultMode": 0o440}}]
+    return [] if tls_secret is None else [secret_volume("dask-tls", tls_secret)]
 
 
 def tls_mounts(tls: bool) -> list[dict[str, Any]]:
     return [{"name": "dask-tls", "mountPath": TLS_DIR, "readOnly": True}] if tls else []
 
 
-def worker_probes() -> dict[str, Any]:
-    """The worker's HTTP server answers /health once the worker runs (distributed.http.health)."""
-    get = {"httpGet": {"port": DASHBOARD_PORT_NAME, "path": "/health"}}
+def http_probes(port: str, path: str, initial_delay: int) -> dict[str, Any]:
+    """Readiness and a generous liveness (a worker or kernel busy with a large partition answers late, and a
+    restart loses its data) on an HTTP path: the worker's /health, the notebook's /api."""
+    get = {"httpGet": {"port": port, "path": path}}
     return {
         "readinessProbe": {**get, "periodSeconds": 5, "timeoutSeconds": 5},
-        # Generous: a worker busy with a large partition answers late, and a restart would lose its data.
-        "livenessProbe": {**get, "initialDelaySeconds": 15, "periodSeconds": 20, "timeoutSeconds": 10,
+        "livenessProbe": {**get, "initialDelaySeconds": initial_delay, "periodSeconds": 20, "timeoutSeconds": 10,
                           "failureThreshold": 6},
     }  # fmt: skip
 
@@ -191,16 +182,15 @@ def scheduler_service_ports() -> list[dict[str, Any]]:
     ]
 
 
-def _pod_spec(
+def pod_spec(
     containers: list[dict[str, Any]],
     volumes: list[dict[str, Any]],
     pull_secret: str | None,
     service_account: str | None = None,
-    placement: dict[str, Any] | None = None,
+    **fields: Any,
 ) -> dict[str, Any]:
-    """The scheduler and workers never call the Kubernetes API, so no API token is mounted, with or without a
-    workload identity (`service_account`, storage.objectStore.identity): EKS's and Azure's webhooks inject their
-    own projected token volume and GKE's metadata server identifies the pod; neither needs the API token."""
+    """Every pod of the stack: restricted Pod Security, and no API token (none calls the Kubernetes API; a workload
+    identity's webhooks inject their own token, GKE's metadata server identifies the pod)."""
     spec: dict[str, Any] = {
         "securityContext": POD_SECURITY_CONTEXT,
         "automountServiceAccountToken": False,
@@ -212,36 +202,19 @@ def _pod_spec(
         spec["volumes"] = volumes
     if pull_secret:
         spec["imagePullSecrets"] = [{"name": pull_secret}]
-    return spec | (placement or {})
-
-
-def scheduler_placement(cluster: ClusterConfig) -> dict[str, Any]:
-    """The scheduler's scheduling fields: its placement, kept off the spot nodes any worker group uses."""
-    return pod_placement(cluster.scheduler.placement.pod_fields(), avoid_spot=cluster.spot_providers)
-
-
-def worker_placement(cluster: ClusterConfig, group: str, workers: WorkerPodConfig) -> dict[str, Any]:
-    """A worker group's scheduling fields: its placement and spot nodes, spread over nodes by default."""
-    return pod_placement(
-        workers.placement.pod_fields(), spot=workers.spot, spread=worker_spread_selector(cluster.name, group)
-    )
+    return spec | fields
 
 
 def pod_metadata(storage: PodStorage) -> dict[str, Any]:
-    """Pod-template metadata of every pod (the operator copies it onto the pods): Azure's webhook selects pods by
-    the identity label, and the identity annotation makes a changed identity a changed cluster spec (webhooks act
-    at pod creation only)."""
+    """Pod-template metadata (the operator copies it onto the pods): the workload identity's label and annotation."""
     items = (("labels", storage.pod_labels), ("annotations", storage.pod_annotations))
     return {key: dict(value) for key, value in items if value}
 
 
 def worker_template(spec: ClusterSpec, group: str, workers: WorkerPodConfig, image: str) -> dict[str, Any]:
-    """`spec.worker` of a DaskCluster (the default group) or DaskWorkerGroup, without `replicas` (and, with TLS,
-    without the scheduler address, which names the live cluster: `_name_cluster` adds it).
-
-    Every group gets the same container (image, storage mounts, env, TLS, hardened security context, probes,
-    memory limit rules); only threads, resources and placement come from the group. The operator copies
-    `metadata.labels` onto the worker pods: GROUP_LABEL names the group independently of the DaskCluster's name."""
+    """`spec.worker` of a DaskCluster (the default group) or DaskWorkerGroup, without `replicas` nor, with TLS, the
+    scheduler address (`_name_cluster` adds it). Only threads, resources and placement differ between groups;
+    GROUP_LABEL names the group on the pods whatever the DaskCluster's name."""
     storage, tls = spec.storage, spec.tls_secret is not None
     worker: dict[str, Any] = {
         "name": "worker",
@@ -253,19 +226,20 @@ def worker_template(spec: ClusterSpec, group: str, workers: WorkerPodConfig, ima
             {"name": WORKER_PORT_NAME, "containerPort": WORKER_PORT, "protocol": "TCP"},
             {"name": NANNY_PORT_NAME, "containerPort": NANNY_PORT, "protocol": "TCP"},
         ],
-        **worker_probes(),
+        **http_probes(DASHBOARD_PORT_NAME, "/health", 15),
         "volumeMounts": [*storage.worker_mounts, *writable_mounts(), *tls_mounts(tls)],
         "securityContext": CONTAINER_SECURITY_CONTEXT,
     }
     if worker_env := [*storage.env, *tls_env(tls)]:
         worker["env"] = worker_env
     volumes = [*storage.volumes, *writable_volumes(), *tls_volumes(spec.tls_secret)]
-    placement = worker_placement(spec.cluster, group, workers)
+    spread = worker_spread_selector(spec.cluster.name, group)  # over nodes, by default
+    placement = pod_placement(workers.placement.pod_fields(), spot=workers.spot, spread=spread)
     metadata = pod_metadata(storage)
     metadata["labels"] = {GROUP_LABEL: group, **metadata.get("labels", {})}
     return {
         "metadata": metadata,
-        "spec": _pod_spec([worker], volumes, spec.pull_secret, storage.service_account, placement),
+        "spec": pod_spec([worker], volumes, spec.pull_secret, storage.service_account, **placement),
     }
 
 
@@ -301,11 +275,8 @@ def worker_group_manifest(spec: ClusterSpec, cluster_name: str, group: str, work
 def scheduler_disruption_budget_manifest(
     cluster: ClusterConfig, namespace: str, cluster_name: str
 ) -> dict[str, Any] | None:
-    """A PodDisruptionBudget allowing no voluntary eviction of the live cluster's scheduler pod (none when
-    `cluster.scheduler.disruptionBudget` is false).
-
-    Evictions (kubectl drain, node upgrades, the cluster autoscaler's scale-down) wait; deletions (the
-    operator removing a DaskCluster, a blue/green switch) are not evictions and are not blocked."""
+    """No voluntary eviction (drain, node upgrade, autoscaler scale-down) of the live scheduler pod; deletions (a
+    blue/green switch) are not evictions. None when `cluster.scheduler.disruptionBudget` is false."""
     if not cluster.scheduler.disruption_budget:
         return None
     return {
@@ -329,10 +300,8 @@ def spec_digest(value: Any) -> str:
 
 
 def unreconciled(dask_cluster: dict[str, Any], workers: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """What `<h>` digests: the unnamed DaskCluster and the extra groups' `spec.worker` without what the operator
-    reconciles on a live cluster (the default group's `replicas`, `idleTimeout`): changing those must not make a
-    new cluster. The extra groups' `replicas` stay in: an in-place scale-down of an extra group would retire the
-    workers the scheduler offers, the default group's, so a new count is a new cluster."""
+    """What `<h>` digests: all but what the operator reconciles (the default group's `replicas`, `idleTimeout`). The
+    extra groups' `replicas` stay in: the scheduler offers only the default group's workers to retire."""
     view = copy.deepcopy({"daskCluster": dask_cluster, "workerGroups": workers})
     view["daskCluster"]["spec"].pop("idleTimeout")
     view["daskCluster"]["spec"]["worker"].pop("replicas")
@@ -340,23 +309,20 @@ def unreconciled(dask_cluster: dict[str, Any], workers: dict[str, dict[str, Any]
 
 
 def scheduler_downscale_preload() -> dict[str, str]:
-    """The scheduler's preload offering only the default group's workers to retire (components/scheduler_downscale.py),
-    as source text: no image change, no extra object or flow, and a change of it changes `<h>` (the prefix, which names
-    the live cluster, is set by `_name_cluster`). A list literal; `$` doubled, as Kubernetes expands `$(VAR)`."""
+    """components/scheduler_downscale.py as source text (no image change; a change of it changes `<h>`), a list
+    literal with `$` doubled (Kubernetes expands `$(VAR)`)."""
     source = Path(scheduler_downscale.__file__).read_text()
     return {"name": "DASK_DISTRIBUTED__SCHEDULER__PRELOAD", "value": json.dumps([source]).replace("$", "$$")}
 
 
 def scheduler_downscale_prefix(live_name: str) -> dict[str, str]:
-    """The worker-name prefix the preload keeps: the default group's workers, `<live>-default-worker-`."""
+    """The preload's worker-name prefix: the default group's, `<live>-default-worker-`."""
     return {"name": scheduler_downscale.PREFIX_ENV, "value": f"{default_worker_group_name(live_name)}-worker-"}
 
 
 def unnamed_dask_cluster(spec: ClusterSpec, image: str) -> dict[str, Any]:
-    """The DaskCluster custom resource without what names the live cluster (its name, its Service's selector of
-    `dask.org/cluster-name`, the workers' TLS scheduler address): `cluster_manifests` digests this, then names it."""
+    """The DaskCluster without what names the live cluster (name, Service selector, TLS scheduler address)."""
     cluster, storage, tls = spec.cluster, spec.storage, spec.tls_secret is not None
-    http = {"tcp": SCHEDULER_PORT_NAME, "dash": DASHBOARD_PORT_NAME}
     scheduler = {
         "name": "scheduler",
         "image": image,
@@ -369,17 +335,17 @@ def unnamed_dask_cluster(spec: ClusterSpec, image: str) -> dict[str, Any]:
         ],
         "resources": scheduler_resources(cluster),
         "ports": [
-            {"name": http["tcp"], "containerPort": SCHEDULER_PORT, "protocol": "TCP"},
-            {"name": http["dash"], "containerPort": DASHBOARD_PORT, "protocol": "TCP"},
+            {"name": SCHEDULER_PORT_NAME, "containerPort": SCHEDULER_PORT, "protocol": "TCP"},
+            {"name": DASHBOARD_PORT_NAME, "containerPort": DASHBOARD_PORT, "protocol": "TCP"},
         ],
         "readinessProbe": {
-            "httpGet": {"port": http["dash"], "path": "/health"},
+            "httpGet": {"port": DASHBOARD_PORT_NAME, "path": "/health"},
             "initialDelaySeconds": 0,
             "periodSeconds": 1,
             "timeoutSeconds": 300,
         },
         "livenessProbe": {
-            "httpGet": {"port": http["dash"], "path": "/health"},
+            "httpGet": {"port": DASHBOARD_PORT_NAME, "path": "/health"},
             "initialDelaySeconds": 15,
             "periodSeconds": 20,
         },
@@ -389,8 +355,7 @@ def unnamed_dask_cluster(spec: ClusterSpec, image: str) -> dict[str, Any]:
     scheduler_volumes = [v for v in storage.volumes if v["name"] == KEY_VOLUME]
     scheduler_mounts = [m for m in storage.worker_mounts if m["name"] == KEY_VOLUME]
     scheduler["volumeMounts"] = [*scheduler_mounts, *writable_mounts(), *tls_mounts(tls)]
-    # The operator copies these labels onto every pod: `app.kubernetes.io/name: <cluster.name>` selects the pods
-    # of blue and green alike (`dask.org/cluster-name` tells them apart).
+    # Copied onto every pod: `app.kubernetes.io/name: <cluster.name>` selects blue and green alike.
     labels = {**LABELS, APP_NAME_LABEL: cluster.name}
     metadata: dict[str, Any] = {"namespace": spec.namespace, "labels": labels}
     if skips := scanner_skips(cluster.workers.cpu_limit, storage):
@@ -402,12 +367,13 @@ def unnamed_dask_cluster(spec: ClusterSpec, image: str) -> dict[str, Any]:
             **worker_template(spec, DEFAULT_GROUP, cluster.workers, image),
         },
         "scheduler": {
-            "spec": _pod_spec(
+            "spec": pod_spec(
                 [scheduler],
                 [*scheduler_volumes, *writable_volumes(), *tls_volumes(spec.tls_secret)],
                 spec.pull_secret,
                 storage.service_account,
-                scheduler_placement(cluster),
+                # kept off the spot nodes any worker group uses
+                **pod_placement(cluster.scheduler.placement.pod_fields(), avoid_spot=cluster.spot_providers),
             ),
             "service": {
                 "type": "ClusterIP",
@@ -422,9 +388,7 @@ def unnamed_dask_cluster(spec: ClusterSpec, image: str) -> dict[str, Any]:
 
 
 def scanner_skips(cpu_limit: str | None, storage: PodStorage) -> dict[str, str]:
-    """checkov skips, with their reasons, for checks that do not apply (the operator copies a DaskCluster's or
-    DaskWorkerGroup's annotations onto the Deployments it creates, where the scanner reads them), the storage's
-    (abfs keys) included. Nothing is skipped silently."""
+    """checkov skips with their reasons (the operator copies them onto its Deployments), the storage's included."""
     cpu = "" if cpu_limit else (
         "CKV_K8S_11=CPU limits throttle Dask's event loop and heartbeats; requests reserve the CPU, and "
         "the group's cpuLimit (cluster.workers.cpuLimit, cluster.workerGroups.<g>.cpuLimit) sets limits where a "
@@ -448,8 +412,7 @@ def dask_autoscaler_manifest(cluster: ClusterConfig, namespace: str, live_name: 
 
 @dataclass(frozen=True)
 class ClusterManifests:
-    """Every manifest of one DaskCluster, built once by `cluster_manifests`, its containers running the image's
-    identity (`with_image` puts the pushed digest in its place)."""
+    """Every manifest of one DaskCluster, its containers running the image's identity."""
 
     spec: ClusterSpec
     digest: str  # <h>
@@ -466,10 +429,8 @@ class ClusterManifests:
 
 
 def cluster_manifests(spec: ClusterSpec, image_identity: str) -> ClusterManifests:
-    """The manifests of the DaskCluster `<cluster.name>-<h>` (see the module docstring), `<h>` digesting them
-    with `image_identity`: known at evaluation (`image.ref`, or repository:<content tag> of the build) and
-    changing exactly when the image's content does, where the pushed digest is known only after the build.
-    TLS settings and the extra worker groups' pod templates are part of it: changing them makes a new cluster."""
+    """The manifests of `<cluster.name>-<h>`, `<h>` digesting them with `image_identity` (known at evaluation and
+    changing exactly when the image's content does; the pushed digest is known only after the build)."""
     cluster, namespace = spec.cluster, spec.namespace
     dask_cluster = unnamed_dask_cluster(spec, image_identity)
     workers = worker_group_workers(spec, image_identity)
@@ -527,18 +488,10 @@ class LsdbDaskClusterArgs:
 
 
 class LsdbDaskCluster(pulumi.ComponentResource):
-    """A DaskCluster `<cluster.name>-<h>` running the pinned LSDB image, plus its DaskAutoscaler when enabled, its
-    extra DaskWorkerGroups `<cluster.name>-<h>-<group>` and its scheduler's PodDisruptionBudget.
-
-    All are registered under logical names that carry `<h>`: a spec change registers new resources (created
-    first), and the old ones, no longer in the program, are deleted only after everything else of the
-    `pulumi up` succeeded (the verification of the new cluster, the stable Service's switch). A failed
-    `pulumi up` leaves the old cluster in the state untouched, never "pending delete".
-
-    Extra worker groups: created after the DaskCluster (the operator's create handler looks the cluster up and
-    adopts the group, so deleting the cluster deletes its groups too); a change of a group's pod template changes
-    `<h>` (new groups with the new cluster), a change of its `replicas` updates it in place (the operator scales it).
-    """
+    """The DaskCluster `<cluster.name>-<h>`, its DaskAutoscaler, extra DaskWorkerGroups and scheduler
+    PodDisruptionBudget, under logical names carrying `<h>`: a new spec is new resources, and the old ones are
+    deleted only at the end of a successful `pulumi up` (never "pending delete"). The groups come after the
+    DaskCluster: the operator adopts them, so deleting the cluster deletes them."""
 
     dask_cluster: k8s.apiextensions.CustomResource
     autoscaler: k8s.apiextensions.CustomResource | None

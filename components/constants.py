@@ -1,9 +1,5 @@
-"""Facts shared by the program, the verification and the offline tools: ports, labels, operator names.
-
-One definition each. The operator's own naming rules are pinned here rather than imported from
-`dask_kubernetes` because importing that package at program evaluation imports dask and writes
-`~/.config/dask` (`dask_kubernetes/config.py`); tests/test_constants.py checks them against the pinned wheel.
-"""
+"""Ports, labels and the operator's naming rules, one definition each. The operator's are pinned here, not imported
+(importing dask_kubernetes imports dask and writes ~/.config/dask); tests/test_constants.py checks them."""
 
 from __future__ import annotations
 
@@ -56,19 +52,14 @@ POD_SECURITY_LABELS: dict[str, str] = {
 }
 
 
-# Blue/green: the DaskCluster of a stack is `<cluster.name>-<h>`, `<h>` a digest of everything the operator does
-# not reconcile (components/cluster.py, `cluster_manifests`); a program-owned Service `<cluster.name>-scheduler`
-# (the stable endpoint) selects the scheduler pod of the live one.
-SPEC_DIGEST_LENGTH = 8
+SPEC_DIGEST_LENGTH = 8  # the `<h>` of `<cluster.name>-<h>` (components/cluster.py)
 
 # CatalogStorage's objects (claim, volume, object-store Secret, identity ServiceAccount) carry this one too.
 STORAGE_COMPONENT_LABEL: tuple[str, str] = ("app.kubernetes.io/component", "catalog-storage")
 
 
 def scheduler_service_name(cluster_name: str) -> str:
-    """`<cluster_name>-scheduler`: the Service (and Deployment) the operator creates for the scheduler of the
-    DaskCluster `<cluster.name>-<h>`, and, named after `cluster.name`, the program's stable endpoint that follows
-    the live cluster."""
+    """The operator's scheduler Service of a DaskCluster, and, of `cluster.name`, the program's stable one."""
     return SCHEDULER_NAME_TEMPLATE.format(cluster_name=cluster_name)
 
 
@@ -88,10 +79,7 @@ def worker_deployment_name(name: str, group: str) -> str:
 
 
 def derived_names(name: str) -> dict[str, str]:
-    """Every name the program and the operator derive from `cluster.name`, with the longest possible digest/uuid.
-
-    Keys say what each name is; `name_limits` gives the Kubernetes limit each must fit.
-    """
+    """Every name the program and the operator derive from `cluster.name`, with the longest digest and uuid."""
     live = live_cluster_name(name, "f" * SPEC_DIGEST_LENGTH)
     group = default_worker_group_name(live)
     return {

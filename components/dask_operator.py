@@ -1,15 +1,8 @@
 """DaskOperator: the Dask Kubernetes Operator Helm release, pinned to the locked dask-kubernetes, with its CRDs.
 
-Helm installs CRDs once and never upgrades them, so the four CRDs are Pulumi resources read from the
-pinned package's chart (`crds/`), and the release skips them: bumping the lock upgrades the CRDs.
-
-Destroy never cascades: deleting a CRD deletes every object of its kind in the whole cluster (other stacks'
-DaskClusters included), so the CRDs are `retain_on_delete`: `pulumi destroy` (or `operator.install: false`)
-removes them from the state and leaves them in the cluster. docs/lifecycle.md says how to delete
-them on purpose.
-
-Destroy also refuses to remove the operator while any DaskCluster or DaskAutoscaler exists in the cluster (their
-finalizers need it): see components/operator_guard.py.
+Helm never upgrades CRDs, so they are Pulumi resources read from the pinned package's chart and the release skips
+them. They are `retain_on_delete` (deleting a CRD deletes every object of its kind cluster-wide: docs/lifecycle.md),
+and components/operator_guard.py refuses to remove the operator while a DaskCluster or DaskAutoscaler exists.
 """
 
 from __future__ import annotations
@@ -63,9 +56,7 @@ def _read_crds(chart_dir: Path) -> list[dict[str, Any]]:
     return sorted(crds, key=lambda d: d["metadata"]["name"])
 
 
-# The restricted Pod Security Standard for the operator pod and container, under the chart's own keys
-# (`podSecurityContext`, `securityContext` in its values.yaml; the chart's default pod context is `{}` and no
-# seccomp profile). https://kubernetes.io/docs/concepts/security/pod-security-standards/#restricted
+# The restricted Pod Security Standard under the chart's own values keys (its default pod context is `{}`).
 OPERATOR_USER = 1000  # the chart's default runAsUser
 OPERATOR_POD_SECURITY_CONTEXT: dict[str, Any] = {
     "runAsNonRoot": True,
@@ -85,9 +76,8 @@ OPERATOR_CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
 
 
 def release_values(version: str, image: str | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The release's values: the locked image (the packaged chart carries placeholder tag "set-by-chartpress"; a
-    mirror replaces the repository only), the restricted security contexts, plus `extra` (the monitors' `metrics`
-    values when monitoring is on)."""
+    """The locked image (the packaged chart's tag is a placeholder; a mirror replaces the repository only), the
+    restricted security contexts, plus `extra` (the monitors' values)."""
     return {
         "image": {"name": image or OPERATOR_IMAGE, "tag": version},
         "podSecurityContext": OPERATOR_POD_SECURITY_CONTEXT,
@@ -97,10 +87,7 @@ def release_values(version: str, image: str | None = None, extra: dict[str, Any]
 
 
 def prepare_packaged_chart(version: str, build_dir: Path | None = None) -> Path:
-    """Copy the packaged chart with its placeholder version replaced, for air-gapped installs (chartSource: package).
-
-    Deterministic: the same lock gives the same files, so `pulumi preview` shows no change.
-    """
+    """The packaged chart with its placeholder version replaced (chartSource: package); deterministic."""
     dest = (build_dir or PROJECT_DIR / ".build" / "charts") / version / CHART_NAME
     if dest.exists():
         shutil.rmtree(dest)
@@ -115,20 +102,10 @@ def prepare_packaged_chart(version: str, build_dir: Path | None = None) -> Path:
     return dest
 
 
-def qualified_stack_name(stack_name: str) -> str:
-    """`<stack>` -> `<this organization>/<this project>/<stack>`; a fully qualified name stays as it is.
-
-    Pulumi Cloud names the organization; a self-managed backend (file://, s3://) always calls it
-    `organization`, which `pulumi.get_organization()` returns there, so the short form works on both."""
-    if stack_name.count("/") == 2:
-        return stack_name
-    return f"{pulumi.get_organization() or 'organization'}/{pulumi.get_project()}/{stack_name}"
-
-
 def operator_from_stack(stack_name: str) -> pulumi.Output[str]:
-    """The operator namespace exported by the stack that installed it; fails the deployment when that
-    stack runs another dask-kubernetes than ours (its CRDs would not match our DaskCluster)."""
-    stack_name = qualified_stack_name(stack_name)
+    """The operator namespace that stack exports; fails when it runs another dask-kubernetes (other CRDs)."""
+    if stack_name.count("/") != 2:  # `<stack>`: of this organization (a self-managed backend's is `organization`)
+        stack_name = f"{pulumi.get_organization() or 'organization'}/{pulumi.get_project()}/{stack_name}"
     other = pulumi.StackReference(stack_name)
 
     def check(args: list[Any]) -> str:
@@ -166,10 +143,8 @@ class DaskOperator(pulumi.ComponentResource):
         namespace = args.namespace
         super().__init__("lsdb-k8s:operator:DaskOperator", name, {}, opts)
         self.version = operator_version()
-        # The CRDs outlive `pulumi destroy` (retainOnDelete: deleting one deletes every object of its kind in the whole
-        # cluster). So the next stack that installs the operator on this cluster finds them there, and
-        # pulumi-kubernetes refuses to create an object that exists unless told to adopt it: their own provider does.
-        # Adopting is safe only because they are retained (an upsert followed by a delete would remove them).
+        # Retained CRDs are found by the next stack installing the operator: their own provider adopts them (safe
+        # only because they are retained: an upsert followed by a delete would remove them).
         self.crd_provider = k8s.Provider(
             f"{name}-crd-provider",
             context=args.kube_context,

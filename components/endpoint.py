@@ -24,26 +24,20 @@ from components.constants import (
 )
 from components.options import child_options
 
-# The selector patch's Server-Side Apply field manager: fixed (not Pulumi's random one) so that
-# `kubectl get service <name>-scheduler --show-managed-fields` says who points the stable Service where.
+# Fixed (not Pulumi's random one): `kubectl get service ... --show-managed-fields` says who set the selector.
 SELECTOR_FIELD_MANAGER = "lsdb-k8s-stable-endpoint"
 
 
 def stable_service_manifest(name: str, namespace: str) -> dict[str, Any]:
-    """The stable endpoint `<cluster.name>-scheduler`, with the ports of the operator's scheduler Service and NO
-    selector: `stable_service_selector_patch` owns it. A Service's `spec.selector` is an atomic map under
-    Server-Side Apply (one manager owns it whole), so the Service, created before any cluster and deleted after
-    all of them, cannot also hold the selector that must change only after a new cluster passed its verification.
-    Without a selector the Service routes nothing: the first cluster is not served before it is verified."""
+    """`<cluster.name>-scheduler` with NO selector (routing nothing until a cluster is verified): a selector is an
+    atomic map under Server-Side Apply, owned whole by `stable_service_selector_patch`."""
     labels = {**LABELS, APP_NAME_LABEL: name}
     spec = {"type": "ClusterIP", "ports": scheduler_service_ports()}
     return _stable_service(name, namespace, {"labels": labels}, spec)
 
 
 def stable_service_selector_patch(name: str, live_name: str, namespace: str) -> dict[str, Any]:
-    """The Server-Side Apply patch that points the stable Service at the scheduler pod of `live_name` (the pods
-    carry `dask.org/cluster-name: <live>`, set by the operator). Applied with its own field manager, forcing
-    conflicts: the program owns this Service, and a hand edit of its selector is taken back on the next `up`."""
+    """Points the stable Service at `live_name`'s scheduler pod, forcing conflicts: a hand edit is taken back."""
     annotations = {"pulumi.com/patchFieldManager": SELECTOR_FIELD_MANAGER, "pulumi.com/patchForce": "true"}
     selector = {CLUSTER_NAME_LABEL: live_name, COMPONENT_LABEL: "scheduler"}
     return _stable_service(name, namespace, {"annotations": annotations}, {"selector": selector})
@@ -58,23 +52,10 @@ def _stable_service(name: str, namespace: str, metadata: dict[str, Any], spec: d
     }
 
 
-ENDPOINT_KEYS = (
-    "schedulerAddress",
-    "dashboardUrl",
-    "portForwardScheduler",
-    "localSchedulerAddress",
-    "portForwardDashboard",
-    "localDashboardUrl",
-    "kubectlSchedulerPods",
-    "kubectlWorkerPods",
-)
-
-
 def cluster_endpoints(
     name: str, live_name: str, namespace: str, kube_context: str | None, tls: bool = False
 ) -> dict[str, str]:
-    """How to reach the scheduler (keys: ENDPOINT_KEYS): addresses and port-forwards name the stable Service
-    `<name>-scheduler`, which outlives every upgrade; the pod listings name the live cluster `live_name`."""
+    """Stack exports: the stable Service's addresses and port-forwards; the live cluster's pod listings."""
     svc = scheduler_service_name(name)
     k = kubectl(kube_context)
     return {
@@ -99,12 +80,7 @@ class StableEndpointArgs:
 
 
 class StableEndpoint(pulumi.ComponentResource):
-    """The Service `<cluster.name>-scheduler` that clients use (the exports name it), without a selector.
-
-    Lifecycle: created on the first `pulumi up` BEFORE any cluster (the program makes every DaskCluster and
-    DaskAutoscaler depend on it), routing nothing until `StableEndpointSelector` points it at a verified cluster;
-    unchanged by upgrades (same object, same ClusterIP); deleted LAST by `pulumi destroy`, after the clusters.
-    """
+    """The Service clients use, created before every cluster and deleted after them (docs/lifecycle.md)."""
 
     service: k8s.core.v1.Service
     endpoints: dict[str, str]
@@ -130,14 +106,8 @@ class StableEndpointSelectorArgs:
 
 
 class StableEndpointSelector(pulumi.ComponentResource):
-    """The selector of the stable Service: a `ServicePatch` pointing it at the live cluster's scheduler pod.
-
-    Lifecycle: the program gives it `depends_on` the Service and the verification of the live cluster. First
-    `pulumi up`: applied once the first cluster passed. An upgrade: updated in place (new `dask.org/cluster-name`)
-    only after the new cluster passed its own verification; if that fails, `pulumi up` stops before this and the
-    Service keeps selecting the old cluster. `pulumi destroy`: deleted first; the provider then relinquishes the
-    selector (its field manager's only field), so the Service stops routing before the clusters go.
-    """
+    """The stable Service's selector, switched only after the live cluster passed its verification; deleted first
+    at destroy (the provider relinquishes the field, so routing stops before the clusters go)."""
 
     patch: k8s.core.v1.ServicePatch
 

@@ -40,12 +40,8 @@ def cluster_stage(dockerfile: str) -> str:
 
 
 def image_tag(platform: str = "linux/amd64", notebook: bool = False) -> str:
-    """Deterministic tag: changes exactly when the lock, the Dockerfile (its base image digest included; for the
-    cluster's image its `lsdb` stage only, `cluster_stage`) or the platform changes; `py<X.Y.Z>` names the base
-    image's Python. `notebook`: the notebook target's, which also reads `NOTEBOOK_FILES` and the whole Dockerfile.
-
-    The platform is part of it so an arm64 build never overwrites the amd64 image under the same tag.
-    """
+    """Changes exactly when the lock, the Dockerfile (the cluster's: its `lsdb` stage only) or the platform (an
+    arm64 build never overwrites the amd64 tag) does. `notebook`: also `NOTEBOOK_FILES` and the whole Dockerfile."""
     dockerfile = (DOCKER_DIR / "Dockerfile").read_text()
     inputs = [(name, (DOCKER_DIR / name).read_bytes()) for name in (NOTEBOOK_FILES if notebook else IMAGE_FILES)]
     inputs.append(("Dockerfile", (dockerfile if notebook else cluster_stage(dockerfile)).encode()))
@@ -58,7 +54,7 @@ def image_tag(platform: str = "linux/amd64", notebook: bool = False) -> str:
 
 
 def notebook_image_tag(platform: str = "linux/amd64") -> str:
-    """The notebook target's tag: the cluster image's inputs plus the notebook lock and the starter notebook."""
+    """The notebook target's tag."""
     return f"notebook-{image_tag(platform, notebook=True)}"
 
 

@@ -1,20 +1,7 @@
-"""Prometheus monitors for the scheduler and workers, and a Grafana dashboard (`monitoring.*`).
+"""Prometheus monitors for the scheduler and workers, and a Grafana dashboard (`monitoring.*`, docs/operations.md).
 
-Dask serves `/metrics` on the scheduler's and each worker's dashboard port (`http-dashboard`) because the
-image has `prometheus-client` and the scheduler enables the `prometheus` HTTP route.
-
-* This stack installs the operator: the chart's own ServiceMonitor and PodMonitor are turned on through its
-  values (`metrics.scheduler.*`, `metrics.worker.*` in the pinned chart's values.yaml), scraping this
-  stack's namespace.
-* The operator comes from another stack: `LsdbMonitoring` creates the equivalent ServiceMonitor and
-  PodMonitor in this namespace, selecting the live DaskCluster's pods by the operator's labels.
-
-Either way the targets carry `dask.org/cluster-name`, `app.kubernetes.io/name` (= cluster.name, stable across a
-blue/green rename) and, for workers, `dask.org/workergroup-name`; Prometheus turns them into
-`dask_org_cluster_name`, `app_kubernetes_io_name` and `dask_org_workergroup_name`, which the dashboard uses.
-With `monitoring.enabled` false nothing here is created and nothing needs the prometheus-operator CRDs.
-The NetworkPolicies (components/security.py) let the pods of `monitoring.prometheusNamespace` read the two
-`http-dashboard` ports while monitoring is on.
+The operator chart's own ServiceMonitor and PodMonitor when this stack installs it (`chart_monitoring_values`),
+else the equivalent ones here, selecting the live cluster's pods by the operator's labels.
 """
 
 from __future__ import annotations
@@ -61,25 +48,22 @@ def chart_monitoring_values(monitoring: MonitoringConfig, cluster_namespace: str
         return {}
     # The chart's monitors scrape the release's (operator's) namespace unless told otherwise.
     selector = {"matchNames": [cluster_namespace]}
+    common = {"enabled": True, "namespaceSelector": selector, "interval": SCRAPE_INTERVAL}
     return {
         "metrics": {
             "scheduler": {
                 "enabled": True,
                 "serviceMonitor": {
-                    "enabled": True,
-                    "namespaceSelector": selector,
+                    **common,
                     "additionalLabels": dict(monitoring.labels),
-                    "interval": SCRAPE_INTERVAL,
                     "targetLabels": SCHEDULER_TARGET_LABELS,
                 },
             },
             "worker": {
                 "enabled": True,
                 "podMonitor": {
-                    "enabled": True,
-                    "namespaceSelector": selector,
+                    **common,
                     "additionalLabels": dict(monitoring.labels),
-                    "interval": SCRAPE_INTERVAL,
                     # The 2026.3.0 template reads `targetLabels` (not the `podTargetLabels` its values.yaml
                     # documents) and renders it as the PodMonitor's podTargetLabels: set both.
                     "podTargetLabels": WORKER_TARGET_LABELS,
@@ -272,12 +256,8 @@ class MonitoringArgs:
 
 
 class LsdbMonitoring(pulumi.ComponentResource):
-    """The monitors (when the operator chart does not provide them) and the Grafana dashboard ConfigMap.
-
-    First `pulumi up` with `monitoring.enabled`: created after the cluster (monitors) and the verification
-    (dashboard). A blue/green rename of the DaskCluster updates the monitors' selectors in place (their names
-    follow `cluster.name`); a new verification result updates the dashboard's text panel. Turning monitoring
-    off, or `pulumi destroy`, deletes them; the metrics already in Prometheus stay."""
+    """The monitors (when the operator chart does not provide them) and the Grafana dashboard ConfigMap; a blue/green
+    rename updates the monitors' selectors in place (their names follow `cluster.name`)."""
 
     service_monitor: k8s.apiextensions.CustomResource | None
     pod_monitor: k8s.apiextensions.CustomResource | None

@@ -1,35 +1,7 @@
-"""A JupyterLab beside the cluster (`notebook.enabled`, issue 21): a client of the scheduler in the stack's namespace.
+"""A JupyterLab beside the cluster (`notebook.enabled`, docs/notebook.md): a client of the stable scheduler Service.
 
-The objects are pure builders of dicts (`notebook_manifests`); `LsdbNotebook` registers them (children `parent=self`):
-- the Deployment `<cluster.name>-notebook` (1 replica, `Recreate`: a home claim is ReadWriteOnce) running the image's
-  `notebook` target (docker/Dockerfile: the cluster's lock plus docker/notebook-requirements.lock, so client and
-  cluster cannot drift), labelled `lsdb-k8s/client: "true"` (the cluster's NetworkPolicies admit it on 8786; with
-  `notebook.dashboard` also `lsdb-k8s/dashboard: "true"`, 8787), hardened like the cluster's pods (restricted Pod
-  Security: non-root 10001, read-only root filesystem, ALL capabilities dropped, seccomp RuntimeDefault, no API
-  token), probed on `/api`. `DASK_SCHEDULER_ADDRESS` is the STABLE scheduler Service (`tls://` with TLS), never a
-  live cluster's; with TLS the client certificate, key and CA (the security component's client bundle) are a
-  Secret `<cluster.name>-notebook-tls` mounted read-only where Dask's client TLS settings point. The catalog storage
-  is mounted read-only where the workers see it (object-store credentials, or the workload identity's
-  ServiceAccount, as the workers have them). The starter notebook (docker/notebook/starter.ipynb, in the image at
-  `/opt/lsdb-notebook`, copied into the home by an init container unless one is there) runs the cone search on
-  `LSDB_CATALOG` (the first provisioned catalog, else `verify.catalogPath`) with `LSDB_STORAGE_OPTIONS`.
-  In the image rather than a ConfigMap: it is written against the locked lsdb, so it changes with the lock.
-- the token: a Pulumi secret derived from a pulumi-tls private key (random once, kept in the state; pulumi-random is
-  not a dependency), in the Secret `<cluster.name>-notebook-token`, read by Jupyter from the file
-  `JUPYTER_TOKEN_FILE` (not an environment variable); the secret export `notebookToken`;
-- the ClusterIP Service `<cluster.name>-notebook` on 8888; optionally the home claim `<cluster.name>-notebook-home`;
-- with `security.networkPolicy`, the notebook pod's NetworkPolicy: ingress on 8888 from pods of the namespace only
-  (`kubectl port-forward` enters through the kubelet, which NetworkPolicies do not govern); egress to DNS, the
-  cluster's scheduler pods on 8786 (and 8787 with `notebook.dashboard`), and with `storage.kind objectStore` the
-  object store (`security.egressCidrs` on `security.egressPorts`; GKE's metadata server with a gcp identity).
-
-First `pulumi up`: everything above, after the namespace, storage and image. A later `pulumi up` that upgrades the
-cluster (a new `<h>`) does not touch the notebook: its address is the stable Service, which switches to the new,
-verified cluster; a kernel's open Client reconnects to it (running computations are lost with the old cluster).
-`kubectl port-forward svc/<cluster.name>-notebook 8888:8888` binds the notebook's pod, which cluster upgrades leave
-alone (only a change of the notebook's own spec or image restarts it). Changing `notebook.*` or the notebook lock
-rolls the notebook (Recreate); the home is lost unless `notebook.storage`. `pulumi destroy` (or `enabled: false`)
-deletes every object here, the home claim created here with it (an `existingClaim` stays).
+Pure builders of dicts (`deployment_manifest`, `service_manifest`, ...); `LsdbNotebook` registers them. The pod is
+built from the cluster's pod pieces (components/cluster.py), so it is hardened alike.
 """
 
 from __future__ import annotations
@@ -47,11 +19,14 @@ import pulumi_tls as tls
 from components.cluster import (
     CONTAINER_SECURITY_CONTEXT,
     HOME_DIR,
-    POD_SECURITY_CONTEXT,
-    TLS_DIR,
     TLS_FILES,
+    http_probes,
     in_cluster_address,
+    pod_spec,
+    secret_volume,
     tls_env,
+    tls_mounts,
+    tls_volumes,
     writable_mounts,
     writable_volumes,
 )
@@ -66,7 +41,7 @@ from components.constants import (
 )
 from components.notebook_config import NotebookConfig
 from components.options import child_options
-from components.security import DNS_PORT, GKE_METADATA, cluster_pods
+from components.security import cluster_pods, dns_egress, gke_metadata_egress, ip_egress
 from components.storage import PodStorage
 
 NOTEBOOK_PORT = 8888
@@ -89,8 +64,7 @@ CLIENT_TLS_ROLES = ("DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION", "DASK_DISTRIBU
 
 
 def notebook_name(cluster_name: str) -> str:
-    """The Deployment, Service and NetworkPolicy: `<cluster.name>-notebook` (never `cluster.name` itself, which
-    the cluster's NetworkPolicies select by)."""
+    """Never `cluster.name` itself, which the cluster's NetworkPolicies select by."""
     return f"{cluster_name}-notebook"
 
 
@@ -115,14 +89,13 @@ def _metadata(spec: NotebookSpec, name: str) -> dict[str, Any]:
 
 
 def token_from_key(private_key_pem: str) -> str:
-    """The notebook token: a digest of a random private key that lives only in the Pulumi state (stable across
-    `pulumi up`, as long as the key resource is)."""
+    """A digest of a random key kept in the Pulumi state (stable across `pulumi up`; pulumi-random is no dependency)."""
     return hashlib.sha256(private_key_pem.encode()).hexdigest()[:TOKEN_LENGTH]
 
 
 @dataclass(frozen=True)
 class NotebookSpec:
-    """What the notebook's objects are built from, but the image (a parameter of the builders)."""
+    """What the notebook's objects are built from, but the image."""
 
     notebook: NotebookConfig
     cluster_name: str
@@ -144,7 +117,7 @@ class NotebookSpec:
 def notebook_spec(
     config: StackConfig, storage: PodStorage, pull_secret: str | None, catalog: str | None
 ) -> NotebookSpec:
-    """The notebook of this stack: `storage` the pods' (CatalogStorage.pod_storage), `catalog` the starter's."""
+    """`storage`: the cluster pods' (CatalogStorage.pod_storage); `catalog`: what the starter opens."""
     object_store = config.storage.kind == "objectStore"
     identity = config.storage.identity
     return NotebookSpec(
@@ -166,13 +139,8 @@ def notebook_spec(
 
 
 def scheduler_address(spec: NotebookSpec) -> str:
-    """The stable Service's address: it follows the live cluster across upgrades."""
+    """The stable Service's: it follows the live cluster across upgrades."""
     return in_cluster_address(scheduler_service_name(spec.cluster_name), spec.namespace, spec.tls)
-
-
-def client_tls_env(tls_on: bool) -> list[dict[str, str]]:
-    """Dask's client-side TLS settings (cluster.tls_env's, the client role only)."""
-    return [e for e in tls_env(tls_on) if e["name"].startswith(CLIENT_TLS_ROLES)]
 
 
 def notebook_env(spec: NotebookSpec) -> list[dict[str, Any]]:
@@ -183,7 +151,7 @@ def notebook_env(spec: NotebookSpec) -> list[dict[str, Any]]:
         {"name": CONE_ENV, "value": json.dumps(spec.cone, sort_keys=True)},
         {"name": COLUMNS_ENV, "value": json.dumps(spec.columns)},
         {"name": "JUPYTER_TOKEN_FILE", "value": f"{TOKEN_DIR}/{TOKEN_FILE}"},
-        *client_tls_env(spec.tls),
+        *(e for e in tls_env(spec.tls) if e["name"].startswith(CLIENT_TLS_ROLES)),  # the client role's
     ]
     return env + copy.deepcopy(spec.storage.env)
 
@@ -203,23 +171,23 @@ def notebook_command() -> list[str]:
 def _volumes(spec: NotebookSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(volumes, mounts): the writable directories (home: the claim with notebook.storage), the token, the TLS
     bundle, the catalog storage read-only."""
-    volumes = [v for v in writable_volumes() if v["name"] != HOME_VOLUME]
-    mounts = writable_mounts()
-    storage = spec.notebook.storage
+    storage, name = spec.notebook.storage, spec.cluster_name
+    home: dict[str, Any] = {"emptyDir": {}}
     if storage.enabled:
-        claim = storage.existing_claim or home_claim_name(spec.cluster_name)
-        volumes.append({"name": HOME_VOLUME, "persistentVolumeClaim": {"claimName": claim}})
-    else:
-        volumes.append({"name": HOME_VOLUME, "emptyDir": {}})
-    volumes.append({"name": "token", "secret": {"secretName": token_secret_name(spec.cluster_name),
-                                                 "defaultMode": 0o440}})  # fmt: skip
-    mounts.append({"name": "token", "mountPath": TOKEN_DIR, "readOnly": True})
-    if spec.tls:
-        volumes.append({"name": "dask-tls", "secret": {"secretName": tls_secret_name(spec.cluster_name),
-                                                        "defaultMode": 0o440}})  # fmt: skip
-        mounts.append({"name": "dask-tls", "mountPath": TLS_DIR, "readOnly": True})
-    volumes += copy.deepcopy(spec.storage.volumes)
-    mounts += [{**m, "readOnly": True} for m in spec.storage.worker_mounts]
+        home = {"persistentVolumeClaim": {"claimName": storage.existing_claim or home_claim_name(name)}}
+    volumes = [
+        *(v for v in writable_volumes() if v["name"] != HOME_VOLUME),
+        {"name": HOME_VOLUME, **home},
+        secret_volume("token", token_secret_name(name)),
+        *tls_volumes(tls_secret_name(name) if spec.tls else None),
+        *copy.deepcopy(spec.storage.volumes),
+    ]
+    mounts = [
+        *writable_mounts(),
+        {"name": "token", "mountPath": TOKEN_DIR, "readOnly": True},
+        *tls_mounts(spec.tls),
+        *({**m, "readOnly": True} for m in spec.storage.worker_mounts),
+    ]
     return volumes, mounts
 
 
@@ -228,7 +196,6 @@ def deployment_manifest(spec: NotebookSpec, image: str) -> dict[str, Any]:
     volumes, mounts = _volumes(spec)
     selector = selector_labels(spec.cluster_name)
     pod_labels = {**selector, **CLIENT_LABEL, **(DASHBOARD_LABEL if nb.dashboard else {}), **spec.storage.pod_labels}
-    get = {"httpGet": {"port": PORT_NAME, "path": "/api"}}
     container = {
         "name": "jupyterlab",
         "image": image,
@@ -237,12 +204,10 @@ def deployment_manifest(spec: NotebookSpec, image: str) -> dict[str, Any]:
         "env": notebook_env(spec),
         "ports": [{"name": PORT_NAME, "containerPort": NOTEBOOK_PORT, "protocol": "TCP"}],
         "resources": {"requests": {"cpu": nb.cpu, "memory": nb.memory}, "limits": {"memory": nb.memory}},
-        "securityContext": copy.deepcopy(CONTAINER_SECURITY_CONTEXT),
+        "securityContext": copy.deepcopy(CONTAINER_SECURITY_CONTEXT),  # one per container
         "volumeMounts": mounts,
-        "readinessProbe": {**get, "periodSeconds": 5, "timeoutSeconds": 5},
-        "livenessProbe": {**get, "initialDelaySeconds": 30, "periodSeconds": 20, "timeoutSeconds": 10,
-                          "failureThreshold": 6},
-    }  # fmt: skip
+        **http_probes(PORT_NAME, "/api", 30),
+    }
     home = next(m for m in mounts if m["name"] == HOME_VOLUME)
     init = {
         "name": "starter",
@@ -253,17 +218,7 @@ def deployment_manifest(spec: NotebookSpec, image: str) -> dict[str, Any]:
         "securityContext": copy.deepcopy(CONTAINER_SECURITY_CONTEXT),
         "volumeMounts": [home],
     }
-    pod: dict[str, Any] = {
-        "securityContext": copy.deepcopy(POD_SECURITY_CONTEXT),
-        "automountServiceAccountToken": False,
-        "initContainers": [init],
-        "containers": [container],
-        "volumes": volumes,
-    }
-    if spec.storage.service_account:
-        pod["serviceAccountName"] = spec.storage.service_account
-    if spec.pull_secret:
-        pod["imagePullSecrets"] = [{"name": spec.pull_secret}]
+    pod = pod_spec([container], volumes, spec.pull_secret, spec.storage.service_account, initContainers=[init])
     template_metadata: dict[str, Any] = {"labels": pod_labels}
     if spec.storage.pod_annotations:
         template_metadata["annotations"] = dict(spec.storage.pod_annotations)
@@ -317,26 +272,16 @@ def home_claim_manifest(spec: NotebookSpec) -> dict[str, Any] | None:
 
 
 def network_policy_manifest(spec: NotebookSpec) -> dict[str, Any] | None:
-    """The notebook pod's own policy (None without security.networkPolicy); the cluster's admit it as a client."""
+    """None without security.networkPolicy; the cluster's policies admit the notebook as a client."""
     if not spec.network_policy:
         return None
     ports = [SCHEDULER_PORT_NAME, *([DASHBOARD_PORT_NAME] if spec.notebook.dashboard else [])]
-    egress: list[dict[str, Any]] = [
-        {"ports": [{"protocol": p, "port": DNS_PORT} for p in ("UDP", "TCP")]},
-        {
-            "to": [{"podSelector": cluster_pods(spec.cluster_name, "scheduler")}],
-            "ports": [{"protocol": "TCP", "port": p} for p in ports],
-        },
-    ]
+    scheduler = {"podSelector": cluster_pods(spec.cluster_name, "scheduler")}
+    egress = [dns_egress(), {"to": [scheduler], "ports": [{"protocol": "TCP", "port": p} for p in ports]}]
     if spec.object_store_cidrs:
-        egress.append({
-            "to": [{"ipBlock": {"cidr": cidr}} for cidr in spec.object_store_cidrs],
-            "ports": [{"protocol": "TCP", "port": p} for p in spec.object_store_ports],
-        })  # fmt: skip
+        egress.append(ip_egress(spec.object_store_cidrs, spec.object_store_ports))
     if spec.gcp_identity:
-        egress.append({"to": [{"ipBlock": {"cidr": cidr}} for cidr, _ in GKE_METADATA], "ports": [
-            {"protocol": "TCP", "port": port} for _, port in GKE_METADATA
-        ]})  # fmt: skip
+        egress.append(gke_metadata_egress())
     selector = selector_labels(spec.cluster_name)
     return {
         "apiVersion": "networking.k8s.io/v1",
@@ -351,25 +296,23 @@ def network_policy_manifest(spec: NotebookSpec) -> dict[str, Any] | None:
     }
 
 
-def token_secret_manifest(spec: NotebookSpec, token: str) -> dict[str, Any]:
+def _secret(spec: NotebookSpec, name: str, data: dict[str, str]) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": _metadata(spec, token_secret_name(spec.cluster_name)),
+        "metadata": _metadata(spec, name),
         "type": "Opaque",
-        "stringData": {TOKEN_FILE: token},
+        "stringData": data,
     }
+
+
+def token_secret_manifest(spec: NotebookSpec, token: str) -> dict[str, Any]:
+    return _secret(spec, token_secret_name(spec.cluster_name), {TOKEN_FILE: token})
 
 
 def tls_secret_manifest(spec: NotebookSpec, bundle: dict[str, str]) -> dict[str, Any]:
-    """The client bundle (`ca`, `cert`, `key`: the security component's `client_tls`) under the cluster's file names."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": _metadata(spec, tls_secret_name(spec.cluster_name)),
-        "type": "Opaque",
-        "stringData": {TLS_FILES[k]: bundle[k] for k in ("ca", "cert", "key")},
-    }
+    """The client bundle (`ca`, `cert`, `key`: ClusterSecurity.client_tls) under the cluster's file names."""
+    return _secret(spec, tls_secret_name(spec.cluster_name), {TLS_FILES[k]: bundle[k] for k in ("ca", "cert", "key")})
 
 
 def notebook_urls(spec: NotebookSpec, kubectl: str = "kubectl") -> dict[str, str]:
@@ -390,7 +333,7 @@ class LsdbNotebookArgs:
 
 
 class LsdbNotebook(pulumi.ComponentResource):
-    """The notebook's Secrets, claim, NetworkPolicy, Deployment and Service (see the module docstring)."""
+    """The notebook's Secrets, claim, NetworkPolicy, Deployment and Service."""
 
     token: pulumi.Output[str]
     deployment: k8s.apps.v1.Deployment

@@ -1,18 +1,9 @@
-"""Object-store credentials handed to the fsspec drivers as files where the driver reads files (CKV_K8S_35).
+"""Object-store credentials handed to the fsspec drivers as files where the driver reads files (CKV_K8S_35), for the
+cluster's pods (components/storage.py) and the catalog copy Job (components/catalogs.py); docs/storage.md.
 
-One builder for the cluster's pods (components/storage.py) and the catalog copy Job (components/catalogs.py): the
-Secret's data, and the env, volume and mount that hand it to the driver. Per driver (the variables of
-`OBJECT_STORES`, which name what each credential key means):
-
-- s3 (s3fs -> aiobotocore -> botocore's own credential and config chain): `credentials` in the shared-credentials
-  format (`aws_access_key_id`, `aws_secret_access_key`, `aws_session_token`) and `config` in the config-file format
-  (`region`, `endpoint_url`: botocore >= 1.31 reads `endpoint_url` there, the lock's 1.43 included), profile
-  `[default]`, mounted read-only; `AWS_SHARED_CREDENTIALS_FILE` and `AWS_CONFIG_FILE` (plain paths) point at them.
-  tests/test_e2e_object_store.py proves it against moto with signatures checked.
-- gs (gcsfs -> google-auth): the service-account JSON as the file `GOOGLE_APPLICATION_CREDENTIALS` names.
-- abfs (adlfs): account name, key, connection string and SAS token are read from environment variables or storage
-  options only, never from a file, so they stay `secretKeyRef` env; the pods carry a checkov skip of CKV_K8S_35
-  with that reason (`ENV_SKIP`), and only those pods.
+s3: a shared-credentials file and a config file (`region`, `endpoint_url`: botocore >= 1.31 reads it there), profile
+`[default]`, named by `AWS_SHARED_CREDENTIALS_FILE`/`AWS_CONFIG_FILE`; gs: the key file `GOOGLE_APPLICATION_CREDENTIALS`
+names; abfs: adlfs reads no file, so `secretKeyRef` variables with a checkov skip of CKV_K8S_35 (`ENV_SKIP`).
 """
 
 from __future__ import annotations

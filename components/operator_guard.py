@@ -1,25 +1,10 @@
-"""OperatorGuard: `pulumi destroy` refuses to remove the operator while any DaskCluster or DaskAutoscaler exists.
+"""OperatorGuard: `pulumi destroy` refuses to remove the operator while any DaskCluster or DaskAutoscaler exists
+(their kopf finalizers need it; docs/lifecycle.md).
 
-The operator's kopf finalizers sit on every DaskCluster and DaskAutoscaler of the cluster: without the operator,
-deleting one (the other stacks' `pulumi destroy`, a namespace deletion) leaves it in Terminating for good.
-
-A guard resource rather than a `before_delete` resource hook: Pulumi runs delete hooks only under
-`pulumi destroy --run-program` (and refuses a plain `pulumi destroy` of a stack holding one), and hooks run in
-the program's process, which the mock engine does not exercise. The guard is a dynamic resource: its provider
-runs in Pulumi's dynamic-provider process with the state's inputs (the kube context), under a plain
-`pulumi destroy`, like the verification's provider.
-
-Order: the guard DEPENDS ON the operator's Helm release, and Pulumi deletes a dependent before what it depends
-on, so the guard's delete runs first; when it raises, the release (and the operator's namespace) stay.
-- first deploy, later changes: nothing (create and update store the inputs; the diff never replaces it, so a
-  change never runs the check);
-- `pulumi destroy`, or a program that stops installing the operator: lists the DaskClusters and DaskAutoscalers
-  of every namespace and refuses while there are any (a stack's own clusters depend on its operator, so they are
-  deleted, and gone, before the guard runs);
-- `pulumi destroy --target <release>` needs `--target-dependents` (the guard depends on it), which runs the
-  guard; `--exclude-protected` deletes the guard (and runs it) unless the guard itself is protected.
-
-kr8s is imported only when a real delete reads the cluster (`Kr8sDaskObjects`); tests pass a reader.
+A dynamic resource rather than a `before_delete` hook: Pulumi runs delete hooks only under `pulumi destroy
+--run-program`, in the program's process. The guard DEPENDS ON the Helm release, so its delete (the check) runs
+first, and when it raises the release stays; create and update only store the inputs (the kube context). kr8s is
+imported only when a real delete reads the cluster (`Kr8sDaskObjects`); tests pass a reader.
 """
 
 from __future__ import annotations

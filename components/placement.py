@@ -1,15 +1,9 @@
 """Where the scheduler and worker pods run: the Kubernetes scheduling fields of a pod spec.
 
-`pod_placement` turns a placement section (`cluster.scheduler.placement`, `cluster.workers.placement`,
-`cluster.workerGroups.<name>.placement`) plus the spot and spread rules into the fields that go into a pod
-spec (`nodeSelector`, `tolerations`, `affinity`, `priorityClassName`, `topologySpreadConstraints`).
-`placement_problems` checks what users write against the Kubernetes PodSpec schema (kubernetes-validate,
-strict), so a misspelt field fails before anything is deployed instead of being pruned by the API server;
-`crd_dropped` finds what is valid there but absent from the pinned DaskCluster/DaskWorkerGroup CRDs'
-structural schemas (`topologySpreadConstraints[].minDomains`, ...), which the API server would drop silently.
-
-Spot (dask-kubernetes #606, the maintainers' advice after losing work to spot reclaims): workers on spot
-nodes, the scheduler never, because losing the scheduler loses every task of the cluster.
+`pod_placement` turns a placement section plus the spot and spread rules into pod spec fields; `placement_problems`
+checks what users write against the Kubernetes PodSpec schema (strict: a misspelt field fails before anything is
+deployed); `crd_dropped` finds what the pinned CRDs' structural schemas would prune silently. Spot (dask-kubernetes
+#606): workers on spot nodes, the scheduler never (losing it loses every task).
 """
 
 from __future__ import annotations

@@ -1,9 +1,5 @@
-"""The Pulumi program as a function: `program(config)` builds every component and returns the stack exports.
-
-`__main__.py` runs `main()`: read and validate the stack config (every problem reported before any
-resource is registered), check the client against the image lock, build, export. Tests call `program`
-under `pulumi.runtime.set_mocks` (tools/mock_runtime.py).
-"""
+"""The Pulumi program as a function: `program(config)` builds every component and returns the stack exports;
+`main()` (what `__main__.py` runs) reads the config and checks the client first."""
 
 from __future__ import annotations
 
@@ -28,7 +24,6 @@ from components.constants import (
 )
 from components.dask_operator import DaskOperator, DaskOperatorArgs, operator_from_stack, operator_version
 from components.endpoint import (
-    ENDPOINT_KEYS,
     StableEndpoint,
     StableEndpointArgs,
     StableEndpointSelector,
@@ -70,9 +65,7 @@ def program(config: StackConfig, today: date | None = None) -> dict[str, Any]:
             "namespace", metadata={"name": namespace, "labels": {**LABELS, **POD_SECURITY_LABELS}}, opts=provider_opts
         )
 
-    credentials = None
-    if config.storage.credential_keys:
-        credentials = secret_config("storage", ("objectStore", "credentials"))
+    credentials = secret_config("storage", ("objectStore", "credentials")) if config.storage.credential_keys else None
     storage = CatalogStorage(
         "catalog-storage",
         CatalogStorageArgs(config.storage, namespace, config.cluster.name, credentials),
@@ -139,7 +132,7 @@ def program(config: StackConfig, today: date | None = None) -> dict[str, Any]:
         StableEndpointSelectorArgs(config.cluster.name, live_name, namespace),
         opts(endpoint, cluster, verification, provisioning),
     )
-    exports |= {key: endpoint.endpoints[key] for key in ENDPOINT_KEYS}
+    exports |= endpoint.endpoints
     exports |= forward_commands(namespace, scheduler_service_name(config.cluster.name), config.kube_context)
     if security.client_tls is not None:
         exports["clientTls"] = security.client_tls  # a Pulumi secret: `pulumi stack output --show-secrets clientTls`
@@ -170,9 +163,8 @@ def program(config: StackConfig, today: date | None = None) -> dict[str, Any]:
 
 
 def forward_commands(namespace: str, service: str, kube_context: str | None) -> dict[str, str]:
-    """`portForwardScheduler` and `portForwardDashboard`: tools/forward.py, which resolves the stable Service to its
-    scheduler pod for every new connection, so it follows the upgrades' selector switch. (`kubectl port-forward
-    svc/...` binds one pod when it starts and exits when that pod goes: every upgrade.) Run from the project."""
+    """tools/forward.py resolves the stable Service for every connection, so it follows upgrades (`kubectl
+    port-forward svc/...` binds one pod and exits when it goes)."""
     context = f" --context {kube_context}" if kube_context else ""
     command = f".venv/bin/python -m tools.forward{context} --namespace {namespace} --service {service}"
     return {
@@ -258,12 +250,9 @@ def _verification(
     security: ClusterSecurity,
     provisioning: CatalogProvisioning | None,
 ) -> LsdbVerification:
-    """The verification of THIS cluster (through its own Service): a new cluster gets a new verification resource,
-    whose create runs the check; the old cluster's one is deleted (a no-op) with the old cluster.
-
-    With `verify.enabled: false` the same resource runs only the gate (stages connect and workers, no catalog): the
-    selector switch still waits for a scheduler that answers the Dask handshake and for `verify.minWorkers` workers,
-    or the fewer the cluster always has (none when the autoscaler may scale the default group to zero)."""
+    """The verification of THIS cluster through its own Service (a new cluster, a new resource). With
+    `verify.enabled: false` only its gate (connect, workers: `verify.minWorkers` or the fewer the cluster always
+    has)."""
     verify = config.verify
     if verify.enabled:
         query = VerificationQuery.model_validate(

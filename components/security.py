@@ -1,32 +1,9 @@
 """ClusterSecurity: the NetworkPolicies around a DaskCluster's pods and the certificates of its mutual TLS.
 
-What is open to whom (docs/security.md), as the pure function `network_policy_manifests` builds it:
-
-* every pod of the cluster (scheduler and workers, blue and green: selected by the DaskCluster's
-  `app.kubernetes.io/name` label, which the operator copies onto each pod) denies all ingress and egress
-  except what follows;
-* scheduler `tcp-comm` (8786): this cluster's workers, pods labelled `lsdb-k8s/client: "true"` in the
-  namespace, every pod of `security.clientNamespaces`;
-* scheduler `http-dashboard` (8787: dashboard, `/metrics` and the unauthenticated HTTP API, `retire_workers`
-  included): the operator's namespace (autoscaler, idle check, retire-workers over plain HTTP), the scrapers
-  (`monitoring.prometheusNamespace`, only with `monitoring.enabled`) and the dashboard readers who opted in (pods
-  labelled `lsdb-k8s/dashboard: "true"` in the namespace, every pod of `security.dashboardNamespaces`);
-  clients do not reach it;
-* workers `tcp-worker`/`tcp-nanny` (8789/8790): the scheduler and the other workers of the cluster; the
-  workers' `http-dashboard` (8788, `/metrics`): the scrapers;
-* egress: DNS (port 53), the cluster's own pods, and with `storage.kind: objectStore` the object store
-  (`security.egressCIDRs` on `security.egressPorts`).
-
-NetworkPolicy semantics: https://kubernetes.io/docs/concepts/services-networking/network-policies/
-(policies are additive; a pod selected by a policy of a type is isolated for that type; a rule admits a peer
-when one `from`/`to` entry and one port match). Probes and `kubectl port-forward` enter through the kubelet,
-which NetworkPolicies do not govern.
-
-TLS (pulumi-tls, keys in the state as secrets): a CA for the stack, a certificate for the cluster (SANs: the
-scheduler Service names in every DNS form, `localhost`, `127.0.0.1`) in a `kubernetes.io/tls` Secret with the
-CA as `ca.crt`, and a client certificate, exported as the secret `clientTls`. They rotate on the schedule of
-components/tls_schedule.py: the epoch tag is in the Secret's name (so in the cluster's `<h>`: a rotation is a new
-cluster) and in the certificates' subjects (so pulumi-tls re-issues them: a changed subject replaces a CSR).
+What is open to whom is docs/security.md's table, built by the pure function `network_policy_manifests` (policies
+are additive; probes and `kubectl port-forward` enter through the kubelet, which NetworkPolicies do not govern).
+TLS (pulumi-tls, keys in the state as secrets) rotates on components/tls_schedule.py's epochs: the tag is in the
+Secret's name (so in `<h>`: a rotation is a new cluster) and in the subjects (so pulumi-tls re-issues them).
 """
 
 from __future__ import annotations
@@ -81,8 +58,7 @@ CLIENT_USES = ["digital_signature", "key_encipherment", "client_auth"]
 
 
 def cluster_pods(cluster_name: str, component: str | None = None) -> dict[str, Any]:
-    """A label selector for the cluster's pods (of one component): labels the operator copies from the DaskCluster
-    (`app.kubernetes.io/name`, `app.kubernetes.io/part-of`) plus its own `dask.org/component`."""
+    """The cluster's pods (of one component): the DaskCluster's labels the operator copies, plus its component."""
     labels = {"app.kubernetes.io/part-of": PART_OF, APP_NAME_LABEL: cluster_name}
     if component:
         labels[COMPONENT_LABEL] = component
@@ -106,6 +82,22 @@ def _ports(*names: str) -> list[dict[str, Any]]:
 GKE_METADATA: tuple[tuple[str, int], ...] = (("169.254.169.254/32", 80), ("169.254.169.252/32", 988))
 
 
+def dns_egress() -> dict[str, Any]:
+    """DNS, wherever the resolver is (every pod's policy: the cluster's, the notebook's, the copy Job's)."""
+    return {"ports": [{"protocol": p, "port": DNS_PORT} for p in ("UDP", "TCP")]}
+
+
+def ip_egress(cidrs: Sequence[str], ports: Sequence[int]) -> dict[str, Any]:
+    return {
+        "to": [{"ipBlock": {"cidr": cidr}} for cidr in cidrs],
+        "ports": [{"protocol": "TCP", "port": p} for p in ports],
+    }
+
+
+def gke_metadata_egress() -> dict[str, Any]:
+    return ip_egress([cidr for cidr, _ in GKE_METADATA], [port for _, port in GKE_METADATA])
+
+
 def network_policy_manifests(
     cluster_name: str,
     namespace: str,
@@ -115,12 +107,9 @@ def network_policy_manifests(
     identity_provider: str | None = None,
     scraper_namespace: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The NetworkPolicies of one cluster (empty when `security.networkPolicy` is false).
-
-    `scraper_namespace`: the Prometheus namespace while monitoring is on (None: nothing scrapes).
-    `identity_provider` (storage.objectStore.identity): AWS STS and Azure's login endpoint are reached over HTTPS,
-    which the object-store rule (`egressCIDRs` on `egressPorts`, any address on 443 by default) allows; GKE's
-    metadata server, which issues Workload Identity tokens, is a link-local address on other ports."""
+    """The NetworkPolicies of one cluster (none without `security.networkPolicy`). `scraper_namespace`: Prometheus's
+    while monitoring is on. `identity_provider`: AWS's and Azure's token endpoints are HTTPS, which the object-store
+    rule allows; GKE's metadata server is link-local on other ports."""
     if not security.network_policy:
         return []
     clients = [{"podSelector": {"matchLabels": dict(CLIENT_LABEL)}}, *_namespaces(security.client_namespaces)]
@@ -131,21 +120,11 @@ def network_policy_manifests(
         *_namespaces(security.dashboard_namespaces),
     ]
     scrapers = _namespaces([scraper_namespace] if scraper_namespace else [])
-    egress: list[dict[str, Any]] = [
-        {"ports": [{"protocol": p, "port": DNS_PORT} for p in ("UDP", "TCP")]},  # DNS, wherever the resolver is
-        {"to": [{"podSelector": cluster_pods(cluster_name)}]},
-    ]
+    egress = [dns_egress(), {"to": [{"podSelector": cluster_pods(cluster_name)}]}]
     if object_store:
-        egress.append(
-            {
-                "to": [{"ipBlock": {"cidr": cidr}} for cidr in security.egress_cidrs],
-                "ports": [{"protocol": "TCP", "port": p} for p in security.egress_ports],
-            }
-        )
+        egress.append(ip_egress(security.egress_cidrs, security.egress_ports))
     if identity_provider == "gcp":
-        egress.append({"to": [{"ipBlock": {"cidr": cidr}} for cidr, _ in GKE_METADATA], "ports": [
-            {"protocol": "TCP", "port": port} for _, port in GKE_METADATA
-        ]})  # fmt: skip
+        egress.append(gke_metadata_egress())
     scheduler_ingress = [
         {"from": [workers, *clients], "ports": _ports(SCHEDULER_PORT_NAME)},
         {
@@ -218,16 +197,9 @@ class ClusterSecurityArgs:
 
 
 class ClusterSecurity(pulumi.ComponentResource):
-    """NetworkPolicies, and with `security.tls` the CA, certificates and certificate Secret of one cluster.
-
-    First `pulumi up`: creates them (the Secret before the DaskCluster, which depends on this component).
-    A later `pulumi up`: a changed rule updates its NetworkPolicy in place. In a new TLS epoch
-    (components/tls_schedule.py) the certificates (and with a new CA epoch or `tlsGeneration`, the CA; with a new
-    `tlsGeneration`, the keys) are re-issued into a NEW Secret `<cluster>-tls-<tag>`, a new resource: the program
-    mounts it in a new cluster, and the old Secret, no longer in the program, is deleted at the end of a successful
-    `pulumi up`, after the old cluster (which depends on it). `pulumi destroy`: deletes the NetworkPolicies and the
-    Secret; keys and certificates exist only in the Pulumi state.
-    """
+    """NetworkPolicies, and with `security.tls` the CA, certificates and certificate Secret of one cluster. A new TLS
+    epoch is a NEW Secret `<cluster>-tls-<tag>` (a new resource, so a new cluster; the old one goes after the old
+    cluster, at the end of a successful `pulumi up`)."""
 
     network_policies: list[k8s.networking.v1.NetworkPolicy]
     client_tls: pulumi.Output[dict[str, Any]] | None

@@ -47,13 +47,8 @@ def service_account_name(cluster_name: str) -> str:
 
 
 def service_account_manifest(storage: StorageConfig, namespace: str, cluster_name: str) -> dict[str, Any] | None:
-    """The ServiceAccount carrying the workload identity annotation (None without `storage.objectStore.identity`).
-
-    No API token is mounted from it (`automountServiceAccountToken: false`): the identity does not need one.
-    EKS's pod identity webhook and Azure's workload identity webhook inject their own projected token volume
-    (audience `sts.amazonaws.com` / `api://AzureADTokenExchange`) into pods of an annotated ServiceAccount, and
-    GKE's metadata server identifies the pod by itself.
-    """
+    """The ServiceAccount carrying the workload identity (None without `storage.objectStore.identity`), mounting no
+    API token: EKS's and Azure's webhooks inject their own projected token, GKE's metadata server needs none."""
     identity = storage.identity
     if identity is None:
         return None
@@ -131,8 +126,7 @@ def persistent_volume_claim_manifest(storage: StorageConfig, namespace: str) -> 
 def object_store_secret_manifest(
     storage: StorageConfig, namespace: str, cluster_name: str, credentials: dict[str, str]
 ) -> dict[str, Any] | None:
-    """Secret holding the credentials as the files the driver reads (s3: `credentials` and `config`; gs: the key
-    file; abfs, whose driver reads no file: the variables' values)."""
+    """The credentials as the files the driver reads (components/object_store_keys.py)."""
     if storage.kind != "objectStore" or not storage.credential_keys:
         return None
     data = secret_data(storage.credential_env, credentials, "storage.objectStore.credentials")

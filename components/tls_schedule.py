@@ -1,21 +1,10 @@
-"""When the stack's TLS material rotates: fixed epochs counted from one constant day, pure functions of the date.
+"""When the stack's TLS material rotates (docs/security.md#certificate-rotation): fixed epochs counted from ANCHOR,
+pure functions of the day (the program reads the clock once, so preview == up and tests pass any day).
 
-Dask loads its certificate once, at start: a certificate rewritten under a running cluster never reaches it. So a
-rotation is a new cluster. The epoch tag (`g0-ca0-c1`: `security.tlsGeneration`, CA epoch, certificate epoch) is in
-the certificate Secret's name, which is in the cluster's `<h>` (components/cluster.py): the first `pulumi up` of a
-new epoch starts a new cluster with new certificates (blue/green: verified, switched, the old one deleted with its
-Secret at the end of the same `pulumi up`).
-
-* certificates (server and client) rotate every CERT_ROTATION_DAYS and are valid CERT_VALIDITY_DAYS from the day
-  they are issued (a `pulumi up` in their epoch): a stack left without `pulumi up` for CERT_VALIDITY_DAYS -
-  CERT_ROTATION_DAYS (1.5 years) after a rotation still serves;
-* the CA rotates every CA_ROTATION_DAYS (a whole number of certificate epochs: a CA rotation is a certificate
-  rotation, one new cluster) and is valid CA_VALIDITY_DAYS: a certificate is issued in the CA's epoch at the
-  latest, so it expires at most CA_ROTATION_DAYS + CERT_VALIDITY_DAYS after the CA was issued, before the CA;
-* `security.tlsGeneration` (raised by hand after a leaked key) is in every tag: new keys, CA and certificates now.
-
-Days before ANCHOR count as epoch 0. The program reads the clock once (components/program.py); everything here
-takes the day, so the same day gives the same names (preview == up) and tests pass any day.
+Dask loads its certificate once, at start, so a rotation is a new cluster: the epoch tag (`g0-ca0-c1`:
+`security.tlsGeneration`, CA epoch, certificate epoch) is in the certificate Secret's name, hence in `<h>`. The CA
+rotates every whole number of certificate epochs and outlives every certificate it signs; days before ANCHOR count
+as epoch 0.
 """
 
 from __future__ import annotations

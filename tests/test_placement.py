@@ -152,28 +152,6 @@ def test_generated_placement_is_a_valid_pod_spec(provider: str) -> None:
 # --- what the pinned CRDs keep (issue 20 defect 6) ----------------------------------------------------------
 
 
-def test_crd_dropped_follows_the_structural_pruning_rules() -> None:
-    """Controls: declared fields are walked, maps keep any key, preserve-unknown keeps everything, list items are
-    pruned one by one, an object without properties keeps nothing."""
-    schema = {"type": "object", "properties": {
-        "a": {"type": "object", "properties": {"b": {"type": "integer"}}},
-        "m": {"type": "object", "additionalProperties": {"type": "object", "properties": {"v": {"type": "string"}}}},
-        "k": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
-        "l": {"type": "array", "items": {"type": "object", "properties": {"c": {"type": "string"}}}},
-        "x": {"type": "object"},
-    }}  # fmt: skip
-    value = {"a": {"b": 1, "c": 2}, "m": {"any": {"v": "kept", "w": 3}}, "k": {"z": {"deep": 1}},
-             "l": [{"c": "kept"}, {"c": "kept", "d": 4}], "x": {"y": 5}, "extra": [6]}  # fmt: skip
-    assert crd_dropped(value, schema) == [
-        (("a", "c"), 2),
-        (("m", "any", "w"), 3),
-        (("l", 1, "d"), 4),
-        (("x", "y"), 5),
-        (("extra",), [6]),
-    ]
-    assert crd_dropped({"a": {"b": 1}, "l": []}, schema) == []
-
-
 @pytest.mark.parametrize(("kind", "pod"), [("DaskCluster", "worker"), ("DaskCluster", "scheduler"),
                                            ("DaskWorkerGroup", "worker")])  # fmt: skip
 def test_the_pod_spec_schemas_are_the_pinned_crds(kind: str, pod: str) -> None:

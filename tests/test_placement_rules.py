@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from components.placement import placement_problems, pod_placement, worker_spread_selector
+from components.placement import crd_dropped, placement_problems, pod_placement, worker_spread_selector
 
 SPOT_NODES = {
     "aws": ("eks.amazonaws.com/capacityType", "SPOT", None),
@@ -150,3 +150,27 @@ def test_a_long_schema_message_is_cut_at_200_characters() -> None:
     ((key, _, message),) = placement_problems({"affinity": {"nodeAffinity": {"x" * 300: 1}}})
     assert key == "affinity.nodeAffinity"
     assert len(message) == 203 and message.endswith("...")
+
+
+def test_crd_dropped_follows_the_structural_pruning_rules() -> None:
+    """Controls: declared fields are walked, maps keep any key (each entry pruned), `additionalProperties: true` and
+    preserve-unknown keep everything, list items are pruned one by one, an object without properties keeps nothing."""
+    schema = {"type": "object", "properties": {
+        "a": {"type": "object", "properties": {"b": {"type": "integer"}}},
+        "m": {"type": "object", "additionalProperties": {"type": "object", "properties": {"v": {"type": "string"}}}},
+        "k": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+        "l": {"type": "array", "items": {"type": "object", "properties": {"c": {"type": "string"}}}},
+        "x": {"type": "object"},
+        "t": {"type": "object", "additionalProperties": True},
+    }}  # fmt: skip
+    value = {"a": {"b": 1, "c": 2}, "m": {"any": {"v": "kept", "w": 3}, "more": {"u": 7}}, "k": {"z": {"deep": 1}},
+             "l": [{"c": "kept"}, {"c": "kept", "d": 4}], "x": {"y": 5}, "t": {"free": 8}, "extra": [6]}  # fmt: skip
+    assert crd_dropped(value, schema) == [
+        (("a", "c"), 2),
+        (("m", "any", "w"), 3),
+        (("m", "more", "u"), 7),
+        (("l", 1, "d"), 4),
+        (("x", "y"), 5),
+        (("extra",), [6]),
+    ]
+    assert crd_dropped({"a": {"b": 1}, "l": []}, schema) == []

@@ -214,9 +214,18 @@ def test_s3_credentials_reach_the_pods_as_the_files_botocore_reads() -> None:
     }
 
 
+def test_a_line_break_in_an_s3_key_names_the_key_of_storage() -> None:
+    cfg = object_store("s3://b/c", credentials=secrets(*S3_KEYS))
+    values = {k: f"value-of-{k}" for k in S3_KEYS} | {"secretAccessKey": "abc\ndef"}
+    with pytest.raises(ValueError, match=r"^storage\.objectStore\.credentials\.secretAccessKey holds a line break"):
+        object_store_secret_manifest(cfg, "astro", "lsdb-x", values)
+
+
 def test_abfs_credentials_are_the_variables_adlfs_reads() -> None:
     cfg = object_store("abfs://c@a.dfs.core.windows.net/x", credentials=secrets("accountName", "sasToken"))
     assert set(env_by_name(pod_storage(cfg, "c"))) == {ABFS_KEYS["accountName"], ABFS_KEYS["sasToken"]}
+    (skip,) = pod_storage(cfg, "c").scanner_skips  # keys as variables: the pods carry CKV_K8S_35's skip and reason
+    assert skip.startswith("CKV_K8S_35=adlfs reads Azure account keys")
     secret = object_store_secret_manifest(cfg, "n", "c", {"accountName": "acct", "sasToken": "sig"})
     assert secret is not None and secret["stringData"] == {
         "AZURE_STORAGE_ACCOUNT_NAME": "acct",
