@@ -6,23 +6,13 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, Field, WithJsonSchema, model_validator
+from pydantic import AfterValidator, Field, WithJsonSchema
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from components.constants import NAME_LIMIT, derived_names, max_cluster_name_length, worker_deployment_name
 from components.placement import crd_dropped, crd_pod_spec, placement_problems
-from components.section import (
-    DNS_LABEL,
-    DefaultText,
-    Fix,
-    Quantity,
-    Section,
-    empty_section,
-    json_object,
-    problem,
-    quantity_bytes,
-    raise_problems,
-)
+from components.section import DNS_LABEL, DefaultText, Fix, Quantity, Section, empty_section, json_object, problem
+from components.section import quantity_bytes as quantity_bytes
 
 DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 # The live DaskCluster is `<name>-<8 hex>`; its longest derived name, a worker Deployment
@@ -40,6 +30,10 @@ SIZE_PRESETS: dict[str, dict[str, Any]] = {
     "large": {"replicas": 6, "cpu": "2", "memory": "8Gi", "minimum": 6, "maximum": 12},
     "xlarge": {"replicas": 12, "cpu": "4", "memory": "16Gi", "minimum": 12, "maximum": 24},
 }
+LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+LABEL_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+MAX_LABEL_VALUE = 63  # Kubernetes label values (and the DNS labels worker group keys must be)
+POD_SCHEDULING_DOC = "https://kubernetes.io/docs/reference/kubernetes-api/workload-resources/pod-v1/#scheduling"
 
 
 def _cluster_name(value: str) -> str:
@@ -58,18 +52,6 @@ def _cluster_name(value: str) -> str:
         )
         raise PydanticCustomError("cluster_name", what, {"fix": fix})
     return value
-
-
-ClusterName = Annotated[
-    str, AfterValidator(_cluster_name),
-    WithJsonSchema({"type": "string", "pattern": DNS_1035_LABEL.pattern, "maxLength": MAX_CLUSTER_NAME}),
-]  # fmt: skip
-
-
-LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
-LABEL_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-MAX_LABEL_VALUE = 63  # Kubernetes label values (and the DNS labels worker group keys must be)
-POD_SCHEDULING_DOC = "https://kubernetes.io/docs/reference/kubernetes-api/workload-resources/pod-v1/#scheduling"
 
 
 def label_problems(section: str, labels: Mapping[str, str], fix: str) -> list[InitErrorDetails]:
@@ -113,25 +95,22 @@ class PlacementConfig(Section):
         """The PodSpec fields as written (camelCase); `topologySpreadConstraints` None means 'the default'."""
         return self.model_dump(by_alias=True)
 
-    @model_validator(mode="after")
-    def _kubernetes_schema(self) -> PlacementConfig:
-        fix = "use a node label as `kubectl get nodes --show-labels` shows it"
-        found = label_problems("nodeSelector", self.node_selector, fix)
+    def problems(self) -> list[InitErrorDetails]:
+        found = label_problems(
+            "nodeSelector", self.node_selector, "use a node label as `kubectl get nodes --show-labels` shows it"
+        )
         for key, value, what in placement_problems(self.pod_fields()):
             found.append(
                 problem((key,), value, f"is not valid in a Kubernetes PodSpec ({what})", f"see {POD_SCHEDULING_DOC}")
             )
-        raise_problems("placement", found)
-        return self
+        return found
 
     def crd_problems(self, kind: str, pod: str) -> list[InitErrorDetails]:
         """A problem (at `placement.<path>`) for each field the pinned CRD of `kind` would prune from
         `spec.<pod>.spec`: valid in a PodSpec, but not in the dask-kubernetes CRD's structural schema."""
         fields = {k: v for k, v in self.pod_fields().items() if v not in (None, {}, [])}
-        if not fields:
-            return []
         found = []
-        for path, value in crd_dropped(fields, crd_pod_spec(kind, pod)):
+        for path, value in crd_dropped(fields, crd_pod_spec(kind, pod)) if fields else ():
             parent = ".".join(p for p in path[:-1] if isinstance(p, str))  # `kubectl explain` takes no indices
             found.append(problem(
                 ("placement", *path), value, f"is not kept by the pinned {kind} CRD (the API server drops it)",
@@ -185,10 +164,8 @@ class WorkerPodConfig(Section):
     def memory_bytes(self) -> int:
         return quantity_bytes(self.memory)
 
-    @model_validator(mode="after")
-    def _placement_kept_by_the_crd(self) -> WorkerPodConfig:
-        raise_problems("workers", self.placement.crd_problems(self.custom_resource, "worker"))
-        return self
+    def problems(self) -> list[InitErrorDetails]:
+        return self.placement.crd_problems(self.custom_resource, "worker")
 
 
 class WorkersConfig(WorkerPodConfig):
@@ -241,10 +218,8 @@ class SchedulerConfig(Section):
         "scheduler (which loses every running task).",
     )
 
-    @model_validator(mode="after")
-    def _placement_kept_by_the_crd(self) -> SchedulerConfig:
-        raise_problems("scheduler", self.placement.crd_problems("DaskCluster", "scheduler"))
-        return self
+    def problems(self) -> list[InitErrorDetails]:
+        return self.placement.crd_problems("DaskCluster", "scheduler")
 
 
 class AutoscalerConfig(Section):
@@ -256,20 +231,21 @@ class AutoscalerConfig(Section):
         4, ge=1, description="Most workers (≥ 1)."
     )
 
-    @model_validator(mode="after")
-    def _range(self) -> AutoscalerConfig:
-        if self.enabled and self.minimum > self.maximum:
-            raise_problems("autoscaler", [problem(
-                "minimum", self.minimum, f"is greater than cluster.autoscaler.maximum ({self.maximum})",
-                "lower minimum or raise maximum",
-            )])  # fmt: skip
-        return self
+    def problems(self) -> list[InitErrorDetails]:
+        if not self.enabled or self.minimum <= self.maximum:
+            return []
+        what = f"is greater than cluster.autoscaler.maximum ({self.maximum})"
+        return [problem("minimum", self.minimum, what, "lower minimum or raise maximum")]
 
 
 class ClusterConfig(Section):
     """The DaskCluster, its workers, scheduler and autoscaler."""
 
-    name: ClusterName = Field(
+    name: Annotated[
+        str,
+        AfterValidator(_cluster_name),
+        WithJsonSchema({"type": "string", "pattern": DNS_1035_LABEL.pattern, "maxLength": MAX_CLUSTER_NAME}),
+    ] = Field(
         "lsdb-cluster",
         description=f"Base name: the DaskCluster is `<name>-<hash>`, the stable Service `<name>-scheduler`;"
         f" a DNS-1035 label (starts with a letter), ≤ {MAX_CLUSTER_NAME} characters.",
@@ -292,13 +268,9 @@ class ClusterConfig(Section):
         "of the live cluster with `replicas`, `threads`, `cpu`, `memory`, `cpuLimit`, `spot`, `placement`.",
     )
 
-    @model_validator(mode="before")
     @classmethod
-    def _apply_size_preset(cls, value: Any) -> Any:
+    def prepare(cls, value: dict[str, Any]) -> dict[str, Any]:
         """Fill what the user left out from the `size` preset (an unknown size is reported; `small` stands in)."""
-        value = json_object(value)
-        if not isinstance(value, dict):
-            return value
         preset = SIZE_PRESETS.get(str(value.get("size", "small")), SIZE_PRESETS["small"])
         out = dict(value)
         for section, keys in (("workers", ("replicas", "cpu", "memory")), ("autoscaler", ("minimum", "maximum"))):
@@ -307,27 +279,27 @@ class ClusterConfig(Section):
                 out[section] = {**{k: preset[k] for k in keys}, **given}
         return out
 
-    @property
-    def max_workers(self) -> int:
-        """The most workers the cluster can have: the default group's ceiling plus every extra group."""
-        default = self.autoscaler.maximum if self.autoscaler.enabled else self.workers.replicas
+    def _workers(self, autoscaled: int) -> int:
+        # The default group's count (the autoscaler's bound when it scales it) plus every extra group's.
+        default = autoscaled if self.autoscaler.enabled else self.workers.replicas
         return default + sum(g.replicas for g in self.worker_groups.values())
 
     @property
+    def max_workers(self) -> int:
+        """The most workers the cluster can have."""
+        return self._workers(self.autoscaler.maximum)
+
+    @property
     def min_workers(self) -> int:
-        """The workers the cluster always has: the default group's floor (the autoscaler may scale it down to its
-        minimum at any time) plus every extra group, which the autoscaler does not scale."""
-        default = self.autoscaler.minimum if self.autoscaler.enabled else self.workers.replicas
-        return default + sum(g.replicas for g in self.worker_groups.values())
+        """The workers the cluster always has (the autoscaler may scale down to its minimum at any time)."""
+        return self._workers(self.autoscaler.minimum)
 
     @property
     def spot_providers(self) -> list[str]:
         """Providers whose spot nodes some workers use (the scheduler stays off them)."""
-        groups = [self.workers, *self.worker_groups.values()]
-        return sorted({g.spot for g in groups if g.spot})
+        return sorted({g.spot for g in (self.workers, *self.worker_groups.values()) if g.spot})
 
-    @model_validator(mode="after")
-    def _group_names_fit(self) -> ClusterConfig:
+    def problems(self) -> list[InitErrorDetails]:
         # The longest name derived from a group: its worker Deployments `<live>-<group>-worker-<uuid>`; the
         # DaskWorkerGroup `<live>-<group>` is also a pod label value. Both must fit NAME_LIMIT.
         found = []
@@ -341,5 +313,4 @@ class ClusterConfig(Section):
                     f"longer than {NAME_LIMIT}",
                     f"shorten the group name to at most {max(room, 0)} characters, or cluster.name",
                 ))  # fmt: skip
-        raise_problems("cluster", found)
-        return self
+        return found

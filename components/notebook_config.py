@@ -1,21 +1,24 @@
-"""`notebook`: a JupyterLab beside the cluster (components/notebook.py builds its objects).
-
-Light on purpose (pydantic and components.section only): the config model loads it at program evaluation.
-"""
+"""`notebook`: a JupyterLab beside the cluster (components/notebook.py builds its objects)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import Field, model_validator
+from pydantic import Field
 from pydantic_core import InitErrorDetails
 
-from components.section import DefaultText, Fix, ObjectName, Quantity, Section, empty_section, problem, raise_problems
-
-DIGEST_REF = r"^[^\s@]+@sha256:[0-9a-f]{64}$"
-# A single-node claim: the notebook, one more pod mounting it, may land on another node than the worker.
-SINGLE_NODE_MODES = ("ReadWriteOnce", "ReadWriteOncePod")
+from components.section import (
+    DIGEST_REF,
+    SINGLE_NODE_MODES,
+    DefaultText,
+    Fix,
+    ObjectName,
+    Quantity,
+    Section,
+    empty_section,
+    problem,
+)
 
 
 class NotebookStorageConfig(Section):
@@ -36,8 +39,7 @@ class NotebookStorageConfig(Section):
     def enabled(self) -> bool:
         return self.size is not None or self.existing_claim is not None
 
-    @model_validator(mode="after")
-    def _one_source(self) -> NotebookStorageConfig:
+    def problems(self) -> list[InitErrorDetails]:
         found = []
         if self.size is not None and self.existing_claim is not None:
             found.append(problem(
@@ -49,8 +51,7 @@ class NotebookStorageConfig(Section):
                 "storageClassName", self.storage_class_name, "applies only to a claim created here",
                 "set notebook.storage.size too, or remove storageClassName",
             ))  # fmt: skip
-        raise_problems("notebook.storage", found)
-        return self
+        return found
 
 
 class NotebookConfig(Section):
@@ -96,6 +97,7 @@ def notebook_problems(notebook: NotebookConfig, data: Mapping[str, Any]) -> list
             "imageRef", None, "is required when image.ref is prebuilt (nothing is built, so no notebook image either)",
             "build `docker build --target notebook docker/`, push it, and set notebook.imageRef to its digest",
         ))  # fmt: skip
+    # A single-node claim: the notebook, one more pod mounting it, may land on another node than the worker.
     if storage is not None and storage.mounts_volume and storage.access_mode in SINGLE_NODE_MODES:
         found.append(problem(
             "enabled", True, f"mounts the catalog claim in one more pod, which may run on another node, but "
