@@ -34,20 +34,17 @@ MAX_NAME = 63 - len(SUFFIX) - DIGEST_LENGTH
 class CatalogConfig(Section):
     """One catalog copied onto the claim at `<storage.mountPath>/catalogs/<name>`."""
 
-    source: str = Field(
-        description="URL of a HATS catalog or catalog collection: `https://`, `s3://`, `gs://`, `abfs://` (aliases "
-        "as for `storage.objectStore.url`). Read through its metadata only: no directory listing is needed."
-    )
+    source: str
+    """URL of a HATS catalog or catalog collection: `https://`, `s3://`, `gs://`, `abfs://` (aliases as for
+    `storage.objectStore.url`). Read through its metadata only: no directory listing is needed."""
     credentials: Annotated[dict[str, CatalogCredentialValue], BeforeValidator(masked_object), DocType("secret")] = (
-        Field(
-            default_factory=empty_section,
-            description="**Secret.** The source's credentials, keys as `storage.objectStore.credentials` (s3: "
-            "`accessKeyId`, `secretAccessKey`, `sessionToken`, `region`, `endpointUrl`; gs: `serviceAccountJson`; "
-            "abfs: `accountName`, `accountKey`, `connectionString`, `sasToken`), handed to the copy Job only. "
-            "Plaintext values are rejected.",
-        )
+        Field(default_factory=empty_section)
     )
-    anonymous: bool = Field(False, description="Public bucket or container: read it without credentials.")
+    """**Secret.** The source's credentials, keys as `storage.objectStore.credentials` (s3: `accessKeyId`,
+    `secretAccessKey`, `sessionToken`, `region`, `endpointUrl`; gs: `serviceAccountJson`; abfs: `accountName`,
+    `accountKey`, `connectionString`, `sasToken`), handed to the copy Job only. Plaintext values are rejected."""
+    anonymous: bool = False
+    """Public bucket or container: read it without credentials."""
 
     @property
     def scheme(self) -> str | None:

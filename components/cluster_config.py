@@ -72,24 +72,20 @@ def label_problems(section: str, labels: Mapping[str, str], fix: str) -> list[In
 class PlacementConfig(Section):
     """Where a pod runs: PodSpec scheduling fields, checked against the Kubernetes schema before deploying."""
 
-    node_selector: dict[str, str] = Field(
-        default_factory=dict, description="`nodeSelector`: node labels the pod requires (values are strings)."
-    )
-    tolerations: list[dict[str, Any]] = Field(
-        default_factory=list, description="`tolerations` (PodSpec), e.g. `[{key: gpu, operator: Exists}]`."
-    )
-    affinity: dict[str, Any] = Field(
-        default_factory=dict, description="`affinity` (PodSpec): `nodeAffinity`, `podAffinity`, `podAntiAffinity`."
-    )
-    priority_class_name: str | None = Field(None, description="`priorityClassName` (the PriorityClass must exist).")
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    """`nodeSelector`: node labels the pod requires (values are strings)."""
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    """`tolerations` (PodSpec), e.g. `[{key: gpu, operator: Exists}]`."""
+    affinity: dict[str, Any] = Field(default_factory=dict)
+    """`affinity` (PodSpec): `nodeAffinity`, `podAffinity`, `podAntiAffinity`."""
+    priority_class_name: str | None = None
+    """`priorityClassName` (the PriorityClass must exist)."""
     topology_spread_constraints: Annotated[
         list[dict[str, Any]] | None, DefaultText("workers: spread over nodes; scheduler: none")
-    ] = Field(
-        None,
-        description="`topologySpreadConstraints` (PodSpec, without the fields the pinned CRDs drop: `minDomains`, "
-        "`nodeAffinityPolicy`, `nodeTaintsPolicy`, `matchLabelKeys`). Workers default to one preferred spread over "
-        "nodes (`kubernetes.io/hostname`, `ScheduleAnyway`); `[]` turns it off.",
-    )
+    ] = None
+    """`topologySpreadConstraints` (PodSpec, without the fields the pinned CRDs drop: `minDomains`,
+    `nodeAffinityPolicy`, `nodeTaintsPolicy`, `matchLabelKeys`). Workers default to one preferred spread over nodes
+    (`kubernetes.io/hostname`, `ScheduleAnyway`); `[]` turns it off."""
 
     def pod_fields(self) -> dict[str, Any]:
         """The PodSpec fields as written (camelCase); `topologySpreadConstraints` None means 'the default'."""
@@ -139,26 +135,21 @@ class WorkerPodConfig(Section):
     custom_resource: ClassVar[str] = "DaskCluster"
 
     threads: Annotated[int, Fix(f"use {MIN_THREADS} or {MAX_THREADS} for LSDB workloads")] = Field(
-        2, ge=MIN_THREADS, le=MAX_THREADS, description="`--nthreads` (≥ 1; keep 1 or 2 for LSDB)."
+        2, ge=MIN_THREADS, le=MAX_THREADS
     )
-    cpu: Quantity = Field("2", description="CPU request per worker.")
-    memory: WorkerMemory = Field(
-        "4Gi", description="Memory per worker: request, limit and Dask's `--memory-limit` (≥ 1Gi)."
-    )
-    cpu_limit: Quantity | None = Field(
-        None,
-        description="Adds `limits.cpu` to workers (and the scheduler's CPU as its limit), for namespaces whose "
-        "ResourceQuota requires it.",
-    )
-    spot: Literal["aws", "gcp", "azure"] | None = Field(
-        None,
-        description="Run these workers on spot nodes of `aws` (EKS), `gcp` (GKE) or `azure` (AKS): the provider's "
-        "spot node label and toleration are added, and the scheduler gets a required node affinity keeping it off "
-        "spot nodes.",
-    )
-    placement: PlacementConfig = Field(
-        default_factory=empty_section, description="Where these workers run (merged with `spot`)."
-    )
+    """`--nthreads` (≥ 1; keep 1 or 2 for LSDB)."""
+    cpu: Quantity = "2"
+    """CPU request per worker."""
+    memory: WorkerMemory = "4Gi"
+    """Memory per worker: request, limit and Dask's `--memory-limit` (≥ 1Gi)."""
+    cpu_limit: Quantity | None = None
+    """Adds `limits.cpu` to workers (and the scheduler's CPU as its limit), for namespaces whose ResourceQuota requires
+    it."""
+    spot: Literal["aws", "gcp", "azure"] | None = None
+    """Run these workers on spot nodes of `aws` (EKS), `gcp` (GKE) or `azure` (AKS): the provider's spot node label and
+    toleration are added, and the scheduler gets a required node affinity keeping it off spot nodes."""
+    placement: PlacementConfig = Field(default_factory=empty_section)
+    """Where these workers run (merged with `spot`)."""
 
     @property
     def memory_bytes(self) -> int:
@@ -169,13 +160,12 @@ class WorkerPodConfig(Section):
 
 
 class WorkersConfig(WorkerPodConfig):
-    replicas: Annotated[int, DefaultText("from `cluster.size`"), Fix("use 0 or more")] = Field(
-        2, ge=0, description="Initial workers (≥ 0)."
-    )
-    cpu: Annotated[Quantity, DefaultText("from `cluster.size`")] = Field("2", description="CPU request per worker.")
-    memory: Annotated[WorkerMemory, DefaultText("from `cluster.size`")] = Field(
-        "4Gi", description="Memory per worker: request, limit and Dask's `--memory-limit` (≥ 1Gi)."
-    )
+    replicas: Annotated[int, DefaultText("from `cluster.size`"), Fix("use 0 or more")] = Field(2, ge=0)
+    """Initial workers (≥ 0)."""
+    cpu: Annotated[Quantity, DefaultText("from `cluster.size`")] = "2"
+    """CPU request per worker."""
+    memory: Annotated[WorkerMemory, DefaultText("from `cluster.size`")] = "4Gi"
+    """Memory per worker: request, limit and Dask's `--memory-limit` (≥ 1Gi)."""
 
 
 def _group_name(value: str) -> str:
@@ -197,39 +187,32 @@ class WorkerGroupConfig(WorkerPodConfig):
 
     custom_resource: ClassVar[str] = "DaskWorkerGroup"
 
-    replicas: Annotated[int, Fix("use 0 or more")] = Field(
-        1,
-        ge=0,
-        description="Workers in this group (≥ 0; fixed: only the default group autoscales; a new count starts a "
-        "new cluster).",
-    )
+    replicas: Annotated[int, Fix("use 0 or more")] = Field(1, ge=0)
+    """Workers in this group (≥ 0; fixed: only the default group autoscales; a new count starts a new cluster)."""
 
 
 class SchedulerConfig(Section):
-    cpu: Quantity = Field("2", description="Scheduler CPU request (the guide's).")
-    memory: Quantity = Field("6Gi", description="Scheduler memory, request and limit (the guide's).")
-    placement: PlacementConfig = Field(
-        default_factory=empty_section,
-        description="Where the scheduler runs (kept off spot nodes whenever any workers use `spot`).",
-    )
-    disruption_budget: bool = Field(
-        True,
-        description="A PodDisruptionBudget (`maxUnavailable: 0`) so node drains wait instead of evicting the "
-        "scheduler (which loses every running task).",
-    )
+    cpu: Quantity = "2"
+    """Scheduler CPU request (the guide's)."""
+    memory: Quantity = "6Gi"
+    """Scheduler memory, request and limit (the guide's)."""
+    placement: PlacementConfig = Field(default_factory=empty_section)
+    """Where the scheduler runs (kept off spot nodes whenever any workers use `spot`)."""
+    disruption_budget: bool = True
+    """A PodDisruptionBudget (`maxUnavailable: 0`) so node drains wait instead of evicting the scheduler (which loses
+    every running task)."""
 
     def problems(self) -> list[InitErrorDetails]:
         return self.placement.crd_problems("DaskCluster", "scheduler")
 
 
 class AutoscalerConfig(Section):
-    enabled: bool = Field(True, description="Create a `DaskAutoscaler`.")
-    minimum: Annotated[int, DefaultText("from `cluster.size`"), Fix("use 0 or more")] = Field(
-        2, ge=0, description="Fewest workers (`0 ≤ minimum ≤ maximum`)."
-    )
-    maximum: Annotated[int, DefaultText("from `cluster.size`"), Fix("use 1 or more")] = Field(
-        4, ge=1, description="Most workers (≥ 1)."
-    )
+    enabled: bool = True
+    """Create a `DaskAutoscaler`."""
+    minimum: Annotated[int, DefaultText("from `cluster.size`"), Fix("use 0 or more")] = Field(2, ge=0)
+    """Fewest workers (`0 ≤ minimum ≤ maximum`)."""
+    maximum: Annotated[int, DefaultText("from `cluster.size`"), Fix("use 1 or more")] = Field(4, ge=1)
+    """Most workers (≥ 1)."""
 
     def problems(self) -> list[InitErrorDetails]:
         if not self.enabled or self.minimum <= self.maximum:
@@ -250,23 +233,20 @@ class ClusterConfig(Section):
         description=f"Base name: the DaskCluster is `<name>-<hash>`, the stable Service `<name>-scheduler`;"
         f" a DNS-1035 label (starts with a letter), ≤ {MAX_CLUSTER_NAME} characters.",
     )
-    size: Literal["small", "medium", "large", "xlarge"] = Field(
-        "small", description="Preset from the sizing table; explicit values override it."
-    )
-    workers: WorkersConfig = Field(default_factory=empty_section, description="The default worker group.")
-    scheduler: SchedulerConfig = Field(default_factory=empty_section, description="The scheduler pod.")
-    autoscaler: AutoscalerConfig = Field(default_factory=empty_section, description="The `DaskAutoscaler`.")
-    idle_timeout_seconds: Annotated[int, Fix("use 0 (never) or a number of seconds")] = Field(
-        0,
-        ge=0,
-        description="Delete the cluster after this many idle seconds (`0` = never; else at least "
-        "`verify.timeoutSeconds`: a new scheduler is idle from its start, and the cluster must outlive its check).",
-    )
-    worker_groups: dict[Annotated[str, AfterValidator(_group_name)], WorkerGroupConfig] = Field(
-        default_factory=dict,
-        description="Extra worker groups by name (a DNS label): each a `DaskWorkerGroup` `<cluster.name>-<h>-<name>` "
-        "of the live cluster with `replicas`, `threads`, `cpu`, `memory`, `cpuLimit`, `spot`, `placement`.",
-    )
+    size: Literal["small", "medium", "large", "xlarge"] = "small"
+    """Preset from the sizing table; explicit values override it."""
+    workers: WorkersConfig = Field(default_factory=empty_section)
+    """The default worker group."""
+    scheduler: SchedulerConfig = Field(default_factory=empty_section)
+    """The scheduler pod."""
+    autoscaler: AutoscalerConfig = Field(default_factory=empty_section)
+    """The `DaskAutoscaler`."""
+    idle_timeout_seconds: Annotated[int, Fix("use 0 (never) or a number of seconds")] = Field(0, ge=0)
+    """Delete the cluster after this many idle seconds (`0` = never; else at least `verify.timeoutSeconds`: a new
+    scheduler is idle from its start, and the cluster must outlive its check)."""
+    worker_groups: dict[Annotated[str, AfterValidator(_group_name)], WorkerGroupConfig] = Field(default_factory=dict)
+    """Extra worker groups by name (a DNS label): each a `DaskWorkerGroup` `<cluster.name>-<h>-<name>` of the live
+    cluster with `replicas`, `threads`, `cpu`, `memory`, `cpuLimit`, `spot`, `placement`."""
 
     @classmethod
     def prepare(cls, value: dict[str, Any]) -> dict[str, Any]:

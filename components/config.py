@@ -108,33 +108,22 @@ Repository = Annotated[str | None, AfterValidator(_image_reference), AfterValida
 class OperatorConfig(Section):
     """The Dask Kubernetes Operator: installed by this stack, or taken from the stack that installed it."""
 
-    install: Annotated[bool, DefaultText("`true` (`false` with `fromStack`)")] = Field(
-        True,
-        description="Install the operator and its CRDs. `false` where another team already did: check with "
-        "`kubectl get crd | grep dask` (four `*.kubernetes.dask.org` CRDs).",
-    )
-    namespace: DnsLabel = Field(
-        "dask-operator", description="The operator's own namespace (must differ from `namespace`)."
-    )
-    chart_source: Literal["repository", "package"] = Field(
-        "repository",
-        description="`repository` = `https://helm.dask.org`; `package` = the chart shipped inside the pinned "
-        "`dask-kubernetes` wheel, with its placeholder version and image tag replaced by the locked version (for "
-        "clusters without internet access, together with `operator.image` pointing at a mirror).",
-    )
-    from_stack: Annotated[str | None, Fix(STACK_FIX)] = Field(
-        None,
-        pattern=r"^[^/]+(/[^/]+/[^/]+)?$",
-        description="The stack that installed the operator: `<stack>` (same organization and project as this stack; "
-        "on a self-managed backend the organization is `organization`) or `<org>/<project>/<stack>`. Its "
-        "`operatorNamespace`/`operatorVersion` exports are read and the deploy fails if the version differs from "
-        "the lock. Implies `install: false`.",
-    )
-    image: Repository = Field(
-        None,
-        description="Operator image repository, for mirrors and air-gapped registries (default "
-        "`ghcr.io/dask/dask-kubernetes-operator`); the tag is always the locked dask-kubernetes version.",
-    )
+    install: Annotated[bool, DefaultText("`true` (`false` with `fromStack`)")] = True
+    """Install the operator and its CRDs. `false` where another team already did: check with
+    `kubectl get crd | grep dask` (four `*.kubernetes.dask.org` CRDs)."""
+    namespace: DnsLabel = "dask-operator"
+    """The operator's own namespace (must differ from `namespace`)."""
+    chart_source: Literal["repository", "package"] = "repository"
+    """`repository` = `https://helm.dask.org`; `package` = the chart shipped inside the pinned `dask-kubernetes` wheel,
+    with its placeholder version and image tag replaced by the locked version (for clusters without internet access,
+    together with `operator.image` pointing at a mirror)."""
+    from_stack: Annotated[str | None, Fix(STACK_FIX)] = Field(None, pattern=r"^[^/]+(/[^/]+/[^/]+)?$")
+    """The stack that installed the operator: `<stack>` (same organization and project as this stack; on a self-managed
+    backend the organization is `organization`) or `<org>/<project>/<stack>`. Its `operatorNamespace`/`operatorVersion`
+    exports are read and the deploy fails if the version differs from the lock. Implies `install: false`."""
+    image: Repository = None
+    """Operator image repository, for mirrors and air-gapped registries (default
+    `ghcr.io/dask/dask-kubernetes-operator`); the tag is always the locked dask-kubernetes version."""
 
     @classmethod
     def prepare(cls, value: dict[str, Any]) -> dict[str, Any]:
@@ -152,11 +141,12 @@ class OperatorConfig(Section):
 
 
 class RegistryConfig(Section):
-    server: str | None = Field(None, description="Registry host for push and pull credentials, e.g. `ghcr.io`.")
-    username: str | None = Field(None, description="Registry user.")
-    password: Annotated[Password | None, DocType("secret")] = Field(
-        None, description="**Secret.** Registry password or token."
-    )
+    server: str | None = None
+    """Registry host for push and pull credentials, e.g. `ghcr.io`."""
+    username: str | None = None
+    """Registry user."""
+    password: Annotated[Password | None, DocType("secret")] = None
+    """**Secret.** Registry password or token."""
 
     def problems(self) -> list[InitErrorDetails]:
         if self.password is None or (self.server and self.username):
@@ -170,37 +160,26 @@ class RegistryConfig(Section):
 class ImageConfig(Section):
     """The LSDB image: built from docker/ and the lock, or a prebuilt digest."""
 
-    repository: Repository = Field(
-        None, description="Registry repository without tag, e.g. `ghcr.io/<org>/lsdb-dask` (required unless `ref`)."
-    )
+    repository: Repository = None
+    """Registry repository without tag, e.g. `ghcr.io/<org>/lsdb-dask` (required unless `ref`)."""
     python_version: Annotated[
         str, Fix("pin the base image to a patch release, e.g. 3.11.7 (match your client's Python)")
-    ] = Field(
-        "3.11.7",
-        pattern=PYTHON_VERSION.pattern,
-        description="Base image Python, `X.Y.Z`; match your client's Python.",
-    )
-    platform: str = Field("linux/amd64", description="Build platform (part of the tag).")
-    push: bool = Field(
-        True,
-        description="Must stay `true` when building: the cluster pulls by registry digest "
-        "(dev pushes to `localhost:5001`).",
-    )
-    registry: RegistryConfig = Field(
-        default_factory=empty_section, description="Push and pull credentials (password as a secret)."
-    )
+    ] = Field("3.11.7", pattern=PYTHON_VERSION.pattern)
+    """Base image Python, `X.Y.Z`; match your client's Python."""
+    platform: str = "linux/amd64"
+    """Build platform (part of the tag)."""
+    push: bool = True
+    """Must stay `true` when building: the cluster pulls by registry digest (dev pushes to `localhost:5001`)."""
+    registry: RegistryConfig = Field(default_factory=empty_section)
+    """Push and pull credentials (password as a secret)."""
     ref: Annotated[
         str | None,
         AfterValidator(_image_reference),
         Fix("use repository@sha256:<64 hex> (`docker buildx imagetools inspect <image>` prints the digest)"),
-    ] = Field(
-        None,
-        pattern=DIGEST_REF,
-        description="Prebuilt `repository@sha256:<digest>`; skips the build.",
-    )
-    client_check: Literal["error", "warn"] = Field(
-        "error", description="`error` or `warn` when the client environment differs from the lock."
-    )
+    ] = Field(None, pattern=DIGEST_REF)
+    """Prebuilt `repository@sha256:<digest>`; skips the build."""
+    client_check: Literal["error", "warn"] = "error"
+    """`error` or `warn` when the client environment differs from the lock."""
 
     def problems(self) -> list[InitErrorDetails]:
         if self.ref is not None:  # a prebuilt image: pythonVersion says which Python it runs (the client check)
@@ -225,49 +204,33 @@ class ImageConfig(Section):
 class SecurityConfig(Section):
     """Who may reach the cluster, and how: NetworkPolicies, TLS between client, scheduler and workers."""
 
-    network_policy: bool = Field(
-        True,
-        description="Create NetworkPolicies: deny all ingress and egress of the cluster's pods except what the "
-        "README's security section lists.",
-    )
-    client_namespaces: Annotated[list[DnsLabel], BeforeValidator(comma_list)] = Field(
-        default_factory=list,
-        description="Namespaces whose pods may use the scheduler's Dask port (8786) besides pods labelled "
-        '`lsdb-k8s/client: "true"` in `namespace`.',
-    )
-    dashboard_namespaces: Annotated[list[DnsLabel], BeforeValidator(comma_list)] = Field(
-        default_factory=list,
-        description="Namespaces whose pods may reach the scheduler's HTTP port (8787) besides pods labelled "
-        '`lsdb-k8s/dashboard: "true"` in `namespace`: the dashboard, and with it the unauthenticated HTTP API '
-        "(`/api/v1/retire_workers`, …). By default only the operator's namespace and, with `monitoring.enabled`, "
-        "`monitoring.prometheusNamespace` reach it.",
-    )
-    egress_cidrs: Annotated[list[Cidr], BeforeValidator(comma_list)] = Field(
-        default_factory=lambda: ["0.0.0.0/0"],
-        description="`storage.kind: objectStore`: address blocks of the object store the pods may reach "
-        "(on `egressPorts`); `catalogs`: those of the sources the provisioning Jobs may reach. NFS and hostPath "
-        "are mounted by the node and need none.",
-    )
-    egress_ports: Annotated[list[Port], BeforeValidator(comma_list)] = Field(
-        default_factory=lambda: [443],
-        description="`storage.kind: objectStore`: TCP ports of the object store (e.g. `9000` for a MinIO endpoint); "
-        "also the provisioning Jobs' to `s3://`, `gs://`, `abfs://` sources.",
-    )
-    tls: Annotated[bool, DefaultText("`true` (the dev stack file sets `false`)")] = Field(
-        True,
-        description="Mutual TLS between client, scheduler and workers with a CA per stack and a certificate per "
-        "cluster (pulumi-tls); the scheduler address becomes `tls://`, the client bundle the secret export "
-        "`clientTls`.",
-    )
+    network_policy: bool = True
+    """Create NetworkPolicies: deny all ingress and egress of the cluster's pods except what the README's security
+    section lists."""
+    client_namespaces: Annotated[list[DnsLabel], BeforeValidator(comma_list)] = Field(default_factory=list)
+    """Namespaces whose pods may use the scheduler's Dask port (8786) besides pods labelled `lsdb-k8s/client: "true"` in
+    `namespace`."""
+    dashboard_namespaces: Annotated[list[DnsLabel], BeforeValidator(comma_list)] = Field(default_factory=list)
+    """Namespaces whose pods may reach the scheduler's HTTP port (8787) besides pods labelled
+    `lsdb-k8s/dashboard: "true"` in `namespace`: the dashboard, and with it the unauthenticated HTTP API
+    (`/api/v1/retire_workers`, …). By default only the operator's namespace and, with `monitoring.enabled`,
+    `monitoring.prometheusNamespace` reach it."""
+    egress_cidrs: Annotated[list[Cidr], BeforeValidator(comma_list)] = Field(default_factory=lambda: ["0.0.0.0/0"])
+    """`storage.kind: objectStore`: address blocks of the object store the pods may reach (on `egressPorts`);
+    `catalogs`: those of the sources the provisioning Jobs may reach. NFS and hostPath are mounted by the node and need
+    none."""
+    egress_ports: Annotated[list[Port], BeforeValidator(comma_list)] = Field(default_factory=lambda: [443])
+    """`storage.kind: objectStore`: TCP ports of the object store (e.g. `9000` for a MinIO endpoint); also the
+    provisioning Jobs' to `s3://`, `gs://`, `abfs://` sources."""
+    tls: Annotated[bool, DefaultText("`true` (the dev stack file sets `false`)")] = True
+    """Mutual TLS between client, scheduler and workers with a CA per stack and a certificate per cluster (pulumi-tls);
+    the scheduler address becomes `tls://`, the client bundle the secret export `clientTls`."""
     tls_generation: Annotated[int, Fix("use 0 or more: raise it by one to replace the CA, keys and certificates")] = (
-        Field(
-            0,
-            ge=0,
-            description="Raise by one to replace the CA, every key and certificate at the next `pulumi up` (a leaked "
-            "key): a new cluster starts with them; clients need the new `clientTls`. Certificates also rotate on "
-            "their own schedule (docs/security.md).",
-        )
+        Field(0, ge=0)
     )
+    """Raise by one to replace the CA, every key and certificate at the next `pulumi up` (a leaked key): a new cluster
+    starts with them; clients need the new `clientTls`. Certificates also rotate on their own schedule
+    (docs/security.md)."""
 
     @classmethod
     def prepare(cls, value: dict[str, Any]) -> dict[str, Any]:
@@ -284,31 +247,23 @@ class SecurityConfig(Section):
 class MonitoringConfig(Section):
     """Prometheus monitors for the scheduler and workers, and a Grafana dashboard (needs the prometheus-operator)."""
 
-    enabled: bool = Field(
-        False,
-        description="Scrape `/metrics` of the scheduler (ServiceMonitor) and workers (PodMonitor): through the "
-        "operator chart's own monitors when this stack installs the operator, else created here. Needs the "
-        "prometheus-operator CRDs (`kubectl get crd servicemonitors.monitoring.coreos.com`).",
-    )
-    prometheus_namespace: DnsLabel = Field(
-        "monitoring",
-        description="Namespace of the Prometheus that scrapes the cluster (kube-prometheus-stack's usual "
-        "`monitoring`): with `enabled` and `security.networkPolicy`, every pod of it may read `/metrics` on the "
-        "scheduler's port 8787 and the workers' 8788, nothing else.",
-    )
-    labels: dict[str, str] = Field(
-        default_factory=dict,
-        description="Labels on the monitors so your Prometheus selects them (its `serviceMonitorSelector` / "
-        "`podMonitorSelector`), e.g. `{release: kube-prometheus-stack}`.",
-    )
-    dashboard: bool = Field(True, description="With `enabled`: a Grafana dashboard ConfigMap.")
-    dashboard_labels: dict[str, str] = Field(
-        default_factory=lambda: {"grafana_dashboard": "1"},
-        description="Labels the Grafana dashboard sidecar watches for.",
-    )
-    dashboard_namespace: DnsLabel | None = Field(
-        None, description="Namespace of the dashboard ConfigMap (default: `namespace`); it must exist."
-    )
+    enabled: bool = False
+    """Scrape `/metrics` of the scheduler (ServiceMonitor) and workers (PodMonitor): through the operator chart's own
+    monitors when this stack installs the operator, else created here. Needs the prometheus-operator CRDs
+    (`kubectl get crd servicemonitors.monitoring.coreos.com`)."""
+    prometheus_namespace: DnsLabel = "monitoring"
+    """Namespace of the Prometheus that scrapes the cluster (kube-prometheus-stack's usual `monitoring`): with `enabled`
+    and `security.networkPolicy`, every pod of it may read `/metrics` on the scheduler's port 8787 and the workers'
+    8788, nothing else."""
+    labels: dict[str, str] = Field(default_factory=dict)
+    """Labels on the monitors so your Prometheus selects them (its `serviceMonitorSelector` / `podMonitorSelector`),
+    e.g. `{release: kube-prometheus-stack}`."""
+    dashboard: bool = True
+    """With `enabled`: a Grafana dashboard ConfigMap."""
+    dashboard_labels: dict[str, str] = Field(default_factory=lambda: {"grafana_dashboard": "1"})
+    """Labels the Grafana dashboard sidecar watches for."""
+    dashboard_namespace: DnsLabel | None = None
+    """Namespace of the dashboard ConfigMap (default: `namespace`); it must exist."""
 
     def problems(self) -> list[InitErrorDetails]:
         fix = "use a Kubernetes label (key ≤ 63 characters, value ≤ 63)"
@@ -320,41 +275,38 @@ class MonitoringConfig(Section):
 class StackConfig(Section):
     """Everything `pulumi up --stack <env>` reads, under the `lsdb-k8s:` prefix of `Pulumi.<stack>.yaml`."""
 
-    role: Literal["cluster", "platform"] = Field(
-        "cluster",
-        description="`cluster`: a Dask cluster (with the operator, or taking it from `operator.fromStack`); "
-        "`platform`: only the cluster-wide operator and its CRDs, for the other stacks to share (then only "
-        "`operator` and `kubeContext` may be set).",
-    )
-    namespace: DnsLabel = Field("lsdb", description="Namespace for the cluster, storage claim and secrets.")
-    create_namespace: bool = Field(
-        True,
-        description="Create `namespace` (and delete it on destroy). `false` uses a namespace that already exists "
-        "and leaves it alone; `default` is never created.",
-    )
-    kube_context: str | None = Field(
-        None,
-        description="kubeconfig context for every Kubernetes resource and for the verification's port-forward "
-        "(default: the current context).",
-    )
-    operator: OperatorConfig = Field(default_factory=empty_section, description="The Dask Kubernetes Operator.")
-    storage: StorageConfig = Field(default_factory=empty_section, description="Catalog storage.")
-    catalogs: Annotated[dict[DnsLabel, CatalogConfig], BeforeValidator(json_object)] = Field(
-        default_factory=dict,
-        description="HATS catalogs copied onto the storage claim before the cluster is verified, by name: a "
-        'Kubernetes Job per catalog writes `<storage.mountPath>/catalogs/<name>` (docs/storage.md, "Provisioning '
-        'catalogs"). The first one is the default `verify.catalogPath`.',
-    )
-    cluster: ClusterConfig = Field(default_factory=empty_section, description="The Dask cluster.")
-    image: ImageConfig = Field(default_factory=empty_section, description="The LSDB image.")
-    verify: VerifyConfig = Field(default_factory=empty_section, description="Post-deploy verification.")
-    security: SecurityConfig = Field(
-        default_factory=empty_section, description="NetworkPolicies and TLS (secure by default)."
-    )
-    monitoring: MonitoringConfig = Field(
-        default_factory=empty_section, description="Prometheus metrics and the Grafana dashboard."
-    )
-    notebook: NotebookConfig = Field(default_factory=empty_section, description="JupyterLab beside the cluster.")
+    role: Literal["cluster", "platform"] = "cluster"
+    """`cluster`: a Dask cluster (with the operator, or taking it from `operator.fromStack`); `platform`: only the
+    cluster-wide operator and its CRDs, for the other stacks to share (then only `operator` and `kubeContext` may be
+    set)."""
+    namespace: DnsLabel = "lsdb"
+    """Namespace for the cluster, storage claim and secrets."""
+    create_namespace: bool = True
+    """Create `namespace` (and delete it on destroy). `false` uses a namespace that already exists and leaves it alone;
+    `default` is never created."""
+    kube_context: str | None = None
+    """kubeconfig context for every Kubernetes resource and for the verification's port-forward (default: the current
+    context)."""
+    operator: OperatorConfig = Field(default_factory=empty_section)
+    """The Dask Kubernetes Operator."""
+    storage: StorageConfig = Field(default_factory=empty_section)
+    """Catalog storage."""
+    catalogs: Annotated[dict[DnsLabel, CatalogConfig], BeforeValidator(json_object)] = Field(default_factory=dict)
+    """HATS catalogs copied onto the storage claim before the cluster is verified, by name: a Kubernetes Job per catalog
+    writes `<storage.mountPath>/catalogs/<name>` (docs/storage.md, "Provisioning catalogs"). The first one is the
+    default `verify.catalogPath`."""
+    cluster: ClusterConfig = Field(default_factory=empty_section)
+    """The Dask cluster."""
+    image: ImageConfig = Field(default_factory=empty_section)
+    """The LSDB image."""
+    verify: VerifyConfig = Field(default_factory=empty_section)
+    """Post-deploy verification."""
+    security: SecurityConfig = Field(default_factory=empty_section)
+    """NetworkPolicies and TLS (secure by default)."""
+    monitoring: MonitoringConfig = Field(default_factory=empty_section)
+    """Prometheus metrics and the Grafana dashboard."""
+    notebook: NotebookConfig = Field(default_factory=empty_section)
+    """JupyterLab beside the cluster."""
 
     @property
     def is_platform(self) -> bool:

@@ -94,7 +94,12 @@ class Section(BaseModel):
     (plain methods: mutation testing reaches them, docs/mutation.md)."""
 
     model_config = ConfigDict(
-        extra="forbid", alias_generator=to_camel, validate_by_name=True, validate_by_alias=True, validate_default=True
+        extra="forbid",
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        validate_default=True,
+        use_attribute_docstrings=True,  # a field's docstring is its description (docs/configuration.md)
     )
 
     @model_validator(mode="before")

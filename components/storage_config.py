@@ -54,16 +54,15 @@ KNOWN_SCHEMES = ", ".join(s + "://" for s in sorted([*OBJECT_STORES, *SCHEME_ALI
 
 
 class NfsConfig(Section):
-    server: Annotated[str, Fix("set the NFS host")] = Field(description="`nfs`: the NFS server's host name or address.")
-    path: Annotated[AbsolutePath, Fix("e.g. /exports/hats")] = Field(
-        description="`nfs`: the absolute export path, e.g. `/exports/hats`."
-    )
+    server: Annotated[str, Fix("set the NFS host")]
+    """`nfs`: the NFS server's host name or address."""
+    path: Annotated[AbsolutePath, Fix("e.g. /exports/hats")]
+    """`nfs`: the absolute export path, e.g. `/exports/hats`."""
 
 
 class HostPathConfig(Section):
-    path: Annotated[AbsolutePath, Fix("e.g. /lsdb-catalogs")] = Field(
-        description="`hostPath`: the node's directory; single-node dev clusters (kind) only."
-    )
+    path: Annotated[AbsolutePath, Fix("e.g. /lsdb-catalogs")]
+    """`hostPath`: the node's directory; single-node dev clusters (kind) only."""
 
 
 # Keyless workload identity: the cloud maps a Kubernetes ServiceAccount to a cloud identity. Each provider's
@@ -95,11 +94,11 @@ class AwsIdentityConfig(Section):
         str | None,
         _pattern(
             r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$",
-            "an IAM role ARN", "arn:aws:iam::123456789012:role/lsdb-reader",
+            "an IAM role ARN",
+            "arn:aws:iam::123456789012:role/lsdb-reader",
         ),
-    ] = Field(
-        None, description="IRSA: the IAM role the pods assume (ServiceAccount annotation `eks.amazonaws.com/role-arn`)."
-    )  # fmt: skip
+    ] = None
+    """IRSA: the IAM role the pods assume (ServiceAccount annotation `eks.amazonaws.com/role-arn`)."""
 
 
 class GcpIdentityConfig(Section):
@@ -107,13 +106,11 @@ class GcpIdentityConfig(Section):
         str | None,
         _pattern(
             r"^[a-z][a-z0-9-]{4,28}[a-z0-9]@[a-z0-9-]+\.iam\.gserviceaccount\.com$",
-            "a Google service account", "lsdb-reader@my-project.iam.gserviceaccount.com",
+            "a Google service account",
+            "lsdb-reader@my-project.iam.gserviceaccount.com",
         ),
-    ] = Field(
-        None,
-        description="GKE Workload Identity: the Google service account to act as (annotation "
-        "`iam.gke.io/gcp-service-account`).",
-    )  # fmt: skip
+    ] = None
+    """GKE Workload Identity: the Google service account to act as (annotation `iam.gke.io/gcp-service-account`)."""
 
 
 class AzureIdentityConfig(Section):
@@ -121,23 +118,23 @@ class AzureIdentityConfig(Section):
         str | None,
         _pattern(
             r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
-            "a client ID (GUID)", "00000000-0000-0000-0000-000000000000",
+            "a client ID (GUID)",
+            "00000000-0000-0000-0000-000000000000",
         ),
-    ] = Field(
-        None,
-        description="Azure Workload Identity: the managed identity's client ID (annotation "
-        '`azure.workload.identity/client-id`, pod label `azure.workload.identity/use: "true"`).',
-    )  # fmt: skip
+    ] = None
+    """Azure Workload Identity: the managed identity's client ID (annotation `azure.workload.identity/client-id`, pod
+    label `azure.workload.identity/use: "true"`)."""
 
 
 class IdentityConfig(Section):
     """Keyless access to the object store: one cloud's workload identity, bound to the pods' ServiceAccount."""
 
-    aws: AwsIdentityConfig = Field(default_factory=empty_section, description="IRSA (`s3://`).")
-    gcp: GcpIdentityConfig = Field(default_factory=empty_section, description="GKE Workload Identity (`gs://`).")
-    azure: AzureIdentityConfig = Field(
-        default_factory=empty_section, description="Azure Workload Identity (`abfs://`)."
-    )
+    aws: AwsIdentityConfig = Field(default_factory=empty_section)
+    """IRSA (`s3://`)."""
+    gcp: GcpIdentityConfig = Field(default_factory=empty_section)
+    """GKE Workload Identity (`gs://`)."""
+    azure: AzureIdentityConfig = Field(default_factory=empty_section)
+    """Azure Workload Identity (`abfs://`)."""
 
     @property
     def providers(self) -> dict[str, str]:
@@ -200,29 +197,23 @@ def storage_options(scheme: str | None, anonymous: bool) -> dict[str, Any]:
 
 
 class ObjectStoreConfig(Section):
-    url: Annotated[str, AfterValidator(_object_store_url)] = Field(
-        description="`objectStore`: `s3://`, `gs://`, `abfs://` (aliases `s3a`, `gcs`, `abfss`, `az`), or `https://` "
-        "(alias `http`). The scheme must have its fsspec driver in the lock. No volume is mounted.",
-    )
+    url: Annotated[str, AfterValidator(_object_store_url)]
+    """`objectStore`: `s3://`, `gs://`, `abfs://` (aliases `s3a`, `gcs`, `abfss`, `az`), or `https://` (alias `http`).
+    The scheme must have its fsspec driver in the lock. No volume is mounted."""
     credentials: Annotated[dict[str, CredentialValue], BeforeValidator(masked_object), DocType("secret")] = Field(
-        default_factory=empty_section,
-        description="**Secret.** s3: `accessKeyId`, `secretAccessKey`, `sessionToken`, `region`, `endpointUrl`; "
-        "gs: `serviceAccountJson` (mounted as a file, `GOOGLE_APPLICATION_CREDENTIALS`); abfs: `accountName`, "
-        "`accountKey`, `connectionString`, `sasToken`. Stored in a Secret mounted read-only on scheduler and workers "
-        "as the files the driver reads (s3: AWS `credentials` and `config` files; gs: the key file); abfs keys, which "
-        "adlfs reads from no file, as its environment variables. Plaintext values are rejected.",
+        default_factory=empty_section
     )
-    anonymous: bool = Field(
-        False,
-        description="Public bucket or container: open catalogs without credentials (`anon=True`). Without it, "
-        "s3/abfs catalogs are opened with credentials (`anon=False`): the keys above, the identity below, or the "
-        "node's own.",
-    )
-    identity: IdentityConfig = Field(
-        default_factory=empty_section,
-        description="Keyless workload identity instead of `credentials`: the program creates a ServiceAccount "
-        "carrying it and runs scheduler and workers under it. The cloud-side IAM binding is yours (docs/storage.md).",
-    )
+    """**Secret.** s3: `accessKeyId`, `secretAccessKey`, `sessionToken`, `region`, `endpointUrl`; gs:
+    `serviceAccountJson` (mounted as a file, `GOOGLE_APPLICATION_CREDENTIALS`); abfs: `accountName`, `accountKey`,
+    `connectionString`, `sasToken`. Stored in a Secret mounted read-only on scheduler and workers as the files the
+    driver reads (s3: AWS `credentials` and `config` files; gs: the key file); abfs keys, which adlfs reads from no
+    file, as its environment variables. Plaintext values are rejected."""
+    anonymous: bool = False
+    """Public bucket or container: open catalogs without credentials (`anon=True`). Without it, s3/abfs catalogs are
+    opened with credentials (`anon=False`): the keys above, the identity below, or the node's own."""
+    identity: IdentityConfig = Field(default_factory=empty_section)
+    """Keyless workload identity instead of `credentials`: the program creates a ServiceAccount carrying it and runs
+    scheduler and workers under it. The cloud-side IAM binding is yours (docs/storage.md)."""
 
     @property
     def scheme(self) -> str:
@@ -273,22 +264,17 @@ class _Storage(Section):
     kind: Literal["pvc", "nfs", "hostPath", "existingClaim", "objectStore", "none"] = Field(
         description=STORAGE_KIND_DOC
     )
-    mount_path: Annotated[AbsolutePath, Fix("use e.g. /data")] = Field(
-        "/data", description="Where workers see the catalogs."
-    )
-    claim_name: ObjectName = Field(
-        "hats-catalog-pvc", description="PVC name (`pvc`, `nfs`, `hostPath`; the existing claim for `existingClaim`)."
-    )
-    size: Quantity = Field("100Gi", description="Requested/declared capacity.")
-    storage_class_name: str | None = Field(
-        None,
-        description="`pvc` only: a RWX-capable class (`kubectl get storageclass`); default: the cluster's default.",
-    )
-    access_mode: AccessMode = Field(
-        "ReadWriteMany",
-        description="`ReadWriteMany`, `ReadOnlyMany`, `ReadWriteOnce`, `ReadWriteOncePod`. Single-node modes are "
-        "rejected when more than one worker can run.",
-    )
+    mount_path: Annotated[AbsolutePath, Fix("use e.g. /data")] = "/data"
+    """Where workers see the catalogs."""
+    claim_name: ObjectName = "hats-catalog-pvc"
+    """PVC name (`pvc`, `nfs`, `hostPath`; the existing claim for `existingClaim`)."""
+    size: Quantity = "100Gi"
+    """Requested/declared capacity."""
+    storage_class_name: str | None = None
+    """`pvc` only: a RWX-capable class (`kubectl get storageclass`); default: the cluster's default."""
+    access_mode: AccessMode = "ReadWriteMany"
+    """`ReadWriteMany`, `ReadOnlyMany`, `ReadWriteOnce`, `ReadWriteOncePod`. Single-node modes are rejected when more
+    than one worker can run."""
 
     @property
     def mounts_volume(self) -> bool:
@@ -328,17 +314,14 @@ class PvcStorage(_Storage):
 
 class NfsStorage(_Storage):
     kind: Literal["nfs"] = Field(description=STORAGE_KIND_DOC)
-    nfs: NfsConfig = Field(
-        default_factory=empty_section,
-        description='`nfs`: static PV (Retain, `nfsvers=4.1`), claim bound by `volumeName` (`storageClassName: ""`).',
-    )
+    nfs: NfsConfig = Field(default_factory=empty_section)
+    """`nfs`: static PV (Retain, `nfsvers=4.1`), claim bound by `volumeName` (`storageClassName: ""`)."""
 
 
 class HostPathStorage(_Storage):
     kind: Literal["hostPath"] = Field(description=STORAGE_KIND_DOC)
-    host_path: HostPathConfig = Field(
-        default_factory=empty_section, description="`hostPath`: static PV on a node path."
-    )
+    host_path: HostPathConfig = Field(default_factory=empty_section)
+    """`hostPath`: static PV on a node path."""
 
 
 class ExistingClaimStorage(_Storage):
@@ -347,7 +330,8 @@ class ExistingClaimStorage(_Storage):
 
 class ObjectStoreStorage(_Storage):
     kind: Literal["objectStore"] = Field(description=STORAGE_KIND_DOC)
-    object_store: ObjectStoreConfig = Field(default_factory=empty_section, description="`objectStore` settings.")
+    object_store: ObjectStoreConfig = Field(default_factory=empty_section)
+    """`objectStore` settings."""
 
     @property
     def object_store_scheme(self) -> str | None:
