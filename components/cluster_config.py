@@ -7,12 +7,22 @@ from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, WithJsonSchema
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic_core import InitErrorDetails
 
 from components.constants import NAME_LIMIT, derived_names, max_cluster_name_length, worker_deployment_name
 from components.placement import crd_dropped, crd_pod_spec, placement_problems
-from components.section import DNS_LABEL, DefaultText, Fix, Quantity, Section, empty_section, json_object, problem
-from components.section import quantity_bytes as quantity_bytes
+from components.section import (
+    DNS_LABEL,
+    DefaultText,
+    Fix,
+    Quantity,
+    Section,
+    empty_section,
+    json_object,
+    problem,
+    quantity_bytes,
+    reject,
+)
 
 DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 # The live DaskCluster is `<name>-<8 hex>`; its longest derived name, a worker Deployment
@@ -43,14 +53,14 @@ def _cluster_name(value: str) -> str:
     )
     if not DNS_1035_LABEL.match(value):
         what = "is not a DNS-1035 label (lowercase letters, digits and '-', starting with a letter): Services need one"
-        raise PydanticCustomError("cluster_name", what, {"fix": fix})
+        raise reject(what, fix)
     if len(value) > MAX_CLUSTER_NAME:
         kind, longest = max(derived_names(value).items(), key=lambda item: len(item[1]))
         what = (
             f"is {len(value)} characters, more than the maximum of {MAX_CLUSTER_NAME}: the {kind} {longest!r} would be"
             f" {len(longest)} characters, over the Kubernetes limit of {NAME_LIMIT}"
         )
-        raise PydanticCustomError("cluster_name", what, {"fix": fix})
+        raise reject(what, fix)
     return value
 
 
@@ -117,11 +127,7 @@ class PlacementConfig(Section):
 
 def _worker_memory(value: str) -> str:
     if quantity_bytes(value) < 2**30:
-        raise PydanticCustomError(
-            "memory",
-            "is below 1Gi, too little for an LSDB partition",
-            {"fix": "use at least 1Gi; the guide recommends 4Gi"},
-        )
+        raise reject("is below 1Gi, too little for an LSDB partition", "use at least 1Gi; the guide recommends 4Gi")
     return value
 
 
@@ -170,15 +176,14 @@ class WorkersConfig(WorkerPodConfig):
 
 def _group_name(value: str) -> str:
     if not DNS_LABEL.match(value) or len(value) > MAX_LABEL_VALUE:
-        raise PydanticCustomError(
-            "group_name", "is not a lowercase RFC 1123 label",
-            {"fix": "name the group with lowercase letters, digits and '-', e.g. highmem"},
-        )  # fmt: skip
+        raise reject(
+            "is not a lowercase RFC 1123 label", "name the group with lowercase letters, digits and '-', e.g. highmem"
+        )
     if value == "default":  # the operator's own default group is `<cluster>-default`
-        raise PydanticCustomError(
-            "group_name", "is the operator's own default worker group",
-            {"fix": "configure the default group under cluster.workers, or pick another name"},
-        )  # fmt: skip
+        raise reject(
+            "is the operator's own default worker group",
+            "configure the default group under cluster.workers, or pick another name",
+        )
     return value
 
 
@@ -251,7 +256,7 @@ class ClusterConfig(Section):
     @classmethod
     def prepare(cls, value: dict[str, Any]) -> dict[str, Any]:
         """Fill what the user left out from the `size` preset (an unknown size is reported; `small` stands in)."""
-        preset = SIZE_PRESETS.get(str(value.get("size", "small")), SIZE_PRESETS["small"])
+        preset = SIZE_PRESETS.get(str(value.get("size")), SIZE_PRESETS["small"])
         out = dict(value)
         for section, keys in (("workers", ("replicas", "cpu", "memory")), ("autoscaler", ("minimum", "maximum"))):
             given = json_object(out.get(section, {}))
@@ -286,11 +291,11 @@ class ClusterConfig(Section):
         for group in self.worker_groups:
             longest = worker_deployment_name(self.name, group)
             if len(longest) > NAME_LIMIT:
-                room = len(group) - (len(longest) - NAME_LIMIT)
+                room = len(group) - (len(longest) - NAME_LIMIT)  # > 0: the cluster name is short enough
                 found.append(problem(
                     ("workerGroups", group), "{...}",
                     f"makes the operator's worker Deployment names ({len(longest)} characters, e.g. '{longest}') "
                     f"longer than {NAME_LIMIT}",
-                    f"shorten the group name to at most {max(room, 0)} characters, or cluster.name",
+                    f"shorten the group name to at most {room} characters, or cluster.name",
                 ))  # fmt: skip
         return found

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 import pulumi
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, ValidationInfo, field_validator
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic_core import InitErrorDetails
 
 from components.catalog_config import CatalogConfig, catalog_path, job_node_selector, provisioning_problems
 from components.cluster_config import (
@@ -47,6 +47,7 @@ from components.section import (
     problem,
     quantity_bytes,
     raise_problems,
+    reject,
 )
 from components.storage_config import (
     IDENTITY_PROVIDERS,
@@ -84,21 +85,15 @@ class ConfigError(pulumi.RunError):
 def _image_reference(value: str | None) -> str | None:
     """No floating tag; a repository (or operator image) without tag or digest, lowercase."""
     if value and re.search(r"(^|[:/])latest($|@)", value):
-        raise PydanticCustomError(
-            "latest", "uses the floating tag 'latest'", {"fix": "use a digest-pinned reference; tags are derived"}
-        )
+        raise reject("uses the floating tag 'latest'", "use a digest-pinned reference; tags are derived")
     return value
 
 
 def _repository(value: str | None) -> str | None:
     if value and ("@" in value or ":" in value.rsplit("/", 1)[-1]):
-        raise PydanticCustomError(
-            "repository",
-            "must not carry a tag or digest",
-            {"fix": "give the repository only; the tag and digest are derived"},
-        )
+        raise reject("must not carry a tag or digest", "give the repository only; the tag and digest are derived")
     if value and value != value.lower():
-        raise PydanticCustomError("repository", "must be lowercase", {"fix": "use lowercase letters"})
+        raise reject("must be lowercase", "use lowercase letters")
     return value
 
 

@@ -60,10 +60,15 @@ class DocType:
     name: str
 
 
+def reject(what: str, fix: str) -> PydanticCustomError:
+    """Why a value is refused and the fix the report prints (`raise reject(...)` in a type's check)."""
+    return PydanticCustomError("rule", what, {"fix": fix})
+
+
 def problem(loc: str | tuple[str | int, ...], value: Any, what: str, fix: str) -> InitErrorDetails:
     """One broken rule at `loc` (relative to the model that checks it; a dotted string is one key per part)."""
     parts = tuple(loc.split(".")) if isinstance(loc, str) else loc
-    return InitErrorDetails(type=PydanticCustomError("rule", what, {"fix": fix}), loc=parts, input=value)
+    return InitErrorDetails(type=reject(what, fix), loc=parts, input=value)
 
 
 def raise_problems(model: str, problems: Sequence[InitErrorDetails]) -> None:
@@ -74,7 +79,7 @@ def raise_problems(model: str, problems: Sequence[InitErrorDetails]) -> None:
 
 def json_object(value: Any) -> Any:
     """`pulumi config set key '{"a": 1}'` (without --path) stores the object as a JSON string."""
-    if isinstance(value, str) and value[:1] in "{[":
+    if isinstance(value, str) and value.startswith(("{", "[")):
         try:
             return json.loads(value)
         except json.JSONDecodeError:
@@ -151,26 +156,23 @@ def _number_as_text(value: Any) -> Any:
 def _positive_quantity(value: str) -> str:
     m = QUANTITY.match(value)
     if not m or float(m.group(1)) <= 0:
-        raise PydanticCustomError(
-            "quantity", "is not a positive Kubernetes quantity", {"fix": 'use e.g. "2", "500m" (CPU) or "4Gi" (memory)'}
-        )
+        raise reject("is not a positive Kubernetes quantity", 'use e.g. "2", "500m" (CPU) or "4Gi" (memory)')
     return value
 
 
 def _dns_label(value: str, max_len: int) -> str:
     if DNS_LABEL.match(value) and len(value) <= max_len:
         return value
-    raise PydanticCustomError(
-        "dns_label",
+    raise reject(
         f"is not a lowercase RFC 1123 label of at most {max_len} characters",
-        {"fix": "use lowercase letters, digits and '-', starting and ending with a letter or digit"},
+        "use lowercase letters, digits and '-', starting and ending with a letter or digit",
     )
 
 
 def _absolute(value: str) -> str:
     if value.startswith("/") and value != "/":
         return value
-    raise PydanticCustomError("absolute_path", "must be an absolute path below /", {"fix": "use e.g. /data"})
+    raise reject("must be an absolute path below /", "use e.g. /data")
 
 
 def comma_list(value: Any) -> Any:
@@ -184,15 +186,13 @@ def _cidr(value: str) -> str:
     try:
         return str(ipaddress.ip_network(value, strict=False))
     except ValueError:
-        raise PydanticCustomError(
-            "cidr", "is not an IP address block", {"fix": "use CIDR notation, e.g. 0.0.0.0/0 or 10.0.0.0/8"}
-        ) from None
+        raise reject("is not an IP address block", "use CIDR notation, e.g. 0.0.0.0/0 or 10.0.0.0/8") from None
 
 
 def _port(value: int) -> int:
     if 1 <= value <= 65535:
         return value
-    raise PydanticCustomError("port", "is not a TCP port", {"fix": "use a port between 1 and 65535"})
+    raise reject("is not a TCP port", "use a port between 1 and 65535")
 
 
 Quantity = Annotated[

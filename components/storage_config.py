@@ -12,7 +12,7 @@ from functools import partial
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic_core import InitErrorDetails
 
 from components.lock import read_lock
 from components.section import (
@@ -29,6 +29,7 @@ from components.section import (
     json_object,
     masked_object,
     problem,
+    reject,
 )
 
 AccessMode = Literal["ReadWriteMany", "ReadOnlyMany", "ReadWriteOnce", "ReadWriteOncePod"]
@@ -82,7 +83,7 @@ IDENTITY_PROVIDERS: dict[str, tuple[str, str, str, dict[str, str]]] = {
 def _matches(value: str | None, regex: str, what: str, example: str) -> str | None:
     if value is None or re.match(regex, value):
         return value
-    raise PydanticCustomError("pattern", f"is not {what}", {"fix": f"use e.g. {example}"})
+    raise reject(f"is not {what}", f"use e.g. {example}")
 
 
 def _pattern(regex: str, what: str, example: str) -> AfterValidator:
@@ -154,17 +155,15 @@ def url_scheme(path: str) -> str | None:
 def _object_store_url(url: str) -> str:
     scheme = url_scheme(url)
     if scheme not in OBJECT_STORES:
-        raise PydanticCustomError(
-            "url",
-            "has no URL scheme with an fsspec driver in the lock",
-            {"fix": f"use a URL starting with one of: {KNOWN_SCHEMES}"},
+        raise reject(
+            "has no URL scheme with an fsspec driver in the lock", f"use a URL starting with one of: {KNOWN_SCHEMES}"
         )
     driver = OBJECT_STORES[scheme][0]
     if driver not in read_lock():
-        raise PydanticCustomError(
-            "url", f"needs the fsspec driver '{driver}', which is not in the lock",
-            {"fix": f"add {driver} to docker/requirements.in and run `python -m tools.relock`"},
-        )  # fmt: skip
+        raise reject(
+            f"needs the fsspec driver '{driver}', which is not in the lock",
+            f"add {driver} to docker/requirements.in and run `python -m tools.relock`",
+        )
     return url
 
 
