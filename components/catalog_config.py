@@ -9,21 +9,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field
 from pydantic_core import InitErrorDetails
 
 from components.cluster_config import ClusterConfig
-from components.section import (
-    SECRET,
-    CatalogCredentialValue,
-    DocType,
-    Section,
-    empty_section,
-    json_object,
-    problem,
-    raise_problems,
+from components.section import CatalogCredentialValue, DocType, Section, empty_section, masked_object, problem
+from components.storage_config import (
+    KNOWN_SCHEMES,
+    OBJECT_STORES,
+    StorageConfig,
+    credential_env,
+    credential_problems,
+    storage_options,
+    url_scheme,
 )
-from components.storage_config import OBJECT_STORES, SCHEME_ALIASES, StorageConfig, url_scheme
 
 CATALOGS_DIR = "catalogs"  # below storage.mountPath
 HOSTNAME_LABEL = "kubernetes.io/hostname"
@@ -32,77 +31,48 @@ SUFFIX = "-provision-"  # the Job is `<name>-provision-<h>`, a 63-character labe
 MAX_NAME = 63 - len(SUFFIX) - DIGEST_LENGTH
 
 
-def source_scheme(url: str) -> str | None:
-    """The canonical scheme (s3, gs, abfs, https) of a source URL, or None."""
-    scheme = url_scheme(url)
-    return scheme if scheme in OBJECT_STORES else None
-
-
-def _masked_object(value: Any) -> Any:
-    # Credentials given as anything but an object are reported as [secret], never shown.
-    value = json_object(value)
-    return value if isinstance(value, dict) else SECRET
-
-
 class CatalogConfig(Section):
     """One catalog copied onto the claim at `<storage.mountPath>/catalogs/<name>`."""
 
-    source: str = Field(
-        description="URL of a HATS catalog or catalog collection: `https://`, `s3://`, `gs://`, `abfs://` (aliases "
-        "as for `storage.objectStore.url`). Read through its metadata only: no directory listing is needed."
+    source: str
+    """URL of a HATS catalog or catalog collection: `https://`, `s3://`, `gs://`, `abfs://` (aliases as for
+    `storage.objectStore.url`). Read through its metadata only: no directory listing is needed."""
+    credentials: Annotated[dict[str, CatalogCredentialValue], BeforeValidator(masked_object), DocType("secret")] = (
+        Field(default_factory=empty_section)
     )
-    credentials: Annotated[dict[str, CatalogCredentialValue], BeforeValidator(_masked_object), DocType("secret")] = (
-        Field(
-            default_factory=empty_section,
-            description="**Secret.** The source's credentials, keys as `storage.objectStore.credentials` (s3: "
-            "`accessKeyId`, `secretAccessKey`, `sessionToken`, `region`, `endpointUrl`; gs: `serviceAccountJson`; "
-            "abfs: `accountName`, `accountKey`, `connectionString`, `sasToken`), handed to the copy Job only. "
-            "Plaintext values are rejected.",
-        )
-    )
-    anonymous: bool = Field(False, description="Public bucket or container: read it without credentials.")
+    """**Secret.** The source's credentials, keys as `storage.objectStore.credentials` (s3: `accessKeyId`,
+    `secretAccessKey`, `sessionToken`, `region`, `endpointUrl`; gs: `serviceAccountJson`; abfs: `accountName`,
+    `accountKey`, `connectionString`, `sasToken`), handed to the copy Job only. Plaintext values are rejected."""
+    anonymous: bool = False
+    """Public bucket or container: read it without credentials."""
 
     @property
     def scheme(self) -> str | None:
-        return source_scheme(self.source)
+        """The canonical scheme (s3, gs, abfs, https) of the source, or None."""
+        scheme = url_scheme(self.source)
+        return scheme if scheme in OBJECT_STORES else None
 
     @property
     def credential_env(self) -> dict[str, str]:
-        """Credential key -> the environment variable its fsspec driver reads."""
-        allowed = OBJECT_STORES[self.scheme][1] if self.scheme else {}
-        return {k: allowed[k] for k in self.credentials if k in allowed}
+        return credential_env(self.scheme, self.credentials)
 
     @property
     def storage_options(self) -> dict[str, Any]:
-        """fsspec options beyond the environment: anonymous access as `CatalogStorage` says it for the cluster."""
-        if self.scheme in ("s3", "abfs"):
-            return {"anon": self.anonymous}
-        if self.scheme == "gs":
-            return {"token": "anon" if self.anonymous else "google_default"}
-        return {}
+        """fsspec options beyond the environment, as `CatalogStorage` gives them to the cluster."""
+        return storage_options(self.scheme, self.anonymous)
 
-    @model_validator(mode="after")
-    def _rules(self) -> CatalogConfig:
-        found = []
-        scheme = self.scheme
-        if scheme is None:
-            known = sorted([*OBJECT_STORES, *SCHEME_ALIASES])
-            found.append(problem("source", self.source, "has no URL scheme the copy can read",
-                                 f"use a URL starting with one of: {', '.join(s + '://' for s in known)}"))  # fmt: skip
-        allowed = OBJECT_STORES[scheme][1] if scheme else {}
-        for key in self.credentials:
-            if scheme and key not in allowed:
-                found.append(problem(
-                    ("credentials", key), SECRET, f"is not a credential for {scheme}:// sources",
-                    f"use: {', '.join(allowed) or 'none (public https needs no credentials)'}",
-                ))  # fmt: skip
+    def problems(self) -> list[InitErrorDetails]:
+        if self.scheme is None:
+            what, fix = "has no URL scheme the copy can read", f"use a URL starting with one of: {KNOWN_SCHEMES}"
+            found = [problem("source", self.source, what, fix)]
+        else:
+            found = credential_problems(self.scheme, self.credentials, "sources")
         if self.anonymous and self.credentials:
             found.append(problem(
                 "anonymous", True, "is set together with credentials",
                 "remove anonymous for a private source, or the credentials for a public one",
             ))  # fmt: skip
-        raise_problems("catalog", found)
-        return self
+        return found
 
 
 def catalog_path(storage: StorageConfig, name: str) -> str:

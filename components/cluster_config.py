@@ -6,8 +6,8 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, Field, WithJsonSchema, model_validator
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic import AfterValidator, Field, WithJsonSchema
+from pydantic_core import InitErrorDetails
 
 from components.constants import NAME_LIMIT, derived_names, max_cluster_name_length, worker_deployment_name
 from components.placement import crd_dropped, crd_pod_spec, placement_problems
@@ -21,7 +21,7 @@ from components.section import (
     json_object,
     problem,
     quantity_bytes,
-    raise_problems,
+    reject,
 )
 
 DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -40,6 +40,10 @@ SIZE_PRESETS: dict[str, dict[str, Any]] = {
     "large": {"replicas": 6, "cpu": "2", "memory": "8Gi", "minimum": 6, "maximum": 12},
     "xlarge": {"replicas": 12, "cpu": "4", "memory": "16Gi", "minimum": 12, "maximum": 24},
 }
+LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+LABEL_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+MAX_LABEL_VALUE = 63  # Kubernetes label values (and the DNS labels worker group keys must be)
+POD_SCHEDULING_DOC = "https://kubernetes.io/docs/reference/kubernetes-api/workload-resources/pod-v1/#scheduling"
 
 
 def _cluster_name(value: str) -> str:
@@ -49,27 +53,15 @@ def _cluster_name(value: str) -> str:
     )
     if not DNS_1035_LABEL.match(value):
         what = "is not a DNS-1035 label (lowercase letters, digits and '-', starting with a letter): Services need one"
-        raise PydanticCustomError("cluster_name", what, {"fix": fix})
+        raise reject(what, fix)
     if len(value) > MAX_CLUSTER_NAME:
         kind, longest = max(derived_names(value).items(), key=lambda item: len(item[1]))
         what = (
             f"is {len(value)} characters, more than the maximum of {MAX_CLUSTER_NAME}: the {kind} {longest!r} would be"
             f" {len(longest)} characters, over the Kubernetes limit of {NAME_LIMIT}"
         )
-        raise PydanticCustomError("cluster_name", what, {"fix": fix})
+        raise reject(what, fix)
     return value
-
-
-ClusterName = Annotated[
-    str, AfterValidator(_cluster_name),
-    WithJsonSchema({"type": "string", "pattern": DNS_1035_LABEL.pattern, "maxLength": MAX_CLUSTER_NAME}),
-]  # fmt: skip
-
-
-LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
-LABEL_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-MAX_LABEL_VALUE = 63  # Kubernetes label values (and the DNS labels worker group keys must be)
-POD_SCHEDULING_DOC = "https://kubernetes.io/docs/reference/kubernetes-api/workload-resources/pod-v1/#scheduling"
 
 
 def label_problems(section: str, labels: Mapping[str, str], fix: str) -> list[InitErrorDetails]:
@@ -90,48 +82,41 @@ def label_problems(section: str, labels: Mapping[str, str], fix: str) -> list[In
 class PlacementConfig(Section):
     """Where a pod runs: PodSpec scheduling fields, checked against the Kubernetes schema before deploying."""
 
-    node_selector: dict[str, str] = Field(
-        default_factory=dict, description="`nodeSelector`: node labels the pod requires (values are strings)."
-    )
-    tolerations: list[dict[str, Any]] = Field(
-        default_factory=list, description="`tolerations` (PodSpec), e.g. `[{key: gpu, operator: Exists}]`."
-    )
-    affinity: dict[str, Any] = Field(
-        default_factory=dict, description="`affinity` (PodSpec): `nodeAffinity`, `podAffinity`, `podAntiAffinity`."
-    )
-    priority_class_name: str | None = Field(None, description="`priorityClassName` (the PriorityClass must exist).")
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    """`nodeSelector`: node labels the pod requires (values are strings)."""
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    """`tolerations` (PodSpec), e.g. `[{key: gpu, operator: Exists}]`."""
+    affinity: dict[str, Any] = Field(default_factory=dict)
+    """`affinity` (PodSpec): `nodeAffinity`, `podAffinity`, `podAntiAffinity`."""
+    priority_class_name: str | None = None
+    """`priorityClassName` (the PriorityClass must exist)."""
     topology_spread_constraints: Annotated[
         list[dict[str, Any]] | None, DefaultText("workers: spread over nodes; scheduler: none")
-    ] = Field(
-        None,
-        description="`topologySpreadConstraints` (PodSpec, without the fields the pinned CRDs drop: `minDomains`, "
-        "`nodeAffinityPolicy`, `nodeTaintsPolicy`, `matchLabelKeys`). Workers default to one preferred spread over "
-        "nodes (`kubernetes.io/hostname`, `ScheduleAnyway`); `[]` turns it off.",
-    )
+    ] = None
+    """`topologySpreadConstraints` (PodSpec, without the fields the pinned CRDs drop: `minDomains`,
+    `nodeAffinityPolicy`, `nodeTaintsPolicy`, `matchLabelKeys`). Workers default to one preferred spread over nodes
+    (`kubernetes.io/hostname`, `ScheduleAnyway`); `[]` turns it off."""
 
     def pod_fields(self) -> dict[str, Any]:
         """The PodSpec fields as written (camelCase); `topologySpreadConstraints` None means 'the default'."""
         return self.model_dump(by_alias=True)
 
-    @model_validator(mode="after")
-    def _kubernetes_schema(self) -> PlacementConfig:
-        fix = "use a node label as `kubectl get nodes --show-labels` shows it"
-        found = label_problems("nodeSelector", self.node_selector, fix)
+    def problems(self) -> list[InitErrorDetails]:
+        found = label_problems(
+            "nodeSelector", self.node_selector, "use a node label as `kubectl get nodes --show-labels` shows it"
+        )
         for key, value, what in placement_problems(self.pod_fields()):
             found.append(
                 problem((key,), value, f"is not valid in a Kubernetes PodSpec ({what})", f"see {POD_SCHEDULING_DOC}")
             )
-        raise_problems("placement", found)
-        return self
+        return found
 
     def crd_problems(self, kind: str, pod: str) -> list[InitErrorDetails]:
         """A problem (at `placement.<path>`) for each field the pinned CRD of `kind` would prune from
         `spec.<pod>.spec`: valid in a PodSpec, but not in the dask-kubernetes CRD's structural schema."""
         fields = {k: v for k, v in self.pod_fields().items() if v not in (None, {}, [])}
-        if not fields:
-            return []
         found = []
-        for path, value in crd_dropped(fields, crd_pod_spec(kind, pod)):
+        for path, value in crd_dropped(fields, crd_pod_spec(kind, pod)) if fields else ():
             parent = ".".join(p for p in path[:-1] if isinstance(p, str))  # `kubectl explain` takes no indices
             found.append(problem(
                 ("placement", *path), value, f"is not kept by the pinned {kind} CRD (the API server drops it)",
@@ -142,11 +127,7 @@ class PlacementConfig(Section):
 
 def _worker_memory(value: str) -> str:
     if quantity_bytes(value) < 2**30:
-        raise PydanticCustomError(
-            "memory",
-            "is below 1Gi, too little for an LSDB partition",
-            {"fix": "use at least 1Gi; the guide recommends 4Gi"},
-        )
+        raise reject("is below 1Gi, too little for an LSDB partition", "use at least 1Gi; the guide recommends 4Gi")
     return value
 
 
@@ -160,58 +141,49 @@ class WorkerPodConfig(Section):
     custom_resource: ClassVar[str] = "DaskCluster"
 
     threads: Annotated[int, Fix(f"use {MIN_THREADS} or {MAX_THREADS} for LSDB workloads")] = Field(
-        2, ge=MIN_THREADS, le=MAX_THREADS, description="`--nthreads` (≥ 1; keep 1 or 2 for LSDB)."
+        2, ge=MIN_THREADS, le=MAX_THREADS
     )
-    cpu: Quantity = Field("2", description="CPU request per worker.")
-    memory: WorkerMemory = Field(
-        "4Gi", description="Memory per worker: request, limit and Dask's `--memory-limit` (≥ 1Gi)."
-    )
-    cpu_limit: Quantity | None = Field(
-        None,
-        description="Adds `limits.cpu` to workers (and the scheduler's CPU as its limit), for namespaces whose "
-        "ResourceQuota requires it.",
-    )
-    spot: Literal["aws", "gcp", "azure"] | None = Field(
-        None,
-        description="Run these workers on spot nodes of `aws` (EKS), `gcp` (GKE) or `azure` (AKS): the provider's "
-        "spot node label and toleration are added, and the scheduler gets a required node affinity keeping it off "
-        "spot nodes.",
-    )
-    placement: PlacementConfig = Field(
-        default_factory=empty_section, description="Where these workers run (merged with `spot`)."
-    )
+    """`--nthreads` (≥ 1; keep 1 or 2 for LSDB)."""
+    cpu: Quantity = "2"
+    """CPU request per worker."""
+    memory: WorkerMemory = "4Gi"
+    """Memory per worker: request, limit and Dask's `--memory-limit` (≥ 1Gi)."""
+    cpu_limit: Quantity | None = None
+    """Adds `limits.cpu` to workers (and the scheduler's CPU as its limit), for namespaces whose ResourceQuota requires
+    it."""
+    spot: Literal["aws", "gcp", "azure"] | None = None
+    """Run these workers on spot nodes of `aws` (EKS), `gcp` (GKE) or `azure` (AKS): the provider's spot node label and
+    toleration are added, and the scheduler gets a required node affinity keeping it off spot nodes."""
+    placement: PlacementConfig = Field(default_factory=empty_section)
+    """Where these workers run (merged with `spot`)."""
 
     @property
     def memory_bytes(self) -> int:
         return quantity_bytes(self.memory)
 
-    @model_validator(mode="after")
-    def _placement_kept_by_the_crd(self) -> WorkerPodConfig:
-        raise_problems("workers", self.placement.crd_problems(self.custom_resource, "worker"))
-        return self
+    def problems(self) -> list[InitErrorDetails]:
+        return self.placement.crd_problems(self.custom_resource, "worker")
 
 
 class WorkersConfig(WorkerPodConfig):
-    replicas: Annotated[int, DefaultText("from `cluster.size`"), Fix("use 0 or more")] = Field(
-        2, ge=0, description="Initial workers (≥ 0)."
-    )
-    cpu: Annotated[Quantity, DefaultText("from `cluster.size`")] = Field("2", description="CPU request per worker.")
-    memory: Annotated[WorkerMemory, DefaultText("from `cluster.size`")] = Field(
-        "4Gi", description="Memory per worker: request, limit and Dask's `--memory-limit` (≥ 1Gi)."
-    )
+    replicas: Annotated[int, DefaultText("from `cluster.size`"), Fix("use 0 or more")] = Field(2, ge=0)
+    """Initial workers (≥ 0)."""
+    cpu: Annotated[Quantity, DefaultText("from `cluster.size`")] = "2"
+    """CPU request per worker."""
+    memory: Annotated[WorkerMemory, DefaultText("from `cluster.size`")] = "4Gi"
+    """Memory per worker: request, limit and Dask's `--memory-limit` (≥ 1Gi)."""
 
 
 def _group_name(value: str) -> str:
     if not DNS_LABEL.match(value) or len(value) > MAX_LABEL_VALUE:
-        raise PydanticCustomError(
-            "group_name", "is not a lowercase RFC 1123 label",
-            {"fix": "name the group with lowercase letters, digits and '-', e.g. highmem"},
-        )  # fmt: skip
+        raise reject(
+            "is not a lowercase RFC 1123 label", "name the group with lowercase letters, digits and '-', e.g. highmem"
+        )
     if value == "default":  # the operator's own default group is `<cluster>-default`
-        raise PydanticCustomError(
-            "group_name", "is the operator's own default worker group",
-            {"fix": "configure the default group under cluster.workers, or pick another name"},
-        )  # fmt: skip
+        raise reject(
+            "is the operator's own default worker group",
+            "configure the default group under cluster.workers, or pick another name",
+        )
     return value
 
 
@@ -220,86 +192,71 @@ class WorkerGroupConfig(WorkerPodConfig):
 
     custom_resource: ClassVar[str] = "DaskWorkerGroup"
 
-    replicas: Annotated[int, Fix("use 0 or more")] = Field(
-        1,
-        ge=0,
-        description="Workers in this group (≥ 0; fixed: only the default group autoscales; a new count starts a "
-        "new cluster).",
-    )
+    replicas: Annotated[int, Fix("use 0 or more")] = Field(1, ge=0)
+    """Workers in this group (≥ 0; fixed: only the default group autoscales; a new count starts a new cluster)."""
 
 
 class SchedulerConfig(Section):
-    cpu: Quantity = Field("2", description="Scheduler CPU request (the guide's).")
-    memory: Quantity = Field("6Gi", description="Scheduler memory, request and limit (the guide's).")
-    placement: PlacementConfig = Field(
-        default_factory=empty_section,
-        description="Where the scheduler runs (kept off spot nodes whenever any workers use `spot`).",
-    )
-    disruption_budget: bool = Field(
-        True,
-        description="A PodDisruptionBudget (`maxUnavailable: 0`) so node drains wait instead of evicting the "
-        "scheduler (which loses every running task).",
-    )
+    cpu: Quantity = "2"
+    """Scheduler CPU request (the guide's)."""
+    memory: Quantity = "6Gi"
+    """Scheduler memory, request and limit (the guide's)."""
+    placement: PlacementConfig = Field(default_factory=empty_section)
+    """Where the scheduler runs (kept off spot nodes whenever any workers use `spot`)."""
+    disruption_budget: bool = True
+    """A PodDisruptionBudget (`maxUnavailable: 0`) so node drains wait instead of evicting the scheduler (which loses
+    every running task)."""
 
-    @model_validator(mode="after")
-    def _placement_kept_by_the_crd(self) -> SchedulerConfig:
-        raise_problems("scheduler", self.placement.crd_problems("DaskCluster", "scheduler"))
-        return self
+    def problems(self) -> list[InitErrorDetails]:
+        return self.placement.crd_problems("DaskCluster", "scheduler")
 
 
 class AutoscalerConfig(Section):
-    enabled: bool = Field(True, description="Create a `DaskAutoscaler`.")
-    minimum: Annotated[int, DefaultText("from `cluster.size`"), Fix("use 0 or more")] = Field(
-        2, ge=0, description="Fewest workers (`0 ≤ minimum ≤ maximum`)."
-    )
-    maximum: Annotated[int, DefaultText("from `cluster.size`"), Fix("use 1 or more")] = Field(
-        4, ge=1, description="Most workers (≥ 1)."
-    )
+    enabled: bool = True
+    """Create a `DaskAutoscaler`."""
+    minimum: Annotated[int, DefaultText("from `cluster.size`"), Fix("use 0 or more")] = Field(2, ge=0)
+    """Fewest workers (`0 ≤ minimum ≤ maximum`)."""
+    maximum: Annotated[int, DefaultText("from `cluster.size`"), Fix("use 1 or more")] = Field(4, ge=1)
+    """Most workers (≥ 1)."""
 
-    @model_validator(mode="after")
-    def _range(self) -> AutoscalerConfig:
-        if self.enabled and self.minimum > self.maximum:
-            raise_problems("autoscaler", [problem(
-                "minimum", self.minimum, f"is greater than cluster.autoscaler.maximum ({self.maximum})",
-                "lower minimum or raise maximum",
-            )])  # fmt: skip
-        return self
+    def problems(self) -> list[InitErrorDetails]:
+        if not self.enabled or self.minimum <= self.maximum:
+            return []
+        what = f"is greater than cluster.autoscaler.maximum ({self.maximum})"
+        return [problem("minimum", self.minimum, what, "lower minimum or raise maximum")]
 
 
 class ClusterConfig(Section):
     """The DaskCluster, its workers, scheduler and autoscaler."""
 
-    name: ClusterName = Field(
+    name: Annotated[
+        str,
+        AfterValidator(_cluster_name),
+        WithJsonSchema({"type": "string", "pattern": DNS_1035_LABEL.pattern, "maxLength": MAX_CLUSTER_NAME}),
+    ] = Field(
         "lsdb-cluster",
         description=f"Base name: the DaskCluster is `<name>-<hash>`, the stable Service `<name>-scheduler`;"
         f" a DNS-1035 label (starts with a letter), ≤ {MAX_CLUSTER_NAME} characters.",
     )
-    size: Literal["small", "medium", "large", "xlarge"] = Field(
-        "small", description="Preset from the sizing table; explicit values override it."
-    )
-    workers: WorkersConfig = Field(default_factory=empty_section, description="The default worker group.")
-    scheduler: SchedulerConfig = Field(default_factory=empty_section, description="The scheduler pod.")
-    autoscaler: AutoscalerConfig = Field(default_factory=empty_section, description="The `DaskAutoscaler`.")
-    idle_timeout_seconds: Annotated[int, Fix("use 0 (never) or a number of seconds")] = Field(
-        0,
-        ge=0,
-        description="Delete the cluster after this many idle seconds (`0` = never; else at least "
-        "`verify.timeoutSeconds`: a new scheduler is idle from its start, and the cluster must outlive its check).",
-    )
-    worker_groups: dict[Annotated[str, AfterValidator(_group_name)], WorkerGroupConfig] = Field(
-        default_factory=dict,
-        description="Extra worker groups by name (a DNS label): each a `DaskWorkerGroup` `<cluster.name>-<h>-<name>` "
-        "of the live cluster with `replicas`, `threads`, `cpu`, `memory`, `cpuLimit`, `spot`, `placement`.",
-    )
+    size: Literal["small", "medium", "large", "xlarge"] = "small"
+    """Preset from the sizing table; explicit values override it."""
+    workers: WorkersConfig = Field(default_factory=empty_section)
+    """The default worker group."""
+    scheduler: SchedulerConfig = Field(default_factory=empty_section)
+    """The scheduler pod."""
+    autoscaler: AutoscalerConfig = Field(default_factory=empty_section)
+    """The `DaskAutoscaler`."""
+    idle_timeout_seconds: Annotated[int, Fix("use 0 (never) or a number of seconds")] = Field(0, ge=0)
+    """Delete the cluster after this many idle seconds (`0` = never; else at least `verify.timeoutSeconds`: a new
+    scheduler is idle from its start, and the cluster must outlive its check)."""
+    worker_groups: dict[Annotated[str, AfterValidator(_group_name)], WorkerGroupConfig] = Field(default_factory=dict)
+    """Extra worker groups by name (a DNS label): each a `DaskWorkerGroup` `<cluster.name>-<h>-<name>` of the live
+    cluster with `replicas`, `threads`, `cpu`, `memory`, `cpuLimit`, `spot`, `placement`."""
 
-    @model_validator(mode="before")
     @classmethod
-    def _apply_size_preset(cls, value: Any) -> Any:
+    def prepare(cls, value: dict[str, Any]) -> dict[str, Any]:
         """Fill what the user left out from the `size` preset (an unknown size is reported; `small` stands in)."""
-        value = json_object(value)
-        if not isinstance(value, dict):
-            return value
-        preset = SIZE_PRESETS.get(str(value.get("size", "small")), SIZE_PRESETS["small"])
+        preset = SIZE_PRESETS.get(str(value.get("size")), SIZE_PRESETS["small"])
         out = dict(value)
         for section, keys in (("workers", ("replicas", "cpu", "memory")), ("autoscaler", ("minimum", "maximum"))):
             given = json_object(out.get(section, {}))
@@ -307,39 +264,38 @@ class ClusterConfig(Section):
                 out[section] = {**{k: preset[k] for k in keys}, **given}
         return out
 
-    @property
-    def max_workers(self) -> int:
-        """The most workers the cluster can have: the default group's ceiling plus every extra group."""
-        default = self.autoscaler.maximum if self.autoscaler.enabled else self.workers.replicas
+    def _workers(self, autoscaled: int) -> int:
+        # The default group's count (the autoscaler's bound when it scales it) plus every extra group's.
+        default = autoscaled if self.autoscaler.enabled else self.workers.replicas
         return default + sum(g.replicas for g in self.worker_groups.values())
 
     @property
+    def max_workers(self) -> int:
+        """The most workers the cluster can have."""
+        return self._workers(self.autoscaler.maximum)
+
+    @property
     def min_workers(self) -> int:
-        """The workers the cluster always has: the default group's floor (the autoscaler may scale it down to its
-        minimum at any time) plus every extra group, which the autoscaler does not scale."""
-        default = self.autoscaler.minimum if self.autoscaler.enabled else self.workers.replicas
-        return default + sum(g.replicas for g in self.worker_groups.values())
+        """The workers the cluster always has (the autoscaler may scale down to its minimum at any time)."""
+        return self._workers(self.autoscaler.minimum)
 
     @property
     def spot_providers(self) -> list[str]:
         """Providers whose spot nodes some workers use (the scheduler stays off them)."""
-        groups = [self.workers, *self.worker_groups.values()]
-        return sorted({g.spot for g in groups if g.spot})
+        return sorted({g.spot for g in (self.workers, *self.worker_groups.values()) if g.spot})
 
-    @model_validator(mode="after")
-    def _group_names_fit(self) -> ClusterConfig:
+    def problems(self) -> list[InitErrorDetails]:
         # The longest name derived from a group: its worker Deployments `<live>-<group>-worker-<uuid>`; the
         # DaskWorkerGroup `<live>-<group>` is also a pod label value. Both must fit NAME_LIMIT.
         found = []
         for group in self.worker_groups:
             longest = worker_deployment_name(self.name, group)
             if len(longest) > NAME_LIMIT:
-                room = len(group) - (len(longest) - NAME_LIMIT)
+                room = len(group) - (len(longest) - NAME_LIMIT)  # > 0: the cluster name is short enough
                 found.append(problem(
                     ("workerGroups", group), "{...}",
                     f"makes the operator's worker Deployment names ({len(longest)} characters, e.g. '{longest}') "
                     f"longer than {NAME_LIMIT}",
-                    f"shorten the group name to at most {max(room, 0)} characters, or cluster.name",
+                    f"shorten the group name to at most {room} characters, or cluster.name",
                 ))  # fmt: skip
-        raise_problems("cluster", found)
-        return self
+        return found

@@ -1,15 +1,9 @@
 """The stack's configuration: one declarative pydantic model, read and validated before any resource exists.
 
-Each key is declared once, as a field with its type, default and description; the README's
-configuration tables and the stack-file JSON Schema are generated from these declarations
-(`python -m tools.config_docs`). Types and bounds reject what they can; validators state the rules across
-fields (in their section) and across sections (on `StackConfig`: as field validators reading the sections
-validated before, so they are reported even when another section is invalid). `parse_stack_config` turns
-pydantic's errors into one `ConfigError` listing every problem as `<key as users write it> = <value>: <what>.
-Fix: <fix>`.
-
-The two secret fields (object-store credentials, registry password) never hold their values: the model keeps
-whether Pulumi holds them encrypted, and `secret_config` hands the values to resources as Pulumi secrets.
+Each key is declared once, as a field with its type, default and description (docs/configuration.md and the
+stack-file JSON Schema are generated from them: `python -m tools.config_docs`). Rules across sections live on
+`StackConfig`; `parse_stack_config` reports every problem at once as `<key> = <value>: <what>. Fix: <fix>`. The
+secret fields never hold their values: `secret_config` hands them to resources as Pulumi secrets.
 """
 
 from __future__ import annotations
@@ -20,16 +14,8 @@ from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal
 
 import pulumi
-from pydantic import (
-    AfterValidator,
-    BeforeValidator,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import InitErrorDetails
 
 from components.catalog_config import CatalogConfig, catalog_path, job_node_selector, provisioning_problems
 from components.cluster_config import (
@@ -43,7 +29,9 @@ from components.config_report import report
 from components.lock import base_image
 from components.notebook_config import NotebookConfig, notebook_problems
 from components.section import (
+    DIGEST_REF,
     SECRET,
+    SINGLE_NODE_MODES,
     Cidr,
     DefaultText,
     DnsLabel,
@@ -52,18 +40,19 @@ from components.section import (
     Password,
     Port,
     Section,
+    aliases,
     comma_list,
     empty_section,
     json_object,
     problem,
     quantity_bytes,
     raise_problems,
+    reject,
 )
 from components.storage_config import (
     IDENTITY_PROVIDERS,
     OBJECT_STORES,
     SCHEME_ALIASES,
-    SINGLE_NODE_MODES,
     ObjectStoreStorage,
     StorageConfig,
     url_scheme,
@@ -80,14 +69,12 @@ __all__ = [
 
 PROJECT = "lsdb-k8s"
 PYTHON_VERSION = re.compile(r"^3\.[0-9]+\.[0-9]+$")
+PLATFORM_KEYS = ("role", "kubeContext", "operator")
 STACK_FIX = "use <stack> (same organization and project) or <org>/<project>/<stack>"
-DIGEST_REF = re.compile(r"^[^\s@]+@sha256:[0-9a-f]{64}$")
 
 
 class ConfigError(pulumi.RunError):
-    """Every problem in the stack configuration, reported at once.
-
-    A `pulumi.RunError`: Pulumi prints the message alone, without a traceback of the program."""
+    """Every problem in the stack configuration, at once (a `RunError`: Pulumi prints it without a traceback)."""
 
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
@@ -98,218 +85,151 @@ class ConfigError(pulumi.RunError):
 def _image_reference(value: str | None) -> str | None:
     """No floating tag; a repository (or operator image) without tag or digest, lowercase."""
     if value and re.search(r"(^|[:/])latest($|@)", value):
-        raise PydanticCustomError(
-            "latest", "uses the floating tag 'latest'", {"fix": "use a digest-pinned reference; tags are derived"}
-        )
+        raise reject("uses the floating tag 'latest'", "use a digest-pinned reference; tags are derived")
     return value
 
 
 def _repository(value: str | None) -> str | None:
     if value and ("@" in value or ":" in value.rsplit("/", 1)[-1]):
-        raise PydanticCustomError(
-            "repository",
-            "must not carry a tag or digest",
-            {"fix": "give the repository only; the tag and digest are derived"},
-        )
+        raise reject("must not carry a tag or digest", "give the repository only; the tag and digest are derived")
     if value and value != value.lower():
-        raise PydanticCustomError("repository", "must be lowercase", {"fix": "use lowercase letters"})
+        raise reject("must be lowercase", "use lowercase letters")
     return value
 
 
 Repository = Annotated[str | None, AfterValidator(_image_reference), AfterValidator(_repository)]
 
-# ------------------------------------------------------------------------------------------------------------
-# Sections
-# ------------------------------------------------------------------------------------------------------------
-
 
 class OperatorConfig(Section):
     """The Dask Kubernetes Operator: installed by this stack, or taken from the stack that installed it."""
 
-    install: Annotated[bool, DefaultText("`true` (`false` with `fromStack`)")] = Field(
-        True,
-        description="Install the operator and its CRDs. `false` where another team already did: check with "
-        "`kubectl get crd | grep dask` (four `*.kubernetes.dask.org` CRDs).",
-    )
-    namespace: DnsLabel = Field(
-        "dask-operator", description="The operator's own namespace (must differ from `namespace`)."
-    )
-    chart_source: Literal["repository", "package"] = Field(
-        "repository",
-        description="`repository` = `https://helm.dask.org`; `package` = the chart shipped inside the pinned "
-        "`dask-kubernetes` wheel, with its placeholder version and image tag replaced by the locked version (for "
-        "clusters without internet access, together with `operator.image` pointing at a mirror).",
-    )
-    from_stack: Annotated[str | None, Fix(STACK_FIX)] = Field(
-        None,
-        pattern=r"^[^/]+(/[^/]+/[^/]+)?$",
-        description="The stack that installed the operator: `<stack>` (same organization and project as this stack; "
-        "on a self-managed backend the organization is `organization`) or `<org>/<project>/<stack>`. Its "
-        "`operatorNamespace`/`operatorVersion` exports are read and the deploy fails if the version differs from "
-        "the lock. Implies `install: false`.",
-    )
-    image: Repository = Field(
-        None,
-        description="Operator image repository, for mirrors and air-gapped registries (default "
-        "`ghcr.io/dask/dask-kubernetes-operator`); the tag is always the locked dask-kubernetes version.",
-    )
+    install: Annotated[bool, DefaultText("`true` (`false` with `fromStack`)")] = True
+    """Install the operator and its CRDs. `false` where another team already did: check with
+    `kubectl get crd | grep dask` (four `*.kubernetes.dask.org` CRDs)."""
+    namespace: DnsLabel = "dask-operator"
+    """The operator's own namespace (must differ from `namespace`)."""
+    chart_source: Literal["repository", "package"] = "repository"
+    """`repository` = `https://helm.dask.org`; `package` = the chart shipped inside the pinned `dask-kubernetes` wheel,
+    with its placeholder version and image tag replaced by the locked version (for clusters without internet access,
+    together with `operator.image` pointing at a mirror)."""
+    from_stack: Annotated[str | None, Fix(STACK_FIX)] = Field(None, pattern=r"^[^/]+(/[^/]+/[^/]+)?$")
+    """The stack that installed the operator: `<stack>` (same organization and project as this stack; on a self-managed
+    backend the organization is `organization`) or `<org>/<project>/<stack>`. Its `operatorNamespace`/`operatorVersion`
+    exports are read and the deploy fails if the version differs from the lock. Implies `install: false`."""
+    image: Repository = None
+    """Operator image repository, for mirrors and air-gapped registries (default
+    `ghcr.io/dask/dask-kubernetes-operator`); the tag is always the locked dask-kubernetes version."""
 
-    @model_validator(mode="before")
     @classmethod
-    def _install_follows_from_stack(cls, value: Any) -> Any:
-        value = json_object(value)
-        if isinstance(value, dict) and value.get("fromStack") is not None and "install" not in value:
+    def prepare(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if value.get("fromStack") is not None and "install" not in value:
             return {**value, "install": False}
         return value
 
-    @model_validator(mode="after")
-    def _install_or_adopt(self) -> OperatorConfig:
-        if self.from_stack is not None and self.install:
-            raise_problems("operator", [problem(
-                "install", True, "conflicts with operator.fromStack (that stack installed the operator)",
-                "remove operator.install or set it to false",
-            )])  # fmt: skip
-        return self
+    def problems(self) -> list[InitErrorDetails]:
+        if self.from_stack is None or not self.install:
+            return []
+        return [problem(
+            "install", True, "conflicts with operator.fromStack (that stack installed the operator)",
+            "remove operator.install or set it to false",
+        )]  # fmt: skip
 
 
 class RegistryConfig(Section):
-    server: str | None = Field(None, description="Registry host for push and pull credentials, e.g. `ghcr.io`.")
-    username: str | None = Field(None, description="Registry user.")
-    password: Annotated[Password | None, DocType("secret")] = Field(
-        None, description="**Secret.** Registry password or token."
-    )
+    server: str | None = None
+    """Registry host for push and pull credentials, e.g. `ghcr.io`."""
+    username: str | None = None
+    """Registry user."""
+    password: Annotated[Password | None, DocType("secret")] = None
+    """**Secret.** Registry password or token."""
 
-    @model_validator(mode="after")
-    def _password_needs_a_user(self) -> RegistryConfig:
-        if self.password is not None and not (self.server and self.username):
-            raise_problems("registry", [problem(
-                (), "[password set]", "needs server and username with the password",
-                "set image.registry.server and image.registry.username",
-            )])  # fmt: skip
-        return self
+    def problems(self) -> list[InitErrorDetails]:
+        if self.password is None or (self.server and self.username):
+            return []
+        return [problem(
+            (), "[password set]", "needs server and username with the password",
+            "set image.registry.server and image.registry.username",
+        )]  # fmt: skip
 
 
 class ImageConfig(Section):
     """The LSDB image: built from docker/ and the lock, or a prebuilt digest."""
 
-    repository: Repository = Field(
-        None, description="Registry repository without tag, e.g. `ghcr.io/<org>/lsdb-dask` (required unless `ref`)."
-    )
+    repository: Repository = None
+    """Registry repository without tag, e.g. `ghcr.io/<org>/lsdb-dask` (required unless `ref`)."""
     python_version: Annotated[
         str, Fix("pin the base image to a patch release, e.g. 3.11.7 (match your client's Python)")
-    ] = Field(
-        "3.11.7",
-        pattern=PYTHON_VERSION.pattern,
-        description="Base image Python, `X.Y.Z`; match your client's Python.",
-    )
-    platform: str = Field("linux/amd64", description="Build platform (part of the tag).")
-    push: bool = Field(
-        True,
-        description="Must stay `true` when building: the cluster pulls by registry digest "
-        "(dev pushes to `localhost:5001`).",
-    )
-    registry: RegistryConfig = Field(
-        default_factory=empty_section, description="Push and pull credentials (password as a secret)."
-    )
+    ] = Field("3.11.7", pattern=PYTHON_VERSION.pattern)
+    """Base image Python, `X.Y.Z`; match your client's Python."""
+    platform: str = "linux/amd64"
+    """Build platform (part of the tag)."""
+    push: bool = True
+    """Must stay `true` when building: the cluster pulls by registry digest (dev pushes to `localhost:5001`)."""
+    registry: RegistryConfig = Field(default_factory=empty_section)
+    """Push and pull credentials (password as a secret)."""
     ref: Annotated[
         str | None,
         AfterValidator(_image_reference),
         Fix("use repository@sha256:<64 hex> (`docker buildx imagetools inspect <image>` prints the digest)"),
-    ] = Field(
-        None,
-        pattern=DIGEST_REF.pattern,
-        description="Prebuilt `repository@sha256:<digest>`; skips the build.",
-    )
-    client_check: Literal["error", "warn"] = Field(
-        "error", description="`error` or `warn` when the client environment differs from the lock."
-    )
+    ] = Field(None, pattern=DIGEST_REF)
+    """Prebuilt `repository@sha256:<digest>`; skips the build."""
+    client_check: Literal["error", "warn"] = "error"
+    """`error` or `warn` when the client environment differs from the lock."""
 
-    @property
-    def has_registry_password(self) -> bool:
-        return self.registry.password is not None
-
-    @property
-    def registry_server(self) -> str | None:
-        return self.registry.server
-
-    @property
-    def registry_username(self) -> str | None:
-        return self.registry.username
-
-    @model_validator(mode="after")
-    def _build_rules(self) -> ImageConfig:
+    def problems(self) -> list[InitErrorDetails]:
         if self.ref is not None:  # a prebuilt image: pythonVersion says which Python it runs (the client check)
-            return self
-        problems = []
+            return []
+        found = []
         if not self.push:
-            problems.append(problem(
+            found.append(problem(
                 "push", False, "leaves no registry digest for the cluster to pull (it never uses tags)",
                 "set image.push true (dev uses the local registry) or give a prebuilt image.ref",
             ))  # fmt: skip
         base = base_image()
         if self.python_version != base.python_version:
-            problems.append(problem(
+            found.append(problem(
                 "pythonVersion", self.python_version,
                 f"differs from {base.python_version}, the Python of the base image docker/Dockerfile pins ({base.ref})",
                 f"pulumi config set --path image.pythonVersion {base.python_version}, or move the image to another "
                 "release with `python -m tools.relock --python X.Y.Z`",
             ))  # fmt: skip
-        raise_problems("image", problems)
-        return self
+        return found
 
 
 class SecurityConfig(Section):
     """Who may reach the cluster, and how: NetworkPolicies, TLS between client, scheduler and workers."""
 
-    network_policy: bool = Field(
-        True,
-        description="Create NetworkPolicies: deny all ingress and egress of the cluster's pods except what the "
-        "README's security section lists.",
-    )
-    client_namespaces: Annotated[list[DnsLabel], BeforeValidator(comma_list)] = Field(
-        default_factory=list,
-        description="Namespaces whose pods may use the scheduler's Dask port (8786) besides pods labelled "
-        '`lsdb-k8s/client: "true"` in `namespace`.',
-    )
-    dashboard_namespaces: Annotated[list[DnsLabel], BeforeValidator(comma_list)] = Field(
-        default_factory=list,
-        description="Namespaces whose pods may reach the scheduler's HTTP port (8787) besides pods labelled "
-        '`lsdb-k8s/dashboard: "true"` in `namespace`: the dashboard, and with it the unauthenticated HTTP API '
-        "(`/api/v1/retire_workers`, …). By default only the operator's namespace and, with `monitoring.enabled`, "
-        "`monitoring.prometheusNamespace` reach it.",
-    )
-    egress_cidrs: Annotated[list[Cidr], BeforeValidator(comma_list)] = Field(
-        default_factory=lambda: ["0.0.0.0/0"],
-        description="`storage.kind: objectStore`: address blocks of the object store the pods may reach "
-        "(on `egressPorts`); `catalogs`: those of the sources the provisioning Jobs may reach. NFS and hostPath "
-        "are mounted by the node and need none.",
-    )
-    egress_ports: Annotated[list[Port], BeforeValidator(comma_list)] = Field(
-        default_factory=lambda: [443],
-        description="`storage.kind: objectStore`: TCP ports of the object store (e.g. `9000` for a MinIO endpoint); "
-        "also the provisioning Jobs' to `s3://`, `gs://`, `abfs://` sources.",
-    )
-    tls: Annotated[bool, DefaultText("`true` (the dev stack file sets `false`)")] = Field(
-        True,
-        description="Mutual TLS between client, scheduler and workers with a CA per stack and a certificate per "
-        "cluster (pulumi-tls); the scheduler address becomes `tls://`, the client bundle the secret export "
-        "`clientTls`.",
-    )
+    network_policy: bool = True
+    """Create NetworkPolicies: deny all ingress and egress of the cluster's pods except what the README's security
+    section lists."""
+    client_namespaces: Annotated[list[DnsLabel], BeforeValidator(comma_list)] = Field(default_factory=list)
+    """Namespaces whose pods may use the scheduler's Dask port (8786) besides pods labelled `lsdb-k8s/client: "true"` in
+    `namespace`."""
+    dashboard_namespaces: Annotated[list[DnsLabel], BeforeValidator(comma_list)] = Field(default_factory=list)
+    """Namespaces whose pods may reach the scheduler's HTTP port (8787) besides pods labelled
+    `lsdb-k8s/dashboard: "true"` in `namespace`: the dashboard, and with it the unauthenticated HTTP API
+    (`/api/v1/retire_workers`, …). By default only the operator's namespace and, with `monitoring.enabled`,
+    `monitoring.prometheusNamespace` reach it."""
+    egress_cidrs: Annotated[list[Cidr], BeforeValidator(comma_list)] = Field(default_factory=lambda: ["0.0.0.0/0"])
+    """`storage.kind: objectStore`: address blocks of the object store the pods may reach (on `egressPorts`);
+    `catalogs`: those of the sources the provisioning Jobs may reach. NFS and hostPath are mounted by the node and need
+    none."""
+    egress_ports: Annotated[list[Port], BeforeValidator(comma_list)] = Field(default_factory=lambda: [443])
+    """`storage.kind: objectStore`: TCP ports of the object store (e.g. `9000` for a MinIO endpoint); also the
+    provisioning Jobs' to `s3://`, `gs://`, `abfs://` sources."""
+    tls: Annotated[bool, DefaultText("`true` (the dev stack file sets `false`)")] = True
+    """Mutual TLS between client, scheduler and workers with a CA per stack and a certificate per cluster (pulumi-tls);
+    the scheduler address becomes `tls://`, the client bundle the secret export `clientTls`."""
     tls_generation: Annotated[int, Fix("use 0 or more: raise it by one to replace the CA, keys and certificates")] = (
-        Field(
-            0,
-            ge=0,
-            description="Raise by one to replace the CA, every key and certificate at the next `pulumi up` (a leaked "
-            "key): a new cluster starts with them; clients need the new `clientTls`. Certificates also rotate on "
-            "their own schedule (docs/security.md).",
-        )
+        Field(0, ge=0)
     )
+    """Raise by one to replace the CA, every key and certificate at the next `pulumi up` (a leaked key): a new cluster
+    starts with them; clients need the new `clientTls`. Certificates also rotate on their own schedule
+    (docs/security.md)."""
 
-    @model_validator(mode="before")
     @classmethod
-    def _retired_keys(cls, value: Any) -> Any:
-        value = json_object(value)
-        if isinstance(value, dict) and "metricsNamespaces" in value:
+    def prepare(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if "metricsNamespaces" in value:
             raise_problems("security", [problem(
                 "metricsNamespaces", value["metricsNamespaces"],
                 "was replaced by monitoring.prometheusNamespace (scrapers are let in while monitoring.enabled is true)",
@@ -322,80 +242,66 @@ class SecurityConfig(Section):
 class MonitoringConfig(Section):
     """Prometheus monitors for the scheduler and workers, and a Grafana dashboard (needs the prometheus-operator)."""
 
-    enabled: bool = Field(
-        False,
-        description="Scrape `/metrics` of the scheduler (ServiceMonitor) and workers (PodMonitor): through the "
-        "operator chart's own monitors when this stack installs the operator, else created here. Needs the "
-        "prometheus-operator CRDs (`kubectl get crd servicemonitors.monitoring.coreos.com`).",
-    )
-    prometheus_namespace: DnsLabel = Field(
-        "monitoring",
-        description="Namespace of the Prometheus that scrapes the cluster (kube-prometheus-stack's usual "
-        "`monitoring`): with `enabled` and `security.networkPolicy`, every pod of it may read `/metrics` on the "
-        "scheduler's port 8787 and the workers' 8788, nothing else.",
-    )
-    labels: dict[str, str] = Field(
-        default_factory=dict,
-        description="Labels on the monitors so your Prometheus selects them (its `serviceMonitorSelector` / "
-        "`podMonitorSelector`), e.g. `{release: kube-prometheus-stack}`.",
-    )
-    dashboard: bool = Field(True, description="With `enabled`: a Grafana dashboard ConfigMap.")
-    dashboard_labels: dict[str, str] = Field(
-        default_factory=lambda: {"grafana_dashboard": "1"},
-        description="Labels the Grafana dashboard sidecar watches for.",
-    )
-    dashboard_namespace: DnsLabel | None = Field(
-        None, description="Namespace of the dashboard ConfigMap (default: `namespace`); it must exist."
-    )
+    enabled: bool = False
+    """Scrape `/metrics` of the scheduler (ServiceMonitor) and workers (PodMonitor): through the operator chart's own
+    monitors when this stack installs the operator, else created here. Needs the prometheus-operator CRDs
+    (`kubectl get crd servicemonitors.monitoring.coreos.com`)."""
+    prometheus_namespace: DnsLabel = "monitoring"
+    """Namespace of the Prometheus that scrapes the cluster (kube-prometheus-stack's usual `monitoring`): with `enabled`
+    and `security.networkPolicy`, every pod of it may read `/metrics` on the scheduler's port 8787 and the workers'
+    8788, nothing else."""
+    labels: dict[str, str] = Field(default_factory=dict)
+    """Labels on the monitors so your Prometheus selects them (its `serviceMonitorSelector` / `podMonitorSelector`),
+    e.g. `{release: kube-prometheus-stack}`."""
+    dashboard: bool = True
+    """With `enabled`: a Grafana dashboard ConfigMap."""
+    dashboard_labels: dict[str, str] = Field(default_factory=lambda: {"grafana_dashboard": "1"})
+    """Labels the Grafana dashboard sidecar watches for."""
+    dashboard_namespace: DnsLabel | None = None
+    """Namespace of the dashboard ConfigMap (default: `namespace`); it must exist."""
 
-    @model_validator(mode="after")
-    def _labels(self) -> MonitoringConfig:
+    def problems(self) -> list[InitErrorDetails]:
         fix = "use a Kubernetes label (key ≤ 63 characters, value ≤ 63)"
-        found = label_problems("labels", self.labels, fix) + label_problems(
+        return label_problems("labels", self.labels, fix) + label_problems(
             "dashboardLabels", self.dashboard_labels, fix
         )
-        raise_problems("monitoring", found)
-        return self
 
 
 class StackConfig(Section):
     """Everything `pulumi up --stack <env>` reads, under the `lsdb-k8s:` prefix of `Pulumi.<stack>.yaml`."""
 
-    role: Literal["cluster", "platform"] = Field(
-        "cluster",
-        description="`cluster`: a Dask cluster (with the operator, or taking it from `operator.fromStack`); "
-        "`platform`: only the cluster-wide operator and its CRDs, for the other stacks to share (then only "
-        "`operator` and `kubeContext` may be set).",
-    )
-    namespace: DnsLabel = Field("lsdb", description="Namespace for the cluster, storage claim and secrets.")
-    create_namespace: bool = Field(
-        True,
-        description="Create `namespace` (and delete it on destroy). `false` uses a namespace that already exists "
-        "and leaves it alone; `default` is never created.",
-    )
-    kube_context: str | None = Field(
-        None,
-        description="kubeconfig context for every Kubernetes resource and for the verification's port-forward "
-        "(default: the current context).",
-    )
-    operator: OperatorConfig = Field(default_factory=empty_section, description="The Dask Kubernetes Operator.")
-    storage: StorageConfig = Field(default_factory=empty_section, description="Catalog storage.")
-    catalogs: Annotated[dict[DnsLabel, CatalogConfig], BeforeValidator(json_object)] = Field(
-        default_factory=dict,
-        description="HATS catalogs copied onto the storage claim before the cluster is verified, by name: a "
-        'Kubernetes Job per catalog writes `<storage.mountPath>/catalogs/<name>` (docs/storage.md, "Provisioning '
-        'catalogs"). The first one is the default `verify.catalogPath`.',
-    )
-    cluster: ClusterConfig = Field(default_factory=empty_section, description="The Dask cluster.")
-    image: ImageConfig = Field(default_factory=empty_section, description="The LSDB image.")
-    verify: VerifyConfig = Field(default_factory=empty_section, description="Post-deploy verification.")
-    security: SecurityConfig = Field(
-        default_factory=empty_section, description="NetworkPolicies and TLS (secure by default)."
-    )
-    monitoring: MonitoringConfig = Field(
-        default_factory=empty_section, description="Prometheus metrics and the Grafana dashboard."
-    )
-    notebook: NotebookConfig = Field(default_factory=empty_section, description="JupyterLab beside the cluster.")
+    role: Literal["cluster", "platform"] = "cluster"
+    """`cluster`: a Dask cluster (with the operator, or taking it from `operator.fromStack`); `platform`: only the
+    cluster-wide operator and its CRDs, for the other stacks to share (then only `operator` and `kubeContext` may be
+    set)."""
+    namespace: DnsLabel = "lsdb"
+    """Namespace for the cluster, storage claim and secrets."""
+    create_namespace: bool = True
+    """Create `namespace` (and delete it on destroy). `false` uses a namespace that already exists and leaves it alone;
+    `default` is never created."""
+    kube_context: str | None = None
+    """kubeconfig context for every Kubernetes resource and for the verification's port-forward (default: the current
+    context)."""
+    operator: OperatorConfig = Field(default_factory=empty_section)
+    """The Dask Kubernetes Operator."""
+    storage: StorageConfig = Field(default_factory=empty_section)
+    """Catalog storage."""
+    catalogs: Annotated[dict[DnsLabel, CatalogConfig], BeforeValidator(json_object)] = Field(default_factory=dict)
+    """HATS catalogs copied onto the storage claim before the cluster is verified, by name: a Kubernetes Job per catalog
+    writes `<storage.mountPath>/catalogs/<name>` (docs/storage.md, "Provisioning catalogs"). The first one is the
+    default `verify.catalogPath`."""
+    cluster: ClusterConfig = Field(default_factory=empty_section)
+    """The Dask cluster."""
+    image: ImageConfig = Field(default_factory=empty_section)
+    """The LSDB image."""
+    verify: VerifyConfig = Field(default_factory=empty_section)
+    """Post-deploy verification."""
+    security: SecurityConfig = Field(default_factory=empty_section)
+    """NetworkPolicies and TLS (secure by default)."""
+    monitoring: MonitoringConfig = Field(default_factory=empty_section)
+    """Prometheus metrics and the Grafana dashboard."""
+    notebook: NotebookConfig = Field(default_factory=empty_section)
+    """JupyterLab beside the cluster."""
 
     @property
     def is_platform(self) -> bool:
@@ -403,64 +309,20 @@ class StackConfig(Section):
 
     # Rules across sections. Those whose key lies in a section validate that section and read the sections declared
     # before it (`info.data` holds those that are valid), so they are reported even when another section is not.
-
-    @field_validator("operator")
+    @field_validator("operator", "image", "notebook")
     @classmethod
-    def _operator_rules(cls, operator: OperatorConfig, info: ValidationInfo) -> OperatorConfig:
-        found = []
-        if operator.install and operator.namespace == info.data.get("namespace"):
-            found.append(problem(
-                "namespace", operator.namespace, "is the same as the cluster namespace",
-                "keep the cluster-wide operator in its own namespace (default dask-operator)",
-            ))  # fmt: skip
-        if info.data.get("role") == "platform" and (not operator.install or operator.from_stack):
-            found.append(
-                problem("install", False, "must be true for role platform", "remove operator.install/fromStack")
-            )
-        raise_problems("operator", found)
-        return operator
-
-    @field_validator("image")
-    @classmethod
-    def _image_rules(cls, image: ImageConfig, info: ValidationInfo) -> ImageConfig:
-        if info.data.get("role") == "cluster" and image.ref is None and not image.repository:
-            raise_problems("image", [problem(
-                "repository", None, "is required when image.ref is not set", "e.g. ghcr.io/<org>/lsdb-dask"
-            )])  # fmt: skip
-        return image
+    def _section_rules(cls, section: Any, info: ValidationInfo) -> Any:
+        raise_problems(str(info.field_name), SECTION_RULES[str(info.field_name)](section, info.data))
+        return section
 
     @field_validator("verify")
     @classmethod
     def _verify_rules(cls, verify: VerifyConfig, info: ValidationInfo) -> VerifyConfig:
-        if info.data.get("role") != "cluster" or not verify.enabled:
-            return verify
-        found = []
-        catalogs, storage = info.data.get("catalogs"), info.data.get("storage")
-        if not verify.catalog_path and catalogs and storage is not None and storage.mounts_volume:
-            verify = verify.model_copy(update={"catalog_path": catalog_path(storage, next(iter(catalogs)))})
-        if not verify.catalog_path:
-            # Given catalogs but no claim to copy them onto, or an invalid catalogs section: reported on their own.
-            if catalogs == {}:
-                found.append(problem(
-                    "catalogPath", None, "is required while verification is enabled",
-                    "set the catalog path as workers see it (e.g. /data/catalogs/my_catalog), provision one "
-                    "(catalogs.<name>), or verify.enabled false",
-                ))  # fmt: skip
-        elif "storage" in info.data:
-            found += _catalog_in_storage(verify.catalog_path, info.data["storage"])
-        if "cluster" in info.data:
-            found += _workers_to_wait_for(verify.min_workers, info.data["cluster"])
-        raise_problems("verify", found)
+        verify = _default_catalog_path(verify, info.data)
+        raise_problems("verify", _verify_problems(verify, info.data))
         return verify
 
-    @field_validator("notebook")
-    @classmethod
-    def _notebook_rules(cls, notebook: NotebookConfig, info: ValidationInfo) -> NotebookConfig:
-        raise_problems("notebook", notebook_problems(notebook, info.data))
-        return notebook
-
-    @model_validator(mode="after")
-    def _whole_stack_rules(self) -> StackConfig:
+    def problems(self) -> list[InitErrorDetails]:
         """Rules whose key is not in the last section they read: reported once every section is valid."""
         found = []
         storage, cluster = self.storage, self.cluster
@@ -478,11 +340,59 @@ class StackConfig(Section):
                 key, "[set]", "is set, but role platform installs only the operator and its CRDs",
                 f"remove it from this stack (a platform stack takes only {', '.join(PLATFORM_KEYS)})",
             ))  # fmt: skip
-        raise_problems("StackConfig", found)
-        return self
+        return found
 
 
-PLATFORM_KEYS = ("role", "kubeContext", "operator")
+def _operator_problems(operator: OperatorConfig, data: dict[str, Any]) -> list[InitErrorDetails]:
+    found = []
+    if operator.install and operator.namespace == data.get("namespace"):
+        found.append(problem(
+            "namespace", operator.namespace, "is the same as the cluster namespace",
+            "keep the cluster-wide operator in its own namespace (default dask-operator)",
+        ))  # fmt: skip
+    if data.get("role") == "platform" and (not operator.install or operator.from_stack):
+        found.append(problem("install", False, "must be true for role platform", "remove operator.install/fromStack"))
+    return found
+
+
+def _image_problems(image: ImageConfig, data: dict[str, Any]) -> list[InitErrorDetails]:
+    if data.get("role") != "cluster" or image.ref is not None or image.repository:
+        return []
+    return [problem("repository", None, "is required when image.ref is not set", "e.g. ghcr.io/<org>/lsdb-dask")]
+
+
+SECTION_RULES: dict[str, Callable[[Any, dict[str, Any]], list[InitErrorDetails]]] = {
+    "operator": _operator_problems, "image": _image_problems, "notebook": notebook_problems,
+}  # fmt: skip
+
+
+def _default_catalog_path(verify: VerifyConfig, data: dict[str, Any]) -> VerifyConfig:
+    """Without `verify.catalogPath`, the first catalog provisioned onto the claim."""
+    catalogs, storage = data.get("catalogs"), data.get("storage")
+    if data.get("role") != "cluster" or not verify.enabled or verify.catalog_path:
+        return verify
+    if not catalogs or storage is None or not storage.mounts_volume:
+        return verify
+    return verify.model_copy(update={"catalog_path": catalog_path(storage, next(iter(catalogs)))})
+
+
+def _verify_problems(verify: VerifyConfig, data: dict[str, Any]) -> list[InitErrorDetails]:
+    if data.get("role") != "cluster" or not verify.enabled:
+        return []
+    found = []
+    if not verify.catalog_path:
+        # Given catalogs but no claim to copy them onto, or an invalid catalogs section: reported on their own.
+        if data.get("catalogs") == {}:
+            found.append(problem(
+                "catalogPath", None, "is required while verification is enabled",
+                "set the catalog path as workers see it (e.g. /data/catalogs/my_catalog), provision one "
+                "(catalogs.<name>), or verify.enabled false",
+            ))  # fmt: skip
+    elif "storage" in data:
+        found += _catalog_in_storage(verify.catalog_path, data["storage"])
+    if "cluster" in data:
+        found += _workers_to_wait_for(verify.min_workers, data["cluster"])
+    return found
 
 
 def _catalog_in_storage(path: str, storage: StorageConfig) -> list[InitErrorDetails]:
@@ -546,17 +456,12 @@ def _idle_timeout_outlasts_the_check(cluster: ClusterConfig, verify: VerifyConfi
     )]  # fmt: skip
 
 
-# ------------------------------------------------------------------------------------------------------------
-# Reading and parsing
-# ------------------------------------------------------------------------------------------------------------
-
-
 def parse_stack_config(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozenset()) -> StackConfig:
     """Validate the stack's raw config (top-level key -> value) into a `StackConfig`, or raise `ConfigError`.
 
     `secret_keys` are the top-level keys Pulumi holds encrypted; secret values must live under them.
     """
-    known = set(_aliases(StackConfig))
+    known = set(aliases(StackConfig))
     # An unknown key set as a secret is reported without its value.
     shown = {k: SECRET if k in secret_keys and k not in known else v for k, v in raw.items()}
     try:
@@ -565,22 +470,16 @@ def parse_stack_config(raw: Mapping[str, Any], secret_keys: frozenset[str] = fro
         raise ConfigError(report(error, StackConfig)) from None
 
 
-def _aliases(model: type[Section]) -> list[str]:
-    return [info.alias or name for name, info in model.model_fields.items()]
-
-
 def read_stack_config() -> StackConfig:
     """Read and validate this stack's config; raises ConfigError before any resource exists.
 
-    Through the public API: each top-level key of the model with `pulumi.Config().get`, plus the keys the CLI
-    hands the program in `PULUMI_CONFIG` (`pulumi.runtime.get_config_env`), so that unknown keys are reported.
-    The SDK has no public call listing the keys set with `pulumi.runtime.set_all_config` (the mocks of
-    tools/mock_runtime.py): there only the model's keys are read, and an unknown top-level key goes unnoticed.
-    """
+    Each key of the model (`pulumi.Config().get`), plus the keys the CLI passes in `PULUMI_CONFIG`, so that unknown
+    ones are reported. The SDK lists no keys set with `pulumi.runtime.set_all_config` (the mocks): there an unknown
+    top-level key goes unnoticed."""
     config = pulumi.Config()
     prefix = f"{config.name}:"
     passed = [*pulumi.runtime.get_config_env(), *pulumi.runtime.get_config_secret_keys_env()]
-    keys = dict.fromkeys([*_aliases(StackConfig), *(k.removeprefix(prefix) for k in passed if k.startswith(prefix))])
+    keys = dict.fromkeys([*aliases(StackConfig), *(k.removeprefix(prefix) for k in passed if k.startswith(prefix))])
     raw = {key: value for key in keys if (value := config.get(key)) is not None}
     secret = {key for key in raw if pulumi.runtime.is_config_secret(config.full_key(key))}
     secret |= {k.removeprefix(prefix) for k in pulumi.runtime.get_config_secret_keys_env() if k.startswith(prefix)}

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
-from components.section import Fix
+from components.section import Fix, aliases
 
 # Fixes for pydantic's own error types, by the type's first word (`int_parsing` -> `int`).
 TYPE_FIXES = {
@@ -52,10 +52,6 @@ def allowed_types(annotation: Any) -> list[Any]:
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         return [t for a in typing.get_args(annotation) if a is not type(None) for t in allowed_types(a)]
     return [annotation]
-
-
-def _aliases(model: type[BaseModel]) -> list[str]:
-    return [info.alias or name for name, info in model.model_fields.items()]
 
 
 def _tag(model: Any) -> str | None:
@@ -93,13 +89,13 @@ def _shown(value: Any) -> str:
 
 def _unknown_key(where: _Where, value: Any) -> list[str]:
     key, name, parent = ".".join(where.keys), where.keys[-1], ".".join(where.keys[:-1])
-    kinds = [t for t, m in where.tags.items() if name in _aliases(m)] if where.tag_depth == len(where.keys) - 1 else []
+    kinds = [t for t, m in where.tags.items() if name in aliases(m)] if where.tag_depth == len(where.keys) - 1 else []
     if kinds:  # a key of another member of a discriminated union (`storage.nfs` under `storage.kind: pvc`)
         tag = next(t for t, m in where.tags.items() if m is where.model)
         keys = [f"{key}.{k}" for k in value] if isinstance(value, dict) and value else [key]
         fix = f"remove it, or set {parent}.kind {' or '.join(kinds)}"
         return [f"{k} = '[set]': is set but {parent}.kind is {tag}. Fix: {fix}" for k in keys]
-    allowed = _aliases(where.model) if where.model else []
+    allowed = aliases(where.model) if where.model else []
     close = difflib.get_close_matches(name, allowed, n=1)
     hint = (
         f"did you mean '{parent + '.' if parent else ''}{close[0]}'?"

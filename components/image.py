@@ -99,7 +99,7 @@ class LsdbImage(pulumi.ComponentResource):
             registry = None
             if registry_password is not None:
                 registry = docker.RegistryArgs(
-                    server=image.registry_server, username=image.registry_username, password=registry_password
+                    server=image.registry.server, username=image.registry.username, password=registry_password
                 )
             self.identity = f"{image.repository}:{image_tag(image.platform)}"
 
@@ -130,7 +130,7 @@ class LsdbImage(pulumi.ComponentResource):
             # The Secret lives in the cluster namespace: it waits for it (depends_on).
             self.pull_secret_name = pull_secret_name(args.cluster_name)
             payload = registry_password.apply(
-                lambda pw: dockerconfigjson(image.registry_server or "", image.registry_username or "", pw)
+                lambda pw: dockerconfigjson(image.registry.server or "", image.registry.username or "", pw)
             )
             self.pull_secret = k8s.core.v1.Secret(
                 f"{name}-pull-secret",

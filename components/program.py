@@ -71,7 +71,7 @@ def program(config: StackConfig, today: date | None = None) -> dict[str, Any]:
         CatalogStorageArgs(config.storage, namespace, config.cluster.name, credentials),
         opts(cluster_namespace),
     )
-    password = secret_config("image", ("registry", "password")) if config.image.has_registry_password else None
+    password = secret_config("image", ("registry", "password")) if config.image.registry.password is not None else None
     build_notebook = config.notebook.enabled and config.notebook.image_ref is None
     image = LsdbImage(
         "lsdb-image",

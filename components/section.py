@@ -1,13 +1,8 @@
 """The config model's building blocks: the `Section` base class and reusable `Annotated` field types.
 
-Light on purpose (pydantic and the standard library only): the config model (`components.config`) and the
-verification query build on it, and both load at program evaluation.
-
-Rejections are pydantic errors. A type's own check raises `PydanticCustomError` whose `ctx["fix"]` says
-what to do; a field gives the fix for pydantic's own checks (type, bounds, pattern) as `Fix(...)` metadata;
-a rule over several fields or sections returns `problem(...)`s for `raise_problems`, which raises them as one
-`ValidationError` (pydantic merges them into the report, each at its own key).
-`components.config.parse_stack_config` turns the result into the user's report.
+A type's own check raises `PydanticCustomError` with the fix in `ctx["fix"]`; a field gives the fix for pydantic's
+own checks (type, bounds, pattern) as `Fix(...)`; a section's rules across its fields are its `problems()`, raised
+at once, each at its own key. Light on purpose (pydantic and the standard library): it loads at program evaluation.
 """
 
 from __future__ import annotations
@@ -15,9 +10,10 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from functools import partial
+from typing import Annotated, Any, Self
 
 from pydantic import (
     AfterValidator,
@@ -39,12 +35,13 @@ MEMORY_UNITS = {
     "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
 }  # fmt: skip
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DIGEST_REF = r"^[^\s@]+@sha256:[0-9a-f]{64}$"
+SINGLE_NODE_MODES = ("ReadWriteOnce", "ReadWriteOncePod")
 
 
 @dataclass(frozen=True)
 class Fix:
-    """Field metadata: the fix to print when the field's type, bounds or pattern reject a value (a fix the
-    type's own check gives comes first)."""
+    """Field metadata: the fix printed when the field's type, bounds or pattern reject a value."""
 
     text: str
 
@@ -63,10 +60,15 @@ class DocType:
     name: str
 
 
+def reject(what: str, fix: str) -> PydanticCustomError:
+    """Why a value is refused and the fix the report prints (`raise reject(...)` in a type's check)."""
+    return PydanticCustomError("rule", what, {"fix": fix})
+
+
 def problem(loc: str | tuple[str | int, ...], value: Any, what: str, fix: str) -> InitErrorDetails:
     """One broken rule at `loc` (relative to the model that checks it; a dotted string is one key per part)."""
     parts = tuple(loc.split(".")) if isinstance(loc, str) else loc
-    return InitErrorDetails(type=PydanticCustomError("rule", what, {"fix": fix}), loc=parts, input=value)
+    return InitErrorDetails(type=reject(what, fix), loc=parts, input=value)
 
 
 def raise_problems(model: str, problems: Sequence[InitErrorDetails]) -> None:
@@ -77,7 +79,7 @@ def raise_problems(model: str, problems: Sequence[InitErrorDetails]) -> None:
 
 def json_object(value: Any) -> Any:
     """`pulumi config set key '{"a": 1}'` (without --path) stores the object as a JSON string."""
-    if isinstance(value, str) and value[:1] in "{[":
+    if isinstance(value, str) and value.startswith(("{", "[")):
         try:
             return json.loads(value)
         except json.JSONDecodeError:
@@ -85,17 +87,45 @@ def json_object(value: Any) -> Any:
     return value
 
 
+def aliases(model: type[BaseModel]) -> list[str]:
+    """The model's keys as users write them."""
+    return [info.alias or name for name, info in model.model_fields.items()]
+
+
 class Section(BaseModel):
-    """A config section: unknown keys are errors, keys are camelCase as users write them, defaults validated."""
+    """A config section: unknown keys are errors, keys are camelCase as users write them, defaults validated.
+
+    A section adds defaults that follow other keys in `prepare` and states its rules across fields in `problems`
+    (plain methods: mutation testing reaches them, docs/mutation.md)."""
 
     model_config = ConfigDict(
-        extra="forbid", alias_generator=to_camel, validate_by_name=True, validate_by_alias=True, validate_default=True
+        extra="forbid",
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        validate_default=True,
+        use_attribute_docstrings=True,  # a field's docstring is its description (docs/configuration.md)
     )
 
     @model_validator(mode="before")
     @classmethod
-    def _decode_json(cls, value: Any) -> Any:
-        return json_object(value)
+    def _before(cls, value: Any) -> Any:
+        value = json_object(value)
+        return cls.prepare(value) if isinstance(value, dict) else value
+
+    @model_validator(mode="after")
+    def _after(self) -> Self:
+        raise_problems(type(self).__name__, self.problems())
+        return self
+
+    @classmethod
+    def prepare(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """The object as written, before its fields are validated."""
+        return value
+
+    def problems(self) -> list[InitErrorDetails]:
+        """The rules across this section's fields it breaks (each at its key)."""
+        return []
 
 
 def empty_section() -> Any:
@@ -126,29 +156,23 @@ def _number_as_text(value: Any) -> Any:
 def _positive_quantity(value: str) -> str:
     m = QUANTITY.match(value)
     if not m or float(m.group(1)) <= 0:
-        raise PydanticCustomError(
-            "quantity", "is not a positive Kubernetes quantity", {"fix": 'use e.g. "2", "500m" (CPU) or "4Gi" (memory)'}
-        )
+        raise reject("is not a positive Kubernetes quantity", 'use e.g. "2", "500m" (CPU) or "4Gi" (memory)')
     return value
 
 
-def _label_check(max_len: int) -> Callable[[str], str]:
-    def check(value: str) -> str:
-        if DNS_LABEL.match(value) and len(value) <= max_len:
-            return value
-        raise PydanticCustomError(
-            "dns_label",
-            f"is not a lowercase RFC 1123 label of at most {max_len} characters",
-            {"fix": "use lowercase letters, digits and '-', starting and ending with a letter or digit"},
-        )
-
-    return check
+def _dns_label(value: str, max_len: int) -> str:
+    if DNS_LABEL.match(value) and len(value) <= max_len:
+        return value
+    raise reject(
+        f"is not a lowercase RFC 1123 label of at most {max_len} characters",
+        "use lowercase letters, digits and '-', starting and ending with a letter or digit",
+    )
 
 
 def _absolute(value: str) -> str:
     if value.startswith("/") and value != "/":
         return value
-    raise PydanticCustomError("absolute_path", "must be an absolute path below /", {"fix": "use e.g. /data"})
+    raise reject("must be an absolute path below /", "use e.g. /data")
 
 
 def comma_list(value: Any) -> Any:
@@ -162,15 +186,13 @@ def _cidr(value: str) -> str:
     try:
         return str(ipaddress.ip_network(value, strict=False))
     except ValueError:
-        raise PydanticCustomError(
-            "cidr", "is not an IP address block", {"fix": "use CIDR notation, e.g. 0.0.0.0/0 or 10.0.0.0/8"}
-        ) from None
+        raise reject("is not an IP address block", "use CIDR notation, e.g. 0.0.0.0/0 or 10.0.0.0/8") from None
 
 
 def _port(value: int) -> int:
     if 1 <= value <= 65535:
         return value
-    raise PydanticCustomError("port", "is not a TCP port", {"fix": "use a port between 1 and 65535"})
+    raise reject("is not a TCP port", "use a port between 1 and 65535")
 
 
 Quantity = Annotated[
@@ -182,12 +204,12 @@ Quantity = Annotated[
 ]
 DnsLabel = Annotated[
     str,
-    AfterValidator(_label_check(63)),
+    AfterValidator(partial(_dns_label, max_len=63)),
     WithJsonSchema({"type": "string", "pattern": DNS_LABEL.pattern, "maxLength": 63}),
 ]
 ObjectName = Annotated[
     str,
-    AfterValidator(_label_check(253)),
+    AfterValidator(partial(_dns_label, max_len=253)),
     WithJsonSchema({"type": "string", "pattern": DNS_LABEL.pattern, "maxLength": 253}),
 ]
 AbsolutePath = Annotated[str, AfterValidator(_absolute)]
@@ -210,28 +232,30 @@ SECRET_SCHEMA = WithJsonSchema(
 )
 
 
-def _secret(top_key: str, path: str) -> Callable[[Any, ValidationInfo], str]:
+def _secret(value: Any, info: ValidationInfo, top_key: str, path: str) -> str:
     """A value that must be a Pulumi secret under `top_key`, replaced by its marker (the problem shows the marker)."""
+    if (isinstance(value, dict) and "secure" in value) or top_key in (info.context or {}).get("secret_keys", ()):
+        return SECRET
+    fix = f"re-set it as a secret: pulumi config set --path --secret {path} <value>"
+    raise_problems("secret", [problem((), PLAINTEXT, "is stored in plaintext in the stack file", fix)])
+    return PLAINTEXT  # not reached
 
-    def mark(value: Any, info: ValidationInfo) -> str:
-        if (isinstance(value, dict) and "secure" in value) or top_key in (info.context or {}).get("secret_keys", ()):
-            return SECRET
-        fix = f"re-set it as a secret: pulumi config set --path --secret {path} <value>"
-        raise_problems("secret", [problem((), PLAINTEXT, "is stored in plaintext in the stack file", fix)])
-        return PLAINTEXT  # not reached
 
-    return mark
+def masked_object(value: Any) -> Any:
+    """Secrets given as anything but an object are reported as [secret], never shown."""
+    value = json_object(value)
+    return value if isinstance(value, dict) else SECRET
 
 
 # The secret fields, declared as such: their values never enter the model (see components.config).
 CredentialValue = Annotated[
     str,
-    BeforeValidator(_secret("storage", "storage.objectStore.credentials.<key>")),
+    BeforeValidator(partial(_secret, top_key="storage", path="storage.objectStore.credentials.<key>")),
     SECRET_SCHEMA,
 ]
-Password = Annotated[str, BeforeValidator(_secret("image", "image.registry.password")), SECRET_SCHEMA]
+Password = Annotated[
+    str, BeforeValidator(partial(_secret, top_key="image", path="image.registry.password")), SECRET_SCHEMA
+]
 CatalogCredentialValue = Annotated[
-    str,
-    BeforeValidator(_secret("catalogs", "catalogs.<name>.credentials.<key>")),
-    SECRET_SCHEMA,
+    str, BeforeValidator(partial(_secret, top_key="catalogs", path="catalogs.<name>.credentials.<key>")), SECRET_SCHEMA
 ]

@@ -7,10 +7,12 @@ has `storage.objectStore`; a key of another kind is reported as "is set but stor
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from functools import partial
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import AfterValidator, BeforeValidator, Field
+from pydantic_core import InitErrorDetails
 
 from components.lock import read_lock
 from components.section import (
@@ -25,14 +27,14 @@ from components.section import (
     Section,
     empty_section,
     json_object,
+    masked_object,
     problem,
-    raise_problems,
+    reject,
 )
 
 AccessMode = Literal["ReadWriteMany", "ReadOnlyMany", "ReadWriteOnce", "ReadWriteOncePod"]
 CREATED_CLAIM_KINDS: tuple[str, ...] = ("pvc", "nfs", "hostPath")  # the program creates the claim (and PV)
 VOLUME_KINDS: tuple[str, ...] = (*CREATED_CLAIM_KINDS, "existingClaim")  # the pods mount a PersistentVolumeClaim
-SINGLE_NODE_MODES = ("ReadWriteOnce", "ReadWriteOncePod")
 
 # URL scheme -> (fsspec driver distribution that must be in the lock, credential keys -> env var).
 # The env var names are the ones s3fs (botocore), gcsfs (google-auth) and adlfs read by themselves.
@@ -49,19 +51,19 @@ OBJECT_STORES: dict[str, tuple[str, dict[str, str]]] = {
     "https": ("aiohttp", {}),
 }  # fmt: skip
 SCHEME_ALIASES = {"s3a": "s3", "gcs": "gs", "abfss": "abfs", "az": "abfs", "http": "https"}
+KNOWN_SCHEMES = ", ".join(s + "://" for s in sorted([*OBJECT_STORES, *SCHEME_ALIASES]))
 
 
 class NfsConfig(Section):
-    server: Annotated[str, Fix("set the NFS host")] = Field(description="`nfs`: the NFS server's host name or address.")
-    path: Annotated[AbsolutePath, Fix("e.g. /exports/hats")] = Field(
-        description="`nfs`: the absolute export path, e.g. `/exports/hats`."
-    )
+    server: Annotated[str, Fix("set the NFS host")]
+    """`nfs`: the NFS server's host name or address."""
+    path: Annotated[AbsolutePath, Fix("e.g. /exports/hats")]
+    """`nfs`: the absolute export path, e.g. `/exports/hats`."""
 
 
 class HostPathConfig(Section):
-    path: Annotated[AbsolutePath, Fix("e.g. /lsdb-catalogs")] = Field(
-        description="`hostPath`: the node's directory; single-node dev clusters (kind) only."
-    )
+    path: Annotated[AbsolutePath, Fix("e.g. /lsdb-catalogs")]
+    """`hostPath`: the node's directory; single-node dev clusters (kind) only."""
 
 
 # Keyless workload identity: the cloud maps a Kubernetes ServiceAccount to a cloud identity. Each provider's
@@ -78,13 +80,14 @@ IDENTITY_PROVIDERS: dict[str, tuple[str, str, str, dict[str, str]]] = {
 }
 
 
-def _pattern(regex: str, what: str, example: str) -> AfterValidator:
-    def check(value: str | None) -> str | None:
-        if value is None or re.match(regex, value):
-            return value
-        raise PydanticCustomError("pattern", f"is not {what}", {"fix": f"use e.g. {example}"})
+def _matches(value: str | None, regex: str, what: str, example: str) -> str | None:
+    if value is None or re.match(regex, value):
+        return value
+    raise reject(f"is not {what}", f"use e.g. {example}")
 
-    return AfterValidator(check)
+
+def _pattern(regex: str, what: str, example: str) -> AfterValidator:
+    return AfterValidator(partial(_matches, regex=regex, what=what, example=example))
 
 
 class AwsIdentityConfig(Section):
@@ -92,11 +95,11 @@ class AwsIdentityConfig(Section):
         str | None,
         _pattern(
             r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$",
-            "an IAM role ARN", "arn:aws:iam::123456789012:role/lsdb-reader",
+            "an IAM role ARN",
+            "arn:aws:iam::123456789012:role/lsdb-reader",
         ),
-    ] = Field(
-        None, description="IRSA: the IAM role the pods assume (ServiceAccount annotation `eks.amazonaws.com/role-arn`)."
-    )  # fmt: skip
+    ] = None
+    """IRSA: the IAM role the pods assume (ServiceAccount annotation `eks.amazonaws.com/role-arn`)."""
 
 
 class GcpIdentityConfig(Section):
@@ -104,13 +107,11 @@ class GcpIdentityConfig(Section):
         str | None,
         _pattern(
             r"^[a-z][a-z0-9-]{4,28}[a-z0-9]@[a-z0-9-]+\.iam\.gserviceaccount\.com$",
-            "a Google service account", "lsdb-reader@my-project.iam.gserviceaccount.com",
+            "a Google service account",
+            "lsdb-reader@my-project.iam.gserviceaccount.com",
         ),
-    ] = Field(
-        None,
-        description="GKE Workload Identity: the Google service account to act as (annotation "
-        "`iam.gke.io/gcp-service-account`).",
-    )  # fmt: skip
+    ] = None
+    """GKE Workload Identity: the Google service account to act as (annotation `iam.gke.io/gcp-service-account`)."""
 
 
 class AzureIdentityConfig(Section):
@@ -118,23 +119,23 @@ class AzureIdentityConfig(Section):
         str | None,
         _pattern(
             r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
-            "a client ID (GUID)", "00000000-0000-0000-0000-000000000000",
+            "a client ID (GUID)",
+            "00000000-0000-0000-0000-000000000000",
         ),
-    ] = Field(
-        None,
-        description="Azure Workload Identity: the managed identity's client ID (annotation "
-        '`azure.workload.identity/client-id`, pod label `azure.workload.identity/use: "true"`).',
-    )  # fmt: skip
+    ] = None
+    """Azure Workload Identity: the managed identity's client ID (annotation `azure.workload.identity/client-id`, pod
+    label `azure.workload.identity/use: "true"`)."""
 
 
 class IdentityConfig(Section):
     """Keyless access to the object store: one cloud's workload identity, bound to the pods' ServiceAccount."""
 
-    aws: AwsIdentityConfig = Field(default_factory=empty_section, description="IRSA (`s3://`).")
-    gcp: GcpIdentityConfig = Field(default_factory=empty_section, description="GKE Workload Identity (`gs://`).")
-    azure: AzureIdentityConfig = Field(
-        default_factory=empty_section, description="Azure Workload Identity (`abfs://`)."
-    )
+    aws: AwsIdentityConfig = Field(default_factory=empty_section)
+    """IRSA (`s3://`)."""
+    gcp: GcpIdentityConfig = Field(default_factory=empty_section)
+    """GKE Workload Identity (`gs://`)."""
+    azure: AzureIdentityConfig = Field(default_factory=empty_section)
+    """Azure Workload Identity (`abfs://`)."""
 
     @property
     def providers(self) -> dict[str, str]:
@@ -154,69 +155,74 @@ def url_scheme(path: str) -> str | None:
 def _object_store_url(url: str) -> str:
     scheme = url_scheme(url)
     if scheme not in OBJECT_STORES:
-        known = ", ".join(s + "://" for s in sorted([*OBJECT_STORES, *SCHEME_ALIASES]))
-        raise PydanticCustomError(
-            "url",
-            "has no URL scheme with an fsspec driver in the lock",
-            {"fix": f"use a URL starting with one of: {known}"},
+        raise reject(
+            "has no URL scheme with an fsspec driver in the lock", f"use a URL starting with one of: {KNOWN_SCHEMES}"
         )
     driver = OBJECT_STORES[scheme][0]
     if driver not in read_lock():
-        raise PydanticCustomError(
-            "url", f"needs the fsspec driver '{driver}', which is not in the lock",
-            {"fix": f"add {driver} to docker/requirements.in and run `python -m tools.relock`"},
-        )  # fmt: skip
+        raise reject(
+            f"needs the fsspec driver '{driver}', which is not in the lock",
+            f"add {driver} to docker/requirements.in and run `python -m tools.relock`",
+        )
     return url
 
 
-def _masked_object(value: Any) -> Any:
-    # Credentials given as anything but an object are reported as [secret], never shown.
-    value = json_object(value)
-    return value if isinstance(value, dict) else SECRET
+def credential_problems(scheme: str, credentials: Iterable[str], of: str) -> list[InitErrorDetails]:
+    """A problem for each credential key the `scheme`'s driver does not read (`of`: what the credentials open)."""
+    allowed = OBJECT_STORES[scheme][1]
+    fix = f"use: {', '.join(allowed) or 'none (public https needs no credentials)'}"
+    return [
+        problem(("credentials", k), SECRET, f"is not a credential for {scheme}:// {of}", fix)
+        for k in credentials
+        if k not in allowed
+    ]
+
+
+def credential_env(scheme: str | None, keys: Iterable[str]) -> dict[str, str]:
+    """Credential key -> the environment variable the `scheme`'s fsspec driver reads, for the keys it reads."""
+    env = OBJECT_STORES[scheme][1] if scheme in OBJECT_STORES else {}
+    return {k: env[k] for k in keys if k in env}
+
+
+def storage_options(scheme: str | None, anonymous: bool) -> dict[str, Any]:
+    """What `lsdb.open_catalog(path, storage_options=...)` needs beyond the pods' environment and identity: hats
+    opens s3:// anonymously unless told otherwise (`get_upath_for_protocol`), so s3 and abfs say `anon`
+    explicitly; gcsfs gets `token`."""
+    if scheme in ("s3", "abfs"):
+        return {"anon": anonymous}
+    if scheme == "gs":
+        return {"token": "anon" if anonymous else "google_default"}
+    return {}
 
 
 class ObjectStoreConfig(Section):
-    url: Annotated[str, AfterValidator(_object_store_url)] = Field(
-        description="`objectStore`: `s3://`, `gs://`, `abfs://` (aliases `s3a`, `gcs`, `abfss`, `az`), or `https://` "
-        "(alias `http`). The scheme must have its fsspec driver in the lock. No volume is mounted.",
+    url: Annotated[str, AfterValidator(_object_store_url)]
+    """`objectStore`: `s3://`, `gs://`, `abfs://` (aliases `s3a`, `gcs`, `abfss`, `az`), or `https://` (alias `http`).
+    The scheme must have its fsspec driver in the lock. No volume is mounted."""
+    credentials: Annotated[dict[str, CredentialValue], BeforeValidator(masked_object), DocType("secret")] = Field(
+        default_factory=empty_section
     )
-    credentials: Annotated[dict[str, CredentialValue], BeforeValidator(_masked_object), DocType("secret")] = Field(
-        default_factory=empty_section,
-        description="**Secret.** s3: `accessKeyId`, `secretAccessKey`, `sessionToken`, `region`, `endpointUrl`; "
-        "gs: `serviceAccountJson` (mounted as a file, `GOOGLE_APPLICATION_CREDENTIALS`); abfs: `accountName`, "
-        "`accountKey`, `connectionString`, `sasToken`. Stored in a Secret mounted read-only on scheduler and workers "
-        "as the files the driver reads (s3: AWS `credentials` and `config` files; gs: the key file); abfs keys, which "
-        "adlfs reads from no file, as its environment variables. Plaintext values are rejected.",
-    )
-    anonymous: bool = Field(
-        False,
-        description="Public bucket or container: open catalogs without credentials (`anon=True`). Without it, "
-        "s3/abfs catalogs are opened with credentials (`anon=False`): the keys above, the identity below, or the "
-        "node's own.",
-    )
-    identity: IdentityConfig = Field(
-        default_factory=empty_section,
-        description="Keyless workload identity instead of `credentials`: the program creates a ServiceAccount "
-        "carrying it and runs scheduler and workers under it. The cloud-side IAM binding is yours (docs/storage.md).",
-    )
+    """**Secret.** s3: `accessKeyId`, `secretAccessKey`, `sessionToken`, `region`, `endpointUrl`; gs:
+    `serviceAccountJson` (mounted as a file, `GOOGLE_APPLICATION_CREDENTIALS`); abfs: `accountName`, `accountKey`,
+    `connectionString`, `sasToken`. Stored in a Secret mounted read-only on scheduler and workers as the files the
+    driver reads (s3: AWS `credentials` and `config` files; gs: the key file); abfs keys, which adlfs reads from no
+    file, as its environment variables. Plaintext values are rejected."""
+    anonymous: bool = False
+    """Public bucket or container: open catalogs without credentials (`anon=True`). Without it, s3/abfs catalogs are
+    opened with credentials (`anon=False`): the keys above, the identity below, or the node's own."""
+    identity: IdentityConfig = Field(default_factory=empty_section)
+    """Keyless workload identity instead of `credentials`: the program creates a ServiceAccount carrying it and runs
+    scheduler and workers under it. The cloud-side IAM binding is yours (docs/storage.md)."""
 
     @property
     def scheme(self) -> str:
         """The canonical scheme (s3, gs, abfs, https) of `url`."""
         return url_scheme(self.url) or ""
 
-    @model_validator(mode="after")
-    def _one_way_in(self) -> ObjectStoreConfig:
+    def problems(self) -> list[InitErrorDetails]:
         """Known credentials; one way in (static credentials, one workload identity, or anonymous); the identity's
         cloud serves the URL."""
-        found = []
-        allowed, providers = OBJECT_STORES[self.scheme][1], self.identity.providers
-        for k in self.credentials:
-            if k not in allowed:
-                found.append(problem(
-                    ("credentials", k), SECRET, f"is not a credential for {self.scheme}:// storage",
-                    f"use: {', '.join(allowed) or 'none (public https needs no credentials)'}",
-                ))  # fmt: skip
+        found, providers = credential_problems(self.scheme, self.credentials, "storage"), self.identity.providers
         if len(providers) > 1:
             found.append(problem(
                 "identity", sorted(providers), "names more than one cloud",
@@ -233,17 +239,16 @@ class ObjectStoreConfig(Section):
                 "anonymous", True, "is set together with credentials or an identity",
                 "remove objectStore.anonymous for a private bucket, or the credentials/identity for a public one",
             ))  # fmt: skip
+        clouds = ", ".join(f"{q} for {s}://" for q, (_k, s, *_r) in IDENTITY_PROVIDERS.items())
         for provider, value in providers.items():
             key, serves, *_ = IDENTITY_PROVIDERS[provider]
             if serves != self.scheme:
                 found.append(problem(
                     ("identity", provider, key), value,
                     f"is a {provider} identity, but storage.objectStore.url is {self.scheme}://",
-                    f"use the identity of the cloud serving {self.scheme}:// ("
-                    + ", ".join(f"{q} for {s}://" for q, (_k, s, *_r) in IDENTITY_PROVIDERS.items()) + ")",
+                    f"use the identity of the cloud serving {self.scheme}:// ({clouds})",
                 ))  # fmt: skip
-        raise_problems("objectStore", found)
-        return self
+        return found
 
 
 STORAGE_KIND_DOC = (
@@ -258,23 +263,17 @@ class _Storage(Section):
     kind: Literal["pvc", "nfs", "hostPath", "existingClaim", "objectStore", "none"] = Field(
         description=STORAGE_KIND_DOC
     )
-
-    mount_path: Annotated[AbsolutePath, Fix("use e.g. /data")] = Field(
-        "/data", description="Where workers see the catalogs."
-    )
-    claim_name: ObjectName = Field(
-        "hats-catalog-pvc", description="PVC name (`pvc`, `nfs`, `hostPath`; the existing claim for `existingClaim`)."
-    )
-    size: Quantity = Field("100Gi", description="Requested/declared capacity.")
-    storage_class_name: str | None = Field(
-        None,
-        description="`pvc` only: a RWX-capable class (`kubectl get storageclass`); default: the cluster's default.",
-    )
-    access_mode: AccessMode = Field(
-        "ReadWriteMany",
-        description="`ReadWriteMany`, `ReadOnlyMany`, `ReadWriteOnce`, `ReadWriteOncePod`. Single-node modes are "
-        "rejected when more than one worker can run.",
-    )
+    mount_path: Annotated[AbsolutePath, Fix("use e.g. /data")] = "/data"
+    """Where workers see the catalogs."""
+    claim_name: ObjectName = "hats-catalog-pvc"
+    """PVC name (`pvc`, `nfs`, `hostPath`; the existing claim for `existingClaim`)."""
+    size: Quantity = "100Gi"
+    """Requested/declared capacity."""
+    storage_class_name: str | None = None
+    """`pvc` only: a RWX-capable class (`kubectl get storageclass`); default: the cluster's default."""
+    access_mode: AccessMode = "ReadWriteMany"
+    """`ReadWriteMany`, `ReadOnlyMany`, `ReadWriteOnce`, `ReadWriteOncePod`. Single-node modes are rejected when more
+    than one worker can run."""
 
     @property
     def mounts_volume(self) -> bool:
@@ -284,29 +283,27 @@ class _Storage(Section):
     def creates_claim(self) -> bool:
         return self.kind in CREATED_CLAIM_KINDS
 
+    # What an object store adds (ObjectStoreStorage overrides them): its scheme, the names of the credentials set
+    # (their values stay Pulumi secrets), credential key -> the variable its driver reads, (provider, identity)
+    # of its workload identity, and what `lsdb.open_catalog(path, storage_options=...)` needs.
     @property
     def object_store_scheme(self) -> str | None:
         return None
 
     @property
     def credential_keys(self) -> tuple[str, ...]:
-        """Names of the credentials set (values stay Pulumi secrets)."""
         return ()
 
     @property
     def credential_env(self) -> dict[str, str]:
-        """Credential key -> environment variable the fsspec driver reads."""
         return {}
 
     @property
     def identity(self) -> tuple[str, str] | None:
-        """(provider, role ARN / service account / client ID) of the workload identity, or None."""
         return None
 
     @property
     def catalog_storage_options(self) -> dict[str, Any]:
-        """What `lsdb.open_catalog(path, storage_options=...)` needs for this storage (the pods' environment and
-        identity do the rest)."""
         return {}
 
 
@@ -316,17 +313,14 @@ class PvcStorage(_Storage):
 
 class NfsStorage(_Storage):
     kind: Literal["nfs"] = Field(description=STORAGE_KIND_DOC)
-    nfs: NfsConfig = Field(
-        default_factory=empty_section,
-        description='`nfs`: static PV (Retain, `nfsvers=4.1`), claim bound by `volumeName` (`storageClassName: ""`).',
-    )
+    nfs: NfsConfig = Field(default_factory=empty_section)
+    """`nfs`: static PV (Retain, `nfsvers=4.1`), claim bound by `volumeName` (`storageClassName: ""`)."""
 
 
 class HostPathStorage(_Storage):
     kind: Literal["hostPath"] = Field(description=STORAGE_KIND_DOC)
-    host_path: HostPathConfig = Field(
-        default_factory=empty_section, description="`hostPath`: static PV on a node path."
-    )
+    host_path: HostPathConfig = Field(default_factory=empty_section)
+    """`hostPath`: static PV on a node path."""
 
 
 class ExistingClaimStorage(_Storage):
@@ -335,7 +329,8 @@ class ExistingClaimStorage(_Storage):
 
 class ObjectStoreStorage(_Storage):
     kind: Literal["objectStore"] = Field(description=STORAGE_KIND_DOC)
-    object_store: ObjectStoreConfig = Field(default_factory=empty_section, description="`objectStore` settings.")
+    object_store: ObjectStoreConfig = Field(default_factory=empty_section)
+    """`objectStore` settings."""
 
     @property
     def object_store_scheme(self) -> str | None:
@@ -347,8 +342,7 @@ class ObjectStoreStorage(_Storage):
 
     @property
     def credential_env(self) -> dict[str, str]:
-        env = OBJECT_STORES[self.object_store.scheme][1]
-        return {k: env[k] for k in self.credential_keys}
+        return credential_env(self.object_store.scheme, self.credential_keys)
 
     @property
     def identity(self) -> tuple[str, str] | None:
@@ -356,14 +350,7 @@ class ObjectStoreStorage(_Storage):
 
     @property
     def catalog_storage_options(self) -> dict[str, Any]:
-        # hats opens s3:// anonymously unless told otherwise (`get_upath_for_protocol`), so s3 and abfs say `anon`
-        # explicitly; gcsfs gets `token`.
-        scheme, anonymous = self.object_store.scheme, self.object_store.anonymous
-        if scheme in ("s3", "abfs"):
-            return {"anon": anonymous}
-        if scheme == "gs":
-            return {"token": "anon" if anonymous else "google_default"}
-        return {}
+        return storage_options(self.object_store.scheme, self.object_store.anonymous)
 
 
 class NoStorage(_Storage):

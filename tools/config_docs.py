@@ -42,12 +42,15 @@ CONFIG_STRING_PATTERNS = {
 
 
 def _accept_config_strings(node: Any) -> Any:
-    """Every boolean/integer/number schema also takes the string form Pulumi stores it in."""
+    """Every boolean/integer/number schema also takes the string form Pulumi stores it in; descriptions (fields'
+    docstrings) on one line."""
     if isinstance(node, list):
         return [_accept_config_strings(v) for v in node]
     if not isinstance(node, dict):
         return node
     out = {k: _accept_config_strings(v) for k, v in node.items()}
+    if isinstance(out.get("description"), str):
+        out["description"] = one_line(out["description"])
     kind = out.get("type")
     if isinstance(kind, str) and kind in CONFIG_STRING_PATTERNS:
         as_string = {"type": "string", "pattern": CONFIG_STRING_PATTERNS[kind]}
@@ -55,6 +58,11 @@ def _accept_config_strings(node: Any) -> Any:
         docs = {k: v for k, v in out.items() if k in ("title", "description", "default")}
         return {**docs, "anyOf": [typed, as_string]}
     return out
+
+
+def one_line(text: str) -> str:
+    """A description as one line (a field's docstring wraps)."""
+    return " ".join(text.split())
 
 
 def stack_file_schema() -> dict[str, Any]:
@@ -153,13 +161,13 @@ def reference_markdown() -> str:
     groups: dict[str, list[str]] = {}
     for key, info, _ in iter_fields():
         group = key.split(".", 1)[0] if "." in key else ""
-        meaning = (info.description or "").replace("|", "\\|")
+        meaning = one_line(info.description or "").replace("|", "\\|")
         type_text = " \\| ".join(dict.fromkeys(types[key]))
         row = f"| `{key}` | {type_text} | {default_text(info)} | {meaning} |"
         groups.setdefault(group, []).append(row)
     out: list[str] = []
     for group, rows in groups.items():
-        title = f"`{group}`: {StackConfig.model_fields[group].description}" if group else "Top level"
+        title = f"`{group}`: {one_line(StackConfig.model_fields[group].description or '')}" if group else "Top level"
         out += [f"**{title}**", "", "| Key | Type | Default | Meaning |", "| --- | --- | --- | --- |", *rows, ""]
     return "\n".join(out).rstrip() + "\n"
 

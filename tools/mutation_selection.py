@@ -28,7 +28,11 @@ FAST_TESTS: dict[str, tuple[str, ...]] = {
     "components.monitoring": ("tests/test_monitoring_rules.py",),
     "components.cluster": ("tests/test_cluster_manifests.py",),
     "components.verification.query": ("tests/test_verification_query_rules.py",),
-    "components.config": ("tests/test_config_rules.py",),
+    "components.config": ("tests/test_config_rules.py", "tests/test_config_sections.py"),
+    "components.section": ("tests/test_config_sections.py",),
+    "components.cluster_config": ("tests/test_config_sections.py",),
+    "components.catalog_config": ("tests/test_config_sections.py",),
+    "components.notebook_config": ("tests/test_config_sections.py",),
     "components.verification.resource": (
         "tests/test_verification_provider.py",
         "tests/test_verification_resource_rules.py",
