@@ -222,18 +222,16 @@ class CatalogProvisioning(pulumi.ComponentResource):
             )
         ]
         if catalog.credential_env and name in args.credentials:
-            where = f"catalogs.{name}.credentials"
-            data = args.credentials[name].apply(lambda creds: secret_data(catalog.credential_env, creds, where))
+            secret = args.credentials[name].apply(
+                lambda creds: cast(dict[str, Any], credentials_secret_manifest(name, catalog, ctx.namespace, creds))
+            )
+            metadata: Any = _metadata(name, ctx.namespace, credentials_secret_name(name))
             needs.append(
                 k8s.core.v1.Secret(
                     f"{prefix}-credentials",
-                    metadata={
-                        "name": credentials_secret_name(name),
-                        "namespace": ctx.namespace,
-                        "labels": labels(name),
-                    },
+                    metadata=metadata,
                     type="Opaque",
-                    string_data=pulumi.Output.secret(cast(Any, data)),
+                    string_data=pulumi.Output.secret(cast(Any, secret.apply(lambda manifest: manifest["stringData"]))),
                     opts=child,
                 )
             )

@@ -165,7 +165,7 @@ def test_a_v2_whose_scheduler_crashes_fails_the_verification_and_the_stable_endp
             catalog = broken.map_path(v2.props["catalogPath"])
 
             with pytest.raises(RuntimeError, match="connect") as failed:  # connect: direct, no API: its budget
-                new_provider().create(direct_props(v2, candidate, catalog, timeoutSeconds=2))
+                new_provider().create(direct_props(v2, candidate, catalog, timeoutSeconds=5))
 
             where = ClusterRef(v2.props["namespace"], v2.name, v2.props.get("kubeContext"))
             started = time.monotonic()

@@ -1,24 +1,56 @@
 """Copy a HATS catalog or catalog collection from a URL onto a local directory (the stack's claim).
 
-Run by the provisioning Job as `python /opt/lsdb-provision/catalog_copy.py --source URL --dest DIR` (docs/storage.md):
-this file alone, from a ConfigMap, with the lock's packages. Driven by the catalog's own metadata, never a directory
-listing (plain HTTP servers have none). Resumable: a partition file is skipped when the local one has the source's
-size and the checksum recorded in a journal when it was copied (compared as recorded: S3's multipart ETags are no
-MD5 of the content). Prints one JSON line, the summary.
+Run by the provisioning Job as `python /opt/lsdb-provision/catalog_copy.py --source URL --dest DIR`: this file alone,
+with the standard library and the pinned lock's packages (hats, fsspec, s3fs/gcsfs/adlfs/aiohttp, pyarrow,
+jproperties). How it gets there without touching the cluster image: the program puts this file's text in a
+ConfigMap named `<catalog>-provision-code-<hash of this text>` and mounts it read-only at /opt/lsdb-provision
+(components/catalogs.py); the image stays the lock's, and a change of this file is a new ConfigMap and Job.
+
+Driven by the catalog's own metadata, never by a directory listing (plain HTTP servers have none):
+`collection.properties` names the members (primary catalog, margins, indexes); each catalog's `hats.properties`
+(or the legacy `properties`), `partition_info.csv` and `dataset/_metadata` name its partition files (the
+`_metadata` row groups' file paths, and hats' own `pixel_catalog_file` for each partition listed). A few
+optional files (`point_map.fits`, `skymap*.fits`, `dataset/_common_metadata`, ...) are copied when the source
+has them.
+
+Order and atomicity: every file is written under a temporary name and renamed into place, so an interrupted run
+leaves no half file (stale temporary files are removed at the next start). Partition files are copied first, in
+parallel (a thread pool over fsspec); then one `os.sync()` (not an fsync per file, which doubled the time per
+file here; a node crash before it can leave a short file, which the size comparison re-copies); then the metadata
+files, each catalog's properties file last, so a directory holds a catalog's properties only once all its files
+are there. Afterwards hats checks the copy (`hats.io.validation.is_valid_catalog` / `is_valid_collection`,
+strict: every partition file present and consistent with the metadata).
+
+Idempotent and resumable: a partition file is skipped when the local file has the source's size and the source's
+checksum (ETag, or gcsfs' md5Hash) is the one recorded when it was copied (a journal in `<dest>/.lsdb-provision/`,
+one JSON line per copied file, appended as each finishes). Size and checksum come from one listing per partition
+directory on object stores, from a HEAD request per file over HTTP. Where the source gives no checksum (a plain
+HTTP server without ETag) size alone decides, and a same-size rewrite is not seen: such sources should be
+immutable releases. The checksum is compared as recorded, not recomputed over the local bytes: S3's multipart
+ETags are no MD5 of the content. Metadata files are always read from the source (they say what the catalog is)
+and rewritten only when their bytes differ. Files under `<dest>` that the source no longer lists are removed (the
+copy mirrors the source: a changed source is copied over the old one, in place).
+
+Every partition file's footer is read after download and its row count compared with what `_metadata` says: a
+missing, truncated, corrupt or unreadable source file fails the run naming the file and the source.
+
+Credentials: the drivers' own environment variables (AWS_*, GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_*),
+as the cluster's pods get them; `--storage-options` (JSON) adds fsspec options such as `{"anon": true}`.
+
+Output: one JSON line, the summary (files, files copied, bytes copied, bytes of metadata read).
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import contextlib
 import io
 import json
 import os
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +107,7 @@ class CatalogPlan:
     prefix: str  # relative to the destination root ("" for a lone catalog)
     metadata: dict[str, bytes]  # relative path -> content; the properties file is written last
     partitions: dict[str, int | None]  # relative path -> row count from _metadata (None: not listed there)
+    kind: str = "catalog"
 
 
 class Source:
@@ -97,37 +130,31 @@ class Source:
     def where(self, rel: str) -> str:
         return f"{self.url}/{rel}"
 
-    @contextlib.contextmanager
-    def reading(self, rel: str) -> Iterator[None]:
-        """The drivers' many errors (FileNotFoundError, PermissionError, ClientError, aiohttp's ...) as one, naming
-        the file and the source."""
+    def read(self, rel: str, required: bool = True) -> bytes | None:
         try:
-            yield
+            data: bytes = self.fs.cat_file(self.path(rel))
+            return data
         except FileNotFoundError:
-            raise ProvisionError(f"{rel}: not found at {self.where(rel)} (source {self.url})") from None
-        except Exception as exc:
+            if required:
+                raise ProvisionError(f"{rel}: not found at {self.where(rel)} (source {self.url})") from None
+            return None
+        except Exception as exc:  # the drivers raise many kinds (PermissionError, ClientError, aiohttp's ...)
             raise ProvisionError(f"{rel}: cannot read {self.where(rel)} (source {self.url}): {exc}") from exc
 
-    def read(self, rel: str, required: bool = True) -> bytes | None:
-        with self.reading(rel):
-            try:
-                data: bytes = self.fs.cat_file(self.path(rel))
-            except FileNotFoundError:
-                if required:
-                    raise
-                return None
-            return data
-
     def info(self, rel: str) -> dict[str, Any]:
-        """Size and checksum: from the directory's listing where the store has one (a request per partition
-        directory, not per file), else from the file itself (HTTP: a HEAD request)."""
-        with self.reading(rel):
+        """Size and checksum of one file: from its directory's listing where the store has listings (one request
+        per partition directory, not per file), else from the file itself (HTTP: a HEAD request)."""
+        try:
             if self.listable:
                 listing = self._listing(rel.rsplit("/", 1)[0] if "/" in rel else "")
                 if rel in listing:
                     return listing[rel]
             info: dict[str, Any] = self.fs.info(self.path(rel))
             return info
+        except FileNotFoundError:
+            raise ProvisionError(f"{rel}: not found at {self.where(rel)} (source {self.url})") from None
+        except Exception as exc:
+            raise ProvisionError(f"{rel}: cannot read {self.where(rel)} (source {self.url}): {exc}") from exc
 
     def _listing(self, directory: str) -> dict[str, dict[str, Any]]:
         with self.lock:
@@ -232,7 +259,7 @@ def plan_catalog(source: Source, prefix: str, summary: Summary) -> CatalogPlan:
             partitions.setdefault(rel, None)
     for rel in [*OPTIONAL_FILES, *(f"skymap.{k}.fits" for k in (properties.skymap_alt_orders or []))]:
         read(rel)
-    return CatalogPlan(prefix, metadata, partitions)
+    return CatalogPlan(prefix, metadata, partitions, kind=str(properties.catalog_type))
 
 
 def plan(source: Source, summary: Summary) -> tuple[list[CatalogPlan], bytes | None]:
@@ -315,12 +342,19 @@ def copy_partition(source: Source, dest: Path, rel: str, rows: int | None, journ
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(final.name + PART_SUFFIX)
     try:
-        with source.reading(rel):
-            # get_file streams the whole object (no range requests, which plain HTTP servers may not serve)
-            source.fs.get_file(source.path(rel), str(tmp))
-            written = tmp.stat().st_size
-        if size is not None and written != size:
-            raise ProvisionError(f"{rel}: read {written} bytes, the source says {size} ({source.where(rel)})")
+        # get_file streams the whole object (no range requests, which plain HTTP servers may not serve)
+        source.fs.get_file(source.path(rel), str(tmp))
+        written = tmp.stat().st_size
+    except FileNotFoundError:
+        tmp.unlink(missing_ok=True)
+        raise ProvisionError(f"{rel}: not found at {source.where(rel)} (source {source.url})") from None
+    except Exception as exc:  # the drivers' own errors (aiohttp, botocore ...)
+        tmp.unlink(missing_ok=True)
+        raise ProvisionError(f"{rel}: cannot read {source.where(rel)} (source {source.url}): {exc}") from exc
+    if size is not None and written != size:
+        tmp.unlink(missing_ok=True)
+        raise ProvisionError(f"{rel}: read {written} bytes, the source says {size} ({source.where(rel)})")
+    try:
         _check_parquet(tmp, rows, f"{rel} ({source.where(rel)}, source {source.url})")
     except ProvisionError:
         tmp.unlink(missing_ok=True)
@@ -339,6 +373,10 @@ def _install_metadata(dest: Path, rel: str, data: bytes, summary: Summary) -> No
     _write_atomic(final, data)
     summary.files_copied += 1
     summary.bytes_copied += len(data)
+
+
+def _properties_last(names: Iterable[str]) -> list[str]:
+    return sorted(names, key=lambda rel: (rel.rsplit("/", 1)[-1] in (*PROPERTIES, COLLECTION_PROPERTIES), rel))
 
 
 def _remove_stale(dest: Path, wanted: set[str], summary: Summary) -> None:
@@ -394,12 +432,9 @@ def provision(
             for f in futures:
                 f.cancel()
             raise
-    # One sync (an fsync per file doubled the time per file; a crash before it leaves a short file, which the size
-    # comparison re-copies): the partition files and the journal are on disk before any metadata says so. Then the
-    # metadata, each catalog's properties last: a directory holds them only once all its files are there.
-    if summary.files_copied:
+    if summary.files_copied:  # the partition files and the journal are on disk before any metadata says so
         os.sync()
-    for rel in sorted(metadata, key=lambda rel: (rel.rsplit("/", 1)[-1] in (*PROPERTIES, COLLECTION_PROPERTIES), rel)):
+    for rel in _properties_last(metadata):
         _install_metadata(dest, rel, metadata[rel], summary)
     journal.compact(partitions)
     if on_copied is not None:
