@@ -28,7 +28,7 @@ FAST_TESTS: dict[str, tuple[str, ...]] = {
     "components.monitoring": ("tests/test_monitoring_rules.py",),
     "components.cluster": ("tests/test_cluster_manifests.py",),
     "components.verification.query": ("tests/test_verification_query_rules.py",),
-    "components.config": ("tests/test_config_rules.py", "tests/test_config_sections.py"),
+    "components.config": ("tests/test_config.py", "tests/test_config_rules.py", "tests/test_config_sections.py"),
     "components.section": ("tests/test_config_sections.py",),
     "components.cluster_config": ("tests/test_config_sections.py",),
     "components.catalog_config": ("tests/test_config_sections.py",),
