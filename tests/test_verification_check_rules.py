@@ -35,6 +35,7 @@ from components.verification.check import (
 )
 from components.verification.diagnostics import Fixes
 from components.verification.query import ClusterRef, VerificationQuery
+from tests.test_verification_provider import report
 
 WHERE = ClusterRef("astro", "lsdb-x-0a1b", "kind-lsdb")
 FIXES = Fixes(WHERE, "/data/x")
@@ -86,14 +87,6 @@ def test_the_client_certificate_is_mutual_tls_only() -> None:
         "/ca.pem", "/cert.pem", "/key.pem",
     )  # fmt: skip
     assert security.require_encryption is True
-
-
-def report(client: dict[str, Any], scheduler: dict[str, Any], workers: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "client": {"packages": client},
-        "scheduler": {"packages": scheduler},
-        "workers": {addr: {"packages": pkgs} for addr, pkgs in workers.items()},
-    }
 
 
 def packages(**changes: Any) -> dict[str, Any]:

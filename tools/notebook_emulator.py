@@ -37,7 +37,7 @@ from typing import Any
 from components.lock import PROJECT_DIR, canonical, read_lock
 from tools.emulated_image import VENV_BIN, expand, image_dirs, image_env
 from tools.local_dask import free_port, stop_process_groups
-from tools.pod_emulator import LOOPBACK, EmulatedCluster, EmulationError, map_path, replace_names
+from tools.pod_emulator import LOOPBACK, EmulatedCluster, EmulationError, local_volume, map_path, replace_names
 
 NOTEBOOK_LOCK = PROJECT_DIR / "docker" / "notebook-requirements.lock"
 # What the notebook target COPYs into the image (docker/Dockerfile): image path -> build-context directory.
@@ -97,27 +97,8 @@ class EmulatedNotebook:
         self.log = self.root / "notebook.log"
 
     def _volumes(self, volumes: Sequence[Mapping[str, Any]]) -> dict[str, Path]:
-        out = {}
-        for v in volumes:
-            local = self.root / "volumes" / v["name"]
-            if "persistentVolumeClaim" in v:
-                claim = v["persistentVolumeClaim"]["claimName"]
-                if claim not in self.claims:
-                    raise EmulationError(f"no local directory for PVC {claim!r} (pass claims=)")
-                local = self.claims[claim]
-            elif "secret" in v:
-                name = v["secret"]["secretName"]
-                if name not in self.secrets:
-                    raise EmulationError(f"no data for Secret {name!r} (pass secrets=)")
-                local.mkdir(parents=True, exist_ok=True)
-                for key, value in self.secrets[name].items():
-                    (local / key).write_text(value)
-            elif "emptyDir" in v:
-                local.mkdir(parents=True, exist_ok=True)
-            else:
-                raise EmulationError(f"volume {v['name']!r} of this kind is not emulated: {v}")
-            out[v["name"]] = local
-        return out
+        root = self.root / "volumes"
+        return {v["name"]: local_volume(v, root / v["name"], self.claims, self.secrets) for v in volumes}
 
     def _build(self, spec: Mapping[str, Any]) -> Container:
         mounts = {m["mountPath"]: self.volumes[m["name"]] for m in spec.get("volumeMounts", [])}

@@ -298,6 +298,33 @@ def _stop_all() -> None:
         cluster.stop(grace=1.0)
 
 
+def local_volume(
+    volume: Mapping[str, Any],
+    local: Path,
+    claims: Mapping[str, Path],
+    secrets: Mapping[str, Mapping[str, str]],
+    where: str = "",
+) -> Path:
+    """The local directory a pod volume stands for: a claim's directory, a Secret's files written, an emptyDir."""
+    if "persistentVolumeClaim" in volume:
+        claim = volume["persistentVolumeClaim"]["claimName"]
+        if claim not in claims:
+            raise EmulationError(f"{where}no local directory for PVC {claim!r} (pass claims=)")
+        return claims[claim]
+    if "secret" in volume:
+        secret = volume["secret"]["secretName"]
+        if secret not in secrets:
+            raise EmulationError(f"{where}no data for Secret {secret!r} (pass secrets=)")
+        local.mkdir(parents=True, exist_ok=True)
+        for key, value in secrets[secret].items():
+            (local / key).write_text(value)
+        return local
+    if "emptyDir" in volume:
+        local.mkdir(parents=True, exist_ok=True)
+        return local
+    raise EmulationError(f"{where}volume {volume.get('name')!r} of this kind is not emulated: {volume}")
+
+
 class EmulatedCluster:
     """A DaskCluster's pods as local processes. Use as a context manager (or call stop() in a finalizer)."""
 
@@ -409,22 +436,7 @@ class EmulatedCluster:
             local = pod.root / "volumes" / m["name"]
             if volume is None:
                 raise EmulationError(f"pod {pod.name}: volumeMount {m['name']!r} has no volume")
-            if "persistentVolumeClaim" in volume:
-                claim = volume["persistentVolumeClaim"]["claimName"]
-                if claim not in self.claims:
-                    raise EmulationError(f"pod {pod.name}: no local directory for PVC {claim!r} (pass claims=)")
-                local = self.claims[claim]
-            elif "secret" in volume:
-                secret = volume["secret"]["secretName"]
-                if secret not in self.secrets:
-                    raise EmulationError(f"pod {pod.name}: no data for Secret {secret!r} (pass secrets=)")
-                local.mkdir(parents=True, exist_ok=True)
-                for key, value in self.secrets[secret].items():
-                    (local / key).write_text(value)
-            elif "emptyDir" in volume:
-                local.mkdir(parents=True, exist_ok=True)
-            else:
-                raise EmulationError(f"pod {pod.name}: volume {m['name']!r} of this kind is not emulated: {volume}")
+            local = local_volume(volume, local, self.claims, self.secrets, f"pod {pod.name}: ")
             mounts[m["mountPath"]] = local / m["subPath"] if m.get("subPath") else local
         return mounts
 
