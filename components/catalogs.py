@@ -14,14 +14,15 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlsplit
 
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.catalog_config import DIGEST_LENGTH, SUFFIX, CatalogConfig, catalog_path
+from components.catalog_config import DIGEST_LENGTH, SUFFIX, CatalogConfig, catalog_path, job_node_selector
 from components.cluster import CONTAINER_SECURITY_CONTEXT, pod_spec, writable_mounts, writable_volumes
+from components.config import StackConfig
 from components.constants import LABELS as PROGRAM_LABELS
 from components.object_store_keys import key_wiring, secret_data
 from components.options import child_options
@@ -187,71 +188,63 @@ def provision_network_policy_manifest(
     }
 
 
-@dataclass(frozen=True)
-class CatalogProvisioningArgs:
-    catalogs: Mapping[str, CatalogConfig]
-    ctx: JobContext
-    image: pulumi.Input[str]  # the cluster's image reference (the pushed digest: an Output)
-    # catalog name -> its credentials (key -> value), a Pulumi secret; only for catalogs with credentials
-    credentials: Mapping[str, pulumi.Output[dict[str, str]]] = field(default_factory=dict)
-    network_policy: bool = True
-    egress_cidrs: Sequence[str] = ("0.0.0.0/0",)
-    egress_ports: Sequence[int] = (443,)
-
-
 class CatalogProvisioning(pulumi.ComponentResource):
-    """ConfigMap, Secret, NetworkPolicy and Job per catalog; depending on this component waits for every copy."""
+    """ConfigMap, Secret, NetworkPolicy and Job per entry of `config.catalogs`; depending on this component waits
+    for every copy. `image`: the cluster's image reference (the pushed digest: an Output); `credentials`: catalog
+    name -> its credentials (key -> value, a Pulumi secret), for the catalogs with credentials."""
 
-    jobs: dict[str, k8s.batch.v1.Job]
     paths: dict[str, str]
 
-    def __init__(self, name: str, args: CatalogProvisioningArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: StackConfig,
+        image: pulumi.Input[str],
+        pull_secret: str | None,
+        credentials: Mapping[str, pulumi.Output[dict[str, str]]],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
         super().__init__("lsdb-k8s:catalogs:CatalogProvisioning", name, {}, opts)
-        self.jobs = {c: self._catalog(f"{name}-{c}", c, catalog, args, opts) for c, catalog in args.catalogs.items()}
-        self.paths = {c: catalog_path(args.ctx.storage, c) for c in args.catalogs}
-        self.register_outputs({"catalogPaths": self.paths})
+        ns, security, source, child = config.namespace, config.security, engine_source(), child_options(self, opts)
+        ctx = JobContext(ns, config.storage, job_node_selector(config.cluster), pull_secret)
 
-    def _catalog(
-        self, prefix: str, name: str, catalog: CatalogConfig, args: CatalogProvisioningArgs, opts: Any
-    ) -> k8s.batch.v1.Job:
-        ctx, source, child = args.ctx, engine_source(), child_options(self, opts)
-        code = code_config_map_manifest(name, ctx.namespace, source)
-        needs: list[pulumi.Resource] = [
-            k8s.core.v1.ConfigMap(
-                f"{prefix}-code", metadata=code["metadata"], data=code["data"], immutable=True, opts=child
-            )
-        ]
-        if catalog.credential_env and name in args.credentials:
-            secret = args.credentials[name].apply(
-                lambda creds: cast(dict[str, Any], credentials_secret_manifest(name, catalog, ctx.namespace, creds))
-            )
-            metadata: Any = _metadata(name, ctx.namespace, credentials_secret_name(name))
-            needs.append(
-                k8s.core.v1.Secret(
-                    f"{prefix}-credentials",
-                    metadata=metadata,
-                    type="Opaque",
-                    string_data=pulumi.Output.secret(cast(Any, secret.apply(lambda manifest: manifest["stringData"]))),
-                    opts=child,
+        def provision(catalog_name: str, catalog: CatalogConfig) -> None:
+            prefix = f"{name}-{catalog_name}"
+            code = code_config_map_manifest(catalog_name, ns, source)
+            needs: list[pulumi.Resource] = [
+                k8s.core.v1.ConfigMap(
+                    f"{prefix}-code", metadata=code["metadata"], data=code["data"], immutable=True, opts=child
                 )
-            )
-        if args.network_policy:
-            policy = provision_network_policy_manifest(
-                name, catalog, ctx.namespace, args.egress_cidrs, args.egress_ports
-            )
-            needs.append(
-                k8s.networking.v1.NetworkPolicy(
+            ]
+            if catalog.credential_env and catalog_name in credentials:
+                secret: Any = credentials[catalog_name].apply(
+                    lambda creds: credentials_secret_manifest(catalog_name, catalog, ns, creds)
+                )
+                metadata: Any = _metadata(catalog_name, ns, credentials_secret_name(catalog_name))
+                data = pulumi.Output.secret(secret.apply(lambda manifest: manifest["stringData"]))
+                needs.append(k8s.core.v1.Secret(
+                    f"{prefix}-credentials", metadata=metadata, type="Opaque", string_data=data, opts=child
+                ))  # fmt: skip
+            if security.network_policy:
+                policy = provision_network_policy_manifest(
+                    catalog_name, catalog, ns, security.egress_cidrs, security.egress_ports
+                )
+                needs.append(k8s.networking.v1.NetworkPolicy(
                     f"{prefix}-netpol", metadata=policy["metadata"], spec=policy["spec"], opts=child
-                )
+                ))  # fmt: skip
+            job = pulumi.Output.from_input(image).apply(
+                lambda ref: provision_job_manifest(catalog_name, catalog, ctx, source, ref)
             )
-        job = pulumi.Output.from_input(args.image).apply(
-            lambda image: provision_job_manifest(name, catalog, ctx, source, image)
-        )
-        job_opts = child_options(self, opts, *needs)
-        job_opts.custom_timeouts = pulumi.CustomTimeouts(create=JOB_TIMEOUT, update=JOB_TIMEOUT)
-        return k8s.batch.v1.Job(
-            f"{prefix}-job",
-            metadata=job.apply(lambda j: j["metadata"]),
-            spec=job.apply(lambda j: j["spec"]),
-            opts=job_opts,
-        )
+            job_opts = child_options(self, opts, *needs)
+            job_opts.custom_timeouts = pulumi.CustomTimeouts(create=JOB_TIMEOUT, update=JOB_TIMEOUT)
+            k8s.batch.v1.Job(
+                f"{prefix}-job",
+                metadata=job.apply(lambda j: j["metadata"]),
+                spec=job.apply(lambda j: j["spec"]),
+                opts=job_opts,
+            )
+
+        for catalog_name, catalog in config.catalogs.items():
+            provision(catalog_name, catalog)
+        self.paths = {c: catalog_path(config.storage, c) for c in config.catalogs}
+        self.register_outputs({"catalogPaths": self.paths})

@@ -11,7 +11,6 @@ import copy
 import functools
 import importlib.util
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
+from components.cluster import CONTAINER_SECURITY_CONTEXT
+from components.config import OperatorConfig
 from components.constants import LABELS, POD_SECURITY_LABELS
 from components.lock import PROJECT_DIR, locked_version, same_version
 from components.operator_guard import OperatorGuard
@@ -64,26 +65,7 @@ OPERATOR_POD_SECURITY_CONTEXT: dict[str, Any] = {
     "runAsGroup": OPERATOR_USER,
     "seccompProfile": {"type": "RuntimeDefault"},
 }
-OPERATOR_CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
-    "allowPrivilegeEscalation": False,
-    "capabilities": {"drop": ["ALL"]},
-    "privileged": False,
-    "readOnlyRootFilesystem": True,
-    "runAsNonRoot": True,
-    "runAsUser": OPERATOR_USER,
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
-
-
-def release_values(version: str, image: str | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The locked image (the packaged chart's tag is a placeholder; a mirror replaces the repository only), the
-    restricted security contexts, plus `extra` (the monitors' values)."""
-    return {
-        "image": {"name": image or OPERATOR_IMAGE, "tag": version},
-        "podSecurityContext": OPERATOR_POD_SECURITY_CONTEXT,
-        "securityContext": OPERATOR_CONTAINER_SECURITY_CONTEXT,
-        **(extra or {}),
-    }
+OPERATOR_CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {**CONTAINER_SECURITY_CONTEXT, "runAsUser": OPERATOR_USER}
 
 
 def prepare_packaged_chart(version: str, build_dir: Path | None = None) -> Path:
@@ -120,52 +102,45 @@ def operator_from_stack(stack_name: str) -> pulumi.Output[str]:
     return pulumi.Output.all(other.get_output("operatorNamespace"), other.get_output("operatorVersion")).apply(check)
 
 
-@dataclass(frozen=True)
-class DaskOperatorArgs:
-    namespace: str
-    chart_source: str = "repository"  # "repository" (helm.dask.org) or "package" (the chart in the pinned wheel)
-    image: str | None = None  # operator image repository (a mirror); None = ghcr.io/dask/dask-kubernetes-operator
-    values: dict[str, Any] | None = None  # more chart values (components.monitoring.chart_monitoring_values)
-    kube_context: str | None = None  # the stack's kubeContext, for the CRDs' own provider
-
-
 class DaskOperator(pulumi.ComponentResource):
-    """The operator release in its own namespace, plus the CRDs it serves."""
+    """The operator release in its own namespace, plus the CRDs it serves; `values`: more chart values
+    (components.monitoring.chart_monitoring_values)."""
 
-    crd_provider: k8s.Provider
-    crds: list[k8s.apiextensions.v1.CustomResourceDefinition]
-    guard: OperatorGuard
-    namespace: k8s.core.v1.Namespace
-    release: k8s.helm.v3.Release
     version: str
 
-    def __init__(self, name: str, args: DaskOperatorArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        namespace = args.namespace
+    def __init__(
+        self,
+        name: str,
+        operator: OperatorConfig,
+        values: dict[str, Any] | None = None,
+        kube_context: str | None = None,  # the stack's, for the CRDs' own provider
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
         super().__init__("lsdb-k8s:operator:DaskOperator", name, {}, opts)
         self.version = operator_version()
         # Retained CRDs are found by the next stack installing the operator: their own provider adopts them (safe
         # only because they are retained: an upsert followed by a delete would remove them).
-        self.crd_provider = k8s.Provider(
+        crd_provider = k8s.Provider(
             f"{name}-crd-provider",
-            context=args.kube_context,
+            context=kube_context,
             upsert_existing_objects=True,
             opts=pulumi.ResourceOptions(parent=self),
         )
-        self.crds = [
+        crds = [
             k8s.apiextensions.v1.CustomResourceDefinition(
                 f"{name}-crd-{crd['spec']['names']['singular']}",
                 metadata={"name": crd["metadata"]["name"], "annotations": crd["metadata"].get("annotations", {})},
                 spec=crd["spec"],
-                opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True, provider=self.crd_provider),
+                opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True, provider=crd_provider),
             )
             for crd in crd_manifests()
         ]
-        self.namespace = k8s.core.v1.Namespace(
+        namespace = k8s.core.v1.Namespace(
             f"{name}-namespace",
-            metadata={"name": namespace, "labels": {**LABELS, **POD_SECURITY_LABELS}},
+            metadata={"name": operator.namespace, "labels": {**LABELS, **POD_SECURITY_LABELS}},
             opts=pulumi.ResourceOptions(parent=self),
         )
-        if args.chart_source == "package":
+        if operator.chart_source == "package":
             chart: dict[str, Any] = {"chart": str(prepare_packaged_chart(self.version))}
         else:
             chart = {
@@ -173,21 +148,27 @@ class DaskOperator(pulumi.ComponentResource):
                 "version": self.version,
                 "repository_opts": k8s.helm.v3.RepositoryOptsArgs(repo=CHART_REPOSITORY),
             }
-        self.release = k8s.helm.v3.Release(
+        release = k8s.helm.v3.Release(
             f"{name}-release",
             name=RELEASE_NAME,
-            namespace=self.namespace.metadata["name"],
+            namespace=namespace.metadata["name"],
             skip_crds=True,
-            values=release_values(self.version, args.image, args.values),
+            # The locked image (the packaged chart's tag is a placeholder; a mirror replaces the repository only).
+            values={
+                "image": {"name": operator.image or OPERATOR_IMAGE, "tag": self.version},
+                "podSecurityContext": OPERATOR_POD_SECURITY_CONTEXT,
+                "securityContext": OPERATOR_CONTAINER_SECURITY_CONTEXT,
+                **(values or {}),
+            },
             atomic=True,
             **chart,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[*self.crds, self.namespace]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*crds, namespace]),
         )
         # Depends on the release, so `pulumi destroy` runs its delete (the check) before it removes the release.
-        self.guard = OperatorGuard(
+        OperatorGuard(
             f"{name}-guard",
-            namespace,
-            args.kube_context,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.release]),
+            operator.namespace,
+            kube_context,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[release]),
         )
-        self.register_outputs({"namespace": namespace, "version": self.version})
+        self.register_outputs({"namespace": operator.namespace, "version": self.version})

@@ -10,7 +10,6 @@ import base64
 import hashlib
 import json
 import re
-from dataclasses import dataclass
 from typing import Any, cast
 
 import pulumi
@@ -68,30 +67,26 @@ def dockerconfigjson(server: str, username: str, password: str) -> str:
     return json.dumps({"auths": {server: {"username": username, "password": password, "auth": auth}}})
 
 
-@dataclass(frozen=True)
-class LsdbImageArgs:
-    image: ImageConfig
-    namespace: str
-    cluster_name: str
-    registry_password: pulumi.Output[str] | None = None  # a Pulumi secret
-    notebook: bool = False  # also build the `notebook` target (notebook.enabled without notebook.imageRef)
-
-
 class LsdbImage(pulumi.ComponentResource):
-    """Builds and pushes the image (or adopts a prebuilt `image.ref`), plus the pull Secret for private registries."""
+    """Builds and pushes the image (or adopts a prebuilt `image.ref`), plus the pull Secret for private registries.
+    `notebook`: also build the `notebook` target (notebook.enabled without notebook.imageRef)."""
 
     ref: pulumi.Output[str]
     identity: str  # known at evaluation: `image.ref`, or repository:<content tag> (the cluster's names derive from it)
-    image: docker.Image | None
-    notebook_ref: pulumi.Output[str] | None  # the notebook target's digest reference, when built here
-    pull_secret: k8s.core.v1.Secret | None
-    pull_secret_name: str | None
+    notebook_ref: pulumi.Output[str] | None = None  # the notebook target's digest reference, when built here
+    pull_secret_name: str | None = None
 
-    def __init__(self, name: str, args: LsdbImageArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        image, namespace, registry_password = args.image, args.namespace, args.registry_password
+    def __init__(
+        self,
+        name: str,
+        image: ImageConfig,
+        namespace: str,
+        cluster_name: str,
+        registry_password: pulumi.Output[str] | None = None,  # a Pulumi secret
+        notebook: bool = False,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
         super().__init__("lsdb-k8s:image:LsdbImage", name, {}, opts)
-        self.image = None
-        self.notebook_ref = None
         if image.ref is not None:
             self.ref = pulumi.Output.from_input(image.ref)
             self.identity = image.ref
@@ -103,7 +98,7 @@ class LsdbImage(pulumi.ComponentResource):
                 )
             self.identity = f"{image.repository}:{image_tag(image.platform)}"
 
-            def build(suffix: str, image_name: str, target: str) -> docker.Image:
+            def build(suffix: str, image_name: str, target: str) -> pulumi.Output[str]:
                 return docker.Image(
                     f"{name}{suffix}",
                     image_name=image_name,
@@ -116,23 +111,20 @@ class LsdbImage(pulumi.ComponentResource):
                     registry=registry,
                     skip_push=not image.push,
                     opts=pulumi.ResourceOptions(parent=self),
+                ).repo_digest
+
+            self.ref = build("-build", self.identity, CLUSTER_TARGET)
+            if notebook:
+                self.notebook_ref = build(
+                    "-notebook-build", f"{image.repository}:{notebook_image_tag(image.platform)}", NOTEBOOK_TARGET
                 )
-
-            self.image = build("-build", self.identity, CLUSTER_TARGET)
-            self.ref = self.image.repo_digest
-            if args.notebook:
-                notebook = f"{image.repository}:{notebook_image_tag(image.platform)}"
-                self.notebook_ref = build("-notebook-build", notebook, NOTEBOOK_TARGET).repo_digest
-
-        self.pull_secret = None
-        self.pull_secret_name = None
         if registry_password is not None:
             # The Secret lives in the cluster namespace: it waits for it (depends_on).
-            self.pull_secret_name = pull_secret_name(args.cluster_name)
+            self.pull_secret_name = pull_secret_name(cluster_name)
             payload = registry_password.apply(
                 lambda pw: dockerconfigjson(image.registry.server or "", image.registry.username or "", pw)
             )
-            self.pull_secret = k8s.core.v1.Secret(
+            k8s.core.v1.Secret(
                 f"{name}-pull-secret",
                 metadata={"name": self.pull_secret_name, "namespace": namespace, "labels": LABELS},
                 type="kubernetes.io/dockerconfigjson",

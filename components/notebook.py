@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -37,9 +36,10 @@ from components.constants import (
     DASHBOARD_PORT_NAME,
     LABELS,
     SCHEDULER_PORT_NAME,
+    kubectl,
     scheduler_service_name,
 )
-from components.notebook_config import NotebookConfig
+from components.image import LsdbImage
 from components.options import child_options
 from components.security import cluster_pods, dns_egress, gke_metadata_egress, ip_egress
 from components.storage import PodStorage
@@ -84,8 +84,8 @@ def selector_labels(cluster_name: str) -> dict[str, str]:
     return {**LABELS, "app.kubernetes.io/name": notebook_name(cluster_name), "app.kubernetes.io/component": COMPONENT}
 
 
-def _metadata(spec: NotebookSpec, name: str) -> dict[str, Any]:
-    return {"name": name, "namespace": spec.namespace, "labels": selector_labels(spec.cluster_name)}
+def _metadata(config: StackConfig, name: str) -> dict[str, Any]:
+    return {"name": name, "namespace": config.namespace, "labels": selector_labels(config.cluster.name)}
 
 
 def token_from_key(private_key_pem: str) -> str:
@@ -93,67 +93,23 @@ def token_from_key(private_key_pem: str) -> str:
     return hashlib.sha256(private_key_pem.encode()).hexdigest()[:TOKEN_LENGTH]
 
 
-@dataclass(frozen=True)
-class NotebookSpec:
-    """What the notebook's objects are built from, but the image."""
-
-    notebook: NotebookConfig
-    cluster_name: str
-    namespace: str
-    storage: PodStorage
-    tls: bool = False
-    catalog: str | None = None  # what the starter opens: the first provisioned catalog, else verify.catalogPath
-    storage_options: dict[str, Any] = field(default_factory=dict)  # lsdb.open_catalog's, as the verification's
-    cone: dict[str, float] = field(default_factory=dict)  # ra, dec, radiusArcsec (verify.cone)
-    columns: list[str] = field(default_factory=list)  # verify.columns
-    pull_secret: str | None = None
-    # security.networkPolicy, and what the notebook's egress must reach besides the scheduler
-    network_policy: bool = True
-    object_store_cidrs: tuple[str, ...] = ()  # storage.kind objectStore: security.egressCidrs (empty: none)
-    object_store_ports: tuple[int, ...] = ()
-    gcp_identity: bool = False
-
-
-def notebook_spec(
-    config: StackConfig, storage: PodStorage, pull_secret: str | None, catalog: str | None
-) -> NotebookSpec:
-    """`storage`: the cluster pods' (CatalogStorage.pod_storage); `catalog`: what the starter opens."""
-    object_store = config.storage.kind == "objectStore"
-    identity = config.storage.identity
-    return NotebookSpec(
-        notebook=config.notebook,
-        cluster_name=config.cluster.name,
-        namespace=config.namespace,
-        storage=storage,
-        tls=config.security.tls,
-        catalog=catalog,
-        storage_options=config.storage.catalog_storage_options,
-        cone={"ra": config.verify.ra, "dec": config.verify.dec, "radiusArcsec": config.verify.radius_arcsec},
-        columns=list(config.verify.columns),
-        pull_secret=pull_secret,
-        network_policy=config.security.network_policy,
-        object_store_cidrs=tuple(config.security.egress_cidrs) if object_store else (),
-        object_store_ports=tuple(config.security.egress_ports) if object_store else (),
-        gcp_identity=identity is not None and identity[0] == "gcp",
-    )
-
-
-def scheduler_address(spec: NotebookSpec) -> str:
-    """The stable Service's: it follows the live cluster across upgrades."""
-    return in_cluster_address(scheduler_service_name(spec.cluster_name), spec.namespace, spec.tls)
-
-
-def notebook_env(spec: NotebookSpec) -> list[dict[str, Any]]:
+def notebook_env(config: StackConfig, storage: PodStorage, catalog: str | None) -> list[dict[str, Any]]:
+    """`storage`: the cluster pods' (CatalogStorage.pod_storage); `catalog`: what the starter opens (the first
+    provisioned catalog, else verify.catalogPath)."""
+    verify, tls = config.verify, config.security.tls
+    cone = {"ra": verify.ra, "dec": verify.dec, "radiusArcsec": verify.radius_arcsec}
+    # The stable Service's address: it follows the live cluster across upgrades.
+    scheduler = in_cluster_address(scheduler_service_name(config.cluster.name), config.namespace, tls)
     env: list[dict[str, Any]] = [
-        {"name": "DASK_SCHEDULER_ADDRESS", "value": scheduler_address(spec)},
-        {"name": CATALOG_ENV, "value": spec.catalog or ""},
-        {"name": STORAGE_OPTIONS_ENV, "value": json.dumps(spec.storage_options, sort_keys=True)},
-        {"name": CONE_ENV, "value": json.dumps(spec.cone, sort_keys=True)},
-        {"name": COLUMNS_ENV, "value": json.dumps(spec.columns)},
+        {"name": "DASK_SCHEDULER_ADDRESS", "value": scheduler},
+        {"name": CATALOG_ENV, "value": catalog or ""},
+        {"name": STORAGE_OPTIONS_ENV, "value": json.dumps(config.storage.catalog_storage_options, sort_keys=True)},
+        {"name": CONE_ENV, "value": json.dumps(cone, sort_keys=True)},
+        {"name": COLUMNS_ENV, "value": json.dumps(list(verify.columns))},
         {"name": "JUPYTER_TOKEN_FILE", "value": f"{TOKEN_DIR}/{TOKEN_FILE}"},
-        *(e for e in tls_env(spec.tls) if e["name"].startswith(CLIENT_TLS_ROLES)),  # the client role's
+        *(e for e in tls_env(tls) if e["name"].startswith(CLIENT_TLS_ROLES)),  # the client role's
     ]
-    return env + copy.deepcopy(spec.storage.env)
+    return env + copy.deepcopy(storage.env)
 
 
 def notebook_command() -> list[str]:
@@ -168,40 +124,42 @@ def notebook_command() -> list[str]:
     ]  # fmt: skip
 
 
-def _volumes(spec: NotebookSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _volumes(config: StackConfig, storage: PodStorage) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(volumes, mounts): the writable directories (home: the claim with notebook.storage), the token, the TLS
     bundle, the catalog storage read-only."""
-    storage, name = spec.notebook.storage, spec.cluster_name
+    home_storage, name, tls = config.notebook.storage, config.cluster.name, config.security.tls
     home: dict[str, Any] = {"emptyDir": {}}
-    if storage.enabled:
-        home = {"persistentVolumeClaim": {"claimName": storage.existing_claim or home_claim_name(name)}}
+    if home_storage.enabled:
+        home = {"persistentVolumeClaim": {"claimName": home_storage.existing_claim or home_claim_name(name)}}
     volumes = [
         *(v for v in writable_volumes() if v["name"] != HOME_VOLUME),
         {"name": HOME_VOLUME, **home},
         secret_volume("token", token_secret_name(name)),
-        *tls_volumes(tls_secret_name(name) if spec.tls else None),
-        *copy.deepcopy(spec.storage.volumes),
+        *tls_volumes(tls_secret_name(name) if tls else None),
+        *copy.deepcopy(storage.volumes),
     ]
     mounts = [
         *writable_mounts(),
         {"name": "token", "mountPath": TOKEN_DIR, "readOnly": True},
-        *tls_mounts(spec.tls),
-        *({**m, "readOnly": True} for m in spec.storage.worker_mounts),
+        *tls_mounts(tls),
+        *({**m, "readOnly": True} for m in storage.worker_mounts),
     ]
     return volumes, mounts
 
 
-def deployment_manifest(spec: NotebookSpec, image: str) -> dict[str, Any]:
-    nb = spec.notebook
-    volumes, mounts = _volumes(spec)
-    selector = selector_labels(spec.cluster_name)
-    pod_labels = {**selector, **CLIENT_LABEL, **(DASHBOARD_LABEL if nb.dashboard else {}), **spec.storage.pod_labels}
+def deployment_manifest(
+    config: StackConfig, storage: PodStorage, pull_secret: str | None, catalog: str | None, image: str
+) -> dict[str, Any]:
+    nb = config.notebook
+    volumes, mounts = _volumes(config, storage)
+    selector = selector_labels(config.cluster.name)
+    pod_labels = {**selector, **CLIENT_LABEL, **(DASHBOARD_LABEL if nb.dashboard else {}), **storage.pod_labels}
     container = {
         "name": "jupyterlab",
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "command": notebook_command(),
-        "env": notebook_env(spec),
+        "env": notebook_env(config, storage, catalog),
         "ports": [{"name": PORT_NAME, "containerPort": NOTEBOOK_PORT, "protocol": "TCP"}],
         "resources": {"requests": {"cpu": nb.cpu, "memory": nb.memory}, "limits": {"memory": nb.memory}},
         "securityContext": copy.deepcopy(CONTAINER_SECURITY_CONTEXT),  # one per container
@@ -218,21 +176,20 @@ def deployment_manifest(spec: NotebookSpec, image: str) -> dict[str, Any]:
         "securityContext": copy.deepcopy(CONTAINER_SECURITY_CONTEXT),
         "volumeMounts": [home],
     }
-    pod = pod_spec([container], volumes, spec.pull_secret, spec.storage.service_account, initContainers=[init])
+    pod = pod_spec([container], volumes, pull_secret, storage.service_account, initContainers=[init])
     template_metadata: dict[str, Any] = {"labels": pod_labels}
-    if spec.storage.pod_annotations:
-        template_metadata["annotations"] = dict(spec.storage.pod_annotations)
+    if storage.pod_annotations:
+        template_metadata["annotations"] = dict(storage.pod_annotations)
     reasons = [
         "CKV_K8S_11=a CPU limit throttles the kernel and its Dask client's heartbeats while the cluster does the "
         "work; the request (notebook.cpu) reserves the CPU",
-        *spec.storage.scanner_skips,  # the storage's, as on the cluster's pods (abfs keys as variables)
+        *storage.scanner_skips,  # the storage's, as on the cluster's pods (abfs keys as variables)
     ]
     annotations = {f"checkov.io/skip{n}": reason for n, reason in enumerate(reasons, 1)}
-    metadata = {**_metadata(spec, notebook_name(spec.cluster_name)), "annotations": annotations}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": metadata,
+        "metadata": {**_metadata(config, notebook_name(config.cluster.name)), "annotations": annotations},
         "spec": {
             "replicas": 1,
             "strategy": {"type": "Recreate"},
@@ -242,22 +199,21 @@ def deployment_manifest(spec: NotebookSpec, image: str) -> dict[str, Any]:
     }
 
 
-def service_manifest(spec: NotebookSpec) -> dict[str, Any]:
-    selector = selector_labels(spec.cluster_name)
+def service_manifest(config: StackConfig) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(spec, notebook_name(spec.cluster_name)),
+        "metadata": _metadata(config, notebook_name(config.cluster.name)),
         "spec": {
             "type": "ClusterIP",
-            "selector": selector,
+            "selector": selector_labels(config.cluster.name),
             "ports": [{"name": PORT_NAME, "protocol": "TCP", "port": NOTEBOOK_PORT, "targetPort": PORT_NAME}],
         },
     }
 
 
-def home_claim_manifest(spec: NotebookSpec) -> dict[str, Any] | None:
-    storage = spec.notebook.storage
+def home_claim_manifest(config: StackConfig) -> dict[str, Any] | None:
+    storage = config.notebook.storage
     if storage.size is None:
         return None
     claim: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": storage.size}}}
@@ -266,29 +222,30 @@ def home_claim_manifest(spec: NotebookSpec) -> dict[str, Any] | None:
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": _metadata(spec, home_claim_name(spec.cluster_name)),
+        "metadata": _metadata(config, home_claim_name(config.cluster.name)),
         "spec": claim,
     }
 
 
-def network_policy_manifest(spec: NotebookSpec) -> dict[str, Any] | None:
-    """None without security.networkPolicy; the cluster's policies admit the notebook as a client."""
-    if not spec.network_policy:
+def network_policy_manifest(config: StackConfig) -> dict[str, Any] | None:
+    """None without security.networkPolicy; the cluster's policies admit the notebook as a client. Egress: DNS, the
+    scheduler, and what the workers reach of an object store (security.egressCidrs, the GKE metadata server)."""
+    security, storage, cluster_name = config.security, config.storage, config.cluster.name
+    if not security.network_policy:
         return None
-    ports = [SCHEDULER_PORT_NAME, *([DASHBOARD_PORT_NAME] if spec.notebook.dashboard else [])]
-    scheduler = {"podSelector": cluster_pods(spec.cluster_name, "scheduler")}
+    ports = [SCHEDULER_PORT_NAME, *([DASHBOARD_PORT_NAME] if config.notebook.dashboard else [])]
+    scheduler = {"podSelector": cluster_pods(cluster_name, "scheduler")}
     egress = [dns_egress(), {"to": [scheduler], "ports": [{"protocol": "TCP", "port": p} for p in ports]}]
-    if spec.object_store_cidrs:
-        egress.append(ip_egress(spec.object_store_cidrs, spec.object_store_ports))
-    if spec.gcp_identity:
+    if storage.kind == "objectStore" and security.egress_cidrs:
+        egress.append(ip_egress(security.egress_cidrs, security.egress_ports))
+    if storage.identity is not None and storage.identity[0] == "gcp":
         egress.append(gke_metadata_egress())
-    selector = selector_labels(spec.cluster_name)
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": _metadata(spec, notebook_name(spec.cluster_name)),
+        "metadata": _metadata(config, notebook_name(cluster_name)),
         "spec": {
-            "podSelector": {"matchLabels": selector},
+            "podSelector": {"matchLabels": selector_labels(cluster_name)},
             "policyTypes": ["Ingress", "Egress"],
             "ingress": [{"from": [{"podSelector": {}}], "ports": [{"protocol": "TCP", "port": PORT_NAME}]}],
             "egress": egress,
@@ -296,86 +253,67 @@ def network_policy_manifest(spec: NotebookSpec) -> dict[str, Any] | None:
     }
 
 
-def _secret(spec: NotebookSpec, name: str, data: dict[str, str]) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": _metadata(spec, name),
-        "type": "Opaque",
-        "stringData": data,
-    }
-
-
-def token_secret_manifest(spec: NotebookSpec, token: str) -> dict[str, Any]:
-    return _secret(spec, token_secret_name(spec.cluster_name), {TOKEN_FILE: token})
-
-
-def tls_secret_manifest(spec: NotebookSpec, bundle: dict[str, str]) -> dict[str, Any]:
-    """The client bundle (`ca`, `cert`, `key`: ClusterSecurity.client_tls) under the cluster's file names."""
-    return _secret(spec, tls_secret_name(spec.cluster_name), {TLS_FILES[k]: bundle[k] for k in ("ca", "cert", "key")})
-
-
-def notebook_urls(spec: NotebookSpec, kubectl: str = "kubectl") -> dict[str, str]:
+def notebook_urls(config: StackConfig) -> dict[str, str]:
     """`notebookUrl` (in-cluster, no token in it) and `portForwardNotebook`."""
-    name = notebook_name(spec.cluster_name)
+    name, namespace = notebook_name(config.cluster.name), config.namespace
     return {
-        "notebookUrl": f"http://{name}.{spec.namespace}.svc.cluster.local:{NOTEBOOK_PORT}/lab",
-        "portForwardNotebook": f"{kubectl} --namespace {spec.namespace} port-forward svc/{name} "
+        "notebookUrl": f"http://{name}.{namespace}.svc.cluster.local:{NOTEBOOK_PORT}/lab",
+        "portForwardNotebook": f"{kubectl(config.kube_context)} --namespace {namespace} port-forward svc/{name} "
         f"{NOTEBOOK_PORT}:{NOTEBOOK_PORT}",
     }
 
 
-@dataclass(frozen=True)
-class LsdbNotebookArgs:
-    spec: NotebookSpec
-    image: pulumi.Input[str]  # the notebook image's digest reference
-    client_tls: pulumi.Output[dict[str, Any]] | None = None  # with TLS: the client bundle (a Pulumi secret)
-
-
 class LsdbNotebook(pulumi.ComponentResource):
-    """The notebook's Secrets, claim, NetworkPolicy, Deployment and Service."""
+    """The notebook's Secrets, claim, NetworkPolicy, Deployment and Service. `image`: the notebook's is
+    `notebook.imageRef` or the one built there; `client_tls`: with TLS, the client bundle (`ca`, `cert`, `key`: a
+    Pulumi secret), stored under the cluster's file names."""
 
     token: pulumi.Output[str]
     deployment: k8s.apps.v1.Deployment
 
-    def __init__(self, name: str, args: LsdbNotebookArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: StackConfig,
+        storage: PodStorage,
+        image: LsdbImage,
+        catalog: str | None,
+        client_tls: pulumi.Output[dict[str, Any]] | None,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
         super().__init__("lsdb-k8s:notebook:LsdbNotebook", name, {}, opts)
-        spec = args.spec
-        child = child_options(self, opts)
+        ref, pull_secret = config.notebook.image_ref or image.notebook_ref, image.pull_secret_name
+        assert ref is not None  # the config requires notebook.imageRef when no image is built
+        child, cluster_name = child_options(self, opts), config.cluster.name
         seed = tls.PrivateKey(f"{name}-token-seed", algorithm="ED25519", opts=child)
         self.token = pulumi.Output.secret(seed.private_key_pem.apply(token_from_key))
-        shape = token_secret_manifest(spec, "")
-        needs: list[pulumi.Resource] = [
-            k8s.core.v1.Secret(
-                f"{name}-token",
-                metadata=shape["metadata"],
-                type="Opaque",
-                string_data=pulumi.Output.secret({TOKEN_FILE: self.token}),
-                opts=child,
-            )
-        ]
-        if spec.tls and args.client_tls is not None:
-            shape = tls_secret_manifest(spec, {"ca": "", "cert": "", "key": ""})
-            data = args.client_tls.apply(lambda bundle: tls_secret_manifest(spec, bundle)["stringData"])
-            needs.append(k8s.core.v1.Secret(
-                f"{name}-tls", metadata=shape["metadata"], type="Opaque",
-                string_data=pulumi.Output.secret(data), opts=child,
-            ))  # fmt: skip
-        if (claim := home_claim_manifest(spec)) is not None:
+
+        def secret(suffix: str, secret_name: str, data: Any) -> k8s.core.v1.Secret:
+            fields: dict[str, Any] = {"metadata": _metadata(config, secret_name), "type": "Opaque"}
+            string_data = pulumi.Output.secret(data)
+            return k8s.core.v1.Secret(f"{name}-{suffix}", **fields, string_data=string_data, opts=child)
+
+        needs: list[pulumi.Resource] = [secret("token", token_secret_name(cluster_name), {TOKEN_FILE: self.token})]
+        if client_tls is not None:
+            bundle = client_tls.apply(lambda b: {TLS_FILES[k]: b[k] for k in ("ca", "cert", "key")})
+            needs.append(secret("tls", tls_secret_name(cluster_name), bundle))
+        if (claim := home_claim_manifest(config)) is not None:
             needs.append(k8s.core.v1.PersistentVolumeClaim(
                 f"{name}-home", metadata=claim["metadata"], spec=claim["spec"], opts=child,
             ))  # fmt: skip
-        if (policy := network_policy_manifest(spec)) is not None:
+        if (policy := network_policy_manifest(config)) is not None:
             needs.append(k8s.networking.v1.NetworkPolicy(
                 f"{name}-netpol", metadata=policy["metadata"], spec=policy["spec"], opts=child,
             ))  # fmt: skip
-        deployment = pulumi.Output.from_input(args.image).apply(lambda image: deployment_manifest(spec, image))
+        deployment = pulumi.Output.from_input(ref).apply(
+            lambda ref: deployment_manifest(config, storage, pull_secret, catalog, ref)
+        )
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
-            metadata=deployment_manifest(spec, "")["metadata"],
+            metadata=deployment_manifest(config, storage, pull_secret, catalog, "")["metadata"],
             spec=deployment.apply(lambda d: d["spec"]),
             opts=child_options(self, opts, *needs),
         )
-        service = service_manifest(spec)
+        service = service_manifest(config)
         k8s.core.v1.Service(f"{name}-service", metadata=service["metadata"], spec=service["spec"], opts=child)
         self.register_outputs({"deployment": self.deployment.metadata["name"]})

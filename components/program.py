@@ -9,8 +9,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.catalog_config import job_node_selector
-from components.catalogs import CatalogProvisioning, CatalogProvisioningArgs, JobContext
+from components.catalogs import CatalogProvisioning
 from components.client_check import enforce_client_environment
 from components.cluster import ClusterSpec, LsdbDaskCluster, LsdbDaskClusterArgs, cluster_manifests
 from components.config import StackConfig, read_stack_config, secret_config
@@ -19,19 +18,13 @@ from components.constants import (
     LABELS,
     POD_SECURITY_LABELS,
     SCHEDULER_PORT,
-    kubectl,
     scheduler_service_name,
 )
-from components.dask_operator import DaskOperator, DaskOperatorArgs, operator_from_stack, operator_version
-from components.endpoint import (
-    StableEndpoint,
-    StableEndpointArgs,
-    StableEndpointSelector,
-    StableEndpointSelectorArgs,
-)
-from components.image import LsdbImage, LsdbImageArgs
+from components.dask_operator import DaskOperator, operator_from_stack, operator_version
+from components.endpoint import StableEndpoint, StableEndpointSelector
+from components.image import LsdbImage
 from components.monitoring import LsdbMonitoring, MonitoringArgs, chart_monitoring_values
-from components.notebook import LsdbNotebook, LsdbNotebookArgs, notebook_spec, notebook_urls
+from components.notebook import LsdbNotebook, notebook_urls
 from components.security import ClusterSecurity, ClusterSecurityArgs, tls_secret_name
 from components.storage import CatalogStorage, CatalogStorageArgs
 from components.tls_schedule import certificate_schedule
@@ -75,7 +68,11 @@ def program(config: StackConfig, today: date | None = None) -> dict[str, Any]:
     build_notebook = config.notebook.enabled and config.notebook.image_ref is None
     image = LsdbImage(
         "lsdb-image",
-        LsdbImageArgs(config.image, namespace, config.cluster.name, password, notebook=build_notebook),
+        config.image,
+        namespace,
+        config.cluster.name,
+        password,
+        build_notebook,
         opts(cluster_namespace),
     )
     provisioning = _provisioning(config, storage, image, opts(cluster_namespace, storage, image))
@@ -105,7 +102,11 @@ def program(config: StackConfig, today: date | None = None) -> dict[str, Any]:
     # nothing until the selector below points it at a verified cluster.
     endpoint = StableEndpoint(
         "scheduler-endpoint",
-        StableEndpointArgs(config.cluster.name, live_name, namespace, config.kube_context, tls_secret is not None),
+        config.cluster.name,
+        live_name,
+        namespace,
+        config.kube_context,
+        tls_secret is not None,
         opts(cluster_namespace),
     )
     cluster = LsdbDaskCluster(
@@ -129,7 +130,9 @@ def program(config: StackConfig, today: date | None = None) -> dict[str, Any]:
     # (still in the program's state) stays.
     selector = StableEndpointSelector(
         "scheduler-endpoint-selector",
-        StableEndpointSelectorArgs(config.cluster.name, live_name, namespace),
+        config.cluster.name,
+        live_name,
+        namespace,
         opts(endpoint, cluster, verification, provisioning),
     )
     exports |= endpoint.endpoints
@@ -181,10 +184,7 @@ def _operator(
         # With monitoring on, the chart's own ServiceMonitor/PodMonitor scrape this stack's cluster namespace. A
         # platform stack runs no cluster: the environments taking its operator create their own monitors.
         values = None if config.is_platform else chart_monitoring_values(config.monitoring, config.namespace) or None
-        operator_args = DaskOperatorArgs(
-            config.operator.namespace, config.operator.chart_source, config.operator.image, values, config.kube_context
-        )
-        operator = DaskOperator("dask-operator", operator_args, opts)
+        operator = DaskOperator("dask-operator", config.operator, values, config.kube_context, opts)
         exports["operatorNamespace"] = config.operator.namespace
         exports["operatorVersion"] = operator.version
         return operator, config.operator.namespace
@@ -201,27 +201,12 @@ def _provisioning(
     """`catalogs`: a Job per catalog copying it onto the claim (components/catalogs.py); None without catalogs."""
     if not config.catalogs:
         return None
-    ctx = JobContext(
-        namespace=config.namespace,
-        storage=config.storage,
-        node_selector=job_node_selector(config.cluster),
-        pull_secret=image.pull_secret_name,
-    )
     credentials = {
         name: secret_config("catalogs", (name, "credentials"))
         for name, catalog in config.catalogs.items()
         if catalog.credentials
     }
-    args = CatalogProvisioningArgs(
-        catalogs=config.catalogs,
-        ctx=ctx,
-        credentials=credentials,
-        network_policy=config.security.network_policy,
-        egress_cidrs=config.security.egress_cidrs,
-        egress_ports=config.security.egress_ports,
-        image=image.ref,
-    )
-    return CatalogProvisioning("catalog-provisioning", args, opts)
+    return CatalogProvisioning("catalog-provisioning", config, image.ref, image.pull_secret_name, credentials, opts)
 
 
 def _notebook(
@@ -236,11 +221,8 @@ def _notebook(
     if not config.notebook.enabled:
         return {}
     catalog = next(iter(provisioning.paths.values())) if provisioning else config.verify.catalog_path
-    spec = notebook_spec(config, storage.pod_storage, image.pull_secret_name, catalog)
-    ref = config.notebook.image_ref or image.notebook_ref
-    assert ref is not None  # the config requires notebook.imageRef when no image is built
-    notebook = LsdbNotebook("lsdb-notebook", LsdbNotebookArgs(spec, ref, security.client_tls), opts)
-    return {**notebook_urls(spec, kubectl(config.kube_context)), "notebookToken": notebook.token}
+    notebook = LsdbNotebook("lsdb-notebook", config, storage.pod_storage, image, catalog, security.client_tls, opts)
+    return {**notebook_urls(config), "notebookToken": notebook.token}
 
 
 def _verification(

@@ -196,17 +196,19 @@ def test_checkov_passes_the_manifests(tmp_path: Path) -> None:
 def test_the_component_registers_each_catalog_s_objects_under_itself_and_the_job_waits_for_them() -> None:
     import pulumi
 
-    from components.catalogs import CatalogProvisioning, CatalogProvisioningArgs
+    from components.catalogs import CatalogProvisioning
+    from components.config import parse_stack_config
     from tools.mock_runtime import has_plaintext, run_program
 
+    config = parse_stack_config(
+        {**STACK, "storage": {"kind": "pvc", "mountPath": "/data"}, "verify": {"enabled": False}}
+    )
     catalogs = {"gaia": S3, "ztf": CatalogConfig(source="https://data.example/hats/ztf")}
+    assert config.catalogs == catalogs and config.storage == PVC and config.namespace == "lsdb"
 
     def program() -> None:
         creds = pulumi.Output.secret({"accessKeyId": "AKIAEXAMPLE", "secretAccessKey": "very-secret"})
-        CatalogProvisioning(
-            "catalogs",
-            CatalogProvisioningArgs(catalogs, JobContext("lsdb", PVC), IMAGE, credentials={"gaia": creds}),
-        )
+        CatalogProvisioning("catalogs", config, IMAGE, None, {"gaia": creds})
 
     run = run_program({}, program=program)
     [component] = run.of_type("lsdb-k8s:catalogs:CatalogProvisioning")

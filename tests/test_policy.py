@@ -773,12 +773,16 @@ def test_pack_applies_policy_config_over_grpc(analyzer: analyzer_pb2_grpc.Analyz
 
 def notebook_objects() -> tuple[dict[str, Any], dict[str, Any]]:
     """The notebook's Deployment and Service as components/notebook.py builds them (image pinned by digest)."""
-    from components.notebook import NotebookSpec, deployment_manifest, service_manifest
-    from components.notebook_config import NotebookConfig
+    from components.config import parse_stack_config
+    from components.notebook import deployment_manifest, service_manifest
     from components.storage import PodStorage
 
-    spec = NotebookSpec(NotebookConfig(enabled=True), "lsdb-cluster", "lsdb", PodStorage())
-    return copy.deepcopy(deployment_manifest(spec, IMAGE)), copy.deepcopy(service_manifest(spec))
+    config = parse_stack_config({
+        "namespace": "lsdb", "cluster": {"name": "lsdb-cluster"}, "image": {"repository": "ghcr.io/acme/lsdb-dask"},
+        "verify": {"enabled": False}, "security": {"tls": False}, "notebook": {"enabled": True},
+    })  # fmt: skip
+    deployment = deployment_manifest(config, PodStorage(), None, None, IMAGE)
+    return copy.deepcopy(deployment), copy.deepcopy(service_manifest(config))
 
 
 def _pod(d: dict[str, Any]) -> dict[str, Any]:
