@@ -1,43 +1,9 @@
-"""Copy a HATS catalog or catalog collection from a URL onto a local directory (the stack's claim).
+"""Copy a HATS catalog or catalog collection from a URL onto a local directory (the stack's claim): the engine of
+the provisioning Job, run as `python /opt/lsdb-provision/catalog_copy.py --source URL --dest DIR`.
 
-Run by the provisioning Job as `python /opt/lsdb-provision/catalog_copy.py --source URL --dest DIR`: this file alone,
-with the standard library and the pinned lock's packages (hats, fsspec, s3fs/gcsfs/adlfs/aiohttp, pyarrow,
-jproperties). How it gets there without touching the cluster image: the program puts this file's text in a
-ConfigMap named `<catalog>-provision-code-<hash of this text>` and mounts it read-only at /opt/lsdb-provision
-(components/catalogs.py); the image stays the lock's, and a change of this file is a new ConfigMap and Job.
-
-Driven by the catalog's own metadata, never by a directory listing (plain HTTP servers have none):
-`collection.properties` names the members (primary catalog, margins, indexes); each catalog's `hats.properties`
-(or the legacy `properties`), `partition_info.csv` and `dataset/_metadata` name its partition files (the
-`_metadata` row groups' file paths, and hats' own `pixel_catalog_file` for each partition listed). A few
-optional files (`point_map.fits`, `skymap*.fits`, `dataset/_common_metadata`, ...) are copied when the source
-has them.
-
-Order and atomicity: every file is written under a temporary name and renamed into place, so an interrupted run
-leaves no half file (stale temporary files are removed at the next start). Partition files are copied first, in
-parallel (a thread pool over fsspec); then one `os.sync()` (not an fsync per file, which doubled the time per
-file here; a node crash before it can leave a short file, which the size comparison re-copies); then the metadata
-files, each catalog's properties file last, so a directory holds a catalog's properties only once all its files
-are there. Afterwards hats checks the copy (`hats.io.validation.is_valid_catalog` / `is_valid_collection`,
-strict: every partition file present and consistent with the metadata).
-
-Idempotent and resumable: a partition file is skipped when the local file has the source's size and the source's
-checksum (ETag, or gcsfs' md5Hash) is the one recorded when it was copied (a journal in `<dest>/.lsdb-provision/`,
-one JSON line per copied file, appended as each finishes). Size and checksum come from one listing per partition
-directory on object stores, from a HEAD request per file over HTTP. Where the source gives no checksum (a plain
-HTTP server without ETag) size alone decides, and a same-size rewrite is not seen: such sources should be
-immutable releases. The checksum is compared as recorded, not recomputed over the local bytes: S3's multipart
-ETags are no MD5 of the content. Metadata files are always read from the source (they say what the catalog is)
-and rewritten only when their bytes differ. Files under `<dest>` that the source no longer lists are removed (the
-copy mirrors the source: a changed source is copied over the old one, in place).
-
-Every partition file's footer is read after download and its row count compared with what `_metadata` says: a
-missing, truncated, corrupt or unreadable source file fails the run naming the file and the source.
-
-Credentials: the drivers' own environment variables (AWS_*, GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_*),
-as the cluster's pods get them; `--storage-options` (JSON) adds fsspec options such as `{"anon": true}`.
-
-Output: one JSON line, the summary (files, files copied, bytes copied, bytes of metadata read).
+This file alone, with the standard library and the lock's packages: the program mounts its text from a ConfigMap
+named by its hash (components/catalogs.py), so the image stays the lock's. What it reads, compares, skips and in
+which order it writes: docs/storage.md, "Provisioning catalogs". Prints one JSON line, the summary.
 """
 
 from __future__ import annotations
@@ -130,16 +96,20 @@ class Source:
     def where(self, rel: str) -> str:
         return f"{self.url}/{rel}"
 
+    def fail(self, rel: str, exc: Exception) -> ProvisionError:
+        """The error naming the file and the source (the drivers raise many kinds: ClientError, aiohttp's, ...)."""
+        if isinstance(exc, FileNotFoundError):
+            return ProvisionError(f"{rel}: not found at {self.where(rel)} (source {self.url})")
+        return ProvisionError(f"{rel}: cannot read {self.where(rel)} (source {self.url}): {exc}")
+
     def read(self, rel: str, required: bool = True) -> bytes | None:
         try:
             data: bytes = self.fs.cat_file(self.path(rel))
             return data
-        except FileNotFoundError:
-            if required:
-                raise ProvisionError(f"{rel}: not found at {self.where(rel)} (source {self.url})") from None
+        except Exception as exc:
+            if required or not isinstance(exc, FileNotFoundError):
+                raise self.fail(rel, exc) from exc
             return None
-        except Exception as exc:  # the drivers raise many kinds (PermissionError, ClientError, aiohttp's ...)
-            raise ProvisionError(f"{rel}: cannot read {self.where(rel)} (source {self.url}): {exc}") from exc
 
     def info(self, rel: str) -> dict[str, Any]:
         """Size and checksum of one file: from its directory's listing where the store has listings (one request
@@ -151,10 +121,8 @@ class Source:
                     return listing[rel]
             info: dict[str, Any] = self.fs.info(self.path(rel))
             return info
-        except FileNotFoundError:
-            raise ProvisionError(f"{rel}: not found at {self.where(rel)} (source {self.url})") from None
         except Exception as exc:
-            raise ProvisionError(f"{rel}: cannot read {self.where(rel)} (source {self.url}): {exc}") from exc
+            raise self.fail(rel, exc) from exc
 
     def _listing(self, directory: str) -> dict[str, dict[str, Any]]:
         with self.lock:
@@ -345,20 +313,15 @@ def copy_partition(source: Source, dest: Path, rel: str, rows: int | None, journ
         # get_file streams the whole object (no range requests, which plain HTTP servers may not serve)
         source.fs.get_file(source.path(rel), str(tmp))
         written = tmp.stat().st_size
-    except FileNotFoundError:
-        tmp.unlink(missing_ok=True)
-        raise ProvisionError(f"{rel}: not found at {source.where(rel)} (source {source.url})") from None
-    except Exception as exc:  # the drivers' own errors (aiohttp, botocore ...)
-        tmp.unlink(missing_ok=True)
-        raise ProvisionError(f"{rel}: cannot read {source.where(rel)} (source {source.url}): {exc}") from exc
-    if size is not None and written != size:
-        tmp.unlink(missing_ok=True)
-        raise ProvisionError(f"{rel}: read {written} bytes, the source says {size} ({source.where(rel)})")
-    try:
+        if size is not None and written != size:
+            raise ProvisionError(f"{rel}: read {written} bytes, the source says {size} ({source.where(rel)})")
         _check_parquet(tmp, rows, f"{rel} ({source.where(rel)}, source {source.url})")
     except ProvisionError:
         tmp.unlink(missing_ok=True)
         raise
+    except Exception as exc:
+        tmp.unlink(missing_ok=True)
+        raise source.fail(rel, exc) from exc
     os.replace(tmp, final)
     journal.record(rel, written, digest)
     with summary.lock:
