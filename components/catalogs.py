@@ -1,6 +1,5 @@
-"""Catalog provisioning (`catalogs.<name>.source`, docs/storage.md): per catalog a ConfigMap holding the copy engine
-(components/provision/catalog_copy.py, run by the cluster's pinned image, so the image stays the lock's), a
-credentials Secret, a NetworkPolicy and the Job `<name>-provision-<h>` copying onto the stack's claim.
+"""Catalog provisioning (`catalogs`, docs/storage.md): per catalog a ConfigMap holding the copy engine
+(components/provision/catalog_copy.py), a credentials Secret, a NetworkPolicy and the Job copying onto the claim.
 
 pulumi-kubernetes waits for a Job to complete, so what depends on the component runs on a complete copy. The Job
 is kept (no `ttlSecondsAfterFinished`): deleted by Kubernetes, `pulumi up --refresh` would recreate it and copy
@@ -93,22 +92,6 @@ def credentials_secret_manifest(
     }
 
 
-def job_name(name: str, spec: Mapping[str, Any]) -> str:
-    """`<name>-provision-<h>`, `<h>` a digest of the Job's spec (source, access, engine, image): a Job's pod template
-    is immutable, and a new name lets Pulumi create the new Job before deleting the old."""
-    return f"{name}{SUFFIX}{_digest(spec)}"
-
-
-def job_command(name: str, catalog: CatalogConfig, storage: StorageConfig) -> list[str]:
-    return [
-        "python", f"{CODE_DIR}/{ENGINE_FILE}",
-        "--source", catalog.source,
-        "--dest", catalog_path(storage, name),
-        "--threads", str(THREADS),
-        "--storage-options", json.dumps(catalog.storage_options),
-    ]  # fmt: skip
-
-
 @dataclass(frozen=True)
 class JobContext:
     """What the Job needs from the rest of the stack."""
@@ -125,11 +108,18 @@ def provision_job_manifest(
     """The Job copying catalog `name` onto the claim; `source` is the engine's text (its ConfigMap's content)."""
     keys = key_wiring(catalog.credential_env, credentials_secret_name(name), KEY_VOLUME, KEY_DIR)
     config_map = code_config_map_manifest(name, ctx.namespace, source)["metadata"]["name"]
+    command = [
+        "python", f"{CODE_DIR}/{ENGINE_FILE}",
+        "--source", catalog.source,
+        "--dest", catalog_path(ctx.storage, name),
+        "--threads", str(THREADS),
+        "--storage-options", json.dumps(catalog.storage_options),
+    ]  # fmt: skip
     container = {
         "name": "provision",
         "image": image,
         "imagePullPolicy": "IfNotPresent",
-        "command": job_command(name, catalog, ctx.storage),
+        "command": command,
         "env": keys.env,
         "resources": RESOURCES,
         "securityContext": CONTAINER_SECURITY_CONTEXT,
@@ -151,10 +141,13 @@ def provision_job_manifest(
     annotations = {"pulumi.com/replaceUnready": "true"}
     annotations |= {f"checkov.io/skip{n}": reason for n, reason in enumerate(keys.scanner_skips, 1)}
     spec = {"backoffLimit": BACKOFF_LIMIT, "template": {"metadata": {"labels": labels(name)}, "spec": pod}}
+    # `<name>-provision-<h>`, `<h>` a digest of the spec (source, access, engine, image): a Job's pod template is
+    # immutable, and a new name lets Pulumi create the new Job before deleting the old.
+    job_name = f"{name}{SUFFIX}{_digest(spec)}"
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {**_metadata(name, ctx.namespace, job_name(name, spec)), "annotations": annotations},
+        "metadata": {**_metadata(name, ctx.namespace, job_name), "annotations": annotations},
         "spec": spec,
     }
 

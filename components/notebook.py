@@ -1,8 +1,5 @@
 """A JupyterLab beside the cluster (`notebook.enabled`, docs/notebook.md): a client of the stable scheduler Service.
-
-Pure builders of dicts (`deployment_manifest`, `service_manifest`, ...); `LsdbNotebook` registers them. The pod is
-built from the cluster's pod pieces (components/cluster.py), so it is hardened alike.
-"""
+Its pod is built from the cluster's pod pieces (components/cluster.py), so it is hardened alike."""
 
 from __future__ import annotations
 
@@ -59,6 +56,15 @@ COLUMNS_ENV = "LSDB_COLUMNS"
 TOKEN_LENGTH = 48
 # The init container: copy the starter into the home unless the user already has one (never overwrite their edits).
 COPY_STARTER = "import os, shutil, sys; os.path.exists(sys.argv[2]) or shutil.copyfile(sys.argv[1], sys.argv[2])"
+COMMAND = (
+    "jupyter-lab", "--no-browser",
+    "--ServerApp.ip=0.0.0.0", f"--ServerApp.port={NOTEBOOK_PORT}",
+    f"--ServerApp.root_dir={HOME_DIR}",
+    "--ServerApp.allow_remote_access=True",  # reached through the Service's DNS name
+    "--ServerApp.open_browser=False",
+    # The image is the lock: no extension installs from PyPI (the root filesystem is read-only anyway).
+    "--LabApp.extension_manager=readonly",
+)  # fmt: skip
 CLIENT_TLS_ROLES = ("DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION", "DASK_DISTRIBUTED__COMM__TLS__CA_FILE",
                     "DASK_DISTRIBUTED__COMM__TLS__CLIENT__")  # fmt: skip
 
@@ -112,18 +118,6 @@ def notebook_env(config: StackConfig, storage: PodStorage, catalog: str | None) 
     return env + copy.deepcopy(storage.env)
 
 
-def notebook_command() -> list[str]:
-    return [
-        "jupyter-lab", "--no-browser",
-        "--ServerApp.ip=0.0.0.0", f"--ServerApp.port={NOTEBOOK_PORT}",
-        f"--ServerApp.root_dir={HOME_DIR}",
-        "--ServerApp.allow_remote_access=True",  # reached through the Service's DNS name
-        "--ServerApp.open_browser=False",
-        # The image is the lock: no extension installs from PyPI (the root filesystem is read-only anyway).
-        "--LabApp.extension_manager=readonly",
-    ]  # fmt: skip
-
-
 def _volumes(config: StackConfig, storage: PodStorage) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(volumes, mounts): the writable directories (home: the claim with notebook.storage), the token, the TLS
     bundle, the catalog storage read-only."""
@@ -158,7 +152,7 @@ def deployment_manifest(
         "name": "jupyterlab",
         "image": image,
         "imagePullPolicy": "IfNotPresent",
-        "command": notebook_command(),
+        "command": list(COMMAND),
         "env": notebook_env(config, storage, catalog),
         "ports": [{"name": PORT_NAME, "containerPort": NOTEBOOK_PORT, "protocol": "TCP"}],
         "resources": {"requests": {"cpu": nb.cpu, "memory": nb.memory}, "limits": {"memory": nb.memory}},
