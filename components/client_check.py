@@ -51,11 +51,10 @@ def _install_command() -> str:
     return f"`{shown} -m pip install -r requirements.txt` (what `make venv` installs)"
 
 
-def _minor(version: str) -> tuple[int, int] | None:
-    parts = version.split(".")
-    if len(parts) < 2 or not (parts[0].isdigit() and parts[1].isdigit()):
-        return None
-    return int(parts[0]), int(parts[1])
+def _minor(version: str) -> tuple[int, int]:
+    """(X, Y) of image.pythonVersion's `X.Y.Z` (the config's pattern)."""
+    major, minor = version.split(".")[:2]
+    return int(major), int(minor)
 
 
 def check_client_environment(
@@ -68,7 +67,7 @@ def check_client_environment(
     problems: list[str] = []
     client = sys.version_info
     image_minor = _minor(python_version)
-    if image_minor is not None and image_minor != (client.major, client.minor):
+    if image_minor != (client.major, client.minor):
         problems.append(
             f"the client runs Python {client.major}.{client.minor}.{client.micro} but the image runs "
             f"Python {python_version} (image.pythonVersion); Dask pickles tasks between them, so the minor "

@@ -66,16 +66,6 @@ class Summary:
         }
 
 
-@dataclass
-class CatalogPlan:
-    """One catalog's files: metadata held in memory (written last), partition files with expected row counts."""
-
-    prefix: str  # relative to the destination root ("" for a lone catalog)
-    metadata: dict[str, bytes]  # relative path -> content; the properties file is written last
-    partitions: dict[str, int | None]  # relative path -> row count from _metadata (None: not listed there)
-    kind: str = "catalog"
-
-
 class Source:
     """The source catalog behind fsspec: whole-file reads and file info, errors naming file and source."""
 
@@ -192,8 +182,9 @@ def _partition_info_files(info: bytes, npix_suffix: str, where: str) -> list[str
     return [pixel_catalog_file(base, p, npix_suffix=npix_suffix).relative_to(base).as_posix() for p in pixels]
 
 
-def plan_catalog(source: Source, prefix: str, summary: Summary) -> CatalogPlan:
-    """Read one catalog's metadata from the source and list its files."""
+def plan_catalog(source: Source, prefix: str, summary: Summary) -> tuple[dict[str, bytes], dict[str, int | None]]:
+    """Read one catalog's metadata from the source: (metadata file -> content, written last; partition file -> rows
+    from _metadata, None where it does not list it), paths relative to the destination root."""
     from hats.catalog.dataset.table_properties import TableProperties
 
     metadata: dict[str, bytes] = {}
@@ -227,16 +218,17 @@ def plan_catalog(source: Source, prefix: str, summary: Summary) -> CatalogPlan:
             partitions.setdefault(rel, None)
     for rel in [*OPTIONAL_FILES, *(f"skymap.{k}.fits" for k in (properties.skymap_alt_orders or []))]:
         read(rel)
-    return CatalogPlan(prefix, metadata, partitions, kind=str(properties.catalog_type))
+    return {_join(prefix, r): d for r, d in metadata.items()}, {_join(prefix, r): n for r, n in partitions.items()}
 
 
-def plan(source: Source, summary: Summary) -> tuple[list[CatalogPlan], bytes | None]:
-    """The catalogs to copy: the collection's members, or the lone catalog; and the collection.properties bytes."""
+def plan(source: Source, summary: Summary) -> tuple[dict[str, bytes], dict[str, int | None], bool]:
+    """`plan_catalog` of the collection's members (and its collection.properties), or of the lone catalog; whether
+    it is a collection."""
     from hats.catalog.dataset.collection_properties import CollectionProperties
 
     collection = source.read(COLLECTION_PROPERTIES, required=False)
     if collection is None:
-        return [plan_catalog(source, "", summary)], None
+        return (*plan_catalog(source, "", summary), False)
     summary.metadata_bytes_read += len(collection)
     props = _properties(CollectionProperties, collection, source.where(COLLECTION_PROPERTIES))
     members = [props.hats_primary_table_url, *(props.all_margins or []), *(props.all_indexes or {}).values()]
@@ -246,7 +238,13 @@ def plan(source: Source, summary: Summary) -> tuple[list[CatalogPlan], bytes | N
                 f"{COLLECTION_PROPERTIES}: member {member!r} is outside the collection (source {source.url}); "
                 "only members stored below the collection can be provisioned"
             )
-    return [plan_catalog(source, member.strip("/"), summary) for member in members], collection
+    metadata: dict[str, bytes] = {COLLECTION_PROPERTIES: collection}
+    partitions: dict[str, int | None] = {}
+    for member in members:
+        member_metadata, member_partitions = plan_catalog(source, member.strip("/"), summary)
+        metadata |= member_metadata
+        partitions |= member_partitions
+    return metadata, partitions, True
 
 
 class Journal:
@@ -374,13 +372,9 @@ def provision(
     """Make `dest` a copy of the catalog or collection at `source_url`; return what was done."""
     source = Source(source_url, storage_options or {})
     summary = Summary(source.url, str(dest))
-    catalogs, collection = plan(source, summary)
+    metadata, partitions, collection = plan(source, summary)
     dest.mkdir(parents=True, exist_ok=True)
     journal = Journal(dest)
-    partitions = {_join(c.prefix, rel): rows for c in catalogs for rel, rows in c.partitions.items()}
-    metadata = {_join(c.prefix, rel): data for c in catalogs for rel, data in c.metadata.items()}
-    if collection is not None:
-        metadata[COLLECTION_PROPERTIES] = collection
     wanted = set(partitions) | set(metadata)
     _remove_stale(dest, wanted, summary)  # stale partial files, and files the source no longer has
     summary.files = len(wanted)
@@ -402,7 +396,7 @@ def provision(
     journal.compact(partitions)
     if on_copied is not None:
         on_copied(summary)
-    validate(dest, collection is not None)
+    validate(dest, collection)
     return summary
 
 
