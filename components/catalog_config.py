@@ -84,11 +84,8 @@ def provisioning_problems(
     catalogs: Mapping[str, CatalogConfig], storage: StorageConfig, node_selector: Mapping[str, str]
 ) -> list[InitErrorDetails]:
     """Why these catalogs cannot be provisioned onto this storage (empty: they can), at their keys (stack level).
-
-    `hostPath`: a hostPath volume is the directory of whichever node the pod runs on, so the copy reaches the
-    workers only when the Job and the cluster's pods share one node: provisioning is accepted only with a
-    node selector naming the workers' one node (`kubernetes.io/hostname`, see `job_node_selector`), which the Job
-    gets too."""
+    A hostPath volume is the directory of whichever node the pod runs on: the Job must follow the workers' one node
+    (`job_node_selector`)."""
     if not catalogs:
         return []
     found = []

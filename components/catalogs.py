@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,7 +26,6 @@ from components.object_store_keys import key_wiring, secret_data
 from components.options import child_options
 from components.provision import catalog_copy
 from components.security import dns_egress, ip_egress
-from components.storage_config import StorageConfig
 
 ENGINE_PATH = Path(catalog_copy.__file__)
 ENGINE_FILE = ENGINE_PATH.name
@@ -92,26 +90,17 @@ def credentials_secret_manifest(
     }
 
 
-@dataclass(frozen=True)
-class JobContext:
-    """What the Job needs from the rest of the stack."""
-
-    namespace: str
-    storage: StorageConfig
-    node_selector: Mapping[str, str] = field(default_factory=dict)  # cluster.placement.nodeSelector
-    pull_secret: str | None = None
-
-
 def provision_job_manifest(
-    name: str, catalog: CatalogConfig, ctx: JobContext, source: str, image: str
+    name: str, catalog: CatalogConfig, config: StackConfig, pull_secret: str | None, source: str, image: str
 ) -> dict[str, Any]:
     """The Job copying catalog `name` onto the claim; `source` is the engine's text (its ConfigMap's content)."""
+    storage, node_selector = config.storage, job_node_selector(config.cluster)
     keys = key_wiring(catalog.credential_env, credentials_secret_name(name), KEY_VOLUME, KEY_DIR)
-    config_map = code_config_map_manifest(name, ctx.namespace, source)["metadata"]["name"]
+    config_map = code_config_map_manifest(name, config.namespace, source)["metadata"]["name"]
     command = [
         "python", f"{CODE_DIR}/{ENGINE_FILE}",
         "--source", catalog.source,
-        "--dest", catalog_path(ctx.storage, name),
+        "--dest", catalog_path(storage, name),
         "--threads", str(THREADS),
         "--storage-options", json.dumps(catalog.storage_options),
     ]  # fmt: skip
@@ -124,20 +113,20 @@ def provision_job_manifest(
         "resources": RESOURCES,
         "securityContext": CONTAINER_SECURITY_CONTEXT,
         "volumeMounts": [
-            {"name": CLAIM_VOLUME, "mountPath": ctx.storage.mount_path},
+            {"name": CLAIM_VOLUME, "mountPath": storage.mount_path},
             {"name": CODE_VOLUME, "mountPath": CODE_DIR, "readOnly": True},
             *writable_mounts(),
             *keys.mounts,
         ],
     }
     volumes = [
-        {"name": CLAIM_VOLUME, "persistentVolumeClaim": {"claimName": ctx.storage.claim_name}},
+        {"name": CLAIM_VOLUME, "persistentVolumeClaim": {"claimName": storage.claim_name}},
         {"name": CODE_VOLUME, "configMap": {"name": config_map}},
         *writable_volumes(),
         *keys.volumes,
     ]
-    placement: dict[str, Any] = {"nodeSelector": dict(ctx.node_selector)} if ctx.node_selector else {}
-    pod = pod_spec([container], volumes, ctx.pull_secret, restartPolicy="Never", **placement)
+    placement: dict[str, Any] = {"nodeSelector": node_selector} if node_selector else {}
+    pod = pod_spec([container], volumes, pull_secret, restartPolicy="Never", **placement)
     annotations = {"pulumi.com/replaceUnready": "true"}
     annotations |= {f"checkov.io/skip{n}": reason for n, reason in enumerate(keys.scanner_skips, 1)}
     spec = {"backoffLimit": BACKOFF_LIMIT, "template": {"metadata": {"labels": labels(name)}, "spec": pod}}
@@ -147,7 +136,7 @@ def provision_job_manifest(
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {**_metadata(name, ctx.namespace, job_name), "annotations": annotations},
+        "metadata": {**_metadata(name, config.namespace, job_name), "annotations": annotations},
         "spec": spec,
     }
 
@@ -199,7 +188,6 @@ class CatalogProvisioning(pulumi.ComponentResource):
     ) -> None:
         super().__init__("lsdb-k8s:catalogs:CatalogProvisioning", name, {}, opts)
         ns, security, source, child = config.namespace, config.security, engine_source(), child_options(self, opts)
-        ctx = JobContext(ns, config.storage, job_node_selector(config.cluster), pull_secret)
 
         def provision(catalog_name: str, catalog: CatalogConfig) -> None:
             prefix = f"{name}-{catalog_name}"
@@ -226,7 +214,7 @@ class CatalogProvisioning(pulumi.ComponentResource):
                     f"{prefix}-netpol", metadata=policy["metadata"], spec=policy["spec"], opts=child
                 ))  # fmt: skip
             job = pulumi.Output.from_input(image).apply(
-                lambda ref: provision_job_manifest(catalog_name, catalog, ctx, source, ref)
+                lambda ref: provision_job_manifest(catalog_name, catalog, config, pull_secret, source, ref)
             )
             job_opts = child_options(self, opts, *needs)
             job_opts.custom_timeouts = pulumi.CustomTimeouts(create=JOB_TIMEOUT, update=JOB_TIMEOUT)

@@ -31,19 +31,16 @@ NOTEBOOK_FILES = (*IMAGE_FILES, "notebook-requirements.lock", "notebook/starter.
 NOTEBOOK_FROM = re.compile(rf"^FROM \S+ AS {NOTEBOOK_TARGET}$", re.MULTILINE)
 
 
-def cluster_stage(dockerfile: str) -> str:
-    """The Dockerfile up to the notebook target's `FROM`: all that builds the cluster's image (a later stage cannot
-    change an earlier one), so editing the notebook's stage never starts a new cluster."""
-    match = NOTEBOOK_FROM.search(dockerfile)
-    return dockerfile[: match.start()] if match else dockerfile
-
-
 def image_tag(platform: str = "linux/amd64", notebook: bool = False) -> str:
     """Changes exactly when the lock, the Dockerfile (the cluster's: its `lsdb` stage only) or the platform (an
     arm64 build never overwrites the amd64 tag) does. `notebook`: also `NOTEBOOK_FILES` and the whole Dockerfile."""
     dockerfile = (DOCKER_DIR / "Dockerfile").read_text()
+    if not notebook and (notebook_from := NOTEBOOK_FROM.search(dockerfile)):
+        # All up to the notebook target's FROM builds the cluster's image (a later stage cannot change an earlier
+        # one), so editing the notebook's stage never starts a new cluster.
+        dockerfile = dockerfile[: notebook_from.start()]
     inputs = [(name, (DOCKER_DIR / name).read_bytes()) for name in (NOTEBOOK_FILES if notebook else IMAGE_FILES)]
-    inputs.append(("Dockerfile", (dockerfile if notebook else cluster_stage(dockerfile)).encode()))
+    inputs.append(("Dockerfile", dockerfile.encode()))
     digest = hashlib.sha256()
     for name, content in inputs:
         digest.update(f"{name}\0{hashlib.sha256(content).hexdigest()}\0".encode())

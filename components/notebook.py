@@ -263,7 +263,6 @@ class LsdbNotebook(pulumi.ComponentResource):
     Pulumi secret), stored under the cluster's file names."""
 
     token: pulumi.Output[str]
-    deployment: k8s.apps.v1.Deployment
 
     def __init__(
         self,
@@ -299,15 +298,15 @@ class LsdbNotebook(pulumi.ComponentResource):
             needs.append(k8s.networking.v1.NetworkPolicy(
                 f"{name}-netpol", metadata=policy["metadata"], spec=policy["spec"], opts=child,
             ))  # fmt: skip
-        deployment = pulumi.Output.from_input(ref).apply(
+        manifest = pulumi.Output.from_input(ref).apply(
             lambda ref: deployment_manifest(config, storage, pull_secret, catalog, ref)
         )
-        self.deployment = k8s.apps.v1.Deployment(
+        deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata=deployment_manifest(config, storage, pull_secret, catalog, "")["metadata"],
-            spec=deployment.apply(lambda d: d["spec"]),
+            spec=manifest.apply(lambda d: d["spec"]),
             opts=child_options(self, opts, *needs),
         )
         service = service_manifest(config)
         k8s.core.v1.Service(f"{name}-service", metadata=service["metadata"], spec=service["spec"], opts=child)
-        self.register_outputs({"deployment": self.deployment.metadata["name"]})
+        self.register_outputs({"deployment": deployment.metadata["name"]})

@@ -20,13 +20,13 @@ from components.catalogs import (
     CODE_DIR,
     ENGINE_FILE,
     KEY_DIR,
-    JobContext,
     code_config_map_manifest,
     credentials_secret_manifest,
     engine_source,
     provision_job_manifest,
     provision_network_policy_manifest,
 )
+from components.config import StackConfig, parse_stack_config
 from components.lock import PROJECT_DIR
 from components.storage_config import StorageConfig
 
@@ -39,6 +39,18 @@ def storage(**values: Any) -> StorageConfig:
 
 IMAGE = "registry.example/lsdb@sha256:" + "a" * 64
 PVC = storage(kind="pvc", mount_path="/data")
+
+
+def stack(**sections: Any) -> StackConfig:
+    """A stack with the claim PVC in namespace lsdb, and these sections."""
+    pvc = {"kind": "pvc", "mountPath": "/data"}
+    return parse_stack_config({
+        "namespace": "lsdb", "storage": pvc, "image": {"repository": "ghcr.io/acme/lsdb-dask"},
+        "verify": {"enabled": False}, **sections,
+    })  # fmt: skip
+
+
+CONFIG = stack()
 S3 = CatalogConfig(source="s3://survey/gaia", credentials={"accessKeyId": SECURE, "secretAccessKey": SECURE})
 CHECKOV = PROJECT_DIR / "scan" / "venv" / "bin" / "checkov"
 
@@ -102,7 +114,7 @@ def test_provisioning_is_accepted_where_it_works() -> None:
 
 
 def name_of(catalog: CatalogConfig, source: str, image: str = IMAGE) -> str:
-    name: str = provision_job_manifest("gaia", catalog, JobContext("lsdb", PVC), source, image)["metadata"]["name"]
+    name: str = provision_job_manifest("gaia", catalog, CONFIG, None, source, image)["metadata"]["name"]
     return name
 
 
@@ -122,11 +134,12 @@ def test_the_job_name_follows_the_source_and_the_engine() -> None:
     assert code["metadata"]["name"] != code_config_map_manifest("gaia", "lsdb", source + " ")["metadata"]["name"]
 
 
-def manifests(catalog: CatalogConfig = S3, ctx: JobContext | None = None) -> dict[str, Any]:
-    ctx = ctx or JobContext("lsdb", PVC)
+def manifests(
+    catalog: CatalogConfig = S3, config: StackConfig = CONFIG, pull_secret: str | None = None
+) -> dict[str, Any]:
     source = engine_source()
     return {
-        "job": provision_job_manifest("gaia", catalog, ctx, source, IMAGE),
+        "job": provision_job_manifest("gaia", catalog, config, pull_secret, source, IMAGE),
         "code": code_config_map_manifest("gaia", "lsdb", source),
         "policy": provision_network_policy_manifest("gaia", catalog, "lsdb", ["10.0.0.0/8"], [443, 9000]),
         "secret": credentials_secret_manifest("gaia", catalog, "lsdb", {"accessKeyId": "k", "secretAccessKey": "s"}),
@@ -134,7 +147,9 @@ def manifests(catalog: CatalogConfig = S3, ctx: JobContext | None = None) -> dic
 
 
 def test_the_job_is_hardened_like_the_cluster_pods_and_writes_only_its_directory() -> None:
-    m = manifests(ctx=JobContext("lsdb", PVC, node_selector={"kubernetes.io/hostname": "n1"}, pull_secret="p"))
+    one_node = stack(cluster={"workers": {"placement": {"nodeSelector": {"kubernetes.io/hostname": "n1"}}}})
+    assert one_node.storage == PVC and one_node.namespace == "lsdb"
+    m = manifests(config=one_node, pull_secret="p")
     pod = m["job"]["spec"]["template"]["spec"]
     [container] = pod["containers"]
     assert pod["securityContext"] == cluster.POD_SECURITY_CONTEXT
@@ -225,13 +240,13 @@ def test_the_component_registers_each_catalog_s_objects_under_itself_and_the_job
         name = job.inputs["metadata"]["labels"][CATALOG_LABEL]
         mine = {r.urn for r in children if r.inputs["metadata"]["labels"][CATALOG_LABEL] == name and r is not job}
         assert mine <= set(job.dependencies)  # the copy starts once its code, credentials and egress exist
-        assert job.inputs["spec"] == provision_job_manifest(name, catalogs[name], JobContext("lsdb", PVC),
+        assert job.inputs["spec"] == provision_job_manifest(name, catalogs[name], config, None,
                                                             engine_source(), IMAGE)["spec"]  # fmt: skip
 
 
 def test_a_gcs_key_is_mounted_as_the_file_gcsfs_reads() -> None:
     gcs = CatalogConfig(source="gs://survey/gaia", credentials={"serviceAccountJson": SECURE})
-    job = provision_job_manifest("gaia", gcs, JobContext("lsdb", PVC), engine_source(), IMAGE)
+    job = provision_job_manifest("gaia", gcs, CONFIG, None, engine_source(), IMAGE)
     [container] = job["spec"]["template"]["spec"]["containers"]
     [env] = container["env"]
     mount = next(m for m in container["volumeMounts"] if env["value"].startswith(m["mountPath"] + "/"))

@@ -171,9 +171,9 @@ def abfs_stack(without_skip: bool) -> list[dict[str, Any]]:
     catalog's copy Job and the notebook's Deployment; `without_skip`: the CKV_K8S_35 skip annotation removed before
     the operator copies it."""
     from components.catalog_config import CatalogConfig
-    from components.catalogs import JobContext, engine_source, provision_job_manifest, provision_network_policy_manifest
+    from components.catalogs import engine_source, provision_job_manifest, provision_network_policy_manifest
     from tests.program_helpers import kubernetes_objects, live_objects, run_with
-    from tests.test_catalogs import IMAGE, PVC, SECURE
+    from tests.test_catalogs import IMAGE, SECURE, stack
     from tools.operator_objects import operator_objects
 
     # The notebook too: it gets the workers' storage wiring, so the same variables and the same skip.
@@ -183,7 +183,7 @@ def abfs_stack(without_skip: bool) -> list[dict[str, Any]]:
     [cluster] = [o for o in objects if o["kind"] == "DaskCluster"]
     ns = cluster["metadata"]["namespace"]
     catalog = CatalogConfig(source="abfs://survey/gaia", credentials={"accountKey": SECURE})
-    objects.append(provision_job_manifest("gaia", catalog, JobContext(ns, PVC), engine_source(), IMAGE))
+    objects.append(provision_job_manifest("gaia", catalog, stack(namespace=ns), None, engine_source(), IMAGE))
     objects.append(provision_network_policy_manifest("gaia", catalog, ns, ["10.0.0.0/8"], [443]))
     if without_skip:
         for obj in objects:

@@ -23,19 +23,18 @@ import pytest
 from components.catalogs import (
     CLAIM_VOLUME,
     CatalogConfig,
-    JobContext,
     code_config_map_manifest,
     credentials_secret_manifest,
     engine_source,
     provision_job_manifest,
 )
 from components.provision.catalog_copy import PART_SUFFIX, STATE_DIR
-from components.storage_config import PvcStorage
 from tests.support.job_runner import run_job, start_job
+from tests.test_catalogs import stack
 from tools.object_servers import LOOPBACK, s3_server
 
 FIXTURES = Path(__file__).parent / "fixtures" / "catalogs"
-STORAGE = PvcStorage(kind="pvc", mount_path="/data")
+CONFIG = stack()  # a claim mounted at /data in namespace lsdb
 IMAGE = "registry.example/lsdb@sha256:" + "0" * 64
 CONE = {"ra": 180.0, "dec": 0.0, "radius_arcsec": 3600.0}  # the dense field of the fixture rows
 NAME = "sky"
@@ -100,7 +99,7 @@ def http_source(source_dir: Path) -> Iterator[HttpSource]:
 
 def render(catalog: CatalogConfig, secrets: dict[str, str] | None = None) -> dict[str, Any]:
     source = engine_source()
-    job = provision_job_manifest(NAME, catalog, JobContext("lsdb", STORAGE), source, IMAGE)
+    job = provision_job_manifest(NAME, catalog, CONFIG, None, source, IMAGE)
     secret = credentials_secret_manifest(NAME, catalog, "lsdb", secrets or {})
     return {
         "job": job,
