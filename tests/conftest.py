@@ -13,8 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # with PYTHONDONTWRITEBYTECODE set (this machine's environment sets it) no .pyc is ever written: each of the suite's
 # hundreds of Python processes (the emulated pods' Dask processes, the verification's children, CLI runs, checkov)
 # compiled every module it imported again, about three times the import's CPU (lsdb and distributed: 7 s instead of
-# 2.5 s). The suite writes them (the virtualenvs and the project's __pycache__, git-ignored); the pods keep the image's
-# PYTHONDONTWRITEBYTECODE and read what this process and its children wrote. Set before xdist starts its workers.
+# 2.5 s). The suite writes them (the virtualenvs and the project's __pycache__, git-ignored); so do the emulated pods,
+# without the image's PYTHONDONTWRITEBYTECODE (tools/pod_emulator.py). Set before xdist starts its workers.
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 sys.dont_write_bytecode = False
 

@@ -107,6 +107,12 @@ def s3(local_catalog: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield server
 
 
+@pytest.fixture(scope="module")
+def s3_run(s3: S3Server) -> ProgramRun:
+    """The dev stack with the bucket and its right keys, run once for the module (tests copy what they change)."""
+    return run_dev_stack(s3_storage(s3, s3.secret_access_key), f"s3://{s3.bucket}/{PREFIX}")
+
+
 def s3_storage(s3: S3Server, secret_access_key: str) -> dict[str, Any]:
     return {
         "kind": "objectStore",
@@ -139,9 +145,11 @@ def start(run: ProgramRun, root: Path, replicas: int | None = None) -> EmulatedC
 # --- tests --------------------------------------------------------------------------------------------------------
 
 
-def test_s3_catalog_is_opened_on_a_worker_with_the_stack_credentials(s3: S3Server, tmp_path: Path) -> None:
+def test_s3_catalog_is_opened_on_a_worker_with_the_stack_credentials(
+    s3: S3Server, s3_run: ProgramRun, tmp_path: Path
+) -> None:
     url = f"s3://{s3.bucket}/{PREFIX}"
-    run = run_dev_stack(s3_storage(s3, s3.secret_access_key), url)
+    run = s3_run
     manifest = dask_cluster(run)
     secrets = rendered_secrets(run)
     # Files, not variables: no secretKeyRef at all (CKV_K8S_35), the two AWS files named by plain paths.
@@ -180,13 +188,17 @@ def test_s3_catalog_is_opened_on_a_worker_with_the_stack_credentials(s3: S3Serve
 
 
 @pytest.mark.parametrize("variable", KEY_FILE_VARIABLES)
-def test_s3_keys_and_endpoint_come_from_the_mounted_files(s3: S3Server, tmp_path: Path, variable: str) -> None:
+def test_s3_keys_and_endpoint_come_from_the_mounted_files(s3_run: ProgramRun, tmp_path: Path, variable: str) -> None:
     """Control: the same pods without one file variable of the render cannot open the catalog (no credentials:
     moto refuses an unsigned request; no config: no endpoint, so no S3 server at all), so the passing run above
     really read the keys and the endpoint from the mounted files (botocore reads both). `AWS_MAX_ATTEMPTS=1` (no
     credentials, no endpoint: neither) only stops botocore retrying the refused request, 4 times with backoff
-    (about 8 s a call without an endpoint)."""
-    run = run_dev_stack(s3_storage(s3, s3.secret_access_key), f"s3://{s3.bucket}/{PREFIX}")
+    (about 8 s a call without an endpoint). The check runs in this process (the provider's child process is the
+    subject of the passing run): only what the pods can open is controlled here."""
+    from components.verification.check import VerificationError, verify_catalog_query
+    from components.verification.resource import query_of
+
+    run = s3_run
     manifest = copy.deepcopy(dask_cluster(run))
     worker = manifest["spec"]["worker"]["spec"]["containers"][0]
     assert variable in [e["name"] for e in worker["env"]]
@@ -196,10 +208,9 @@ def test_s3_keys_and_endpoint_come_from_the_mounted_files(s3: S3Server, tmp_path
         cluster.start(timeout=120)
         cluster.wait_for_workers(timeout=120)
         props = {**verification_props(run, cluster), "minWorkers": 1, "timeoutSeconds": 60.0}
-        from components.verification.resource import new_provider
-
-        with pytest.raises(RuntimeError, match="stage 'open'"):
-            new_provider().create(props)
+        with pytest.raises(VerificationError) as failure:
+            verify_catalog_query(props["schedulerAddress"], query_of(props))
+    assert failure.value.stage == "open", failure.value
 
 
 def test_wrong_secret_key_fails_at_open_naming_the_storage_and_the_fix(s3: S3Server, tmp_path: Path) -> None:
@@ -240,7 +251,9 @@ def test_http_catalog_is_opened_on_a_worker(local_catalog: Path, tmp_path: Path)
     assert outs["workers"] == 2
 
 
-def test_sizing_reads_the_s3_catalog_with_the_pods_settings(s3: S3Server, local_catalog: Path) -> None:
+def test_sizing_reads_the_s3_catalog_with_the_pods_settings(
+    s3: S3Server, local_catalog: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`python -m tools.sizing s3://…` with the credentials in the environment and the stack's storage options:
     the same partitions as the local copy of the catalog."""
     import os
@@ -272,13 +285,8 @@ def test_sizing_reads_the_s3_catalog_with_the_pods_settings(s3: S3Server, local_
     assert f"rows         {local.total_rows}" in proc.stdout
     big = local.largest
     assert f"Norder={big.order} Npix={big.pixel}: " in proc.stdout and f"{big.rows} rows" in proc.stdout
-    # Without anon=false hats would go anonymous, which this bucket refuses.
-    anonymous = subprocess.run(
-        [sys.executable, "-m", "tools.sizing", url],
-        cwd=PROJECT_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert anonymous.returncode == 1 and "could not read the catalog metadata" in anonymous.stderr
+    # Without anon=false hats would go anonymous, which this bucket refuses (the same CLI, run in this process).
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION"):
+        monkeypatch.setenv(name, env[name])
+    assert sizing.main([url]) == 1
+    assert "could not read the catalog metadata" in capsys.readouterr().err

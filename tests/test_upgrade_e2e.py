@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -82,19 +83,75 @@ def claim(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("pvc-hats-catalog")
 
 
+@dataclass
+class FirstDeploy:
+    """v1's first deploy (see `first_deploy`): what the provider's create returned or raised, and what it took."""
+
+    cluster: EmulatedCluster
+    seconds: float = 0.0
+    outs: dict[str, Any] | None = None
+    failure: BaseException | None = None
+    operator_errors: list[BaseException] = field(default_factory=list)
+    reset_no_endpoint: int = 0
+    routed: int = 0
+
+
 @pytest.fixture(scope="module")
-def blue(
+def first_deploy(
     renders: tuple[Rendered, Rendered], claim: Path, tmp_path_factory: pytest.TempPathFactory,
     request: pytest.FixtureRequest,
-) -> EmulatedCluster:  # fmt: skip
-    """v1, running, with the sample catalog on its claim."""
+) -> FirstDeploy:  # fmt: skip
+    """v1's first deploy, with the sample catalog on its claim: the candidate Service appears 1 s after the provider's
+    create starts, the scheduler pod only after the check was reset by the Service without endpoints. The cluster it
+    leaves running is `blue` (one v1 cluster for the module: the same manifest, started once)."""
+    from components.verification.resource import new_provider
     from scripts.sample_catalog import write_sample_catalog
 
     v1, _ = renders
-    cluster = start_cluster(v1.daskcluster, tmp_path_factory.mktemp("v1"), claim, timeout=180)
+    cluster = EmulatedCluster(v1.daskcluster, tmp_path_factory.mktemp("v1"), claims={CATALOG_CLAIM: claim})
     request.addfinalizer(cluster.stop)
-    write_sample_catalog(cluster.map_path(v1.props["catalogPath"]), N_ROWS, seed=SEED)
-    return cluster
+    catalog = cluster.map_path(v1.props["catalogPath"])
+    write_sample_catalog(catalog, N_ROWS, seed=SEED)
+    service = ServiceAlias(cluster.objects.scheduler_service, [cluster], start=False)  # the operator's, later
+    deploy = FirstDeploy(cluster)
+
+    def operator_and_kubelet() -> None:
+        try:
+            time.sleep(1.0)
+            service.start()
+            deadline = time.monotonic() + 60
+            while service.reset_no_endpoint == 0:  # the check connected while no endpoint was Ready
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the check did not retry through the Service within 60 s")
+                time.sleep(0.05)
+            cluster.start(timeout=180)
+        except BaseException as exc:
+            deploy.operator_errors.append(exc)
+
+    try:
+        address = service.map_address(v1.props["schedulerAddress"])
+        later = threading.Thread(target=operator_and_kubelet, daemon=True)
+        started = time.monotonic()
+        later.start()
+        try:
+            deploy.outs = new_provider().create(direct_props(v1, address, catalog, timeoutSeconds=300)).outs
+        except Exception as exc:
+            deploy.failure = exc
+        deploy.seconds = time.monotonic() - started
+        later.join(60)
+        deploy.reset_no_endpoint, deploy.routed = service.reset_no_endpoint, sum(service.routed.values())
+    finally:
+        service.close()
+    return deploy
+
+
+@pytest.fixture(scope="module")
+def blue(first_deploy: FirstDeploy) -> EmulatedCluster:
+    """v1, running (its first deploy's cluster), with the sample catalog on its claim."""
+    if first_deploy.failure is not None or first_deploy.operator_errors:
+        pytest.fail(f"v1's first deploy failed: {first_deploy.failure!r} {first_deploy.operator_errors!r}")
+    first_deploy.cluster.wait_for_workers(timeout=60)
+    return first_deploy.cluster
 
 
 @pytest.fixture(scope="module")
@@ -164,8 +221,8 @@ def test_a_v2_whose_scheduler_crashes_fails_the_verification_and_the_stable_endp
             candidate = broken.map_address(v2.props["schedulerAddress"])  # v2's own Service
             catalog = broken.map_path(v2.props["catalogPath"])
 
-            with pytest.raises(RuntimeError, match="connect") as failed:  # connect: direct, no API: its budget
-                new_provider().create(direct_props(v2, candidate, catalog, timeoutSeconds=5))
+            with pytest.raises(RuntimeError, match="connect") as failed:  # connect: direct, no API: its budget (2 s)
+                new_provider().create(direct_props(v2, candidate, catalog, timeoutSeconds=2))
 
             where = ClusterRef(v2.props["namespace"], v2.name, v2.props.get("kubeContext"))
             started = time.monotonic()
@@ -267,51 +324,23 @@ def test_upgrade_flips_the_stable_endpoint_to_a_verified_v2_without_failed_conne
 
 
 def test_the_verification_waits_for_a_late_service_and_a_late_scheduler(
-    renders: tuple[Rendered, Rendered], claim: Path, tmp_path: Path, record_property: Any
+    renders: tuple[Rendered, Rendered], first_deploy: FirstDeploy, record_property: Any
 ) -> None:
     """The candidate Service appears 1 s after the provider's create starts, the scheduler pod only after the check
     was reset by the Service without endpoints: the check (connect: direct, retried with backoff) waits through
-    refused and reset connections and passes."""
-    from components.verification.resource import new_provider
-
+    refused and reset connections and passes (v1's first deploy, `first_deploy`)."""
     v1, _ = renders
-    cluster = EmulatedCluster(v1.daskcluster, tmp_path, claims={CATALOG_CLAIM: claim})
-    service = ServiceAlias(cluster.objects.scheduler_service, [cluster], start=False)  # the operator's, later
-    errors: list[BaseException] = []
-
-    def operator_and_kubelet() -> None:
-        try:
-            time.sleep(1.0)
-            service.start()
-            deadline = time.monotonic() + 60
-            while service.reset_no_endpoint == 0:  # the check connected while no endpoint was Ready
-                if time.monotonic() > deadline:
-                    raise TimeoutError("the check did not retry through the Service within 60 s")
-                time.sleep(0.05)
-            cluster.start(timeout=180)
-        except BaseException as exc:
-            errors.append(exc)
-
-    try:
-        address = service.map_address(v1.props["schedulerAddress"])
-        catalog = cluster.map_path(v1.props["catalogPath"])
-        later = threading.Thread(target=operator_and_kubelet, daemon=True)
-        started = time.monotonic()
-        later.start()
-        outs = new_provider().create(direct_props(v1, address, catalog, timeoutSeconds=300)).outs
-        elapsed = time.monotonic() - started
-        later.join(60)
-        assert not errors, errors
-        assert outs["rows"] == expected_rows(float(v1.props["ra"]), float(v1.props["dec"]),
-                                             float(v1.props["radiusArcsec"]))  # fmt: skip
-        assert service.reset_no_endpoint >= 1, "it connected while the Service had no Ready endpoint, and retried"
-        assert sum(service.routed.values()) >= 1
-        record_property("late_scheduler_create_seconds", round(elapsed, 1))
-        print(f"\nlate Service (1 s) and scheduler: create passed after {elapsed:.1f} s, "
-              f"{service.reset_no_endpoint} connection(s) reset while no endpoint was Ready")  # fmt: skip
-    finally:
-        service.close()
-        cluster.stop()
+    deploy = first_deploy
+    assert deploy.failure is None, deploy.failure
+    assert not deploy.operator_errors, deploy.operator_errors
+    assert deploy.outs is not None
+    assert deploy.outs["rows"] == expected_rows(float(v1.props["ra"]), float(v1.props["dec"]),
+                                                float(v1.props["radiusArcsec"]))  # fmt: skip
+    assert deploy.reset_no_endpoint >= 1, "it connected while the Service had no Ready endpoint, and retried"
+    assert deploy.routed >= 1
+    record_property("late_scheduler_create_seconds", round(deploy.seconds, 1))
+    print(f"\nlate Service (1 s) and scheduler: create passed after {deploy.seconds:.1f} s, "
+          f"{deploy.reset_no_endpoint} connection(s) reset while no endpoint was Ready")  # fmt: skip
 
 
 def test_a_crashing_worker_pod_fails_the_workers_stage_early_with_its_log(

@@ -17,9 +17,9 @@ There is no cluster here (tests, bench/upgrade.py), so this stands in for three 
   A `volumeMount` is a local directory (a PVC: the directory given in `claims`; an `emptyDir`: a fresh one;
   a `secret`: its keys as files); an arg or env value that is a path at or below a mount path is mapped.
 
-Processes run in their own session, with a clean environment (the image's ENV, PATH, HOME, then the
-container env). `stop()` SIGTERMs every process group, then SIGKILLs, then kills by PID any descendant that
-left its group; an `atexit` hook does the same for an interrupted run. Not emulated: Service environment
+Processes run in their own session, with a clean environment (the image's ENV but PYTHONDONTWRITEBYTECODE, PATH,
+HOME, then the container env). `stop()` SIGTERMs every process group, then SIGKILLs, then kills by PID any
+descendant that left its group; an `atexit` hook does the same for an interrupted run. Not emulated: Service environment
 variables, restarts on crash (call `EmulatedPod.restart()`), resource limits, securityContext, scheduling.
 """
 
@@ -462,7 +462,10 @@ class EmulatedCluster:
             d.mkdir(parents=True, exist_ok=True)
         emulator = {"PATH": f"{VENV_BIN}:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(home), "HOSTNAME": pod.name,
                     "TMPDIR": str(tmp)}  # fmt: skip
-        env = image_env() | emulator
+        # The image's packages are compiled when it is built (hence its PYTHONDONTWRITEBYTECODE=1), this virtualenv's
+        # on a first import that may write: the pods write theirs, or each pod process compiles again what no test
+        # process imports (the Dask CLI, the dashboards, s3fs).
+        env = {k: v for k, v in image_env().items() if k != "PYTHONDONTWRITEBYTECODE"} | emulator
         for item in c.spec.get("env", []):
             env[item["name"]] = self._env_value(pod, item, env)
         argv = [expand(str(a), env) for a in [*c.spec.get("command", []), *c.spec.get("args", [])]]
