@@ -87,11 +87,11 @@ def test_a_platform_stack_installs_the_operator() -> None:
 
 def test_a_platform_stack_takes_only_its_own_keys() -> None:
     raw = {"role": "platform", "storage": {"kind": "pvc"}, "createNamespace": False, "namespace": "x",
-           "kubeContext": "k", "operator": {"namespace": "ops"}}  # fmt: skip
-    assert problems(raw) == [
-        f"createNamespace = '[set]': is set, but role platform installs only the operator and its CRDs. {PLATFORM_FIX}",
-        f"namespace = '[set]': is set, but role platform installs only the operator and its CRDs. {PLATFORM_FIX}",
-        f"storage = '[set]': is set, but role platform installs only the operator and its CRDs. {PLATFORM_FIX}",
+           "kubeContext": "k", "operator": {"namespace": "ops"}, "security": {"tls": True}, "monitoring": {},
+           "cluster": {"name": "c"}}  # fmt: skip
+    assert problems(raw) == [  # as users write them (camelCase), sorted
+        f"{key} = '[set]': is set, but role platform installs only the operator and its CRDs. {PLATFORM_FIX}"
+        for key in ("cluster", "createNamespace", "monitoring", "namespace", "security", "storage")
     ]
     assert accepted({"image": IMAGE, "verify": OFF, "namespace": "x", "createNamespace": False}).namespace == "x"
 
@@ -180,6 +180,30 @@ def test_a_claim_one_node_mounts_serves_one_worker() -> None:
     assert accepted({"image": IMAGE, "verify": OFF, "storage": shared}).storage.access_mode == "ReadOnlyMany"
 
 
+def test_catalogs_are_copied_where_the_workers_read_them() -> None:
+    host = {"kind": "hostPath", "hostPath": {"path": "/srv/cats"}}
+    raw = {"image": IMAGE, "storage": host, "catalogs": {"a": {"source": "https://x/a"}}}
+    assert problems(raw) == [
+        "storage.kind = 'hostPath': makes the provisioning Job copy onto the node it lands on, which need not be the"
+        " workers'. Fix: pin the workers to one node (cluster.workers.placement.nodeSelector.kubernetes.io/hostname:"
+        " <node>, the same in every cluster.workerGroups entry; the Job follows it), or use storage.kind pvc or nfs"
+    ]
+    # pinned workers (the Job follows them) are accepted: tests/test_config_sections.py, without the placement's
+    # schema check, which takes seconds to load
+    assert accepted({**raw, "catalogs": {}, "verify": {"catalogPath": "/data/x"}}).catalogs == {}
+
+
+def test_the_rules_across_sections_are_reported_together() -> None:
+    name = "c" * 45  # one more than a provisioning Job's name leaves
+    raw = {"image": IMAGE, "storage": {"kind": "pvc", "accessMode": "ReadWriteOnce"},
+           "catalogs": {name: {"source": "https://x/c"}}, "cluster": {"idleTimeoutSeconds": 600}}  # fmt: skip
+    assert [p.split(": ")[0] for p in problems(raw)] == [
+        "storage.accessMode = 'ReadWriteOnce'",
+        f"catalogs.{name} = '{name}'",
+        "cluster.idleTimeoutSeconds = 600",
+    ]
+
+
 # --- the verification's catalog -----------------------------------------------------------------------------------
 
 CATALOGS = {"second": {"source": "https://x/second"}, "first": {"source": "https://x/first"}}
@@ -205,10 +229,14 @@ def test_the_verification_reads_the_first_catalog_provisioned_by_default() -> No
 
 
 def test_the_verification_needs_a_catalog() -> None:
-    assert problems({"image": IMAGE}) == [
-        "verify.catalogPath = null: is required while verification is enabled. Fix: set the catalog path as workers"
-        " see it (e.g. /data/catalogs/my_catalog), provision one (catalogs.<name>), or verify.enabled false"
-    ]
+    assert (
+        problems({"image": IMAGE, "storage": {"kind": "pvc"}})
+        == problems({"image": IMAGE})
+        == [
+            "verify.catalogPath = null: is required while verification is enabled. Fix: set the catalog path as workers"
+            " see it (e.g. /data/catalogs/my_catalog), provision one (catalogs.<name>), or verify.enabled false"
+        ]
+    )
     assert problems({"image": IMAGE, "verify": {"catalogPath": ""}})[0].startswith(
         "verify.catalogPath = null: is required while verification is enabled."
     )  # an empty path is none
