@@ -3,8 +3,9 @@ that module's fast tests (docs/mutation.md), not every selected test that happen
 
 mutmut runs, for each mutant, the selected tests that reached the mutated function; a validator of the config
 model is reached by every test that builds a config. Under a mutant (mutmut names it in MUTANT_UNDER_TEST) this
-deselects the tests outside its module's files; when none is left pytest exits 5, which mutmut reports as
-"no tests": the module has no fast test of that function yet. Outside a mutant run the plugin does nothing.
+deselects the tests outside its module's files (or its function's, where `FAST_TESTS_OF_FUNCTION` names them);
+when none is left pytest exits 5, which mutmut reports as "no tests": the module has no fast test of that function
+yet. Outside a mutant run the plugin does nothing.
 """
 
 from __future__ import annotations
@@ -28,7 +29,12 @@ FAST_TESTS: dict[str, tuple[str, ...]] = {
     "components.monitoring": ("tests/test_monitoring_rules.py",),
     "components.cluster": ("tests/test_cluster_manifests.py",),
     "components.verification.query": ("tests/test_verification_query_rules.py",),
-    "components.config": ("tests/test_config.py", "tests/test_config_rules.py", "tests/test_config_sections.py"),
+    "components.config": (
+        "tests/test_config.py",
+        "tests/test_config_rules.py",
+        "tests/test_config_sections.py",
+        "tests/test_config_stack_rules.py",
+    ),
     "components.section": ("tests/test_config_sections.py",),
     "components.cluster_config": ("tests/test_config_sections.py",),
     "components.catalog_config": ("tests/test_config_sections.py",),
@@ -37,7 +43,17 @@ FAST_TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_verification_provider.py",
         "tests/test_verification_resource_rules.py",
     ),
-    "components.verification.check": ("tests/test_verification_check_rules.py",),
+    "components.verification.check": (
+        "tests/test_verification_check_rules.py",
+        "tests/test_verification_check_waits.py",
+    ),
+}
+# Functions whose mutants run only these files, not every fast test of their module that reaches them: the check's
+# waiting loops, which the module's other tests reach on the real clock (a mutant that never ends the loop would
+# wait out pytest's timeout there); these files run them on a stand-in clock.
+FAST_TESTS_OF_FUNCTION: dict[str, tuple[str, ...]] = {
+    "components.verification.check.x__identify": ("tests/test_verification_check_waits.py",),
+    "components.verification.check.x__wait_for_workers": ("tests/test_verification_check_waits.py",),
 }
 MUTANT = re.compile(r"^(?P<module>[\w.]+?)\.x[_ǁ]")
 
@@ -47,11 +63,19 @@ def module_under_test() -> str | None:
     return match["module"] if match else None
 
 
-def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
+def files_under_test() -> tuple[str, ...] | None:
+    """The test files the mutant under test runs (None outside a mutant run)."""
     module = module_under_test()
     if module is None:
+        return None
+    function = os.environ["MUTANT_UNDER_TEST"].rsplit("__mutmut_", 1)[0]
+    return FAST_TESTS_OF_FUNCTION.get(function, FAST_TESTS.get(module, ()))
+
+
+def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
+    files = files_under_test()
+    if files is None:
         return
-    files = FAST_TESTS.get(module, ())
     keep = [item for item in items if item.nodeid.split("::", 1)[0] in files]
     if len(keep) < len(items):
         config.hook.pytest_deselected(items=[item for item in items if item not in keep])
