@@ -33,7 +33,7 @@ from components.image import LsdbImage, LsdbImageArgs
 from components.monitoring import LsdbMonitoring, MonitoringArgs, chart_monitoring_values
 from components.notebook import LsdbNotebook, LsdbNotebookArgs, notebook_spec, notebook_urls
 from components.security import ClusterSecurity, ClusterSecurityArgs, tls_secret_name
-from components.storage import CatalogStorage, CatalogStorageArgs
+from components.storage import CatalogStorage
 from components.tls_schedule import certificate_schedule
 from components.verification import LsdbVerification, VerificationArgs, VerificationQuery
 from components.verification.query import GATE
@@ -67,9 +67,7 @@ def program(config: StackConfig, today: date | None = None) -> dict[str, Any]:
 
     credentials = secret_config("storage", ("objectStore", "credentials")) if config.storage.credential_keys else None
     storage = CatalogStorage(
-        "catalog-storage",
-        CatalogStorageArgs(config.storage, namespace, config.cluster.name, credentials),
-        opts(cluster_namespace),
+        "catalog-storage", config.storage, namespace, config.cluster.name, credentials, opts(cluster_namespace)
     )
     password = secret_config("image", ("registry", "password")) if config.image.registry.password is not None else None
     build_notebook = config.notebook.enabled and config.notebook.image_ref is None
