@@ -30,7 +30,7 @@ from components.endpoint import (
     StableEndpointSelectorArgs,
 )
 from components.image import LsdbImage, LsdbImageArgs
-from components.monitoring import LsdbMonitoring, MonitoringArgs, chart_monitoring_values
+from components.monitoring import LsdbMonitoring, chart_monitoring_values
 from components.notebook import LsdbNotebook, LsdbNotebookArgs, notebook_spec, notebook_urls
 from components.security import ClusterSecurity, ClusterSecurityArgs, tls_secret_name
 from components.storage import CatalogStorage
@@ -145,18 +145,9 @@ def program(config: StackConfig, today: date | None = None) -> dict[str, Any]:
     exports |= _notebook(config, storage, image, security, provisioning, notebook_opts)
 
     if config.monitoring.enabled:
-        LsdbMonitoring(
-            "lsdb-monitoring",
-            MonitoringArgs(
-                monitoring=config.monitoring,
-                cluster=config.cluster,
-                namespace=namespace,
-                cluster_name=cluster.cluster_name,
-                own_monitors=operator is None,
-                verification=exports.get("verification"),
-            ),
-            opts(cluster, verification),
-        )
+        # With the operator from elsewhere (so without its chart's monitors), monitors of this stack's own.
+        LsdbMonitoring("lsdb-monitoring", config, cluster.cluster_name, exports.get("verification"),
+                       opts(cluster, verification))  # fmt: skip
     return exports
 
 
