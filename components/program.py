@@ -32,7 +32,7 @@ from components.endpoint import (
 from components.image import LsdbImage, LsdbImageArgs
 from components.monitoring import LsdbMonitoring, chart_monitoring_values
 from components.notebook import LsdbNotebook, LsdbNotebookArgs, notebook_spec, notebook_urls
-from components.security import ClusterSecurity, ClusterSecurityArgs, tls_secret_name
+from components.security import ClusterSecurity, tls_secret_name
 from components.storage import CatalogStorage
 from components.tls_schedule import certificate_schedule
 from components.verification import LsdbVerification, VerificationArgs, VerificationQuery
@@ -84,21 +84,7 @@ def program(config: StackConfig, today: date | None = None) -> dict[str, Any]:
     spec = ClusterSpec(config.cluster, namespace, storage.pod_storage, image.pull_secret_name, tls_secret)
     manifests = cluster_manifests(spec, image.identity)
     live_name = manifests.live_name
-    security = ClusterSecurity(
-        "lsdb-security",
-        ClusterSecurityArgs(
-            cluster_name=config.cluster.name,
-            namespace=namespace,
-            security=config.security,
-            operator_namespace=operator_namespace,
-            object_store=config.storage.kind == "objectStore",
-            identity_provider=config.storage.identity[0] if config.storage.identity else None,
-            scraper_namespace=config.monitoring.prometheus_namespace if config.monitoring.enabled else None,
-            service_names=(scheduler_service_name(config.cluster.name), scheduler_service_name(live_name)),
-            today=today,
-        ),
-        opts(cluster_namespace),
-    )
+    security = ClusterSecurity("lsdb-security", config, operator_namespace, live_name, today, opts(cluster_namespace))
     # The stable Service comes before every cluster and goes after all of them (the clusters depend on it); it routes
     # nothing until the selector below points it at a verified cluster.
     endpoint = StableEndpoint(
