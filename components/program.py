@@ -12,7 +12,7 @@ import pulumi_kubernetes as k8s
 from components.catalog_config import job_node_selector
 from components.catalogs import CatalogProvisioning, CatalogProvisioningArgs, JobContext
 from components.client_check import enforce_client_environment
-from components.cluster import ClusterSpec, LsdbDaskCluster, LsdbDaskClusterArgs, cluster_manifests
+from components.cluster import ClusterSpec, LsdbDaskCluster, cluster_manifests
 from components.config import StackConfig, read_stack_config, secret_config
 from components.constants import (
     DASHBOARD_PORT,
@@ -94,7 +94,8 @@ def program(config: StackConfig, today: date | None = None) -> dict[str, Any]:
     )
     cluster = LsdbDaskCluster(
         "lsdb-cluster",
-        LsdbDaskClusterArgs(manifests, image=image.ref),
+        manifests,
+        image.ref,
         opts(operator, cluster_namespace, storage, image, security, endpoint),
     )
     exports |= {"namespace": namespace, "clusterName": cluster.cluster_name, "imageRef": image.ref}
