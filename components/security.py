@@ -28,6 +28,7 @@ from components.constants import (
     NAMESPACE_NAME_LABEL,
     NANNY_PORT_NAME,
     PART_OF,
+    PART_OF_LABEL,
     SCHEDULER_PORT_NAME,
     WORKER_PORT_NAME,
     scheduler_service_name,
@@ -58,7 +59,7 @@ CLIENT_USES = ["digital_signature", "key_encipherment", "client_auth"]
 
 def cluster_pods(cluster_name: str, component: str | None = None) -> dict[str, Any]:
     """The cluster's pods (of one component): the DaskCluster's labels the operator copies, plus its component."""
-    labels = {"app.kubernetes.io/part-of": PART_OF, APP_NAME_LABEL: cluster_name}
+    labels = {PART_OF_LABEL: PART_OF, APP_NAME_LABEL: cluster_name}
     if component:
         labels[COMPONENT_LABEL] = component
     return {"matchLabels": labels}
