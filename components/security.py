@@ -1,10 +1,7 @@
-"""ClusterSecurity: the NetworkPolicies around a DaskCluster's pods and the certificates of its mutual TLS.
-
-What is open to whom is docs/security.md's table, built by the pure function `network_policy_manifests` (policies
-are additive; probes and `kubectl port-forward` enter through the kubelet, which NetworkPolicies do not govern).
-TLS (pulumi-tls, keys in the state as secrets) rotates on components/tls_schedule.py's epochs: the tag is in the
-Secret's name (so in `<h>`: a rotation is a new cluster) and in the subjects (so pulumi-tls re-issues them).
-"""
+"""ClusterSecurity: the NetworkPolicies around a DaskCluster's pods (docs/security.md's table, built by the pure
+`network_policy_manifests`) and the certificates of its mutual TLS (pulumi-tls, keys in the state as secrets),
+rotated on components/tls_schedule.py's epochs: the tag is in the Secret's name (so in `<h>`: a rotation is a new
+cluster) and in the subjects (so pulumi-tls re-issues them)."""
 
 from __future__ import annotations
 
@@ -45,9 +42,8 @@ from components.tls_schedule import (
 
 DNS_PORT = 53
 CA_VALIDITY_HOURS = CA_VALIDITY_DAYS * 24  # the CA outlives every certificate it signs (components/tls_schedule.py)
-# No `early_renewal_hours`: a re-issue it triggers keeps the Secret's name, so it would rewrite the Secret under a
-# running cluster (which never reloads it) and start no new one. A certificate is at most CERT_ROTATION_DAYS old
-# within its epoch, far from its CERT_VALIDITY_DAYS: the schedule's new tag re-issues it, with a new cluster.
+# No `early_renewal_hours`: its re-issue would rewrite the Secret under a running cluster, which never reloads it
+# (docs/security.md); the schedule's new tag re-issues a certificate long before it expires, with a new cluster.
 CERT_VALIDITY_HOURS = CERT_VALIDITY_DAYS * 24
 KEY_ALGORITHM, KEY_CURVE = "ECDSA", "P256"
 SERVER_USES = ["digital_signature", "key_encipherment", "server_auth", "client_auth"]
