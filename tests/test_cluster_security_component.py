@@ -244,3 +244,16 @@ def test_warnings_name_what_expires_and_are_attached_to_the_component(monkeypatc
     assert sum("rotate on 2026-06-30" in m for m in messages) == 1 and len(messages) == 4
     assert isinstance(made["component"].certificate_expiry, pulumi.Output)  # the server certificate's end
     assert run_security({"tls": False})[1]["component"].certificate_expiry is None  # no TLS: no certificate
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_prometheus_may_scrape_only_while_monitoring_is_on(enabled: bool) -> None:
+    """`monitoring.prometheusNamespace` (default `monitoring`) reaches the dashboard ports only with monitoring on."""
+    run, _ = run_security({"tls": False}, monitoring={"enabled": enabled})
+    scrapers = "monitoring" if enabled else None
+    expected = network_policy_manifests(
+        "lsdb-x", "lsdb", SecurityConfig.model_validate({}), "dask-op", False, scraper_namespace=scrapers
+    )
+    registered = {r.name: r.inputs["spec"] for r in run.of_type(POLICY)}
+    for m in expected:
+        assert registered["sec-" + m["metadata"]["name"].removeprefix("lsdb-x-")] == m["spec"]
