@@ -1,11 +1,9 @@
-"""LsdbDaskCluster: the DaskCluster, DaskAutoscaler, DaskWorkerGroups and scheduler PodDisruptionBudget the operator
-turns into pods; the pod pieces every pod of the stack shares (the notebook's, the catalog copy Job's).
+"""LsdbDaskCluster: the DaskCluster, DaskAutoscaler, DaskWorkerGroups and scheduler PodDisruptionBudget; the pod
+pieces every pod of the stack shares (the notebook's, the catalog copy Job's).
 
-Blue/green (docs/lifecycle.md): the pinned operator applies nothing of a changed DaskCluster but
-`spec.worker.replicas`, so the DaskCluster is `<cluster.name>-<h>`, `<h>` a digest of all it does not reconcile
-(`unreconciled`): a change of it is a new cluster, verified before the stable Service (components/endpoint.py)
-switches to it. The manifests are built once with the image's identity (known at evaluation) and named from their
-digest; the resources carry the pushed digest in its place (`with_image`).
+Blue/green (docs/lifecycle.md): the pinned operator applies nothing of a changed DaskCluster but `replicas`, so the
+DaskCluster is `<cluster.name>-<h>`, `<h>` a digest of all it does not reconcile (`unreconciled`). The manifests are
+built once with the image's identity (known at evaluation); the resources carry the pushed digest (`with_image`).
 """
 
 from __future__ import annotations
@@ -97,11 +95,6 @@ class ClusterSpec:
     tls_secret: str | None = None  # the Secret holding `TLS_FILES` (certificate, key, the stack's CA); None: no TLS
 
 
-def scheduler_args(tls: bool = False) -> list[str]:
-    protocol = ["--protocol", "tls"] if tls else []
-    return ["dask", "scheduler", *protocol, "--port", str(SCHEDULER_PORT), "--dashboard-address", f":{DASHBOARD_PORT}"]
-
-
 def worker_args(workers: WorkerPodConfig) -> list[str]:
     # No scheduler address argument: DASK_SCHEDULER_ADDRESS (the operator's tcp://, or ours with TLS) says it.
     return [
@@ -161,19 +154,6 @@ def http_probes(port: str, path: str, initial_delay: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def worker_resources(w: WorkerPodConfig) -> dict[str, Any]:
-    limits = {"memory": w.memory} | ({"cpu": w.cpu_limit} if w.cpu_limit else {})
-    return {"requests": {"cpu": w.cpu, "memory": w.memory}, "limits": limits}
-
-
-def scheduler_resources(cluster: ClusterConfig) -> dict[str, Any]:
-    s = cluster.scheduler
-    # A quota namespace that needs limits.cpu on workers needs it on the scheduler too (guide tip).
-    cpu_limited = any(g.cpu_limit for g in (cluster.workers, *cluster.worker_groups.values()))
-    limits = {"memory": s.memory} | ({"cpu": s.cpu} if cpu_limited else {})
-    return {"requests": {"cpu": s.cpu, "memory": s.memory}, "limits": limits}
-
-
 def scheduler_service_ports() -> list[dict[str, Any]]:
     """The ports of a scheduler Service (the operator's and the stable one): targets named like the container's."""
     return [
@@ -220,7 +200,10 @@ def worker_template(spec: ClusterSpec, group: str, workers: WorkerPodConfig, ima
         "name": "worker",
         "image": image,
         "args": worker_args(workers),
-        "resources": worker_resources(workers),
+        "resources": {
+            "requests": {"cpu": workers.cpu, "memory": workers.memory},
+            "limits": {"memory": workers.memory} | ({"cpu": workers.cpu_limit} if workers.cpu_limit else {}),
+        },
         "ports": [
             {"name": DASHBOARD_PORT_NAME, "containerPort": WORKER_DASHBOARD_PORT, "protocol": "TCP"},
             {"name": WORKER_PORT_NAME, "containerPort": WORKER_PORT, "protocol": "TCP"},
@@ -240,14 +223,6 @@ def worker_template(spec: ClusterSpec, group: str, workers: WorkerPodConfig, ima
     return {
         "metadata": metadata,
         "spec": pod_spec([worker], volumes, spec.pull_secret, storage.service_account, **placement),
-    }
-
-
-def worker_group_workers(spec: ClusterSpec, image: str) -> dict[str, dict[str, Any]]:
-    """`spec.worker` (replicas included) of each extra worker group, by configured name."""
-    return {
-        group: {"replicas": workers.replicas, **worker_template(spec, group, workers, image)}
-        for group, workers in sorted(spec.cluster.worker_groups.items())
     }
 
 
@@ -323,17 +298,31 @@ def scheduler_downscale_prefix(live_name: str) -> dict[str, str]:
 def unnamed_dask_cluster(spec: ClusterSpec, image: str) -> dict[str, Any]:
     """The DaskCluster without what names the live cluster (name, Service selector, TLS scheduler address)."""
     cluster, storage, tls = spec.cluster, spec.storage, spec.tls_secret is not None
+    # A quota namespace that needs limits.cpu on workers needs it on the scheduler too (guide tip).
+    cpu_limited = any(g.cpu_limit for g in (cluster.workers, *cluster.worker_groups.values()))
+    s = cluster.scheduler
     scheduler = {
         "name": "scheduler",
         "image": image,
-        "args": scheduler_args(tls),
+        "args": [
+            "dask",
+            "scheduler",
+            *(["--protocol", "tls"] if tls else []),
+            "--port",
+            str(SCHEDULER_PORT),
+            "--dashboard-address",
+            f":{DASHBOARD_PORT}",
+        ],
         "env": [
             {"name": "DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES", "value": json.dumps(SCHEDULER_HTTP_ROUTES)},
             scheduler_downscale_preload(),
             *storage.env,
             *tls_env(tls),
         ],
-        "resources": scheduler_resources(cluster),
+        "resources": {
+            "requests": {"cpu": s.cpu, "memory": s.memory},
+            "limits": {"memory": s.memory} | ({"cpu": s.cpu} if cpu_limited else {}),
+        },
         "ports": [
             {"name": SCHEDULER_PORT_NAME, "containerPort": SCHEDULER_PORT, "protocol": "TCP"},
             {"name": DASHBOARD_PORT_NAME, "containerPort": DASHBOARD_PORT, "protocol": "TCP"},
@@ -433,7 +422,10 @@ def cluster_manifests(spec: ClusterSpec, image_identity: str) -> ClusterManifest
     changing exactly when the image's content does; the pushed digest is known only after the build)."""
     cluster, namespace = spec.cluster, spec.namespace
     dask_cluster = unnamed_dask_cluster(spec, image_identity)
-    workers = worker_group_workers(spec, image_identity)
+    workers = {  # `spec.worker` (replicas included) of each extra worker group, by configured name
+        group: {"replicas": w.replicas, **worker_template(spec, group, w, image_identity)}
+        for group, w in sorted(cluster.worker_groups.items())
+    }
     digest = spec_digest(unreconciled(dask_cluster, workers))[:SPEC_DIGEST_LENGTH]
     live = live_cluster_name(cluster.name, digest)
     _name_cluster(spec, live, dask_cluster, workers)
@@ -479,42 +471,30 @@ def in_cluster_address(service: str, namespace: str, tls: bool = False) -> str:
     return f"{'tls' if tls else 'tcp'}://{service}.{namespace}.svc.cluster.local:{SCHEDULER_PORT}"
 
 
-@dataclass(frozen=True)
-class LsdbDaskClusterArgs:
-    # `cluster_manifests(...)`: the program needs the live name before the cluster (the certificate's names), so it
-    # builds the manifests once and hands them over; the certificate Secret must exist first: depend on its creator.
-    manifests: ClusterManifests
-    image: pulumi.Input[str]  # the pushed digest, in place of the identity the manifests were built (and named) with
-
-
 class LsdbDaskCluster(pulumi.ComponentResource):
     """The DaskCluster `<cluster.name>-<h>`, its DaskAutoscaler, extra DaskWorkerGroups and scheduler
     PodDisruptionBudget, under logical names carrying `<h>`: a new spec is new resources, and the old ones are
     deleted only at the end of a successful `pulumi up` (never "pending delete"). The groups come after the
     DaskCluster: the operator adopts them, so deleting the cluster deletes them."""
 
-    dask_cluster: k8s.apiextensions.CustomResource
-    autoscaler: k8s.apiextensions.CustomResource | None
-    worker_groups: dict[str, k8s.apiextensions.CustomResource]
-    disruption_budget: k8s.policy.v1.PodDisruptionBudget | None
-    worker_group_names: dict[str, str]
-    live_name: str
-    digest: str
-    cluster_name: pulumi.Output[str]
-    cluster_uid: pulumi.Output[str]  # a new uid is a new object: the operator deleted it and `up` recreated it
-    candidate_address: pulumi.Output[str]
-    spec_hash: str
-
-    def __init__(self, name: str, args: LsdbDaskClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        m: ClusterManifests,
+        image: pulumi.Input[str],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        """`m`: built by the program, which needs the live name first (the certificate's names); `image`: the
+        pushed digest, in place of the identity they were built and named with. Depend on the certificate Secret's
+        creator."""
         super().__init__("lsdb-k8s:cluster:LsdbDaskCluster", name, {}, opts)
-        m = args.manifests
         self.live_name, self.digest, self.spec_hash = m.live_name, m.digest, m.spec_hash
-        image = pulumi.Output.from_input(args.image)
+        pushed = pulumi.Output.from_input(image)
 
         def custom(logical: str, manifest: dict[str, Any], *deps: pulumi.Resource) -> k8s.apiextensions.CustomResource:
             spec: pulumi.Input[dict[str, Any]] = manifest["spec"]
             if "worker" in manifest["spec"]:  # a DaskCluster or DaskWorkerGroup: its pods run the pushed image
-                spec = image.apply(lambda ref: with_image(manifest, ref)["spec"])
+                spec = pushed.apply(lambda ref: with_image(manifest, ref)["spec"])
             return k8s.apiextensions.CustomResource(
                 f"{name}-{logical}-{self.digest}",
                 api_version=manifest["apiVersion"],
@@ -530,7 +510,7 @@ class LsdbDaskCluster(pulumi.ComponentResource):
             g: custom(f"workergroup-{g}", group, self.dask_cluster) for g, group in m.worker_groups.items()
         }
         self.worker_group_names = {g: group["metadata"]["name"] for g, group in m.worker_groups.items()}
-        self.disruption_budget = None
+        self.disruption_budget: k8s.policy.v1.PodDisruptionBudget | None = None
         if m.disruption_budget is not None:  # the new cluster gets its own; the old one goes with the old cluster
             self.disruption_budget = k8s.policy.v1.PodDisruptionBudget(
                 f"{name}-scheduler-pdb-{self.digest}",
@@ -541,6 +521,7 @@ class LsdbDaskCluster(pulumi.ComponentResource):
         # Everything downstream is derived from the name the API server holds.
         metadata = self.dask_cluster.metadata  # type: ignore[attr-defined]  # CustomResource's attributes are dynamic
         self.cluster_name = metadata.apply(lambda meta: str(meta["name"]))
+        # A new uid is a new object: the operator deleted it and `up` recreated it.
         self.cluster_uid = metadata.apply(lambda meta: str(meta.get("uid") or ""))
         tls = m.spec.tls_secret is not None
         self.candidate_address = self.cluster_name.apply(

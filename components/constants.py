@@ -17,7 +17,6 @@ NANNY_PORT_NAME = "tcp-nanny"
 
 # dask_kubernetes.constants (pinned by tests/test_constants.py).
 SCHEDULER_NAME_TEMPLATE = "{cluster_name}-scheduler"
-KUBERNETES_MAX_RESOURCE_NAME_LENGTH = 63
 # The default worker group (controller.daskcluster_create_components) and the worker Deployments of a group
 # (controller.build_worker_deployment_spec: `<group>-worker-<uuid4().hex[:10]>`).
 DEFAULT_WORKER_GROUP_TEMPLATE = "{cluster_name}-default"
@@ -34,9 +33,9 @@ APP_NAME_LABEL = "app.kubernetes.io/name"  # = cluster.name
 GROUP_LABEL = "lsdb-k8s/worker-group"  # the worker group as configured: "default" or a cluster.workerGroups key
 DEFAULT_GROUP = "default"  # the operator's default group is "<cluster>-default"
 
-# Every object this program creates carries these labels.
-PART_OF = "lsdb-k8s"
-LABELS: dict[str, str] = {"app.kubernetes.io/part-of": PART_OF}
+# Every object this program creates carries this label.
+PART_OF_LABEL, PART_OF = "app.kubernetes.io/part-of", "lsdb-k8s"
+LABELS: dict[str, str] = {PART_OF_LABEL: PART_OF}
 # Pods in the cluster's namespace with this label may use the scheduler's Dask port (the NetworkPolicy admits them).
 CLIENT_LABEL = {"lsdb-k8s/client": "true"}
 # Pods in the cluster's namespace with this label may read the scheduler's HTTP port: the dashboard, and with it the
@@ -94,7 +93,7 @@ def derived_names(name: str) -> dict[str, str]:
 # Each derived name must be a DNS-1035 label (Services) or a label value (the operator puts the cluster and worker
 # group names in pod labels): 63 characters. Deployments may be DNS subdomains, but Kubernetes advises DNS labels
 # "for best compatibility" (pod hostnames): https://kubernetes.io/docs/concepts/workloads/controllers/deployment/
-NAME_LIMIT = KUBERNETES_MAX_RESOURCE_NAME_LENGTH
+NAME_LIMIT = 63  # dask_kubernetes.constants.KUBERNETES_MAX_RESOURCE_NAME_LENGTH
 
 
 def max_cluster_name_length() -> int:

@@ -1,21 +1,18 @@
-"""Prometheus monitors for the scheduler and workers, and a Grafana dashboard (`monitoring.*`, docs/operations.md).
-
-The operator chart's own ServiceMonitor and PodMonitor when this stack installs it (`chart_monitoring_values`),
-else the equivalent ones here, selecting the live cluster's pods by the operator's labels.
-"""
+"""Prometheus monitors for the scheduler and workers, and a Grafana dashboard (`monitoring.*`, docs/operations.md):
+the operator chart's own ServiceMonitor and PodMonitor when this stack installs it (`chart_monitoring_values`),
+else equivalent ones here, selecting the live cluster's pods by the operator's labels."""
 
 from __future__ import annotations
 
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.config import ClusterConfig, MonitoringConfig
+from components.config import ClusterConfig, MonitoringConfig, StackConfig
 from components.constants import (
     APP_NAME_LABEL,
     CLUSTER_NAME_LABEL,
@@ -46,30 +43,20 @@ def chart_monitoring_values(monitoring: MonitoringConfig, cluster_namespace: str
     """Helm values of the operator chart that turn on its ServiceMonitor (scheduler) and PodMonitor (workers)."""
     if not monitoring.enabled:
         return {}
-    # The chart's monitors scrape the release's (operator's) namespace unless told otherwise.
-    selector = {"matchNames": [cluster_namespace]}
-    common = {"enabled": True, "namespaceSelector": selector, "interval": SCRAPE_INTERVAL}
+    common = {
+        "enabled": True,
+        # The chart's monitors scrape the release's (operator's) namespace unless told otherwise.
+        "namespaceSelector": {"matchNames": [cluster_namespace]},
+        "interval": SCRAPE_INTERVAL,
+        "additionalLabels": dict(monitoring.labels),
+    }
+    # The 2026.3.0 PodMonitor template reads `targetLabels` (not the `podTargetLabels` its values.yaml documents) and
+    # renders it as the PodMonitor's podTargetLabels: set both.
+    workers = {**common, "podTargetLabels": WORKER_TARGET_LABELS, "targetLabels": WORKER_TARGET_LABELS}
     return {
         "metrics": {
-            "scheduler": {
-                "enabled": True,
-                "serviceMonitor": {
-                    **common,
-                    "additionalLabels": dict(monitoring.labels),
-                    "targetLabels": SCHEDULER_TARGET_LABELS,
-                },
-            },
-            "worker": {
-                "enabled": True,
-                "podMonitor": {
-                    **common,
-                    "additionalLabels": dict(monitoring.labels),
-                    # The 2026.3.0 template reads `targetLabels` (not the `podTargetLabels` its values.yaml
-                    # documents) and renders it as the PodMonitor's podTargetLabels: set both.
-                    "podTargetLabels": WORKER_TARGET_LABELS,
-                    "targetLabels": WORKER_TARGET_LABELS,
-                },
-            },
+            "scheduler": {"enabled": True, "serviceMonitor": {**common, "targetLabels": SCHEDULER_TARGET_LABELS}},
+            "worker": {"enabled": True, "podMonitor": workers},
         }
     }
 
@@ -245,39 +232,35 @@ def dashboard_config_map(
 # --- the component ------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class MonitoringArgs:
-    monitoring: MonitoringConfig
-    cluster: ClusterConfig
-    namespace: str
-    cluster_name: pulumi.Input[str]  # the live DaskCluster's name (LsdbDaskCluster.cluster_name)
-    own_monitors: bool  # True when the operator (and so its chart's monitors) comes from elsewhere
-    verification: pulumi.Input[Mapping[str, Any]] | None = None  # LsdbVerification outputs, None when off
-
-
 class LsdbMonitoring(pulumi.ComponentResource):
-    """The monitors (when the operator chart does not provide them) and the Grafana dashboard ConfigMap; a blue/green
-    rename updates the monitors' selectors in place (their names follow `cluster.name`)."""
+    """The monitors (when the operator, so its chart's monitors, comes from elsewhere) and the Grafana dashboard
+    ConfigMap of the live cluster `cluster_name`; a blue/green rename updates the monitors' selectors in place (their
+    names follow `cluster.name`). `verification`: LsdbVerification's outputs, None when it is off."""
 
-    service_monitor: k8s.apiextensions.CustomResource | None
-    pod_monitor: k8s.apiextensions.CustomResource | None
-    dashboard: k8s.core.v1.ConfigMap | None
+    service_monitor: k8s.apiextensions.CustomResource | None = None
+    pod_monitor: k8s.apiextensions.CustomResource | None = None
+    dashboard: k8s.core.v1.ConfigMap | None = None
 
-    def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: StackConfig,
+        cluster_name: pulumi.Input[str],
+        verification: pulumi.Input[Mapping[str, Any]] | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
         super().__init__("lsdb-k8s:monitoring:LsdbMonitoring", name, {}, opts)
-        cluster, namespace, labels = args.cluster, args.namespace, args.monitoring.labels
-        live = pulumi.Output.from_input(args.cluster_name)
-        self.service_monitor = self.pod_monitor = None
-        if args.own_monitors:
-            scheduler = live.apply(lambda n: service_monitor_manifest(cluster, namespace, n, labels))
-            workers = live.apply(lambda n: pod_monitor_manifest(cluster, namespace, n, labels))
+        cluster, namespace, monitoring = config.cluster, config.namespace, config.monitoring
+        live = pulumi.Output.from_input(cluster_name)
+        if not config.operator.install:
+            scheduler = live.apply(lambda n: service_monitor_manifest(cluster, namespace, n, monitoring.labels))
+            workers = live.apply(lambda n: pod_monitor_manifest(cluster, namespace, n, monitoring.labels))
             self.service_monitor = self._custom(f"{name}-scheduler", "ServiceMonitor", scheduler, opts)
             self.pod_monitor = self._custom(f"{name}-workers", "PodMonitor", workers, opts)
-        self.dashboard = None
-        if args.monitoring.dashboard:
-            verification = pulumi.Output.from_input(args.verification) if args.verification is not None else None
-            source = verification if verification is not None else pulumi.Output.from_input(None)
-            manifest = source.apply(lambda v: dashboard_config_map(cluster, args.monitoring, namespace, v))
+        if monitoring.dashboard:
+            manifest = pulumi.Output.from_input(verification).apply(
+                lambda v: dashboard_config_map(cluster, monitoring, namespace, v)
+            )
             self.dashboard = k8s.core.v1.ConfigMap(
                 f"{name}-dashboard",
                 metadata=manifest["metadata"],

@@ -1,10 +1,6 @@
 """Object-store credentials handed to the fsspec drivers as files where the driver reads files (CKV_K8S_35), for the
-cluster's pods (components/storage.py) and the catalog copy Job (components/catalogs.py); docs/storage.md.
-
-s3: a shared-credentials file and a config file (`region`, `endpoint_url`: botocore >= 1.31 reads it there), profile
-`[default]`, named by `AWS_SHARED_CREDENTIALS_FILE`/`AWS_CONFIG_FILE`; gs: the key file `GOOGLE_APPLICATION_CREDENTIALS`
-names; abfs: adlfs reads no file, so `secretKeyRef` variables with a checkov skip of CKV_K8S_35 (`ENV_SKIP`).
-"""
+cluster's pods (components/storage.py) and the catalog copy Job (components/catalogs.py). Which file or variable
+each driver reads: docs/storage.md's table (abfs reads no file: `secretKeyRef` variables, with `ENV_SKIP`)."""
 
 from __future__ import annotations
 

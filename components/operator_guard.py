@@ -1,11 +1,6 @@
 """OperatorGuard: `pulumi destroy` refuses to remove the operator while any DaskCluster or DaskAutoscaler exists
-(their kopf finalizers need it; docs/lifecycle.md).
-
-A dynamic resource rather than a `before_delete` hook: Pulumi runs delete hooks only under `pulumi destroy
---run-program`, in the program's process. The guard DEPENDS ON the Helm release, so its delete (the check) runs
-first, and when it raises the release stays; create and update only store the inputs (the kube context). kr8s is
-imported only when a real delete reads the cluster (`Kr8sDaskObjects`); tests pass a reader.
-"""
+(their kopf finalizers need it). A dynamic resource depending on the Helm release, so its delete (the check) runs
+first; docs/lifecycle.md says why not a `before_delete` hook. kr8s is imported only when a real delete reads."""
 
 from __future__ import annotations
 
@@ -16,11 +11,10 @@ import pulumi
 import pulumi.dynamic
 from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
 
-from components.constants import API_VERSION, APP_NAME_LABEL, LABELS, PART_OF, kubectl
+from components.constants import API_VERSION, APP_NAME_LABEL, PART_OF, PART_OF_LABEL, kubectl
 
 GUARDED_KINDS: tuple[tuple[str, str], ...] = (("DaskCluster", "daskclusters"), ("DaskAutoscaler", "daskautoscalers"))
 API_GROUP = API_VERSION.split("/")[0]  # kubernetes.dask.org
-PART_OF_LABEL = next(iter(LABELS))  # app.kubernetes.io/part-of
 
 
 class DaskObjects(Protocol):
@@ -78,10 +72,8 @@ def refusal(objects: Sequence[str], kube_context: str | None) -> str:
 
 
 class OperatorGuardProvider(ResourceProvider):
-    """Stores its inputs; its delete refuses while DaskClusters or DaskAutoscalers exist (see the module doc).
-
-    `reader` replaces the kr8s reader (tests); the program's provider has none, so it pickles by reference to this
-    class plus `{"reader": None}`."""
+    """Stores its inputs (the kube context); its delete refuses while DaskClusters or DaskAutoscalers exist. `reader`
+    replaces the kr8s reader (tests); the program's has none, so it pickles as this class plus `{"reader": None}`."""
 
     def __init__(self, reader: DaskObjects | None = None) -> None:
         self.reader = reader

@@ -1,9 +1,7 @@
-"""Where the scheduler and worker pods run: the Kubernetes scheduling fields of a pod spec.
-
-`pod_placement` turns a placement section plus the spot and spread rules into pod spec fields; `placement_problems`
-checks what users write against the Kubernetes PodSpec schema (strict: a misspelt field fails before anything is
-deployed); `crd_dropped` finds what the pinned CRDs' structural schemas would prune silently. Spot (dask-kubernetes
-#606): workers on spot nodes, the scheduler never (losing it loses every task).
+"""Where the scheduler and worker pods run: the Kubernetes scheduling fields of a pod spec (`pod_placement`), the
+check of what users write against the PodSpec schema (`placement_problems`, strict: a misspelt field fails before
+anything is deployed), and what the pinned CRDs would prune silently (`crd_dropped`). Spot (dask-kubernetes #606):
+workers on spot nodes, the scheduler never (losing it loses every task).
 """
 
 from __future__ import annotations
@@ -11,8 +9,7 @@ from __future__ import annotations
 import copy
 import functools
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from components.constants import APP_NAME_LABEL, COMPONENT_LABEL, GROUP_LABEL
 
@@ -22,48 +19,30 @@ KUBERNETES_SCHEMA_VERSION = "1.25.0"
 PLACEMENT_FIELDS = ("nodeSelector", "tolerations", "affinity", "priorityClassName", "topologySpreadConstraints")
 
 
-@dataclass(frozen=True)
-class Spot:
-    """A provider's label on spot nodes and the taint it puts on them (if any)."""
+class Spot(NamedTuple):
+    """A provider's label on spot nodes, and the effect of the taint `label=value` it puts on them (None: no taint)."""
 
     label: str
     value: str
-    taint_effect: str | None  # the provider taints spot nodes key=value:<effect>; None when it does not
-    doc: str
+    taint_effect: str | None
 
 
 SPOT: dict[str, Spot] = {
     # EKS managed node groups label every node with its capacity type and add no taint:
     # https://docs.aws.amazon.com/eks/latest/userguide/managed-node-groups.html#managed-node-group-capacity-types
-    "aws": Spot("eks.amazonaws.com/capacityType", "SPOT", None,
-                "https://docs.aws.amazon.com/eks/latest/userguide/managed-node-groups.html"),
+    "aws": Spot("eks.amazonaws.com/capacityType", "SPOT", None),
     # GKE labels Spot VM nodes cloud.google.com/gke-spot=true; node pools are tainted with the same key
     # (`--node-taints=cloud.google.com/gke-spot=true:NoSchedule`) so only tolerating pods land there:
     # https://cloud.google.com/kubernetes-engine/docs/how-to/spot-vms
-    "gcp": Spot("cloud.google.com/gke-spot", "true", "NoSchedule",
-                "https://cloud.google.com/kubernetes-engine/docs/how-to/spot-vms"),
+    "gcp": Spot("cloud.google.com/gke-spot", "true", "NoSchedule"),
     # AKS labels and taints every Spot node pool kubernetes.azure.com/scalesetpriority=spot:NoSchedule:
     # https://learn.microsoft.com/en-us/azure/aks/spot-node-pool
-    "azure": Spot("kubernetes.azure.com/scalesetpriority", "spot", "NoSchedule",
-                  "https://learn.microsoft.com/en-us/azure/aks/spot-node-pool"),
-}  # fmt: skip
-
-
-def spot_worker_placement(provider: str) -> dict[str, Any]:
-    """Workers on the provider's spot nodes: its node label, and a toleration for its taint."""
-    spot = SPOT[provider]
-    placement: dict[str, Any] = {"nodeSelector": {spot.label: spot.value}}
-    if spot.taint_effect:
-        placement["tolerations"] = [
-            {"key": spot.label, "operator": "Equal", "value": spot.value, "effect": spot.taint_effect}
-        ]
-    return placement
+    "azure": Spot("kubernetes.azure.com/scalesetpriority", "spot", "NoSchedule"),
+}
 
 
 def off_spot_affinity(providers: list[str]) -> dict[str, Any]:
-    """A required node affinity that keeps a pod off the spot nodes of these providers.
-
-    `NotIn` also matches nodes without the label, i.e. every on-demand node."""
+    """A required node affinity keeping a pod off these providers' spot nodes (`NotIn` matches unlabelled nodes)."""
     expressions = [{"key": SPOT[p].label, "operator": "NotIn", "values": [SPOT[p].value]} for p in sorted(providers)]
     return {
         "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
@@ -88,14 +67,13 @@ def _merge_affinity(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, An
     """`extra`'s required node-selector expressions ANDed into every term of `base` (other parts: base wins)."""
     merged = copy.deepcopy(base)
     extra_terms = extra["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
-    expressions = extra_terms[0]["matchExpressions"]
     node = merged.setdefault("nodeAffinity", {})
     required = node.setdefault("requiredDuringSchedulingIgnoredDuringExecution", {"nodeSelectorTerms": []})
     terms = required.setdefault("nodeSelectorTerms", [])
     if not terms:
         terms.append({"matchExpressions": []})
     for term in terms:  # node-selector terms are ORed: each must exclude spot nodes
-        term.setdefault("matchExpressions", []).extend(copy.deepcopy(expressions))
+        term.setdefault("matchExpressions", []).extend(copy.deepcopy(extra_terms[0]["matchExpressions"]))
     return merged
 
 
@@ -106,19 +84,17 @@ def pod_placement(
     avoid_spot: list[str] | None = None,
     spread: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The pod-spec scheduling fields: what the user wrote, plus the spot rules and the default spread.
-
-    `user` holds the PLACEMENT_FIELDS the user set (camelCase; `topologySpreadConstraints` None = default).
-    `spot`: put the pod on this provider's spot nodes. `avoid_spot`: keep it off these providers' spot nodes.
-    `spread`: the pod labels to spread over nodes when the user gave no `topologySpreadConstraints`.
-    The user's own values win over the spot defaults for the same node-selector key.
-    """
+    """The pod-spec scheduling fields: `user`'s PLACEMENT_FIELDS (camelCase; `topologySpreadConstraints` None = the
+    default), on this provider's `spot` nodes (the user's node selector wins for a key), off the `avoid_spot`
+    providers' spot nodes, spread over nodes by the pod labels `spread` unless the user gave constraints."""
     out: dict[str, Any] = {}
-    node_selector = dict(spot_worker_placement(spot)["nodeSelector"]) if spot else {}
-    node_selector |= dict(user.get("nodeSelector") or {})
-    if node_selector:
+    on_spot = SPOT[spot] if spot else None
+    if node_selector := ({on_spot.label: on_spot.value} if on_spot else {}) | dict(user.get("nodeSelector") or {}):
         out["nodeSelector"] = node_selector
-    tolerations = [*(spot_worker_placement(spot).get("tolerations", []) if spot else []), *user.get("tolerations", [])]
+    tolerations = [*user.get("tolerations", [])]
+    if on_spot and on_spot.taint_effect:
+        toleration = {"key": on_spot.label, "operator": "Equal", "value": on_spot.value, "effect": on_spot.taint_effect}
+        tolerations.insert(0, toleration)
     if tolerations:
         out["tolerations"] = copy.deepcopy(tolerations)
     affinity = copy.deepcopy(dict(user.get("affinity") or {}))
@@ -137,10 +113,8 @@ def pod_placement(
 
 
 def worker_spread_selector(app_name: str, group: str) -> dict[str, str]:
-    """Labels of one worker group's pods that do not depend on the DaskCluster's (hashed) name.
-
-    `app.kubernetes.io/name` is on the DaskCluster's metadata and the operator copies it onto every pod;
-    GROUP_LABEL is set through the group's `worker.metadata.labels`, which the operator also copies."""
+    """Labels of one worker group's pods that survive the DaskCluster's rename: the DaskCluster's own
+    `app.kubernetes.io/name` and the group's GROUP_LABEL (`worker.metadata.labels`), which the operator copies."""
     return {APP_NAME_LABEL: app_name, COMPONENT_LABEL: "worker", GROUP_LABEL: group}
 
 

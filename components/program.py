@@ -11,7 +11,7 @@ import pulumi_kubernetes as k8s
 
 from components.catalogs import CatalogProvisioning
 from components.client_check import enforce_client_environment
-from components.cluster import ClusterSpec, LsdbDaskCluster, LsdbDaskClusterArgs, cluster_manifests
+from components.cluster import ClusterSpec, LsdbDaskCluster, cluster_manifests
 from components.config import StackConfig, read_stack_config, secret_config
 from components.constants import (
     DASHBOARD_PORT,
@@ -23,10 +23,10 @@ from components.constants import (
 from components.dask_operator import DaskOperator, operator_from_stack, operator_version
 from components.endpoint import StableEndpoint, StableEndpointSelector
 from components.image import LsdbImage
-from components.monitoring import LsdbMonitoring, MonitoringArgs, chart_monitoring_values
+from components.monitoring import LsdbMonitoring, chart_monitoring_values
 from components.notebook import LsdbNotebook, notebook_urls
-from components.security import ClusterSecurity, ClusterSecurityArgs, tls_secret_name
-from components.storage import CatalogStorage, CatalogStorageArgs
+from components.security import ClusterSecurity, tls_secret_name
+from components.storage import CatalogStorage
 from components.tls_schedule import certificate_schedule
 from components.verification import LsdbVerification, VerificationArgs, VerificationQuery
 from components.verification.query import GATE
@@ -60,9 +60,7 @@ def program(config: StackConfig, today: date | None = None) -> dict[str, Any]:
 
     credentials = secret_config("storage", ("objectStore", "credentials")) if config.storage.credential_keys else None
     storage = CatalogStorage(
-        "catalog-storage",
-        CatalogStorageArgs(config.storage, namespace, config.cluster.name, credentials),
-        opts(cluster_namespace),
+        "catalog-storage", config.storage, namespace, config.cluster.name, credentials, opts(cluster_namespace)
     )
     password = secret_config("image", ("registry", "password")) if config.image.registry.password is not None else None
     build_notebook = config.notebook.enabled and config.notebook.image_ref is None
@@ -83,21 +81,7 @@ def program(config: StackConfig, today: date | None = None) -> dict[str, Any]:
     spec = ClusterSpec(config.cluster, namespace, storage.pod_storage, image.pull_secret_name, tls_secret)
     manifests = cluster_manifests(spec, image.identity)
     live_name = manifests.live_name
-    security = ClusterSecurity(
-        "lsdb-security",
-        ClusterSecurityArgs(
-            cluster_name=config.cluster.name,
-            namespace=namespace,
-            security=config.security,
-            operator_namespace=operator_namespace,
-            object_store=config.storage.kind == "objectStore",
-            identity_provider=config.storage.identity[0] if config.storage.identity else None,
-            scraper_namespace=config.monitoring.prometheus_namespace if config.monitoring.enabled else None,
-            service_names=(scheduler_service_name(config.cluster.name), scheduler_service_name(live_name)),
-            today=today,
-        ),
-        opts(cluster_namespace),
-    )
+    security = ClusterSecurity("lsdb-security", config, operator_namespace, live_name, today, opts(cluster_namespace))
     # The stable Service comes before every cluster and goes after all of them (the clusters depend on it); it routes
     # nothing until the selector below points it at a verified cluster.
     endpoint = StableEndpoint(
@@ -111,7 +95,8 @@ def program(config: StackConfig, today: date | None = None) -> dict[str, Any]:
     )
     cluster = LsdbDaskCluster(
         "lsdb-cluster",
-        LsdbDaskClusterArgs(manifests, image=image.ref),
+        manifests,
+        image.ref,
         opts(operator, cluster_namespace, storage, image, security, endpoint),
     )
     exports |= {"namespace": namespace, "clusterName": cluster.cluster_name, "imageRef": image.ref}
@@ -150,18 +135,9 @@ def program(config: StackConfig, today: date | None = None) -> dict[str, Any]:
     exports |= _notebook(config, storage, image, security, provisioning, notebook_opts)
 
     if config.monitoring.enabled:
-        LsdbMonitoring(
-            "lsdb-monitoring",
-            MonitoringArgs(
-                monitoring=config.monitoring,
-                cluster=config.cluster,
-                namespace=namespace,
-                cluster_name=cluster.cluster_name,
-                own_monitors=operator is None,
-                verification=exports.get("verification"),
-            ),
-            opts(cluster, verification),
-        )
+        # With the operator from elsewhere (so without its chart's monitors), monitors of this stack's own.
+        LsdbMonitoring("lsdb-monitoring", config, cluster.cluster_name, exports.get("verification"),
+                       opts(cluster, verification))  # fmt: skip
     return exports
 
 

@@ -1,15 +1,11 @@
-"""ClusterSecurity: the NetworkPolicies around a DaskCluster's pods and the certificates of its mutual TLS.
-
-What is open to whom is docs/security.md's table, built by the pure function `network_policy_manifests` (policies
-are additive; probes and `kubectl port-forward` enter through the kubelet, which NetworkPolicies do not govern).
-TLS (pulumi-tls, keys in the state as secrets) rotates on components/tls_schedule.py's epochs: the tag is in the
-Secret's name (so in `<h>`: a rotation is a new cluster) and in the subjects (so pulumi-tls re-issues them).
-"""
+"""ClusterSecurity: the NetworkPolicies around a DaskCluster's pods (docs/security.md's table, built by the pure
+`network_policy_manifests`) and the certificates of its mutual TLS (pulumi-tls, keys in the state as secrets),
+rotated on components/tls_schedule.py's epochs: the tag is in the Secret's name (so in `<h>`: a rotation is a new
+cluster) and in the subjects (so pulumi-tls re-issues them)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
@@ -18,7 +14,7 @@ import pulumi_kubernetes as k8s
 import pulumi_tls as tls
 
 from components.cluster import TLS_FILES
-from components.config import SecurityConfig
+from components.config import SecurityConfig, StackConfig
 from components.constants import (
     APP_NAME_LABEL,
     CLIENT_LABEL,
@@ -29,15 +25,16 @@ from components.constants import (
     NAMESPACE_NAME_LABEL,
     NANNY_PORT_NAME,
     PART_OF,
+    PART_OF_LABEL,
     SCHEDULER_PORT_NAME,
     WORKER_PORT_NAME,
+    scheduler_service_name,
 )
 from components.options import child_options
 from components.tls_schedule import (
     ANCHOR,
     CA_VALIDITY_DAYS,
     CERT_VALIDITY_DAYS,
-    TlsSchedule,
     certificate_schedule,
     expiry_warnings,
     rotation_warnings,
@@ -45,9 +42,8 @@ from components.tls_schedule import (
 
 DNS_PORT = 53
 CA_VALIDITY_HOURS = CA_VALIDITY_DAYS * 24  # the CA outlives every certificate it signs (components/tls_schedule.py)
-# No `early_renewal_hours`: a re-issue it triggers keeps the Secret's name, so it would rewrite the Secret under a
-# running cluster (which never reloads it) and start no new one. A certificate is at most CERT_ROTATION_DAYS old
-# within its epoch, far from its CERT_VALIDITY_DAYS: the schedule's new tag re-issues it, with a new cluster.
+# No `early_renewal_hours`: its re-issue would rewrite the Secret under a running cluster, which never reloads it
+# (docs/security.md); the schedule's new tag re-issues a certificate long before it expires, with a new cluster.
 CERT_VALIDITY_HOURS = CERT_VALIDITY_DAYS * 24
 KEY_ALGORITHM, KEY_CURVE = "ECDSA", "P256"
 SERVER_USES = ["digital_signature", "key_encipherment", "server_auth", "client_auth"]
@@ -59,7 +55,7 @@ CLIENT_USES = ["digital_signature", "key_encipherment", "client_auth"]
 
 def cluster_pods(cluster_name: str, component: str | None = None) -> dict[str, Any]:
     """The cluster's pods (of one component): the DaskCluster's labels the operator copies, plus its component."""
-    labels = {"app.kubernetes.io/part-of": PART_OF, APP_NAME_LABEL: cluster_name}
+    labels = {PART_OF_LABEL: PART_OF, APP_NAME_LABEL: cluster_name}
     if component:
         labels[COMPONENT_LABEL] = component
     return {"matchLabels": labels}
@@ -181,76 +177,69 @@ def tls_secret_name(cluster_name: str, tag: str) -> str:
     return f"{cluster_name}-tls-{tag}"
 
 
-@dataclass(frozen=True)
-class ClusterSecurityArgs:
-    cluster_name: str
-    namespace: str
-    security: SecurityConfig
-    operator_namespace: pulumi.Input[str]
-    object_store: bool = False
-    identity_provider: str | None = None  # storage.objectStore.identity's cloud (its token endpoint needs egress)
-    scraper_namespace: str | None = None  # monitoring.prometheusNamespace while monitoring.enabled
-    # The scheduler Service names the certificate must cover (the operator's; a stable one in front of it).
-    service_names: tuple[str, ...] = ()
-    # The day of this `pulumi up` (components/program.py reads the clock): which certificate epoch to serve.
-    today: date = ANCHOR
-
-
 class ClusterSecurity(pulumi.ComponentResource):
-    """NetworkPolicies, and with `security.tls` the CA, certificates and certificate Secret of one cluster. A new TLS
-    epoch is a NEW Secret `<cluster>-tls-<tag>` (a new resource, so a new cluster; the old one goes after the old
-    cluster, at the end of a successful `pulumi up`)."""
+    """NetworkPolicies, and with `security.tls` the CA, certificates and certificate Secret of the cluster whose live
+    DaskCluster is `live_name`, on `today` (the program reads the clock). A new TLS epoch is a NEW Secret
+    `<cluster>-tls-<tag>` (a new resource, so a new cluster; the old one goes after the old cluster, at the end of a
+    successful `pulumi up`)."""
 
-    network_policies: list[k8s.networking.v1.NetworkPolicy]
-    client_tls: pulumi.Output[dict[str, Any]] | None
-    schedule: TlsSchedule
-    certificate_expiry: pulumi.Output[str] | None  # the server certificate's `validity_end_time` (RFC 3339)
+    client_tls: pulumi.Output[dict[str, Any]] | None = None
+    certificate_expiry: pulumi.Output[str] | None = None  # the server certificate's `validity_end_time` (RFC 3339)
 
-    def __init__(self, name: str, args: ClusterSecurityArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: StackConfig,
+        operator_namespace: pulumi.Input[str],
+        live_name: str,
+        today: date = ANCHOR,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
         super().__init__("lsdb-k8s:security:ClusterSecurity", name, {}, opts)
-        self.network_policies = self._network_policies(name, args, opts)
-        self.client_tls = None
-        self.certificate_expiry = None
-        self.schedule = certificate_schedule(args.today, args.security.tls_generation)
-        if args.security.tls:
-            self._certificates(name, args, opts)
+        self.network_policies = self._network_policies(name, config, operator_namespace, opts)
+        self.schedule = certificate_schedule(today, config.security.tls_generation)
+        if config.security.tls:
+            # The certificate covers the stable Service and the operator's of the live cluster.
+            services = [scheduler_service_name(config.cluster.name), scheduler_service_name(live_name)]
+            self._certificates(name, config, services, today, opts)
         self.register_outputs({"networkPolicies": [p.metadata["name"] for p in self.network_policies]})
 
     def _network_policies(
-        self, name: str, args: ClusterSecurityArgs, opts: pulumi.ResourceOptions | None
+        self, name: str, config: StackConfig, operator_namespace: pulumi.Input[str], opts: pulumi.ResourceOptions | None
     ) -> list[k8s.networking.v1.NetworkPolicy]:
-        def build(operator_namespace: str) -> list[dict[str, Any]]:
+        cluster, storage, monitoring = config.cluster.name, config.storage, config.monitoring
+        # AWS's and Azure's token endpoints are HTTPS, which the object-store rule allows; GKE's needs its own.
+        identity_provider = storage.identity[0] if storage.identity else None
+        scrapers = monitoring.prometheus_namespace if monitoring.enabled else None
+
+        def build(operator: str) -> list[dict[str, Any]]:
+            object_store = storage.kind == "objectStore"
             return network_policy_manifests(
-                args.cluster_name,
-                args.namespace,
-                args.security,
-                operator_namespace,
-                args.object_store,
-                args.identity_provider,
-                args.scraper_namespace,
+                cluster, config.namespace, config.security, operator, object_store, identity_provider, scrapers
             )
 
         # The operator's namespace may be another stack's output; the set of policies never depends on it.
-        manifests = pulumi.Output.from_input(args.operator_namespace).apply(build)
+        manifests = pulumi.Output.from_input(operator_namespace).apply(build)
 
-        def spec_of(i: int) -> pulumi.Output[Any]:
+        def spec(i: int) -> pulumi.Output[Any]:
             return manifests.apply(lambda m: m[i]["spec"])
 
-        policies = []
-        for i, shape in enumerate(build("operator")):
-            part = shape["metadata"]["name"].removeprefix(f"{args.cluster_name}-")
-            policies.append(
-                k8s.networking.v1.NetworkPolicy(
-                    f"{name}-{part}", metadata=shape["metadata"], spec=spec_of(i), opts=child_options(self, opts)
-                )
+        return [
+            k8s.networking.v1.NetworkPolicy(
+                f"{name}-{shape['metadata']['name'].removeprefix(f'{cluster}-')}",
+                metadata=shape["metadata"],
+                spec=spec(i),
+                opts=child_options(self, opts),
             )
-        return policies
+            for i, shape in enumerate(build("operator"))
+        ]
 
-    def _certificates(self, name: str, args: ClusterSecurityArgs, opts: pulumi.ResourceOptions | None) -> None:
+    def _certificates(
+        self, name: str, config: StackConfig, services: list[str], today: date, opts: pulumi.ResourceOptions | None
+    ) -> None:
         child = child_options(self, opts)
         schedule = self.schedule
-        for message in rotation_warnings(args.today, schedule):
-            pulumi.log.warn(message, resource=self)
+        self._warn(rotation_warnings(today, schedule))
         # Generation 0 keeps the previous release's names; a new generation is new keys (new logical names).
         generation = f"-g{schedule.generation}" if schedule.generation else ""
 
@@ -297,17 +286,20 @@ class ClusterSecurity(pulumi.ComponentResource):
             )
             return key, cert
 
-        services = list(args.service_names) or [f"{args.cluster_name}-scheduler"]
-        dns_names = certificate_dns_names(services, args.namespace)
-        server_key, server_cert = signed("server", services[0], SERVER_USES, dns_names)
+        server_key, server_cert = signed(
+            "server", services[0], SERVER_USES, certificate_dns_names(services, config.namespace)
+        )
         client_key, client_cert = signed("client", "lsdb-client", CLIENT_USES, [])
-        secret_name = tls_secret_name(args.cluster_name, schedule.tag)
         # A new logical name per epoch (not a replacement of one resource): the old Secret stays, mounted by the old
         # cluster, until the end of a successful `pulumi up`; a replaced one would be deleted at the start of the
         # next `pulumi up` after a failed one, under the old cluster still serving.
         k8s.core.v1.Secret(
             f"{name}-tls-secret-{schedule.tag}",
-            metadata={"name": secret_name, "namespace": args.namespace, "labels": LABELS},
+            metadata={
+                "name": tls_secret_name(config.cluster.name, schedule.tag),
+                "namespace": config.namespace,
+                "labels": LABELS,
+            },
             type="kubernetes.io/tls",
             string_data=pulumi.Output.secret(
                 {
@@ -322,15 +314,9 @@ class ClusterSecurity(pulumi.ComponentResource):
         self.client_tls = pulumi.Output.secret(bundle)
         self.certificate_expiry = server_cert.validity_end_time
         certificates = {"stack's CA": ca, "cluster's certificate": server_cert, "client certificate": client_cert}
-        for what, cert in certificates.items():
-            cert.validity_end_time.apply(_expiry_warner(what, args.today, self))
+        for what, cert in certificates.items():  # warned at `pulumi up`, once each end is known
+            cert.validity_end_time.apply(lambda end, what=what: self._warn(expiry_warnings(what, end, today)))
 
-
-def _expiry_warner(what: str, today: date, resource: pulumi.Resource) -> Callable[[str | None], None]:
-    """Warns (at `pulumi up`, once the certificate is known) when it expires within EXPIRY_WARNING_DAYS."""
-
-    def warn(validity_end: str | None) -> None:
-        for message in expiry_warnings(what, validity_end, today):
-            pulumi.log.warn(message, resource=resource)
-
-    return warn
+    def _warn(self, messages: list[str]) -> None:
+        for message in messages:
+            pulumi.log.warn(message, resource=self)

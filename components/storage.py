@@ -1,13 +1,10 @@
 """CatalogStorage: where workers find HATS catalogs (RWX PVC, static NFS or hostPath PV, object store, none).
-
-The manifests and the pod-side wiring (volumes, mounts, environment) are pure functions of the config;
-`CatalogStorage` only registers them.
-"""
+The manifests and the pods' wiring (volumes, mounts, environment) are pure functions of the config."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -21,8 +18,7 @@ from components.options import child_options
 VOLUME_NAME = "catalog-data"
 LABELS = {**PROGRAM_LABELS, STORAGE_COMPONENT_LABEL[0]: STORAGE_COMPONENT_LABEL[1]}
 IDENTITY_ANNOTATION = "lsdb-k8s/workload-identity"  # on the pods: which identity their ServiceAccount carried
-# The credentials Secret's files (components/object_store_keys.py), mounted read-only on scheduler and workers.
-KEY_DIR = "/var/run/secrets/lsdb-object-store"
+KEY_DIR = "/var/run/secrets/lsdb-object-store"  # the credentials Secret's files, read-only on scheduler and workers
 KEY_VOLUME = "object-store-key"  # the scheduler mounts the volume of this name too (components/cluster.py)
 
 
@@ -37,8 +33,7 @@ class PodStorage:
     service_account: str | None = None
     pod_labels: dict[str, str] = field(default_factory=dict)
     pod_annotations: dict[str, str] = field(default_factory=dict)
-    # checkov skips with their reasons for pods carrying `env` (abfs keys: environment variables only).
-    scanner_skips: tuple[str, ...] = ()
+    scanner_skips: tuple[str, ...] = ()  # checkov skips with their reasons for pods carrying `env` (abfs keys)
 
 
 def service_account_name(cluster_name: str) -> str:
@@ -47,24 +42,15 @@ def service_account_name(cluster_name: str) -> str:
 
 
 def service_account_manifest(storage: StorageConfig, namespace: str, cluster_name: str) -> dict[str, Any] | None:
-    """The ServiceAccount carrying the workload identity (None without `storage.objectStore.identity`), mounting no
-    API token: EKS's and Azure's webhooks inject their own projected token, GKE's metadata server needs none."""
-    identity = storage.identity
-    if identity is None:
+    """The workload identity's ServiceAccount, mounting no API token: EKS's and Azure's webhooks inject their own
+    projected token, GKE's metadata server needs none."""
+    if storage.identity is None:
         return None
-    provider, value = identity
-    annotation = IDENTITY_PROVIDERS[provider][2]
-    return {
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": {
-            "name": service_account_name(cluster_name),
-            "namespace": namespace,
-            "labels": LABELS,
-            "annotations": {annotation: value},
-        },
-        "automountServiceAccountToken": False,
-    }
+    provider, value = storage.identity
+    annotations = {IDENTITY_PROVIDERS[provider][2]: value}
+    metadata = {"name": service_account_name(cluster_name), "namespace": namespace, "labels": LABELS}
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata | {"annotations": annotations},
+            "automountServiceAccountToken": False}  # fmt: skip
 
 
 def object_store_secret_name(cluster_name: str) -> str:
@@ -93,50 +79,31 @@ def persistent_volume_manifest(storage: StorageConfig, namespace: str) -> dict[s
         spec["mountOptions"] = ["nfsvers=4.1"]
     else:
         spec["hostPath"] = {"path": storage.host_path.path, "type": "DirectoryOrCreate"}
-    return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolume",
-        "metadata": {"name": persistent_volume_name(storage, namespace), "labels": LABELS},
-        "spec": spec,
-    }
+    metadata = {"name": persistent_volume_name(storage, namespace), "labels": LABELS}
+    return {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": metadata, "spec": spec}
 
 
 def persistent_volume_claim_manifest(storage: StorageConfig, namespace: str) -> dict[str, Any] | None:
     if not storage.creates_claim:  # existingClaim: the claim is the user's, never created nor deleted here
         return None
-    spec: dict[str, Any] = {
-        "accessModes": [storage.access_mode],
-        "resources": {"requests": {"storage": storage.size}},
-    }
-    if storage.kind == "pvc":
-        if storage.storage_class_name:
-            spec["storageClassName"] = storage.storage_class_name
-    else:
-        # Bind to the static PV above, never to a dynamically provisioned one.
-        spec["storageClassName"] = ""
-        spec["volumeName"] = persistent_volume_name(storage, namespace)
-    return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": {"name": storage.claim_name, "namespace": namespace, "labels": LABELS},
-        "spec": spec,
-    }
+    spec: dict[str, Any] = {"accessModes": [storage.access_mode], "resources": {"requests": {"storage": storage.size}}}
+    if storage.kind != "pvc":  # bind to the static PV above, never to a dynamically provisioned one
+        spec |= {"storageClassName": "", "volumeName": persistent_volume_name(storage, namespace)}
+    elif storage.storage_class_name:
+        spec["storageClassName"] = storage.storage_class_name
+    metadata = {"name": storage.claim_name, "namespace": namespace, "labels": LABELS}
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": metadata, "spec": spec}
 
 
 def object_store_secret_manifest(
     storage: StorageConfig, namespace: str, cluster_name: str, credentials: dict[str, str]
 ) -> dict[str, Any] | None:
     """The credentials as the files the driver reads (components/object_store_keys.py)."""
-    if storage.kind != "objectStore" or not storage.credential_keys:
+    if not storage.credential_keys:
         return None
     data = secret_data(storage.credential_env, credentials, "storage.objectStore.credentials")
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": object_store_secret_name(cluster_name), "namespace": namespace, "labels": LABELS},
-        "type": "Opaque",
-        "stringData": data,
-    }
+    metadata = {"name": object_store_secret_name(cluster_name), "namespace": namespace, "labels": LABELS}
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "type": "Opaque", "stringData": data}
 
 
 def pod_storage(storage: StorageConfig, cluster_name: str) -> PodStorage:
@@ -154,7 +121,7 @@ def pod_storage(storage: StorageConfig, cluster_name: str) -> PodStorage:
             # Webhooks inject the identity when a pod is created: a new identity must mean new pods.
             pod_annotations={IDENTITY_ANNOTATION: f"{provider}:{value}"},
         )
-    if storage.kind != "objectStore" or not storage.credential_keys:
+    if not storage.credential_keys:
         return PodStorage()
     wiring = key_wiring(storage.credential_env, object_store_secret_name(cluster_name), KEY_VOLUME, KEY_DIR)
     return PodStorage(
@@ -162,61 +129,45 @@ def pod_storage(storage: StorageConfig, cluster_name: str) -> PodStorage:
     )
 
 
-@dataclass(frozen=True)
-class CatalogStorageArgs:
-    storage: StorageConfig
-    namespace: str
-    cluster_name: str
-    credentials: pulumi.Output[dict[str, str]] | None = None  # a Pulumi secret
-
-
-def _string_data(manifest: dict[str, Any] | None) -> dict[str, str]:
-    return dict(manifest["stringData"]) if manifest else {}
-
-
 class CatalogStorage(pulumi.ComponentResource):
-    """The catalog volume (or object-store credentials) that the Dask cluster mounts."""
+    """The catalog volume (or object-store credentials, `credentials` a Pulumi secret) the Dask cluster mounts."""
 
-    pod_storage: PodStorage
-    claim: k8s.core.v1.PersistentVolumeClaim | None
-    volume: k8s.core.v1.PersistentVolume | None
-    secret: k8s.core.v1.Secret | None
-    service_account: k8s.core.v1.ServiceAccount | None
+    volume: k8s.core.v1.PersistentVolume | None = None
+    claim: k8s.core.v1.PersistentVolumeClaim | None = None
+    secret: k8s.core.v1.Secret | None = None
+    service_account: k8s.core.v1.ServiceAccount | None = None
 
-    def __init__(self, name: str, args: CatalogStorageArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        storage, namespace, cluster_name = args.storage, args.namespace, args.cluster_name
-        credentials = args.credentials
+    def __init__(
+        self,
+        name: str,
+        storage: StorageConfig,
+        namespace: str,
+        cluster_name: str,
+        credentials: pulumi.Output[dict[str, str]] | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
         super().__init__("lsdb-k8s:storage:CatalogStorage", name, {}, opts)
         child = child_options(self, opts)
         self.pod_storage = pod_storage(storage, cluster_name)
-        self.volume = self.claim = self.secret = self.service_account = None
-
-        pv = persistent_volume_manifest(storage, namespace)
-        if pv is not None:
+        if pv := persistent_volume_manifest(storage, namespace):
             self.volume = k8s.core.v1.PersistentVolume(
                 f"{name}-pv", metadata=pv["metadata"], spec=pv["spec"], opts=child
             )
-        pvc = persistent_volume_claim_manifest(storage, namespace)
-        if pvc is not None:
+        if pvc := persistent_volume_claim_manifest(storage, namespace):
             self.claim = k8s.core.v1.PersistentVolumeClaim(
-                f"{name}-pvc",
-                metadata=pvc["metadata"],
-                spec=pvc["spec"],
-                opts=child_options(self, opts, self.volume),
+                f"{name}-pvc", metadata=pvc["metadata"], spec=pvc["spec"], opts=child_options(self, opts, self.volume)
             )
-        if storage.kind == "objectStore" and storage.credential_keys and credentials is not None:
-            manifest = credentials.apply(
-                lambda creds: object_store_secret_manifest(storage, namespace, cluster_name, creds)
-            )
+        if storage.credential_keys and credentials is not None:
+            manifest = credentials.apply(lambda c: object_store_secret_manifest(storage, namespace, cluster_name, c))
             self.secret = k8s.core.v1.Secret(
                 f"{name}-object-store",
+                # Not from `manifest`, which the credentials make secret: the name stays readable in the state.
                 metadata={"name": object_store_secret_name(cluster_name), "namespace": namespace, "labels": LABELS},
                 type="Opaque",
-                string_data=pulumi.Output.secret(cast(Any, manifest.apply(_string_data))),
+                string_data=pulumi.Output.secret(manifest.apply(lambda m: m["stringData"] if m else {})),
                 opts=child,
             )
-        account = service_account_manifest(storage, namespace, cluster_name)
-        if account is not None:
+        if account := service_account_manifest(storage, namespace, cluster_name):
             self.service_account = k8s.core.v1.ServiceAccount(
                 f"{name}-service-account",
                 metadata=account["metadata"],

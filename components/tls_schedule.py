@@ -1,11 +1,5 @@
-"""When the stack's TLS material rotates (docs/security.md#certificate-rotation): fixed epochs counted from ANCHOR,
-pure functions of the day (the program reads the clock once, so preview == up and tests pass any day).
-
-Dask loads its certificate once, at start, so a rotation is a new cluster: the epoch tag (`g0-ca0-c1`:
-`security.tlsGeneration`, CA epoch, certificate epoch) is in the certificate Secret's name, hence in `<h>`. The CA
-rotates every whole number of certificate epochs and outlives every certificate it signs; days before ANCHOR count
-as epoch 0.
-"""
+"""When the stack's TLS material rotates (docs/security.md#certificate-rotation): fixed epochs counted from ANCHOR
+(days before it are epoch 0), pure functions of the day: the program reads the clock once, so preview == up."""
 
 from __future__ import annotations
 

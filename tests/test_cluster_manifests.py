@@ -21,7 +21,6 @@ from components.cluster import (
     ClusterManifests,
     ClusterSpec,
     LsdbDaskCluster,
-    LsdbDaskClusterArgs,
     cluster_manifests,
     in_cluster_address,
     spec_digest,
@@ -417,8 +416,8 @@ def run_cluster(m: ClusterManifests, outputs: dict[str, Any] | None = None) -> t
 
     def program() -> None:
         wait = pulumi.CustomResource("test:index:Secret", "tls")
-        args = LsdbDaskClusterArgs(m, pulumi.Output.from_input("r/x@sha256:abc"))
-        made.append(LsdbDaskCluster("c", args, pulumi.ResourceOptions(depends_on=[wait])))
+        image = pulumi.Output.from_input("r/x@sha256:abc")
+        made.append(LsdbDaskCluster("c", m, image, pulumi.ResourceOptions(depends_on=[wait])))
 
     def register_outputs(monitor: RecordingMonitor, request: Any) -> Any:
         if outputs is not None and request.urn.endswith("::c"):
@@ -474,7 +473,7 @@ def test_the_component_resolves_the_live_name_and_address() -> None:
     def program() -> None:
         for tls in (None, "lsdb-x-tls"):
             m = build(tls_secret=tls)
-            component = LsdbDaskCluster(f"c{bool(tls)}", LsdbDaskClusterArgs(m, "r/x@sha256:abc"))
+            component = LsdbDaskCluster(f"c{bool(tls)}", m, "r/x@sha256:abc")
             pulumi.export(f"name{bool(tls)}", component.cluster_name)
             pulumi.export(f"address{bool(tls)}", component.candidate_address)
             pulumi.export(f"uid{bool(tls)}", component.cluster_uid)

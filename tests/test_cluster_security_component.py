@@ -11,8 +11,9 @@ import pulumi
 import pytest
 from google.protobuf import empty_pb2, json_format
 
-from components.config import SecurityConfig
-from components.security import ClusterSecurity, ClusterSecurityArgs, network_policy_manifests
+from components.config import SecurityConfig, StackConfig, parse_stack_config
+from components.security import ClusterSecurity, network_policy_manifests
+from components.tls_schedule import ANCHOR
 from tools.mock_runtime import ProgramRun, RecordingMonitor, run_program, unwrap_secrets
 
 CERT = "tls:index/locallySignedCert:LocallySignedCert"
@@ -23,16 +24,26 @@ SECRET = "kubernetes:core/v1:Secret"
 POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
 
 
-def run_security(security: dict[str, Any], **args: Any) -> tuple[ProgramRun, dict[str, Any]]:
+GKE_IDENTITY = {"gcp": {"serviceAccount": "reader@project.iam.gserviceaccount.com"}}
+
+
+def stack(security: dict[str, Any], **sections: Any) -> StackConfig:
+    """Cluster `lsdb-x` in namespace `lsdb` with this security section (and other sections as given)."""
+    base = {
+        "namespace": "lsdb",
+        "cluster": {"name": "lsdb-x"},
+        "image": {"repository": "r/x"},
+        "verify": {"enabled": False},
+    }
+    return parse_stack_config({**base, "security": security, **sections})
+
+
+def run_security(security: dict[str, Any], today: date = ANCHOR, **sections: Any) -> tuple[ProgramRun, dict[str, Any]]:
     made: dict[str, Any] = {}
 
     def program() -> None:
-        component = ClusterSecurity(
-            "sec",
-            ClusterSecurityArgs(
-                "lsdb-x", "lsdb", SecurityConfig.model_validate(security), pulumi.Output.from_input("dask-op"), **args
-            ),
-        )
+        operator = pulumi.Output.from_input("dask-op")
+        component = ClusterSecurity("sec", stack(security, **sections), operator, "lsdb-x-0a1b", today)
         made["component"] = component
         if component.client_tls is not None:
             pulumi.export("clientTls", component.client_tls)
@@ -41,7 +52,8 @@ def run_security(security: dict[str, Any], **args: Any) -> tuple[ProgramRun, dic
 
 
 def test_network_policies_are_the_pure_manifests_named_by_the_component() -> None:
-    run, _ = run_security({"tls": False}, object_store=True, identity_provider="gcp", scraper_namespace="monitoring")
+    store = {"kind": "objectStore", "objectStore": {"url": "gs://bucket/catalogs", "identity": GKE_IDENTITY}}
+    run, _ = run_security({"tls": False}, storage=store, monitoring={"enabled": True})  # Prometheus in `monitoring`
     expected = network_policy_manifests(
         "lsdb-x", "lsdb", SecurityConfig.model_validate({}), "dask-op", True, "gcp", scraper_namespace="monitoring"
     )
@@ -62,7 +74,7 @@ def test_no_network_policy_and_no_tls_registers_nothing_but_the_component() -> N
 
 @pytest.fixture  # per test, not per module: mutation testing maps each test to the code it runs (docs/mutation.md)
 def tls_run() -> ProgramRun:
-    run, _ = run_security({"tls": True}, service_names=("lsdb-x-0a1b-scheduler", "lsdb-x-scheduler"))
+    run, _ = run_security({"tls": True})  # the live cluster lsdb-x-0a1b
     return run
 
 
@@ -70,7 +82,7 @@ def test_the_server_certificate_serves_and_dials_every_scheduler_name(tls_run: P
     server = tls_run.named("sec-server")
     assert set(server.inputs["allowedUses"]) == {"digital_signature", "key_encipherment", "server_auth", "client_auth"}
     csr = tls_run.named("sec-server-csr")
-    assert csr.inputs["subject"]["commonName"] == "lsdb-x-0a1b-scheduler"
+    assert csr.inputs["subject"]["commonName"] == "lsdb-x-scheduler"  # the stable Service, then the live cluster's
     assert {"lsdb-x-scheduler.lsdb.svc", "lsdb-x-0a1b-scheduler.lsdb.svc.cluster.local", "localhost"} <= set(
         csr.inputs["dnsNames"]
     )
@@ -116,8 +128,8 @@ def test_every_child_is_the_components_and_waits_for_what_the_component_waits_fo
 
     def program() -> None:
         namespace = k8s.core.v1.Namespace("ns")
-        args = ClusterSecurityArgs("lsdb-x", "lsdb", SecurityConfig.model_validate({"tls": True}), "dask-op")
-        ClusterSecurity("sec", args, pulumi.ResourceOptions(depends_on=[namespace]))
+        config = stack({"tls": True})
+        ClusterSecurity("sec", config, "dask-op", "lsdb-x-0a1b", opts=pulumi.ResourceOptions(depends_on=[namespace]))
 
     outputs: dict[str, Any] = {}
 
@@ -232,3 +244,16 @@ def test_warnings_name_what_expires_and_are_attached_to_the_component(monkeypatc
     assert sum("rotate on 2026-06-30" in m for m in messages) == 1 and len(messages) == 4
     assert isinstance(made["component"].certificate_expiry, pulumi.Output)  # the server certificate's end
     assert run_security({"tls": False})[1]["component"].certificate_expiry is None  # no TLS: no certificate
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_prometheus_may_scrape_only_while_monitoring_is_on(enabled: bool) -> None:
+    """`monitoring.prometheusNamespace` (default `monitoring`) reaches the dashboard ports only with monitoring on."""
+    run, _ = run_security({"tls": False}, monitoring={"enabled": enabled})
+    scrapers = "monitoring" if enabled else None
+    expected = network_policy_manifests(
+        "lsdb-x", "lsdb", SecurityConfig.model_validate({}), "dask-op", False, scraper_namespace=scrapers
+    )
+    registered = {r.name: r.inputs["spec"] for r in run.of_type(POLICY)}
+    for m in expected:
+        assert registered["sec-" + m["metadata"]["name"].removeprefix("lsdb-x-")] == m["spec"]

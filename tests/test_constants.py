@@ -13,7 +13,7 @@ def test_operator_names_match_the_pinned_wheel() -> None:
     from dask_kubernetes import constants as operator
 
     assert constants.SCHEDULER_NAME_TEMPLATE == operator.SCHEDULER_NAME_TEMPLATE
-    assert constants.KUBERNETES_MAX_RESOURCE_NAME_LENGTH == operator.KUBERNETES_MAX_RESOURCE_NAME_LENGTH
+    assert constants.NAME_LIMIT == operator.KUBERNETES_MAX_RESOURCE_NAME_LENGTH
     assert constants.scheduler_service_name("lsdb") == operator.SCHEDULER_NAME_TEMPLATE.format(cluster_name="lsdb")
 
 

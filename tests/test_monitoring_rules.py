@@ -16,7 +16,6 @@ import pytest
 from components.config import ClusterConfig, MonitoringConfig, parse_stack_config
 from components.monitoring import (
     LsdbMonitoring,
-    MonitoringArgs,
     chart_monitoring_values,
     dashboard_config_map,
     dashboard_json,
@@ -286,11 +285,15 @@ def run_monitoring(
 
     def program() -> None:
         wait = pulumi.CustomResource("test:index:DaskCluster", "dc")
-        args = MonitoringArgs(
-            monitoring(**keys), cluster(), "astro", pulumi.Output.from_input("lsdb-x-0a1b"), own_monitors,
-            pulumi.Output.from_input(verification) if verification is not None else None,
-        )  # fmt: skip
-        made.append(LsdbMonitoring("mon", args, pulumi.ResourceOptions(depends_on=[wait])))
+        config = stack(
+            namespace="astro",
+            cluster={"name": "lsdb-x"},
+            monitoring={**ON, **keys},
+            operator={"install": not own_monitors},
+        )
+        result = pulumi.Output.from_input(verification) if verification is not None else None
+        made.append(LsdbMonitoring("mon", config, pulumi.Output.from_input("lsdb-x-0a1b"), result,
+                                   pulumi.ResourceOptions(depends_on=[wait])))  # fmt: skip
 
     return run_program({}, program=program), made[0]
 

@@ -20,7 +20,6 @@ from components.storage import (
     KEY_DIR,
     KEY_VOLUME,
     CatalogStorage,
-    CatalogStorageArgs,
     PodStorage,
     object_store_secret_manifest,
     persistent_volume_claim_manifest,
@@ -290,8 +289,7 @@ def run_storage(
     def program() -> None:
         wait = pulumi.CustomResource("test:index:Namespace", "ns")
         given = pulumi.Output.secret(credentials) if credentials is not None else None
-        args = CatalogStorageArgs(cfg, "astro", "lsdb-x", given)
-        made.append(CatalogStorage("st", args, pulumi.ResourceOptions(depends_on=[wait])))
+        made.append(CatalogStorage("st", cfg, "astro", "lsdb-x", given, pulumi.ResourceOptions(depends_on=[wait])))
 
     def register_outputs(monitor: RecordingMonitor, request: Any) -> Any:
         if request.urn.endswith("::st"):
