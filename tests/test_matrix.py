@@ -56,6 +56,7 @@ from components.constants import (
 from components.lock import PROJECT_DIR
 from components.notebook import NOTEBOOK_PORT
 from tests.program_helpers import kubernetes_objects, live_objects, run_with
+from tests.support import schema_check
 from tests.support.netpol import Cluster, External, Pod, pod_from_template
 from tests.test_schemas import DEPLOYER_VERBS, PREVIEWER_VERBS, VERSIONS, crd_schema
 from tests.test_schemas import test_the_rbac_grants_every_object_the_program_registers as rbac_check
@@ -268,7 +269,7 @@ def custom_resource_problems(obj: dict[str, Any]) -> list[str]:
     kept = pruned(body, schema)
     problems = [f"{obj['kind']} {obj['metadata']['name']}: {d}" for d in dropped(body, kept)]
     try:
-        jsonschema.validate(body, {k: v for k, v in schema.items() if k != "required"})
+        schema_check.validate(body, {k: v for k, v in schema.items() if k != "required"})
     except jsonschema.ValidationError as e:
         problems.append(f"{obj['kind']} {obj['metadata']['name']}: {e.message} at {e.json_path}")
     return problems
