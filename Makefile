@@ -32,11 +32,12 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 # The README's test command, and all that CI runs: the Python check (first: before any virtualenv is made), lint
-# and types, the suite (in parallel: pytest-xdist, see pyproject's addopts), then the security scan. checkov's
-# virtualenv is made before the suite: without it the matrix's and the catalogs' checkov tests skip.
+# and types, the suite (in parallel: pytest-xdist, see pyproject's addopts). The suite holds the security scan:
+# tests/test_matrix.py gives checkov what `make scan` scans (scripts/scan.py's targets, with its rule: any failed
+# check fails) in the matrix's one checkov run, so checkov runs once, beside the other tests, not again after them.
+# checkov's virtualenv is made before the suite; LSDB_REQUIRE_CHECKOV makes its absence a failure, not a skip.
 test: check-python lint moto-venv scan-venv
-	$(VENV)/bin/python -m pytest
-	@$(MAKE) --no-print-directory scan
+	LSDB_REQUIRE_CHECKOV=1 $(VENV)/bin/python -m pytest
 
 # The Python minor the locks are for, with `make up`'s message (scripts/dev.sh python).
 check-python:
@@ -101,7 +102,8 @@ $(POLICY_STAMP): policy/requirements.txt
 policy-venv: $(POLICY_STAMP)
 
 # `make scan`: checkov (its own pinned virtualenv, scan/venv) on every stack's rendered objects, the Deployments
-# and Service the operator builds from them, and docker/. Fails on any failed check (scripts/scan.py).
+# and Service the operator builds from them, and docker/. Fails on any failed check (scripts/scan.py). Alone, with
+# the counts per stack; `make test` runs the same scan inside the suite (tests/test_matrix.py).
 SCAN_STAMP := scan/venv/.installed
 $(SCAN_STAMP): scan/requirements.txt $(UV_STAMP)
 	$(PY) -m venv scan/venv

@@ -1,8 +1,10 @@
 """Make the project importable as in `pulumi up` (the program runs from the project directory); let Python write
 bytecode; run the slowest files first."""
 
+import functools
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -50,3 +52,26 @@ SLOWEST_FIRST = (
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(SLOWEST_FIRST)))  # stable: a file's order is kept
+
+
+@pytest.fixture(scope="session", autouse=True)
+def read_once_per_process() -> Iterator[None]:
+    """What the tests read again and again from files that do not change during the run, read once per test process:
+
+    * the program's client check (components/client_check.py) reads every installed distribution's metadata, 0.1 s
+      of CPU, two thirds of a mock run without the operator, in each of the suite's hundreds of mock runs. The check
+      itself (the lock against these versions, each difference with its fix) still runs in full every time;
+    * kubernetes-validate loads its JSON schema of the kind and its 1 MB of definitions on every `validate` (20 ms),
+      for each object of each stack and Kubernetes version; the validation itself is unchanged.
+
+    Processes the tests start (CLI renders, `pulumi`, checkov) read their own."""
+    import kubernetes_validate.utils
+
+    from components import client_check
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(client_check, "installed_versions", functools.cache(client_check.installed_versions))
+        patch.setattr(
+            kubernetes_validate.utils, "schema_contents", functools.cache(kubernetes_validate.utils.schema_contents)
+        )
+        yield

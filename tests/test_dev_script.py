@@ -468,11 +468,13 @@ def test_makefile_keeps_venv_lint_test_and_adds_the_dev_targets() -> None:
         assert re.search(rf"^{re.escape(target)}:", makefile, re.M), target
     # moto-venv: the object-store tests' S3 server, in its own virtualenv (tools/object_servers.py).
     test = makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
-    # The Python check first (before any virtualenv), then lint, the suite and the scan. checkov's virtualenv is
-    # made before the suite, whose checkov tests skip without it.
+    # The Python check first (before any virtualenv), then lint and the suite, which holds the scan: checkov's
+    # virtualenv is made before it, and LSDB_REQUIRE_CHECKOV makes a missing checkov fail the scan's tests
+    # (tests/test_matrix.py runs scripts/scan.py's targets) instead of skipping them.
     assert test.splitlines()[0].split() == ["check-python", "lint", "moto-venv", "scan-venv"]
-    assert test.splitlines()[1] == "\t$(VENV)/bin/python -m pytest"
-    assert "scan" in test.splitlines()[-1]
+    assert test.splitlines()[1:] == ["\tLSDB_REQUIRE_CHECKOV=1 $(VENV)/bin/python -m pytest"]
+    matrix = (ROOT / "tests" / "test_matrix.py").read_text()
+    assert "scan.scan_targets(" in matrix and 'REQUIRE_CHECKOV = "LSDB_REQUIRE_CHECKOV"' in matrix
     up = makefile.split("\nup:\n", 1)[1].split("\n\n", 1)[0]
     # The check runs first, before anything (the virtualenv included) is created.
     assert up.splitlines()[0].endswith("bash scripts/dev.sh check")

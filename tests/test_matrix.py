@@ -17,7 +17,8 @@ cached for the module, and checked against invariants that do not depend on the 
   cluster), and every resource of the cluster depends on it (Pulumi deletes the old cluster before its Secret);
 * the NetworkPolicies allow every flow the enabled features need and deny the others, evaluated with
   tests/support/netpol.py on the pods the pinned operator builds from the rendered DaskCluster and groups;
-* checkov, run once on every stack's objects and the operator-built Deployments and Services.
+* checkov, run once on every stack's objects and the operator-built Deployments and Services, and in the same run
+  on what `make scan` scans (the shipped stacks, scripts/scan.py's variants, docker/) with scan.py's rule.
 
 16 features give 14 stacks (about 160 test cases); the mock runs take about a minute and checkov (one run) one to
 1.5 minutes on this 2-core machine. Every check passes on every stack: a defect the matrix finds is fixed or, while
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import os
 import re
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -55,7 +57,9 @@ from components.constants import (
 )
 from components.lock import PROJECT_DIR
 from components.notebook import NOTEBOOK_PORT
+from scripts import scan
 from tests.program_helpers import kubernetes_objects, live_objects, run_with
+from tests.support import schema_check
 from tests.support.netpol import Cluster, External, Pod, pod_from_template
 from tests.test_schemas import DEPLOYER_VERBS, PREVIEWER_VERBS, VERSIONS, crd_schema
 from tests.test_schemas import test_the_rbac_grants_every_object_the_program_registers as rbac_check
@@ -268,7 +272,7 @@ def custom_resource_problems(obj: dict[str, Any]) -> list[str]:
     kept = pruned(body, schema)
     problems = [f"{obj['kind']} {obj['metadata']['name']}: {d}" for d in dropped(body, kept)]
     try:
-        jsonschema.validate(body, {k: v for k, v in schema.items() if k != "required"})
+        schema_check.validate(body, {k: v for k, v in schema.items() if k != "required"})
     except jsonschema.ValidationError as e:
         problems.append(f"{obj['kind']} {obj['metadata']['name']}: {e.message} at {e.json_path}")
     return problems
@@ -651,19 +655,41 @@ def test_the_notebook_sees_what_the_workers_see(features: frozenset[str]) -> Non
     assert pod.get("serviceAccountName") == worker.get("serviceAccountName")  # the workload identity
 
 
-# --- checkov -------------------------------------------------------------------------------------------------
+# --- checkov ----------------------------------------------------------------------------------------------------
 
 CHECKOV = PROJECT_DIR / "scan" / "venv" / "bin" / "checkov"
+# What `make scan` checks (scripts/scan.py: the shipped stacks, its variants and docker/), scanned in the matrix's
+# checkov run: `make test` runs checkov once, not a second time after the suite.
+SCANNED = [*scan.default_stacks(PROJECT_DIR), "dockerfile"]
+# `make test` sets it: there, a missing checkov fails the suite instead of skipping the scan CI relies on.
+REQUIRE_CHECKOV = "LSDB_REQUIRE_CHECKOV"
+
+
+def require_checkov(binary: Path) -> None:
+    """Skip without checkov, or fail when REQUIRE_CHECKOV is set (`make test`: CI's scan must not skip)."""
+    if not binary.is_file():
+        missing = f"{binary} missing: `make scan-venv` builds scan/venv"
+        if os.environ.get(REQUIRE_CHECKOV):
+            pytest.fail(f"{missing} ({REQUIRE_CHECKOV} is set: checkov must run)")
+        pytest.skip(missing)
+
+
+def test_a_missing_checkov_fails_where_make_test_requires_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(REQUIRE_CHECKOV, raising=False)
+    with pytest.raises(pytest.skip.Exception, match="missing"):
+        require_checkov(tmp_path / "checkov")
+    monkeypatch.setenv(REQUIRE_CHECKOV, "1")
+    with pytest.raises(pytest.fail.Exception, match="LSDB_REQUIRE_CHECKOV is set"):
+        require_checkov(tmp_path / "checkov")
+    require_checkov(CHECKOV if CHECKOV.is_file() else Path(__file__))  # present: neither
 
 
 @pytest.fixture(scope="module")
-def checkov_failures() -> dict[str, list[str]]:
-    """checkov run ONCE (as scripts/scan.py runs it) over every stack's objects and the operator-built
-    Deployments and Service; its failed checks by stack id."""
-    if not CHECKOV.is_file():
-        pytest.skip(f"{CHECKOV} missing: `make scan` builds scan/venv")
-    from scripts.scan import checkov
-
+def checkov_results() -> dict[str, Any]:
+    """checkov run ONCE (scripts/scan.py's `checkov`) over every matrix stack's objects and the operator-built
+    Deployments and Service, and over what `make scan` scans (scripts/scan.py's `scan_targets`, "shipped:<target>"),
+    each in its own directory; its counts and failed checks by stack id and target."""
+    require_checkov(CHECKOV)
     with tempfile.TemporaryDirectory(prefix="lsdb-matrix-") as tmp:
         targets = {stack_id(features): Path(tmp) / f"s{n:02d}" for n, features in enumerate(STACKS)}
         for features in STACKS:
@@ -676,20 +702,33 @@ def checkov_failures() -> dict[str, list[str]]:
             directory.mkdir()
             for i, obj in enumerate([*stack_objects(features), *operator_made]):
                 (directory / f"{i:02d}-{obj['kind'].lower()}.yaml").write_text(yaml.safe_dump(obj))
-        result = checkov(CHECKOV, targets)
-    assert sum(r["passed"] for r in result.values()) > 100 * len(STACKS), "checkov checked (almost) nothing"
-    failures = {
-        stack: [f"{c['check_id']} {c['check_name']}: {c['resource']}" for c in found["failed_checks"]]
-        for stack, found in result.items()
-    }
-    return failures
+        shipped = scan.scan_targets(PROJECT_DIR, tuple(SCANNED[:-1]), Path(tmp) / "shipped")
+        assert list(shipped) == SCANNED
+        targets |= {f"shipped:{target}": directory for target, directory in shipped.items()}
+        result: dict[str, Any] = scan.checkov(CHECKOV, targets)
+    matrix_passed = sum(result[stack_id(s)]["passed"] for s in STACKS)
+    assert matrix_passed > 100 * len(STACKS), "checkov checked (almost) nothing"
+    return result
+
+
+def failed(found: dict[str, Any]) -> list[str]:
+    return [f"{c['check_id']} {c['check_name']}: {c['resource']}" for c in found["failed_checks"]]
 
 
 @pytest.mark.parametrize("features", [pytest.param(s, id=stack_id(s)) for s in STACKS])
-def test_checkov_finds_nothing(checkov_failures: dict[str, list[str]], features: frozenset[str]) -> None:
-    found = checkov_failures[stack_id(features)]
+def test_checkov_finds_nothing(checkov_results: dict[str, Any], features: frozenset[str]) -> None:
+    found = failed(checkov_results[stack_id(features)])
     if "networkPolicy" not in features:
         # security.networkPolicy false is the user's explicit choice: its pods have no NetworkPolicy (checkov's
         # graph check sees each stack's directory alone, as scripts/scan.py runs it).
         found = [f for f in found if not f.startswith("CKV2_K8S_6 ")]
     assert found == []
+
+
+@pytest.mark.parametrize("target", SCANNED)
+def test_make_scan_finds_nothing(checkov_results: dict[str, Any], target: str) -> None:
+    """scripts/scan.py's rule for what it scans (any failed check fails it), in this file's checkov run. The platform
+    stack renders nothing checkov scans (the operator's Deployment comes from its Helm chart); the rest are checked."""
+    found = checkov_results[f"shipped:{target}"]
+    assert failed(found) == []
+    assert found["passed"] > 0 or target == "platform", f"checkov checked nothing of {target}"

@@ -22,6 +22,7 @@ from kubernetes_validate.utils import latest_version
 from components.dask_operator import crd_manifests
 from components.lock import PROJECT_DIR
 from tests.program_helpers import OPERATOR_INSTALLED, kubernetes_objects, live_objects, run_with, shipped_stack
+from tests.support import schema_check
 
 VERSIONS = ["1.25.0", latest_version()]
 PROMETHEUS_CRDS = Path(__file__).parent / "fixtures" / "prometheus-operator-crds"
@@ -114,7 +115,9 @@ def prometheus_crds() -> tuple[dict[str, Any], ...]:
     return tuple(yaml.safe_load(p.read_text()) for p in sorted(PROMETHEUS_CRDS.glob("*.yaml")))
 
 
+@functools.cache
 def crd_schema(kind: str) -> dict[str, Any]:
+    """The storage version's schema of `kind`'s CRD, read once per test process: shared, so read it, never change it."""
     crd = next(c for c in [*crd_manifests(), *prometheus_crds()] if c["spec"]["names"]["kind"] == kind)
     version = next(v for v in crd["spec"]["versions"] if v["storage"])
     return version["schema"]["openAPIV3Schema"]
@@ -137,7 +140,7 @@ def validate_custom(obj: dict[str, Any]) -> None:
     # apiVersion, kind and metadata are checked by the API server itself; the CRD schema governs spec.
     schema = crd_schema(obj["kind"])
     assert "spec" in schema.get("required", ["spec"])
-    jsonschema.validate(obj["spec"], strict(schema["properties"]["spec"]))
+    schema_check.validate(obj["spec"], strict(schema["properties"]["spec"]))
 
 
 @pytest.mark.parametrize("version", VERSIONS)

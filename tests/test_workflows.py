@@ -201,7 +201,7 @@ def test_unit_tests_run_on_every_push() -> None:
     on = triggers(workflow)
     assert "push" in on and on["push"] is None  # every branch, every push
     assert "pull_request" in on
-    assert [s["run"] for _, s in steps(workflow) if "run" in s] == ["make test"]  # make test ends with make scan
+    assert [s["run"] for _, s in steps(workflow) if "run" in s] == ["make test"]  # the suite holds make scan's scan
 
 
 def test_mutation_testing_runs_weekly_and_on_demand_outside_make_test() -> None:
