@@ -1,7 +1,5 @@
-"""Reach the scheduler from a workstation: a kr8s port-forward to the operator's scheduler Service, retried with
-backoff until its timeout (the operator creates the Service after the DaskCluster), with `wait_hook`
-(pods.StuckPods) between attempts. kr8s is imported only when a real forward starts; tests pass `service_getter`.
-"""
+"""Reach the scheduler from a workstation: a kr8s port-forward to the operator's scheduler Service, retried until
+its timeout (the operator creates the Service after the DaskCluster), with `wait_hook` (pods.StuckPods) between."""
 
 from __future__ import annotations
 
@@ -79,7 +77,7 @@ class SchedulerPortForward:
         raise VerificationError("connect", problem, self.fixes.port_forward()) from error
 
     def _start(self, seconds: float) -> bool:
-        """One attempt: look the Service up and start the forward in a fresh thread; True when it serves."""
+        """One attempt, in a fresh thread: True when the forward serves."""
         self._ready = threading.Event()
         self._error = None
         self._loop = self._stop = None
@@ -122,8 +120,6 @@ async def _kr8s_service(name: str, namespace: str, kube_context: str | None) -> 
 
 
 def _scheduler_port(svc: Any) -> int:
-    """The Dask comm port of the scheduler Service: the port the operator names tcp-comm, else SCHEDULER_PORT."""
-    for port in getattr(getattr(svc, "spec", None), "ports", None) or []:
-        if (port.get("name") if isinstance(port, dict) else getattr(port, "name", None)) == SCHEDULER_PORT_NAME:
-            return int(port["port"] if isinstance(port, dict) else port.port)
-    return SCHEDULER_PORT
+    """The port the operator names tcp-comm (kr8s' ports are dicts), else SCHEDULER_PORT."""
+    ports = {port.get("name"): port["port"] for port in svc.spec.ports}
+    return int(ports.get(SCHEDULER_PORT_NAME, SCHEDULER_PORT))
