@@ -31,7 +31,6 @@ class SchedulerPortForward:
         kube_context: str | None = None,
         *,
         timeout: float = 30.0,
-        fixes: Fixes | None = None,
         service_getter: ServiceGetter | None = None,
         wait_hook: WaitHook | None = None,
     ) -> None:
@@ -39,7 +38,7 @@ class SchedulerPortForward:
         self.service_name = scheduler_service_name(cluster_name)
         self.kube_context = kube_context
         self.timeout = timeout
-        self.fixes = fixes or Fixes(ClusterRef(namespace, cluster_name, kube_context))
+        self.fixes = Fixes(ClusterRef(namespace, cluster_name, kube_context))
         self.service_getter: ServiceGetter = service_getter or _kr8s_service
         self.wait_hook = wait_hook
         self.attempts = 0
