@@ -39,7 +39,8 @@ pulumi.export("namespace", "lsdb-bench")
 
 TRIVIAL_WITH_VERIFICATION = """
 import pulumi
-from components.verification import LsdbVerification, VerificationArgs, VerificationQuery
+from components.verification.query import VerificationQuery
+from components.verification.resource import LsdbVerification, VerificationArgs
 pulumi.export("namespace", "lsdb-bench")
 LsdbVerification("verify", VerificationArgs(
     query=VerificationQuery(
@@ -95,8 +96,8 @@ def warm_workers(address: str, path: Path) -> None:
 
 
 def verification(address: str, path: Path) -> Any:
-    from components.verification import VerificationQuery
     from components.verification.check import verify_catalog_query
+    from components.verification.query import VerificationQuery
 
     query = VerificationQuery(
         catalog_path=str(path), cone=CONE, columns=COLUMNS, min_rows=1, min_workers=2, timeout_seconds=300

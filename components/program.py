@@ -28,8 +28,8 @@ from components.notebook import LsdbNotebook, notebook_urls
 from components.security import ClusterSecurity, tls_secret_name
 from components.storage import CatalogStorage
 from components.tls_schedule import certificate_schedule
-from components.verification import LsdbVerification, VerificationArgs, VerificationQuery
-from components.verification.query import GATE
+from components.verification.query import GATE, VerificationQuery
+from components.verification.resource import LsdbVerification, VerificationArgs
 
 
 def program(config: StackConfig, today: date | None = None) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import yaml
 from components.cluster import SCHEDULER_HTTP_ROUTES
 from components.dask_operator import CHART_NAME, operator_version, prepare_packaged_chart
 from components.lock import locked_version
-from components.verification import OUTPUT_KEYS
+from components.verification.query import OUTPUT_KEYS
 from components.verification.resource import CLUSTER_RERUN_KEYS
 from tests.program_helpers import OPERATOR_INSTALLED, dask_cluster, manifest, run_stack, run_with, shipped_stack
 from tools.mock_runtime import SECRET_SIG, SECRET_VALUE, run_program

@@ -79,7 +79,7 @@ def test_sample_catalog_row_count_the_readme_states() -> None:
 
 
 def test_readme_lists_every_verification_output() -> None:
-    from components.verification import OUTPUT_KEYS
+    from components.verification.query import OUTPUT_KEYS
 
     text = (PROJECT_DIR / "README.md").read_text()
     row = next(line for line in text.splitlines() if line.startswith("| `verification` |"))

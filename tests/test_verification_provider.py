@@ -22,21 +22,21 @@ from pydantic import ValidationError
 
 from components.config import VerifyConfig as ConfigVerifyConfig
 from components.lock import PROJECT_DIR, read_lock
-from components.verification import (
+from components.verification.check import CHECKED_PACKAGES, compare_versions
+from components.verification.query import (
     CONNECT_MODES,
     OUTPUT_KEYS,
-    LsdbVerification,
-    VerificationArgs,
     VerificationQuery,
     VerificationResult,
     VerifyConfig,
 )
-from components.verification.check import CHECKED_PACKAGES, compare_versions
 from components.verification.resource import (
     CLUSTER_RERUN_KEYS,
     NOT_RERUN_FIELDS,
     QUERY_KEYS,
+    LsdbVerification,
     LsdbVerificationProvider,
+    VerificationArgs,
     child_argv,
     new_provider,
     query_of,
@@ -72,7 +72,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
 mocks = RecordingMocks()
 pulumi.runtime.set_mocks(mocks, project="lsdb-k8s", stack="test", preview=False)
-from components.verification import LsdbVerification, VerificationArgs, VerificationQuery
+from components.verification.query import VerificationQuery
+from components.verification.resource import LsdbVerification, VerificationArgs
 
 seen = {}
 

@@ -41,9 +41,6 @@ from components.verification.query import (
     parse_storage_options,
 )
 
-# The port-forward waits for the Service within the connect stage's budget; what it took comes off that budget.
-PORT_FORWARD_TIMEOUT = DEFAULT_STAGE_TIMEOUTS["connect"]
-
 # The query's flags are its fields (`--min-rows`, the cone's flat: `--ra`), but for these older names; `connect`
 # and the storage options have flags of their own (`--connect`/`--port-forward`, repeatable `--storage-option`).
 FLAG_NAMES = {"catalog_path": "--catalog", "timeout_seconds": "--timeout"}
@@ -62,7 +59,6 @@ PLAIN_FLAGS = (
 
 
 def flag_of(name: str) -> str:
-    """`min_rows` -> `--min-rows`, but for `FLAG_NAMES`."""
     return FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
 
 
@@ -74,7 +70,7 @@ def query_flags() -> list[tuple[bool, str, FieldInfo]]:
 
 
 def format_summary(result: VerificationResult) -> str:
-    """Human-readable success report, with the sample rows as a small table."""
+    """The success report, with the sample rows as a small table."""
     lines = [
         f"LSDB verification passed in {result.elapsed_seconds:.2f} s",
         f"  scheduler  {result.scheduler} ({result.workers} worker{'s' if result.workers != 1 else ''})",
@@ -104,7 +100,6 @@ def _cell(value: Any) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    """The command line's flags (also what the dynamic provider passes to its child)."""
     p = argparse.ArgumentParser(
         prog="python -m components.verification",
         description="Verify a Dask cluster end to end with an LSDB cone query (exit 0 on success, 1 on failure).",
@@ -176,7 +171,7 @@ def query_document(p: argparse.ArgumentParser, args: argparse.Namespace) -> dict
 
 
 def _connect_mode(p: argparse.ArgumentParser, args: argparse.Namespace, document: dict[str, Any]) -> str:
-    """portForward or direct: --connect, the query's `connect`, or which of --port-forward / --scheduler was given."""
+    """--connect, the query's `connect`, or which of --port-forward / --scheduler was given."""
     connect: str = args.connect or document.get("connect") or (PORT_FORWARD if args.port_forward else DIRECT)
     port_forward = connect == PORT_FORWARD
     if args.port_forward and not port_forward:
@@ -218,16 +213,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:  # before any port-forward: the config stage comes first
             query = VerificationQuery.model_validate(document)
         except ValidationError as exc:
-            fix = Fixes(where, str(document.get("catalogPath") or ""))("config")
-            raise VerificationError("config", config_problem(exc), fix) from None
-        connect_budget = min(PORT_FORWARD_TIMEOUT, query.timeout_seconds)
+            raise VerificationError("config", config_problem(exc), Fixes(where)("config")) from None
+        # The port-forward waits for the Service within the connect stage's budget.
+        connect_budget = min(DEFAULT_STAGE_TIMEOUTS["connect"], query.timeout_seconds)
         address: contextlib.AbstractContextManager[str] = (
             SchedulerPortForward(
                 args.namespace,
                 args.cluster_name,
                 args.kube_context,
                 timeout=connect_budget,
-                fixes=Fixes(where, query.catalog_path),
                 wait_hook=wait_hook,
             )
             if port_forward

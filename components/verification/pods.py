@@ -1,7 +1,5 @@
-"""Why a cluster is not serving yet: the verification reads its pods (kr8s) while it waits, and fails early when a
-pod is stuck for a reason that waiting will not cure (the reasons: docs/lifecycle.md#post-deploy-verification).
-A problem must be seen for `STUCK_SECONDS` first, so a transient pull error or a claim being bound does not fail it.
-`reader` is the seam: `Kr8sReader` reads a real cluster (kr8s imported only there); tests pass kr8s objects.
+"""Why a cluster is not serving yet: while the verification waits it reads the cluster's pods and fails early on one
+stuck for a reason waiting will not cure (docs/lifecycle.md#post-deploy-verification), once seen for `STUCK_SECONDS`.
 """
 
 from __future__ import annotations
@@ -9,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Coroutine, Mapping
-from typing import Any, NamedTuple, Protocol, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple, Protocol
 
 from components.constants import CLUSTER_NAME_LABEL, kubectl
 from components.verification.check import VerificationError, describe
@@ -22,11 +20,9 @@ READ_TIMEOUT = 10.0  # one round of reads (pods, logs, claims); a slow API serve
 IMAGE_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
 CRASH_REASONS = ("CrashLoopBackOff", "RunContainerError", "CreateContainerError", "CreateContainerConfigError")
 
-T = TypeVar("T")
-
 
 class ClusterReader(Protocol):
-    """What the diagnosis reads. Pods are kr8s objects (or anything with `.raw`, the object as a dict)."""
+    """What the diagnosis reads (the tests' seam): kr8s objects."""
 
     async def pods(self, namespace: str, selector: str) -> list[Any]: ...
 
@@ -64,24 +60,8 @@ class Kr8sReader:
         from kr8s.asyncio.objects import PersistentVolumeClaim
 
         claim = await PersistentVolumeClaim.get(name, namespace=namespace, api=await self._client())
-        phase = _raw(claim).get("status", {}).get("phase")
-        return str(phase) if phase else None
-
-
-class _LoopThread:
-    """One event loop in a daemon thread for every read: kr8s' client stays bound to its loop."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        threading.Thread(target=self.loop.run_forever, name="lsdb-verify-pods", daemon=True).start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-
-def _raw(obj: Any) -> Mapping[str, Any]:
-    raw = getattr(obj, "raw", obj)
-    return raw if isinstance(raw, Mapping) else {}
+        raw: Mapping[str, Any] = claim.raw
+        return raw.get("status", {}).get("phase") or None
 
 
 def _container_states(raw: Mapping[str, Any]) -> list[tuple[Mapping[str, Any], Mapping[str, Any]]]:
@@ -107,7 +87,7 @@ async def pod_problems(reader: ClusterReader, where: ClusterRef) -> list[PodProb
     k = f"{kubectl(where.kube_context)} -n {ns}"
     problems: list[PodProblem] = []
     for pod in await reader.pods(ns, f"{CLUSTER_NAME_LABEL}={cluster}"):
-        raw = _raw(pod)
+        raw = pod.raw
         name = str((raw.get("metadata") or {}).get("name"))
         spec = raw.get("spec") or {}
         secrets = [s.get("name") for s in spec.get("imagePullSecrets") or []]
@@ -210,14 +190,17 @@ class StuckPods:
         self.reader, self.where, self.stage = reader, where, stage
         self.stuck_seconds, self.clock = stuck_seconds, clock
         self.first_seen: dict[str, float] = {}
-        self.read_error: str | None = None
-        self._loop: _LoopThread | None = None
+        self.read_error: str | None = None  # the last read's failure (the wait goes on)
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def __call__(self) -> None:
-        if self._loop is None:
-            self._loop = _LoopThread()
+        if self._loop is None:  # one loop, in a daemon thread, for every read: kr8s' client stays bound to it
+            self._loop = asyncio.new_event_loop()
+            threading.Thread(target=self._loop.run_forever, name="lsdb-verify-pods", daemon=True).start()
         try:
-            problems = self._loop.run(pod_problems(self.reader, self.where), READ_TIMEOUT)
+            problems = asyncio.run_coroutine_threadsafe(pod_problems(self.reader, self.where), self._loop).result(
+                READ_TIMEOUT
+            )
         except Exception as exc:  # no API access, a timeout: diagnosis is best effort
             self.read_error = describe(exc)
             return

@@ -1,7 +1,5 @@
-"""Reach the scheduler from a workstation: a kr8s port-forward to the operator's scheduler Service, retried with
-backoff until its timeout (the operator creates the Service after the DaskCluster), with `wait_hook`
-(pods.StuckPods) between attempts. kr8s is imported only when a real forward starts; tests pass `service_getter`.
-"""
+"""Reach the scheduler from a workstation: a kr8s port-forward to the operator's scheduler Service, retried until
+its timeout (the operator creates the Service after the DaskCluster), with `wait_hook` (pods.StuckPods) between."""
 
 from __future__ import annotations
 
@@ -33,7 +31,6 @@ class SchedulerPortForward:
         kube_context: str | None = None,
         *,
         timeout: float = 30.0,
-        fixes: Fixes | None = None,
         service_getter: ServiceGetter | None = None,
         wait_hook: WaitHook | None = None,
     ) -> None:
@@ -41,7 +38,7 @@ class SchedulerPortForward:
         self.service_name = scheduler_service_name(cluster_name)
         self.kube_context = kube_context
         self.timeout = timeout
-        self.fixes = fixes or Fixes(ClusterRef(namespace, cluster_name, kube_context))
+        self.fixes = Fixes(ClusterRef(namespace, cluster_name, kube_context))
         self.service_getter: ServiceGetter = service_getter or _kr8s_service
         self.wait_hook = wait_hook
         self.attempts = 0
@@ -79,7 +76,7 @@ class SchedulerPortForward:
         raise VerificationError("connect", problem, self.fixes.port_forward()) from error
 
     def _start(self, seconds: float) -> bool:
-        """One attempt: look the Service up and start the forward in a fresh thread; True when it serves."""
+        """One attempt, in a fresh thread: True when the forward serves."""
         self._ready = threading.Event()
         self._error = None
         self._loop = self._stop = None
@@ -122,8 +119,6 @@ async def _kr8s_service(name: str, namespace: str, kube_context: str | None) -> 
 
 
 def _scheduler_port(svc: Any) -> int:
-    """The Dask comm port of the scheduler Service: the port the operator names tcp-comm, else SCHEDULER_PORT."""
-    for port in getattr(getattr(svc, "spec", None), "ports", None) or []:
-        if (port.get("name") if isinstance(port, dict) else getattr(port, "name", None)) == SCHEDULER_PORT_NAME:
-            return int(port["port"] if isinstance(port, dict) else port.port)
-    return SCHEDULER_PORT
+    """The port the operator names tcp-comm (kr8s' ports are dicts), else SCHEDULER_PORT."""
+    ports = {port.get("name"): port["port"] for port in svc.spec.ports}
+    return int(ports.get(SCHEDULER_PORT_NAME, SCHEDULER_PORT))
