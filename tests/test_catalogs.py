@@ -27,8 +27,8 @@ from components.catalogs import (
     provision_network_policy_manifest,
 )
 from components.config import StackConfig, parse_stack_config
-from components.lock import PROJECT_DIR
 from components.storage_config import StorageConfig
+from tests.support.checkov import CHECKOV, require_checkov
 
 SECURE = {"secure": "v1:x"}  # a value `pulumi config set --secret` stored
 
@@ -52,7 +52,6 @@ def stack(**sections: Any) -> StackConfig:
 
 CONFIG = stack()
 S3 = CatalogConfig(source="s3://survey/gaia", credentials={"accessKeyId": SECURE, "secretAccessKey": SECURE})
-CHECKOV = PROJECT_DIR / "scan" / "venv" / "bin" / "checkov"
 
 
 def rule_errors(exc: ValidationError) -> list[tuple[str, Any, str, str]]:
@@ -198,8 +197,8 @@ def test_the_manifests_are_valid_kubernetes_objects() -> None:
         kubernetes_validate.validate(obj, "1.25.0", strict=True)
 
 
-@pytest.mark.skipif(not CHECKOV.is_file(), reason="checkov's virtualenv (scan/venv, `make scan`) is not built")
 def test_checkov_passes_the_manifests(tmp_path: Path) -> None:
+    require_checkov()
     from scripts.scan import checkov
 
     (tmp_path / "provision.yaml").write_text(yaml.safe_dump_all(list(manifests().values())))
@@ -380,9 +379,9 @@ def test_the_job_reaches_dns_and_its_source_only_and_nothing_reaches_it() -> Non
     assert [(a.name, b.name, p) for a, b, p in denied if policies.allowed(a, b, p)] == []
 
 
-@pytest.mark.skipif(not CHECKOV.is_file(), reason="checkov's virtualenv (scan/venv, `make scan`) is not built")
 def test_checkov_passes_a_whole_stack_with_catalogs(tmp_path: Path) -> None:
     """As scripts/scan.py scans a stack: every object it registers and those the operator builds, in one run."""
+    require_checkov()
     from scripts.scan import checkov
 
     objects, built = stack_with_catalogs()

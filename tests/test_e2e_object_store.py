@@ -211,6 +211,14 @@ def test_s3_keys_and_endpoint_come_from_the_mounted_files(s3_run: ProgramRun, tm
         with pytest.raises(VerificationError) as failure:
             verify_catalog_query(props["schedulerAddress"], query_of(props))
     assert failure.value.stage == "open", failure.value
+    # The worker's own error, the one the missing file causes (not a failure on the client's side of the stage).
+    bucket, key = props["catalogPath"].removeprefix("s3://").split("/", 1)
+    cause = {
+        "AWS_SHARED_CREDENTIALS_FILE": "NoCredentialsError: Unable to locate credentials",
+        "AWS_CONFIG_FILE": f'EndpointConnectionError: Could not connect to the endpoint URL: "https://{bucket}.s3.amazonaws.com/{key}/',
+    }[variable]
+    cause = f"a worker could not open the catalog {props['catalogPath']}: {cause}"
+    assert cause in str(failure.value), failure.value
 
 
 def test_wrong_secret_key_fails_at_open_naming_the_storage_and_the_fix(s3: S3Server, tmp_path: Path) -> None:
@@ -285,8 +293,11 @@ def test_sizing_reads_the_s3_catalog_with_the_pods_settings(
     assert f"rows         {local.total_rows}" in proc.stdout
     big = local.largest
     assert f"Norder={big.order} Npix={big.pixel}: " in proc.stdout and f"{big.rows} rows" in proc.stdout
-    # Without anon=false hats would go anonymous, which this bucket refuses (the same CLI, run in this process).
+    # Without anon=false hats would go anonymous, which this bucket refuses (the same CLI, run in this process: with
+    # anon=false it reads the catalog here too, so only the option differs).
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION"):
         monkeypatch.setenv(name, env[name])
+    assert sizing.main([url, "--storage-option", "anon=false"]) == 0
+    assert f"rows         {local.total_rows}" in capsys.readouterr().out
     assert sizing.main([url]) == 1
     assert "could not read the catalog metadata" in capsys.readouterr().err

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import os
 import re
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -60,6 +59,7 @@ from components.notebook import NOTEBOOK_PORT
 from scripts import scan
 from tests.program_helpers import kubernetes_objects, live_objects, run_with
 from tests.support import schema_check
+from tests.support.checkov import CHECKOV, REQUIRE_CHECKOV, require_checkov
 from tests.support.netpol import Cluster, External, Pod, pod_from_template
 from tests.test_schemas import DEPLOYER_VERBS, PREVIEWER_VERBS, VERSIONS, crd_schema
 from tests.test_schemas import test_the_rbac_grants_every_object_the_program_registers as rbac_check
@@ -657,21 +657,9 @@ def test_the_notebook_sees_what_the_workers_see(features: frozenset[str]) -> Non
 
 # --- checkov ----------------------------------------------------------------------------------------------------
 
-CHECKOV = PROJECT_DIR / "scan" / "venv" / "bin" / "checkov"
 # What `make scan` checks (scripts/scan.py: the shipped stacks, its variants and docker/), scanned in the matrix's
 # checkov run: `make test` runs checkov once, not a second time after the suite.
 SCANNED = [*scan.default_stacks(PROJECT_DIR), "dockerfile"]
-# `make test` sets it: there, a missing checkov fails the suite instead of skipping the scan CI relies on.
-REQUIRE_CHECKOV = "LSDB_REQUIRE_CHECKOV"
-
-
-def require_checkov(binary: Path) -> None:
-    """Skip without checkov, or fail when REQUIRE_CHECKOV is set (`make test`: CI's scan must not skip)."""
-    if not binary.is_file():
-        missing = f"{binary} missing: `make scan-venv` builds scan/venv"
-        if os.environ.get(REQUIRE_CHECKOV):
-            pytest.fail(f"{missing} ({REQUIRE_CHECKOV} is set: checkov must run)")
-        pytest.skip(missing)
 
 
 def test_a_missing_checkov_fails_where_make_test_requires_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

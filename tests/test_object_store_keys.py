@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
-from components.lock import PROJECT_DIR
 from components.object_store_keys import ENV_SKIP, KeyWiring, key_wiring, secret_data
 from components.storage_config import OBJECT_STORES
+from tests.support.checkov import CHECKOV, require_checkov
 
 KEY_DIR = "/var/run/secrets/test-keys"
 S3_KEYS = {
@@ -162,7 +162,6 @@ def test_adlfs_reads_the_variables_the_abfs_pods_get(monkeypatch: pytest.MonkeyP
 
 # --- checkov on an abfs stack: exactly the one skip, and it is needed ----------------------------------------------
 
-CHECKOV = PROJECT_DIR / "scan" / "venv" / "bin" / "checkov"
 ABFS = {"kind": "objectStore", "objectStore": {"url": "abfs://survey/catalogs", "credentials": {"accountKey": "k"}}}
 
 
@@ -215,8 +214,8 @@ def test_an_abfs_stack_carries_exactly_the_env_skip() -> None:
     assert ENV_SKIP not in json.dumps(kubernetes_objects(run_with(("storage",), storage=s3)))
 
 
-@pytest.mark.skipif(not CHECKOV.is_file(), reason="checkov's virtualenv (scan/venv, `make scan`) is not built")
 def test_checkov_passes_an_abfs_stack_by_that_skip_alone(tmp_path: Path) -> None:
+    require_checkov()
     from scripts.scan import checkov
 
     targets = {"skip": tmp_path / "skip", "control": tmp_path / "control"}
