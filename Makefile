@@ -34,7 +34,7 @@ lint: $(STAMP)
 # The README's test command, and all that CI runs: the Python check (first: before any virtualenv is made), lint
 # and types, the suite (in parallel: pytest-xdist, see pyproject's addopts). The suite holds the security scan:
 # tests/test_matrix.py gives checkov what `make scan` scans (scripts/scan.py's targets, with its rule: any failed
-# check fails) in the matrix's one checkov run, so checkov runs once, beside the other tests, not again after them.
+# check fails) in the matrix's one checkov run, so the stacks are scanned once, beside the other tests, not after them.
 # checkov's virtualenv is made before the suite; LSDB_REQUIRE_CHECKOV makes its absence a failure, not a skip.
 test: check-python lint moto-venv scan-venv
 	LSDB_REQUIRE_CHECKOV=1 $(VENV)/bin/python -m pytest
