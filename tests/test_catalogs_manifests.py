@@ -163,3 +163,68 @@ def test_the_job_name_is_the_catalog_and_a_digest_of_its_spec() -> None:
     assert name.startswith("gaia-provision-") and len(name) == len("gaia-provision-") + 8
     assert all(c in "0123456789abcdef" for c in name.removeprefix("gaia-provision-"))
     assert job(pull_secret="p")["metadata"]["name"] != name  # the pod template changed: a new Job
+
+
+def test_a_digest_is_of_the_content_not_its_key_order() -> None:
+    from components.catalogs import _digest
+
+    assert _digest({"a": 1, "b": [2]}) == _digest({"b": [2], "a": 1}) != _digest({"a": 1, "b": [3]})
+    assert len(_digest("x")) == 8
+
+
+def test_the_component_names_waits_for_and_guards_each_catalog_s_objects(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pulumi
+    import pulumi_kubernetes as k8s
+
+    from components.catalogs import CatalogProvisioning, code_config_map_manifest
+    from tools.mock_runtime import has_plaintext, run_program
+
+    timeouts: dict[str, Any] = {}
+    job_class = k8s.batch.v1.Job
+
+    def recording_job(name: str, **kwargs: Any) -> Any:
+        timeouts[name] = kwargs["opts"].custom_timeouts
+        return job_class(name, **kwargs)
+
+    monkeypatch.setattr(k8s.batch.v1, "Job", recording_job)
+    catalogs = {"gaia": S3, "ztf": ABFS, "anon": CatalogConfig(source="https://data.example/hats/anon")}
+    raw = {
+        "gaia": {"source": "s3://survey/gaia", "credentials": {"accessKeyId": SECURE, "secretAccessKey": SECURE}},
+        "ztf": {"source": "abfs://survey/gaia", "credentials": {"accountName": SECURE, "accountKey": SECURE}},
+        "anon": {"source": "https://data.example/hats/anon"},
+    }
+    config = stack(catalogs=raw)
+    closed = stack(security={"networkPolicy": False}, catalogs={"gaia": raw["gaia"]})
+    assert config.catalogs == catalogs
+
+    def program() -> None:
+        creds = pulumi.Output.secret({"accessKeyId": "AKIAEXAMPLE", "secretAccessKey": "very-secret"})
+        component = CatalogProvisioning("cats", config, IMAGE, "regcred", {"gaia": creds})  # ztf's not given
+        pulumi.export("paths", component.paths)
+        CatalogProvisioning("closed", closed, IMAGE, None, {})
+
+    run = run_program({}, program=program)
+    by_name = {r.name: r for r in run.resources}
+    assert {n for n in by_name if n.startswith("cats-")} == {
+        "cats-gaia-code", "cats-gaia-credentials", "cats-gaia-netpol", "cats-gaia-job",
+        "cats-ztf-code", "cats-ztf-netpol", "cats-ztf-job", "cats-anon-code", "cats-anon-netpol", "cats-anon-job",
+    }  # fmt: skip
+    assert {n for n in by_name if n.startswith("closed-")} == {"closed-gaia-code", "closed-gaia-job"}
+    assert run.outputs["paths"] == {k: f"/data/catalogs/{k}" for k in catalogs}
+    code = by_name["cats-gaia-code"].inputs
+    expected = code_config_map_manifest("gaia", "lsdb", engine_source())
+    assert code == expected and code["immutable"] is True
+    secret = by_name["cats-gaia-credentials"]
+    assert secret.inputs["type"] == "Opaque" and secret.inputs["metadata"]["name"] == "gaia-provision-credentials"
+    assert secret.inputs["metadata"]["labels"] == labels("gaia") and secret.inputs["metadata"]["namespace"] == "lsdb"
+    assert "aws_secret_access_key = very-secret" in secret.inputs["stringData"]["credentials"]
+    assert not has_plaintext(secret.raw_inputs, "very-secret")
+    policy = by_name["cats-ztf-netpol"].inputs
+    assert policy == provision_network_policy_manifest("ztf", ABFS, "lsdb", ["0.0.0.0/0"], [443])
+    job_ = by_name["cats-gaia-job"]
+    assert job_.inputs == job(config=config, pull_secret="regcred")
+    needs = {by_name[n].urn for n in ("cats-gaia-code", "cats-gaia-credentials", "cats-gaia-netpol")}
+    assert needs <= set(job_.dependencies) and by_name["cats-gaia-job"].parent == by_name["cats-gaia-code"].parent
+    assert by_name["cats-gaia-code"].parent.endswith("CatalogProvisioning::cats")
+    assert set(timeouts) == {"cats-gaia-job", "cats-ztf-job", "cats-anon-job", "closed-gaia-job"}
+    assert all((t.create, t.update, t.delete) == ("60m", "60m", None) for t in timeouts.values())

@@ -327,12 +327,16 @@ def test_the_component_registers_its_objects_the_deployment_after_its_secrets_cl
         notebook_ref = IMAGE
         pull_secret_name = "regcred"
 
+    given = config(notebook={"imageRef": "registry.example/mine@sha256:" + "d" * 64}, security={"networkPolicy": False})
+
     def program() -> None:
-        bundle = pulumi.Output.secret({"ca": "CA", "cert": "CERT", "key": "very-secret-key"})
-        LsdbNotebook("nb", stack, storage_of(stack), cast(Any, Image()), "/data/c", bundle)
+        bundle = pulumi.Output.secret({"ca": "CA", "cert": "CERT", "key": "very-secret-key", "other": "x"})
+        notebook = LsdbNotebook("nb", stack, storage_of(stack), cast(Any, Image()), "/data/c", bundle)
+        pulumi.export("token", notebook.token)
+        LsdbNotebook("own", given, storage_of(given), cast(Any, Image()), None, None)
 
     run = run_program({}, program=program)
-    [component] = run.of_type("lsdb-k8s:notebook:LsdbNotebook")
+    component = run.named("nb")
     children = {r.type.split(":")[-1] + "/" + r.name: r for r in run.resources if r.parent == component.urn}
     assert set(children) == {"PrivateKey/nb-token-seed", "Secret/nb-token", "Secret/nb-tls",
                              "PersistentVolumeClaim/nb-home", "NetworkPolicy/nb-netpol", "Deployment/nb-deployment",
@@ -342,7 +346,11 @@ def test_the_component_registers_its_objects_the_deployment_after_its_secrets_cl
     assert tls.inputs["metadata"]["name"] == "sky-notebook-tls" and tls.inputs["type"] == "Opaque"
     assert not has_plaintext(tls.raw_inputs, "very-secret-key")
     token = children["Secret/nb-token"]
-    assert set(token.inputs["stringData"]) == {"token"} and token.inputs["metadata"]["name"] == "sky-notebook-token"
+    seed = "-----BEGIN MOCK privateKeyPem-----\nnb-token-seed\n-----END MOCK privateKeyPem-----\n"  # the mocks' PEM
+    assert token.inputs["stringData"] == {"token": token_from_key(seed)} == {"token": run.outputs["token"]}
+    assert token.inputs["metadata"] == {"name": "sky-notebook-token", "namespace": "astro", "labels": SELECTOR}
+    assert token.inputs["type"] == "Opaque" and not has_plaintext(token.raw_inputs, token_from_key(seed))
+    assert "token" in run.secret_outputs and children["PrivateKey/nb-token-seed"].inputs["algorithm"] == "ED25519"
     deployment_ = children["Deployment/nb-deployment"]
     needs = {children[k].urn for k in ("Secret/nb-token", "Secret/nb-tls", "PersistentVolumeClaim/nb-home",
                                        "NetworkPolicy/nb-netpol")}  # fmt: skip
@@ -352,3 +360,15 @@ def test_the_component_registers_its_objects_the_deployment_after_its_secrets_cl
     assert children["Service/nb-service"].inputs["spec"] == service_manifest(stack)["spec"]
     assert children["PersistentVolumeClaim/nb-home"].inputs["spec"]["resources"] == {"requests": {"storage": "5Gi"}}
     assert children["NetworkPolicy/nb-netpol"].inputs["spec"] == cast(dict, network_policy_manifest(stack))["spec"]
+    for child in children.values():
+        assert child.inputs.get("metadata", {}).get("namespace", "astro") == "astro"
+    own = run.named("own")
+    mine = {r.type.split(":")[-1] + "/" + r.name: r for r in run.resources if r.parent == own.urn}
+    assert set(mine) == {"PrivateKey/own-token-seed", "Secret/own-token", "Deployment/own-deployment",
+                         "Service/own-service"}  # fmt: skip
+    [container] = mine["Deployment/own-deployment"].inputs["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == given.notebook.image_ref  # notebook.imageRef before the one built
+    assert (
+        mine["Deployment/own-deployment"].inputs["spec"]
+        == deployment_manifest(given, storage_of(given), "regcred", None, cast(str, given.notebook.image_ref))["spec"]
+    )
