@@ -199,7 +199,9 @@ def test_the_component_names_waits_for_and_guards_each_catalog_s_objects(monkeyp
 
     def program() -> None:
         creds = pulumi.Output.secret({"accessKeyId": "AKIAEXAMPLE", "secretAccessKey": "very-secret"})
-        component = CatalogProvisioning("cats", config, IMAGE, "regcred", {"gaia": creds})  # ztf's not given
+        gate = k8s.core.v1.Namespace("gate", metadata={"name": "lsdb"})
+        opts = pulumi.ResourceOptions(depends_on=[gate])
+        component = CatalogProvisioning("cats", config, IMAGE, "regcred", {"gaia": creds}, opts)  # ztf's not given
         pulumi.export("paths", component.paths)
         CatalogProvisioning("closed", closed, IMAGE, None, {})
 
@@ -210,6 +212,9 @@ def test_the_component_names_waits_for_and_guards_each_catalog_s_objects(monkeyp
         "cats-ztf-code", "cats-ztf-netpol", "cats-ztf-job", "cats-anon-code", "cats-anon-netpol", "cats-anon-job",
     }  # fmt: skip
     assert {n for n in by_name if n.startswith("closed-")} == {"closed-gaia-code", "closed-gaia-job"}
+    assert by_name["cats"].type == "lsdb-k8s:catalogs:CatalogProvisioning"
+    for child in (r for n, r in by_name.items() if n.startswith("cats-")):  # each waits for what the component does
+        assert by_name["gate"].urn in child.dependencies and child.parent == by_name["cats"].urn, child.name
     assert run.outputs["paths"] == {k: f"/data/catalogs/{k}" for k in catalogs}
     code = by_name["cats-gaia-code"].inputs
     expected = code_config_map_manifest("gaia", "lsdb", engine_source())
@@ -228,3 +233,8 @@ def test_the_component_names_waits_for_and_guards_each_catalog_s_objects(monkeyp
     assert by_name["cats-gaia-code"].parent.endswith("CatalogProvisioning::cats")
     assert set(timeouts) == {"cats-gaia-job", "cats-ztf-job", "cats-anon-job", "closed-gaia-job"}
     assert all((t.create, t.update, t.delete) == ("60m", "60m", None) for t in timeouts.values())
+
+
+def test_a_key_with_a_line_break_is_refused_at_its_catalog_s_key() -> None:
+    with pytest.raises(ValueError, match=r"^catalogs\.gaia\.credentials\.secretAccessKey holds a line break"):
+        credentials_secret_manifest("gaia", S3, "lsdb", {"accessKeyId": "k", "secretAccessKey": "s\nx"})

@@ -315,8 +315,11 @@ def test_the_token_is_a_stable_digest_of_the_seed() -> None:
 # --- the component ----------------------------------------------------------------------------------------------
 
 
-def test_the_component_registers_its_objects_the_deployment_after_its_secrets_claim_and_policy() -> None:
+def test_the_component_registers_its_objects_the_deployment_after_its_secrets_claim_and_policy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import pulumi
+    import pulumi_kubernetes as k8s
 
     from components.notebook import LsdbNotebook
     from tools.mock_runtime import has_plaintext, run_program
@@ -329,14 +332,22 @@ def test_the_component_registers_its_objects_the_deployment_after_its_secrets_cl
 
     given = config(notebook={"imageRef": "registry.example/mine@sha256:" + "d" * 64}, security={"networkPolicy": False})
 
+    registered: dict[str, Any] = {}
+    monkeypatch.setattr(LsdbNotebook, "register_outputs", lambda self, outputs: registered.setdefault(self, outputs))
+
     def program() -> None:
         bundle = pulumi.Output.secret({"ca": "CA", "cert": "CERT", "key": "very-secret-key", "other": "x"})
-        notebook = LsdbNotebook("nb", stack, storage_of(stack), cast(Any, Image()), "/data/c", bundle)
+        gate = k8s.core.v1.Namespace("gate", metadata={"name": "astro"})
+        opts = pulumi.ResourceOptions(depends_on=[gate])
+        notebook = LsdbNotebook("nb", stack, storage_of(stack), cast(Any, Image()), "/data/c", bundle, opts)
         pulumi.export("token", notebook.token)
+        pulumi.export("registered", registered[notebook])
         LsdbNotebook("own", given, storage_of(given), cast(Any, Image()), None, None)
 
     run = run_program({}, program=program)
     component = run.named("nb")
+    assert component.type == "lsdb-k8s:notebook:LsdbNotebook"
+    assert run.outputs["registered"] == {"deployment": "sky-notebook"}
     children = {r.type.split(":")[-1] + "/" + r.name: r for r in run.resources if r.parent == component.urn}
     assert set(children) == {"PrivateKey/nb-token-seed", "Secret/nb-token", "Secret/nb-tls",
                              "PersistentVolumeClaim/nb-home", "NetworkPolicy/nb-netpol", "Deployment/nb-deployment",
@@ -360,8 +371,11 @@ def test_the_component_registers_its_objects_the_deployment_after_its_secrets_cl
     assert children["Service/nb-service"].inputs["spec"] == service_manifest(stack)["spec"]
     assert children["PersistentVolumeClaim/nb-home"].inputs["spec"]["resources"] == {"requests": {"storage": "5Gi"}}
     assert children["NetworkPolicy/nb-netpol"].inputs["spec"] == cast(dict, network_policy_manifest(stack))["spec"]
-    for child in children.values():
-        assert child.inputs.get("metadata", {}).get("namespace", "astro") == "astro"
+    for child in children.values():  # each waits for what the component was told to wait for
+        assert run.named("gate").urn in child.dependencies, child.name
+    assert children["Service/nb-service"].inputs == service_manifest(stack)
+    assert children["PersistentVolumeClaim/nb-home"].inputs == home_claim_manifest(stack)
+    assert children["NetworkPolicy/nb-netpol"].inputs == network_policy_manifest(stack)
     own = run.named("own")
     mine = {r.type.split(":")[-1] + "/" + r.name: r for r in run.resources if r.parent == own.urn}
     assert set(mine) == {"PrivateKey/own-token-seed", "Secret/own-token", "Deployment/own-deployment",
@@ -372,3 +386,13 @@ def test_the_component_registers_its_objects_the_deployment_after_its_secrets_cl
         mine["Deployment/own-deployment"].inputs["spec"]
         == deployment_manifest(given, storage_of(given), "regcred", None, cast(str, given.notebook.image_ref))["spec"]
     )
+
+
+@pytest.mark.parametrize("dashboard", [False, True])
+def test_the_manifests_are_valid_kubernetes_objects(dashboard: bool) -> None:
+    import kubernetes_validate
+
+    stack = config(storage=GCP, notebook={"dashboard": dashboard, "storage": {"size": "5Gi"}})
+    for manifest in (deployment(stack), service_manifest(stack), home_claim_manifest(stack),
+                     network_policy_manifest(stack)):  # fmt: skip
+        kubernetes_validate.validate(manifest, "1.25.0", strict=True)
