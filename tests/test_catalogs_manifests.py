@@ -187,6 +187,8 @@ def test_the_component_names_waits_for_and_guards_each_catalog_s_objects(monkeyp
         return job_class(name, **kwargs)
 
     monkeypatch.setattr(k8s.batch.v1, "Job", recording_job)
+    registered: dict[str, Any] = {}
+    monkeypatch.setattr(CatalogProvisioning, "register_outputs", lambda self, out: registered.setdefault("cats", out))
     catalogs = {"gaia": S3, "ztf": ABFS, "anon": CatalogConfig(source="https://data.example/hats/anon")}
     raw = {
         "gaia": {"source": "s3://survey/gaia", "credentials": {"accessKeyId": SECURE, "secretAccessKey": SECURE}},
@@ -213,12 +215,14 @@ def test_the_component_names_waits_for_and_guards_each_catalog_s_objects(monkeyp
     }  # fmt: skip
     assert {n for n in by_name if n.startswith("closed-")} == {"closed-gaia-code", "closed-gaia-job"}
     assert by_name["cats"].type == "lsdb-k8s:catalogs:CatalogProvisioning"
+    assert by_name["gate"].urn in by_name["cats"].dependencies
     for child in (r for n, r in by_name.items() if n.startswith("cats-")):  # each waits for what the component does
         assert by_name["gate"].urn in child.dependencies and child.parent == by_name["cats"].urn, child.name
     assert run.outputs["paths"] == {k: f"/data/catalogs/{k}" for k in catalogs}
+    assert registered["cats"] == {"catalogPaths": run.outputs["paths"]}
     code = by_name["cats-gaia-code"].inputs
     expected = code_config_map_manifest("gaia", "lsdb", engine_source())
-    assert code == expected and code["immutable"] is True
+    assert code == expected and code["immutable"] is True and code["metadata"]["namespace"] == "lsdb"
     secret = by_name["cats-gaia-credentials"]
     assert secret.inputs["type"] == "Opaque" and secret.inputs["metadata"]["name"] == "gaia-provision-credentials"
     assert secret.inputs["metadata"]["labels"] == labels("gaia") and secret.inputs["metadata"]["namespace"] == "lsdb"
@@ -238,3 +242,19 @@ def test_the_component_names_waits_for_and_guards_each_catalog_s_objects(monkeyp
 def test_a_key_with_a_line_break_is_refused_at_its_catalog_s_key() -> None:
     with pytest.raises(ValueError, match=r"^catalogs\.gaia\.credentials\.secretAccessKey holds a line break"):
         credentials_secret_manifest("gaia", S3, "lsdb", {"accessKeyId": "k", "secretAccessKey": "s\nx"})
+
+
+def test_the_component_refuses_a_key_with_a_line_break_at_its_catalog_s_key() -> None:
+    import pulumi
+
+    from components.catalogs import CatalogProvisioning
+    from tools.mock_runtime import run_program
+
+    config = stack(catalogs={"gaia": {"source": "s3://survey/gaia", "credentials": {"accessKeyId": SECURE}}})
+
+    def program() -> None:
+        creds = pulumi.Output.secret({"accessKeyId": "AKIA\nEXAMPLE"})
+        CatalogProvisioning("cats", config, IMAGE, None, {"gaia": creds})
+
+    with pytest.raises(Exception, match=r"catalogs\.gaia\.credentials\.accessKeyId holds a line break"):
+        run_program({}, program=program)

@@ -346,7 +346,7 @@ def test_the_component_registers_its_objects_the_deployment_after_its_secrets_cl
 
     run = run_program({}, program=program)
     component = run.named("nb")
-    assert component.type == "lsdb-k8s:notebook:LsdbNotebook"
+    assert component.type == "lsdb-k8s:notebook:LsdbNotebook" and run.named("gate").urn in component.dependencies
     assert run.outputs["registered"] == {"deployment": "sky-notebook"}
     children = {r.type.split(":")[-1] + "/" + r.name: r for r in run.resources if r.parent == component.urn}
     assert set(children) == {"PrivateKey/nb-token-seed", "Secret/nb-token", "Secret/nb-tls",
