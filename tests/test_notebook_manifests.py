@@ -184,7 +184,11 @@ def test_object_store_keys_and_options_as_the_workers_get_them() -> None:
     env[-1]["value"] = "changed"
     assert storage.env[-1]["value"] != "changed"  # a copy: the workers' env is not the notebook's to change
     [key_volume] = storage.volumes
-    assert volumes_of(stack)[key_volume["name"]] == key_volume
+    volumes = {v["name"]: v for v in deployment_manifest(stack, storage, None, None, IMAGE)["spec"]["template"]["spec"][
+        "volumes"]}  # fmt: skip
+    assert volumes[key_volume["name"]] == key_volume
+    volumes[key_volume["name"]]["secret"]["secretName"] = "changed"
+    assert storage.volumes[0]["secret"]["secretName"] != "changed"  # a copy, as the env
     [key_mount] = storage.worker_mounts
     assert mounts_of(stack)[key_mount["mountPath"]] == {**key_mount, "readOnly": True}
 
@@ -226,6 +230,8 @@ def test_the_jupyterlab_container() -> None:
     stack = config(notebook={"cpu": "2", "memory": "6Gi"})
     [container] = pod_of(stack)["containers"]
     assert container["name"] == "jupyterlab" and container["image"] == IMAGE
+    assert container["env"] == notebook_env(stack, storage_of(stack), "/data/c")
+    assert {"name": "LSDB_CATALOG", "value": "/data/c"} in container["env"]
     assert container["imagePullPolicy"] == "IfNotPresent"
     assert container["command"][0] == "jupyter-lab" and "--ServerApp.port=8888" in container["command"]
     assert "--ServerApp.root_dir=/home/dask" in container["command"]
@@ -248,9 +254,12 @@ def test_the_starter_is_copied_into_the_home_by_an_init_container() -> None:
     assert init["volumeMounts"] == [{"name": "home", "mountPath": "/home/dask"}]
     assert init["resources"] == {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}}
     assert init["securityContext"] == CONTAINER_SECURITY_CONTEXT
-    init["securityContext"]["runAsNonRoot"] = False
-    assert pod["containers"][0]["securityContext"] == CONTAINER_SECURITY_CONTEXT  # one per container, not shared
-    assert CONTAINER_SECURITY_CONTEXT["runAsNonRoot"] is True
+    before = json.dumps(CONTAINER_SECURITY_CONTEXT, sort_keys=True)
+    init["securityContext"]["capabilities"]["drop"].append("changed")
+    pod["containers"][0]["securityContext"]["seccompProfile"]["type"] = "changed"
+    assert json.dumps(CONTAINER_SECURITY_CONTEXT, sort_keys=True) == before  # one per container, nothing shared
+    assert "changed" not in pod["containers"][0]["securityContext"]["capabilities"]["drop"]
+    assert init["securityContext"]["seccompProfile"]["type"] != "changed"
 
 
 def test_the_deployment_one_pod_recreated_a_client_of_the_scheduler() -> None:
