@@ -273,6 +273,7 @@ def test_the_deployment_one_pod_recreated_a_client_of_the_scheduler() -> None:
     assert manifest["metadata"]["labels"] == SELECTOR
     annotations = manifest["metadata"]["annotations"]
     assert list(annotations) == ["checkov.io/skip1"] and annotations["checkov.io/skip1"].startswith("CKV_K8S_11=")
+    assert "(notebook.cpu)" in annotations["checkov.io/skip1"]  # the key that reserves the CPU instead
     pod = spec["template"]["spec"]
     assert pod["imagePullSecrets"] == [{"name": "regcred"}] and pod["securityContext"] == POD_SECURITY_CONTEXT
     assert pod["automountServiceAccountToken"] is False and "serviceAccountName" not in pod
