@@ -28,6 +28,8 @@ FAST_TESTS: dict[str, tuple[str, ...]] = {
     "components.storage_config": ("tests/test_storage_rules.py",),
     "components.monitoring": ("tests/test_monitoring_rules.py",),
     "components.cluster": ("tests/test_cluster_manifests.py",),
+    "components.catalogs": ("tests/test_catalogs.py", "tests/test_catalogs_manifests.py"),
+    "components.notebook": ("tests/test_notebook_manifests.py",),
     "components.verification.query": ("tests/test_verification_query_rules.py",),
     "components.config": (
         "tests/test_config.py",
