@@ -34,17 +34,11 @@ from components.notebook import (
 )
 from components.security import cluster_pods
 from components.storage import VOLUME_NAME, PodStorage, pod_storage
+from tests import program_helpers
 from tests.support.netpol import Cluster, External, Pod, pod_from_template
 
 IMAGE = "registry.example/lsdb-notebook@sha256:" + "c" * 64
-BASE: dict[str, Any] = {
-    "namespace": "astro",
-    "operator": {"install": False},
-    "storage": {"kind": "pvc", "size": "10Gi"},
-    "cluster": {"name": "sky"},
-    "image": {"repository": "ghcr.io/acme/lsdb-dask"},
-    "verify": {"enabled": False},
-}
+BASE: dict[str, Any] = {**program_helpers.BASE, "namespace": "astro", "cluster": {"name": "sky"}}
 SELECTOR = {"app.kubernetes.io/part-of": PART_OF, "app.kubernetes.io/name": "sky-notebook",
             "app.kubernetes.io/component": "notebook"}  # fmt: skip
 STORE = {"kind": "objectStore", "objectStore": {"url": "s3://bucket/c", "anonymous": True}}
