@@ -6,7 +6,7 @@ and every package of docker/requirements.lock at its locked version (from import
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 
@@ -35,20 +35,9 @@ def installed_versions() -> dict[str, str]:
     """Canonical distribution name -> version, as `import` would find it (the first on sys.path wins)."""
     found: dict[str, str] = {}
     for dist in metadata.distributions():
-        name = dist.metadata["Name"]
-        if name:
+        if name := dist.metadata["Name"]:
             found.setdefault(canonical(name), dist.version)
     return found
-
-
-def _install_command() -> str:
-    """How to reinstall the lock into the interpreter running now (relative to the project when inside it)."""
-    exe = Path(sys.executable)
-    try:
-        shown = str(exe.relative_to(PROJECT_DIR))
-    except ValueError:
-        shown = str(exe)
-    return f"`{shown} -m pip install -r requirements.txt` (what `make venv` installs)"
 
 
 def _minor(version: str) -> tuple[int, int]:
@@ -58,12 +47,10 @@ def _minor(version: str) -> tuple[int, int]:
 
 
 def check_client_environment(
-    python_version: str,
-    lock: Mapping[str, str] | None = None,
-    installed: Callable[[str], str | None] | None = None,
+    python_version: str, lock: Mapping[str, str] | None = None, installed: Mapping[str, str] | None = None
 ) -> list[str]:
     """Every difference between the running client and the image (`python_version`: image.pythonVersion), each with
-    its fix. `lock`: canonical name -> pin (default: the lock); `installed(name)`: the client's version or None."""
+    its fix. `lock`, `installed`: canonical name -> version (defaults: the lock, `installed_versions()`)."""
     problems: list[str] = []
     client = sys.version_info
     image_minor = _minor(python_version)
@@ -75,16 +62,12 @@ def check_client_environment(
             f"or set `pulumi config set --path image.pythonVersion {client.major}.{client.minor}.{client.micro}` "
             "(and re-lock with that Python: `python -m tools.relock`)"
         )
-    pins = read_lock() if lock is None else lock
-    if installed is None:
-        versions = installed_versions()
-
-        def installed(name: str) -> str | None:
-            return versions.get(canonical(name))
-
-    fix = _install_command()
-    for name, pinned in sorted(pins.items()):
-        have = installed(name)
+    versions = installed_versions() if installed is None else installed
+    exe = Path(sys.executable)  # the interpreter running now, relative to the project when inside it
+    shown = exe.relative_to(PROJECT_DIR) if exe.is_relative_to(PROJECT_DIR) else exe
+    fix = f"`{shown} -m pip install -r requirements.txt` (what `make venv` installs)"
+    for name, pinned in sorted((read_lock() if lock is None else lock).items()):
+        have = versions.get(canonical(name))
         if have is None:
             problems.append(f"{name} is not installed in the client but {LOCK_NAME} pins {pinned}: run {fix}")
         elif not same_version(have, pinned):
