@@ -4,7 +4,7 @@ first; docs/lifecycle.md says why not a `before_delete` hook. kr8s is imported o
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 import pulumi
@@ -55,22 +55,6 @@ def describe_object(kind: str, obj: Mapping[str, Any]) -> str:
     return text
 
 
-def blocking_objects(reader: DaskObjects) -> list[str]:
-    """Every DaskCluster and DaskAutoscaler in the cluster, described."""
-    return [describe_object(kind, obj) for kind, plural in GUARDED_KINDS for obj in reader.list(plural)]
-
-
-def refusal(objects: Sequence[str], kube_context: str | None) -> str:
-    k = kubectl(kube_context)
-    return (
-        f"refusing to remove the Dask operator: {len(objects)} object(s) it finalizes still exist, and without the"
-        " operator their deletion would hang in Terminating for good:\n"
-        + "\n".join(f"  - {o}" for o in objects)
-        + f"\nDestroy the stacks that own them first (or delete them: `{k} delete daskclusters,daskautoscalers"
-        " --all -n <namespace>`), then run this destroy again."
-    )
-
-
 class OperatorGuardProvider(ResourceProvider):
     """Stores its inputs (the kube context); its delete refuses while DaskClusters or DaskAutoscalers exist. `reader`
     replaces the kr8s reader (tests); the program's has none, so it pickles as this class plus `{"reader": None}`."""
@@ -92,7 +76,7 @@ class OperatorGuardProvider(ResourceProvider):
         kube_context = props.get("kubeContext") or None
         reader = self.reader or Kr8sDaskObjects(kube_context)
         try:
-            objects = blocking_objects(reader)
+            objects = [describe_object(kind, obj) for kind, plural in GUARDED_KINDS for obj in reader.list(plural)]
         except Exception as exc:
             where = f"kube context {kube_context}" if kube_context else "the current kube context"
             raise RuntimeError(
@@ -103,7 +87,13 @@ class OperatorGuardProvider(ResourceProvider):
                 " (`pulumi stack --show-urns` lists it)."
             ) from exc
         if objects:
-            raise RuntimeError(refusal(objects, kube_context))
+            raise RuntimeError(
+                f"refusing to remove the Dask operator: {len(objects)} object(s) it finalizes still exist, and without"
+                " the operator their deletion would hang in Terminating for good:\n"
+                + "\n".join(f"  - {o}" for o in objects)
+                + f"\nDestroy the stacks that own them first (or delete them: `{kubectl(kube_context)} delete"
+                " daskclusters,daskautoscalers --all -n <namespace>`), then run this destroy again."
+            )
 
 
 def _inputs(props: Mapping[str, Any]) -> dict[str, Any]:
