@@ -34,15 +34,13 @@ NOTEBOOK_FROM = re.compile(rf"^FROM \S+ AS {NOTEBOOK_TARGET}$", re.MULTILINE)
 def image_tag(platform: str = "linux/amd64", notebook: bool = False) -> str:
     """Changes exactly when the lock, the Dockerfile (the cluster's: its `lsdb` stage only) or the platform (an
     arm64 build never overwrites the amd64 tag) does. `notebook`: also `NOTEBOOK_FILES` and the whole Dockerfile."""
-    dockerfile = (DOCKER_DIR / "Dockerfile").read_text()
+    dockerfile, files = (DOCKER_DIR / "Dockerfile").read_text(), NOTEBOOK_FILES if notebook else IMAGE_FILES
     if not notebook and (notebook_from := NOTEBOOK_FROM.search(dockerfile)):
         # All up to the notebook target's FROM builds the cluster's image (a later stage cannot change an earlier
         # one), so editing the notebook's stage never starts a new cluster.
         dockerfile = dockerfile[: notebook_from.start()]
-    inputs = [(name, (DOCKER_DIR / name).read_bytes()) for name in (NOTEBOOK_FILES if notebook else IMAGE_FILES)]
-    inputs.append(("Dockerfile", dockerfile.encode()))
     digest = hashlib.sha256()
-    for name, content in inputs:
+    for name, content in [*((n, (DOCKER_DIR / n).read_bytes()) for n in files), ("Dockerfile", dockerfile.encode())]:
         digest.update(f"{name}\0{hashlib.sha256(content).hexdigest()}\0".encode())
     digest.update(f"platform\0{platform}".encode())
     python = base_image(DOCKER_DIR / "Dockerfile").python_version
@@ -56,12 +54,6 @@ def notebook_image_tag(platform: str = "linux/amd64") -> str:
 
 def pull_secret_name(cluster_name: str) -> str:
     return f"{cluster_name}-registry"
-
-
-def dockerconfigjson(server: str, username: str, password: str) -> str:
-    """The `.dockerconfigjson` payload kubelet reads for imagePullSecrets."""
-    auth = base64.b64encode(f"{username}:{password}".encode()).decode()
-    return json.dumps({"auths": {server: {"username": username, "password": password, "auth": auth}}})
 
 
 class LsdbImage(pulumi.ComponentResource):
@@ -118,9 +110,13 @@ class LsdbImage(pulumi.ComponentResource):
         if registry_password is not None:
             # The Secret lives in the cluster namespace: it waits for it (depends_on).
             self.pull_secret_name = pull_secret_name(cluster_name)
-            payload = registry_password.apply(
-                lambda pw: dockerconfigjson(image.registry.server or "", image.registry.username or "", pw)
-            )
+            server, user = image.registry.server or "", image.registry.username or ""
+
+            def dockerconfigjson(password: str) -> str:  # the `.dockerconfigjson` kubelet reads for imagePullSecrets
+                auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+                return json.dumps({"auths": {server: {"username": user, "password": password, "auth": auth}}})
+
+            payload = registry_password.apply(dockerconfigjson)
             k8s.core.v1.Secret(
                 f"{name}-pull-secret",
                 metadata={"name": self.pull_secret_name, "namespace": namespace, "labels": LABELS},
