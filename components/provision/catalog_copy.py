@@ -58,21 +58,20 @@ class Summary(dict[str, Any]):
 
 
 class Source:
-    """The source catalog behind fsspec: whole-file reads and file info, errors naming file and source."""
+    """The source catalog behind fsspec, paths relative to its root: whole-file reads and file info, errors naming
+    file and source."""
 
     def __init__(self, url: str, storage_options: dict[str, Any]) -> None:
         import fsspec
+        from fsspec.implementations.dirfs import DirFileSystem
 
         self.url = url.rstrip("/")
-        self.fs, root = fsspec.core.url_to_fs(self.url, **storage_options)
-        self.root = root.rstrip("/")
+        fs, root = fsspec.core.url_to_fs(self.url, **storage_options)
+        self.fs = DirFileSystem(root.rstrip("/"), fs)
         # Object stores list a prefix in one request; a plain HTTP server may have no listing at all.
-        self.listable = not self.fs.protocol or "http" not in self.fs.protocol
+        self.listable = not fs.protocol or "http" not in fs.protocol
         self.listings: dict[str, dict[str, dict[str, Any]]] = {}
         self.lock = threading.Lock()
-
-    def path(self, rel: str) -> str:
-        return f"{self.root}/{rel}" if rel else self.root
 
     def where(self, rel: str) -> str:
         return f"{self.url}/{rel}"
@@ -86,7 +85,7 @@ class Source:
     def read(self, rel: str) -> bytes | None:
         """The file's content, None when it does not exist."""
         try:
-            data: bytes = self.fs.cat_file(self.path(rel))
+            data: bytes = self.fs.cat_file(rel)
             return data
         except FileNotFoundError:
             return None
@@ -101,14 +100,11 @@ class Source:
             if self.listable:
                 with self.lock:
                     if directory not in self.listings:
-                        entries = self.fs.ls(self.path(directory), detail=True)
-                        prefix = self.root + "/"
-                        self.listings[directory] = {
-                            e["name"].removeprefix(prefix): e for e in entries if e.get("type") == "file"
-                        }
+                        entries = self.fs.ls(directory, detail=True)
+                        self.listings[directory] = {e["name"]: e for e in entries if e.get("type") == "file"}
                 if rel in self.listings[directory]:
                     return self.listings[directory][rel]
-            info: dict[str, Any] = self.fs.info(self.path(rel))
+            info: dict[str, Any] = self.fs.info(rel)
             return info
         except Exception as exc:
             raise self.fail(rel, exc) from exc
@@ -278,7 +274,7 @@ def copy_partition(source: Source, dest: Path, rel: str, rows: int | None, journ
     where = f"{rel} ({source.where(rel)}, source {source.url})"
     try:
         # get_file streams the whole object (no range requests, which plain HTTP servers may not serve)
-        source.fs.get_file(source.path(rel), str(tmp))
+        source.fs.get_file(rel, str(tmp))
         written = tmp.stat().st_size
         if size is not None and written != size:
             raise ProvisionError(f"{rel}: read {written} bytes, the source says {size} ({source.where(rel)})")
