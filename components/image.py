@@ -33,7 +33,8 @@ NOTEBOOK_FROM = re.compile(rf"^FROM \S+ AS {NOTEBOOK_TARGET}$", re.MULTILINE)
 
 def image_tag(platform: str = "linux/amd64", notebook: bool = False) -> str:
     """Changes exactly when the lock, the Dockerfile (the cluster's: its `lsdb` stage only) or the platform (an
-    arm64 build never overwrites the amd64 tag) does. `notebook`: also `NOTEBOOK_FILES` and the whole Dockerfile."""
+    arm64 build never overwrites the amd64 tag) does. `notebook`: the notebook target's, of `NOTEBOOK_FILES` and the
+    whole Dockerfile too."""
     dockerfile, files = (DOCKER_DIR / "Dockerfile").read_text(), NOTEBOOK_FILES if notebook else IMAGE_FILES
     if not notebook and (notebook_from := NOTEBOOK_FROM.search(dockerfile)):
         # All up to the notebook target's FROM builds the cluster's image (a later stage cannot change an earlier
@@ -44,12 +45,7 @@ def image_tag(platform: str = "linux/amd64", notebook: bool = False) -> str:
         digest.update(f"{name}\0{hashlib.sha256(content).hexdigest()}\0".encode())
     digest.update(f"platform\0{platform}".encode())
     python = base_image(DOCKER_DIR / "Dockerfile").python_version
-    return f"py{python}-lock-{digest.hexdigest()[:12]}"
-
-
-def notebook_image_tag(platform: str = "linux/amd64") -> str:
-    """The notebook target's tag."""
-    return f"notebook-{image_tag(platform, notebook=True)}"
+    return f"{'notebook-' if notebook else ''}py{python}-lock-{digest.hexdigest()[:12]}"
 
 
 def pull_secret_name(cluster_name: str) -> str:
@@ -105,7 +101,7 @@ class LsdbImage(pulumi.ComponentResource):
             self.ref = build("-build", self.identity, CLUSTER_TARGET)
             if notebook:
                 self.notebook_ref = build(
-                    "-notebook-build", f"{image.repository}:{notebook_image_tag(image.platform)}", NOTEBOOK_TARGET
+                    "-notebook-build", f"{image.repository}:{image_tag(image.platform, True)}", NOTEBOOK_TARGET
                 )
         if registry_password is not None:
             # The Secret lives in the cluster namespace: it waits for it (depends_on).

@@ -26,7 +26,7 @@ def list_dask_objects(plural: str, kube_context: str | None = None) -> list[Mapp
     """The guard's `Reader`: kr8s with the stack's kube context (the access the Helm release's provider has)."""
     import kr8s
 
-    api = kr8s.api(context=kube_context) if kube_context else kr8s.api()
+    api = kr8s.api(context=kube_context)  # None: the current context
     kind = f"{plural}.{API_GROUP}"
     try:
         api.lookup_kind(kind)
