@@ -16,6 +16,7 @@ from components.config import ImageConfig
 from components.lock import LOCK_PATH, PROJECT_DIR, canonical, read_lock, same_version
 
 LOCK_NAME = "docker/requirements.lock"
+CLIENT_PYTHON = ".".join(map(str, sys.version_info[:3]))  # X.Y.Z of the interpreter running the program
 
 
 class ClientEnvironmentError(pulumi.RunError):  # RunError: Pulumi prints the message, no traceback
@@ -52,14 +53,13 @@ def check_client_environment(
     """Every difference between the running client and the image (`python_version`: image.pythonVersion), each with
     its fix. `lock`, `installed`: canonical name -> version (defaults: the lock, `installed_versions()`)."""
     problems: list[str] = []
-    client = sys.version_info
     image_minor = _minor(python_version)
-    if image_minor != (client.major, client.minor):
+    if image_minor != _minor(CLIENT_PYTHON):
         problems.append(
-            f"the client runs Python {client.major}.{client.minor}.{client.micro} but the image runs "
+            f"the client runs Python {CLIENT_PYTHON} but the image runs "
             f"Python {python_version} (image.pythonVersion); Dask pickles tasks between them, so the minor "
             f"versions must match. Fix: run the program from a Python {image_minor[0]}.{image_minor[1]} venv, "
-            f"or set `pulumi config set --path image.pythonVersion {client.major}.{client.minor}.{client.micro}` "
+            f"or set `pulumi config set --path image.pythonVersion {CLIENT_PYTHON}` "
             "(and re-lock with that Python: `python -m tools.relock`)"
         )
     versions = installed_versions() if installed is None else installed
@@ -77,27 +77,22 @@ def check_client_environment(
 
 def python_patch_note(python_version: str) -> str | None:
     """A note when only the patch release differs: harmless for pickles, but Dask warns about it."""
-    client = sys.version_info
-    here = f"{client.major}.{client.minor}.{client.micro}"
-    if _minor(python_version) == (client.major, client.minor) and python_version != here:
+    if _minor(python_version) == _minor(CLIENT_PYTHON) and python_version != CLIENT_PYTHON:
         return (
-            f"the client runs Python {here} and the image {python_version}: same minor series, but Dask compares "
-            "the full version and will emit VersionMismatchWarning; align image.pythonVersion with the client "
-            f"(`pulumi config set --path image.pythonVersion {here}`) to silence it"
+            f"the client runs Python {CLIENT_PYTHON} and the image {python_version}: same minor series, but Dask "
+            "compares the full version and will emit VersionMismatchWarning; align image.pythonVersion with the "
+            f"client (`pulumi config set --path image.pythonVersion {CLIENT_PYTHON}`) to silence it"
         )
     return None
 
 
 def enforce_client_environment(image: ImageConfig, lock_path: Path = LOCK_PATH) -> list[str]:
     """`image.clientCheck`: raise ("error") or warn ("warn"), before any resource is registered; the problems."""
-    note = python_patch_note(image.python_version)
-    if note:
+    if note := python_patch_note(image.python_version):
         pulumi.log.warn(note)
     problems = check_client_environment(image.python_version, read_lock(lock_path))
-    if not problems:
-        return []
-    if image.client_check == "warn":
-        for problem in problems:
-            pulumi.log.warn(f"client/image mismatch (image.clientCheck is warn): {problem}")
-        return problems
-    raise ClientEnvironmentError(problems)
+    if problems and image.client_check != "warn":
+        raise ClientEnvironmentError(problems)
+    for problem in problems:
+        pulumi.log.warn(f"client/image mismatch (image.clientCheck is warn): {problem}")
+    return problems
