@@ -1,8 +1,5 @@
-"""LsdbImage: the pinned LSDB image, built from docker/ and the one lock, referenced by digest.
-
-The tag is derived from what goes into the image (the lock and the Dockerfile, which pins the base image by
-digest), never `latest`; the cluster uses `repo_digest` (repository@sha256:...), never the tag.
-"""
+"""LsdbImage: the pinned LSDB image, built from docker/ and the one lock. Its tag is derived from what goes into it
+(the lock; the Dockerfile, pinning its base by digest), never `latest`; the cluster runs the digest, not the tag."""
 
 from __future__ import annotations
 
