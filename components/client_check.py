@@ -1,7 +1,6 @@
 """The client running the program must match the image (docs/image.md): Python major.minor equal to
 `image.pythonVersion`'s (Dask pickles tasks between them; a patch difference is only a note, Dask warns about it),
-and every package of docker/requirements.lock at its locked version (from importlib.metadata: nothing imported).
-"""
+and every package of docker/requirements.lock at its locked version (from importlib.metadata: nothing imported)."""
 
 from __future__ import annotations
 
