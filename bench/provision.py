@@ -82,8 +82,8 @@ def measure(name: str, url: str, options: dict[str, Any], files: list[str], thre
     rerun = time.perf_counter() - start
     return {
         "source": name, "bytes": baseline_bytes, "baseline_s": baseline, "engine_s": engine, "rerun_s": rerun,
-        "engine_bytes": first.bytes_copied, "rerun_bytes": again.bytes_copied,
-        "rerun_metadata_bytes": again.metadata_bytes_read,
+        "engine_bytes": first["bytesCopied"], "rerun_bytes": again["bytesCopied"],
+        "rerun_metadata_bytes": again["metadataBytesRead"],
     }  # fmt: skip
 
 

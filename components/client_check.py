@@ -1,12 +1,11 @@
 """The client running the program must match the image (docs/image.md): Python major.minor equal to
 `image.pythonVersion`'s (Dask pickles tasks between them; a patch difference is only a note, Dask warns about it),
-and every package of docker/requirements.lock at its locked version (from importlib.metadata: nothing imported).
-"""
+and every package of docker/requirements.lock at its locked version (from importlib.metadata: nothing imported)."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from components.config import ImageConfig
 from components.lock import LOCK_PATH, PROJECT_DIR, canonical, read_lock, same_version
 
 LOCK_NAME = "docker/requirements.lock"
+CLIENT_PYTHON = ".".join(map(str, sys.version_info[:3]))  # X.Y.Z of the interpreter running the program
 
 
 class ClientEnvironmentError(pulumi.RunError):  # RunError: Pulumi prints the message, no traceback
@@ -35,20 +35,9 @@ def installed_versions() -> dict[str, str]:
     """Canonical distribution name -> version, as `import` would find it (the first on sys.path wins)."""
     found: dict[str, str] = {}
     for dist in metadata.distributions():
-        name = dist.metadata["Name"]
-        if name:
+        if name := dist.metadata["Name"]:
             found.setdefault(canonical(name), dist.version)
     return found
-
-
-def _install_command() -> str:
-    """How to reinstall the lock into the interpreter running now (relative to the project when inside it)."""
-    exe = Path(sys.executable)
-    try:
-        shown = str(exe.relative_to(PROJECT_DIR))
-    except ValueError:
-        shown = str(exe)
-    return f"`{shown} -m pip install -r requirements.txt` (what `make venv` installs)"
 
 
 def _minor(version: str) -> tuple[int, int]:
@@ -58,33 +47,26 @@ def _minor(version: str) -> tuple[int, int]:
 
 
 def check_client_environment(
-    python_version: str,
-    lock: Mapping[str, str] | None = None,
-    installed: Callable[[str], str | None] | None = None,
+    python_version: str, lock: Mapping[str, str] | None = None, installed: Mapping[str, str] | None = None
 ) -> list[str]:
     """Every difference between the running client and the image (`python_version`: image.pythonVersion), each with
-    its fix. `lock`: canonical name -> pin (default: the lock); `installed(name)`: the client's version or None."""
+    its fix. `lock`, `installed`: canonical name -> version (defaults: the lock, `installed_versions()`)."""
     problems: list[str] = []
-    client = sys.version_info
     image_minor = _minor(python_version)
-    if image_minor != (client.major, client.minor):
+    if image_minor != _minor(CLIENT_PYTHON):
         problems.append(
-            f"the client runs Python {client.major}.{client.minor}.{client.micro} but the image runs "
+            f"the client runs Python {CLIENT_PYTHON} but the image runs "
             f"Python {python_version} (image.pythonVersion); Dask pickles tasks between them, so the minor "
             f"versions must match. Fix: run the program from a Python {image_minor[0]}.{image_minor[1]} venv, "
-            f"or set `pulumi config set --path image.pythonVersion {client.major}.{client.minor}.{client.micro}` "
+            f"or set `pulumi config set --path image.pythonVersion {CLIENT_PYTHON}` "
             "(and re-lock with that Python: `python -m tools.relock`)"
         )
-    pins = read_lock() if lock is None else lock
-    if installed is None:
-        versions = installed_versions()
-
-        def installed(name: str) -> str | None:
-            return versions.get(canonical(name))
-
-    fix = _install_command()
-    for name, pinned in sorted(pins.items()):
-        have = installed(name)
+    versions = installed_versions() if installed is None else installed
+    exe = Path(sys.executable)  # the interpreter running now, relative to the project when inside it
+    shown = exe.relative_to(PROJECT_DIR) if exe.is_relative_to(PROJECT_DIR) else exe
+    fix = f"`{shown} -m pip install -r requirements.txt` (what `make venv` installs)"
+    for name, pinned in sorted((read_lock() if lock is None else lock).items()):
+        have = versions.get(canonical(name))
         if have is None:
             problems.append(f"{name} is not installed in the client but {LOCK_NAME} pins {pinned}: run {fix}")
         elif not same_version(have, pinned):
@@ -94,27 +76,22 @@ def check_client_environment(
 
 def python_patch_note(python_version: str) -> str | None:
     """A note when only the patch release differs: harmless for pickles, but Dask warns about it."""
-    client = sys.version_info
-    here = f"{client.major}.{client.minor}.{client.micro}"
-    if _minor(python_version) == (client.major, client.minor) and python_version != here:
+    if _minor(python_version) == _minor(CLIENT_PYTHON) and python_version != CLIENT_PYTHON:
         return (
-            f"the client runs Python {here} and the image {python_version}: same minor series, but Dask compares "
-            "the full version and will emit VersionMismatchWarning; align image.pythonVersion with the client "
-            f"(`pulumi config set --path image.pythonVersion {here}`) to silence it"
+            f"the client runs Python {CLIENT_PYTHON} and the image {python_version}: same minor series, but Dask "
+            "compares the full version and will emit VersionMismatchWarning; align image.pythonVersion with the "
+            f"client (`pulumi config set --path image.pythonVersion {CLIENT_PYTHON}`) to silence it"
         )
     return None
 
 
 def enforce_client_environment(image: ImageConfig, lock_path: Path = LOCK_PATH) -> list[str]:
     """`image.clientCheck`: raise ("error") or warn ("warn"), before any resource is registered; the problems."""
-    note = python_patch_note(image.python_version)
-    if note:
+    if note := python_patch_note(image.python_version):
         pulumi.log.warn(note)
     problems = check_client_environment(image.python_version, read_lock(lock_path))
-    if not problems:
-        return []
-    if image.client_check == "warn":
-        for problem in problems:
-            pulumi.log.warn(f"client/image mismatch (image.clientCheck is warn): {problem}")
-        return problems
-    raise ClientEnvironmentError(problems)
+    if problems and image.client_check != "warn":
+        raise ClientEnvironmentError(problems)
+    for problem in problems:
+        pulumi.log.warn(f"client/image mismatch (image.clientCheck is warn): {problem}")
+    return problems

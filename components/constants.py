@@ -17,11 +17,6 @@ NANNY_PORT_NAME = "tcp-nanny"
 
 # dask_kubernetes.constants (pinned by tests/test_constants.py).
 SCHEDULER_NAME_TEMPLATE = "{cluster_name}-scheduler"
-# The default worker group (controller.daskcluster_create_components) and the worker Deployments of a group
-# (controller.build_worker_deployment_spec: `<group>-worker-<uuid4().hex[:10]>`).
-DEFAULT_WORKER_GROUP_TEMPLATE = "{cluster_name}-default"
-WORKER_DEPLOYMENT_TEMPLATE = "{worker_group_name}-worker-{uuid}"
-WORKER_UUID_LENGTH = 10
 # The labels the operator puts on the pods it creates (controller.build_*_deployment_spec).
 CLUSTER_NAME_LABEL = "dask.org/cluster-name"
 COMPONENT_LABEL = "dask.org/component"
@@ -45,16 +40,14 @@ DASHBOARD_LABEL = {"lsdb-k8s/dashboard": "true"}
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 # Both namespaces (operator and cluster) enforce the restricted Pod Security Standard: the API server itself rejects
 # a pod that regresses. https://kubernetes.io/docs/concepts/security/pod-security-admission/
-POD_SECURITY_LEVEL = "restricted"
-POD_SECURITY_LABELS: dict[str, str] = {
-    f"pod-security.kubernetes.io/{mode}": POD_SECURITY_LEVEL for mode in ("enforce", "audit", "warn")
-}
-
-
-SPEC_DIGEST_LENGTH = 8  # the `<h>` of `<cluster.name>-<h>` (components/cluster.py)
-
+POD_SECURITY_LABELS = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "audit", "warn")}
 # CatalogStorage's objects (claim, volume, object-store Secret, identity ServiceAccount) carry this one too.
 STORAGE_COMPONENT_LABEL: tuple[str, str] = ("app.kubernetes.io/component", "catalog-storage")
+SPEC_DIGEST_LENGTH = 8  # the `<h>` of `<cluster.name>-<h>` (components/cluster.py)
+# Each derived name must be a DNS-1035 label (Services) or a label value (the operator puts the cluster and worker
+# group names in pod labels): 63 characters. Deployments may be DNS subdomains, but Kubernetes advises DNS labels
+# "for best compatibility" (pod hostnames): https://kubernetes.io/docs/concepts/workloads/controllers/deployment/
+NAME_LIMIT = 63  # dask_kubernetes.constants.KUBERNETES_MAX_RESOURCE_NAME_LENGTH
 
 
 def scheduler_service_name(cluster_name: str) -> str:
@@ -68,38 +61,31 @@ def live_cluster_name(name: str, digest: str) -> str:
 
 
 def default_worker_group_name(live: str) -> str:
-    return DEFAULT_WORKER_GROUP_TEMPLATE.format(cluster_name=live)
+    """The operator's default worker group (controller.daskcluster_create_components)."""
+    return f"{live}-{DEFAULT_GROUP}"
 
 
 def worker_deployment_name(name: str, group: str) -> str:
-    """The longest worker Deployment name of the extra worker group `group` (`<live>-<group>-worker-<uuid>`)."""
-    live = live_cluster_name(name, "f" * SPEC_DIGEST_LENGTH)
-    return WORKER_DEPLOYMENT_TEMPLATE.format(worker_group_name=f"{live}-{group}", uuid="f" * WORKER_UUID_LENGTH)
+    """The longest worker Deployment name of worker group `<live>-<group>`: the operator's
+    `<group>-worker-<uuid4().hex[:10]>` (controller.build_worker_deployment_spec), with the longest digest."""
+    return f"{live_cluster_name(name, 'f' * SPEC_DIGEST_LENGTH)}-{group}-worker-{'f' * 10}"
 
 
 def derived_names(name: str) -> dict[str, str]:
     """Every name the program and the operator derive from `cluster.name`, with the longest digest and uuid."""
     live = live_cluster_name(name, "f" * SPEC_DIGEST_LENGTH)
-    group = default_worker_group_name(live)
     return {
         "DaskCluster": live,
         "stable Service": scheduler_service_name(name),
         "scheduler Service": scheduler_service_name(live),
-        "worker group": group,
-        "worker Deployment": WORKER_DEPLOYMENT_TEMPLATE.format(worker_group_name=group, uuid="f" * WORKER_UUID_LENGTH),
+        "worker group": default_worker_group_name(live),
+        "worker Deployment": worker_deployment_name(name, DEFAULT_GROUP),
     }
-
-
-# Each derived name must be a DNS-1035 label (Services) or a label value (the operator puts the cluster and worker
-# group names in pod labels): 63 characters. Deployments may be DNS subdomains, but Kubernetes advises DNS labels
-# "for best compatibility" (pod hostnames): https://kubernetes.io/docs/concepts/workloads/controllers/deployment/
-NAME_LIMIT = 63  # dask_kubernetes.constants.KUBERNETES_MAX_RESOURCE_NAME_LENGTH
 
 
 def max_cluster_name_length() -> int:
     """The longest `cluster.name` whose every derived name fits NAME_LIMIT."""
-    overhead = max(len(derived) for derived in derived_names("").values())
-    return NAME_LIMIT - overhead
+    return NAME_LIMIT - max(len(derived) for derived in derived_names("").values())
 
 
 def pod_selector(cluster_name: str, component: str) -> str:

@@ -1,9 +1,7 @@
-"""DaskOperator: the Dask Kubernetes Operator Helm release, pinned to the locked dask-kubernetes, with its CRDs.
-
-Helm never upgrades CRDs, so they are Pulumi resources read from the pinned package's chart and the release skips
-them. They are `retain_on_delete` (deleting a CRD deletes every object of its kind cluster-wide: docs/lifecycle.md),
-and components/operator_guard.py refuses to remove the operator while a DaskCluster or DaskAutoscaler exists.
-"""
+"""DaskOperator: the Dask Kubernetes Operator Helm release, pinned to the locked dask-kubernetes. Helm never upgrades
+CRDs, so they are Pulumi resources read from the pinned chart (the release skips them), `retain_on_delete` (deleting
+a CRD deletes every object of its kind cluster-wide: docs/lifecycle.md); components/operator_guard.py refuses to
+remove the operator while a DaskCluster or DaskAutoscaler exists."""
 
 from __future__ import annotations
 
@@ -74,9 +72,7 @@ def prepare_packaged_chart(version: str, build_dir: Path | None = None) -> Path:
     if dest.exists():
         shutil.rmtree(dest)
     shutil.copytree(packaged_chart_dir(), dest)
-    chart = yaml.safe_load((dest / "Chart.yaml").read_text())
-    chart["version"] = version
-    chart["appVersion"] = version
+    chart = {**yaml.safe_load((dest / "Chart.yaml").read_text()), "version": version, "appVersion": version}
     (dest / "Chart.yaml").write_text(yaml.safe_dump(chart, sort_keys=False))
     values = yaml.safe_load((dest / "values.yaml").read_text())
     values["image"]["tag"] = version

@@ -1,8 +1,5 @@
-"""LsdbImage: the pinned LSDB image, built from docker/ and the one lock, referenced by digest.
-
-The tag is derived from what goes into the image (the lock and the Dockerfile, which pins the base image by
-digest), never `latest`; the cluster uses `repo_digest` (repository@sha256:...), never the tag.
-"""
+"""LsdbImage: the pinned LSDB image, built from docker/ and the one lock. Its tag is derived from what goes into it
+(the lock; the Dockerfile, pinning its base by digest), never `latest`; the cluster runs the digest, not the tag."""
 
 from __future__ import annotations
 
@@ -33,35 +30,23 @@ NOTEBOOK_FROM = re.compile(rf"^FROM \S+ AS {NOTEBOOK_TARGET}$", re.MULTILINE)
 
 def image_tag(platform: str = "linux/amd64", notebook: bool = False) -> str:
     """Changes exactly when the lock, the Dockerfile (the cluster's: its `lsdb` stage only) or the platform (an
-    arm64 build never overwrites the amd64 tag) does. `notebook`: also `NOTEBOOK_FILES` and the whole Dockerfile."""
-    dockerfile = (DOCKER_DIR / "Dockerfile").read_text()
+    arm64 build never overwrites the amd64 tag) does. `notebook`: the notebook target's, of `NOTEBOOK_FILES` and the
+    whole Dockerfile too."""
+    dockerfile, files = (DOCKER_DIR / "Dockerfile").read_text(), NOTEBOOK_FILES if notebook else IMAGE_FILES
     if not notebook and (notebook_from := NOTEBOOK_FROM.search(dockerfile)):
         # All up to the notebook target's FROM builds the cluster's image (a later stage cannot change an earlier
         # one), so editing the notebook's stage never starts a new cluster.
         dockerfile = dockerfile[: notebook_from.start()]
-    inputs = [(name, (DOCKER_DIR / name).read_bytes()) for name in (NOTEBOOK_FILES if notebook else IMAGE_FILES)]
-    inputs.append(("Dockerfile", dockerfile.encode()))
     digest = hashlib.sha256()
-    for name, content in inputs:
+    for name, content in [*((n, (DOCKER_DIR / n).read_bytes()) for n in files), ("Dockerfile", dockerfile.encode())]:
         digest.update(f"{name}\0{hashlib.sha256(content).hexdigest()}\0".encode())
     digest.update(f"platform\0{platform}".encode())
     python = base_image(DOCKER_DIR / "Dockerfile").python_version
-    return f"py{python}-lock-{digest.hexdigest()[:12]}"
-
-
-def notebook_image_tag(platform: str = "linux/amd64") -> str:
-    """The notebook target's tag."""
-    return f"notebook-{image_tag(platform, notebook=True)}"
+    return f"{'notebook-' if notebook else ''}py{python}-lock-{digest.hexdigest()[:12]}"
 
 
 def pull_secret_name(cluster_name: str) -> str:
     return f"{cluster_name}-registry"
-
-
-def dockerconfigjson(server: str, username: str, password: str) -> str:
-    """The `.dockerconfigjson` payload kubelet reads for imagePullSecrets."""
-    auth = base64.b64encode(f"{username}:{password}".encode()).decode()
-    return json.dumps({"auths": {server: {"username": username, "password": password, "auth": auth}}})
 
 
 class LsdbImage(pulumi.ComponentResource):
@@ -113,14 +98,18 @@ class LsdbImage(pulumi.ComponentResource):
             self.ref = build("-build", self.identity, CLUSTER_TARGET)
             if notebook:
                 self.notebook_ref = build(
-                    "-notebook-build", f"{image.repository}:{notebook_image_tag(image.platform)}", NOTEBOOK_TARGET
+                    "-notebook-build", f"{image.repository}:{image_tag(image.platform, True)}", NOTEBOOK_TARGET
                 )
         if registry_password is not None:
             # The Secret lives in the cluster namespace: it waits for it (depends_on).
             self.pull_secret_name = pull_secret_name(cluster_name)
-            payload = registry_password.apply(
-                lambda pw: dockerconfigjson(image.registry.server or "", image.registry.username or "", pw)
-            )
+            server, user = image.registry.server or "", image.registry.username or ""
+
+            def dockerconfigjson(password: str) -> str:  # the `.dockerconfigjson` kubelet reads for imagePullSecrets
+                auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+                return json.dumps({"auths": {server: {"username": user, "password": password, "auth": auth}}})
+
+            payload = registry_password.apply(dockerconfigjson)
             k8s.core.v1.Secret(
                 f"{name}-pull-secret",
                 metadata={"name": self.pull_secret_name, "namespace": namespace, "labels": LABELS},

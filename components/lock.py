@@ -6,8 +6,8 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 LOCK_PATH = PROJECT_DIR / "docker" / "requirements.lock"
@@ -23,8 +23,7 @@ BASE_IMAGE_FROM = re.compile(
 )
 
 
-@dataclass(frozen=True)
-class BaseImage:
+class BaseImage(NamedTuple):
     ref: str  # python:X.Y.Z-slim@sha256:<index digest>
     python_version: str  # X.Y.Z, what image.pythonVersion must equal
 
@@ -81,11 +80,8 @@ def locked_version(name: str) -> str:
 
 
 def requirement_closure(requires: Mapping[str, Sequence[str]], roots: Iterable[str]) -> dict[str, set[str]]:
-    """Every distribution `roots` pull in (canonical name -> extras asked of it), following extras and
-    evaluating markers for this interpreter. `requires` maps canonical name -> its Requires-Dist lines.
-
-    The one walk behind `tools/relock.py` (which splits the lock), the lock tests and the image benchmark.
-    """
+    """Every distribution `roots` pull in (canonical name -> extras asked of it), following extras and evaluating
+    markers for this interpreter; `requires`: canonical name -> its Requires-Dist lines. tools/relock.py's walk."""
     from packaging.requirements import Requirement
 
     extras: dict[str, set[str]] = {}

@@ -4,8 +4,9 @@ first; docs/lifecycle.md says why not a `before_delete` hook. kr8s is imported o
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import pulumi
 import pulumi.dynamic
@@ -17,28 +18,21 @@ GUARDED_KINDS: tuple[tuple[str, str], ...] = (("DaskCluster", "daskclusters"), (
 API_GROUP = API_VERSION.split("/")[0]  # kubernetes.dask.org
 
 
-class DaskObjects(Protocol):
-    """What the guard reads: every object of a kind (plural, e.g. `daskclusters`) in all namespaces, as dicts."""
-
-    def list(self, plural: str) -> list[Mapping[str, Any]]: ...
+# What the guard reads: plural (e.g. `daskclusters`) -> every object of the kind in all namespaces, as dicts.
+Reader = Callable[[str], list[Mapping[str, Any]]]
 
 
-class Kr8sDaskObjects:
-    """`DaskObjects` over kr8s with the stack's kube context (the access the Helm release's provider has)."""
+def list_dask_objects(plural: str, kube_context: str | None = None) -> list[Mapping[str, Any]]:
+    """The guard's `Reader`: kr8s with the stack's kube context (the access the Helm release's provider has)."""
+    import kr8s
 
-    def __init__(self, kube_context: str | None = None) -> None:
-        self.kube_context = kube_context
-
-    def list(self, plural: str) -> list[Mapping[str, Any]]:
-        import kr8s
-
-        api = kr8s.api(context=self.kube_context) if self.kube_context else kr8s.api()
-        kind = f"{plural}.{API_GROUP}"
-        try:
-            api.lookup_kind(kind)
-        except ValueError:  # the CRD is not installed: no object of the kind can exist
-            return []
-        return [dict(obj) for obj in api.get(kind, namespace=kr8s.ALL, raw=True)]
+    api = kr8s.api(context=kube_context)  # None: the current context
+    kind = f"{plural}.{API_GROUP}"
+    try:
+        api.lookup_kind(kind)
+    except ValueError:  # the CRD is not installed: no object of the kind can exist
+        return []
+    return [dict(obj) for obj in api.get(kind, namespace=kr8s.ALL, raw=True)]
 
 
 def describe_object(kind: str, obj: Mapping[str, Any]) -> str:
@@ -55,27 +49,11 @@ def describe_object(kind: str, obj: Mapping[str, Any]) -> str:
     return text
 
 
-def blocking_objects(reader: DaskObjects) -> list[str]:
-    """Every DaskCluster and DaskAutoscaler in the cluster, described."""
-    return [describe_object(kind, obj) for kind, plural in GUARDED_KINDS for obj in reader.list(plural)]
-
-
-def refusal(objects: Sequence[str], kube_context: str | None) -> str:
-    k = kubectl(kube_context)
-    return (
-        f"refusing to remove the Dask operator: {len(objects)} object(s) it finalizes still exist, and without the"
-        " operator their deletion would hang in Terminating for good:\n"
-        + "\n".join(f"  - {o}" for o in objects)
-        + f"\nDestroy the stacks that own them first (or delete them: `{k} delete daskclusters,daskautoscalers"
-        " --all -n <namespace>`), then run this destroy again."
-    )
-
-
 class OperatorGuardProvider(ResourceProvider):
     """Stores its inputs (the kube context); its delete refuses while DaskClusters or DaskAutoscalers exist. `reader`
     replaces the kr8s reader (tests); the program's has none, so it pickles as this class plus `{"reader": None}`."""
 
-    def __init__(self, reader: DaskObjects | None = None) -> None:
+    def __init__(self, reader: Reader | None = None) -> None:
         self.reader = reader
 
     def create(self, props: dict[str, Any]) -> CreateResult:
@@ -90,9 +68,9 @@ class OperatorGuardProvider(ResourceProvider):
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         kube_context = props.get("kubeContext") or None
-        reader = self.reader or Kr8sDaskObjects(kube_context)
+        reader = self.reader or functools.partial(list_dask_objects, kube_context=kube_context)
         try:
-            objects = blocking_objects(reader)
+            objects = [describe_object(kind, obj) for kind, plural in GUARDED_KINDS for obj in reader(plural)]
         except Exception as exc:
             where = f"kube context {kube_context}" if kube_context else "the current kube context"
             raise RuntimeError(
@@ -103,7 +81,13 @@ class OperatorGuardProvider(ResourceProvider):
                 " (`pulumi stack --show-urns` lists it)."
             ) from exc
         if objects:
-            raise RuntimeError(refusal(objects, kube_context))
+            raise RuntimeError(
+                f"refusing to remove the Dask operator: {len(objects)} object(s) it finalizes still exist, and without"
+                " the operator their deletion would hang in Terminating for good:\n"
+                + "\n".join(f"  - {o}" for o in objects)
+                + f"\nDestroy the stacks that own them first (or delete them: `{kubectl(kube_context)} delete"
+                " daskclusters,daskautoscalers --all -n <namespace>`), then run this destroy again."
+            )
 
 
 def _inputs(props: Mapping[str, Any]) -> dict[str, Any]:

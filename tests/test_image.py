@@ -27,7 +27,6 @@ from components.image import (
     DOCKER_DIR,
     NOTEBOOK_TARGET,
     image_tag,
-    notebook_image_tag,
     pull_secret_name,
 )
 from components.lock import PROJECT_DIR, BaseImage, base_image, canonical, read_lock, requirement_closure
@@ -398,14 +397,14 @@ def test_image_tag_follows_the_lock_the_dockerfile_its_base_image_and_the_platfo
     lock.write_text(text)
     assert image_tag() == original
     dockerfile = tmp_path / "Dockerfile"
-    notebook = notebook_image_tag()
+    notebook = image_tag(notebook=True)
     # The notebook's stage (the file's end) is not the cluster image's: its tag alone changes.
     dockerfile.write_text((DOCKER_DIR / "Dockerfile").read_text() + "LABEL x=y\n")
-    assert image_tag() == original and notebook_image_tag() != notebook
+    assert image_tag() == original and image_tag(notebook=True) != notebook
     # The cluster's stage (before the notebook's FROM) is both images'.
     text = (DOCKER_DIR / "Dockerfile").read_text()
     dockerfile.write_text(text.replace(f"FROM {CLUSTER_TARGET} AS", f"LABEL x=y\nFROM {CLUSTER_TARGET} AS"))
-    assert image_tag() != original and notebook_image_tag() != notebook
+    assert image_tag() != original and image_tag(notebook=True) != notebook
     # Upstream rebuilt python:3.11.7-slim and `make relock` re-pinned it: a new tag; another Python too.
     dockerfile.write_text(pin_base_image((DOCKER_DIR / "Dockerfile").read_text(), "3.11.7", "sha256:" + "0" * 64))
     rebuilt = image_tag()

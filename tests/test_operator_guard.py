@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from components.lock import PROJECT_DIR
-from components.operator_guard import Kr8sDaskObjects, OperatorGuardProvider
+from components.operator_guard import OperatorGuardProvider, list_dask_objects
 from tests.program_helpers import shipped_stack
 
 GUARD = "pulumi-python:dynamic/lsdb:OperatorGuard"
@@ -20,7 +20,7 @@ OPERATOR = "lsdb-k8s:operator:DaskOperator"
 
 
 class FakeObjects:
-    """`DaskObjects` holding objects by plural; records what was listed."""
+    """Holds objects by plural; `list` is the guard's reader and records what was listed."""
 
     def __init__(self, objects: Mapping[str, list[dict[str, Any]]] | None = None) -> None:
         self.objects = objects or {}
@@ -42,7 +42,7 @@ def obj(namespace: str, name: str, labels: dict[str, str] | None = None) -> dict
 
 def test_delete_passes_when_no_dask_object_exists() -> None:
     reader = FakeObjects()
-    OperatorGuardProvider(reader).delete("dask-operator-guard", {"kubeContext": "shared-cluster"})
+    OperatorGuardProvider(reader.list).delete("dask-operator-guard", {"kubeContext": "shared-cluster"})
     assert reader.listed == ["daskclusters", "daskautoscalers"]
 
 
@@ -55,7 +55,7 @@ def test_delete_refuses_listing_every_cluster_and_autoscaler() -> None:
         }
     )
     with pytest.raises(RuntimeError) as err:
-        OperatorGuardProvider(reader).delete("dask-operator-guard", {"kubeContext": "shared-cluster"})
+        OperatorGuardProvider(reader.list).delete("dask-operator-guard", {"kubeContext": "shared-cluster"})
     message = str(err.value)
     assert "refusing to remove the Dask operator: 2 object(s)" in message
     assert "lsdb-prod/lsdb-prod-1a2b3c4d (DaskCluster): lsdb-k8s cluster lsdb-prod" in message
@@ -67,11 +67,11 @@ def test_delete_refuses_listing_every_cluster_and_autoscaler() -> None:
 
 def test_delete_refuses_when_the_cluster_cannot_be_read() -> None:
     with pytest.raises(RuntimeError, match=r"could not list .* through kube context shared-cluster .*ConnectionError"):
-        OperatorGuardProvider(Unreachable()).delete("dask-operator-guard", {"kubeContext": "shared-cluster"})
+        OperatorGuardProvider(Unreachable().list).delete("dask-operator-guard", {"kubeContext": "shared-cluster"})
 
 
 def test_deploys_and_changes_never_run_the_check_nor_replace() -> None:
-    provider = OperatorGuardProvider(Unreachable())  # any read would raise
+    provider = OperatorGuardProvider(Unreachable().list)  # any read would raise
     created = provider.create({"__provider": "x", "operatorNamespace": "dask-operator", "kubeContext": None})
     assert created.outs == {"operatorNamespace": "dask-operator", "kubeContext": None}
     olds = {"__provider": "x", **created.outs}
@@ -150,16 +150,16 @@ def test_the_kr8s_reader_lists_every_namespace_through_the_stacks_context(monkey
     cluster = obj("lsdb", "c")
     fake = FakeKr8s({"daskclusters.kubernetes.dask.org": [cluster]})
     monkeypatch.setitem(sys.modules, "kr8s", fake)
-    assert Kr8sDaskObjects("kind-lsdb-dev").list("daskclusters") == [cluster]
+    assert list_dask_objects("daskclusters", "kind-lsdb-dev") == [cluster]
     assert fake.contexts == ["kind-lsdb-dev"]
     assert fake.gets == [("daskclusters.kubernetes.dask.org", FakeKr8s.ALL, True)]
     # Without the CRD no object of the kind can exist; without a context kr8s takes the current one.
-    assert Kr8sDaskObjects().list("daskautoscalers") == []
+    assert list_dask_objects("daskautoscalers") == []
     assert fake.contexts == ["kind-lsdb-dev", None]
 
 
 def test_the_guard_has_an_id_and_a_changed_context_or_namespace_is_an_update_in_place() -> None:
-    provider = OperatorGuardProvider(Unreachable())
+    provider = OperatorGuardProvider(Unreachable().list)
     created = provider.create({"operatorNamespace": "dask-operator", "kubeContext": None})
     assert isinstance(created.id, str) and created.id  # Pulumi refuses a create without an id
     moved = provider.diff(created.id, created.outs, {**created.outs, "operatorNamespace": "elsewhere"})
@@ -184,7 +184,7 @@ def test_the_refusal_is_one_message_a_user_can_act_on() -> None:
     ours = {"app.kubernetes.io/part-of": "lsdb-k8s"}  # ours, but without the app name label
     reader = FakeObjects({"daskclusters": [obj("a", "c1", ours), obj("b", "c2")]})
     with pytest.raises(RuntimeError) as err:
-        OperatorGuardProvider(reader).delete("dask-operator-guard", {"kubeContext": None})
+        OperatorGuardProvider(reader.list).delete("dask-operator-guard", {"kubeContext": None})
     assert str(err.value) == (
         "refusing to remove the Dask operator: 2 object(s) it finalizes still exist, and without the operator their "
         "deletion would hang in Terminating for good:\n"
@@ -197,7 +197,7 @@ def test_the_refusal_is_one_message_a_user_can_act_on() -> None:
 
 def test_an_unreadable_cluster_names_the_current_context_and_how_to_get_out(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(RuntimeError) as err:
-        OperatorGuardProvider(Unreachable()).delete("dask-operator-guard", {"kubeContext": ""})
+        OperatorGuardProvider(Unreachable().list).delete("dask-operator-guard", {"kubeContext": ""})
     assert "through the current kube context (ConnectionError: connection refused)" in str(err.value)
     assert str(err.value).endswith(
         " itself is gone, remove the guard from the state: `pulumi state delete <its URN>` (`pulumi stack "

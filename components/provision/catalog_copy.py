@@ -1,10 +1,7 @@
-"""Copy a HATS catalog or catalog collection from a URL onto a local directory (the stack's claim): the engine of
-the provisioning Job, run as `python /opt/lsdb-provision/catalog_copy.py --source URL --dest DIR`.
-
-This file alone, with the standard library and the lock's packages: the program mounts its text from a ConfigMap
-named by its hash (components/catalogs.py), so the image stays the lock's. What it reads, compares, skips and in
-which order it writes: docs/storage.md, "Provisioning catalogs". Prints one JSON line, the summary.
-"""
+"""Copy a HATS catalog or collection from a URL onto a local directory (the stack's claim): the copy Job's engine,
+`python /opt/lsdb-provision/catalog_copy.py --source URL --dest DIR`, printing one JSON line, the summary. Standard
+library and the lock's packages only: the program mounts this text from a ConfigMap named by its hash
+(components/catalogs.py), so the image stays the lock's. What it reads, compares, skips, writes: docs/storage.md."""
 
 from __future__ import annotations
 
@@ -16,8 +13,7 @@ import os
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,45 +39,36 @@ class ProvisionError(Exception):
     """The copy cannot be made as the source describes it; the message names the file and the source."""
 
 
-@dataclass
-class Summary:
-    source: str
-    dest: str
-    files: int = 0
-    files_copied: int = 0
-    bytes_copied: int = 0
-    metadata_bytes_read: int = 0
-    removed: list[str] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+class Summary(dict[str, Any]):
+    """The JSON line a finished Job prints."""
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "dest": self.dest,
-            "files": self.files,
-            "filesCopied": self.files_copied,
-            "bytesCopied": self.bytes_copied,
-            "metadataBytesRead": self.metadata_bytes_read,
-            "removed": sorted(self.removed),
-        }
+    def __init__(self, source: str, dest: str) -> None:
+        zero = dict.fromkeys(("files", "filesCopied", "bytesCopied", "metadataBytesRead"), 0)
+        super().__init__(source=source, dest=dest, **zero, removed=[])
+        self.lock = threading.Lock()
+
+    def count(self, size: int) -> None:
+        """One file written (from any thread)."""
+        with self.lock:
+            self["filesCopied"] += 1
+            self["bytesCopied"] += size
 
 
 class Source:
-    """The source catalog behind fsspec: whole-file reads and file info, errors naming file and source."""
+    """The source catalog behind fsspec, paths relative to its root: whole-file reads and file info, errors naming
+    file and source."""
 
     def __init__(self, url: str, storage_options: dict[str, Any]) -> None:
         import fsspec
+        from fsspec.implementations.dirfs import DirFileSystem
 
         self.url = url.rstrip("/")
-        self.fs, self.root = fsspec.core.url_to_fs(self.url, **storage_options)
-        self.root = self.root.rstrip("/")
+        fs, root = fsspec.core.url_to_fs(self.url, **storage_options)
+        self.fs = DirFileSystem(root.rstrip("/"), fs)
         # Object stores list a prefix in one request; a plain HTTP server may have no listing at all.
-        self.listable = not self.fs.protocol or "http" not in self.fs.protocol
+        self.listable = not fs.protocol or "http" not in fs.protocol
         self.listings: dict[str, dict[str, dict[str, Any]]] = {}
         self.lock = threading.Lock()
-
-    def path(self, rel: str) -> str:
-        return f"{self.root}/{rel}" if rel else self.root
 
     def where(self, rel: str) -> str:
         return f"{self.url}/{rel}"
@@ -92,44 +79,32 @@ class Source:
             return ProvisionError(f"{rel}: not found at {self.where(rel)} (source {self.url})")
         return ProvisionError(f"{rel}: cannot read {self.where(rel)} (source {self.url}): {exc}")
 
-    def read(self, rel: str, required: bool = True) -> bytes | None:
+    def read(self, rel: str) -> bytes | None:
+        """The file's content, None when it does not exist."""
         try:
-            data: bytes = self.fs.cat_file(self.path(rel))
+            data: bytes = self.fs.cat_file(rel)
             return data
-        except Exception as exc:
-            if required or not isinstance(exc, FileNotFoundError):
-                raise self.fail(rel, exc) from exc
+        except FileNotFoundError:
             return None
+        except Exception as exc:
+            raise self.fail(rel, exc) from exc
 
     def info(self, rel: str) -> dict[str, Any]:
         """Size and checksum of one file: from its directory's listing where the store has listings (one request
         per partition directory, not per file), else from the file itself (HTTP: a HEAD request)."""
+        directory = rel.rsplit("/", 1)[0] if "/" in rel else ""
         try:
             if self.listable:
-                listing = self._listing(rel.rsplit("/", 1)[0] if "/" in rel else "")
-                if rel in listing:
-                    return listing[rel]
-            info: dict[str, Any] = self.fs.info(self.path(rel))
+                with self.lock:
+                    if directory not in self.listings:
+                        entries = self.fs.ls(directory, detail=True)
+                        self.listings[directory] = {e["name"]: e for e in entries if e.get("type") == "file"}
+                if rel in self.listings[directory]:
+                    return self.listings[directory][rel]
+            info: dict[str, Any] = self.fs.info(rel)
             return info
         except Exception as exc:
             raise self.fail(rel, exc) from exc
-
-    def _listing(self, directory: str) -> dict[str, dict[str, Any]]:
-        with self.lock:
-            if directory not in self.listings:
-                entries = self.fs.ls(self.path(directory), detail=True)
-                prefix = self.root + "/"
-                self.listings[directory] = {
-                    e["name"].removeprefix(prefix): e for e in entries if e.get("type") == "file"
-                }
-            return self.listings[directory]
-
-
-def checksum(info: dict[str, Any]) -> str | None:
-    for key in CHECKSUM_KEYS:
-        if info.get(key):
-            return str(info[key]).strip('"')
-    return None
 
 
 def _properties(cls: Any, data: bytes, where: str) -> Any:
@@ -142,10 +117,6 @@ def _properties(cls: Any, data: bytes, where: str) -> Any:
         return cls(**p.properties)
     except Exception as exc:
         raise ProvisionError(f"{where}: not a valid HATS properties file: {exc}") from exc
-
-
-def _join(prefix: str, rel: str) -> str:
-    return f"{prefix}/{rel}" if prefix else rel
 
 
 def _metadata_partitions(meta: bytes, where: str) -> dict[str, int]:
@@ -182,69 +153,67 @@ def _partition_info_files(info: bytes, npix_suffix: str, where: str) -> list[str
     return [pixel_catalog_file(base, p, npix_suffix=npix_suffix).relative_to(base).as_posix() for p in pixels]
 
 
-def plan_catalog(source: Source, prefix: str, summary: Summary) -> tuple[dict[str, bytes], dict[str, int | None]]:
-    """Read one catalog's metadata from the source: (metadata file -> content, written last; partition file -> rows
-    from _metadata, None where it does not list it), paths relative to the destination root."""
+def _plan_catalog(
+    source: Source, prefix: str, read: Callable[[str], bytes | None], partitions: dict[str, int | None]
+) -> None:
+    """One catalog's metadata files (`read` keeps them) and partition files (-> rows), paths below `prefix`."""
     from hats.catalog.dataset.table_properties import TableProperties
 
-    metadata: dict[str, bytes] = {}
+    def at(rel: str) -> str:
+        return f"{prefix}/{rel}" if prefix else rel
 
-    def read(rel: str, required: bool = False) -> bytes | None:
-        data = source.read(_join(prefix, rel), required)
-        if data is not None:
-            metadata[rel] = data
-            summary.metadata_bytes_read += len(data)
-        return data
-
-    found = [name for name in PROPERTIES if read(name) is not None]  # lsdb writes both; copy each one there is
+    # lsdb writes both; copy each one there is
+    found = [(name, data) for name in PROPERTIES if (data := read(at(name))) is not None]
     if not found:
         raise ProvisionError(
-            f"{_join(prefix, PROPERTIES[0])}: not found at {source.where(_join(prefix, PROPERTIES[0]))} "
+            f"{at(PROPERTIES[0])}: not found at {source.where(at(PROPERTIES[0]))} "
             f"(nor {PROPERTIES[1]}; source {source.url}): not a HATS catalog"
         )
-    properties = _properties(TableProperties, metadata[found[0]], source.where(_join(prefix, found[0])))
-    meta, info = read(METADATA), read(PARTITION_INFO)
+    properties = _properties(TableProperties, found[0][1], source.where(at(found[0][0])))
+    meta, info = read(at(METADATA)), read(at(PARTITION_INFO))
     if meta is None and info is None:
         raise ProvisionError(
-            f"{_join(prefix, PARTITION_INFO)}: not found, nor {METADATA}, at {source.where(prefix)} "
+            f"{at(PARTITION_INFO)}: not found, nor {METADATA}, at {source.where(prefix)} "
             f"(source {source.url}): hats needs one of them to know the partitions"
         )
-    partitions: dict[str, int | None] = {}
     if meta is not None:
-        partitions.update(_metadata_partitions(meta, source.where(_join(prefix, METADATA))))
+        for rel, rows in _metadata_partitions(meta, source.where(at(METADATA))).items():
+            partitions[at(rel)] = rows
     if info is not None:
-        where = source.where(_join(prefix, PARTITION_INFO))
-        for rel in _partition_info_files(info, properties.npix_suffix, where):
-            partitions.setdefault(rel, None)
+        for rel in _partition_info_files(info, properties.npix_suffix, source.where(at(PARTITION_INFO))):
+            partitions.setdefault(at(rel), None)
     for rel in [*OPTIONAL_FILES, *(f"skymap.{k}.fits" for k in (properties.skymap_alt_orders or []))]:
-        read(rel)
-    return {_join(prefix, r): d for r, d in metadata.items()}, {_join(prefix, r): n for r, n in partitions.items()}
+        read(at(rel))
 
 
 def plan(source: Source, summary: Summary) -> tuple[dict[str, bytes], dict[str, int | None], bool]:
-    """`plan_catalog` of the collection's members (and its collection.properties), or of the lone catalog; whether
-    it is a collection."""
+    """The catalog's, or the collection's members': (metadata file -> content, written last; partition file -> rows
+    from _metadata, None where it does not list it; whether it is a collection), paths relative to the destination."""
     from hats.catalog.dataset.collection_properties import CollectionProperties
 
-    collection = source.read(COLLECTION_PROPERTIES, required=False)
-    if collection is None:
-        return (*plan_catalog(source, "", summary), False)
-    summary.metadata_bytes_read += len(collection)
-    props = _properties(CollectionProperties, collection, source.where(COLLECTION_PROPERTIES))
-    members = [props.hats_primary_table_url, *(props.all_margins or []), *(props.all_indexes or {}).values()]
-    for member in members:
-        if "://" in member or member.startswith("/") or ".." in member.split("/"):
-            raise ProvisionError(
-                f"{COLLECTION_PROPERTIES}: member {member!r} is outside the collection (source {source.url}); "
-                "only members stored below the collection can be provisioned"
-            )
-    metadata: dict[str, bytes] = {COLLECTION_PROPERTIES: collection}
+    metadata: dict[str, bytes] = {}
     partitions: dict[str, int | None] = {}
+
+    def read(rel: str) -> bytes | None:
+        data = source.read(rel)
+        if data is not None:
+            metadata[rel] = data
+            summary["metadataBytesRead"] += len(data)
+        return data
+
+    members = [""]
+    if (collection := read(COLLECTION_PROPERTIES)) is not None:
+        props = _properties(CollectionProperties, collection, source.where(COLLECTION_PROPERTIES))
+        members = [props.hats_primary_table_url, *(props.all_margins or []), *(props.all_indexes or {}).values()]
+        for member in members:
+            if "://" in member or member.startswith("/") or ".." in member.split("/"):
+                raise ProvisionError(
+                    f"{COLLECTION_PROPERTIES}: member {member!r} is outside the collection (source {source.url}); "
+                    "only members stored below the collection can be provisioned"
+                )
     for member in members:
-        member_metadata, member_partitions = plan_catalog(source, member.strip("/"), summary)
-        metadata |= member_metadata
-        partitions |= member_partitions
-    return metadata, partitions, True
+        _plan_catalog(source, member.strip("/"), read, partitions)
+    return metadata, partitions, collection is not None
 
 
 class Journal:
@@ -253,28 +222,28 @@ class Journal:
     def __init__(self, dest: Path) -> None:
         self.path = dest / STATE_DIR / JOURNAL
         self.entries: dict[str, tuple[int, str | None]] = {}
-        if self.path.is_file():
-            for line in self.path.read_text().splitlines():
-                try:
-                    entry = json.loads(line)
-                    self.entries[entry["path"]] = (int(entry["size"]), entry.get("checksum"))
-                except (ValueError, KeyError, TypeError):
-                    continue  # a line cut short by an interruption
+        for line in self.path.read_text().splitlines() if self.path.is_file() else []:
+            try:
+                entry = json.loads(line)
+                self.entries[entry["path"]] = (int(entry["size"]), entry.get("checksum"))
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut short by an interruption
         self.lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
+    @staticmethod
+    def line(rel: str, size: int, checksum: str | None) -> str:
+        return json.dumps({"path": rel, "size": size, "checksum": checksum}) + "\n"
+
     def record(self, rel: str, size: int, checksum: str | None) -> None:
-        line = json.dumps({"path": rel, "size": size, "checksum": checksum}) + "\n"
         with self.lock:
             self.entries[rel] = (size, checksum)
             with open(self.path, "a") as out:
-                out.write(line)  # no fsync per file: one sync before the metadata goes in (`provision`)
+                out.write(self.line(rel, size, checksum))  # no fsync per file: one sync before the metadata goes in
 
-    def compact(self, keep: Iterable[str]) -> None:
-        kept = {rel: self.entries[rel] for rel in keep if rel in self.entries}
-        text = "".join(json.dumps({"path": r, "size": s, "checksum": c}) + "\n" for r, (s, c) in sorted(kept.items()))
-        _write_atomic(self.path, text.encode())
-        self.entries = kept
+    def compact(self, keep: dict[str, Any]) -> None:
+        self.entries = {rel: self.entries[rel] for rel in sorted(keep) if rel in self.entries}
+        _write_atomic(self.path, "".join(self.line(r, s, c) for r, (s, c) in self.entries.items()).encode())
 
 
 def _write_atomic(final: Path, data: bytes) -> None:
@@ -287,57 +256,39 @@ def _write_atomic(final: Path, data: bytes) -> None:
     os.replace(tmp, final)
 
 
-def _check_parquet(local: Path, rows: int | None, where: str) -> None:
+def copy_partition(source: Source, dest: Path, rel: str, rows: int | None, journal: Journal, summary: Summary) -> None:
+    """Copy one partition file unless the local one already matches (size and recorded checksum), then check its
+    size and its footer's rows."""
     import pyarrow.parquet as pq
 
-    try:
-        found = pq.read_metadata(local).num_rows
-    except Exception as exc:
-        raise ProvisionError(f"{where}: corrupt or not a parquet file: {exc}") from exc
-    if rows is not None and found != rows:
-        raise ProvisionError(f"{where}: has {found} rows, the catalog's _metadata says {rows}")
-
-
-def copy_partition(source: Source, dest: Path, rel: str, rows: int | None, journal: Journal, summary: Summary) -> None:
-    """Copy one partition file unless the local one already matches (size and recorded checksum)."""
     info = source.info(rel)
-    size, digest = info.get("size"), checksum(info)
+    size, digest = info.get("size"), next((str(info[k]).strip('"') for k in CHECKSUM_KEYS if info.get(k)), None)
     final = dest / rel
     if final.is_file() and final.stat().st_size == size and journal.entries.get(rel, (None, None))[1] == digest:
         return
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(final.name + PART_SUFFIX)
+    where = f"{rel} ({source.where(rel)}, source {source.url})"
     try:
         # get_file streams the whole object (no range requests, which plain HTTP servers may not serve)
-        source.fs.get_file(source.path(rel), str(tmp))
+        source.fs.get_file(rel, str(tmp))
         written = tmp.stat().st_size
         if size is not None and written != size:
             raise ProvisionError(f"{rel}: read {written} bytes, the source says {size} ({source.where(rel)})")
-        _check_parquet(tmp, rows, f"{rel} ({source.where(rel)}, source {source.url})")
-    except ProvisionError:
-        tmp.unlink(missing_ok=True)
-        raise
+        try:
+            found = pq.read_metadata(tmp).num_rows
+        except Exception as exc:
+            raise ProvisionError(f"{where}: corrupt or not a parquet file: {exc}") from exc
+        if rows is not None and found != rows:
+            raise ProvisionError(f"{where}: has {found} rows, the catalog's _metadata says {rows}")
     except Exception as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, ProvisionError):
+            raise
         raise source.fail(rel, exc) from exc
     os.replace(tmp, final)
     journal.record(rel, written, digest)
-    with summary.lock:
-        summary.files_copied += 1
-        summary.bytes_copied += written
-
-
-def _install_metadata(dest: Path, rel: str, data: bytes, summary: Summary) -> None:
-    final = dest / rel
-    if final.is_file() and final.read_bytes() == data:
-        return
-    _write_atomic(final, data)
-    summary.files_copied += 1
-    summary.bytes_copied += len(data)
-
-
-def _properties_last(names: Iterable[str]) -> list[str]:
-    return sorted(names, key=lambda rel: (rel.rsplit("/", 1)[-1] in (*PROPERTIES, COLLECTION_PROPERTIES), rel))
+    summary.count(written)
 
 
 def _remove_stale(dest: Path, wanted: set[str], summary: Summary) -> None:
@@ -348,28 +299,18 @@ def _remove_stale(dest: Path, wanted: set[str], summary: Summary) -> None:
         if path.is_file() and (rel not in wanted or path.name.endswith(PART_SUFFIX)):
             path.unlink()
             if not path.name.endswith(PART_SUFFIX):
-                summary.removed.append(rel)
+                summary["removed"].append(rel)
         elif path.is_dir() and not any(path.iterdir()):
             path.rmdir()
-
-
-def validate(dest: Path, collection: bool) -> None:
-    """hats' own strict validation of the copy; its log says what is wrong."""
-    from hats.io.validation import is_valid_catalog, is_valid_collection
-
-    valid = is_valid_collection(dest, strict=True) if collection else is_valid_catalog(dest, strict=True)
-    if not valid:
-        raise ProvisionError(f"{dest}: hats' validation rejected the copy (see the log above)")
+    summary["removed"].sort()
 
 
 def provision(
-    source_url: str,
-    dest: Path,
-    storage_options: dict[str, Any] | None = None,
-    threads: int = DEFAULT_THREADS,
-    on_copied: Callable[[Summary], None] | None = None,
+    source_url: str, dest: Path, storage_options: dict[str, Any] | None = None, threads: int = DEFAULT_THREADS
 ) -> Summary:
     """Make `dest` a copy of the catalog or collection at `source_url`; return what was done."""
+    from hats.io.validation import is_valid_catalog, is_valid_collection
+
     source = Source(source_url, storage_options or {})
     summary = Summary(source.url, str(dest))
     metadata, partitions, collection = plan(source, summary)
@@ -377,7 +318,7 @@ def provision(
     journal = Journal(dest)
     wanted = set(partitions) | set(metadata)
     _remove_stale(dest, wanted, summary)  # stale partial files, and files the source no longer has
-    summary.files = len(wanted)
+    summary["files"] = len(wanted)
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         futures = [
             pool.submit(copy_partition, source, dest, rel, rows, journal, summary) for rel, rows in partitions.items()
@@ -386,17 +327,19 @@ def provision(
             for future in concurrent.futures.as_completed(futures):
                 future.result()
         except BaseException:
-            for f in futures:
-                f.cancel()
+            pool.shutdown(cancel_futures=True)
             raise
-    if summary.files_copied:  # the partition files and the journal are on disk before any metadata says so
+    if summary["filesCopied"]:  # the partition files and the journal are on disk before any metadata says so
         os.sync()
-    for rel in _properties_last(metadata):
-        _install_metadata(dest, rel, metadata[rel], summary)
+    # Each catalog's properties file last: a directory holds them only once all its files are there.
+    for rel in sorted(metadata, key=lambda r: (r.rsplit("/", 1)[-1] in (*PROPERTIES, COLLECTION_PROPERTIES), r)):
+        if not ((dest / rel).is_file() and (dest / rel).read_bytes() == metadata[rel]):
+            _write_atomic(dest / rel, metadata[rel])
+            summary.count(len(metadata[rel]))
     journal.compact(partitions)
-    if on_copied is not None:
-        on_copied(summary)
-    validate(dest, collection)
+    valid = is_valid_collection(dest, strict=True) if collection else is_valid_catalog(dest, strict=True)
+    if not valid:  # hats' log says what is wrong
+        raise ProvisionError(f"{dest}: hats' validation rejected the copy (see the log above)")
     return summary
 
 
@@ -412,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     except ProvisionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(summary.as_dict()), flush=True)
+    print(json.dumps(summary), flush=True)
     return 0
 
 
