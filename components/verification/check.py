@@ -343,37 +343,39 @@ def verify_catalog_query(
     return result(rows=rows, partitions=partitions, versions=versions, sample=sample, catalog_path=q.catalog_path)
 
 
-def _identify(address: str, budget: float, fixes: Fixes, wait_hook: WaitHook | None, security: Any = None) -> Any:
-    """The scheduler's identity reply, retried with backoff until `budget` (wait_hook runs between attempts)."""
-    deadline = time.monotonic() + budget
+def retrying(seconds: float, wait_hook: WaitHook | None) -> Iterator[float]:
+    """The time left for each attempt until `seconds` run out; between attempts the wait hook, then a pause that
+    doubles up to `RETRY_MAX_PAUSE` (never past the deadline). The connect stage's and the port-forward's retries."""
+    deadline = time.monotonic() + seconds
     pause = RETRY_FIRST_PAUSE
-    attempts = 0
-    last: BaseException | None = None
     while (remaining := deadline - time.monotonic()) > 0:
+        yield remaining
+        if wait_hook is not None:
+            wait_hook()
+        time.sleep(max(min(pause, deadline - time.monotonic()), 0.0))
+        pause = min(pause * 2, RETRY_MAX_PAUSE)
+
+
+def _identify(address: str, budget: float, fixes: Fixes, wait_hook: WaitHook | None, security: Any = None) -> Any:
+    """The scheduler's identity reply, retried until `budget`."""
+    attempts = 0
+    last: Exception | None = None
+    for remaining in retrying(budget, wait_hook):
         attempts += 1
         try:
             return _probe_scheduler(address, min(remaining, PROBE_ATTEMPT_SECONDS), security)
         except Exception as exc:  # refused, reset by a port-forward to a pod not Ready yet, silent peer: retry
             last = exc
-        if wait_hook is not None:
-            wait_hook()
-        time.sleep(max(min(pause, deadline - time.monotonic()), 0.0))
-        pause = min(pause * 2, RETRY_MAX_PAUSE)
     if last is None or isinstance(last, TimeoutError):
-        raise VerificationError(
-            "connect",
+        problem = (
             f"no Dask scheduler answered at {address} within {budget:g} s ({attempts} attempt(s)"
             + ("" if last is None else f", last: {describe(last)}")
             + "): refused, unresolvable, a scheduler pod not Ready, or a peer that accepts TCP but does not speak"
-            " the Dask protocol",
-            fixes("connect"),
-        ) from None
-    raise VerificationError(
-        "connect",
-        f"could not talk to a Dask scheduler at {address} within {budget:g} s ({attempts} attempt(s)):"
-        f" {describe(last)}",
-        fixes("connect"),
-    ) from last
+            " the Dask protocol"
+        )
+        raise VerificationError("connect", problem, fixes("connect")) from None
+    problem = f"could not talk to a Dask scheduler at {address} within {budget:g} s ({attempts} attempt(s))"
+    raise VerificationError("connect", f"{problem}: {describe(last)}", fixes("connect")) from last
 
 
 def _connect(address: str, budget: float, fixes: Fixes, wait_hook: WaitHook | None = None, security: Any = None) -> Any:

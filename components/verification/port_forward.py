@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import Any
 
 from components.constants import SCHEDULER_PORT, SCHEDULER_PORT_NAME, scheduler_service_name
-from components.verification.check import RETRY_FIRST_PAUSE, RETRY_MAX_PAUSE, VerificationError, WaitHook, describe
+from components.verification.check import VerificationError, WaitHook, describe, retrying
 from components.verification.diagnostics import Fixes
 from components.verification.query import ClusterRef
 
@@ -26,21 +25,15 @@ class SchedulerPortForward:
 
     def __init__(
         self,
-        namespace: str,
-        cluster_name: str,
-        kube_context: str | None = None,
+        where: ClusterRef,
         *,
         timeout: float = 30.0,
         service_getter: ServiceGetter | None = None,
         wait_hook: WaitHook | None = None,
     ) -> None:
-        self.namespace = namespace
-        self.service_name = scheduler_service_name(cluster_name)
-        self.kube_context = kube_context
-        self.timeout = timeout
-        self.fixes = Fixes(ClusterRef(namespace, cluster_name, kube_context))
+        self.where, self.timeout, self.wait_hook = where, timeout, wait_hook
+        self.service_name = scheduler_service_name(str(where.cluster_name))
         self.service_getter: ServiceGetter = service_getter or _kr8s_service
-        self.wait_hook = wait_hook
         self.attempts = 0
         self.local_port: int | None = None
         self._ready = threading.Event()
@@ -50,30 +43,22 @@ class SchedulerPortForward:
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> str:
-        where = f"service {self.service_name} in namespace {self.namespace}" + (
-            f" (kube context {self.kube_context})" if self.kube_context else " (current kube context)"
-        )
-        deadline = time.monotonic() + self.timeout
-        pause = RETRY_FIRST_PAUSE
-        while True:
+        error = None
+        for remaining in retrying(self.timeout, self.wait_hook):  # the hook raises when a pod of the cluster is stuck
             self.attempts += 1
-            if self._start(deadline - time.monotonic()):
+            if self._start(remaining):
                 return f"tcp://127.0.0.1:{self.local_port}"
             error = self._error
             self.close()
-            if self.wait_hook is not None:
-                self.wait_hook()  # raises when a pod of the cluster is stuck
-            if time.monotonic() + pause >= deadline:
-                break
-            time.sleep(pause)
-            pause = min(pause * 2, RETRY_MAX_PAUSE)
+        context = f"kube context {self.where.kube_context}" if self.where.kube_context else "current kube context"
+        where = f"service {self.service_name} in namespace {self.where.namespace} ({context})"
         tries = f"{self.attempts} attempt(s) within {self.timeout:g} s"
         problem = (
             f"the port-forward to {where} did not start ({tries})"
             if error is None
             else f"could not port-forward to {where} ({tries}): {describe(error)}"
         )
-        raise VerificationError("connect", problem, self.fixes.port_forward()) from error
+        raise VerificationError("connect", problem, Fixes(self.where).port_forward()) from error
 
     def _start(self, seconds: float) -> bool:
         """One attempt, in a fresh thread: True when the forward serves."""
@@ -99,7 +84,7 @@ class SchedulerPortForward:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         try:
-            svc = await self.service_getter(self.service_name, self.namespace, self.kube_context)
+            svc = await self.service_getter(self.service_name, str(self.where.namespace), self.where.kube_context)
             remote = _scheduler_port(svc)
             async with svc.portforward(remote, local_port="auto") as port:
                 self.local_port = int(port)
