@@ -8,7 +8,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 from components.constants import CLUSTER_NAME_LABEL, kubectl
 from components.verification.check import VerificationError, describe
@@ -73,19 +73,15 @@ def _container_states(raw: Mapping[str, Any]) -> list[tuple[Mapping[str, Any], M
     return [(s, specs.get(s.get("name"), {})) for s in states]
 
 
-class PodProblem(NamedTuple):
-    """One reason a pod is stuck: `key` identifies it across reads, `text` says it, `fix` what to do."""
-
-    key: str
-    text: str
-    fix: str
+# The reasons pods are stuck, each by a key that stays the same across reads: (what happened, what to do).
+Problems = dict[str, tuple[str, str]]
 
 
-async def pod_problems(reader: ClusterReader, where: ClusterRef) -> list[PodProblem]:
+async def pod_problems(reader: ClusterReader, where: ClusterRef) -> Problems:
     """Every stuck pod of the cluster `where.cluster_name` (the pods labelled with its name), read once."""
     ns, cluster = where.namespace or "default", where.cluster_name or ""
     k = f"{kubectl(where.kube_context)} -n {ns}"
-    problems: list[PodProblem] = []
+    problems: Problems = {}
     for pod in await reader.pods(ns, f"{CLUSTER_NAME_LABEL}={cluster}"):
         raw = pod.raw
         name = str((raw.get("metadata") or {}).get("name"))
@@ -98,16 +94,13 @@ async def pod_problems(reader: ClusterReader, where: ClusterRef) -> list[PodProb
             cname = str(status.get("name"))
             if reason in IMAGE_REASONS:
                 image = container.get("image") or status.get("image")
-                problems.append(
-                    PodProblem(
-                        f"{name}/{cname}/image",
-                        f"pod {name} cannot pull the image of container {cname}: {reason}"
-                        f" ({waiting.get('message') or 'no message'}); image {image}; pull secret"
-                        f" {', '.join(map(str, secrets)) if secrets else 'none (imagePullSecrets is empty)'}",
-                        f"check the image exists and the pull secret holds credentials for its registry:"
-                        f" `{k} describe pod {name}`"
-                        + (f", `{k} get secret {secrets[0]}`" if secrets else "; set image.registry for a private one"),
-                    )
+                problems[f"{name}/{cname}/image"] = (
+                    f"pod {name} cannot pull the image of container {cname}: {reason}"
+                    f" ({waiting.get('message') or 'no message'}); image {image}; pull secret"
+                    f" {', '.join(map(str, secrets)) if secrets else 'none (imagePullSecrets is empty)'}",
+                    f"check the image exists and the pull secret holds credentials for its registry:"
+                    f" `{k} describe pod {name}`"
+                    + (f", `{k} get secret {secrets[0]}`" if secrets else "; set image.registry for a private one"),
                 )
             elif reason in CRASH_REASONS or (terminated and terminated.get("exitCode") not in (None, 0)):
                 last = (status.get("lastState") or {}).get("terminated") or terminated
@@ -117,27 +110,22 @@ async def pod_problems(reader: ClusterReader, where: ClusterRef) -> list[PodProb
                     log = await reader.logs(ns, name, cname, POD_LOG_LINES, previous)
                 except Exception as exc:
                     log = f"(its log could not be read: {describe(exc)})"
-                problems.append(
-                    PodProblem(
-                        f"{name}/{cname}/crash",
-                        f"container {cname} of pod {name} crashes ({reason or 'terminated'}, {exit_text},"
-                        f" {status.get('restartCount', 0)} restart(s)); its last {POD_LOG_LINES} log lines:\n"
-                        + (log.strip() or "(empty log)"),
-                        f"fix what the log says (args, env, a missing package in the image):"
-                        f" `{k} logs {name} -c {cname} --previous`, `{k} describe pod {name}`",
-                    )
+                problems[f"{name}/{cname}/crash"] = (
+                    f"container {cname} of pod {name} crashes ({reason or 'terminated'}, {exit_text},"
+                    f" {status.get('restartCount', 0)} restart(s)); its last {POD_LOG_LINES} log lines:\n"
+                    + (log.strip() or "(empty log)"),
+                    f"fix what the log says (args, env, a missing package in the image):"
+                    f" `{k} logs {name} -c {cname} --previous`, `{k} describe pod {name}`",
                 )
-        problems += await _pending_problems(reader, raw, name, ns, k)
+        problems.update(await _pending_problems(reader, raw, name, ns, k))
     return problems
 
 
-async def _pending_problems(
-    reader: ClusterReader, raw: Mapping[str, Any], name: str, ns: str, k: str
-) -> list[PodProblem]:
+async def _pending_problems(reader: ClusterReader, raw: Mapping[str, Any], name: str, ns: str, k: str) -> Problems:
     status = raw.get("status") or {}
     if status.get("phase") != "Pending":
-        return []
-    problems = []
+        return {}
+    problems: Problems = {}
     for claim in [
         v["persistentVolumeClaim"]["claimName"]
         for v in (raw.get("spec") or {}).get("volumes") or []
@@ -148,14 +136,11 @@ async def _pending_problems(
         except Exception:
             phase = None
         if phase == "Pending":
-            problems.append(
-                PodProblem(
-                    f"{name}/pvc/{claim}",
-                    f"pod {name} waits for the PersistentVolumeClaim {claim}, which is Pending (not bound)",
-                    f"`{k} describe pvc {claim}` names the cause: no PersistentVolume or StorageClass matches its"
-                    " access mode and size (a static nfs/hostPath volume must exist; ReadWriteMany needs a class"
-                    " that offers it)",
-                )
+            problems[f"{name}/pvc/{claim}"] = (
+                f"pod {name} waits for the PersistentVolumeClaim {claim}, which is Pending (not bound)",
+                f"`{k} describe pvc {claim}` names the cause: no PersistentVolume or StorageClass matches its"
+                " access mode and size (a static nfs/hostPath volume must exist; ReadWriteMany needs a class"
+                " that offers it)",
             )
     for cond in status.get("conditions") or []:
         if (
@@ -163,13 +148,10 @@ async def _pending_problems(
             and cond.get("status") == "False"
             and cond.get("reason") == "Unschedulable"
         ):
-            problems.append(
-                PodProblem(
-                    f"{name}/unschedulable",
-                    f"pod {name} cannot be scheduled: {cond.get('message') or 'no message'}",
-                    f"lower the pod's requests (cluster.workers.cpu/memory, cluster.scheduler.*), add nodes, or"
-                    f" tolerate the nodes' taints: `{k} describe pod {name}`",
-                )
+            problems[f"{name}/unschedulable"] = (
+                f"pod {name} cannot be scheduled: {cond.get('message') or 'no message'}",
+                f"lower the pod's requests (cluster.workers.cpu/memory, cluster.scheduler.*), add nodes, or"
+                f" tolerate the nodes' taints: `{k} describe pod {name}`",
             )
     return problems
 
@@ -205,9 +187,7 @@ class StuckPods:
             self.read_error = describe(exc)
             return
         now = self.clock()
-        current = {p.key for p in problems}
-        self.first_seen = {key: t for key, t in self.first_seen.items() if key in current}
-        for p in problems:
-            since = self.first_seen.setdefault(p.key, now)
-            if now - since >= self.stuck_seconds:
-                raise VerificationError(self.stage, p.text, p.fix)
+        self.first_seen = {key: self.first_seen.get(key, now) for key in problems}  # forgets a pod that recovered
+        for key, (text, fix) in problems.items():
+            if now - self.first_seen[key] >= self.stuck_seconds:
+                raise VerificationError(self.stage, text, fix)
