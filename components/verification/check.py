@@ -331,8 +331,8 @@ def verify_catalog_query(
                 )
                 raise VerificationError(
                     "rows",
-                    f'the cone ra={q.ra:g} dec={q.dec:g} radius={q.radius_arcsec:g}" on {q.catalog_path} returned'
-                    f" {rows} row(s), fewer than min_rows={q.min_rows} ({detail})",
+                    f'the cone ra={q.cone.ra:g} dec={q.cone.dec:g} radius={q.cone.radius_arcsec:g}" on {q.catalog_path}'
+                    f" returned {rows} row(s), fewer than min_rows={q.min_rows} ({detail})",
                     fixes("rows"),
                 )
             sample = _sample_records(df, q.sample_rows)
@@ -477,7 +477,7 @@ def _open_on_worker(client: Any, query: VerificationQuery, budget: float, fixes:
     future = client.submit(
         lsdb.open_catalog,
         query.catalog_path,
-        search_filter=lsdb.ConeSearch(query.ra, query.dec, query.radius_arcsec),
+        search_filter=lsdb.ConeSearch(query.cone.ra, query.cone.dec, query.cone.radius_arcsec),
         columns=list(query.columns) if query.columns else None,
         error_empty_filter=False,
         storage_options=query.storage_options or None,

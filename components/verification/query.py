@@ -71,18 +71,6 @@ class VerifyConfig(Section):
         "address, for runners inside the cluster).",
     )
 
-    @property
-    def ra(self) -> float:
-        return self.cone.ra
-
-    @property
-    def dec(self) -> float:
-        return self.cone.dec
-
-    @property
-    def radius_arcsec(self) -> float:
-        return self.cone.radius_arcsec
-
 
 class VerificationQuery(VerifyConfig):
     """One run of the check; the gate (`stages: gate`) needs no catalog and may wait for no worker."""
