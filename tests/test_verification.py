@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from components.lock import PROJECT_DIR, read_lock
 from components.verification.check import OPEN_TASK_PREFIX, VerificationError, verify_catalog_query
-from components.verification.port_forward import SchedulerPortForward
+from components.verification.kube import SchedulerPortForward
 from components.verification.query import OUTPUT_KEYS, ClusterRef, VerificationQuery
 from scripts.sample_catalog import sample_dataframe, write_sample_catalog
 from tests.support.dask_processes import block_first_task_preload, silent_listener

@@ -11,8 +11,7 @@ import pytest
 from kr8s.asyncio.objects import Pod
 
 from components.verification.check import VerificationError
-from components.verification.pods import POD_LOG_LINES, StuckPods
-from components.verification.port_forward import SchedulerPortForward
+from components.verification.kube import POD_LOG_LINES, SchedulerPortForward, StuckPods
 from components.verification.query import ClusterRef
 
 LIVE = "lsdb-cluster-0123abcd"

@@ -24,7 +24,7 @@ from components.verification.diagnostics import Fixes
 from components.verification.query import GATE, ClusterRef, VerificationQuery, VerificationResult, worker_group_of
 
 # Per-stage ceilings in seconds, each also bounded by the overall timeout. `connect` covers a first deploy's cold
-# image pull; a pod stuck for a reason waiting will not cure fails it early (pods.py).
+# image pull; a pod stuck for a reason waiting will not cure fails it early (kube.py).
 DEFAULT_STAGE_TIMEOUTS: dict[str, float] = {
     "connect": 600.0, "workers": 180.0, "versions": 30.0, "open": 120.0, "compute": 600.0,
 }  # fmt: skip
@@ -267,7 +267,7 @@ def verify_catalog_query(
     """Connect to the scheduler, check workers and versions, run `query` on the cluster, check its rows.
 
     `wait_hook` runs between connect attempts and between the workers stage's steps (the CLI passes
-    `pods.StuckPods`). `tls`: the client certificate of a TLS scheduler. `where` names the real Kubernetes objects in
+    `kube.StuckPods`). `tls`: the client certificate of a TLS scheduler. `where` names the real Kubernetes objects in
     messages. `locked_versions`: the pins (default docker/requirements.lock). A gate query (`stages: gate`) returns
     after the workers stage. `stage_timeouts` lowers `DEFAULT_STAGE_TIMEOUTS`. Raises `VerificationError`.
     """

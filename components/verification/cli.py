@@ -27,8 +27,7 @@ from components.verification.check import (
     verify_catalog_query,
 )
 from components.verification.diagnostics import Fixes
-from components.verification.pods import Kr8sReader, StuckPods
-from components.verification.port_forward import SchedulerPortForward
+from components.verification.kube import Kr8sReader, SchedulerPortForward, StuckPods
 from components.verification.query import (
     CONNECT_MODES,
     DIRECT,

@@ -1,5 +1,7 @@
-"""Why a cluster is not serving yet: while the verification waits it reads the cluster's pods and fails early on one
-stuck for a reason waiting will not cure (docs/lifecycle.md#post-deploy-verification), once seen for `STUCK_SECONDS`.
+"""The check's Kubernetes side (kr8s, the API access of `connect: portForward`): the port-forward to the scheduler
+Service, and why a cluster is not serving yet: while the verification waits it reads the cluster's pods and fails
+early on one stuck for a reason waiting will not cure (docs/lifecycle.md#post-deploy-verification), once seen for
+`STUCK_SECONDS`.
 """
 
 from __future__ import annotations
@@ -7,11 +9,18 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
-from components.constants import CLUSTER_NAME_LABEL, kubectl
-from components.verification.check import VerificationError, describe
+from components.constants import (
+    CLUSTER_NAME_LABEL,
+    SCHEDULER_PORT,
+    SCHEDULER_PORT_NAME,
+    kubectl,
+    scheduler_service_name,
+)
+from components.verification.check import VerificationError, WaitHook, describe, retrying
+from components.verification.diagnostics import Fixes
 from components.verification.query import ClusterRef
 
 POD_LOG_LINES = 20
@@ -191,3 +200,90 @@ class StuckPods:
         for key, (text, fix) in problems.items():
             if now - self.first_seen[key] >= self.stuck_seconds:
                 raise VerificationError(self.stage, text, fix)
+
+
+# (service name, namespace, kube context) -> an object with `.spec.ports` and `.portforward(remote, local_port=)`.
+ServiceGetter = Callable[[str, str, str | None], Awaitable[Any]]
+
+
+class SchedulerPortForward:
+    """`with SchedulerPortForward(...) as address:` forwards `<cluster>-scheduler` to `tcp://127.0.0.1:<port>` and
+    closes it on exit. The forward runs in a daemon thread with its own event loop (as dask-kubernetes' KubeCluster
+    does), so it serves the Dask client while this thread blocks on the check."""
+
+    def __init__(
+        self,
+        where: ClusterRef,
+        *,
+        timeout: float = 30.0,
+        service_getter: ServiceGetter | None = None,
+        wait_hook: WaitHook | None = None,
+    ) -> None:
+        self.where, self.timeout, self.wait_hook = where, timeout, wait_hook
+        self.service_name = scheduler_service_name(str(where.cluster_name))
+        self.service_getter: ServiceGetter = service_getter or _kr8s_service
+        self.attempts = 0
+        self.local_port: int | None = None
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> str:
+        error = None
+        for remaining in retrying(self.timeout, self.wait_hook):  # the hook raises when a pod of the cluster is stuck
+            self.attempts += 1
+            if self._start(remaining):
+                return f"tcp://127.0.0.1:{self.local_port}"
+            error = self._error
+            self.close()
+        context = f"kube context {self.where.kube_context}" if self.where.kube_context else "current kube context"
+        where = f"service {self.service_name} in namespace {self.where.namespace} ({context})"
+        tries = f"{self.attempts} attempt(s) within {self.timeout:g} s"
+        problem = (
+            f"the port-forward to {where} did not start ({tries})"
+            if error is None
+            else f"could not port-forward to {where} ({tries}): {describe(error)}"
+        )
+        raise VerificationError("connect", problem, Fixes(self.where).port_forward()) from error
+
+    def _start(self, seconds: float) -> bool:
+        """One attempt, in a fresh thread: True when the forward serves."""
+        ready, self._stop, self._error = threading.Event(), threading.Event(), None
+        serve = self._serve(ready, self._stop)
+        self._thread = threading.Thread(target=asyncio.run, args=(serve,), name="lsdb-verify-pf", daemon=True)
+        self._thread.start()
+        return ready.wait(max(seconds, 0.0)) and self._error is None
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the forward and wait (briefly) for its thread; safe to call twice."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+
+    async def _serve(self, ready: threading.Event, stop: threading.Event) -> None:
+        try:
+            svc = await self.service_getter(self.service_name, str(self.where.namespace), self.where.kube_context)
+            async with svc.portforward(_scheduler_port(svc), local_port="auto") as port:
+                self.local_port = int(port)
+                ready.set()
+                await asyncio.to_thread(stop.wait)
+        except BaseException as exc:
+            self._error = exc
+        finally:
+            ready.set()
+
+
+async def _kr8s_service(name: str, namespace: str, kube_context: str | None) -> Any:
+    import kr8s.asyncio
+    from kr8s.asyncio.objects import Service
+
+    return await Service.get(name, namespace=namespace, api=await kr8s.asyncio.api(context=kube_context or None))
+
+
+def _scheduler_port(svc: Any) -> int:
+    """The port the operator names tcp-comm (kr8s' ports are dicts), else SCHEDULER_PORT."""
+    ports = {port.get("name"): port["port"] for port in svc.spec.ports}
+    return int(ports.get(SCHEDULER_PORT_NAME, SCHEDULER_PORT))
