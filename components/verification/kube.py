@@ -166,19 +166,18 @@ async def _pending_problems(reader: ClusterReader, raw: Mapping[str, Any], name:
 
 
 class StuckPods:
-    """Called between the verification's retries: raises `VerificationError(stage)` once a pod of the cluster has
-    been stuck for `stuck_seconds`; returns otherwise (also when the pods cannot be read: the wait goes on)."""
+    """Called between the verification's retries: raises `VerificationError` (stage connect) once a pod of the cluster
+    has been stuck for `stuck_seconds`; returns otherwise (also when the pods cannot be read: the wait goes on)."""
 
     def __init__(
         self,
         reader: ClusterReader,
         where: ClusterRef,
         *,
-        stage: str = "connect",
         stuck_seconds: float = STUCK_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.reader, self.where, self.stage = reader, where, stage
+        self.reader, self.where = reader, where
         self.stuck_seconds, self.clock = stuck_seconds, clock
         self.first_seen: dict[str, float] = {}
         self.read_error: str | None = None  # the last read's failure (the wait goes on)
@@ -199,7 +198,7 @@ class StuckPods:
         self.first_seen = {key: self.first_seen.get(key, now) for key in problems}  # forgets a pod that recovered
         for key, (text, fix) in problems.items():
             if now - self.first_seen[key] >= self.stuck_seconds:
-                raise VerificationError(self.stage, text, fix)
+                raise VerificationError("connect", text, fix)
 
 
 # (service name, namespace, kube context) -> an object with `.spec.ports` and `.portforward(remote, local_port=)`.
