@@ -103,7 +103,7 @@ def notebook_env(config: StackConfig, storage: PodStorage, catalog: str | None) 
     """`storage`: the cluster pods' (CatalogStorage.pod_storage); `catalog`: what the starter opens (the first
     provisioned catalog, else verify.catalogPath)."""
     verify, tls = config.verify, config.security.tls
-    cone = {"ra": verify.ra, "dec": verify.dec, "radiusArcsec": verify.radius_arcsec}
+    cone = verify.cone.model_dump(by_alias=True)
     # The stable Service's address: it follows the live cluster across upgrades.
     scheduler = in_cluster_address(scheduler_service_name(config.cluster.name), config.namespace, tls)
     env: list[dict[str, Any]] = [

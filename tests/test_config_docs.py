@@ -87,7 +87,7 @@ def test_the_schema_takes_the_strings_pulumi_config_set_stores_and_only_those() 
         {"createNamespace": "false", "cluster": '{"name": "lsdb", "workers": {"replicas": "3"}}',
          "image": {"repository": "ghcr.io/a/b"}, "verify": {"catalogPath": "/data/x", "cone": {"ra": "180.5"}}}
     )  # fmt: skip
-    assert (parsed.create_namespace, parsed.cluster.workers.replicas, parsed.verify.ra) == (False, 3, 180.5)
+    assert (parsed.create_namespace, parsed.cluster.workers.replicas, parsed.verify.cone.ra) == (False, 3, 180.5)
     # Strings that are not the value still fail, and so do typed values out of range.
     assert not accepted({"lsdb-k8s:createNamespace": "maybe"})
     assert not accepted({"lsdb-k8s:cluster": {"workers": {"replicas": "three"}}})

@@ -206,7 +206,7 @@ def test_a_v2_whose_scheduler_crashes_fails_the_verification_and_the_stable_endp
     `connect`; with API access (the pod reader over the real processes) it fails early naming the exit code and
     quoting the log. The stable Service is never pointed at v2: every probe and the user's client stay on v1."""
     from components.verification.check import VerificationError, verify_catalog_query
-    from components.verification.pods import StuckPods
+    from components.verification.kube import StuckPods
     from components.verification.query import ClusterRef
     from components.verification.resource import new_provider
 
@@ -349,7 +349,7 @@ def test_a_crashing_worker_pod_fails_the_workers_stage_early_with_its_log(
     """The scheduler runs, the worker pods exit at once (an option `dask worker` rejects): with the pod reader over
     the real processes the workers stage fails well before its 180 s budget, quoting the worker's log."""
     from components.verification.check import VerificationError, verify_catalog_query
-    from components.verification.pods import StuckPods
+    from components.verification.kube import StuckPods
     from components.verification.query import ClusterRef
 
     v1, _ = renders

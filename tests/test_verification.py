@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from components.lock import PROJECT_DIR, read_lock
 from components.verification.check import OPEN_TASK_PREFIX, VerificationError, verify_catalog_query
-from components.verification.port_forward import SchedulerPortForward
+from components.verification.kube import SchedulerPortForward
 from components.verification.query import OUTPUT_KEYS, ClusterRef, VerificationQuery
 from scripts.sample_catalog import sample_dataframe, write_sample_catalog
 from tests.support.dask_processes import block_first_task_preload, silent_listener
@@ -418,7 +418,7 @@ def test_port_forward_runs_the_check_through_the_forward(cluster: LocalDaskClust
         asked.append((name, namespace, context))
         return service
 
-    with SchedulerPortForward("lsdb-test", "lsdb-cluster", "kind-dev", service_getter=getter) as address:
+    with SchedulerPortForward(ClusterRef("lsdb-test", "lsdb-cluster", "kind-dev"), service_getter=getter) as address:
         assert address.startswith("tcp://127.0.0.1:") and address != cluster.address
         result = verify(address, min_workers=1)
     assert result.rows == catalog.rows_in_cone
@@ -432,7 +432,7 @@ def test_port_forward_without_kubeconfig_fails_at_connect(tmp_path: Path, monkey
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     started = time.monotonic()
-    forward = SchedulerPortForward("lsdb-test", "lsdb-cluster", "kind-dev", timeout=3.0)
+    forward = SchedulerPortForward(ClusterRef("lsdb-test", "lsdb-cluster", "kind-dev"), timeout=3.0)
     with pytest.raises(VerificationError) as info, forward:
         pass
     assert info.value.stage == "connect"

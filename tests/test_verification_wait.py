@@ -11,8 +11,7 @@ import pytest
 from kr8s.asyncio.objects import Pod
 
 from components.verification.check import VerificationError
-from components.verification.pods import POD_LOG_LINES, StuckPods
-from components.verification.port_forward import SchedulerPortForward
+from components.verification.kube import POD_LOG_LINES, SchedulerPortForward, StuckPods
 from components.verification.query import ClusterRef
 
 LIVE = "lsdb-cluster-0123abcd"
@@ -199,7 +198,7 @@ def test_port_forward_waits_for_the_service_to_appear() -> None:
             raise LookupError(f'services "{name}" not found')
         return _Service()
 
-    forward = SchedulerPortForward("lsdb-test", LIVE, "kind-dev", timeout=20.0, service_getter=getter,
+    forward = SchedulerPortForward(ClusterRef("lsdb-test", LIVE, "kind-dev"), timeout=20.0, service_getter=getter,
                                    wait_hook=lambda: hooks.append(time.monotonic()))  # fmt: skip
     with forward as address:
         assert address == "tcp://127.0.0.1:45678"
@@ -214,7 +213,7 @@ def test_port_forward_fails_early_with_the_reason_when_a_pod_is_stuck(state: str
         raise LookupError(f'services "{name}" not found')
 
     started = time.monotonic()
-    forward = SchedulerPortForward("lsdb-test", LIVE, "kind-dev", timeout=600.0, service_getter=getter,
+    forward = SchedulerPortForward(ClusterRef("lsdb-test", LIVE, "kind-dev"), timeout=600.0, service_getter=getter,
                                    wait_hook=StuckPods(reader, WHERE, stuck_seconds=3.0))  # fmt: skip
     with pytest.raises(VerificationError) as info, forward:
         pass
@@ -227,7 +226,7 @@ def test_port_forward_gives_up_at_its_budget_naming_the_last_error() -> None:
         raise LookupError(f'services "{name}" not found')
 
     started = time.monotonic()
-    with pytest.raises(VerificationError) as info, SchedulerPortForward("lsdb-test", LIVE, timeout=2.0,
+    with pytest.raises(VerificationError) as info, SchedulerPortForward(ClusterRef("lsdb-test", LIVE), timeout=2.0,
                                                                         service_getter=getter):  # fmt: skip
         pass
     assert time.monotonic() - started < 2.0 + 5.0

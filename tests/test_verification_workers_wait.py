@@ -13,7 +13,7 @@ import pytest
 from components.verification import check
 from components.verification.check import VerificationError
 from components.verification.diagnostics import Fixes
-from components.verification.pods import StuckPods
+from components.verification.kube import StuckPods
 from tests.test_verification_wait import STUCK, WHERE, Reader, pod
 
 

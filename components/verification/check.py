@@ -24,7 +24,7 @@ from components.verification.diagnostics import Fixes
 from components.verification.query import GATE, ClusterRef, VerificationQuery, VerificationResult, worker_group_of
 
 # Per-stage ceilings in seconds, each also bounded by the overall timeout. `connect` covers a first deploy's cold
-# image pull; a pod stuck for a reason waiting will not cure fails it early (pods.py).
+# image pull; a pod stuck for a reason waiting will not cure fails it early (kube.py).
 DEFAULT_STAGE_TIMEOUTS: dict[str, float] = {
     "connect": 600.0, "workers": 180.0, "versions": 30.0, "open": 120.0, "compute": 600.0,
 }  # fmt: skip
@@ -267,7 +267,7 @@ def verify_catalog_query(
     """Connect to the scheduler, check workers and versions, run `query` on the cluster, check its rows.
 
     `wait_hook` runs between connect attempts and between the workers stage's steps (the CLI passes
-    `pods.StuckPods`). `tls`: the client certificate of a TLS scheduler. `where` names the real Kubernetes objects in
+    `kube.StuckPods`). `tls`: the client certificate of a TLS scheduler. `where` names the real Kubernetes objects in
     messages. `locked_versions`: the pins (default docker/requirements.lock). A gate query (`stages: gate`) returns
     after the workers stage. `stage_timeouts` lowers `DEFAULT_STAGE_TIMEOUTS`. Raises `VerificationError`.
     """
@@ -331,8 +331,8 @@ def verify_catalog_query(
                 )
                 raise VerificationError(
                     "rows",
-                    f'the cone ra={q.ra:g} dec={q.dec:g} radius={q.radius_arcsec:g}" on {q.catalog_path} returned'
-                    f" {rows} row(s), fewer than min_rows={q.min_rows} ({detail})",
+                    f'the cone ra={q.cone.ra:g} dec={q.cone.dec:g} radius={q.cone.radius_arcsec:g}" on {q.catalog_path}'
+                    f" returned {rows} row(s), fewer than min_rows={q.min_rows} ({detail})",
                     fixes("rows"),
                 )
             sample = _sample_records(df, q.sample_rows)
@@ -343,37 +343,39 @@ def verify_catalog_query(
     return result(rows=rows, partitions=partitions, versions=versions, sample=sample, catalog_path=q.catalog_path)
 
 
-def _identify(address: str, budget: float, fixes: Fixes, wait_hook: WaitHook | None, security: Any = None) -> Any:
-    """The scheduler's identity reply, retried with backoff until `budget` (wait_hook runs between attempts)."""
-    deadline = time.monotonic() + budget
+def retrying(seconds: float, wait_hook: WaitHook | None) -> Iterator[float]:
+    """The time left for each attempt until `seconds` run out; between attempts the wait hook, then a pause that
+    doubles up to `RETRY_MAX_PAUSE` (never past the deadline). The connect stage's and the port-forward's retries."""
+    deadline = time.monotonic() + seconds
     pause = RETRY_FIRST_PAUSE
-    attempts = 0
-    last: BaseException | None = None
     while (remaining := deadline - time.monotonic()) > 0:
+        yield remaining
+        if wait_hook is not None:
+            wait_hook()
+        time.sleep(max(min(pause, deadline - time.monotonic()), 0.0))
+        pause = min(pause * 2, RETRY_MAX_PAUSE)
+
+
+def _identify(address: str, budget: float, fixes: Fixes, wait_hook: WaitHook | None, security: Any = None) -> Any:
+    """The scheduler's identity reply, retried until `budget`."""
+    attempts = 0
+    last: Exception | None = None
+    for remaining in retrying(budget, wait_hook):
         attempts += 1
         try:
             return _probe_scheduler(address, min(remaining, PROBE_ATTEMPT_SECONDS), security)
         except Exception as exc:  # refused, reset by a port-forward to a pod not Ready yet, silent peer: retry
             last = exc
-        if wait_hook is not None:
-            wait_hook()
-        time.sleep(max(min(pause, deadline - time.monotonic()), 0.0))
-        pause = min(pause * 2, RETRY_MAX_PAUSE)
     if last is None or isinstance(last, TimeoutError):
-        raise VerificationError(
-            "connect",
+        problem = (
             f"no Dask scheduler answered at {address} within {budget:g} s ({attempts} attempt(s)"
             + ("" if last is None else f", last: {describe(last)}")
             + "): refused, unresolvable, a scheduler pod not Ready, or a peer that accepts TCP but does not speak"
-            " the Dask protocol",
-            fixes("connect"),
-        ) from None
-    raise VerificationError(
-        "connect",
-        f"could not talk to a Dask scheduler at {address} within {budget:g} s ({attempts} attempt(s)):"
-        f" {describe(last)}",
-        fixes("connect"),
-    ) from last
+            " the Dask protocol"
+        )
+        raise VerificationError("connect", problem, fixes("connect")) from None
+    problem = f"could not talk to a Dask scheduler at {address} within {budget:g} s ({attempts} attempt(s))"
+    raise VerificationError("connect", f"{problem}: {describe(last)}", fixes("connect")) from last
 
 
 def _connect(address: str, budget: float, fixes: Fixes, wait_hook: WaitHook | None = None, security: Any = None) -> Any:
@@ -475,7 +477,7 @@ def _open_on_worker(client: Any, query: VerificationQuery, budget: float, fixes:
     future = client.submit(
         lsdb.open_catalog,
         query.catalog_path,
-        search_filter=lsdb.ConeSearch(query.ra, query.dec, query.radius_arcsec),
+        search_filter=lsdb.ConeSearch(query.cone.ra, query.cone.dec, query.cone.radius_arcsec),
         columns=list(query.columns) if query.columns else None,
         error_empty_filter=False,
         storage_options=query.storage_options or None,

@@ -27,8 +27,7 @@ from components.verification.check import (
     verify_catalog_query,
 )
 from components.verification.diagnostics import Fixes
-from components.verification.pods import Kr8sReader, StuckPods
-from components.verification.port_forward import SchedulerPortForward
+from components.verification.kube import Kr8sReader, SchedulerPortForward, StuckPods
 from components.verification.query import (
     CONNECT_MODES,
     DIRECT,
@@ -47,15 +46,30 @@ FLAG_NAMES = {"catalog_path": "--catalog", "timeout_seconds": "--timeout"}
 OWN_FLAGS = {"enabled", "connect", "storage_options"}
 # Required unless `--query` has them: the command line has no default catalog or cone (the gate needs neither).
 REQUIRED = ("catalog_path", "ra", "dec", "radius_arcsec")
-# Flags naming the cluster and the client's certificate: (flag, help).
-PLAIN_FLAGS = (
-    ("--namespace", "Kubernetes namespace (names the real objects in error messages)"),
-    ("--cluster-name", "DaskCluster name (names the real objects in error messages)"),
-    ("--kube-context", "kube context for --port-forward and messages (default: the current one)"),
-    ("--tls-ca-file", "CA certificate (PEM) of a TLS cluster: `clientTls.ca` of the stack"),
-    ("--tls-cert-file", "client certificate (PEM): `clientTls.cert`"),
-    ("--tls-key-file", "client private key (PEM): `clientTls.key`"),
-)
+# The flags after the query's: (flag, argparse's keywords).
+OTHER_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("--json", dict(action="store_true", help="print the result (or the failure) as JSON on stdout")),
+    ("--namespace", dict(help="Kubernetes namespace (names the real objects in error messages)")),
+    ("--cluster-name", dict(help="DaskCluster name (names the real objects in error messages)")),
+    ("--kube-context", dict(help="kube context for --port-forward and messages (default: the current one)")),
+    ("--tls-ca-file", dict(help="CA certificate (PEM) of a TLS cluster: `clientTls.ca` of the stack")),
+    ("--tls-cert-file", dict(help="client certificate (PEM): `clientTls.cert`")),
+    ("--tls-key-file", dict(help="client private key (PEM): `clientTls.key`")),
+    ("--port-forward", dict(
+        action="store_true",
+        help="port-forward svc/<cluster-name>-scheduler in --namespace with kr8s instead of --scheduler",
+    )),
+    ("--connect", dict(
+        choices=CONNECT_MODES,
+        help="the stack's verify.connect: portForward (same as --port-forward) or direct (needs --scheduler)",
+    )),
+    ("--storage-option", dict(
+        action="append", default=[], metavar="KEY=VALUE",
+        help="passed to lsdb.open_catalog(storage_options=...) on the worker, repeatable; VALUE is JSON where it"
+        " parses (anon=false) and a string otherwise (the stack's catalogStorageOptions export)",
+    )),
+    ("--lock-json", dict(type=Path, help="JSON object of pinned versions (default: docker/requirements.lock)")),
+)  # fmt: skip
 
 
 def flag_of(name: str) -> str:
@@ -117,28 +131,8 @@ def parser() -> argparse.ArgumentParser:
         kind: Any = field.annotation if field.annotation in (int, float) else None  # else the model parses the text
         metavar = flag_of(name)[2:].upper().replace("-", "_")
         p.add_argument(flag_of(name), dest=name, type=kind, metavar=metavar, help=f"{field.description}{shown}")
-    p.add_argument("--json", action="store_true", help="print the result (or the failure) as JSON on stdout")
-    for plain, text in PLAIN_FLAGS:
-        p.add_argument(plain, help=text)
-    p.add_argument(
-        "--port-forward",
-        action="store_true",
-        help="port-forward svc/<cluster-name>-scheduler in --namespace with kr8s instead of --scheduler",
-    )
-    p.add_argument(
-        "--connect",
-        choices=CONNECT_MODES,
-        help="the stack's verify.connect: portForward (same as --port-forward) or direct (needs --scheduler)",
-    )
-    p.add_argument(
-        "--storage-option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="passed to lsdb.open_catalog(storage_options=...) on the worker, repeatable; VALUE is JSON where it"
-        " parses (anon=false) and a string otherwise (the stack's catalogStorageOptions export)",
-    )
-    p.add_argument("--lock-json", type=Path, help="JSON object of pinned versions (default: docker/requirements.lock)")
+    for flag, options in OTHER_FLAGS:
+        p.add_argument(flag, **options)
     return p
 
 
@@ -217,13 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The port-forward waits for the Service within the connect stage's budget.
         connect_budget = min(DEFAULT_STAGE_TIMEOUTS["connect"], query.timeout_seconds)
         address: contextlib.AbstractContextManager[str] = (
-            SchedulerPortForward(
-                args.namespace,
-                args.cluster_name,
-                args.kube_context,
-                timeout=connect_budget,
-                wait_hook=wait_hook,
-            )
+            SchedulerPortForward(where, timeout=connect_budget, wait_hook=wait_hook)
             if port_forward
             else contextlib.nullcontext(args.scheduler)
         )

@@ -7,11 +7,10 @@ pydantic and the standard library only: the Pulumi program imports this during `
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from collections.abc import Iterable
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, NamedTuple, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.alias_generators import to_camel
@@ -71,18 +70,6 @@ class VerifyConfig(Section):
         description="`portForward` (kr8s port-forward with the stack's kube context) or `direct` (the in-cluster "
         "address, for runners inside the cluster).",
     )
-
-    @property
-    def ra(self) -> float:
-        return self.cone.ra
-
-    @property
-    def dec(self) -> float:
-        return self.cone.dec
-
-    @property
-    def radius_arcsec(self) -> float:
-        return self.cone.radius_arcsec
 
 
 class VerificationQuery(VerifyConfig):
@@ -164,8 +151,7 @@ OUTPUT_KEYS: tuple[str, ...] = tuple(
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class ClusterRef:
+class ClusterRef(NamedTuple):
     """Which Kubernetes objects the check is about: named in messages (and by the port-forward)."""
 
     namespace: str | None = None

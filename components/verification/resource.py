@@ -1,8 +1,7 @@
 """The Pulumi dynamic resource `LsdbVerification`: the check, run during `pulumi up` in a child process.
 
-The provider is pickled BY REFERENCE (a module-level class: a few hundred bytes, the same in every process) and the
-dynamic-provider process imports it from the project (docs/development.md). This module imports pulumi and the
-light parts of the package only: lsdb, dask, distributed, pandas, pyarrow and kr8s must not load in `pulumi up`.
+The provider is pickled BY REFERENCE (a module-level class) and imported from the project (docs/development.md).
+Only pulumi and the light parts of the package load here: never lsdb, dask, distributed, pandas, pyarrow or kr8s.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from typing import Any
 
 import pulumi
@@ -22,25 +22,12 @@ import pulumi.dynamic
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ResourceProvider, UpdateResult
 from pulumi.runtime.rpc import UNKNOWN  # a value not known at preview
 from pydantic import ValidationError
-from pydantic.alias_generators import to_camel
+from pydantic.alias_generators import to_camel, to_snake
 
 from components.lock import PROJECT_DIR
-from components.verification.query import (
-    DIRECT,
-    OUTPUT_KEYS,
-    ConeConfig,
-    VerificationQuery,
-    VerificationResult,
-)
+from components.verification.query import DIRECT, GATE, OUTPUT_KEYS, ConeConfig, VerificationQuery, VerificationResult
 
-# The query's input properties: its fields' aliases, with the cone's fields at the top level (`ra`, not `cone.ra`),
-# as the resource has always had them, so that a stack's stored inputs keep matching.
 CONE_KEYS: tuple[str, ...] = tuple(to_camel(name) for name in ConeConfig.model_fields)
-QUERY_KEYS: tuple[str, ...] = tuple(
-    key for name in VerificationQuery.model_fields if name != "enabled" for key in (
-        CONE_KEYS if name == "cone" else (to_camel(name),)
-    )
-)  # fmt: skip
 # Cluster inputs whose change re-runs the check. The operator decides how the pods are built; the DaskCluster's uid
 # is new when the operator deleted it (idleTimeout) and `pulumi up --refresh` recreated it with the same spec.
 CLUSTER_RERUN_KEYS: tuple[str, ...] = ("clusterSpecHash", "clusterUid", "imageRef", "operatorVersion")
@@ -55,10 +42,14 @@ TLS_PARTS = ("ca", "cert", "key")
 
 
 def query_props(query: VerificationQuery) -> dict[str, Any]:
-    """The query as the resource's input properties (`QUERY_KEYS`)."""
+    """The query as the resource's input properties: its keys, the cone's flat (`ra`, not `cone.ra`) as the
+    resource has always had them, so that a stack's stored inputs keep matching."""
     data = query.model_dump(by_alias=True, exclude={"enabled"})
     cone = data.pop("cone")
     return {**data, **cone}
+
+
+QUERY_KEYS: tuple[str, ...] = tuple(query_props(VerificationQuery(stages=GATE)))
 
 
 def query_of(props: Mapping[str, Any]) -> VerificationQuery:
@@ -93,7 +84,8 @@ class VerificationArgs:
 class LsdbVerificationProvider(ResourceProvider):
     """Runs `python -m components.verification --json ...` in a child process: lsdb and dask never load into the
     process that talks to the engine, and a hung check is killed (timeoutSeconds + `GRACE_SECONDS`). Stateless: the
-    child reads the lock of this project at run time, and a lock change re-runs it through `imageRef`."""
+    child reads the lock of this project at run time, and a lock change re-runs it through `imageRef`; it owns no
+    cluster object, so `delete` (the base class's) does nothing."""
 
     GRACE_SECONDS = 60.0
     CHILD_MODULE = "components.verification"
@@ -135,9 +127,6 @@ class LsdbVerificationProvider(ResourceProvider):
     def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         return UpdateResult(self._verify(news))
 
-    def delete(self, _id: str, _props: dict[str, Any]) -> None:
-        """Nothing to delete: the verification owns no cluster object."""
-
     def command(self, argv: Sequence[str]) -> list[str]:
         """The child's command line (tests replace it to simulate a hung or crashing check)."""
         return [sys.executable, "-m", self.CHILD_MODULE, *argv]
@@ -154,14 +143,9 @@ class LsdbVerificationProvider(ResourceProvider):
         }
         with tempfile.TemporaryDirectory(prefix="lsdb-verification-") as tmp:
             argv = child_argv(inputs) + tls_argv(client_tls, tmp)
-            try:
+            try:  # cwd: nothing the check (or dask) writes lands in the project
                 proc = subprocess.run(
-                    self.command(argv),
-                    cwd=tmp,  # nothing the check (or dask) writes lands in the project
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                    timeout=deadline,
+                    self.command(argv), cwd=tmp, env=env, capture_output=True, text=True, timeout=deadline
                 )
             except subprocess.TimeoutExpired:
                 raise RuntimeError(
@@ -182,13 +166,9 @@ def child_argv(inputs: Mapping[str, Any]) -> list[str]:
     """The CLI arguments for one run of the check: the query as one JSON document, and where to find the cluster."""
     query = query_of(inputs)
     argv = ["--json", "--query", query.to_json()]
-    for flag, key in (
-        ("--namespace", "namespace"),
-        ("--cluster-name", "clusterName"),
-        ("--kube-context", "kubeContext"),
-    ):
+    for key in ("namespace", "clusterName", "kubeContext"):
         if inputs.get(key):
-            argv += [flag, str(inputs[key])]
+            argv += ["--" + to_snake(key).replace("_", "-"), str(inputs[key])]
     if query.connect == DIRECT:
         argv += ["--scheduler", str(inputs["schedulerAddress"])]
     return argv
@@ -214,12 +194,10 @@ def tls_argv(client_tls: Mapping[str, Any] | None, directory: str) -> list[str]:
 def _last_json_line(stdout: str) -> dict[str, Any] | None:
     """The CLI's `--json` report: the last line of stdout that parses as a JSON object."""
     for line in reversed(stdout.splitlines()):
-        if line.startswith("{"):
-            try:
-                value = json.loads(line)
-            except ValueError:
-                continue
-            return value if isinstance(value, dict) else None
+        if line.startswith("{"):  # one that parses is an object
+            with suppress(ValueError):
+                report: dict[str, Any] = json.loads(line)
+                return report
     return None
 
 

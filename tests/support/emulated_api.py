@@ -1,4 +1,4 @@
-"""What the Kubernetes API would say about emulated pods: a `ClusterReader` (components/verification/pods.py) over
+"""What the Kubernetes API would say about emulated pods: a `ClusterReader` (components/verification/kube.py) over
 `EmulatedCluster`s, so the verification's stuck-pod diagnosis runs against real processes.
 
 Each emulated pod becomes a kr8s `Pod` object built from its state (no server): labels and spec from its
