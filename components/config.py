@@ -18,13 +18,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, Va
 from pydantic_core import InitErrorDetails
 
 from components.catalog_config import CatalogConfig, catalog_path, job_node_selector, provisioning_problems
-from components.cluster_config import (
-    MAX_CLUSTER_NAME,
-    SIZE_PRESETS,
-    ClusterConfig,
-    WorkerPodConfig,
-    label_problems,
-)
+from components.cluster_config import ClusterConfig, WorkerPodConfig, label_problems
 from components.config_report import report
 from components.lock import base_image
 from components.notebook_config import NotebookConfig, notebook_problems
@@ -45,27 +39,14 @@ from components.section import (
     empty_section,
     json_object,
     problem,
-    quantity_bytes,
     raise_problems,
     reject,
 )
-from components.storage_config import (
-    IDENTITY_PROVIDERS,
-    OBJECT_STORES,
-    SCHEME_ALIASES,
-    ObjectStoreStorage,
-    StorageConfig,
-    url_scheme,
-)
+from components.storage_config import IDENTITY_PROVIDERS, ObjectStoreStorage, StorageConfig, url_scheme
 from components.verification.query import VerifyConfig
 
-# Names other modules import from here (the model's parts live in components.*_config).
-__all__ = [
-    "IDENTITY_PROVIDERS", "MAX_CLUSTER_NAME", "OBJECT_STORES", "PROJECT", "PYTHON_VERSION", "SCHEME_ALIASES",
-    "SIZE_PRESETS", "ClusterConfig", "ConfigError", "ImageConfig", "MonitoringConfig", "SecurityConfig",
-    "StackConfig", "StorageConfig", "WorkerPodConfig", "parse_stack_config", "quantity_bytes", "read_stack_config",
-    "secret_config",
-]  # fmt: skip
+# Parts of the model the components import from here.
+__all__ = ["IDENTITY_PROVIDERS", "ClusterConfig", "StorageConfig", "WorkerPodConfig"]
 
 PROJECT = "lsdb-k8s"
 PYTHON_VERSION = re.compile(r"^3\.[0-9]+\.[0-9]+$")

@@ -1,8 +1,7 @@
 """The config model's building blocks: the `Section` base class and reusable `Annotated` field types.
 
-A type's own check raises `PydanticCustomError` with the fix in `ctx["fix"]`; a field gives the fix for pydantic's
-own checks (type, bounds, pattern) as `Fix(...)`; a section's rules across its fields are its `problems()`, raised
-at once, each at its own key. Light on purpose (pydantic and the standard library): it loads at program evaluation.
+A type's check raises `reject(what, fix)`; `Fix(...)` gives the fix for pydantic's own checks of a field; a section's
+rules across its fields are its `problems()`. Light on purpose: it loads at program evaluation.
 """
 
 from __future__ import annotations
@@ -40,23 +39,17 @@ SINGLE_NODE_MODES = ("ReadWriteOnce", "ReadWriteOncePod")
 
 
 @dataclass(frozen=True)
-class Fix:
-    """Field metadata: the fix printed when the field's type, bounds or pattern reject a value."""
-
+class Fix:  # field metadata: the fix printed when the field's type, bounds or pattern reject a value
     text: str
 
 
 @dataclass(frozen=True)
-class DefaultText:
-    """Field metadata: how the docs show a default that is not a constant (it follows another key)."""
-
+class DefaultText:  # field metadata: how the docs show a default that follows another key
     text: str
 
 
 @dataclass(frozen=True)
-class DocType:
-    """Type metadata: the type name the configuration reference shows (`quantity`, `secret`)."""
-
+class DocType:  # type metadata: the type name the configuration reference shows (`quantity`, `secret`)
     name: str
 
 
