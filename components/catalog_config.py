@@ -1,8 +1,4 @@
-"""`catalogs`: HATS catalogs the program copies onto the stack's claim (components/catalogs.py does the copying).
-
-Light on purpose (pydantic, components.section and components.storage_config only): the config model loads it at
-program evaluation.
-"""
+"""`catalogs`: HATS catalogs the program copies onto the stack's claim (components/catalogs.py does the copying)."""
 
 from __future__ import annotations
 

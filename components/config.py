@@ -1,9 +1,7 @@
 """The stack's configuration: one declarative pydantic model, read and validated before any resource exists.
 
-Each key is declared once, as a field with its type, default and description (docs/configuration.md and the
-stack-file JSON Schema are generated from them: `python -m tools.config_docs`). Rules across sections live on
-`StackConfig`; `parse_stack_config` reports every problem at once as `<key> = <value>: <what>. Fix: <fix>`. The
-secret fields never hold their values: `secret_config` hands them to resources as Pulumi secrets.
+Each key is a field (docs/configuration.md and the JSON Schema are generated from them: `python -m tools.config_docs`).
+The secret fields never hold their values: `secret_config` hands them to resources as Pulumi secrets.
 """
 
 from __future__ import annotations
@@ -380,12 +378,10 @@ def _catalog_in_storage(path: str, storage: StorageConfig) -> list[InitErrorDeta
     """The catalog is where the workers can read it: in the configured object store, or under the mount."""
     scheme, store = url_scheme(path), storage.object_store_scheme
     if scheme is not None and store is None:
-        what, fix = (
-            f"is a {scheme}:// URL but storage.kind is {storage.kind}",
-            (
-                f"set storage.kind objectStore and storage.objectStore.url to the {scheme}:// bucket or server "
-                "(its credentials, identity or anonymous access are what the workers use)"
-            ),
+        what = f"is a {scheme}:// URL but storage.kind is {storage.kind}"
+        fix = (
+            f"set storage.kind objectStore and storage.objectStore.url to the {scheme}:// bucket or server "
+            "(its credentials, identity or anonymous access are what the workers use)"
         )
     elif scheme is not None and scheme != store:
         what = f"is a {scheme}:// URL but storage.objectStore.url is {store}://"
