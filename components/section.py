@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
 from typing import Annotated, Any, Self
@@ -64,10 +64,10 @@ def problem(loc: str | tuple[str | int, ...], value: Any, what: str, fix: str) -
     return InitErrorDetails(type=reject(what, fix), loc=parts, input=value)
 
 
-def raise_problems(model: str, problems: Sequence[InitErrorDetails]) -> None:
+def raise_problems(model: str, problems: Iterable[InitErrorDetails]) -> None:
     """Raise every problem at once; inside a validator pydantic merges them into the whole report."""
-    if problems:
-        raise ValidationError.from_exception_data(model, list(problems))
+    if found := list(problems):
+        raise ValidationError.from_exception_data(model, found)
 
 
 def json_object(value: Any) -> Any:
@@ -116,7 +116,7 @@ class Section(BaseModel):
         """The object as written, before its fields are validated."""
         return value
 
-    def problems(self) -> list[InitErrorDetails]:
+    def problems(self) -> Iterable[InitErrorDetails]:
         """The rules across this section's fields it breaks (each at its key)."""
         return []
 

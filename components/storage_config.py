@@ -4,7 +4,7 @@ takes only its own keys (`storage.nfs`, `storage.hostPath`, `storage.objectStore
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from functools import partial
 from typing import Annotated, Any, Literal
 
@@ -199,36 +199,36 @@ class ObjectStoreConfig(Section):
         """The canonical scheme (s3, gs, abfs, https) of `url`."""
         return url_scheme(self.url) or ""
 
-    def problems(self) -> list[InitErrorDetails]:
+    def problems(self) -> Iterator[InitErrorDetails]:
         """Known credentials; one way in (static credentials, one workload identity, or anonymous); the identity's
         cloud serves the URL."""
-        found, providers = credential_problems(self.scheme, self.credentials, "storage"), self.identity.providers
+        yield from credential_problems(self.scheme, self.credentials, "storage")
+        providers = self.identity.providers
         if len(providers) > 1:
-            found.append(problem(
+            yield problem(
                 "identity", sorted(providers), "names more than one cloud",
                 "keep the one that serves storage.objectStore.url",
-            ))  # fmt: skip
+            )  # fmt: skip
         if providers and self.credentials:
-            found.append(problem(
+            yield problem(
                 "identity", sorted(providers), "is set together with objectStore.credentials",
                 "use one: remove the static keys (`pulumi config rm --path storage.objectStore.credentials`) "
                 "or the identity",
-            ))  # fmt: skip
+            )  # fmt: skip
         if self.anonymous and (providers or self.credentials):
-            found.append(problem(
+            yield problem(
                 "anonymous", True, "is set together with credentials or an identity",
                 "remove objectStore.anonymous for a private bucket, or the credentials/identity for a public one",
-            ))  # fmt: skip
+            )  # fmt: skip
         clouds = ", ".join(f"{q} for {s}://" for q, (_k, s, *_r) in IDENTITY_PROVIDERS.items())
         for provider, value in providers.items():
             key, serves, *_ = IDENTITY_PROVIDERS[provider]
             if serves != self.scheme:
-                found.append(problem(
+                yield problem(
                     ("identity", provider, key), value,
                     f"is a {provider} identity, but storage.objectStore.url is {self.scheme}://",
                     f"use the identity of the cloud serving {self.scheme}:// ({clouds})",
-                ))  # fmt: skip
-        return found
+                )  # fmt: skip
 
 
 STORAGE_KIND_DOC = (
