@@ -362,7 +362,7 @@ def _verify_problems(verify: VerifyConfig, data: dict[str, Any]) -> Iterator[Ini
         yield from _workers_to_wait_for(verify.min_workers, data["cluster"])
 
 
-def _catalog_in_storage(path: str, storage: StorageConfig) -> list[InitErrorDetails]:
+def _catalog_in_storage(path: str, storage: StorageConfig) -> Iterator[InitErrorDetails]:
     """The catalog is where the workers can read it: in the configured object store, or under the mount."""
     scheme, store = url_scheme(path), storage.object_store_scheme
     if scheme is not None and store is None:
@@ -385,14 +385,14 @@ def _catalog_in_storage(path: str, storage: StorageConfig) -> list[InitErrorDeta
         what = f"is not under storage.mountPath ({storage.mount_path})"
         fix = "give the path as workers see it, below the mount path"
     else:
-        return []
-    return [problem("catalogPath", path, what, fix)]
+        return
+    yield problem("catalogPath", path, what, fix)
 
 
-def _workers_to_wait_for(min_workers: int, cluster: ClusterConfig) -> list[InitErrorDetails]:
+def _workers_to_wait_for(min_workers: int, cluster: ClusterConfig) -> Iterator[InitErrorDetails]:
     # The verification waits for verify.minWorkers workers of any group; only cluster.min_workers are sure to be there.
     if min_workers <= cluster.min_workers:
-        return []
+        return
     floor = (
         f"cluster.autoscaler.minimum ({cluster.autoscaler.minimum}), the workers the autoscaler keeps"
         if cluster.autoscaler.enabled
@@ -401,24 +401,24 @@ def _workers_to_wait_for(min_workers: int, cluster: ClusterConfig) -> list[InitE
     groups = sum(g.replicas for g in cluster.worker_groups.values())
     what = f"exceeds {floor}" + (f", plus {groups} in cluster.workerGroups" if cluster.worker_groups else "")
     raise_floor = "cluster.autoscaler.minimum" if cluster.autoscaler.enabled else "the worker count"
-    return [problem("minWorkers", min_workers, what, f"lower verify.minWorkers or raise {raise_floor}")]
+    yield problem("minWorkers", min_workers, what, f"lower verify.minWorkers or raise {raise_floor}")
 
 
-def _idle_timeout_outlasts_the_check(cluster: ClusterConfig, verify: VerifyConfig) -> list[InitErrorDetails]:
+def _idle_timeout_outlasts_the_check(cluster: ClusterConfig, verify: VerifyConfig) -> Iterator[InitErrorDetails]:
     # The operator's idle check (`daskcluster_autoshutdown`, every 5 s) deletes the DaskCluster once the scheduler has
     # been idle for idleTimeout, and a new scheduler counts as idle from its start until its first task: a shorter
     # timeout deletes the cluster while its post-deploy check (the verification, or with verification off the
     # readiness gate, which has the same deadline) is still waiting for it.
     idle, deadline = cluster.idle_timeout_seconds, verify.timeout_seconds
     if not 0 < idle < deadline:
-        return []
-    return [problem(
+        return
+    yield problem(
         "cluster.idleTimeoutSeconds", idle,
         f"is shorter than verify.timeoutSeconds ({deadline:g}), the time the post-deploy check may take: the operator "
         "counts a new scheduler as idle from its start and would delete the cluster while it is being checked",
         f"set cluster.idleTimeoutSeconds to at least {math.ceil(deadline)} (an hour or more for interactive use), "
         "0 (never), or lower verify.timeoutSeconds",
-    )]  # fmt: skip
+    )  # fmt: skip
 
 
 def parse_stack_config(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozenset()) -> StackConfig:
