@@ -1,12 +1,8 @@
-"""`catalogs`: HATS catalogs the program copies onto the stack's claim (components/catalogs.py does the copying).
-
-Light on purpose (pydantic, components.section and components.storage_config only): the config model loads it at
-program evaluation.
-"""
+"""`catalogs`: HATS catalogs the program copies onto the stack's claim (components/catalogs.py does the copying)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field
@@ -61,18 +57,17 @@ class CatalogConfig(Section):
         """fsspec options beyond the environment, as `CatalogStorage` gives them to the cluster."""
         return storage_options(self.scheme, self.anonymous)
 
-    def problems(self) -> list[InitErrorDetails]:
+    def problems(self) -> Iterator[InitErrorDetails]:
         if self.scheme is None:
             what, fix = "has no URL scheme the copy can read", f"use a URL starting with one of: {KNOWN_SCHEMES}"
-            found = [problem("source", self.source, what, fix)]
+            yield problem("source", self.source, what, fix)
         else:
-            found = credential_problems(self.scheme, self.credentials, "sources")
+            yield from credential_problems(self.scheme, self.credentials, "sources")
         if self.anonymous and self.credentials:
-            found.append(problem(
+            yield problem(
                 "anonymous", True, "is set together with credentials",
                 "remove anonymous for a private source, or the credentials for a public one",
-            ))  # fmt: skip
-        return found
+            )  # fmt: skip
 
 
 def catalog_path(storage: StorageConfig, name: str) -> str:
@@ -82,44 +77,42 @@ def catalog_path(storage: StorageConfig, name: str) -> str:
 
 def provisioning_problems(
     catalogs: Mapping[str, CatalogConfig], storage: StorageConfig, node_selector: Mapping[str, str]
-) -> list[InitErrorDetails]:
+) -> Iterator[InitErrorDetails]:
     """Why these catalogs cannot be provisioned onto this storage (empty: they can), at their keys (stack level).
     A hostPath volume is the directory of whichever node the pod runs on: the Job must follow the workers' one node
     (`job_node_selector`)."""
     if not catalogs:
-        return []
-    found = []
+        return
     if storage.kind == "objectStore":
-        found.append(problem(
+        yield problem(
             "catalogs", sorted(catalogs),
             "are copied onto a claim, but storage.kind objectStore has none (it reads catalogs in place)",
             "remove catalogs and point verify.catalogPath at the catalog's URL in the object store",
-        ))  # fmt: skip
+        )  # fmt: skip
     elif storage.kind == "none":
-        found.append(problem(
+        yield problem(
             "catalogs", sorted(catalogs), "are copied onto a claim, but storage.kind none has none",
             "set storage.kind pvc (or nfs, existingClaim)",
-        ))  # fmt: skip
+        )  # fmt: skip
     if storage.mounts_volume and storage.access_mode == "ReadOnlyMany":
-        found.append(problem(
+        yield problem(
             "storage.accessMode", storage.access_mode, "lets the provisioning Job not write the claim",
             "use ReadWriteMany (the workers mount it read-only anyway)",
-        ))  # fmt: skip
+        )  # fmt: skip
     if storage.kind == "hostPath" and HOSTNAME_LABEL not in node_selector:
-        found.append(problem(
+        yield problem(
             "storage.kind", storage.kind,
             "makes the provisioning Job copy onto the node it lands on, which need not be the workers'",
             f"pin the workers to one node (cluster.workers.placement.nodeSelector.{HOSTNAME_LABEL}: <node>, the "
             "same in every cluster.workerGroups entry; the Job follows it), or use storage.kind pvc or nfs",
-        ))  # fmt: skip
+        )  # fmt: skip
     for name in catalogs:
         if len(name) > MAX_NAME:
-            found.append(problem(
+            yield problem(
                 ("catalogs", name), name,
                 f"is {len(name)} characters; the Job `<name>{SUFFIX}<hash>` must stay a 63-character label",
                 f"use at most {MAX_NAME} characters",
-            ))  # fmt: skip
-    return found
+            )  # fmt: skip
 
 
 def job_node_selector(cluster: ClusterConfig) -> dict[str, str]:

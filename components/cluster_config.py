@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, WithJsonSchema
@@ -64,19 +64,17 @@ def _cluster_name(value: str) -> str:
     return value
 
 
-def label_problems(section: str, labels: Mapping[str, str], fix: str) -> list[InitErrorDetails]:
+def label_problems(section: str, labels: Mapping[str, str], fix: str) -> Iterator[InitErrorDetails]:
     """A problem for each entry of `labels` (at `<section>.<key>`) that is not a valid Kubernetes label."""
-    found = []
     for key, value in labels.items():
         prefix, _, name = key.rpartition("/")
         if not name or len(name) > 63 or not LABEL_NAME.match(name) or (prefix and (
             len(prefix) > 253 or not LABEL_PREFIX.match(prefix)
         )):  # fmt: skip
-            found.append(problem((section, key), value, "is not a valid Kubernetes label key", fix))
+            yield problem((section, key), value, "is not a valid Kubernetes label key", fix)
         elif len(value) > MAX_LABEL_VALUE or not LABEL_NAME.match(value):
             what = "is not a valid Kubernetes label value (≤ 63 characters: letters, digits, -_.)"
-            found.append(problem((section, key), value, what, fix))
-    return found
+            yield problem((section, key), value, what, fix)
 
 
 class PlacementConfig(Section):
@@ -101,28 +99,22 @@ class PlacementConfig(Section):
         """The PodSpec fields as written (camelCase); `topologySpreadConstraints` None means 'the default'."""
         return self.model_dump(by_alias=True)
 
-    def problems(self) -> list[InitErrorDetails]:
-        found = label_problems(
-            "nodeSelector", self.node_selector, "use a node label as `kubectl get nodes --show-labels` shows it"
-        )
+    def problems(self) -> Iterator[InitErrorDetails]:
+        fix = "use a node label as `kubectl get nodes --show-labels` shows it"
+        yield from label_problems("nodeSelector", self.node_selector, fix)
         for key, value, what in placement_problems(self.pod_fields()):
-            found.append(
-                problem((key,), value, f"is not valid in a Kubernetes PodSpec ({what})", f"see {POD_SCHEDULING_DOC}")
-            )
-        return found
+            yield problem((key,), value, f"is not valid in a Kubernetes PodSpec ({what})", f"see {POD_SCHEDULING_DOC}")
 
-    def crd_problems(self, kind: str, pod: str) -> list[InitErrorDetails]:
+    def crd_problems(self, kind: str, pod: str) -> Iterator[InitErrorDetails]:
         """A problem (at `placement.<path>`) for each field the pinned CRD of `kind` would prune from
         `spec.<pod>.spec`: valid in a PodSpec, but not in the dask-kubernetes CRD's structural schema."""
         fields = {k: v for k, v in self.pod_fields().items() if v not in (None, {}, [])}
-        found = []
         for path, value in crd_dropped(fields, crd_pod_spec(kind, pod)) if fields else ():
             parent = ".".join(p for p in path[:-1] if isinstance(p, str))  # `kubectl explain` takes no indices
-            found.append(problem(
+            yield problem(
                 ("placement", *path), value, f"is not kept by the pinned {kind} CRD (the API server drops it)",
                 f"remove it (`kubectl explain {kind.lower()}.spec.{pod}.spec.{parent}` lists the fields the CRD keeps)",
-            ))  # fmt: skip
-        return found
+            )  # fmt: skip
 
 
 def _worker_memory(value: str) -> str:
@@ -161,7 +153,7 @@ class WorkerPodConfig(Section):
     def memory_bytes(self) -> int:
         return quantity_bytes(self.memory)
 
-    def problems(self) -> list[InitErrorDetails]:
+    def problems(self) -> Iterator[InitErrorDetails]:
         return self.placement.crd_problems(self.custom_resource, "worker")
 
 
@@ -207,7 +199,7 @@ class SchedulerConfig(Section):
     """A PodDisruptionBudget (`maxUnavailable: 0`) so node drains wait instead of evicting the scheduler (which loses
     every running task)."""
 
-    def problems(self) -> list[InitErrorDetails]:
+    def problems(self) -> Iterator[InitErrorDetails]:
         return self.placement.crd_problems("DaskCluster", "scheduler")
 
 
@@ -219,11 +211,10 @@ class AutoscalerConfig(Section):
     maximum: Annotated[int, DefaultText("from `cluster.size`"), Fix("use 1 or more")] = Field(4, ge=1)
     """Most workers (≥ 1)."""
 
-    def problems(self) -> list[InitErrorDetails]:
-        if not self.enabled or self.minimum <= self.maximum:
-            return []
-        what = f"is greater than cluster.autoscaler.maximum ({self.maximum})"
-        return [problem("minimum", self.minimum, what, "lower minimum or raise maximum")]
+    def problems(self) -> Iterator[InitErrorDetails]:
+        if self.enabled and self.minimum > self.maximum:
+            what = f"is greater than cluster.autoscaler.maximum ({self.maximum})"
+            yield problem("minimum", self.minimum, what, "lower minimum or raise maximum")
 
 
 class ClusterConfig(Section):
@@ -284,18 +275,16 @@ class ClusterConfig(Section):
         """Providers whose spot nodes some workers use (the scheduler stays off them)."""
         return sorted({g.spot for g in (self.workers, *self.worker_groups.values()) if g.spot})
 
-    def problems(self) -> list[InitErrorDetails]:
+    def problems(self) -> Iterator[InitErrorDetails]:
         # The longest name derived from a group: its worker Deployments `<live>-<group>-worker-<uuid>`; the
         # DaskWorkerGroup `<live>-<group>` is also a pod label value. Both must fit NAME_LIMIT.
-        found = []
         for group in self.worker_groups:
             longest = worker_deployment_name(self.name, group)
             if len(longest) > NAME_LIMIT:
                 room = len(group) - (len(longest) - NAME_LIMIT)  # > 0: the cluster name is short enough
-                found.append(problem(
+                yield problem(
                     ("workerGroups", group), "{...}",
                     f"makes the operator's worker Deployment names ({len(longest)} characters, e.g. '{longest}') "
                     f"longer than {NAME_LIMIT}",
                     f"shorten the group name to at most {room} characters, or cluster.name",
-                ))  # fmt: skip
-        return found
+                )  # fmt: skip

@@ -1,16 +1,14 @@
 """The stack's configuration: one declarative pydantic model, read and validated before any resource exists.
 
-Each key is declared once, as a field with its type, default and description (docs/configuration.md and the
-stack-file JSON Schema are generated from them: `python -m tools.config_docs`). Rules across sections live on
-`StackConfig`; `parse_stack_config` reports every problem at once as `<key> = <value>: <what>. Fix: <fix>`. The
-secret fields never hold their values: `secret_config` hands them to resources as Pulumi secrets.
+Each key is a field (docs/configuration.md and the JSON Schema are generated from them: `python -m tools.config_docs`).
+The secret fields never hold their values: `secret_config` hands them to resources as Pulumi secrets.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Annotated, Any, Literal
 
 import pulumi
@@ -18,13 +16,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, Va
 from pydantic_core import InitErrorDetails
 
 from components.catalog_config import CatalogConfig, catalog_path, job_node_selector, provisioning_problems
-from components.cluster_config import (
-    MAX_CLUSTER_NAME,
-    SIZE_PRESETS,
-    ClusterConfig,
-    WorkerPodConfig,
-    label_problems,
-)
+from components.cluster_config import ClusterConfig, WorkerPodConfig, label_problems
 from components.config_report import report
 from components.lock import base_image
 from components.notebook_config import NotebookConfig, notebook_problems
@@ -45,27 +37,14 @@ from components.section import (
     empty_section,
     json_object,
     problem,
-    quantity_bytes,
     raise_problems,
     reject,
 )
-from components.storage_config import (
-    IDENTITY_PROVIDERS,
-    OBJECT_STORES,
-    SCHEME_ALIASES,
-    ObjectStoreStorage,
-    StorageConfig,
-    url_scheme,
-)
+from components.storage_config import IDENTITY_PROVIDERS, ObjectStoreStorage, StorageConfig, url_scheme
 from components.verification.query import VerifyConfig
 
-# Names other modules import from here (the model's parts live in components.*_config).
-__all__ = [
-    "IDENTITY_PROVIDERS", "MAX_CLUSTER_NAME", "OBJECT_STORES", "PROJECT", "PYTHON_VERSION", "SCHEME_ALIASES",
-    "SIZE_PRESETS", "ClusterConfig", "ConfigError", "ImageConfig", "MonitoringConfig", "SecurityConfig",
-    "StackConfig", "StorageConfig", "WorkerPodConfig", "parse_stack_config", "quantity_bytes", "read_stack_config",
-    "secret_config",
-]  # fmt: skip
+# Parts of the model the components import from here.
+__all__ = ["IDENTITY_PROVIDERS", "ClusterConfig", "StorageConfig", "WorkerPodConfig"]
 
 PROJECT = "lsdb-k8s"
 PYTHON_VERSION = re.compile(r"^3\.[0-9]+\.[0-9]+$")
@@ -126,13 +105,12 @@ class OperatorConfig(Section):
             return {**value, "install": False}
         return value
 
-    def problems(self) -> list[InitErrorDetails]:
-        if self.from_stack is None or not self.install:
-            return []
-        return [problem(
-            "install", True, "conflicts with operator.fromStack (that stack installed the operator)",
-            "remove operator.install or set it to false",
-        )]  # fmt: skip
+    def problems(self) -> Iterator[InitErrorDetails]:
+        if self.from_stack is not None and self.install:
+            yield problem(
+                "install", True, "conflicts with operator.fromStack (that stack installed the operator)",
+                "remove operator.install or set it to false",
+            )  # fmt: skip
 
 
 class RegistryConfig(Section):
@@ -143,13 +121,12 @@ class RegistryConfig(Section):
     password: Annotated[Password | None, DocType("secret")] = None
     """**Secret.** Registry password or token."""
 
-    def problems(self) -> list[InitErrorDetails]:
-        if self.password is None or (self.server and self.username):
-            return []
-        return [problem(
-            (), "[password set]", "needs server and username with the password",
-            "set image.registry.server and image.registry.username",
-        )]  # fmt: skip
+    def problems(self) -> Iterator[InitErrorDetails]:
+        if self.password is not None and not (self.server and self.username):
+            yield problem(
+                (), "[password set]", "needs server and username with the password",
+                "set image.registry.server and image.registry.username",
+            )  # fmt: skip
 
 
 class ImageConfig(Section):
@@ -176,24 +153,22 @@ class ImageConfig(Section):
     client_check: Literal["error", "warn"] = "error"
     """`error` or `warn` when the client environment differs from the lock."""
 
-    def problems(self) -> list[InitErrorDetails]:
+    def problems(self) -> Iterator[InitErrorDetails]:
         if self.ref is not None:  # a prebuilt image: pythonVersion says which Python it runs (the client check)
-            return []
-        found = []
+            return
         if not self.push:
-            found.append(problem(
+            yield problem(
                 "push", False, "leaves no registry digest for the cluster to pull (it never uses tags)",
                 "set image.push true (dev uses the local registry) or give a prebuilt image.ref",
-            ))  # fmt: skip
+            )  # fmt: skip
         base = base_image()
         if self.python_version != base.python_version:
-            found.append(problem(
+            yield problem(
                 "pythonVersion", self.python_version,
                 f"differs from {base.python_version}, the Python of the base image docker/Dockerfile pins ({base.ref})",
                 f"pulumi config set --path image.pythonVersion {base.python_version}, or move the image to another "
                 "release with `python -m tools.relock --python X.Y.Z`",
-            ))  # fmt: skip
-        return found
+            )  # fmt: skip
 
 
 class SecurityConfig(Section):
@@ -260,11 +235,10 @@ class MonitoringConfig(Section):
     dashboard_namespace: DnsLabel | None = None
     """Namespace of the dashboard ConfigMap (default: `namespace`); it must exist."""
 
-    def problems(self) -> list[InitErrorDetails]:
+    def problems(self) -> Iterator[InitErrorDetails]:
         fix = "use a Kubernetes label (key ≤ 63 characters, value ≤ 63)"
-        return label_problems("labels", self.labels, fix) + label_problems(
-            "dashboardLabels", self.dashboard_labels, fix
-        )
+        yield from label_problems("labels", self.labels, fix)
+        yield from label_problems("dashboardLabels", self.dashboard_labels, fix)
 
 
 class StackConfig(Section):
@@ -322,46 +296,41 @@ class StackConfig(Section):
         raise_problems("verify", _verify_problems(verify, info.data))
         return verify
 
-    def problems(self) -> list[InitErrorDetails]:
+    def problems(self) -> Iterator[InitErrorDetails]:
         """Rules whose key is not in the last section they read: reported once every section is valid."""
-        found = []
         storage, cluster = self.storage, self.cluster
         if storage.creates_claim and storage.access_mode in SINGLE_NODE_MODES and cluster.max_workers > 1:
-            found.append(problem(
+            yield problem(
                 "storage.accessMode", storage.access_mode,
                 f"lets only one node mount the catalog, but up to {cluster.max_workers} workers may run",
                 "use ReadWriteMany (or ReadOnlyMany), or limit workers (and autoscaler.maximum) to 1",
-            ))  # fmt: skip
-        found += provisioning_problems(self.catalogs, storage, job_node_selector(cluster))
-        found += _idle_timeout_outlasts_the_check(cluster, self.verify)
+            )  # fmt: skip
+        yield from provisioning_problems(self.catalogs, storage, job_node_selector(cluster))
+        yield from _idle_timeout_outlasts_the_check(cluster, self.verify)
         given = {type(self).model_fields[name].alias or name for name in self.model_fields_set}
         for key in sorted(given - set(PLATFORM_KEYS)) if self.is_platform else ():
-            found.append(problem(
+            yield problem(
                 key, "[set]", "is set, but role platform installs only the operator and its CRDs",
                 f"remove it from this stack (a platform stack takes only {', '.join(PLATFORM_KEYS)})",
-            ))  # fmt: skip
-        return found
+            )  # fmt: skip
 
 
-def _operator_problems(operator: OperatorConfig, data: dict[str, Any]) -> list[InitErrorDetails]:
-    found = []
+def _operator_problems(operator: OperatorConfig, data: dict[str, Any]) -> Iterator[InitErrorDetails]:
     if operator.install and operator.namespace == data.get("namespace"):
-        found.append(problem(
+        yield problem(
             "namespace", operator.namespace, "is the same as the cluster namespace",
             "keep the cluster-wide operator in its own namespace (default dask-operator)",
-        ))  # fmt: skip
+        )  # fmt: skip
     if data.get("role") == "platform" and (not operator.install or operator.from_stack):
-        found.append(problem("install", False, "must be true for role platform", "remove operator.install/fromStack"))
-    return found
+        yield problem("install", False, "must be true for role platform", "remove operator.install/fromStack")
 
 
-def _image_problems(image: ImageConfig, data: dict[str, Any]) -> list[InitErrorDetails]:
-    if data.get("role") != "cluster" or image.ref is not None or image.repository:
-        return []
-    return [problem("repository", None, "is required when image.ref is not set", "e.g. ghcr.io/<org>/lsdb-dask")]
+def _image_problems(image: ImageConfig, data: dict[str, Any]) -> Iterator[InitErrorDetails]:
+    if data.get("role") == "cluster" and image.ref is None and not image.repository:
+        yield problem("repository", None, "is required when image.ref is not set", "e.g. ghcr.io/<org>/lsdb-dask")
 
 
-SECTION_RULES: dict[str, Callable[[Any, dict[str, Any]], list[InitErrorDetails]]] = {
+SECTION_RULES: dict[str, Callable[[Any, dict[str, Any]], Iterable[InitErrorDetails]]] = {
     "operator": _operator_problems, "image": _image_problems, "notebook": notebook_problems,
 }  # fmt: skip
 
@@ -376,35 +345,31 @@ def _default_catalog_path(verify: VerifyConfig, data: dict[str, Any]) -> VerifyC
     return verify.model_copy(update={"catalog_path": catalog_path(storage, next(iter(catalogs)))})
 
 
-def _verify_problems(verify: VerifyConfig, data: dict[str, Any]) -> list[InitErrorDetails]:
+def _verify_problems(verify: VerifyConfig, data: dict[str, Any]) -> Iterator[InitErrorDetails]:
     if data.get("role") != "cluster" or not verify.enabled:
-        return []
-    found = []
+        return
     if not verify.catalog_path:
         # Given catalogs but no claim to copy them onto, or an invalid catalogs section: reported on their own.
         if data.get("catalogs") == {}:
-            found.append(problem(
+            yield problem(
                 "catalogPath", None, "is required while verification is enabled",
                 "set the catalog path as workers see it (e.g. /data/catalogs/my_catalog), provision one "
                 "(catalogs.<name>), or verify.enabled false",
-            ))  # fmt: skip
+            )  # fmt: skip
     elif "storage" in data:
-        found += _catalog_in_storage(verify.catalog_path, data["storage"])
+        yield from _catalog_in_storage(verify.catalog_path, data["storage"])
     if "cluster" in data:
-        found += _workers_to_wait_for(verify.min_workers, data["cluster"])
-    return found
+        yield from _workers_to_wait_for(verify.min_workers, data["cluster"])
 
 
-def _catalog_in_storage(path: str, storage: StorageConfig) -> list[InitErrorDetails]:
+def _catalog_in_storage(path: str, storage: StorageConfig) -> Iterator[InitErrorDetails]:
     """The catalog is where the workers can read it: in the configured object store, or under the mount."""
     scheme, store = url_scheme(path), storage.object_store_scheme
     if scheme is not None and store is None:
-        what, fix = (
-            f"is a {scheme}:// URL but storage.kind is {storage.kind}",
-            (
-                f"set storage.kind objectStore and storage.objectStore.url to the {scheme}:// bucket or server "
-                "(its credentials, identity or anonymous access are what the workers use)"
-            ),
+        what = f"is a {scheme}:// URL but storage.kind is {storage.kind}"
+        fix = (
+            f"set storage.kind objectStore and storage.objectStore.url to the {scheme}:// bucket or server "
+            "(its credentials, identity or anonymous access are what the workers use)"
         )
     elif scheme is not None and scheme != store:
         what = f"is a {scheme}:// URL but storage.objectStore.url is {store}://"
@@ -420,14 +385,14 @@ def _catalog_in_storage(path: str, storage: StorageConfig) -> list[InitErrorDeta
         what = f"is not under storage.mountPath ({storage.mount_path})"
         fix = "give the path as workers see it, below the mount path"
     else:
-        return []
-    return [problem("catalogPath", path, what, fix)]
+        return
+    yield problem("catalogPath", path, what, fix)
 
 
-def _workers_to_wait_for(min_workers: int, cluster: ClusterConfig) -> list[InitErrorDetails]:
+def _workers_to_wait_for(min_workers: int, cluster: ClusterConfig) -> Iterator[InitErrorDetails]:
     # The verification waits for verify.minWorkers workers of any group; only cluster.min_workers are sure to be there.
     if min_workers <= cluster.min_workers:
-        return []
+        return
     floor = (
         f"cluster.autoscaler.minimum ({cluster.autoscaler.minimum}), the workers the autoscaler keeps"
         if cluster.autoscaler.enabled
@@ -436,24 +401,24 @@ def _workers_to_wait_for(min_workers: int, cluster: ClusterConfig) -> list[InitE
     groups = sum(g.replicas for g in cluster.worker_groups.values())
     what = f"exceeds {floor}" + (f", plus {groups} in cluster.workerGroups" if cluster.worker_groups else "")
     raise_floor = "cluster.autoscaler.minimum" if cluster.autoscaler.enabled else "the worker count"
-    return [problem("minWorkers", min_workers, what, f"lower verify.minWorkers or raise {raise_floor}")]
+    yield problem("minWorkers", min_workers, what, f"lower verify.minWorkers or raise {raise_floor}")
 
 
-def _idle_timeout_outlasts_the_check(cluster: ClusterConfig, verify: VerifyConfig) -> list[InitErrorDetails]:
+def _idle_timeout_outlasts_the_check(cluster: ClusterConfig, verify: VerifyConfig) -> Iterator[InitErrorDetails]:
     # The operator's idle check (`daskcluster_autoshutdown`, every 5 s) deletes the DaskCluster once the scheduler has
     # been idle for idleTimeout, and a new scheduler counts as idle from its start until its first task: a shorter
     # timeout deletes the cluster while its post-deploy check (the verification, or with verification off the
     # readiness gate, which has the same deadline) is still waiting for it.
     idle, deadline = cluster.idle_timeout_seconds, verify.timeout_seconds
     if not 0 < idle < deadline:
-        return []
-    return [problem(
+        return
+    yield problem(
         "cluster.idleTimeoutSeconds", idle,
         f"is shorter than verify.timeoutSeconds ({deadline:g}), the time the post-deploy check may take: the operator "
         "counts a new scheduler as idle from its start and would delete the cluster while it is being checked",
         f"set cluster.idleTimeoutSeconds to at least {math.ceil(deadline)} (an hour or more for interactive use), "
         "0 (never), or lower verify.timeoutSeconds",
-    )]  # fmt: skip
+    )  # fmt: skip
 
 
 def parse_stack_config(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozenset()) -> StackConfig:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Annotated, Any
 
 from pydantic import Field
@@ -36,19 +36,17 @@ class NotebookStorageConfig(Section):
     def enabled(self) -> bool:
         return self.size is not None or self.existing_claim is not None
 
-    def problems(self) -> list[InitErrorDetails]:
-        found = []
+    def problems(self) -> Iterator[InitErrorDetails]:
         if self.size is not None and self.existing_claim is not None:
-            found.append(problem(
+            yield problem(
                 "existingClaim", self.existing_claim, "is set together with notebook.storage.size",
                 "give size (a new claim) or existingClaim (yours), not both",
-            ))  # fmt: skip
+            )  # fmt: skip
         if self.storage_class_name is not None and self.size is None:
-            found.append(problem(
+            yield problem(
                 "storageClassName", self.storage_class_name, "applies only to a claim created here",
                 "set notebook.storage.size too, or remove storageClassName",
-            ))  # fmt: skip
-        return found
+            )  # fmt: skip
 
 
 class NotebookConfig(Section):
@@ -75,23 +73,21 @@ class NotebookConfig(Section):
     `docker build --target notebook docker/`)."""
 
 
-def notebook_problems(notebook: NotebookConfig, data: Mapping[str, Any]) -> list[InitErrorDetails]:
+def notebook_problems(notebook: NotebookConfig, data: Mapping[str, Any]) -> Iterator[InitErrorDetails]:
     """Why this notebook cannot run with the sections validated before it (`data`: name -> section); empty: it can.
     Reported at the notebook's keys."""
     if not notebook.enabled:
-        return []
-    found = []
+        return
     image, storage = data.get("image"), data.get("storage")
     if image is not None and image.ref is not None and notebook.image_ref is None:
-        found.append(problem(
+        yield problem(
             "imageRef", None, "is required when image.ref is prebuilt (nothing is built, so no notebook image either)",
             "build `docker build --target notebook docker/`, push it, and set notebook.imageRef to its digest",
-        ))  # fmt: skip
+        )  # fmt: skip
     # A single-node claim: the notebook, one more pod mounting it, may land on another node than the worker.
     if storage is not None and storage.mounts_volume and storage.access_mode in SINGLE_NODE_MODES:
-        found.append(problem(
+        yield problem(
             "enabled", True, f"mounts the catalog claim in one more pod, which may run on another node, but "
             f"storage.accessMode is {storage.access_mode}",
             "use ReadWriteMany or ReadOnlyMany, or notebook.enabled false",
-        ))  # fmt: skip
-    return found
+        )  # fmt: skip

@@ -1,8 +1,7 @@
 """The config model's building blocks: the `Section` base class and reusable `Annotated` field types.
 
-A type's own check raises `PydanticCustomError` with the fix in `ctx["fix"]`; a field gives the fix for pydantic's
-own checks (type, bounds, pattern) as `Fix(...)`; a section's rules across its fields are its `problems()`, raised
-at once, each at its own key. Light on purpose (pydantic and the standard library): it loads at program evaluation.
+A type's check raises `reject(what, fix)`; `Fix(...)` gives the fix for pydantic's own checks of a field; a section's
+rules across its fields are its `problems()`. Light on purpose: it loads at program evaluation.
 """
 
 from __future__ import annotations
@@ -10,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
 from typing import Annotated, Any, Self
@@ -40,23 +39,17 @@ SINGLE_NODE_MODES = ("ReadWriteOnce", "ReadWriteOncePod")
 
 
 @dataclass(frozen=True)
-class Fix:
-    """Field metadata: the fix printed when the field's type, bounds or pattern reject a value."""
-
+class Fix:  # field metadata: the fix printed when the field's type, bounds or pattern reject a value
     text: str
 
 
 @dataclass(frozen=True)
-class DefaultText:
-    """Field metadata: how the docs show a default that is not a constant (it follows another key)."""
-
+class DefaultText:  # field metadata: how the docs show a default that follows another key
     text: str
 
 
 @dataclass(frozen=True)
-class DocType:
-    """Type metadata: the type name the configuration reference shows (`quantity`, `secret`)."""
-
+class DocType:  # type metadata: the type name the configuration reference shows (`quantity`, `secret`)
     name: str
 
 
@@ -71,10 +64,10 @@ def problem(loc: str | tuple[str | int, ...], value: Any, what: str, fix: str) -
     return InitErrorDetails(type=reject(what, fix), loc=parts, input=value)
 
 
-def raise_problems(model: str, problems: Sequence[InitErrorDetails]) -> None:
+def raise_problems(model: str, problems: Iterable[InitErrorDetails]) -> None:
     """Raise every problem at once; inside a validator pydantic merges them into the whole report."""
-    if problems:
-        raise ValidationError.from_exception_data(model, list(problems))
+    if found := list(problems):
+        raise ValidationError.from_exception_data(model, found)
 
 
 def json_object(value: Any) -> Any:
@@ -123,7 +116,7 @@ class Section(BaseModel):
         """The object as written, before its fields are validated."""
         return value
 
-    def problems(self) -> list[InitErrorDetails]:
+    def problems(self) -> Iterable[InitErrorDetails]:
         """The rules across this section's fields it breaks (each at its key)."""
         return []
 

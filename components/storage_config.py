@@ -1,13 +1,10 @@
-"""`storage`: where workers find the HATS catalogs, one model per `storage.kind` (a discriminated union).
-
-Each kind takes only its own keys: `nfs` has `storage.nfs`, `hostPath` has `storage.hostPath`, `objectStore`
-has `storage.objectStore`; a key of another kind is reported as "is set but storage.kind is ...".
-"""
+"""`storage`: where workers find the HATS catalogs, one model per `storage.kind` (a discriminated union): each kind
+takes only its own keys (`storage.nfs`, `storage.hostPath`, `storage.objectStore`)."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from functools import partial
 from typing import Annotated, Any, Literal
 
@@ -72,57 +69,40 @@ class HostPathConfig(Section):
 # GKE Workload Identity Federation: https://cloud.google.com/kubernetes-engine/docs/how-to/workload-identity
 # Azure Workload Identity: https://learn.microsoft.com/en-us/azure/aks/workload-identity-deploy-cluster
 #   (annotation and label: https://azure.github.io/azure-workload-identity/docs/topics/service-account-labels-and-annotations.html)
-# provider -> (its field, the URL scheme it serves, the ServiceAccount annotation, the pod labels it needs)
-IDENTITY_PROVIDERS: dict[str, tuple[str, str, str, dict[str, str]]] = {
-    "aws": ("roleArn", "s3", "eks.amazonaws.com/role-arn", {}),
-    "gcp": ("serviceAccount", "gs", "iam.gke.io/gcp-service-account", {}),
-    "azure": ("clientId", "abfs", "azure.workload.identity/client-id", {"azure.workload.identity/use": "true"}),
-}
+# provider -> (its field, the URL scheme it serves, the ServiceAccount annotation, the pod labels it needs, the
+# identity's form, what it is, an example)
+IDENTITY_PROVIDERS: dict[str, tuple[str, str, str, dict[str, str], str, str, str]] = {
+    "aws": ("roleArn", "s3", "eks.amazonaws.com/role-arn", {},
+            r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$", "an IAM role ARN",
+            "arn:aws:iam::123456789012:role/lsdb-reader"),
+    "gcp": ("serviceAccount", "gs", "iam.gke.io/gcp-service-account", {},
+            r"^[a-z][a-z0-9-]{4,28}[a-z0-9]@[a-z0-9-]+\.iam\.gserviceaccount\.com$", "a Google service account",
+            "lsdb-reader@my-project.iam.gserviceaccount.com"),
+    "azure": ("clientId", "abfs", "azure.workload.identity/client-id", {"azure.workload.identity/use": "true"},
+              r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", "a client ID (GUID)",
+              "00000000-0000-0000-0000-000000000000"),
+}  # fmt: skip
 
 
-def _matches(value: str | None, regex: str, what: str, example: str) -> str | None:
+def _identity(value: str | None, provider: str) -> str | None:
+    *_, regex, what, example = IDENTITY_PROVIDERS[provider]
     if value is None or re.match(regex, value):
         return value
     raise reject(f"is not {what}", f"use e.g. {example}")
 
 
-def _pattern(regex: str, what: str, example: str) -> AfterValidator:
-    return AfterValidator(partial(_matches, regex=regex, what=what, example=example))
-
-
 class AwsIdentityConfig(Section):
-    role_arn: Annotated[
-        str | None,
-        _pattern(
-            r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$",
-            "an IAM role ARN",
-            "arn:aws:iam::123456789012:role/lsdb-reader",
-        ),
-    ] = None
+    role_arn: Annotated[str | None, AfterValidator(partial(_identity, provider="aws"))] = None
     """IRSA: the IAM role the pods assume (ServiceAccount annotation `eks.amazonaws.com/role-arn`)."""
 
 
 class GcpIdentityConfig(Section):
-    service_account: Annotated[
-        str | None,
-        _pattern(
-            r"^[a-z][a-z0-9-]{4,28}[a-z0-9]@[a-z0-9-]+\.iam\.gserviceaccount\.com$",
-            "a Google service account",
-            "lsdb-reader@my-project.iam.gserviceaccount.com",
-        ),
-    ] = None
+    service_account: Annotated[str | None, AfterValidator(partial(_identity, provider="gcp"))] = None
     """GKE Workload Identity: the Google service account to act as (annotation `iam.gke.io/gcp-service-account`)."""
 
 
 class AzureIdentityConfig(Section):
-    client_id: Annotated[
-        str | None,
-        _pattern(
-            r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
-            "a client ID (GUID)",
-            "00000000-0000-0000-0000-000000000000",
-        ),
-    ] = None
+    client_id: Annotated[str | None, AfterValidator(partial(_identity, provider="azure"))] = None
     """Azure Workload Identity: the managed identity's client ID (annotation `azure.workload.identity/client-id`, pod
     label `azure.workload.identity/use: "true"`)."""
 
@@ -219,36 +199,36 @@ class ObjectStoreConfig(Section):
         """The canonical scheme (s3, gs, abfs, https) of `url`."""
         return url_scheme(self.url) or ""
 
-    def problems(self) -> list[InitErrorDetails]:
+    def problems(self) -> Iterator[InitErrorDetails]:
         """Known credentials; one way in (static credentials, one workload identity, or anonymous); the identity's
         cloud serves the URL."""
-        found, providers = credential_problems(self.scheme, self.credentials, "storage"), self.identity.providers
+        yield from credential_problems(self.scheme, self.credentials, "storage")
+        providers = self.identity.providers
         if len(providers) > 1:
-            found.append(problem(
+            yield problem(
                 "identity", sorted(providers), "names more than one cloud",
                 "keep the one that serves storage.objectStore.url",
-            ))  # fmt: skip
+            )  # fmt: skip
         if providers and self.credentials:
-            found.append(problem(
+            yield problem(
                 "identity", sorted(providers), "is set together with objectStore.credentials",
                 "use one: remove the static keys (`pulumi config rm --path storage.objectStore.credentials`) "
                 "or the identity",
-            ))  # fmt: skip
+            )  # fmt: skip
         if self.anonymous and (providers or self.credentials):
-            found.append(problem(
+            yield problem(
                 "anonymous", True, "is set together with credentials or an identity",
                 "remove objectStore.anonymous for a private bucket, or the credentials/identity for a public one",
-            ))  # fmt: skip
+            )  # fmt: skip
         clouds = ", ".join(f"{q} for {s}://" for q, (_k, s, *_r) in IDENTITY_PROVIDERS.items())
         for provider, value in providers.items():
             key, serves, *_ = IDENTITY_PROVIDERS[provider]
             if serves != self.scheme:
-                found.append(problem(
+                yield problem(
                     ("identity", provider, key), value,
                     f"is a {provider} identity, but storage.objectStore.url is {self.scheme}://",
                     f"use the identity of the cloud serving {self.scheme}:// ({clouds})",
-                ))  # fmt: skip
-        return found
+                )  # fmt: skip
 
 
 STORAGE_KIND_DOC = (
@@ -283,28 +263,32 @@ class _Storage(Section):
     def creates_claim(self) -> bool:
         return self.kind in CREATED_CLAIM_KINDS
 
-    # What an object store adds (ObjectStoreStorage overrides them): its scheme, the names of the credentials set
-    # (their values stay Pulumi secrets), credential key -> the variable its driver reads, (provider, identity)
-    # of its workload identity, and what `lsdb.open_catalog(path, storage_options=...)` needs.
+    # What an object store adds (none for the other kinds): its scheme, the names of the credentials set (their
+    # values stay Pulumi secrets), credential key -> the variable its driver reads, (provider, identity) of its
+    # workload identity, and what `lsdb.open_catalog(path, storage_options=...)` needs.
+    @property
+    def _store(self) -> ObjectStoreConfig | None:
+        return self.object_store if isinstance(self, ObjectStoreStorage) else None
+
     @property
     def object_store_scheme(self) -> str | None:
-        return None
+        return self._store.scheme if self._store else None
 
     @property
     def credential_keys(self) -> tuple[str, ...]:
-        return ()
+        return tuple(self._store.credentials) if self._store else ()
 
     @property
     def credential_env(self) -> dict[str, str]:
-        return {}
+        return credential_env(self.object_store_scheme, self.credential_keys)
 
     @property
     def identity(self) -> tuple[str, str] | None:
-        return None
+        return next(iter(self._store.identity.providers.items()), None) if self._store else None
 
     @property
     def catalog_storage_options(self) -> dict[str, Any]:
-        return {}
+        return storage_options(self._store.scheme, self._store.anonymous) if self._store else {}
 
 
 class PvcStorage(_Storage):
@@ -331,26 +315,6 @@ class ObjectStoreStorage(_Storage):
     kind: Literal["objectStore"] = Field(description=STORAGE_KIND_DOC)
     object_store: ObjectStoreConfig = Field(default_factory=empty_section)
     """`objectStore` settings."""
-
-    @property
-    def object_store_scheme(self) -> str | None:
-        return self.object_store.scheme
-
-    @property
-    def credential_keys(self) -> tuple[str, ...]:
-        return tuple(self.object_store.credentials)
-
-    @property
-    def credential_env(self) -> dict[str, str]:
-        return credential_env(self.object_store.scheme, self.credential_keys)
-
-    @property
-    def identity(self) -> tuple[str, str] | None:
-        return next(iter(self.object_store.identity.providers.items()), None)
-
-    @property
-    def catalog_storage_options(self) -> dict[str, Any]:
-        return storage_options(self.object_store.scheme, self.object_store.anonymous)
 
 
 class NoStorage(_Storage):

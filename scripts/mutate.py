@@ -6,7 +6,7 @@ it; the denominator leaves out the mutants docs/mutation.md lists as equivalent 
 test reaches ("no tests") count as survivors. The table goes to stdout and, in CI, to the job summary.
 
 mutmut forks each mutant from a process that has already imported the tests, so a mutant of a function that runs
-at import (a validator factory such as `_pattern(...)` or `partial(_dns_label, max_len=63)` in an `Annotated`
+at import (a validator such as `partial(_dns_label, max_len=63)` in an `Annotated`
 field) never takes effect there and shows as "no tests". After mutmut, each such "no tests" mutant of a module
 with fast tests is run again in a fresh pytest process that has the mutant switched on before it imports anything
 (`mutants/<module>.fresh.json`; "fresh" in the table).

@@ -104,10 +104,10 @@ def test_provisioning_is_refused_where_it_cannot_work(
 
 
 def test_provisioning_is_accepted_where_it_works() -> None:
-    assert provisioning_problems({"gaia": S3}, PVC, {}) == []
+    assert list(provisioning_problems({"gaia": S3}, PVC, {})) == []
     host = storage(kind="hostPath", host_path={"path": "/cats"})
-    assert provisioning_problems({"gaia": S3}, host, {"kubernetes.io/hostname": "node-1"}) == []
-    assert provisioning_problems({}, storage(kind="none"), {}) == []
+    assert list(provisioning_problems({"gaia": S3}, host, {"kubernetes.io/hostname": "node-1"})) == []
+    assert list(provisioning_problems({}, storage(kind="none"), {})) == []
     [long_name] = provisioning_problems({"g" * (MAX_NAME + 1): S3}, PVC, {})
     assert described(long_name)[0] == "catalogs." + "g" * (MAX_NAME + 1) and str(MAX_NAME) in described(long_name)[1]
 

@@ -21,9 +21,9 @@ import pytest
 import yaml
 
 from components.cluster import DASHBOARD_PORT, SCHEDULER_PORT, SCRATCH_DIR, WORKER_DASHBOARD_PORT
-from components.config import quantity_bytes
 from components.dask_operator import operator_version
 from components.lock import PROJECT_DIR, locked_version
+from components.section import quantity_bytes
 from tools.emulated_image import expand
 from tools.mock_runtime import run_program, unwrap_secrets
 

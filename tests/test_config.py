@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from components.config import MAX_CLUSTER_NAME, ConfigError, parse_stack_config, quantity_bytes
+from components.cluster_config import MAX_CLUSTER_NAME
+from components.config import ConfigError, parse_stack_config
+from components.section import quantity_bytes
 from tools.mock_runtime import ProgramRun, run_program
 
 VALID: dict[str, Any] = {
@@ -320,7 +322,7 @@ def test_object_store_schemes_match_fsspec_drivers() -> None:
     # Our scheme table must agree with fsspec's own registry about which package serves each scheme.
     from fsspec.registry import known_implementations
 
-    from components.config import OBJECT_STORES, SCHEME_ALIASES
+    from components.storage_config import OBJECT_STORES, SCHEME_ALIASES
 
     for scheme in [*OBJECT_STORES, *SCHEME_ALIASES]:
         driver = OBJECT_STORES[SCHEME_ALIASES.get(scheme, scheme)][0]

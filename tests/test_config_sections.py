@@ -292,7 +292,7 @@ def test_label_problems(key: str, value: str, what: str) -> None:
 
 def test_valid_labels() -> None:
     labels = {"a": "", "x" * 63: "v" * 63, "p" * 253 + "/n": "A.b_c-1", "example.com/a_b.c": "v", "k.io/x": "1"}
-    assert label_problems("labels", labels, "fix") == []
+    assert list(label_problems("labels", labels, "fix")) == []
 
 
 def test_a_node_selector_is_made_of_node_labels() -> None:
@@ -320,7 +320,7 @@ def test_a_placement_the_crds_prune_names_each_field_and_the_crd() -> None:
         {"fix": "remove it (`kubectl explain daskworkergroup.spec.worker.spec.topologySpreadConstraints` lists the "
          "fields the CRD keeps)"},
     )  # fmt: skip
-    assert PlacementConfig.model_validate({}).crd_problems("DaskCluster", "worker") == []
+    assert list(PlacementConfig.model_validate({}).crd_problems("DaskCluster", "worker")) == []
     group = problems(WorkerGroupConfig, {"placement": {"topologySpreadConstraints": spread}})
     assert [p.split(" = ")[0] for p in group] == ["placement.topologySpreadConstraints.0.minDomains"]
     assert [
@@ -430,11 +430,11 @@ def test_provisioning_is_refused_where_it_cannot_work_word_for_word() -> None:
 
 def test_provisioning_is_accepted_where_it_works() -> None:
     one = {"x" * MAX_NAME: catalog({"source": "s3://b"})}
-    assert provisioning_problems({}, storage({}), {}) == []
-    assert provisioning_problems(one, storage({"kind": "pvc"}), {}) == []
-    assert provisioning_problems(one, storage({"kind": "existingClaim", "accessMode": "ReadWriteOnce"}), {}) == []
+    assert list(provisioning_problems({}, storage({}), {})) == []
+    assert list(provisioning_problems(one, storage({"kind": "pvc"}), {})) == []
+    assert list(provisioning_problems(one, storage({"kind": "existingClaim", "accessMode": "ReadWriteOnce"}), {})) == []
     host = storage({"kind": "hostPath", "hostPath": {"path": "/x"}})
-    assert provisioning_problems(one, host, {"kubernetes.io/hostname": "n"}) == []
+    assert list(provisioning_problems(one, host, {"kubernetes.io/hostname": "n"})) == []
 
 
 def test_the_job_follows_the_workers_one_node() -> None:
@@ -484,9 +484,9 @@ def test_the_notebook_against_the_image_and_the_storage() -> None:
             "use ReadWriteMany or ReadOnlyMany, or notebook.enabled false",
         ),
     ]  # fmt: skip
-    assert notebook_problems(NotebookConfig.model_validate({}), {"image": prebuilt, "storage": single}) == []
+    assert list(notebook_problems(NotebookConfig.model_validate({}), {"image": prebuilt, "storage": single})) == []
     with_ref = NotebookConfig.model_validate({"enabled": True, "imageRef": DIGEST})
-    assert notebook_problems(with_ref, {"image": prebuilt, "storage": storage({"kind": "pvc"})}) == []
-    assert notebook_problems(on, {"image": ImageConfig.model_validate({"repository": "r/x"})}) == []
-    assert notebook_problems(on, {"storage": storage({"kind": "none", "accessMode": "ReadWriteOnce"})}) == []
-    assert notebook_problems(on, {}) == []
+    assert list(notebook_problems(with_ref, {"image": prebuilt, "storage": storage({"kind": "pvc"})})) == []
+    assert list(notebook_problems(on, {"image": ImageConfig.model_validate({"repository": "r/x"})})) == []
+    assert list(notebook_problems(on, {"storage": storage({"kind": "none", "accessMode": "ReadWriteOnce"})})) == []
+    assert list(notebook_problems(on, {})) == []

@@ -20,7 +20,7 @@ from packaging.requirements import Requirement
 
 from components import image as image_module
 from components.cluster import RUN_AS_USER, SCRATCH_DIR
-from components.config import OBJECT_STORES, PYTHON_VERSION, ConfigError, ImageConfig, parse_stack_config
+from components.config import PYTHON_VERSION, ConfigError, ImageConfig, parse_stack_config
 from components.constants import LABELS
 from components.image import (
     CLUSTER_TARGET,
@@ -31,6 +31,7 @@ from components.image import (
 )
 from components.lock import PROJECT_DIR, BaseImage, base_image, canonical, read_lock, requirement_closure
 from components.notebook import STARTER, STARTER_DIR
+from components.storage_config import OBJECT_STORES
 from tools import mock_runtime
 from tools.mock_runtime import SECRET_SIG, SECRET_VALUE, has_plaintext, run_program, unwrap_secrets
 from tools.relock import pin_base_image, resolve_base_digest

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
-from components.config import SIZE_PRESETS, parse_stack_config
+from components.cluster_config import SIZE_PRESETS
+from components.config import parse_stack_config
 from components.lock import PROJECT_DIR
 from scripts.sized_catalog import write_sized_catalog
 from tools import sizing

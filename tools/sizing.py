@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from components.config import SIZE_PRESETS, quantity_bytes
+from components.cluster_config import SIZE_PRESETS
+from components.section import quantity_bytes
 from components.verification.query import parse_storage_options
 
 # Measured by bench/sizing.py (figures in docs/operations.md): loading one partition with lsdb grows a peak RSS by
