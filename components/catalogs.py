@@ -19,11 +19,11 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.catalog_config import DIGEST_LENGTH, SUFFIX, CatalogConfig, catalog_path, job_node_selector
-from components.cluster import CONTAINER_SECURITY_CONTEXT, pod_spec, writable_mounts, writable_volumes
+from components.cluster import container, pod_spec, skip_annotations, writable_mounts, writable_volumes
 from components.config import StackConfig
 from components.constants import LABELS as PROGRAM_LABELS
 from components.object_store_keys import key_wiring, secret_data
-from components.options import child_options
+from components.options import child_options, register
 from components.provision import catalog_copy
 from components.security import dns_egress, ip_egress
 
@@ -104,21 +104,15 @@ def provision_job_manifest(
         "--threads", str(THREADS),
         "--storage-options", json.dumps(catalog.storage_options),
     ]  # fmt: skip
-    container = {
-        "name": "provision",
-        "image": image,
-        "imagePullPolicy": "IfNotPresent",
-        "command": command,
-        "env": keys.env,
-        "resources": RESOURCES,
-        "securityContext": CONTAINER_SECURITY_CONTEXT,
-        "volumeMounts": [
-            {"name": CLAIM_VOLUME, "mountPath": storage.mount_path},
-            {"name": CODE_VOLUME, "mountPath": CODE_DIR, "readOnly": True},
-            *writable_mounts(),
-            *keys.mounts,
-        ],
-    }
+    mounts: list[dict[str, Any]] = [
+        {"name": CLAIM_VOLUME, "mountPath": storage.mount_path},
+        {"name": CODE_VOLUME, "mountPath": CODE_DIR, "readOnly": True},
+        *writable_mounts(),
+        *keys.mounts,
+    ]
+    copier = container(
+        "provision", image, RESOURCES, mounts, env=keys.env, imagePullPolicy="IfNotPresent", command=command
+    )
     volumes = [
         {"name": CLAIM_VOLUME, "persistentVolumeClaim": {"claimName": storage.claim_name}},
         {"name": CODE_VOLUME, "configMap": {"name": config_map}},
@@ -126,9 +120,8 @@ def provision_job_manifest(
         *keys.volumes,
     ]
     placement: dict[str, Any] = {"nodeSelector": node_selector} if node_selector else {}
-    pod = pod_spec([container], volumes, pull_secret, restartPolicy="Never", **placement)
-    annotations = {"pulumi.com/replaceUnready": "true"}
-    annotations |= {f"checkov.io/skip{n}": reason for n, reason in enumerate(keys.scanner_skips, 1)}
+    pod = pod_spec([copier], volumes, pull_secret, restartPolicy="Never", **placement)
+    annotations = {"pulumi.com/replaceUnready": "true"} | skip_annotations(*keys.scanner_skips)
     spec = {"backoffLimit": BACKOFF_LIMIT, "template": {"metadata": {"labels": labels(name)}, "spec": pod}}
     # `<name>-provision-<h>`, `<h>` a digest of the spec (source, access, engine, image): a Job's pod template is
     # immutable, and a new name lets Pulumi create the new Job before deleting the old.
@@ -192,11 +185,7 @@ class CatalogProvisioning(pulumi.ComponentResource):
         def provision(catalog_name: str, catalog: CatalogConfig) -> None:
             prefix = f"{name}-{catalog_name}"
             code = code_config_map_manifest(catalog_name, ns, source)
-            needs: list[pulumi.Resource] = [
-                k8s.core.v1.ConfigMap(
-                    f"{prefix}-code", metadata=code["metadata"], data=code["data"], immutable=True, opts=child
-                )
-            ]
+            needs: list[pulumi.Resource] = [register(k8s.core.v1.ConfigMap, f"{prefix}-code", code, child)]
             if catalog.credential_env and catalog_name in credentials:
                 secret: Any = credentials[catalog_name].apply(
                     lambda creds: credentials_secret_manifest(catalog_name, catalog, ns, creds)
@@ -210,9 +199,7 @@ class CatalogProvisioning(pulumi.ComponentResource):
                 policy = provision_network_policy_manifest(
                     catalog_name, catalog, ns, security.egress_cidrs, security.egress_ports
                 )
-                needs.append(k8s.networking.v1.NetworkPolicy(
-                    f"{prefix}-netpol", metadata=policy["metadata"], spec=policy["spec"], opts=child
-                ))  # fmt: skip
+                needs.append(register(k8s.networking.v1.NetworkPolicy, f"{prefix}-netpol", policy, child))
             job = pulumi.Output.from_input(image).apply(
                 lambda ref: provision_job_manifest(catalog_name, catalog, config, pull_secret, source, ref)
             )

@@ -21,7 +21,7 @@ from components.constants import (
     pod_selector,
     scheduler_service_name,
 )
-from components.options import child_options
+from components.options import child_options, register
 
 # Fixed (not Pulumi's random one): `kubectl get service ... --show-managed-fields` says who set the selector.
 SELECTOR_FIELD_MANAGER = "lsdb-k8s-stable-endpoint"
@@ -50,11 +50,11 @@ class StableEndpoint(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("lsdb-k8s:cluster:StableEndpoint", name, {}, opts)
-        service: dict[str, Any] = {
+        service = {
             "metadata": _metadata(cluster_name, namespace, labels={**LABELS, APP_NAME_LABEL: cluster_name}),
             "spec": {"type": "ClusterIP", "ports": scheduler_service_ports()},
         }
-        self.service = k8s.core.v1.Service(f"{name}-service", **service, opts=child_options(self, opts))
+        self.service = register(k8s.core.v1.Service, f"{name}-service", service, child_options(self, opts))
         svc, k = scheduler_service_name(cluster_name), kubectl(kube_context)
         self.endpoints = {
             "schedulerAddress": in_cluster_address(svc, namespace, tls),
@@ -85,9 +85,9 @@ class StableEndpointSelector(pulumi.ComponentResource):
         super().__init__("lsdb-k8s:cluster:StableEndpointSelector", name, {}, opts)
         annotations = {"pulumi.com/patchFieldManager": SELECTOR_FIELD_MANAGER, "pulumi.com/patchForce": "true"}
         selector = {CLUSTER_NAME_LABEL: live_name, COMPONENT_LABEL: "scheduler"}
-        patch: dict[str, Any] = {
+        patch = {
             "metadata": _metadata(cluster_name, namespace, annotations=annotations),
             "spec": {"selector": selector},
         }
-        self.patch = k8s.core.v1.ServicePatch(f"{name}-patch", **patch, opts=child_options(self, opts))
+        self.patch = register(k8s.core.v1.ServicePatch, f"{name}-patch", patch, child_options(self, opts))
         self.register_outputs({"selector": selector})

@@ -21,7 +21,7 @@ from components.constants import (
     LABELS,
     WORKER_GROUP_LABEL,
 )
-from components.options import child_options
+from components.options import child_options, register
 
 MONITORING_API_VERSION = "monitoring.coreos.com/v1"
 TASK_STATES = 'state=~"processing|waiting|queued|no-worker"'
@@ -64,45 +64,33 @@ def chart_monitoring_values(monitoring: MonitoringConfig, cluster_namespace: str
 # --- this stack's own monitors (operator from another stack) ------------------------------------------------
 
 
-def service_monitor_manifest(
+def monitor_manifests(
     cluster: ClusterConfig, namespace: str, cluster_name: str, labels: Mapping[str, str]
-) -> dict[str, Any]:
-    """The scheduler's ServiceMonitor: the operator's scheduler Service of the live cluster, port http-dashboard."""
-    return {
-        "apiVersion": MONITORING_API_VERSION,
-        "kind": "ServiceMonitor",
-        "metadata": {
-            "name": f"{cluster.name}-scheduler",
-            "namespace": namespace,
-            "labels": {**LABELS, APP_NAME_LABEL: cluster.name, **labels},
-        },
-        "spec": {
-            "selector": {"matchLabels": {CLUSTER_NAME_LABEL: cluster_name, COMPONENT_LABEL: "scheduler"}},
-            "namespaceSelector": {"matchNames": [namespace]},
-            "endpoints": [{"port": DASHBOARD_PORT_NAME, "path": METRICS_PATH, "interval": SCRAPE_INTERVAL}],
-            "targetLabels": SCHEDULER_TARGET_LABELS,
-        },
+) -> dict[str, dict[str, Any]]:
+    """By kind: the scheduler's ServiceMonitor (the operator's scheduler Service of the live cluster) and the
+    workers' PodMonitor (every worker pod, all groups), both on port http-dashboard."""
+    endpoints = [{"port": DASHBOARD_PORT_NAME, "path": METRICS_PATH, "interval": SCRAPE_INTERVAL}]
+    monitors = {  # kind -> (name suffix, component, the key of its endpoints, of its target labels, the labels)
+        "ServiceMonitor": ("scheduler", "scheduler", "endpoints", "targetLabels", SCHEDULER_TARGET_LABELS),
+        "PodMonitor": ("workers", "worker", "podMetricsEndpoints", "podTargetLabels", WORKER_TARGET_LABELS),
     }
-
-
-def pod_monitor_manifest(
-    cluster: ClusterConfig, namespace: str, cluster_name: str, labels: Mapping[str, str]
-) -> dict[str, Any]:
-    """The workers' PodMonitor: every worker pod (all groups) of the live cluster, port http-dashboard."""
     return {
-        "apiVersion": MONITORING_API_VERSION,
-        "kind": "PodMonitor",
-        "metadata": {
-            "name": f"{cluster.name}-workers",
-            "namespace": namespace,
-            "labels": {**LABELS, APP_NAME_LABEL: cluster.name, **labels},
-        },
-        "spec": {
-            "selector": {"matchLabels": {CLUSTER_NAME_LABEL: cluster_name, COMPONENT_LABEL: "worker"}},
-            "namespaceSelector": {"matchNames": [namespace]},
-            "podMetricsEndpoints": [{"port": DASHBOARD_PORT_NAME, "path": METRICS_PATH, "interval": SCRAPE_INTERVAL}],
-            "podTargetLabels": WORKER_TARGET_LABELS,
-        },
+        kind: {
+            "apiVersion": MONITORING_API_VERSION,
+            "kind": kind,
+            "metadata": {
+                "name": f"{cluster.name}-{suffix}",
+                "namespace": namespace,
+                "labels": {**LABELS, APP_NAME_LABEL: cluster.name, **labels},
+            },
+            "spec": {
+                "selector": {"matchLabels": {CLUSTER_NAME_LABEL: cluster_name, COMPONENT_LABEL: component}},
+                "namespaceSelector": {"matchNames": [namespace]},
+                endpoints_key: endpoints,
+                targets_key: targets,
+            },
+        }
+        for kind, (suffix, component, endpoints_key, targets_key, targets) in monitors.items()
     }
 
 
@@ -253,10 +241,18 @@ class LsdbMonitoring(pulumi.ComponentResource):
         cluster, namespace, monitoring = config.cluster, config.namespace, config.monitoring
         live = pulumi.Output.from_input(cluster_name)
         if not config.operator.install:
-            scheduler = live.apply(lambda n: service_monitor_manifest(cluster, namespace, n, monitoring.labels))
-            workers = live.apply(lambda n: pod_monitor_manifest(cluster, namespace, n, monitoring.labels))
-            self.service_monitor = self._custom(f"{name}-scheduler", "ServiceMonitor", scheduler, opts)
-            self.pod_monitor = self._custom(f"{name}-workers", "PodMonitor", workers, opts)
+            monitors = live.apply(lambda n: monitor_manifests(cluster, namespace, n, monitoring.labels))
+
+            def monitor(suffix: str, kind: str) -> k8s.apiextensions.CustomResource:
+                shape, manifest = {"apiVersion": MONITORING_API_VERSION, "kind": kind}, monitors[kind]
+                resource = k8s.apiextensions.CustomResource
+                child = child_options(self, opts)
+                return register(
+                    resource, f"{name}-{suffix}", shape, child, metadata=manifest["metadata"], spec=manifest["spec"]
+                )
+
+            self.service_monitor = monitor("scheduler", "ServiceMonitor")
+            self.pod_monitor = monitor("workers", "PodMonitor")
         if monitoring.dashboard:
             manifest = pulumi.Output.from_input(verification).apply(
                 lambda v: dashboard_config_map(cluster, monitoring, namespace, v)
@@ -268,15 +264,3 @@ class LsdbMonitoring(pulumi.ComponentResource):
                 opts=child_options(self, opts),
             )
         self.register_outputs({})
-
-    def _custom(
-        self, name: str, kind: str, manifest: pulumi.Output[dict[str, Any]], opts: pulumi.ResourceOptions | None
-    ) -> k8s.apiextensions.CustomResource:
-        return k8s.apiextensions.CustomResource(
-            name,
-            api_version=MONITORING_API_VERSION,
-            kind=kind,
-            metadata=manifest["metadata"],
-            spec=manifest["spec"],
-            opts=child_options(self, opts),
-        )

@@ -13,16 +13,17 @@ import pulumi_kubernetes as k8s
 import pulumi_tls as tls
 
 from components.cluster import (
-    CONTAINER_SECURITY_CONTEXT,
     HOME_DIR,
     TLS_FILES,
+    container,
     http_probes,
     in_cluster_address,
+    pod_metadata,
     pod_spec,
+    resources,
     secret_volume,
-    tls_env,
-    tls_mounts,
-    tls_volumes,
+    skip_annotations,
+    tls_pieces,
     writable_mounts,
     writable_volumes,
 )
@@ -37,7 +38,7 @@ from components.constants import (
     scheduler_service_name,
 )
 from components.image import LsdbImage
-from components.options import child_options
+from components.options import child_options, register
 from components.security import cluster_pods, dns_egress, gke_metadata_egress, ip_egress
 from components.storage import PodStorage
 
@@ -113,73 +114,65 @@ def notebook_env(config: StackConfig, storage: PodStorage, catalog: str | None) 
         {"name": CONE_ENV, "value": json.dumps(cone, sort_keys=True)},
         {"name": COLUMNS_ENV, "value": json.dumps(list(verify.columns))},
         {"name": "JUPYTER_TOKEN_FILE", "value": f"{TOKEN_DIR}/{TOKEN_FILE}"},
-        *(e for e in tls_env(tls) if e["name"].startswith(CLIENT_TLS_ROLES)),  # the client role's
+        *(e for e in _tls(config)[0] if e["name"].startswith(CLIENT_TLS_ROLES)),  # the client role's
     ]
     return env + copy.deepcopy(storage.env)
 
 
-def _volumes(config: StackConfig, storage: PodStorage) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(volumes, mounts): the writable directories (home: the claim with notebook.storage), the token, the TLS
-    bundle, the catalog storage read-only."""
-    home_storage, name, tls = config.notebook.storage, config.cluster.name, config.security.tls
-    home: dict[str, Any] = {"emptyDir": {}}
-    if home_storage.enabled:
-        home = {"persistentVolumeClaim": {"claimName": home_storage.existing_claim or home_claim_name(name)}}
-    volumes = [
-        *(v for v in writable_volumes() if v["name"] != HOME_VOLUME),
-        {"name": HOME_VOLUME, **home},
-        secret_volume("token", token_secret_name(name)),
-        *tls_volumes(tls_secret_name(name) if tls else None),
-        *copy.deepcopy(storage.volumes),
-    ]
-    mounts = [
-        *writable_mounts(),
-        {"name": "token", "mountPath": TOKEN_DIR, "readOnly": True},
-        *tls_mounts(tls),
-        *({**m, "readOnly": True} for m in storage.worker_mounts),
-    ]
-    return volumes, mounts
+def _tls(config: StackConfig) -> tuple[list[dict[str, str]], list[dict[str, Any]], list[dict[str, Any]]]:
+    return tls_pieces(tls_secret_name(config.cluster.name) if config.security.tls else None)
 
 
 def deployment_manifest(
     config: StackConfig, storage: PodStorage, pull_secret: str | None, catalog: str | None, image: str
 ) -> dict[str, Any]:
-    nb = config.notebook
-    volumes, mounts = _volumes(config, storage)
-    selector = selector_labels(config.cluster.name)
-    pod_labels = {**selector, **CLIENT_LABEL, **(DASHBOARD_LABEL if nb.dashboard else {}), **storage.pod_labels}
-    container = {
-        "name": "jupyterlab",
-        "image": image,
-        "imagePullPolicy": "IfNotPresent",
-        "command": list(COMMAND),
-        "env": notebook_env(config, storage, catalog),
-        "ports": [{"name": PORT_NAME, "containerPort": NOTEBOOK_PORT, "protocol": "TCP"}],
-        "resources": {"requests": {"cpu": nb.cpu, "memory": nb.memory}, "limits": {"memory": nb.memory}},
-        "securityContext": copy.deepcopy(CONTAINER_SECURITY_CONTEXT),  # one per container
-        "volumeMounts": mounts,
+    """The writable directories (home: the claim with notebook.storage), the token, the TLS bundle and the catalog
+    storage (read-only) mounted; the starter copied into the home by an init container."""
+    nb, name = config.notebook, config.cluster.name
+    _, tls_volumes, tls_mounts = _tls(config)
+    home: dict[str, Any] = {"emptyDir": {}}
+    if nb.storage.enabled:
+        home = {"persistentVolumeClaim": {"claimName": nb.storage.existing_claim or home_claim_name(name)}}
+    volumes = [
+        *(v for v in writable_volumes() if v["name"] != HOME_VOLUME),
+        {"name": HOME_VOLUME, **home},
+        secret_volume("token", token_secret_name(name)),
+        *tls_volumes,
+        *copy.deepcopy(storage.volumes),
+    ]
+    mounts = [
+        *writable_mounts(),
+        {"name": "token", "mountPath": TOKEN_DIR, "readOnly": True},
+        *tls_mounts,
+        *({**m, "readOnly": True} for m in storage.worker_mounts),
+    ]
+    lab = container(
+        "jupyterlab",
+        image,
+        resources(nb.cpu, nb.memory),
+        mounts,
+        {PORT_NAME: NOTEBOOK_PORT},
+        notebook_env(config, storage, catalog),
+        imagePullPolicy="IfNotPresent",
+        command=list(COMMAND),
         **http_probes(PORT_NAME, "/api", 30),
-    }
-    home = next(m for m in mounts if m["name"] == HOME_VOLUME)
-    init = {
-        "name": "starter",
-        "image": image,
-        "imagePullPolicy": "IfNotPresent",
-        "command": ["python", "-c", COPY_STARTER, f"{STARTER_DIR}/{STARTER}", f"{HOME_DIR}/{STARTER}"],
-        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
-        "securityContext": copy.deepcopy(CONTAINER_SECURITY_CONTEXT),
-        "volumeMounts": [home],
-    }
-    pod = pod_spec([container], volumes, pull_secret, storage.service_account, initContainers=[init])
-    template_metadata: dict[str, Any] = {"labels": pod_labels}
-    if storage.pod_annotations:
-        template_metadata["annotations"] = dict(storage.pod_annotations)
-    reasons = [
+    )
+    init = container(
+        "starter",
+        image,
+        {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
+        [m for m in mounts if m["name"] == HOME_VOLUME],
+        imagePullPolicy="IfNotPresent",
+        command=["python", "-c", COPY_STARTER, f"{STARTER_DIR}/{STARTER}", f"{HOME_DIR}/{STARTER}"],
+    )
+    pod = pod_spec([lab], volumes, pull_secret, storage.service_account, initContainers=[init])
+    selector = selector_labels(name)
+    template_metadata = pod_metadata(storage, {**selector, **CLIENT_LABEL, **(DASHBOARD_LABEL if nb.dashboard else {})})
+    annotations = skip_annotations(
         "CKV_K8S_11=a CPU limit throttles the kernel and its Dask client's heartbeats while the cluster does the "
         "work; the request (notebook.cpu) reserves the CPU",
         *storage.scanner_skips,  # the storage's, as on the cluster's pods (abfs keys as variables)
-    ]
-    annotations = {f"checkov.io/skip{n}": reason for n, reason in enumerate(reasons, 1)}
+    )
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -291,22 +284,19 @@ class LsdbNotebook(pulumi.ComponentResource):
             bundle = client_tls.apply(lambda b: {TLS_FILES[k]: b[k] for k in ("ca", "cert", "key")})
             needs.append(secret("tls", tls_secret_name(cluster_name), bundle))
         if (claim := home_claim_manifest(config)) is not None:
-            needs.append(k8s.core.v1.PersistentVolumeClaim(
-                f"{name}-home", metadata=claim["metadata"], spec=claim["spec"], opts=child,
-            ))  # fmt: skip
+            needs.append(register(k8s.core.v1.PersistentVolumeClaim, f"{name}-home", claim, child))
         if (policy := network_policy_manifest(config)) is not None:
-            needs.append(k8s.networking.v1.NetworkPolicy(
-                f"{name}-netpol", metadata=policy["metadata"], spec=policy["spec"], opts=child,
-            ))  # fmt: skip
+            needs.append(register(k8s.networking.v1.NetworkPolicy, f"{name}-netpol", policy, child))
+        # The metadata known at preview; the spec runs the image built (known after the build).
         manifest = pulumi.Output.from_input(ref).apply(
             lambda ref: deployment_manifest(config, storage, pull_secret, catalog, ref)
         )
-        deployment = k8s.apps.v1.Deployment(
+        deployment = register(
+            k8s.apps.v1.Deployment,
             f"{name}-deployment",
-            metadata=deployment_manifest(config, storage, pull_secret, catalog, "")["metadata"],
+            deployment_manifest(config, storage, pull_secret, catalog, ""),
+            child_options(self, opts, *needs),
             spec=manifest.apply(lambda d: d["spec"]),
-            opts=child_options(self, opts, *needs),
         )
-        service = service_manifest(config)
-        k8s.core.v1.Service(f"{name}-service", metadata=service["metadata"], spec=service["spec"], opts=child)
+        register(k8s.core.v1.Service, f"{name}-service", service_manifest(config), child)
         self.register_outputs({"deployment": deployment.metadata["name"]})

@@ -13,7 +13,7 @@ from components.config import IDENTITY_PROVIDERS, StorageConfig
 from components.constants import LABELS as PROGRAM_LABELS
 from components.constants import STORAGE_COMPONENT_LABEL
 from components.object_store_keys import key_wiring, secret_data
-from components.options import child_options
+from components.options import child_options, register
 
 VOLUME_NAME = "catalog-data"
 LABELS = {**PROGRAM_LABELS, STORAGE_COMPONENT_LABEL[0]: STORAGE_COMPONENT_LABEL[1]}
@@ -150,13 +150,10 @@ class CatalogStorage(pulumi.ComponentResource):
         child = child_options(self, opts)
         self.pod_storage = pod_storage(storage, cluster_name)
         if pv := persistent_volume_manifest(storage, namespace):
-            self.volume = k8s.core.v1.PersistentVolume(
-                f"{name}-pv", metadata=pv["metadata"], spec=pv["spec"], opts=child
-            )
+            self.volume = register(k8s.core.v1.PersistentVolume, f"{name}-pv", pv, child)
         if pvc := persistent_volume_claim_manifest(storage, namespace):
-            self.claim = k8s.core.v1.PersistentVolumeClaim(
-                f"{name}-pvc", metadata=pvc["metadata"], spec=pvc["spec"], opts=child_options(self, opts, self.volume)
-            )
+            claim_opts = child_options(self, opts, self.volume)
+            self.claim = register(k8s.core.v1.PersistentVolumeClaim, f"{name}-pvc", pvc, claim_opts)
         if storage.credential_keys and credentials is not None:
             manifest = credentials.apply(lambda c: object_store_secret_manifest(storage, namespace, cluster_name, c))
             self.secret = k8s.core.v1.Secret(
@@ -168,12 +165,7 @@ class CatalogStorage(pulumi.ComponentResource):
                 opts=child,
             )
         if account := service_account_manifest(storage, namespace, cluster_name):
-            self.service_account = k8s.core.v1.ServiceAccount(
-                f"{name}-service-account",
-                metadata=account["metadata"],
-                automount_service_account_token=account["automountServiceAccountToken"],
-                opts=child,
-            )
+            self.service_account = register(k8s.core.v1.ServiceAccount, f"{name}-service-account", account, child)
         self.register_outputs(
             {
                 "claimName": self.claim.metadata.name if self.claim else None,
