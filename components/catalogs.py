@@ -1,14 +1,9 @@
 """Catalog provisioning (`catalogs`, docs/storage.md): per catalog a ConfigMap holding the copy engine
 (components/provision/catalog_copy.py), a credentials Secret, a NetworkPolicy and the Job copying onto the claim.
-
-pulumi-kubernetes waits for a Job to complete, so what depends on the component runs on a complete copy. The Job
-is kept (no `ttlSecondsAfterFinished`): deleted by Kubernetes, `pulumi up --refresh` would recreate it and copy
-again.
-"""
+The Job is kept (no `ttlSecondsAfterFinished`): deleted by Kubernetes, `pulumi up --refresh` would copy again."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,7 +14,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.catalog_config import DIGEST_LENGTH, SUFFIX, CatalogConfig, catalog_path, job_node_selector
-from components.cluster import container, pod_spec, skip_annotations, writable_mounts, writable_volumes
+from components.cluster import container, pod_spec, skip_annotations, spec_digest, writable_mounts, writable_volumes
 from components.config import StackConfig
 from components.constants import LABELS as PROGRAM_LABELS
 from components.object_store_keys import key_wiring, secret_data
@@ -47,16 +42,13 @@ def engine_source() -> str:
     return ENGINE_PATH.read_text()
 
 
-def _digest(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:DIGEST_LENGTH]
-
-
 def code_config_map_manifest(name: str, namespace: str, source: str) -> dict[str, Any]:
     """The engine's source as a ConfigMap, its content hash in the name (immutable: a change is a new one)."""
+    metadata = _metadata(name, namespace, f"{name}-provision-code-{spec_digest(source)[:DIGEST_LENGTH]}")
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _metadata(name, namespace, f"{name}-provision-code-{_digest(source)}"),
+        "metadata": metadata,
         "immutable": True,
         "data": {ENGINE_FILE: source},
     }
@@ -125,7 +117,7 @@ def provision_job_manifest(
     spec = {"backoffLimit": BACKOFF_LIMIT, "template": {"metadata": {"labels": labels(name)}, "spec": pod}}
     # `<name>-provision-<h>`, `<h>` a digest of the spec (source, access, engine, image): a Job's pod template is
     # immutable, and a new name lets Pulumi create the new Job before deleting the old.
-    job_name = f"{name}{SUFFIX}{_digest(spec)}"
+    job_name = f"{name}{SUFFIX}{spec_digest(spec)[:DIGEST_LENGTH]}"
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -147,20 +139,10 @@ def provision_network_policy_manifest(
 ) -> dict[str, Any]:
     """The Job's pods: no ingress; egress to DNS and to the source (`egress_cidrs` on its ports) only."""
     selector = {"matchLabels": {CATALOG_LABEL: name, "app.kubernetes.io/component": COMPONENT}}
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": _metadata(name, namespace, f"{name}-provision"),
-        "spec": {
-            "podSelector": selector,
-            "policyTypes": ["Ingress", "Egress"],
-            "ingress": [],
-            "egress": [
-                dns_egress(),
-                ip_egress(egress_cidrs, source_ports(catalog, egress_ports)),
-            ],
-        },
-    }
+    egress = [dns_egress(), ip_egress(egress_cidrs, source_ports(catalog, egress_ports))]
+    spec = {"podSelector": selector, "policyTypes": ["Ingress", "Egress"], "ingress": [], "egress": egress}
+    metadata = _metadata(name, namespace, f"{name}-provision")
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": metadata, "spec": spec}
 
 
 class CatalogProvisioning(pulumi.ComponentResource):
@@ -203,14 +185,10 @@ class CatalogProvisioning(pulumi.ComponentResource):
             job = pulumi.Output.from_input(image).apply(
                 lambda ref: provision_job_manifest(catalog_name, catalog, config, pull_secret, source, ref)
             )
+            # pulumi-kubernetes waits for a Job to complete: what depends on the component runs on a complete copy.
             job_opts = child_options(self, opts, *needs)
             job_opts.custom_timeouts = pulumi.CustomTimeouts(create=JOB_TIMEOUT, update=JOB_TIMEOUT)
-            k8s.batch.v1.Job(
-                f"{prefix}-job",
-                metadata=job.apply(lambda j: j["metadata"]),
-                spec=job.apply(lambda j: j["spec"]),
-                opts=job_opts,
-            )
+            register(k8s.batch.v1.Job, f"{prefix}-job", {}, job_opts, metadata=job["metadata"], spec=job["spec"])
 
         for catalog_name, catalog in config.catalogs.items():
             provision(catalog_name, catalog)

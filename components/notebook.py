@@ -50,11 +50,6 @@ STARTER = "starter.ipynb"
 TOKEN_DIR = "/var/run/secrets/lsdb-notebook"
 TOKEN_FILE = "token"
 HOME_VOLUME = "home"
-CATALOG_ENV = "LSDB_CATALOG"
-STORAGE_OPTIONS_ENV = "LSDB_STORAGE_OPTIONS"
-CONE_ENV = "LSDB_CONE"
-COLUMNS_ENV = "LSDB_COLUMNS"
-TOKEN_LENGTH = 48
 # The init container: copy the starter into the home unless the user already has one (never overwrite their edits).
 COPY_STARTER = "import os, shutil, sys; os.path.exists(sys.argv[2]) or shutil.copyfile(sys.argv[1], sys.argv[2])"
 COMMAND = (
@@ -95,9 +90,15 @@ def _metadata(config: StackConfig, name: str) -> dict[str, Any]:
     return {"name": name, "namespace": config.namespace, "labels": selector_labels(config.cluster.name)}
 
 
+def _manifest(config: StackConfig, api_version: str, kind: str, **fields: Any) -> dict[str, Any]:
+    """An object named like the notebook (its Deployment, Service, NetworkPolicy)."""
+    metadata = _metadata(config, notebook_name(config.cluster.name))
+    return {"apiVersion": api_version, "kind": kind, "metadata": metadata, **fields}
+
+
 def token_from_key(private_key_pem: str) -> str:
     """A digest of a random key kept in the Pulumi state (stable across `pulumi up`; pulumi-random is no dependency)."""
-    return hashlib.sha256(private_key_pem.encode()).hexdigest()[:TOKEN_LENGTH]
+    return hashlib.sha256(private_key_pem.encode()).hexdigest()[:48]
 
 
 def notebook_env(config: StackConfig, storage: PodStorage, catalog: str | None) -> list[dict[str, Any]]:
@@ -109,10 +110,10 @@ def notebook_env(config: StackConfig, storage: PodStorage, catalog: str | None) 
     scheduler = in_cluster_address(scheduler_service_name(config.cluster.name), config.namespace, tls)
     env: list[dict[str, Any]] = [
         {"name": "DASK_SCHEDULER_ADDRESS", "value": scheduler},
-        {"name": CATALOG_ENV, "value": catalog or ""},
-        {"name": STORAGE_OPTIONS_ENV, "value": json.dumps(config.storage.catalog_storage_options, sort_keys=True)},
-        {"name": CONE_ENV, "value": json.dumps(cone, sort_keys=True)},
-        {"name": COLUMNS_ENV, "value": json.dumps(list(verify.columns))},
+        {"name": "LSDB_CATALOG", "value": catalog or ""},
+        {"name": "LSDB_STORAGE_OPTIONS", "value": json.dumps(config.storage.catalog_storage_options, sort_keys=True)},
+        {"name": "LSDB_CONE", "value": json.dumps(cone, sort_keys=True)},
+        {"name": "LSDB_COLUMNS", "value": json.dumps(list(verify.columns))},
         {"name": "JUPYTER_TOKEN_FILE", "value": f"{TOKEN_DIR}/{TOKEN_FILE}"},
         *(e for e in _tls(config)[0] if e["name"].startswith(CLIENT_TLS_ROLES)),  # the client role's
     ]
@@ -173,30 +174,22 @@ def deployment_manifest(
         "work; the request (notebook.cpu) reserves the CPU",
         *storage.scanner_skips,  # the storage's, as on the cluster's pods (abfs keys as variables)
     )
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {**_metadata(config, notebook_name(config.cluster.name)), "annotations": annotations},
-        "spec": {
-            "replicas": 1,
-            "strategy": {"type": "Recreate"},
-            "selector": {"matchLabels": selector},
-            "template": {"metadata": template_metadata, "spec": pod},
-        },
+    template = {"metadata": template_metadata, "spec": pod}
+    deployment = _manifest(config, "apps/v1", "Deployment")
+    deployment["metadata"]["annotations"] = annotations
+    spec = {
+        "replicas": 1,
+        "strategy": {"type": "Recreate"},
+        "selector": {"matchLabels": selector},
+        "template": template,
     }
+    return deployment | {"spec": spec}
 
 
 def service_manifest(config: StackConfig) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": _metadata(config, notebook_name(config.cluster.name)),
-        "spec": {
-            "type": "ClusterIP",
-            "selector": selector_labels(config.cluster.name),
-            "ports": [{"name": PORT_NAME, "protocol": "TCP", "port": NOTEBOOK_PORT, "targetPort": PORT_NAME}],
-        },
-    }
+    ports = [{"name": PORT_NAME, "protocol": "TCP", "port": NOTEBOOK_PORT, "targetPort": PORT_NAME}]
+    spec = {"type": "ClusterIP", "selector": selector_labels(config.cluster.name), "ports": ports}
+    return _manifest(config, "v1", "Service", spec=spec)
 
 
 def home_claim_manifest(config: StackConfig) -> dict[str, Any] | None:
@@ -206,12 +199,8 @@ def home_claim_manifest(config: StackConfig) -> dict[str, Any] | None:
     claim: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": storage.size}}}
     if storage.storage_class_name:
         claim["storageClassName"] = storage.storage_class_name
-    return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": _metadata(config, home_claim_name(config.cluster.name)),
-        "spec": claim,
-    }
+    metadata = _metadata(config, home_claim_name(config.cluster.name))
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": metadata, "spec": claim}
 
 
 def network_policy_manifest(config: StackConfig) -> dict[str, Any] | None:
@@ -227,17 +216,11 @@ def network_policy_manifest(config: StackConfig) -> dict[str, Any] | None:
         egress.append(ip_egress(security.egress_cidrs, security.egress_ports))
     if storage.identity is not None and storage.identity[0] == "gcp":
         egress.append(gke_metadata_egress())
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": _metadata(config, notebook_name(cluster_name)),
-        "spec": {
-            "podSelector": {"matchLabels": selector_labels(cluster_name)},
-            "policyTypes": ["Ingress", "Egress"],
-            "ingress": [{"from": [{"podSelector": {}}], "ports": [{"protocol": "TCP", "port": PORT_NAME}]}],
-            "egress": egress,
-        },
-    }
+    ingress = [{"from": [{"podSelector": {}}], "ports": [{"protocol": "TCP", "port": PORT_NAME}]}]
+    spec = {"podSelector": {"matchLabels": selector_labels(cluster_name)}, "policyTypes": ["Ingress", "Egress"]}
+    return _manifest(
+        config, "networking.k8s.io/v1", "NetworkPolicy", spec=spec | {"ingress": ingress, "egress": egress}
+    )
 
 
 def notebook_urls(config: StackConfig) -> dict[str, str]:

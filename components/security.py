@@ -30,7 +30,7 @@ from components.constants import (
     WORKER_PORT_NAME,
     scheduler_service_name,
 )
-from components.options import child_options
+from components.options import child_options, register
 from components.tls_schedule import (
     ANCHOR,
     CA_VALIDITY_DAYS,
@@ -109,14 +109,14 @@ def network_policy_manifests(
     if not security.network_policy:
         return []
     clients = [{"podSelector": {"matchLabels": dict(CLIENT_LABEL)}}, *_namespaces(security.client_namespaces)]
-    workers = {"podSelector": cluster_pods(cluster_name, "worker")}
-    scheduler = {"podSelector": cluster_pods(cluster_name, "scheduler")}
+    pods, worker_pods, scheduler_pods = (cluster_pods(cluster_name, c) for c in (None, "worker", "scheduler"))
+    workers, scheduler = {"podSelector": worker_pods}, {"podSelector": scheduler_pods}
     dashboard_readers = [
         {"podSelector": {"matchLabels": dict(DASHBOARD_LABEL)}},
         *_namespaces(security.dashboard_namespaces),
     ]
     scrapers = _namespaces([scraper_namespace] if scraper_namespace else [])
-    egress = [dns_egress(), {"to": [{"podSelector": cluster_pods(cluster_name)}]}]
+    egress = [dns_egress(), {"to": [{"podSelector": pods}]}]
     if object_store:
         egress.append(ip_egress(security.egress_cidrs, security.egress_ports))
     if identity_provider == "gcp":
@@ -133,32 +133,17 @@ def network_policy_manifests(
         worker_ingress.append({"from": scrapers, "ports": _ports(DASHBOARD_PORT_NAME)})
     specs = {
         # Default deny: selects every pod of the cluster for both directions; the others add what is allowed.
-        "default-deny": {"podSelector": cluster_pods(cluster_name), "policyTypes": ["Ingress", "Egress"]},
-        "egress": {"podSelector": cluster_pods(cluster_name), "policyTypes": ["Egress"], "egress": egress},
-        "scheduler": {
-            "podSelector": cluster_pods(cluster_name, "scheduler"),
-            "policyTypes": ["Ingress"],
-            "ingress": scheduler_ingress,
-        },
-        "workers": {
-            "podSelector": cluster_pods(cluster_name, "worker"),
-            "policyTypes": ["Ingress"],
-            "ingress": worker_ingress,
-        },
+        "default-deny": {"podSelector": pods, "policyTypes": ["Ingress", "Egress"]},
+        "egress": {"podSelector": pods, "policyTypes": ["Egress"], "egress": egress},
+        "scheduler": {"podSelector": scheduler_pods, "policyTypes": ["Ingress"], "ingress": scheduler_ingress},
+        "workers": {"podSelector": worker_pods, "policyTypes": ["Ingress"], "ingress": worker_ingress},
     }
+    labels = {**LABELS, APP_NAME_LABEL: cluster_name}
     return [
-        {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "NetworkPolicy",
-            "metadata": {
-                "name": f"{cluster_name}-{part}",
-                "namespace": namespace,
-                "labels": {**LABELS, APP_NAME_LABEL: cluster_name},
-            },
-            "spec": spec,
-        }
+        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+         "metadata": {"name": f"{cluster_name}-{part}", "namespace": namespace, "labels": labels}, "spec": spec}
         for part, spec in specs.items()
-    ]
+    ]  # fmt: skip
 
 
 # --- TLS ---------------------------------------------------------------------------------------------------
@@ -196,19 +181,7 @@ class ClusterSecurity(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("lsdb-k8s:security:ClusterSecurity", name, {}, opts)
-        self.network_policies = self._network_policies(name, config, operator_namespace, opts)
-        self.schedule = certificate_schedule(today, config.security.tls_generation)
-        if config.security.tls:
-            # The certificate covers the stable Service and the operator's of the live cluster.
-            services = [scheduler_service_name(config.cluster.name), scheduler_service_name(live_name)]
-            self._certificates(name, config, services, today, opts)
-        self.register_outputs({"networkPolicies": [p.metadata["name"] for p in self.network_policies]})
-
-    def _network_policies(
-        self, name: str, config: StackConfig, operator_namespace: pulumi.Input[str], opts: pulumi.ResourceOptions | None
-    ) -> list[k8s.networking.v1.NetworkPolicy]:
         cluster, storage, monitoring = config.cluster.name, config.storage, config.monitoring
-        # AWS's and Azure's token endpoints are HTTPS, which the object-store rule allows; GKE's needs its own.
         identity_provider = storage.identity[0] if storage.identity else None
         scrapers = monitoring.prometheus_namespace if monitoring.enabled else None
 
@@ -220,19 +193,22 @@ class ClusterSecurity(pulumi.ComponentResource):
 
         # The operator's namespace may be another stack's output; the set of policies never depends on it.
         manifests = pulumi.Output.from_input(operator_namespace).apply(build)
-
-        def spec(i: int) -> pulumi.Output[Any]:
-            return manifests.apply(lambda m: m[i]["spec"])
-
-        return [
-            k8s.networking.v1.NetworkPolicy(
+        self.network_policies = [
+            register(
+                k8s.networking.v1.NetworkPolicy,
                 f"{name}-{shape['metadata']['name'].removeprefix(f'{cluster}-')}",
-                metadata=shape["metadata"],
-                spec=spec(i),
-                opts=child_options(self, opts),
+                shape,
+                child_options(self, opts),
+                spec=manifests[i]["spec"],
             )
             for i, shape in enumerate(build("operator"))
         ]
+        self.schedule = certificate_schedule(today, config.security.tls_generation)
+        if config.security.tls:
+            # The certificate covers the stable Service and the operator's of the live cluster.
+            services = [scheduler_service_name(config.cluster.name), scheduler_service_name(live_name)]
+            self._certificates(name, config, services, today, opts)
+        self.register_outputs({"networkPolicies": [p.metadata["name"] for p in self.network_policies]})
 
     def _certificates(
         self, name: str, config: StackConfig, services: list[str], today: date, opts: pulumi.ResourceOptions | None
