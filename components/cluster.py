@@ -99,9 +99,6 @@ class ClusterSpec:
     tls_secret: str | None = None  # the Secret holding `TLS_FILES` (certificate, key, the stack's CA); None: no TLS
 
 
-# --- the pieces of every pod of the stack -----------------------------------------------------------------------
-
-
 def container(
     name: str,
     image: str,
@@ -191,8 +188,7 @@ def pod_spec(
 
 
 def pod_metadata(storage: PodStorage, labels: dict[str, str]) -> dict[str, Any]:
-    """Pod-template metadata (the operator copies it onto the pods): `labels`, the workload identity's label and
-    annotation."""
+    """Pod-template metadata: `labels`, the workload identity's label and annotation."""
     items = (("labels", labels | storage.pod_labels), ("annotations", storage.pod_annotations))
     return {key: dict(value) for key, value in items if value}
 
@@ -213,9 +209,6 @@ def scheduler_service_ports() -> list[dict[str, Any]]:
         {"name": name, "protocol": "TCP", "port": port, "targetPort": name}
         for name, port in ((SCHEDULER_PORT_NAME, SCHEDULER_PORT), (DASHBOARD_PORT_NAME, DASHBOARD_PORT))
     ]
-
-
-# --- the DaskCluster and its companions -------------------------------------------------------------------------
 
 
 def worker_template(
@@ -416,21 +409,14 @@ def with_image(manifest: dict[str, Any], image: str) -> dict[str, Any]:
 
 
 class LsdbDaskCluster(pulumi.ComponentResource):
-    """The DaskCluster `<cluster.name>-<h>`, its DaskAutoscaler, extra DaskWorkerGroups and scheduler
-    PodDisruptionBudget, under logical names carrying `<h>`: a new spec is new resources, and the old ones are
-    deleted only at the end of a successful `pulumi up` (never "pending delete"). The groups come after the
-    DaskCluster: the operator adopts them, so deleting the cluster deletes them."""
+    """The manifests `m` (built by the program, which needs the live name first: the certificate's names) running
+    the pushed `image`, under logical names carrying `<h>`: a new spec is new resources, and the old ones are deleted
+    only at the end of a successful `pulumi up` (never "pending delete"). The groups come after the DaskCluster: the
+    operator adopts them, so deleting the cluster deletes them. Depend on the certificate Secret's creator."""
 
     def __init__(
-        self,
-        name: str,
-        m: ClusterManifests,
-        image: pulumi.Input[str],
-        opts: pulumi.ResourceOptions | None = None,
+        self, name: str, m: ClusterManifests, image: pulumi.Input[str], opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        """`m`: built by the program, which needs the live name first (the certificate's names); `image`: the
-        pushed digest, in place of the identity they were built and named with. Depend on the certificate Secret's
-        creator."""
         super().__init__("lsdb-k8s:cluster:LsdbDaskCluster", name, {}, opts)
         self.live_name, self.digest, self.spec_hash = m.live_name, m.digest, m.spec_hash
         pushed = pulumi.Output.from_input(image)
@@ -439,10 +425,8 @@ class LsdbDaskCluster(pulumi.ComponentResource):
             spec: pulumi.Input[dict[str, Any]] = manifest["spec"]
             if "worker" in manifest["spec"]:  # a DaskCluster or DaskWorkerGroup: its pods run the pushed image
                 spec = pushed.apply(lambda ref: with_image(manifest, ref)["spec"])
-            resource = k8s.apiextensions.CustomResource
-            return register(
-                resource, f"{name}-{logical}-{self.digest}", manifest, child_options(self, opts, *deps), spec=spec
-            )
+            logical_name, child = f"{name}-{logical}-{self.digest}", child_options(self, opts, *deps)
+            return register(k8s.apiextensions.CustomResource, logical_name, manifest, child, spec=spec)
 
         self.dask_cluster = custom("daskcluster", m.dask_cluster)
         self.autoscaler = custom("daskautoscaler", m.autoscaler, self.dask_cluster) if m.autoscaler else None

@@ -36,9 +36,6 @@ def prometheus_label(label: str) -> str:
     return re.sub(r"[^a-zA-Z0-9_]", "_", label)
 
 
-# --- the operator chart's monitors --------------------------------------------------------------------------
-
-
 def chart_monitoring_values(monitoring: MonitoringConfig, cluster_namespace: str) -> dict[str, Any]:
     """Helm values of the operator chart that turn on its ServiceMonitor (scheduler) and PodMonitor (workers)."""
     if not monitoring.enabled:
@@ -59,9 +56,6 @@ def chart_monitoring_values(monitoring: MonitoringConfig, cluster_namespace: str
             "worker": {"enabled": True, "podMonitor": workers},
         }
     }
-
-
-# --- this stack's own monitors (operator from another stack) ------------------------------------------------
 
 
 def monitor_manifests(
@@ -92,9 +86,6 @@ def monitor_manifests(
         }
         for kind, (suffix, component, endpoints_key, targets_key, targets) in monitors.items()
     }
-
-
-# --- the Grafana dashboard ----------------------------------------------------------------------------------
 
 
 def group_memory_limits(cluster: ClusterConfig) -> dict[str, int]:
@@ -199,10 +190,7 @@ def dashboard_json(cluster: ClusterConfig, namespace: str, verification: Mapping
 
 
 def dashboard_config_map(
-    cluster: ClusterConfig,
-    monitoring: MonitoringConfig,
-    namespace: str,
-    verification: Mapping[str, Any] | None,
+    cluster: ClusterConfig, monitoring: MonitoringConfig, namespace: str, verification: Mapping[str, Any] | None
 ) -> dict[str, Any]:
     """The ConfigMap the Grafana sidecar loads (it watches for `monitoring.dashboardLabels`)."""
     return {
@@ -215,9 +203,6 @@ def dashboard_config_map(
         },
         "data": {f"{cluster.name}.json": json.dumps(dashboard_json(cluster, namespace, verification), indent=1)},
     }
-
-
-# --- the component ------------------------------------------------------------------------------------------
 
 
 class LsdbMonitoring(pulumi.ComponentResource):
@@ -242,25 +227,16 @@ class LsdbMonitoring(pulumi.ComponentResource):
         live = pulumi.Output.from_input(cluster_name)
         if not config.operator.install:
             monitors = live.apply(lambda n: monitor_manifests(cluster, namespace, n, monitoring.labels))
-
-            def monitor(suffix: str, kind: str) -> k8s.apiextensions.CustomResource:
-                shape, manifest = {"apiVersion": MONITORING_API_VERSION, "kind": kind}, monitors[kind]
-                resource = k8s.apiextensions.CustomResource
-                child = child_options(self, opts)
-                return register(
-                    resource, f"{name}-{suffix}", shape, child, metadata=manifest["metadata"], spec=manifest["spec"]
-                )
-
-            self.service_monitor = monitor("scheduler", "ServiceMonitor")
-            self.pod_monitor = monitor("workers", "PodMonitor")
+            self.service_monitor, self.pod_monitor = (
+                register(k8s.apiextensions.CustomResource, f"{name}-{suffix}",
+                         {"apiVersion": MONITORING_API_VERSION, "kind": kind}, child_options(self, opts),
+                         metadata=monitors[kind]["metadata"], spec=monitors[kind]["spec"])
+                for suffix, kind in (("scheduler", "ServiceMonitor"), ("workers", "PodMonitor"))
+            )  # fmt: skip
         if monitoring.dashboard:
             manifest = pulumi.Output.from_input(verification).apply(
                 lambda v: dashboard_config_map(cluster, monitoring, namespace, v)
             )
-            self.dashboard = k8s.core.v1.ConfigMap(
-                f"{name}-dashboard",
-                metadata=manifest["metadata"],
-                data=manifest["data"],
-                opts=child_options(self, opts),
-            )
+            fields = {"metadata": manifest["metadata"], "data": manifest["data"]}
+            self.dashboard = register(k8s.core.v1.ConfigMap, f"{name}-dashboard", fields, child_options(self, opts))
         self.register_outputs({})

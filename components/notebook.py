@@ -258,9 +258,10 @@ class LsdbNotebook(pulumi.ComponentResource):
         self.token = pulumi.Output.secret(seed.private_key_pem.apply(token_from_key))
 
         def secret(suffix: str, secret_name: str, data: Any) -> k8s.core.v1.Secret:
-            fields: dict[str, Any] = {"metadata": _metadata(config, secret_name), "type": "Opaque"}
-            string_data = pulumi.Output.secret(data)
-            return k8s.core.v1.Secret(f"{name}-{suffix}", **fields, string_data=string_data, opts=child)
+            fields = {"metadata": _metadata(config, secret_name), "type": "Opaque"}
+            return register(
+                k8s.core.v1.Secret, f"{name}-{suffix}", fields, child, string_data=pulumi.Output.secret(data)
+            )
 
         needs: list[pulumi.Resource] = [secret("token", token_secret_name(cluster_name), {TOKEN_FILE: self.token})]
         if client_tls is not None:

@@ -50,9 +50,6 @@ SERVER_USES = ["digital_signature", "key_encipherment", "server_auth", "client_a
 CLIENT_USES = ["digital_signature", "key_encipherment", "client_auth"]
 
 
-# --- NetworkPolicies -----------------------------------------------------------------------------------------
-
-
 def cluster_pods(cluster_name: str, component: str | None = None) -> dict[str, Any]:
     """The cluster's pods (of one component): the DaskCluster's labels the operator copies, plus its component."""
     labels = {PART_OF_LABEL: PART_OF, APP_NAME_LABEL: cluster_name}
@@ -146,9 +143,6 @@ def network_policy_manifests(
     ]  # fmt: skip
 
 
-# --- TLS ---------------------------------------------------------------------------------------------------
-
-
 def certificate_dns_names(service_names: Sequence[str], namespace: str) -> list[str]:
     """Every name a client may dial a scheduler Service by, plus localhost (the port-forward)."""
     names = []
@@ -240,7 +234,8 @@ class ClusterSecurity(pulumi.ComponentResource):
             opts=child,
         )
 
-        def signed(suffix: str, common_name: str, uses: list[str], dns_names: list[str]) -> tuple[Any, Any]:
+        def signed(suffix: str, common_name: str, uses: list[str], dns_names: list[str]) -> tuple[Any, dict[str, Any]]:
+            """The certificate, and its bundle: `ca`, `cert`, `key`."""
             key = private_key(suffix)
             request = tls.CertRequest(
                 f"{name}-{suffix}-csr",
@@ -260,34 +255,19 @@ class ClusterSecurity(pulumi.ComponentResource):
                 validity_period_hours=CERT_VALIDITY_HOURS,
                 opts=child,
             )
-            return key, cert
+            return cert, {"ca": ca.cert_pem, "cert": cert.cert_pem, "key": key.private_key_pem}
 
-        server_key, server_cert = signed(
-            "server", services[0], SERVER_USES, certificate_dns_names(services, config.namespace)
-        )
-        client_key, client_cert = signed("client", "lsdb-client", CLIENT_USES, [])
+        dns_names = certificate_dns_names(services, config.namespace)
+        server_cert, server = signed("server", services[0], SERVER_USES, dns_names)
+        client_cert, client = signed("client", "lsdb-client", CLIENT_USES, [])
         # A new logical name per epoch (not a replacement of one resource): the old Secret stays, mounted by the old
         # cluster, until the end of a successful `pulumi up`; a replaced one would be deleted at the start of the
         # next `pulumi up` after a failed one, under the old cluster still serving.
-        k8s.core.v1.Secret(
-            f"{name}-tls-secret-{schedule.tag}",
-            metadata={
-                "name": tls_secret_name(config.cluster.name, schedule.tag),
-                "namespace": config.namespace,
-                "labels": LABELS,
-            },
-            type="kubernetes.io/tls",
-            string_data=pulumi.Output.secret(
-                {
-                    TLS_FILES["ca"]: ca.cert_pem,
-                    TLS_FILES["cert"]: server_cert.cert_pem,
-                    TLS_FILES["key"]: server_key.private_key_pem,
-                }
-            ),
-            opts=child,
-        )
-        bundle: dict[str, Any] = {"ca": ca.cert_pem, "cert": client_cert.cert_pem, "key": client_key.private_key_pem}
-        self.client_tls = pulumi.Output.secret(bundle)
+        metadata = {"name": tls_secret_name(config.cluster.name, schedule.tag), "namespace": config.namespace}
+        secret = {"metadata": metadata | {"labels": LABELS}, "type": "kubernetes.io/tls"}
+        string_data = pulumi.Output.secret({TLS_FILES[k]: v for k, v in server.items()})
+        register(k8s.core.v1.Secret, f"{name}-tls-secret-{schedule.tag}", secret, child, string_data=string_data)
+        self.client_tls = pulumi.Output.secret(client)
         self.certificate_expiry = server_cert.validity_end_time
         certificates = {"stack's CA": ca, "cluster's certificate": server_cert, "client certificate": client_cert}
         for what, cert in certificates.items():  # warned at `pulumi up`, once each end is known
