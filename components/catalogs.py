@@ -172,11 +172,12 @@ class CatalogProvisioning(pulumi.ComponentResource):
                 secret: Any = credentials[catalog_name].apply(
                     lambda creds: credentials_secret_manifest(catalog_name, catalog, ns, creds)
                 )
-                metadata: Any = _metadata(catalog_name, ns, credentials_secret_name(catalog_name))
+                shape = {
+                    "metadata": _metadata(catalog_name, ns, credentials_secret_name(catalog_name)),
+                    "type": "Opaque",
+                }
                 data = pulumi.Output.secret(secret.apply(lambda manifest: manifest["stringData"]))
-                needs.append(k8s.core.v1.Secret(
-                    f"{prefix}-credentials", metadata=metadata, type="Opaque", string_data=data, opts=child
-                ))  # fmt: skip
+                needs.append(register(k8s.core.v1.Secret, f"{prefix}-credentials", shape, child, string_data=data))
             if security.network_policy:
                 policy = provision_network_policy_manifest(
                     catalog_name, catalog, ns, security.egress_cidrs, security.egress_ports

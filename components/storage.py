@@ -1,5 +1,5 @@
-"""CatalogStorage: where workers find HATS catalogs (RWX PVC, static NFS or hostPath PV, object store, none).
-The manifests and the pods' wiring (volumes, mounts, environment) are pure functions of the config."""
+"""CatalogStorage: where workers find HATS catalogs (RWX PVC, static NFS or hostPath PV, object store, none), and
+what the pods need to see them (volumes, mounts, environment, identity)."""
 
 from __future__ import annotations
 
@@ -98,7 +98,6 @@ def persistent_volume_claim_manifest(storage: StorageConfig, namespace: str) -> 
 def object_store_secret_manifest(
     storage: StorageConfig, namespace: str, cluster_name: str, credentials: dict[str, str]
 ) -> dict[str, Any] | None:
-    """The credentials as the files the driver reads (components/object_store_keys.py)."""
     if not storage.credential_keys:
         return None
     data = secret_data(storage.credential_env, credentials, "storage.objectStore.credentials")
@@ -107,7 +106,6 @@ def object_store_secret_manifest(
 
 
 def pod_storage(storage: StorageConfig, cluster_name: str) -> PodStorage:
-    """Volumes, worker mounts and env for the DaskCluster pods."""
     if storage.mounts_volume:
         return PodStorage(
             volumes=[{"name": VOLUME_NAME, "persistentVolumeClaim": {"claimName": storage.claim_name}}],
@@ -130,7 +128,7 @@ def pod_storage(storage: StorageConfig, cluster_name: str) -> PodStorage:
 
 
 class CatalogStorage(pulumi.ComponentResource):
-    """The catalog volume (or object-store credentials, `credentials` a Pulumi secret) the Dask cluster mounts."""
+    """The catalog volume, or the object-store credentials (`credentials`: a Pulumi secret) or identity."""
 
     volume: k8s.core.v1.PersistentVolume | None = None
     claim: k8s.core.v1.PersistentVolumeClaim | None = None
@@ -156,19 +154,14 @@ class CatalogStorage(pulumi.ComponentResource):
             self.claim = register(k8s.core.v1.PersistentVolumeClaim, f"{name}-pvc", pvc, claim_opts)
         if storage.credential_keys and credentials is not None:
             manifest = credentials.apply(lambda c: object_store_secret_manifest(storage, namespace, cluster_name, c))
-            self.secret = k8s.core.v1.Secret(
-                f"{name}-object-store",
-                # Not from `manifest`, which the credentials make secret: the name stays readable in the state.
-                metadata={"name": object_store_secret_name(cluster_name), "namespace": namespace, "labels": LABELS},
-                type="Opaque",
-                string_data=pulumi.Output.secret(manifest.apply(lambda m: m["stringData"] if m else {})),
-                opts=child,
-            )
+            # Not from `manifest`, which the credentials make secret: the name stays readable in the state.
+            metadata = {"name": object_store_secret_name(cluster_name), "namespace": namespace, "labels": LABELS}
+            data = pulumi.Output.secret(manifest.apply(lambda m: m["stringData"] if m else {}))
+            shape = {"metadata": metadata, "type": "Opaque"}
+            self.secret = register(k8s.core.v1.Secret, f"{name}-object-store", shape, child, string_data=data)
         if account := service_account_manifest(storage, namespace, cluster_name):
             self.service_account = register(k8s.core.v1.ServiceAccount, f"{name}-service-account", account, child)
+        claim_name = self.claim.metadata.name if self.claim else None
         self.register_outputs(
-            {
-                "claimName": self.claim.metadata.name if self.claim else None,
-                "mountPath": storage.mount_path if storage.mounts_volume else None,
-            }
+            {"claimName": claim_name, "mountPath": storage.mount_path if storage.mounts_volume else None}
         )
