@@ -173,18 +173,10 @@ def pod_spec(
 ) -> dict[str, Any]:
     """Every pod of the stack: restricted Pod Security, and no API token (none calls the Kubernetes API; a workload
     identity's webhooks inject their own token, GKE's metadata server identifies the pod)."""
-    spec: dict[str, Any] = {
-        "securityContext": POD_SECURITY_CONTEXT,
-        "automountServiceAccountToken": False,
-        "containers": containers,
-    }
-    if service_account:
-        spec["serviceAccountName"] = service_account
-    if volumes:
-        spec["volumes"] = volumes
-    if pull_secret:
-        spec["imagePullSecrets"] = [{"name": pull_secret}]
-    return spec | fields
+    spec = {"securityContext": POD_SECURITY_CONTEXT, "automountServiceAccountToken": False, "containers": containers}
+    pull_secrets = [{"name": pull_secret}] if pull_secret else None
+    optional = {"serviceAccountName": service_account, "volumes": volumes, "imagePullSecrets": pull_secrets}
+    return spec | {key: value for key, value in optional.items() if value} | fields
 
 
 def pod_metadata(storage: PodStorage, labels: dict[str, str]) -> dict[str, Any]:
