@@ -64,7 +64,14 @@ def program(config: StackConfig, today: date | None = None) -> dict[str, Any]:
     build_notebook = config.notebook.enabled and config.notebook.image_ref is None
     image = LsdbImage("lsdb-image", config.image, namespace, config.cluster.name, password, build_notebook,
                       opts(cluster_namespace))  # fmt: skip
-    provisioning = _provisioning(config, storage, image, opts(cluster_namespace, storage, image))
+    provisioning = None
+    if config.catalogs:  # a Job per catalog copying it onto the claim
+        catalogs = {
+            n: secret_config("catalogs", (n, "credentials")) for n, c in config.catalogs.items() if c.credentials
+        }
+        provisioning = CatalogProvisioning("catalog-provisioning", config, image.ref, image.pull_secret_name, catalogs,
+                                           opts(cluster_namespace, storage, image))  # fmt: skip
+        exports["catalogPaths"] = provisioning.paths  # name -> the path workers open (lsdb.open_catalog)
     # The certificate Secret's name is the TLS epoch's (a new epoch: a new Secret, a new `<h>`, a new cluster), known
     # before the certificate, whose SANs name the stable and the candidate scheduler Service.
     tls_tag = certificate_schedule(today, config.security.tls_generation).tag
@@ -84,8 +91,6 @@ def program(config: StackConfig, today: date | None = None) -> dict[str, Any]:
     # What a user passes to `lsdb.open_catalog(url, storage_options=...)` in the cluster (no secret in it).
     exports["catalogStorageOptions"] = config.storage.catalog_storage_options
 
-    if provisioning is not None:
-        exports["catalogPaths"] = provisioning.paths  # name -> the path workers open (lsdb.open_catalog)
     verification = _verification(config, cluster, image, security, provisioning)
     if config.verify.enabled:  # the gate's outputs are no verification result (no rows, no versions)
         exports["verification"] = verification.outputs()
@@ -107,8 +112,11 @@ def program(config: StackConfig, today: date | None = None) -> dict[str, Any]:
 
     # After the switch: the notebook's client bundle (rewritten at a certificate rotation) changes only once the
     # stable Service selects the cluster that trusts it, and a failed `pulumi up` leaves the notebook as it was.
-    notebook_opts = opts(cluster_namespace, storage, image, selector)
-    exports |= _notebook(config, storage, image, security, provisioning, notebook_opts)
+    if config.notebook.enabled:  # JupyterLab beside the cluster
+        catalog = next(iter(provisioning.paths.values())) if provisioning else config.verify.catalog_path
+        notebook = LsdbNotebook("lsdb-notebook", config, storage.pod_storage, image, catalog, security.client_tls,
+                                opts(cluster_namespace, storage, image, selector))  # fmt: skip
+        exports |= {**notebook_urls(config), "notebookToken": notebook.token}
 
     if config.monitoring.enabled:
         # With the operator from elsewhere (so without its chart's monitors), monitors of this stack's own.
@@ -145,34 +153,6 @@ def _operator(
         exports["operatorNamespace"] = operator_from_stack(config.operator.from_stack)
         return None, exports["operatorNamespace"]
     return None, config.operator.namespace
-
-
-def _provisioning(
-    config: StackConfig, storage: CatalogStorage, image: LsdbImage, opts: pulumi.ResourceOptions
-) -> CatalogProvisioning | None:
-    """`catalogs`: a Job per catalog copying it onto the claim (components/catalogs.py); None without catalogs."""
-    if not config.catalogs:
-        return None
-    credentials = {
-        n: secret_config("catalogs", (n, "credentials")) for n, c in config.catalogs.items() if c.credentials
-    }
-    return CatalogProvisioning("catalog-provisioning", config, image.ref, image.pull_secret_name, credentials, opts)
-
-
-def _notebook(
-    config: StackConfig,
-    storage: CatalogStorage,
-    image: LsdbImage,
-    security: ClusterSecurity,
-    provisioning: CatalogProvisioning | None,
-    opts: pulumi.ResourceOptions,
-) -> dict[str, Any]:
-    """`notebook`: JupyterLab beside the cluster (components/notebook.py); its exports (none when disabled)."""
-    if not config.notebook.enabled:
-        return {}
-    catalog = next(iter(provisioning.paths.values())) if provisioning else config.verify.catalog_path
-    notebook = LsdbNotebook("lsdb-notebook", config, storage.pod_storage, image, catalog, security.client_tls, opts)
-    return {**notebook_urls(config), "notebookToken": notebook.token}
 
 
 def _verification(
