@@ -44,14 +44,8 @@ def engine_source() -> str:
 
 def code_config_map_manifest(name: str, namespace: str, source: str) -> dict[str, Any]:
     """The engine's source as a ConfigMap, its content hash in the name (immutable: a change is a new one)."""
-    metadata = _metadata(name, namespace, f"{name}-provision-code-{spec_digest(source)[:DIGEST_LENGTH]}")
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": metadata,
-        "immutable": True,
-        "data": {ENGINE_FILE: source},
-    }
+    config_map = f"{name}-provision-code-{spec_digest(source)[:DIGEST_LENGTH]}"
+    return _manifest("v1", "ConfigMap", name, namespace, config_map, immutable=True, data={ENGINE_FILE: source})
 
 
 def labels(name: str) -> dict[str, str]:
@@ -60,6 +54,10 @@ def labels(name: str) -> dict[str, str]:
 
 def _metadata(catalog: str, namespace: str, name: str) -> dict[str, Any]:
     return {"name": name, "namespace": namespace, "labels": labels(catalog)}
+
+
+def _manifest(api_version: str, kind: str, catalog: str, namespace: str, name: str, **fields: Any) -> dict[str, Any]:
+    return {"apiVersion": api_version, "kind": kind, "metadata": _metadata(catalog, namespace, name), **fields}
 
 
 def credentials_secret_name(name: str) -> str:
@@ -73,13 +71,7 @@ def credentials_secret_manifest(
     if not catalog.credential_env:
         return None
     data = secret_data(catalog.credential_env, credentials, f"catalogs.{name}.credentials")
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": _metadata(name, namespace, credentials_secret_name(name)),
-        "type": "Opaque",
-        "stringData": data,
-    }
+    return _manifest("v1", "Secret", name, namespace, credentials_secret_name(name), type="Opaque", stringData=data)
 
 
 def provision_job_manifest(
@@ -118,12 +110,9 @@ def provision_job_manifest(
     # `<name>-provision-<h>`, `<h>` a digest of the spec (source, access, engine, image): a Job's pod template is
     # immutable, and a new name lets Pulumi create the new Job before deleting the old.
     job_name = f"{name}{SUFFIX}{spec_digest(spec)[:DIGEST_LENGTH]}"
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {**_metadata(name, config.namespace, job_name), "annotations": annotations},
-        "spec": spec,
-    }
+    job = _manifest("batch/v1", "Job", name, config.namespace, job_name, spec=spec)
+    job["metadata"]["annotations"] = annotations
+    return job
 
 
 def source_ports(catalog: CatalogConfig, egress_ports: Sequence[int]) -> list[int]:
@@ -141,8 +130,7 @@ def provision_network_policy_manifest(
     selector = {"matchLabels": {CATALOG_LABEL: name, "app.kubernetes.io/component": COMPONENT}}
     egress = [dns_egress(), ip_egress(egress_cidrs, source_ports(catalog, egress_ports))]
     spec = {"podSelector": selector, "policyTypes": ["Ingress", "Egress"], "ingress": [], "egress": egress}
-    metadata = _metadata(name, namespace, f"{name}-provision")
-    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": metadata, "spec": spec}
+    return _manifest("networking.k8s.io/v1", "NetworkPolicy", name, namespace, f"{name}-provision", spec=spec)
 
 
 class CatalogProvisioning(pulumi.ComponentResource):
