@@ -272,15 +272,11 @@ class LsdbNotebook(pulumi.ComponentResource):
         if (policy := network_policy_manifest(config)) is not None:
             needs.append(register(k8s.networking.v1.NetworkPolicy, f"{name}-netpol", policy, child))
         # The metadata known at preview; the spec runs the image built (known after the build).
-        manifest = pulumi.Output.from_input(ref).apply(
-            lambda ref: deployment_manifest(config, storage, pull_secret, catalog, ref)
+        built = pulumi.Output.from_input(ref).apply(
+            lambda r: deployment_manifest(config, storage, pull_secret, catalog, r)
         )
-        deployment = register(
-            k8s.apps.v1.Deployment,
-            f"{name}-deployment",
-            deployment_manifest(config, storage, pull_secret, catalog, ""),
-            child_options(self, opts, *needs),
-            spec=manifest.apply(lambda d: d["spec"]),
-        )
+        shape = deployment_manifest(config, storage, pull_secret, catalog, "")
+        deployment = register(k8s.apps.v1.Deployment, f"{name}-deployment", shape, child_options(self, opts, *needs),
+                              spec=built["spec"])  # fmt: skip
         register(k8s.core.v1.Service, f"{name}-service", service_manifest(config), child)
         self.register_outputs({"deployment": deployment.metadata["name"]})
