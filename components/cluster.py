@@ -42,9 +42,10 @@ from components.constants import (
     live_cluster_name,
     scheduler_service_name,
 )
+from components.object_store_keys import PodStorage
 from components.options import child_options, register
 from components.placement import pod_placement, worker_spread_selector
-from components.storage import KEY_VOLUME, PodStorage
+from components.storage import KEY_VOLUME
 
 SCRATCH_DIR = "/scratch"  # Dask's local directory for spilling; an emptyDir, so spill never fills the image layer
 RUN_AS_USER = 10001  # the image's non-root `dask` user (docker/Dockerfile); >= 10000, outside host user ranges
@@ -230,7 +231,7 @@ def worker_template(
         "worker",
         image,
         resources(workers.cpu, workers.memory, workers.cpu_limit),
-        [*storage.worker_mounts, *writable_mounts(), *tls_mounts],
+        [*storage.mounts, *writable_mounts(), *tls_mounts],
         {DASHBOARD_PORT_NAME: WORKER_DASHBOARD_PORT, WORKER_PORT_NAME: WORKER_PORT, NANNY_PORT_NAME: NANNY_PORT},
         [*storage.env, *tls_env] or None,
         args=args,
@@ -270,7 +271,7 @@ def dask_cluster_manifest(spec: ClusterSpec, image: str, live: str | None) -> di
         image,
         resources(s.cpu, s.memory, s.cpu if cpu_limited else None),
         # The scheduler opens catalogs too (lsdb reads metadata where the client asks): it mounts the object-store key.
-        [*(m for m in storage.worker_mounts if m["name"] == KEY_VOLUME), *writable_mounts(), *tls_mounts],
+        [*(m for m in storage.mounts if m["name"] == KEY_VOLUME), *writable_mounts(), *tls_mounts],
         {SCHEDULER_PORT_NAME: SCHEDULER_PORT, DASHBOARD_PORT_NAME: DASHBOARD_PORT},
         [
             {"name": "DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES", "value": json.dumps(SCHEDULER_HTTP_ROUTES)},

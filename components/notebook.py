@@ -38,9 +38,9 @@ from components.constants import (
     scheduler_service_name,
 )
 from components.image import LsdbImage
+from components.object_store_keys import PodStorage
 from components.options import child_options, register
 from components.security import cluster_pods, dns_egress, gke_metadata_egress, ip_egress
-from components.storage import PodStorage
 
 NOTEBOOK_PORT = 8888
 PORT_NAME = "http"
@@ -145,7 +145,7 @@ def deployment_manifest(
         *writable_mounts(),
         {"name": "token", "mountPath": TOKEN_DIR, "readOnly": True},
         *tls_mounts,
-        *({**m, "readOnly": True} for m in storage.worker_mounts),
+        *({**m, "readOnly": True} for m in storage.mounts),
     ]
     lab = container(
         "jupyterlab",

@@ -3,7 +3,6 @@ what the pods need to see them (volumes, mounts, environment, identity)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -12,7 +11,7 @@ import pulumi_kubernetes as k8s
 from components.config import IDENTITY_PROVIDERS, StorageConfig
 from components.constants import LABELS as PROGRAM_LABELS
 from components.constants import STORAGE_COMPONENT_LABEL
-from components.object_store_keys import key_wiring, secret_data
+from components.object_store_keys import PodStorage, key_wiring, secret_data
 from components.options import child_options, register
 
 VOLUME_NAME = "catalog-data"
@@ -20,20 +19,6 @@ LABELS = {**PROGRAM_LABELS, STORAGE_COMPONENT_LABEL[0]: STORAGE_COMPONENT_LABEL[
 IDENTITY_ANNOTATION = "lsdb-k8s/workload-identity"  # on the pods: which identity their ServiceAccount carried
 KEY_DIR = "/var/run/secrets/lsdb-object-store"  # the credentials Secret's files, read-only on scheduler and workers
 KEY_VOLUME = "object-store-key"  # the scheduler mounts the volume of this name too (components/cluster.py)
-
-
-@dataclass(frozen=True)
-class PodStorage:
-    """What the scheduler and worker pods need to see the catalogs."""
-
-    volumes: list[dict[str, Any]] = field(default_factory=list)
-    worker_mounts: list[dict[str, Any]] = field(default_factory=list)
-    env: list[dict[str, Any]] = field(default_factory=list)  # on scheduler and workers
-    # Workload identity: scheduler and worker pods run as this ServiceAccount, with these pod labels.
-    service_account: str | None = None
-    pod_labels: dict[str, str] = field(default_factory=dict)
-    pod_annotations: dict[str, str] = field(default_factory=dict)
-    scanner_skips: tuple[str, ...] = ()  # checkov skips with their reasons for pods carrying `env` (abfs keys)
 
 
 def service_account_name(cluster_name: str) -> str:
@@ -109,7 +94,7 @@ def pod_storage(storage: StorageConfig, cluster_name: str) -> PodStorage:
     if storage.mounts_volume:
         return PodStorage(
             volumes=[{"name": VOLUME_NAME, "persistentVolumeClaim": {"claimName": storage.claim_name}}],
-            worker_mounts=[{"name": VOLUME_NAME, "mountPath": storage.mount_path}],
+            mounts=[{"name": VOLUME_NAME, "mountPath": storage.mount_path}],
         )
     if storage.identity is not None:
         provider, value = storage.identity
@@ -121,10 +106,7 @@ def pod_storage(storage: StorageConfig, cluster_name: str) -> PodStorage:
         )
     if not storage.credential_keys:
         return PodStorage()
-    wiring = key_wiring(storage.credential_env, object_store_secret_name(cluster_name), KEY_VOLUME, KEY_DIR)
-    return PodStorage(
-        volumes=wiring.volumes, worker_mounts=wiring.mounts, env=wiring.env, scanner_skips=wiring.scanner_skips
-    )
+    return key_wiring(storage.credential_env, object_store_secret_name(cluster_name), KEY_VOLUME, KEY_DIR)
 
 
 class CatalogStorage(pulumi.ComponentResource):
