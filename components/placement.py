@@ -82,29 +82,20 @@ def pod_placement(
 ) -> dict[str, Any]:
     """`user`'s PLACEMENT_FIELDS, on this provider's `spot` nodes (the user's node selector wins for a key), off the
     `avoid_spot` providers' spot nodes, spread over nodes by the labels `spread` unless the user gave constraints."""
-    out: dict[str, Any] = {}
     on_spot = SPOT[spot] if spot else None
-    if node_selector := ({on_spot.label: on_spot.value} if on_spot else {}) | dict(user.get("nodeSelector") or {}):
-        out["nodeSelector"] = node_selector
-    tolerations = [*user.get("tolerations", [])]
+    taint = []
     if on_spot and on_spot.taint_effect:
-        toleration = {"key": on_spot.label, "operator": "Equal", "value": on_spot.value, "effect": on_spot.taint_effect}
-        tolerations.insert(0, toleration)
-    if tolerations:
-        out["tolerations"] = copy.deepcopy(tolerations)
-    affinity = copy.deepcopy(dict(user.get("affinity") or {}))
-    if avoid_spot:
-        affinity = _merge_affinity(affinity, off_spot_affinity(avoid_spot))
-    if affinity:
-        out["affinity"] = affinity
-    if user.get("priorityClassName"):
-        out["priorityClassName"] = user["priorityClassName"]
+        taint = [{"key": on_spot.label, "operator": "Equal", "value": on_spot.value, "effect": on_spot.taint_effect}]
+    affinity = dict(user.get("affinity") or {})
     constraints = user.get("topologySpreadConstraints")
-    if constraints is None and spread:
-        constraints = spread_across_nodes(spread)
-    if constraints:
-        out["topologySpreadConstraints"] = copy.deepcopy(list(constraints))
-    return out
+    fields = {
+        "nodeSelector": ({on_spot.label: on_spot.value} if on_spot else {}) | dict(user.get("nodeSelector") or {}),
+        "tolerations": [*taint, *user.get("tolerations", [])],
+        "affinity": _merge_affinity(affinity, off_spot_affinity(avoid_spot)) if avoid_spot else affinity,
+        "priorityClassName": user.get("priorityClassName"),
+        "topologySpreadConstraints": spread_across_nodes(spread) if constraints is None and spread else constraints,
+    }
+    return copy.deepcopy({key: value for key, value in fields.items() if value})
 
 
 def worker_spread_selector(app_name: str, group: str) -> dict[str, str]:
