@@ -82,8 +82,7 @@ def program(config: StackConfig, today: date | None = None) -> dict[str, Any]:
     security = ClusterSecurity("lsdb-security", config, operator_namespace, live_name, today, opts(cluster_namespace))
     # The stable Service comes before every cluster and goes after all of them (the clusters depend on it); it routes
     # nothing until the selector below points it at a verified cluster.
-    endpoint = StableEndpoint("scheduler-endpoint", config.cluster.name, live_name, namespace, config.kube_context,
-                              tls_secret is not None, opts(cluster_namespace))  # fmt: skip
+    endpoint = StableEndpoint("scheduler-endpoint", config, live_name, opts(cluster_namespace))
     cluster_opts = opts(operator, cluster_namespace, storage, image, security, endpoint)
     cluster = LsdbDaskCluster("lsdb-cluster", manifests, image.ref, cluster_opts)
     exports |= {"namespace": namespace, "clusterName": cluster.cluster_name, "imageRef": image.ref}
@@ -99,8 +98,7 @@ def program(config: StackConfig, today: date | None = None) -> dict[str, Any]:
     # failed check fails `pulumi up` here, the stable Service keeps selecting the old cluster, and the old cluster
     # (still in the program's state) stays.
     selector_opts = opts(endpoint, cluster, verification, provisioning)
-    selector = StableEndpointSelector("scheduler-endpoint-selector", config.cluster.name, live_name, namespace,
-                                      selector_opts)  # fmt: skip
+    selector = StableEndpointSelector("scheduler-endpoint-selector", config, live_name, selector_opts)
     exports |= endpoint.endpoints
     exports |= forward_commands(namespace, scheduler_service_name(config.cluster.name), config.kube_context)
     if security.client_tls is not None:
