@@ -1,14 +1,9 @@
 """Catalog provisioning (`catalogs`, docs/storage.md): per catalog a ConfigMap holding the copy engine
 (components/provision/catalog_copy.py), a credentials Secret, a NetworkPolicy and the Job copying onto the claim.
-
-pulumi-kubernetes waits for a Job to complete, so what depends on the component runs on a complete copy. The Job
-is kept (no `ttlSecondsAfterFinished`): deleted by Kubernetes, `pulumi up --refresh` would recreate it and copy
-again.
-"""
+The Job is kept (no `ttlSecondsAfterFinished`): deleted by Kubernetes, `pulumi up --refresh` would copy again."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,11 +14,11 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.catalog_config import DIGEST_LENGTH, SUFFIX, CatalogConfig, catalog_path, job_node_selector
-from components.cluster import CONTAINER_SECURITY_CONTEXT, pod_spec, writable_mounts, writable_volumes
+from components.cluster import container, pod_spec, skip_annotations, spec_digest, writable_mounts, writable_volumes
 from components.config import StackConfig
 from components.constants import LABELS as PROGRAM_LABELS
 from components.object_store_keys import key_wiring, secret_data
-from components.options import child_options
+from components.options import child_options, register
 from components.provision import catalog_copy
 from components.security import dns_egress, ip_egress
 
@@ -47,19 +42,10 @@ def engine_source() -> str:
     return ENGINE_PATH.read_text()
 
 
-def _digest(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:DIGEST_LENGTH]
-
-
 def code_config_map_manifest(name: str, namespace: str, source: str) -> dict[str, Any]:
     """The engine's source as a ConfigMap, its content hash in the name (immutable: a change is a new one)."""
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": _metadata(name, namespace, f"{name}-provision-code-{_digest(source)}"),
-        "immutable": True,
-        "data": {ENGINE_FILE: source},
-    }
+    config_map = f"{name}-provision-code-{spec_digest(source)[:DIGEST_LENGTH]}"
+    return _manifest("v1", "ConfigMap", name, namespace, config_map, immutable=True, data={ENGINE_FILE: source})
 
 
 def labels(name: str) -> dict[str, str]:
@@ -68,6 +54,10 @@ def labels(name: str) -> dict[str, str]:
 
 def _metadata(catalog: str, namespace: str, name: str) -> dict[str, Any]:
     return {"name": name, "namespace": namespace, "labels": labels(catalog)}
+
+
+def _manifest(api_version: str, kind: str, catalog: str, namespace: str, name: str, **fields: Any) -> dict[str, Any]:
+    return {"apiVersion": api_version, "kind": kind, "metadata": _metadata(catalog, namespace, name), **fields}
 
 
 def credentials_secret_name(name: str) -> str:
@@ -81,13 +71,7 @@ def credentials_secret_manifest(
     if not catalog.credential_env:
         return None
     data = secret_data(catalog.credential_env, credentials, f"catalogs.{name}.credentials")
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": _metadata(name, namespace, credentials_secret_name(name)),
-        "type": "Opaque",
-        "stringData": data,
-    }
+    return _manifest("v1", "Secret", name, namespace, credentials_secret_name(name), type="Opaque", stringData=data)
 
 
 def provision_job_manifest(
@@ -104,21 +88,15 @@ def provision_job_manifest(
         "--threads", str(THREADS),
         "--storage-options", json.dumps(catalog.storage_options),
     ]  # fmt: skip
-    container = {
-        "name": "provision",
-        "image": image,
-        "imagePullPolicy": "IfNotPresent",
-        "command": command,
-        "env": keys.env,
-        "resources": RESOURCES,
-        "securityContext": CONTAINER_SECURITY_CONTEXT,
-        "volumeMounts": [
-            {"name": CLAIM_VOLUME, "mountPath": storage.mount_path},
-            {"name": CODE_VOLUME, "mountPath": CODE_DIR, "readOnly": True},
-            *writable_mounts(),
-            *keys.mounts,
-        ],
-    }
+    mounts: list[dict[str, Any]] = [
+        {"name": CLAIM_VOLUME, "mountPath": storage.mount_path},
+        {"name": CODE_VOLUME, "mountPath": CODE_DIR, "readOnly": True},
+        *writable_mounts(),
+        *keys.mounts,
+    ]
+    copier = container(
+        "provision", image, RESOURCES, mounts, env=keys.env, imagePullPolicy="IfNotPresent", command=command
+    )
     volumes = [
         {"name": CLAIM_VOLUME, "persistentVolumeClaim": {"claimName": storage.claim_name}},
         {"name": CODE_VOLUME, "configMap": {"name": config_map}},
@@ -126,19 +104,15 @@ def provision_job_manifest(
         *keys.volumes,
     ]
     placement: dict[str, Any] = {"nodeSelector": node_selector} if node_selector else {}
-    pod = pod_spec([container], volumes, pull_secret, restartPolicy="Never", **placement)
-    annotations = {"pulumi.com/replaceUnready": "true"}
-    annotations |= {f"checkov.io/skip{n}": reason for n, reason in enumerate(keys.scanner_skips, 1)}
+    pod = pod_spec([copier], volumes, pull_secret, restartPolicy="Never", **placement)
+    annotations = {"pulumi.com/replaceUnready": "true"} | skip_annotations(*keys.scanner_skips)
     spec = {"backoffLimit": BACKOFF_LIMIT, "template": {"metadata": {"labels": labels(name)}, "spec": pod}}
     # `<name>-provision-<h>`, `<h>` a digest of the spec (source, access, engine, image): a Job's pod template is
     # immutable, and a new name lets Pulumi create the new Job before deleting the old.
-    job_name = f"{name}{SUFFIX}{_digest(spec)}"
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {**_metadata(name, config.namespace, job_name), "annotations": annotations},
-        "spec": spec,
-    }
+    job_name = f"{name}{SUFFIX}{spec_digest(spec)[:DIGEST_LENGTH]}"
+    job = _manifest("batch/v1", "Job", name, config.namespace, job_name, spec=spec)
+    job["metadata"]["annotations"] = annotations
+    return job
 
 
 def source_ports(catalog: CatalogConfig, egress_ports: Sequence[int]) -> list[int]:
@@ -154,20 +128,9 @@ def provision_network_policy_manifest(
 ) -> dict[str, Any]:
     """The Job's pods: no ingress; egress to DNS and to the source (`egress_cidrs` on its ports) only."""
     selector = {"matchLabels": {CATALOG_LABEL: name, "app.kubernetes.io/component": COMPONENT}}
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": _metadata(name, namespace, f"{name}-provision"),
-        "spec": {
-            "podSelector": selector,
-            "policyTypes": ["Ingress", "Egress"],
-            "ingress": [],
-            "egress": [
-                dns_egress(),
-                ip_egress(egress_cidrs, source_ports(catalog, egress_ports)),
-            ],
-        },
-    }
+    egress = [dns_egress(), ip_egress(egress_cidrs, source_ports(catalog, egress_ports))]
+    spec = {"podSelector": selector, "policyTypes": ["Ingress", "Egress"], "ingress": [], "egress": egress}
+    return _manifest("networking.k8s.io/v1", "NetworkPolicy", name, namespace, f"{name}-provision", spec=spec)
 
 
 class CatalogProvisioning(pulumi.ComponentResource):
@@ -192,38 +155,29 @@ class CatalogProvisioning(pulumi.ComponentResource):
         def provision(catalog_name: str, catalog: CatalogConfig) -> None:
             prefix = f"{name}-{catalog_name}"
             code = code_config_map_manifest(catalog_name, ns, source)
-            needs: list[pulumi.Resource] = [
-                k8s.core.v1.ConfigMap(
-                    f"{prefix}-code", metadata=code["metadata"], data=code["data"], immutable=True, opts=child
-                )
-            ]
+            needs: list[pulumi.Resource] = [register(k8s.core.v1.ConfigMap, f"{prefix}-code", code, child)]
             if catalog.credential_env and catalog_name in credentials:
                 secret: Any = credentials[catalog_name].apply(
                     lambda creds: credentials_secret_manifest(catalog_name, catalog, ns, creds)
                 )
-                metadata: Any = _metadata(catalog_name, ns, credentials_secret_name(catalog_name))
+                shape = {
+                    "metadata": _metadata(catalog_name, ns, credentials_secret_name(catalog_name)),
+                    "type": "Opaque",
+                }
                 data = pulumi.Output.secret(secret.apply(lambda manifest: manifest["stringData"]))
-                needs.append(k8s.core.v1.Secret(
-                    f"{prefix}-credentials", metadata=metadata, type="Opaque", string_data=data, opts=child
-                ))  # fmt: skip
+                needs.append(register(k8s.core.v1.Secret, f"{prefix}-credentials", shape, child, string_data=data))
             if security.network_policy:
                 policy = provision_network_policy_manifest(
                     catalog_name, catalog, ns, security.egress_cidrs, security.egress_ports
                 )
-                needs.append(k8s.networking.v1.NetworkPolicy(
-                    f"{prefix}-netpol", metadata=policy["metadata"], spec=policy["spec"], opts=child
-                ))  # fmt: skip
+                needs.append(register(k8s.networking.v1.NetworkPolicy, f"{prefix}-netpol", policy, child))
             job = pulumi.Output.from_input(image).apply(
                 lambda ref: provision_job_manifest(catalog_name, catalog, config, pull_secret, source, ref)
             )
+            # pulumi-kubernetes waits for a Job to complete: what depends on the component runs on a complete copy.
             job_opts = child_options(self, opts, *needs)
             job_opts.custom_timeouts = pulumi.CustomTimeouts(create=JOB_TIMEOUT, update=JOB_TIMEOUT)
-            k8s.batch.v1.Job(
-                f"{prefix}-job",
-                metadata=job.apply(lambda j: j["metadata"]),
-                spec=job.apply(lambda j: j["spec"]),
-                opts=job_opts,
-            )
+            register(k8s.batch.v1.Job, f"{prefix}-job", {}, job_opts, metadata=job["metadata"], spec=job["spec"])
 
         for catalog_name, catalog in config.catalogs.items():
             provision(catalog_name, catalog)

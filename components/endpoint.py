@@ -10,6 +10,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.cluster import in_cluster_address, scheduler_service_ports
+from components.config import StackConfig
 from components.constants import (
     APP_NAME_LABEL,
     CLUSTER_NAME_LABEL,
@@ -21,7 +22,7 @@ from components.constants import (
     pod_selector,
     scheduler_service_name,
 )
-from components.options import child_options
+from components.options import child_options, register
 
 # Fixed (not Pulumi's random one): `kubectl get service ... --show-managed-fields` says who set the selector.
 SELECTOR_FIELD_MANAGER = "lsdb-k8s-stable-endpoint"
@@ -39,23 +40,16 @@ class StableEndpoint(pulumi.ComponentResource):
     service: k8s.core.v1.Service
     endpoints: dict[str, str]
 
-    def __init__(
-        self,
-        name: str,
-        cluster_name: str,
-        live_name: str,  # the live DaskCluster (its pods, in the exported kubectl commands)
-        namespace: str,
-        kube_context: str | None = None,
-        tls: bool = False,
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
+    def __init__(self, name: str, config: StackConfig, live_name: str, opts: pulumi.ResourceOptions | None) -> None:
+        """`live_name`: the live DaskCluster (its pods, in the exported kubectl commands)."""
         super().__init__("lsdb-k8s:cluster:StableEndpoint", name, {}, opts)
-        service: dict[str, Any] = {
+        cluster_name, namespace, tls = config.cluster.name, config.namespace, config.security.tls
+        service = {
             "metadata": _metadata(cluster_name, namespace, labels={**LABELS, APP_NAME_LABEL: cluster_name}),
             "spec": {"type": "ClusterIP", "ports": scheduler_service_ports()},
         }
-        self.service = k8s.core.v1.Service(f"{name}-service", **service, opts=child_options(self, opts))
-        svc, k = scheduler_service_name(cluster_name), kubectl(kube_context)
+        self.service = register(k8s.core.v1.Service, f"{name}-service", service, child_options(self, opts))
+        svc, k = scheduler_service_name(cluster_name), kubectl(config.kube_context)
         self.endpoints = {
             "schedulerAddress": in_cluster_address(svc, namespace, tls),
             "dashboardUrl": f"http://{svc}.{namespace}.svc.cluster.local:{DASHBOARD_PORT}/status",
@@ -74,20 +68,15 @@ class StableEndpointSelector(pulumi.ComponentResource):
 
     patch: k8s.core.v1.ServicePatch
 
-    def __init__(
-        self,
-        name: str,
-        cluster_name: str,
-        live_name: str,  # the DaskCluster to serve (plain: known at evaluation, so preview shows the switch)
-        namespace: str,
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
+    def __init__(self, name: str, config: StackConfig, live_name: str, opts: pulumi.ResourceOptions | None) -> None:
+        """`live_name`: the DaskCluster to serve (plain: known at evaluation, so preview shows the switch)."""
         super().__init__("lsdb-k8s:cluster:StableEndpointSelector", name, {}, opts)
+        cluster_name, namespace = config.cluster.name, config.namespace
         annotations = {"pulumi.com/patchFieldManager": SELECTOR_FIELD_MANAGER, "pulumi.com/patchForce": "true"}
         selector = {CLUSTER_NAME_LABEL: live_name, COMPONENT_LABEL: "scheduler"}
-        patch: dict[str, Any] = {
+        patch = {
             "metadata": _metadata(cluster_name, namespace, annotations=annotations),
             "spec": {"selector": selector},
         }
-        self.patch = k8s.core.v1.ServicePatch(f"{name}-patch", **patch, opts=child_options(self, opts))
+        self.patch = register(k8s.core.v1.ServicePatch, f"{name}-patch", patch, child_options(self, opts))
         self.register_outputs({"selector": selector})

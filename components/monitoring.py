@@ -21,7 +21,7 @@ from components.constants import (
     LABELS,
     WORKER_GROUP_LABEL,
 )
-from components.options import child_options
+from components.options import child_options, register
 
 MONITORING_API_VERSION = "monitoring.coreos.com/v1"
 TASK_STATES = 'state=~"processing|waiting|queued|no-worker"'
@@ -34,9 +34,6 @@ WORKER_TARGET_LABELS = [CLUSTER_NAME_LABEL, APP_NAME_LABEL, WORKER_GROUP_LABEL]
 def prometheus_label(label: str) -> str:
     """How Prometheus names a Kubernetes label it copies onto a target (`dask.org/cluster-name` -> `dask_org_...`)."""
     return re.sub(r"[^a-zA-Z0-9_]", "_", label)
-
-
-# --- the operator chart's monitors --------------------------------------------------------------------------
 
 
 def chart_monitoring_values(monitoring: MonitoringConfig, cluster_namespace: str) -> dict[str, Any]:
@@ -61,52 +58,34 @@ def chart_monitoring_values(monitoring: MonitoringConfig, cluster_namespace: str
     }
 
 
-# --- this stack's own monitors (operator from another stack) ------------------------------------------------
-
-
-def service_monitor_manifest(
+def monitor_manifests(
     cluster: ClusterConfig, namespace: str, cluster_name: str, labels: Mapping[str, str]
-) -> dict[str, Any]:
-    """The scheduler's ServiceMonitor: the operator's scheduler Service of the live cluster, port http-dashboard."""
-    return {
-        "apiVersion": MONITORING_API_VERSION,
-        "kind": "ServiceMonitor",
-        "metadata": {
-            "name": f"{cluster.name}-scheduler",
-            "namespace": namespace,
-            "labels": {**LABELS, APP_NAME_LABEL: cluster.name, **labels},
-        },
-        "spec": {
-            "selector": {"matchLabels": {CLUSTER_NAME_LABEL: cluster_name, COMPONENT_LABEL: "scheduler"}},
-            "namespaceSelector": {"matchNames": [namespace]},
-            "endpoints": [{"port": DASHBOARD_PORT_NAME, "path": METRICS_PATH, "interval": SCRAPE_INTERVAL}],
-            "targetLabels": SCHEDULER_TARGET_LABELS,
-        },
+) -> dict[str, dict[str, Any]]:
+    """By kind: the scheduler's ServiceMonitor (the operator's scheduler Service of the live cluster) and the
+    workers' PodMonitor (every worker pod, all groups), both on port http-dashboard."""
+    endpoints = [{"port": DASHBOARD_PORT_NAME, "path": METRICS_PATH, "interval": SCRAPE_INTERVAL}]
+    monitors = {  # kind -> (name suffix, component, the key of its endpoints, of its target labels, the labels)
+        "ServiceMonitor": ("scheduler", "scheduler", "endpoints", "targetLabels", SCHEDULER_TARGET_LABELS),
+        "PodMonitor": ("workers", "worker", "podMetricsEndpoints", "podTargetLabels", WORKER_TARGET_LABELS),
     }
-
-
-def pod_monitor_manifest(
-    cluster: ClusterConfig, namespace: str, cluster_name: str, labels: Mapping[str, str]
-) -> dict[str, Any]:
-    """The workers' PodMonitor: every worker pod (all groups) of the live cluster, port http-dashboard."""
     return {
-        "apiVersion": MONITORING_API_VERSION,
-        "kind": "PodMonitor",
-        "metadata": {
-            "name": f"{cluster.name}-workers",
-            "namespace": namespace,
-            "labels": {**LABELS, APP_NAME_LABEL: cluster.name, **labels},
-        },
-        "spec": {
-            "selector": {"matchLabels": {CLUSTER_NAME_LABEL: cluster_name, COMPONENT_LABEL: "worker"}},
-            "namespaceSelector": {"matchNames": [namespace]},
-            "podMetricsEndpoints": [{"port": DASHBOARD_PORT_NAME, "path": METRICS_PATH, "interval": SCRAPE_INTERVAL}],
-            "podTargetLabels": WORKER_TARGET_LABELS,
-        },
+        kind: {
+            "apiVersion": MONITORING_API_VERSION,
+            "kind": kind,
+            "metadata": {
+                "name": f"{cluster.name}-{suffix}",
+                "namespace": namespace,
+                "labels": {**LABELS, APP_NAME_LABEL: cluster.name, **labels},
+            },
+            "spec": {
+                "selector": {"matchLabels": {CLUSTER_NAME_LABEL: cluster_name, COMPONENT_LABEL: component}},
+                "namespaceSelector": {"matchNames": [namespace]},
+                endpoints_key: endpoints,
+                targets_key: targets,
+            },
+        }
+        for kind, (suffix, component, endpoints_key, targets_key, targets) in monitors.items()
     }
-
-
-# --- the Grafana dashboard ----------------------------------------------------------------------------------
 
 
 def group_memory_limits(cluster: ClusterConfig) -> dict[str, int]:
@@ -211,10 +190,7 @@ def dashboard_json(cluster: ClusterConfig, namespace: str, verification: Mapping
 
 
 def dashboard_config_map(
-    cluster: ClusterConfig,
-    monitoring: MonitoringConfig,
-    namespace: str,
-    verification: Mapping[str, Any] | None,
+    cluster: ClusterConfig, monitoring: MonitoringConfig, namespace: str, verification: Mapping[str, Any] | None
 ) -> dict[str, Any]:
     """The ConfigMap the Grafana sidecar loads (it watches for `monitoring.dashboardLabels`)."""
     return {
@@ -227,9 +203,6 @@ def dashboard_config_map(
         },
         "data": {f"{cluster.name}.json": json.dumps(dashboard_json(cluster, namespace, verification), indent=1)},
     }
-
-
-# --- the component ------------------------------------------------------------------------------------------
 
 
 class LsdbMonitoring(pulumi.ComponentResource):
@@ -253,30 +226,17 @@ class LsdbMonitoring(pulumi.ComponentResource):
         cluster, namespace, monitoring = config.cluster, config.namespace, config.monitoring
         live = pulumi.Output.from_input(cluster_name)
         if not config.operator.install:
-            scheduler = live.apply(lambda n: service_monitor_manifest(cluster, namespace, n, monitoring.labels))
-            workers = live.apply(lambda n: pod_monitor_manifest(cluster, namespace, n, monitoring.labels))
-            self.service_monitor = self._custom(f"{name}-scheduler", "ServiceMonitor", scheduler, opts)
-            self.pod_monitor = self._custom(f"{name}-workers", "PodMonitor", workers, opts)
+            monitors = live.apply(lambda n: monitor_manifests(cluster, namespace, n, monitoring.labels))
+            self.service_monitor, self.pod_monitor = (
+                register(k8s.apiextensions.CustomResource, f"{name}-{suffix}",
+                         {"apiVersion": MONITORING_API_VERSION, "kind": kind}, child_options(self, opts),
+                         metadata=monitors[kind]["metadata"], spec=monitors[kind]["spec"])
+                for suffix, kind in (("scheduler", "ServiceMonitor"), ("workers", "PodMonitor"))
+            )  # fmt: skip
         if monitoring.dashboard:
             manifest = pulumi.Output.from_input(verification).apply(
                 lambda v: dashboard_config_map(cluster, monitoring, namespace, v)
             )
-            self.dashboard = k8s.core.v1.ConfigMap(
-                f"{name}-dashboard",
-                metadata=manifest["metadata"],
-                data=manifest["data"],
-                opts=child_options(self, opts),
-            )
+            fields = {"metadata": manifest["metadata"], "data": manifest["data"]}
+            self.dashboard = register(k8s.core.v1.ConfigMap, f"{name}-dashboard", fields, child_options(self, opts))
         self.register_outputs({})
-
-    def _custom(
-        self, name: str, kind: str, manifest: pulumi.Output[dict[str, Any]], opts: pulumi.ResourceOptions | None
-    ) -> k8s.apiextensions.CustomResource:
-        return k8s.apiextensions.CustomResource(
-            name,
-            api_version=MONITORING_API_VERSION,
-            kind=kind,
-            metadata=manifest["metadata"],
-            spec=manifest["spec"],
-            opts=child_options(self, opts),
-        )

@@ -13,16 +13,17 @@ import pulumi_kubernetes as k8s
 import pulumi_tls as tls
 
 from components.cluster import (
-    CONTAINER_SECURITY_CONTEXT,
     HOME_DIR,
     TLS_FILES,
+    container,
     http_probes,
     in_cluster_address,
+    pod_metadata,
     pod_spec,
+    resources,
     secret_volume,
-    tls_env,
-    tls_mounts,
-    tls_volumes,
+    skip_annotations,
+    tls_pieces,
     writable_mounts,
     writable_volumes,
 )
@@ -37,9 +38,9 @@ from components.constants import (
     scheduler_service_name,
 )
 from components.image import LsdbImage
-from components.options import child_options
+from components.object_store_keys import PodStorage
+from components.options import child_options, register
 from components.security import cluster_pods, dns_egress, gke_metadata_egress, ip_egress
-from components.storage import PodStorage
 
 NOTEBOOK_PORT = 8888
 PORT_NAME = "http"
@@ -49,11 +50,6 @@ STARTER = "starter.ipynb"
 TOKEN_DIR = "/var/run/secrets/lsdb-notebook"
 TOKEN_FILE = "token"
 HOME_VOLUME = "home"
-CATALOG_ENV = "LSDB_CATALOG"
-STORAGE_OPTIONS_ENV = "LSDB_STORAGE_OPTIONS"
-CONE_ENV = "LSDB_CONE"
-COLUMNS_ENV = "LSDB_COLUMNS"
-TOKEN_LENGTH = 48
 # The init container: copy the starter into the home unless the user already has one (never overwrite their edits).
 COPY_STARTER = "import os, shutil, sys; os.path.exists(sys.argv[2]) or shutil.copyfile(sys.argv[1], sys.argv[2])"
 COMMAND = (
@@ -94,9 +90,15 @@ def _metadata(config: StackConfig, name: str) -> dict[str, Any]:
     return {"name": name, "namespace": config.namespace, "labels": selector_labels(config.cluster.name)}
 
 
+def _manifest(config: StackConfig, api_version: str, kind: str, **fields: Any) -> dict[str, Any]:
+    """An object named like the notebook (its Deployment, Service, NetworkPolicy)."""
+    metadata = _metadata(config, notebook_name(config.cluster.name))
+    return {"apiVersion": api_version, "kind": kind, "metadata": metadata, **fields}
+
+
 def token_from_key(private_key_pem: str) -> str:
     """A digest of a random key kept in the Pulumi state (stable across `pulumi up`; pulumi-random is no dependency)."""
-    return hashlib.sha256(private_key_pem.encode()).hexdigest()[:TOKEN_LENGTH]
+    return hashlib.sha256(private_key_pem.encode()).hexdigest()[:48]
 
 
 def notebook_env(config: StackConfig, storage: PodStorage, catalog: str | None) -> list[dict[str, Any]]:
@@ -108,102 +110,86 @@ def notebook_env(config: StackConfig, storage: PodStorage, catalog: str | None) 
     scheduler = in_cluster_address(scheduler_service_name(config.cluster.name), config.namespace, tls)
     env: list[dict[str, Any]] = [
         {"name": "DASK_SCHEDULER_ADDRESS", "value": scheduler},
-        {"name": CATALOG_ENV, "value": catalog or ""},
-        {"name": STORAGE_OPTIONS_ENV, "value": json.dumps(config.storage.catalog_storage_options, sort_keys=True)},
-        {"name": CONE_ENV, "value": json.dumps(cone, sort_keys=True)},
-        {"name": COLUMNS_ENV, "value": json.dumps(list(verify.columns))},
+        {"name": "LSDB_CATALOG", "value": catalog or ""},
+        {"name": "LSDB_STORAGE_OPTIONS", "value": json.dumps(config.storage.catalog_storage_options, sort_keys=True)},
+        {"name": "LSDB_CONE", "value": json.dumps(cone, sort_keys=True)},
+        {"name": "LSDB_COLUMNS", "value": json.dumps(list(verify.columns))},
         {"name": "JUPYTER_TOKEN_FILE", "value": f"{TOKEN_DIR}/{TOKEN_FILE}"},
-        *(e for e in tls_env(tls) if e["name"].startswith(CLIENT_TLS_ROLES)),  # the client role's
+        *(e for e in _tls(config)[0] if e["name"].startswith(CLIENT_TLS_ROLES)),  # the client role's
     ]
     return env + copy.deepcopy(storage.env)
 
 
-def _volumes(config: StackConfig, storage: PodStorage) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(volumes, mounts): the writable directories (home: the claim with notebook.storage), the token, the TLS
-    bundle, the catalog storage read-only."""
-    home_storage, name, tls = config.notebook.storage, config.cluster.name, config.security.tls
-    home: dict[str, Any] = {"emptyDir": {}}
-    if home_storage.enabled:
-        home = {"persistentVolumeClaim": {"claimName": home_storage.existing_claim or home_claim_name(name)}}
-    volumes = [
-        *(v for v in writable_volumes() if v["name"] != HOME_VOLUME),
-        {"name": HOME_VOLUME, **home},
-        secret_volume("token", token_secret_name(name)),
-        *tls_volumes(tls_secret_name(name) if tls else None),
-        *copy.deepcopy(storage.volumes),
-    ]
-    mounts = [
-        *writable_mounts(),
-        {"name": "token", "mountPath": TOKEN_DIR, "readOnly": True},
-        *tls_mounts(tls),
-        *({**m, "readOnly": True} for m in storage.worker_mounts),
-    ]
-    return volumes, mounts
+def _tls(config: StackConfig) -> tuple[list[dict[str, str]], list[dict[str, Any]], list[dict[str, Any]]]:
+    return tls_pieces(tls_secret_name(config.cluster.name) if config.security.tls else None)
 
 
 def deployment_manifest(
     config: StackConfig, storage: PodStorage, pull_secret: str | None, catalog: str | None, image: str
 ) -> dict[str, Any]:
-    nb = config.notebook
-    volumes, mounts = _volumes(config, storage)
-    selector = selector_labels(config.cluster.name)
-    pod_labels = {**selector, **CLIENT_LABEL, **(DASHBOARD_LABEL if nb.dashboard else {}), **storage.pod_labels}
-    container = {
-        "name": "jupyterlab",
-        "image": image,
-        "imagePullPolicy": "IfNotPresent",
-        "command": list(COMMAND),
-        "env": notebook_env(config, storage, catalog),
-        "ports": [{"name": PORT_NAME, "containerPort": NOTEBOOK_PORT, "protocol": "TCP"}],
-        "resources": {"requests": {"cpu": nb.cpu, "memory": nb.memory}, "limits": {"memory": nb.memory}},
-        "securityContext": copy.deepcopy(CONTAINER_SECURITY_CONTEXT),  # one per container
-        "volumeMounts": mounts,
+    """The writable directories (home: the claim with notebook.storage), the token, the TLS bundle and the catalog
+    storage (read-only) mounted; the starter copied into the home by an init container."""
+    nb, name = config.notebook, config.cluster.name
+    _, tls_volumes, tls_mounts = _tls(config)
+    home: dict[str, Any] = {"emptyDir": {}}
+    if nb.storage.enabled:
+        home = {"persistentVolumeClaim": {"claimName": nb.storage.existing_claim or home_claim_name(name)}}
+    volumes = [
+        *(v for v in writable_volumes() if v["name"] != HOME_VOLUME),
+        {"name": HOME_VOLUME, **home},
+        secret_volume("token", token_secret_name(name)),
+        *tls_volumes,
+        *copy.deepcopy(storage.volumes),
+    ]
+    mounts = [
+        *writable_mounts(),
+        {"name": "token", "mountPath": TOKEN_DIR, "readOnly": True},
+        *tls_mounts,
+        *({**m, "readOnly": True} for m in storage.mounts),
+    ]
+    lab = container(
+        "jupyterlab",
+        image,
+        resources(nb.cpu, nb.memory),
+        mounts,
+        {PORT_NAME: NOTEBOOK_PORT},
+        notebook_env(config, storage, catalog),
+        imagePullPolicy="IfNotPresent",
+        command=list(COMMAND),
         **http_probes(PORT_NAME, "/api", 30),
-    }
-    home = next(m for m in mounts if m["name"] == HOME_VOLUME)
-    init = {
-        "name": "starter",
-        "image": image,
-        "imagePullPolicy": "IfNotPresent",
-        "command": ["python", "-c", COPY_STARTER, f"{STARTER_DIR}/{STARTER}", f"{HOME_DIR}/{STARTER}"],
-        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
-        "securityContext": copy.deepcopy(CONTAINER_SECURITY_CONTEXT),
-        "volumeMounts": [home],
-    }
-    pod = pod_spec([container], volumes, pull_secret, storage.service_account, initContainers=[init])
-    template_metadata: dict[str, Any] = {"labels": pod_labels}
-    if storage.pod_annotations:
-        template_metadata["annotations"] = dict(storage.pod_annotations)
-    reasons = [
+    )
+    init = container(
+        "starter",
+        image,
+        {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
+        [m for m in mounts if m["name"] == HOME_VOLUME],
+        imagePullPolicy="IfNotPresent",
+        command=["python", "-c", COPY_STARTER, f"{STARTER_DIR}/{STARTER}", f"{HOME_DIR}/{STARTER}"],
+    )
+    pod = pod_spec([lab], volumes, pull_secret, storage.service_account, initContainers=[init])
+    selector = selector_labels(name)
+    template_metadata = pod_metadata(storage, {**selector, **CLIENT_LABEL, **(DASHBOARD_LABEL if nb.dashboard else {})})
+    annotations = skip_annotations(
         "CKV_K8S_11=a CPU limit throttles the kernel and its Dask client's heartbeats while the cluster does the "
         "work; the request (notebook.cpu) reserves the CPU",
         *storage.scanner_skips,  # the storage's, as on the cluster's pods (abfs keys as variables)
-    ]
-    annotations = {f"checkov.io/skip{n}": reason for n, reason in enumerate(reasons, 1)}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {**_metadata(config, notebook_name(config.cluster.name)), "annotations": annotations},
-        "spec": {
-            "replicas": 1,
-            "strategy": {"type": "Recreate"},
-            "selector": {"matchLabels": selector},
-            "template": {"metadata": template_metadata, "spec": pod},
-        },
+    )
+    template = {"metadata": template_metadata, "spec": pod}
+    deployment = _manifest(config, "apps/v1", "Deployment")
+    deployment["metadata"]["annotations"] = annotations
+    spec = {
+        "replicas": 1,
+        "strategy": {"type": "Recreate"},
+        "selector": {"matchLabels": selector},
+        "template": template,
     }
+    return deployment | {"spec": spec}
 
 
 def service_manifest(config: StackConfig) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": _metadata(config, notebook_name(config.cluster.name)),
-        "spec": {
-            "type": "ClusterIP",
-            "selector": selector_labels(config.cluster.name),
-            "ports": [{"name": PORT_NAME, "protocol": "TCP", "port": NOTEBOOK_PORT, "targetPort": PORT_NAME}],
-        },
-    }
+    ports = [{"name": PORT_NAME, "protocol": "TCP", "port": NOTEBOOK_PORT, "targetPort": PORT_NAME}]
+    spec = {"type": "ClusterIP", "selector": selector_labels(config.cluster.name), "ports": ports}
+    return _manifest(config, "v1", "Service", spec=spec)
 
 
 def home_claim_manifest(config: StackConfig) -> dict[str, Any] | None:
@@ -213,12 +199,8 @@ def home_claim_manifest(config: StackConfig) -> dict[str, Any] | None:
     claim: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": storage.size}}}
     if storage.storage_class_name:
         claim["storageClassName"] = storage.storage_class_name
-    return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": _metadata(config, home_claim_name(config.cluster.name)),
-        "spec": claim,
-    }
+    metadata = _metadata(config, home_claim_name(config.cluster.name))
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": metadata, "spec": claim}
 
 
 def network_policy_manifest(config: StackConfig) -> dict[str, Any] | None:
@@ -234,17 +216,11 @@ def network_policy_manifest(config: StackConfig) -> dict[str, Any] | None:
         egress.append(ip_egress(security.egress_cidrs, security.egress_ports))
     if storage.identity is not None and storage.identity[0] == "gcp":
         egress.append(gke_metadata_egress())
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": _metadata(config, notebook_name(cluster_name)),
-        "spec": {
-            "podSelector": {"matchLabels": selector_labels(cluster_name)},
-            "policyTypes": ["Ingress", "Egress"],
-            "ingress": [{"from": [{"podSelector": {}}], "ports": [{"protocol": "TCP", "port": PORT_NAME}]}],
-            "egress": egress,
-        },
-    }
+    ingress = [{"from": [{"podSelector": {}}], "ports": [{"protocol": "TCP", "port": PORT_NAME}]}]
+    spec = {"podSelector": {"matchLabels": selector_labels(cluster_name)}, "policyTypes": ["Ingress", "Egress"]}
+    return _manifest(
+        config, "networking.k8s.io/v1", "NetworkPolicy", spec=spec | {"ingress": ingress, "egress": egress}
+    )
 
 
 def notebook_urls(config: StackConfig) -> dict[str, str]:
@@ -282,31 +258,25 @@ class LsdbNotebook(pulumi.ComponentResource):
         self.token = pulumi.Output.secret(seed.private_key_pem.apply(token_from_key))
 
         def secret(suffix: str, secret_name: str, data: Any) -> k8s.core.v1.Secret:
-            fields: dict[str, Any] = {"metadata": _metadata(config, secret_name), "type": "Opaque"}
-            string_data = pulumi.Output.secret(data)
-            return k8s.core.v1.Secret(f"{name}-{suffix}", **fields, string_data=string_data, opts=child)
+            fields = {"metadata": _metadata(config, secret_name), "type": "Opaque"}
+            return register(
+                k8s.core.v1.Secret, f"{name}-{suffix}", fields, child, string_data=pulumi.Output.secret(data)
+            )
 
         needs: list[pulumi.Resource] = [secret("token", token_secret_name(cluster_name), {TOKEN_FILE: self.token})]
         if client_tls is not None:
             bundle = client_tls.apply(lambda b: {TLS_FILES[k]: b[k] for k in ("ca", "cert", "key")})
             needs.append(secret("tls", tls_secret_name(cluster_name), bundle))
         if (claim := home_claim_manifest(config)) is not None:
-            needs.append(k8s.core.v1.PersistentVolumeClaim(
-                f"{name}-home", metadata=claim["metadata"], spec=claim["spec"], opts=child,
-            ))  # fmt: skip
+            needs.append(register(k8s.core.v1.PersistentVolumeClaim, f"{name}-home", claim, child))
         if (policy := network_policy_manifest(config)) is not None:
-            needs.append(k8s.networking.v1.NetworkPolicy(
-                f"{name}-netpol", metadata=policy["metadata"], spec=policy["spec"], opts=child,
-            ))  # fmt: skip
-        manifest = pulumi.Output.from_input(ref).apply(
-            lambda ref: deployment_manifest(config, storage, pull_secret, catalog, ref)
+            needs.append(register(k8s.networking.v1.NetworkPolicy, f"{name}-netpol", policy, child))
+        # The metadata known at preview; the spec runs the image built (known after the build).
+        built = pulumi.Output.from_input(ref).apply(
+            lambda r: deployment_manifest(config, storage, pull_secret, catalog, r)
         )
-        deployment = k8s.apps.v1.Deployment(
-            f"{name}-deployment",
-            metadata=deployment_manifest(config, storage, pull_secret, catalog, "")["metadata"],
-            spec=manifest.apply(lambda d: d["spec"]),
-            opts=child_options(self, opts, *needs),
-        )
-        service = service_manifest(config)
-        k8s.core.v1.Service(f"{name}-service", metadata=service["metadata"], spec=service["spec"], opts=child)
+        shape = deployment_manifest(config, storage, pull_secret, catalog, "")
+        deployment = register(k8s.apps.v1.Deployment, f"{name}-deployment", shape, child_options(self, opts, *needs),
+                              spec=built["spec"])  # fmt: skip
+        register(k8s.core.v1.Service, f"{name}-service", service_manifest(config), child)
         self.register_outputs({"deployment": deployment.metadata["name"]})

@@ -1,6 +1,7 @@
 """Object-store credentials handed to the fsspec drivers as files where the driver reads files (CKV_K8S_35), for the
 cluster's pods (components/storage.py) and the catalog copy Job (components/catalogs.py). Which file or variable
-each driver reads: docs/storage.md's table (abfs reads no file: `secretKeyRef` variables, with `ENV_SKIP`)."""
+each driver reads: docs/storage.md's table (abfs reads no file: `secretKeyRef` variables, with `ENV_SKIP`). And
+PodStorage: what a pod needs to read the catalogs, keys or not."""
 
 from __future__ import annotations
 
@@ -28,13 +29,17 @@ ENV_SKIP = (
 
 
 @dataclass(frozen=True)
-class KeyWiring:
-    """What a pod spec needs to hand a credentials Secret to the driver."""
+class PodStorage:
+    """What a pod needs to read the catalogs: the claim, or a credentials Secret (`key_wiring`), or an identity."""
 
-    env: list[dict[str, Any]] = field(default_factory=list)
     volumes: list[dict[str, Any]] = field(default_factory=list)
     mounts: list[dict[str, Any]] = field(default_factory=list)
-    scanner_skips: tuple[str, ...] = ()  # checkov skips with their reasons, for the pods carrying `env`
+    env: list[dict[str, Any]] = field(default_factory=list)
+    # Workload identity: the pods run as this ServiceAccount, with these pod labels.
+    service_account: str | None = None
+    pod_labels: dict[str, str] = field(default_factory=dict)
+    pod_annotations: dict[str, str] = field(default_factory=dict)
+    scanner_skips: tuple[str, ...] = ()  # checkov skips with their reasons for pods carrying `env` (abfs keys)
 
 
 def _file(variable: str) -> str | None:
@@ -63,17 +68,17 @@ def secret_data(credential_env: Mapping[str, str], credentials: Mapping[str, str
     return data | {file: "\n".join(lines) + "\n" for file, lines in sorted(ini.items())}
 
 
-def key_wiring(credential_env: Mapping[str, str], secret: str, volume: str, key_dir: str) -> KeyWiring:
+def key_wiring(credential_env: Mapping[str, str], secret: str, volume: str, key_dir: str) -> PodStorage:
     """Env, volume and read-only mount at `key_dir` handing Secret `secret` (of `secret_data`) to the driver."""
     files = sorted({f for variable in credential_env.values() if (f := _file(variable)) is not None})
     env: list[dict[str, Any]] = [{"name": FILE_VARIABLES[f], "value": f"{key_dir}/{f}"} for f in files]
     from_env = [v for v in credential_env.values() if _file(v) is None]
     env += [{"name": v, "valueFrom": {"secretKeyRef": {"name": secret, "key": v}}} for v in from_env]
     if not files:
-        return KeyWiring(env=env, scanner_skips=(ENV_SKIP,) if from_env else ())
-    return KeyWiring(
-        env=env,
+        return PodStorage(env=env, scanner_skips=(ENV_SKIP,) if from_env else ())
+    return PodStorage(
         volumes=[{"name": volume, "secret": {"secretName": secret}}],
         mounts=[{"name": volume, "mountPath": key_dir, "readOnly": True}],
+        env=env,
         scanner_skips=(ENV_SKIP,) if from_env else (),
     )

@@ -1,10 +1,15 @@
-"""Resource options shared by the components."""
+"""Resource options shared by the components, and the one way a manifest dict becomes its pulumi-kubernetes
+resource."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import pulumi
+
+R = TypeVar("R")
 
 
 def child_options(
@@ -17,3 +22,13 @@ def child_options(
     return pulumi.ResourceOptions(
         parent=parent, depends_on=[d for d in (*inherited, *more) if isinstance(d, pulumi.Resource)]
     )
+
+
+def register(
+    resource: Callable[..., R], name: str, manifest: Mapping[str, Any], opts: pulumi.ResourceOptions, **fields: Any
+) -> R:
+    """`resource(name, ...)` with the manifest's top-level fields as its arguments (`stringData` -> `string_data`),
+    `fields` (Outputs: a secret, a spec with the pushed image) in place of the manifest's. A typed resource sets its
+    own `apiVersion` and `kind`; a CustomResource takes them."""
+    args = {re.sub("([A-Z])", r"_\1", key).lower(): value for key, value in manifest.items()}
+    return resource(name, **args | fields, opts=opts)

@@ -1,8 +1,6 @@
-"""Where the scheduler and worker pods run: the Kubernetes scheduling fields of a pod spec (`pod_placement`), the
-check of what users write against the PodSpec schema (`placement_problems`, strict: a misspelt field fails before
-anything is deployed), and what the pinned CRDs would prune silently (`crd_dropped`). Spot (dask-kubernetes #606):
-workers on spot nodes, the scheduler never (losing it loses every task).
-"""
+"""Where the scheduler and worker pods run (`pod_placement`), and the checks of what users write: against the strict
+PodSpec schema (`placement_problems`) and what the pinned CRDs would prune silently (`crd_dropped`). Spot
+(dask-kubernetes #606): workers on spot nodes, the scheduler never (losing it loses every task)."""
 
 from __future__ import annotations
 
@@ -19,9 +17,7 @@ KUBERNETES_SCHEMA_VERSION = "1.25.0"
 PLACEMENT_FIELDS = ("nodeSelector", "tolerations", "affinity", "priorityClassName", "topologySpreadConstraints")
 
 
-class Spot(NamedTuple):
-    """A provider's label on spot nodes, and the effect of the taint `label=value` it puts on them (None: no taint)."""
-
+class Spot(NamedTuple):  # a provider's label on spot nodes; the effect of its taint `label=value` (None: no taint)
     label: str
     value: str
     taint_effect: str | None
@@ -84,37 +80,26 @@ def pod_placement(
     avoid_spot: list[str] | None = None,
     spread: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The pod-spec scheduling fields: `user`'s PLACEMENT_FIELDS (camelCase; `topologySpreadConstraints` None = the
-    default), on this provider's `spot` nodes (the user's node selector wins for a key), off the `avoid_spot`
-    providers' spot nodes, spread over nodes by the pod labels `spread` unless the user gave constraints."""
-    out: dict[str, Any] = {}
+    """`user`'s PLACEMENT_FIELDS, on this provider's `spot` nodes (the user's node selector wins for a key), off the
+    `avoid_spot` providers' spot nodes, spread over nodes by the labels `spread` unless the user gave constraints."""
     on_spot = SPOT[spot] if spot else None
-    if node_selector := ({on_spot.label: on_spot.value} if on_spot else {}) | dict(user.get("nodeSelector") or {}):
-        out["nodeSelector"] = node_selector
-    tolerations = [*user.get("tolerations", [])]
+    taint = []
     if on_spot and on_spot.taint_effect:
-        toleration = {"key": on_spot.label, "operator": "Equal", "value": on_spot.value, "effect": on_spot.taint_effect}
-        tolerations.insert(0, toleration)
-    if tolerations:
-        out["tolerations"] = copy.deepcopy(tolerations)
-    affinity = copy.deepcopy(dict(user.get("affinity") or {}))
-    if avoid_spot:
-        affinity = _merge_affinity(affinity, off_spot_affinity(avoid_spot))
-    if affinity:
-        out["affinity"] = affinity
-    if user.get("priorityClassName"):
-        out["priorityClassName"] = user["priorityClassName"]
+        taint = [{"key": on_spot.label, "operator": "Equal", "value": on_spot.value, "effect": on_spot.taint_effect}]
+    affinity = dict(user.get("affinity") or {})
     constraints = user.get("topologySpreadConstraints")
-    if constraints is None and spread:
-        constraints = spread_across_nodes(spread)
-    if constraints:
-        out["topologySpreadConstraints"] = copy.deepcopy(list(constraints))
-    return out
+    fields = {
+        "nodeSelector": ({on_spot.label: on_spot.value} if on_spot else {}) | dict(user.get("nodeSelector") or {}),
+        "tolerations": [*taint, *user.get("tolerations", [])],
+        "affinity": _merge_affinity(affinity, off_spot_affinity(avoid_spot)) if avoid_spot else affinity,
+        "priorityClassName": user.get("priorityClassName"),
+        "topologySpreadConstraints": spread_across_nodes(spread) if constraints is None and spread else constraints,
+    }
+    return copy.deepcopy({key: value for key, value in fields.items() if value})
 
 
 def worker_spread_selector(app_name: str, group: str) -> dict[str, str]:
-    """Labels of one worker group's pods that survive the DaskCluster's rename: the DaskCluster's own
-    `app.kubernetes.io/name` and the group's GROUP_LABEL (`worker.metadata.labels`), which the operator copies."""
+    """Labels of one worker group's pods that survive the DaskCluster's rename (the operator copies them)."""
     return {APP_NAME_LABEL: app_name, COMPONENT_LABEL: "worker", GROUP_LABEL: group}
 
 
@@ -156,24 +141,14 @@ def placement_problems(fields: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
 
 
 @functools.cache
-def _crd_pod_specs() -> dict[tuple[str, str], dict[str, Any]]:
-    """(custom resource kind, `worker` or `scheduler`) -> the structural schema of its `spec.<pod>.spec`, from the
-    pinned CRDs the operator installs (read once, lazily: only stacks that set a placement pay ~0.2 s)."""
+def crd_pod_spec(kind: str, pod: str) -> dict[str, Any]:
+    """The structural schema of `spec.<pod>.spec` (`worker`, `scheduler`) in the pinned CRD of `kind` (read lazily:
+    only stacks that set a placement pay ~0.2 s)."""
     from components.dask_operator import crd_manifests  # the one reader of the chart's crds/ (YAML, no kopf/kr8s)
 
-    schemas = {}
-    for crd in crd_manifests():
-        version = next(v for v in crd["spec"]["versions"] if v["storage"])
-        spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
-        for pod in ("worker", "scheduler"):
-            if pod in spec:
-                schemas[(crd["spec"]["names"]["kind"], pod)] = spec[pod]["properties"]["spec"]
-    return schemas
-
-
-def crd_pod_spec(kind: str, pod: str) -> dict[str, Any]:
-    """The pod spec schema of `spec.<pod>.spec` in the pinned CRD of `kind` (DaskCluster, DaskWorkerGroup)."""
-    return _crd_pod_specs()[(kind, pod)]
+    crd = next(c for c in crd_manifests() if c["spec"]["names"]["kind"] == kind)
+    version = next(v for v in crd["spec"]["versions"] if v["storage"])
+    return dict(version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"][pod]["properties"]["spec"])
 
 
 FieldPath = tuple[str | int, ...]

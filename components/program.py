@@ -33,13 +33,11 @@ from components.verification.resource import LsdbVerification, VerificationArgs
 
 
 def program(config: StackConfig, today: date | None = None) -> dict[str, Any]:
-    """Register every resource of the stack; return the exports (name -> value or Output).
-
-    `today` (UTC): the day whose TLS epoch the cluster serves (components/tls_schedule.py); tests pass one."""
+    """Register every resource of the stack; return the exports. `today` (UTC): the day whose TLS epoch the cluster
+    serves (components/tls_schedule.py); tests pass one."""
     today = today or datetime.now(UTC).date()  # the program's one reading of the clock
     exports: dict[str, Any] = {}
-    namespace = config.namespace
-    provider_opts = None
+    namespace, provider_opts = config.namespace, None
     if config.kube_context:
         provider = k8s.Provider("kube", context=config.kube_context)
         provider_opts = pulumi.ResourceOptions(providers=[provider])
@@ -64,16 +62,16 @@ def program(config: StackConfig, today: date | None = None) -> dict[str, Any]:
     )
     password = secret_config("image", ("registry", "password")) if config.image.registry.password is not None else None
     build_notebook = config.notebook.enabled and config.notebook.image_ref is None
-    image = LsdbImage(
-        "lsdb-image",
-        config.image,
-        namespace,
-        config.cluster.name,
-        password,
-        build_notebook,
-        opts(cluster_namespace),
-    )
-    provisioning = _provisioning(config, storage, image, opts(cluster_namespace, storage, image))
+    image = LsdbImage("lsdb-image", config.image, namespace, config.cluster.name, password, build_notebook,
+                      opts(cluster_namespace))  # fmt: skip
+    provisioning = None
+    if config.catalogs:  # a Job per catalog copying it onto the claim
+        catalogs = {
+            n: secret_config("catalogs", (n, "credentials")) for n, c in config.catalogs.items() if c.credentials
+        }
+        provisioning = CatalogProvisioning("catalog-provisioning", config, image.ref, image.pull_secret_name, catalogs,
+                                           opts(cluster_namespace, storage, image))  # fmt: skip
+        exports["catalogPaths"] = provisioning.paths  # name -> the path workers open (lsdb.open_catalog)
     # The certificate Secret's name is the TLS epoch's (a new epoch: a new Secret, a new `<h>`, a new cluster), known
     # before the certificate, whose SANs name the stable and the candidate scheduler Service.
     tls_tag = certificate_schedule(today, config.security.tls_generation).tag
@@ -84,28 +82,14 @@ def program(config: StackConfig, today: date | None = None) -> dict[str, Any]:
     security = ClusterSecurity("lsdb-security", config, operator_namespace, live_name, today, opts(cluster_namespace))
     # The stable Service comes before every cluster and goes after all of them (the clusters depend on it); it routes
     # nothing until the selector below points it at a verified cluster.
-    endpoint = StableEndpoint(
-        "scheduler-endpoint",
-        config.cluster.name,
-        live_name,
-        namespace,
-        config.kube_context,
-        tls_secret is not None,
-        opts(cluster_namespace),
-    )
-    cluster = LsdbDaskCluster(
-        "lsdb-cluster",
-        manifests,
-        image.ref,
-        opts(operator, cluster_namespace, storage, image, security, endpoint),
-    )
+    endpoint = StableEndpoint("scheduler-endpoint", config, live_name, opts(cluster_namespace))
+    cluster_opts = opts(operator, cluster_namespace, storage, image, security, endpoint)
+    cluster = LsdbDaskCluster("lsdb-cluster", manifests, image.ref, cluster_opts)
     exports |= {"namespace": namespace, "clusterName": cluster.cluster_name, "imageRef": image.ref}
     exports["workerGroups"] = cluster.worker_group_names
     # What a user passes to `lsdb.open_catalog(url, storage_options=...)` in the cluster (no secret in it).
     exports["catalogStorageOptions"] = config.storage.catalog_storage_options
 
-    if provisioning is not None:
-        exports["catalogPaths"] = provisioning.paths  # name -> the path workers open (lsdb.open_catalog)
     verification = _verification(config, cluster, image, security, provisioning)
     if config.verify.enabled:  # the gate's outputs are no verification result (no rows, no versions)
         exports["verification"] = verification.outputs()
@@ -113,13 +97,8 @@ def program(config: StackConfig, today: date | None = None) -> dict[str, Any]:
     # Switched to the new cluster only after it passed the verification (or, with verify.enabled false, its gate): a
     # failed check fails `pulumi up` here, the stable Service keeps selecting the old cluster, and the old cluster
     # (still in the program's state) stays.
-    selector = StableEndpointSelector(
-        "scheduler-endpoint-selector",
-        config.cluster.name,
-        live_name,
-        namespace,
-        opts(endpoint, cluster, verification, provisioning),
-    )
+    selector_opts = opts(endpoint, cluster, verification, provisioning)
+    selector = StableEndpointSelector("scheduler-endpoint-selector", config, live_name, selector_opts)
     exports |= endpoint.endpoints
     exports |= forward_commands(namespace, scheduler_service_name(config.cluster.name), config.kube_context)
     if security.client_tls is not None:
@@ -131,8 +110,11 @@ def program(config: StackConfig, today: date | None = None) -> dict[str, Any]:
 
     # After the switch: the notebook's client bundle (rewritten at a certificate rotation) changes only once the
     # stable Service selects the cluster that trusts it, and a failed `pulumi up` leaves the notebook as it was.
-    notebook_opts = opts(cluster_namespace, storage, image, selector)
-    exports |= _notebook(config, storage, image, security, provisioning, notebook_opts)
+    if config.notebook.enabled:  # JupyterLab beside the cluster
+        catalog = next(iter(provisioning.paths.values())) if provisioning else config.verify.catalog_path
+        notebook = LsdbNotebook("lsdb-notebook", config, storage.pod_storage, image, catalog, security.client_tls,
+                                opts(cluster_namespace, storage, image, selector))  # fmt: skip
+        exports |= {**notebook_urls(config), "notebookToken": notebook.token}
 
     if config.monitoring.enabled:
         # With the operator from elsewhere (so without its chart's monitors), monitors of this stack's own.
@@ -169,36 +151,6 @@ def _operator(
         exports["operatorNamespace"] = operator_from_stack(config.operator.from_stack)
         return None, exports["operatorNamespace"]
     return None, config.operator.namespace
-
-
-def _provisioning(
-    config: StackConfig, storage: CatalogStorage, image: LsdbImage, opts: pulumi.ResourceOptions
-) -> CatalogProvisioning | None:
-    """`catalogs`: a Job per catalog copying it onto the claim (components/catalogs.py); None without catalogs."""
-    if not config.catalogs:
-        return None
-    credentials = {
-        name: secret_config("catalogs", (name, "credentials"))
-        for name, catalog in config.catalogs.items()
-        if catalog.credentials
-    }
-    return CatalogProvisioning("catalog-provisioning", config, image.ref, image.pull_secret_name, credentials, opts)
-
-
-def _notebook(
-    config: StackConfig,
-    storage: CatalogStorage,
-    image: LsdbImage,
-    security: ClusterSecurity,
-    provisioning: CatalogProvisioning | None,
-    opts: pulumi.ResourceOptions,
-) -> dict[str, Any]:
-    """`notebook`: JupyterLab beside the cluster (components/notebook.py); its exports (none when disabled)."""
-    if not config.notebook.enabled:
-        return {}
-    catalog = next(iter(provisioning.paths.values())) if provisioning else config.verify.catalog_path
-    notebook = LsdbNotebook("lsdb-notebook", config, storage.pod_storage, image, catalog, security.client_tls, opts)
-    return {**notebook_urls(config), "notebookToken": notebook.token}
 
 
 def _verification(

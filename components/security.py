@@ -30,7 +30,7 @@ from components.constants import (
     WORKER_PORT_NAME,
     scheduler_service_name,
 )
-from components.options import child_options
+from components.options import child_options, register
 from components.tls_schedule import (
     ANCHOR,
     CA_VALIDITY_DAYS,
@@ -48,9 +48,6 @@ CERT_VALIDITY_HOURS = CERT_VALIDITY_DAYS * 24
 KEY_ALGORITHM, KEY_CURVE = "ECDSA", "P256"
 SERVER_USES = ["digital_signature", "key_encipherment", "server_auth", "client_auth"]
 CLIENT_USES = ["digital_signature", "key_encipherment", "client_auth"]
-
-
-# --- NetworkPolicies -----------------------------------------------------------------------------------------
 
 
 def cluster_pods(cluster_name: str, component: str | None = None) -> dict[str, Any]:
@@ -109,14 +106,14 @@ def network_policy_manifests(
     if not security.network_policy:
         return []
     clients = [{"podSelector": {"matchLabels": dict(CLIENT_LABEL)}}, *_namespaces(security.client_namespaces)]
-    workers = {"podSelector": cluster_pods(cluster_name, "worker")}
-    scheduler = {"podSelector": cluster_pods(cluster_name, "scheduler")}
+    pods, worker_pods, scheduler_pods = (cluster_pods(cluster_name, c) for c in (None, "worker", "scheduler"))
+    workers, scheduler = {"podSelector": worker_pods}, {"podSelector": scheduler_pods}
     dashboard_readers = [
         {"podSelector": {"matchLabels": dict(DASHBOARD_LABEL)}},
         *_namespaces(security.dashboard_namespaces),
     ]
     scrapers = _namespaces([scraper_namespace] if scraper_namespace else [])
-    egress = [dns_egress(), {"to": [{"podSelector": cluster_pods(cluster_name)}]}]
+    egress = [dns_egress(), {"to": [{"podSelector": pods}]}]
     if object_store:
         egress.append(ip_egress(security.egress_cidrs, security.egress_ports))
     if identity_provider == "gcp":
@@ -133,35 +130,17 @@ def network_policy_manifests(
         worker_ingress.append({"from": scrapers, "ports": _ports(DASHBOARD_PORT_NAME)})
     specs = {
         # Default deny: selects every pod of the cluster for both directions; the others add what is allowed.
-        "default-deny": {"podSelector": cluster_pods(cluster_name), "policyTypes": ["Ingress", "Egress"]},
-        "egress": {"podSelector": cluster_pods(cluster_name), "policyTypes": ["Egress"], "egress": egress},
-        "scheduler": {
-            "podSelector": cluster_pods(cluster_name, "scheduler"),
-            "policyTypes": ["Ingress"],
-            "ingress": scheduler_ingress,
-        },
-        "workers": {
-            "podSelector": cluster_pods(cluster_name, "worker"),
-            "policyTypes": ["Ingress"],
-            "ingress": worker_ingress,
-        },
+        "default-deny": {"podSelector": pods, "policyTypes": ["Ingress", "Egress"]},
+        "egress": {"podSelector": pods, "policyTypes": ["Egress"], "egress": egress},
+        "scheduler": {"podSelector": scheduler_pods, "policyTypes": ["Ingress"], "ingress": scheduler_ingress},
+        "workers": {"podSelector": worker_pods, "policyTypes": ["Ingress"], "ingress": worker_ingress},
     }
+    labels = {**LABELS, APP_NAME_LABEL: cluster_name}
     return [
-        {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "NetworkPolicy",
-            "metadata": {
-                "name": f"{cluster_name}-{part}",
-                "namespace": namespace,
-                "labels": {**LABELS, APP_NAME_LABEL: cluster_name},
-            },
-            "spec": spec,
-        }
+        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+         "metadata": {"name": f"{cluster_name}-{part}", "namespace": namespace, "labels": labels}, "spec": spec}
         for part, spec in specs.items()
-    ]
-
-
-# --- TLS ---------------------------------------------------------------------------------------------------
+    ]  # fmt: skip
 
 
 def certificate_dns_names(service_names: Sequence[str], namespace: str) -> list[str]:
@@ -196,19 +175,7 @@ class ClusterSecurity(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("lsdb-k8s:security:ClusterSecurity", name, {}, opts)
-        self.network_policies = self._network_policies(name, config, operator_namespace, opts)
-        self.schedule = certificate_schedule(today, config.security.tls_generation)
-        if config.security.tls:
-            # The certificate covers the stable Service and the operator's of the live cluster.
-            services = [scheduler_service_name(config.cluster.name), scheduler_service_name(live_name)]
-            self._certificates(name, config, services, today, opts)
-        self.register_outputs({"networkPolicies": [p.metadata["name"] for p in self.network_policies]})
-
-    def _network_policies(
-        self, name: str, config: StackConfig, operator_namespace: pulumi.Input[str], opts: pulumi.ResourceOptions | None
-    ) -> list[k8s.networking.v1.NetworkPolicy]:
         cluster, storage, monitoring = config.cluster.name, config.storage, config.monitoring
-        # AWS's and Azure's token endpoints are HTTPS, which the object-store rule allows; GKE's needs its own.
         identity_provider = storage.identity[0] if storage.identity else None
         scrapers = monitoring.prometheus_namespace if monitoring.enabled else None
 
@@ -220,19 +187,22 @@ class ClusterSecurity(pulumi.ComponentResource):
 
         # The operator's namespace may be another stack's output; the set of policies never depends on it.
         manifests = pulumi.Output.from_input(operator_namespace).apply(build)
-
-        def spec(i: int) -> pulumi.Output[Any]:
-            return manifests.apply(lambda m: m[i]["spec"])
-
-        return [
-            k8s.networking.v1.NetworkPolicy(
+        self.network_policies = [
+            register(
+                k8s.networking.v1.NetworkPolicy,
                 f"{name}-{shape['metadata']['name'].removeprefix(f'{cluster}-')}",
-                metadata=shape["metadata"],
-                spec=spec(i),
-                opts=child_options(self, opts),
+                shape,
+                child_options(self, opts),
+                spec=manifests[i]["spec"],
             )
             for i, shape in enumerate(build("operator"))
         ]
+        self.schedule = certificate_schedule(today, config.security.tls_generation)
+        if config.security.tls:
+            # The certificate covers the stable Service and the operator's of the live cluster.
+            services = [scheduler_service_name(config.cluster.name), scheduler_service_name(live_name)]
+            self._certificates(name, config, services, today, opts)
+        self.register_outputs({"networkPolicies": [p.metadata["name"] for p in self.network_policies]})
 
     def _certificates(
         self, name: str, config: StackConfig, services: list[str], today: date, opts: pulumi.ResourceOptions | None
@@ -264,7 +234,8 @@ class ClusterSecurity(pulumi.ComponentResource):
             opts=child,
         )
 
-        def signed(suffix: str, common_name: str, uses: list[str], dns_names: list[str]) -> tuple[Any, Any]:
+        def signed(suffix: str, common_name: str, uses: list[str], dns_names: list[str]) -> tuple[Any, dict[str, Any]]:
+            """The certificate, and its bundle: `ca`, `cert`, `key`."""
             key = private_key(suffix)
             request = tls.CertRequest(
                 f"{name}-{suffix}-csr",
@@ -284,34 +255,19 @@ class ClusterSecurity(pulumi.ComponentResource):
                 validity_period_hours=CERT_VALIDITY_HOURS,
                 opts=child,
             )
-            return key, cert
+            return cert, {"ca": ca.cert_pem, "cert": cert.cert_pem, "key": key.private_key_pem}
 
-        server_key, server_cert = signed(
-            "server", services[0], SERVER_USES, certificate_dns_names(services, config.namespace)
-        )
-        client_key, client_cert = signed("client", "lsdb-client", CLIENT_USES, [])
+        dns_names = certificate_dns_names(services, config.namespace)
+        server_cert, server = signed("server", services[0], SERVER_USES, dns_names)
+        client_cert, client = signed("client", "lsdb-client", CLIENT_USES, [])
         # A new logical name per epoch (not a replacement of one resource): the old Secret stays, mounted by the old
         # cluster, until the end of a successful `pulumi up`; a replaced one would be deleted at the start of the
         # next `pulumi up` after a failed one, under the old cluster still serving.
-        k8s.core.v1.Secret(
-            f"{name}-tls-secret-{schedule.tag}",
-            metadata={
-                "name": tls_secret_name(config.cluster.name, schedule.tag),
-                "namespace": config.namespace,
-                "labels": LABELS,
-            },
-            type="kubernetes.io/tls",
-            string_data=pulumi.Output.secret(
-                {
-                    TLS_FILES["ca"]: ca.cert_pem,
-                    TLS_FILES["cert"]: server_cert.cert_pem,
-                    TLS_FILES["key"]: server_key.private_key_pem,
-                }
-            ),
-            opts=child,
-        )
-        bundle: dict[str, Any] = {"ca": ca.cert_pem, "cert": client_cert.cert_pem, "key": client_key.private_key_pem}
-        self.client_tls = pulumi.Output.secret(bundle)
+        metadata = {"name": tls_secret_name(config.cluster.name, schedule.tag), "namespace": config.namespace}
+        secret = {"metadata": metadata | {"labels": LABELS}, "type": "kubernetes.io/tls"}
+        string_data = pulumi.Output.secret({TLS_FILES[k]: v for k, v in server.items()})
+        register(k8s.core.v1.Secret, f"{name}-tls-secret-{schedule.tag}", secret, child, string_data=string_data)
+        self.client_tls = pulumi.Output.secret(client)
         self.certificate_expiry = server_cert.validity_end_time
         certificates = {"stack's CA": ca, "cluster's certificate": server_cert, "client certificate": client_cert}
         for what, cert in certificates.items():  # warned at `pulumi up`, once each end is known

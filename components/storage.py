@@ -1,9 +1,8 @@
-"""CatalogStorage: where workers find HATS catalogs (RWX PVC, static NFS or hostPath PV, object store, none).
-The manifests and the pods' wiring (volumes, mounts, environment) are pure functions of the config."""
+"""CatalogStorage: where workers find HATS catalogs (RWX PVC, static NFS or hostPath PV, object store, none), and
+what the pods need to see them (volumes, mounts, environment, identity)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -12,28 +11,14 @@ import pulumi_kubernetes as k8s
 from components.config import IDENTITY_PROVIDERS, StorageConfig
 from components.constants import LABELS as PROGRAM_LABELS
 from components.constants import STORAGE_COMPONENT_LABEL
-from components.object_store_keys import key_wiring, secret_data
-from components.options import child_options
+from components.object_store_keys import PodStorage, key_wiring, secret_data
+from components.options import child_options, register
 
 VOLUME_NAME = "catalog-data"
 LABELS = {**PROGRAM_LABELS, STORAGE_COMPONENT_LABEL[0]: STORAGE_COMPONENT_LABEL[1]}
 IDENTITY_ANNOTATION = "lsdb-k8s/workload-identity"  # on the pods: which identity their ServiceAccount carried
 KEY_DIR = "/var/run/secrets/lsdb-object-store"  # the credentials Secret's files, read-only on scheduler and workers
 KEY_VOLUME = "object-store-key"  # the scheduler mounts the volume of this name too (components/cluster.py)
-
-
-@dataclass(frozen=True)
-class PodStorage:
-    """What the scheduler and worker pods need to see the catalogs."""
-
-    volumes: list[dict[str, Any]] = field(default_factory=list)
-    worker_mounts: list[dict[str, Any]] = field(default_factory=list)
-    env: list[dict[str, Any]] = field(default_factory=list)  # on scheduler and workers
-    # Workload identity: scheduler and worker pods run as this ServiceAccount, with these pod labels.
-    service_account: str | None = None
-    pod_labels: dict[str, str] = field(default_factory=dict)
-    pod_annotations: dict[str, str] = field(default_factory=dict)
-    scanner_skips: tuple[str, ...] = ()  # checkov skips with their reasons for pods carrying `env` (abfs keys)
 
 
 def service_account_name(cluster_name: str) -> str:
@@ -98,7 +83,6 @@ def persistent_volume_claim_manifest(storage: StorageConfig, namespace: str) -> 
 def object_store_secret_manifest(
     storage: StorageConfig, namespace: str, cluster_name: str, credentials: dict[str, str]
 ) -> dict[str, Any] | None:
-    """The credentials as the files the driver reads (components/object_store_keys.py)."""
     if not storage.credential_keys:
         return None
     data = secret_data(storage.credential_env, credentials, "storage.objectStore.credentials")
@@ -107,11 +91,10 @@ def object_store_secret_manifest(
 
 
 def pod_storage(storage: StorageConfig, cluster_name: str) -> PodStorage:
-    """Volumes, worker mounts and env for the DaskCluster pods."""
     if storage.mounts_volume:
         return PodStorage(
             volumes=[{"name": VOLUME_NAME, "persistentVolumeClaim": {"claimName": storage.claim_name}}],
-            worker_mounts=[{"name": VOLUME_NAME, "mountPath": storage.mount_path}],
+            mounts=[{"name": VOLUME_NAME, "mountPath": storage.mount_path}],
         )
     if storage.identity is not None:
         provider, value = storage.identity
@@ -123,14 +106,11 @@ def pod_storage(storage: StorageConfig, cluster_name: str) -> PodStorage:
         )
     if not storage.credential_keys:
         return PodStorage()
-    wiring = key_wiring(storage.credential_env, object_store_secret_name(cluster_name), KEY_VOLUME, KEY_DIR)
-    return PodStorage(
-        volumes=wiring.volumes, worker_mounts=wiring.mounts, env=wiring.env, scanner_skips=wiring.scanner_skips
-    )
+    return key_wiring(storage.credential_env, object_store_secret_name(cluster_name), KEY_VOLUME, KEY_DIR)
 
 
 class CatalogStorage(pulumi.ComponentResource):
-    """The catalog volume (or object-store credentials, `credentials` a Pulumi secret) the Dask cluster mounts."""
+    """The catalog volume, or the object-store credentials (`credentials`: a Pulumi secret) or identity."""
 
     volume: k8s.core.v1.PersistentVolume | None = None
     claim: k8s.core.v1.PersistentVolumeClaim | None = None
@@ -150,33 +130,20 @@ class CatalogStorage(pulumi.ComponentResource):
         child = child_options(self, opts)
         self.pod_storage = pod_storage(storage, cluster_name)
         if pv := persistent_volume_manifest(storage, namespace):
-            self.volume = k8s.core.v1.PersistentVolume(
-                f"{name}-pv", metadata=pv["metadata"], spec=pv["spec"], opts=child
-            )
+            self.volume = register(k8s.core.v1.PersistentVolume, f"{name}-pv", pv, child)
         if pvc := persistent_volume_claim_manifest(storage, namespace):
-            self.claim = k8s.core.v1.PersistentVolumeClaim(
-                f"{name}-pvc", metadata=pvc["metadata"], spec=pvc["spec"], opts=child_options(self, opts, self.volume)
-            )
+            claim_opts = child_options(self, opts, self.volume)
+            self.claim = register(k8s.core.v1.PersistentVolumeClaim, f"{name}-pvc", pvc, claim_opts)
         if storage.credential_keys and credentials is not None:
             manifest = credentials.apply(lambda c: object_store_secret_manifest(storage, namespace, cluster_name, c))
-            self.secret = k8s.core.v1.Secret(
-                f"{name}-object-store",
-                # Not from `manifest`, which the credentials make secret: the name stays readable in the state.
-                metadata={"name": object_store_secret_name(cluster_name), "namespace": namespace, "labels": LABELS},
-                type="Opaque",
-                string_data=pulumi.Output.secret(manifest.apply(lambda m: m["stringData"] if m else {})),
-                opts=child,
-            )
+            # Not from `manifest`, which the credentials make secret: the name stays readable in the state.
+            metadata = {"name": object_store_secret_name(cluster_name), "namespace": namespace, "labels": LABELS}
+            data = pulumi.Output.secret(manifest.apply(lambda m: m["stringData"] if m else {}))
+            shape = {"metadata": metadata, "type": "Opaque"}
+            self.secret = register(k8s.core.v1.Secret, f"{name}-object-store", shape, child, string_data=data)
         if account := service_account_manifest(storage, namespace, cluster_name):
-            self.service_account = k8s.core.v1.ServiceAccount(
-                f"{name}-service-account",
-                metadata=account["metadata"],
-                automount_service_account_token=account["automountServiceAccountToken"],
-                opts=child,
-            )
+            self.service_account = register(k8s.core.v1.ServiceAccount, f"{name}-service-account", account, child)
+        claim_name = self.claim.metadata.name if self.claim else None
         self.register_outputs(
-            {
-                "claimName": self.claim.metadata.name if self.claim else None,
-                "mountPath": storage.mount_path if storage.mounts_volume else None,
-            }
+            {"claimName": claim_name, "mountPath": storage.mount_path if storage.mounts_volume else None}
         )

@@ -166,10 +166,12 @@ def test_the_job_name_is_the_catalog_and_a_digest_of_its_spec() -> None:
 
 
 def test_a_digest_is_of_the_content_not_its_key_order() -> None:
-    from components.catalogs import _digest
+    from components.catalogs import code_config_map_manifest
+    from components.cluster import spec_digest
 
-    assert _digest({"a": 1, "b": [2]}) == _digest({"b": [2], "a": 1}) != _digest({"a": 1, "b": [3]})
-    assert len(_digest("x")) == 8
+    assert spec_digest({"a": 1, "b": [2]}) == spec_digest({"b": [2], "a": 1}) != spec_digest({"a": 1, "b": [3]})
+    name = code_config_map_manifest("gaia", "ns", "x")["metadata"]["name"]
+    assert name == "gaia-provision-code-" + spec_digest("x")[:8]
 
 
 def test_the_component_names_waits_for_and_guards_each_catalog_s_objects(monkeypatch: pytest.MonkeyPatch) -> None:

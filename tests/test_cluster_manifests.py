@@ -27,7 +27,8 @@ from components.cluster import (
     with_image,
 )
 from components.config import ClusterConfig, parse_stack_config
-from components.storage import PodStorage, pod_storage
+from components.object_store_keys import PodStorage
+from components.storage import pod_storage
 from tools.mock_runtime import ProgramRun, RecordingMonitor, run_program
 
 IMAGE = "ghcr.io/acme/lsdb-dask:content-1"
@@ -98,7 +99,7 @@ NEW_CLUSTER = {
     "scheduler memory": lambda: build(config(scheduler={"memory": "8Gi"})),
     "a new worker group": lambda: build(config(workerGroups={"highmem": {"memory": "16Gi"}})),
     "an identity": lambda: build(storage=PodStorage(pod_annotations={"lsdb-k8s/workload-identity": "aws:x"})),
-    "the catalog mount": lambda: build(storage=PodStorage(worker_mounts=[{"name": "c", "mountPath": "/data"}])),
+    "the catalog mount": lambda: build(storage=PodStorage(mounts=[{"name": "c", "mountPath": "/data"}])),
 }
 
 
@@ -265,7 +266,7 @@ def test_a_pull_secret_reaches_every_pod() -> None:
 def test_the_catalog_volume_is_mounted_on_workers_only() -> None:
     storage = PodStorage(
         volumes=[{"name": "catalog-data", "persistentVolumeClaim": {"claimName": "hats"}}],
-        worker_mounts=[{"name": "catalog-data", "mountPath": "/data"}],
+        mounts=[{"name": "catalog-data", "mountPath": "/data"}],
     )
     m = build(config(workerGroups={"g": {}}), storage)
     for w in (worker(m), worker(m, "g")):

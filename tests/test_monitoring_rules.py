@@ -22,9 +22,8 @@ from components.monitoring import (
     dashboard_metric_names,
     dashboard_queries,
     group_memory_limits,
-    pod_monitor_manifest,
+    monitor_manifests,
     prometheus_label,
-    service_monitor_manifest,
     verification_markdown,
 )
 from tools.mock_runtime import ProgramRun, run_program
@@ -91,7 +90,7 @@ def test_the_charts_monitors_scrape_this_namespace_with_the_labels_prometheus_se
 
 
 def test_the_scheduler_monitor_selects_the_live_clusters_scheduler_service() -> None:
-    monitor = service_monitor_manifest(cluster(), "astro", "lsdb-x-0a1b", {"release": "kps"})
+    monitor = monitor_manifests(cluster(), "astro", "lsdb-x-0a1b", {"release": "kps"})["ServiceMonitor"]
     assert (monitor["apiVersion"], monitor["kind"]) == ("monitoring.coreos.com/v1", "ServiceMonitor")
     # Named after cluster.name: a blue/green rename updates it in place.
     assert monitor["metadata"] == {
@@ -110,7 +109,7 @@ def test_the_scheduler_monitor_selects_the_live_clusters_scheduler_service() -> 
 
 
 def test_the_workers_monitor_selects_every_worker_pod_of_the_live_cluster() -> None:
-    monitor = pod_monitor_manifest(cluster(), "astro", "lsdb-x-0a1b", {"release": "kps"})
+    monitor = monitor_manifests(cluster(), "astro", "lsdb-x-0a1b", {"release": "kps"})["PodMonitor"]
     assert (monitor["apiVersion"], monitor["kind"]) == ("monitoring.coreos.com/v1", "PodMonitor")
     assert monitor["metadata"] == {
         "name": "lsdb-x-workers",
@@ -129,10 +128,10 @@ def test_the_workers_monitor_selects_every_worker_pod_of_the_live_cluster() -> N
 
 
 def test_the_users_labels_win_over_the_programs() -> None:
-    monitor = service_monitor_manifest(cluster(), "n", "c", {"app.kubernetes.io/part-of": "mine"})
+    monitor = monitor_manifests(cluster(), "n", "c", {"app.kubernetes.io/part-of": "mine"})["ServiceMonitor"]
     assert monitor["metadata"]["labels"]["app.kubernetes.io/part-of"] == "mine"
     assert (
-        pod_monitor_manifest(cluster(), "n", "c", {"app.kubernetes.io/name": "x"})["metadata"]["labels"][
+        monitor_manifests(cluster(), "n", "c", {"app.kubernetes.io/name": "x"})["PodMonitor"]["metadata"]["labels"][
             "app.kubernetes.io/name"
         ]
         == "x"
@@ -303,8 +302,8 @@ def test_own_monitors_and_the_dashboard_are_the_pure_manifests_under_the_compone
     me, wait = run.one("lsdb-k8s:monitoring:LsdbMonitoring"), run.named("dc")
     assert wait.urn in me.dependencies
     expected = {
-        "mon-scheduler": service_monitor_manifest(cluster(), "astro", "lsdb-x-0a1b", ON["labels"]),
-        "mon-workers": pod_monitor_manifest(cluster(), "astro", "lsdb-x-0a1b", ON["labels"]),
+        "mon-scheduler": monitor_manifests(cluster(), "astro", "lsdb-x-0a1b", ON["labels"])["ServiceMonitor"],
+        "mon-workers": monitor_manifests(cluster(), "astro", "lsdb-x-0a1b", ON["labels"])["PodMonitor"],
     }
     for name, manifest in expected.items():
         monitor = run.named(name)

@@ -32,8 +32,9 @@ from components.notebook import (
     service_manifest,
     token_from_key,
 )
+from components.object_store_keys import PodStorage
 from components.security import cluster_pods
-from components.storage import VOLUME_NAME, PodStorage, pod_storage
+from components.storage import VOLUME_NAME, pod_storage
 from tests import program_helpers
 from tests.support.netpol import Cluster, External, Pod, pod_from_template
 
@@ -183,7 +184,7 @@ def test_object_store_keys_and_options_as_the_workers_get_them() -> None:
     assert volumes[key_volume["name"]] == key_volume
     volumes[key_volume["name"]]["secret"]["secretName"] = "changed"
     assert storage.volumes[0]["secret"]["secretName"] != "changed"  # a copy, as the env
-    [key_mount] = storage.worker_mounts
+    [key_mount] = storage.mounts
     assert mounts_of(stack)[key_mount["mountPath"]] == {**key_mount, "readOnly": True}
 
 

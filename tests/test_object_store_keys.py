@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from components.object_store_keys import ENV_SKIP, KeyWiring, key_wiring, secret_data
+from components.object_store_keys import ENV_SKIP, PodStorage, key_wiring, secret_data
 from components.storage_config import OBJECT_STORES
 from tests.support.checkov import CHECKOV, require_checkov
 
@@ -34,7 +34,7 @@ def env_of(keys: Mapping[str, str], scheme: str) -> dict[str, str]:
     return {k: OBJECT_STORES[scheme][1][k] for k in keys}
 
 
-def as_pod(wiring: KeyWiring, data: Mapping[str, str], root: Path) -> dict[str, str]:
+def as_pod(wiring: PodStorage, data: Mapping[str, str], root: Path) -> dict[str, str]:
     """The Secret's keys as files at the mount (as the kubelet projects them) and the container's plain env,
     with the mount path mapped to `root`."""
     [mount] = wiring.mounts
@@ -146,7 +146,7 @@ def test_abfs_keys_stay_environment_variables_with_the_scanner_skip_and_its_reas
         "AZURE_STORAGE_ACCOUNT_KEY": "a2V5",
     }
     assert wiring.scanner_skips == (ENV_SKIP,) and ENV_SKIP.startswith("CKV_K8S_35=adlfs reads")
-    assert key_wiring({}, "keys", "v", KEY_DIR) == KeyWiring()
+    assert key_wiring({}, "keys", "v", KEY_DIR) == PodStorage()
 
 
 def test_adlfs_reads_the_variables_the_abfs_pods_get(monkeypatch: pytest.MonkeyPatch) -> None:

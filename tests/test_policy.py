@@ -775,7 +775,7 @@ def notebook_objects() -> tuple[dict[str, Any], dict[str, Any]]:
     """The notebook's Deployment and Service as components/notebook.py builds them (image pinned by digest)."""
     from components.config import parse_stack_config
     from components.notebook import deployment_manifest, service_manifest
-    from components.storage import PodStorage
+    from components.object_store_keys import PodStorage
 
     config = parse_stack_config({
         "namespace": "lsdb", "cluster": {"name": "lsdb-cluster"}, "image": {"repository": "ghcr.io/acme/lsdb-dask"},

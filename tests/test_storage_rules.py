@@ -16,11 +16,11 @@ from google.protobuf import empty_pb2, json_format
 from components import storage_config
 from components.config import ConfigError, StorageConfig, parse_stack_config
 from components.constants import PART_OF
+from components.object_store_keys import PodStorage
 from components.storage import (
     KEY_DIR,
     KEY_VOLUME,
     CatalogStorage,
-    PodStorage,
     object_store_secret_manifest,
     persistent_volume_claim_manifest,
     persistent_volume_manifest,
@@ -171,7 +171,7 @@ def test_volume_kinds_mount_the_claim_on_the_workers(kind: str) -> None:
     pod = pod_storage(storage(raw), "lsdb-x")
     (volume,) = pod.volumes
     assert volume["persistentVolumeClaim"] == {"claimName": "hats"}
-    assert pod.worker_mounts == [{"name": volume["name"], "mountPath": "/catalogs"}]
+    assert pod.mounts == [{"name": volume["name"], "mountPath": "/catalogs"}]
     assert pod.env == [] and pod.service_account is None and pod.pod_labels == {} and pod.pod_annotations == {}
 
 
@@ -205,7 +205,7 @@ def test_s3_credentials_reach_the_pods_as_the_files_botocore_reads() -> None:
     }
     pod = pod_storage(cfg, "lsdb-x")
     assert pod.volumes == [{"name": KEY_VOLUME, "secret": {"secretName": "lsdb-x-object-store"}}]
-    assert pod.worker_mounts == [{"name": KEY_VOLUME, "mountPath": KEY_DIR, "readOnly": True}]
+    assert pod.mounts == [{"name": KEY_VOLUME, "mountPath": KEY_DIR, "readOnly": True}]
     assert pod.service_account is None and pod.scanner_skips == ()
     assert env_by_name(pod) == {  # paths only: no secret is an environment variable (CKV_K8S_35)
         "AWS_SHARED_CREDENTIALS_FILE": {"name": "AWS_SHARED_CREDENTIALS_FILE", "value": f"{KEY_DIR}/credentials"},
@@ -239,11 +239,11 @@ def test_a_gcs_key_is_a_read_only_file_where_the_variable_points() -> None:
     pod = pod_storage(cfg, "lsdb-x")
     (volume,) = pod.volumes
     assert volume["secret"] == {"secretName": "lsdb-x-object-store"}
-    assert pod.worker_mounts == [{"name": volume["name"], "mountPath": KEY_DIR, "readOnly": True}]
+    assert pod.mounts == [{"name": volume["name"], "mountPath": KEY_DIR, "readOnly": True}]
     assert pod.env == [{"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": KEY_DIR + "/service-account.json"}]
     # The variable names the mounted file the Secret's key becomes.
     path = pod.env[0]["value"]
-    assert path == f"{pod.worker_mounts[0]['mountPath']}/{next(iter(secret['stringData']))}"
+    assert path == f"{pod.mounts[0]['mountPath']}/{next(iter(secret['stringData']))}"
 
 
 # --- workload identity -----------------------------------------------------------------------------------------
@@ -266,7 +266,7 @@ def test_an_identity_is_a_token_less_service_account_the_pods_run_under(provider
     assert pod.service_account == "lsdb-x-catalog-reader"
     assert pod.pod_labels == labels
     assert pod.pod_annotations == {"lsdb-k8s/workload-identity": f"{provider}:{value}"}
-    assert pod.volumes == pod.worker_mounts == pod.env == []
+    assert pod.volumes == pod.mounts == pod.env == []
     assert object_store_secret_manifest(cfg, "astro", "lsdb-x", {}) is None
 
 
