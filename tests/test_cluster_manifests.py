@@ -207,6 +207,15 @@ def test_the_scanner_skip_of_cpu_limits_follows_each_custom_resources_own_limit(
     assert "annotations" not in build(config(workers={"cpuLimit": "2"})).dask_cluster["metadata"]
 
 
+def test_the_storages_scanner_skips_reach_the_cluster_and_every_worker_group() -> None:
+    storage = PodStorage(scanner_skips=("CKV_K8S_35=abfs reads its key from the environment",))
+    m = build(config(workers={"cpuLimit": "2"}, workerGroups={"q": {"cpuLimit": "4"}, "r": {}}), storage)
+    assert m.dask_cluster["metadata"]["annotations"] == {"checkov.io/skip1": storage.scanner_skips[0]}
+    assert m.worker_groups["q"]["metadata"]["annotations"] == {"checkov.io/skip1": storage.scanner_skips[0]}
+    r = m.worker_groups["r"]["metadata"]["annotations"]  # its own CPU skip first, then the storage's
+    assert r["checkov.io/skip1"].startswith("CKV_K8S_11=") and r["checkov.io/skip2"] == storage.scanner_skips[0]
+
+
 # --- the workers ------------------------------------------------------------------------------------------------
 
 
@@ -251,6 +260,16 @@ def test_every_pod_is_hardened_with_only_scratch_space_writable() -> None:
             and "imagePullSecrets" not in spec
             and "env" not in (container if container["name"] == "worker" else {})
         )
+
+
+def test_every_container_is_named_as_kubernetes_requires_with_its_own_security_context() -> None:
+    m = build(config(workerGroups={"g": {}}))
+    built = [scheduler(m), worker(m), worker(m, "g")]
+    # The API server refuses a container whose name is not a lowercase RFC 1123 label.
+    assert [c["name"] for c in built] == ["scheduler", "worker", "worker"]
+    # Each its own copy: a change to one container's context (a test's, a transformation's) stays in it.
+    contexts = [c["securityContext"] for c in built]
+    assert len({id(c["capabilities"]) for c in contexts}) == 3 and len({id(c["seccompProfile"]) for c in contexts}) == 3
 
 
 def test_a_pull_secret_reaches_every_pod() -> None:
