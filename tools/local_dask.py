@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -227,8 +228,22 @@ class LocalDaskCluster:
         raise TimeoutError(f"the scheduler did not write {path} within {self.start_timeout} s")
 
 
+# Ports are handed out below the kernel's ephemeral range (32768-60999 by default): a port got by binding port 0
+# comes from that range, where an outgoing connection of any process may take it before the listener binds it (a
+# Dask nanny then exits with "Address already in use"). Each pytest-xdist worker draws from its own block.
+PORT_BLOCKS = range(20000, 32000, 1000)
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+_block = PORT_BLOCKS[(int(_worker[2:]) + 1 if _worker[2:].isdigit() else 0) % len(PORT_BLOCKS)]
+_candidates = itertools.cycle(range(_block, _block + PORT_BLOCKS.step))
+
+
 def free_port() -> int:
-    """A port nobody listens on right now (for 'connection refused' tests)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port nobody listens on right now (a listener's, or for 'connection refused' tests)."""
+    for port in itertools.islice(_candidates, PORT_BLOCKS.step):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_block}-{_block + PORT_BLOCKS.step - 1}")
