@@ -4,7 +4,10 @@ the seams are `SchedulerPortForward(service_getter=...)` and `StuckPods(reader)`
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -231,3 +234,50 @@ def test_port_forward_gives_up_at_its_budget_naming_the_last_error() -> None:
         pass
     assert time.monotonic() - started < 2.0 + 5.0
     assert "attempt(s) within 2 s" in info.value.problem and "not found" in info.value.problem
+
+
+@pytest.mark.parametrize(("timeout", "attempts"), [(0.0, 1), (3.0, 3)])  # 3 s: at 0, 0.5, 1.5 s; a 2 s pause passes 3 s
+def test_port_forward_tries_once_at_least_and_never_pauses_into_its_deadline(timeout: float, attempts: int) -> None:
+    async def getter(name: str, namespace: str, context: str | None) -> Any:
+        raise LookupError(f'services "{name}" not found')
+
+    hooks: list[float] = []
+    forward = SchedulerPortForward(ClusterRef("lsdb-test", LIVE), timeout=timeout, service_getter=getter,
+                                   wait_hook=lambda: hooks.append(time.monotonic()))  # fmt: skip
+    started = time.monotonic()
+    with pytest.raises(VerificationError) as info, forward:
+        pass
+    assert (forward.attempts, len(hooks)) == (attempts, attempts)
+    assert f"({attempts} attempt(s) within {timeout:g} s)" in info.value.problem
+    assert time.monotonic() - started < max(timeout - 0.5, 1.0)  # it gave up, not slept out the rest
+
+
+# Interrupted (Ctrl-C) while an attempt is still connecting: the forward that comes up afterwards must not keep the
+# process from exiting.
+INTERRUPTED_FORWARD = """
+import asyncio, signal, sys, time
+from components.verification.kube import SchedulerPortForward
+from components.verification.query import ClusterRef
+sys.path.insert(0, "tests")
+from test_verification_wait import _Service
+
+async def getter(name, namespace, context):
+    await asyncio.sleep(0.5)
+    return _Service()
+
+def interrupt(*_):
+    raise KeyboardInterrupt
+signal.signal(signal.SIGALRM, interrupt)
+signal.setitimer(signal.ITIMER_REAL, 0.2)
+try:
+    SchedulerPortForward(ClusterRef("ns", "c"), timeout=5.0, service_getter=getter).__enter__()
+except KeyboardInterrupt:
+    time.sleep(1.0)  # the forward is up by now, and nothing closes it
+print("exiting")
+"""
+
+
+def test_an_interrupted_port_forward_does_not_keep_the_process_alive() -> None:
+    child = subprocess.run([sys.executable, "-c", INTERRUPTED_FORWARD], capture_output=True, text=True, timeout=20,
+                           cwd=Path(__file__).parent.parent)  # fmt: skip
+    assert child.returncode == 0 and "exiting" in child.stdout, child.stderr

@@ -1,5 +1,7 @@
-"""Copy a HATS catalog or collection from a URL onto a local directory (the stack's claim): the copy Job's engine,
-`python /opt/lsdb-provision/catalog_copy.py --source URL --dest DIR`, printing one JSON line, the summary. Standard
+"""Copy a HATS catalog or collection from a URL onto a local directory (the stack's claim).
+
+The copy Job's engine, `python /opt/lsdb-provision/catalog_copy.py --source URL --dest DIR`, prints one JSON line,
+the summary. Standard
 library and the lock's packages only: the program mounts this text from a ConfigMap named by its hash
 (components/catalogs.py), so the image stays the lock's. What it reads, compares, skips, writes: docs/storage.md."""
 

@@ -345,7 +345,7 @@ def verify_catalog_query(
 
 def retrying(seconds: float, wait_hook: WaitHook | None) -> Iterator[float]:
     """The time left for each attempt until `seconds` run out; between attempts the wait hook, then a pause that
-    doubles up to `RETRY_MAX_PAUSE` (never past the deadline). The connect stage's and the port-forward's retries."""
+    doubles up to `RETRY_MAX_PAUSE` (never past the deadline). The connect stage's retries."""
     deadline = time.monotonic() + seconds
     pause = RETRY_FIRST_PAUSE
     while (remaining := deadline - time.monotonic()) > 0:

@@ -19,7 +19,7 @@ from components.constants import (
     kubectl,
     scheduler_service_name,
 )
-from components.verification.check import VerificationError, WaitHook, describe, retrying
+from components.verification.check import RETRY_FIRST_PAUSE, RETRY_MAX_PAUSE, VerificationError, WaitHook, describe
 from components.verification.diagnostics import Fixes
 from components.verification.query import ClusterRef
 
@@ -228,13 +228,21 @@ class SchedulerPortForward:
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> str:
-        error = None
-        for remaining in retrying(self.timeout, self.wait_hook):  # the hook raises when a pod of the cluster is stuck
+        # At least one attempt; the wait hook after each failure (it raises when a pod of the cluster is stuck); no
+        # pause that would reach the deadline (unlike the probe's `retrying`, which sleeps up to it).
+        deadline, pause = time.monotonic() + self.timeout, RETRY_FIRST_PAUSE
+        while True:
             self.attempts += 1
-            if self._start(remaining):
+            if self._start(deadline - time.monotonic()):
                 return f"tcp://127.0.0.1:{self.local_port}"
             error = self._error
             self.close()
+            if self.wait_hook is not None:
+                self.wait_hook()
+            if time.monotonic() + pause >= deadline:
+                break
+            time.sleep(pause)
+            pause = min(pause * 2, RETRY_MAX_PAUSE)
         context = f"kube context {self.where.kube_context}" if self.where.kube_context else "current kube context"
         where = f"service {self.service_name} in namespace {self.where.namespace} ({context})"
         tries = f"{self.attempts} attempt(s) within {self.timeout:g} s"
@@ -268,7 +276,8 @@ class SchedulerPortForward:
             async with svc.portforward(_scheduler_port(svc), local_port="auto") as port:
                 self.local_port = int(port)
                 ready.set()
-                await asyncio.to_thread(stop.wait)
+                while not stop.is_set():  # polled: a thread blocked in stop.wait() would hold up the interpreter's exit
+                    await asyncio.sleep(0.05)
         except BaseException as exc:
             self._error = exc
         finally:
