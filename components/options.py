@@ -3,11 +3,11 @@ resource."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import pulumi
+from pydantic.alias_generators import to_snake
 
 R = TypeVar("R")
 
@@ -30,5 +30,5 @@ def register(
     """`resource(name, ...)` with the manifest's top-level fields as its arguments (`stringData` -> `string_data`),
     `fields` (Outputs: a secret, a spec with the pushed image) in place of the manifest's. A typed resource sets its
     own `apiVersion` and `kind`; a CustomResource takes them."""
-    args = {re.sub("([A-Z])", r"_\1", key).lower(): value for key, value in manifest.items()}
+    args = {to_snake(key): value for key, value in manifest.items()}
     return resource(name, **args | fields, opts=opts)
