@@ -3,9 +3,8 @@
     python -m tools.config_docs --write   # rewrite docs/configuration.md's tables and schema/pulumi-stack.schema.json
     python -m tools.config_docs --check   # exit 1 when either differs from the model (the tests run this)
 
-Each key is declared once, in the model `components.config.StackConfig` (its sections live in
-`components/*_config.py`): type, default, description; this module only
-renders those declarations, so the reference and the editor schema cannot drift from what the program reads.
+Each key is declared once, in `components.config.StackConfig` and its sections (`components/*_config.py`); this
+module only renders them, so the reference and the editor schema cannot drift from what the program reads.
 """
 
 from __future__ import annotations
@@ -53,10 +52,8 @@ def _accept_config_strings(node: Any) -> Any:
         out["description"] = one_line(out["description"])
     kind = out.get("type")
     if isinstance(kind, str) and kind in CONFIG_STRING_PATTERNS:
-        as_string = {"type": "string", "pattern": CONFIG_STRING_PATTERNS[kind]}
-        typed = {k: v for k, v in out.items() if k not in ("title", "description", "default")}
-        docs = {k: v for k, v in out.items() if k in ("title", "description", "default")}
-        return {**docs, "anyOf": [typed, as_string]}
+        docs = {k: out.pop(k) for k in list(out) if k in ("title", "description", "default")}
+        return {**docs, "anyOf": [out, {"type": "string", "pattern": CONFIG_STRING_PATTERNS[kind]}]}
     return out
 
 
@@ -98,15 +95,11 @@ def stack_file_schema() -> dict[str, Any]:
     }
 
 
-def _sections(info: FieldInfo) -> list[type[Section]]:
-    """The section a field holds, or each member of a discriminated union of sections (`storage`)."""
-    return [a for a in allowed_types(info.annotation) if isinstance(a, type) and issubclass(a, Section)]
-
-
 def _leaves(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, FieldInfo, type[BaseModel]]]:
     for name, info in model.model_fields.items():
         key = f"{prefix}{info.alias or name}"
-        sections = _sections(info)
+        # The section a field holds, or each member of a discriminated union of sections (`storage`).
+        sections = [a for a in allowed_types(info.annotation) if isinstance(a, type) and issubclass(a, Section)]
         if not sections:
             yield key, info, model
         for section in sections:
@@ -118,11 +111,10 @@ def iter_fields(
 ) -> Iterator[tuple[str, FieldInfo, type[BaseModel]]]:
     """(dotted key as users write it, field, model declaring it) for every leaf key, in declaration order; a key
     that several members of a union declare comes once, from the first."""
-    seen: set[str] = set()
+    first: dict[str, tuple[str, FieldInfo, type[BaseModel]]] = {}
     for key, info, owner in _leaves(model, prefix):
-        if key not in seen:
-            seen.add(key)
-            yield key, info, owner
+        first.setdefault(key, (key, info, owner))
+    return iter(first.values())
 
 
 def default_text(info: FieldInfo) -> str:
@@ -145,12 +137,8 @@ def _type_text(info: FieldInfo) -> str:
     inner: Any = options[0] if len(options) == 1 else info.annotation
     if typing.get_origin(inner) is typing.Literal:
         return " \\| ".join(f"`{v}`" for v in typing.get_args(inner))
-    names = {int: "integer", float: "number", bool: "boolean", str: "string"}
-    if typing.get_origin(inner) is list:
-        return "list"
-    if typing.get_origin(inner) is dict:
-        return "object"
-    return names.get(inner, getattr(inner, "__name__", str(inner)))
+    names = {int: "integer", float: "number", bool: "boolean", str: "string", list: "list", dict: "object"}
+    return names.get(typing.get_origin(inner) or inner, getattr(inner, "__name__", str(inner)))
 
 
 def reference_markdown() -> str:
@@ -172,25 +160,19 @@ def reference_markdown() -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def readme_with_reference(readme: str) -> str:
-    if BEGIN not in readme or END not in readme:
-        raise SystemExit(f"docs/configuration.md has no generated section: add the lines\n{BEGIN}\n{END}")
-    head, rest = readme.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{BEGIN}\n{reference_markdown()}{END}{tail}"
-
-
-def schema_text() -> str:
-    return json.dumps(stack_file_schema(), indent=2, sort_keys=False, ensure_ascii=False) + "\n"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.config_docs", description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--write", action="store_true", help="rewrite the reference tables and the schema file")
     mode.add_argument("--check", action="store_true", help="exit 1 when either differs from the model")
     args = parser.parse_args(argv)
-    wanted = {REFERENCE_DOC: readme_with_reference(REFERENCE_DOC.read_text()), SCHEMA_PATH: schema_text()}
+    readme = REFERENCE_DOC.read_text()
+    if BEGIN not in readme or END not in readme:
+        raise SystemExit(f"docs/configuration.md has no generated section: add the lines\n{BEGIN}\n{END}")
+    head, rest = readme.split(BEGIN, 1)
+    reference = f"{head}{BEGIN}\n{reference_markdown()}{END}{rest.split(END, 1)[1]}"
+    schema = json.dumps(stack_file_schema(), indent=2, ensure_ascii=False) + "\n"
+    wanted = {REFERENCE_DOC: reference, SCHEMA_PATH: schema}
     stale = [path for path, text in wanted.items() if not path.is_file() or path.read_text() != text]
     if args.write:
         for path in stale:
