@@ -1,8 +1,5 @@
-"""The config model's building blocks: the `Section` base class and reusable `Annotated` field types.
-
-A type's check raises `reject(what, fix)`; `Fix(...)` gives the fix for pydantic's own checks of a field; a section's
-rules across its fields are its `problems()`. Light on purpose: it loads at program evaluation.
-"""
+"""The config model's building blocks: the `Section` base class and reusable `Annotated` field types (a type's check
+raises `reject(what, fix)`). Light on purpose: it loads at program evaluation."""
 
 from __future__ import annotations
 
@@ -80,8 +77,7 @@ def json_object(value: Any) -> Any:
     return value
 
 
-def aliases(model: type[BaseModel]) -> list[str]:
-    """The model's keys as users write them."""
+def aliases(model: type[BaseModel]) -> list[str]:  # the model's keys as users write them
     return [info.alias or name for name, info in model.model_fields.items()]
 
 
@@ -112,12 +108,10 @@ class Section(BaseModel):
         return self
 
     @classmethod
-    def prepare(cls, value: dict[str, Any]) -> dict[str, Any]:
-        """The object as written, before its fields are validated."""
+    def prepare(cls, value: dict[str, Any]) -> dict[str, Any]:  # the object as written, before its fields' checks
         return value
 
-    def problems(self) -> Iterable[InitErrorDetails]:
-        """The rules across this section's fields it breaks (each at its key)."""
+    def problems(self) -> Iterable[InitErrorDetails]:  # the rules across its fields it breaks, each at its key
         return []
 
 
@@ -225,9 +219,10 @@ SECRET_SCHEMA = WithJsonSchema(
 )
 
 
-def _secret(value: Any, info: ValidationInfo, top_key: str, path: str) -> str:
-    """A value that must be a Pulumi secret under `top_key`, replaced by its marker (the problem shows the marker)."""
-    if (isinstance(value, dict) and "secure" in value) or top_key in (info.context or {}).get("secret_keys", ()):
+def _secret(value: Any, info: ValidationInfo, path: str) -> str:
+    """A value that must be a Pulumi secret under `path`'s top-level key, replaced by its marker (so in the problem)."""
+    secret_keys = (info.context or {}).get("secret_keys", ())
+    if (isinstance(value, dict) and "secure" in value) or path.split(".")[0] in secret_keys:
         return SECRET
     fix = f"re-set it as a secret: pulumi config set --path --secret {path} <value>"
     raise_problems("secret", [problem((), PLAINTEXT, "is stored in plaintext in the stack file", fix)])
@@ -242,13 +237,9 @@ def masked_object(value: Any) -> Any:
 
 # The secret fields, declared as such: their values never enter the model (see components.config).
 CredentialValue = Annotated[
-    str,
-    BeforeValidator(partial(_secret, top_key="storage", path="storage.objectStore.credentials.<key>")),
-    SECRET_SCHEMA,
+    str, BeforeValidator(partial(_secret, path="storage.objectStore.credentials.<key>")), SECRET_SCHEMA
 ]
-Password = Annotated[
-    str, BeforeValidator(partial(_secret, top_key="image", path="image.registry.password")), SECRET_SCHEMA
-]
+Password = Annotated[str, BeforeValidator(partial(_secret, path="image.registry.password")), SECRET_SCHEMA]
 CatalogCredentialValue = Annotated[
-    str, BeforeValidator(partial(_secret, top_key="catalogs", path="catalogs.<name>.credentials.<key>")), SECRET_SCHEMA
+    str, BeforeValidator(partial(_secret, path="catalogs.<name>.credentials.<key>")), SECRET_SCHEMA
 ]
