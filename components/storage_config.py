@@ -30,8 +30,6 @@ from components.section import (
 )
 
 AccessMode = Literal["ReadWriteMany", "ReadOnlyMany", "ReadWriteOnce", "ReadWriteOncePod"]
-CREATED_CLAIM_KINDS: tuple[str, ...] = ("pvc", "nfs", "hostPath")  # the program creates the claim (and PV)
-VOLUME_KINDS: tuple[str, ...] = (*CREATED_CLAIM_KINDS, "existingClaim")  # the pods mount a PersistentVolumeClaim
 
 # URL scheme -> (fsspec driver distribution that must be in the lock, credential keys -> env var).
 # The env var names are the ones s3fs (botocore), gcsfs (google-auth) and adlfs read by themselves.
@@ -118,8 +116,9 @@ class IdentityConfig(Section):
     """Azure Workload Identity (`abfs://`)."""
 
     @property
-    def providers(self) -> dict[str, str]:
-        """provider -> the identity given for it (role ARN, service account, client ID)."""
+    def providers(
+        self,
+    ) -> dict[str, str]:  # provider -> the identity given for it (role ARN, service account, client ID)
         given = {p: getattr(self, p).model_dump(by_alias=True)[key] for p, (key, *_) in IDENTITY_PROVIDERS.items()}
         return {p: str(value) for p, value in given.items() if value}
 
@@ -195,8 +194,7 @@ class ObjectStoreConfig(Section):
     scheduler and workers under it. The cloud-side IAM binding is yours (docs/storage.md)."""
 
     @property
-    def scheme(self) -> str:
-        """The canonical scheme (s3, gs, abfs, https) of `url`."""
+    def scheme(self) -> str:  # s3, gs, abfs or https
         return url_scheme(self.url) or ""
 
     def problems(self) -> Iterator[InitErrorDetails]:
@@ -240,9 +238,7 @@ STORAGE_KIND_DOC = (
 class _Storage(Section):
     """What every storage kind takes; each kind adds its own section (`nfs`, `hostPath`, `objectStore`)."""
 
-    kind: Literal["pvc", "nfs", "hostPath", "existingClaim", "objectStore", "none"] = Field(
-        description=STORAGE_KIND_DOC
-    )
+    kind: str  # each kind's model declares its own tag (keeping this position among the keys)
     mount_path: Annotated[AbsolutePath, Fix("use e.g. /data")] = "/data"
     """Where workers see the catalogs."""
     claim_name: ObjectName = "hats-catalog-pvc"
@@ -256,12 +252,12 @@ class _Storage(Section):
     than one worker can run."""
 
     @property
-    def mounts_volume(self) -> bool:
-        return self.kind in VOLUME_KINDS
+    def mounts_volume(self) -> bool:  # the pods mount a PersistentVolumeClaim
+        return self.kind in ("pvc", "nfs", "hostPath", "existingClaim")
 
     @property
-    def creates_claim(self) -> bool:
-        return self.kind in CREATED_CLAIM_KINDS
+    def creates_claim(self) -> bool:  # the program creates the claim (and its PV)
+        return self.kind in ("pvc", "nfs", "hostPath")
 
     # What an object store adds (none for the other kinds): its scheme, the names of the credentials set (their
     # values stay Pulumi secrets), credential key -> the variable its driver reads, (provider, identity) of its
