@@ -20,7 +20,6 @@ from components.storage_config import (
     url_scheme,
 )
 
-CATALOGS_DIR = "catalogs"  # below storage.mountPath
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 DIGEST_LENGTH = 8
 SUFFIX = "-provision-"  # the Job is `<name>-provision-<h>`, a 63-character label (its pods carry it as job-name)
@@ -36,15 +35,13 @@ class CatalogConfig(Section):
     credentials: Annotated[dict[str, CatalogCredentialValue], BeforeValidator(masked_object), DocType("secret")] = (
         Field(default_factory=empty_section)
     )
-    """**Secret.** The source's credentials, keys as `storage.objectStore.credentials` (s3: `accessKeyId`,
-    `secretAccessKey`, `sessionToken`, `region`, `endpointUrl`; gs: `serviceAccountJson`; abfs: `accountName`,
-    `accountKey`, `connectionString`, `sasToken`), handed to the copy Job only. Plaintext values are rejected."""
+    """**Secret.** The source's credentials, the keys of `storage.objectStore.credentials` for its scheme, handed to the
+    copy Job only. Plaintext values are rejected."""
     anonymous: bool = False
     """Public bucket or container: read it without credentials."""
 
     @property
-    def scheme(self) -> str | None:
-        """The canonical scheme (s3, gs, abfs, https) of the source, or None."""
+    def scheme(self) -> str | None:  # s3, gs, abfs, https, or None
         scheme = url_scheme(self.source)
         return scheme if scheme in OBJECT_STORES else None
 
@@ -53,8 +50,7 @@ class CatalogConfig(Section):
         return credential_env(self.scheme, self.credentials)
 
     @property
-    def storage_options(self) -> dict[str, Any]:
-        """fsspec options beyond the environment, as `CatalogStorage` gives them to the cluster."""
+    def storage_options(self) -> dict[str, Any]:  # fsspec's beyond the environment, as the cluster gets them
         return storage_options(self.scheme, self.anonymous)
 
     def problems(self) -> Iterator[InitErrorDetails]:
@@ -72,7 +68,7 @@ class CatalogConfig(Section):
 
 def catalog_path(storage: StorageConfig, name: str) -> str:
     """Where the workers (and the verification) see catalog `name`."""
-    return f"{storage.mount_path.rstrip('/')}/{CATALOGS_DIR}/{name}"
+    return f"{storage.mount_path.rstrip('/')}/catalogs/{name}"
 
 
 def provisioning_problems(
