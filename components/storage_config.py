@@ -248,8 +248,7 @@ class _Storage(Section):
     storage_class_name: str | None = None
     """`pvc` only: a RWX-capable class (`kubectl get storageclass`); default: the cluster's default."""
     access_mode: AccessMode = "ReadWriteMany"
-    """`ReadWriteMany`, `ReadOnlyMany`, `ReadWriteOnce`, `ReadWriteOncePod`. Single-node modes are rejected when more
-    than one worker can run."""
+    """The single-node modes (`ReadWriteOnce`, `ReadWriteOncePod`) are rejected when more than one worker can run."""
 
     @property
     def mounts_volume(self) -> bool:  # the pods mount a PersistentVolumeClaim
