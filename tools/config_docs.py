@@ -106,33 +106,27 @@ def _leaves(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, FieldInf
             yield from _leaves(section, f"{key}.")
 
 
-def iter_fields(
-    model: type[BaseModel] = StackConfig, prefix: str = ""
-) -> Iterator[tuple[str, FieldInfo, type[BaseModel]]]:
+def iter_fields() -> Iterator[tuple[str, FieldInfo, type[BaseModel]]]:
     """(dotted key as users write it, field, model declaring it) for every leaf key, in declaration order; a key
     that several members of a union declare comes once, from the first."""
     first: dict[str, tuple[str, FieldInfo, type[BaseModel]]] = {}
-    for key, info, owner in _leaves(model, prefix):
+    for key, info, owner in _leaves(StackConfig, ""):
         first.setdefault(key, (key, info, owner))
     return iter(first.values())
 
 
 def default_text(info: FieldInfo) -> str:
-    shown = next((m.text for m in info.metadata if isinstance(m, DefaultText)), None)
-    if shown is not None:
+    if (shown := next((m.text for m in info.metadata if isinstance(m, DefaultText)), None)) is not None:
         return shown
-    default = info.default
-    if info.default_factory is not None:
-        default = info.default_factory()  # type: ignore[call-arg]
+    default = info.get_default(call_default_factory=True)
     if default is PydanticUndefined or default is None or default == {}:
         return "-"
     return f"`{json.dumps(default) if not isinstance(default, str) else default}`"
 
 
 def _type_text(info: FieldInfo) -> str:
-    shown = next((m.name for m in info.metadata if isinstance(m, DocType)), None)
-    if shown is not None:
-        return shown
+    if (doc_type := next((m.name for m in info.metadata if isinstance(m, DocType)), None)) is not None:
+        return doc_type
     options = allowed_types(info.annotation)
     inner: Any = options[0] if len(options) == 1 else info.annotation
     if typing.get_origin(inner) is typing.Literal:
