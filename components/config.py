@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from functools import reduce
+from operator import getitem
 from typing import Annotated, Any, Literal
 
 import pulumi
@@ -451,12 +453,6 @@ def read_stack_config() -> StackConfig:
     return parse_stack_config(raw, frozenset(secret))
 
 
-def secret_config(key: str, path: tuple[str, ...], transform: Callable[[Any], Any] | None = None) -> pulumi.Output[Any]:
+def secret_config(key: str, path: tuple[str, ...]) -> pulumi.Output[Any]:
     """One value under a secret top-level key, as a Pulumi secret Output (encrypted in state, masked in logs)."""
-
-    def dig(value: Any) -> Any:
-        for part in path:
-            value = value[part]
-        return transform(value) if transform else value
-
-    return pulumi.Config().require_secret_object(key).apply(dig)
+    return pulumi.Config().require_secret_object(key).apply(lambda value: reduce(getitem, path, value))
