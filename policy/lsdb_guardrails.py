@@ -62,13 +62,11 @@ def _resource_label(args: ResourceValidationArgs) -> str:
 
 
 def dask_pod_specs(resource_type: str, props: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    """(component, pod spec) for each Dask pod template of a DaskCluster or DaskWorkerGroup."""
+    """(component, pod spec) for each Dask pod template of a DaskCluster or (its callers check) DaskWorkerGroup."""
     spec = _mapping(props.get("spec"))
     if resource_type == DASK_CLUSTER:
         yield "scheduler", _mapping(_mapping(spec.get("scheduler")).get("spec"))
-        yield "worker", _mapping(_mapping(spec.get("worker")).get("spec"))
-    elif resource_type == DASK_WORKER_GROUP:
-        yield "worker", _mapping(_mapping(spec.get("worker")).get("spec"))
+    yield "worker", _mapping(_mapping(spec.get("worker")).get("spec"))
 
 
 def dask_containers(resource_type: str, props: Mapping[str, Any]) -> Iterator[tuple[str, str, str, Mapping[str, Any]]]:
@@ -248,8 +246,7 @@ def validate_patched_services_not_public(args: StackValidationArgs, report_viola
     for r in args.resources:
         if r.resource_type != SERVICE or _object_key(r.props) not in patches:
             continue
-        own = _mapping(r.props.get("spec"))
-        parts = [own, *patches[_object_key(r.props)]]
+        parts = [_mapping(r.props.get("spec")), *patches[_object_key(r.props)]]
         merged: dict[str, Any] = {}
         for spec in parts:
             merged |= dict(spec)  # Server-Side Apply: the selector is an atomic map, type and externalIPs replace
