@@ -204,6 +204,27 @@ def test_every_policy_is_mandatory() -> None:
         assert p.validate is not None
 
 
+def test_each_policy_says_what_it_requires_in_one_line() -> None:
+    """`pulumi preview` prints the description above each violation: the validator's docstring on one line."""
+    assert {p.name: p.description for p in g.POLICIES} == {
+        "dask-image-pinned-by-digest": "Dask scheduler and worker images must be pinned by digest "
+        "(repository@sha256:...), never a tag.",
+        "dask-memory-limits": "Every Dask scheduler and worker container must set resources.limits.memory.",
+        "dask-worker-threads": "Dask workers must run with --nthreads 1 or 2 (the LSDB guide's range).",
+        "dask-autoscaler-ceiling": "DaskAutoscaler maximum must not exceed the configured ceiling "
+        "(default 50 workers).",
+        "dask-scheduler-not-public": "The Dask scheduler/dashboard Service must be ClusterIP: no LoadBalancer, "
+        "NodePort or externalIPs.",
+        "dask-patched-scheduler-service-not-public": "A Service whose selector a ServicePatch points at the Dask "
+        "scheduler must be ClusterIP, without externalIPs, once patched.",
+        "dask-tls-in-prod": "In stacks named prod*, Dask scheduler and workers must require TLS (scheduler on tls://).",
+        "dask-cluster-network-policy": "Every DaskCluster's (and DaskWorkerGroup's) pods must be selected by a "
+        "NetworkPolicy (ingress).",
+        "lsdb-notebook-hardened": "The notebook runs a digest-pinned image, non-root, read-only, memory-limited, "
+        "without an API token, behind a ClusterIP Service.",
+    }
+
+
 def test_the_guide_manifest_with_a_digest_passes_every_policy() -> None:
     for p in RESOURCE_POLICIES:
         assert violations(p.name, g.DASK_CLUSTER, guide_cluster()) == []
