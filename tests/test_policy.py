@@ -820,6 +820,16 @@ NOTEBOOK_REGRESSIONS = {
     "root": lambda d: _pod(d)["securityContext"].pop("runAsNonRoot"),
     "API token": lambda d: _pod(d).pop("automountServiceAccountToken"),
 }
+HARDENING = "must set readOnlyRootFilesystem true and allowPrivilegeEscalation false"
+NOTEBOOK_MESSAGES = {  # each regression's report, word for word (after `Deployment lsdb-cluster-notebook: `)
+    "image tag": "container 'jupyterlab' image is not pinned as repository@sha256:<digest>",
+    "init image tag": "container 'starter' image is not pinned as repository@sha256:<digest>",
+    "no memory limit": "container 'jupyterlab' sets no resources.limits.memory",
+    "writable root": f"container 'jupyterlab' {HARDENING}",
+    "escalation": f"container 'starter' {HARDENING}",
+    "root": "the pod does not set securityContext.runAsNonRoot true",
+    "API token": "the pod mounts a Kubernetes API token (set automountServiceAccountToken false)",
+}
 
 
 def test_the_notebook_passes_its_guardrail_and_the_cluster_ones() -> None:
@@ -834,7 +844,7 @@ def test_each_notebook_regression_is_reported(regression: str) -> None:
     deployment, _ = notebook_objects()
     NOTEBOOK_REGRESSIONS[regression](deployment)
     (message,) = violations(g.POLICY_NOTEBOOK, g.DEPLOYMENT, deployment)
-    assert message.startswith("Deployment lsdb-cluster-notebook: ")
+    assert message == f"Deployment lsdb-cluster-notebook: {NOTEBOOK_MESSAGES[regression]}"
     # The same pod under another component's labels is not the notebook: not this guardrail's business.
     deployment["metadata"]["labels"]["app.kubernetes.io/component"] = "something-else"
     assert violations(g.POLICY_NOTEBOOK, g.DEPLOYMENT, deployment) == []
