@@ -835,6 +835,7 @@ NOTEBOOK_MESSAGES = {  # each regression's report, word for word (after `Deploym
 def test_the_notebook_passes_its_guardrail_and_the_cluster_ones() -> None:
     deployment, service = notebook_objects()
     assert violations(g.POLICY_NOTEBOOK, g.DEPLOYMENT, deployment) == []
+    assert violations(g.POLICY_NOTEBOOK, g.SERVICE, {**service, "spec": {**service["spec"], "type": None}}) == []
     for p in RESOURCE_POLICIES:
         assert violations(p.name, g.SERVICE, service) == []
 
@@ -857,6 +858,9 @@ def test_a_notebook_service_reachable_from_outside_is_reported(change: dict[str,
     _, service = notebook_objects()
     service["spec"] |= change
     (message,) = violations(g.POLICY_NOTEBOOK, g.SERVICE, service)
-    assert "outside the cluster" in message and "port-forward" in message
+    assert message == (
+        "Service lsdb-cluster-notebook: exposes the notebook (a token away from running code in the cluster) outside "
+        "the cluster; keep it ClusterIP and use `kubectl port-forward`"
+    )
     service["spec"]["selector"] = {"app": "other"}
     assert violations(g.POLICY_NOTEBOOK, g.SERVICE, service) == []
