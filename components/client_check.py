@@ -14,7 +14,7 @@ import pulumi
 from components.config import ImageConfig
 from components.lock import LOCK_PATH, PROJECT_DIR, canonical, read_lock, same_version
 
-LOCK_NAME = "docker/requirements.lock"
+LOCK_NAME = LOCK_PATH.relative_to(PROJECT_DIR).as_posix()  # docker/requirements.lock
 CLIENT_PYTHON = ".".join(map(str, sys.version_info[:3]))  # X.Y.Z of the interpreter running the program
 
 

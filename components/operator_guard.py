@@ -14,16 +14,12 @@ from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateRes
 
 from components.constants import API_VERSION, APP_NAME_LABEL, PART_OF, PART_OF_LABEL, kubectl
 
-GUARDED_KINDS: tuple[tuple[str, str], ...] = (("DaskCluster", "daskclusters"), ("DaskAutoscaler", "daskautoscalers"))
 API_GROUP = API_VERSION.split("/")[0]  # kubernetes.dask.org
 
 
-# What the guard reads: plural (e.g. `daskclusters`) -> every object of the kind in all namespaces, as dicts.
-Reader = Callable[[str], list[Mapping[str, Any]]]
-
-
 def list_dask_objects(plural: str, kube_context: str | None = None) -> list[Mapping[str, Any]]:
-    """The guard's `Reader`: kr8s with the stack's kube context (the access the Helm release's provider has)."""
+    """Every object of the kind (e.g. `daskclusters`) in all namespaces, as dicts: kr8s with the stack's kube context
+    (the access the Helm release's provider has)."""
     import kr8s
 
     api = kr8s.api(context=kube_context)  # None: the current context
@@ -50,10 +46,11 @@ def describe_object(kind: str, obj: Mapping[str, Any]) -> str:
 
 
 class OperatorGuardProvider(ResourceProvider):
-    """Stores its inputs (the kube context); its delete refuses while DaskClusters or DaskAutoscalers exist. `reader`
-    replaces the kr8s reader (tests); the program's has none, so it pickles as this class plus `{"reader": None}`."""
+    """Stores its inputs (the kube context); its delete refuses while DaskClusters or DaskAutoscalers exist.
+    `reader`: `list_dask_objects`' stand-in (tests); the program's has none, so it pickles as this class plus
+    `{"reader": None}`."""
 
-    def __init__(self, reader: Reader | None = None) -> None:
+    def __init__(self, reader: Callable[[str], list[Mapping[str, Any]]] | None = None) -> None:
         self.reader = reader
 
     def create(self, props: dict[str, Any]) -> CreateResult:
@@ -70,7 +67,8 @@ class OperatorGuardProvider(ResourceProvider):
         kube_context = props.get("kubeContext") or None
         reader = self.reader or functools.partial(list_dask_objects, kube_context=kube_context)
         try:
-            objects = [describe_object(kind, obj) for kind, plural in GUARDED_KINDS for obj in reader(plural)]
+            kinds = (("DaskCluster", "daskclusters"), ("DaskAutoscaler", "daskautoscalers"))
+            objects = [describe_object(kind, obj) for kind, plural in kinds for obj in reader(plural)]
         except Exception as exc:
             where = f"kube context {kube_context}" if kube_context else "the current kube context"
             raise RuntimeError(

@@ -1,15 +1,9 @@
-"""The guardrails of the `lsdb-k8s-guardrails` policy pack (`pulumi preview --policy-pack policy`).
+"""The guardrails of the `lsdb-k8s-guardrails` policy pack (`pulumi preview --policy-pack policy`), all mandatory.
 
-Each policy is at `EnforcementLevel.MANDATORY`. A `ResourceValidationPolicy`'s validator reads only
-`args.resource_type`, `args.props`, `args.name` and `args.get_config()`, the attributes the policy SDK
-fills in from the engine's analyze request; a `StackValidationPolicy` reads the same of every resource.
-Props may be the SDK's unknown-checking proxies (Mapping and Sequence, not dict and list), so the helpers
-below only rely on those interfaces. A value that is not known during preview (an image digest computed in
-the same update) raises the SDK's UnknownValueError, which the SDK reports as "can't run policy during
-preview"; the check then runs for real during `up`.
-
-This module has no side effects: `__main__.py` builds the PolicyPack (which starts the analyzer server).
-"""
+Props may be the SDK's unknown-checking proxies (Mapping and Sequence, not dict and list): the helpers rely on those
+interfaces only. A value unknown during preview (an image digest of the same update) raises the SDK's
+UnknownValueError ("can't run policy during preview"); the check then runs during `up`. No side effects here:
+`__main__.py` builds the PolicyPack (which starts the analyzer server)."""
 
 from __future__ import annotations
 
@@ -42,9 +36,7 @@ NOTEBOOK_LABELS = {"app.kubernetes.io/part-of": "lsdb-k8s", "app.kubernetes.io/c
 # Labels the operator adds to the pods it builds (dask_kubernetes controller.build_*_deployment_spec), on top of
 # the DaskCluster's own metadata labels, which it copies.
 CLUSTER_NAME_LABEL, COMPONENT_LABEL = "dask.org/cluster-name", "dask.org/component"
-PROD_STACK = re.compile(r"^prod")
 TLS_ENV = ("DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION", "DASK_DISTRIBUTED__COMM__TLS__CA_FILE")
-TRUE_VALUES = ("true", "1", "yes")
 
 DIGEST_IMAGE = re.compile(r"^[^\s@]+@sha256:[0-9a-f]{64}$")
 # The guide: "Keep --nthreads at 1 or 2 per worker for LSDB workloads." The stack config states the same bounds
@@ -52,9 +44,7 @@ DIGEST_IMAGE = re.compile(r"^[^\s@]+@sha256:[0-9a-f]{64}$")
 MIN_THREADS, MAX_THREADS = 1, 2
 DEFAULT_AUTOSCALER_CEILING = 50
 PUBLIC_SERVICE_TYPES = ("LoadBalancer", "NodePort")
-
-
-# --- reading DaskCluster / DaskWorkerGroup props -------------------------------------------------
+PUBLIC_FIX = "keep it ClusterIP and use `kubectl port-forward` (or an authenticated Ingress) to reach it"
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
@@ -72,13 +62,11 @@ def _resource_label(args: ResourceValidationArgs) -> str:
 
 
 def dask_pod_specs(resource_type: str, props: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    """(component, pod spec) for each Dask pod template of a DaskCluster or DaskWorkerGroup."""
+    """(component, pod spec) for each Dask pod template of a DaskCluster or (its callers check) DaskWorkerGroup."""
     spec = _mapping(props.get("spec"))
     if resource_type == DASK_CLUSTER:
         yield "scheduler", _mapping(_mapping(spec.get("scheduler")).get("spec"))
-        yield "worker", _mapping(_mapping(spec.get("worker")).get("spec"))
-    elif resource_type == DASK_WORKER_GROUP:
-        yield "worker", _mapping(_mapping(spec.get("worker")).get("spec"))
+    yield "worker", _mapping(_mapping(spec.get("worker")).get("spec"))
 
 
 def dask_containers(resource_type: str, props: Mapping[str, Any]) -> Iterator[tuple[str, str, str, Mapping[str, Any]]]:
@@ -117,11 +105,8 @@ def nthreads_values(argv: Sequence[str]) -> list[str]:
     return values
 
 
-# --- validators ----------------------------------------------------------------------------------
-
-
 def validate_image_digests(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
-    """Every DaskCluster/DaskWorkerGroup container image is `repository@sha256:<64 hex>`."""
+    """Dask scheduler and worker images must be pinned by digest (repository@sha256:...), never a tag."""
     if args.resource_type not in (DASK_CLUSTER, DASK_WORKER_GROUP):
         return
     label = _resource_label(args)
@@ -143,11 +128,11 @@ def validate_image_digests(args: ResourceValidationArgs, report_violation: Repor
 
 
 def validate_memory_limits(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
-    """Every scheduler and worker container sets resources.limits.memory (an OOM is then a clear OOMKilled)."""
+    """Every Dask scheduler and worker container must set resources.limits.memory."""
     if args.resource_type not in (DASK_CLUSTER, DASK_WORKER_GROUP):
         return
     label = _resource_label(args)
-    for component, pod in dask_pod_specs(args.resource_type, args.props):
+    for component, pod in dask_pod_specs(args.resource_type, args.props):  # an OOM is then a clear OOMKilled
         containers = _sequence(pod.get("containers"))
         if not containers:
             report_violation(f"{label}: the {component} pod spec has no containers, so no memory limit")
@@ -163,7 +148,6 @@ def validate_memory_limits(args: ResourceValidationArgs, report_violation: Repor
 
 
 def validate_worker_threads(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
-    """Every Dask worker container passes --nthreads with a literal value of 1 or 2."""
     if args.resource_type not in (DASK_CLUSTER, DASK_WORKER_GROUP):
         return
     label = _resource_label(args)
@@ -192,18 +176,12 @@ def validate_worker_threads(args: ResourceValidationArgs, report_violation: Repo
                 )
 
 
-def autoscaler_ceiling(config: Mapping[str, Any]) -> int:
-    value = config.get("maximum", DEFAULT_AUTOSCALER_CEILING)
-    # Configure() delivers JSON numbers as floats (50.0).
-    return int(value)
-
-
 def validate_autoscaler_ceiling(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
-    """DaskAutoscaler spec.maximum is set and at most the configured ceiling; minimum <= maximum."""
+    """DaskAutoscaler maximum must not exceed the configured ceiling (default 50 workers)."""
     if args.resource_type != DASK_AUTOSCALER:
         return
     label = _resource_label(args)
-    ceiling = autoscaler_ceiling(args.get_config())
+    ceiling = int(args.get_config().get("maximum", DEFAULT_AUTOSCALER_CEILING))  # Configure() gives floats (50.0)
     spec = _mapping(args.props.get("spec"))
     maximum, minimum = spec.get("maximum"), spec.get("minimum")
     if not isinstance(maximum, int | float) or isinstance(maximum, bool):
@@ -218,16 +196,9 @@ def validate_autoscaler_ceiling(args: ResourceValidationArgs, report_violation: 
         report_violation(f"{label}: spec.minimum {int(minimum)} is above spec.maximum {int(maximum)}")
 
 
-def _selects_scheduler(selector: Mapping[str, Any]) -> bool:
-    return selector.get("dask.org/component") == "scheduler"
-
-
-PUBLIC_FIX = "keep it ClusterIP and use `kubectl port-forward` (or an authenticated Ingress) to reach it"
-
-
 def public_scheduler_service(label: str, spec: Mapping[str, Any]) -> list[str]:
     """What exposes a Service spec that selects a Dask scheduler (none if it does not select one)."""
-    if not _selects_scheduler(_mapping(spec.get("selector"))):
+    if _mapping(spec.get("selector")).get(COMPONENT_LABEL) != "scheduler":
         return []
     found = []
     service_type = spec.get("type") or "ClusterIP"
@@ -242,7 +213,7 @@ def public_scheduler_service(label: str, spec: Mapping[str, Any]) -> list[str]:
 
 
 def validate_scheduler_not_public(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
-    """The scheduler (port 8786, dashboard 8787) is reachable only inside the cluster or via port-forward."""
+    """The Dask scheduler/dashboard Service must be ClusterIP: no LoadBalancer, NodePort or externalIPs."""
     label = _resource_label(args)
     if args.resource_type == DASK_CLUSTER:
         service = _mapping(_mapping(_mapping(args.props.get("spec")).get("scheduler")).get("service"))
@@ -265,8 +236,9 @@ def _object_key(props: Mapping[str, Any]) -> tuple[Any, Any]:
 
 
 def validate_patched_services_not_public(args: StackValidationArgs, report_violation: ReportViolation) -> None:
-    """A Service whose selector a ServicePatch sets (the program's stable `<cluster.name>-scheduler`) is checked as
-    it ends up, the Service with its patches applied: neither part alone may show what the pair exposes."""
+    """A Service whose selector a ServicePatch points at the Dask scheduler must be ClusterIP, without
+    externalIPs, once patched."""
+    # The program's stable `<cluster.name>-scheduler`, checked as it ends up: neither part alone shows what it exposes.
     patches: dict[tuple[Any, Any], list[Mapping[str, Any]]] = {}
     for r in args.resources:
         if r.resource_type == SERVICE_PATCH:
@@ -274,8 +246,7 @@ def validate_patched_services_not_public(args: StackValidationArgs, report_viola
     for r in args.resources:
         if r.resource_type != SERVICE or _object_key(r.props) not in patches:
             continue
-        own = _mapping(r.props.get("spec"))
-        parts = [own, *patches[_object_key(r.props)]]
+        parts = [_mapping(r.props.get("spec")), *patches[_object_key(r.props)]]
         merged: dict[str, Any] = {}
         for spec in parts:
             merged |= dict(spec)  # Server-Side Apply: the selector is an atomic map, type and externalIPs replace
@@ -328,7 +299,7 @@ def _isolates_ingress(policy_props: Mapping[str, Any], namespace: Any, labels: M
 
 
 def validate_network_policies(args: StackValidationArgs, report_violation: ReportViolation) -> None:
-    """Every DaskCluster's (and DaskWorkerGroup's) pods are selected by a NetworkPolicy of its namespace (ingress)."""
+    """Every DaskCluster's (and DaskWorkerGroup's) pods must be selected by a NetworkPolicy (ingress)."""
     policies = [r.props for r in args.resources if r.resource_type == NETWORK_POLICY]
     for resource in args.resources:
         if resource.resource_type not in (DASK_CLUSTER, DASK_WORKER_GROUP):
@@ -347,28 +318,19 @@ def validate_network_policies(args: StackValidationArgs, report_violation: Repor
                 )
 
 
-def current_stack() -> str:
-    """The stack being deployed: the Pulumi CLI sets PULUMI_STACK for the policy pack's process."""
-    return os.environ.get("PULUMI_STACK", "")
-
-
-def _env(container: Mapping[str, Any]) -> dict[str, str]:
-    return {str(_mapping(e).get("name")): str(_mapping(e).get("value", "")) for e in _sequence(container.get("env"))}
-
-
 def validate_tls_in_prod(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
-    """In stacks named prod*, every Dask container requires TLS and the scheduler listens on tls://."""
-    stack = current_stack()
-    if args.resource_type not in (DASK_CLUSTER, DASK_WORKER_GROUP) or not PROD_STACK.match(stack):
+    """In stacks named prod*, Dask scheduler and workers must require TLS (scheduler on tls://)."""
+    stack = os.environ.get("PULUMI_STACK", "")  # the stack being deployed: the Pulumi CLI sets it for the pack
+    if args.resource_type not in (DASK_CLUSTER, DASK_WORKER_GROUP) or not stack.startswith("prod"):
         return
     label = _resource_label(args)
     fix = "set security.tls true (the default)"
     for component, what, name, container in dask_containers(args.resource_type, args.props):
         if what != "container":
             continue
-        env = _env(container)
+        env = {str(_mapping(e).get("name")): str(_mapping(e).get("value", "")) for e in _sequence(container.get("env"))}
         missing = [k for k in TLS_ENV if not env.get(k)]
-        if missing or env.get(TLS_ENV[0], "").lower() not in TRUE_VALUES:
+        if missing or env.get(TLS_ENV[0], "").lower() not in ("true", "1", "yes"):
             report_violation(
                 f"{label}: {component} container '{name}' does not require TLS in stack {stack} "
                 f"({TLS_ENV[0]}=True and {TLS_ENV[1]} needed); {fix}"
@@ -410,7 +372,8 @@ def notebook_problems(label: str, pod: Mapping[str, Any]) -> list[str]:
 
 
 def validate_notebook(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
-    """The notebook (`notebook.enabled`) is hardened like the cluster's pods and reachable only inside the cluster."""
+    """The notebook runs a digest-pinned image, non-root, read-only, memory-limited, without an API token, behind
+    a ClusterIP Service."""
     label, props = _resource_label(args), args.props
     spec = _mapping(props.get("spec"))
     if args.resource_type == DEPLOYMENT and _is_notebook(_mapping(props.get("metadata")).get("labels")):
@@ -427,8 +390,6 @@ def validate_notebook(args: ResourceValidationArgs, report_violation: ReportViol
         )
 
 
-# --- the policies --------------------------------------------------------------------------------
-
 POLICY_IMAGE = "dask-image-pinned-by-digest"
 POLICY_MEMORY = "dask-memory-limits"
 POLICY_THREADS = "dask-worker-threads"
@@ -439,71 +400,31 @@ POLICY_NETWORK = "dask-cluster-network-policy"
 POLICY_TLS = "dask-tls-in-prod"
 POLICY_NOTEBOOK = "lsdb-notebook-hardened"
 
+
+def mandatory(kind: Any, name: str, validate: Any, description: str | None = None, **extra: Any) -> Any:
+    """A mandatory policy described by its validator's docstring (on one line)."""
+    return kind(name, description or " ".join(validate.__doc__.split()), validate, EnforcementLevel.MANDATORY, **extra)
+
+
+THREADS = f"Dask workers must run with --nthreads {MIN_THREADS} or {MAX_THREADS} (the LSDB guide's range)."
+CEILING_SCHEMA = PolicyConfigSchema(
+    {
+        "maximum": {
+            "type": "integer",
+            "minimum": 1,
+            "default": DEFAULT_AUTOSCALER_CEILING,
+            "description": "The largest DaskAutoscaler spec.maximum allowed.",
+        }
+    }
+)
 POLICIES = [
-    ResourceValidationPolicy(
-        name=POLICY_IMAGE,
-        description="Dask scheduler and worker images must be pinned by digest (repository@sha256:...), never a tag.",
-        enforcement_level=EnforcementLevel.MANDATORY,
-        validate=validate_image_digests,
-    ),
-    ResourceValidationPolicy(
-        name=POLICY_MEMORY,
-        description="Every Dask scheduler and worker container must set resources.limits.memory.",
-        enforcement_level=EnforcementLevel.MANDATORY,
-        validate=validate_memory_limits,
-    ),
-    ResourceValidationPolicy(
-        name=POLICY_THREADS,
-        description=f"Dask workers must run with --nthreads {MIN_THREADS} or {MAX_THREADS} (the LSDB guide's range).",
-        enforcement_level=EnforcementLevel.MANDATORY,
-        validate=validate_worker_threads,
-    ),
-    ResourceValidationPolicy(
-        name=POLICY_AUTOSCALER,
-        description="DaskAutoscaler maximum must not exceed the configured ceiling (default 50 workers).",
-        enforcement_level=EnforcementLevel.MANDATORY,
-        validate=validate_autoscaler_ceiling,
-        config_schema=PolicyConfigSchema(
-            properties={
-                "maximum": {
-                    "type": "integer",
-                    "minimum": 1,
-                    "default": DEFAULT_AUTOSCALER_CEILING,
-                    "description": "The largest DaskAutoscaler spec.maximum allowed.",
-                }
-            }
-        ),
-    ),
-    ResourceValidationPolicy(
-        name=POLICY_PUBLIC,
-        description="The Dask scheduler/dashboard Service must be ClusterIP: no LoadBalancer, NodePort or externalIPs.",
-        enforcement_level=EnforcementLevel.MANDATORY,
-        validate=validate_scheduler_not_public,
-    ),
-    StackValidationPolicy(
-        name=POLICY_PUBLIC_PATCHED,
-        description="A Service whose selector a ServicePatch points at the Dask scheduler must be ClusterIP, "
-        "without externalIPs, once patched.",
-        enforcement_level=EnforcementLevel.MANDATORY,
-        validate=validate_patched_services_not_public,
-    ),
-    ResourceValidationPolicy(
-        name=POLICY_TLS,
-        description="In stacks named prod*, Dask scheduler and workers must require TLS (scheduler on tls://).",
-        enforcement_level=EnforcementLevel.MANDATORY,
-        validate=validate_tls_in_prod,
-    ),
-    StackValidationPolicy(
-        name=POLICY_NETWORK,
-        description="Every DaskCluster's (and DaskWorkerGroup's) pods must be selected by a NetworkPolicy (ingress).",
-        enforcement_level=EnforcementLevel.MANDATORY,
-        validate=validate_network_policies,
-    ),
-    ResourceValidationPolicy(
-        name=POLICY_NOTEBOOK,
-        description="The notebook runs a digest-pinned image, non-root, read-only, memory-limited, without an API "
-        "token, behind a ClusterIP Service.",
-        enforcement_level=EnforcementLevel.MANDATORY,
-        validate=validate_notebook,
-    ),
+    mandatory(ResourceValidationPolicy, POLICY_IMAGE, validate_image_digests),
+    mandatory(ResourceValidationPolicy, POLICY_MEMORY, validate_memory_limits),
+    mandatory(ResourceValidationPolicy, POLICY_THREADS, validate_worker_threads, THREADS),
+    mandatory(ResourceValidationPolicy, POLICY_AUTOSCALER, validate_autoscaler_ceiling, config_schema=CEILING_SCHEMA),
+    mandatory(ResourceValidationPolicy, POLICY_PUBLIC, validate_scheduler_not_public),
+    mandatory(StackValidationPolicy, POLICY_PUBLIC_PATCHED, validate_patched_services_not_public),
+    mandatory(ResourceValidationPolicy, POLICY_TLS, validate_tls_in_prod),
+    mandatory(StackValidationPolicy, POLICY_NETWORK, validate_network_policies),
+    mandatory(ResourceValidationPolicy, POLICY_NOTEBOOK, validate_notebook),
 ]

@@ -204,6 +204,27 @@ def test_every_policy_is_mandatory() -> None:
         assert p.validate is not None
 
 
+def test_each_policy_says_what_it_requires_in_one_line() -> None:
+    """`pulumi preview` prints the description above each violation: the validator's docstring on one line."""
+    assert {p.name: p.description for p in g.POLICIES} == {
+        "dask-image-pinned-by-digest": "Dask scheduler and worker images must be pinned by digest "
+        "(repository@sha256:...), never a tag.",
+        "dask-memory-limits": "Every Dask scheduler and worker container must set resources.limits.memory.",
+        "dask-worker-threads": "Dask workers must run with --nthreads 1 or 2 (the LSDB guide's range).",
+        "dask-autoscaler-ceiling": "DaskAutoscaler maximum must not exceed the configured ceiling "
+        "(default 50 workers).",
+        "dask-scheduler-not-public": "The Dask scheduler/dashboard Service must be ClusterIP: no LoadBalancer, "
+        "NodePort or externalIPs.",
+        "dask-patched-scheduler-service-not-public": "A Service whose selector a ServicePatch points at the Dask "
+        "scheduler must be ClusterIP, without externalIPs, once patched.",
+        "dask-tls-in-prod": "In stacks named prod*, Dask scheduler and workers must require TLS (scheduler on tls://).",
+        "dask-cluster-network-policy": "Every DaskCluster's (and DaskWorkerGroup's) pods must be selected by a "
+        "NetworkPolicy (ingress).",
+        "lsdb-notebook-hardened": "The notebook runs a digest-pinned image, non-root, read-only, memory-limited, "
+        "without an API token, behind a ClusterIP Service.",
+    }
+
+
 def test_the_guide_manifest_with_a_digest_passes_every_policy() -> None:
     for p in RESOURCE_POLICIES:
         assert violations(p.name, g.DASK_CLUSTER, guide_cluster()) == []
@@ -799,11 +820,22 @@ NOTEBOOK_REGRESSIONS = {
     "root": lambda d: _pod(d)["securityContext"].pop("runAsNonRoot"),
     "API token": lambda d: _pod(d).pop("automountServiceAccountToken"),
 }
+HARDENING = "must set readOnlyRootFilesystem true and allowPrivilegeEscalation false"
+NOTEBOOK_MESSAGES = {  # each regression's report, word for word (after `Deployment lsdb-cluster-notebook: `)
+    "image tag": "container 'jupyterlab' image is not pinned as repository@sha256:<digest>",
+    "init image tag": "container 'starter' image is not pinned as repository@sha256:<digest>",
+    "no memory limit": "container 'jupyterlab' sets no resources.limits.memory",
+    "writable root": f"container 'jupyterlab' {HARDENING}",
+    "escalation": f"container 'starter' {HARDENING}",
+    "root": "the pod does not set securityContext.runAsNonRoot true",
+    "API token": "the pod mounts a Kubernetes API token (set automountServiceAccountToken false)",
+}
 
 
 def test_the_notebook_passes_its_guardrail_and_the_cluster_ones() -> None:
     deployment, service = notebook_objects()
     assert violations(g.POLICY_NOTEBOOK, g.DEPLOYMENT, deployment) == []
+    assert violations(g.POLICY_NOTEBOOK, g.SERVICE, {**service, "spec": {**service["spec"], "type": None}}) == []
     for p in RESOURCE_POLICIES:
         assert violations(p.name, g.SERVICE, service) == []
 
@@ -813,7 +845,7 @@ def test_each_notebook_regression_is_reported(regression: str) -> None:
     deployment, _ = notebook_objects()
     NOTEBOOK_REGRESSIONS[regression](deployment)
     (message,) = violations(g.POLICY_NOTEBOOK, g.DEPLOYMENT, deployment)
-    assert message.startswith("Deployment lsdb-cluster-notebook: ")
+    assert message == f"Deployment lsdb-cluster-notebook: {NOTEBOOK_MESSAGES[regression]}"
     # The same pod under another component's labels is not the notebook: not this guardrail's business.
     deployment["metadata"]["labels"]["app.kubernetes.io/component"] = "something-else"
     assert violations(g.POLICY_NOTEBOOK, g.DEPLOYMENT, deployment) == []
@@ -826,6 +858,9 @@ def test_a_notebook_service_reachable_from_outside_is_reported(change: dict[str,
     _, service = notebook_objects()
     service["spec"] |= change
     (message,) = violations(g.POLICY_NOTEBOOK, g.SERVICE, service)
-    assert "outside the cluster" in message and "port-forward" in message
+    assert message == (
+        "Service lsdb-cluster-notebook: exposes the notebook (a token away from running code in the cluster) outside "
+        "the cluster; keep it ClusterIP and use `kubectl port-forward`"
+    )
     service["spec"]["selector"] = {"app": "other"}
     assert violations(g.POLICY_NOTEBOOK, g.SERVICE, service) == []

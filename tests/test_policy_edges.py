@@ -125,6 +125,17 @@ def test_a_worker_must_show_both_tls_variables_with_literal_values(env: list[dic
 
 
 @pytest.mark.usefixtures("prod")
+@pytest.mark.parametrize("value", ["True", "1", "yes", "YES"])
+def test_require_encryption_may_be_any_true_value_dask_reads(value: str) -> None:
+    manifest = tls_cluster()
+    for component in (scheduler, worker):
+        component(manifest)["env"] = [{"name": g.TLS_ENV[0], "value": value}, {"name": g.TLS_ENV[1], "value": "/ca"}]
+    assert violations(g.POLICY_TLS, g.DASK_CLUSTER, manifest) == []
+    worker(manifest)["env"][0]["value"] = "no"
+    assert len(violations(g.POLICY_TLS, g.DASK_CLUSTER, manifest)) == 1
+
+
+@pytest.mark.usefixtures("prod")
 @pytest.mark.parametrize("args", [["dask", "scheduler", "--protocol=tls"], ["dask-scheduler", "--host", "tls://:8786"]])
 def test_the_scheduler_may_ask_for_tls_in_any_form(args: list[str]) -> None:
     manifest = tls_cluster()

@@ -41,21 +41,6 @@ class ProvisionError(Exception):
     """The copy cannot be made as the source describes it; the message names the file and the source."""
 
 
-class Summary(dict[str, Any]):
-    """The JSON line a finished Job prints."""
-
-    def __init__(self, source: str, dest: str) -> None:
-        zero = dict.fromkeys(("files", "filesCopied", "bytesCopied", "metadataBytesRead"), 0)
-        super().__init__(source=source, dest=dest, **zero, removed=[])
-        self.lock = threading.Lock()
-
-    def count(self, size: int) -> None:
-        """One file written (from any thread)."""
-        with self.lock:
-            self["filesCopied"] += 1
-            self["bytesCopied"] += size
-
-
 class Source:
     """The source catalog behind fsspec, paths relative to its root: whole-file reads and file info, errors naming
     file and source."""
@@ -188,9 +173,9 @@ def _plan_catalog(
         read(at(rel))
 
 
-def plan(source: Source, summary: Summary) -> tuple[dict[str, bytes], dict[str, int | None], bool]:
+def plan(source: Source, summary: dict[str, Any]) -> tuple[dict[str, bytes], dict[str, int | None]]:
     """The catalog's, or the collection's members': (metadata file -> content, written last; partition file -> rows
-    from _metadata, None where it does not list it; whether it is a collection), paths relative to the destination."""
+    from _metadata, None where it does not list it), paths relative to the destination."""
     from hats.catalog.dataset.collection_properties import CollectionProperties
 
     metadata: dict[str, bytes] = {}
@@ -215,7 +200,7 @@ def plan(source: Source, summary: Summary) -> tuple[dict[str, bytes], dict[str, 
                 )
     for member in members:
         _plan_catalog(source, member.strip("/"), read, partitions)
-    return metadata, partitions, collection is not None
+    return metadata, partitions
 
 
 class Journal:
@@ -258,16 +243,16 @@ def _write_atomic(final: Path, data: bytes) -> None:
     os.replace(tmp, final)
 
 
-def copy_partition(source: Source, dest: Path, rel: str, rows: int | None, journal: Journal, summary: Summary) -> None:
-    """Copy one partition file unless the local one already matches (size and recorded checksum), then check its
-    size and its footer's rows."""
+def copy_partition(source: Source, dest: Path, rel: str, rows: int | None, journal: Journal) -> int | None:
+    """Copy one partition file unless the local one already matches (size and recorded checksum: None), then check
+    its size and its footer's rows; the bytes written."""
     import pyarrow.parquet as pq
 
     info = source.info(rel)
     size, digest = info.get("size"), next((str(info[k]).strip('"') for k in CHECKSUM_KEYS if info.get(k)), None)
     final = dest / rel
     if final.is_file() and final.stat().st_size == size and journal.entries.get(rel, (None, None))[1] == digest:
-        return
+        return None
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(final.name + PART_SUFFIX)
     where = f"{rel} ({source.where(rel)}, source {source.url})"
@@ -290,10 +275,10 @@ def copy_partition(source: Source, dest: Path, rel: str, rows: int | None, journ
         raise source.fail(rel, exc) from exc
     os.replace(tmp, final)
     journal.record(rel, written, digest)
-    summary.count(written)
+    return written
 
 
-def _remove_stale(dest: Path, wanted: set[str], summary: Summary) -> None:
+def _remove_stale(dest: Path, wanted: set[str], summary: dict[str, Any]) -> None:
     for path in sorted(dest.rglob("*"), reverse=True):
         rel = path.relative_to(dest).as_posix()
         if rel == STATE_DIR or rel.startswith(STATE_DIR + "/"):
@@ -309,36 +294,37 @@ def _remove_stale(dest: Path, wanted: set[str], summary: Summary) -> None:
 
 def provision(
     source_url: str, dest: Path, storage_options: dict[str, Any] | None = None, threads: int = DEFAULT_THREADS
-) -> Summary:
+) -> dict[str, Any]:
     """Make `dest` a copy of the catalog or collection at `source_url`; return what was done."""
     from hats.io.validation import is_valid_catalog, is_valid_collection
 
     source = Source(source_url, storage_options or {})
-    summary = Summary(source.url, str(dest))
-    metadata, partitions, collection = plan(source, summary)
+    zero = dict.fromkeys(("files", "filesCopied", "bytesCopied", "metadataBytesRead"), 0)
+    summary: dict[str, Any] = {"source": source.url, "dest": str(dest), **zero, "removed": []}  # the JSON line printed
+    metadata, partitions = plan(source, summary)
     dest.mkdir(parents=True, exist_ok=True)
     journal = Journal(dest)
     wanted = set(partitions) | set(metadata)
     _remove_stale(dest, wanted, summary)  # stale partial files, and files the source no longer has
     summary["files"] = len(wanted)
+    copied: list[int] = []  # the size of each file written
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        futures = [
-            pool.submit(copy_partition, source, dest, rel, rows, journal, summary) for rel, rows in partitions.items()
-        ]
+        futures = [pool.submit(copy_partition, source, dest, rel, rows, journal) for rel, rows in partitions.items()]
         try:
-            for future in concurrent.futures.as_completed(futures):
-                future.result()
+            copied += [n for future in concurrent.futures.as_completed(futures) if (n := future.result()) is not None]
         except BaseException:
             pool.shutdown(cancel_futures=True)
             raise
-    if summary["filesCopied"]:  # the partition files and the journal are on disk before any metadata says so
+    if copied:  # the partition files and the journal are on disk before any metadata says so
         os.sync()
     # Each catalog's properties file last: a directory holds them only once all its files are there.
     for rel in sorted(metadata, key=lambda r: (r.rsplit("/", 1)[-1] in (*PROPERTIES, COLLECTION_PROPERTIES), r)):
         if not ((dest / rel).is_file() and (dest / rel).read_bytes() == metadata[rel]):
             _write_atomic(dest / rel, metadata[rel])
-            summary.count(len(metadata[rel]))
+            copied.append(len(metadata[rel]))
+    summary |= {"filesCopied": len(copied), "bytesCopied": sum(copied)}
     journal.compact(partitions)
+    collection = COLLECTION_PROPERTIES in metadata
     valid = is_valid_collection(dest, strict=True) if collection else is_valid_catalog(dest, strict=True)
     if not valid:  # hats' log says what is wrong
         raise ProvisionError(f"{dest}: hats' validation rejected the copy (see the log above)")
