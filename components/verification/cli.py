@@ -21,9 +21,9 @@ from pydantic.fields import FieldInfo
 
 from components.verification.check import (
     DEFAULT_STAGE_TIMEOUTS,
-    TlsFiles,
     VerificationError,
     WaitHook,
+    client_security,
     verify_catalog_query,
 )
 from components.verification.diagnostics import Fixes
@@ -194,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tls_files = (args.tls_ca_file, args.tls_cert_file, args.tls_key_file)
     if any(tls_files) and not all(tls_files):
         p.error("give all of --tls-ca-file, --tls-cert-file and --tls-key-file, or none")
-    tls = TlsFiles(*tls_files) if all(tls_files) else None
+    security = client_security(*tls_files) if all(tls_files) else None
     # The failure message says what went wrong; distributed's own reconnect chatter would only bury it.
     logging.getLogger("distributed").setLevel(logging.CRITICAL)
     where = ClusterRef(args.namespace, args.cluster_name, args.kube_context)
@@ -225,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 where=where,
                 locked_versions=locked,
                 wait_hook=wait_hook,
-                tls=tls,
+                security=security,
                 stage_timeouts={"connect": max(connect_budget - spent, 1.0)},
             )
     except VerificationError as exc:
