@@ -99,11 +99,10 @@ def format_summary(result: VerificationResult) -> str:
     lines += [f"  warning    {w}" for w in result.warnings]
     if result.sample:
         cols = list(result.sample[0])
-        cells = [[_cell(row.get(c)) for c in cols] for row in result.sample]
-        widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(cols)]
+        table = [cols, *([_cell(row.get(c)) for c in cols] for row in result.sample)]  # the header, then the rows
+        widths = [max(len(r[i]) for r in table) for i in range(len(cols))]
         lines.append(f"  first {len(result.sample)} row(s):")
-        lines.append("    " + "  ".join(c.rjust(w) for c, w in zip(cols, widths, strict=True)))
-        lines += ["    " + "  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+        lines += ["    " + "  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in table]
     return "\n".join(lines)
 
 
