@@ -23,12 +23,12 @@ from components.verification import check
 from components.verification.check import (
     CHECKED_PACKAGES,
     OPEN_TASK_PREFIX,
-    TlsFiles,
     VerificationError,
     _Clock,
     _failing_as,
     _jsonable,
     _normalize_address,
+    client_security,
     compare_versions,
     describe,
     verify_catalog_query,
@@ -82,7 +82,7 @@ def test_the_client_certificate_is_mutual_tls_only() -> None:
     import dask
 
     with dask.config.set({"distributed.comm.require-encryption": False}):  # a user's config cannot relax it
-        security = TlsFiles("/ca.pem", "/cert.pem", "/key.pem").security()
+        security = client_security("/ca.pem", "/cert.pem", "/key.pem")
     assert (security.tls_ca_file, security.tls_client_cert, security.tls_client_key) == (
         "/ca.pem", "/cert.pem", "/key.pem",
     )  # fmt: skip
@@ -623,10 +623,6 @@ def test_the_address_is_checked_before_connecting() -> None:
 def test_the_client_certificate_is_what_the_check_connects_with(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[tuple[Any, ...]] = []
 
-    class Files:
-        def security(self) -> str:
-            return "the security"
-
     def connect(address: str, budget: float, fixes: Fixes, wait_hook: Any, security: Any) -> Any:
         seen.append((address, budget, wait_hook, security))
         raise VerificationError("connect", "stop here", "")
@@ -634,7 +630,7 @@ def test_the_client_certificate_is_what_the_check_connects_with(monkeypatch: pyt
     monkeypatch.setattr(check, "_connect", connect)
     hook = object()
     with pytest.raises(VerificationError):
-        verify_catalog_query("tcp://s", query(), tls=Files(), wait_hook=hook, stage_timeouts={"connect": 3})  # type: ignore[arg-type]
+        verify_catalog_query("tcp://s", query(), security="the security", wait_hook=hook, stage_timeouts={"connect": 3})
     with pytest.raises(VerificationError):
         verify_catalog_query("s:1", query())
     assert seen[0][0] == "tls://s:8786" and seen[0][1] == 3 and seen[0][2:] == (hook, "the security")

@@ -55,7 +55,6 @@ FAST_TESTS: dict[str, tuple[str, ...]] = {
 # wait out pytest's timeout there); these files run them on a stand-in clock.
 FAST_TESTS_OF_FUNCTION: dict[str, tuple[str, ...]] = {
     "components.verification.check.x__identify": ("tests/test_verification_check_waits.py",),
-    "components.verification.check.x_retrying": ("tests/test_verification_check_waits.py",),
     "components.verification.check.x__wait_for_workers": ("tests/test_verification_check_waits.py",),
 }
 MUTANT = re.compile(r"^(?P<module>[\w.]+?)\.x[_ǁ]")

@@ -1,14 +1,12 @@
-"""The check: prove that a Dask cluster answers an LSDB cone query end to end (no Pulumi inside).
-
-Stages, budgets and messages: docs/lifecycle.md#post-deploy-verification. Each stage hands its budget to
-distributed's own timeouts; only the identity probe adds its own bound, as distributed's handshake has none.
-lsdb, dask, distributed and pandas are imported inside the functions: the Pulumi program imports this package.
+"""The check: prove that a Dask cluster answers an LSDB cone query end to end (stages, budgets and messages:
+docs/lifecycle.md#post-deploy-verification). Each stage hands its budget to distributed's own timeouts; only the
+identity probe adds its own bound. lsdb, dask, distributed and pandas load inside the functions: `pulumi up` imports
+this package.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import importlib
 import math
 import time
@@ -31,8 +29,6 @@ DEFAULT_STAGE_TIMEOUTS: dict[str, float] = {
 CHECKED_PACKAGES = (
     "dask", "distributed", "lsdb", "hats", "nested-pandas", "pandas", "pyarrow", "numpy", "cloudpickle", "msgpack",
 )  # fmt: skip
-# Asked on top of distributed's own list; answered with importlib.metadata (nothing is imported remotely).
-EXTRA_VERSION_PACKAGES = ("lsdb", "hats", "nested-pandas", "pyarrow")
 OPEN_TASK_PREFIX = "lsdb-verify-open"
 # Each connect attempt is bounded so that the wait hook runs in between; the pause doubles up to a ceiling.
 PROBE_ATTEMPT_SECONDS = 10.0
@@ -81,7 +77,6 @@ class _Clock:
 
     @contextmanager
     def stage(self, name: str, needs_time: bool = True) -> Iterator[float]:
-        """Time the stage `name`; one that `needs_time` first checks that the overall timeout has not run out."""
         began = time.monotonic()
         try:
             yield self.budget(name) if needs_time else max(0.0, self.timeout - self.elapsed())
@@ -90,15 +85,15 @@ class _Clock:
 
 
 def describe(exc: BaseException) -> str:
-    """`Type: first line of the message`: a failure in one line of a stage message."""
+    """`Type: first line of the message`."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text and text[0] else type(exc).__name__
 
 
 @contextmanager
 def _failing_as(stage: str, fixes: Fixes, failed: str, timed_out: str | None = None) -> Iterator[None]:
-    """A stage's exception as its `VerificationError`: `timed_out` for a TimeoutError (without one, the TimeoutError
-    goes on to a caller that waits again), `<failed>: <the error>` for any other."""
+    """A stage's exception as its `VerificationError`: `timed_out` for a TimeoutError (without one, it goes on to a
+    caller that waits again), `<failed>: <the error>` for any other."""
     try:
         yield
     except VerificationError:
@@ -111,22 +106,14 @@ def _failing_as(stage: str, fixes: Fixes, failed: str, timed_out: str | None = N
         raise VerificationError(stage, f"{failed}: {describe(exc)}", fixes(stage)) from exc
 
 
-@dataclasses.dataclass(frozen=True)
-class TlsFiles:
-    """The client's TLS material (PEM files): the cluster's CA and a client certificate it signed."""
+def client_security(ca_file: str, cert_file: str, key_file: str) -> Any:
+    """distributed's `Security` of a TLS cluster's client (PEM files: its CA, a client certificate it signed):
+    mutual TLS, plain TCP refused."""
+    from distributed.security import Security
 
-    ca_file: str
-    cert_file: str
-    key_file: str
-
-    def security(self) -> Any:
-        """distributed's `Security`: mutual TLS, plain TCP refused."""
-        from distributed.security import Security
-
-        return Security(  # type: ignore[no-untyped-call]
-            tls_ca_file=self.ca_file, tls_client_cert=self.cert_file, tls_client_key=self.key_file,
-            require_encryption=True,
-        )  # fmt: skip
+    return Security(  # type: ignore[no-untyped-call]
+        tls_ca_file=ca_file, tls_client_cert=cert_file, tls_client_key=key_file, require_encryption=True
+    )
 
 
 def _normalize_address(address: str, tls: bool = False) -> str:
@@ -144,8 +131,8 @@ def _normalize_address(address: str, tls: bool = False) -> str:
 
 
 def _probe_scheduler(address: str, seconds: float, security: Any = None) -> dict[str, Any]:
-    """Open one Dask comm to `address` and ask who it is, all within `seconds`: `distributed.comm.connect` waits
-    for the peer's handshake without a bound, so a peer that accepts TCP and never speaks Dask would hang it."""
+    """Ask `address` who it is, within `seconds`: `distributed.comm.connect` waits for the handshake without a bound
+    (a peer that accepts TCP and never speaks Dask would hang it)."""
     from distributed.comm.core import connect
 
     connection_args = security.get_connection_args("client") if security is not None else {}
@@ -179,12 +166,9 @@ def _where(found: Mapping[str, list[str]], n_workers: int) -> str:
 def compare_versions(
     report: Mapping[str, Any], locked: Mapping[str, str] | None
 ) -> tuple[dict[str, str], list[str], list[str]]:
-    """A `Client.get_versions()` report against the lock: (agreed versions, problems, warnings).
-
-    A package of `CHECKED_PACKAGES` is a problem when a side (client, scheduler, a worker) lacks it or, if the lock
-    pins it, runs another version; without a pin, when the sides disagree. Python must agree on major.minor
-    (pickled code does not cross minor versions); another micro version is only a warning.
-    """
+    """A `Client.get_versions()` report against the lock: (agreed versions, problems, warnings). A side (client,
+    scheduler, a worker) that lacks a `CHECKED_PACKAGES` or runs another than the pin is a problem; without a pin, the
+    sides must agree. Python must agree on major.minor (pickled code does not cross minor versions)."""
     workers = report.get("workers") or {}
     sides = [(side, (report.get(side) or {}).get("packages") or {}) for side in ("client", "scheduler")] + [
         (f"worker {addr}", (workers[addr] or {}).get("packages") or {}) for addr in sorted(workers)
@@ -220,7 +204,7 @@ def compare_versions(
 
 
 def _jsonable(value: Any) -> Any:
-    """A plain JSON value for one cell of the sample (numpy scalars, pandas NA, NaN, nested values)."""
+    """One cell of the sample as JSON (numpy scalars, pandas NA, NaN, nested values)."""
     if value is None or isinstance(value, bool | str | int):
         return value
     if isinstance(value, float):
@@ -245,7 +229,7 @@ def _sample_records(df: Any, n: int) -> list[dict[str, Any]]:
 
 
 def _default_lock() -> tuple[dict[str, str] | None, str | None]:
-    """docker/requirements.lock, read where the check runs (it ships with this package's project)."""
+    """docker/requirements.lock, read where the check runs."""
     try:
         return dict(read_lock()), None
     except OSError as exc:
@@ -261,16 +245,14 @@ def verify_catalog_query(
     where: ClusterRef | None = None,
     locked_versions: Mapping[str, str] | None = None,
     wait_hook: WaitHook | None = None,
-    tls: TlsFiles | None = None,
+    security: Any = None,
     stage_timeouts: Mapping[str, float] | None = None,
 ) -> VerificationResult:
-    """Connect to the scheduler, check workers and versions, run `query` on the cluster, check its rows.
-
-    `wait_hook` runs between connect attempts and between the workers stage's steps (the CLI passes
-    `kube.StuckPods`). `tls`: the client certificate of a TLS scheduler. `where` names the real Kubernetes objects in
-    messages. `locked_versions`: the pins (default docker/requirements.lock). A gate query (`stages: gate`) returns
-    after the workers stage. `stage_timeouts` lowers `DEFAULT_STAGE_TIMEOUTS`. Raises `VerificationError`.
-    """
+    """Connect to the scheduler, check workers and versions, run `query` on the cluster, check its rows (a gate
+    query returns after the workers). `wait_hook` runs between connect attempts and the workers stage's steps;
+    `security`: `client_security` of a TLS scheduler; `where` names the real objects in messages; `locked_versions`
+    defaults to docker/requirements.lock; `stage_timeouts` lowers `DEFAULT_STAGE_TIMEOUTS`. Raises
+    `VerificationError`."""
     q = query
     fixes = Fixes(where, q.catalog_path)
     clock = _Clock(q.timeout_seconds, stage_timeouts)
@@ -278,7 +260,7 @@ def verify_catalog_query(
     given = str(scheduler_address or "").strip()
     if not given:
         raise VerificationError("config", "the scheduler address is empty", fixes("config"))
-    if tls is None and given.startswith("tls://"):
+    if security is None and given.startswith("tls://"):
         raise VerificationError(
             "config",
             "the scheduler address is tls:// but no client certificate was given (the scheduler requires one;"
@@ -289,8 +271,7 @@ def verify_catalog_query(
         locked_versions, note = _default_lock()
         if note:
             warnings.append(note)
-    address = _normalize_address(scheduler_address, tls=tls is not None)
-    security = tls.security() if tls is not None else None
+    address = _normalize_address(scheduler_address, tls=security is not None)
 
     def result(**query_fields: Any) -> VerificationResult:
         return VerificationResult(
@@ -343,29 +324,21 @@ def verify_catalog_query(
     return result(rows=rows, partitions=partitions, versions=versions, sample=sample, catalog_path=q.catalog_path)
 
 
-def retrying(seconds: float, wait_hook: WaitHook | None) -> Iterator[float]:
-    """The time left for each attempt until `seconds` run out; between attempts the wait hook, then a pause that
-    doubles up to `RETRY_MAX_PAUSE` (never past the deadline). The connect stage's retries."""
-    deadline = time.monotonic() + seconds
-    pause = RETRY_FIRST_PAUSE
-    while (remaining := deadline - time.monotonic()) > 0:
-        yield remaining
-        if wait_hook is not None:
-            wait_hook()
-        time.sleep(max(min(pause, deadline - time.monotonic()), 0.0))
-        pause = min(pause * 2, RETRY_MAX_PAUSE)
-
-
 def _identify(address: str, budget: float, fixes: Fixes, wait_hook: WaitHook | None, security: Any = None) -> Any:
-    """The scheduler's identity reply, retried until `budget`."""
-    attempts = 0
+    """The scheduler's identity reply, retried until `budget`: between attempts the wait hook, then a pause that
+    doubles up to `RETRY_MAX_PAUSE` (never past the deadline)."""
+    attempts, deadline, pause = 0, time.monotonic() + budget, RETRY_FIRST_PAUSE
     last: Exception | None = None
-    for remaining in retrying(budget, wait_hook):
+    while (remaining := deadline - time.monotonic()) > 0:
         attempts += 1
         try:
             return _probe_scheduler(address, min(remaining, PROBE_ATTEMPT_SECONDS), security)
         except Exception as exc:  # refused, reset by a port-forward to a pod not Ready yet, silent peer: retry
             last = exc
+        if wait_hook is not None:
+            wait_hook()
+        time.sleep(max(min(pause, deadline - time.monotonic()), 0.0))
+        pause = min(pause * 2, RETRY_MAX_PAUSE)
     if last is None or isinstance(last, TimeoutError):
         problem = (
             f"no Dask scheduler answered at {address} within {budget:g} s ({attempts} attempt(s)"
@@ -407,7 +380,7 @@ def _count_workers(client: Any, seconds: float) -> int | None:
 
 
 def _workers_by_group(client: Any, seconds: float) -> dict[str, int]:
-    """Workers per DaskWorkerGroup (from the worker names the operator gives); {} if the scheduler does not say."""
+    """Workers per DaskWorkerGroup (from the names the operator gives); {} if the scheduler does not say."""
     try:
         info = client.sync(client.scheduler.identity, n_workers=-1, callback_timeout=seconds)
     except Exception:
@@ -418,8 +391,8 @@ def _workers_by_group(client: Any, seconds: float) -> dict[str, int]:
 def _wait_for_workers(
     client: Any, address: str, min_workers: int, budget: float, fixes: Fixes, wait_hook: WaitHook | None = None
 ) -> int:
-    """Wait for `min_workers`; with a `wait_hook`, in steps of `WORKER_WAIT_STEP_SECONDS` with the hook in between,
-    so a worker pod stuck for a reason waiting will not cure fails the stage early (as stage `workers`)."""
+    """Wait for `min_workers`; with a `wait_hook`, in steps of `WORKER_WAIT_STEP_SECONDS` with the hook in between
+    (a stuck worker pod fails the stage early)."""
     deadline = time.monotonic() + budget
     while min_workers > 0:  # a gate may wait for none (a default group the autoscaler may scale to zero)
         remaining = deadline - time.monotonic()
@@ -452,10 +425,10 @@ def _check_versions(
         "versions", fixes, "could not collect package versions",
         timed_out=f"the scheduler and workers did not report their versions within {budget:g} s",
     ):  # fmt: skip
-        # `get_versions` with the timeout distributed's blocking methods take (`sync(callback_timeout=)`).
-        report = client.sync(
-            client._get_versions, check=False, packages=list(EXTRA_VERSION_PACKAGES), callback_timeout=budget
-        )
+        # `get_versions` with a timeout (`sync(callback_timeout=)`); the packages beyond distributed's own list are
+        # answered with importlib.metadata (nothing is imported remotely).
+        packages = ["lsdb", "hats", "nested-pandas", "pyarrow"]
+        report = client.sync(client._get_versions, check=False, packages=packages, callback_timeout=budget)
     agreed, problems, warnings = compare_versions(report, locked)
     if problems:
         raise VerificationError(
@@ -466,8 +439,8 @@ def _check_versions(
 
 
 def _open_on_worker(client: Any, query: VerificationQuery, budget: float, fixes: Fixes) -> Any:
-    """`lsdb.open_catalog` as a task, where the catalog is: only the lazy catalog (metadata and the pixels the cone
-    overlaps) comes back. `error_empty_filter=False` lets an empty cone reach the rows stage, which names it."""
+    """`lsdb.open_catalog` as a task, where the catalog is: only the lazy catalog comes back.
+    `error_empty_filter=False` lets an empty cone reach the rows stage, which names it."""
     try:
         lsdb: Any = importlib.import_module("lsdb")  # Any: lsdb re-exports its API implicitly
     except ImportError as exc:
@@ -495,8 +468,8 @@ def _open_on_worker(client: Any, query: VerificationQuery, budget: float, fixes:
 
 
 def _compute(client: Any, catalog: Any, partitions: int, budget: float, fixes: Fixes) -> Any:
-    """The rows, computed on the workers through this client whatever the caller's dask config says (a global
-    `scheduler="synchronous"` would run it here, where the catalog is not); closing the client cancels the tasks."""
+    """The rows, computed through this client whatever the caller's dask config says (a global `scheduler=
+    "synchronous"` would run it here, where the catalog is not); closing the client cancels the tasks."""
     if partitions == 0:
         return None
     with _failing_as(

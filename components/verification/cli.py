@@ -21,9 +21,9 @@ from pydantic.fields import FieldInfo
 
 from components.verification.check import (
     DEFAULT_STAGE_TIMEOUTS,
-    TlsFiles,
     VerificationError,
     WaitHook,
+    client_security,
     verify_catalog_query,
 )
 from components.verification.diagnostics import Fixes
@@ -99,11 +99,10 @@ def format_summary(result: VerificationResult) -> str:
     lines += [f"  warning    {w}" for w in result.warnings]
     if result.sample:
         cols = list(result.sample[0])
-        cells = [[_cell(row.get(c)) for c in cols] for row in result.sample]
-        widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(cols)]
+        table = [cols, *([_cell(row.get(c)) for c in cols] for row in result.sample)]  # the header, then the rows
+        widths = [max(len(r[i]) for r in table) for i in range(len(cols))]
         lines.append(f"  first {len(result.sample)} row(s):")
-        lines.append("    " + "  ".join(c.rjust(w) for c, w in zip(cols, widths, strict=True)))
-        lines += ["    " + "  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+        lines += ["    " + "  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in table]
     return "\n".join(lines)
 
 
@@ -194,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tls_files = (args.tls_ca_file, args.tls_cert_file, args.tls_key_file)
     if any(tls_files) and not all(tls_files):
         p.error("give all of --tls-ca-file, --tls-cert-file and --tls-key-file, or none")
-    tls = TlsFiles(*tls_files) if all(tls_files) else None
+    security = client_security(*tls_files) if all(tls_files) else None
     # The failure message says what went wrong; distributed's own reconnect chatter would only bury it.
     logging.getLogger("distributed").setLevel(logging.CRITICAL)
     where = ClusterRef(args.namespace, args.cluster_name, args.kube_context)
@@ -225,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 where=where,
                 locked_versions=locked,
                 wait_hook=wait_hook,
-                tls=tls,
+                security=security,
                 stage_timeouts={"connect": max(connect_budget - spent, 1.0)},
             )
     except VerificationError as exc:

@@ -1,5 +1,5 @@
-"""The guide's troubleshooting, per stage, with the real namespace, cluster and kube context when known (ports,
-labels and names from `components.constants`: the commands name the objects the operator really creates)."""
+"""The guide's troubleshooting per stage, naming the real namespace, cluster, kube context and the objects the
+operator creates (`components.constants`)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from components.verification.query import ClusterRef
 
 
 class Fixes:
-    """`fixes(stage)` is what to do when `stage` fails; names unknown show as `<namespace>` and `<cluster>`."""
+    """`fixes(stage)`: what to do when `stage` fails; unknown names show as `<namespace>` and `<cluster>`."""
 
     def __init__(self, cluster: ClusterRef | None = None, catalog_path: str | None = None) -> None:
         cluster = cluster or ClusterRef()
@@ -26,7 +26,7 @@ class Fixes:
         self.catalog_path = catalog_path or ""
 
     def port_forward(self) -> str:
-        """The fix when the port-forward itself cannot start (before any Dask traffic)."""
+        """The fix when the port-forward itself cannot start."""
         return (
             f"check this machine reaches the cluster with the stack's kube context (kubeContext in the stack config,"
             f" KUBECONFIG): `{self.kubectl} get svc {scheduler_service_name(self.cl)} -n {self.ns}`; then:"
@@ -34,7 +34,7 @@ class Fixes:
         )
 
     def _open_object_store(self) -> str:
-        """The `open` fix for a catalog URL: which storage settings the workers used, and how to correct them."""
+        """The `open` fix for a catalog URL: the storage settings the workers used."""
         if self.catalog_path.split("://", 1)[0].lower() in ("http", "https"):
             return (
                 f"the workers read {self.catalog_path} over HTTP: check the URL serves the catalog's properties"

@@ -1,7 +1,6 @@
-"""The check's Kubernetes side (kr8s, the API access of `connect: portForward`): the port-forward to the scheduler
-Service, and why a cluster is not serving yet: while the verification waits it reads the cluster's pods and fails
-early on one stuck for a reason waiting will not cure (docs/lifecycle.md#post-deploy-verification), once seen for
-`STUCK_SECONDS`.
+"""The check's Kubernetes side (kr8s, with `connect: portForward`): the port-forward to the scheduler Service, and
+the cluster's pods read while the check waits, to fail early on one stuck for a reason waiting will not cure
+(docs/lifecycle.md#post-deploy-verification).
 """
 
 from __future__ import annotations
@@ -24,8 +23,6 @@ from components.verification.diagnostics import Fixes
 from components.verification.query import ClusterRef
 
 POD_LOG_LINES = 20
-STUCK_SECONDS = 10.0
-READ_TIMEOUT = 10.0  # one round of reads (pods, logs, claims); a slow API server only delays the diagnosis
 IMAGE_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
 CRASH_REASONS = ("CrashLoopBackOff", "RunContainerError", "CreateContainerError", "CreateContainerConfigError")
 
@@ -87,7 +84,7 @@ Problems = dict[str, tuple[str, str]]
 
 
 async def pod_problems(reader: ClusterReader, where: ClusterRef) -> Problems:
-    """Every stuck pod of the cluster `where.cluster_name` (the pods labelled with its name), read once."""
+    """Every stuck pod of the cluster `where.cluster_name`, read once."""
     ns, cluster = where.namespace or "default", where.cluster_name or ""
     k = f"{kubectl(where.kube_context)} -n {ns}"
     problems: Problems = {}
@@ -166,15 +163,15 @@ async def _pending_problems(reader: ClusterReader, raw: Mapping[str, Any], name:
 
 
 class StuckPods:
-    """Called between the verification's retries: raises `VerificationError` (stage connect) once a pod of the cluster
-    has been stuck for `stuck_seconds`; returns otherwise (also when the pods cannot be read: the wait goes on)."""
+    """Called between the check's retries: raises `VerificationError` (stage connect) once a pod of the cluster has
+    been stuck for `stuck_seconds`; returns otherwise, also when the pods cannot be read."""
 
     def __init__(
         self,
         reader: ClusterReader,
         where: ClusterRef,
         *,
-        stuck_seconds: float = STUCK_SECONDS,
+        stuck_seconds: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.reader, self.where = reader, where
@@ -187,10 +184,8 @@ class StuckPods:
         if self._loop is None:  # one loop, in a daemon thread, for every read: kr8s' client stays bound to it
             self._loop = asyncio.new_event_loop()
             threading.Thread(target=self._loop.run_forever, name="lsdb-verify-pods", daemon=True).start()
-        try:
-            problems = asyncio.run_coroutine_threadsafe(pod_problems(self.reader, self.where), self._loop).result(
-                READ_TIMEOUT
-            )
+        try:  # one round of reads within 10 s: a slow API server only delays the diagnosis
+            problems = asyncio.run_coroutine_threadsafe(pod_problems(self.reader, self.where), self._loop).result(10.0)
         except Exception as exc:  # no API access, a timeout: diagnosis is best effort
             self.read_error = describe(exc)
             return
@@ -206,9 +201,8 @@ ServiceGetter = Callable[[str, str, str | None], Awaitable[Any]]
 
 
 class SchedulerPortForward:
-    """`with SchedulerPortForward(...) as address:` forwards `<cluster>-scheduler` to `tcp://127.0.0.1:<port>` and
-    closes it on exit. The forward runs in a daemon thread with its own event loop (as dask-kubernetes' KubeCluster
-    does), so it serves the Dask client while this thread blocks on the check."""
+    """`with SchedulerPortForward(...) as address:` forwards `<cluster>-scheduler` to `tcp://127.0.0.1:<port>`, in a
+    daemon thread with its own event loop (as dask-kubernetes' KubeCluster does) that serves while the check blocks."""
 
     def __init__(
         self,
@@ -228,8 +222,8 @@ class SchedulerPortForward:
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> str:
-        # At least one attempt; the wait hook after each failure (it raises when a pod of the cluster is stuck); no
-        # pause that would reach the deadline (unlike the probe's `retrying`, which sleeps up to it).
+        # At least one attempt; the wait hook after each failure; no pause that would reach the deadline (unlike the
+        # identity probe's, which sleeps up to it).
         deadline, pause = time.monotonic() + self.timeout, RETRY_FIRST_PAUSE
         while True:
             self.attempts += 1

@@ -1,8 +1,6 @@
-"""What a verification asks and what it answers: one pydantic model each, shared by every entry point.
-
-`VerifyConfig` is the stack's `verify` section; `VerificationQuery` adds what the check takes from elsewhere and
-which stages run. The CLI's flags, the resource's properties and `OUTPUT_KEYS` derive from their fields.
-pydantic and the standard library only: the Pulumi program imports this during `pulumi up`.
+"""What a verification asks (`VerifyConfig`, the stack's `verify` section; `VerificationQuery`, one run) and what
+it answers (`VerificationResult`): the CLI's flags, the resource's properties and `OUTPUT_KEYS` derive from their
+fields. pydantic and the standard library only: `pulumi up` imports this.
 """
 
 from __future__ import annotations
@@ -18,9 +16,6 @@ from pydantic.alias_generators import to_camel
 from components.section import Fix, Section, comma_list, empty_section, problem, raise_problems
 
 Columns = Annotated[list[Annotated[str, Field(min_length=1)]], BeforeValidator(comma_list)]
-
-DEFAULT_TIMEOUT = 900.0  # connect (600, a cold image pull) plus the query stages
-DEFAULT_SAMPLE_ROWS = 5
 
 
 class ConeConfig(Section):
@@ -63,7 +58,9 @@ class VerifyConfig(Section):
         "`autoscaler.minimum` (or `workers.replicas`) plus the `workerGroups`' replicas.",
     )
     timeout_seconds: Annotated[float, Fix("e.g. 900")] = Field(
-        DEFAULT_TIMEOUT, gt=0.0, description="Overall deadline, seconds (the connect stage alone may take 600)."
+        900.0,  # connect (600, a cold image pull) plus the query stages
+        gt=0.0,
+        description="Overall deadline, seconds (the connect stage alone may take 600).",
     )
     connect: Literal["portForward", "direct"] = Field(
         "portForward",
@@ -89,7 +86,7 @@ class VerificationQuery(VerifyConfig):
         description="Passed to lsdb.open_catalog on the worker, e.g. {'anon': False}: the pods' credentials or "
         "identity (the stack's storage.catalogStorageOptions).",
     )
-    sample_rows: int = Field(DEFAULT_SAMPLE_ROWS, ge=0, description="Rows of the result to show.")
+    sample_rows: int = Field(5, ge=0, description="Rows of the result to show.")
     stages: Literal["all", "gate"] = Field(
         "all",
         description="`all` (connect, workers, versions, open, compute, rows) or `gate` (connect and workers only: "
@@ -111,7 +108,7 @@ class VerificationQuery(VerifyConfig):
         return self
 
     def to_json(self) -> str:
-        """The query as the child process gets it: one JSON document, keys as users write them."""
+        """The query as the child process gets it, keys as users write them."""
         return self.model_dump_json(by_alias=True, exclude={"enabled"})
 
 
@@ -139,7 +136,7 @@ class VerificationResult(BaseModel):
     catalog_path: str | None = None
 
     def to_outputs(self) -> dict[str, Any]:
-        """The Pulumi output properties of `LsdbVerification`, in `OUTPUT_KEYS` order."""
+        """The output properties of `LsdbVerification`."""
         return self.model_dump(by_alias=True, exclude=SHOWN_ONLY)
 
 
@@ -152,7 +149,7 @@ OUTPUT_KEYS: tuple[str, ...] = tuple(
 
 
 class ClusterRef(NamedTuple):
-    """Which Kubernetes objects the check is about: named in messages (and by the port-forward)."""
+    """The Kubernetes objects the check is about: named in messages and by the port-forward."""
 
     namespace: str | None = None
     cluster_name: str | None = None
@@ -166,14 +163,14 @@ UNGROUPED = "(not an operator worker)"
 
 
 def worker_group_of(worker_name: object) -> str:
-    """The DaskWorkerGroup of a worker, from its name; UNGROUPED for a worker the operator did not name."""
+    """The DaskWorkerGroup of a worker, from its name."""
     m = WORKER_NAME.match(str(worker_name))
     return m.group("group") if m else UNGROUPED
 
 
 def parse_storage_options(items: Iterable[str]) -> dict[str, Any]:
-    """The `--storage-option KEY=VALUE` flags: `["anon=false", "u=http://h"]` -> `{"anon": False, "u": "http://h"}`
-    (a value is JSON where it parses, else the string). Raises ValueError naming an item without `=`."""
+    """`--storage-option KEY=VALUE` flags: `["anon=false", "u=http://h"]` -> `{"anon": False, "u": "http://h"}` (a
+    value is JSON where it parses, else the string)."""
     options: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")

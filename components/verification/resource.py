@@ -1,7 +1,5 @@
-"""The Pulumi dynamic resource `LsdbVerification`: the check, run during `pulumi up` in a child process.
-
-The provider is pickled BY REFERENCE (a module-level class) and imported from the project (docs/development.md).
-Only pulumi and the light parts of the package load here: never lsdb, dask, distributed, pandas, pyarrow or kr8s.
+"""The Pulumi dynamic resource `LsdbVerification`: the check, run during `pulumi up` in a child process. The
+provider is pickled by reference (docs/development.md); never lsdb, dask, distributed, pandas, pyarrow or kr8s here.
 """
 
 from __future__ import annotations
@@ -35,15 +33,15 @@ CLUSTER_RERUN_KEYS: tuple[str, ...] = ("clusterSpecHash", "clusterUid", "imageRe
 NOT_RERUN_FIELDS = {"enabled", "connect", "timeout_seconds", "sample_rows"}
 # The cone's identity: the resource id is a digest of these.
 ID_KEYS: tuple[str, ...] = ("clusterName", "namespace", "catalogPath", *CONE_KEYS)
-# The client certificate bundle ({"ca", "cert", "key"} PEM) of a TLS cluster: a secret input, written to files only
-# the child reads (mode 0600, in a temporary directory), never echoed into the outputs.
+# The client certificate bundle ({"ca", "cert", "key"} PEM) of a TLS cluster: a secret input, written to owner-only
+# files in a temporary directory, never echoed into the outputs.
 TLS_KEY = "clientTls"
 TLS_PARTS = ("ca", "cert", "key")
 
 
 def query_props(query: VerificationQuery) -> dict[str, Any]:
-    """The query as the resource's input properties: its keys, the cone's flat (`ra`, not `cone.ra`) as the
-    resource has always had them, so that a stack's stored inputs keep matching."""
+    """The query as the resource's input properties, the cone's flat (`ra`, not `cone.ra`) as they have always been:
+    a stack's stored inputs keep matching."""
     data = query.model_dump(by_alias=True, exclude={"enabled"})
     cone = data.pop("cone")
     return {**data, **cone}
@@ -53,7 +51,7 @@ QUERY_KEYS: tuple[str, ...] = tuple(query_props(VerificationQuery(stages=GATE)))
 
 
 def query_of(props: Mapping[str, Any]) -> VerificationQuery:
-    """The query back from the resource's properties, validated by its model (the engine's floats become ints)."""
+    """The query back from the resource's properties (the engine's floats become ints)."""
     data = {k: props[k] for k in QUERY_KEYS if props.get(k) is not None}
     cone = {k: data.pop(k) for k in CONE_KEYS if k in data}
     return VerificationQuery.model_validate({**data, "cone": cone})
@@ -61,8 +59,8 @@ def query_of(props: Mapping[str, Any]) -> VerificationQuery:
 
 @dataclasses.dataclass(frozen=True)
 class VerificationArgs:
-    """The inputs of `LsdbVerification` (its properties: these fields in camelCase, and `QUERY_KEYS`). The image,
-    spec hash, operator version and uid are there so that a change of any re-runs the check."""
+    """The inputs of `LsdbVerification` (properties: these fields in camelCase, and `QUERY_KEYS`); the image, spec
+    hash, operator version and uid re-run the check when they change."""
 
     query: VerificationQuery
     namespace: pulumi.Input[str]
@@ -76,22 +74,19 @@ class VerificationArgs:
     cluster_uid: pulumi.Input[str] | None = None  # metadata.uid of the DaskCluster, set by the API server
 
     def to_props(self) -> dict[str, Any]:
-        """The resource's input properties, camelCase."""
         fields = {to_camel(f.name): getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "query"}
         return {**fields, **query_props(self.query)}
 
 
 class LsdbVerificationProvider(ResourceProvider):
     """Runs `python -m components.verification --json ...` in a child process: lsdb and dask never load into the
-    process that talks to the engine, and a hung check is killed (timeoutSeconds + `GRACE_SECONDS`). Stateless: the
-    child reads the lock of this project at run time, and a lock change re-runs it through `imageRef`; it owns no
-    cluster object, so `delete` (the base class's) does nothing."""
+    process that talks to the engine, and a hung check is killed (timeoutSeconds + `GRACE_SECONDS`). Stateless (a
+    lock change re-runs it through `imageRef`); it owns no cluster object, so `delete` does nothing."""
 
     GRACE_SECONDS = 60.0
-    CHILD_MODULE = "components.verification"
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        """The query, validated by its model once every value is known; `direct` needs the scheduler's address."""
+        """The query, once every value is known; `direct` needs the scheduler's address."""
         failures = []
         if not any(news.get(k) == UNKNOWN for k in QUERY_KEYS):
             try:
@@ -106,7 +101,7 @@ class LsdbVerificationProvider(ResourceProvider):
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         """Changes when the cluster (`CLUSTER_RERUN_KEYS`) or what the query checks changed or is not known yet;
-        never replaces. The query is compared as its model reads it (180 and 180.0 are the same input)."""
+        never replaces. The query is compared as its model reads it (180 and 180.0 are one input)."""
 
         def checked(props: Mapping[str, Any]) -> dict[str, Any] | None:
             try:
@@ -129,7 +124,7 @@ class LsdbVerificationProvider(ResourceProvider):
 
     def command(self, argv: Sequence[str]) -> list[str]:
         """The child's command line (tests replace it to simulate a hung or crashing check)."""
-        return [sys.executable, "-m", self.CHILD_MODULE, *argv]
+        return [sys.executable, "-m", "components.verification", *argv]
 
     def _verify(self, props: Mapping[str, Any]) -> dict[str, Any]:
         inputs = {k: v for k, v in props.items() if k not in ("__provider", TLS_KEY)}
@@ -163,7 +158,7 @@ class LsdbVerificationProvider(ResourceProvider):
 
 
 def child_argv(inputs: Mapping[str, Any]) -> list[str]:
-    """The CLI arguments for one run of the check: the query as one JSON document, and where to find the cluster."""
+    """The CLI arguments for one run: the query as one JSON document, and where the cluster is."""
     query = query_of(inputs)
     argv = ["--json", "--query", query.to_json()]
     for key in ("namespace", "clusterName", "kubeContext"):
@@ -207,8 +202,8 @@ def new_provider() -> LsdbVerificationProvider:
 
 
 class LsdbVerification(pulumi.dynamic.Resource, module="lsdb", name="Verification"):
-    """The check against the deployed cluster during `pulumi up` (type `pulumi-python:dynamic/lsdb:Verification`).
-    Outputs: `OUTPUT_KEYS`, read with `outputs()`; numbers come back from the engine as floats."""
+    """The check during `pulumi up` (type `pulumi-python:dynamic/lsdb:Verification`); outputs `OUTPUT_KEYS` (numbers
+    come back from the engine as floats)."""
 
     def __init__(self, name: str, args: VerificationArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         if args.query.connect == DIRECT and args.scheduler_address is None:  # Outputs: the provider checks them
@@ -219,5 +214,5 @@ class LsdbVerification(pulumi.dynamic.Resource, module="lsdb", name="Verificatio
         super().__init__(new_provider(), name, props, pulumi.ResourceOptions.merge(opts, secret))
 
     def outputs(self) -> dict[str, pulumi.Output[Any]]:
-        """Every output, by `OUTPUT_KEYS`: what the program exports as `verification`."""
+        """What the program exports as `verification`."""
         return {key: getattr(self, key) for key in OUTPUT_KEYS}
