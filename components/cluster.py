@@ -43,7 +43,7 @@ from components.constants import (
     scheduler_service_name,
 )
 from components.object_store_keys import PodStorage
-from components.options import child_options, register
+from components.options import child_options, manifest, register
 from components.placement import pod_placement, worker_spread_selector
 from components.storage import KEY_VOLUME
 
@@ -367,27 +367,22 @@ def cluster_manifests(spec: ClusterSpec, image_identity: str) -> ClusterManifest
     app = {**LABELS, APP_NAME_LABEL: cluster.name}
     groups = {}
     for group, worker in workers.items():
-        metadata = {"name": f"{live}-{group}", "namespace": namespace, "labels": {**app, GROUP_LABEL: group}}
         # The operator copies the DaskWorkerGroup's own annotations (not the DaskCluster's) onto its Deployments.
-        cpu_limit = cluster.worker_groups[group].cpu_limit
-        if skips := skip_annotations("" if cpu_limit else CPU_SKIP, *spec.storage.scanner_skips):
-            metadata["annotations"] = skips
-        groups[group] = {"apiVersion": API_VERSION, "kind": "DaskWorkerGroup", "metadata": metadata,
-                         "spec": {"cluster": live, "worker": worker}}  # fmt: skip
+        cpu_skip = "" if cluster.worker_groups[group].cpu_limit else CPU_SKIP
+        skips = skip_annotations(cpu_skip, *spec.storage.scanner_skips)
+        labels, body = {**app, GROUP_LABEL: group}, {"cluster": live, "worker": worker}
+        groups[group] = manifest(API_VERSION, "DaskWorkerGroup", f"{live}-{group}", namespace, labels, skips, spec=body)
     autoscaler = None
     if cluster.autoscaler.enabled:  # its range is reconciled, so it is not in `<h>`
-        scale = {"minimum": cluster.autoscaler.minimum, "maximum": cluster.autoscaler.maximum}
-        autoscaler = {"apiVersion": API_VERSION, "kind": "DaskAutoscaler",
-                      "metadata": {"name": live, "namespace": namespace, "labels": LABELS},
-                      "spec": {"cluster": live, **scale}}  # fmt: skip
+        scale = {"cluster": live, "minimum": cluster.autoscaler.minimum, "maximum": cluster.autoscaler.maximum}
+        autoscaler = manifest(API_VERSION, "DaskAutoscaler", live, namespace, LABELS, spec=scale)
     budget = None
     if cluster.scheduler.disruption_budget:
         # No voluntary eviction (drain, node upgrade, autoscaler scale-down) of the live scheduler pod; deletions (a
         # blue/green switch) are not evictions.
         selector = {"matchLabels": {CLUSTER_NAME_LABEL: live, COMPONENT_LABEL: "scheduler"}}
-        budget = {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-                  "metadata": {"name": scheduler_service_name(live), "namespace": namespace, "labels": app},
-                  "spec": {"maxUnavailable": 0, "selector": selector}}  # fmt: skip
+        rule = {"maxUnavailable": 0, "selector": selector}
+        budget = manifest("policy/v1", "PodDisruptionBudget", scheduler_service_name(live), namespace, app, spec=rule)
     return ClusterManifests(spec, digest, live, dask_cluster, groups, autoscaler, budget)
 
 
@@ -414,12 +409,12 @@ class LsdbDaskCluster(pulumi.ComponentResource):
         self.live_name, self.digest, self.spec_hash = m.live_name, m.digest, m.spec_hash
         pushed = pulumi.Output.from_input(image)
 
-        def custom(logical: str, manifest: dict[str, Any], *deps: pulumi.Resource) -> k8s.apiextensions.CustomResource:
-            spec: pulumi.Input[dict[str, Any]] = manifest["spec"]
-            if "worker" in manifest["spec"]:  # a DaskCluster or DaskWorkerGroup: its pods run the pushed image
-                spec = pushed.apply(lambda ref: with_image(manifest, ref)["spec"])
+        def custom(logical: str, obj: dict[str, Any], *deps: pulumi.Resource) -> k8s.apiextensions.CustomResource:
+            spec: pulumi.Input[dict[str, Any]] = obj["spec"]
+            if "worker" in obj["spec"]:  # a DaskCluster or DaskWorkerGroup: its pods run the pushed image
+                spec = pushed.apply(lambda ref: with_image(obj, ref)["spec"])
             logical_name, child = f"{name}-{logical}-{self.digest}", child_options(self, opts, *deps)
-            return register(k8s.apiextensions.CustomResource, logical_name, manifest, child, spec=spec)
+            return register(k8s.apiextensions.CustomResource, logical_name, obj, child, spec=spec)
 
         self.dask_cluster = custom("daskcluster", m.dask_cluster)
         self.autoscaler = custom("daskautoscaler", m.autoscaler, self.dask_cluster) if m.autoscaler else None

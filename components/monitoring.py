@@ -21,7 +21,7 @@ from components.constants import (
     LABELS,
     WORKER_GROUP_LABEL,
 )
-from components.options import child_options, register
+from components.options import child_options, manifest, register
 
 MONITORING_API_VERSION = "monitoring.coreos.com/v1"
 TASK_STATES = 'state=~"processing|waiting|queued|no-worker"'
@@ -68,22 +68,21 @@ def monitor_manifests(
         "ServiceMonitor": ("scheduler", "scheduler", "endpoints", "targetLabels", SCHEDULER_TARGET_LABELS),
         "PodMonitor": ("workers", "worker", "podMetricsEndpoints", "podTargetLabels", WORKER_TARGET_LABELS),
     }
+    own_labels = {**LABELS, APP_NAME_LABEL: cluster.name, **labels}
     return {
-        kind: {
-            "apiVersion": MONITORING_API_VERSION,
-            "kind": kind,
-            "metadata": {
-                "name": f"{cluster.name}-{suffix}",
-                "namespace": namespace,
-                "labels": {**LABELS, APP_NAME_LABEL: cluster.name, **labels},
-            },
-            "spec": {
+        kind: manifest(
+            MONITORING_API_VERSION,
+            kind,
+            f"{cluster.name}-{suffix}",
+            namespace,
+            own_labels,
+            spec={
                 "selector": {"matchLabels": {CLUSTER_NAME_LABEL: cluster_name, COMPONENT_LABEL: component}},
                 "namespaceSelector": {"matchNames": [namespace]},
                 endpoints_key: endpoints,
                 targets_key: targets,
             },
-        }
+        )
         for kind, (suffix, component, endpoints_key, targets_key, targets) in monitors.items()
     }
 
@@ -193,16 +192,10 @@ def dashboard_config_map(
     cluster: ClusterConfig, monitoring: MonitoringConfig, namespace: str, verification: Mapping[str, Any] | None
 ) -> dict[str, Any]:
     """The ConfigMap the Grafana sidecar loads (it watches for `monitoring.dashboardLabels`)."""
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": f"{cluster.name}-dashboard",
-            "namespace": monitoring.dashboard_namespace or namespace,
-            "labels": {**LABELS, APP_NAME_LABEL: cluster.name, **monitoring.dashboard_labels},
-        },
-        "data": {f"{cluster.name}.json": json.dumps(dashboard_json(cluster, namespace, verification), indent=1)},
-    }
+    labels = {**LABELS, APP_NAME_LABEL: cluster.name, **monitoring.dashboard_labels}
+    data = {f"{cluster.name}.json": json.dumps(dashboard_json(cluster, namespace, verification), indent=1)}
+    where = monitoring.dashboard_namespace or namespace
+    return manifest("v1", "ConfigMap", f"{cluster.name}-dashboard", where, labels, data=data)
 
 
 class LsdbMonitoring(pulumi.ComponentResource):

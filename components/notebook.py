@@ -39,7 +39,7 @@ from components.constants import (
 )
 from components.image import LsdbImage
 from components.object_store_keys import PodStorage
-from components.options import child_options, register
+from components.options import child_options, manifest, register
 from components.security import cluster_pods, dns_egress, gke_metadata_egress, ip_egress
 
 NOTEBOOK_PORT = 8888
@@ -86,14 +86,13 @@ def selector_labels(cluster_name: str) -> dict[str, str]:
     return {**LABELS, "app.kubernetes.io/name": notebook_name(cluster_name), "app.kubernetes.io/component": COMPONENT}
 
 
-def _metadata(config: StackConfig, name: str) -> dict[str, Any]:
-    return {"name": name, "namespace": config.namespace, "labels": selector_labels(config.cluster.name)}
-
-
-def _manifest(config: StackConfig, api_version: str, kind: str, **fields: Any) -> dict[str, Any]:
-    """An object named like the notebook (its Deployment, Service, NetworkPolicy)."""
-    metadata = _metadata(config, notebook_name(config.cluster.name))
-    return {"apiVersion": api_version, "kind": kind, "metadata": metadata, **fields}
+def _manifest(
+    config: StackConfig, api_version: str, kind: str, name: str | None = None, **fields: Any
+) -> dict[str, Any]:
+    """An object of the notebook's, named like it unless `name` is given."""
+    cluster = config.cluster.name
+    labels = selector_labels(cluster)
+    return manifest(api_version, kind, name or notebook_name(cluster), config.namespace, labels, **fields)
 
 
 def token_from_key(private_key_pem: str) -> str:
@@ -175,15 +174,13 @@ def deployment_manifest(
         *storage.scanner_skips,  # the storage's, as on the cluster's pods (abfs keys as variables)
     )
     template = {"metadata": template_metadata, "spec": pod}
-    deployment = _manifest(config, "apps/v1", "Deployment")
-    deployment["metadata"]["annotations"] = annotations
     spec = {
         "replicas": 1,
         "strategy": {"type": "Recreate"},
         "selector": {"matchLabels": selector},
         "template": template,
     }
-    return deployment | {"spec": spec}
+    return _manifest(config, "apps/v1", "Deployment", annotations=annotations, spec=spec)
 
 
 def service_manifest(config: StackConfig) -> dict[str, Any]:
@@ -199,8 +196,7 @@ def home_claim_manifest(config: StackConfig) -> dict[str, Any] | None:
     claim: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": storage.size}}}
     if storage.storage_class_name:
         claim["storageClassName"] = storage.storage_class_name
-    metadata = _metadata(config, home_claim_name(config.cluster.name))
-    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": metadata, "spec": claim}
+    return _manifest(config, "v1", "PersistentVolumeClaim", home_claim_name(config.cluster.name), spec=claim)
 
 
 def network_policy_manifest(config: StackConfig) -> dict[str, Any] | None:
@@ -258,7 +254,7 @@ class LsdbNotebook(pulumi.ComponentResource):
         self.token = pulumi.Output.secret(seed.private_key_pem.apply(token_from_key))
 
         def secret(suffix: str, secret_name: str, data: Any) -> k8s.core.v1.Secret:
-            fields = {"metadata": _metadata(config, secret_name), "type": "Opaque"}
+            fields = _manifest(config, "v1", "Secret", secret_name, type="Opaque")
             return register(
                 k8s.core.v1.Secret, f"{name}-{suffix}", fields, child, string_data=pulumi.Output.secret(data)
             )

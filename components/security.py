@@ -30,7 +30,7 @@ from components.constants import (
     WORKER_PORT_NAME,
     scheduler_service_name,
 )
-from components.options import child_options, register
+from components.options import child_options, manifest, register
 from components.tls_schedule import (
     ANCHOR,
     CA_VALIDITY_DAYS,
@@ -137,10 +137,9 @@ def network_policy_manifests(
     }
     labels = {**LABELS, APP_NAME_LABEL: cluster_name}
     return [
-        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-         "metadata": {"name": f"{cluster_name}-{part}", "namespace": namespace, "labels": labels}, "spec": spec}
+        manifest("networking.k8s.io/v1", "NetworkPolicy", f"{cluster_name}-{part}", namespace, labels, spec=spec)
         for part, spec in specs.items()
-    ]  # fmt: skip
+    ]
 
 
 def certificate_dns_names(service_names: Sequence[str], namespace: str) -> list[str]:
@@ -263,8 +262,8 @@ class ClusterSecurity(pulumi.ComponentResource):
         # A new logical name per epoch (not a replacement of one resource): the old Secret stays, mounted by the old
         # cluster, until the end of a successful `pulumi up`; a replaced one would be deleted at the start of the
         # next `pulumi up` after a failed one, under the old cluster still serving.
-        metadata = {"name": tls_secret_name(config.cluster.name, schedule.tag), "namespace": config.namespace}
-        secret = {"metadata": metadata | {"labels": LABELS}, "type": "kubernetes.io/tls"}
+        secret_name = tls_secret_name(config.cluster.name, schedule.tag)
+        secret = manifest("v1", "Secret", secret_name, config.namespace, LABELS, type="kubernetes.io/tls")
         string_data = pulumi.Output.secret({TLS_FILES[k]: v for k, v in server.items()})
         register(k8s.core.v1.Secret, f"{name}-tls-secret-{schedule.tag}", secret, child, string_data=string_data)
         self.client_tls = pulumi.Output.secret(client)
