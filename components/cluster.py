@@ -138,16 +138,18 @@ def secret_volume(name: str, secret: str) -> dict[str, Any]:
     return {"name": name, "secret": {"secretName": secret, "defaultMode": 0o440}}
 
 
-def tls_pieces(secret: str | None) -> tuple[list[dict[str, str]], list[dict[str, Any]], list[dict[str, Any]]]:
+def tls_pieces(
+    secret: str | None, roles: tuple[str, ...] = ("SCHEDULER", "WORKER", "CLIENT")
+) -> tuple[list[dict[str, str]], list[dict[str, Any]], list[dict[str, Any]]]:
     """(env, volumes, mounts) of the certificate Secret `secret` (None: no TLS). The env is Dask's own TLS keys
-    (distributed.comm.tls.*): every role presents the certificate, trusts the CA, and plain TCP is refused.
+    (distributed.comm.tls.*): each role presents the certificate, trusts the CA, and plain TCP is refused.
     https://distributed.dask.org/en/stable/tls.html"""
     if secret is None:
         return [], [], []
     ca, cert, key = (f"{TLS_DIR}/{TLS_FILES[k]}" for k in ("ca", "cert", "key"))
     env = [{"name": "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION", "value": "True"}]
     env.append({"name": "DASK_DISTRIBUTED__COMM__TLS__CA_FILE", "value": ca})
-    for role in ("SCHEDULER", "WORKER", "CLIENT"):
+    for role in roles:
         env.append({"name": f"DASK_DISTRIBUTED__COMM__TLS__{role}__CERT", "value": cert})
         env.append({"name": f"DASK_DISTRIBUTED__COMM__TLS__{role}__KEY", "value": key})
     mount = {"name": "dask-tls", "mountPath": TLS_DIR, "readOnly": True}

@@ -61,25 +61,12 @@ COMMAND = (
     # The image is the lock: no extension installs from PyPI (the root filesystem is read-only anyway).
     "--LabApp.extension_manager=readonly",
 )  # fmt: skip
-CLIENT_TLS_ROLES = ("DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION", "DASK_DISTRIBUTED__COMM__TLS__CA_FILE",
-                    "DASK_DISTRIBUTED__COMM__TLS__CLIENT__")  # fmt: skip
 
 
-def notebook_name(cluster_name: str) -> str:
-    """Never `cluster.name` itself, which the cluster's NetworkPolicies select by."""
-    return f"{cluster_name}-notebook"
-
-
-def token_secret_name(cluster_name: str) -> str:
-    return f"{cluster_name}-notebook-token"
-
-
-def tls_secret_name(cluster_name: str) -> str:
-    return f"{cluster_name}-notebook-tls"
-
-
-def home_claim_name(cluster_name: str) -> str:
-    return f"{cluster_name}-notebook-home"
+def notebook_name(cluster_name: str, part: str = "") -> str:
+    """`<cluster.name>-notebook`, and its `part`s' (`-token`, `-tls`, `-home`); never `cluster.name` itself, which the
+    cluster's NetworkPolicies select by."""
+    return f"{cluster_name}-notebook" + (f"-{part}" if part else "")
 
 
 def selector_labels(cluster_name: str) -> dict[str, str]:
@@ -114,13 +101,13 @@ def notebook_env(config: StackConfig, storage: PodStorage, catalog: str | None) 
         {"name": "LSDB_CONE", "value": json.dumps(cone, sort_keys=True)},
         {"name": "LSDB_COLUMNS", "value": json.dumps(list(verify.columns))},
         {"name": "JUPYTER_TOKEN_FILE", "value": f"{TOKEN_DIR}/{TOKEN_FILE}"},
-        *(e for e in _tls(config)[0] if e["name"].startswith(CLIENT_TLS_ROLES)),  # the client role's
+        *_tls(config)[0],
     ]
     return env + copy.deepcopy(storage.env)
 
 
 def _tls(config: StackConfig) -> tuple[list[dict[str, str]], list[dict[str, Any]], list[dict[str, Any]]]:
-    return tls_pieces(tls_secret_name(config.cluster.name) if config.security.tls else None)
+    return tls_pieces(notebook_name(config.cluster.name, "tls") if config.security.tls else None, roles=("CLIENT",))
 
 
 def deployment_manifest(
@@ -132,11 +119,11 @@ def deployment_manifest(
     _, tls_volumes, tls_mounts = _tls(config)
     home: dict[str, Any] = {"emptyDir": {}}
     if nb.storage.enabled:
-        home = {"persistentVolumeClaim": {"claimName": nb.storage.existing_claim or home_claim_name(name)}}
+        home = {"persistentVolumeClaim": {"claimName": nb.storage.existing_claim or notebook_name(name, "home")}}
     volumes = [
         *(v for v in writable_volumes() if v["name"] != HOME_VOLUME),
         {"name": HOME_VOLUME, **home},
-        secret_volume("token", token_secret_name(name)),
+        secret_volume("token", notebook_name(name, "token")),
         *tls_volumes,
         *copy.deepcopy(storage.volumes),
     ]
@@ -196,7 +183,7 @@ def home_claim_manifest(config: StackConfig) -> dict[str, Any] | None:
     claim: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": storage.size}}}
     if storage.storage_class_name:
         claim["storageClassName"] = storage.storage_class_name
-    return _manifest(config, "v1", "PersistentVolumeClaim", home_claim_name(config.cluster.name), spec=claim)
+    return _manifest(config, "v1", "PersistentVolumeClaim", notebook_name(config.cluster.name, "home"), spec=claim)
 
 
 def network_policy_manifest(config: StackConfig) -> dict[str, Any] | None:
@@ -259,10 +246,10 @@ class LsdbNotebook(pulumi.ComponentResource):
                 k8s.core.v1.Secret, f"{name}-{suffix}", fields, child, string_data=pulumi.Output.secret(data)
             )
 
-        needs: list[pulumi.Resource] = [secret("token", token_secret_name(cluster_name), {TOKEN_FILE: self.token})]
+        needs: list[pulumi.Resource] = [secret("token", notebook_name(cluster_name, "token"), {TOKEN_FILE: self.token})]
         if client_tls is not None:
             bundle = client_tls.apply(lambda b: {TLS_FILES[k]: b[k] for k in ("ca", "cert", "key")})
-            needs.append(secret("tls", tls_secret_name(cluster_name), bundle))
+            needs.append(secret("tls", notebook_name(cluster_name, "tls"), bundle))
         if (claim := home_claim_manifest(config)) is not None:
             needs.append(register(k8s.core.v1.PersistentVolumeClaim, f"{name}-home", claim, child))
         if (policy := network_policy_manifest(config)) is not None:
