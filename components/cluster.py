@@ -248,18 +248,6 @@ def worker_template(
     }
 
 
-def scheduler_downscale_preload() -> dict[str, str]:
-    """components/scheduler_downscale.py as source text (no image change; a change of it changes `<h>`), a list
-    literal with `$` doubled (Kubernetes expands `$(VAR)`)."""
-    source = Path(scheduler_downscale.__file__).read_text()
-    return {"name": "DASK_DISTRIBUTED__SCHEDULER__PRELOAD", "value": json.dumps([source]).replace("$", "$$")}
-
-
-def scheduler_downscale_prefix(live_name: str) -> dict[str, str]:
-    """The preload's worker-name prefix: the default group's, `<live>-default-worker-`."""
-    return {"name": scheduler_downscale.PREFIX_ENV, "value": f"{default_worker_group_name(live_name)}-worker-"}
-
-
 def dask_cluster_manifest(spec: ClusterSpec, image: str, live: str | None) -> dict[str, Any]:
     """The DaskCluster `live`; None: the draft without what names it (name, Service selector, the scheduler's
     worker-name prefix, the workers' TLS scheduler address)."""
@@ -268,6 +256,14 @@ def dask_cluster_manifest(spec: ClusterSpec, image: str, live: str | None) -> di
     # A quota namespace that needs limits.cpu on workers needs it on the scheduler too (guide tip).
     cpu_limited = any(g.cpu_limit for g in (cluster.workers, *cluster.worker_groups.values()))
     s = cluster.scheduler
+    # components/scheduler_downscale.py as source text (no image change; a change of it changes `<h>`), a list literal
+    # with `$` doubled (Kubernetes expands `$(VAR)`); its worker-name prefix: the default group's.
+    source = Path(scheduler_downscale.__file__).read_text()
+    downscale = [{"name": "DASK_DISTRIBUTED__SCHEDULER__PRELOAD", "value": json.dumps([source]).replace("$", "$$")}]
+    if live:
+        downscale.append(
+            {"name": scheduler_downscale.PREFIX_ENV, "value": f"{default_worker_group_name(live)}-worker-"}
+        )
     scheduler = container(
         "scheduler",
         image,
@@ -277,8 +273,7 @@ def dask_cluster_manifest(spec: ClusterSpec, image: str, live: str | None) -> di
         {SCHEDULER_PORT_NAME: SCHEDULER_PORT, DASHBOARD_PORT_NAME: DASHBOARD_PORT},
         [
             {"name": "DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES", "value": json.dumps(SCHEDULER_HTTP_ROUTES)},
-            scheduler_downscale_preload(),
-            *([scheduler_downscale_prefix(live)] if live else []),
+            *downscale,
             *storage.env,
             *tls_env,
         ],
