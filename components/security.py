@@ -40,12 +40,6 @@ from components.tls_schedule import (
     rotation_warnings,
 )
 
-DNS_PORT = 53
-CA_VALIDITY_HOURS = CA_VALIDITY_DAYS * 24  # the CA outlives every certificate it signs (components/tls_schedule.py)
-# No `early_renewal_hours`: its re-issue would rewrite the Secret under a running cluster, which never reloads it
-# (docs/security.md); the schedule's new tag re-issues a certificate long before it expires, with a new cluster.
-CERT_VALIDITY_HOURS = CERT_VALIDITY_DAYS * 24
-KEY_ALGORITHM, KEY_CURVE = "ECDSA", "P256"
 SERVER_USES = ["digital_signature", "key_encipherment", "server_auth", "client_auth"]
 CLIENT_USES = ["digital_signature", "key_encipherment", "client_auth"]
 
@@ -77,7 +71,7 @@ GKE_METADATA: tuple[tuple[str, int], ...] = (("169.254.169.254/32", 80), ("169.2
 
 def dns_egress() -> dict[str, Any]:
     """DNS, wherever the resolver is (every pod's policy: the cluster's, the notebook's, the copy Job's)."""
-    return {"ports": [{"protocol": p, "port": DNS_PORT} for p in ("UDP", "TCP")]}
+    return {"ports": [{"protocol": p, "port": 53} for p in ("UDP", "TCP")]}
 
 
 def ip_egress(cidrs: Sequence[str], ports: Sequence[int]) -> dict[str, Any]:
@@ -213,9 +207,7 @@ class ClusterSecurity(pulumi.ComponentResource):
         generation = f"-g{schedule.generation}" if schedule.generation else ""
 
         def private_key(suffix: str) -> tls.PrivateKey:
-            return tls.PrivateKey(
-                f"{name}-{suffix}-key{generation}", algorithm=KEY_ALGORITHM, ecdsa_curve=KEY_CURVE, opts=child
-            )
+            return tls.PrivateKey(f"{name}-{suffix}-key{generation}", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
 
         ca_key = private_key("ca")
         # The first CA keeps the previous release's subject: an upgraded stack keeps its CA and clients' bundles.
@@ -229,7 +221,7 @@ class ClusterSecurity(pulumi.ComponentResource):
                 "common_name": ca_name if schedule.ca_tag == "g0-ca0" else f"{ca_name} {schedule.ca_tag}",
                 "organization": PART_OF,
             },
-            validity_period_hours=CA_VALIDITY_HOURS,
+            validity_period_hours=CA_VALIDITY_DAYS * 24,  # outlives every certificate it signs (tls_schedule.py)
             opts=child,
         )
 
@@ -251,7 +243,9 @@ class ClusterSecurity(pulumi.ComponentResource):
                 ca_private_key_pem=ca_key.private_key_pem,
                 ca_cert_pem=ca.cert_pem,
                 allowed_uses=uses,
-                validity_period_hours=CERT_VALIDITY_HOURS,
+                # No `early_renewal_hours`: its re-issue would rewrite the Secret under a running cluster, which never
+                # reloads it (docs/security.md); the schedule's new tag re-issues it long before, with a new cluster.
+                validity_period_hours=CERT_VALIDITY_DAYS * 24,
                 opts=child,
             )
             return cert, {"ca": ca.cert_pem, "cert": cert.cert_pem, "key": key.private_key_pem}
