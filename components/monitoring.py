@@ -115,18 +115,6 @@ def dashboard_queries(cluster: ClusterConfig, namespace: str) -> dict[str, list[
     }
 
 
-METRIC_SELECTOR = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{")
-
-
-def dashboard_metric_names(dashboard: Mapping[str, Any]) -> set[str]:
-    """The metric names every query of the dashboard selects (`name{...}`)."""
-    names: set[str] = set()
-    for panel in dashboard.get("panels", []):
-        for target in panel.get("targets", []):
-            names.update(METRIC_SELECTOR.findall(str(target.get("expr", ""))))
-    return names
-
-
 def verification_markdown(result: Mapping[str, Any] | None) -> str:
     """The text panel: the verification's last result as of the last `pulumi up` (it fails `up` when it fails)."""
     if result is None:
