@@ -209,10 +209,9 @@ def scheduler_service_ports() -> list[dict[str, Any]]:
 def worker_template(
     spec: ClusterSpec, group: str, workers: WorkerPodConfig, image: str, live: str | None
 ) -> dict[str, Any]:
-    """`spec.worker` of a DaskCluster (the default group) or DaskWorkerGroup, without `replicas`. Only threads,
-    resources and placement differ between groups; GROUP_LABEL names the group on the pods whatever the DaskCluster's
-    name. `live`: the live DaskCluster, whose scheduler address the workers dial with TLS (the operator injects its
-    tcp:// one only when the variable is absent); None: the unnamed draft `<h>` digests."""
+    """`spec.worker` of a DaskCluster (the default group) or DaskWorkerGroup, without `replicas`. `live`: the live
+    DaskCluster, whose scheduler address the workers dial with TLS (the operator injects its tcp:// one only when the
+    variable is absent); None: the unnamed draft `<h>` digests."""
     storage = spec.storage
     tls_env, tls_volumes, tls_mounts = tls_pieces(spec.tls_secret)
     if live and spec.tls_secret:
@@ -395,9 +394,8 @@ def with_image(manifest: dict[str, Any], image: str) -> dict[str, Any]:
 
 class LsdbDaskCluster(pulumi.ComponentResource):
     """The manifests `m` (built by the program, which needs the live name first: the certificate's names) running
-    the pushed `image`, under logical names carrying `<h>`: a new spec is new resources, and the old ones are deleted
-    only at the end of a successful `pulumi up` (never "pending delete"). The groups come after the DaskCluster: the
-    operator adopts them, so deleting the cluster deletes them. Depend on the certificate Secret's creator."""
+    the pushed `image`, under logical names carrying `<h>` (docs/lifecycle.md). The groups come after the DaskCluster:
+    the operator adopts them, so deleting the cluster deletes them. Depend on the certificate Secret's creator."""
 
     def __init__(
         self, name: str, m: ClusterManifests, image: pulumi.Input[str], opts: pulumi.ResourceOptions | None = None

@@ -151,9 +151,7 @@ def tls_secret_name(cluster_name: str, tag: str) -> str:
 
 class ClusterSecurity(pulumi.ComponentResource):
     """NetworkPolicies, and with `security.tls` the CA, certificates and certificate Secret of the cluster whose live
-    DaskCluster is `live_name`, on `today` (the program reads the clock). A new TLS epoch is a NEW Secret
-    `<cluster>-tls-<tag>` (a new resource, so a new cluster; the old one goes after the old cluster, at the end of a
-    successful `pulumi up`)."""
+    DaskCluster is `live_name`, on `today` (the program reads the clock)."""
 
     client_tls: pulumi.Output[dict[str, Any]] | None = None
     certificate_expiry: pulumi.Output[str] | None = None  # the server certificate's `validity_end_time` (RFC 3339)
