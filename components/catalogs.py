@@ -18,7 +18,7 @@ from components.cluster import container, pod_spec, skip_annotations, spec_diges
 from components.config import StackConfig
 from components.constants import LABELS as PROGRAM_LABELS
 from components.object_store_keys import key_wiring, secret_data
-from components.options import child_options, register
+from components.options import child_options, manifest, register
 from components.provision import catalog_copy
 from components.security import dns_egress, ip_egress
 
@@ -45,19 +45,11 @@ def engine_source() -> str:
 def code_config_map_manifest(name: str, namespace: str, source: str) -> dict[str, Any]:
     """The engine's source as a ConfigMap, its content hash in the name (immutable: a change is a new one)."""
     config_map = f"{name}-provision-code-{spec_digest(source)[:DIGEST_LENGTH]}"
-    return _manifest("v1", "ConfigMap", name, namespace, config_map, immutable=True, data={ENGINE_FILE: source})
+    return manifest("v1", "ConfigMap", config_map, namespace, labels(name), immutable=True, data={ENGINE_FILE: source})
 
 
 def labels(name: str) -> dict[str, str]:
     return {**PROGRAM_LABELS, "app.kubernetes.io/component": COMPONENT, CATALOG_LABEL: name}
-
-
-def _metadata(catalog: str, namespace: str, name: str) -> dict[str, Any]:
-    return {"name": name, "namespace": namespace, "labels": labels(catalog)}
-
-
-def _manifest(api_version: str, kind: str, catalog: str, namespace: str, name: str, **fields: Any) -> dict[str, Any]:
-    return {"apiVersion": api_version, "kind": kind, "metadata": _metadata(catalog, namespace, name), **fields}
 
 
 def credentials_secret_name(name: str) -> str:
@@ -71,7 +63,8 @@ def credentials_secret_manifest(
     if not catalog.credential_env:
         return None
     data = secret_data(catalog.credential_env, credentials, f"catalogs.{name}.credentials")
-    return _manifest("v1", "Secret", name, namespace, credentials_secret_name(name), type="Opaque", stringData=data)
+    secret = credentials_secret_name(name)
+    return manifest("v1", "Secret", secret, namespace, labels(name), type="Opaque", stringData=data)
 
 
 def provision_job_manifest(
@@ -110,9 +103,7 @@ def provision_job_manifest(
     # `<name>-provision-<h>`, `<h>` a digest of the spec (source, access, engine, image): a Job's pod template is
     # immutable, and a new name lets Pulumi create the new Job before deleting the old.
     job_name = f"{name}{SUFFIX}{spec_digest(spec)[:DIGEST_LENGTH]}"
-    job = _manifest("batch/v1", "Job", name, config.namespace, job_name, spec=spec)
-    job["metadata"]["annotations"] = annotations
-    return job
+    return manifest("batch/v1", "Job", job_name, config.namespace, labels(name), annotations, spec=spec)
 
 
 def source_ports(catalog: CatalogConfig, egress_ports: Sequence[int]) -> list[int]:
@@ -130,7 +121,7 @@ def provision_network_policy_manifest(
     selector = {"matchLabels": {CATALOG_LABEL: name, "app.kubernetes.io/component": COMPONENT}}
     egress = [dns_egress(), ip_egress(egress_cidrs, source_ports(catalog, egress_ports))]
     spec = {"podSelector": selector, "policyTypes": ["Ingress", "Egress"], "ingress": [], "egress": egress}
-    return _manifest("networking.k8s.io/v1", "NetworkPolicy", name, namespace, f"{name}-provision", spec=spec)
+    return manifest("networking.k8s.io/v1", "NetworkPolicy", f"{name}-provision", namespace, labels(name), spec=spec)
 
 
 class CatalogProvisioning(pulumi.ComponentResource):
@@ -160,10 +151,8 @@ class CatalogProvisioning(pulumi.ComponentResource):
                 secret: Any = credentials[catalog_name].apply(
                     lambda creds: credentials_secret_manifest(catalog_name, catalog, ns, creds)
                 )
-                shape = {
-                    "metadata": _metadata(catalog_name, ns, credentials_secret_name(catalog_name)),
-                    "type": "Opaque",
-                }
+                secret_name = credentials_secret_name(catalog_name)
+                shape = manifest("v1", "Secret", secret_name, ns, labels(catalog_name), type="Opaque")
                 data = pulumi.Output.secret(secret.apply(lambda manifest: manifest["stringData"]))
                 needs.append(register(k8s.core.v1.Secret, f"{prefix}-credentials", shape, child, string_data=data))
             if security.network_policy:

@@ -43,7 +43,7 @@ from components.constants import (
     scheduler_service_name,
 )
 from components.object_store_keys import PodStorage
-from components.options import child_options, register
+from components.options import child_options, manifest, register
 from components.placement import pod_placement, worker_spread_selector
 from components.storage import KEY_VOLUME
 
@@ -138,16 +138,18 @@ def secret_volume(name: str, secret: str) -> dict[str, Any]:
     return {"name": name, "secret": {"secretName": secret, "defaultMode": 0o440}}
 
 
-def tls_pieces(secret: str | None) -> tuple[list[dict[str, str]], list[dict[str, Any]], list[dict[str, Any]]]:
+def tls_pieces(
+    secret: str | None, roles: tuple[str, ...] = ("SCHEDULER", "WORKER", "CLIENT")
+) -> tuple[list[dict[str, str]], list[dict[str, Any]], list[dict[str, Any]]]:
     """(env, volumes, mounts) of the certificate Secret `secret` (None: no TLS). The env is Dask's own TLS keys
-    (distributed.comm.tls.*): every role presents the certificate, trusts the CA, and plain TCP is refused.
+    (distributed.comm.tls.*): each role presents the certificate, trusts the CA, and plain TCP is refused.
     https://distributed.dask.org/en/stable/tls.html"""
     if secret is None:
         return [], [], []
     ca, cert, key = (f"{TLS_DIR}/{TLS_FILES[k]}" for k in ("ca", "cert", "key"))
     env = [{"name": "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION", "value": "True"}]
     env.append({"name": "DASK_DISTRIBUTED__COMM__TLS__CA_FILE", "value": ca})
-    for role in ("SCHEDULER", "WORKER", "CLIENT"):
+    for role in roles:
         env.append({"name": f"DASK_DISTRIBUTED__COMM__TLS__{role}__CERT", "value": cert})
         env.append({"name": f"DASK_DISTRIBUTED__COMM__TLS__{role}__KEY", "value": key})
     mount = {"name": "dask-tls", "mountPath": TLS_DIR, "readOnly": True}
@@ -207,10 +209,9 @@ def scheduler_service_ports() -> list[dict[str, Any]]:
 def worker_template(
     spec: ClusterSpec, group: str, workers: WorkerPodConfig, image: str, live: str | None
 ) -> dict[str, Any]:
-    """`spec.worker` of a DaskCluster (the default group) or DaskWorkerGroup, without `replicas`. Only threads,
-    resources and placement differ between groups; GROUP_LABEL names the group on the pods whatever the DaskCluster's
-    name. `live`: the live DaskCluster, whose scheduler address the workers dial with TLS (the operator injects its
-    tcp:// one only when the variable is absent); None: the unnamed draft `<h>` digests."""
+    """`spec.worker` of a DaskCluster (the default group) or DaskWorkerGroup, without `replicas`. `live`: the live
+    DaskCluster, whose scheduler address the workers dial with TLS (the operator injects its tcp:// one only when the
+    variable is absent); None: the unnamed draft `<h>` digests."""
     storage = spec.storage
     tls_env, tls_volumes, tls_mounts = tls_pieces(spec.tls_secret)
     if live and spec.tls_secret:
@@ -246,18 +247,6 @@ def worker_template(
     }
 
 
-def scheduler_downscale_preload() -> dict[str, str]:
-    """components/scheduler_downscale.py as source text (no image change; a change of it changes `<h>`), a list
-    literal with `$` doubled (Kubernetes expands `$(VAR)`)."""
-    source = Path(scheduler_downscale.__file__).read_text()
-    return {"name": "DASK_DISTRIBUTED__SCHEDULER__PRELOAD", "value": json.dumps([source]).replace("$", "$$")}
-
-
-def scheduler_downscale_prefix(live_name: str) -> dict[str, str]:
-    """The preload's worker-name prefix: the default group's, `<live>-default-worker-`."""
-    return {"name": scheduler_downscale.PREFIX_ENV, "value": f"{default_worker_group_name(live_name)}-worker-"}
-
-
 def dask_cluster_manifest(spec: ClusterSpec, image: str, live: str | None) -> dict[str, Any]:
     """The DaskCluster `live`; None: the draft without what names it (name, Service selector, the scheduler's
     worker-name prefix, the workers' TLS scheduler address)."""
@@ -266,6 +255,14 @@ def dask_cluster_manifest(spec: ClusterSpec, image: str, live: str | None) -> di
     # A quota namespace that needs limits.cpu on workers needs it on the scheduler too (guide tip).
     cpu_limited = any(g.cpu_limit for g in (cluster.workers, *cluster.worker_groups.values()))
     s = cluster.scheduler
+    # components/scheduler_downscale.py as source text (no image change; a change of it changes `<h>`), a list literal
+    # with `$` doubled (Kubernetes expands `$(VAR)`); its worker-name prefix: the default group's.
+    source = Path(scheduler_downscale.__file__).read_text()
+    downscale = [{"name": "DASK_DISTRIBUTED__SCHEDULER__PRELOAD", "value": json.dumps([source]).replace("$", "$$")}]
+    if live:
+        downscale.append(
+            {"name": scheduler_downscale.PREFIX_ENV, "value": f"{default_worker_group_name(live)}-worker-"}
+        )
     scheduler = container(
         "scheduler",
         image,
@@ -275,8 +272,7 @@ def dask_cluster_manifest(spec: ClusterSpec, image: str, live: str | None) -> di
         {SCHEDULER_PORT_NAME: SCHEDULER_PORT, DASHBOARD_PORT_NAME: DASHBOARD_PORT},
         [
             {"name": "DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES", "value": json.dumps(SCHEDULER_HTTP_ROUTES)},
-            scheduler_downscale_preload(),
-            *([scheduler_downscale_prefix(live)] if live else []),
+            *downscale,
             *storage.env,
             *tls_env,
         ],
@@ -367,27 +363,22 @@ def cluster_manifests(spec: ClusterSpec, image_identity: str) -> ClusterManifest
     app = {**LABELS, APP_NAME_LABEL: cluster.name}
     groups = {}
     for group, worker in workers.items():
-        metadata = {"name": f"{live}-{group}", "namespace": namespace, "labels": {**app, GROUP_LABEL: group}}
         # The operator copies the DaskWorkerGroup's own annotations (not the DaskCluster's) onto its Deployments.
-        cpu_limit = cluster.worker_groups[group].cpu_limit
-        if skips := skip_annotations("" if cpu_limit else CPU_SKIP, *spec.storage.scanner_skips):
-            metadata["annotations"] = skips
-        groups[group] = {"apiVersion": API_VERSION, "kind": "DaskWorkerGroup", "metadata": metadata,
-                         "spec": {"cluster": live, "worker": worker}}  # fmt: skip
+        cpu_skip = "" if cluster.worker_groups[group].cpu_limit else CPU_SKIP
+        skips = skip_annotations(cpu_skip, *spec.storage.scanner_skips)
+        labels, body = {**app, GROUP_LABEL: group}, {"cluster": live, "worker": worker}
+        groups[group] = manifest(API_VERSION, "DaskWorkerGroup", f"{live}-{group}", namespace, labels, skips, spec=body)
     autoscaler = None
     if cluster.autoscaler.enabled:  # its range is reconciled, so it is not in `<h>`
-        scale = {"minimum": cluster.autoscaler.minimum, "maximum": cluster.autoscaler.maximum}
-        autoscaler = {"apiVersion": API_VERSION, "kind": "DaskAutoscaler",
-                      "metadata": {"name": live, "namespace": namespace, "labels": LABELS},
-                      "spec": {"cluster": live, **scale}}  # fmt: skip
+        scale = {"cluster": live, "minimum": cluster.autoscaler.minimum, "maximum": cluster.autoscaler.maximum}
+        autoscaler = manifest(API_VERSION, "DaskAutoscaler", live, namespace, LABELS, spec=scale)
     budget = None
     if cluster.scheduler.disruption_budget:
         # No voluntary eviction (drain, node upgrade, autoscaler scale-down) of the live scheduler pod; deletions (a
         # blue/green switch) are not evictions.
         selector = {"matchLabels": {CLUSTER_NAME_LABEL: live, COMPONENT_LABEL: "scheduler"}}
-        budget = {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-                  "metadata": {"name": scheduler_service_name(live), "namespace": namespace, "labels": app},
-                  "spec": {"maxUnavailable": 0, "selector": selector}}  # fmt: skip
+        rule = {"maxUnavailable": 0, "selector": selector}
+        budget = manifest("policy/v1", "PodDisruptionBudget", scheduler_service_name(live), namespace, app, spec=rule)
     return ClusterManifests(spec, digest, live, dask_cluster, groups, autoscaler, budget)
 
 
@@ -403,9 +394,8 @@ def with_image(manifest: dict[str, Any], image: str) -> dict[str, Any]:
 
 class LsdbDaskCluster(pulumi.ComponentResource):
     """The manifests `m` (built by the program, which needs the live name first: the certificate's names) running
-    the pushed `image`, under logical names carrying `<h>`: a new spec is new resources, and the old ones are deleted
-    only at the end of a successful `pulumi up` (never "pending delete"). The groups come after the DaskCluster: the
-    operator adopts them, so deleting the cluster deletes them. Depend on the certificate Secret's creator."""
+    the pushed `image`, under logical names carrying `<h>` (docs/lifecycle.md). The groups come after the DaskCluster:
+    the operator adopts them, so deleting the cluster deletes them. Depend on the certificate Secret's creator."""
 
     def __init__(
         self, name: str, m: ClusterManifests, image: pulumi.Input[str], opts: pulumi.ResourceOptions | None = None
@@ -414,12 +404,12 @@ class LsdbDaskCluster(pulumi.ComponentResource):
         self.live_name, self.digest, self.spec_hash = m.live_name, m.digest, m.spec_hash
         pushed = pulumi.Output.from_input(image)
 
-        def custom(logical: str, manifest: dict[str, Any], *deps: pulumi.Resource) -> k8s.apiextensions.CustomResource:
-            spec: pulumi.Input[dict[str, Any]] = manifest["spec"]
-            if "worker" in manifest["spec"]:  # a DaskCluster or DaskWorkerGroup: its pods run the pushed image
-                spec = pushed.apply(lambda ref: with_image(manifest, ref)["spec"])
+        def custom(logical: str, obj: dict[str, Any], *deps: pulumi.Resource) -> k8s.apiextensions.CustomResource:
+            spec: pulumi.Input[dict[str, Any]] = obj["spec"]
+            if "worker" in obj["spec"]:  # a DaskCluster or DaskWorkerGroup: its pods run the pushed image
+                spec = pushed.apply(lambda ref: with_image(obj, ref)["spec"])
             logical_name, child = f"{name}-{logical}-{self.digest}", child_options(self, opts, *deps)
-            return register(k8s.apiextensions.CustomResource, logical_name, manifest, child, spec=spec)
+            return register(k8s.apiextensions.CustomResource, logical_name, obj, child, spec=spec)
 
         self.dask_cluster = custom("daskcluster", m.dask_cluster)
         self.autoscaler = custom("daskautoscaler", m.autoscaler, self.dask_cluster) if m.autoscaler else None

@@ -1,6 +1,5 @@
-"""StableEndpoint: the program-owned Service `<cluster.name>-scheduler` that clients use, and
-StableEndpointSelector: the patch that points it at the live DaskCluster (components/cluster.py) once that cluster
-passed its verification."""
+"""The program-owned Service `<cluster.name>-scheduler` clients use (StableEndpoint) and the patch pointing it at the
+live DaskCluster once that cluster passed its verification (StableEndpointSelector): docs/lifecycle.md."""
 
 from __future__ import annotations
 
@@ -33,9 +32,8 @@ def _metadata(cluster_name: str, namespace: str, **more: Any) -> dict[str, Any]:
 
 
 class StableEndpoint(pulumi.ComponentResource):
-    """The Service clients use, created before every cluster and deleted after them (docs/lifecycle.md), with NO
-    selector (routing nothing until a cluster is verified): a selector is an atomic map under Server-Side Apply,
-    owned whole by StableEndpointSelector. `endpoints`: the stack exports that say how to reach it."""
+    """With NO selector (a selector is an atomic map under Server-Side Apply, owned whole by the patch).
+    `endpoints`: the stack exports that say how to reach it."""
 
     service: k8s.core.v1.Service
     endpoints: dict[str, str]
@@ -62,9 +60,7 @@ class StableEndpoint(pulumi.ComponentResource):
 
 
 class StableEndpointSelector(pulumi.ComponentResource):
-    """The stable Service's selector, switched only after the live cluster passed its verification; deleted first
-    at destroy (the provider relinquishes the field, so routing stops before the clusters go). Forced: a hand edit
-    is taken back."""
+    """Forced: a hand edit is taken back. Deleted first at destroy: routing stops before the clusters go."""
 
     patch: k8s.core.v1.ServicePatch
 

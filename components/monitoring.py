@@ -21,7 +21,7 @@ from components.constants import (
     LABELS,
     WORKER_GROUP_LABEL,
 )
-from components.options import child_options, register
+from components.options import child_options, manifest, register
 
 MONITORING_API_VERSION = "monitoring.coreos.com/v1"
 TASK_STATES = 'state=~"processing|waiting|queued|no-worker"'
@@ -68,22 +68,21 @@ def monitor_manifests(
         "ServiceMonitor": ("scheduler", "scheduler", "endpoints", "targetLabels", SCHEDULER_TARGET_LABELS),
         "PodMonitor": ("workers", "worker", "podMetricsEndpoints", "podTargetLabels", WORKER_TARGET_LABELS),
     }
+    own_labels = {**LABELS, APP_NAME_LABEL: cluster.name, **labels}
     return {
-        kind: {
-            "apiVersion": MONITORING_API_VERSION,
-            "kind": kind,
-            "metadata": {
-                "name": f"{cluster.name}-{suffix}",
-                "namespace": namespace,
-                "labels": {**LABELS, APP_NAME_LABEL: cluster.name, **labels},
-            },
-            "spec": {
+        kind: manifest(
+            MONITORING_API_VERSION,
+            kind,
+            f"{cluster.name}-{suffix}",
+            namespace,
+            own_labels,
+            spec={
                 "selector": {"matchLabels": {CLUSTER_NAME_LABEL: cluster_name, COMPONENT_LABEL: component}},
                 "namespaceSelector": {"matchNames": [namespace]},
                 endpoints_key: endpoints,
                 targets_key: targets,
             },
-        }
+        )
         for kind, (suffix, component, endpoints_key, targets_key, targets) in monitors.items()
     }
 
@@ -114,18 +113,6 @@ def dashboard_queries(cluster: ClusterConfig, namespace: str) -> dict[str, list[
             (f'sum(rate(dask_worker_spill_bytes_total{{{this}, activity="disk_write"}}[5m]))', "written/s"),
         ],
     }
-
-
-METRIC_SELECTOR = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{")
-
-
-def dashboard_metric_names(dashboard: Mapping[str, Any]) -> set[str]:
-    """The metric names every query of the dashboard selects (`name{...}`)."""
-    names: set[str] = set()
-    for panel in dashboard.get("panels", []):
-        for target in panel.get("targets", []):
-            names.update(METRIC_SELECTOR.findall(str(target.get("expr", ""))))
-    return names
 
 
 def verification_markdown(result: Mapping[str, Any] | None) -> str:
@@ -193,16 +180,10 @@ def dashboard_config_map(
     cluster: ClusterConfig, monitoring: MonitoringConfig, namespace: str, verification: Mapping[str, Any] | None
 ) -> dict[str, Any]:
     """The ConfigMap the Grafana sidecar loads (it watches for `monitoring.dashboardLabels`)."""
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": f"{cluster.name}-dashboard",
-            "namespace": monitoring.dashboard_namespace or namespace,
-            "labels": {**LABELS, APP_NAME_LABEL: cluster.name, **monitoring.dashboard_labels},
-        },
-        "data": {f"{cluster.name}.json": json.dumps(dashboard_json(cluster, namespace, verification), indent=1)},
-    }
+    labels = {**LABELS, APP_NAME_LABEL: cluster.name, **monitoring.dashboard_labels}
+    data = {f"{cluster.name}.json": json.dumps(dashboard_json(cluster, namespace, verification), indent=1)}
+    where = monitoring.dashboard_namespace or namespace
+    return manifest("v1", "ConfigMap", f"{cluster.name}-dashboard", where, labels, data=data)
 
 
 class LsdbMonitoring(pulumi.ComponentResource):

@@ -39,7 +39,7 @@ from components.constants import (
 )
 from components.image import LsdbImage
 from components.object_store_keys import PodStorage
-from components.options import child_options, register
+from components.options import child_options, manifest, register
 from components.security import cluster_pods, dns_egress, gke_metadata_egress, ip_egress
 
 NOTEBOOK_PORT = 8888
@@ -61,39 +61,25 @@ COMMAND = (
     # The image is the lock: no extension installs from PyPI (the root filesystem is read-only anyway).
     "--LabApp.extension_manager=readonly",
 )  # fmt: skip
-CLIENT_TLS_ROLES = ("DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION", "DASK_DISTRIBUTED__COMM__TLS__CA_FILE",
-                    "DASK_DISTRIBUTED__COMM__TLS__CLIENT__")  # fmt: skip
 
 
-def notebook_name(cluster_name: str) -> str:
-    """Never `cluster.name` itself, which the cluster's NetworkPolicies select by."""
-    return f"{cluster_name}-notebook"
-
-
-def token_secret_name(cluster_name: str) -> str:
-    return f"{cluster_name}-notebook-token"
-
-
-def tls_secret_name(cluster_name: str) -> str:
-    return f"{cluster_name}-notebook-tls"
-
-
-def home_claim_name(cluster_name: str) -> str:
-    return f"{cluster_name}-notebook-home"
+def notebook_name(cluster_name: str, part: str = "") -> str:
+    """`<cluster.name>-notebook`, and its `part`s' (`-token`, `-tls`, `-home`); never `cluster.name` itself, which the
+    cluster's NetworkPolicies select by."""
+    return f"{cluster_name}-notebook" + (f"-{part}" if part else "")
 
 
 def selector_labels(cluster_name: str) -> dict[str, str]:
     return {**LABELS, "app.kubernetes.io/name": notebook_name(cluster_name), "app.kubernetes.io/component": COMPONENT}
 
 
-def _metadata(config: StackConfig, name: str) -> dict[str, Any]:
-    return {"name": name, "namespace": config.namespace, "labels": selector_labels(config.cluster.name)}
-
-
-def _manifest(config: StackConfig, api_version: str, kind: str, **fields: Any) -> dict[str, Any]:
-    """An object named like the notebook (its Deployment, Service, NetworkPolicy)."""
-    metadata = _metadata(config, notebook_name(config.cluster.name))
-    return {"apiVersion": api_version, "kind": kind, "metadata": metadata, **fields}
+def _manifest(
+    config: StackConfig, api_version: str, kind: str, name: str | None = None, **fields: Any
+) -> dict[str, Any]:
+    """An object of the notebook's, named like it unless `name` is given."""
+    cluster = config.cluster.name
+    labels = selector_labels(cluster)
+    return manifest(api_version, kind, name or notebook_name(cluster), config.namespace, labels, **fields)
 
 
 def token_from_key(private_key_pem: str) -> str:
@@ -115,13 +101,13 @@ def notebook_env(config: StackConfig, storage: PodStorage, catalog: str | None) 
         {"name": "LSDB_CONE", "value": json.dumps(cone, sort_keys=True)},
         {"name": "LSDB_COLUMNS", "value": json.dumps(list(verify.columns))},
         {"name": "JUPYTER_TOKEN_FILE", "value": f"{TOKEN_DIR}/{TOKEN_FILE}"},
-        *(e for e in _tls(config)[0] if e["name"].startswith(CLIENT_TLS_ROLES)),  # the client role's
+        *_tls(config)[0],
     ]
     return env + copy.deepcopy(storage.env)
 
 
 def _tls(config: StackConfig) -> tuple[list[dict[str, str]], list[dict[str, Any]], list[dict[str, Any]]]:
-    return tls_pieces(tls_secret_name(config.cluster.name) if config.security.tls else None)
+    return tls_pieces(notebook_name(config.cluster.name, "tls") if config.security.tls else None, roles=("CLIENT",))
 
 
 def deployment_manifest(
@@ -133,11 +119,11 @@ def deployment_manifest(
     _, tls_volumes, tls_mounts = _tls(config)
     home: dict[str, Any] = {"emptyDir": {}}
     if nb.storage.enabled:
-        home = {"persistentVolumeClaim": {"claimName": nb.storage.existing_claim or home_claim_name(name)}}
+        home = {"persistentVolumeClaim": {"claimName": nb.storage.existing_claim or notebook_name(name, "home")}}
     volumes = [
         *(v for v in writable_volumes() if v["name"] != HOME_VOLUME),
         {"name": HOME_VOLUME, **home},
-        secret_volume("token", token_secret_name(name)),
+        secret_volume("token", notebook_name(name, "token")),
         *tls_volumes,
         *copy.deepcopy(storage.volumes),
     ]
@@ -175,15 +161,13 @@ def deployment_manifest(
         *storage.scanner_skips,  # the storage's, as on the cluster's pods (abfs keys as variables)
     )
     template = {"metadata": template_metadata, "spec": pod}
-    deployment = _manifest(config, "apps/v1", "Deployment")
-    deployment["metadata"]["annotations"] = annotations
     spec = {
         "replicas": 1,
         "strategy": {"type": "Recreate"},
         "selector": {"matchLabels": selector},
         "template": template,
     }
-    return deployment | {"spec": spec}
+    return _manifest(config, "apps/v1", "Deployment", annotations=annotations, spec=spec)
 
 
 def service_manifest(config: StackConfig) -> dict[str, Any]:
@@ -199,8 +183,7 @@ def home_claim_manifest(config: StackConfig) -> dict[str, Any] | None:
     claim: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": storage.size}}}
     if storage.storage_class_name:
         claim["storageClassName"] = storage.storage_class_name
-    metadata = _metadata(config, home_claim_name(config.cluster.name))
-    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": metadata, "spec": claim}
+    return _manifest(config, "v1", "PersistentVolumeClaim", notebook_name(config.cluster.name, "home"), spec=claim)
 
 
 def network_policy_manifest(config: StackConfig) -> dict[str, Any] | None:
@@ -258,15 +241,15 @@ class LsdbNotebook(pulumi.ComponentResource):
         self.token = pulumi.Output.secret(seed.private_key_pem.apply(token_from_key))
 
         def secret(suffix: str, secret_name: str, data: Any) -> k8s.core.v1.Secret:
-            fields = {"metadata": _metadata(config, secret_name), "type": "Opaque"}
+            fields = _manifest(config, "v1", "Secret", secret_name, type="Opaque")
             return register(
                 k8s.core.v1.Secret, f"{name}-{suffix}", fields, child, string_data=pulumi.Output.secret(data)
             )
 
-        needs: list[pulumi.Resource] = [secret("token", token_secret_name(cluster_name), {TOKEN_FILE: self.token})]
+        needs: list[pulumi.Resource] = [secret("token", notebook_name(cluster_name, "token"), {TOKEN_FILE: self.token})]
         if client_tls is not None:
             bundle = client_tls.apply(lambda b: {TLS_FILES[k]: b[k] for k in ("ca", "cert", "key")})
-            needs.append(secret("tls", tls_secret_name(cluster_name), bundle))
+            needs.append(secret("tls", notebook_name(cluster_name, "tls"), bundle))
         if (claim := home_claim_manifest(config)) is not None:
             needs.append(register(k8s.core.v1.PersistentVolumeClaim, f"{name}-home", claim, child))
         if (policy := network_policy_manifest(config)) is not None:

@@ -1,5 +1,5 @@
-"""Resource options shared by the components, and the one way a manifest dict becomes its pulumi-kubernetes
-resource."""
+"""Resource options shared by the components, the one shape of a manifest, and the one way a manifest dict becomes
+its pulumi-kubernetes resource."""
 
 from __future__ import annotations
 
@@ -32,3 +32,19 @@ def register(
     own `apiVersion` and `kind`; a CustomResource takes them."""
     args = {to_snake(key): value for key, value in manifest.items()}
     return resource(name, **args | fields, opts=opts)
+
+
+def manifest(
+    api_version: str,
+    kind: str,
+    name: str,
+    namespace: str | None,
+    labels: Mapping[str, str],
+    annotations: Mapping[str, str] | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """An object of the stack: `namespace` None for a cluster-scoped one, `annotations` only when there are some."""
+    metadata: dict[str, Any] = {"name": name, **({"namespace": namespace} if namespace else {}), "labels": dict(labels)}
+    if annotations:
+        metadata["annotations"] = dict(annotations)
+    return {"apiVersion": api_version, "kind": kind, "metadata": metadata, **fields}

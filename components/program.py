@@ -65,7 +65,7 @@ def program(config: StackConfig, today: date | None = None) -> dict[str, Any]:
     image = LsdbImage("lsdb-image", config.image, namespace, config.cluster.name, password, build_notebook,
                       opts(cluster_namespace))  # fmt: skip
     provisioning = None
-    if config.catalogs:  # a Job per catalog copying it onto the claim
+    if config.catalogs:
         catalogs = {
             n: secret_config("catalogs", (n, "credentials")) for n, c in config.catalogs.items() if c.credentials
         }
@@ -94,9 +94,8 @@ def program(config: StackConfig, today: date | None = None) -> dict[str, Any]:
     if config.verify.enabled:  # the gate's outputs are no verification result (no rows, no versions)
         exports["verification"] = verification.outputs()
 
-    # Switched to the new cluster only after it passed the verification (or, with verify.enabled false, its gate): a
-    # failed check fails `pulumi up` here, the stable Service keeps selecting the old cluster, and the old cluster
-    # (still in the program's state) stays.
+    # Switched to the new cluster only after it passed the verification (or its gate): a failed check fails `pulumi up`
+    # here, and the stable Service keeps selecting the old cluster (docs/lifecycle.md).
     selector_opts = opts(endpoint, cluster, verification, provisioning)
     selector = StableEndpointSelector("scheduler-endpoint-selector", config, live_name, selector_opts)
     exports |= endpoint.endpoints
@@ -110,14 +109,13 @@ def program(config: StackConfig, today: date | None = None) -> dict[str, Any]:
 
     # After the switch: the notebook's client bundle (rewritten at a certificate rotation) changes only once the
     # stable Service selects the cluster that trusts it, and a failed `pulumi up` leaves the notebook as it was.
-    if config.notebook.enabled:  # JupyterLab beside the cluster
+    if config.notebook.enabled:
         catalog = next(iter(provisioning.paths.values())) if provisioning else config.verify.catalog_path
         notebook = LsdbNotebook("lsdb-notebook", config, storage.pod_storage, image, catalog, security.client_tls,
                                 opts(cluster_namespace, storage, image, selector))  # fmt: skip
         exports |= {**notebook_urls(config), "notebookToken": notebook.token}
 
     if config.monitoring.enabled:
-        # With the operator from elsewhere (so without its chart's monitors), monitors of this stack's own.
         LsdbMonitoring("lsdb-monitoring", config, cluster.cluster_name, exports.get("verification"),
                        opts(cluster, verification))  # fmt: skip
     return exports

@@ -30,7 +30,7 @@ from components.constants import (
     WORKER_PORT_NAME,
     scheduler_service_name,
 )
-from components.options import child_options, register
+from components.options import child_options, manifest, register
 from components.tls_schedule import (
     ANCHOR,
     CA_VALIDITY_DAYS,
@@ -40,12 +40,6 @@ from components.tls_schedule import (
     rotation_warnings,
 )
 
-DNS_PORT = 53
-CA_VALIDITY_HOURS = CA_VALIDITY_DAYS * 24  # the CA outlives every certificate it signs (components/tls_schedule.py)
-# No `early_renewal_hours`: its re-issue would rewrite the Secret under a running cluster, which never reloads it
-# (docs/security.md); the schedule's new tag re-issues a certificate long before it expires, with a new cluster.
-CERT_VALIDITY_HOURS = CERT_VALIDITY_DAYS * 24
-KEY_ALGORITHM, KEY_CURVE = "ECDSA", "P256"
 SERVER_USES = ["digital_signature", "key_encipherment", "server_auth", "client_auth"]
 CLIENT_USES = ["digital_signature", "key_encipherment", "client_auth"]
 
@@ -77,7 +71,7 @@ GKE_METADATA: tuple[tuple[str, int], ...] = (("169.254.169.254/32", 80), ("169.2
 
 def dns_egress() -> dict[str, Any]:
     """DNS, wherever the resolver is (every pod's policy: the cluster's, the notebook's, the copy Job's)."""
-    return {"ports": [{"protocol": p, "port": DNS_PORT} for p in ("UDP", "TCP")]}
+    return {"ports": [{"protocol": p, "port": 53} for p in ("UDP", "TCP")]}
 
 
 def ip_egress(cidrs: Sequence[str], ports: Sequence[int]) -> dict[str, Any]:
@@ -137,10 +131,9 @@ def network_policy_manifests(
     }
     labels = {**LABELS, APP_NAME_LABEL: cluster_name}
     return [
-        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-         "metadata": {"name": f"{cluster_name}-{part}", "namespace": namespace, "labels": labels}, "spec": spec}
+        manifest("networking.k8s.io/v1", "NetworkPolicy", f"{cluster_name}-{part}", namespace, labels, spec=spec)
         for part, spec in specs.items()
-    ]  # fmt: skip
+    ]
 
 
 def certificate_dns_names(service_names: Sequence[str], namespace: str) -> list[str]:
@@ -158,9 +151,7 @@ def tls_secret_name(cluster_name: str, tag: str) -> str:
 
 class ClusterSecurity(pulumi.ComponentResource):
     """NetworkPolicies, and with `security.tls` the CA, certificates and certificate Secret of the cluster whose live
-    DaskCluster is `live_name`, on `today` (the program reads the clock). A new TLS epoch is a NEW Secret
-    `<cluster>-tls-<tag>` (a new resource, so a new cluster; the old one goes after the old cluster, at the end of a
-    successful `pulumi up`)."""
+    DaskCluster is `live_name`, on `today` (the program reads the clock)."""
 
     client_tls: pulumi.Output[dict[str, Any]] | None = None
     certificate_expiry: pulumi.Output[str] | None = None  # the server certificate's `validity_end_time` (RFC 3339)
@@ -214,9 +205,7 @@ class ClusterSecurity(pulumi.ComponentResource):
         generation = f"-g{schedule.generation}" if schedule.generation else ""
 
         def private_key(suffix: str) -> tls.PrivateKey:
-            return tls.PrivateKey(
-                f"{name}-{suffix}-key{generation}", algorithm=KEY_ALGORITHM, ecdsa_curve=KEY_CURVE, opts=child
-            )
+            return tls.PrivateKey(f"{name}-{suffix}-key{generation}", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
 
         ca_key = private_key("ca")
         # The first CA keeps the previous release's subject: an upgraded stack keeps its CA and clients' bundles.
@@ -230,7 +219,7 @@ class ClusterSecurity(pulumi.ComponentResource):
                 "common_name": ca_name if schedule.ca_tag == "g0-ca0" else f"{ca_name} {schedule.ca_tag}",
                 "organization": PART_OF,
             },
-            validity_period_hours=CA_VALIDITY_HOURS,
+            validity_period_hours=CA_VALIDITY_DAYS * 24,  # outlives every certificate it signs (tls_schedule.py)
             opts=child,
         )
 
@@ -252,7 +241,9 @@ class ClusterSecurity(pulumi.ComponentResource):
                 ca_private_key_pem=ca_key.private_key_pem,
                 ca_cert_pem=ca.cert_pem,
                 allowed_uses=uses,
-                validity_period_hours=CERT_VALIDITY_HOURS,
+                # No `early_renewal_hours`: its re-issue would rewrite the Secret under a running cluster, which never
+                # reloads it (docs/security.md); the schedule's new tag re-issues it long before, with a new cluster.
+                validity_period_hours=CERT_VALIDITY_DAYS * 24,
                 opts=child,
             )
             return cert, {"ca": ca.cert_pem, "cert": cert.cert_pem, "key": key.private_key_pem}
@@ -263,8 +254,8 @@ class ClusterSecurity(pulumi.ComponentResource):
         # A new logical name per epoch (not a replacement of one resource): the old Secret stays, mounted by the old
         # cluster, until the end of a successful `pulumi up`; a replaced one would be deleted at the start of the
         # next `pulumi up` after a failed one, under the old cluster still serving.
-        metadata = {"name": tls_secret_name(config.cluster.name, schedule.tag), "namespace": config.namespace}
-        secret = {"metadata": metadata | {"labels": LABELS}, "type": "kubernetes.io/tls"}
+        secret_name = tls_secret_name(config.cluster.name, schedule.tag)
+        secret = manifest("v1", "Secret", secret_name, config.namespace, LABELS, type="kubernetes.io/tls")
         string_data = pulumi.Output.secret({TLS_FILES[k]: v for k, v in server.items()})
         register(k8s.core.v1.Secret, f"{name}-tls-secret-{schedule.tag}", secret, child, string_data=string_data)
         self.client_tls = pulumi.Output.secret(client)

@@ -12,7 +12,7 @@ from components.config import IDENTITY_PROVIDERS, StorageConfig
 from components.constants import LABELS as PROGRAM_LABELS
 from components.constants import STORAGE_COMPONENT_LABEL
 from components.object_store_keys import PodStorage, key_wiring, secret_data
-from components.options import child_options, register
+from components.options import child_options, manifest, register
 
 VOLUME_NAME = "catalog-data"
 LABELS = {**PROGRAM_LABELS, STORAGE_COMPONENT_LABEL[0]: STORAGE_COMPONENT_LABEL[1]}
@@ -33,9 +33,8 @@ def service_account_manifest(storage: StorageConfig, namespace: str, cluster_nam
         return None
     provider, value = storage.identity
     annotations = {IDENTITY_PROVIDERS[provider][2]: value}
-    metadata = {"name": service_account_name(cluster_name), "namespace": namespace, "labels": LABELS}
-    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata | {"annotations": annotations},
-            "automountServiceAccountToken": False}  # fmt: skip
+    name = service_account_name(cluster_name)
+    return manifest("v1", "ServiceAccount", name, namespace, LABELS, annotations, automountServiceAccountToken=False)
 
 
 def object_store_secret_name(cluster_name: str) -> str:
@@ -64,8 +63,7 @@ def persistent_volume_manifest(storage: StorageConfig, namespace: str) -> dict[s
         spec["mountOptions"] = ["nfsvers=4.1"]
     else:
         spec["hostPath"] = {"path": storage.host_path.path, "type": "DirectoryOrCreate"}
-    metadata = {"name": persistent_volume_name(storage, namespace), "labels": LABELS}
-    return {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": metadata, "spec": spec}
+    return manifest("v1", "PersistentVolume", persistent_volume_name(storage, namespace), None, LABELS, spec=spec)
 
 
 def persistent_volume_claim_manifest(storage: StorageConfig, namespace: str) -> dict[str, Any] | None:
@@ -76,8 +74,7 @@ def persistent_volume_claim_manifest(storage: StorageConfig, namespace: str) -> 
         spec |= {"storageClassName": "", "volumeName": persistent_volume_name(storage, namespace)}
     elif storage.storage_class_name:
         spec["storageClassName"] = storage.storage_class_name
-    metadata = {"name": storage.claim_name, "namespace": namespace, "labels": LABELS}
-    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": metadata, "spec": spec}
+    return manifest("v1", "PersistentVolumeClaim", storage.claim_name, namespace, LABELS, spec=spec)
 
 
 def object_store_secret_manifest(
@@ -86,8 +83,8 @@ def object_store_secret_manifest(
     if not storage.credential_keys:
         return None
     data = secret_data(storage.credential_env, credentials, "storage.objectStore.credentials")
-    metadata = {"name": object_store_secret_name(cluster_name), "namespace": namespace, "labels": LABELS}
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "type": "Opaque", "stringData": data}
+    secret = object_store_secret_name(cluster_name)
+    return manifest("v1", "Secret", secret, namespace, LABELS, type="Opaque", stringData=data)
 
 
 def pod_storage(storage: StorageConfig, cluster_name: str) -> PodStorage:
@@ -135,11 +132,10 @@ class CatalogStorage(pulumi.ComponentResource):
             claim_opts = child_options(self, opts, self.volume)
             self.claim = register(k8s.core.v1.PersistentVolumeClaim, f"{name}-pvc", pvc, claim_opts)
         if storage.credential_keys and credentials is not None:
-            manifest = credentials.apply(lambda c: object_store_secret_manifest(storage, namespace, cluster_name, c))
-            # Not from `manifest`, which the credentials make secret: the name stays readable in the state.
-            metadata = {"name": object_store_secret_name(cluster_name), "namespace": namespace, "labels": LABELS}
-            data = pulumi.Output.secret(manifest.apply(lambda m: m["stringData"] if m else {}))
-            shape = {"metadata": metadata, "type": "Opaque"}
+            secret = credentials.apply(lambda c: object_store_secret_manifest(storage, namespace, cluster_name, c))
+            data = pulumi.Output.secret(secret.apply(lambda m: m["stringData"] if m else {}))
+            # The shape not from `secret`, which the credentials make secret: the name stays readable in the state.
+            shape = manifest("v1", "Secret", object_store_secret_name(cluster_name), namespace, LABELS, type="Opaque")
             self.secret = register(k8s.core.v1.Secret, f"{name}-object-store", shape, child, string_data=data)
         if account := service_account_manifest(storage, namespace, cluster_name):
             self.service_account = register(k8s.core.v1.ServiceAccount, f"{name}-service-account", account, child)

@@ -398,7 +398,8 @@ def test_dashboard_metrics_are_served_by_the_real_scheduler_and_workers(emulated
 
     from components.config import parse_stack_config
     from components.constants import DASHBOARD_PORT_NAME
-    from components.monitoring import METRICS_PATH, dashboard_json, dashboard_metric_names
+    from components.monitoring import METRICS_PATH, dashboard_json
+    from tests.support.dashboard import dashboard_metric_names
 
     with Client(emulated.scheduler_address, timeout=60, set_as_default=False) as client:
         futures = client.map(lambda x: x + 1, range(40), pure=False)

@@ -17,10 +17,10 @@ from components.dask_operator import packaged_chart_dir
 from components.monitoring import (
     chart_monitoring_values,
     dashboard_json,
-    dashboard_metric_names,
     verification_markdown,
 )
 from tests.program_helpers import OPERATOR_INSTALLED, dask_cluster, manifest, run_with
+from tests.support.dashboard import dashboard_metric_names
 
 SERVICE_MONITOR = "kubernetes:monitoring.coreos.com/v1:ServiceMonitor"
 POD_MONITOR = "kubernetes:monitoring.coreos.com/v1:PodMonitor"

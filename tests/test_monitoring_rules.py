@@ -19,13 +19,13 @@ from components.monitoring import (
     chart_monitoring_values,
     dashboard_config_map,
     dashboard_json,
-    dashboard_metric_names,
     dashboard_queries,
     group_memory_limits,
     monitor_manifests,
     prometheus_label,
     verification_markdown,
 )
+from tests.support.dashboard import dashboard_metric_names
 from tools.mock_runtime import ProgramRun, run_program
 
 GiB = 2**30

@@ -17,15 +17,7 @@ import pytest
 from components import image as image_module
 from components.config import ConfigError, parse_stack_config
 from components.constants import CLIENT_LABEL, DASHBOARD_LABEL, DASHBOARD_PORT, SCHEDULER_PORT, WORKER_PORT
-from components.notebook import (
-    NOTEBOOK_PORT,
-    TOKEN_DIR,
-    TOKEN_FILE,
-    home_claim_name,
-    notebook_name,
-    tls_secret_name,
-    token_secret_name,
-)
+from components.notebook import NOTEBOOK_PORT, TOKEN_DIR, TOKEN_FILE, notebook_name
 from components.storage import KEY_VOLUME
 from tests.program_helpers import BASE, dask_cluster, live_objects, run_with
 from tests.support.netpol import Cluster, External, Pod, pod_from_template
@@ -130,8 +122,8 @@ def test_objects_and_exports(tls_run: Any) -> None:
         ("Deployment", notebook_name(NAME)),
         ("Service", notebook_name(NAME)),
         ("NetworkPolicy", notebook_name(NAME)),
-        ("Secret", token_secret_name(NAME)),
-        ("Secret", tls_secret_name(NAME)),
+        ("Secret", notebook_name(NAME, "token")),
+        ("Secret", notebook_name(NAME, "tls")),
     }
     spec = deployment(objects)["spec"]
     assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
@@ -147,10 +139,10 @@ def test_objects_and_exports(tls_run: Any) -> None:
 
 def test_the_token_and_the_client_bundle_travel_as_pulumi_secrets(tls_run: Any) -> None:
     secrets = {r.inputs["metadata"]["name"]: r for r in tls_run.of_type("kubernetes:core/v1:Secret")}
-    token = secrets[token_secret_name(NAME)]
+    token = secrets[notebook_name(NAME, "token")]
     assert set(token.inputs["stringData"]) == {TOKEN_FILE}
     assert SECRET_SIG in json.dumps(token.raw_inputs["stringData"])
-    bundle = secrets[tls_secret_name(NAME)]
+    bundle = secrets[notebook_name(NAME, "tls")]
     assert set(bundle.inputs["stringData"]) == {"ca.crt", "tls.crt", "tls.key"}
     assert SECRET_SIG in json.dumps(bundle.raw_inputs["stringData"])
     # The token stays the same across runs: it derives from a key in the state, not from this evaluation.
@@ -175,7 +167,7 @@ def test_the_pod_is_a_client_of_the_stable_service_with_the_client_bundle(tls_ru
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert mounts["/etc/dask-tls"]["readOnly"] is True
-    assert volumes[mounts["/etc/dask-tls"]["name"]]["secret"]["secretName"] == tls_secret_name(NAME)
+    assert volumes[mounts["/etc/dask-tls"]["name"]]["secret"]["secretName"] == notebook_name(NAME, "tls")
     assert mounts["/data"]["readOnly"] is True  # the catalogs, where the workers see them
     assert volumes[mounts["/data"]["name"]] == {"name": "catalog-data",
                                                 "persistentVolumeClaim": {"claimName": "hats-catalog-pvc"}}  # fmt: skip
@@ -216,7 +208,7 @@ def test_tls_off_and_a_home_claim() -> None:
     run = run_with(notebook={"enabled": True, "storage": {"size": "5Gi", "storageClassName": "fast"}},
                    security={"tls": False})  # fmt: skip
     objects = notebook_objects(run)
-    claim = objects[("PersistentVolumeClaim", home_claim_name(NAME))]["spec"]
+    claim = objects[("PersistentVolumeClaim", notebook_name(NAME, "home"))]["spec"]
     assert claim == {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "5Gi"}},
                      "storageClassName": "fast"}  # fmt: skip
     pod = pod_of(objects)
@@ -225,7 +217,7 @@ def test_tls_off_and_a_home_claim() -> None:
     assert env["DASK_SCHEDULER_ADDRESS"].startswith("tcp://") and "DASK_DISTRIBUTED__COMM__TLS__CA_FILE" not in env
     assert "/etc/dask-tls" not in {m["mountPath"] for m in container["volumeMounts"]}
     home = next(v for v in pod["volumes"] if v["name"] == "home")
-    assert home["persistentVolumeClaim"] == {"claimName": home_claim_name(NAME)}
+    assert home["persistentVolumeClaim"] == {"claimName": notebook_name(NAME, "home")}
     existing = pod_of(notebook_objects(run_with(notebook={"enabled": True, "storage": {"existingClaim": "mine"}})))
     assert next(v for v in existing["volumes"] if v["name"] == "home")["persistentVolumeClaim"] == {"claimName": "mine"}
 

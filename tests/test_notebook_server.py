@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from components.notebook import STARTER, TOKEN_FILE, tls_secret_name, token_secret_name
+from components.notebook import STARTER, TOKEN_FILE, notebook_name
 from tests.program_helpers import live_objects, run_with
 from tools.notebook_emulator import EmulatedNotebook, api, resolve, run_cells
 from tools.pod_emulator import EmulatedCluster
@@ -85,7 +85,7 @@ def tls_secrets(daskcluster: dict[str, Any], directory: Path) -> tuple[dict[str,
         (directory / name).write_text(text)
     secrets = {
         cluster_secret: {**bundle, TLS_FILES["cert"]: server.cert, TLS_FILES["key"]: server.key},
-        tls_secret_name(CLUSTER): bundle,
+        notebook_name(CLUSTER, "tls"): bundle,
     }
     security = Security(
         tls_ca_file=str(directory / TLS_FILES["ca"]),
@@ -130,7 +130,7 @@ def test_starter_notebook_through_the_jupyter_server_returns_lsdbs_rows(
     expected = sorted_rows(direct_rows(FIXTURES / "plain"))
     assert len(expected) > 100, "the cone should hold a few hundred rows"
     secrets, security = tls_secrets(rendered["daskcluster"], tmp_path / "client")
-    secrets[token_secret_name(CLUSTER)] = {TOKEN_FILE: TOKEN}
+    secrets[notebook_name(CLUSTER, "token")] = {TOKEN_FILE: TOKEN}
     claims = {"hats-catalog-pvc": claim}
     with EmulatedCluster(
         rendered["daskcluster"], tmp_path / "cluster", claims=claims, secrets=secrets, services=[rendered["stable"]]

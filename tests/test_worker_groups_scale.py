@@ -282,12 +282,12 @@ def test_the_scheduler_runs_the_preload_text_as_written() -> None:
     import dask.config
 
     from components import scheduler_downscale
-    from components.cluster import scheduler_downscale_prefix, scheduler_downscale_preload
 
-    env = {
-        e["name"]: expand(e["value"], {"X": "expanded"})
-        for e in (scheduler_downscale_preload(), scheduler_downscale_prefix("lsdb-wg-0123abcd"))
-    }
-    parsed = dask.config.collect_env({k: v for k, v in env.items() if k.startswith("DASK_")})
+    cluster = dask_cluster(run_with(cluster=CLUSTER))
+    variables = cluster["spec"]["scheduler"]["spec"]["containers"][0]["env"]
+    env = {e["name"]: expand(e["value"], {"X": "expanded"}) for e in variables if "value" in e}
+    parsed = dask.config.collect_env(
+        {"DASK_DISTRIBUTED__SCHEDULER__PRELOAD": env["DASK_DISTRIBUTED__SCHEDULER__PRELOAD"]}
+    )
     assert parsed["distributed"]["scheduler"]["preload"] == [Path(scheduler_downscale.__file__).read_text()]
-    assert env[scheduler_downscale.PREFIX_ENV] == "lsdb-wg-0123abcd-default-worker-"
+    assert env[scheduler_downscale.PREFIX_ENV] == f"{cluster['metadata']['name']}-default-worker-"
