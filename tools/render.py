@@ -466,16 +466,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with contextlib.redirect_stdout(sys.stderr):  # pulumi.log under mocks prints: keep our output clean
             rendered = render_stack(args.stack, args.stack_dir, stack_outputs=dict(args.stack_output))
-    except (RenderError, ConfigError) as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     except Exception as exc:
         if args.debug:
             raise
-        print(f"error: the program failed for stack {args.stack}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        print("(run again with --debug for the traceback)", file=sys.stderr)
+        if isinstance(exc, RenderError | ConfigError):  # what `pulumi up` would print
+            print(f"error: {exc}", file=sys.stderr)
+        else:
+            print(f"error: the program failed for stack {args.stack}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            print("(run again with --debug for the traceback)", file=sys.stderr)
         return 1
     written = write_render(rendered, out)
     print(f"rendered stack {args.stack}: {len(rendered.objects)} Kubernetes objects and {SUMMARY_FILE} in {out}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import sys
 import threading
 import time
@@ -157,19 +158,21 @@ class EndpointProbe:
 
     # -- figures --
 
-    def window(self, start: float | None = None, end: float | None = None) -> list[Probe]:
-        return [p for p in self.probes if (start is None or p.started >= start) and (end is None or p.started <= end)]
+    def window(self, start: float = -math.inf) -> list[Probe]:
+        """The probes started at or after `start`."""
+        return [p for p in self.probes if p.started >= start]
 
-    def failed(self, start: float | None = None, end: float | None = None) -> int:
-        return sum(not p.ok for p in self.window(start, end))
+    def failed(self, start: float = -math.inf) -> int:
+        return sum(not p.ok for p in self.window(start))
 
-    def unavailable_seconds(self, start: float | None = None, end: float | None = None) -> float:
+    def unavailable_seconds(self) -> float:
         """Longest time from the end of a successful probe to the end of the next successful one, over spans that
         contain failed probes (0.0 when every probe succeeded)."""
         worst = 0.0
         last_ok: float | None = None
         failed_since = False
-        for p in self.window(start, end):
+        probes = self.window()  # a copy: the probe thread appends
+        for p in probes:
             if p.ok:
                 if failed_since and last_ok is not None:
                     worst = max(worst, p.ended - last_ok)
@@ -177,19 +180,19 @@ class EndpointProbe:
             else:
                 failed_since = True
         if failed_since and last_ok is not None:  # still failing at the end of the window
-            worst = max(worst, self.window(start, end)[-1].ended - last_ok)
+            worst = max(worst, probes[-1].ended - last_ok)
         return worst
 
-    def served_by(self, start: float | None = None, end: float | None = None) -> list[str]:
+    def served_by(self, start: float = -math.inf) -> list[str]:
         """The scheduler ids that answered, in order, consecutive repeats collapsed."""
         out: list[str] = []
-        for p in self.window(start, end):
+        for p in self.window(start):
             if p.ok and p.scheduler_id and (not out or out[-1] != p.scheduler_id):
                 out.append(p.scheduler_id)
         return out
 
-    def errors(self, start: float | None = None, end: float | None = None) -> list[str]:
-        return [p.error or "" for p in self.window(start, end) if not p.ok]
+    def errors(self) -> list[str]:
+        return [p.error or "" for p in self.window() if not p.ok]
 
 
 def scheduler_id(address: str, timeout: float = 10.0) -> str:
