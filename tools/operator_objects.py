@@ -29,6 +29,7 @@ class OperatorObjects:
     scheduler_deployment: dict[str, Any]
     scheduler_service: dict[str, Any]
     worker_deployments: list[dict[str, Any]]  # every group's, the default group's first
+    extra_worker_groups: list[dict[str, Any]]  # the `worker_groups` as the cluster adopted them
 
     @property
     def deployments(self) -> list[dict[str, Any]]:
@@ -93,6 +94,7 @@ def operator_objects(
         scheduler_deployment=plain(scheduler_deployment),
         scheduler_service=plain(scheduler_service),
         worker_deployments=[plain(d) for d in worker_deployments],
+        extra_worker_groups=[plain(g) for g in groups[1:]],
     )
 
 
