@@ -47,8 +47,8 @@ def baseline_copy(url: str, storage_options: dict[str, Any], files: list[str], d
 @contextlib.contextmanager
 def http_server_process(root: Path) -> Iterator[str]:
     """Python's static file server in its own process (in this one it would compete for the GIL with the copy)."""
-    from tools.local_dask import stop_process_groups
-    from tools.object_servers import LOOPBACK, _wait_http, free_port
+    from tools.local_dask import free_port, stop_process_groups
+    from tools.object_servers import LOOPBACK, _wait_http
 
     port = free_port()
     log = root.parent / "http.log"

@@ -1,9 +1,9 @@
 """The container image as the pod emulator runs it (tools/pod_emulator.py): its ENV, its directories, its PATH.
 
-The image is docker/Dockerfile on the locked distributions (docker/requirements.lock). Here its PATH is this
-virtualenv restricted to the console scripts of the locked distributions (plus the base image's few programs),
-so a command the image does not have fails as the container runtime fails; its ENV and directories are read
-from the Dockerfile's `ENV k=v` (values without spaces), `WORKDIR` and `install -d`/`mkdir -p` lines.
+The image is docker/Dockerfile on the locked distributions: a target's PATH is this virtualenv restricted to the
+console scripts of its locks' distributions (plus the base image's few programs), so a command the image does not
+have fails as the container runtime fails; its ENV and directories are read from the Dockerfile's `ENV k=v`
+(values without spaces), `WORKDIR` and `install -d`/`mkdir -p` lines.
 """
 
 from __future__ import annotations
@@ -16,10 +16,17 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from components.lock import PROJECT_DIR, canonical, read_lock
+from components.lock import DOCKERFILE_PATH, LOCK_PATH, PROJECT_DIR, canonical, read_lock
 
 VENV_BIN = Path(sys.executable).parent
-DOCKERFILE = PROJECT_DIR / "docker" / "Dockerfile"
+# Each Dockerfile target: the locks it installs, and the files it COPYs (image path -> build-context directory).
+TARGETS: dict[str, tuple[tuple[Path, ...], dict[str, Path]]] = {
+    "lsdb": ((LOCK_PATH,), {}),
+    "notebook": (
+        (LOCK_PATH, PROJECT_DIR / "docker" / "notebook-requirements.lock"),
+        {"/opt/lsdb-notebook": PROJECT_DIR / "docker" / "notebook"},
+    ),
+}
 BASE_IMAGE_ENV = {"LANG": "C.UTF-8"}  # what python:<version>-slim sets (PATH is the venv's)
 BASE_IMAGE_PROGRAMS = ("sh", "bash", "env", "cat", "echo", "sleep", "true", "false", "ls")  # Debian slim's
 
@@ -55,7 +62,7 @@ def _dockerfile_instructions(dockerfile: Path) -> list[tuple[str, list[str]]]:
 
 
 @functools.cache
-def image_env(dockerfile: Path = DOCKERFILE) -> dict[str, str]:
+def image_env(dockerfile: Path = DOCKERFILE_PATH) -> dict[str, str]:
     """The image's environment: the base image's and every `ENV k=v ...` of the Dockerfile (no spaces in values)."""
     env = dict(BASE_IMAGE_ENV)
     for instruction, words in _dockerfile_instructions(dockerfile):
@@ -65,7 +72,7 @@ def image_env(dockerfile: Path = DOCKERFILE) -> dict[str, str]:
 
 
 @functools.cache
-def image_dirs(dockerfile: Path = DOCKERFILE) -> tuple[str, tuple[str, ...]]:
+def image_dirs(dockerfile: Path = DOCKERFILE_PATH) -> tuple[str, tuple[str, ...]]:
     """The image's WORKDIR and the directories its RUN steps make (`install -d ... /dir`, `mkdir -p /dir`)."""
     workdir, made = "/", []
     for instruction, words in _dockerfile_instructions(dockerfile):
@@ -79,9 +86,9 @@ def image_dirs(dockerfile: Path = DOCKERFILE) -> tuple[str, tuple[str, ...]]:
 
 
 @functools.cache
-def image_executables() -> dict[str, Path]:
-    """Programs on the image's PATH: the console scripts of the locked distributions, as installed in this venv."""
-    locked = read_lock()
+def image_executables(target: str = "lsdb") -> dict[str, Path]:
+    """Programs on the target's PATH: the console scripts of its locked distributions, as installed in this venv."""
+    locked = {name for lock in TARGETS[target][0] for name in read_lock(lock)}
     names = {"python", "python3", f"python{sys.version_info.major}.{sys.version_info.minor}", "pip", "pip3"}
     for dist in importlib.metadata.distributions():
         if canonical(dist.metadata["Name"] or "") not in locked:
@@ -98,10 +105,10 @@ def image_executables() -> dict[str, Path]:
     return found
 
 
-def resolve_executable(name: str) -> Path:
-    """Where the image would find `name`; FileNotFoundError like the container runtime when it has none."""
+def resolve_executable(name: str, target: str = "lsdb") -> Path:
+    """Where the target's image would find `name`; FileNotFoundError like the container runtime when it has none."""
     key = name.rsplit("/", 1)[-1] if name.startswith(("/usr/local/bin/", "/usr/bin/", "/bin/")) else name
-    path = image_executables().get(key) if "/" not in key else None
+    path = image_executables(target).get(key) if "/" not in key else None
     if path is None:
         raise FileNotFoundError(errno.ENOENT, f'exec: "{name}": executable file not found in $PATH', name)
     return path

@@ -1,18 +1,13 @@
-"""A local Dask cluster of real processes on 127.0.0.1: `dask scheduler` and `dask worker` subprocesses.
-
-For the benches (bench/sizing.py, bench/verification_overhead.py) and the tests:
+"""A local Dask cluster of real processes on 127.0.0.1 (benches and tests): `dask scheduler` and `dask worker`.
 
     with LocalDaskCluster(tmp_path, n_workers=2) as cluster:
         cluster.address          # tcp://127.0.0.1:<port>, ready, with 2 workers registered
         cluster.workers[0].kill() # SIGKILL one worker, as when a pod is OOMKilled
 
-Every process runs in its own session (process group) so that stopping it also stops anything it spawned (a
-nanny's worker). Processes are stopped by PID when the cluster context exits, when a fixture finalizes (even
-after a failing test), and as a last resort at interpreter exit. Orphans cannot outlive a crashed test run for
-long either: workers get `--death-timeout` and schedulers `--idle-timeout`.
-
-Ports are chosen by the processes themselves (port 0) and read back from the scheduler file, so parallel runs
-never race for a port.
+Each process runs in its own session (process group), so stopping it stops what it spawned (a nanny's worker); they
+are stopped by PID when the context exits, and at interpreter exit as a last resort; orphans of a crashed run end by
+`--death-timeout` (workers) and `--idle-timeout` (schedulers). The processes choose their ports (port 0), read back
+from the scheduler file, so parallel runs never race for one.
 """
 
 from __future__ import annotations
@@ -27,7 +22,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +55,6 @@ _LIVE: dict[int, DaskProcess] = {}
 class DaskProcess:
     """One `dask scheduler` or `dask worker` process that we started."""
 
-    role: str
     name: str
     popen: subprocess.Popen[bytes]
     log: Path
@@ -95,19 +89,26 @@ def _stop_everything() -> None:
         proc.stop(grace=2.0)
 
 
-def _spawn(role: str, name: str, argv: Sequence[str], log: Path, cwd: Path | None, env: dict[str, str]) -> DaskProcess:
+def spawn(
+    argv: Sequence[str], log: Path, env: Mapping[str, str], cwd: Path | None = None, executable: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """`argv` in its own session (a process group: stopping it stops what it spawned), output appended to `log`."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
-        popen = subprocess.Popen(
+        return subprocess.Popen(
             list(argv),
+            executable=executable,
+            env=dict(env),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=cwd,
-            env=env,
             start_new_session=True,
         )
-    proc = DaskProcess(role, name, popen, log)
+
+
+def _spawn(name: str, argv: Sequence[str], log: Path, cwd: Path | None, env: Mapping[str, str]) -> DaskProcess:
+    proc = DaskProcess(name, spawn(argv, log, env, cwd), log)
     _LIVE[proc.pid] = proc
     return proc
 
@@ -161,7 +162,7 @@ class LocalDaskCluster:
         argv = [DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--scheduler-file", str(scheduler_file)]
         argv += ["--idle-timeout", "900s"]
         argv += ["--dashboard-address", "127.0.0.1:0"] if self.dashboard else ["--no-dashboard"]
-        self.scheduler = _spawn("scheduler", "scheduler", argv, self.workdir / "scheduler.log", None, dict(os.environ))
+        self.scheduler = _spawn("scheduler", argv, self.workdir / "scheduler.log", None, dict(os.environ))
         info = self._wait_for_file(scheduler_file)
         self.address = info["address"]
         dash = (info.get("services") or {}).get("dashboard")
@@ -178,7 +179,7 @@ class LocalDaskCluster:
         for preload in self.worker_preload:
             argv += ["--preload", str(preload)]
         env = {**os.environ, **self.worker_env}
-        proc = _spawn("worker", name, argv, self.workdir / f"{name}.log", self.worker_cwd, env)
+        proc = _spawn(name, argv, self.workdir / f"{name}.log", self.worker_cwd, env)
         self.workers.append(proc)
         return proc
 
@@ -210,9 +211,9 @@ class LocalDaskCluster:
             self.scheduler.stop()
 
     def _check_alive(self) -> None:
-        for proc in self.processes:
-            if proc.role == "scheduler" and not proc.alive():
-                raise RuntimeError(f"{proc.name} exited ({proc.popen.returncode}):\n{proc.log_tail()}")
+        if self.scheduler is not None and not self.scheduler.alive():
+            code, tail = self.scheduler.popen.returncode, self.scheduler.log_tail()
+            raise RuntimeError(f"scheduler exited ({code}):\n{tail}")
 
     def _wait_for_file(self, path: Path) -> dict[str, Any]:
         deadline = time.monotonic() + self.start_timeout

@@ -1,11 +1,10 @@
 """Run the real Pulumi program offline under Pulumi's public mock API and record what it registers.
 
-Used by the offline render (`python -m tools.render`) and by the tests. Nothing here fakes the program:
-`components.program.main` (what `__main__.py` runs) executes inside a real root `Stack`, with the stack's
-config, against `MockMonitor`, which only stands in for the engine (no cloud calls). Everything used is
-the SDK's public testing API: `pulumi.runtime.reset_options`, `set_mocks`, `set_all_config`, `test` and
-`get_root_resource`. The recorder keeps each registration's raw inputs as sent on the wire, so tests
-can prove secrets stay wrapped as secrets.
+For the offline render (`python -m tools.render`) and the tests. `components.program.main` (what `__main__.py` runs)
+executes inside a real root `Stack` with the stack's config, against `MockMonitor`, which stands in for the engine
+only (no cloud calls), with the SDK's public testing API (`reset_options`, `set_mocks`, `set_all_config`, `test`,
+`get_root_resource`). Each registration's raw inputs are kept as sent on the wire, so tests can prove secrets stay
+wrapped.
 """
 
 from __future__ import annotations
@@ -193,11 +192,11 @@ def run_program(
     root = pulumi.runtime.get_root_resource()
     exports: dict[str, Any] = dict(getattr(root, "outputs", {}))
 
-    def collect() -> pulumi.Output[Any]:
-        secret: dict[str, Any] = {k: _is_secret(v) for k, v in exports.items()}
-        return pulumi.Output.all(exports, secret).apply(_store(run))
+    async def collect() -> None:  # the exports' values, and which are secret
+        run.outputs = {k: await pulumi.Output.from_input(v).future() for k, v in exports.items()}
+        run.secret_outputs = {k for k, v in exports.items() if await pulumi.Output.from_input(v).is_secret()}
 
-    pulumi.runtime.test(collect)()  # type: ignore[no-untyped-call]
+    pulumi.runtime.test(collect)()  # type: ignore[no-untyped-call]  # awaits the coroutine
     return run
 
 
@@ -210,21 +209,6 @@ def _ensure_event_loop() -> None:
         loop = None
     if loop is None or loop.is_closed():
         asyncio.set_event_loop(asyncio.new_event_loop())
-
-
-def _is_secret(value: Any) -> pulumi.Output[bool]:
-    async def check() -> bool:
-        return await pulumi.Output.from_input(value).is_secret()
-
-    return pulumi.Output.from_input(check())  # from_input accepts awaitables
-
-
-def _store(run: ProgramRun) -> Callable[[list[Any]], None]:
-    def store(values: list[Any]) -> None:
-        run.outputs = values[0] or {}
-        run.secret_outputs = {k for k, is_secret in (values[1] or {}).items() if is_secret}
-
-    return store
 
 
 def integral(value: Any) -> Any:

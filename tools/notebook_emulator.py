@@ -1,15 +1,11 @@
 """Run the notebook's rendered pod (components/notebook.py) as local processes, as tools/pod_emulator.py runs Dask's.
 
-`EmulatedNotebook(deployment, workdir, cluster=..., claims=..., secrets=...)` takes the Deployment `pulumi up` would
-create and runs its init container, then its container, each with the kubelet's `$(VAR)` expansion, a clean
-environment (the image's ENV, PATH, HOME, then the container's env), its volumes as local directories (a PVC: the
-directory given in `claims`; a Secret: its keys as files from `secrets`; an emptyDir: a fresh one; the image's own
-`/opt/lsdb-notebook`, which the notebook target COPYs from docker/notebook/), and the Service addresses of the
-emulated Dask cluster mapped to its local ports (`EmulatedCluster.address_table`), in each whole value. The image's
-PATH is this venv restricted to the console scripts of docker/requirements.lock plus
-docker/notebook-requirements.lock: a command the notebook target does not install fails as in the container.
-Jupyter's port (`--ServerApp.port`) becomes a free local port, and its `--ServerApp.ip` loopback (the pod's
-interfaces are not this machine's); run as root (a CI container), `--allow-root` is added: the pod runs as 10001.
+`EmulatedNotebook(deployment, workdir, cluster=..., claims=..., secrets=...)` is the Deployment `pulumi up` would
+create as an `EmulatedPod` of the image's notebook target: its init container, then its container, with the emulated
+Dask cluster's Service addresses (`EmulatedCluster.address_table`); the target's PATH adds the console scripts of
+docker/notebook-requirements.lock, and its `/opt/lsdb-notebook` is docker/notebook/. Jupyter's port
+(`--ServerApp.port`) is a free local port, and its `--ServerApp.ip` loopback (the pod's interfaces are not this
+machine's); run as root (a CI container), `--allow-root` is added: the pod runs as 10001.
 
 `run_cells(url, token, cells)` executes code through the Jupyter server's own API: a kernel started with
 `POST /api/kernels`, each cell sent as an `execute_request` on the kernel's websocket (`/api/kernels/<id>/channels`,
@@ -19,60 +15,28 @@ the protocol JupyterLab speaks), outputs gathered from iopub until the kernel is
 from __future__ import annotations
 
 import contextlib
-import errno
-import functools
-import importlib.metadata
 import json
 import os
-import subprocess
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from components.lock import PROJECT_DIR, canonical, read_lock
-from tools.emulated_image import VENV_BIN, expand, image_dirs, image_env
-from tools.local_dask import free_port, stop_process_groups
-from tools.pod_emulator import LOOPBACK, EmulatedCluster, EmulationError, local_volume, map_path, replace_names
+from tools.emulated_image import resolve_executable
+from tools.pod_emulator import LOOPBACK, EmulatedCluster, EmulatedPod
 
-NOTEBOOK_LOCK = PROJECT_DIR / "docker" / "notebook-requirements.lock"
-# What the notebook target COPYs into the image (docker/Dockerfile): image path -> build-context directory.
-IMAGE_FILES = {"/opt/lsdb-notebook": PROJECT_DIR / "docker" / "notebook"}
-PORT_FLAG = "--ServerApp.port"
 IP_FLAG = "--ServerApp.ip"
 
 
-@functools.cache
-def notebook_executables() -> dict[str, Path]:
-    """Programs on the notebook image's PATH: console scripts of both locks' distributions, as installed here."""
-    locked = {**read_lock(), **read_lock(NOTEBOOK_LOCK)}
-    names = {"python", "python3", "pip"}
-    for dist in importlib.metadata.distributions():
-        if canonical(dist.metadata["Name"] or "") in locked:
-            names.update(ep.name for ep in dist.entry_points if ep.group == "console_scripts")
-    return {n: VENV_BIN / n for n in names if (VENV_BIN / n).is_file()}
-
-
 def resolve(name: str) -> Path:
-    path = notebook_executables().get(name) if "/" not in name else None
-    if path is None:
-        raise FileNotFoundError(errno.ENOENT, f'exec: "{name}": executable file not found in $PATH', name)
-    return path
+    """Where the notebook image would find `name` (FileNotFoundError when it has none)."""
+    return resolve_executable(name, "notebook")
 
 
-@dataclass
-class Container:
-    spec: dict[str, Any]
-    argv: list[str] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)
-    process: subprocess.Popen[bytes] | None = None
-
-
-class EmulatedNotebook:
+class EmulatedNotebook(EmulatedPod):
     """The notebook Deployment's pod as local processes (see the module docstring). A context manager."""
 
     def __init__(
@@ -83,109 +47,16 @@ class EmulatedNotebook:
         claims: Mapping[str, Path] | None = None,
         secrets: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
-        self.deployment = json.loads(json.dumps(deployment))
-        self.namespace: str = self.deployment["metadata"]["namespace"]
-        self.root = Path(workdir)
-        self.claims = {k: Path(v) for k, v in (claims or {}).items()}
-        self.secrets = {k: dict(v) for k, v in (secrets or {}).items()}
-        self.port = free_port()
-        self.table = cluster.address_table(self.namespace) if cluster is not None else {}
-        pod = self.deployment["spec"]["template"]["spec"]
-        self.volumes = self._volumes(pod.get("volumes", []))
-        self.init = [self._build(c) for c in pod.get("initContainers", [])]
-        self.containers = [self._build(c) for c in pod["containers"]]
-        self.log = self.root / "notebook.log"
-
-    def _volumes(self, volumes: Sequence[Mapping[str, Any]]) -> dict[str, Path]:
-        root = self.root / "volumes"
-        return {v["name"]: local_volume(v, root / v["name"], self.claims, self.secrets) for v in volumes}
-
-    def _build(self, spec: Mapping[str, Any]) -> Container:
-        mounts = {m["mountPath"]: self.volumes[m["name"]] for m in spec.get("volumeMounts", [])}
-        workdir, made = image_dirs()
-        home = mounts.setdefault(workdir, self.root / "image-home")
-        for directory in made:
-            mounts.setdefault(directory, self.root / "image" / directory.lstrip("/"))
-        for path in mounts.values():
-            path.mkdir(parents=True, exist_ok=True)
-        mounts |= {k: v for k, v in IMAGE_FILES.items() if k not in mounts}
-        tmp = mounts.get("/tmp", self.root / "tmp")
-        emulator = {"PATH": f"{VENV_BIN}:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(home), "TMPDIR": str(tmp)}
-        env = image_env() | emulator
-        for item in spec.get("env", []):
-            env[item["name"]] = self._env_value(item, env)
-
-        def mapped(value: str) -> str:
-            return map_path(replace_names(value, self.table), mounts)
-
-        argv = [mapped(expand(str(a), env)) for a in [*spec.get("command", []), *spec.get("args", [])]]
-        argv = [
-            f"{PORT_FLAG}={self.port}" if a.startswith(f"{PORT_FLAG}=") else f"{IP_FLAG}={LOOPBACK}"
-            if a.startswith(f"{IP_FLAG}=") else a
-            for a in argv
-        ]  # fmt: skip
-        if os.geteuid() == 0 and argv[:1] == ["jupyter-lab"]:
-            argv.append("--allow-root")
-        return Container(dict(spec), argv, {k: v if k in emulator else mapped(v) for k, v in env.items()})
-
-    def _env_value(self, item: Mapping[str, Any], env: Mapping[str, str]) -> str:
-        if "value" in item:
-            return expand(str(item["value"]), env)
-        ref = (item.get("valueFrom") or {}).get("secretKeyRef") or {}
-        if ref.get("key") in self.secrets.get(str(ref.get("name")), {}):
-            return self.secrets[ref["name"]][ref["key"]]
-        raise EmulationError(f"env {item['name']} from {item.get('valueFrom')} is not available to the emulator")
-
-    def _popen(self, c: Container, log: Any) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            c.argv, executable=str(resolve(c.argv[0])), env=c.env, cwd=c.env["HOME"], stdin=subprocess.DEVNULL,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
-        )  # fmt: skip
-
-    def start(self, timeout: float = 60.0) -> EmulatedNotebook:
-        """`launch`, then `wait_ready`."""
-        self.launch(timeout)
-        return self.wait_ready(timeout)
-
-    def launch(self, timeout: float = 60.0) -> None:
-        """Run the init containers to completion, then start the container (without waiting for it)."""
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log, "ab") as log:
-            for c in self.init:
-                code = self._popen(c, log).wait(timeout)
-                if code != 0:
-                    raise EmulationError(f"init container {c.spec['name']} exited {code}:\n{self.logs()}")
-            for c in self.containers:
-                c.process = self._popen(c, log)
-
-    def wait_ready(self, timeout: float = 60.0) -> EmulatedNotebook:
-        """Wait for the container's readinessProbe; raise if it exits first."""
-        deadline = time.monotonic() + timeout
-        while not self.ready():
-            if any(c.process is not None and c.process.poll() is not None for c in self.containers):
-                raise EmulationError(f"the notebook exited before it was ready:\n{self.logs()}")
-            if time.monotonic() > deadline:
-                raise EmulationError(f"the notebook was not ready after {timeout}s:\n{self.logs()}")
-            time.sleep(0.2)
-        return self
-
-    def ready(self) -> bool:
+        super().__init__(deployment, workdir, cluster, claims, secrets, target="notebook")
+        self.build(cluster.address_table(self.namespace) if cluster is not None else {})
+        for c in self.containers:
+            c.argv = [f"{IP_FLAG}={LOOPBACK}" if a.startswith(f"{IP_FLAG}=") else a for a in c.argv]
+            if os.geteuid() == 0 and c.argv[:1] == ["jupyter-lab"]:
+                c.argv.append("--allow-root")
         probe = self.containers[0].spec["readinessProbe"]["httpGet"]
-        try:
-            with urllib.request.urlopen(f"{self.url}{probe['path']}", timeout=2) as resp:
-                return bool(200 <= resp.status < 400)
-        except (urllib.error.URLError, OSError):
-            return False
+        self.url = f"http://{LOOPBACK}:{self.local_port(probe['port'])}"
 
-    @property
-    def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
-
-    def logs(self) -> str:
-        return self.log.read_text(errors="replace")[-6000:] if self.log.exists() else ""
-
-    def stop(self) -> None:
-        stop_process_groups([c.process for c in self.containers if c.process is not None], grace=5.0)
+    launch = EmulatedPod.start  # the init containers to completion, then the container (without waiting for it)
 
     def __enter__(self) -> EmulatedNotebook:
         return self

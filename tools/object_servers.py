@@ -1,14 +1,10 @@
 """Real object-store and HTTP servers on 127.0.0.1 (tests, benches): moto's S3 server and a static HTTP file server.
 
-moto lives in its own virtualenv, `.build/moto-venv` (`make moto-venv`, or created here on first use from the
-pinned `tests/support/moto-requirements.txt`): installed into the project's environment it upgrades botocore
-past what aiobotocore (s3fs) accepts and breaks s3fs.
-
-The S3 server enforces authentication (`INITIAL_NO_AUTH_ACTION_COUNT`): the first actions (create an IAM user,
-its access key and its policy) run unauthenticated, then every request must be signed with a key moto issued,
-so a wrong secret key really fails (SignatureDoesNotMatch) instead of being accepted as moto does by default.
-
-Both servers run as processes (or a thread) that this module stops, by PID, when their context exits.
+moto lives in its own virtualenv, `.build/moto-venv` (`make moto-venv`, or made here on first use from the pinned
+`tests/support/moto-requirements.txt`): in the project's environment it upgrades botocore past what aiobotocore
+(s3fs) accepts. Its S3 server enforces authentication (`INITIAL_NO_AUTH_ACTION_COUNT`): the first actions (the IAM
+user, its key and policy) run unauthenticated, then every request must be signed with a key moto issued, so a wrong
+secret key really fails (SignatureDoesNotMatch). Both servers stop, by PID, when their context exits.
 """
 
 from __future__ import annotations
@@ -18,7 +14,6 @@ import functools
 import http.server
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -30,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.lock import PROJECT_DIR
-from tools.local_dask import stop_process_groups
+from tools.local_dask import free_port, spawn, stop_process_groups
 
 MOTO_VENV = PROJECT_DIR / ".build" / "moto-venv"
 MOTO_REQUIREMENTS = PROJECT_DIR / "tests" / "support" / "moto-requirements.txt"
@@ -56,12 +51,6 @@ s3 = boto3.client("s3", endpoint_url=endpoint, region_name=region,
 s3.create_bucket(Bucket=bucket)
 print(json.dumps({"accessKeyId": key["AccessKeyId"], "secretAccessKey": key["SecretAccessKey"]}))
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
 
 
 def ensure_moto_venv() -> Path:
@@ -113,18 +102,9 @@ def s3_server(workdir: Path, bucket: str = "lsdb-catalogs") -> Iterator[S3Server
     python = ensure_moto_venv()
     port = free_port()
     endpoint = f"http://{LOOPBACK}:{port}"
-    workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / "moto.log"
     env = {"PATH": os.environ.get("PATH", ""), "INITIAL_NO_AUTH_ACTION_COUNT": str(SETUP_ACTIONS)}
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            [str(MOTO_VENV / "bin" / "moto_server"), "-H", LOOPBACK, "-p", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-        )
+    proc = spawn([str(MOTO_VENV / "bin" / "moto_server"), "-H", LOOPBACK, "-p", str(port)], log, env)
     try:
         _wait_http(endpoint + "/moto-api/", proc, log)
         setup = subprocess.run(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -28,9 +28,8 @@ class OperatorObjects:
     cluster: dict[str, Any]  # the DaskCluster as the API server holds it (namespace and uid set)
     scheduler_deployment: dict[str, Any]
     scheduler_service: dict[str, Any]
-    worker_group: dict[str, Any]
     worker_deployments: list[dict[str, Any]]  # every group's, the default group's first
-    extra_worker_groups: list[dict[str, Any]] = field(default_factory=list)
+    extra_worker_groups: list[dict[str, Any]]  # the `worker_groups` as the cluster adopted them
 
     @property
     def deployments(self) -> list[dict[str, Any]]:
@@ -94,7 +93,6 @@ def operator_objects(
         cluster=plain(raw),
         scheduler_deployment=plain(scheduler_deployment),
         scheduler_service=plain(scheduler_service),
-        worker_group=plain(groups[0]),
         worker_deployments=[plain(d) for d in worker_deployments],
         extra_worker_groups=[plain(g) for g in groups[1:]],
     )

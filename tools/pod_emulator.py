@@ -1,26 +1,19 @@
 """Run a DaskCluster's pods as local processes, built exactly as the pinned Dask operator builds them.
 
-There is no cluster here (tests, bench/upgrade.py), so this stands in for three things:
-
-* the operator: tools/operator_objects.py derives the scheduler Deployment and Service and the worker
-  Deployments with the pinned controller's own builders;
-* the kubelet: each container of a Deployment's pod template becomes one process, with the Kubernetes `$(VAR)`
-  expansion of `command` + `args` from the container's env. The executable is looked up in the image's PATH,
-  emulated by this venv restricted to what docker/requirements.lock installs, so a command the image does not
-  have fails like the container runtime does (FileNotFoundError: `executable file not found in $PATH`);
-* the cluster network and volumes, with KNOWN local ports chosen up front: every declared `containerPort` of a
-  pod gets a free 127.0.0.1 port, passed to the Dask process the way its own CLI takes it (the value of
-  `--port`, `--dashboard-address`, `--worker-port`, `--nanny-port` that names that containerPort). A Service
-  address `<svc>.<ns>.svc.cluster.local:<port>` (or a short form) becomes `127.0.0.1:<local>` of the
-  containerPort its `targetPort` names in a pod its selector selects, so the operator's injected
-  `DASK_SCHEDULER_ADDRESS` reaches the scheduler only if the Service really exposes and selects it.
-  A `volumeMount` is a local directory (a PVC: the directory given in `claims`; an `emptyDir`: a fresh one;
-  a `secret`: its keys as files); an arg or env value that is a path at or below a mount path is mapped.
-
-Processes run in their own session, with a clean environment (the image's ENV but PYTHONDONTWRITEBYTECODE, PATH,
-HOME, then the container env). `stop()` SIGTERMs every process group, then SIGKILLs, then kills by PID any
-descendant that left its group; an `atexit` hook does the same for an interrupted run. Not emulated: Service environment
-variables, restarts on crash (call `EmulatedPod.restart()`), resource limits, securityContext, scheduling.
+No cluster here (tests, bench/upgrade.py), so this stands in for three things:
+* the operator: tools/operator_objects.py derives the Deployments and the Service with its own builders;
+* the kubelet: each container of a pod template is one process, `command` + `args` with the `$(VAR)` expansion,
+  looked up in the image's PATH (tools/emulated_image.py: a command the image lacks fails as in the container);
+* the network and volumes, with KNOWN local ports chosen up front: every `containerPort` gets a free 127.0.0.1 port,
+  passed as the value of the CLI flag that names it (LISTEN_FLAGS). A Service address (`<svc>.<ns>.svc.cluster.local:
+  <port>` or a short form) becomes 127.0.0.1 and the port its `targetPort` names in a pod its selector selects, so the
+  operator's `DASK_SCHEDULER_ADDRESS` works only if the Service really exposes and selects the scheduler. A
+  `volumeMount` is a local directory (a PVC: the one given in `claims`; an `emptyDir`: a fresh one; a `secret`: its
+  keys as files); a value that is a path at or below a mount path is mapped.
+Processes run in their own session with a clean environment (the image's ENV, PATH, HOME, then the container's);
+`stop()` SIGTERMs every process group, then SIGKILLs, then kills by PID any descendant that left its group, as an
+`atexit` hook does for an interrupted run. Not emulated: Service environment variables, restarts on crash (call
+`EmulatedPod.restart()`), resource limits, securityContext, scheduling.
 """
 
 from __future__ import annotations
@@ -37,19 +30,19 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tools.emulated_image import VENV_BIN, expand, image_dirs, image_env, resolve_executable
-from tools.local_dask import free_port, stop_process_groups
+from tools.emulated_image import TARGETS, VENV_BIN, expand, image_dirs, image_env, resolve_executable
+from tools.local_dask import free_port, spawn, stop_process_groups
 from tools.operator_objects import OperatorError, operator_objects
 
 CLUSTER_DOMAIN = "svc.cluster.local"
 LOOPBACK = "127.0.0.1"
-# The Dask CLI flags that choose a listening port: their value is a port or [host]:port.
-LISTEN_FLAGS = frozenset({"--port", "--dashboard-address", "--worker-port", "--nanny-port"})
+# The Dask CLI's (and Jupyter's) flags that choose a listening port: their value is a port or [host]:port.
+LISTEN_FLAGS = frozenset({"--port", "--dashboard-address", "--worker-port", "--nanny-port", "--ServerApp.port"})
 STOP_GRACE_SECONDS = 5.0
 
 
@@ -121,17 +114,8 @@ def map_path(value: str, mounts: Mapping[str, Path]) -> str:
 # --- pods ----------------------------------------------------------------------------------------------------
 
 
-def _start_time(pid: int) -> float | None:
-    import psutil  # type: ignore[import-untyped]
-
-    try:
-        return float(psutil.Process(pid).create_time())
-    except psutil.Error:
-        return None
-
-
 def _running(pid: int, started: float) -> bool:
-    import psutil
+    import psutil  # type: ignore[import-untyped]
 
     try:
         p = psutil.Process(pid)
@@ -150,9 +134,9 @@ class EmulatedContainer:
     spec: dict[str, Any]
     ports: dict[int, int]  # containerPort -> local port
     log_path: Path
-    argv: list[str]  # after expansion and mapping; argv[0] as the manifest names it
-    env: dict[str, str]
-    cwd: Path
+    argv: list[str] = field(default_factory=list)  # after expansion and mapping; argv[0] as the manifest names it
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path = Path()
     process: subprocess.Popen[bytes] | None = None
 
     def logs(self) -> str:
@@ -162,18 +146,120 @@ class EmulatedContainer:
             return ""
 
 
-@dataclass
 class EmulatedPod:
-    name: str
-    namespace: str
-    deployment: dict[str, Any]
-    labels: dict[str, str]
-    root: Path
-    cluster: EmulatedCluster
-    containers: list[EmulatedContainer]
-    phase: str = "Pending"
-    restarts: int = 0
-    error: BaseException | None = None
+    """One pod of a Deployment as local processes: its init containers run to completion, then its containers.
+    `cluster`, if any, tracks its processes; `target` is its image's Dockerfile target (emulated_image.TARGETS)."""
+
+    def __init__(
+        self,
+        deployment: Mapping[str, Any],
+        workdir: Path,
+        cluster: EmulatedCluster | None = None,
+        claims: Mapping[str, Path] | None = None,
+        secrets: Mapping[str, Mapping[str, str]] | None = None,
+        target: str = "lsdb",
+    ) -> None:
+        self.deployment = copy.deepcopy(dict(deployment))
+        template = self.deployment["spec"]["template"]
+        self.name = f"{self.deployment['metadata']['name']}-{uuid.uuid4().hex[:10]}-{uuid.uuid4().hex[:5]}"
+        self.namespace: str = self.deployment["metadata"]["namespace"]
+        self.labels: dict[str, str] = dict(template["metadata"].get("labels") or {})
+        self.root = Path(workdir) / "pods" / self.name
+        self.cluster = cluster
+        self.target = target
+        self.claims = {k: Path(v) for k, v in (claims or {}).items()}
+        self.secrets = {k: dict(v) for k, v in (secrets or {}).items()}
+        self.phase = "Pending"
+        self.restarts = 0
+        self.error: BaseException | None = None
+        self.init_containers = [self._container(spec) for spec in template["spec"].get("initContainers", [])]
+        self.containers = [self._container(spec) for spec in template["spec"]["containers"]]
+
+    def _container(self, spec: Mapping[str, Any]) -> EmulatedContainer:
+        ports = {int(p["containerPort"]): free_port() for p in spec.get("ports", [])}
+        return EmulatedContainer(spec["name"], copy.deepcopy(dict(spec)), ports, self.root / f"{spec['name']}.log")
+
+    # -- the kubelet's view: mounts, env, argv --
+
+    def mounts(self, container: EmulatedContainer) -> dict[str, Path]:
+        """Mount path -> local directory of each of the container's volumeMounts."""
+        volumes = {v["name"]: v for v in self.deployment["spec"]["template"]["spec"].get("volumes", [])}
+        mounts: dict[str, Path] = {}
+        for m in container.spec.get("volumeMounts", []):
+            volume = volumes.get(m["name"])
+            if volume is None:
+                raise EmulationError(f"pod {self.name}: volumeMount {m['name']!r} has no volume")
+            local = self._volume(volume, self.root / "volumes" / m["name"])
+            mounts[m["mountPath"]] = local / m["subPath"] if m.get("subPath") else local
+        return mounts
+
+    def _volume(self, volume: Mapping[str, Any], local: Path) -> Path:
+        """The local directory a pod volume stands for: a claim's directory, a Secret's files written, an emptyDir."""
+        if "persistentVolumeClaim" in volume:
+            claim = volume["persistentVolumeClaim"]["claimName"]
+            if claim not in self.claims:
+                raise EmulationError(f"pod {self.name}: no local directory for PVC {claim!r} (pass claims=)")
+            return self.claims[claim]
+        if "secret" in volume:
+            secret = volume["secret"]["secretName"]
+            if secret not in self.secrets:
+                raise EmulationError(f"pod {self.name}: no data for Secret {secret!r} (pass secrets=)")
+            local.mkdir(parents=True, exist_ok=True)
+            for key, value in self.secrets[secret].items():
+                (local / key).write_text(value)
+            return local
+        if "emptyDir" in volume:
+            local.mkdir(parents=True, exist_ok=True)
+            return local
+        raise EmulationError(f"pod {self.name}: volume {volume.get('name')!r} of this kind is not emulated: {volume}")
+
+    def _env_value(self, item: Mapping[str, Any], env: Mapping[str, str]) -> str:
+        if "value" in item:
+            return expand(str(item["value"]), env)  # earlier entries only, as the kubelet does
+        source = item.get("valueFrom") or {}
+        fields = {"metadata.name": self.name, "metadata.namespace": self.namespace, "status.podIP": LOOPBACK}
+        if "fieldRef" in source and source["fieldRef"]["fieldPath"] in fields:
+            return fields[source["fieldRef"]["fieldPath"]]
+        ref = source.get("secretKeyRef") or source.get("configMapKeyRef") or {}
+        if ref and ref.get("key") in self.secrets.get(str(ref.get("name")), {}):
+            return self.secrets[ref["name"]][ref["key"]]
+        if not source:
+            return ""
+        raise EmulationError(f"pod {self.name}: env {item['name']} from {source} is not available to the emulator")
+
+    def build(self, table: Mapping[str, str]) -> None:
+        """Each container's argv, env and working directory as the kubelet would run it, with local ports, Service
+        addresses (`table`: `EmulatedCluster.address_table`) and paths mapped in each whole value."""
+        for c in [*self.init_containers, *self.containers]:
+            # The container's filesystem: its mounts over the image's own directories (a private copy per pod) and
+            # the files its target COPYs (read from the build context).
+            mounts = self.mounts(c)
+            workdir, made = image_dirs()
+            for directory in (workdir, *made):
+                if directory not in mounts:
+                    mounts[directory] = self.root / "image" / directory.lstrip("/")
+                    mounts[directory].mkdir(parents=True, exist_ok=True)
+            self._build(c, TARGETS[self.target][1] | mounts, mounts[workdir], table)
+
+    def _build(self, c: EmulatedContainer, mounts: dict[str, Path], home: Path, table: Mapping[str, str]) -> None:
+        tmp = mounts.get("/tmp", self.root / "tmp")
+        tmp.mkdir(parents=True, exist_ok=True)
+        emulator = {"PATH": f"{VENV_BIN}:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(home), "HOSTNAME": self.name,
+                    "TMPDIR": str(tmp)}  # fmt: skip
+        # The image's packages are compiled when it is built (hence its PYTHONDONTWRITEBYTECODE=1), this virtualenv's
+        # on a first import that may write: the pods write theirs, or each pod process compiles again what no test
+        # process imports (the Dask CLI, the dashboards, s3fs).
+        env = {k: v for k, v in image_env().items() if k != "PYTHONDONTWRITEBYTECODE"} | emulator
+        for item in c.spec.get("env", []):
+            env[item["name"]] = self._env_value(item, env)
+        argv = [expand(str(a), env) for a in [*c.spec.get("command", []), *c.spec.get("args", [])]]
+        if not argv:
+            raise EmulationError(f"pod {self.name} container {c.name}: no command or args (the image has no CMD)")
+        c.env = {k: v if k in emulator else map_path(replace_names(v, table), mounts) for k, v in env.items()}
+        c.argv = _with_listen_ports([map_path(replace_names(a, table), mounts) for a in argv], c.ports)
+        c.cwd = Path(map_path(c.spec["workingDir"], mounts)) if c.spec.get("workingDir") else home
+
+    # -- lifecycle --
 
     @property
     def pids(self) -> list[int]:
@@ -182,28 +268,29 @@ class EmulatedPod:
     def alive(self) -> bool:
         return any(c.process is not None and c.process.poll() is None for c in self.containers)
 
-    def start(self) -> None:
-        """Start every container; FileNotFoundError (executable not in the image) leaves the pod Failed."""
-        for c in self.containers:
-            try:
-                executable = resolve_executable(c.argv[0])
-            except FileNotFoundError as exc:
-                self.phase, self.error = "Failed", exc
-                raise
-            c.log_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(c.log_path, "ab") as log:
-                c.process = subprocess.Popen(
-                    c.argv,
-                    executable=str(executable),
-                    env=c.env,
-                    cwd=c.cwd,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # own process group: stop() signals the whole group
-                    close_fds=True,
-                )
+    def _spawn(self, c: EmulatedContainer) -> subprocess.Popen[bytes]:
+        executable = resolve_executable(c.argv[0], self.target)
+        c.process = spawn(c.argv, c.log_path, c.env, c.cwd, executable)
+        if self.cluster is not None:
             self.cluster._track(c.process.pid)
+        return c.process
+
+    def _track_descendants(self) -> None:
+        if self.cluster is not None:
+            self.cluster._track_descendants()
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Run the init containers to completion (each within `timeout`), then start every container. An executable
+        not in the image (FileNotFoundError) or a failed init container leaves the pod Failed."""
+        try:
+            for c in self.init_containers:
+                if (code := self._spawn(c).wait(timeout)) != 0:
+                    raise EmulationError(f"pod {self.name} init container {c.name} exited {code}:\n{_tail(c.logs())}")
+            for c in self.containers:
+                self._spawn(c)
+        except (FileNotFoundError, EmulationError) as exc:
+            self.phase, self.error = "Failed", exc
+            raise
         self.phase = "Running"
 
     def wait_ready(self, timeout: float = 60.0) -> None:
@@ -211,7 +298,7 @@ class EmulatedPod:
         deadline = time.monotonic() + timeout
         for c in self.containers:
             while True:
-                self.cluster._track_descendants()
+                self._track_descendants()
                 if c.process is None or c.process.poll() is not None:
                     code = None if c.process is None else c.process.returncode
                     self.phase = "Failed"
@@ -260,7 +347,7 @@ class EmulatedPod:
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Signal every container's process group (the pod dies as with a node loss when sig is SIGKILL)."""
-        self.cluster._track_descendants()
+        self._track_descendants()
         for c in self.containers:
             if c.process is not None and c.process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -268,7 +355,7 @@ class EmulatedPod:
         self.phase = "Failed" if sig == signal.SIGKILL else self.phase
 
     def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
-        self.cluster._track_descendants()
+        self._track_descendants()
         stop_process_groups([c.process for c in self.containers if c.process is not None], grace)
         if self.phase == "Running":
             self.phase = "Succeeded"
@@ -298,31 +385,22 @@ def _stop_all() -> None:
         cluster.stop(grace=1.0)
 
 
-def local_volume(
-    volume: Mapping[str, Any],
-    local: Path,
-    claims: Mapping[str, Path],
-    secrets: Mapping[str, Mapping[str, str]],
-    where: str = "",
-) -> Path:
-    """The local directory a pod volume stands for: a claim's directory, a Secret's files written, an emptyDir."""
-    if "persistentVolumeClaim" in volume:
-        claim = volume["persistentVolumeClaim"]["claimName"]
-        if claim not in claims:
-            raise EmulationError(f"{where}no local directory for PVC {claim!r} (pass claims=)")
-        return claims[claim]
-    if "secret" in volume:
-        secret = volume["secret"]["secretName"]
-        if secret not in secrets:
-            raise EmulationError(f"{where}no data for Secret {secret!r} (pass secrets=)")
-        local.mkdir(parents=True, exist_ok=True)
-        for key, value in secrets[secret].items():
-            (local / key).write_text(value)
-        return local
-    if "emptyDir" in volume:
-        local.mkdir(parents=True, exist_ok=True)
-        return local
-    raise EmulationError(f"{where}volume {volume.get('name')!r} of this kind is not emulated: {volume}")
+def service_endpoints(
+    spec: Mapping[str, Any], port: int, pods: Iterable[EmulatedPod], namespace: str
+) -> Iterator[tuple[EmulatedPod, int]]:
+    """(pod, local port) of each pod a Service's `spec.selector` (equality only) selects in its namespace, the port
+    the Service port's `targetPort` (number or name) names there. No selector: none."""
+    entry = next((p for p in spec.get("ports", []) if int(p["port"]) == port), None)
+    selector = spec.get("selector") or {}
+    if entry is None or not selector:
+        return
+    target = entry.get("targetPort", entry["port"])
+    for pod in pods:
+        if pod.namespace == namespace and all(pod.labels.get(k) == v for k, v in selector.items()):
+            try:
+                yield pod, pod.local_port(int(target) if str(target).isdigit() else target)
+            except EmulationError:
+                continue
 
 
 class EmulatedCluster:
@@ -356,10 +434,11 @@ class EmulatedCluster:
         self._started: dict[int, float] = {}  # pid -> start time, for every process seen
         self._lock = threading.Lock()
         # Pods and their ports first (a Service address needs its endpoints), then each container's argv and env.
-        self.pods = [self._new_pod(d) for d in self.objects.deployments]
+        self.pods = [EmulatedPod(d, self.workdir, self, self.claims, self.secrets) for d in self.objects.deployments]
         for pod in self.pods:
-            for c in pod.containers:
-                self._build(pod, c, is_worker=pod is not self.pods[0])
+            pod.build(self.address_table(pod.namespace))
+        for c in (c for pod in self.worker_pods for c in pod.containers):
+            c.env |= self.worker_env
         with _LIVE_LOCK:
             _LIVE.append(self)
 
@@ -376,43 +455,16 @@ class EmulatedCluster:
         """The DASK_WORKER_NAME of each worker pod (the operator's worker Deployment names)."""
         return [d["metadata"]["name"] for d in self.objects.worker_deployments]
 
-    def _new_pod(self, deployment: dict[str, Any]) -> EmulatedPod:
-        template = deployment["spec"]["template"]
-        name = f"{deployment['metadata']['name']}-{uuid.uuid4().hex[:10]}-{uuid.uuid4().hex[:5]}"
-        root = self.workdir / "pods" / name
-        labels = dict(template["metadata"].get("labels") or {})
-        pod = EmulatedPod(name, self.namespace, copy.deepcopy(deployment), labels, root, self, [])
-        for spec in template["spec"]["containers"]:
-            ports = {int(p["containerPort"]): free_port() for p in spec.get("ports", [])}
-            log = root / f"{spec['name']}.log"
-            pod.containers.append(EmulatedContainer(spec["name"], copy.deepcopy(spec), ports, log, [], {}, root))
-        return pod
-
-    # -- addresses and paths --
-
-    def _service_local_port(self, service: Mapping[str, Any], port: int) -> int | None:
-        """Service port -> local port of the container port its targetPort names, in a pod it selects."""
-        spec = service.get("spec") or {}
-        entry = next((p for p in spec.get("ports", []) if int(p["port"]) == port), None)
-        selector = spec.get("selector") or {}
-        if entry is None or not selector:
-            return None
-        target = entry.get("targetPort", entry["port"])
-        for pod in self.pods:
-            if pod.namespace == service["metadata"].get("namespace", self.namespace) and all(
-                pod.labels.get(k) == v for k, v in selector.items()
-            ):
-                with contextlib.suppress(EmulationError):
-                    return pod.local_port(int(target) if str(target).isdigit() else target)
-        return None
-
     def address_table(self, from_namespace: str | None = None) -> dict[str, str]:
         """Every Service's names with their ports -> the local address (see `service_address_table`)."""
         table: dict[str, str] = {}
         for service in self.services:
             ns = service["metadata"].get("namespace", self.namespace)
+            # Each Service port -> the local port its targetPort names in a pod it selects (none: not mapped).
             numbers = [int(p["port"]) for p in service["spec"]["ports"]]
-            ports = {n: self._service_local_port(service, n) for n in numbers}
+            ports = {
+                n: next((p for _, p in service_endpoints(service["spec"], n, self.pods, ns)), None) for n in numbers
+            }
             table |= service_address_table(service["metadata"]["name"], ns, ports, short=from_namespace in (None, ns))
         return table
 
@@ -424,69 +476,9 @@ class EmulatedCluster:
         """A path as the pods see it -> the local path (the first pod mounting it by default)."""
         for candidate in [pod] if pod else self.pods:
             for c in candidate.containers:
-                if (mapped := map_path(path, self._mounts(candidate, c))) != path:
+                if (mapped := map_path(path, candidate.mounts(c))) != path:
                     return mapped
         return path
-
-    def _mounts(self, pod: EmulatedPod, container: EmulatedContainer) -> dict[str, Path]:
-        volumes = {v["name"]: v for v in pod.deployment["spec"]["template"]["spec"].get("volumes", [])}
-        mounts: dict[str, Path] = {}
-        for m in container.spec.get("volumeMounts", []):
-            volume = volumes.get(m["name"])
-            local = pod.root / "volumes" / m["name"]
-            if volume is None:
-                raise EmulationError(f"pod {pod.name}: volumeMount {m['name']!r} has no volume")
-            local = local_volume(volume, local, self.claims, self.secrets, f"pod {pod.name}: ")
-            mounts[m["mountPath"]] = local / m["subPath"] if m.get("subPath") else local
-        return mounts
-
-    def _env_value(self, pod: EmulatedPod, item: Mapping[str, Any], env: Mapping[str, str]) -> str:
-        if "value" in item:
-            return expand(str(item["value"]), env)  # earlier entries only, as the kubelet does
-        source = item.get("valueFrom") or {}
-        fields = {"metadata.name": pod.name, "metadata.namespace": pod.namespace, "status.podIP": LOOPBACK}
-        if "fieldRef" in source and source["fieldRef"]["fieldPath"] in fields:
-            return fields[source["fieldRef"]["fieldPath"]]
-        ref = source.get("secretKeyRef") or source.get("configMapKeyRef") or {}
-        if ref and ref.get("key") in self.secrets.get(str(ref.get("name")), {}):
-            return self.secrets[ref["name"]][ref["key"]]
-        if not source:
-            return ""
-        raise EmulationError(f"pod {pod.name}: env {item['name']} from {source} is not available to the emulator")
-
-    def _build(self, pod: EmulatedPod, c: EmulatedContainer, is_worker: bool) -> None:
-        """The container's argv, env and working directory as the kubelet would run it, with local ports, Service
-        addresses and paths mapped in each whole value."""
-        home, tmp = pod.root / "home", pod.root / "tmp"
-        for d in (home, tmp):
-            d.mkdir(parents=True, exist_ok=True)
-        emulator = {"PATH": f"{VENV_BIN}:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(home), "HOSTNAME": pod.name,
-                    "TMPDIR": str(tmp)}  # fmt: skip
-        # The image's packages are compiled when it is built (hence its PYTHONDONTWRITEBYTECODE=1), this virtualenv's
-        # on a first import that may write: the pods write theirs, or each pod process compiles again what no test
-        # process imports (the Dask CLI, the dashboards, s3fs).
-        env = {k: v for k, v in image_env().items() if k != "PYTHONDONTWRITEBYTECODE"} | emulator
-        for item in c.spec.get("env", []):
-            env[item["name"]] = self._env_value(pod, item, env)
-        argv = [expand(str(a), env) for a in [*c.spec.get("command", []), *c.spec.get("args", [])]]
-        if not argv:
-            raise EmulationError(f"pod {pod.name} container {c.name}: no command or args (the image has no CMD)")
-        # The container's filesystem: its mounts over the image's own directories (a private copy per pod).
-        mounts = self._mounts(pod, c)
-        workdir, made = image_dirs()
-        for directory in (workdir, *made):
-            if directory not in mounts:
-                mounts[directory] = home if directory == workdir else pod.root / "image" / directory.lstrip("/")
-                mounts[directory].mkdir(parents=True, exist_ok=True)
-        table = self.address_table(pod.namespace)
-
-        def mapped(value: str) -> str:
-            return map_path(replace_names(value, table), mounts)
-
-        c.env = {k: v if k in emulator else mapped(v) for k, v in env.items()}
-        c.env |= self.worker_env if is_worker else {}
-        c.argv = _with_listen_ports([mapped(a) for a in argv], c.ports)
-        c.cwd = Path(map_path(c.spec["workingDir"], mounts)) if c.spec.get("workingDir") else home
 
     # -- lifecycle --
 
@@ -549,10 +541,10 @@ class EmulatedCluster:
         raise LookupError(f"PID {pid} belongs to no emulated pod")
 
     def _track(self, pid: int) -> None:
-        started = _start_time(pid)
-        if started is not None:
-            with self._lock:
-                self._started.setdefault(pid, started)
+        import psutil
+
+        with self._lock, contextlib.suppress(psutil.Error):
+            self._started.setdefault(pid, float(psutil.Process(pid).create_time()))
 
     def _track_descendants(self) -> None:
         import psutil

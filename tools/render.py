@@ -1,21 +1,9 @@
-"""Offline render: `python -m tools.render --stack dev --out DIR`.
+"""Offline render: `python -m tools.render --stack dev --out DIR` (docs/development.md, "Offline render").
 
-Runs the real `__main__.py` under Pulumi's mock runtime (`tools.mock_runtime.run_program`) with the
-stack's `Pulumi.<stack>.yaml`, and writes every Kubernetes object `pulumi up` would create as one YAML file
-(`NN-<kind>-<name>.yaml`, in apply order), plus `summary.yaml`: the other resources (image build, Helm
-release, verification, components, providers) with their inputs, and the stack exports. A Patch resource (the
-stable Service's selector) is written last, as `NN-<kind>patch-<name>.yaml`: a Server-Side Apply patch of the
-object of that name, applied with its field manager (the file's header says how); `live_objects` merges
-patches into their objects, as the API server holds them after `pulumi up`.
-
-Nothing secret is written: `secure:` config values cannot be decrypted offline and enter the program as
-the placeholder "<redacted>" (their top-level key is marked secret, as Pulumi does), every value the
-program wraps as a Pulumi secret is written as "<redacted>", and so is every value of a Secret's
-`data`/`stringData`. The image digest comes from the mock engine (the real one is known only after the
-push). A StackReference to another stack of this project is resolved by rendering that stack first.
-
-Errors (unknown stack, invalid config) print what `pulumi up` would print, without a traceback, and
-exit non-zero. Imports stay light: no lsdb, dask or pandas.
+Runs the real `__main__.py` under Pulumi's mock runtime (`tools.mock_runtime.run_program`) and writes each
+Kubernetes object as `NN-<kind>-<name>.yaml` in apply order, a Patch resource last as `NN-<kind>patch-<name>.yaml`
+(a Server-Side Apply patch, its header says how), and `summary.yaml` (every other registration, the
+StackReferences' outputs, the exports). Nothing secret is written. Imports stay light: no lsdb, dask or pandas.
 """
 
 from __future__ import annotations
@@ -26,7 +14,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,11 +76,12 @@ def object_key(obj: Mapping[str, Any]) -> tuple[str, str, str, str]:
     return (str(obj.get("apiVersion")), str(obj.get("kind")), str(meta.get("namespace") or ""), str(meta.get("name")))
 
 
-def _merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+def merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """`target` with `patch` merged in: maps merge, anything else replaces."""
     out = dict(target)
     for key, value in patch.items():
         old = out.get(key)
-        out[key] = _merge_patch(old, value) if isinstance(value, Mapping) and isinstance(old, Mapping) else value
+        out[key] = merge_patch(old, value) if isinstance(value, Mapping) and isinstance(old, Mapping) else value
     return out
 
 
@@ -107,16 +96,15 @@ def apply_patches(objects: list[dict[str, Any]], patches: list[dict[str, Any]]) 
         if key not in live:
             raise RenderError(f"a patch of {'/'.join(key)}, which is not among the rendered objects")
         body = {k: v for k, v in patch.items() if k != "metadata"}
-        live[key] = _merge_patch(live[key], body)
+        live[key] = merge_patch(live[key], body)
     return list(live.values())
 
 
 def load_live_objects(out: Path) -> list[dict[str, Any]]:
     """The objects of a render directory (`write_render`), patches applied."""
-    entries = yaml.safe_load((out / SUMMARY_FILE).read_text())["objects"]
-    docs = {e["file"]: yaml.safe_load((out / e["file"]).read_text()) for e in entries}
-    patches = {e["file"] for e in entries if e.get("patch")}
-    return apply_patches([d for f, d in docs.items() if f not in patches], [d for f, d in docs.items() if f in patches])
+    summary = yaml.safe_load((out / SUMMARY_FILE).read_text())
+    objects = [(e["file"], yaml.safe_load((out / e["file"]).read_text())) for e in summary["objects"]]
+    return Rendered(summary["stack"], objects, summary).live_objects()
 
 
 # --- stack file -> config as Pulumi hands it to the program ---------------------------------------------------
@@ -137,21 +125,13 @@ def stack_file(stack: str, project_dir: Path = PROJECT_DIR) -> Path:
     return path
 
 
-def _redact_secure(value: Any) -> tuple[Any, bool]:
-    """Replace each `{secure: <ciphertext>}` by the placeholder; report whether there was one."""
+def _redact_secure(value: Any) -> Any:
+    """Each `{secure: <ciphertext>}` replaced by the placeholder (it cannot be decrypted offline)."""
     if isinstance(value, Mapping):
-        if set(value) == {"secure"}:
-            return REDACTED, True
-        found = False
-        out = {}
-        for k, v in value.items():
-            out[k], hit = _redact_secure(v)
-            found |= hit
-        return out, found
+        return REDACTED if set(value) == {"secure"} else {k: _redact_secure(v) for k, v in value.items()}
     if isinstance(value, list):
-        pairs = [_redact_secure(v) for v in value]
-        return [v for v, _ in pairs], any(h for _, h in pairs)
-    return value, False
+        return [_redact_secure(v) for v in value]
+    return value
 
 
 def _as_config_string(value: Any) -> str:
@@ -165,7 +145,6 @@ def _as_config_string(value: Any) -> str:
 
 def stack_config(stack: str, project_dir: Path = PROJECT_DIR) -> tuple[dict[str, str], list[str]]:
     """`<project>:<key>` -> value string, and the keys that hold a `secure:` value (project defaults applied)."""
-    project = project_name(project_dir)
     path = stack_file(stack, project_dir)
     try:
         doc = yaml.safe_load(path.read_text()) or {}
@@ -174,13 +153,15 @@ def stack_config(stack: str, project_dir: Path = PROJECT_DIR) -> tuple[dict[str,
     if not isinstance(doc, Mapping) or not isinstance(doc.get("config") or {}, Mapping):
         raise RenderError(f"{path.name}: `config:` must be a mapping of keys to values")
 
+    project_doc = yaml.safe_load((project_dir / "Pulumi.yaml").read_text()) or {}
+    project = project_doc["name"]
+
     def full(key: str) -> str:
         return key if ":" in key else f"{project}:{key}"
 
     config: dict[str, str] = {}
     secret: list[str] = []
     # Project-level defaults (Pulumi.yaml `config:`), then the stack file on top.
-    project_doc = yaml.safe_load((project_dir / "Pulumi.yaml").read_text()) or {}
     for key, spec in (project_doc.get("config") or {}).items():
         default = spec.get("default", spec.get("value")) if isinstance(spec, Mapping) else spec
         if default is not None:
@@ -188,43 +169,23 @@ def stack_config(stack: str, project_dir: Path = PROJECT_DIR) -> tuple[dict[str,
     for key, raw in (doc.get("config") or {}).items():
         if raw is None:
             continue
-        value, is_secret = _redact_secure(raw)
+        value = _redact_secure(raw)
         config[full(key)] = _as_config_string(value)
-        if is_secret:
+        if value != raw:  # a secure value inside: the top-level key is secret, as Pulumi marks it
             secret.append(full(key))
     return config, secret
 
 
 def _referenced_stacks(config: Mapping[str, str], project: str) -> set[str]:
-    """Fully qualified names of other stacks of this project mentioned in the config (StackReference targets)."""
-    found: set[str] = set()
-
-    def walk(value: Any) -> None:
-        if isinstance(value, Mapping):
-            for v in value.values():
-                walk(v)
-        elif isinstance(value, list):
-            for v in value:
-                walk(v)
-        elif isinstance(value, str):
-            m = STACK_REF.match(value)
-            if m and m.group(1) == project:
-                found.add(value)
-
-    for key, raw in config.items():
-        with contextlib.suppress(json.JSONDecodeError):
-            raw = json.loads(raw) if raw[:1] in "{[" else raw
-        walk(raw)
-        if key == f"{project}:operator" and isinstance(raw, Mapping):
-            found |= _short_from_stack(raw.get("fromStack"), project)
-    return found
-
-
-def _short_from_stack(value: Any, project: str) -> set[str]:
-    """`operator.fromStack: <stack>` names a stack of this organization and project."""
-    if isinstance(value, str) and "/" not in value:
-        return {f"{MOCK_ORGANIZATION}/{project}/{value}"}
-    return set()
+    """The stack `operator.fromStack` names (the config's one StackReference), if it is a stack of this project."""
+    try:
+        ref = json.loads(config.get(f"{project}:operator", "{}")).get("fromStack")
+    except (json.JSONDecodeError, AttributeError):
+        return set()
+    if isinstance(ref, str) and "/" not in ref:  # `<stack>`: of this organization and project
+        ref = f"{MOCK_ORGANIZATION}/{project}/{ref}"
+    match = STACK_REF.match(ref) if isinstance(ref, str) else None
+    return {ref} if match and match.group(1) == project else set()
 
 
 # --- program run -> manifests ------------------------------------------------------------------------------
@@ -241,6 +202,11 @@ def _clean(value: Any) -> Any:
     return integral(value)
 
 
+def _first(names: tuple[str, ...]) -> Any:
+    """A sort key: `names` in their order, then every other key by name."""
+    return lambda k: (names.index(k) if k in names else len(names), k)
+
+
 def _ordered(obj: dict[str, Any]) -> dict[str, Any]:
     """apiVersion, kind, metadata first; everything else sorted, so renders diff cleanly."""
 
@@ -251,18 +217,10 @@ def _ordered(obj: dict[str, Any]) -> dict[str, Any]:
             return [sort(v) for v in value]
         return value
 
-    out: dict[str, Any] = {}
-    for k in TOP_KEYS:
-        if k in obj:
-            out[k] = sort(obj[k])
-    for k in sorted(obj):
-        if k not in out:
-            out[k] = sort(obj[k])
+    out = {k: sort(obj[k]) for k in sorted(obj, key=_first(TOP_KEYS))}
     meta = out.get("metadata")
     if isinstance(meta, dict):
-        out["metadata"] = {k: meta[k] for k in METADATA_KEYS if k in meta} | {
-            k: meta[k] for k in meta if k not in METADATA_KEYS
-        }
+        out["metadata"] = {k: meta[k] for k in sorted(meta, key=_first(METADATA_KEYS))}
     return out
 
 
@@ -274,10 +232,6 @@ def _redact_secret_object(obj: dict[str, Any], inputs: Mapping[str, Any]) -> dic
         values = inputs.get(section)  # secrets already unwrapped by the recorder: the keys are the Secret's keys
         obj[section] = dict.fromkeys(values, REDACTED) if isinstance(values, Mapping) else REDACTED
     return obj
-
-
-def is_kubernetes_object(typ: str, inputs: Mapping[str, Any]) -> bool:
-    return typ.startswith("kubernetes:") and "apiVersion" in inputs and "kind" in inputs
 
 
 def is_patch(typ: str) -> bool:
@@ -297,16 +251,15 @@ def _short(urn: str) -> str:
     return f"{parts[2].rsplit('$', 1)[-1]}::{parts[3]}"
 
 
-def _resource_summary(reg: Any, names_by_urn: Mapping[str, str]) -> dict[str, Any]:
+def _resource_summary(reg: Any) -> dict[str, Any]:
     entry: dict[str, Any] = {"type": reg.type, "name": reg.name}
     if reg.parent:
         entry["parent"] = _short(reg.parent)
     inputs = {k: v for k, v in _clean(reg.raw_inputs).items() if not k.startswith("__")}
     if inputs:
         entry["inputs"] = _ordered(inputs)
-    deps = [names_by_urn.get(d, _short(d)) for d in reg.dependencies]
-    if deps:
-        entry["dependsOn"] = deps
+    if reg.dependencies:
+        entry["dependsOn"] = [_short(d) for d in reg.dependencies]
     return entry
 
 
@@ -369,11 +322,10 @@ def render_stack(
         assumptions.append(
             f"{', '.join(dynamic)}: dynamic providers run only during `pulumi up`; their outputs are empty here"
         )
-    names_by_urn = {r.urn: f"{_short(r.urn)}" for r in run.resources}
     objects: list[tuple[tuple[Any, ...], Any, dict[str, Any]]] = []
     others: list[dict[str, Any]] = []
     for reg in run.resources:
-        if is_kubernetes_object(reg.type, reg.inputs):
+        if reg.type.startswith("kubernetes:") and "apiVersion" in reg.inputs and "kind" in reg.inputs:
             obj = _clean(reg.raw_inputs)
             if obj.get("kind") == "Secret":
                 obj = _redact_secret_object(obj, reg.inputs)
@@ -382,7 +334,7 @@ def render_stack(
             key = (rank, obj["kind"], meta.get("namespace") or "", meta.get("name"))
             objects.append((key, reg, _ordered(obj)))
         else:
-            others.append(_resource_summary(reg, names_by_urn))
+            others.append(_resource_summary(reg))
     # Registration order depends on async scheduling: sort by kind rank, then name, so renders are stable.
     objects.sort(key=lambda t: t[0])
 
@@ -401,9 +353,8 @@ def render_stack(
         if meta.get("namespace"):
             entry["namespace"] = meta["namespace"]
         entry["pulumi"] = {"type": reg.type, "name": reg.name, "parent": _short(reg.parent)}
-        deps = [names_by_urn.get(d, _short(d)) for d in reg.dependencies]
-        if deps:
-            entry["pulumi"]["dependsOn"] = deps
+        if reg.dependencies:
+            entry["pulumi"]["dependsOn"] = [_short(d) for d in reg.dependencies]
         index_entries.append(entry)
 
     rendered.summary = {
@@ -485,13 +436,6 @@ def _parse_stack_output(text: str) -> tuple[str, dict[str, Any]]:
     return name, outputs
 
 
-@contextlib.contextmanager
-def _quiet_stdout() -> Iterator[None]:
-    """The program may print (pulumi.log under mocks goes to stdout); keep the CLI's own output clean."""
-    with contextlib.redirect_stdout(sys.stderr):
-        yield
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools.render",
@@ -520,18 +464,16 @@ def main(argv: list[str] | None = None) -> int:
 
     out = args.out or PROJECT_DIR / "render" / args.stack
     try:
-        with _quiet_stdout():
+        with contextlib.redirect_stdout(sys.stderr):  # pulumi.log under mocks prints: keep our output clean
             rendered = render_stack(args.stack, args.stack_dir, stack_outputs=dict(args.stack_output))
-    except (RenderError, ConfigError) as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     except Exception as exc:
         if args.debug:
             raise
-        print(f"error: the program failed for stack {args.stack}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        print("(run again with --debug for the traceback)", file=sys.stderr)
+        if isinstance(exc, RenderError | ConfigError):  # what `pulumi up` would print
+            print(f"error: {exc}", file=sys.stderr)
+        else:
+            print(f"error: the program failed for stack {args.stack}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            print("(run again with --debug for the traceback)", file=sys.stderr)
         return 1
     written = write_render(rendered, out)
     print(f"rendered stack {args.stack}: {len(rendered.objects)} Kubernetes objects and {SUMMARY_FILE} in {out}")

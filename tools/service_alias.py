@@ -1,25 +1,15 @@
-"""A Kubernetes Service's ClusterIP, emulated as local TCP ports that follow the Service's selector.
+"""A Kubernetes Service's ClusterIP as local TCP ports that follow the Service's selector, as kube-proxy does.
 
-For the upgrade tests and bench/upgrade.py. `EmulatedCluster.map_address` resolves a Service name once, to the pod
-it selects when the address is mapped; that is enough for pods that never outlive their Service's selection. A
-Service whose selector changes while clients use it (the stable `<cluster.name>-scheduler` of a blue/green upgrade)
-needs what kube-proxy does instead:
-
-* each Service port gets one local listening port (`alias.local_port(8786)`), fixed for the alias' lifetime, as
-  the ClusterIP is;
-* each NEW connection goes to a Ready endpoint the selector matches at that moment, among the pods of the
-  emulated clusters the alias watches (`alias.clusters`, a list you may append to): labels match the selector, the
-  pod runs, and its containers' readinessProbes pass (Kubernetes lists only Ready pods as endpoints). The port
-  is the Service port's `targetPort` (number or name) in that pod;
-* established connections stay on the endpoint they were opened to (conntrack) until either side closes;
-  a connection to a pod that stops is closed with it;
-* no Ready endpoint: the connection is reset (kube-proxy REJECTs a Service without endpoints);
-* `apply(service)` replaces the Service (new selector, same name and ports), as `kubectl apply` / Pulumi's
-  update of the Service does; `start()` later than creation emulates a Service that appears later (before
-  that, connecting is refused, as an unresolvable name fails).
-
-`alias.map_address(text)` rewrites `<svc>.<ns>.svc.cluster.local:<port>` (and the short forms) to the alias ports.
-Counters: `accepted`, `reset_no_endpoint`, and `routed` (pod name -> connections) tell what the alias did.
+For the upgrade tests and bench/upgrade.py: `EmulatedCluster.map_address` resolves a Service name once, which is
+not enough for the stable `<cluster.name>-scheduler`, whose selector changes while clients use it.
+* Each Service port gets one local port (`local_port(8786)`), fixed for the alias' lifetime, as the ClusterIP is.
+* Each NEW connection goes to a Ready endpoint the selector matches at that moment (labels match, the pod runs, its
+  readinessProbes pass), among the pods of `alias.clusters` (a list you may append to), on the `targetPort`;
+  established ones stay where they were opened (conntrack) and close with their pod; no endpoint: reset (kube-proxy
+  REJECTs).
+* `apply(service)` replaces the Service (new selector, same name and ports); `start()` after creation is a Service
+  that appears later (connecting is refused before). `map_address(text)` rewrites its addresses to the alias ports.
+Counters: `reset_no_endpoint`, and `routed` (pod name -> connections).
 """
 
 from __future__ import annotations
@@ -38,6 +28,7 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import Future
 from typing import Any
 
+from tools.forward import relay
 from tools.local_dask import free_port
 from tools.pod_emulator import (
     LOOPBACK,
@@ -46,15 +37,10 @@ from tools.pod_emulator import (
     EmulationError,
     replace_names,
     service_address_table,
+    service_endpoints,
 )
 
 READY_CACHE_SECONDS = 0.25  # a readiness result is reused this long (Kubernetes' probes run every periodSeconds)
-PUMP_CHUNK = 65536
-
-
-def selects(selector: Mapping[str, str], pod: EmulatedPod, namespace: str) -> bool:
-    """A Service selector (`spec.selector`, equality only) selects this pod: same namespace, every label equal."""
-    return bool(selector) and pod.namespace == namespace and all(pod.labels.get(k) == v for k, v in selector.items())
 
 
 class ServiceAlias:
@@ -66,7 +52,6 @@ class ServiceAlias:
         self.namespace: str = self.service["metadata"].get("namespace", "default")
         self.clusters: list[EmulatedCluster] = list(clusters)
         self.ports: dict[int, int] = {int(p["port"]): free_port() for p in self.service["spec"]["ports"]}
-        self.accepted = 0
         self.reset_no_endpoint = 0
         self.routed: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -91,16 +76,8 @@ class ServiceAlias:
         with self._lock:
             self.service = new
 
-    @property
-    def selector(self) -> dict[str, str]:
-        with self._lock:
-            return dict(self.service["spec"].get("selector") or {})
-
     def local_port(self, port: int) -> int:
         return self.ports[int(port)]
-
-    def address(self, port: int, scheme: str = "tcp") -> str:
-        return f"{scheme}://{LOOPBACK}:{self.local_port(port)}"
 
     def map_address(self, text: str) -> str:
         """`<svc>.<ns>.svc.cluster.local[:port]` (and `<svc>[.<ns>[.svc]]:port`) -> the alias' local address."""
@@ -121,18 +98,8 @@ class ServiceAlias:
         """(pod, local port) of every Ready pod the selector matches now, for the Service port `port`."""
         with self._lock:
             spec = copy.deepcopy(self.service["spec"])
-        entry = next(p for p in spec["ports"] if int(p["port"]) == int(port))
-        target = entry.get("targetPort", entry["port"])
-        target = int(target) if str(target).isdigit() else target
-        selector = spec.get("selector") or {}
-        found = []
-        for cluster in list(self.clusters):
-            for pod in cluster.pods:
-                if not selects(selector, pod, self.namespace) or not self._is_ready(pod):
-                    continue
-                with contextlib.suppress(EmulationError):
-                    found.append((pod, pod.local_port(target)))
-        return found
+        pods = [pod for cluster in list(self.clusters) for pod in cluster.pods]
+        return [(pod, n) for pod, n in service_endpoints(spec, port, pods, self.namespace) if self._is_ready(pod)]
 
     # -- the proxy --
 
@@ -155,7 +122,6 @@ class ServiceAlias:
             self._servers.append(server)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int) -> None:
-        self.accepted += 1
         endpoints = await asyncio.to_thread(self.endpoints, port)
         if not endpoints:
             self.reset_no_endpoint += 1
@@ -170,11 +136,9 @@ class ServiceAlias:
         self.routed[pod.name] += 1
         self._writers.update((writer, up_writer))
         try:
-            await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer))
+            await relay((reader, writer), (up_reader, up_writer))  # until either side closes (a pod's stop included)
         finally:
-            for w in (writer, up_writer):
-                self._writers.discard(w)
-                w.close()
+            self._writers -= {writer, up_writer}
 
     def close(self) -> None:
         """Stop listening and close every proxied connection."""
@@ -201,18 +165,6 @@ class ServiceAlias:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Copy one direction until EOF or an error, then half-close (or close) the other side."""
-    try:
-        while data := await reader.read(PUMP_CHUNK):
-            writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
-    except (OSError, ConnectionError):
-        writer.close()
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:

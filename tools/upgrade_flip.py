@@ -1,22 +1,14 @@
 """A blue/green upgrade of the rendered cluster, emulated: what tests/test_upgrade_e2e.py checks and
-bench/upgrade.py measures, so both exercise the same steps.
-
-* `render_stack(stack, out, cluster=...)` renders (as `python -m tools.render` does, in this process) a copy of
-  the stack file whose `lsdb-k8s:cluster` section is changed (a config change, as a user makes it), and returns
-  the DaskCluster, the stable Service as it lives after `pulumi up` (its selector patch applied) and the
-  verification's inputs.
-* `EndpointProbe` opens a NEW Dask comm to an address at a fixed rate (bounded in count and time), one attempt
-  each: TCP connect, Dask handshake, `identity`. It records which scheduler answered (its id) or why it failed.
-  `failed` counts failed probes; `unavailable_seconds` is the longest span between a success and the next
-  success that has failures in it (0 when nothing failed).
-* `start_cluster(...)` starts an `EmulatedCluster` on the shared catalog claim, optionally after a delay.
+bench/upgrade.py measures, so both exercise the same steps: `render_stack` (a config change rendered),
+`start_cluster` (its pods as processes on the shared catalog claim), `EndpointProbe` (new Dask comms to the stable
+address at a fixed rate: which scheduler answered, or why not).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
+import math
 import sys
 import threading
 import time
@@ -29,7 +21,7 @@ import yaml
 
 from components.lock import PROJECT_DIR
 from tools.pod_emulator import EmulatedCluster
-from tools.render import load_live_objects, write_render
+from tools.render import merge_patch, write_render
 from tools.render import render_stack as render_stack_objects
 
 VERIFICATION_TYPE = "pulumi-python:dynamic/lsdb:Verification"
@@ -58,13 +50,6 @@ class Rendered:
         return dict(found["inputs"])
 
 
-def _merge(base: dict[str, Any], change: Mapping[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in change.items():
-        out[key] = _merge(out.get(key) or {}, value) if isinstance(value, Mapping) else value
-    return out
-
-
 def render_stack(stack: str, out: Path, cluster: Mapping[str, Any] | None = None) -> Rendered:
     """What `python -m tools.render --stack <stack>` writes, with `cluster` merged into the stack's
     `lsdb-k8s:cluster` config (rendered in this process)."""
@@ -72,25 +57,24 @@ def render_stack(stack: str, out: Path, cluster: Mapping[str, Any] | None = None
     stack_dir.mkdir(parents=True, exist_ok=True)
     (stack_dir / "Pulumi.yaml").write_text((PROJECT_DIR / "Pulumi.yaml").read_text())
     doc = yaml.safe_load((PROJECT_DIR / f"Pulumi.{stack}.yaml").read_text())
-    doc["config"]["lsdb-k8s:cluster"] = _merge(doc["config"].get("lsdb-k8s:cluster") or {}, cluster or {})
+    doc["config"]["lsdb-k8s:cluster"] = merge_patch(doc["config"].get("lsdb-k8s:cluster") or {}, cluster or {})
     (stack_dir / f"Pulumi.{stack}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     with contextlib.redirect_stdout(sys.stderr):  # the program may print under mocks
-        write_render(render_stack_objects(stack, stack_dir), out)
-    docs = load_live_objects(out)  # the stable Service with its selector patch applied, as it lives after `up`
+        rendered = render_stack_objects(stack, stack_dir)
+    write_render(rendered, out)
+    docs = rendered.live_objects()  # the stable Service with its selector patch applied, as it lives after `up`
     (daskcluster,) = [d for d in docs if d["kind"] == "DaskCluster"]
     (stable,) = [d for d in docs if d["kind"] == "Service"]
-    (service,) = [yaml.safe_load(p.read_text()) for p in sorted(out.glob("[0-9]*-service-*.yaml"))]
-    return Rendered(daskcluster, stable, yaml.safe_load((out / "summary.yaml").read_text()), service)
+    (service,) = [o for f, o in rendered.objects if o["kind"] == "Service" and f not in rendered.patch_files]
+    return Rendered(daskcluster, stable, rendered.summary, service)
 
 
 def start_cluster(
-    manifest: Mapping[str, Any], workdir: Path, claim: Path, *, delay: float = 0.0, timeout: float = 120.0
+    manifest: Mapping[str, Any], workdir: Path, claim: Path, *, timeout: float = 120.0
 ) -> EmulatedCluster:
-    """The DaskCluster's pods as processes on the catalog claim; the scheduler pod starts after `delay` seconds."""
+    """The DaskCluster's pods as processes on the catalog claim, its workers registered."""
     cluster = EmulatedCluster(manifest, workdir, claims={CATALOG_CLAIM: claim})
     try:
-        if delay:
-            time.sleep(delay)
         cluster.start(timeout=timeout)
         cluster.wait_for_workers(timeout=timeout)
     except BaseException:
@@ -110,7 +94,8 @@ class Probe:
 
 @dataclass
 class EndpointProbe:
-    """New connections to `address` every `interval` s, each with one attempt bounded by `timeout` (see module)."""
+    """A new Dask comm to `address` every `interval` s (bounded in count and time), one attempt each within `timeout`:
+    TCP connect, handshake, `identity`."""
 
     address: str
     interval: float = 0.05
@@ -173,19 +158,21 @@ class EndpointProbe:
 
     # -- figures --
 
-    def window(self, start: float | None = None, end: float | None = None) -> list[Probe]:
-        return [p for p in self.probes if (start is None or p.started >= start) and (end is None or p.started <= end)]
+    def window(self, start: float = -math.inf) -> list[Probe]:
+        """The probes started at or after `start`."""
+        return [p for p in self.probes if p.started >= start]
 
-    def failed(self, start: float | None = None, end: float | None = None) -> int:
-        return sum(not p.ok for p in self.window(start, end))
+    def failed(self, start: float = -math.inf) -> int:
+        return sum(not p.ok for p in self.window(start))
 
-    def unavailable_seconds(self, start: float | None = None, end: float | None = None) -> float:
+    def unavailable_seconds(self) -> float:
         """Longest time from the end of a successful probe to the end of the next successful one, over spans that
         contain failed probes (0.0 when every probe succeeded)."""
         worst = 0.0
         last_ok: float | None = None
         failed_since = False
-        for p in self.window(start, end):
+        probes = self.window()  # a copy: the probe thread appends
+        for p in probes:
             if p.ok:
                 if failed_since and last_ok is not None:
                     worst = max(worst, p.ended - last_ok)
@@ -193,19 +180,19 @@ class EndpointProbe:
             else:
                 failed_since = True
         if failed_since and last_ok is not None:  # still failing at the end of the window
-            worst = max(worst, self.window(start, end)[-1].ended - last_ok)
+            worst = max(worst, probes[-1].ended - last_ok)
         return worst
 
-    def served_by(self, start: float | None = None, end: float | None = None) -> list[str]:
+    def served_by(self, start: float = -math.inf) -> list[str]:
         """The scheduler ids that answered, in order, consecutive repeats collapsed."""
         out: list[str] = []
-        for p in self.window(start, end):
+        for p in self.window(start):
             if p.ok and p.scheduler_id and (not out or out[-1] != p.scheduler_id):
                 out.append(p.scheduler_id)
         return out
 
-    def errors(self, start: float | None = None, end: float | None = None) -> list[str]:
-        return [p.error or "" for p in self.window(start, end) if not p.ok]
+    def errors(self) -> list[str]:
+        return [p.error or "" for p in self.window() if not p.ok]
 
 
 def scheduler_id(address: str, timeout: float = 10.0) -> str:
