@@ -5,9 +5,6 @@ remove the operator while a DaskCluster or DaskAutoscaler exists."""
 
 from __future__ import annotations
 
-import copy
-import functools
-import importlib.util
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,9 +17,9 @@ from components.cluster import CONTAINER_SECURITY_CONTEXT
 from components.config import OperatorConfig
 from components.constants import LABELS, POD_SECURITY_LABELS
 from components.lock import PROJECT_DIR, locked_version, same_version
+from components.operator_chart import CHART_NAME, crd_manifests, packaged_chart_dir
 from components.operator_guard import OperatorGuard
 
-CHART_NAME = "dask-kubernetes-operator"
 CHART_REPOSITORY = "https://helm.dask.org"
 RELEASE_NAME = "dask-operator"
 OPERATOR_IMAGE = "ghcr.io/dask/dask-kubernetes-operator"
@@ -31,28 +28,6 @@ OPERATOR_IMAGE = "ghcr.io/dask/dask-kubernetes-operator"
 def operator_version() -> str:
     """Chart version and operator image tag: the dask-kubernetes version in the lock."""
     return locked_version("dask-kubernetes")
-
-
-def packaged_chart_dir() -> Path:
-    """The chart shipped inside the installed dask-kubernetes wheel (found without importing it)."""
-    spec = importlib.util.find_spec("dask_kubernetes")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("dask-kubernetes is not installed: run `make venv` (it installs docker/requirements.lock)")
-    return Path(spec.submodule_search_locations[0]) / "operator" / "deployment" / "helm" / CHART_NAME
-
-
-def crd_manifests(chart_dir: Path | None = None) -> list[dict[str, Any]]:
-    """The four CRDs (DaskCluster, DaskWorkerGroup, DaskJob, DaskAutoscaler), sorted by name."""
-    return copy.deepcopy(_read_crds(chart_dir or packaged_chart_dir()))
-
-
-@functools.cache
-def _read_crds(chart_dir: Path) -> list[dict[str, Any]]:
-    # The CRD schemas are large: the C loader (when PyYAML has it) keeps program evaluation fast.
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    docs = [yaml.load(p.read_text(), Loader=loader) for p in sorted((chart_dir / "crds").glob("*.yaml"))]
-    crds = [d for d in docs if d and d.get("kind") == "CustomResourceDefinition"]
-    return sorted(crds, key=lambda d: d["metadata"]["name"])
 
 
 # The restricted Pod Security Standard under the chart's own values keys (its default pod context is `{}`).

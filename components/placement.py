@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from components.constants import APP_NAME_LABEL, COMPONENT_LABEL, GROUP_LABEL
+from components.operator_chart import crd_manifests
 
 HOSTNAME_TOPOLOGY = "kubernetes.io/hostname"
 # The oldest Kubernetes the guide supports; placement written for it is valid on every newer version.
@@ -144,8 +145,6 @@ def placement_problems(fields: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
 def crd_pod_spec(kind: str, pod: str) -> dict[str, Any]:
     """The structural schema of `spec.<pod>.spec` (`worker`, `scheduler`) in the pinned CRD of `kind` (read lazily:
     only stacks that set a placement pay ~0.2 s)."""
-    from components.dask_operator import crd_manifests  # the one reader of the chart's crds/ (YAML, no kopf/kr8s)
-
     crd = next(c for c in crd_manifests() if c["spec"]["names"]["kind"] == kind)
     version = next(v for v in crd["spec"]["versions"] if v["storage"])
     return dict(version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"][pod]["properties"]["spec"])

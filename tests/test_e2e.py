@@ -331,7 +331,7 @@ def test_guide_manifest_pods_fail_with_command_not_found(tmp_path: Path) -> None
     `dask-worker` are not in an image of the locked distributed (`dask scheduler`/`dask worker` are)."""
     import jsonschema
 
-    from components.dask_operator import crd_manifests
+    from components.operator_chart import crd_manifests
 
     docs = [d for d in yaml.safe_load_all(GUIDE_FIXTURE.read_text()) if d]
     (manifest,) = [d for d in docs if d["kind"] == "DaskCluster"]

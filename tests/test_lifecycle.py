@@ -20,12 +20,9 @@ from components.constants import (
     max_cluster_name_length,
     scheduler_service_name,
 )
-from components.dask_operator import (
-    OPERATOR_CONTAINER_SECURITY_CONTEXT,
-    OPERATOR_POD_SECURITY_CONTEXT,
-    packaged_chart_dir,
-)
+from components.dask_operator import OPERATOR_CONTAINER_SECURITY_CONTEXT, OPERATOR_POD_SECURITY_CONTEXT
 from components.lock import DOCKERFILE_PATH, PROJECT_DIR, base_image
+from components.operator_chart import packaged_chart_dir
 from tests.program_helpers import OPERATOR_INSTALLED, live_objects, manifest, run_with, shipped_stack
 from tools.mock_runtime import ProgramRun, Registered
 from tools.relock import pin_base_image

@@ -13,12 +13,12 @@ import pytest
 import yaml
 
 from components.config import ConfigError, parse_stack_config
-from components.dask_operator import packaged_chart_dir
 from components.monitoring import (
     chart_monitoring_values,
     dashboard_json,
     verification_markdown,
 )
+from components.operator_chart import packaged_chart_dir
 from tests.program_helpers import OPERATOR_INSTALLED, dask_cluster, manifest, run_with
 from tests.support.dashboard import dashboard_metric_names
 

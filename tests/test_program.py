@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from components.cluster import SCHEDULER_HTTP_ROUTES
-from components.dask_operator import CHART_NAME, operator_version, prepare_packaged_chart
+from components.dask_operator import operator_version, prepare_packaged_chart
 from components.lock import locked_version
+from components.operator_chart import CHART_NAME
 from components.verification.query import OUTPUT_KEYS
 from components.verification.resource import CLUSTER_RERUN_KEYS
 from tests.program_helpers import OPERATOR_INSTALLED, dask_cluster, manifest, run_stack, run_with, shipped_stack

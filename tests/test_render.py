@@ -23,8 +23,9 @@ import yaml
 from kubernetes_validate.utils import latest_version
 
 from components.config import ConfigError, parse_stack_config
-from components.dask_operator import crd_manifests, operator_version
+from components.dask_operator import operator_version
 from components.lock import PROJECT_DIR
+from components.operator_chart import crd_manifests
 from tools.render import (
     KIND_ORDER,
     OTHER_KIND,

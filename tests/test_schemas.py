@@ -19,8 +19,8 @@ import pytest
 import yaml
 from kubernetes_validate.utils import latest_version
 
-from components.dask_operator import crd_manifests
 from components.lock import PROJECT_DIR
+from components.operator_chart import crd_manifests
 from tests.program_helpers import OPERATOR_INSTALLED, kubernetes_objects, live_objects, run_with, shipped_stack
 from tests.support import schema_check
 
