@@ -204,6 +204,13 @@ class SecurityConfig(Section):
     starts with them; clients need the new `clientTls`. Certificates also rotate on their own schedule
     (docs/security.md)."""
 
+    def problems(self) -> Iterator[InitErrorDetails]:
+        if not self.egress_cidrs:  # a NetworkPolicy peer list that is empty lets every address in
+            yield problem(
+                "egressCidrs", [], "is empty, and a NetworkPolicy rule without address blocks allows every address",
+                "list the address blocks of the object store and the catalog sources (0.0.0.0/0 allows any)",
+            )  # fmt: skip
+
     @classmethod
     def prepare(cls, value: dict[str, Any]) -> dict[str, Any]:
         if "metricsNamespaces" in value:
