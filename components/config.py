@@ -204,13 +204,6 @@ class SecurityConfig(Section):
     starts with them; clients need the new `clientTls`. Certificates also rotate on their own schedule
     (docs/security.md)."""
 
-    def problems(self) -> Iterator[InitErrorDetails]:
-        if not self.egress_cidrs:  # a NetworkPolicy peer list that is empty lets every address in
-            yield problem(
-                "egressCidrs", [], "is empty, and a NetworkPolicy rule without address blocks allows every address",
-                "list the address blocks of the object store and the catalog sources (0.0.0.0/0 allows any)",
-            )  # fmt: skip
-
     @classmethod
     def prepare(cls, value: dict[str, Any]) -> dict[str, Any]:
         if "metricsNamespaces" in value:
@@ -316,6 +309,7 @@ class StackConfig(Section):
             )  # fmt: skip
         yield from provisioning_problems(self.catalogs, storage, job_node_selector(cluster))
         yield from _idle_timeout_outlasts_the_check(cluster, self.verify)
+        yield from _egress_rule_problems(self.security, storage, self.catalogs)
         given = {type(self).model_fields[name].alias or name for name in self.model_fields_set}
         for key in sorted(given - set(PLATFORM_KEYS)) if self.is_platform else ():
             yield problem(
@@ -428,6 +422,28 @@ def _idle_timeout_outlasts_the_check(cluster: ClusterConfig, verify: VerifyConfi
         f"set cluster.idleTimeoutSeconds to at least {math.ceil(deadline)} (an hour or more for interactive use), "
         "0 (never), or lower verify.timeoutSeconds",
     )  # fmt: skip
+
+
+def _egress_rule_problems(
+    security: SecurityConfig, storage: StorageConfig, catalogs: Mapping[str, CatalogConfig]
+) -> Iterator[InitErrorDetails]:
+    # Kubernetes reads an empty `to` or `ports` of a NetworkPolicy rule as every address or port: refused where the
+    # object-store rule (objectStore storage) or a copy Job's rule (`catalogs`; https sources use their URL's port)
+    # is rendered, harmless elsewhere.
+    object_store = isinstance(storage, ObjectStoreStorage)
+    if not security.network_policy or not (object_store or catalogs):
+        return
+    if not security.egress_cidrs:
+        yield problem(
+            "security.egressCidrs", [], "is empty, and a NetworkPolicy egress rule without address blocks lets the "
+            "pods reach every address", "list the address blocks of the object store and the catalog sources "
+            "(0.0.0.0/0 allows any)",
+        )  # fmt: skip
+    if not security.egress_ports and (object_store or any(c.scheme != "https" for c in catalogs.values())):
+        yield problem(
+            "security.egressPorts", [], "is empty, and a NetworkPolicy egress rule without ports lets the pods "
+            "reach every port", "list the TCP ports of the object store and the catalog sources (e.g. 443)",
+        )  # fmt: skip
 
 
 def parse_stack_config(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozenset()) -> StackConfig:

@@ -195,7 +195,7 @@ def network_policy_manifest(config: StackConfig) -> dict[str, Any] | None:
     ports = [SCHEDULER_PORT_NAME, *([DASHBOARD_PORT_NAME] if config.notebook.dashboard else [])]
     scheduler = {"podSelector": cluster_pods(cluster_name, "scheduler")}
     egress = [dns_egress(), {"to": [scheduler], "ports": [{"protocol": "TCP", "port": p} for p in ports]}]
-    if storage.kind == "objectStore" and security.egress_cidrs:
+    if storage.kind == "objectStore":  # a non-empty egressCidrs (config.py refuses an empty one here)
         egress.append(ip_egress(security.egress_cidrs, security.egress_ports))
     if storage.identity is not None and storage.identity[0] == "gcp":
         egress.append(gke_metadata_egress())

@@ -167,6 +167,29 @@ def test_the_cluster_outlives_its_post_deploy_check() -> None:
         assert accepted(cluster={"idleTimeoutSeconds": idle}, verify=OFF).cluster.idle_timeout_seconds == idle
 
 
+def test_no_egress_rule_opens_every_address_or_port() -> None:
+    # Kubernetes reads an empty `to` or `ports` as every address or port: refused where such a rule is rendered.
+    store = {"kind": "objectStore", "objectStore": {"url": "s3://b/c"}}
+    empty = {"egressCidrs": [], "egressPorts": []}
+    assert problems(storage=store, security=empty, verify=OFF) == [
+        "security.egressCidrs = []: is empty, and a NetworkPolicy egress rule without address blocks lets the pods "
+        "reach every address. Fix: list the address blocks of the object store and the catalog sources (0.0.0.0/0 "
+        "allows any)",
+        "security.egressPorts = []: is empty, and a NetworkPolicy egress rule without ports lets the pods reach "
+        "every port. Fix: list the TCP ports of the object store and the catalog sources (e.g. 443)",
+    ]
+    s3, https = {"source": "s3://survey/gaia"}, {"source": "https://data.example/hats/ztf"}
+    pvc = {"kind": "pvc"}
+    keys = lambda **raw: [p.split(" = ")[0] for p in problems(storage=pvc, **raw)]  # noqa: E731
+    assert keys(catalogs={"gaia": s3}, security=empty) == ["security.egressCidrs", "security.egressPorts"]
+    # An https source is reached on its URL's port: the ports may be empty.
+    assert keys(catalogs={"ztf": https}, security=empty) == ["security.egressCidrs"]
+    # Without NetworkPolicies, or with storage the node mounts and nothing to copy, the lists are not read.
+    for raw in ({"storage": store, "security": {**empty, "networkPolicy": False}}, {"security": empty}):
+        assert accepted(**raw, verify=OFF).security.egress_cidrs == []
+    assert accepted(storage=pvc, catalogs={"ztf": https}, security={"egressPorts": []}).security.egress_ports == []
+
+
 def test_the_program_reads_its_config_and_secrets_through_pulumi() -> None:
     read: dict[str, Any] = {}
 

@@ -150,13 +150,6 @@ def test_address_blocks_and_ports() -> None:
         "egressPorts.0 = 0: is not a TCP port. Fix: use a port between 1 and 65535",
         "egressPorts.1 = 65536: is not a TCP port. Fix: use a port between 1 and 65535",
     ]
-    # An empty list would render `to: []`, which Kubernetes reads as every address (the notebook's policy read it as
-    # none): refused, in either spelling.
-    for empty in ([], ""):
-        assert problems(SecurityConfig, {"egressCidrs": empty}) == [
-            "egressCidrs = []: is empty, and a NetworkPolicy rule without address blocks allows every address. "
-            "Fix: list the address blocks of the object store and the catalog sources (0.0.0.0/0 allows any)"
-        ]
 
 
 def test_secrets_are_pulumi_secrets_under_their_own_top_level_key() -> None:
