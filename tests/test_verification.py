@@ -505,6 +505,21 @@ def test_cli_failure_exits_1_with_the_stage() -> None:
     assert "kubectl get svc <cluster>-scheduler -n <namespace>" in proc.stderr  # names unknown: placeholders
 
 
+def test_the_cli_silences_distributed_once_it_is_loaded() -> None:
+    # distributed sets its loggers' levels when first imported; the check imports it after the CLI set the level
+    # (the config stage fails here, before any import: the import afterwards stands for the check's).
+    code = (
+        "import logging, distributed.comm.core; from components.verification.cli import main; "
+        "main(['--scheduler', 'tcp://127.0.0.1:1', '--catalog', '/x', '--ra', '0', '--dec', '95', "
+        "'--radius-arcsec', '1']); import distributed; print(logging.getLogger('distributed').level)"
+    )
+    fresh = [sys.executable, "-c", code.replace("import logging, distributed.comm.core;", "import logging;")]
+    for command in (fresh, [sys.executable, "-c", code]):
+        proc = subprocess.run(command, cwd=PROJECT_DIR, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0 and proc.stdout.strip() == "50", proc.stderr  # logging.CRITICAL
+        assert proc.stderr.startswith("LSDB verification failed at stage 'config'")
+
+
 def test_cli_usage_errors_exit_2() -> None:
     proc = cli("--catalog", CATALOG_DIR, *cone_args())
     assert proc.returncode == 2

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import logging
 import sys
@@ -194,7 +195,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(tls_files) and not all(tls_files):
         p.error("give all of --tls-ca-file, --tls-cert-file and --tls-key-file, or none")
     security = client_security(*tls_files) if all(tls_files) else None
-    # The failure message says what went wrong; distributed's own reconnect chatter would only bury it.
+    # The failure message says what went wrong; distributed's own reconnect chatter would only bury it. distributed
+    # sets its loggers' levels when it is first imported: imported first, so that this level holds.
+    importlib.import_module("distributed")
     logging.getLogger("distributed").setLevel(logging.CRITICAL)
     where = ClusterRef(args.namespace, args.cluster_name, args.kube_context)
     locked = json.loads(args.lock_json.read_text()) if args.lock_json else None
