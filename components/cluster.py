@@ -426,7 +426,7 @@ class LsdbDaskCluster(pulumi.ComponentResource):
                 child_options(self, opts, self.dask_cluster),
             )
         # Everything downstream is derived from the name the API server holds.
-        metadata = self.dask_cluster.metadata  # type: ignore[attr-defined]  # CustomResource's attributes are dynamic
+        metadata = self.dask_cluster.metadata
         self.cluster_name = metadata.apply(lambda meta: str(meta["name"]))
         # A new uid is a new object: the operator deleted it and `up` recreated it.
         self.cluster_uid = metadata.apply(lambda meta: str(meta.get("uid") or ""))
