@@ -46,18 +46,25 @@ def waiting(reason: str, message: str = "") -> dict[str, Any]:
 
 
 class FakeTime:
-    """`time.monotonic` and `time.sleep` on a clock that moves only when slept: a module's waits, instantly."""
+    """`time.monotonic` and `time.sleep` on a clock that moves only when slept: a module's waits, instantly (as
+    tests/test_verification_check_waits.py's `Clock`). A loop that would never end fails after `NEVER_ENDS` pauses."""
+
+    NEVER_ENDS = 300
 
     def __init__(self) -> None:
-        self.now = 1000.0
+        self.now = 1000.0  # a deadline is counted from now, not from 0
         self.slept: list[float] = []
 
     def monotonic(self) -> float:
         return self.now
 
     def sleep(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("sleep length must be non-negative")  # as time.sleep
         self.slept.append(seconds)
-        self.now += max(seconds, 0.0)
+        if len(self.slept) > self.NEVER_ENDS:
+            raise AssertionError("the loop never ends")
+        self.now += seconds
 
 
 @pytest.fixture

@@ -42,6 +42,7 @@ class NoWorkersYet:
 def short_steps(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(check, "WORKER_WAIT_STEP_SECONDS", 0.5)
     monkeypatch.setattr(check, "time", CLOCK)
+    CLOCK.slept.clear()  # each test's own pauses count towards NEVER_ENDS
 
 
 def stuck_pods(reader: Reader, **kwargs: Any) -> StuckPods:
