@@ -304,15 +304,18 @@ def interrupt(*_):
     raise KeyboardInterrupt
 signal.signal(signal.SIGALRM, interrupt)
 signal.setitimer(signal.ITIMER_REAL, 0.2)
+forward = SchedulerPortForward(ClusterRef("ns", "c"), timeout=5.0, service_getter=getter)
 try:
-    SchedulerPortForward(ClusterRef("ns", "c"), timeout=5.0, service_getter=getter).__enter__()
+    forward.__enter__()
 except KeyboardInterrupt:
-    time.sleep(1.0)  # the forward is up by now, and nothing closes it
-print("exiting")
+    deadline = time.monotonic() + 10.0
+    while forward.local_port is None and time.monotonic() < deadline:  # until the forward is up; nothing closes it
+        time.sleep(0.02)
+print("exiting", "with the forward up" if forward.local_port is not None else "before the forward came up")
 """
 
 
 def test_an_interrupted_port_forward_does_not_keep_the_process_alive() -> None:
     child = subprocess.run([sys.executable, "-c", INTERRUPTED_FORWARD], capture_output=True, text=True, timeout=20,
                            cwd=Path(__file__).parent.parent)  # fmt: skip
-    assert child.returncode == 0 and "exiting" in child.stdout, child.stderr
+    assert child.returncode == 0 and "exiting with the forward up" in child.stdout, (child.stdout, child.stderr)
