@@ -40,11 +40,10 @@ SLOWEST_FIRST = (
     "test_verification_provider.py",
     "test_worker_groups_scale.py",
     "test_notebook_server.py",
-    "test_verification_wait.py",
     "test_dev_script.py",
     "test_catalogs.py",
-    "test_verification_workers_wait.py",
     "test_bench.py",
+    "test_verification_wait.py",
     "test_storage_access.py",
 )
 

@@ -73,7 +73,8 @@ class HttpSource:
         self.server.stall = None  # type: ignore[attr-defined]
         self.server.release = threading.Event()  # type: ignore[attr-defined]
         self.url = f"http://{LOOPBACK}:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # Polled every 50 ms (not serve_forever's 0.5 s): close() waits for the loop to see the shutdown.
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
     def close(self) -> None:

@@ -3,8 +3,8 @@ identity probe with a doubling pause until its budget, and `_wait_for_workers`, 
 steps with the wait hook in between. Both run here on a stand-in clock (`check.time` replaced: `sleep` moves
 `monotonic` on, and a loop that would never end fails after a few hundred pauses), so every attempt, pause, step
 and message is exact and a test takes milliseconds: their mutants run only this file (tools/mutation_selection.py,
-docs/mutation.md). tests/test_verification_check_rules.py and tests/test_verification_workers_wait.py run the same
-loops on the real clock, against an in-process cluster and stuck pods."""
+docs/mutation.md). tests/test_verification_check_rules.py runs the same loops on the real clock, against an
+in-process cluster; tests/test_verification_workers_wait.py on a fake clock too, with stuck pods."""
 
 from __future__ import annotations
 

@@ -1,18 +1,20 @@
 """The verification on a first deploy: it waits for the candidate Service and a Ready scheduler, and fails early,
 naming the reason, when a pod of the cluster is stuck. Pods are kr8s' own objects built from dicts (no server);
-the seams are `SchedulerPortForward(service_getter=...)` and `StuckPods(reader)`."""
+the seams are `SchedulerPortForward(service_getter=...)` and `StuckPods(reader, clock=)`. The waits run on a fake
+clock (`FakeTime`, in place of kube.py's `time`): the retries' pauses and the stuck timers are the code's own, only
+no real second passes."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kr8s.asyncio.objects import Pod
 
+from components.verification import kube
 from components.verification.check import VerificationError
 from components.verification.kube import POD_LOG_LINES, SchedulerPortForward, StuckPods
 from components.verification.query import ClusterRef
@@ -41,6 +43,36 @@ def pod(name: str, phase: str = "Pending", **status: Any) -> Pod:
 def waiting(reason: str, message: str = "") -> dict[str, Any]:
     state = {"waiting": {"reason": reason, "message": message}}
     return {"containerStatuses": [{"name": "scheduler", "image": IMAGE, "state": state, "restartCount": 0}]}
+
+
+class FakeTime:
+    """`time.monotonic` and `time.sleep` on a clock that moves only when slept: a module's waits, instantly (as
+    tests/test_verification_check_waits.py's `Clock`). A loop that would never end fails after `NEVER_ENDS` pauses."""
+
+    NEVER_ENDS = 300
+
+    def __init__(self) -> None:
+        self.now = 1000.0  # a deadline is counted from now, not from 0
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("sleep length must be non-negative")  # as time.sleep
+        self.slept.append(seconds)
+        if len(self.slept) > self.NEVER_ENDS:
+            raise AssertionError("the loop never ends")
+        self.now += seconds
+
+
+@pytest.fixture
+def fake_time(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
+    """kube.py's `time` on the fake clock (its port-forward retries and their pauses)."""
+    fake = FakeTime()
+    monkeypatch.setattr(kube, "time", fake)
+    return fake
 
 
 CRASH_LOG = "\n".join(f"line {i}" for i in range(1, 31))
@@ -191,65 +223,68 @@ class _Service:
         return Forward()
 
 
-def test_port_forward_waits_for_the_service_to_appear() -> None:
-    appears_at = time.monotonic() + 2.0
+def test_port_forward_waits_for_the_service_to_appear(fake_time: FakeTime) -> None:
+    appears_at = fake_time.monotonic() + 2.0
     hooks: list[float] = []
 
     async def getter(name: str, namespace: str, context: str | None) -> Any:
         assert name == f"{LIVE}-scheduler"
-        if time.monotonic() < appears_at:
+        if fake_time.monotonic() < appears_at:
             raise LookupError(f'services "{name}" not found')
         return _Service()
 
     forward = SchedulerPortForward(ClusterRef("lsdb-test", LIVE, "kind-dev"), timeout=20.0, service_getter=getter,
-                                   wait_hook=lambda: hooks.append(time.monotonic()))  # fmt: skip
+                                   wait_hook=lambda: hooks.append(fake_time.monotonic()))  # fmt: skip
     with forward as address:
         assert address == "tcp://127.0.0.1:45678"
     assert forward.attempts >= 2 and hooks, "it retried and looked at the pods in between"
 
 
 @pytest.mark.parametrize("state", ["image pull", "unschedulable"])
-def test_port_forward_fails_early_with_the_reason_when_a_pod_is_stuck(state: str) -> None:
+def test_port_forward_fails_early_with_the_reason_when_a_pod_is_stuck(state: str, fake_time: FakeTime) -> None:
     reader, problem_parts, _ = STUCK[state]
 
     async def getter(name: str, namespace: str, context: str | None) -> Any:
         raise LookupError(f'services "{name}" not found')
 
-    started = time.monotonic()
+    started = fake_time.monotonic()
     forward = SchedulerPortForward(ClusterRef("lsdb-test", LIVE, "kind-dev"), timeout=600.0, service_getter=getter,
-                                   wait_hook=StuckPods(reader, WHERE, stuck_seconds=3.0))  # fmt: skip
+                                   wait_hook=StuckPods(reader, WHERE, stuck_seconds=3.0,
+                                                       clock=fake_time.monotonic))  # fmt: skip
     with pytest.raises(VerificationError) as info, forward:
         pass
-    assert time.monotonic() - started < 30.0
+    assert fake_time.monotonic() - started < 30.0
     assert info.value.stage == "connect" and problem_parts[0] in info.value.problem
 
 
-def test_port_forward_gives_up_at_its_budget_naming_the_last_error() -> None:
+def test_port_forward_gives_up_at_its_budget_naming_the_last_error(fake_time: FakeTime) -> None:
     async def getter(name: str, namespace: str, context: str | None) -> Any:
         raise LookupError(f'services "{name}" not found')
 
-    started = time.monotonic()
+    started = fake_time.monotonic()
     with pytest.raises(VerificationError) as info, SchedulerPortForward(ClusterRef("lsdb-test", LIVE), timeout=2.0,
                                                                         service_getter=getter):  # fmt: skip
         pass
-    assert time.monotonic() - started < 2.0 + 5.0
+    assert fake_time.monotonic() - started < 2.0 + 5.0
     assert "attempt(s) within 2 s" in info.value.problem and "not found" in info.value.problem
 
 
 @pytest.mark.parametrize(("timeout", "attempts"), [(0.0, 1), (3.0, 3)])  # 3 s: at 0, 0.5, 1.5 s; a 2 s pause passes 3 s
-def test_port_forward_tries_once_at_least_and_never_pauses_into_its_deadline(timeout: float, attempts: int) -> None:
+def test_port_forward_tries_once_at_least_and_never_pauses_into_its_deadline(
+    timeout: float, attempts: int, fake_time: FakeTime
+) -> None:
     async def getter(name: str, namespace: str, context: str | None) -> Any:
         raise LookupError(f'services "{name}" not found')
 
     hooks: list[float] = []
     forward = SchedulerPortForward(ClusterRef("lsdb-test", LIVE), timeout=timeout, service_getter=getter,
-                                   wait_hook=lambda: hooks.append(time.monotonic()))  # fmt: skip
-    started = time.monotonic()
+                                   wait_hook=lambda: hooks.append(fake_time.monotonic()))  # fmt: skip
+    started = fake_time.monotonic()
     with pytest.raises(VerificationError) as info, forward:
         pass
     assert (forward.attempts, len(hooks)) == (attempts, attempts)
     assert f"({attempts} attempt(s) within {timeout:g} s)" in info.value.problem
-    assert time.monotonic() - started < max(timeout - 0.5, 1.0)  # it gave up, not slept out the rest
+    assert fake_time.monotonic() - started < max(timeout - 0.5, 1.0)  # it gave up, not slept out the rest
 
 
 # Interrupted (Ctrl-C) while an attempt is still connecting: the forward that comes up afterwards must not keep the
@@ -269,15 +304,18 @@ def interrupt(*_):
     raise KeyboardInterrupt
 signal.signal(signal.SIGALRM, interrupt)
 signal.setitimer(signal.ITIMER_REAL, 0.2)
+forward = SchedulerPortForward(ClusterRef("ns", "c"), timeout=5.0, service_getter=getter)
 try:
-    SchedulerPortForward(ClusterRef("ns", "c"), timeout=5.0, service_getter=getter).__enter__()
+    forward.__enter__()
 except KeyboardInterrupt:
-    time.sleep(1.0)  # the forward is up by now, and nothing closes it
-print("exiting")
+    deadline = time.monotonic() + 10.0
+    while forward.local_port is None and time.monotonic() < deadline:  # until the forward is up; nothing closes it
+        time.sleep(0.02)
+print("exiting", "with the forward up" if forward.local_port is not None else "before the forward came up")
 """
 
 
 def test_an_interrupted_port_forward_does_not_keep_the_process_alive() -> None:
     child = subprocess.run([sys.executable, "-c", INTERRUPTED_FORWARD], capture_output=True, text=True, timeout=20,
                            cwd=Path(__file__).parent.parent)  # fmt: skip
-    assert child.returncode == 0 and "exiting" in child.stdout, child.stderr
+    assert child.returncode == 0 and "exiting with the forward up" in child.stdout, (child.stdout, child.stderr)
