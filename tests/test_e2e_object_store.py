@@ -294,9 +294,11 @@ def test_sizing_reads_the_s3_catalog_with_the_pods_settings(
     big = local.largest
     assert f"Norder={big.order} Npix={big.pixel}: " in proc.stdout and f"{big.rows} rows" in proc.stdout
     # Without anon=false hats would go anonymous, which this bucket refuses (the same CLI, run in this process: with
-    # anon=false it reads the catalog here too, so only the option differs).
+    # anon=false it reads the catalog here too, so only the option differs). `AWS_MAX_ATTEMPTS=1` for both: botocore
+    # would retry each refused anonymous request (moto answers 500) 4 times with backoff, 6-13 s of sleeping.
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION"):
         monkeypatch.setenv(name, env[name])
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     assert sizing.main([url, "--storage-option", "anon=false"]) == 0
     assert f"rows         {local.total_rows}" in capsys.readouterr().out
     assert sizing.main([url]) == 1

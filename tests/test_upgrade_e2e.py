@@ -12,7 +12,7 @@ starts beside v1, the verification provider's `create` checks v2 through v2's ow
 stable Service takes v2's rendered selector, and v1 is stopped. Throughout, `EndpointProbe` opens a new Dask comm
 to the stable endpoint every 50 ms (TCP, handshake, identity; one attempt each) and counts the failures.
 The figures are reported (printed and as junit properties); bench/upgrade.py compares them with delete-and-recreate.
-Run with `pytest -m e2e tests/test_upgrade_e2e.py` (about 2 minutes).
+Run with `pytest -m e2e tests/test_upgrade_e2e.py` (about 1 minute).
 """
 
 from __future__ import annotations
@@ -44,6 +44,9 @@ pytestmark = pytest.mark.e2e
 STACK = "dev"
 V2_CHANGE = {"workers": {"memory": "2Gi"}}
 BAD_OPTION = "--no-such-option"  # `dask scheduler` rejects it; `dask worker` takes it as its scheduler address
+# A connect attempt's bound in the crashed-scheduler case (PROBE_ATTEMPT_SECONDS, 10 s, pinned by
+# test_verification_check_waits): the pods are read between attempts, and the crash fails the check once seen for 2 s.
+SHORT_ATTEMPT_SECONDS = 1.0
 
 
 # --- helpers -----------------------------------------------------------------------------------------------
@@ -200,11 +203,14 @@ def test_the_config_change_renders_a_new_cluster_and_the_same_stable_service(
 
 def test_a_v2_whose_scheduler_crashes_fails_the_verification_and_the_stable_endpoint_stays_on_v1(
     renders: tuple[Rendered, Rendered], blue: EmulatedCluster, stable: ServiceAlias, user_client: Any,
-    claim: Path, tmp_path: Path, record_property: Any,
+    claim: Path, tmp_path: Path, record_property: Any, monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     """v2's scheduler exits at once (an option `dask scheduler` rejects). The provider's create fails at
     `connect`; with API access (the pod reader over the real processes) it fails early naming the exit code and
-    quoting the log. The stable Service is never pointed at v2: every probe and the user's client stay on v1."""
+    quoting the log. The stable Service is never pointed at v2: every probe and the user's client stay on v1.
+    The pods are read between connect attempts (`PROBE_ATTEMPT_SECONDS`, 10 s): 1 s here, so the crash, seen for
+    `stuck_seconds` (2 s), ends the check after about 4 s instead of two 10 s attempts."""
+    from components.verification import check
     from components.verification.check import VerificationError, verify_catalog_query
     from components.verification.kube import StuckPods
     from components.verification.query import ClusterRef
@@ -225,6 +231,7 @@ def test_a_v2_whose_scheduler_crashes_fails_the_verification_and_the_stable_endp
                 new_provider().create(direct_props(v2, candidate, catalog, timeoutSeconds=2))
 
             where = ClusterRef(v2.props["namespace"], v2.name, v2.props.get("kubeContext"))
+            monkeypatch.setattr(check, "PROBE_ATTEMPT_SECONDS", SHORT_ATTEMPT_SECONDS)
             started = time.monotonic()
             with pytest.raises(VerificationError) as early:  # with API access: the stuck pod, named
                 verify_catalog_query(
@@ -347,7 +354,10 @@ def test_a_crashing_worker_pod_fails_the_workers_stage_early_with_its_log(
     renders: tuple[Rendered, Rendered], claim: Path, tmp_path: Path
 ) -> None:
     """The scheduler runs, the worker pods exit at once (an option `dask worker` rejects): with the pod reader over
-    the real processes the workers stage fails well before its 180 s budget, quoting the worker's log."""
+    the real processes the workers stage fails well before its 180 s budget, quoting the worker's log. The reader
+    runs between the stage's steps (`WORKER_WAIT_STEP_SECONDS`, 5 s); with `stuck_seconds=0` the first read that
+    finds the crash ends the stage, after one step instead of two (how long a pod must stay stuck is
+    test_verification_wait's subject, on a fake clock)."""
     from components.verification.check import VerificationError, verify_catalog_query
     from components.verification.kube import StuckPods
     from components.verification.query import ClusterRef
@@ -363,7 +373,7 @@ def test_a_crashing_worker_pod_fails_the_workers_stage_early_with_its_log(
         with pytest.raises(VerificationError) as info:
             verify_catalog_query(
                 c.scheduler_address, query_of(v1.props, timeout=600.0), where=where,
-                wait_hook=StuckPods(EmulatedReader([c]), where, stuck_seconds=2.0),
+                wait_hook=StuckPods(EmulatedReader([c]), where, stuck_seconds=0.0),
             )  # fmt: skip
         seconds = time.monotonic() - started
     assert info.value.stage == "workers"

@@ -355,10 +355,7 @@ class EmulatedPod:
         self.phase = "Failed" if sig == signal.SIGKILL else self.phase
 
     def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
-        self._track_descendants()
-        stop_process_groups([c.process for c in self.containers if c.process is not None], grace)
-        if self.phase == "Running":
-            self.phase = "Succeeded"
+        stop_pods([self], grace)
 
     def restart(self) -> None:
         """What the Deployment does for a dead pod: the same containers again (new processes, same ports)."""
@@ -370,6 +367,18 @@ class EmulatedPod:
 
     def logs(self) -> str:
         return "\n".join(f"--- {self.name}/{c.name} ---\n{c.logs()}" for c in self.containers)
+
+
+def stop_pods(pods: Iterable[EmulatedPod], grace: float = STOP_GRACE_SECONDS) -> None:
+    """Stop pods together, as the API server deletes a Deployment's pods: SIGTERM to every container's process group,
+    one grace period for all, then SIGKILL what is left."""
+    group = list(pods)
+    for pod in group:
+        pod._track_descendants()
+    stop_process_groups([c.process for pod in group for c in pod.containers if c.process is not None], grace)
+    for pod in group:
+        if pod.phase == "Running":
+            pod.phase = "Succeeded"
 
 
 _LIVE: list[EmulatedCluster] = []
@@ -557,9 +566,10 @@ class EmulatedCluster:
                             self._started.setdefault(child.pid, child.create_time())
 
     def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
-        """Stop every pod (workers first), then kill by PID any tracked process that is still running."""
-        for pod in [*self.worker_pods, self.scheduler_pod]:
-            pod.stop(grace)
+        """Stop every pod (the workers together first, then the scheduler), then kill by PID any tracked process that
+        is still running."""
+        stop_pods(self.worker_pods, grace)
+        self.scheduler_pod.stop(grace)
         for pid in self.leftover_pids():
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
