@@ -21,7 +21,7 @@ cached for the module, and checked against invariants that do not depend on the 
   on what `make scan` scans (the shipped stacks, scripts/scan.py's variants, docker/) with scan.py's rule.
 
 16 features give 14 stacks (about 160 test cases); the mock runs take about a minute and checkov (one run, through
-scripts/checkov_each.py) about 20 s of CPU on this 2-core machine. Every check passes on every stack: a defect the
+scripts/checkov_each.py) about 15 s of CPU on this 2-core machine. Every check passes on every stack: a defect the
 matrix finds is fixed or, while it is open, marked `xfail(strict=True)` with its reason, so the fix turns it into a
 failure until the mark goes (none is open). A config change that refuses a pair (say, worker groups under the
 autoscaler) goes into EXCLUDED, with its reason.
