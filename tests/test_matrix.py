@@ -20,11 +20,11 @@ cached for the module, and checked against invariants that do not depend on the 
 * checkov, run once on every stack's objects and the operator-built Deployments and Services, and in the same run
   on what `make scan` scans (the shipped stacks, scripts/scan.py's variants, docker/) with scan.py's rule.
 
-16 features give 14 stacks (about 160 test cases); the mock runs take about a minute and checkov (one run) one to
-1.5 minutes on this 2-core machine. Every check passes on every stack: a defect the matrix finds is fixed or, while
-it is open, marked `xfail(strict=True)` with its reason, so the fix turns it into a failure until the mark goes
-(none is open). A config change that refuses a pair (say, worker groups under the autoscaler) goes into
-EXCLUDED, with its reason.
+16 features give 14 stacks (about 160 test cases); the mock runs take about a minute and checkov (one run, through
+scripts/checkov_each.py) about 15 s of CPU on this 2-core machine. Every check passes on every stack: a defect the
+matrix finds is fixed or, while it is open, marked `xfail(strict=True)` with its reason, so the fix turns it into a
+failure until the mark goes (none is open). A config change that refuses a pair (say, worker groups under the
+autoscaler) goes into EXCLUDED, with its reason.
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ from __future__ import annotations
 import functools
 import itertools
 import re
+import subprocess
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -672,11 +673,42 @@ def test_a_missing_checkov_fails_where_make_test_requires_it(monkeypatch: pytest
     require_checkov(CHECKOV if CHECKOV.is_file() else Path(__file__))  # present: neither
 
 
+# Two directories in the run, after the stacks: a pod a NetworkPolicy selects, then the same pod without it. The second
+# fails CKV2_K8S_6 only if checkov's graph checks see each directory alone, as the stacks need (the policy of an
+# earlier directory, or of another stack in the same namespace, must not count).
+_PLANTED_POD = {
+    "apiVersion": "v1",
+    "kind": "Pod",
+    "metadata": {"name": "planted", "namespace": "planted", "labels": {"app": "planted"}},
+    "spec": {"containers": [{"name": "main", "image": "busybox@sha256:" + "0" * 64}]},
+}
+PLANTED = {
+    "selected": [
+        _PLANTED_POD,
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "planted", "namespace": "planted"},
+            "spec": {"podSelector": {"matchLabels": {"app": "planted"}}, "policyTypes": ["Ingress", "Egress"]},
+        },
+    ],
+    "alone": [_PLANTED_POD],
+}
+
+
+def write_objects(directory: Path, objects: list[dict[str, Any]]) -> None:
+    """Each object in its file, as yaml.safe_dump writes it but by libyaml's emitter (a third of the CPU; long strings
+    wrap elsewhere: the same objects, and checkov's counts and failed checks per stack were compared alike)."""
+    directory.mkdir()
+    for i, obj in enumerate(objects):
+        (directory / f"{i:02d}-{obj['kind'].lower()}.yaml").write_text(yaml.dump(obj, Dumper=yaml.CSafeDumper))
+
+
 @pytest.fixture(scope="module")
-def checkov_results() -> dict[str, Any]:
-    """checkov run ONCE (scripts/scan.py's `checkov`) over every matrix stack's objects and the operator-built
-    Deployments and Service, and over what `make scan` scans (scripts/scan.py's `scan_targets`, "shipped:<target>"),
-    each in its own directory; its counts and failed checks by stack id and target."""
+def checkov_targets() -> Iterator[dict[str, Path]]:
+    """The directories the checkov run scans: every matrix stack's objects and the operator-built Deployments and
+    Service, what `make scan` scans (scripts/scan.py's `scan_targets`, "shipped:<target>"), and PLANTED, each in its
+    own directory; by stack id and target."""
     require_checkov(CHECKOV)
     with tempfile.TemporaryDirectory(prefix="lsdb-matrix-") as tmp:
         targets = {stack_id(features): Path(tmp) / f"s{n:02d}" for n, features in enumerate(STACKS)}
@@ -686,17 +718,39 @@ def checkov_results() -> dict[str, Any]:
             for obj in operator_made:
                 obj["metadata"]["namespace"] = NS
                 obj["metadata"].pop("ownerReferences", None)  # uids of objects that exist only in the API server
-            directory = targets[stack_id(features)]
-            directory.mkdir()
-            for i, obj in enumerate([*stack_objects(features), *operator_made]):
-                (directory / f"{i:02d}-{obj['kind'].lower()}.yaml").write_text(yaml.safe_dump(obj))
+            write_objects(targets[stack_id(features)], [*stack_objects(features), *operator_made])
         shipped = scan.scan_targets(PROJECT_DIR, tuple(SCANNED[:-1]), Path(tmp) / "shipped")
         assert list(shipped) == SCANNED
         targets |= {f"shipped:{target}": directory for target, directory in shipped.items()}
-        result: dict[str, Any] = scan.checkov(CHECKOV, targets)
+        for name, objects in PLANTED.items():
+            targets[f"planted:{name}"] = Path(tmp) / f"planted-{name}"
+            write_objects(targets[f"planted:{name}"], objects)
+        yield targets
+
+
+@pytest.fixture(scope="module")
+def checkov_results(checkov_targets: dict[str, Path]) -> dict[str, Any]:
+    """checkov run ONCE (scripts/scan.py's `checkov`) over every directory of `checkov_targets`; its counts and
+    failed checks by stack id and target."""
+    result: dict[str, Any] = scan.checkov(CHECKOV, checkov_targets)
     matrix_passed = sum(result[stack_id(s)]["passed"] for s in STACKS)
     assert matrix_passed > 100 * len(STACKS), "checkov checked (almost) nothing"
     return result
+
+
+def test_checkov_reads_the_files_as_its_own_loader_does(checkov_targets: dict[str, Path]) -> None:
+    """scripts/checkov_each.py gives checkov's Kubernetes YAML loader libyaml's parser: it reads the files as
+    checkov's own loader does, each mapping's lines included. The files: the matrix stack with the most objects, as
+    write_objects writes them (its CRDs left out: 2 MB, 1.5 s of CPU on checkov's parser), and the shipped dev stack,
+    the operator's CRDs among them, as tools/render writes them."""
+    largest = max((d for t, d in checkov_targets.items() if ":" not in t), key=lambda d: len(list(d.iterdir())))
+    files = [f for f in largest.glob("*.yaml") if "customresourcedefinition" not in f.name]
+    files = sorted(str(f) for f in [*files, *checkov_targets["shipped:dev"].rglob("*.yaml")])
+    interpreter = CHECKOV.parent / "python"
+    proc = subprocess.run(
+        [interpreter, scan.EACH_DIRECTORY, "--same-reading", *files], capture_output=True, text=True, timeout=120
+    )
+    assert (proc.returncode, proc.stdout.strip()) == (0, f"{len(files)} files read alike"), proc.stderr
 
 
 def failed(found: dict[str, Any]) -> list[str]:
@@ -720,3 +774,13 @@ def test_make_scan_finds_nothing(checkov_results: dict[str, Any], target: str) -
     found = checkov_results[f"shipped:{target}"]
     assert failed(found) == []
     assert found["passed"] > 0 or target == "platform", f"checkov checked nothing of {target}"
+
+
+def test_checkov_sees_each_directory_alone(checkov_results: dict[str, Any]) -> None:
+    """The pod a NetworkPolicy selects passes CKV2_K8S_6; the same pod in the next directory, without it, fails."""
+    selected, alone = checkov_results["planted:selected"], checkov_results["planted:alone"]
+    assert not [c for c in failed(selected) if c.startswith("CKV2_K8S_6 ")]
+    assert selected["passed"] == alone["passed"] + 1  # CKV2_K8S_6 passed there: the same checks otherwise
+    assert [c for c in failed(alone) if c.startswith("CKV2_K8S_6 ")] == [
+        "CKV2_K8S_6 Minimize the admission of pods which lack an associated NetworkPolicy: Pod.planted.planted"
+    ]

@@ -26,6 +26,7 @@ from components.config import ConfigError, parse_stack_config
 from components.dask_operator import operator_version
 from components.lock import PROJECT_DIR
 from components.operator_chart import crd_manifests
+from tests.support import schema_check
 from tools.render import (
     KIND_ORDER,
     OTHER_KIND,
@@ -34,7 +35,9 @@ from tools.render import (
     RenderError,
     _redact_secret_object,
     apply_patches,
+    dump_yaml,
     load_live_objects,
+    load_yaml,
     render_stack,
     write_render,
 )
@@ -103,10 +106,10 @@ def read_render(out: Path) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, 
     files = sorted(p for p in out.iterdir() if FILE_NAME.match(p.name))
     objects = []
     for p in files:
-        docs = list(yaml.safe_load_all(p.read_text()))
+        docs = list(yaml.load_all(p.read_text(), Loader=yaml.CSafeLoader))  # safe_load_all, on libyaml's parser
         assert len(docs) == 1, f"{p.name} must hold exactly one object"
         objects.append((p.name, docs[0]))
-    return objects, yaml.safe_load((out / "summary.yaml").read_text())
+    return objects, load_yaml((out / "summary.yaml").read_text())
 
 
 def stack_dir(tmp_path: Path, name: str, text: str) -> Path:
@@ -327,6 +330,16 @@ def test_the_selector_patch_file_says_how_to_apply_it_and_merges_into_the_servic
     assert live == {**service, "spec": {**service["spec"], "selector": patch["spec"]["selector"]}}
 
 
+def test_load_yaml_reads_what_the_render_writes_as_safe_load_does() -> None:
+    """load_yaml (libyaml's parser) reads the render's files, an operator's CRD (DaskWorkerGroup's: the pod template's
+    schema), block text, quoted and unquoted scalars, as yaml.safe_load (PyYAML's own parser) does."""
+    (crd,) = [c for c in crd_manifests() if c["spec"]["names"]["kind"] == "DaskWorkerGroup"]
+    docs = [crd, {"a": "x\ny\n", "b": ["yes", "on", "1.0", "0o17", "2026-12-03", "é", ""], "c": [1, 1.5]}]
+    for doc in docs:
+        text = dump_yaml(doc)
+        assert load_yaml(text) == yaml.safe_load(text) == doc
+
+
 def test_apply_patches_merges_maps_and_rejects_a_patch_without_its_object() -> None:
     service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s", "namespace": "n", "labels": {"a": "1"}},
                "spec": {"type": "ClusterIP", "ports": [{"port": 1}]}}  # fmt: skip
@@ -408,7 +421,7 @@ def test_pruning_check_catches_unknown_fields(render: dict[str, Any]) -> None:
     bad = json.loads(json.dumps(obj))
     bad["spec"]["worker"]["replica"] = 3
     with pytest.raises(jsonschema.ValidationError, match="replica"):
-        jsonschema.validate(bad, crd_schema("DaskCluster"))
+        schema_check.validate(bad, crd_schema("DaskCluster"))  # jsonschema.validate, the schema checked once
 
 
 # --- the command line --------------------------------------------------------------------------------------
